@@ -1,0 +1,16 @@
+// The `initless` command: one file per verb under src/cli, each registering itself on the app.
+// A verb's callback throws initless::Error on failure; main prints it as one line and exits 1.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace initless::cli {
+
+void add_run(CLI::App& app);
+void add_gc(CLI::App& app);
+void add_snapshot(CLI::App& app);
+void add_restore(CLI::App& app);
+void add_sim(CLI::App& app);
+void add_init(CLI::App& app);  // hidden: the sandbox's pid 1
+
+}  // namespace initless::cli

@@ -1,0 +1,25 @@
+// Small file helpers over raw fds: whole-file reads of /proc-style files, full writes, atomic
+// publication (temp name, fsync, rename, fsync dir), recursive removal that never crosses mounts.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "initless/sys/unique_fd.h"
+
+namespace initless::sys {
+
+UniqueFd open_file(const std::filesystem::path& path, int flags, int mode = 0644);
+std::string read_file(const std::filesystem::path& path);
+void write_file(const std::filesystem::path& path, std::string_view data);  // truncates
+void write_all(int fd, const void* data, size_t len);
+void read_exact(int fd, void* data, size_t len, off_t offset);
+void fsync_path(const std::filesystem::path& path);
+// Writes `data` to path via a temp file in the same directory, fsyncs and renames it.
+void write_file_atomic(const std::filesystem::path& path, std::string_view data);
+// Removes a tree; refuses to descend into another mount (a leaked bind mount must not be emptied).
+void remove_tree(const std::filesystem::path& path);
+
+}  // namespace initless::sys
