@@ -1,0 +1,37 @@
+// The function spec (`function.toml`, keys in DESIGN.md): parsed, validated and defaulted.
+// `load` throws initless::Error naming the file, line and key for any unknown key, wrong type,
+// out-of-range value or missing required key (`command`, `ready`). `name` defaults to the
+// directory's name.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace initless::spec {
+
+struct FunctionSpec {
+    std::filesystem::path dir;          // absolute directory holding function.toml; /function inside
+    std::string name;                   // [a-z0-9][a-z0-9_-]*, at most 63 chars
+    std::vector<std::string> command;   // argv, non-empty; run with cwd /function
+    std::map<std::string, std::string> env;
+    std::string ready;                  // phrase printed on stdout when initialised, non-empty
+    uint16_t port = 9000;
+    std::filesystem::path rootfs = "/";  // overlay lower layer, read-only
+    std::vector<std::filesystem::path> rw_dirs;  // absolute paths inside the sandbox
+    uint64_t memory_mb = 512;
+    double cpus = 1.0;
+    uint32_t concurrency = 1;
+    uint32_t max_instances = 10;
+    uint32_t timeout_s = 60;
+    uint32_t prestart = 1;
+    std::string restore = "auto";       // auto | eager | cow | lazy | prefetch
+    uint32_t warmup = 0;                // GET / requests sent before the snapshot
+};
+
+// `path` is a function directory or a function.toml file.
+FunctionSpec load(const std::filesystem::path& path);
+
+}  // namespace initless::spec
