@@ -1,12 +1,14 @@
 #include "initless/cli/verbs.h"
-#include "initless/sys/error.h"
+#include "initless/sandbox/init.h"
 
 namespace initless::cli {
 
 void add_init(CLI::App& app) {
-    auto* cmd = app.add_subcommand("__init", "not built yet");
+    auto* cmd = app.add_subcommand("__init", "the sandbox's pid 1 (internal)");
     cmd->group("");
-    cmd->callback([] { throw Error("'init' is not implemented yet"); });
+    static int control_fd = -1;
+    cmd->add_option("--control", control_fd)->required();
+    cmd->callback([] { sandbox::run_init(control_fd); });
 }
 
 }  // namespace initless::cli

@@ -1,0 +1,101 @@
+// A sandbox for one function instance, in two stages.
+//   prepare(): new mount, pid, net (lo up), uts and ipc namespaces; a cgroup with the spec's limits;
+//              an overlay root (spec rootfs read-only below, a per-instance upper dir above) with
+//              /proc, a minimal /dev, tmpfs /tmp and /dev/shm, /function (read-only); our init as
+//              pid 1, waiting. This is the pre-started stage a pool keeps.
+//   start():   init runs the spec's command as pid 2, capabilities dropped and no_new_privs set,
+//              stdout/stderr to the instance log.
+//   spawn_restorer(): instead of start, init makes an empty process at a chosen pid for `restore`.
+// Mounts live only in the sandbox's own mount namespace, so they vanish with it. `teardown` (and the
+// destructor) kills the tree and removes the cgroup and the instance directory; if the controller
+// dies, init sees its control socket close and kills the tree, and `collect_garbage` removes the rest.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "initless/spec/function_spec.h"
+#include "initless/sys/cgroup.h"
+#include "initless/sys/unique_fd.h"
+
+namespace initless::sandbox {
+
+// Where instances keep their upper dirs and logs: $INITLESS_STATE_DIR or /run/initless.
+std::filesystem::path state_dir();
+
+struct SandboxOptions {
+    // Copied into the upper dir before the overlay is mounted (a snapshot's writable layer).
+    std::optional<std::filesystem::path> upper_seed;
+};
+
+struct ExitReport {
+    pid_t pid = 0;   // inside the sandbox
+    int status = 0;  // as from waitpid
+    std::string describe() const;
+};
+
+struct ProcessHandle {
+    pid_t host_pid = 0;  // in the controller's pid namespace
+    pid_t sandbox_pid = 0;
+    sys::UniqueFd pidfd;
+};
+
+class Sandbox {
+public:
+    static Sandbox prepare(const spec::FunctionSpec& spec, const SandboxOptions& options = {});
+
+    Sandbox(Sandbox&&) noexcept;
+    Sandbox& operator=(Sandbox&&) noexcept;
+    ~Sandbox();
+
+    ProcessHandle start();
+    // An empty, stopped-in-pause() child of init with pid `sandbox_pid`, in its own session, with an
+    // anonymous read-write-execute mapping of `stub_size` bytes at `stub_addr` (for the restorer).
+    ProcessHandle spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size);
+
+    // Waits until the log holds `phrase`; throws with the log's tail if the function exits first or
+    // `timeout` passes.
+    void wait_ready(const std::string& phrase, std::chrono::milliseconds timeout);
+    // Exit of a process init reported, if any arrived (non-blocking).
+    std::optional<ExitReport> poll_exit();
+
+    sys::UniqueFd connect(uint16_t port) const;  // TCP to 127.0.0.1:port inside the sandbox
+    void teardown();
+    std::string log_tail(size_t bytes = 2000) const;
+
+    const std::string& id() const { return id_; }
+    const std::filesystem::path& dir() const { return dir_; }
+    std::filesystem::path upper_dir() const { return dir_ / "upper"; }
+    std::filesystem::path log_path() const { return dir_ / "log"; }
+    pid_t init_pid() const { return init_pid_; }
+    int netns_fd() const { return netns_.get(); }
+    const sys::Cgroup& cgroup() const { return cgroup_; }
+    const spec::FunctionSpec& spec() const { return spec_; }
+
+private:
+    Sandbox() = default;
+    std::string request(const std::string& message, std::vector<sys::UniqueFd>* fds);
+    void handle_event(const std::string& message);
+
+    spec::FunctionSpec spec_;
+    std::string id_;
+    std::filesystem::path dir_;
+    pid_t init_pid_ = 0;
+    sys::UniqueFd init_pidfd_;
+    sys::UniqueFd control_;
+    sys::UniqueFd netns_;
+    sys::Cgroup cgroup_;
+    std::vector<ExitReport> exits_;
+};
+
+// Removes instances whose controller is gone: kills a leftover init, removes cgroups and dirs.
+// Returns a line per thing removed.
+std::vector<std::string> collect_garbage();
+
+}  // namespace initless::sandbox

@@ -1,0 +1,46 @@
+// A cgroup of our own across the v1 controllers this machine mounts (memory, cpu, pids, freezer) at
+// /sys/fs/cgroup/<ctrl>/initless/<name>. Only cgroups created here are ever written or removed.
+// `remove` kills what is left inside and rmdirs every controller's directory.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace initless::sys {
+
+class Cgroup {
+public:
+    static constexpr const char* kRoot = "/sys/fs/cgroup";
+    static constexpr const char* kGroup = "initless";
+
+    Cgroup() = default;
+    static Cgroup create(const std::string& name);
+    // An existing group by name (for gc); controllers whose directory is missing are skipped.
+    static Cgroup open(const std::string& name);
+    static std::vector<std::string> list();  // names under any controller's initless/ dir
+
+    Cgroup(Cgroup&& o) noexcept;
+    Cgroup& operator=(Cgroup&& o) noexcept;
+    Cgroup(const Cgroup&) = delete;
+    ~Cgroup();
+
+    void set_memory_limit(uint64_t bytes);
+    void set_cpu_limit(double cpus);
+    void set_pids_limit(uint64_t max);
+    void attach(pid_t pid);
+    std::vector<pid_t> pids() const;
+    bool oom_killed() const;  // memory.oom_control reports an OOM kill happened
+    void remove();            // idempotent; kills members first
+    const std::string& name() const { return name_; }
+    bool empty() const { return name_.empty(); }
+
+private:
+    std::filesystem::path dir(const char* controller) const;
+    std::string name_;
+    std::vector<std::string> controllers_;
+};
+
+}  // namespace initless::sys

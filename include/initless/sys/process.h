@@ -1,0 +1,40 @@
+// Process primitives: clone3 as a fork (with new namespaces, chosen pids, a pidfd), pidfds,
+// stealing fds from another process, and small /proc readers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "initless/sys/unique_fd.h"
+
+namespace initless::sys {
+
+struct ForkResult {
+    pid_t pid = 0;    // 0 in the child
+    UniqueFd pidfd;   // parent side only
+};
+
+// clone3 without a new stack (fork semantics). `flags` may add CLONE_NEW*; `set_tid` chooses the
+// pid in each pid namespace level (innermost first). Throws SysError in the parent on failure.
+ForkResult fork_process(uint64_t flags, std::span<const pid_t> set_tid = {});
+
+UniqueFd pidfd_open(pid_t pid);
+// Duplicates `target_fd` of the process behind `pidfd` into this process.
+UniqueFd pidfd_getfd(int pidfd, int target_fd);
+// The pid, in this process's pid namespace, of the process a pidfd refers to (-1 once it is gone).
+pid_t pid_of_pidfd(int pidfd);
+
+// Fields of /proc/PID/stat after the command name, indexed from 3 (state) as in proc(5).
+std::vector<std::string> proc_stat_fields(pid_t pid);
+uint64_t proc_start_time(pid_t pid);  // field 22; distinguishes a reused pid
+bool process_alive(pid_t pid);
+// Threads of a process, and the children listed in /proc/PID/task/*/children.
+std::vector<pid_t> proc_tasks(pid_t pid);
+std::vector<pid_t> proc_children(pid_t pid);
+
+}  // namespace initless::sys

@@ -1,0 +1,33 @@
+// Sockets: SEQPACKET messages carrying fds (SCM_RIGHTS), and TCP connections made from inside
+// another network namespace (setns in, connect, setns back) so the controller reaches a sandboxed
+// function on 127.0.0.1 without veth or NAT.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "initless/sys/unique_fd.h"
+
+namespace initless::sys {
+
+struct SocketPair {
+    UniqueFd a, b;
+};
+SocketPair seqpacket_pair();
+
+void send_message(int fd, std::string_view data, std::span<const int> fds = {});
+// Returns false on orderly EOF. Received fds are appended to `fds`.
+bool receive_message(int fd, std::string& data, std::vector<UniqueFd>* fds = nullptr);
+
+// Connects to 127.0.0.1:port inside the network namespace `netns_fd` (an open /proc/PID/ns/net).
+// Safe to call from any thread: only the calling thread switches namespaces, and it switches back.
+UniqueFd connect_in_netns(int netns_fd, uint16_t port);
+
+// Brings the loopback interface of the current network namespace up.
+void set_loopback_up();
+
+}  // namespace initless::sys

@@ -1,0 +1,159 @@
+#include "initless/sys/cgroup.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "initless/sys/error.h"
+#include "initless/sys/file.h"
+
+namespace initless::sys {
+
+namespace fs = std::filesystem;
+namespace {
+const char* const kControllers[] = {"memory", "cpu", "pids", "freezer"};
+}
+
+fs::path Cgroup::dir(const char* controller) const { return fs::path(kRoot) / controller / kGroup / name_; }
+
+Cgroup Cgroup::create(const std::string& name) {
+    Cgroup cg;
+    cg.name_ = name;
+    try {
+        for (const char* c : kControllers) {
+            fs::path parent = fs::path(kRoot) / c;
+            if (!fs::exists(parent / "cgroup.procs")) continue;
+            fs::path group = parent / kGroup;
+            if (::mkdir(group.c_str(), 0755) != 0 && errno != EEXIST)
+                throw SysError(fmt::format("mkdir {}", group.string()), errno);
+            check(::mkdir(cg.dir(c).c_str(), 0755), fmt::format("mkdir {}", cg.dir(c).string()));
+            cg.controllers_.emplace_back(c);
+        }
+    } catch (...) {
+        cg.remove();
+        throw;
+    }
+    if (cg.controllers_.empty()) throw Error("no cgroup v1 controller found under /sys/fs/cgroup");
+    return cg;
+}
+
+Cgroup Cgroup::open(const std::string& name) {
+    Cgroup cg;
+    cg.name_ = name;
+    for (const char* c : kControllers)
+        if (fs::exists(cg.dir(c))) cg.controllers_.emplace_back(c);
+    return cg;
+}
+
+std::vector<std::string> Cgroup::list() {
+    std::set<std::string> names;
+    for (const char* c : kControllers) {
+        fs::path group = fs::path(kRoot) / c / kGroup;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(group, ec))
+            if (e.is_directory()) names.insert(e.path().filename().string());
+    }
+    return {names.begin(), names.end()};
+}
+
+Cgroup::Cgroup(Cgroup&& o) noexcept : name_(std::move(o.name_)), controllers_(std::move(o.controllers_)) {
+    o.name_.clear();
+    o.controllers_.clear();
+}
+
+Cgroup& Cgroup::operator=(Cgroup&& o) noexcept {
+    if (this != &o) {
+        try {
+            remove();
+        } catch (...) {
+        }
+        name_ = std::move(o.name_);
+        controllers_ = std::move(o.controllers_);
+        o.name_.clear();
+        o.controllers_.clear();
+    }
+    return *this;
+}
+
+Cgroup::~Cgroup() {
+    try {
+        remove();
+    } catch (...) {
+    }
+}
+
+void Cgroup::set_memory_limit(uint64_t bytes) {
+    write_file(dir("memory") / "memory.limit_in_bytes", std::to_string(bytes));
+}
+
+void Cgroup::set_cpu_limit(double cpus) {
+    const uint64_t period = 100000;
+    write_file(dir("cpu") / "cpu.cfs_period_us", std::to_string(period));
+    write_file(dir("cpu") / "cpu.cfs_quota_us", std::to_string(static_cast<uint64_t>(std::ceil(cpus * period))));
+}
+
+void Cgroup::set_pids_limit(uint64_t max) { write_file(dir("pids") / "pids.max", std::to_string(max)); }
+
+void Cgroup::attach(pid_t pid) {
+    for (const auto& c : controllers_) write_file(dir(c.c_str()) / "cgroup.procs", std::to_string(pid));
+}
+
+std::vector<pid_t> Cgroup::pids() const {
+    std::set<pid_t> out;
+    for (const auto& c : controllers_) {
+        std::error_code ec;
+        if (!fs::exists(dir(c.c_str()) / "cgroup.procs", ec)) continue;
+        std::istringstream in(read_file(dir(c.c_str()) / "cgroup.procs"));
+        pid_t p;
+        while (in >> p) out.insert(p);
+    }
+    return {out.begin(), out.end()};
+}
+
+bool Cgroup::oom_killed() const {
+    std::istringstream in(read_file(dir("memory") / "memory.oom_control"));
+    std::string key;
+    uint64_t value;
+    while (in >> key >> value)
+        if (key == "oom_kill") return value > 0;
+    return false;
+}
+
+void Cgroup::remove() {
+    if (name_.empty()) return;
+    // A frozen group cannot die: thaw it first.
+    std::error_code ec;
+    if (fs::exists(dir("freezer") / "freezer.state", ec)) {
+        try {
+            write_file(dir("freezer") / "freezer.state", "THAWED");
+        } catch (const Error&) {
+        }
+    }
+    std::string failure;
+    for (int attempt = 0; attempt < 200; ++attempt) {
+        for (pid_t p : pids()) ::kill(p, SIGKILL);
+        failure.clear();
+        for (const auto& c : controllers_) {
+            fs::path d = dir(c.c_str());
+            if (::rmdir(d.c_str()) != 0 && errno != ENOENT)
+                failure = fmt::format("rmdir {}: {}", d.string(), std::strerror(errno));
+        }
+        if (failure.empty()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (!failure.empty()) throw Error(failure);
+    // The shared initless/ parent goes when its last group does; another instance may still hold it.
+    for (const auto& c : controllers_) ::rmdir((fs::path(kRoot) / c / kGroup).c_str());
+    name_.clear();
+    controllers_.clear();
+}
+
+}  // namespace initless::sys

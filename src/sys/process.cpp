@@ -1,0 +1,91 @@
+#include "initless/sys/process.h"
+
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "initless/sys/error.h"
+#include "initless/sys/file.h"
+
+namespace initless::sys {
+
+ForkResult fork_process(uint64_t flags, std::span<const pid_t> set_tid) {
+    int pidfd = -1;
+    struct clone_args args {};
+    args.flags = flags | CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+    args.exit_signal = SIGCHLD;
+    if (!set_tid.empty()) {
+        args.set_tid = reinterpret_cast<uint64_t>(set_tid.data());
+        args.set_tid_size = set_tid.size();
+    }
+    long r = ::syscall(SYS_clone3, &args, sizeof args);
+    if (r < 0) throw SysError("clone3", errno);
+    ForkResult out;
+    out.pid = static_cast<pid_t>(r);
+    if (r > 0) out.pidfd.reset(pidfd);
+    return out;
+}
+
+UniqueFd pidfd_open(pid_t pid) {
+    long fd = ::syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0) throw SysError(fmt::format("pidfd_open {}", pid), errno);
+    return UniqueFd(static_cast<int>(fd));
+}
+
+UniqueFd pidfd_getfd(int pidfd, int target_fd) {
+    long fd = ::syscall(SYS_pidfd_getfd, pidfd, target_fd, 0);
+    if (fd < 0) throw SysError(fmt::format("pidfd_getfd fd {}", target_fd), errno);
+    return UniqueFd(static_cast<int>(fd));
+}
+
+pid_t pid_of_pidfd(int pidfd) {
+    std::istringstream in(read_file(fmt::format("/proc/self/fdinfo/{}", pidfd)));
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("Pid:", 0) == 0) return static_cast<pid_t>(std::stol(line.substr(4)));
+    throw Error("pidfd fdinfo has no Pid line");
+}
+
+std::vector<std::string> proc_stat_fields(pid_t pid) {
+    std::string stat = read_file(fmt::format("/proc/{}/stat", pid));
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) throw Error(fmt::format("/proc/{}/stat: malformed", pid));
+    std::vector<std::string> fields(3);  // 0..2 unused so that indexes match proc(5)
+    std::istringstream in(stat.substr(close + 2));
+    std::string f;
+    while (in >> f) fields.push_back(f);
+    return fields;
+}
+
+uint64_t proc_start_time(pid_t pid) { return std::stoull(proc_stat_fields(pid).at(22)); }
+
+bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+
+std::vector<pid_t> proc_tasks(pid_t pid) {
+    std::vector<pid_t> out;
+    for (const auto& e : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid)))
+        out.push_back(static_cast<pid_t>(std::stol(e.path().filename().string())));
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+std::vector<pid_t> proc_children(pid_t pid) {
+    std::vector<pid_t> out;
+    for (pid_t tid : proc_tasks(pid)) {
+        std::istringstream in(read_file(fmt::format("/proc/{}/task/{}/children", pid, tid)));
+        pid_t child;
+        while (in >> child) out.push_back(child);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+}  // namespace initless::sys
