@@ -1,0 +1,61 @@
+// initless's own policy: three places a function can live between invocations (policy.h's Tier) and one
+// greedy-dual ranking over everything that holds memory, IceBreaker's high-end/low-end servers turned
+// into memory tiers. Two kinds of object compete for the same budget:
+//  - an idle warm instance of f, worth Freq x (cost of f's next cold start) / memory_mb, where that cost
+//    is the restore from memory when f's snapshot is in the memory tier and from disk otherwise;
+//  - f's snapshot pages in page cache or tmpfs, worth Freq x (restore from disk - restore from memory)
+//    / image_mb. One snapshot serves any number of concurrent cold starts, and is much smaller than an
+//    instance, so functions too big or too bursty to keep warm still start from memory.
+// Priority = Clock + worth; the lowest goes first (an instance is evicted, a snapshot drops to disk)
+// and Clock takes its priority, as in GreedyDualPolicy. A snapshot enters the memory tier when a
+// restore from disk has just read it (its pages are in page cache then anyway). When restores cost the
+// same from both tiers (a world of boots), no snapshot is ever worth memory and this is greedy-dual.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "initless/policy/idle_pool.h"
+#include "initless/policy/policy.h"
+
+namespace initless::policy {
+
+class TieredPolicy : public KeepAlivePolicy {
+public:
+    std::string_view name() const override { return "tiered"; }
+    void on_function_registered(const FunctionProfile& profile) override;
+    void on_invocation_start(const InvocationStart& e, Decisions& out) override;
+    void on_instance_idle(const InstanceIdle& e, Decisions& out) override;
+    void on_instance_removed(const InstanceRemoved& e, Decisions& out) override;
+    void on_memory_pressure(const MemoryPressure& e, Decisions& out) override;
+
+    Tier snapshot_tier(FunctionId f) const { return state_.at(f).snapshot; }
+    double clock() const { return clock_; }
+
+private:
+    enum Kind : std::uint64_t { kWarm = 0, kSnapshot = 1 };
+    struct FunctionState {
+        double freq = 0;
+        double warm_priority = 0;
+        double snapshot_priority = 0;
+        std::uint32_t instances = 0;
+        Tier snapshot = Tier::SnapshotOnDisk;
+    };
+    static std::uint64_t tag(FunctionId f, Kind k) { return (static_cast<std::uint64_t>(f) << 1) | k; }
+    double warm_worth(FunctionId f) const;
+    double snapshot_worth(FunctionId f) const;
+    void rank_warm(FunctionId f);
+    void unrank_warm(FunctionId f);
+    void maybe_reset(FunctionId f);
+
+    FunctionProfiles profiles_;
+    std::vector<FunctionState> state_;
+    IdlePool idle_;
+    std::set<std::pair<double, std::uint64_t>> ranked_;
+    double clock_ = 0;
+};
+
+}  // namespace initless::policy

@@ -1,0 +1,52 @@
+#include "initless/policy/idle_pool.h"
+
+#include <string>
+
+#include "initless/sys/error.h"
+
+namespace initless::policy {
+
+void FunctionProfiles::add(const FunctionProfile& p) {
+    if (p.memory_mb <= 0) throw Error("policy: function " + std::to_string(p.id) + ": memory_mb must be > 0");
+    if (p.id >= profiles_.size()) {
+        profiles_.resize(p.id + 1);
+        known_.resize(p.id + 1, false);
+    }
+    profiles_[p.id] = p;
+    known_[p.id] = true;
+}
+
+const FunctionProfile& FunctionProfiles::at(FunctionId f) const {
+    if (f >= profiles_.size() || !known_[f])
+        throw Error("policy: event for function " + std::to_string(f) + " that was never registered");
+    return profiles_[f];
+}
+
+void IdlePool::add(FunctionId f, InstanceId i) {
+    if (where_.count(i) != 0) return;
+    if (f >= by_function_.size()) by_function_.resize(f + 1);
+    auto& v = by_function_[f];
+    where_.emplace(i, Slot{f, v.size()});
+    v.push_back(i);
+}
+
+bool IdlePool::remove(InstanceId i) {
+    auto it = where_.find(i);
+    if (it == where_.end()) return false;
+    auto& v = by_function_[it->second.function];
+    std::size_t idx = it->second.index;
+    if (idx + 1 != v.size()) {
+        v[idx] = v.back();
+        where_[v[idx]].index = idx;
+    }
+    v.pop_back();
+    where_.erase(it);
+    return true;
+}
+
+const std::vector<InstanceId>& IdlePool::of(FunctionId f) const {
+    static const std::vector<InstanceId> kNone;
+    return f < by_function_.size() ? by_function_[f] : kNone;
+}
+
+}  // namespace initless::policy
