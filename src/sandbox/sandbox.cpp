@@ -278,6 +278,22 @@ void Sandbox::teardown() {
     }
 }
 
+// A group with processes in any controller, or one created in the last 30 s.
+static bool cgroup_in_use(const std::string& name) {
+    for (const char* c : {"memory", "cpu", "pids", "freezer"}) {
+        fs::path dir = fs::path(sys::Cgroup::kRoot) / c / sys::Cgroup::kGroup / name;
+        std::error_code ec;
+        auto mtime = fs::last_write_time(dir, ec);
+        if (ec) continue;
+        if (fs::file_time_type::clock::now() - mtime < std::chrono::seconds(30)) return true;
+        try {
+            if (sys::read_file(dir / "cgroup.procs").find_first_not_of(" \n") != std::string::npos) return true;
+        } catch (const Error&) {
+        }
+    }
+    return false;
+}
+
 std::vector<std::string> collect_garbage() {
     std::vector<std::string> removed;
     fs::path instances = state_dir() / "instances";
@@ -317,6 +333,9 @@ std::vector<std::string> collect_garbage() {
     for (const auto& name : sys::Cgroup::list()) {
         if (live_dirs.count(name)) continue;
         if (fs::exists(instances / name)) continue;
+        // No instance dir here: the group may belong to a live sandbox of another state dir, or to a
+        // prepare that has not attached its init yet. Only an empty group, old enough, is garbage.
+        if (cgroup_in_use(name)) continue;
         sys::Cgroup::open(name).remove();
         removed.push_back("removed cgroup " + name);
     }
