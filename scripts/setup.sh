@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine (Debian 12, root) and builds initless into build/.
+# Idempotent and fast when everything is present: apt runs only for packages that are missing.
+#   scripts/setup.sh            install what is missing, configure, build
+#   BUILD_DIR=dir scripts/setup.sh   build elsewhere (default: build/ in the repo)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
+
+PACKAGES=(
+    g++ cmake ninja-build
+    libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libboost-dev
+    python3 python3-flask python3-numpy
+    openjdk-17-jdk-headless
+)
+# Node.js: the machine may already have a newer nodejs (e.g. from another repository); never replace it.
+if [[ ! -x /usr/bin/node ]]; then PACKAGES+=(nodejs); fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+    [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "setup: need root to install packages" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+ninja -C "$BUILD_DIR"
