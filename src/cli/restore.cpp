@@ -1,11 +1,112 @@
+#include <cstdio>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "initless/cli/timing.h"
 #include "initless/cli/verbs.h"
+#include "initless/gateway/http_client.h"
+#include "initless/image/image.h"
+#include "initless/restore/restore.h"
+#include "initless/sandbox/sandbox.h"
+#include "initless/spec/function_spec.h"
 #include "initless/sys/error.h"
 
 namespace initless::cli {
 
+namespace {
+struct RestoreOptions {
+    std::string image;
+    std::string strategy = "cow";
+    int instances = 1;
+    std::string request;
+    bool json = false;
+    bool no_fallback = false;
+};
+
+struct Instance {
+    std::optional<sandbox::Sandbox> sandbox;
+    nlohmann::json report;
+};
+}  // namespace
+
 void add_restore(CLI::App& app) {
-    auto* cmd = app.add_subcommand("restore", "not built yet");
-    cmd->callback([] { throw Error("'restore' is not implemented yet"); });
+    auto* cmd = app.add_subcommand("restore", "restore a snapshot into fresh sandboxes and optionally send each a request");
+    static RestoreOptions o;
+    cmd->add_option("IMAGE", o.image, "image directory made by `initless snapshot`")->required();
+    cmd->add_option("--strategy", o.strategy, "memory strategy: eager | cow")->check(CLI::IsMember({"eager", "cow", "auto"}));
+    cmd->add_option("--instances", o.instances, "how many instances to restore (all stay up until every one answered)")
+        ->check(CLI::Range(1, 64));
+    cmd->add_option("--request", o.request, "path of a GET request to send to each instance");
+    cmd->add_flag("--json", o.json, "print one JSON object");
+    cmd->add_flag("--no-fallback", o.no_fallback, "fail instead of booting normally when a restore fails");
+    cmd->callback([] {
+        sandbox::collect_garbage();
+        Stopwatch load_watch;
+        image::Image img = image::load(o.image);
+        double load_ms = load_watch.lap_ms();
+        spec::FunctionSpec spec = spec::load(img.manifest.function_dir);
+        restore::Strategy strategy = restore::parse_strategy(o.strategy);
+        sandbox::SandboxOptions sopts;
+        sopts.upper_seed = img.upper_path();
+
+        std::vector<Instance> instances(static_cast<size_t>(o.instances));
+        for (auto& inst : instances) {
+            Stopwatch total, phase;
+            inst.sandbox = sandbox::Sandbox::prepare(spec, sopts);
+            double prepare_ms = phase.lap_ms();
+            nlohmann::json r = {{"instance", inst.sandbox->id()}, {"prepare_ms", prepare_ms}};
+            try {
+                auto restored = restore::restore_into(*inst.sandbox, img, strategy);
+                const auto& t = restored.timings;
+                r["mode"] = "restore";
+                r["restore_ms"] = phase.lap_ms();
+                r["breakdown"] = {{"spawn_ms", t.spawn_ms},   {"plan_ms", t.plan_ms},     {"layout_ms", t.layout_ms},
+                                  {"threads_ms", t.threads_ms}, {"finish_ms", t.finish_ms}, {"ops", t.ops}};
+            } catch (const Error& e) {
+                if (o.no_fallback) throw Error(fmt::format("restore {}: {}", o.image, e.what()));
+                std::fprintf(stderr, "initless: restore failed (%s); booting %s normally instead\n", e.what(),
+                             spec.name.c_str());
+                inst.sandbox->teardown();
+                inst.sandbox = sandbox::Sandbox::prepare(spec);
+                inst.sandbox->start();
+                inst.sandbox->wait_ready(spec.ready, std::chrono::seconds(spec.timeout_s));
+                r["mode"] = "boot-fallback";
+                r["fallback_reason"] = e.what();
+                r["restore_ms"] = phase.lap_ms();
+            }
+            if (!o.request.empty()) {
+                auto res = gateway::http_get(inst.sandbox->connect(spec.port), o.request);
+                r["exec_ms"] = phase.lap_ms();
+                r["status"] = res.status;
+                r["body"] = res.body;
+            }
+            r["total_ms"] = total.lap_ms();
+            inst.report = std::move(r);
+        }
+        nlohmann::json out = {{"image", o.image},
+                              {"function", spec.name},
+                              {"strategy", restore::strategy_name(strategy)},
+                              {"image_load_ms", load_ms},
+                              {"instances", nlohmann::json::array()}};
+        for (auto& inst : instances) out["instances"].push_back(inst.report);
+        for (auto& inst : instances) inst.sandbox->teardown();
+        if (o.json) {
+            std::printf("%s\n", out.dump().c_str());
+            return;
+        }
+        std::printf("%s", fmt::format("restore of {} ({}), image verified in {:.1f} ms\n", spec.name,
+                                      restore::strategy_name(strategy), load_ms).c_str());
+        for (const auto& r : out["instances"]) {
+            std::printf("%s", fmt::format("  {}: {} prepare {:.1f} ms + restore {:.2f} ms", r["instance"].get<std::string>(),
+                                          r["mode"].get<std::string>(), r["prepare_ms"].get<double>(),
+                                          r["restore_ms"].get<double>()).c_str());
+            if (r.contains("status"))
+                std::printf("%s", fmt::format("; {} -> {} in {:.2f} ms: {}", o.request, r["status"].get<int>(),
+                                              r["exec_ms"].get<double>(), r["body"].get<std::string>().substr(0, 120)).c_str());
+            std::printf("\n");
+        }
+    });
 }
 
 }  // namespace initless::cli

@@ -91,7 +91,7 @@ void build_root(const json& setup) {
 }
 
 // In a child of init, before exec or restore: a clean signal state and our stdio.
-void reset_child(int log_fd, int keep_fd = -1) {
+void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
     sigset_t all;
     sigfillset(&all);
     for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
@@ -103,7 +103,7 @@ void reset_child(int log_fd, int keep_fd = -1) {
     ::dup2(log_fd, 2);
     // Nothing of init's (control socket, signalfd, log) may leak into the function.
     for (int fd = 3; fd < 1024; ++fd)
-        if (fd != keep_fd) ::close(fd);
+        if (fd != keep_fd && fd != keep_fd2) ::close(fd);
 }
 
 [[noreturn]] void exec_function(const json& request, int log_fd) {
@@ -151,7 +151,8 @@ struct Init {
         reply({{"ok", true}, {"pid", child.pid}}, std::span<const int>(&fd, 1));
     }
 
-    void spawn_restorer(const json& request) {
+    // The restorer gets the image's pages file as fd 3 (it cannot open host paths from in here).
+    void spawn_restorer(const json& request, int pages_fd) {
         pid_t want = request.at("pid").get<pid_t>();
         uint64_t addr = request.at("stub_addr").get<uint64_t>();
         uint64_t size = request.at("stub_size").get<uint64_t>();
@@ -160,13 +161,18 @@ struct Init {
         pid_t tids[1] = {want};
         auto child = sys::fork_process(0, tids);
         if (child.pid == 0) {
-            reset_child(log_fd, status_pipe[1]);
+            int pages = ::fcntl(pages_fd, F_DUPFD, 100);
+            reset_child(log_fd, status_pipe[1], pages);
             void* p = ::mmap(reinterpret_cast<void*>(addr), size, PROT_READ | PROT_WRITE | PROT_EXEC,
                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
             int err = p == MAP_FAILED ? errno : 0;
             (void)!::write(status_pipe[1], &err, sizeof err);
             ::close(status_pipe[1]);
             if (err) ::_exit(3);
+            if (pages >= 0) {
+                ::dup2(pages, 3);
+                ::close(pages);
+            }
             for (;;) ::pause();
         }
         ::close(status_pipe[1]);
@@ -251,8 +257,9 @@ void run_init(int control_fd) {
         }
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             bool open = false;
+            std::vector<sys::UniqueFd> passed;
             try {
-                open = sys::receive_message(control_fd, message);
+                open = sys::receive_message(control_fd, message, &passed);
             } catch (const Error&) {
             }
             if (!open) init.shut_down();
@@ -262,7 +269,7 @@ void run_init(int control_fd) {
                 if (op == "start")
                     init.start(request);
                 else if (op == "restorer")
-                    init.spawn_restorer(request);
+                    init.spawn_restorer(request, passed.empty() ? -1 : passed[0].get());
                 else
                     init.reply({{"ok", false}, {"error", "unknown request " + op}});
             } catch (const std::exception& e) {

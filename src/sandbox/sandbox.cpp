@@ -64,6 +64,11 @@ std::vector<std::string> function_env(const spec::FunctionSpec& spec) {
 
 }  // namespace
 
+std::string init_binary_path() {
+    const char* env = ::getenv("INITLESS_INIT_BINARY");
+    return env && *env ? std::string(env) : std::string("/proc/self/exe");
+}
+
 fs::path state_dir() {
     const char* env = ::getenv("INITLESS_STATE_DIR");
     return env && *env ? fs::path(env) : fs::path("/run/initless");
@@ -97,10 +102,11 @@ Sandbox Sandbox::prepare(const spec::FunctionSpec& spec, const SandboxOptions& o
         auto [ours, theirs] = sys::seqpacket_pair();
         std::string control_arg = std::to_string(theirs.get());
         const char* argv[] = {"initless", "__init", "--control", control_arg.c_str(), nullptr};
+        std::string init_binary = init_binary_path();
         auto child = sys::fork_process(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC);
         if (child.pid == 0) {
             ::fcntl(theirs.get(), F_SETFD, 0);
-            ::execv("/proc/self/exe", const_cast<char**>(argv));
+            ::execv(init_binary.c_str(), const_cast<char**>(argv));
             ::_exit(126);
         }
         sb.init_pid_ = child.pid;
@@ -128,7 +134,7 @@ Sandbox Sandbox::prepare(const spec::FunctionSpec& spec, const SandboxOptions& o
     return sb;
 }
 
-Sandbox::Sandbox(Sandbox&& o) noexcept = default;
+Sandbox::Sandbox(Sandbox&& o) noexcept { *this = std::move(o); }
 
 Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
     if (this != &o) {
@@ -155,8 +161,8 @@ void Sandbox::handle_event(const std::string& message) {
         exits_.push_back({event.at("pid").get<pid_t>(), event.at("status").get<int>()});
 }
 
-std::string Sandbox::request(const std::string& message, std::vector<sys::UniqueFd>* fds) {
-    sys::send_message(control_.get(), message);
+std::string Sandbox::request(const std::string& message, std::vector<sys::UniqueFd>* fds, std::span<const int> send_fds) {
+    sys::send_message(control_.get(), message, send_fds);
     auto deadline = Clock::now() + kControlTimeout;
     std::string reply;
     for (;;) {
@@ -188,10 +194,10 @@ ProcessHandle Sandbox::start() {
     return h;
 }
 
-ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size) {
+ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd) {
     json req = {{"op", "restorer"}, {"pid", sandbox_pid}, {"stub_addr", stub_addr}, {"stub_size", stub_size}};
     std::vector<sys::UniqueFd> fds;
-    json reply = json::parse(request(req.dump(), &fds));
+    json reply = json::parse(request(req.dump(), &fds, std::span<const int>(&pages_fd, 1)));
     if (fds.size() != 1) throw Error("init sent no pidfd for the restorer");
     ProcessHandle h;
     h.sandbox_pid = reply.at("pid").get<pid_t>();

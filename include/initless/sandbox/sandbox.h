@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,9 @@ namespace initless::sandbox {
 
 // Where instances keep their upper dirs and logs: $INITLESS_STATE_DIR or /run/initless.
 std::filesystem::path state_dir();
+// The binary exec'd as the sandbox's init: $INITLESS_INIT_BINARY, or this executable (programs other
+// than `initless` that link the library, such as tests, set the variable to build/initless).
+std::string init_binary_path();
 
 struct SandboxOptions {
     // Copied into the upper dir before the overlay is mounted (a snapshot's writable layer).
@@ -55,9 +59,11 @@ public:
     ~Sandbox();
 
     ProcessHandle start();
-    // An empty, stopped-in-pause() child of init with pid `sandbox_pid`, in its own session, with an
-    // anonymous read-write-execute mapping of `stub_size` bytes at `stub_addr` (for the restorer).
-    ProcessHandle spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size);
+    // An empty child of init waiting in pause() with pid `sandbox_pid`, in its own session, with an
+    // anonymous read-write-execute mapping of `stub_size` bytes at `stub_addr`, stdio on the log,
+    // and `pages_fd` (an image's pages file) as its fd 3: the raw material of a restore.
+    static constexpr int kRestorerPagesFd = 3;
+    ProcessHandle spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd);
 
     // Waits until the log holds `phrase`; throws with the log's tail if the function exits first or
     // `timeout` passes.
@@ -80,7 +86,8 @@ public:
 
 private:
     Sandbox() = default;
-    std::string request(const std::string& message, std::vector<sys::UniqueFd>* fds);
+    std::string request(const std::string& message, std::vector<sys::UniqueFd>* fds,
+                        std::span<const int> send_fds = {});
     void handle_event(const std::string& message);
 
     spec::FunctionSpec spec_;

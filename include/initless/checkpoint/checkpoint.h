@@ -1,0 +1,44 @@
+// Checkpoint: freezes the function's process (every thread under ptrace), reads its whole state,
+// checks the init-less contract, and publishes an image (see image/image.h). The process is left
+// exactly as it was and resumed when this returns or throws.
+//
+// Contract violations throw ContractError naming the process, the fd or mapping and the rule broken:
+// an established connection, a regular file open for writing, a deleted or memfd mapping, an fd kind
+// the engine cannot recreate (io_uring, inotify, ...), a pipe to a process outside the snapshot, a
+// process already being traced, more than one process (not supported yet). Never a partial image.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "initless/sys/error.h"
+
+namespace initless::checkpoint {
+
+class ContractError : public Error {
+public:
+    using Error::Error;
+};
+
+struct Target {
+    pid_t init_host_pid = 0;          // the sandbox's init; every process below it is checkpointed
+    std::filesystem::path log_path;   // fds pointing here are the instance's stdio log
+    std::filesystem::path upper_dir;  // the sandbox's writable layer
+    std::string function;
+    std::filesystem::path function_dir;
+    uint16_t port = 0;
+};
+
+struct Stats {
+    uint64_t image_bytes = 0;  // allocated on disk
+    uint64_t pages_written = 0, zero_pages_skipped = 0;
+    uint64_t vmas = 0, threads = 0, fds = 0;
+    double freeze_ms = 0, dump_ms = 0, total_ms = 0;
+};
+
+Stats checkpoint(const Target& target, const std::filesystem::path& image_dir);
+
+}  // namespace initless::checkpoint

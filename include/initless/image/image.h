@@ -1,0 +1,179 @@
+// The on-disk snapshot of a function's process tree (format version 1). A directory:
+//   manifest.json  everything but memory: processes, threads, VMAs, fds, signal state, checksums
+//   pages.img      memory contents, laid out per VMA: each VMA with saved pages owns one contiguous,
+//                  page-aligned file range of its own length; pages not saved (never touched, zero,
+//                  or clean file pages) are holes, so the file is sparse and one mmap of the range
+//                  restores a whole VMA copy-on-write
+//   pages.idx      binary runs {vaddr, pages, file_offset} of the pages actually saved
+//   rootfs-upper/  the sandbox's writable layer at checkpoint
+// An image is written under a temp name, fsynced and renamed: once published it is never written
+// again (instances map its pages copy-on-write and share its page cache). `load` verifies the format
+// version, the kernel and vDSO it was made on, and the checksums of manifest, index and pages.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace initless::image {
+
+constexpr int kFormatVersion = 1;
+constexpr uint64_t kPageSize = 4096;
+
+struct Rseq {
+    uint64_t address = 0;
+    uint32_t length = 0;
+    uint32_t signature = 0;
+};
+
+struct Thread {
+    pid_t tid = 0;
+    user_regs_struct regs{};
+    std::vector<uint8_t> xstate;
+    uint64_t sigmask = 0;
+    Rseq rseq;
+    uint64_t robust_list = 0, robust_list_len = 0;
+    uint64_t clear_child_tid = 0;
+    uint64_t altstack_sp = 0, altstack_size = 0;
+    int32_t altstack_flags = 0;
+};
+
+enum class VmaKind { Anonymous, File, Vdso, Vvar, VvarVclock, Vsyscall };
+
+struct Vma {
+    uint64_t start = 0, end = 0;
+    int prot = 0;         // PROT_*
+    bool shared = false;  // MAP_SHARED
+    bool growsdown = false;
+    VmaKind kind = VmaKind::Anonymous;
+    std::string name;  // path for File, "[heap]", "[stack]", "" for plain anonymous
+    uint64_t file_offset = 0;
+    // File identity checked at restore: a changed library must fail loudly.
+    uint64_t file_size = 0, file_inode = 0;
+    int64_t file_mtime_ns = 0;
+    // Where this VMA's pages live in pages.img (meaningful when saved_pages > 0).
+    uint64_t image_offset = 0;
+    uint64_t saved_pages = 0;
+    uint32_t pages_crc = 0;  // crc32c over the saved pages in address order
+    uint64_t length() const { return end - start; }
+};
+
+enum class FdKind { Log, File, CharDevice, TcpListen, UnixListen, Epoll, EventFd, TimerFd, SignalFd, PipeRead, PipeWrite };
+
+struct EpollTarget {
+    int fd = 0;
+    uint32_t events = 0;
+    uint64_t data = 0;
+};
+
+struct Fd {
+    int fd = 0;
+    FdKind kind = FdKind::File;
+    int flags = 0;  // open flags (O_ACCMODE, O_NONBLOCK, O_APPEND ...)
+    bool cloexec = false;
+    std::string path;  // File, CharDevice, UnixListen
+    uint64_t position = 0;
+    // Sockets.
+    int domain = 0, type = 0;
+    std::vector<uint8_t> address;  // sockaddr bytes
+    std::vector<std::pair<std::pair<int, int>, int>> options;  // ((level, name), value)
+    // Epoll registrations.
+    std::vector<EpollTarget> targets;
+    // eventfd / timerfd / signalfd.
+    uint64_t counter = 0;
+    bool semaphore = false;
+    int clock = 0;
+    uint64_t value_ns = 0, interval_ns = 0;
+    uint64_t sigmask = 0;
+    // Pipes: both ends share `pipe_id`; `pipe_data` is what was unread in it.
+    uint64_t pipe_id = 0;
+    std::vector<uint8_t> pipe_data;
+};
+
+struct SignalAction {
+    int signal = 0;
+    uint64_t handler = 0, flags = 0, restorer = 0, mask = 0;
+};
+
+struct Mm {
+    uint64_t start_code, end_code, start_data, end_data, start_brk, brk, start_stack;
+    uint64_t arg_start, arg_end, env_start, env_end;
+    std::vector<uint8_t> auxv;
+};
+
+struct Credentials {
+    uint64_t cap_effective = 0, cap_permitted = 0, cap_inheritable = 0, cap_bounding = 0;
+    bool no_new_privs = false;
+};
+
+struct Process {
+    pid_t pid = 0, ppid = 0, pgid = 0, sid = 0;
+    std::string exe, cwd;
+    std::vector<Thread> threads;  // threads[0] is the thread group leader
+    std::vector<Vma> vmas;
+    std::vector<Fd> fds;
+    std::vector<SignalAction> actions;
+    Mm mm{};
+    Credentials creds;
+};
+
+struct Manifest {
+    int format = kFormatVersion;
+    std::string function;
+    std::string function_dir;  // host path of the function's directory (holds function.toml)
+    std::string kernel;       // uname -r at checkpoint
+    uint64_t vdso_size = 0;   // [vvar]+[vvar_vclock]+[vdso] bytes
+    uint16_t port = 0;
+    std::string created;
+    std::vector<Process> processes;
+    uint64_t pages_file_size = 0;
+    uint64_t pages_written = 0, zero_pages_skipped = 0;
+};
+
+struct PageRun {
+    uint64_t vaddr = 0, pages = 0, file_offset = 0;
+};
+
+std::string to_json(const Manifest& m);
+Manifest from_json(const std::string& text);
+
+// crc32c (Castagnoli), hardware-accelerated.
+uint32_t crc32c(uint32_t crc, const void* data, size_t len);
+
+// The running kernel's release and vDSO block size, to compare with an image's.
+std::string kernel_release();
+uint64_t current_vdso_size();
+
+// A loaded, verified image.
+struct Image {
+    std::filesystem::path dir;
+    Manifest manifest;
+    std::vector<PageRun> runs;
+    std::filesystem::path pages_path() const { return dir / "pages.img"; }
+    std::filesystem::path upper_path() const { return dir / "rootfs-upper"; }
+};
+
+// Loads and verifies an image. `verify_pages` reads every saved page to check its crc (done once
+// per image by whoever loads it, never per restore).
+Image load(const std::filesystem::path& dir, bool verify_pages = true);
+
+// Writing: a staging directory beside the final one, renamed into place by `publish`.
+class ImageWriter {
+public:
+    explicit ImageWriter(std::filesystem::path final_dir);
+    ~ImageWriter();  // removes the staging dir unless published
+    const std::filesystem::path& staging() const { return staging_; }
+    std::filesystem::path pages_path() const { return staging_ / "pages.img"; }
+    void publish(const Manifest& manifest, const std::vector<PageRun>& runs);
+
+private:
+    std::filesystem::path final_, staging_;
+    bool published_ = false;
+};
+
+}  // namespace initless::image

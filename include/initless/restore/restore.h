@@ -1,0 +1,44 @@
+// Restore: rebuilds an image's process inside a prepared sandbox. The controller plans; the restored
+// process executes: init spawns an empty process at the image's pid holding a small stub, and the
+// controller feeds the stub one table of syscalls that unmaps the helper, moves the vDSO block, lays
+// out every VMA, fills memory by the chosen strategy, recreates fds, signal state, mm fields and
+// threads (clone3 set_tid) in one resume. Per-thread state runs in each thread's own short table.
+// Then registers are set through ptrace and everything is detached. Ptrace round trips are per
+// thread, never per VMA or per page.
+//   eager: anonymous memory is allocated and filled from pages.img (pread inside the process).
+//   cow:   anonymous VMAs with saved pages map their pages.img range MAP_PRIVATE: cost independent of
+//          size, and instances share the page cache. Dirty pages of file mappings are copied in both.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "initless/image/image.h"
+#include "initless/sandbox/sandbox.h"
+
+namespace initless::restore {
+
+enum class Strategy { Eager, Cow };
+Strategy parse_strategy(const std::string& name);  // throws on an unknown name
+const char* strategy_name(Strategy s);
+
+struct Timings {
+    double spawn_ms = 0;    // restorer process created and seized
+    double plan_ms = 0;     // syscall tables built and written into it
+    double layout_ms = 0;   // the main table: memory, fds, signals, mm, thread creation
+    double threads_ms = 0;  // per-thread tables
+    double finish_ms = 0;   // registers set, stub unmapped, detached
+    double total_ms = 0;
+    uint64_t ops = 0;
+};
+
+struct Restored {
+    sandbox::ProcessHandle process;
+    Timings timings;
+};
+
+// Restores the image's (single) process into `sandbox`, which must be prepared and not started.
+// Throws initless::Error with context on failure; the sandbox is then unusable and should be torn down.
+Restored restore_into(sandbox::Sandbox& sandbox, const image::Image& image, Strategy strategy);
+
+}  // namespace initless::restore

@@ -1,0 +1,35 @@
+// Readers of /proc/PID files the checkpoint needs: maps (with smaps VmFlags), status, fdinfo.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace initless::sys {
+
+struct MapsEntry {
+    uint64_t start = 0, end = 0;
+    std::string perms;  // "rw-p"
+    uint64_t offset = 0;
+    uint64_t inode = 0;
+    std::string path;              // may be empty, "[heap]", "/usr/lib/... (deleted)"
+    std::vector<std::string> vm_flags;  // from smaps: "gd", "ac", ...
+};
+
+// `with_flags` also reads smaps for VmFlags (slower).
+std::vector<MapsEntry> read_maps(pid_t pid, bool with_flags = false);
+// "Key: value" lines of /proc/PID/status (value trimmed).
+std::map<std::string, std::string> read_status(pid_t pid);
+// fdinfo as "key: value" pairs for single-valued keys; `lines` keeps every raw line.
+struct FdInfo {
+    std::map<std::string, std::string> fields;
+    std::vector<std::string> lines;
+};
+FdInfo read_fdinfo(pid_t pid, int fd);
+std::vector<int> list_fds(pid_t pid);
+std::string read_link(const std::string& path);
+
+}  // namespace initless::sys

@@ -1,0 +1,505 @@
+#include "initless/checkpoint/checkpoint.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "initless/image/image.h"
+#include "initless/sys/file.h"
+#include "initless/sys/proc.h"
+#include "initless/sys/process.h"
+#include "initless/sys/tracee.h"
+
+namespace initless::checkpoint {
+
+namespace fs = std::filesystem;
+using image::kPageSize;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+uint64_t hex_u64(const std::string& s) { return std::stoull(s, nullptr, 16); }
+
+// Threads of `pid`, seized until the set is stable (a thread may be created while we seize).
+std::vector<sys::Tracee> seize_all(pid_t pid) {
+    std::vector<sys::Tracee> out;
+    std::set<pid_t> seized;
+    for (bool grew = true; grew;) {
+        grew = false;
+        for (pid_t tid : sys::proc_tasks(pid)) {
+            if (seized.count(tid)) continue;
+            out.push_back(sys::Tracee::seize(tid));
+            seized.insert(tid);
+            grew = true;
+        }
+    }
+    // Leader first: restore builds the others from it.
+    std::stable_partition(out.begin(), out.end(), [&](const sys::Tracee& t) { return t.tid() == pid; });
+    return out;
+}
+
+pid_t ns_id(const std::string& status_value) {
+    // "NSpid: 1234 2": the last column is the id in the innermost namespace.
+    std::istringstream in(status_value);
+    pid_t v = 0, last = 0;
+    while (in >> v) last = v;
+    return last;
+}
+
+class MemoryReader {
+public:
+    explicit MemoryReader(pid_t pid) : mem_(sys::open_file(fmt::format("/proc/{}/mem", pid), O_RDONLY)) {}
+    void read(uint64_t addr, void* out, size_t len) { sys::read_exact(mem_.get(), out, len, static_cast<off_t>(addr)); }
+    template <typename T>
+    T read(uint64_t addr) {
+        T v{};
+        read(addr, &v, sizeof v);
+        return v;
+    }
+
+private:
+    sys::UniqueFd mem_;
+};
+
+struct Injector {
+    sys::Tracee& t;
+    uint64_t gadget;
+    uint64_t scratch;  // below the red zone of the thread's stack
+    long call(long nr, std::initializer_list<uint64_t> args) { return t.inject_syscall(gadget, nr, args); }
+};
+
+void read_thread(sys::Tracee& t, uint64_t gadget, MemoryReader& mem, image::Thread& th) {
+    th.tid = t.tid();
+    th.regs = t.regs();
+    th.xstate = t.xstate();
+    th.sigmask = t.signal_mask();
+    auto rseq = t.rseq();
+    th.rseq = {rseq.address, rseq.length, rseq.signature};
+    void* head = nullptr;
+    size_t len = 0;
+    if (::syscall(SYS_get_robust_list, t.tid(), &head, &len) != 0)
+        throw sys::SysError(fmt::format("get_robust_list tid {}", t.tid()), errno);
+    th.robust_list = reinterpret_cast<uint64_t>(head);
+    th.robust_list_len = len;
+
+    Injector inj{t, gadget, (th.regs.rsp - 512) & ~uint64_t{15}};
+    long r = inj.call(SYS_prctl, {PR_GET_TID_ADDRESS, inj.scratch});
+    if (r != 0) throw Error(fmt::format("prctl(PR_GET_TID_ADDRESS) in tid {}: {}", t.tid(), std::strerror(static_cast<int>(-r))));
+    th.clear_child_tid = mem.read<uint64_t>(inj.scratch);
+    r = inj.call(SYS_sigaltstack, {0, inj.scratch});
+    if (r != 0) throw Error(fmt::format("sigaltstack in tid {}: {}", t.tid(), std::strerror(static_cast<int>(-r))));
+    stack_t ss = mem.read<stack_t>(inj.scratch);
+    th.altstack_sp = reinterpret_cast<uint64_t>(ss.ss_sp);
+    th.altstack_size = ss.ss_size;
+    th.altstack_flags = ss.ss_flags;
+}
+
+struct KernelSigaction {
+    uint64_t handler, flags, restorer, mask;
+};
+
+void read_process_wide(sys::Tracee& leader, uint64_t gadget, MemoryReader& mem, image::Process& p) {
+    uint64_t scratch = (leader.regs().rsp - 512) & ~uint64_t{15};
+    for (int sig = 1; sig <= 64; ++sig) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        long r = leader.inject_syscall(gadget, SYS_rt_sigaction, {static_cast<uint64_t>(sig), 0, scratch, 8});
+        if (r != 0) continue;  // 32, 33: reserved by glibc, EINVAL
+        auto a = mem.read<KernelSigaction>(scratch);
+        if (a.handler == 0 && a.flags == 0 && a.mask == 0) continue;
+        p.actions.push_back({sig, a.handler, a.flags, a.restorer, a.mask});
+    }
+    p.mm.brk = static_cast<uint64_t>(leader.inject_syscall(gadget, SYS_brk, {0}));
+}
+
+void read_ids_and_mm(pid_t pid, image::Process& p) {
+    auto status = sys::read_status(pid);
+    if (status.count("TracerPid") && status["TracerPid"] != "0")
+        throw ContractError(fmt::format("process {} is already being traced (TracerPid {}): a traced process cannot be "
+                                        "snapshotted",
+                                        pid, status["TracerPid"]));
+    p.pid = ns_id(status.at("NSpid"));
+    p.pgid = ns_id(status.at("NSpgid"));
+    p.sid = ns_id(status.at("NSsid"));
+    p.creds.cap_inheritable = hex_u64(status.at("CapInh"));
+    p.creds.cap_permitted = hex_u64(status.at("CapPrm"));
+    p.creds.cap_effective = hex_u64(status.at("CapEff"));
+    p.creds.cap_bounding = hex_u64(status.at("CapBnd"));
+    p.creds.no_new_privs = status.count("NoNewPrivs") && status["NoNewPrivs"] == "1";
+    auto f = sys::proc_stat_fields(pid);
+    auto u = [&](int i) { return std::stoull(f.at(static_cast<size_t>(i))); };
+    p.mm.start_code = u(26);
+    p.mm.end_code = u(27);
+    p.mm.start_stack = u(28);
+    p.mm.start_data = u(45);
+    p.mm.end_data = u(46);
+    p.mm.start_brk = u(47);
+    p.mm.arg_start = u(48);
+    p.mm.arg_end = u(49);
+    p.mm.env_start = u(50);
+    p.mm.env_end = u(51);
+    std::string auxv = sys::read_file(fmt::format("/proc/{}/auxv", pid));
+    p.mm.auxv.assign(auxv.begin(), auxv.end());
+    p.exe = sys::read_link(fmt::format("/proc/{}/exe", pid));
+    p.cwd = sys::read_link(fmt::format("/proc/{}/cwd", pid));
+}
+
+int prot_of(const std::string& perms) {
+    return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | (perms[2] == 'x' ? PROT_EXEC : 0);
+}
+
+std::vector<image::Vma> read_vmas(pid_t pid) {
+    std::vector<image::Vma> out;
+    for (const auto& m : sys::read_maps(pid, true)) {
+        image::Vma v;
+        v.start = m.start;
+        v.end = m.end;
+        v.prot = prot_of(m.perms);
+        v.shared = m.perms[3] == 's';
+        v.growsdown = std::find(m.vm_flags.begin(), m.vm_flags.end(), "gd") != m.vm_flags.end();
+        v.name = m.path;
+        v.file_offset = m.offset;
+        auto where = fmt::format("process {} mapping {:#x}-{:#x} {}", pid, m.start, m.end, m.path);
+        if (m.path == "[vdso]") {
+            v.kind = image::VmaKind::Vdso;
+        } else if (m.path == "[vvar]") {
+            v.kind = image::VmaKind::Vvar;
+        } else if (m.path == "[vvar_vclock]") {
+            v.kind = image::VmaKind::VvarVclock;
+        } else if (m.path == "[vsyscall]") {
+            v.kind = image::VmaKind::Vsyscall;
+        } else if (m.path.empty() || m.path == "[heap]" || m.path == "[stack]" || m.path.rfind("[anon:", 0) == 0) {
+            v.kind = image::VmaKind::Anonymous;
+            if (v.shared)
+                throw ContractError(where + ": shared anonymous memory is not supported yet (rule: state must be "
+                                            "restorable)");
+        } else if (m.path.rfind("/memfd:", 0) == 0 || m.path.find("(deleted)") != std::string::npos ||
+                   m.path.rfind("/SYSV", 0) == 0 || m.path[0] != '/') {
+            throw ContractError(where + ": mappings of deleted files, memfds and SysV shared memory cannot be "
+                                        "restored (rule: map only files that exist in the sandbox)");
+        } else {
+            v.kind = image::VmaKind::File;
+            struct stat st {};
+            auto file = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
+            if (::stat(file.c_str(), &st) != 0) throw sys::SysError("stat " + file, errno);
+            v.file_size = static_cast<uint64_t>(st.st_size);
+            v.file_inode = st.st_ino;
+            v.file_mtime_ns = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        }
+        out.push_back(std::move(v));
+    }
+    return out;
+}
+
+bool is_zero(const uint8_t* p) {
+    const auto* w = reinterpret_cast<const uint64_t*>(p);
+    for (size_t i = 0; i < kPageSize / 8; ++i)
+        if (w[i]) return false;
+    return true;
+}
+
+// Saves the private dirty pages of every VMA into pages.img (one file range per VMA with pages).
+void dump_pages(pid_t pid, std::vector<image::Vma>& vmas, const fs::path& pages_path, image::Manifest& manifest,
+                std::vector<image::PageRun>& runs) {
+    sys::UniqueFd pagemap = sys::open_file(fmt::format("/proc/{}/pagemap", pid), O_RDONLY);
+    MemoryReader mem(pid);
+    sys::UniqueFd out = sys::open_file(pages_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    uint64_t cursor = 0;
+    std::vector<uint64_t> entries;
+    std::vector<uint8_t> buf;
+    for (auto& v : vmas) {
+        if (v.kind != image::VmaKind::Anonymous && v.kind != image::VmaKind::File) continue;
+        if (v.shared) continue;  // shared file mappings live in the file itself
+        uint64_t npages = v.length() / kPageSize;
+        entries.resize(npages);
+        sys::read_exact(pagemap.get(), entries.data(), npages * 8, static_cast<off_t>(v.start / kPageSize * 8));
+        v.image_offset = cursor;
+        const size_t first_run = runs.size();  // runs never span two VMAs
+        uint32_t crc = 0;
+        uint64_t i = 0;
+        while (i < npages) {
+            auto wanted = [&](uint64_t k) {
+                uint64_t e = entries[k];
+                bool present = (e >> 63) & 1, swapped = (e >> 62) & 1, file_page = (e >> 61) & 1;
+                if (!(present || swapped)) return false;
+                // In a private file mapping only copied-on-write (anonymous) pages differ from the file.
+                return v.kind == image::VmaKind::Anonymous || !file_page;
+            };
+            if (!wanted(i)) {
+                ++i;
+                continue;
+            }
+            uint64_t j = i;
+            while (j < npages && wanted(j) && j - i < 2048) ++j;
+            buf.resize((j - i) * kPageSize);
+            mem.read(v.start + i * kPageSize, buf.data(), buf.size());
+            // Split the chunk into runs of non-zero pages: zero pages are never written.
+            uint64_t k = 0;
+            while (k < j - i) {
+                if (is_zero(buf.data() + k * kPageSize)) {
+                    ++manifest.zero_pages_skipped;
+                    ++k;
+                    continue;
+                }
+                uint64_t s = k;
+                while (k < j - i && !is_zero(buf.data() + k * kPageSize)) ++k;
+                uint64_t vaddr = v.start + (i + s) * kPageSize;
+                uint64_t file_off = cursor + (vaddr - v.start);
+                const uint8_t* data = buf.data() + s * kPageSize;
+                size_t len = (k - s) * kPageSize;
+                ssize_t w = ::pwrite(out.get(), data, len, static_cast<off_t>(file_off));
+                if (w != static_cast<ssize_t>(len)) throw sys::SysError("write pages.img", w < 0 ? errno : ENOSPC);
+                crc = image::crc32c(crc, data, len);
+                if (runs.size() > first_run && runs.back().vaddr + runs.back().pages * kPageSize == vaddr)
+                    runs.back().pages += k - s;
+                else
+                    runs.push_back({vaddr, k - s, file_off});
+                v.saved_pages += k - s;
+                manifest.pages_written += k - s;
+            }
+            i = j;
+        }
+        v.pages_crc = crc;
+        if (v.saved_pages) cursor += v.length();
+    }
+    sys::check(::ftruncate(out.get(), static_cast<off_t>(cursor)), "truncate pages.img");
+    manifest.pages_file_size = cursor;
+}
+
+template <typename T>
+T sockopt(int fd, int level, int name) {
+    T v{};
+    socklen_t len = sizeof v;
+    if (::getsockopt(fd, level, name, &v, &len) != 0) throw sys::SysError(fmt::format("getsockopt {}/{}", level, name), errno);
+    return v;
+}
+
+void read_socket(pid_t pid, int pidfd, image::Fd& f) {
+    auto where = fmt::format("process {} fd {}", pid, f.fd);
+    sys::UniqueFd s = sys::pidfd_getfd(pidfd, f.fd);
+    f.domain = sockopt<int>(s.get(), SOL_SOCKET, SO_DOMAIN);
+    f.type = sockopt<int>(s.get(), SOL_SOCKET, SO_TYPE);
+    bool listening = sockopt<int>(s.get(), SOL_SOCKET, SO_ACCEPTCONN) != 0;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    sys::check(::getsockname(s.get(), reinterpret_cast<sockaddr*>(&addr), &alen), where + ": getsockname");
+    f.address.assign(reinterpret_cast<uint8_t*>(&addr), reinterpret_cast<uint8_t*>(&addr) + alen);
+    if ((f.domain == AF_INET || f.domain == AF_INET6) && f.type == SOCK_STREAM) {
+        if (!listening)
+            throw ContractError(where + ": a TCP socket that is not listening (an established or half-open "
+                                        "connection); rule: hold no connections when ready, reconnect after restore");
+        f.kind = image::FdKind::TcpListen;
+        for (auto [level, name] : {std::pair{SOL_SOCKET, SO_REUSEADDR}, {SOL_SOCKET, SO_REUSEPORT},
+                                   {SOL_SOCKET, SO_KEEPALIVE}, {IPPROTO_TCP, TCP_NODELAY}, {IPPROTO_TCP, TCP_DEFER_ACCEPT}})
+            f.options.push_back({{level, name}, sockopt<int>(s.get(), level, name)});
+        if (f.domain == AF_INET6) f.options.push_back({{IPPROTO_IPV6, IPV6_V6ONLY}, sockopt<int>(s.get(), IPPROTO_IPV6, IPV6_V6ONLY)});
+        return;
+    }
+    if (f.domain == AF_UNIX && listening) {
+        f.kind = image::FdKind::UnixListen;
+        auto* un = reinterpret_cast<sockaddr_un*>(&addr);
+        f.path = un->sun_path[0] ? std::string(un->sun_path) : std::string();
+        return;
+    }
+    throw ContractError(fmt::format("{}: a socket (domain {}, type {}) that is neither a listening TCP nor a listening "
+                                    "unix socket; rule: hold no connections when ready",
+                                    where, f.domain, f.type));
+}
+
+std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
+    struct stat log_st {};
+    sys::check(::stat(target.log_path.c_str(), &log_st), "stat log");
+    std::vector<image::Fd> out;
+    for (int fd : sys::list_fds(pid)) {
+        auto link = fmt::format("/proc/{}/fd/{}", pid, fd);
+        std::string dest = sys::read_link(link);
+        auto info = sys::read_fdinfo(pid, fd);
+        image::Fd f;
+        f.fd = fd;
+        int flags = static_cast<int>(std::stoul(info.fields.at("flags"), nullptr, 8));
+        f.cloexec = flags & O_CLOEXEC;
+        f.flags = flags & ~O_CLOEXEC;
+        f.position = info.fields.count("pos") ? std::stoull(info.fields["pos"]) : 0;
+        auto where = fmt::format("process {} fd {} ({})", pid, fd, dest);
+        struct stat st {};
+        if (::stat(link.c_str(), &st) != 0) throw sys::SysError("stat " + link, errno);
+        if (st.st_dev == log_st.st_dev && st.st_ino == log_st.st_ino) {
+            f.kind = image::FdKind::Log;
+        } else if (S_ISREG(st.st_mode)) {
+            if ((flags & O_ACCMODE) != O_RDONLY)
+                throw ContractError(where + ": a regular file open for writing; rule: no files open for writing when "
+                                            "ready");
+            if (dest.find("(deleted)") != std::string::npos || dest.empty() || dest[0] != '/')
+                throw ContractError(where + ": a deleted or unreachable file; rule: open files must stay in place");
+            f.kind = image::FdKind::File;
+            f.path = dest;
+        } else if (S_ISDIR(st.st_mode)) {
+            f.kind = image::FdKind::File;
+            f.path = dest;
+        } else if (S_ISCHR(st.st_mode)) {
+            f.kind = image::FdKind::CharDevice;
+            f.path = dest;
+        } else if (S_ISFIFO(st.st_mode)) {
+            f.kind = (flags & O_ACCMODE) == O_RDONLY ? image::FdKind::PipeRead : image::FdKind::PipeWrite;
+            f.pipe_id = st.st_ino;
+        } else if (S_ISSOCK(st.st_mode)) {
+            read_socket(pid, pidfd, f);
+        } else if (dest == "anon_inode:[eventpoll]") {
+            f.kind = image::FdKind::Epoll;
+            for (const auto& line : info.lines) {
+                if (line.rfind("tfd:", 0) != 0) continue;
+                image::EpollTarget t;
+                char data_hex[32] = {};
+                unsigned events = 0;
+                if (std::sscanf(line.c_str(), "tfd: %d events: %x data: %31s", &t.fd, &events, data_hex) != 3)
+                    throw Error(where + ": cannot parse epoll registration: " + line);
+                t.events = events;
+                t.data = std::stoull(data_hex, nullptr, 16);
+                f.targets.push_back(t);
+            }
+        } else if (dest == "anon_inode:[eventfd]") {
+            f.kind = image::FdKind::EventFd;
+            f.counter = hex_u64(info.fields.at("eventfd-count"));
+            f.semaphore = info.fields.count("eventfd-semaphore") && info.fields["eventfd-semaphore"] == "1";
+        } else if (dest == "anon_inode:[timerfd]") {
+            f.kind = image::FdKind::TimerFd;
+            f.clock = std::stoi(info.fields.at("clockid"));
+            long long vs = 0, vn = 0, is = 0, in = 0;
+            std::sscanf(info.fields.at("it_value").c_str(), "(%lld, %lld)", &vs, &vn);
+            std::sscanf(info.fields.at("it_interval").c_str(), "(%lld, %lld)", &is, &in);
+            f.value_ns = static_cast<uint64_t>(vs * 1000000000LL + vn);
+            f.interval_ns = static_cast<uint64_t>(is * 1000000000LL + in);
+        } else if (dest == "anon_inode:[signalfd]") {
+            f.kind = image::FdKind::SignalFd;
+            f.sigmask = hex_u64(info.fields.at("sigmask"));
+        } else {
+            throw ContractError(where + ": this kind of fd cannot be recreated by initless (rule: only files open "
+                                        "for reading, listening sockets, pipes, epoll, eventfd, timerfd, signalfd)");
+        }
+        out.push_back(std::move(f));
+    }
+    // Pipes: both ends must be ours; unread data is taken out, recorded and put back.
+    std::map<uint64_t, std::pair<image::Fd*, image::Fd*>> pipes;
+    for (auto& f : out) {
+        if (f.kind == image::FdKind::PipeRead) pipes[f.pipe_id].first = &f;
+        if (f.kind == image::FdKind::PipeWrite) pipes[f.pipe_id].second = &f;
+    }
+    for (auto& [id, ends] : pipes) {
+        if (!ends.first || !ends.second)
+            throw ContractError(fmt::format("process {} fd {}: a pipe whose other end is outside the function; rule: "
+                                            "pipes only between processes of the snapshot",
+                                            pid, (ends.first ? ends.first : ends.second)->fd));
+        sys::UniqueFd r = sys::pidfd_getfd(pidfd, ends.first->fd);
+        int pending = 0;
+        ::ioctl(r.get(), FIONREAD, &pending);
+        if (pending > 0) {
+            ends.first->pipe_data.resize(static_cast<size_t>(pending));
+            ssize_t n = ::read(r.get(), ends.first->pipe_data.data(), ends.first->pipe_data.size());
+            ends.first->pipe_data.resize(n > 0 ? static_cast<size_t>(n) : 0);
+            sys::UniqueFd w = sys::pidfd_getfd(pidfd, ends.second->fd);
+            sys::write_all(w.get(), ends.first->pipe_data.data(), ends.first->pipe_data.size());
+        }
+    }
+    return out;
+}
+
+// Copies the writable layer, keeping overlay whiteouts (0:0 character devices) and modes.
+void copy_layer(const fs::path& from, const fs::path& to) {
+    struct stat st {};
+    sys::check(::lstat(from.c_str(), &st), "lstat " + from.string());
+    if (S_ISDIR(st.st_mode)) {
+        fs::create_directory(to);
+        for (const auto& e : fs::directory_iterator(from)) copy_layer(e.path(), to / e.path().filename());
+    } else if (S_ISLNK(st.st_mode)) {
+        fs::create_symlink(fs::read_symlink(from), to);
+    } else if (S_ISREG(st.st_mode)) {
+        fs::copy_file(from, to);
+    } else if (S_ISCHR(st.st_mode)) {
+        sys::check(::mknod(to.c_str(), st.st_mode, st.st_rdev), "mknod " + to.string());
+    } else {
+        return;  // sockets and fifos left in the layer are recreated by their owners
+    }
+    ::lchown(to.c_str(), st.st_uid, st.st_gid);
+    if (!S_ISLNK(st.st_mode)) ::chmod(to.c_str(), st.st_mode & 07777);
+}
+
+}  // namespace
+
+Stats checkpoint(const Target& target, const fs::path& image_dir) {
+    auto t0 = Clock::now();
+    Stats stats;
+    std::vector<pid_t> procs = sys::proc_children(target.init_host_pid);
+    if (procs.empty()) throw Error("the sandbox has no function process to snapshot");
+    if (procs.size() > 1 || !sys::proc_children(procs[0]).empty())
+        throw ContractError(fmt::format("the function runs {} processes; rule: one process (multi-process functions "
+                                        "are not supported yet)",
+                                        procs.size() + sys::proc_children(procs[0]).size()));
+    pid_t pid = procs[0];
+    image::Manifest manifest;
+    manifest.function = target.function;
+    manifest.function_dir = target.function_dir.string();
+    manifest.port = target.port;
+    manifest.kernel = image::kernel_release();
+    manifest.vdso_size = image::current_vdso_size();
+    manifest.created = std::to_string(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now()));
+
+    image::ImageWriter writer(image_dir);
+    image::Process p;
+    read_ids_and_mm(pid, p);
+    sys::UniqueFd pidfd = sys::pidfd_open(pid);
+    std::vector<sys::Tracee> threads = seize_all(pid);
+    stats.freeze_ms = ms_since(t0);
+    {
+        uint64_t gadget = sys::find_syscall_instruction(pid);
+        MemoryReader mem(pid);
+        for (auto& t : threads) {
+            image::Thread th;
+            read_thread(t, gadget, mem, th);
+            p.threads.push_back(std::move(th));
+        }
+        read_process_wide(threads.front(), gadget, mem, p);
+        p.vmas = read_vmas(pid);
+        p.fds = read_fds(pid, pidfd.get(), target);
+        std::vector<image::PageRun> runs;
+        dump_pages(pid, p.vmas, writer.pages_path(), manifest, runs);
+        p.ppid = 1;
+        stats.threads = p.threads.size();
+        stats.vmas = p.vmas.size();
+        stats.fds = p.fds.size();
+        manifest.processes.push_back(std::move(p));
+        // The function goes on running as it was: the layer copy needs no freeze.
+        threads.clear();
+        copy_layer(target.upper_dir, writer.staging() / "rootfs-upper");
+        writer.publish(manifest, runs);
+    }
+    stats.pages_written = manifest.pages_written;
+    stats.zero_pages_skipped = manifest.zero_pages_skipped;
+    struct stat st {};
+    if (::stat((image_dir / "pages.img").c_str(), &st) == 0) stats.image_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+    stats.total_ms = ms_since(t0);
+    stats.dump_ms = stats.total_ms - stats.freeze_ms;
+    return stats;
+}
+
+}  // namespace initless::checkpoint

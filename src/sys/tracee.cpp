@@ -1,0 +1,175 @@
+#include "initless/sys/tracee.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <sstream>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "initless/sys/error.h"
+#include "initless/sys/file.h"
+
+// Debian 12's glibc headers may lack it; the layout is the kernel's uapi one.
+struct RseqConfigurationAbi {
+    uint64_t rseq_abi_pointer;
+    uint32_t rseq_abi_size;
+    uint32_t signature;
+    uint32_t flags;
+    uint32_t pad;
+};
+constexpr int kPtraceGetRseqConfiguration = 0x420f;
+
+namespace initless::sys {
+
+namespace {
+long pt(enum __ptrace_request req, pid_t tid, void* addr, void* data, const char* what) {
+    long r = ::ptrace(req, tid, addr, data);
+    if (r == -1) throw SysError(fmt::format("ptrace {} tid {}", what, tid), errno);
+    return r;
+}
+}  // namespace
+
+Tracee Tracee::seize(pid_t tid, unsigned long options) {
+    pt(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options), "SEIZE");
+    Tracee t(tid);
+    pt(PTRACE_INTERRUPT, tid, nullptr, nullptr, "INTERRUPT");
+    t.wait_stop();
+    return t;
+}
+
+Tracee Tracee::adopt(pid_t tid) { return Tracee(tid); }
+
+Tracee::Tracee(Tracee&& o) noexcept : tid_(std::exchange(o.tid_, 0)) {}
+
+Tracee& Tracee::operator=(Tracee&& o) noexcept {
+    if (this != &o) {
+        if (tid_) ::ptrace(PTRACE_DETACH, tid_, nullptr, nullptr);
+        tid_ = std::exchange(o.tid_, 0);
+    }
+    return *this;
+}
+
+Tracee::~Tracee() {
+    if (tid_) ::ptrace(PTRACE_DETACH, tid_, nullptr, nullptr);
+}
+
+int Tracee::wait_stop() {
+    int status = 0;
+    for (;;) {
+        pid_t r = ::waitpid(tid_, &status, __WALL);
+        if (r == -1 && errno == EINTR) continue;
+        if (r == -1) throw SysError(fmt::format("waitpid tid {}", tid_), errno);
+        break;
+    }
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+        tid_ = 0;
+        throw Error(fmt::format("traced thread ended (wait status {:#x})", status));
+    }
+    return status;
+}
+
+int Tracee::cont_and_wait(int signal) {
+    pt(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(signal)), "CONT");
+    return wait_stop();
+}
+
+void Tracee::detach() {
+    if (tid_) pt(PTRACE_DETACH, tid_, nullptr, nullptr, "DETACH");
+    tid_ = 0;
+}
+
+user_regs_struct Tracee::regs() const {
+    user_regs_struct r{};
+    iovec iov{&r, sizeof r};
+    pt(PTRACE_GETREGSET, tid_, reinterpret_cast<void*>(NT_PRSTATUS), &iov, "GETREGSET prstatus");
+    return r;
+}
+
+void Tracee::set_regs(const user_regs_struct& r) {
+    user_regs_struct copy = r;
+    iovec iov{&copy, sizeof copy};
+    pt(PTRACE_SETREGSET, tid_, reinterpret_cast<void*>(NT_PRSTATUS), &iov, "SETREGSET prstatus");
+}
+
+std::vector<uint8_t> Tracee::xstate() const {
+    std::vector<uint8_t> buf(16384);
+    iovec iov{buf.data(), buf.size()};
+    pt(PTRACE_GETREGSET, tid_, reinterpret_cast<void*>(NT_X86_XSTATE), &iov, "GETREGSET xstate");
+    buf.resize(iov.iov_len);
+    return buf;
+}
+
+void Tracee::set_xstate(const std::vector<uint8_t>& x) {
+    std::vector<uint8_t> copy = x;
+    iovec iov{copy.data(), copy.size()};
+    pt(PTRACE_SETREGSET, tid_, reinterpret_cast<void*>(NT_X86_XSTATE), &iov, "SETREGSET xstate");
+}
+
+uint64_t Tracee::signal_mask() const {
+    uint64_t mask = 0;
+    pt(PTRACE_GETSIGMASK, tid_, reinterpret_cast<void*>(sizeof mask), &mask, "GETSIGMASK");
+    return mask;
+}
+
+void Tracee::set_signal_mask(uint64_t mask) {
+    pt(PTRACE_SETSIGMASK, tid_, reinterpret_cast<void*>(sizeof mask), &mask, "SETSIGMASK");
+}
+
+RseqConfig Tracee::rseq() const {
+    RseqConfigurationAbi c{};
+    pt(static_cast<enum __ptrace_request>(kPtraceGetRseqConfiguration), tid_, reinterpret_cast<void*>(sizeof c), &c,
+       "GET_RSEQ_CONFIGURATION");
+    return {c.rseq_abi_pointer, c.rseq_abi_size, c.flags, c.signature};
+}
+
+long Tracee::inject_syscall(uint64_t syscall_insn, long nr, std::initializer_list<uint64_t> args) {
+    user_regs_struct saved = regs();
+    user_regs_struct r = saved;
+    uint64_t a[6] = {};
+    size_t i = 0;
+    for (uint64_t v : args) a[i++] = v;
+    r.rax = static_cast<uint64_t>(nr);
+    r.orig_rax = static_cast<uint64_t>(-1);  // no syscall restart on the way back to user mode
+    r.rdi = a[0];
+    r.rsi = a[1];
+    r.rdx = a[2];
+    r.r10 = a[3];
+    r.r8 = a[4];
+    r.r9 = a[5];
+    r.rip = syscall_insn;
+    set_regs(r);
+    pt(PTRACE_SINGLESTEP, tid_, nullptr, nullptr, "SINGLESTEP");
+    int status = wait_stop();
+    if (!WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
+        throw Error(fmt::format("injected syscall {} in tid {}: unexpected stop {:#x}", nr, tid_, status));
+    long result = static_cast<long>(regs().rax);
+    set_regs(saved);
+    return result;
+}
+
+uint64_t find_syscall_instruction(pid_t pid) {
+    std::istringstream maps(read_file(fmt::format("/proc/{}/maps", pid)));
+    std::string line;
+    while (std::getline(maps, line)) {
+        if (line.find("[vdso]") == std::string::npos) continue;
+        uint64_t start = std::stoull(line.substr(0, line.find('-')), nullptr, 16);
+        uint64_t end = std::stoull(line.substr(line.find('-') + 1), nullptr, 16);
+        std::vector<uint8_t> code(end - start);
+        UniqueFd mem = open_file(fmt::format("/proc/{}/mem", pid), O_RDONLY);
+        read_exact(mem.get(), code.data(), code.size(), static_cast<off_t>(start));
+        for (size_t i = 0; i + 1 < code.size(); ++i)
+            if (code[i] == 0x0f && code[i + 1] == 0x05) return start + i;
+        throw Error(fmt::format("no syscall instruction in the vdso of {}", pid));
+    }
+    throw Error(fmt::format("process {} has no [vdso]", pid));
+}
+
+}  // namespace initless::sys
