@@ -7,11 +7,10 @@ void GreedyDualPolicy::on_function_registered(const FunctionProfile& profile) {
     if (profile.id >= state_.size()) state_.resize(profile.id + 1);
 }
 
-void GreedyDualPolicy::rank(FunctionId f) {
-    if (idle_.count(f) > 0) ranked_.emplace(state_[f].priority, f);
+double GreedyDualPolicy::priority_now(FunctionId f) const {
+    const auto& p = profiles_.at(f);
+    return clock_ + state_.at(f).freq * p.cold_from_disk_ms / p.memory_mb;
 }
-
-void GreedyDualPolicy::unrank(FunctionId f) { ranked_.erase({state_[f].priority, f}); }
 
 void GreedyDualPolicy::instance_gone(FunctionId f) {
     auto& s = state_[f];
@@ -19,50 +18,59 @@ void GreedyDualPolicy::instance_gone(FunctionId f) {
     if (s.instances == 0) s.freq = 0;
 }
 
+void GreedyDualPolicy::forget(InstanceId i) {
+    auto it = instances_.find(i);
+    if (it == instances_.end()) return;
+    if (it->second.idle) ranked_.erase({it->second.priority, i});
+    instances_.erase(it);
+}
+
 void GreedyDualPolicy::on_invocation_start(const InvocationStart& e, Decisions&) {
     const auto& p = profiles_.at(e.function);
     auto& s = state_[e.function];
     curve_.add(reuse_.access(e.function, p.memory_mb));
-    unrank(e.function);
-    idle_.remove(e.instance);
-    if (e.start == StartKind::ColdFromDisk || e.start == StartKind::ColdFromMemory) ++s.instances;
     s.freq += 1;
-    s.priority = clock_ + s.freq * p.cold_from_disk_ms / p.memory_mb;
-    rank(e.function);
+    double priority = priority_now(e.function);
+    auto it = instances_.find(e.instance);
+    if (it == instances_.end()) {
+        ++s.instances;
+        instances_.emplace(e.instance, InstanceState{e.function, priority, false});
+        return;
+    }
+    if (it->second.idle) ranked_.erase({it->second.priority, e.instance});
+    it->second = {e.function, priority, false};
 }
 
 void GreedyDualPolicy::on_instance_idle(const InstanceIdle& e, Decisions&) {
-    const auto& p = profiles_.at(e.function);
-    auto& s = state_[e.function];
-    unrank(e.function);
-    if (e.reason == IdleReason::PreWarmed) {
-        ++s.instances;
-        s.priority = clock_ + s.freq * p.cold_from_disk_ms / p.memory_mb;
+    profiles_.at(e.function);
+    auto it = instances_.find(e.instance);
+    if (it == instances_.end()) {
+        // A pre-warmed instance: it has not been used, so it ranks as if used now.
+        ++state_[e.function].instances;
+        it = instances_.emplace(e.instance, InstanceState{e.function, priority_now(e.function), false}).first;
     }
-    idle_.add(e.function, e.instance);
-    rank(e.function);
+    if (!it->second.idle) {
+        it->second.idle = true;
+        ranked_.emplace(it->second.priority, e.instance);
+    }
 }
 
 void GreedyDualPolicy::on_instance_removed(const InstanceRemoved& e, Decisions&) {
-    profiles_.at(e.function);
-    unrank(e.function);
-    idle_.remove(e.instance);
+    if (instances_.count(e.instance) == 0) return;
+    forget(e.instance);
     instance_gone(e.function);
-    rank(e.function);
 }
 
 void GreedyDualPolicy::on_memory_pressure(const MemoryPressure& e, Decisions& out) {
     double freed = 0;
     while (freed < e.need_mb && !ranked_.empty()) {
-        auto [priority, f] = *ranked_.begin();
-        ranked_.erase(ranked_.begin());
+        auto [priority, victim] = *ranked_.begin();
+        FunctionId f = instances_.at(victim).function;
         clock_ = priority;
-        InstanceId victim = idle_.newest(f);
-        idle_.remove(victim);
+        forget(victim);
         freed += profiles_.at(f).memory_mb;
         out.push_back(Decision::evict(f, victim));
         instance_gone(f);
-        rank(f);
     }
 }
 

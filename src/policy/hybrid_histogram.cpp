@@ -62,14 +62,14 @@ KeepAliveWindows HybridHistogramPolicy::windows(FunctionId f) const {
 void HybridHistogramPolicy::forget(InstanceId i) {
     auto it = idle_.find(i);
     if (it == idle_.end()) return;
-    by_deadline_.erase({it->second.first, i});
+    by_idle_since_.erase({it->second.first, i});
     idle_.erase(it);
 }
 
-void HybridHistogramPolicy::keep(FunctionId f, InstanceId i, TimeMs until, Decisions& out) {
+void HybridHistogramPolicy::keep(FunctionId f, InstanceId i, TimeMs now, TimeMs until, Decisions& out) {
     forget(i);
-    idle_.emplace(i, std::pair{until, f});
-    by_deadline_.emplace(until, i);
+    idle_.emplace(i, std::pair{now, f});
+    by_idle_since_.emplace(now, i);
     out.push_back(Decision::keep_until(f, i, until));
 }
 
@@ -96,7 +96,7 @@ void HybridHistogramPolicy::on_instance_idle(const InstanceIdle& e, Decisions& o
     profiles_.at(e.function);
     auto w = windows(e.function);
     if (e.reason == IdleReason::PreWarmed || w.pre_warm_ms == 0) {
-        keep(e.function, e.instance, e.now + w.keep_alive_ms, out);
+        keep(e.function, e.instance, e.now, e.now + w.keep_alive_ms, out);
         return;
     }
     // Unload now and come back just before the next invocation is expected. Other instances of the
@@ -110,8 +110,8 @@ void HybridHistogramPolicy::on_instance_removed(const InstanceRemoved& e, Decisi
 
 void HybridHistogramPolicy::on_memory_pressure(const MemoryPressure& e, Decisions& out) {
     double freed = 0;
-    while (freed < e.need_mb && !by_deadline_.empty()) {
-        InstanceId victim = by_deadline_.begin()->second;
+    while (freed < e.need_mb && !by_idle_since_.empty()) {
+        InstanceId victim = by_idle_since_.begin()->second;
         FunctionId f = idle_.at(victim).second;
         freed += profiles_.at(f).memory_mb;
         out.push_back(Decision::evict(f, victim));

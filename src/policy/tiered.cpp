@@ -19,83 +19,87 @@ double TieredPolicy::snapshot_worth(FunctionId f) const {
     return state_[f].freq * (p.cold_from_disk_ms - p.cold_from_memory_ms) / p.image_mb;
 }
 
-void TieredPolicy::rank_warm(FunctionId f) {
-    if (idle_.count(f) > 0) ranked_.emplace(state_[f].warm_priority, tag(f, kWarm));
+void TieredPolicy::forget(InstanceId i) {
+    auto it = instances_.find(i);
+    if (it == instances_.end()) return;
+    if (it->second.idle) ranked_.erase({it->second.priority, instance_tag(i)});
+    instances_.erase(it);
 }
 
-void TieredPolicy::unrank_warm(FunctionId f) { ranked_.erase({state_[f].warm_priority, tag(f, kWarm)}); }
-
-void TieredPolicy::maybe_reset(FunctionId f) {
+void TieredPolicy::instance_gone(FunctionId f) {
     auto& s = state_[f];
+    if (s.instances > 0) --s.instances;
     if (s.instances == 0 && s.snapshot == Tier::SnapshotOnDisk) s.freq = 0;
 }
 
 void TieredPolicy::on_invocation_start(const InvocationStart& e, Decisions& out) {
     const auto& p = profiles_.at(e.function);
     auto& s = state_[e.function];
-    unrank_warm(e.function);
-    idle_.remove(e.instance);
-    if (e.start == StartKind::ColdFromDisk || e.start == StartKind::ColdFromMemory) ++s.instances;
     s.freq += 1;
-    s.warm_priority = clock_ + warm_worth(e.function);
-    rank_warm(e.function);
 
     bool worth_memory = p.image_mb > 0 && p.cold_from_disk_ms > p.cold_from_memory_ms;
     if (s.snapshot == Tier::SnapshotInMemory) {
-        ranked_.erase({s.snapshot_priority, tag(e.function, kSnapshot)});
+        ranked_.erase({s.snapshot_priority, snapshot_tag(e.function)});
+        s.snapshot_priority = clock_ + snapshot_worth(e.function);
+        ranked_.emplace(s.snapshot_priority, snapshot_tag(e.function));
     } else if (e.start == StartKind::ColdFromDisk && worth_memory) {
         s.snapshot = Tier::SnapshotInMemory;
+        s.snapshot_priority = clock_ + snapshot_worth(e.function);
+        ranked_.emplace(s.snapshot_priority, snapshot_tag(e.function));
         out.push_back(Decision::place_snapshot(e.function, Tier::SnapshotInMemory));
-    } else {
+    }
+
+    double priority = clock_ + warm_worth(e.function);
+    auto it = instances_.find(e.instance);
+    if (it == instances_.end()) {
+        ++s.instances;
+        instances_.emplace(e.instance, InstanceState{e.function, priority, false});
         return;
     }
-    s.snapshot_priority = clock_ + snapshot_worth(e.function);
-    ranked_.emplace(s.snapshot_priority, tag(e.function, kSnapshot));
+    if (it->second.idle) ranked_.erase({it->second.priority, instance_tag(e.instance)});
+    it->second = {e.function, priority, false};
 }
 
 void TieredPolicy::on_instance_idle(const InstanceIdle& e, Decisions&) {
     profiles_.at(e.function);
-    auto& s = state_[e.function];
-    unrank_warm(e.function);
-    if (e.reason == IdleReason::PreWarmed) {
-        ++s.instances;
-        s.warm_priority = clock_ + warm_worth(e.function);
+    auto it = instances_.find(e.instance);
+    if (it == instances_.end()) {
+        ++state_[e.function].instances;
+        it = instances_.emplace(e.instance, InstanceState{e.function, clock_ + warm_worth(e.function), false}).first;
     }
-    idle_.add(e.function, e.instance);
-    rank_warm(e.function);
+    if (!it->second.idle) {
+        it->second.idle = true;
+        ranked_.emplace(it->second.priority, instance_tag(e.instance));
+    }
 }
 
 void TieredPolicy::on_instance_removed(const InstanceRemoved& e, Decisions&) {
-    profiles_.at(e.function);
-    auto& s = state_[e.function];
-    unrank_warm(e.function);
-    idle_.remove(e.instance);
-    if (s.instances > 0) --s.instances;
-    maybe_reset(e.function);
-    rank_warm(e.function);
+    if (instances_.count(e.instance) == 0) return;
+    forget(e.instance);
+    instance_gone(e.function);
 }
 
 void TieredPolicy::on_memory_pressure(const MemoryPressure& e, Decisions& out) {
     double freed = 0;
     while (freed < e.need_mb && !ranked_.empty()) {
-        auto [priority, t] = *ranked_.begin();
+        auto [priority, tag] = *ranked_.begin();
         ranked_.erase(ranked_.begin());
         clock_ = priority;
-        auto f = static_cast<FunctionId>(t >> 1);
-        auto& s = state_[f];
-        if ((t & 1) == kSnapshot) {
+        if ((tag & 1) != 0) {
+            auto f = static_cast<FunctionId>(tag >> 1);
+            auto& s = state_[f];
             s.snapshot = Tier::SnapshotOnDisk;
             freed += profiles_.at(f).image_mb;
             out.push_back(Decision::place_snapshot(f, Tier::SnapshotOnDisk));
+            if (s.instances == 0) s.freq = 0;
         } else {
-            InstanceId victim = idle_.newest(f);
-            idle_.remove(victim);
+            InstanceId victim = tag >> 1;
+            FunctionId f = instances_.at(victim).function;
+            instances_.erase(victim);
             freed += profiles_.at(f).memory_mb;
             out.push_back(Decision::evict(f, victim));
-            if (s.instances > 0) --s.instances;
-            rank_warm(f);
+            instance_gone(f);
         }
-        maybe_reset(f);
     }
 }
 

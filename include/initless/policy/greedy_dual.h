@@ -1,15 +1,17 @@
-// FaaSCache's greedy-dual keep-alive (Fuerst and Sharma, ASPLOS'21): every function has a priority
-//   Clock + Freq x Cost / Size
-// shared by all its instances, recomputed at each of its invocations. Under memory pressure the idle
-// instance of the lowest-priority function goes and Clock becomes that priority, so recency enters
-// through Clock, frequency through Freq, and cheap-to-restart or big functions go first. Busy instances
-// are never evicted. Freq counts invocations since the function last had no instance at all.
-// Cost is what a miss costs on this host (the restore from disk, or a boot); Size is its memory.
-// Nothing expires on a timer. The policy also feeds FaaSCache's reuse-distance hit-ratio curve, from
-// which a host can size the keep-alive memory (recommended_memory_mb).
+// FaaSCache's greedy-dual keep-alive (Fuerst and Sharma, ASPLOS'21):
+//   priority = Clock + Freq x Cost / Size
+// Freq is the function's invocation count since it last had no instance at all, Cost what a miss
+// costs on this host (the restore from disk, or a boot), Size its memory. As in FaaSCache's simulator,
+// an instance takes the priority computed at its own last use (so Clock carries each instance's
+// recency), rather than all instances of a function sharing one value: shared, a function that once ran
+// hundreds of instances at once keeps all of them idle forever on the strength of its Freq.
+// Under memory pressure the lowest-priority idle instance goes and Clock becomes its priority. Busy
+// instances are never evicted, nothing expires on a timer. The policy also feeds FaaSCache's
+// reuse-distance hit-ratio curve, from which a host can size keep-alive memory (recommended_memory_mb).
 #pragma once
 
 #include <set>
+#include <unordered_map>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -30,7 +32,8 @@ public:
     void on_memory_pressure(const MemoryPressure& e, Decisions& out) override;
 
     double clock() const { return clock_; }
-    double priority(FunctionId f) const { return state_.at(f).priority; }
+    // Priority an instance of `f` would get if it were used now.
+    double priority_now(FunctionId f) const;
     double frequency(FunctionId f) const { return state_.at(f).freq; }
     const HitRatioCurve& hit_ratio_curve() const { return curve_; }
     // FaaSCache's sizing: memory at the knee of the hit-ratio curve.
@@ -39,17 +42,20 @@ public:
 private:
     struct FunctionState {
         double freq = 0;
-        double priority = 0;
         std::uint32_t instances = 0;  // busy + idle
     };
-    void rank(FunctionId f);
-    void unrank(FunctionId f);
+    struct InstanceState {
+        FunctionId function;
+        double priority;
+        bool idle;
+    };
     void instance_gone(FunctionId f);
+    void forget(InstanceId i);
 
     FunctionProfiles profiles_;
     std::vector<FunctionState> state_;
-    IdlePool idle_;
-    std::set<std::pair<double, FunctionId>> ranked_;  // functions with an idle instance, lowest first
+    std::unordered_map<InstanceId, InstanceState> instances_;
+    std::set<std::pair<double, InstanceId>> ranked_;  // idle instances, lowest priority first
     double clock_ = 0;
     ReuseDistanceTracker reuse_;
     HitRatioCurve curve_;

@@ -7,7 +7,7 @@
 // below `min_cv`): the standard keep-alive for the whole range (4 hours). Mostly out-of-bounds ITs (over
 // 4 hours): the paper forecasts the next IT with ARIMA; this implementation uses an exponentially
 // weighted mean of the out-of-bounds ITs instead (pre-warm at 85% of it, keep for 30%: the paper's 15%
-// margin on each side). Under memory pressure, the idle instance with the nearest deadline goes first.
+// margin on each side). Under memory pressure (the paper has no budget) the instance idle longest goes first.
 #pragma once
 
 #include <array>
@@ -78,14 +78,14 @@ private:
         TimeMs last_end = -1;
         double oob_mean_ms = 0;
     };
-    void keep(FunctionId f, InstanceId i, TimeMs until, Decisions& out);
+    void keep(FunctionId f, InstanceId i, TimeMs now, TimeMs until, Decisions& out);
     void forget(InstanceId i);
 
     HybridHistogramConfig config_;
     FunctionProfiles profiles_;
     std::vector<FunctionState> state_;
-    std::set<std::pair<TimeMs, InstanceId>> by_deadline_;
-    std::unordered_map<InstanceId, std::pair<TimeMs, FunctionId>> idle_;
+    std::set<std::pair<TimeMs, InstanceId>> by_idle_since_;
+    std::unordered_map<InstanceId, std::pair<TimeMs, FunctionId>> idle_;  // idle since, function
 };
 
 }  // namespace initless::policy

@@ -3,7 +3,8 @@
 // minutes of per-minute peak concurrency. A predicted function gets `round(prediction)` instances
 // pre-warmed at the minute's start and its idle instances kept through the minute; any other idle
 // instance goes at the end of the minute it went idle in (IceBreaker keeps nothing warm on speculation
-// beyond the prediction). The choice between IceBreaker's high- and low-end servers is TieredPolicy's job.
+// beyond the prediction). Under memory pressure the nearest deadline goes first, so instances of
+// functions not predicted for the coming minute go before predicted ones. The choice between IceBreaker's high- and low-end servers is TieredPolicy's job.
 #pragma once
 
 #include <cstdint>

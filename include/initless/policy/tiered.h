@@ -6,7 +6,8 @@
 //  - f's snapshot pages in page cache or tmpfs, worth Freq x (restore from disk - restore from memory)
 //    / image_mb. One snapshot serves any number of concurrent cold starts, and is much smaller than an
 //    instance, so functions too big or too bursty to keep warm still start from memory.
-// Priority = Clock + worth; the lowest goes first (an instance is evicted, a snapshot drops to disk)
+// Priority = Clock + worth, computed when the instance or snapshot was last used (per instance, as in
+// GreedyDualPolicy); the lowest goes first (an instance is evicted, a snapshot drops to disk)
 // and Clock takes its priority, as in GreedyDualPolicy. A snapshot enters the memory tier when a
 // restore from disk has just read it (its pages are in page cache then anyway). When restores cost the
 // same from both tiers (a world of boots), no snapshot is ever worth memory and this is greedy-dual.
@@ -14,6 +15,7 @@
 
 #include <cstdint>
 #include <set>
+#include <unordered_map>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -36,24 +38,28 @@ public:
     double clock() const { return clock_; }
 
 private:
-    enum Kind : std::uint64_t { kWarm = 0, kSnapshot = 1 };
     struct FunctionState {
         double freq = 0;
-        double warm_priority = 0;
         double snapshot_priority = 0;
         std::uint32_t instances = 0;
         Tier snapshot = Tier::SnapshotOnDisk;
     };
-    static std::uint64_t tag(FunctionId f, Kind k) { return (static_cast<std::uint64_t>(f) << 1) | k; }
+    struct InstanceState {
+        FunctionId function;
+        double priority;
+        bool idle;
+    };
+    // Ranked entries: an idle instance (id << 1) or a function's in-memory snapshot (id << 1 | 1).
+    static std::uint64_t instance_tag(InstanceId i) { return i << 1; }
+    static std::uint64_t snapshot_tag(FunctionId f) { return (static_cast<std::uint64_t>(f) << 1) | 1; }
     double warm_worth(FunctionId f) const;
     double snapshot_worth(FunctionId f) const;
-    void rank_warm(FunctionId f);
-    void unrank_warm(FunctionId f);
-    void maybe_reset(FunctionId f);
+    void forget(InstanceId i);
+    void instance_gone(FunctionId f);
 
     FunctionProfiles profiles_;
     std::vector<FunctionState> state_;
-    IdlePool idle_;
+    std::unordered_map<InstanceId, InstanceState> instances_;
     std::set<std::pair<double, std::uint64_t>> ranked_;
     double clock_ = 0;
 };
