@@ -10,7 +10,7 @@
 namespace initless::policy {
 
 const std::vector<std::string>& policy_names() {
-    static const std::vector<std::string> kNames = {"ttl",        "lru",        "greedy-dual",
+    static const std::vector<std::string> kNames = {"ttl",        "lru",        "greedy-dual", "greedy-dual-instance",
                                                     "hybrid-histogram", "icebreaker", "tiered"};
     return kNames;
 }
@@ -19,6 +19,7 @@ std::unique_ptr<KeepAlivePolicy> make_policy(std::string_view name) {
     if (name == "ttl") return std::make_unique<FixedTtlPolicy>();
     if (name == "lru") return std::make_unique<LruPolicy>();
     if (name == "greedy-dual") return std::make_unique<GreedyDualPolicy>();
+    if (name == "greedy-dual-instance") return std::make_unique<GreedyDualPolicy>(FrequencyScope::Instance);
     if (name == "hybrid-histogram") return std::make_unique<HybridHistogramPolicy>();
     if (name == "icebreaker") return std::make_unique<IceBreakerPolicy>();
     if (name == "tiered") return std::make_unique<TieredPolicy>();

@@ -7,10 +7,13 @@ void GreedyDualPolicy::on_function_registered(const FunctionProfile& profile) {
     if (profile.id >= state_.size()) state_.resize(profile.id + 1);
 }
 
-double GreedyDualPolicy::priority_now(FunctionId f) const {
+double GreedyDualPolicy::priority_of(FunctionId f, double instance_uses) const {
     const auto& p = profiles_.at(f);
-    return clock_ + state_.at(f).freq * p.cold_from_disk_ms / p.memory_mb;
+    double freq = scope_ == FrequencyScope::Function ? state_.at(f).freq : instance_uses;
+    return clock_ + freq * p.cold_from_disk_ms / p.memory_mb;
 }
+
+double GreedyDualPolicy::priority_now(FunctionId f) const { return priority_of(f, 1); }
 
 void GreedyDualPolicy::instance_gone(FunctionId f) {
     auto& s = state_[f];
@@ -30,15 +33,15 @@ void GreedyDualPolicy::on_invocation_start(const InvocationStart& e, Decisions&)
     auto& s = state_[e.function];
     curve_.add(reuse_.access(e.function, p.memory_mb));
     s.freq += 1;
-    double priority = priority_now(e.function);
     auto it = instances_.find(e.instance);
     if (it == instances_.end()) {
         ++s.instances;
-        instances_.emplace(e.instance, InstanceState{e.function, priority, false});
+        instances_.emplace(e.instance, InstanceState{e.function, priority_of(e.function, 1), false, 1});
         return;
     }
     if (it->second.idle) ranked_.erase({it->second.priority, e.instance});
-    it->second = {e.function, priority, false};
+    double uses = it->second.uses + 1;
+    it->second = {e.function, priority_of(e.function, uses), false, uses};
 }
 
 void GreedyDualPolicy::on_instance_idle(const InstanceIdle& e, Decisions&) {
@@ -47,7 +50,7 @@ void GreedyDualPolicy::on_instance_idle(const InstanceIdle& e, Decisions&) {
     if (it == instances_.end()) {
         // A pre-warmed instance: it has not been used, so it ranks as if used now.
         ++state_[e.function].instances;
-        it = instances_.emplace(e.instance, InstanceState{e.function, priority_now(e.function), false}).first;
+        it = instances_.emplace(e.instance, InstanceState{e.function, priority_now(e.function), false, 0}).first;
     }
     if (!it->second.idle) {
         it->second.idle = true;

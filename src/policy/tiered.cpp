@@ -7,16 +7,16 @@ void TieredPolicy::on_function_registered(const FunctionProfile& profile) {
     if (profile.id >= state_.size()) state_.resize(profile.id + 1);
 }
 
-double TieredPolicy::warm_worth(FunctionId f) const {
+double TieredPolicy::warm_worth(FunctionId f, double uses) const {
     const auto& p = profiles_.at(f);
     const auto& s = state_[f];
     double miss = s.snapshot == Tier::SnapshotInMemory ? p.cold_from_memory_ms : p.cold_from_disk_ms;
-    return s.freq * miss / p.memory_mb;
+    return uses * miss / p.memory_mb;
 }
 
 double TieredPolicy::snapshot_worth(FunctionId f) const {
     const auto& p = profiles_.at(f);
-    return state_[f].freq * (p.cold_from_disk_ms - p.cold_from_memory_ms) / p.image_mb;
+    return state_[f].restores * (p.cold_from_disk_ms - p.cold_from_memory_ms) / p.image_mb;
 }
 
 void TieredPolicy::forget(InstanceId i) {
@@ -29,13 +29,13 @@ void TieredPolicy::forget(InstanceId i) {
 void TieredPolicy::instance_gone(FunctionId f) {
     auto& s = state_[f];
     if (s.instances > 0) --s.instances;
-    if (s.instances == 0 && s.snapshot == Tier::SnapshotOnDisk) s.freq = 0;
 }
 
 void TieredPolicy::on_invocation_start(const InvocationStart& e, Decisions& out) {
     const auto& p = profiles_.at(e.function);
     auto& s = state_[e.function];
-    s.freq += 1;
+    bool cold = e.start == StartKind::ColdFromDisk || e.start == StartKind::ColdFromMemory;
+    if (cold) s.restores += 1;
 
     bool worth_memory = p.image_mb > 0 && p.cold_from_disk_ms > p.cold_from_memory_ms;
     if (s.snapshot == Tier::SnapshotInMemory) {
@@ -44,20 +44,21 @@ void TieredPolicy::on_invocation_start(const InvocationStart& e, Decisions& out)
         ranked_.emplace(s.snapshot_priority, snapshot_tag(e.function));
     } else if (e.start == StartKind::ColdFromDisk && worth_memory) {
         s.snapshot = Tier::SnapshotInMemory;
+        s.restores = 1;
         s.snapshot_priority = clock_ + snapshot_worth(e.function);
         ranked_.emplace(s.snapshot_priority, snapshot_tag(e.function));
         out.push_back(Decision::place_snapshot(e.function, Tier::SnapshotInMemory));
     }
 
-    double priority = clock_ + warm_worth(e.function);
     auto it = instances_.find(e.instance);
     if (it == instances_.end()) {
         ++s.instances;
-        instances_.emplace(e.instance, InstanceState{e.function, priority, false});
+        instances_.emplace(e.instance, InstanceState{e.function, clock_ + warm_worth(e.function, 1), false, 1});
         return;
     }
     if (it->second.idle) ranked_.erase({it->second.priority, instance_tag(e.instance)});
-    it->second = {e.function, priority, false};
+    double uses = it->second.uses + 1;
+    it->second = {e.function, clock_ + warm_worth(e.function, uses), false, uses};
 }
 
 void TieredPolicy::on_instance_idle(const InstanceIdle& e, Decisions&) {
@@ -65,7 +66,7 @@ void TieredPolicy::on_instance_idle(const InstanceIdle& e, Decisions&) {
     auto it = instances_.find(e.instance);
     if (it == instances_.end()) {
         ++state_[e.function].instances;
-        it = instances_.emplace(e.instance, InstanceState{e.function, clock_ + warm_worth(e.function), false}).first;
+        it = instances_.emplace(e.instance, InstanceState{e.function, clock_ + warm_worth(e.function, 1), false, 0}).first;
     }
     if (!it->second.idle) {
         it->second.idle = true;
@@ -91,7 +92,6 @@ void TieredPolicy::on_memory_pressure(const MemoryPressure& e, Decisions& out) {
             s.snapshot = Tier::SnapshotOnDisk;
             freed += profiles_.at(f).image_mb;
             out.push_back(Decision::place_snapshot(f, Tier::SnapshotOnDisk));
-            if (s.instances == 0) s.freq = 0;
         } else {
             InstanceId victim = tag >> 1;
             FunctionId f = instances_.at(victim).function;

@@ -347,3 +347,31 @@ TEST(PolicyProfiles, EventForUnregisteredFunctionIsAnError) {
     Decisions out;
     EXPECT_THROW(p.on_invocation_start({0, 7, 1, StartKind::ColdFromDisk}, out), initless::Error);
 }
+
+TEST(PolicyGreedyDual, InstanceScopeRanksBurstClonesByTheirOwnUses) {
+    // Function 0 served 5 invocations on instance 1, then a burst started clones 2 and 3 (one use each).
+    // Function 1 has one instance, used twice.
+    for (auto scope : {FrequencyScope::Function, FrequencyScope::Instance}) {
+        GreedyDualPolicy p(scope);
+        p.on_function_registered(fn(0, 100, 0, 100));
+        p.on_function_registered(fn(1, 100, 0, 100));
+        for (int k = 0; k < 5; ++k) invoke(p, 0, 1, k * 10, k * 10 + 5, k ? StartKind::Warm : StartKind::ColdFromDisk);
+        Decisions out;
+        p.on_invocation_start({60, 0, 2, StartKind::ColdFromDisk}, out);
+        p.on_invocation_start({61, 0, 3, StartKind::ColdFromDisk}, out);
+        p.on_invocation_end({70, 0, 2}, out);
+        p.on_instance_idle({70, 0, 2, IdleReason::AfterInvocation}, out);
+        p.on_invocation_end({71, 0, 3}, out);
+        p.on_instance_idle({71, 0, 3, IdleReason::AfterInvocation}, out);
+        invoke(p, 1, 9, 100, 110);
+        invoke(p, 1, 9, 120, 130, StartKind::Warm);
+        out.clear();
+        p.on_memory_pressure({200, 100, 1}, out);
+        auto v = evicted(out);
+        ASSERT_EQ(v.size(), 1u);
+        if (scope == FrequencyScope::Function)
+            EXPECT_EQ(v[0], 9u) << "FaaSCache: the clones carry Freq 6 and 7, function 1 only 2";
+        else
+            EXPECT_EQ(v[0], 2u) << "per instance: a clone used once goes before an instance used twice";
+    }
+}

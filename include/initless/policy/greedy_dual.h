@@ -22,9 +22,16 @@
 
 namespace initless::policy {
 
+// Function: FaaSCache's Freq, per function. Instance: each instance counts its own uses, so the idle
+// clones a burst leaves behind rank by what they served, not by their function's total.
+enum class FrequencyScope { Function, Instance };
+
 class GreedyDualPolicy : public KeepAlivePolicy {
 public:
-    std::string_view name() const override { return "greedy-dual"; }
+    explicit GreedyDualPolicy(FrequencyScope scope = FrequencyScope::Function) : scope_(scope) {}
+    std::string_view name() const override {
+        return scope_ == FrequencyScope::Function ? "greedy-dual" : "greedy-dual-instance";
+    }
     void on_function_registered(const FunctionProfile& profile) override;
     void on_invocation_start(const InvocationStart& e, Decisions& out) override;
     void on_instance_idle(const InstanceIdle& e, Decisions& out) override;
@@ -48,10 +55,13 @@ private:
         FunctionId function;
         double priority;
         bool idle;
+        double uses;
     };
+    double priority_of(FunctionId f, double instance_uses) const;
     void instance_gone(FunctionId f);
     void forget(InstanceId i);
 
+    FrequencyScope scope_;
     FunctionProfiles profiles_;
     std::vector<FunctionState> state_;
     std::unordered_map<InstanceId, InstanceState> instances_;
