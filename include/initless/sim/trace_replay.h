@@ -1,0 +1,81 @@
+// Trace-driven simulation of one node: replays an AzureTrace through a KeepAlivePolicy under a memory
+// budget, acting as the policy's host exactly as the controller will (only through policy.h's events
+// and decisions), and measures cold starts, their overhead, and memory-time.
+// Model: each invocation needs one instance to itself (concurrency 1). A minute's invocations are
+// spread over the minute by a seeded uniform draw and each draws its duration from the function's
+// percentiles, so a run is deterministic for a given seed. A cold start delays the invocation by the
+// cost model's restore time (from memory or disk, by the function's snapshot tier) or, in the Boot
+// world, by the boot time; the instance holds its memory from the start of the cold start. A pre-warmed
+// instance is ready cost-model time after the pre-warm; a request that takes it earlier waits the rest.
+// The budget is keep-alive memory: idle instances and in-memory snapshots, what a policy controls.
+// Running invocations always get their instance (their memory is reported, not limited: the 2019
+// samples hold functions running for minutes thousands of times a day, hundreds of GB busy at once,
+// more than any one node; budgeting it would leave no policy anything to decide). When an instance goes
+// idle, or a pre-warm or a snapshot placement would exceed the budget, the policy gets memory pressure;
+// kept memory it does not free is reported (over_budget_gb_s); a pre-warm that does not fit is skipped.
+// Non-tiered policies never place snapshots in memory: their restores come from disk.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "initless/policy/policy.h"
+#include "initless/sim/azure_trace.h"
+#include "initless/sim/cost_model.h"
+
+namespace initless::sim {
+
+enum class ColdStartWorld { Restore, Boot };
+
+struct ReplayConfig {
+    double memory_budget_mb = 0;
+    std::uint64_t seed = 1;
+    ColdStartWorld world = ColdStartWorld::Restore;
+};
+
+struct ReplayResult {
+    std::string policy;
+    double memory_budget_mb = 0;
+    std::uint64_t seed = 0;
+    ColdStartWorld world = ColdStartWorld::Restore;
+
+    std::uint64_t invocations = 0;
+    std::uint64_t warm_starts = 0;
+    std::uint64_t pre_warmed_starts = 0;
+    std::uint64_t cold_from_memory = 0;
+    std::uint64_t cold_from_disk = 0;  // includes boots in the Boot world
+    double cold_start_overhead_s = 0;  // total delay added to invocations by cold starts
+    double busy_gb_s = 0;              // memory-time of instances running an invocation (or starting)
+    double idle_gb_s = 0;              // memory-time of idle instances
+    double snapshot_gb_s = 0;          // memory-time of snapshots in the memory tier
+    double over_budget_gb_s = 0;       // kept memory-time above the budget (the policy freed too little)
+    double peak_memory_mb = 0;
+    std::uint64_t pre_warms = 0;         // instances started by a PreWarm decision
+    std::uint64_t pre_warms_unused = 0;  // of those, removed without serving
+    std::uint64_t pre_warms_skipped = 0; // PreWarm that did not fit in memory
+    std::uint64_t evictions = 0;         // removals by Evict decisions
+    std::uint64_t expirations = 0;       // removals by KeepUntil deadlines
+
+    std::uint64_t cold_starts() const { return cold_from_memory + cold_from_disk; }
+    double used_gb_s() const { return busy_gb_s + idle_gb_s + snapshot_gb_s; }
+    double wasted_gb_s() const { return idle_gb_s + snapshot_gb_s; }
+    bool operator==(const ReplayResult&) const = default;
+};
+
+const char* world_name(ColdStartWorld w);
+
+class TraceReplay {
+public:
+    TraceReplay(const AzureTrace& trace, const ColdStartCostModel& costs, ReplayConfig config);
+    // Registers every function with `policy` (ids are trace row indexes) and replays the whole trace.
+    ReplayResult run(policy::KeepAlivePolicy& policy) const;
+    // The profile a policy is given for trace function `index` in this world.
+    policy::FunctionProfile profile(std::size_t index) const;
+
+private:
+    const AzureTrace& trace_;
+    const ColdStartCostModel& costs_;
+    ReplayConfig config_;
+};
+
+}  // namespace initless::sim
