@@ -36,6 +36,7 @@ struct SimOptions {
     bool json = false;
     bool csv = false;
     unsigned jobs = 2;
+    std::uint32_t concurrency = 1;
 };
 
 struct Run {
@@ -115,7 +116,7 @@ void run_sim(const SimOptions& o) {
             try {
                 auto& r = runs[i];
                 auto pol = policy::make_policy(r.policy);
-                sim::TraceReplay replay(trace, costs, {r.memory_mb, o.seed, r.world});
+                sim::TraceReplay replay(trace, costs, {r.memory_mb, o.seed, r.world, o.concurrency});
                 r.result = replay.run(*pol);
                 if (auto* gd = dynamic_cast<policy::GreedyDualPolicy*>(pol.get())) {
                     r.knee_mb = gd->hit_ratio_curve().knee_mb();
@@ -140,6 +141,7 @@ void run_sim(const SimOptions& o) {
                               {"minutes", trace.minutes},
                               {"costs", costs.source()},
                               {"seed", o.seed},
+                              {"instance_concurrency", o.concurrency},
                               {"arrivals", "per-minute counts spread uniformly within the minute by a seeded draw"},
                               {"runs", nlohmann::json::array()}};
         for (const auto& r : runs) out["runs"].push_back(to_json(r));
@@ -181,16 +183,17 @@ void add_sim(CLI::App& app) {
     cmd->add_option("--trace", opts->trace, "trace directory (e.g. data/azure-functions-2019/sampled-1000)")
         ->required();
     cmd->add_option("--policy", opts->policies,
-                    "policy name, comma-separated names, or 'all' (ttl, lru, greedy-dual, hybrid-histogram, "
-                    "icebreaker, tiered)")
+                    "policy name, comma-separated names, or 'all' (ttl, lru, greedy-dual, greedy-dual-instance, "
+                    "hybrid-histogram, icebreaker, tiered)")
         ->delimiter(',');
-    cmd->add_option("--memory-mb", opts->memory_mb, "memory budget of the node in MB (repeat or comma-separate)")
+    cmd->add_option("--memory-mb", opts->memory_mb, "keep-alive memory budget in MB: idle instances and in-memory snapshots (repeat or comma-separate)")
         ->required()
         ->delimiter(',');
     cmd->add_option("--seed", opts->seed, "seed of the arrival and duration draws");
     cmd->add_option("--costs", opts->costs, "cold-start cost model CSV (memory_mb,boot_ms,restore_ms,...)");
     cmd->add_option("--cold-start", opts->world, "what a cold start is: restore, boot, or both");
     cmd->add_option("--jobs", opts->jobs, "runs in parallel");
+    cmd->add_option("--concurrency", opts->concurrency, "invocations one instance runs at once (default 1)");
     cmd->add_flag("--json", opts->json, "print JSON");
     cmd->add_flag("--csv", opts->csv, "print CSV");
     cmd->callback([opts] { run_sim(*opts); });

@@ -17,6 +17,7 @@ const char* world_name(ColdStartWorld w) { return w == ColdStartWorld::Restore ?
 TraceReplay::TraceReplay(const AzureTrace& trace, const ColdStartCostModel& costs, ReplayConfig config)
     : trace_(trace), costs_(costs), config_(config) {
     if (!(config.memory_budget_mb > 0)) throw Error("sim: memory budget must be > 0 MB");
+    if (config.instance_concurrency < 1) throw Error("sim: instance concurrency must be >= 1");
 }
 
 FunctionProfile TraceReplay::profile(std::size_t index) const {
@@ -63,11 +64,15 @@ struct Arrival {
 
 struct Instance {
     FunctionId function;
-    bool busy;
+    bool busy;  // runs at least one invocation
     bool pre_warmed_unused;
     TimeMs ready_at;
     std::uint64_t timer;  // generation: an Expiry only fires for the latest KeepUntil
     std::size_t idle_index;
+    std::uint32_t active = 0;             // invocations running on it
+    std::size_t open_index = kNotOpen;    // index in open_ when busy with a free slot
+
+    static constexpr std::size_t kNotOpen = static_cast<std::size_t>(-1);
 };
 
 // Uniform double in [0, 1) from 53 random bits: the same on every platform, unlike the std distributions.
@@ -84,6 +89,7 @@ public:
             policy_.on_function_registered(profiles_.back());
         }
         idle_.resize(n);
+        open_.resize(n);
         in_memory_.assign(n, false);
         result_.policy = std::string(policy.name());
         result_.memory_budget_mb = config.memory_budget_mb;
@@ -209,6 +215,27 @@ private:
         v.pop_back();
     }
 
+    // Busy instances with a free slot (only when instances take more than one invocation at a time).
+    void add_open(InstanceId id) {
+        auto& inst = instances_.at(id);
+        if (inst.open_index != Instance::kNotOpen) return;
+        inst.open_index = open_[inst.function].size();
+        open_[inst.function].push_back(id);
+    }
+
+    void remove_open(InstanceId id) {
+        auto& inst = instances_.at(id);
+        if (inst.open_index == Instance::kNotOpen) return;
+        auto& v = open_[inst.function];
+        std::size_t i = inst.open_index;
+        if (i + 1 != v.size()) {
+            v[i] = v.back();
+            instances_.at(v[i]).open_index = i;
+        }
+        v.pop_back();
+        inst.open_index = Instance::kNotOpen;
+    }
+
     // Removes an idle instance; returns false if it is gone or busy.
     bool remove(InstanceId id) {
         auto it = instances_.find(id);
@@ -226,13 +253,24 @@ private:
         InstanceId id;
         StartKind kind;
         double delay = 0;
-        if (!idle_[f].empty()) {
+        const std::uint32_t slots = config_.instance_concurrency;
+        if (!open_[f].empty()) {
+            // Join a running instance (a cold one still starting makes the request wait for it).
+            id = open_[f].back();
+            auto& inst = instances_.at(id);
+            kind = StartKind::Warm;
+            delay = static_cast<double>(std::max<TimeMs>(0, inst.ready_at - a.at));
+            if (++inst.active >= slots) remove_open(id);
+            ++result_.warm_starts;
+        } else if (!idle_[f].empty()) {
             id = idle_[f].back();
             remove_idle(id);
             auto& inst = instances_.at(id);
             kind = inst.pre_warmed_unused ? StartKind::PreWarmed : StartKind::Warm;
             delay = static_cast<double>(std::max<TimeMs>(0, inst.ready_at - a.at));
             inst.busy = true;
+            inst.active = 1;
+            if (slots > 1) add_open(id);
             inst.pre_warmed_unused = false;
             ++inst.timer;
             idle_mb_ -= profiles_[f].memory_mb;
@@ -241,7 +279,9 @@ private:
         } else {
             kind = in_memory_[f] ? StartKind::ColdFromMemory : StartKind::ColdFromDisk;
             delay = cold_cost(f);
-            id = create(f, true, a.at);
+            id = create(f, true, a.at + static_cast<TimeMs>(delay));
+            instances_.at(id).active = 1;
+            if (slots > 1) add_open(id);
             ++(kind == StartKind::ColdFromMemory ? result_.cold_from_memory : result_.cold_from_disk);
         }
         result_.cold_start_overhead_s += delay / 1000;
@@ -254,6 +294,17 @@ private:
     void end_invocation(TimeMs at, InstanceId id) {
         auto& inst = instances_.at(id);
         FunctionId f = inst.function;
+        if (inst.active > 1) {
+            // Still running others: the instance only gains a free slot.
+            --inst.active;
+            add_open(id);
+            decisions_stack_.emplace_back();
+            policy_.on_invocation_end({at, f, id}, decisions_stack_.back());
+            apply_top();
+            return;
+        }
+        inst.active = 0;
+        remove_open(id);
         inst.busy = false;
         busy_mb_ -= profiles_[f].memory_mb;
         idle_mb_ += profiles_[f].memory_mb;
@@ -350,6 +401,7 @@ private:
     std::vector<FunctionProfile> profiles_;
     std::unordered_map<InstanceId, Instance> instances_;
     std::vector<std::vector<InstanceId>> idle_;
+    std::vector<std::vector<InstanceId>> open_;
     std::vector<bool> in_memory_;
     std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
     std::vector<Decisions> decisions_stack_;

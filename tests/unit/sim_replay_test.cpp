@@ -285,3 +285,22 @@ TEST(SimReplay, RejectsANonPositiveBudget) {
     auto costs = flat_costs();
     EXPECT_THROW(TraceReplay(trace, costs, {0, 1, ColdStartWorld::Restore}), Error);
 }
+
+TEST(SimReplay, InstancesTakingConcurrentInvocationsNeedFewerColdStarts) {
+    // 20 invocations in one minute, each running 2 minutes: all overlap.
+    std::vector<int> counts(3, 0);
+    counts[0] = 20;
+    TraceDir t({{counts, 120'000, 256}});
+    auto trace = AzureTrace::load(t.path());
+    auto costs = flat_costs();
+    auto run = [&](std::uint32_t concurrency) {
+        TraceReplay r(trace, costs, {8192, 1, ColdStartWorld::Restore, concurrency});
+        auto p = initless::policy::make_policy("lru");
+        return r.run(*p);
+    };
+    EXPECT_EQ(run(1).cold_starts(), 20u);
+    auto shared = run(8);
+    EXPECT_EQ(shared.cold_starts(), 3u);  // ceil(20 / 8)
+    EXPECT_EQ(shared.warm_starts, 17u);
+    EXPECT_LT(shared.busy_gb_s, run(1).busy_gb_s);
+}

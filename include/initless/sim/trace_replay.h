@@ -1,7 +1,9 @@
 // Trace-driven simulation of one node: replays an AzureTrace through a KeepAlivePolicy under a memory
 // budget, acting as the policy's host exactly as the controller will (only through policy.h's events
 // and decisions), and measures cold starts, their overhead, and memory-time.
-// Model: each invocation needs one instance to itself (concurrency 1). A minute's invocations are
+// Model: an instance runs up to `instance_concurrency` invocations at once (1, the default, as in
+// OpenWhisk and Lambda; the spec's `concurrency`); a request joins a busy instance with a free slot
+// before it takes an idle one. A minute's invocations are
 // spread over the minute by a seeded uniform draw and each draws its duration from the function's
 // percentiles, so a run is deterministic for a given seed. A cold start delays the invocation by the
 // cost model's restore time (from memory or disk, by the function's snapshot tier) or, in the Boot
@@ -31,6 +33,7 @@ struct ReplayConfig {
     double memory_budget_mb = 0;
     std::uint64_t seed = 1;
     ColdStartWorld world = ColdStartWorld::Restore;
+    std::uint32_t instance_concurrency = 1;
 };
 
 struct ReplayResult {
