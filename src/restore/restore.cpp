@@ -236,6 +236,24 @@ std::string describe_stop(pid_t tid, int status) {
     return fmt::format("exited with status {}", WEXITSTATUS(status));
 }
 
+// With INITLESS_RESTORE_PROFILE set, prints the slowest ops of a table (TSC cycles) to stderr.
+void profile_table(pid_t pid, uint64_t addr, const Table& t) {
+    if (!::getenv("INITLESS_RESTORE_PROFILE")) return;
+    std::vector<uint8_t> buf(sizeof(stub_table) + t.size() * sizeof(stub_op));
+    read_memory(pid, addr, buf.data(), buf.size());
+    const auto* table = reinterpret_cast<const stub_table*>(buf.data());
+    std::vector<std::pair<uint64_t, size_t>> order;
+    uint64_t total = 0;
+    for (size_t i = 0; i < t.size(); ++i) {
+        order.push_back({table->ops[i].cycles, i});
+        total += table->ops[i].cycles;
+    }
+    std::sort(order.rbegin(), order.rend());
+    std::fprintf(stderr, "restore profile: %zu ops, %.2f Mcycles in all\n", t.size(), total / 1e6);
+    for (size_t k = 0; k < std::min<size_t>(order.size(), 12); ++k)
+        std::fprintf(stderr, "  %8.3f Mcycles  %s\n", order[k].first / 1e6, t.what(order[k].second).c_str());
+}
+
 void check_table(pid_t pid, uint64_t addr, const Table& t, const char* which) {
     stub_table head{};
     read_memory(pid, addr, &head, sizeof head);
@@ -245,6 +263,23 @@ void check_table(pid_t pid, uint64_t addr, const Table& t, const char* which) {
                                 head.failed_result < 0 && head.failed_result > -4096
                                     ? std::strerror(static_cast<int>(-head.failed_result))
                                     : fmt::format("unexpected result {:#x}", head.failed_result)));
+}
+
+// A library or executable that changed since the checkpoint would corrupt the process silently:
+// compare each mapped file, as the sandbox sees it, with what the checkpoint recorded.
+void verify_mapped_files(pid_t init_pid, const image::Process& p) {
+    std::set<std::string> seen;
+    for (const auto& v : p.vmas) {
+        if (v.kind != image::VmaKind::File || !seen.insert(v.name).second) continue;
+        struct stat st {};
+        std::string path = fmt::format("/proc/{}/root{}", init_pid, v.name);
+        if (::stat(path.c_str(), &st) != 0)
+            throw Error(fmt::format("mapped file {} is missing in the sandbox: {}", v.name, std::strerror(errno)));
+        int64_t mtime = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        if (static_cast<uint64_t>(st.st_size) != v.file_size || mtime != v.file_mtime_ns)
+            throw Error(fmt::format("mapped file {} changed since the snapshot (size {} -> {}, mtime changed: {})",
+                                    v.name, v.file_size, st.st_size, mtime != v.file_mtime_ns ? "yes" : "no"));
+    }
 }
 
 }  // namespace
@@ -257,10 +292,38 @@ Strategy parse_strategy(const std::string& name) {
 
 const char* strategy_name(Strategy s) { return s == Strategy::Eager ? "eager" : "cow"; }
 
-Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy strategy) {
-    auto t0 = Clock::now();
-    auto lap = t0;
-    Timings tm;
+struct RestorePlan::State {
+    sandbox::Sandbox* sandbox = nullptr;
+    const image::Image* image = nullptr;
+    sandbox::ProcessHandle helper;
+    sys::Tracee main;
+    uint64_t base = 0, region_size = 0, main_table = 0, stacks = 0, vdso_start = 0, vdso_syscall_offset = 0;
+    Table table;
+    std::vector<Table> per_thread;
+    std::vector<uint64_t> thread_tables;
+    Timings timings;
+    bool executed = false;
+};
+
+RestorePlan::RestorePlan(std::unique_ptr<State> s) : s_(std::move(s)) {}
+RestorePlan::RestorePlan(RestorePlan&&) noexcept = default;
+RestorePlan& RestorePlan::operator=(RestorePlan&&) noexcept = default;
+RestorePlan::~RestorePlan() {
+    // A plan never executed leaves a half-built process: kill it (init reaps it).
+    if (s_ && !s_->executed && s_->helper.host_pid > 0) {
+        ::kill(s_->helper.host_pid, SIGKILL);
+        // We trace it: collect its death so that init can reap it.
+        s_->main.release();
+        ::waitpid(s_->helper.host_pid, nullptr, __WALL);
+    }
+}
+
+RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, Strategy strategy) {
+    auto st = std::make_unique<State>();
+    st->sandbox = &sb;
+    st->image = &img;
+    auto lap = Clock::now();
+    Timings& tm = st->timings;
     if (img.manifest.processes.size() != 1) throw Error("only single-process images can be restored");
     const image::Process& p = img.manifest.processes[0];
     const auto& leader = p.threads.at(0);
@@ -273,8 +336,9 @@ Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy st
                            kMainStack + p.threads.size() * kThreadStack;
     region_size = page_up(region_size);
 
+    verify_mapped_files(sb.init_pid(), p);
     sys::UniqueFd pages = sys::open_file(img.pages_path(), O_RDONLY);
-    sandbox::ProcessHandle helper;
+    sandbox::ProcessHandle& helper = st->helper;
     uint64_t base = 0;
     std::string spawn_errors;
     for (uint64_t candidate : stub_candidates(p, region_size)) {
@@ -288,7 +352,8 @@ Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy st
     }
     if (!base) throw Error("cannot start the restorer: " + spawn_errors);
     pid_t hpid = helper.host_pid;
-    sys::Tracee main = sys::Tracee::seize(hpid, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL);
+    st->main = sys::Tracee::seize(hpid, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL);
+    sys::Tracee& main = st->main;
     tm.spawn_ms = ms_since(lap);
 
     // What the helper holds that must go: every mapping but the stub and the vDSO block.
@@ -310,7 +375,7 @@ Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy st
     auto helper_rseq = main.rseq();
 
     Region region(base, code_size);
-    Table t;
+    Table& t = st->table;
     int max_fd = 2;
     for (const auto& f : p.fds) max_fd = std::max(max_fd, f.fd);
     // 1. Take the helper apart.
@@ -505,7 +570,7 @@ Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy st
 
     // 6. Threads, created with their tids; each then runs its own table.
     uint64_t stacks = base + region_size - kMainStack - (p.threads.size() - 1) * kThreadStack;
-    std::vector<uint64_t> thread_tables;
+    std::vector<uint64_t>& thread_tables = st->thread_tables;
     for (size_t i = 1; i < p.threads.size(); ++i) {
         pid_t tid = p.threads[i].tid;
         uint64_t tid_addr = region.put(tid);
@@ -519,7 +584,8 @@ Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy st
     }
     add_thread_ops(t, region, leader, p.creds);
     uint64_t main_table = t.place(region);
-    std::vector<Table> per_thread(p.threads.size());
+    std::vector<Table>& per_thread = st->per_thread;
+    per_thread.resize(p.threads.size());
     for (size_t i = 1; i < p.threads.size(); ++i) {
         add_thread_ops(per_thread[i], region, p.threads[i], p.creds);
         thread_tables.push_back(per_thread[i].place(region));
@@ -532,6 +598,31 @@ Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy st
     tm.ops = t.size();
     tm.plan_ms = ms_since(lap);
 
+    st->base = base;
+    st->region_size = region_size;
+    st->main_table = main_table;
+    st->stacks = stacks;
+    st->vdso_start = tv.start;
+    st->vdso_syscall_offset = vdso_syscall_offset;
+    return RestorePlan(std::move(st));
+}
+
+Restored RestorePlan::execute() {
+    State& st = *s_;
+    if (st.executed) throw Error("a restore plan runs once");
+    st.executed = true;
+    auto t0 = Clock::now();
+    auto lap = t0;
+    Timings& tm = st.timings;
+    sandbox::Sandbox& sb = *st.sandbox;
+    const image::Process& p = st.image->manifest.processes[0];
+    const auto& leader = p.threads.at(0);
+    pid_t hpid = st.helper.host_pid;
+    sys::Tracee& main = st.main;
+    const uint64_t base = st.base, region_size = st.region_size, main_table = st.main_table, stacks = st.stacks;
+    const Table& t = st.table;
+    const std::vector<Table>& per_thread = st.per_thread;
+    const std::vector<uint64_t>& thread_tables = st.thread_tables;
     // Run the main table. New threads stop at birth (auto-attached); the main thread traps at the end.
     user_regs_struct r = main.regs();
     r.rip = base;
@@ -540,47 +631,43 @@ Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy st
     r.orig_rax = static_cast<uint64_t>(-1);
     main.set_regs(r);
     if (::ptrace(PTRACE_CONT, hpid, nullptr, nullptr) != 0) throw sys::SysError("ptrace CONT restorer", errno);
-    std::map<pid_t, sys::Tracee> threads;
+    // Waits only on our own tracees: the controller may have other children (other sandboxes' inits).
+    std::map<pid_t, sys::Tracee> threads;  // host tid -> tracee, for threads the table created
     for (;;) {
         int status = 0;
-        pid_t w = ::waitpid(-1, &status, __WALL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) throw sys::SysError("waitpid restorer", errno);
-        if (w == hpid) {
-            if (!WIFSTOPPED(status)) {
-                main.release();
-                throw Error("the restorer " + describe_stop(hpid, status) + "; log: " + sb.log_tail(500));
-            }
-            if ((status >> 8) == (SIGTRAP | (PTRACE_EVENT_CLONE << 8))) {
-                ::ptrace(PTRACE_CONT, hpid, nullptr, nullptr);
-                continue;
-            }
-            if (WSTOPSIG(status) == SIGTRAP) break;
-            throw Error("the restorer " + describe_stop(hpid, status) + " while running its table");
+        if (sys::retry_eintr([&] { return ::waitpid(hpid, &status, __WALL); }) < 0)
+            throw sys::SysError("waitpid restorer", errno);
+        if (!WIFSTOPPED(status)) {
+            main.release();
+            throw Error("the restorer " + describe_stop(hpid, status) + "; log: " + sb.log_tail(500));
         }
-        if (WIFSTOPPED(status)) {
-            threads.emplace(w, sys::Tracee::adopt(w));
+        if ((status >> 8) == (SIGTRAP | (PTRACE_EVENT_CLONE << 8))) {
+            unsigned long child = 0;
+            sys::check(::ptrace(PTRACE_GETEVENTMSG, hpid, nullptr, &child), "ptrace GETEVENTMSG");
+            auto tid = static_cast<pid_t>(child);
+            int child_status = 0;
+            // An auto-attached thread starts in a stop before running any instruction.
+            if (sys::retry_eintr([&] { return ::waitpid(tid, &child_status, __WALL); }) < 0 || !WIFSTOPPED(child_status))
+                throw Error(fmt::format("new thread {} did not stop at birth", tid));
+            threads.emplace(tid, sys::Tracee::adopt(tid));
+            sys::check(::ptrace(PTRACE_CONT, hpid, nullptr, nullptr), "ptrace CONT restorer");
             continue;
         }
+        if (WSTOPSIG(status) == SIGTRAP) break;
+        throw Error("the restorer " + describe_stop(hpid, status) + " while running its table");
     }
     check_table(hpid, main_table, t, "main");
+    profile_table(hpid, main_table, t);
     tm.layout_ms = ms_since(lap);
 
     // Per-thread tables.
     for (size_t i = 1; i < p.threads.size(); ++i) {
         pid_t host_tid = 0;
-        // Thread i has sandbox tid p.threads[i].tid; find its host tid by NSpid.
-        for (pid_t cand : sys::proc_tasks(hpid)) {
-            auto st = sys::read_status(cand);
-            auto ns = st.at("NSpid");
-            if (std::stoi(ns.substr(ns.find_last_of(" \t") + 1)) == p.threads[i].tid) host_tid = cand;
+        for (const auto& [tid, tracee] : threads) {
+            auto ns = sys::read_status(tid).at("NSpid");
+            if (std::stoi(ns.substr(ns.find_last_of(" \t") + 1)) == p.threads[i].tid) host_tid = tid;
         }
         if (!host_tid) throw Error(fmt::format("thread {} was not created", p.threads[i].tid));
-        if (!threads.count(host_tid)) {
-            int status = 0;
-            ::waitpid(host_tid, &status, __WALL);
-            threads.emplace(host_tid, sys::Tracee::adopt(host_tid));
-        }
         sys::Tracee& th = threads.at(host_tid);
         user_regs_struct tr = th.regs();
         tr.rip = base;
@@ -603,7 +690,7 @@ Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy st
 
     // Drop the stub through a syscall instruction of the restored vDSO, then the leader's state.
     user_regs_struct g = main.regs();
-    g.rip = tv.start + vdso_syscall_offset;
+    g.rip = st.vdso_start + st.vdso_syscall_offset;
     g.rax = SYS_munmap;
     g.rdi = base;
     g.rsi = region_size;
@@ -621,7 +708,14 @@ Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy st
     main.detach();
     tm.finish_ms = ms_since(lap);
     tm.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    return {std::move(helper), tm};
+    return {std::move(st.helper), tm};
+}
+
+Restored restore_into(sandbox::Sandbox& sb, const image::Image& img, Strategy strategy) {
+    auto plan = RestorePlan::prepare(sb, img, strategy);
+    Restored r = plan.execute();
+    r.timings.total_ms += r.timings.spawn_ms + r.timings.plan_ms;
+    return r;
 }
 
 }  // namespace initless::restore

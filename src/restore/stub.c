@@ -2,6 +2,12 @@
  * Freestanding and position-independent: no libc, no globals, no data sections. See stub_abi.h. */
 #include "initless/restore/stub_abi.h"
 
+static inline uint64_t tsc(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+
 static inline long raw_syscall(long nr, long a, long b, long c, long d, long e, long f) {
     long ret;
     register long r10 __asm__("r10") = d;
@@ -23,6 +29,7 @@ __attribute__((section(".text.entry"), used, noreturn)) void stub_entry(struct s
             a[k] = (long)(s ? t->slots[s - 1] : op->args[k]);
         }
         long r;
+        uint64_t started = tsc();
         if (op->flags & STUB_OP_MOVE_FD) {
             r = a[0];
             if (a[0] != a[1]) {
@@ -37,6 +44,7 @@ __attribute__((section(".text.entry"), used, noreturn)) void stub_entry(struct s
         } else {
             r = raw_syscall((long)op->nr, a[0], a[1], a[2], a[3], a[4], a[5]);
         }
+        op->cycles = tsc() - started;
         int failed = (r < 0 && r > -4096) || ((op->flags & STUB_OP_EXPECT_ARG0) && r != a[0]) ||
                      ((op->flags & STUB_OP_EXPECT_ARG2) && r != a[2]);
         if (failed && !(op->flags & STUB_OP_ALLOW_FAIL)) {

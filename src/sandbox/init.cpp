@@ -161,18 +161,20 @@ struct Init {
         pid_t tids[1] = {want};
         auto child = sys::fork_process(0, tids);
         if (child.pid == 0) {
-            int pages = ::fcntl(pages_fd, F_DUPFD, 100);
-            reset_child(log_fd, status_pipe[1], pages);
-            void* p = ::mmap(reinterpret_cast<void*>(addr), size, PROT_READ | PROT_WRITE | PROT_EXEC,
-                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-            int err = p == MAP_FAILED ? errno : 0;
-            (void)!::write(status_pipe[1], &err, sizeof err);
-            ::close(status_pipe[1]);
-            if (err) ::_exit(3);
+            // Everything is in place before the status byte: the controller seizes us right after it.
+            int status_fd = ::fcntl(status_pipe[1], F_DUPFD, 200);
+            int pages = ::fcntl(pages_fd, F_DUPFD, 201);
+            reset_child(log_fd, status_fd, pages);
             if (pages >= 0) {
                 ::dup2(pages, 3);
                 ::close(pages);
             }
+            void* p = ::mmap(reinterpret_cast<void*>(addr), size, PROT_READ | PROT_WRITE | PROT_EXEC,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+            int err = p == MAP_FAILED ? errno : 0;
+            (void)!::write(status_fd, &err, sizeof err);
+            ::close(status_fd);
+            if (err) ::_exit(3);
             for (;;) ::pause();
         }
         ::close(status_pipe[1]);

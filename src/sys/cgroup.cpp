@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -27,6 +28,7 @@ fs::path Cgroup::dir(const char* controller) const { return fs::path(kRoot) / co
 Cgroup Cgroup::create(const std::string& name) {
     Cgroup cg;
     cg.name_ = name;
+    cg.owned_ = true;
     try {
         for (const char* c : kControllers) {
             fs::path parent = fs::path(kRoot) / c;
@@ -64,7 +66,8 @@ std::vector<std::string> Cgroup::list() {
     return {names.begin(), names.end()};
 }
 
-Cgroup::Cgroup(Cgroup&& o) noexcept : name_(std::move(o.name_)), controllers_(std::move(o.controllers_)) {
+Cgroup::Cgroup(Cgroup&& o) noexcept
+    : name_(std::move(o.name_)), controllers_(std::move(o.controllers_)), owned_(std::exchange(o.owned_, false)) {
     o.name_.clear();
     o.controllers_.clear();
 }
@@ -72,11 +75,12 @@ Cgroup::Cgroup(Cgroup&& o) noexcept : name_(std::move(o.name_)), controllers_(st
 Cgroup& Cgroup::operator=(Cgroup&& o) noexcept {
     if (this != &o) {
         try {
-            remove();
+            if (owned_) remove();
         } catch (...) {
         }
         name_ = std::move(o.name_);
         controllers_ = std::move(o.controllers_);
+        owned_ = std::exchange(o.owned_, false);
         o.name_.clear();
         o.controllers_.clear();
     }
@@ -84,6 +88,7 @@ Cgroup& Cgroup::operator=(Cgroup&& o) noexcept {
 }
 
 Cgroup::~Cgroup() {
+    if (!owned_) return;
     try {
         remove();
     } catch (...) {

@@ -51,14 +51,19 @@ Tracee::Tracee(Tracee&& o) noexcept : tid_(std::exchange(o.tid_, 0)) {}
 
 Tracee& Tracee::operator=(Tracee&& o) noexcept {
     if (this != &o) {
-        if (tid_) ::ptrace(PTRACE_DETACH, tid_, nullptr, nullptr);
+        release_or_reap(tid_);
         tid_ = std::exchange(o.tid_, 0);
     }
     return *this;
 }
 
-Tracee::~Tracee() {
-    if (tid_) ::ptrace(PTRACE_DETACH, tid_, nullptr, nullptr);
+Tracee::~Tracee() { release_or_reap(tid_); }
+
+void Tracee::release_or_reap(pid_t tid) {
+    if (!tid) return;
+    if (::ptrace(PTRACE_DETACH, tid, nullptr, nullptr) == 0) return;
+    // A dead tracee stays a zombie until its tracer collects it; only then can its parent reap it.
+    ::waitpid(tid, nullptr, __WALL | WNOHANG);
 }
 
 int Tracee::wait_stop() {

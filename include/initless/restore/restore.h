@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "initless/image/image.h"
@@ -23,12 +24,14 @@ Strategy parse_strategy(const std::string& name);  // throws on an unknown name
 const char* strategy_name(Strategy s);
 
 struct Timings {
-    double spawn_ms = 0;    // restorer process created and seized
-    double plan_ms = 0;     // syscall tables built and written into it
+    // Stage 1, `RestorePlan::prepare` (off the request path, with the pre-started sandbox):
+    double spawn_ms = 0;  // restorer process created and seized
+    double plan_ms = 0;   // syscall tables built and written into it
+    // Stage 2, `RestorePlan::execute` (on the request path):
     double layout_ms = 0;   // the main table: memory, fds, signals, mm, thread creation
     double threads_ms = 0;  // per-thread tables
     double finish_ms = 0;   // registers set, stub unmapped, detached
-    double total_ms = 0;
+    double total_ms = 0;    // of execute (restore_into: of both stages)
     uint64_t ops = 0;
 };
 
@@ -37,8 +40,27 @@ struct Restored {
     Timings timings;
 };
 
-// Restores the image's (single) process into `sandbox`, which must be prepared and not started.
-// Throws initless::Error with context on failure; the sandbox is then unusable and should be torn down.
+// The seed paper's two-stage restore. `prepare` runs when a sandbox is pre-started for a function:
+// it spawns the restorer at the image's pid, seizes it, builds the syscall tables and writes them
+// in. `execute` runs when a request arrives. Both throw initless::Error with context; after a
+// failure the sandbox is unusable and should be torn down. The sandbox and image must outlive the
+// plan; a plan dropped without `execute` kills its restorer.
+class RestorePlan {
+public:
+    static RestorePlan prepare(sandbox::Sandbox& sandbox, const image::Image& image, Strategy strategy);
+    Restored execute();
+
+    RestorePlan(RestorePlan&&) noexcept;
+    RestorePlan& operator=(RestorePlan&&) noexcept;
+    ~RestorePlan();
+
+private:
+    struct State;
+    explicit RestorePlan(std::unique_ptr<State> s);
+    std::unique_ptr<State> s_;
+};
+
+// Both stages back to back. The sandbox must be prepared and not started.
 Restored restore_into(sandbox::Sandbox& sandbox, const image::Image& image, Strategy strategy);
 
 }  // namespace initless::restore

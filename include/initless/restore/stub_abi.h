@@ -22,6 +22,7 @@ struct stub_op {
     uint64_t arg_slot;
     int32_t result_slot; /* -1: not kept */
     uint32_t flags;
+    uint64_t cycles; /* filled by the stub: TSC cycles the op took (for profiling restores) */
 };
 
 struct stub_table {

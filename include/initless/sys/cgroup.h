@@ -18,7 +18,8 @@ public:
 
     Cgroup() = default;
     static Cgroup create(const std::string& name);
-    // An existing group by name (for gc); controllers whose directory is missing are skipped.
+    // An existing group by name (for gc), not owned: dropping it leaves the group alone; call
+    // remove() to delete it. Controllers whose directory is missing are skipped.
     static Cgroup open(const std::string& name);
     static std::vector<std::string> list();  // names under any controller's initless/ dir
 
@@ -41,6 +42,7 @@ private:
     std::filesystem::path dir(const char* controller) const;
     std::string name_;
     std::vector<std::string> controllers_;
+    bool owned_ = false;  // created here: removed with this object
 };
 
 }  // namespace initless::sys

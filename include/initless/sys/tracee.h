@@ -54,6 +54,7 @@ public:
 
 private:
     explicit Tracee(pid_t tid) : tid_(tid) {}
+    static void release_or_reap(pid_t tid);
     pid_t tid_ = 0;
 };
 
