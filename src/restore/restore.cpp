@@ -53,6 +53,9 @@ double ms_since(Clock::time_point& t) {
 uint64_t page_up(uint64_t v) { return (v + kPageSize - 1) & ~(kPageSize - 1); }
 
 constexpr uint64_t kMainStack = 64 * 1024;
+// Under cow, a run of dirty file-mapping pages at least this long is mapped from the image rather
+// than copied: an mmap costs about what copying 4 pages does, and each adds at most two VMAs.
+constexpr uint64_t kCowRunPages = 8;
 constexpr uint64_t kThreadStack = 16 * 1024;
 
 // Slots of the main table.
@@ -419,7 +422,14 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         while (run < img.runs.size() && img.runs[run].vaddr < v.start) ++run;
         bool has_pages = v.saved_pages > 0;
         bool cow_map = strategy == Strategy::Cow && v.kind == image::VmaKind::Anonymous && has_pages;
-        bool fill = has_pages && !cow_map;
+        // Runs of dirty pages in a file mapping: with cow, long runs map their image range over
+        // the file (a few VMAs more, no copying); short runs and eager copy them in.
+        std::vector<const image::PageRun*> copy_runs, map_runs;
+        if (has_pages && !cow_map)
+            for (size_t k = run; k < img.runs.size() && img.runs[k].vaddr < v.end; ++k)
+                (strategy == Strategy::Cow && img.runs[k].pages >= kCowRunPages ? map_runs : copy_runs)
+                    .push_back(&img.runs[k]);
+        bool fill = !copy_runs.empty();
         int prot = v.prot | (fill ? PROT_WRITE : 0);
         uint64_t len = v.length();
         std::string what = fmt::format("map {:#x}-{:#x} {}", v.start, v.end, v.name);
@@ -441,10 +451,13 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
                  -1, STUB_OP_EXPECT_ARG0, {{4, kFile}}, what);
             t.op(SYS_close, {0}, -1, 0, {{0, kFile}}, "close " + v.name);
         }
-        if (fill)
-            for (size_t k = run; k < img.runs.size() && img.runs[k].vaddr < v.end; ++k)
-                t.op(SYS_pread64, {0, img.runs[k].vaddr, img.runs[k].pages * kPageSize, img.runs[k].file_offset}, -1,
-                     STUB_OP_EXPECT_ARG2, {{0, kImg}}, fmt::format("fill {:#x}", img.runs[k].vaddr));
+        for (const auto* r : copy_runs)
+            t.op(SYS_pread64, {0, r->vaddr, r->pages * kPageSize, r->file_offset}, -1, STUB_OP_EXPECT_ARG2, {{0, kImg}},
+                 fmt::format("fill {:#x} ({} pages)", r->vaddr, r->pages));
+        for (const auto* r : map_runs)
+            t.op(SYS_mmap, {r->vaddr, r->pages * kPageSize, static_cast<uint64_t>(v.prot), MAP_PRIVATE | MAP_FIXED, 0,
+                            r->file_offset},
+                 -1, STUB_OP_EXPECT_ARG0, {{4, kImg}}, fmt::format("map dirty run {:#x} ({} pages)", r->vaddr, r->pages));
         if (prot != v.prot) final_prot.emplace_back(v.start, len, v.prot);
     }
     for (auto [s, len, prot] : final_prot)
