@@ -1,0 +1,180 @@
+// The raw-syscall wrappers of `sys`, each exercised on real processes and namespaces (as root).
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "initless/sys/cgroup.h"
+#include "initless/sys/error.h"
+#include "initless/sys/file.h"
+#include "initless/sys/proc.h"
+#include "initless/sys/process.h"
+#include "initless/sys/socket.h"
+#include "initless/sys/tracee.h"
+
+using namespace initless;
+
+namespace {
+// A child that sleeps in pause() until killed; reaped by the destructor.
+struct SleepingChild {
+    pid_t pid;
+    SleepingChild() {
+        pid = ::fork();
+        if (pid == 0) {
+            for (;;) ::pause();
+        }
+        // Wait until it is really inside pause(), so tests see a known syscall.
+        for (int i = 0; i < 2000; ++i) {
+            std::string nr = sys::read_file("/proc/" + std::to_string(pid) + "/syscall");
+            if (nr.rfind(std::to_string(SYS_pause) + " ", 0) == 0) break;
+            ::usleep(1000);
+        }
+    }
+    ~SleepingChild() {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+    }
+};
+}  // namespace
+
+TEST(SysTracee, SeizeReadsRegistersAndInjectsSyscalls) {
+    SleepingChild child;
+    auto t = sys::Tracee::seize(child.pid);
+    auto regs = t.regs();
+    EXPECT_NE(regs.rip, 0u);
+    EXPECT_EQ(static_cast<long>(regs.orig_rax), SYS_pause);  // stopped inside pause()
+    EXPECT_GT(t.xstate().size(), 512u);                      // at least the legacy FXSAVE area
+    uint64_t gadget = sys::find_syscall_instruction(child.pid);
+    long pid_inside = t.inject_syscall(gadget, SYS_getpid, {});
+    EXPECT_EQ(pid_inside, child.pid);
+    // Registers are put back exactly after an injection.
+    EXPECT_EQ(t.regs().rip, regs.rip);
+    t.set_signal_mask(1ULL << (SIGUSR1 - 1));
+    EXPECT_EQ(t.signal_mask(), 1ULL << (SIGUSR1 - 1));
+    t.detach();
+    EXPECT_NE(sys::read_status(child.pid).at("TracerPid"), std::to_string(::getpid()));
+}
+
+TEST(SysTracee, DestructorDetaches) {
+    SleepingChild child;
+    { auto t = sys::Tracee::seize(child.pid); }
+    EXPECT_EQ(sys::read_status(child.pid).at("TracerPid"), "0");
+}
+
+TEST(SysProcess, ForkWithPidfdAndChosenPid) {
+    // A new pid namespace whose first process asks for pid 1 and then forks pid 7 by set_tid.
+    auto child = sys::fork_process(CLONE_NEWPID);
+    if (child.pid == 0) {
+        pid_t want[1] = {7};
+        try {
+            auto grandchild = sys::fork_process(0, want);
+            if (grandchild.pid == 0) ::_exit(::getpid() == 7 ? 0 : 1);
+            int status = 0;
+            ::waitpid(grandchild.pid, &status, 0);
+            ::_exit(WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 2);
+        } catch (...) {
+            ::_exit(3);
+        }
+    }
+    ASSERT_TRUE(child.pidfd);
+    EXPECT_EQ(sys::pid_of_pidfd(child.pidfd.get()), child.pid);
+    int status = 0;
+    ::waitpid(child.pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(SysProcess, PidfdGetfdStealsAnOpenFile) {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    SleepingChild child;  // inherits the pipe
+    auto pidfd = sys::pidfd_open(child.pid);
+    auto stolen = sys::pidfd_getfd(pidfd.get(), fds[1]);
+    ASSERT_EQ(::write(stolen.get(), "x", 1), 1);
+    char c = 0;
+    ASSERT_EQ(::read(fds[0], &c, 1), 1);
+    EXPECT_EQ(c, 'x');
+    ::close(fds[0]);
+    ::close(fds[1]);
+}
+
+TEST(SysProc, MapsStatusAndFds) {
+    auto maps = sys::read_maps(::getpid(), true);
+    bool vdso = false, stack_grows_down = false;
+    for (const auto& m : maps) {
+        vdso |= m.path == "[vdso]";
+        if (m.path == "[stack]")
+            stack_grows_down = std::find(m.vm_flags.begin(), m.vm_flags.end(), "gd") != m.vm_flags.end();
+    }
+    EXPECT_TRUE(vdso);
+    EXPECT_TRUE(stack_grows_down);
+    EXPECT_EQ(sys::read_status(::getpid()).at("Tgid"), std::to_string(::getpid()));
+    sys::UniqueFd fd = sys::open_file("/dev/null", O_RDONLY | O_NONBLOCK);
+    auto info = sys::read_fdinfo(::getpid(), fd.get());
+    EXPECT_TRUE(std::stoul(info.fields.at("flags"), nullptr, 8) & O_NONBLOCK);
+    auto fds = sys::list_fds(::getpid());
+    EXPECT_NE(std::find(fds.begin(), fds.end(), fd.get()), fds.end());
+}
+
+TEST(SysSocket, ConnectInsideAnotherNetworkNamespace) {
+    // A child in a new network namespace listens on 127.0.0.1:9555; the host has nothing there.
+    auto pair = sys::seqpacket_pair();
+    auto child = sys::fork_process(CLONE_NEWNET);
+    if (child.pid == 0) {
+        try {
+            sys::set_loopback_up();
+            int s = ::socket(AF_INET, SOCK_STREAM, 0);
+            int one = 1;
+            ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(9555);
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) || ::listen(s, 4)) ::_exit(2);
+            sys::send_message(pair.b.get(), "listening");
+            int c = ::accept(s, nullptr, nullptr);
+            ::_exit(::write(c, "hi", 2) == 2 ? 0 : 3);
+        } catch (...) {
+            ::_exit(4);
+        }
+    }
+    std::string msg;
+    ASSERT_TRUE(sys::receive_message(pair.a.get(), msg));
+    auto netns = sys::open_file("/proc/" + std::to_string(child.pid) + "/ns/net", O_RDONLY);
+    auto sock = sys::connect_in_netns(netns.get(), 9555);
+    char buf[2];
+    ASSERT_EQ(::read(sock.get(), buf, 2), 2);
+    EXPECT_EQ(std::string(buf, 2), "hi");
+    // This thread is back in its own namespace: the same port is not served here.
+    EXPECT_THROW(sys::connect_in_netns(sys::open_file("/proc/self/ns/net", O_RDONLY).get(), 9555), sys::SysError);
+    int status = 0;
+    ::waitpid(child.pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(SysCgroup, CreateLimitAttachRemove) {
+    std::string name = "unit-" + std::to_string(::getpid());
+    {
+        auto cg = sys::Cgroup::create(name);
+        cg.set_memory_limit(64 << 20);
+        EXPECT_EQ(sys::read_file("/sys/fs/cgroup/memory/initless/" + name + "/memory.limit_in_bytes"),
+                  std::to_string(64 << 20) + "\n");
+        SleepingChild child;
+        cg.attach(child.pid);
+        auto members = cg.pids();
+        EXPECT_NE(std::find(members.begin(), members.end(), child.pid), members.end());
+        // An opened (not created) handle does not own the group: dropping it leaves it.
+        { auto view = sys::Cgroup::open(name); }
+        EXPECT_TRUE(std::filesystem::exists("/sys/fs/cgroup/memory/initless/" + name));
+    }
+    // The owner removed it, killing the member first.
+    EXPECT_FALSE(std::filesystem::exists("/sys/fs/cgroup/memory/initless/" + name));
+}
