@@ -11,6 +11,7 @@
 #include "initless/sandbox/sandbox.h"
 #include "initless/spec/function_spec.h"
 #include "initless/sys/error.h"
+#include "initless/sys/file.h"
 
 namespace initless::cli {
 
@@ -45,12 +46,29 @@ void add_restore(CLI::App& app) {
     cmd->callback([] {
         sandbox::collect_garbage();
         Stopwatch load_watch;
-        image::Image img = image::load(o.image);
+        std::optional<image::Image> img;
+        std::string image_failure;
+        spec::FunctionSpec spec;
+        try {
+            img = image::load(o.image);
+            spec = spec::load(img->manifest.function_dir);
+        } catch (const Error& e) {
+            // An image that fails its checks is never restored; the function can still boot if the
+            // manifest still says where it lives.
+            if (o.no_fallback) throw;
+            image_failure = e.what();
+            std::string dir;
+            try {
+                dir = image::from_json(sys::read_file(std::filesystem::path(o.image) / "manifest.json")).function_dir;
+            } catch (const std::exception&) {
+                throw Error(fmt::format("{}; and the manifest does not say which function to boot instead", e.what()));
+            }
+            spec = spec::load(dir);
+        }
         double load_ms = load_watch.lap_ms();
-        spec::FunctionSpec spec = spec::load(img.manifest.function_dir);
         restore::Strategy strategy = restore::parse_strategy(o.strategy);
         sandbox::SandboxOptions sopts;
-        sopts.upper_seed = img.upper_path();
+        if (img) sopts.upper_seed = img->upper_path();
 
         // Stage 1 for every instance (what a pool does before requests come): sandbox and restore plan.
         std::vector<Instance> instances(static_cast<size_t>(o.instances));
@@ -60,7 +78,8 @@ void add_restore(CLI::App& app) {
             double sandbox_ms = phase.lap_ms();
             inst.report = {{"instance", inst.sandbox->id()}, {"sandbox_ms", sandbox_ms}};
             try {
-                inst.plan = restore::RestorePlan::prepare(*inst.sandbox, img, strategy);
+                if (!img) throw Error(image_failure);
+                inst.plan = restore::RestorePlan::prepare(*inst.sandbox, *img, strategy);
             } catch (const Error& e) {
                 inst.failure = e.what();
             }
