@@ -11,7 +11,9 @@ void IdleHistogram::record(TimeMs idle_ms) {
         ++oob_;
         return;
     }
-    ++bins_[static_cast<std::size_t>(minute)];
+    auto& c = bins_[static_cast<std::size_t>(minute)];
+    sum_of_squares_ += 2.0 * c + 1;
+    ++c;
     ++in_range_;
 }
 
@@ -28,9 +30,8 @@ int IdleHistogram::percentile_bin(double p) const {
 double IdleHistogram::bin_count_cv() const {
     double mean = static_cast<double>(in_range_) / kBins;
     if (mean == 0) return 0;
-    double var = 0;
-    for (auto c : bins_) var += (c - mean) * (c - mean);
-    return std::sqrt(var / kBins) / mean;
+    double var = std::max(0.0, sum_of_squares_ / kBins - mean * mean);
+    return std::sqrt(var) / mean;
 }
 
 HybridHistogramPolicy::HybridHistogramPolicy(HybridHistogramConfig config) : config_(config) {}
@@ -59,6 +60,15 @@ KeepAliveWindows HybridHistogramPolicy::windows(FunctionId f) const {
     return {pre_warm, keep_end - pre_warm, true};
 }
 
+const KeepAliveWindows& HybridHistogramPolicy::cached_windows(FunctionId f) {
+    auto& s = state_.at(f);
+    if (s.windows_stale) {
+        s.windows = windows(f);
+        s.windows_stale = false;
+    }
+    return s.windows;
+}
+
 void HybridHistogramPolicy::forget(InstanceId i) {
     auto it = idle_.find(i);
     if (it == idle_.end()) return;
@@ -80,6 +90,7 @@ void HybridHistogramPolicy::on_invocation_start(const InvocationStart& e, Decisi
     if (s.running == 0 && s.last_end >= 0) {
         TimeMs it = e.now - s.last_end;
         s.histogram.record(it);
+        s.windows_stale = true;
         if (it >= IdleHistogram::kBins * kMinuteMs)
             s.oob_mean_ms = s.oob_mean_ms == 0 ? static_cast<double>(it) : 0.7 * s.oob_mean_ms + 0.3 * it;
     }
@@ -94,7 +105,7 @@ void HybridHistogramPolicy::on_invocation_end(const InvocationEnd& e, Decisions&
 
 void HybridHistogramPolicy::on_instance_idle(const InstanceIdle& e, Decisions& out) {
     profiles_.at(e.function);
-    auto w = windows(e.function);
+    const auto& w = cached_windows(e.function);
     if (e.reason == IdleReason::PreWarmed || w.pre_warm_ms == 0) {
         keep(e.function, e.instance, e.now, e.now + w.keep_alive_ms, out);
         return;

@@ -48,7 +48,7 @@ struct Event {
     EventKind kind;
     std::uint64_t seq;
     std::uint64_t a;  // instance (End, Expiry) or function (PreWarm)
-    std::uint64_t b;  // timer generation (Expiry) or count (PreWarm)
+    std::uint64_t b;  // count (PreWarm)
     bool operator>(const Event& o) const {
         if (at != o.at) return at > o.at;
         if (kind != o.kind) return kind > o.kind;
@@ -67,7 +67,11 @@ struct Instance {
     bool busy;  // runs at least one invocation
     bool pre_warmed_unused;
     TimeMs ready_at;
-    std::uint64_t timer;  // generation: an Expiry only fires for the latest KeepUntil
+    // Keep-alive timer. At most one Expiry event per instance is live in the queue (at `queued_at`); it
+    // re-arms itself when the deadline moved later, so an instance reused a thousand times does not
+    // leave a thousand stale events behind.
+    TimeMs deadline;   // kForever: none
+    TimeMs queued_at;  // time of the live Expiry event, -1: none
     std::size_t idle_index;
     std::uint32_t active = 0;             // invocations running on it
     std::size_t open_index = kNotOpen;    // index in open_ when busy with a free slot
@@ -147,7 +151,7 @@ private:
             switch (e.kind) {
                 case EventKind::Tick: tick(e.at); break;
                 case EventKind::End: end_invocation(e.at, e.a); break;
-                case EventKind::Expiry: expire(e.at, e.a, e.b); break;
+                case EventKind::Expiry: expire(e.at, e.a); break;
                 case EventKind::PreWarm: pre_warm(e.at, static_cast<FunctionId>(e.a), static_cast<std::uint32_t>(e.b)); break;
                 case EventKind::Arrival: break;
             }
@@ -190,7 +194,7 @@ private:
 
     InstanceId create(FunctionId f, bool busy, TimeMs ready_at) {
         InstanceId id = next_instance_++;
-        instances_.emplace(id, Instance{f, busy, !busy, ready_at, 0, 0});
+        instances_.emplace(id, Instance{f, busy, !busy, ready_at, kForever, -1, 0});
         (busy ? busy_mb_ : idle_mb_) += profiles_[f].memory_mb;
         if (!busy) add_idle(id);
         note_peak();
@@ -272,7 +276,7 @@ private:
             inst.active = 1;
             if (slots > 1) add_open(id);
             inst.pre_warmed_unused = false;
-            ++inst.timer;
+            inst.deadline = kForever;
             idle_mb_ -= profiles_[f].memory_mb;
             busy_mb_ += profiles_[f].memory_mb;
             ++(kind == StartKind::Warm ? result_.warm_starts : result_.pre_warmed_starts);
@@ -316,9 +320,16 @@ private:
         make_room(0, f);
     }
 
-    void expire(TimeMs at, InstanceId id, std::uint64_t timer) {
+    void expire(TimeMs at, InstanceId id) {
         auto it = instances_.find(id);
-        if (it == instances_.end() || it->second.busy || it->second.timer != timer) return;
+        if (it == instances_.end() || it->second.queued_at != at) return;  // gone, or a superseded event
+        auto& inst = it->second;
+        inst.queued_at = -1;
+        if (inst.busy || inst.deadline == kForever) return;
+        if (inst.deadline > at) {
+            arm(id, inst);
+            return;
+        }
         FunctionId f = it->second.function;
         remove(id);
         ++result_.expirations;
@@ -364,8 +375,8 @@ private:
                 case DecisionKind::KeepUntil: {
                     auto it = instances_.find(d.instance);
                     if (it == instances_.end() || it->second.busy) break;
-                    ++it->second.timer;
-                    if (d.at != kForever) push({std::max(d.at, clock_), EventKind::Expiry, 0, d.instance, it->second.timer});
+                    it->second.deadline = d.at == kForever ? kForever : std::max(d.at, clock_);
+                    arm(d.instance, it->second);
                     break;
                 }
                 case DecisionKind::PreWarm:
@@ -378,6 +389,13 @@ private:
             }
         }
         decisions_stack_.pop_back();
+    }
+
+    void arm(InstanceId id, Instance& inst) {
+        if (inst.deadline == kForever) return;
+        if (inst.queued_at >= 0 && inst.queued_at <= inst.deadline) return;  // fires first, re-arms then
+        inst.queued_at = inst.deadline;
+        push({inst.deadline, EventKind::Expiry, 0, id, 0});
     }
 
     void place(FunctionId f, Tier tier) {

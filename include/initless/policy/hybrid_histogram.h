@@ -36,6 +36,7 @@ public:
 
 private:
     std::array<std::uint32_t, kBins> bins_{};
+    double sum_of_squares_ = 0;  // of the bin counts, kept as ITs arrive: the CV costs O(1)
     std::uint64_t in_range_ = 0;
     std::uint64_t oob_ = 0;
 };
@@ -69,11 +70,14 @@ public:
     void on_memory_pressure(const MemoryPressure& e, Decisions& out) override;
 
     KeepAliveWindows windows(FunctionId f) const;
+    const KeepAliveWindows& cached_windows(FunctionId f);
     const IdleHistogram& histogram(FunctionId f) const { return state_.at(f).histogram; }
 
 private:
     struct FunctionState {
         IdleHistogram histogram;
+        KeepAliveWindows windows;  // recomputed only after a new IT
+        bool windows_stale = true;
         std::uint32_t running = 0;
         TimeMs last_end = -1;
         double oob_mean_ms = 0;
