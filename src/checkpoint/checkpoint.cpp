@@ -446,7 +446,8 @@ void copy_layer(const fs::path& from, const fs::path& to) {
 
 }  // namespace
 
-Stats checkpoint(const Target& target, const fs::path& image_dir) {
+Stats checkpoint(const Target& target, const fs::path& image_dir,
+                 const std::function<void(const fs::path& staging)>& before_publish) {
     auto t0 = Clock::now();
     Stats stats;
     std::vector<pid_t> procs = sys::proc_children(target.init_host_pid);
@@ -491,7 +492,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir) {
         // The function goes on running as it was: the layer copy needs no freeze.
         threads.clear();
         copy_layer(target.upper_dir, writer.staging() / "rootfs-upper");
-        writer.publish(manifest, runs);
+        writer.publish(manifest, runs, before_publish);
     }
     stats.pages_written = manifest.pages_written;
     stats.zero_pages_skipped = manifest.zero_pages_skipped;

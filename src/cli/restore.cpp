@@ -18,7 +18,7 @@ namespace initless::cli {
 namespace {
 struct RestoreOptions {
     std::string image;
-    std::string strategy = "cow";
+    std::string strategy = "auto";
     int instances = 1;
     std::string request;
     bool json = false;
@@ -37,7 +37,8 @@ void add_restore(CLI::App& app) {
     auto* cmd = app.add_subcommand("restore", "restore a snapshot into fresh sandboxes and optionally send each a request");
     static RestoreOptions o;
     cmd->add_option("IMAGE", o.image, "image directory made by `initless snapshot`")->required();
-    cmd->add_option("--strategy", o.strategy, "memory strategy: eager | cow")->check(CLI::IsMember({"eager", "cow", "auto"}));
+    cmd->add_option("--strategy", o.strategy, "memory strategy: eager | cow | prefetch | auto (= prefetch)")
+        ->check(CLI::IsMember({"eager", "cow", "prefetch", "auto"}));
     cmd->add_option("--instances", o.instances, "how many instances to restore (all stay up until every one answered)")
         ->check(CLI::Range(1, 64));
     cmd->add_option("--request", o.request, "path of a GET request to send to each instance");

@@ -8,6 +8,8 @@
 #include "initless/cli/timing.h"
 #include "initless/cli/verbs.h"
 #include "initless/gateway/http_client.h"
+#include "initless/image/image.h"
+#include "initless/restore/restore.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/spec/function_spec.h"
 
@@ -17,6 +19,7 @@ namespace {
 struct SnapshotOptions {
     std::string dir;
     std::string image;
+    std::string workingset_request = "/";
     bool json = false;
 };
 }  // namespace
@@ -26,6 +29,8 @@ void add_snapshot(CLI::App& app) {
     static SnapshotOptions o;
     cmd->add_option("DIR", o.dir, "function directory (holds function.toml)")->required();
     cmd->add_option("--image", o.image, "image directory to create (default: <state dir>/images/<name>)");
+    cmd->add_option("--workingset-request", o.workingset_request,
+                    "GET path sent to a trial restore of the new image to record its working set");
     cmd->add_flag("--json", o.json, "print one JSON object");
     cmd->callback([] {
         sandbox::collect_garbage();
@@ -44,10 +49,32 @@ void add_snapshot(CLI::App& app) {
         double warmup_ms = phase.lap_ms();
         checkpoint::Target target{sb.init_pid(), sb.log_path(), sb.upper_dir(), spec.name, spec.dir, spec.port};
         checkpoint::Stats stats;
+        // Before publishing, the staged image is restored once in a sandbox of its own and sent one
+        // request: an image that cannot be restored and answer is never published, and the pages
+        // that request touched become the image's working set (for the prefetch strategy).
+        double trial_ms = 0;
+        size_t working_set_pages = 0;
+        auto trial = [&](const std::filesystem::path& staging) {
+            Stopwatch watch;
+            image::Image staged = image::load(staging, /*verify_pages=*/false);
+            sandbox::SandboxOptions opts;
+            opts.upper_seed = staged.upper_path();
+            auto trial_sb = sandbox::Sandbox::prepare(spec, opts);
+            auto restored = restore::restore_into(trial_sb, staged, restore::Strategy::Cow);
+            auto res = gateway::http_get(trial_sb.connect(spec.port), o.workingset_request);
+            if (res.status >= 500)
+                throw Error(fmt::format("a trial restore of the new image answered {} with status {}; log:\n{}",
+                                        o.workingset_request, res.status, trial_sb.log_tail()));
+            auto ws = restore::record_working_set(restored.process.host_pid, staged.manifest.processes.at(0));
+            for (const auto& r : ws) working_set_pages += r.pages;
+            image::write_working_set(staging, ws);
+            trial_sb.teardown();
+            trial_ms = watch.lap_ms();
+        };
         // A warmup connection the function has not closed yet is transient: give it a moment.
         for (int attempt = 0;; ++attempt) {
             try {
-                stats = checkpoint::checkpoint(target, image);
+                stats = checkpoint::checkpoint(target, image, trial);
                 break;
             } catch (const checkpoint::ContractError& e) {
                 if (spec.warmup == 0 || attempt >= 20 || std::string(e.what()).find("connection") == std::string::npos)
@@ -63,6 +90,8 @@ void add_snapshot(CLI::App& app) {
                                   {"boot_ms", boot_ms},
                                   {"warmup_ms", warmup_ms},
                                   {"checkpoint_ms", checkpoint_ms},
+                                  {"trial_restore_ms", trial_ms},
+                                  {"working_set_pages", working_set_pages},
                                   {"freeze_ms", stats.freeze_ms},
                                   {"total_ms", total.lap_ms()},
                                   {"image_bytes", stats.image_bytes},
@@ -73,12 +102,13 @@ void add_snapshot(CLI::App& app) {
                                   {"fds", stats.fds}};
             std::printf("%s\n", out.dump().c_str());
         } else {
-            std::printf("%s", fmt::format("snapshot of {} at {}\n  boot {:.1f} ms, checkpoint {:.1f} ms (freeze {:.1f} ms)\n"
+            std::printf("%s", fmt::format("snapshot of {} at {}\n  boot {:.1f} ms, checkpoint {:.1f} ms (freeze {:.1f} ms, "
+                                          "trial restore {:.1f} ms)\n"
                                           "  image {:.1f} MiB on disk: {} pages written, {} zero pages skipped; {} threads, "
-                                          "{} VMAs, {} fds\n",
-                                          spec.name, image.string(), boot_ms, checkpoint_ms, stats.freeze_ms,
+                                          "{} VMAs, {} fds; working set {} pages\n",
+                                          spec.name, image.string(), boot_ms, checkpoint_ms, stats.freeze_ms, trial_ms,
                                           stats.image_bytes / 1048576.0, stats.pages_written, stats.zero_pages_skipped,
-                                          stats.threads, stats.vmas, stats.fds)
+                                          stats.threads, stats.vmas, stats.fds, working_set_pages)
                                   .c_str());
         }
     });

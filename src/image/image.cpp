@@ -324,6 +324,16 @@ Image load(const fs::path& dir, bool verify_pages) {
         throw Error(fmt::format("image {}: pages.idx is corrupted (checksum mismatch)", dir.string()));
     img.runs.resize(index.size() / sizeof(PageRun));
     std::memcpy(img.runs.data(), index.data(), index.size());
+    if (fs::exists(dir / "workingset.idx")) {
+        std::string ws = sys::read_file(dir / "workingset.idx");
+        uint32_t want_ws = 0;
+        auto at = sums.find("workingset ");
+        if (at == std::string::npos || std::sscanf(sums.c_str() + at, "workingset %x", &want_ws) != 1 ||
+            crc32c(0, ws.data(), ws.size()) != want_ws || ws.size() % sizeof(WorkingSetRun))
+            throw Error(fmt::format("image {}: workingset.idx is corrupted (checksum mismatch)", dir.string()));
+        img.working_set.resize(ws.size() / sizeof(WorkingSetRun));
+        std::memcpy(img.working_set.data(), ws.data(), ws.size());
+    }
 
     if (img.manifest.kernel != kernel_release() || img.manifest.vdso_size != current_vdso_size())
         throw Error(fmt::format("image {} was made on kernel {} (vdso {} bytes); this is {} (vdso {} bytes)",
@@ -378,14 +388,26 @@ ImageWriter::~ImageWriter() {
     }
 }
 
-void ImageWriter::publish(const Manifest& manifest, const std::vector<PageRun>& runs) {
+void write_working_set(const fs::path& dir, const std::vector<WorkingSetRun>& runs) {
+    std::string ws(reinterpret_cast<const char*>(runs.data()), runs.size() * sizeof(WorkingSetRun));
+    sys::write_file(dir / "workingset.idx", ws);
+    std::string sums = sys::read_file(dir / "CHECKSUMS");
+    auto at = sums.find("workingset ");
+    if (at != std::string::npos) sums.erase(at);
+    while (!sums.empty() && sums.back() == '\n') sums.pop_back();
+    sys::write_file(dir / "CHECKSUMS", fmt::format("{} workingset {:08x}\n", sums, crc32c(0, ws.data(), ws.size())));
+}
+
+void ImageWriter::publish(const Manifest& manifest, const std::vector<PageRun>& runs,
+                          const std::function<void(const fs::path& staging)>& before_publish) {
     std::string text = to_json(manifest);
     std::string index(reinterpret_cast<const char*>(runs.data()), runs.size() * sizeof(PageRun));
     sys::write_file(staging_ / "manifest.json", text);
     sys::write_file(staging_ / "pages.idx", index);
     sys::write_file(staging_ / "CHECKSUMS", fmt::format("manifest {:08x} index {:08x}\n", crc32c(0, text.data(), text.size()),
                                                         crc32c(0, index.data(), index.size())));
-    for (const char* f : {"manifest.json", "pages.idx", "CHECKSUMS", "pages.img"})
+    if (before_publish) before_publish(staging_);
+    for (const char* f : {"manifest.json", "pages.idx", "CHECKSUMS", "pages.img", "workingset.idx"})
         if (fs::exists(staging_ / f)) sys::fsync_path(staging_ / f);
     sys::fsync_path(staging_);
     if (::rename(staging_.c_str(), final_.c_str()) != 0)

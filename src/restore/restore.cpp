@@ -56,6 +56,9 @@ constexpr uint64_t kMainStack = 64 * 1024;
 // Under cow, a run of dirty file-mapping pages at least this long is mapped from the image rather
 // than copied: an mmap costs about what copying 4 pages does, and each adds at most two VMAs.
 constexpr uint64_t kCowRunPages = 8;
+// Linux 5.14+; Debian 12's headers may lack them.
+constexpr uint64_t kMadvPopulateRead = 22;
+constexpr uint64_t kMadvPopulateWrite = 23;
 constexpr uint64_t kThreadStack = 16 * 1024;
 
 // Slots of the main table.
@@ -289,11 +292,45 @@ void verify_mapped_files(pid_t init_pid, const image::Process& p) {
 
 Strategy parse_strategy(const std::string& name) {
     if (name == "eager") return Strategy::Eager;
-    if (name == "cow" || name == "auto") return Strategy::Cow;
-    throw Error(fmt::format("unknown restore strategy '{}' (known: eager, cow)", name));
+    if (name == "cow") return Strategy::Cow;
+    if (name == "prefetch" || name == "auto") return Strategy::Prefetch;
+    throw Error(fmt::format("unknown restore strategy '{}' (known: eager, cow, prefetch, auto)", name));
 }
 
-const char* strategy_name(Strategy s) { return s == Strategy::Eager ? "eager" : "cow"; }
+const char* strategy_name(Strategy s) {
+    switch (s) {
+        case Strategy::Eager: return "eager";
+        case Strategy::Cow: return "cow";
+        case Strategy::Prefetch: return "prefetch";
+    }
+    return "?";
+}
+
+std::vector<image::WorkingSetRun> record_working_set(pid_t host_pid, const image::Process& process) {
+    std::vector<image::WorkingSetRun> out;
+    sys::UniqueFd pagemap = sys::open_file(fmt::format("/proc/{}/pagemap", host_pid), O_RDONLY);
+    std::vector<uint64_t> entries;
+    for (const auto& v : process.vmas) {
+        if (is_special(v.kind) || v.shared) continue;
+        uint64_t n = v.length() / kPageSize;
+        entries.resize(n);
+        sys::read_exact(pagemap.get(), entries.data(), n * 8, static_cast<off_t>(v.start / kPageSize * 8));
+        for (uint64_t i = 0; i < n;) {
+            if (!(entries[i] >> 63 & 1)) {
+                ++i;
+                continue;
+            }
+            // Written: now a private copy (not a file page) in a writable VMA.
+            auto written = [&](uint64_t k) { return (v.prot & PROT_WRITE) && !(entries[k] >> 61 & 1); };
+            uint64_t j = i;
+            bool w = written(i);
+            while (j < n && (entries[j] >> 63 & 1) && written(j) == w) ++j;
+            out.push_back({v.start + i * kPageSize, j - i, w ? 1u : 0u});
+            i = j;
+        }
+    }
+    return out;
+}
 
 struct RestorePlan::State {
     sandbox::Sandbox* sandbox = nullptr;
@@ -421,13 +458,13 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         if (is_special(v.kind)) continue;
         while (run < img.runs.size() && img.runs[run].vaddr < v.start) ++run;
         bool has_pages = v.saved_pages > 0;
-        bool cow_map = strategy == Strategy::Cow && v.kind == image::VmaKind::Anonymous && has_pages;
+        bool cow_map = strategy != Strategy::Eager && v.kind == image::VmaKind::Anonymous && has_pages;
         // Runs of dirty pages in a file mapping: with cow, long runs map their image range over
         // the file (a few VMAs more, no copying); short runs and eager copy them in.
         std::vector<const image::PageRun*> copy_runs, map_runs;
         if (has_pages && !cow_map)
             for (size_t k = run; k < img.runs.size() && img.runs[k].vaddr < v.end; ++k)
-                (strategy == Strategy::Cow && img.runs[k].pages >= kCowRunPages ? map_runs : copy_runs)
+                (strategy != Strategy::Eager && img.runs[k].pages >= kCowRunPages ? map_runs : copy_runs)
                     .push_back(&img.runs[k]);
         bool fill = !copy_runs.empty();
         int prot = v.prot | (fill ? PROT_WRITE : 0);
@@ -462,6 +499,10 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     }
     for (auto [s, len, prot] : final_prot)
         t.op(SYS_mprotect, {s, len, static_cast<uint64_t>(prot)}, -1, 0, {}, fmt::format("mprotect {:#x}", s));
+    if (strategy == Strategy::Prefetch)
+        for (const auto& w : img.working_set)
+            t.op(SYS_madvise, {w.vaddr, w.pages * kPageSize, w.written ? kMadvPopulateWrite : kMadvPopulateRead}, -1,
+                 STUB_OP_ALLOW_FAIL, {}, fmt::format("populate {:#x} ({} pages{})", w.vaddr, w.pages, w.written ? ", write" : ""));
 
     // 4. File descriptors, each created then moved to its number.
     std::set<int> present;

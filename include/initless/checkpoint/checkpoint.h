@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "initless/sys/error.h"
@@ -39,6 +40,9 @@ struct Stats {
     double freeze_ms = 0, dump_ms = 0, total_ms = 0;
 };
 
-Stats checkpoint(const Target& target, const std::filesystem::path& image_dir);
+// `before_publish` runs on the complete staged image just before it is renamed into place (the
+// snapshot verb records the working set there); if it throws, nothing is published.
+Stats checkpoint(const Target& target, const std::filesystem::path& image_dir,
+                 const std::function<void(const std::filesystem::path& staging)>& before_publish = {});
 
 }  // namespace initless::checkpoint

@@ -5,6 +5,7 @@
 //                  or clean file pages) are holes, so the file is sparse and one mmap of the range
 //                  restores a whole VMA copy-on-write
 //   pages.idx      binary runs {vaddr, pages, file_offset} of the pages actually saved
+//   workingset.idx optional binary runs {vaddr, pages, written} the first request touched
 //   rootfs-upper/  the sandbox's writable layer at checkpoint
 // An image is written under a temp name, fsynced and renamed: once published it is never written
 // again (instances map its pages copy-on-write and share its page cache). `load` verifies the format
@@ -16,6 +17,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -139,6 +141,13 @@ struct PageRun {
     uint64_t vaddr = 0, pages = 0, file_offset = 0;
 };
 
+// A run of pages the first request after a restore touched (workingset.idx, optional): a restore
+// with the prefetch strategy installs these in bulk instead of taking a fault per page.
+struct WorkingSetRun {
+    uint64_t vaddr = 0, pages = 0;
+    uint64_t written = 0;  // 1: the request wrote them (populate writable), 0: only read
+};
+
 std::string to_json(const Manifest& m);
 Manifest from_json(const std::string& text);
 
@@ -154,6 +163,7 @@ struct Image {
     std::filesystem::path dir;
     Manifest manifest;
     std::vector<PageRun> runs;
+    std::vector<WorkingSetRun> working_set;  // empty when the image has none
     std::filesystem::path pages_path() const { return dir / "pages.img"; }
     std::filesystem::path upper_path() const { return dir / "rootfs-upper"; }
 };
@@ -162,6 +172,9 @@ struct Image {
 // per image by whoever loads it, never per restore).
 Image load(const std::filesystem::path& dir, bool verify_pages = true);
 
+// Writes workingset.idx (and its checksum line) into a staged or unpublished image directory.
+void write_working_set(const std::filesystem::path& dir, const std::vector<WorkingSetRun>& runs);
+
 // Writing: a staging directory beside the final one, renamed into place by `publish`.
 class ImageWriter {
 public:
@@ -169,7 +182,10 @@ public:
     ~ImageWriter();  // removes the staging dir unless published
     const std::filesystem::path& staging() const { return staging_; }
     std::filesystem::path pages_path() const { return staging_ / "pages.img"; }
-    void publish(const Manifest& manifest, const std::vector<PageRun>& runs);
+    // Writes manifest, index and checksums, fsyncs and renames. `before_publish` may add files
+    // to the complete staged image (which `load` can read) before the rename, e.g. a working set.
+    void publish(const Manifest& manifest, const std::vector<PageRun>& runs,
+                 const std::function<void(const std::filesystem::path& staging)>& before_publish = {});
 
 private:
     std::filesystem::path final_, staging_;
