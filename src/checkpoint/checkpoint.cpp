@@ -92,6 +92,8 @@ struct Injector {
 
 void read_thread(sys::Tracee& t, uint64_t gadget, MemoryReader& mem, image::Thread& th) {
     th.tid = t.tid();
+    th.comm = sys::read_file(fmt::format("/proc/{}/comm", t.tid()));
+    if (!th.comm.empty() && th.comm.back() == '\n') th.comm.pop_back();
     th.regs = t.regs();
     th.xstate = t.xstate();
     th.sigmask = t.signal_mask();

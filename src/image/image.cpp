@@ -87,6 +87,7 @@ json process_json(const Process& p) {
     json threads = json::array();
     for (const auto& t : p.threads)
         threads.push_back({{"tid", t.tid},
+                           {"comm", t.comm},
                            {"regs", regs_json(t.regs)},
                            {"xstate", hex(t.xstate)},
                            {"sigmask", t.sigmask},
@@ -167,6 +168,7 @@ Process process_from(const json& j) {
     for (const auto& t : j.at("threads")) {
         Thread th;
         th.tid = t.at("tid");
+        th.comm = t.at("comm");
         th.regs = regs_from(t.at("regs"));
         th.xstate = unhex(t.at("xstate"));
         th.sigmask = t.at("sigmask");

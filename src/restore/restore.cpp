@@ -142,6 +142,7 @@ struct KernelSigaction {
 };
 
 void add_thread_ops(Table& t, Region& r, const image::Thread& th, const image::Credentials& creds) {
+    if (!th.comm.empty()) t.op(SYS_prctl, {PR_SET_NAME, r.put_string(th.comm)}, -1, STUB_OP_ALLOW_FAIL, {}, "thread name");
     if (th.rseq.length)
         t.op(SYS_rseq, {th.rseq.address, th.rseq.length, 0, th.rseq.signature}, -1, 0, {}, "rseq register");
     if (th.robust_list) t.op(SYS_set_robust_list, {th.robust_list, th.robust_list_len}, -1, 0, {}, "set_robust_list");

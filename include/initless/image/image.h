@@ -35,6 +35,7 @@ struct Rseq {
 
 struct Thread {
     pid_t tid = 0;
+    std::string comm;  // thread name (prctl PR_SET_NAME), as in /proc/PID/task/TID/comm
     user_regs_struct regs{};
     std::vector<uint8_t> xstate;
     uint64_t sigmask = 0;
