@@ -8,6 +8,7 @@ GET /checksum  {"n", "checksum", "requests"} computed over the dict as it is in 
 """
 import os
 import random
+import signal
 import sys
 
 from flask import Flask, jsonify
@@ -57,7 +58,14 @@ def sum_route():
     return jsonify(n=len(DATA), checksum=checksum(DATA), requests=requests)
 
 
+def reseed(_signum, _frame):
+    # Sent by initless once this process is restored (function.toml restore_signal): every instance
+    # restored from one snapshot would otherwise draw the same "random" keys.
+    random.seed()
+
+
 def main():
+    signal.signal(signal.SIGUSR2, reseed)
     n = int(os.environ.get("BIGDICT_N", "100000"))
     port = int(os.environ.get("PORT", "9000"))
     DATA.update(build(n))

@@ -53,6 +53,7 @@ double ms_since(Clock::time_point& t) {
 uint64_t page_up(uint64_t v) { return (v + kPageSize - 1) & ~(kPageSize - 1); }
 
 constexpr uint64_t kMainStack = 64 * 1024;
+constexpr uint64_t kMaxFill = 1ULL << 30;
 // Under cow, a run of dirty file-mapping pages at least this long is mapped from the image rather
 // than copied: an mmap costs about what copying 4 pages does, and each adds at most two VMAs.
 constexpr uint64_t kCowRunPages = 8;
@@ -489,9 +490,13 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
                  -1, STUB_OP_EXPECT_ARG0, {{4, kFile}}, what);
             t.op(SYS_close, {0}, -1, 0, {{0, kFile}}, "close " + v.name);
         }
+        // One pread moves at most 0x7ffff000 bytes: larger runs go in 1 GiB pieces.
         for (const auto* r : copy_runs)
-            t.op(SYS_pread64, {0, r->vaddr, r->pages * kPageSize, r->file_offset}, -1, STUB_OP_EXPECT_ARG2, {{0, kImg}},
-                 fmt::format("fill {:#x} ({} pages)", r->vaddr, r->pages));
+            for (uint64_t off = 0; off < r->pages * kPageSize; off += kMaxFill) {
+                uint64_t len = std::min(kMaxFill, r->pages * kPageSize - off);
+                t.op(SYS_pread64, {0, r->vaddr + off, len, r->file_offset + off}, -1, STUB_OP_EXPECT_ARG2, {{0, kImg}},
+                     fmt::format("fill {:#x} ({} pages)", r->vaddr + off, len / kPageSize));
+            }
         for (const auto* r : map_runs)
             t.op(SYS_mmap, {r->vaddr, r->pages * kPageSize, static_cast<uint64_t>(v.prot), MAP_PRIVATE | MAP_FIXED, 0,
                             r->file_offset},
@@ -761,6 +766,8 @@ Restored RestorePlan::execute() {
     main.set_signal_mask(leader.sigmask);
     for (auto& [tid, th] : threads) th.detach();
     main.detach();
+    // The opt-in post-restore notice: pending before any request is forwarded to the process.
+    if (int sig = sb.spec().restore_signal) ::kill(hpid, sig);
     tm.finish_ms = ms_since(lap);
     tm.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     return {std::move(st.helper), tm};

@@ -1,6 +1,7 @@
 #include "initless/spec/function_spec.h"
 
 #include <algorithm>
+#include <csignal>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -23,7 +24,7 @@ namespace {
 // Order matters only for the "known keys" hint: the order of DESIGN.md.
 constexpr std::string_view kKnownKeys[] = {
     "name", "command",     "env",           "ready",     "port",     "rootfs",  "rw_dirs", "memory_mb",
-    "cpus", "concurrency", "max_instances", "timeout_s", "prestart", "restore", "warmup",
+    "cpus", "concurrency", "max_instances", "timeout_s", "prestart", "restore", "warmup", "restore_signal",
 };
 
 constexpr std::string_view kRestoreStrategies[] = {"auto", "eager", "cow", "lazy", "prefetch"};
@@ -217,6 +218,16 @@ void read_key(const Reader& r, std::string_view key, const toml::node& n, Functi
                    fmt::format("'{}' is not one of {}", s.restore, fmt::join(kRestoreStrategies, "|")));
     } else if (key == "warmup") {
         s.warmup = u32(r.integer(n, key, 0, kU32Max));
+    } else if (key == "restore_signal") {
+        std::string name = r.string(n, key);
+        static const std::pair<const char*, int> kSignals[] = {{"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2},
+                                                              {"SIGHUP", SIGHUP},   {"SIGWINCH", SIGWINCH},
+                                                              {"SIGCONT", SIGCONT}, {"SIGURG", SIGURG}};
+        s.restore_signal = 0;
+        for (auto [sig_name, number] : kSignals)
+            if (name == sig_name) s.restore_signal = number;
+        if (!s.restore_signal)
+            r.fail(n.source(), key, fmt::format("'{}' is not one of SIGUSR1, SIGUSR2, SIGHUP, SIGWINCH, SIGCONT, SIGURG", name));
     } else {
         r.fail(n.source(), key, fmt::format("is unknown (known keys: {})", fmt::join(kKnownKeys, ", ")));
     }

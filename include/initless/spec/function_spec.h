@@ -29,6 +29,7 @@ struct FunctionSpec {
     uint32_t prestart = 1;
     std::string restore = "auto";       // auto | eager | cow | lazy | prefetch
     uint32_t warmup = 0;                // GET / requests sent before the snapshot
+    int restore_signal = 0;             // sent once restored (opt-in notice, e.g. to reseed); 0: none
 };
 
 // `path` is a function directory or a function.toml file.
