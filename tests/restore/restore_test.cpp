@@ -1,0 +1,372 @@
+// The restore suite: every state program under programs/ is snapshotted with `initless snapshot`,
+// restored with `initless restore --no-fallback` into two fresh sandboxes per memory strategy, and
+// asked GET /check; the restored process computes the verdict about its own state ("ok ..." or
+// "fail <reason>"). Contract programs (refuse-*) must make the snapshot fail with a message naming
+// the fd or mapping and the rule. The examples must answer after a restore with their state intact.
+//
+// Everything runs through the CLI as a subprocess with its own INITLESS_STATE_DIR in a per-test temp
+// dir. A test that fails because of an engine bug stays a failing test: nothing here is skipped.
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+std::string read_text(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+struct CliResult {
+    int exit_code = -1;
+    bool timed_out = false;
+    std::string out, err;
+    std::string describe() const {
+        return (timed_out ? std::string("TIMED OUT (killed)") : "exit " + std::to_string(exit_code)) +
+               "\n--- stdout\n" + out + "\n--- stderr\n" + err;
+    }
+};
+
+// Runs `initless ARGS...` with INITLESS_STATE_DIR=state, stdout and stderr into files under scratch.
+// After `timeout` the CLI is killed (its sandboxes die with it: init watches its control socket).
+CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch, const fs::path& state,
+                  std::chrono::seconds timeout) {
+    static int counter = 0;
+    fs::path out = scratch / ("cli-" + std::to_string(++counter) + ".out");
+    fs::path err = scratch / ("cli-" + std::to_string(counter) + ".err");
+    std::vector<std::string> argv_s = {INITLESS_BINARY};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (o < 0 || e < 0 || ::dup2(o, 1) < 0 || ::dup2(e, 2) < 0) ::_exit(126);
+        ::setenv("INITLESS_STATE_DIR", state.c_str(), 1);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    CliResult r;
+    if (pid < 0) {
+        r.err = "fork failed";
+        return r;
+    }
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    for (;;) {
+        pid_t w = ::waitpid(pid, &status, WNOHANG);
+        if (w == pid) break;
+        if (std::chrono::steady_clock::now() > deadline) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            r.timed_out = true;
+            break;
+        }
+        std::this_thread::sleep_for(5ms);
+    }
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.out = read_text(out);
+    r.err = read_text(err);
+    return r;
+}
+
+fs::path program_dir(const std::string& name) { return fs::path(RT_FUNCTIONS_DIR) / name; }
+
+fs::path example_dir(const std::string& name) {
+    fs::path built = fs::path(INITLESS_BINARY_DIR) / "examples" / name;
+    if (fs::exists(built / "function.toml")) return built;
+    return fs::path(INITLESS_SOURCE_DIR) / "examples" / name;
+}
+
+// A per-test scratch dir (removed afterwards) holding the state dir, images and CLI output.
+class RestoreSuite : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        ASSERT_EQ(::geteuid(), 0u) << "the restore suite runs real sandboxes and needs root";
+        char tmpl[] = "/tmp/initless-restore-XXXXXX";
+        ASSERT_NE(::mkdtemp(tmpl), nullptr);
+        scratch_ = tmpl;
+        state_ = scratch_ / "state";
+        fs::create_directories(state_);
+    }
+    void TearDown() override {
+        // Anything a killed CLI left behind in this test's state dir.
+        run_cli({"gc"}, scratch_, state_, 30s);
+        std::error_code ec;
+        fs::remove_all(scratch_, ec);
+    }
+
+    CliResult cli(const std::vector<std::string>& args, std::chrono::seconds timeout = 60s) {
+        return run_cli(args, scratch_, state_, timeout);
+    }
+
+    // `initless snapshot dir --image <scratch>/image --json`; fails the test unless it succeeded.
+    fs::path snapshot(const fs::path& dir, json* report = nullptr) {
+        fs::path image = scratch_ / "image";
+        auto r = cli({"snapshot", dir.string(), "--image", image.string(), "--json"});
+        EXPECT_EQ(r.exit_code, 0) << "snapshot of " << dir << " failed:\n" << r.describe();
+        if (r.exit_code != 0) return {};
+        json j = json::parse(r.out, nullptr, false);
+        EXPECT_FALSE(j.is_discarded()) << "snapshot printed no JSON:\n" << r.describe();
+        if (report) *report = j;
+        return image;
+    }
+
+    // `initless restore image --strategy S --instances N --request path --json --no-fallback`; returns
+    // the instances' reports after checking every one was restored (not booted) and answered 200.
+    json restore(const fs::path& image, const std::string& strategy, int instances, const std::string& path) {
+        auto r = cli({"restore", image.string(), "--strategy", strategy, "--instances", std::to_string(instances),
+                      "--request", path, "--json", "--no-fallback"},
+                     45s);
+        EXPECT_EQ(r.exit_code, 0) << "restore (" << strategy << ") failed:\n" << r.describe();
+        if (r.exit_code != 0) return json::array();
+        json j = json::parse(r.out, nullptr, false);
+        EXPECT_TRUE(j.is_object() && j.contains("instances")) << "restore printed no report:\n" << r.describe();
+        if (!j.is_object() || !j.contains("instances")) return json::array();
+        json list = j["instances"];
+        EXPECT_EQ(list.size(), static_cast<size_t>(instances)) << j.dump(2);
+        for (const auto& inst : list) {
+            EXPECT_EQ(inst.value("mode", ""), "restore") << inst.dump(2);
+            EXPECT_EQ(inst.value("status", 0), 200) << inst.dump(2);
+        }
+        return list;
+    }
+
+    fs::path scratch_, state_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// State programs: snapshot, restore with each strategy, every instance's verdict must be "ok".
+
+struct StateCase {
+    std::string program;
+    std::string strategy;
+};
+
+void PrintTo(const StateCase& c, std::ostream* os) { *os << c.program << " (" << c.strategy << ")"; }
+
+class StateProgram : public RestoreSuite, public ::testing::WithParamInterface<StateCase> {};
+
+TEST_P(StateProgram, RestoredStateIsIntact) {
+    const auto& c = GetParam();
+    fs::path dir = program_dir(c.program);
+    ASSERT_TRUE(fs::exists(dir / "function.toml")) << dir << " is not built";
+    fs::path image = snapshot(dir);
+    ASSERT_FALSE(image.empty());
+    json list = restore(image, c.strategy, 2, "/check");
+    for (const auto& inst : list) {
+        std::string body = inst.value("body", "");
+        EXPECT_EQ(body.rfind("ok", 0), 0u) << c.program << " (" << c.strategy << ") verdict after restore: " << body
+                                          << "\ninstance: " << inst.dump();
+    }
+}
+
+// The baseline: booted normally (`initless run`, no snapshot), the same program's verdict is "ok".
+// A state test that fails while its baseline passes points at checkpoint/restore, not at the program.
+class BootedProgram : public RestoreSuite, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(BootedProgram, VerdictIsOkWithoutRestore) {
+    fs::path dir = program_dir(GetParam());
+    ASSERT_TRUE(fs::exists(dir / "function.toml")) << dir << " is not built";
+    auto r = cli({"run", dir.string(), "--request", "/check", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    json j = json::parse(r.out, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r.describe();
+    EXPECT_EQ(j.value("status", 0), 200) << j.dump();
+    EXPECT_EQ(j.value("body", "").rfind("ok", 0), 0u) << GetParam() << " booted normally: " << j.value("body", "");
+}
+
+// One program per kind of state (see each programs/<name>.c for what it holds and checks).
+const char* const kStatePrograms[] = {
+    "futex-threads",       // threads parked in pthread_cond_wait, woken after restore
+    "epoll-thread",        // a thread blocked in epoll_wait
+    "sleep-threads",       // threads in nanosleep (restart / -ERESTART_RESTARTBLOCK -> EINTR)
+    "signal-handler",      // sigaction handlers, SA_SIGINFO|SA_RESTART, sa_mask, SIG_IGN
+    "sigmask-threads",     // blocked signal mask per thread
+    "sigaltstack",         // sigaltstack per thread, SA_ONSTACK handler runs on it
+    "pending-signal",      // signals pending at the snapshot (must not be dropped silently)
+    "timerfd",             // periodic and one-shot timerfds, clocks, O_NONBLOCK
+    "eventfd",             // counters, EFD_SEMAPHORE, EFD_NONBLOCK
+    "signalfd",            // signalfd mask, signals read after restore
+    "epoll-registrations", // epoll data values, EPOLLET, EPOLLONESHOT, a closed registration
+    "big-heap",            // 256 MiB deterministic heap (every 4th MiB zero), checksum
+    "mmap-regions",        // anonymous VMAs: guards, holes, read-only page, PROT_NONE reservation
+    "file-private-cow",    // private file mapping with copied-on-write pages
+    "file-shared-ro",      // shared read-only file mapping
+    "file-offset",         // read-only file fds at offsets, directory fd
+    "dup-shared-offset",   // two fds sharing one open file description
+    "fd-flags",            // O_APPEND, O_NONBLOCK, FD_CLOEXEC, high fd numbers
+    "pipe-data",           // pipes within the process holding unread data (1000 B, full 64 KiB)
+    "pipe-big",            // a 1 MiB pipe (F_SETPIPE_SZ) holding 200 KiB
+    "tcp-listen",          // listening sockets: IPv4/IPv6, options, loopback-bound
+    "tcp-backlog",         // listen backlog kept
+    "unix-listen",         // unix listening sockets: path, seqpacket, abstract
+    "tls-threads",         // __thread variables and errno per thread
+    "rseq",                // rseq registered again in every thread
+    "brk-growth",          // brk kept, heap grows after restore
+    "cwd",                 // working directory in a subdirectory
+    "vdso-clock",          // vDSO at its address, clocks work and continue
+    "cmdline-env",         // /proc/self/cmdline, environ, exe
+    "many-threads",        // 32 threads with their tids
+    "dev-files",           // /dev/urandom, /dev/zero, /dev/null fds
+    "itimer",              // setitimer(ITIMER_REAL) keeps firing
+    "thread-names",        // per-thread comm names
+    "umask",               // process umask
+};
+
+std::string program_name(const ::testing::TestParamInfo<std::string>& info) {
+    std::string n = info.param;
+    for (char& ch : n)
+        if (ch == '-') ch = '_';
+    return n;
+}
+
+INSTANTIATE_TEST_SUITE_P(Baseline, BootedProgram,
+                         ::testing::ValuesIn(std::vector<std::string>(std::begin(kStatePrograms), std::end(kStatePrograms))),
+                         program_name);
+
+std::vector<StateCase> state_cases() {
+    std::vector<StateCase> out;
+    for (const char* p : kStatePrograms)
+        for (const char* s : {"eager", "cow"}) out.push_back({p, s});
+    return out;
+}
+
+std::string case_name(const ::testing::TestParamInfo<StateCase>& info) {
+    std::string n = info.param.program + "_" + info.param.strategy;
+    for (char& ch : n)
+        if (ch == '-') ch = '_';
+    return n;
+}
+
+INSTANTIATE_TEST_SUITE_P(Programs, StateProgram, ::testing::ValuesIn(state_cases()), case_name);
+
+// ---------------------------------------------------------------------------------------------------
+// Contract programs: the snapshot must fail, and say which fd or mapping broke which rule.
+
+struct ContractCase {
+    std::string program;
+    std::vector<std::string> must_mention;  // each must appear in the CLI's stderr
+};
+
+void PrintTo(const ContractCase& c, std::ostream* os) { *os << c.program; }
+
+class ContractProgram : public RestoreSuite, public ::testing::WithParamInterface<ContractCase> {};
+
+TEST_P(ContractProgram, SnapshotFailsNamingTheRule) {
+    const auto& c = GetParam();
+    fs::path dir = program_dir(c.program);
+    ASSERT_TRUE(fs::exists(dir / "function.toml")) << dir << " is not built";
+    fs::path image = scratch_ / "image";
+    auto r = cli({"snapshot", dir.string(), "--image", image.string(), "--json"});
+    EXPECT_FALSE(r.timed_out) << r.describe();
+    EXPECT_NE(r.exit_code, 0) << "a snapshot that breaks the contract succeeded:\n" << r.describe();
+    EXPECT_FALSE(fs::exists(image / "manifest.json")) << "a partial image was published";
+    for (const auto& word : c.must_mention)
+        EXPECT_NE(r.err.find(word), std::string::npos) << "stderr does not mention '" << word << "':\n" << r.describe();
+    EXPECT_NE(r.err.find("rule"), std::string::npos) << "stderr names no rule:\n" << r.describe();
+}
+
+std::string contract_name(const ::testing::TestParamInfo<ContractCase>& info) {
+    std::string n = info.param.program;
+    for (char& ch : n)
+        if (ch == '-') ch = '_';
+    return n;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Contract, ContractProgram,
+    ::testing::Values(ContractCase{"refuse-write-file", {"fd 42", "/tmp/out.log", "open for writing"}},
+                      ContractCase{"refuse-tcp-connection", {"fd 4", "connection"}},
+                      ContractCase{"refuse-fork", {"2 processes", "one process"}},
+                      ContractCase{"refuse-inotify", {"fd 42", "inotify", "cannot be recreated"}},
+                      ContractCase{"refuse-memfd-map", {"mapping", "memfd:rt-memfd"}},
+                      ContractCase{"refuse-shared-anon", {"mapping", "shared"}},
+                      ContractCase{"refuse-udp", {"fd 42", "socket"}},
+                      ContractCase{"refuse-socketpair", {"fd 42", "socket"}},
+                      ContractCase{"refuse-io-uring", {"fd 42", "io_uring", "cannot be recreated"}}),
+    contract_name);
+
+// ---------------------------------------------------------------------------------------------------
+// Examples: each answers after a restore, with its state.
+
+class Examples : public RestoreSuite {
+  protected:
+    void hello(const std::string& example, const std::string& prefix) {
+        fs::path dir = example_dir(example);
+        ASSERT_TRUE(fs::exists(dir / "function.toml")) << dir;
+        fs::path image = snapshot(dir);
+        ASSERT_FALSE(image.empty());
+        for (const char* strategy : {"eager", "cow"}) {
+            json list = restore(image, strategy, 2, "/");
+            for (const auto& inst : list) {
+                std::string body = inst.value("body", "");
+                EXPECT_EQ(body.rfind(prefix, 0), 0u) << strategy << ": " << inst.dump();
+                // Snapshotted before any request: the first request after a restore is number 1.
+                EXPECT_NE(body.find("requests=1"), std::string::npos)
+                    << strategy << ": the request counter did not continue from the snapshot: " << body;
+            }
+        }
+    }
+};
+
+TEST_F(Examples, CHello) { hello("c-hello", "hello from c"); }
+TEST_F(Examples, JavaHello) {
+    ASSERT_TRUE(fs::exists(example_dir("java-hello") / "classes")) << "java-hello is not built (no javac?)";
+    hello("java-hello", "hello from java");
+}
+TEST_F(Examples, NodeHello) { hello("node-hello", "hello from node"); }
+
+// python-bigdict: the checksum after a restore equals the one a normally booted instance reports, in
+// 3 instances per strategy, and the request counter continues from the snapshot's value (2 warmup
+// requests before the snapshot, so the /checksum request is number 3).
+TEST_F(Examples, PythonBigdictChecksumAndCounter) {
+    fs::path src = example_dir("python-bigdict");
+    fs::path dir = scratch_ / "python-bigdict";
+    fs::create_directories(dir);
+    fs::copy_file(src / "app.py", dir / "app.py");
+    std::string toml = read_text(src / "function.toml");
+    std::ofstream(dir / "function.toml") << "warmup = 2\n" << toml;
+
+    auto booted = cli({"run", dir.string(), "--request", "/checksum", "--json"});
+    ASSERT_EQ(booted.exit_code, 0) << booted.describe();
+    json boot = json::parse(json::parse(booted.out).at("body").get<std::string>());
+    ASSERT_TRUE(boot.contains("checksum")) << boot.dump();
+
+    fs::path image = snapshot(dir);
+    ASSERT_FALSE(image.empty());
+    for (const char* strategy : {"eager", "cow"}) {
+        json list = restore(image, strategy, 3, "/checksum");
+        ASSERT_EQ(list.size(), 3u);
+        for (const auto& inst : list) {
+            json body = json::parse(inst.value("body", ""), nullptr, false);
+            ASSERT_TRUE(body.is_object()) << strategy << ": " << inst.dump();
+            EXPECT_EQ(body["n"], boot["n"]) << strategy;
+            EXPECT_EQ(body["checksum"], boot["checksum"]) << strategy << ": the dict changed across the restore";
+            EXPECT_EQ(body["requests"], 3) << strategy << ": counter should continue from 2 (warmup) to 3";
+        }
+    }
+}
+
+}  // namespace
