@@ -194,8 +194,10 @@ ProcessHandle Sandbox::start() {
     return h;
 }
 
-ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd) {
-    json req = {{"op", "restorer"}, {"pid", sandbox_pid}, {"stub_addr", stub_addr}, {"stub_size", stub_size}};
+ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
+                                      uint64_t reserve_bytes) {
+    json req = {{"op", "restorer"},         {"pid", sandbox_pid},          {"stub_addr", stub_addr},
+                {"stub_size", stub_size}, {"reserve_bytes", reserve_bytes}};
     std::vector<sys::UniqueFd> fds;
     json reply = json::parse(request(req.dump(), &fds, std::span<const int>(&pages_fd, 1)));
     if (fds.size() != 1) throw Error("init sent no pidfd for the restorer");

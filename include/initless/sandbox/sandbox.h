@@ -61,9 +61,11 @@ public:
     ProcessHandle start();
     // An empty child of init waiting in pause() with pid `sandbox_pid`, in its own session, with an
     // anonymous read-write-execute mapping of `stub_size` bytes at `stub_addr`, stdio on the log,
-    // and `pages_fd` (an image's pages file) as its fd 3: the raw material of a restore.
+    // and `pages_fd` (an image's pages file) as its fd 3: the raw material of a restore. It also
+    // touches `reserve_bytes` of anonymous memory, which the restore frees and reuses warm.
     static constexpr int kRestorerPagesFd = 3;
-    ProcessHandle spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd);
+    ProcessHandle spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
+                                 uint64_t reserve_bytes = 0);
 
     // Waits until the log holds `phrase`; throws with the log's tail if the function exits first or
     // `timeout` passes.
