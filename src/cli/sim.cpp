@@ -135,43 +135,49 @@ void run_sim(const SimOptions& o) {
     if (!failure.empty()) throw Error(failure);
 
     if (o.json) {
-        nlohmann::json out = {{"trace", o.trace},
-                              {"functions", trace.functions.size()},
-                              {"invocations", trace.invocations},
-                              {"minutes", trace.minutes},
-                              {"costs", costs.source()},
-                              {"seed", o.seed},
-                              {"instance_concurrency", o.concurrency},
-                              {"arrivals", "per-minute counts spread uniformly within the minute by a seeded draw"},
-                              {"runs", nlohmann::json::array()}};
+        nlohmann::json out = {
+            {"trace", o.trace},
+            {"functions", trace.functions.size()},
+            {"invocations", trace.invocations},
+            {"minutes", trace.minutes},
+            {"costs", costs.source()},
+            {"seed", o.seed},
+            {"instance_concurrency", o.concurrency},
+            {"arrivals", "per-minute counts spread uniformly within the minute by a seeded draw"},
+            {"runs", nlohmann::json::array()}};
         for (const auto& r : runs) out["runs"].push_back(to_json(r));
         std::puts(out.dump(2).c_str());
         return;
     }
     if (o.csv) {
-        std::puts("trace,world,policy,memory_mb,seed,invocations,cold_starts,cold_from_memory,cold_from_disk,"
-                  "pre_warmed_starts,cold_start_overhead_s,memory_used_gb_s,memory_wasted_gb_s,busy_gb_s,"
-                  "idle_gb_s,snapshot_gb_s,over_budget_gb_s,peak_memory_mb,pre_warms,pre_warms_unused,knee_mb");
+        std::puts(
+            "trace,world,policy,memory_mb,seed,invocations,cold_starts,cold_from_memory,cold_from_disk,"
+            "pre_warmed_starts,cold_start_overhead_s,memory_used_gb_s,memory_wasted_gb_s,busy_gb_s,"
+            "idle_gb_s,snapshot_gb_s,over_budget_gb_s,peak_memory_mb,pre_warms,pre_warms_unused,knee_mb");
         for (const auto& r : runs) {
             const auto& x = r.result;
-            fmt::print("{},{},{},{},{},{},{},{},{},{},{:.3f},{:.1f},{:.1f},{:.1f},{:.1f},{:.1f},{:.1f},{:.0f},{},{},{}\n",
-                       trace.dir.filename().string(), sim::world_name(x.world), x.policy, x.memory_budget_mb,
-                       x.seed, x.invocations, x.cold_starts(), x.cold_from_memory, x.cold_from_disk,
-                       x.pre_warmed_starts, x.cold_start_overhead_s, x.used_gb_s(), x.wasted_gb_s(), x.busy_gb_s,
-                       x.idle_gb_s, x.snapshot_gb_s, x.over_budget_gb_s, x.peak_memory_mb, x.pre_warms,
-                       x.pre_warms_unused, r.knee_mb >= 0 ? fmt::format("{:.0f}", r.knee_mb) : "");
+            fmt::print(
+                "{},{},{},{},{},{},{},{},{},{},{:.3f},{:.1f},{:.1f},{:.1f},{:.1f},{:.1f},{:.1f},{:.0f},{},{},"
+                "{}\n",
+                trace.dir.filename().string(), sim::world_name(x.world), x.policy, x.memory_budget_mb, x.seed,
+                x.invocations, x.cold_starts(), x.cold_from_memory, x.cold_from_disk, x.pre_warmed_starts,
+                x.cold_start_overhead_s, x.used_gb_s(), x.wasted_gb_s(), x.busy_gb_s, x.idle_gb_s,
+                x.snapshot_gb_s, x.over_budget_gb_s, x.peak_memory_mb, x.pre_warms, x.pre_warms_unused,
+                r.knee_mb >= 0 ? fmt::format("{:.0f}", r.knee_mb) : "");
         }
         return;
     }
     fmt::print("trace {} ({} functions, {} invocations, {} minutes), costs {}, seed {}\n", o.trace,
                trace.functions.size(), trace.invocations, trace.minutes, costs.source(), o.seed);
-    fmt::print("{:<8} {:<17} {:>9} {:>10} {:>9} {:>9} {:>12} {:>11} {:>11} {:>10}\n", "world", "policy", "memory_mb",
-               "cold", "from_mem", "from_disk", "overhead_s", "used_GB_s", "wasted_GB_s", "over_GB_s");
+    fmt::print("{:<8} {:<17} {:>9} {:>10} {:>9} {:>9} {:>12} {:>11} {:>11} {:>10}\n", "world", "policy",
+               "memory_mb", "cold", "from_mem", "from_disk", "overhead_s", "used_GB_s", "wasted_GB_s",
+               "over_GB_s");
     for (const auto& r : runs) {
         const auto& x = r.result;
         fmt::print("{:<8} {:<17} {:>9.0f} {:>10} {:>9} {:>9} {:>12.1f} {:>11.0f} {:>11.0f} {:>10.0f}\n",
-                   sim::world_name(x.world), x.policy, x.memory_budget_mb, x.cold_starts(), x.cold_from_memory,
-                   x.cold_from_disk, x.cold_start_overhead_s, x.used_gb_s(), x.wasted_gb_s(), x.over_budget_gb_s);
+                   sim::world_name(x.world), x.policy, x.memory_budget_mb, x.cold_starts(),
+                   x.cold_from_memory, x.cold_from_disk, x.cold_start_overhead_s, x.used_gb_s(),
+                   x.wasted_gb_s(), x.over_budget_gb_s);
     }
 }
 
@@ -182,11 +188,14 @@ void add_sim(CLI::App& app) {
     auto* cmd = app.add_subcommand("sim", "replay an Azure Functions trace through keep-alive policies");
     cmd->add_option("--trace", opts->trace, "trace directory (e.g. data/azure-functions-2019/sampled-1000)")
         ->required();
-    cmd->add_option("--policy", opts->policies,
-                    "policy name, comma-separated names, or 'all' (ttl, lru, greedy-dual, greedy-dual-instance, "
-                    "hybrid-histogram, icebreaker, tiered)")
+    cmd->add_option(
+           "--policy", opts->policies,
+           "policy name, comma-separated names, or 'all' (ttl, lru, greedy-dual, greedy-dual-instance, "
+           "hybrid-histogram, icebreaker, tiered)")
         ->delimiter(',');
-    cmd->add_option("--memory-mb", opts->memory_mb, "keep-alive memory budget in MB: idle instances and in-memory snapshots (repeat or comma-separate)")
+    cmd->add_option("--memory-mb", opts->memory_mb,
+                    "keep-alive memory budget in MB: idle instances and in-memory snapshots (repeat or "
+                    "comma-separate)")
         ->required()
         ->delimiter(',');
     cmd->add_option("--seed", opts->seed, "seed of the arrival and duration draws");

@@ -10,8 +10,8 @@
 namespace initless::policy {
 
 const std::vector<std::string>& policy_names() {
-    static const std::vector<std::string> kNames = {"ttl",        "lru",        "greedy-dual", "greedy-dual-instance",
-                                                    "hybrid-histogram", "icebreaker", "tiered"};
+    static const std::vector<std::string> kNames = {
+        "ttl", "lru", "greedy-dual", "greedy-dual-instance", "hybrid-histogram", "icebreaker", "tiered"};
     return kNames;
 }
 

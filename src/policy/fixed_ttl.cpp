@@ -8,7 +8,9 @@ FixedTtlPolicy::FixedTtlPolicy(TimeMs ttl_ms) : ttl_ms_(ttl_ms) {
     if (ttl_ms <= 0) throw Error("ttl policy: keep-alive must be > 0 ms");
 }
 
-void FixedTtlPolicy::on_function_registered(const FunctionProfile& profile) { profiles_.add(profile); }
+void FixedTtlPolicy::on_function_registered(const FunctionProfile& profile) {
+    profiles_.add(profile);
+}
 
 void FixedTtlPolicy::forget(InstanceId i) {
     auto it = idle_.find(i);
@@ -17,7 +19,9 @@ void FixedTtlPolicy::forget(InstanceId i) {
     idle_.erase(it);
 }
 
-void FixedTtlPolicy::on_invocation_start(const InvocationStart& e, Decisions&) { forget(e.instance); }
+void FixedTtlPolicy::on_invocation_start(const InvocationStart& e, Decisions&) {
+    forget(e.instance);
+}
 
 void FixedTtlPolicy::on_instance_idle(const InstanceIdle& e, Decisions& out) {
     profiles_.at(e.function);
@@ -27,7 +31,9 @@ void FixedTtlPolicy::on_instance_idle(const InstanceIdle& e, Decisions& out) {
     if (ttl_ms_ != kForever) out.push_back(Decision::keep_until(e.function, e.instance, e.now + ttl_ms_));
 }
 
-void FixedTtlPolicy::on_instance_removed(const InstanceRemoved& e, Decisions&) { forget(e.instance); }
+void FixedTtlPolicy::on_instance_removed(const InstanceRemoved& e, Decisions&) {
+    forget(e.instance);
+}
 
 void FixedTtlPolicy::on_memory_pressure(const MemoryPressure& e, Decisions& out) {
     double freed = 0;

@@ -11,7 +11,8 @@ namespace initless::policy {
 
 void fft(std::vector<std::complex<double>>& x) {
     const std::size_t n = x.size();
-    if (n == 0 || (n & (n - 1)) != 0) throw Error("fft: size " + std::to_string(n) + " is not a power of two");
+    if (n == 0 || (n & (n - 1)) != 0)
+        throw Error("fft: size " + std::to_string(n) + " is not a power of two");
     for (std::size_t i = 1, j = 0; i < n; ++i) {
         std::size_t bit = n >> 1;
         for (; j & bit; bit >>= 1) j ^= bit;
@@ -94,8 +95,9 @@ double FourierPredictor::predict_next(const std::vector<double>& window) const {
     std::vector<std::size_t> bins;
     for (std::size_t k = 1; k <= n / 2; ++k) bins.push_back(k);
     std::size_t keep = std::min(harmonics_, bins.size());
-    std::partial_sort(bins.begin(), bins.begin() + static_cast<std::ptrdiff_t>(keep), bins.end(),
-                      [&](std::size_t a, std::size_t b) { return std::abs(spectrum[a]) > std::abs(spectrum[b]); });
+    std::partial_sort(
+        bins.begin(), bins.begin() + static_cast<std::ptrdiff_t>(keep), bins.end(),
+        [&](std::size_t a, std::size_t b) { return std::abs(spectrum[a]) > std::abs(spectrum[b]); });
     double t = static_cast<double>(n);
     double value = trend.at(t);
     for (std::size_t i = 0; i < keep; ++i) {

@@ -13,7 +13,9 @@ double GreedyDualPolicy::priority_of(FunctionId f, double instance_uses) const {
     return clock_ + freq * p.cold_from_disk_ms / p.memory_mb;
 }
 
-double GreedyDualPolicy::priority_now(FunctionId f) const { return priority_of(f, 1); }
+double GreedyDualPolicy::priority_now(FunctionId f) const {
+    return priority_of(f, 1);
+}
 
 void GreedyDualPolicy::instance_gone(FunctionId f) {
     auto& s = state_[f];
@@ -50,7 +52,8 @@ void GreedyDualPolicy::on_instance_idle(const InstanceIdle& e, Decisions&) {
     if (it == instances_.end()) {
         // A pre-warmed instance: it has not been used, so it ranks as if used now.
         ++state_[e.function].instances;
-        it = instances_.emplace(e.instance, InstanceState{e.function, priority_now(e.function), false, 0}).first;
+        it = instances_.emplace(e.instance, InstanceState{e.function, priority_now(e.function), false, 0})
+                 .first;
     }
     if (!it->second.idle) {
         it->second.idle = true;

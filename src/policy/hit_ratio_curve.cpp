@@ -8,7 +8,8 @@
 
 namespace initless::policy {
 
-ReuseDistanceTracker::ReuseDistanceTracker(std::size_t capacity) : capacity_(capacity), tree_(capacity + 1, 0.0) {
+ReuseDistanceTracker::ReuseDistanceTracker(std::size_t capacity)
+    : capacity_(capacity), tree_(capacity + 1, 0.0) {
     if (capacity < 2) throw Error("reuse distance tracker: capacity must be >= 2");
 }
 
@@ -27,7 +28,8 @@ void ReuseDistanceTracker::compact() {
     std::vector<FunctionId> live;
     for (FunctionId f = 0; f < last_pos_.size(); ++f)
         if (last_pos_[f] >= 0) live.push_back(f);
-    std::sort(live.begin(), live.end(), [&](FunctionId a, FunctionId b) { return last_pos_[a] < last_pos_[b]; });
+    std::sort(live.begin(), live.end(),
+              [&](FunctionId a, FunctionId b) { return last_pos_[a] < last_pos_[b]; });
     if (live.size() + 1 >= capacity_) {
         capacity_ = 2 * (live.size() + 1);
     }
@@ -76,7 +78,8 @@ void HitRatioCurve::add(double distance_mb) {
 double HitRatioCurve::hit_ratio(double cache_mb) const {
     if (accesses_ == 0) return 0;
     std::uint64_t hits = 0;
-    for (std::size_t b = 0; b < buckets_.size() && static_cast<double>(b) * bucket_mb_ <= cache_mb + 1e-9; ++b)
+    for (std::size_t b = 0; b < buckets_.size() && static_cast<double>(b) * bucket_mb_ <= cache_mb + 1e-9;
+         ++b)
         hits += buckets_[b];
     return static_cast<double>(hits) / static_cast<double>(accesses_);
 }

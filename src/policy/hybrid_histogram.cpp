@@ -117,7 +117,9 @@ void HybridHistogramPolicy::on_instance_idle(const InstanceIdle& e, Decisions& o
     if (state_[e.function].running == 0) out.push_back(Decision::pre_warm(e.function, e.now + w.pre_warm_ms));
 }
 
-void HybridHistogramPolicy::on_instance_removed(const InstanceRemoved& e, Decisions&) { forget(e.instance); }
+void HybridHistogramPolicy::on_instance_removed(const InstanceRemoved& e, Decisions&) {
+    forget(e.instance);
+}
 
 void HybridHistogramPolicy::on_memory_pressure(const MemoryPressure& e, Decisions& out) {
     double freed = 0;

@@ -10,12 +10,15 @@ namespace initless::policy {
 namespace {
 // Deadlines sit a second past the minute's end so that the tick at the boundary can extend them first.
 constexpr TimeMs kGraceMs = 1000;
-TimeMs end_of_minute(TimeMs now) { return (now / kMinuteMs + 1) * kMinuteMs; }
+TimeMs end_of_minute(TimeMs now) {
+    return (now / kMinuteMs + 1) * kMinuteMs;
+}
 }  // namespace
 
 IceBreakerPolicy::IceBreakerPolicy(IceBreakerConfig config) : config_(config), predictor_(config.harmonics) {
     std::size_t w = config_.window_minutes;
-    if (w < 4 || (w & (w - 1)) != 0) throw Error("icebreaker policy: window must be a power of two >= 4 minutes");
+    if (w < 4 || (w & (w - 1)) != 0)
+        throw Error("icebreaker policy: window must be a power of two >= 4 minutes");
 }
 
 void IceBreakerPolicy::on_function_registered(const FunctionProfile& profile) {
@@ -65,7 +68,9 @@ void IceBreakerPolicy::on_instance_idle(const InstanceIdle& e, Decisions& out) {
     keep(e.function, e.instance, end_of_minute(e.now) + kGraceMs, out);
 }
 
-void IceBreakerPolicy::on_instance_removed(const InstanceRemoved& e, Decisions&) { forget(e.instance); }
+void IceBreakerPolicy::on_instance_removed(const InstanceRemoved& e, Decisions&) {
+    forget(e.instance);
+}
 
 void IceBreakerPolicy::on_memory_pressure(const MemoryPressure& e, Decisions& out) {
     double freed = 0;

@@ -53,7 +53,8 @@ void TieredPolicy::on_invocation_start(const InvocationStart& e, Decisions& out)
     auto it = instances_.find(e.instance);
     if (it == instances_.end()) {
         ++s.instances;
-        instances_.emplace(e.instance, InstanceState{e.function, clock_ + warm_worth(e.function, 1), false, 1});
+        instances_.emplace(e.instance,
+                           InstanceState{e.function, clock_ + warm_worth(e.function, 1), false, 1});
         return;
     }
     if (it->second.idle) ranked_.erase({it->second.priority, instance_tag(e.instance)});
@@ -66,7 +67,9 @@ void TieredPolicy::on_instance_idle(const InstanceIdle& e, Decisions&) {
     auto it = instances_.find(e.instance);
     if (it == instances_.end()) {
         ++state_[e.function].instances;
-        it = instances_.emplace(e.instance, InstanceState{e.function, clock_ + warm_worth(e.function, 1), false, 0}).first;
+        it = instances_
+                 .emplace(e.instance, InstanceState{e.function, clock_ + warm_worth(e.function, 1), false, 0})
+                 .first;
     }
     if (!it->second.idle) {
         it->second.idle = true;

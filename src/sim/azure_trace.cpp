@@ -49,7 +49,8 @@ AzureTrace AzureTrace::load(const fs::path& dir) {
                     : fs::exists(dir / kOriginal.invocations) ? kOriginal
                                                               : Layout{nullptr, nullptr, nullptr};
     if (layout.invocations == nullptr)
-        throw Error("trace " + dir.string() + ": no inv.csv (invitro sample) or invocations.csv (2019 schema)");
+        throw Error("trace " + dir.string() +
+                    ": no inv.csv (invitro sample) or invocations.csv (2019 schema)");
 
     AzureTrace trace;
     trace.dir = dir;
@@ -65,11 +66,11 @@ AzureTrace AzureTrace::load(const fs::path& dir) {
     trace.minutes = static_cast<int>(minute_cols.size());
 
     // Execution-time percentiles by function.
-    static const char* const kDurationCols[] = {"percentile_Average_0",  "percentile_Average_1",
-                                                "percentile_Average_25", "percentile_Average_50",
-                                                "percentile_Average_75", "percentile_Average_99",
-                                                "percentile_Average_100"};
-    std::size_t r_owner = run.column("HashOwner"), r_app = run.column("HashApp"), r_fn = run.column("HashFunction");
+    static const char* const kDurationCols[] = {
+        "percentile_Average_0",  "percentile_Average_1",  "percentile_Average_25", "percentile_Average_50",
+        "percentile_Average_75", "percentile_Average_99", "percentile_Average_100"};
+    std::size_t r_owner = run.column("HashOwner"), r_app = run.column("HashApp"),
+                r_fn = run.column("HashFunction");
     std::size_t dcols[7];
     for (int i = 0; i < 7; ++i) dcols[i] = run.column(kDurationCols[i]);
     std::map<std::string, DurationPercentiles> durations;
@@ -93,7 +94,8 @@ AzureTrace AzureTrace::load(const fs::path& dir) {
         memory[mem.row(r)[m_owner] + "/" + mem.row(r)[m_app]] = mb;
     }
 
-    std::size_t i_owner = inv.column("HashOwner"), i_app = inv.column("HashApp"), i_fn = inv.column("HashFunction");
+    std::size_t i_owner = inv.column("HashOwner"), i_app = inv.column("HashApp"),
+                i_fn = inv.column("HashFunction");
     for (std::size_t r = 0; r < inv.rows(); ++r) {
         TraceFunction f;
         f.owner = inv.row(r)[i_owner];
@@ -103,7 +105,8 @@ AzureTrace AzureTrace::load(const fs::path& dir) {
         for (std::size_t c : minute_cols) {
             double v = inv.number(r, c);
             if (v < 0 || v != std::floor(v) || v > 4e9)
-                throw Error(inv.where(r) + ": column '" + inv.header()[c] + "': invocation count must be a "
+                throw Error(inv.where(r) + ": column '" + inv.header()[c] +
+                            "': invocation count must be a "
                             "non-negative integer");
             f.per_minute.push_back(static_cast<std::uint32_t>(v));
             f.invocations += static_cast<std::uint64_t>(v);

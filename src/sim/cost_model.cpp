@@ -22,7 +22,8 @@ ColdStartCostModel ColdStartCostModel::from_points(std::vector<CostPoint> points
 
 ColdStartCostModel ColdStartCostModel::load(const std::filesystem::path& csv) {
     auto t = CsvTable::read(csv);
-    std::size_t c_mb = t.column("memory_mb"), c_boot = t.column("boot_ms"), c_restore = t.column("restore_ms");
+    std::size_t c_mb = t.column("memory_mb"), c_boot = t.column("boot_ms"),
+                c_restore = t.column("restore_ms");
     bool has_disk = t.has_column("restore_disk_ms"), has_image = t.has_column("image_mb");
     std::vector<CostPoint> points;
     for (std::size_t r = 0; r < t.rows(); ++r) {
@@ -48,9 +49,17 @@ double ColdStartCostModel::interpolate(double memory_mb, double CostPoint::*fiel
     return std::max(0.0, a.*field + f * (b.*field - a.*field));
 }
 
-double ColdStartCostModel::boot_ms(double mb) const { return interpolate(mb, &CostPoint::boot_ms); }
-double ColdStartCostModel::restore_ms(double mb) const { return interpolate(mb, &CostPoint::restore_ms); }
-double ColdStartCostModel::restore_disk_ms(double mb) const { return interpolate(mb, &CostPoint::restore_disk_ms); }
-double ColdStartCostModel::image_mb(double mb) const { return interpolate(mb, &CostPoint::image_mb); }
+double ColdStartCostModel::boot_ms(double mb) const {
+    return interpolate(mb, &CostPoint::boot_ms);
+}
+double ColdStartCostModel::restore_ms(double mb) const {
+    return interpolate(mb, &CostPoint::restore_ms);
+}
+double ColdStartCostModel::restore_disk_ms(double mb) const {
+    return interpolate(mb, &CostPoint::restore_disk_ms);
+}
+double ColdStartCostModel::image_mb(double mb) const {
+    return interpolate(mb, &CostPoint::image_mb);
+}
 
 }  // namespace initless::sim

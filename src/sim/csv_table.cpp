@@ -14,7 +14,8 @@ std::vector<std::string> split(const std::string& line) {
     std::size_t start = 0;
     for (;;) {
         auto comma = line.find(',', start);
-        cells.emplace_back(line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+        cells.emplace_back(
+            line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
         if (comma == std::string::npos) break;
         start = comma + 1;
     }
@@ -63,7 +64,9 @@ std::size_t CsvTable::column(std::string_view name) const {
     throw Error(path_.string() + ": no column '" + std::string(name) + "' in the header");
 }
 
-std::string CsvTable::where(std::size_t r) const { return path_.string() + ":" + std::to_string(lines_[r]); }
+std::string CsvTable::where(std::size_t r) const {
+    return path_.string() + ":" + std::to_string(lines_[r]);
+}
 
 double CsvTable::number(std::size_t r, std::size_t col) const {
     const std::string& s = rows_[r][col];

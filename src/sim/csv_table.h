@@ -11,7 +11,7 @@
 namespace initless::sim {
 
 class CsvTable {
-public:
+  public:
     static CsvTable read(const std::filesystem::path& path);
 
     const std::vector<std::string>& header() const { return header_; }
@@ -25,7 +25,7 @@ public:
     double number(std::size_t r, std::size_t col) const;
     std::string where(std::size_t r) const;  // "file:line"
 
-private:
+  private:
     std::filesystem::path path_;
     std::vector<std::string> header_;
     std::vector<std::vector<std::string>> rows_;

@@ -12,7 +12,9 @@ namespace initless::sim {
 
 using namespace initless::policy;
 
-const char* world_name(ColdStartWorld w) { return w == ColdStartWorld::Restore ? "restore" : "boot"; }
+const char* world_name(ColdStartWorld w) {
+    return w == ColdStartWorld::Restore ? "restore" : "boot";
+}
 
 TraceReplay::TraceReplay(const AzureTrace& trace, const ColdStartCostModel& costs, ReplayConfig config)
     : trace_(trace), costs_(costs), config_(config) {
@@ -73,19 +75,24 @@ struct Instance {
     TimeMs deadline;   // kForever: none
     TimeMs queued_at;  // time of the live Expiry event, -1: none
     std::size_t idle_index;
-    std::uint32_t active = 0;             // invocations running on it
-    std::size_t open_index = kNotOpen;    // index in open_ when busy with a free slot
+    std::uint32_t active = 0;           // invocations running on it
+    std::size_t open_index = kNotOpen;  // index in open_ when busy with a free slot
 
     static constexpr std::size_t kNotOpen = static_cast<std::size_t>(-1);
 };
 
 // Uniform double in [0, 1) from 53 random bits: the same on every platform, unlike the std distributions.
-double unit(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+double unit(std::mt19937_64& rng) {
+    return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
 
 class Host {
-public:
+  public:
     Host(const TraceReplay& replay, const AzureTrace& trace, ReplayConfig config, KeepAlivePolicy& policy)
-        : trace_(trace), config_(config), policy_(policy), end_(static_cast<TimeMs>(trace.minutes) * kMinuteMs) {
+        : trace_(trace),
+          config_(config),
+          policy_(policy),
+          end_(static_cast<TimeMs>(trace.minutes) * kMinuteMs) {
         std::size_t n = trace.functions.size();
         profiles_.reserve(n);
         for (std::size_t i = 0; i < n; ++i) {
@@ -134,7 +141,7 @@ public:
         return result_;
     }
 
-private:
+  private:
     void push(Event e) {
         e.seq = seq_++;
         events_.push(e);
@@ -149,11 +156,20 @@ private:
             events_.pop();
             advance(e.at);
             switch (e.kind) {
-                case EventKind::Tick: tick(e.at); break;
-                case EventKind::End: end_invocation(e.at, e.a); break;
-                case EventKind::Expiry: expire(e.at, e.a); break;
-                case EventKind::PreWarm: pre_warm(e.at, static_cast<FunctionId>(e.a), static_cast<std::uint32_t>(e.b)); break;
-                case EventKind::Arrival: break;
+                case EventKind::Tick:
+                    tick(e.at);
+                    break;
+                case EventKind::End:
+                    end_invocation(e.at, e.a);
+                    break;
+                case EventKind::Expiry:
+                    expire(e.at, e.a);
+                    break;
+                case EventKind::PreWarm:
+                    pre_warm(e.at, static_cast<FunctionId>(e.a), static_cast<std::uint32_t>(e.b));
+                    break;
+                case EventKind::Arrival:
+                    break;
             }
         }
     }
@@ -385,7 +401,9 @@ private:
                     else
                         push({d.at, EventKind::PreWarm, 0, d.function, d.count});
                     break;
-                case DecisionKind::PlaceSnapshot: place(d.function, d.tier); break;
+                case DecisionKind::PlaceSnapshot:
+                    place(d.function, d.tier);
+                    break;
             }
         }
         decisions_stack_.pop_back();
@@ -432,6 +450,8 @@ private:
 
 }  // namespace
 
-ReplayResult TraceReplay::run(KeepAlivePolicy& policy) const { return Host(*this, trace_, config_, policy).run(); }
+ReplayResult TraceReplay::run(KeepAlivePolicy& policy) const {
+    return Host(*this, trace_, config_, policy).run();
+}
 
 }  // namespace initless::sim

@@ -20,7 +20,8 @@ using namespace initless::policy;
 
 namespace {
 
-FunctionProfile fn(FunctionId id, double mb, double from_memory_ms, double from_disk_ms, double image_mb = 0) {
+FunctionProfile fn(FunctionId id, double mb, double from_memory_ms, double from_disk_ms,
+                   double image_mb = 0) {
     return {id, mb, image_mb, from_memory_ms, from_disk_ms};
 }
 
@@ -95,10 +96,11 @@ TEST(PolicyLru, RemovedInstanceIsNotEvictedAgain) {
 
 TEST(PolicyGreedyDual, KeepsFrequentExpensiveSmallFunction) {
     GreedyDualPolicy p;
-    p.on_function_registered(fn(0, 100, 0, 1000));  // small, costly
-    p.on_function_registered(fn(1, 1000, 0, 1000)); // big, same cost
+    p.on_function_registered(fn(0, 100, 0, 1000));   // small, costly
+    p.on_function_registered(fn(1, 1000, 0, 1000));  // big, same cost
     // Function 1 used more recently, but function 0 is used 3 times: 3 * 1000/100 >> 1 * 1000/1000.
-    for (int k = 0; k < 3; ++k) invoke(p, 0, 10, k * 1000, k * 1000 + 10, k ? StartKind::Warm : StartKind::ColdFromDisk);
+    for (int k = 0; k < 3; ++k)
+        invoke(p, 0, 10, k * 1000, k * 1000 + 10, k ? StartKind::Warm : StartKind::ColdFromDisk);
     invoke(p, 1, 20, 5000, 5010);
     EXPECT_DOUBLE_EQ(p.frequency(0), 3);
     Decisions out;
@@ -115,9 +117,9 @@ TEST(PolicyGreedyDual, ClockAgesOldInstances) {
     p.on_function_registered(fn(0, 100, 0, 100));
     p.on_function_registered(fn(1, 100, 0, 100));
     p.on_function_registered(fn(2, 100, 0, 100));
-    invoke(p, 0, 1, 0, 10);  // priority 1
+    invoke(p, 0, 1, 0, 10);                    // priority 1
     invoke(p, 0, 1, 20, 30, StartKind::Warm);  // priority 2
-    invoke(p, 1, 2, 40, 50);  // priority 1
+    invoke(p, 1, 2, 40, 50);                   // priority 1
     Decisions out;
     p.on_memory_pressure({60, 100, 2}, out);  // evicts 2, clock = 1
     EXPECT_EQ(evicted(out), (std::vector<InstanceId>{2}));
@@ -154,7 +156,8 @@ TEST(PolicyHitRatioCurve, ReuseDistancesByHand) {
 
 TEST(PolicyHitRatioCurve, HitRatioIsTheDistanceDistribution) {
     HitRatioCurve c(100);
-    for (double d : {kInfiniteDistance, kInfiniteDistance, 100.0, 200.0, 200.0, 350.0, 300.0, 900.0}) c.add(d);
+    for (double d : {kInfiniteDistance, kInfiniteDistance, 100.0, 200.0, 200.0, 350.0, 300.0, 900.0})
+        c.add(d);
     EXPECT_DOUBLE_EQ(c.hit_ratio(0), 0);
     EXPECT_DOUBLE_EQ(c.hit_ratio(100), 1.0 / 8);
     EXPECT_DOUBLE_EQ(c.hit_ratio(300), 4.0 / 8);
@@ -187,7 +190,7 @@ TEST(PolicyHybridHistogram, PeriodicFunctionIsUnloadedAndPreWarmed) {
     for (int k = 0; k < 12; ++k) d = invoke(p, 0, 1, k * 10 * kMinuteMs, k * 10 * kMinuteMs + 1000);
     auto w = p.windows(0);
     EXPECT_TRUE(w.from_histogram);
-    EXPECT_EQ(w.pre_warm_ms, static_cast<TimeMs>(9 * kMinuteMs * 0.9));             // head minus 10%
+    EXPECT_EQ(w.pre_warm_ms, static_cast<TimeMs>(9 * kMinuteMs * 0.9));                     // head minus 10%
     EXPECT_EQ(w.pre_warm_ms + w.keep_alive_ms, static_cast<TimeMs>(10 * kMinuteMs * 1.1));  // tail plus 10%
     TimeMs end = 11 * 10 * kMinuteMs + 1000;
     ASSERT_EQ(d.size(), 2u);
@@ -232,7 +235,8 @@ TEST(PolicyHybridHistogram, FrequentFunctionStaysLoaded) {
 
 TEST(PolicyFourier, FftMatchesDirectDft) {
     std::vector<std::complex<double>> x(16);
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] = {std::sin(0.7 * static_cast<double>(i)) + 0.1 * i, 0.3 * (i % 3)};
+    for (std::size_t i = 0; i < x.size(); ++i)
+        x[i] = {std::sin(0.7 * static_cast<double>(i)) + 0.1 * i, 0.3 * (i % 3)};
     auto expect = naive_dft(x);
     fft(x);
     for (std::size_t k = 0; k < x.size(); ++k) {
@@ -355,7 +359,8 @@ TEST(PolicyGreedyDual, InstanceScopeRanksBurstClonesByTheirOwnUses) {
         GreedyDualPolicy p(scope);
         p.on_function_registered(fn(0, 100, 0, 100));
         p.on_function_registered(fn(1, 100, 0, 100));
-        for (int k = 0; k < 5; ++k) invoke(p, 0, 1, k * 10, k * 10 + 5, k ? StartKind::Warm : StartKind::ColdFromDisk);
+        for (int k = 0; k < 5; ++k)
+            invoke(p, 0, 1, k * 10, k * 10 + 5, k ? StartKind::Warm : StartKind::ColdFromDisk);
         Decisions out;
         p.on_invocation_start({60, 0, 2, StartKind::ColdFromDisk}, out);
         p.on_invocation_start({61, 0, 3, StartKind::ColdFromDisk}, out);

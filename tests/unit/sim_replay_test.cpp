@@ -29,10 +29,10 @@ struct FunctionRow {
 
 // Writes a trace in the invitro layout (inv.csv, run.csv, mem.csv) with one app per function.
 class TraceDir {
-public:
+  public:
     explicit TraceDir(const std::vector<FunctionRow>& rows) {
-        dir_ = fs::temp_directory_path() / ("initless-sim-test-" + std::to_string(::getpid()) + "-" +
-                                            std::to_string(counter_++));
+        dir_ = fs::temp_directory_path() /
+               ("initless-sim-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
         fs::create_directories(dir_);
         std::ofstream inv(dir_ / "inv.csv"), run(dir_ / "run.csv"), mem(dir_ / "mem.csv");
         inv << "HashFunction,HashApp,HashOwner";
@@ -41,8 +41,10 @@ public:
         run << "HashFunction,HashApp,HashOwner,Count,Average,Minimum,Maximum,percentile_Average_0,"
                "percentile_Average_1,percentile_Average_25,percentile_Average_50,percentile_Average_75,"
                "percentile_Average_99,percentile_Average_100\n";
-        mem << "HashApp,HashOwner,SampleCount,AverageAllocatedMb,AverageAllocatedMb_pct1,AverageAllocatedMb_pct5,"
-               "AverageAllocatedMb_pct25,AverageAllocatedMb_pct50,AverageAllocatedMb_pct75,AverageAllocatedMb_pct95,"
+        mem << "HashApp,HashOwner,SampleCount,AverageAllocatedMb,AverageAllocatedMb_pct1,AverageAllocatedMb_"
+               "pct5,"
+               "AverageAllocatedMb_pct25,AverageAllocatedMb_pct50,AverageAllocatedMb_pct75,"
+               "AverageAllocatedMb_pct95,"
                "AverageAllocatedMb_pct99,AverageAllocatedMb_pct100\n";
         for (std::size_t i = 0; i < rows.size(); ++i) {
             std::string f = "f" + std::to_string(i), a = "a" + std::to_string(i), o = "o" + std::to_string(i);
@@ -71,7 +73,7 @@ public:
         for (const auto& l : lines) out << l << "\n";
     }
 
-private:
+  private:
     fs::path dir_;
     static inline int counter_ = 0;
 };
@@ -99,7 +101,9 @@ ReplayResult replay(const fs::path& dir, std::string_view policy, double budget_
     return r.run(*p);
 }
 
-std::vector<int> every_minute(int minutes, int count = 1) { return std::vector<int>(static_cast<std::size_t>(minutes), count); }
+std::vector<int> every_minute(int minutes, int count = 1) {
+    return std::vector<int>(static_cast<std::size_t>(minutes), count);
+}
 
 }  // namespace
 
@@ -161,7 +165,8 @@ TEST(SimTrace, MissingFilesAndColumnsAreClear) {
     msg = error_of([&] { AzureTrace::load(t.path()); });
     EXPECT_NE(msg.find("mem.csv: cannot open"), std::string::npos) << msg;
     TraceDir u({{{1}, 500, 256}});
-    u.edit("run.csv", 1, "HashFunction,HashApp,HashOwner,Count,Average,Minimum,Maximum,p0,p1,p25,p50,p75,p99,p100");
+    u.edit("run.csv", 1,
+           "HashFunction,HashApp,HashOwner,Count,Average,Minimum,Maximum,p0,p1,p25,p50,p75,p99,p100");
     msg = error_of([&] { AzureTrace::load(u.path()); });
     EXPECT_NE(msg.find("no column 'percentile_Average_0'"), std::string::npos) << msg;
 }

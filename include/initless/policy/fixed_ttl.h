@@ -14,7 +14,7 @@
 namespace initless::policy {
 
 class FixedTtlPolicy : public KeepAlivePolicy {
-public:
+  public:
     static constexpr TimeMs kOpenWhiskTtlMs = 10 * kMinuteMs;
 
     explicit FixedTtlPolicy(TimeMs ttl_ms = kOpenWhiskTtlMs);
@@ -26,7 +26,7 @@ public:
     void on_instance_removed(const InstanceRemoved& e, Decisions& out) override;
     void on_memory_pressure(const MemoryPressure& e, Decisions& out) override;
 
-private:
+  private:
     void forget(InstanceId i);
 
     TimeMs ttl_ms_;
@@ -38,7 +38,7 @@ private:
 
 // LRU under the host's memory budget: no timeout at all.
 class LruPolicy : public FixedTtlPolicy {
-public:
+  public:
     LruPolicy() : FixedTtlPolicy(kForever) {}
 };
 

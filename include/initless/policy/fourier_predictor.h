@@ -23,14 +23,14 @@ struct QuadraticTrend {
 QuadraticTrend fit_quadratic(const std::vector<double>& y);
 
 class FourierPredictor {
-public:
+  public:
     // `harmonics`: how many of the strongest frequency bins to keep.
     explicit FourierPredictor(std::size_t harmonics = 3) : harmonics_(harmonics) {}
     // Predicts the value right after the window (t = window.size()); window.size() must be a power of
     // two. The result is clamped to [0, 2 * max(window)]: a quadratic runs away when extrapolated.
     double predict_next(const std::vector<double>& window) const;
 
-private:
+  private:
     std::size_t harmonics_;
 };
 

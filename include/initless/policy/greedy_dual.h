@@ -11,8 +11,8 @@
 #pragma once
 
 #include <set>
-#include <unordered_map>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -27,7 +27,7 @@ namespace initless::policy {
 enum class FrequencyScope { Function, Instance };
 
 class GreedyDualPolicy : public KeepAlivePolicy {
-public:
+  public:
     explicit GreedyDualPolicy(FrequencyScope scope = FrequencyScope::Function) : scope_(scope) {}
     std::string_view name() const override {
         return scope_ == FrequencyScope::Function ? "greedy-dual" : "greedy-dual-instance";
@@ -46,7 +46,7 @@ public:
     // FaaSCache's sizing: memory at the knee of the hit-ratio curve.
     double recommended_memory_mb() const { return curve_.knee_mb(); }
 
-private:
+  private:
     struct FunctionState {
         double freq = 0;
         std::uint32_t instances = 0;  // busy + idle

@@ -17,13 +17,13 @@ namespace initless::policy {
 inline constexpr double kInfiniteDistance = std::numeric_limits<double>::infinity();
 
 class ReuseDistanceTracker {
-public:
+  public:
     // `capacity` bounds the position index; when it fills up the tracker compacts in O(functions).
     explicit ReuseDistanceTracker(std::size_t capacity = 1 << 16);
     // Records an invocation of `f` whose instance holds `size_mb`; returns its reuse distance in MB.
     double access(FunctionId f, double size_mb);
 
-private:
+  private:
     void fenwick_add(std::size_t pos, double v);
     double fenwick_prefix(std::size_t pos) const;  // sum over [0, pos)
     void compact();
@@ -36,7 +36,7 @@ private:
 };
 
 class HitRatioCurve {
-public:
+  public:
     explicit HitRatioCurve(double bucket_mb = 64);
     void add(double distance_mb);
     std::uint64_t accesses() const { return accesses_; }
@@ -50,7 +50,7 @@ public:
     // where extra memory starts to buy little.
     double knee_mb() const;
 
-private:
+  private:
     double bucket_mb_;
     std::vector<std::uint64_t> buckets_;  // buckets_[b]: distances in (b-1, b] * bucket_mb
     std::uint64_t accesses_ = 0;

@@ -24,7 +24,7 @@
 namespace initless::policy {
 
 class IdleHistogram {
-public:
+  public:
     static constexpr int kBins = 240;  // 1-minute bins, 4 hours
     void record(TimeMs idle_ms);
     std::uint64_t in_range() const { return in_range_; }
@@ -34,7 +34,7 @@ public:
     // Coefficient of variation of the bin counts: high when the ITs concentrate in few bins.
     double bin_count_cv() const;
 
-private:
+  private:
     std::array<std::uint32_t, kBins> bins_{};
     double sum_of_squares_ = 0;  // of the bin counts, kept as ITs arrive: the CV costs O(1)
     std::uint64_t in_range_ = 0;
@@ -52,13 +52,13 @@ struct HybridHistogramConfig {
 
 // The windows the policy chose for one function, in ms (exposed for tests and reports).
 struct KeepAliveWindows {
-    TimeMs pre_warm_ms = 0;   // unload after execution and pre-warm this long after it (0: stay loaded)
-    TimeMs keep_alive_ms = 0; // how long the (re)loaded instance stays idle
+    TimeMs pre_warm_ms = 0;    // unload after execution and pre-warm this long after it (0: stay loaded)
+    TimeMs keep_alive_ms = 0;  // how long the (re)loaded instance stays idle
     bool from_histogram = false;
 };
 
 class HybridHistogramPolicy : public KeepAlivePolicy {
-public:
+  public:
     explicit HybridHistogramPolicy(HybridHistogramConfig config = {});
 
     std::string_view name() const override { return "hybrid-histogram"; }
@@ -73,7 +73,7 @@ public:
     const KeepAliveWindows& cached_windows(FunctionId f);
     const IdleHistogram& histogram(FunctionId f) const { return state_.at(f).histogram; }
 
-private:
+  private:
     struct FunctionState {
         IdleHistogram histogram;
         KeepAliveWindows windows;  // recomputed only after a new IT

@@ -4,7 +4,8 @@
 // pre-warmed at the minute's start and its idle instances kept through the minute; any other idle
 // instance goes at the end of the minute it went idle in (IceBreaker keeps nothing warm on speculation
 // beyond the prediction). Under memory pressure the nearest deadline goes first, so instances of
-// functions not predicted for the coming minute go before predicted ones. The choice between IceBreaker's high- and low-end servers is TieredPolicy's job.
+// functions not predicted for the coming minute go before predicted ones. The choice between IceBreaker's
+// high- and low-end servers is TieredPolicy's job.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +28,7 @@ struct IceBreakerConfig {
 };
 
 class IceBreakerPolicy : public KeepAlivePolicy {
-public:
+  public:
     explicit IceBreakerPolicy(IceBreakerConfig config = {});
 
     std::string_view name() const override { return "icebreaker"; }
@@ -43,7 +44,7 @@ public:
     // Predicted concurrency for the current minute (0 when not predicted active).
     double prediction(FunctionId f) const { return state_.at(f).predicted; }
 
-private:
+  private:
     struct FunctionState {
         std::vector<double> series;  // ring of per-minute peak concurrency
         std::size_t head = 0;        // index of the oldest minute

@@ -12,19 +12,19 @@
 namespace initless::policy {
 
 class FunctionProfiles {
-public:
+  public:
     void add(const FunctionProfile& p);
     // Throws initless::Error for a function that was never registered (a host bug).
     const FunctionProfile& at(FunctionId f) const;
     std::size_t size() const { return profiles_.size(); }
 
-private:
+  private:
     std::vector<FunctionProfile> profiles_;
     std::vector<bool> known_;
 };
 
 class IdlePool {
-public:
+  public:
     void add(FunctionId f, InstanceId i);
     // Returns whether `i` was idle here (removing an unknown instance is not an error: events may
     // report instances the policy already evicted).
@@ -36,7 +36,7 @@ public:
     const std::vector<InstanceId>& of(FunctionId f) const;
     std::size_t size() const { return where_.size(); }
 
-private:
+  private:
     struct Slot {
         FunctionId function;
         std::size_t index;

@@ -107,21 +107,25 @@ struct Decision {
     std::uint32_t count = 1;
     Tier tier = Tier::Warm;
 
-    static Decision evict(FunctionId f, InstanceId i) { return {DecisionKind::Evict, f, i, 0, 1, Tier::Warm}; }
+    static Decision evict(FunctionId f, InstanceId i) {
+        return {DecisionKind::Evict, f, i, 0, 1, Tier::Warm};
+    }
     static Decision keep_until(FunctionId f, InstanceId i, TimeMs at) {
         return {DecisionKind::KeepUntil, f, i, at, 1, Tier::Warm};
     }
     static Decision pre_warm(FunctionId f, TimeMs at, std::uint32_t count = 1) {
         return {DecisionKind::PreWarm, f, 0, at, count, Tier::Warm};
     }
-    static Decision place_snapshot(FunctionId f, Tier t) { return {DecisionKind::PlaceSnapshot, f, 0, 0, 1, t}; }
+    static Decision place_snapshot(FunctionId f, Tier t) {
+        return {DecisionKind::PlaceSnapshot, f, 0, 0, 1, t};
+    }
     bool operator==(const Decision&) const = default;
 };
 
 using Decisions = std::vector<Decision>;
 
 class KeepAlivePolicy {
-public:
+  public:
     virtual ~KeepAlivePolicy() = default;
 
     virtual std::string_view name() const = 0;

@@ -18,8 +18,8 @@
 
 #include <cstdint>
 #include <set>
-#include <unordered_map>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -29,7 +29,7 @@
 namespace initless::policy {
 
 class TieredPolicy : public KeepAlivePolicy {
-public:
+  public:
     std::string_view name() const override { return "tiered"; }
     void on_function_registered(const FunctionProfile& profile) override;
     void on_invocation_start(const InvocationStart& e, Decisions& out) override;
@@ -40,7 +40,7 @@ public:
     Tier snapshot_tier(FunctionId f) const { return state_.at(f).snapshot; }
     double clock() const { return clock_; }
 
-private:
+  private:
     struct FunctionState {
         double snapshot_priority = 0;
         double restores = 0;  // cold starts served while the snapshot is in memory

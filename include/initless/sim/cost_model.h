@@ -24,7 +24,7 @@ struct CostPoint {
 };
 
 class ColdStartCostModel {
-public:
+  public:
     static ColdStartCostModel load(const std::filesystem::path& csv);
     // At least two rows with distinct memory_mb, sorted or not.
     static ColdStartCostModel from_points(std::vector<CostPoint> points, std::string source);
@@ -36,7 +36,7 @@ public:
     const std::string& source() const { return source_; }
     const std::vector<CostPoint>& points() const { return points_; }
 
-private:
+  private:
     double interpolate(double memory_mb, double CostPoint::*field) const;
 
     std::vector<CostPoint> points_;

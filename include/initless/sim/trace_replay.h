@@ -53,11 +53,11 @@ struct ReplayResult {
     double snapshot_gb_s = 0;          // memory-time of snapshots in the memory tier
     double over_budget_gb_s = 0;       // kept memory-time above the budget (the policy freed too little)
     double peak_memory_mb = 0;
-    std::uint64_t pre_warms = 0;         // instances started by a PreWarm decision
-    std::uint64_t pre_warms_unused = 0;  // of those, removed without serving
-    std::uint64_t pre_warms_skipped = 0; // PreWarm that did not fit in memory
-    std::uint64_t evictions = 0;         // removals by Evict decisions
-    std::uint64_t expirations = 0;       // removals by KeepUntil deadlines
+    std::uint64_t pre_warms = 0;          // instances started by a PreWarm decision
+    std::uint64_t pre_warms_unused = 0;   // of those, removed without serving
+    std::uint64_t pre_warms_skipped = 0;  // PreWarm that did not fit in memory
+    std::uint64_t evictions = 0;          // removals by Evict decisions
+    std::uint64_t expirations = 0;        // removals by KeepUntil deadlines
 
     std::uint64_t cold_starts() const { return cold_from_memory + cold_from_disk; }
     double used_gb_s() const { return busy_gb_s + idle_gb_s + snapshot_gb_s; }
@@ -68,14 +68,14 @@ struct ReplayResult {
 const char* world_name(ColdStartWorld w);
 
 class TraceReplay {
-public:
+  public:
     TraceReplay(const AzureTrace& trace, const ColdStartCostModel& costs, ReplayConfig config);
     // Registers every function with `policy` (ids are trace row indexes) and replays the whole trace.
     ReplayResult run(policy::KeepAlivePolicy& policy) const;
     // The profile a policy is given for trace function `index` in this world.
     policy::FunctionProfile profile(std::size_t index) const;
 
-private:
+  private:
     const AzureTrace& trace_;
     const ColdStartCostModel& costs_;
     ReplayConfig config_;
