@@ -1,5 +1,5 @@
 // The heap's brk: the program grows the heap with sbrk and malloc before the snapshot. /check: sbrk(0)
-// is where it was, the [heap] mapping still ends there, sbrk can grow it by 8 MiB (writable) and shrink
+// is where it was, the sbrk'd memory kept its contents, sbrk can grow it by 8 MiB (writable) and shrink
 // it back, and malloc can allocate 64 MiB more in small chunks (heap growth) and free it.
 #include "http.h"
 
@@ -22,7 +22,10 @@ static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     char* now = sbrk(0);
     RT_CHECK(r, now == brk_at_ready, "brk is %p, was %p at the snapshot", (void*)now, (void*)brk_at_ready);
-    RT_CHECK(r, heap_end() == (((unsigned long)now + 4095) & ~4095UL), "[heap] ends at %#lx, brk %p", heap_end(), (void*)now);
+    // Informational only: under the cow strategy the heap is a private mapping of the image's page
+    // file, which the kernel does not label [heap] (brk itself still works, checked below).
+    unsigned long end = heap_end();
+    int labelled = end == (((unsigned long)now + 4095) & ~4095UL);
     RT_CHECK(r, strcmp(grown, "grown by sbrk") == 0, "sbrk'd memory lost its contents");
     char* more = sbrk(8 << 20);
     RT_CHECK(r, more == now, "sbrk(8 MiB) returned %p, not the old brk %p", (void*)more, (void*)now);
@@ -40,7 +43,9 @@ static int handle(const char* path, struct rt_reply* r) {
     RT_CHECK(r, n == 65536, "malloc failed after %d chunks", n);
     for (int i = 0; i < n; ++i) free(chunks[i]);
     malloc_trim(0);
-    if (!r->failed) rt_add(r, "ok brk %p kept, sbrk and 64 MiB of malloc work", (void*)now);
+    if (!r->failed)
+        rt_add(r, "ok brk %p kept, sbrk and 64 MiB of malloc work; [heap] label %s", (void*)now,
+               labelled ? "present" : "absent (heap is not anonymous memory)");
     return 1;
 }
 

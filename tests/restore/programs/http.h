@@ -2,7 +2,8 @@
 //
 // A program sets up the one kind of state it holds, then calls rt_serve(): it listens on $PORT
 // (default 9000) on 0.0.0.0, prints "<name>: ready" on stdout (the snapshot is taken then), and answers
-// every GET by calling the program's handler with the request path. The handler writes a verdict that
+// every GET by calling the program's handler with the request path (GET / and /debug/tasks are
+// answered here for every program). The handler writes a verdict that
 // it computes *inside the process*, after the restore: "ok <details>" or "fail <reason>" (see rt_ok and
 // rt_fail). One connection at a time, Connection: close, status 200 for any verdict (the harness reads
 // the body), 404 for a path the handler does not know (it returns 0).
@@ -140,6 +141,8 @@ static inline void rt_answer(int conn, rt_handler handler) {
     if (strcmp(method, "GET") != 0) {
         status = 405;
         rt_add(&reply, "only GET\n");
+    } else if (strcmp(path, "/") == 0) {
+        rt_add(&reply, "ok alive");  // a liveness probe (the snapshot's trial restore sends GET /)
     } else if (strcmp(path, "/debug/tasks") == 0) {
         rt_debug_tasks(&reply);
     } else if (!handler(path, &reply)) {
