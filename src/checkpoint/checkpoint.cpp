@@ -324,6 +324,15 @@ void read_socket(pid_t pid, int pidfd, image::Fd& f) {
         f.path = un->sun_path[0] ? std::string(un->sun_path) : std::string();
         return;
     }
+    if (f.domain == AF_UNIX && f.type == SOCK_STREAM) {
+        // A peer that is gone reads as EOF; a live one as EAGAIN; pending data as > 0.
+        char byte;
+        ssize_t n = ::recv(s.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0) {
+            f.kind = image::FdKind::UnixOrphan;
+            return;
+        }
+    }
     throw ContractError(fmt::format("{}: a socket (domain {}, type {}) that is neither a listening TCP nor a listening "
                                     "unix socket; rule: hold no connections when ready",
                                     where, f.domain, f.type));

@@ -75,7 +75,7 @@ VmaKind vma_kind(const std::string& s) {
 }
 
 const char* const kFdKinds[] = {"log", "file", "chardev", "tcp-listen", "unix-listen", "epoll",
-                                "eventfd", "timerfd", "signalfd", "pipe-read", "pipe-write"};
+                                "eventfd", "timerfd", "signalfd", "pipe-read", "pipe-write", "unix-orphan"};
 
 FdKind fd_kind(const std::string& s) {
     for (size_t i = 0; i < std::size(kFdKinds); ++i)

@@ -555,6 +555,14 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
             case image::FdKind::Epoll:
                 t.op(SYS_epoll_create1, {0}, kTmp, 0, {}, what + " epoll_create1");
                 break;
+            case image::FdKind::UnixOrphan: {
+                uint64_t pair = region.put(nullptr, 8);
+                t.op(SYS_socketpair, {AF_UNIX, SOCK_STREAM | nonblock, 0, pair}, -1, 0, {}, what + " socketpair");
+                t.op(0, {pair}, kTmp, STUB_OP_LOAD32, {}, "socketpair end");
+                t.op(0, {pair + 4}, kPipeW, STUB_OP_LOAD32, {}, "socketpair peer");
+                t.op(SYS_close, {0}, -1, 0, {{0, kPipeW}}, what + " close the peer");
+                break;
+            }
             case image::FdKind::EventFd:
                 t.op(SYS_eventfd2, {f.counter, (f.semaphore ? uint64_t{EFD_SEMAPHORE} : 0) | (f.flags & O_NONBLOCK ? uint64_t{EFD_NONBLOCK} : 0)},
                      kTmp, 0, {}, what + " eventfd");

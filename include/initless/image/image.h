@@ -66,7 +66,9 @@ struct Vma {
     uint64_t length() const { return end - start; }
 };
 
-enum class FdKind { Log, File, CharDevice, TcpListen, UnixListen, Epoll, EventFd, TimerFd, SignalFd, PipeRead, PipeWrite };
+// UnixOrphan: a connected unix stream socket whose peer is gone and nothing is left to read (the
+// JDK keeps one such socketpair end to dup2 over fds it closes); recreated as a socketpair end.
+enum class FdKind { Log, File, CharDevice, TcpListen, UnixListen, Epoll, EventFd, TimerFd, SignalFd, PipeRead, PipeWrite, UnixOrphan };
 
 struct EpollTarget {
     int fd = 0;
