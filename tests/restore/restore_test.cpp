@@ -310,6 +310,29 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-io-uring", {"fd 42", "io_uring", "cannot be recreated"}}),
     contract_name);
 
+// A file the image maps (data.bin, privately mapped by file-private-cow) changes after the snapshot:
+// the restore must refuse loudly, naming the file, instead of mapping different contents.
+TEST_F(RestoreSuite, RestoreRefusesAChangedMappedFile) {
+    fs::path dir = scratch_ / "file-private-cow";
+    fs::copy(program_dir("file-private-cow"), dir, fs::copy_options::recursive);
+    fs::path image = snapshot(dir);
+    ASSERT_FALSE(image.empty());
+    {
+        std::string data = read_text(dir / "data.bin");
+        data[100] = 'X';  // same size, new contents and mtime
+        std::this_thread::sleep_for(10ms);
+        std::ofstream(dir / "data.bin", std::ios::binary | std::ios::trunc) << data;
+    }
+    for (const char* strategy : {"eager", "cow"}) {
+        auto r = cli({"restore", image.string(), "--strategy", strategy, "--instances", "1", "--request", "/check",
+                      "--json", "--no-fallback"},
+                     45s);
+        EXPECT_NE(r.exit_code, 0) << strategy << ": restored over a changed mapped file:\n" << r.describe();
+        EXPECT_NE(r.err.find("data.bin"), std::string::npos) << strategy << ": " << r.describe();
+        EXPECT_NE(r.err.find("changed"), std::string::npos) << strategy << ": " << r.describe();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Examples: each answers after a restore, with its state.
 
