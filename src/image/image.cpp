@@ -320,7 +320,12 @@ Image load(const fs::path& dir, bool verify_pages) {
         throw Error(fmt::format("image {}: CHECKSUMS is malformed", dir.string()));
     if (crc32c(0, text.data(), text.size()) != want_manifest)
         throw Error(fmt::format("image {}: manifest.json is corrupted (checksum mismatch)", dir.string()));
-    img.manifest = from_json(text);
+    try {
+        img.manifest = from_json(text);
+    } catch (const nlohmann::json::exception& e) {
+        throw Error(fmt::format("image {}: manifest.json is not a format-{} manifest ({}); make the image again",
+                                dir.string(), kFormatVersion, e.what()));
+    }
     std::string index = sys::read_file(dir / "pages.idx");
     if (crc32c(0, index.data(), index.size()) != want_index || index.size() % sizeof(PageRun))
         throw Error(fmt::format("image {}: pages.idx is corrupted (checksum mismatch)", dir.string()));

@@ -707,6 +707,7 @@ Restored RestorePlan::execute() {
     if (::ptrace(PTRACE_CONT, hpid, nullptr, nullptr) != 0) throw sys::SysError("ptrace CONT restorer", errno);
     // Waits only on our own tracees: the controller may have other children (other sandboxes' inits).
     std::map<pid_t, sys::Tracee> threads;  // host tid -> tracee, for threads the table created
+    std::vector<pid_t> born;               // host tids in creation order
     for (;;) {
         int status = 0;
         if (sys::retry_eintr([&] { return ::waitpid(hpid, &status, __WALL); }) < 0)
@@ -724,6 +725,7 @@ Restored RestorePlan::execute() {
             if (sys::retry_eintr([&] { return ::waitpid(tid, &child_status, __WALL); }) < 0 || !WIFSTOPPED(child_status))
                 throw Error(fmt::format("new thread {} did not stop at birth", tid));
             threads.emplace(tid, sys::Tracee::adopt(tid));
+            born.push_back(tid);
             sys::check(::ptrace(PTRACE_CONT, hpid, nullptr, nullptr), "ptrace CONT restorer");
             continue;
         }
@@ -734,26 +736,26 @@ Restored RestorePlan::execute() {
     profile_table(hpid, main_table, t);
     tm.layout_ms = ms_since(lap);
 
-    // Per-thread tables.
+    // Per-thread tables, all started, then all collected. The table created the threads in order,
+    // so the i-th clone event is thread i.
+    if (born.size() != p.threads.size() - 1)
+        throw Error(fmt::format("{} of {} threads were created", born.size(), p.threads.size() - 1));
     for (size_t i = 1; i < p.threads.size(); ++i) {
-        pid_t host_tid = 0;
-        for (const auto& [tid, tracee] : threads) {
-            auto ns = sys::read_status(tid).at("NSpid");
-            if (std::stoi(ns.substr(ns.find_last_of(" \t") + 1)) == p.threads[i].tid) host_tid = tid;
-        }
-        if (!host_tid) throw Error(fmt::format("thread {} was not created", p.threads[i].tid));
-        sys::Tracee& th = threads.at(host_tid);
+        sys::Tracee& th = threads.at(born[i - 1]);
         user_regs_struct tr = th.regs();
         tr.rip = base;
         tr.rdi = thread_tables[i - 1];
         tr.rsp = stacks + i * kThreadStack - 64;
         tr.orig_rax = static_cast<uint64_t>(-1);
         th.set_regs(tr);
-        int status = th.cont_and_wait();
+        sys::check(::ptrace(PTRACE_CONT, born[i - 1], nullptr, nullptr), "ptrace CONT thread");
+    }
+    for (size_t i = 1; i < p.threads.size(); ++i) {
+        sys::Tracee& th = threads.at(born[i - 1]);
+        int status = th.wait_stop();
         if (!WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
-            throw Error(fmt::format("thread {}: {}", p.threads[i].tid, describe_stop(host_tid, status)));
+            throw Error(fmt::format("thread {}: {}", p.threads[i].tid, describe_stop(born[i - 1], status)));
         check_table(hpid, thread_tables[i - 1], per_thread[i], "thread");
-        // Final state of this thread.
         user_regs_struct fr = p.threads[i].regs;
         fix_syscall_restart(fr);
         th.set_regs(fr);
