@@ -435,26 +435,6 @@ std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
     return out;
 }
 
-// Copies the writable layer, keeping overlay whiteouts (0:0 character devices) and modes.
-void copy_layer(const fs::path& from, const fs::path& to) {
-    struct stat st {};
-    sys::check(::lstat(from.c_str(), &st), "lstat " + from.string());
-    if (S_ISDIR(st.st_mode)) {
-        fs::create_directory(to);
-        for (const auto& e : fs::directory_iterator(from)) copy_layer(e.path(), to / e.path().filename());
-    } else if (S_ISLNK(st.st_mode)) {
-        fs::create_symlink(fs::read_symlink(from), to);
-    } else if (S_ISREG(st.st_mode)) {
-        fs::copy_file(from, to);
-    } else if (S_ISCHR(st.st_mode)) {
-        sys::check(::mknod(to.c_str(), st.st_mode, st.st_rdev), "mknod " + to.string());
-    } else {
-        return;  // sockets and fifos left in the layer are recreated by their owners
-    }
-    ::lchown(to.c_str(), st.st_uid, st.st_gid);
-    if (!S_ISLNK(st.st_mode)) ::chmod(to.c_str(), st.st_mode & 07777);
-}
-
 }  // namespace
 
 Stats checkpoint(const Target& target, const fs::path& image_dir,
@@ -502,7 +482,10 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
         manifest.processes.push_back(std::move(p));
         // The function goes on running as it was: the layer copy needs no freeze.
         threads.clear();
-        copy_layer(target.upper_dir, writer.staging() / "rootfs-upper");
+        sys::copy_tree(target.upper_dir, writer.staging() / "rootfs-upper");
+        // /tmp and /dev/shm are tmpfs of the sandbox, outside the writable layer: kept beside it.
+        for (const auto& [inside, saved] : image::kTmpfsDirs)
+            sys::copy_tree(fmt::format("/proc/{}/root{}", pid, inside), writer.staging() / saved);
         writer.publish(manifest, runs, before_publish);
     }
     stats.pages_written = manifest.pages_written;

@@ -378,6 +378,9 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
                            kMainStack + p.threads.size() * kThreadStack;
     region_size = page_up(region_size);
 
+    for (const auto& [inside, saved] : image::kTmpfsDirs)
+        if (std::filesystem::exists(img.dir / saved))
+            sys::copy_tree(img.dir / saved, fmt::format("/proc/{}/root{}", sb.init_pid(), inside));
     verify_mapped_files(sb.init_pid(), p);
     sys::UniqueFd pages = sys::open_file(img.pages_path(), O_RDONLY);
     sandbox::ProcessHandle& helper = st->helper;

@@ -82,6 +82,28 @@ void write_file_atomic(const fs::path& path, std::string_view data) {
     fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
 }
 
+void copy_tree(const fs::path& from, const fs::path& to) {
+    struct stat st {};
+    check(::lstat(from.c_str(), &st), "lstat " + from.string());
+    if (S_ISDIR(st.st_mode)) {
+        if (::mkdir(to.c_str(), 0700) != 0 && errno != EEXIST) throw SysError("mkdir " + to.string(), errno);
+        for (const auto& e : fs::directory_iterator(from)) copy_tree(e.path(), to / e.path().filename());
+    } else if (S_ISLNK(st.st_mode)) {
+        fs::create_symlink(fs::read_symlink(from), to);
+    } else if (S_ISREG(st.st_mode)) {
+        fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+    } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+        check(::mknod(to.c_str(), st.st_mode, st.st_rdev), "mknod " + to.string());
+    } else {
+        return;
+    }
+    if (::lchown(to.c_str(), st.st_uid, st.st_gid) != 0) throw SysError("chown " + to.string(), errno);
+    if (!S_ISLNK(st.st_mode)) check(::chmod(to.c_str(), st.st_mode & 07777), "chmod " + to.string());
+    // Times too: a restore compares the size and mtime of every file the process maps.
+    timespec times[2] = {st.st_atim, st.st_mtim};
+    check(::utimensat(AT_FDCWD, to.c_str(), times, AT_SYMLINK_NOFOLLOW), "utimensat " + to.string());
+}
+
 void remove_tree(const fs::path& path) {
     struct stat root {};
     if (::lstat(path.c_str(), &root) != 0) {

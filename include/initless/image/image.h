@@ -7,6 +7,7 @@
 //   pages.idx      binary runs {vaddr, pages, file_offset} of the pages actually saved
 //   workingset.idx optional binary runs {vaddr, pages, written} the first request touched
 //   rootfs-upper/  the sandbox's writable layer at checkpoint
+//   tmpfs-tmp/, tmpfs-shm/  what /tmp and /dev/shm (tmpfs, outside the layer) held
 // An image is written under a temp name, fsynced and renamed: once published it is never written
 // again (instances map its pages copy-on-write and share its page cache). `load` verifies the format
 // version, the kernel and vDSO it was made on, and the checksums of manifest, index and pages.
@@ -20,11 +21,14 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace initless::image {
 
 constexpr int kFormatVersion = 1;
+// Sandbox tmpfs dirs saved with an image (path inside the sandbox, dir in the image).
+inline constexpr std::pair<const char*, const char*> kTmpfsDirs[] = {{"/tmp", "tmpfs-tmp"}, {"/dev/shm", "tmpfs-shm"}};
 constexpr uint64_t kPageSize = 4096;
 
 struct Rseq {

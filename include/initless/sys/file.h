@@ -19,6 +19,9 @@ void read_exact(int fd, void* data, size_t len, off_t offset);
 void fsync_path(const std::filesystem::path& path);
 // Writes `data` to path via a temp file in the same directory, fsyncs and renames it.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);
+// Copies a tree keeping modes, owners, symlinks and overlay whiteouts (0:0 character devices);
+// sockets and fifos are skipped (their owners recreate them). Copies into an existing `to` dir.
+void copy_tree(const std::filesystem::path& from, const std::filesystem::path& to);
 // Removes a tree; refuses to descend into another mount (a leaked bind mount must not be emptied).
 void remove_tree(const std::filesystem::path& path);
 
