@@ -193,13 +193,18 @@ std::vector<image::Vma> read_vmas(pid_t pid) {
             v.kind = image::VmaKind::Vsyscall;
         } else if (m.path.empty() || m.path == "[heap]" || m.path == "[stack]" || m.path.rfind("[anon:", 0) == 0) {
             v.kind = image::VmaKind::Anonymous;
-            if (v.shared)
-                throw ContractError(where + ": shared anonymous memory is not supported yet (rule: state must be "
-                                            "restorable)");
+        } else if (v.shared && (m.path == "/dev/zero (deleted)" || m.path.rfind("/memfd:", 0) == 0)) {
+            // Shared anonymous memory and memfds: saved whole, recreated as a memfd per object.
+            v.kind = image::VmaKind::SharedMemory;
+            struct stat st {};
+            auto file = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
+            if (::stat(file.c_str(), &st) != 0) throw sys::SysError("stat " + file, errno);
+            v.file_size = static_cast<uint64_t>(st.st_size);
+            v.file_inode = st.st_ino;
         } else if (m.path.rfind("/memfd:", 0) == 0 || m.path.find("(deleted)") != std::string::npos ||
                    m.path.rfind("/SYSV", 0) == 0 || m.path[0] != '/') {
-            throw ContractError(where + ": mappings of deleted files, memfds and SysV shared memory cannot be "
-                                        "restored (rule: map only files that exist in the sandbox)");
+            throw ContractError(where + ": private mappings of memfds, and mappings of deleted files and SysV shared "
+                                        "memory, cannot be restored (rule: map only files that exist in the sandbox)");
         } else {
             v.kind = image::VmaKind::File;
             struct stat st {};
@@ -231,8 +236,9 @@ void dump_pages(pid_t pid, std::vector<image::Vma>& vmas, const fs::path& pages_
     std::vector<uint64_t> entries;
     std::vector<uint8_t> buf;
     for (auto& v : vmas) {
-        if (v.kind != image::VmaKind::Anonymous && v.kind != image::VmaKind::File) continue;
-        if (v.shared) continue;  // shared file mappings live in the file itself
+        bool shmem = v.kind == image::VmaKind::SharedMemory;
+        if (v.kind != image::VmaKind::Anonymous && v.kind != image::VmaKind::File && !shmem) continue;
+        if (v.shared && !shmem) continue;  // shared file mappings live in the file itself
         uint64_t npages = v.length() / kPageSize;
         entries.resize(npages);
         sys::read_exact(pagemap.get(), entries.data(), npages * 8, static_cast<off_t>(v.start / kPageSize * 8));
@@ -244,6 +250,8 @@ void dump_pages(pid_t pid, std::vector<image::Vma>& vmas, const fs::path& pages_
             auto wanted = [&](uint64_t k) {
                 uint64_t e = entries[k];
                 bool present = (e >> 63) & 1, swapped = (e >> 62) & 1, file_page = (e >> 61) & 1;
+                // Shared memory is read whole: its pages may be resident without being mapped here.
+                if (shmem) return true;
                 if (!(present || swapped)) return false;
                 // In a private file mapping only copied-on-write (anonymous) pages differ from the file.
                 return v.kind == image::VmaKind::Anonymous || !file_page;

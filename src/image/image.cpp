@@ -64,12 +64,14 @@ const char* kind_name(VmaKind k) {
         case VmaKind::Vvar: return "vvar";
         case VmaKind::VvarVclock: return "vvar_vclock";
         case VmaKind::Vsyscall: return "vsyscall";
+        case VmaKind::SharedMemory: return "shmem";
     }
     return "?";
 }
 
 VmaKind vma_kind(const std::string& s) {
-    for (auto k : {VmaKind::Anonymous, VmaKind::File, VmaKind::Vdso, VmaKind::Vvar, VmaKind::VvarVclock, VmaKind::Vsyscall})
+    for (auto k : {VmaKind::Anonymous, VmaKind::File, VmaKind::Vdso, VmaKind::Vvar, VmaKind::VvarVclock, VmaKind::Vsyscall,
+                   VmaKind::SharedMemory})
         if (s == kind_name(k)) return k;
     throw Error("manifest: unknown VMA kind " + s);
 }

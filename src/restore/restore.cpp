@@ -63,7 +63,7 @@ constexpr uint64_t kMadvPopulateWrite = 23;
 constexpr uint64_t kThreadStack = 16 * 1024;
 
 // Slots of the main table.
-enum Slot : int { kTmp = 0, kImg = 1, kLog = 2, kFile = 3, kPipeR = 4, kPipeW = 5, kExe = 6 };
+enum Slot : int { kTmp = 0, kImg = 1, kLog = 2, kFile = 3, kPipeR = 4, kPipeW = 5, kExe = 6, kShmFirst = 8 };
 
 // The stub region's contents, built on our side: code, then tables and data, then stacks.
 class Region {
@@ -313,7 +313,7 @@ std::vector<image::WorkingSetRun> record_working_set(pid_t host_pid, const image
     sys::UniqueFd pagemap = sys::open_file(fmt::format("/proc/{}/pagemap", host_pid), O_RDONLY);
     std::vector<uint64_t> entries;
     for (const auto& v : process.vmas) {
-        if (is_special(v.kind) || v.shared) continue;
+        if (is_special(v.kind) || (v.shared && v.kind != image::VmaKind::SharedMemory)) continue;
         uint64_t n = v.length() / kPageSize;
         entries.resize(n);
         sys::read_exact(pagemap.get(), entries.data(), n * 8, static_cast<off_t>(v.start / kPageSize * 8));
@@ -464,24 +464,37 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     }
     // 3. Memory.
     std::vector<std::tuple<uint64_t, uint64_t, int>> final_prot;
+    std::map<uint64_t, int> shm_slots;  // shared memory object (inode) -> slot of its memfd
     size_t run = 0;
     for (const auto& v : p.vmas) {
         if (is_special(v.kind)) continue;
         while (run < img.runs.size() && img.runs[run].vaddr < v.start) ++run;
         bool has_pages = v.saved_pages > 0;
+        bool shmem = v.kind == image::VmaKind::SharedMemory;
         bool cow_map = strategy != Strategy::Eager && v.kind == image::VmaKind::Anonymous && has_pages;
         // Runs of dirty pages in a file mapping: with cow, long runs map their image range over
         // the file (a few VMAs more, no copying); short runs and eager copy them in.
         std::vector<const image::PageRun*> copy_runs, map_runs;
         if (has_pages && !cow_map)
             for (size_t k = run; k < img.runs.size() && img.runs[k].vaddr < v.end; ++k)
-                (strategy != Strategy::Eager && img.runs[k].pages >= kCowRunPages ? map_runs : copy_runs)
+                (strategy != Strategy::Eager && !shmem && img.runs[k].pages >= kCowRunPages ? map_runs : copy_runs)
                     .push_back(&img.runs[k]);
         bool fill = !copy_runs.empty();
         int prot = v.prot | (fill ? PROT_WRITE : 0);
         uint64_t len = v.length();
         std::string what = fmt::format("map {:#x}-{:#x} {}", v.start, v.end, v.name);
-        if (v.kind == image::VmaKind::Anonymous) {
+        if (shmem) {
+            auto [it, fresh] = shm_slots.try_emplace(v.file_inode, kShmFirst + static_cast<int>(shm_slots.size()));
+            if (it->second >= STUB_SLOTS) throw Error("too many shared memory objects to restore");
+            if (fresh) {
+                std::string name = v.name.rfind("/memfd:", 0) == 0 ? v.name.substr(7, v.name.find(" (deleted)") - 7)
+                                                                    : std::string("initless-shared-anon");
+                t.op(SYS_memfd_create, {region.put_string(name), MFD_CLOEXEC}, it->second, 0, {}, "memfd " + name);
+                t.op(SYS_ftruncate, {0, v.file_size}, -1, 0, {{0, it->second}}, "size memfd " + name);
+            }
+            t.op(SYS_mmap, {v.start, len, static_cast<uint64_t>(prot), MAP_SHARED | MAP_FIXED, 0, v.file_offset}, -1,
+                 STUB_OP_EXPECT_ARG0, {{4, it->second}}, what);
+        } else if (v.kind == image::VmaKind::Anonymous) {
             if (cow_map) {
                 t.op(SYS_mmap, {v.start, len, static_cast<uint64_t>(prot), MAP_PRIVATE | MAP_FIXED, 0, v.image_offset},
                      -1, STUB_OP_EXPECT_ARG0, {{4, kImg}}, what);
@@ -512,6 +525,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
                  -1, STUB_OP_EXPECT_ARG0, {{4, kImg}}, fmt::format("map dirty run {:#x} ({} pages)", r->vaddr, r->pages));
         if (prot != v.prot) final_prot.emplace_back(v.start, len, v.prot);
     }
+    for (const auto& [inode, slot] : shm_slots) t.op(SYS_close, {0}, -1, 0, {{0, slot}}, "close memfd");
     for (auto [s, len, prot] : final_prot)
         t.op(SYS_mprotect, {s, len, static_cast<uint64_t>(prot)}, -1, 0, {}, fmt::format("mprotect {:#x}", s));
     if (strategy == Strategy::Prefetch)

@@ -50,7 +50,9 @@ struct Thread {
     int32_t altstack_flags = 0;
 };
 
-enum class VmaKind { Anonymous, File, Vdso, Vvar, VvarVclock, Vsyscall };
+// SharedMemory: MAP_SHARED anonymous memory or a memfd; VMAs with one `file_inode` are one object,
+// recreated as one memfd of `file_size` bytes, each VMA mapped at its `file_offset`.
+enum class VmaKind { Anonymous, File, Vdso, Vvar, VvarVclock, Vsyscall, SharedMemory };
 
 struct Vma {
     uint64_t start = 0, end = 0;
