@@ -228,6 +228,7 @@ const char* const kStatePrograms[] = {
     "cwd",                 // working directory in a subdirectory
     "vdso-clock",          // vDSO at its address, clocks work and continue
     "cmdline-env",         // /proc/self/cmdline, environ, exe
+    "thread-tids",         // each thread keeps its tid; pthread_kill reaches it
     "many-threads",        // 32 threads with their tids
     "dev-files",           // /dev/urandom, /dev/zero, /dev/null fds
     "itimer",              // setitimer(ITIMER_REAL) keeps firing

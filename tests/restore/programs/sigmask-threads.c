@@ -7,11 +7,12 @@
 #include <signal.h>
 #include <stdatomic.h>
 
-static pid_t tids[2];
-static atomic_int started;
+static atomic_int started, request[2];
+static _Atomic unsigned long long reported[2];
 static unsigned long long want[2];
 
 static unsigned long long bit(int sig) { return 1ULL << (sig - 1); }
+
 
 static void* worker(void* arg) {
     int i = (int)(long)arg;
@@ -25,9 +26,18 @@ static void* worker(void* arg) {
         sigaddset(&set, SIGRTMIN + 3);
     }
     pthread_sigmask(SIG_SETMASK, &set, NULL);
-    tids[i] = gettid();
     atomic_fetch_add(&started, 1);
-    for (;;) pause();
+    for (;;) {
+        if (atomic_exchange(&request[i], 0)) {
+            sigset_t cur;
+            pthread_sigmask(SIG_SETMASK, NULL, &cur);
+            unsigned long long m = 1ULL << 63;  // "answered"
+            for (int sig = 1; sig < 64; ++sig)
+                if (sigismember(&cur, sig) == 1) m |= bit(sig);
+            atomic_store(&reported[i], m);
+        }
+        rt_sleep_ms(5);
+    }
     return NULL;
 }
 
@@ -42,13 +52,17 @@ static int handle(const char* path, struct rt_reply* r) {
     unsigned long long m = strtoull(rt_status_field(p, "SigBlk:"), NULL, 16);
     RT_CHECK(r, m == bit(SIGUSR1), "main SigBlk %llx, want %llx", m, bit(SIGUSR1));
     for (int i = 0; i < 2; ++i) {
-        snprintf(p, sizeof p, "/proc/self/task/%d/status", tids[i]);
-        const char* f = rt_status_field(p, "SigBlk:");
-        RT_CHECK(r, *f, "thread %d is gone", tids[i]);
-        m = strtoull(f, NULL, 16);
-        RT_CHECK(r, m == want[i], "thread %d SigBlk %llx, want %llx", tids[i], m, want[i]);
+        atomic_store(&reported[i], 0);
+        atomic_store(&request[i], 1);
     }
-    if (!r->failed) rt_add(r, "ok masks main %llx, %d: %llx, %d: %llx", bit(SIGUSR1), tids[0], want[0], tids[1], want[1]);
+    for (int i = 0; i < 2; ++i) {
+        for (int k = 0; k < 200 && !atomic_load(&reported[i]); ++k) rt_sleep_ms(10);
+        m = atomic_load(&reported[i]);
+        RT_CHECK(r, m, "worker %d did not answer", i);
+        m &= ~(1ULL << 63);
+        RT_CHECK(r, m == want[i], "worker %d mask %llx, want %llx", i, m, want[i]);
+    }
+    if (!r->failed) rt_add(r, "ok masks main %llx, workers %llx and %llx", bit(SIGUSR1), want[0], want[1]);
     return 1;
 }
 

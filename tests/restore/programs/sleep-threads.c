@@ -1,7 +1,8 @@
 // Threads in nanosleep at the snapshot: one sleeps 10 ms at a time and counts ticks, one sleeps 1000 s
 // (a -ERESTART_RESTARTBLOCK restart: after a restore it either sleeps on or sees EINTR, and goes back
 // to sleep either way). /check: the ticker keeps ticking, and the long sleeper is alive: a SIGUSR1 sent
-// to it interrupts its sleep and it counts the wake-up.
+// to the process (every other thread blocks it, so the kernel picks the sleeper; no tid involved)
+// interrupts its sleep and it counts the wake-up.
 #include "http.h"
 
 #include <pthread.h>
@@ -27,6 +28,10 @@ static void* ticker(void* arg) {
 
 static void* sleeper(void* arg) {
     (void)arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     atomic_fetch_add(&started, 1);
     for (;;) {
         struct timespec ts = {1000, 0};
@@ -43,7 +48,7 @@ static int handle(const char* path, struct rt_reply* r) {
     unsigned long t1 = atomic_load(&ticks);
     RT_CHECK(r, t1 > t0 + 3, "the 10 ms sleeper ticked %lu times in 100 ms", t1 - t0);
     unsigned long w0 = atomic_load(&wakeups);
-    pthread_kill(long_sleeper, SIGUSR1);
+    kill(getpid(), SIGUSR1);
     for (int i = 0; i < 200 && atomic_load(&wakeups) == w0; ++i) rt_sleep_ms(10);
     RT_CHECK(r, atomic_load(&wakeups) > w0, "the 1000 s sleeper did not wake on SIGUSR1");
     if (!r->failed)
@@ -55,6 +60,10 @@ static int handle(const char* path, struct rt_reply* r) {
 int main(void) {
     struct sigaction sa = {.sa_handler = on_usr1};  // no SA_RESTART: nanosleep returns EINTR
     sigaction(SIGUSR1, &sa, NULL);
+    sigset_t set;  // blocked in main and the ticker (inherited), unblocked by the sleeper
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     pthread_t t;
     if (pthread_create(&t, NULL, ticker, NULL) != 0 || pthread_create(&long_sleeper, NULL, sleeper, NULL) != 0)
         rt_die("pthread_create");
