@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -93,6 +94,7 @@ struct Injector {
 void read_thread(sys::Tracee& t, uint64_t gadget, MemoryReader& mem, image::Thread& th) {
     th.tid = t.tid();
     th.comm = sys::read_file(fmt::format("/proc/{}/comm", t.tid()));
+    th.pending = hex_u64(sys::read_status(t.tid()).at("SigPnd"));
     if (!th.comm.empty() && th.comm.back() == '\n') th.comm.pop_back();
     th.regs = t.regs();
     th.xstate = t.xstate();
@@ -149,6 +151,13 @@ void read_ids_and_mm(pid_t pid, image::Process& p) {
     p.creds.cap_effective = hex_u64(status.at("CapEff"));
     p.creds.cap_bounding = hex_u64(status.at("CapBnd"));
     p.creds.no_new_privs = status.count("NoNewPrivs") && status["NoNewPrivs"] == "1";
+    p.pending_shared = hex_u64(status.at("ShdPnd"));
+    for (int res = 0; res < RLIM_NLIMITS; ++res) {
+        rlimit64 lim{};
+        if (::prlimit64(pid, static_cast<__rlimit_resource>(res), nullptr, &lim) != 0)
+            throw sys::SysError(fmt::format("prlimit of process {}", pid), errno);
+        p.rlimits.push_back({lim.rlim_cur, lim.rlim_max});
+    }
     auto f = sys::proc_stat_fields(pid);
     auto u = [&](int i) { return std::stoull(f.at(static_cast<size_t>(i))); };
     p.mm.start_code = u(26);

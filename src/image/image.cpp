@@ -96,7 +96,8 @@ json process_json(const Process& p) {
                            {"rseq", {t.rseq.address, t.rseq.length, t.rseq.signature}},
                            {"robust_list", {t.robust_list, t.robust_list_len}},
                            {"clear_child_tid", t.clear_child_tid},
-                           {"altstack", {t.altstack_sp, t.altstack_size, t.altstack_flags}}});
+                           {"altstack", {t.altstack_sp, t.altstack_size, t.altstack_flags}},
+                           {"pending", t.pending}});
     json vmas = json::array();
     for (const auto& v : p.vmas)
         vmas.push_back({{"start", v.start},
@@ -154,6 +155,8 @@ json process_json(const Process& p) {
              {m.start_code, m.end_code, m.start_data, m.end_data, m.start_brk, m.brk, m.start_stack, m.arg_start,
               m.arg_end, m.env_start, m.env_end}},
             {"auxv", hex(m.auxv)},
+            {"rlimits", p.rlimits},
+            {"pending_shared", p.pending_shared},
             {"caps",
              {p.creds.cap_effective, p.creds.cap_permitted, p.creds.cap_inheritable, p.creds.cap_bounding,
               p.creds.no_new_privs}}};
@@ -181,6 +184,7 @@ Process process_from(const json& j) {
         th.altstack_sp = t.at("altstack")[0];
         th.altstack_size = t.at("altstack")[1];
         th.altstack_flags = t.at("altstack")[2];
+        th.pending = t.at("pending");
         p.threads.push_back(std::move(th));
     }
     for (const auto& v : j.at("vmas")) {
@@ -227,6 +231,8 @@ Process process_from(const json& j) {
     for (const auto& a : j.at("actions")) p.actions.push_back({a[0], a[1], a[2], a[3], a[4]});
     const auto& m = j.at("mm");
     p.mm = {m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], unhex(j.at("auxv"))};
+    p.rlimits = j.at("rlimits").get<std::vector<std::pair<uint64_t, uint64_t>>>();
+    p.pending_shared = j.at("pending_shared");
     const auto& c = j.at("caps");
     p.creds = {c[0], c[1], c[2], c[3], c[4]};
     return p;

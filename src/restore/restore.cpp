@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -641,7 +642,12 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     }
     t.op(SYS_close, {0}, -1, 0, {{0, kLog}}, "close log copy");
 
-    // 5. Process-wide state.
+    // 5. Process-wide state. Limits: a hard limit above the sandbox's cannot be restored without
+    // CAP_SYS_RESOURCE, so such a resource keeps the sandbox's (the soft limit alone is not split out).
+    for (size_t res = 0; res < p.rlimits.size(); ++res) {
+        rlimit64 lim{p.rlimits[res].first, p.rlimits[res].second};
+        t.op(SYS_prlimit64, {0, res, region.put(lim), 0}, -1, STUB_OP_ALLOW_FAIL, {}, fmt::format("rlimit {}", res));
+    }
     t.op(SYS_chdir, {region.put_string(p.cwd)}, -1, 0, {}, "chdir " + p.cwd);
     for (const auto& a : p.actions) {
         KernelSigaction ksa{a.handler, a.flags, a.restorer, a.mask};
@@ -799,7 +805,14 @@ Restored RestorePlan::execute() {
     main.set_signal_mask(leader.sigmask);
     for (auto& [tid, th] : threads) th.detach();
     main.detach();
-    // The opt-in post-restore notice: pending before any request is forwarded to the process.
+    // Signals pending at checkpoint are raised again (their siginfo is not kept), then the opt-in
+    // post-restore notice: pending before any request is forwarded to the process.
+    for (int sig = 1; sig <= 64; ++sig)
+        if (p.pending_shared & (1ULL << (sig - 1))) ::kill(hpid, sig);
+    for (size_t i = 0; i < p.threads.size(); ++i)
+        for (int sig = 1; sig <= 64; ++sig)
+            if (p.threads[i].pending & (1ULL << (sig - 1)))
+                ::syscall(SYS_tgkill, hpid, i == 0 ? hpid : born.at(i - 1), sig);
     if (int sig = sb.spec().restore_signal) ::kill(hpid, sig);
     tm.finish_ms = ms_since(lap);
     tm.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();

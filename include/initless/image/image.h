@@ -48,6 +48,7 @@ struct Thread {
     uint64_t clear_child_tid = 0;
     uint64_t altstack_sp = 0, altstack_size = 0;
     int32_t altstack_flags = 0;
+    uint64_t pending = 0;  // signals pending for this thread (SigPnd); raised again after restore
 };
 
 // SharedMemory: MAP_SHARED anonymous memory or a memfd; VMAs with one `file_inode` are one object,
@@ -131,6 +132,8 @@ struct Process {
     std::vector<SignalAction> actions;
     Mm mm{};
     Credentials creds;
+    std::vector<std::pair<uint64_t, uint64_t>> rlimits;  // {soft, hard} per RLIMIT_* resource
+    uint64_t pending_shared = 0;                          // process-wide pending signals (ShdPnd)
 };
 
 struct Manifest {
