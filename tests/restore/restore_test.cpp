@@ -217,6 +217,8 @@ const char* const kStatePrograms[] = {
     "file-offset",         // read-only file fds at offsets, directory fd
     "dup-shared-offset",   // two fds sharing one open file description
     "fd-flags",            // O_APPEND, O_NONBLOCK, FD_CLOEXEC, high fd numbers
+    "shared-anon",         // MAP_SHARED|MAP_ANONYMOUS memory and a second view of it (mremap)
+    "memfd-map",           // two shared mappings of a closed memfd
     "pipe-data",           // pipes within the process holding unread data (1000 B, full 64 KiB)
     "pipe-big",            // a 1 MiB pipe (F_SETPIPE_SZ) holding 200 KiB
     "tcp-listen",          // listening sockets: IPv4/IPv6, options, loopback-bound
@@ -302,10 +304,9 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-tcp-connection", {"fd 42", "connection"}},
                       ContractCase{"refuse-fork", {"2 processes", "one process"}},
                       ContractCase{"refuse-inotify", {"fd 42", "inotify", "cannot be recreated"}},
-                      ContractCase{"refuse-memfd-map", {"mapping", "memfd:rt-memfd", "memfds"}},
-                      // The checkpoint has a rule for this ("shared anonymous memory is not supported yet"), but the
-                      // kernel names such a mapping "/dev/zero (deleted)": see the report.
-                      ContractCase{"refuse-shared-anon", {"mapping", "shared anonymous"}},
+                      ContractCase{"refuse-posix-timer", {"POSIX timer"}},
+                      ContractCase{"refuse-deleted-map", {"mapping", "/tmp/rt-gone.bin"}},
+                      ContractCase{"refuse-sysv-shm", {"mapping", "SYSV"}},
                       ContractCase{"refuse-udp", {"fd 42", "socket"}},
                       ContractCase{"refuse-socketpair", {"fd 42", "socket"}},
                       ContractCase{"refuse-io-uring", {"fd 42", "io_uring", "cannot be recreated"}}),
