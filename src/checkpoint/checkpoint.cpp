@@ -9,9 +9,11 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -91,10 +93,26 @@ struct Injector {
     long call(long nr, std::initializer_list<uint64_t> args) { return t.inject_syscall(gadget, nr, args); }
 };
 
+// Queued signals with their siginfo (value, sender ...), read without dequeuing them.
+std::vector<std::vector<uint8_t>> queued_signals(pid_t tid, uint32_t flags) {
+    struct {
+        uint64_t off;
+        uint32_t flags;
+        int32_t nr;
+    } args{0, flags, 64};
+    std::vector<uint8_t> buf(64 * 128);
+    long n = ::ptrace(static_cast<enum __ptrace_request>(0x4209 /* PTRACE_PEEKSIGINFO */), tid, &args, buf.data());
+    if (n < 0) throw sys::SysError(fmt::format("PTRACE_PEEKSIGINFO tid {}", tid), errno);
+    if (n == 64) throw ContractError(fmt::format("thread {} has 64 or more queued signals; rule: none pile up when ready", tid));
+    std::vector<std::vector<uint8_t>> out;
+    for (long i = 0; i < n; ++i) out.emplace_back(buf.begin() + i * 128, buf.begin() + (i + 1) * 128);
+    return out;
+}
+
 void read_thread(sys::Tracee& t, uint64_t gadget, MemoryReader& mem, image::Thread& th) {
     th.tid = t.tid();
     th.comm = sys::read_file(fmt::format("/proc/{}/comm", t.tid()));
-    th.pending = hex_u64(sys::read_status(t.tid()).at("SigPnd"));
+    th.pending = queued_signals(t.tid(), 0);
     if (!th.comm.empty() && th.comm.back() == '\n') th.comm.pop_back();
     th.regs = t.regs();
     th.xstate = t.xstate();
@@ -135,6 +153,20 @@ void read_process_wide(sys::Tracee& leader, uint64_t gadget, MemoryReader& mem, 
         p.actions.push_back({sig, a.handler, a.flags, a.restorer, a.mask});
     }
     p.mm.brk = static_cast<uint64_t>(leader.inject_syscall(gadget, SYS_brk, {0}));
+    p.pending_shared = queued_signals(leader.tid(), 1 /* PTRACE_PEEKSIGINFO_SHARED */);
+    for (int which : {ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF}) {
+        long r = leader.inject_syscall(gadget, SYS_getitimer, {static_cast<uint64_t>(which), scratch});
+        if (r != 0) throw Error(fmt::format("getitimer in process {}: {}", leader.tid(), std::strerror(static_cast<int>(-r))));
+        auto it = mem.read<itimerval>(scratch);
+        auto us = [](const timeval& tv) { return static_cast<uint64_t>(tv.tv_sec) * 1000000 + static_cast<uint64_t>(tv.tv_usec); };
+        p.itimers.push_back({us(it.it_interval), us(it.it_value)});
+    }
+    // POSIX timers (timer_create) keep kernel ids the engine cannot choose at restore.
+    std::string timers = sys::read_file(fmt::format("/proc/{}/timers", leader.tid()));
+    if (!timers.empty())
+        throw ContractError(fmt::format("process {} has POSIX timers (timer_create): they cannot be restored yet; rule: "
+                                        "use timerfd or setitimer",
+                                        leader.tid()));
 }
 
 void read_ids_and_mm(pid_t pid, image::Process& p) {
@@ -151,7 +183,6 @@ void read_ids_and_mm(pid_t pid, image::Process& p) {
     p.creds.cap_effective = hex_u64(status.at("CapEff"));
     p.creds.cap_bounding = hex_u64(status.at("CapBnd"));
     p.creds.no_new_privs = status.count("NoNewPrivs") && status["NoNewPrivs"] == "1";
-    p.pending_shared = hex_u64(status.at("ShdPnd"));
     for (int res = 0; res < RLIM_NLIMITS; ++res) {
         rlimit64 lim{};
         if (::prlimit64(pid, static_cast<__rlimit_resource>(res), nullptr, &lim) != 0)
@@ -417,6 +448,7 @@ std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
             std::sscanf(info.fields.at("it_value").c_str(), "(%lld, %lld)", &vs, &vn);
             std::sscanf(info.fields.at("it_interval").c_str(), "(%lld, %lld)", &is, &in);
             f.value_ns = static_cast<uint64_t>(vs * 1000000000LL + vn);
+            f.counter = info.fields.count("ticks") ? std::stoull(info.fields["ticks"]) : 0;  // unread expirations
             f.interval_ns = static_cast<uint64_t>(is * 1000000000LL + in);
         } else if (dest == "anon_inode:[signalfd]") {
             f.kind = image::FdKind::SignalFd;
@@ -427,6 +459,14 @@ std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
         }
         out.push_back(std::move(f));
     }
+    // dup'd fds share one open file description (offset, flags): found with kcmp, restored by dup.
+    for (size_t i = 0; i < out.size(); ++i)
+        for (size_t j = 0; j < i; ++j)
+            if (out[j].dup_of < 0 && out[i].kind == out[j].kind &&
+                ::syscall(SYS_kcmp, pid, pid, 0 /* KCMP_FILE */, out[j].fd, out[i].fd) == 0) {
+                out[i].dup_of = out[j].fd;
+                break;
+            }
     // Pipes: both ends must be ours; unread data is taken out, recorded and put back.
     std::map<uint64_t, std::pair<image::Fd*, image::Fd*>> pipes;
     for (auto& f : out) {

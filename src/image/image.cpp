@@ -41,6 +41,18 @@ std::vector<uint8_t> unhex(const std::string& s) {
     return out;
 }
 
+json hex_list(const std::vector<std::vector<uint8_t>>& v) {
+    json out = json::array();
+    for (const auto& b : v) out.push_back(hex(b));
+    return out;
+}
+
+std::vector<std::vector<uint8_t>> unhex_list(const json& j) {
+    std::vector<std::vector<uint8_t>> out;
+    for (const auto& s : j) out.push_back(unhex(s.get<std::string>()));
+    return out;
+}
+
 constexpr size_t kRegCount = sizeof(user_regs_struct) / sizeof(unsigned long long);
 
 json regs_json(const user_regs_struct& r) {
@@ -97,7 +109,7 @@ json process_json(const Process& p) {
                            {"robust_list", {t.robust_list, t.robust_list_len}},
                            {"clear_child_tid", t.clear_child_tid},
                            {"altstack", {t.altstack_sp, t.altstack_size, t.altstack_flags}},
-                           {"pending", t.pending}});
+                           {"pending", hex_list(t.pending)}});
     json vmas = json::array();
     for (const auto& v : p.vmas)
         vmas.push_back({{"start", v.start},
@@ -136,6 +148,7 @@ json process_json(const Process& p) {
                        {"interval_ns", f.interval_ns},
                        {"sigmask", f.sigmask},
                        {"pipe_id", f.pipe_id},
+                       {"dup_of", f.dup_of},
                        {"pipe_data", hex(f.pipe_data)}});
     }
     json actions = json::array();
@@ -156,7 +169,8 @@ json process_json(const Process& p) {
               m.arg_end, m.env_start, m.env_end}},
             {"auxv", hex(m.auxv)},
             {"rlimits", p.rlimits},
-            {"pending_shared", p.pending_shared},
+            {"pending_shared", hex_list(p.pending_shared)},
+            {"itimers", p.itimers},
             {"caps",
              {p.creds.cap_effective, p.creds.cap_permitted, p.creds.cap_inheritable, p.creds.cap_bounding,
               p.creds.no_new_privs}}};
@@ -184,7 +198,7 @@ Process process_from(const json& j) {
         th.altstack_sp = t.at("altstack")[0];
         th.altstack_size = t.at("altstack")[1];
         th.altstack_flags = t.at("altstack")[2];
-        th.pending = t.at("pending");
+        th.pending = unhex_list(t.at("pending"));
         p.threads.push_back(std::move(th));
     }
     for (const auto& v : j.at("vmas")) {
@@ -225,6 +239,7 @@ Process process_from(const json& j) {
         d.interval_ns = f.at("interval_ns");
         d.sigmask = f.at("sigmask");
         d.pipe_id = f.at("pipe_id");
+        d.dup_of = f.at("dup_of");
         d.pipe_data = unhex(f.at("pipe_data"));
         p.fds.push_back(std::move(d));
     }
@@ -232,7 +247,8 @@ Process process_from(const json& j) {
     const auto& m = j.at("mm");
     p.mm = {m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], unhex(j.at("auxv"))};
     p.rlimits = j.at("rlimits").get<std::vector<std::pair<uint64_t, uint64_t>>>();
-    p.pending_shared = j.at("pending_shared");
+    p.pending_shared = unhex_list(j.at("pending_shared"));
+    p.itimers = j.at("itimers").get<std::vector<std::pair<uint64_t, uint64_t>>>();
     const auto& c = j.at("caps");
     p.creds = {c[0], c[1], c[2], c[3], c[4]};
     return p;

@@ -13,6 +13,7 @@
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -64,7 +65,8 @@ constexpr uint64_t kMadvPopulateWrite = 23;
 constexpr uint64_t kThreadStack = 16 * 1024;
 
 // Slots of the main table.
-enum Slot : int { kTmp = 0, kImg = 1, kLog = 2, kFile = 3, kPipeR = 4, kPipeW = 5, kExe = 6, kShmFirst = 8 };
+enum Slot : int { kTmp = 0, kImg = 1, kLog = 2, kFile = 3, kPipeR = 4, kPipeW = 5, kExe = 6, kTgid = 7, kSelfTid = 8 };
+constexpr int kShmFirst = 16;
 
 // The stub region's contents, built on our side: code, then tables and data, then stacks.
 class Region {
@@ -144,6 +146,8 @@ struct KernelSigaction {
 };
 
 void add_thread_ops(Table& t, Region& r, const image::Thread& th, const image::Credentials& creds) {
+    t.op(SYS_getpid, {}, kTgid, 0, {}, "getpid");
+    t.op(SYS_gettid, {}, kSelfTid, 0, {}, "gettid");
     if (!th.comm.empty()) t.op(SYS_prctl, {PR_SET_NAME, r.put_string(th.comm)}, -1, STUB_OP_ALLOW_FAIL, {}, "thread name");
     if (th.rseq.length)
         t.op(SYS_rseq, {th.rseq.address, th.rseq.length, 0, th.rseq.signature}, -1, 0, {}, "rseq register");
@@ -170,6 +174,16 @@ void add_thread_ops(Table& t, Region& r, const image::Thread& th, const image::C
     uint64_t h = r.put(header);
     uint64_t d = r.put(data, sizeof data);
     t.op(SYS_capset, {h, d}, -1, 0, {}, "capset");
+}
+
+// A thread queues its own pending signals (any si_code is allowed when the target is oneself).
+void add_queued_signal_ops(Table& t, Region& r, const image::Thread& th) {
+    for (const auto& info : th.pending) {
+        int sig = 0;
+        std::memcpy(&sig, info.data(), sizeof sig);
+        t.op(SYS_rt_tgsigqueueinfo, {0, 0, static_cast<uint64_t>(sig), r.put(info.data(), info.size())}, -1, 0,
+             {{0, kTgid}, {1, kSelfTid}}, fmt::format("queue thread signal {}", sig));
+    }
 }
 
 // Chooses the stub's address: a hole no VMA of the image uses.
@@ -430,7 +444,11 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     Table& t = st->table;
     int max_fd = 2;
     for (const auto& f : p.fds) max_fd = std::max(max_fd, f.fd);
-    // 1. Take the helper apart.
+    // 1. Take the helper apart. Every signal stays blocked until ptrace sets the final masks, so
+    // nothing is delivered to a half-built process (threads inherit this mask).
+    uint64_t all_signals = ~uint64_t{0};
+    t.op(SYS_rt_sigprocmask, {SIG_SETMASK, region.put(all_signals), 0, 8}, -1, 0, {}, "block signals");
+    t.op(SYS_getpid, {}, kTgid, 0, {}, "getpid");
     if (helper_rseq.length)
         t.op(SYS_rseq, {helper_rseq.address, helper_rseq.length, 1 /* RSEQ_FLAG_UNREGISTER */, helper_rseq.signature}, -1,
              0, {}, "rseq unregister");
@@ -541,6 +559,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     for (const auto& f : p.fds) {
         uint64_t nonblock = (f.flags & O_NONBLOCK) ? SOCK_NONBLOCK : 0;
         std::string what = fmt::format("fd {}", f.fd);
+        if (f.dup_of >= 0) continue;  // made after its original, below
         switch (f.kind) {
             case image::FdKind::Log:
                 t.op(SYS_dup3, {0, static_cast<uint64_t>(f.fd), f.cloexec ? static_cast<uint64_t>(O_CLOEXEC) : 0}, -1, 0,
@@ -587,9 +606,12 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
                 break;
             case image::FdKind::TimerFd: {
                 t.op(SYS_timerfd_create, {static_cast<uint64_t>(f.clock), nonblock}, kTmp, 0, {}, what + " timerfd");
-                if (f.value_ns) {
+                // Unread expirations make the kernel show it_value 0 even for a running periodic timer:
+                // such a timer is re-armed to expire at once (its count restarts at 1), then periodic.
+                uint64_t value = f.counter ? 1 : (f.value_ns ? f.value_ns : f.interval_ns);
+                if (value) {
                     itimerspec its{};
-                    its.it_value = {static_cast<time_t>(f.value_ns / 1000000000), static_cast<long>(f.value_ns % 1000000000)};
+                    its.it_value = {static_cast<time_t>(value / 1000000000), static_cast<long>(value % 1000000000)};
                     its.it_interval = {static_cast<time_t>(f.interval_ns / 1000000000),
                                        static_cast<long>(f.interval_ns % 1000000000)};
                     t.op(SYS_timerfd_settime, {0, 0, region.put(its), 0}, -1, 0, {{0, kTmp}}, what + " timerfd_settime");
@@ -628,6 +650,11 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         t.op(SYS_fcntl, {static_cast<uint64_t>(f.fd), F_SETFL, static_cast<uint64_t>(f.flags)}, -1, STUB_OP_ALLOW_FAIL,
              {}, what + " setfl");
     }
+    for (const auto& f : p.fds)
+        if (f.dup_of >= 0)
+            t.op(SYS_dup3, {static_cast<uint64_t>(f.dup_of), static_cast<uint64_t>(f.fd),
+                            f.cloexec ? static_cast<uint64_t>(O_CLOEXEC) : 0},
+                 -1, 0, {}, fmt::format("fd {} (dup of {})", f.fd, f.dup_of));
     for (const auto& f : p.fds) {
         if (f.kind != image::FdKind::Epoll) continue;
         for (const auto& target : f.targets) {
@@ -649,6 +676,14 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         t.op(SYS_prlimit64, {0, res, region.put(lim), 0}, -1, STUB_OP_ALLOW_FAIL, {}, fmt::format("rlimit {}", res));
     }
     t.op(SYS_chdir, {region.put_string(p.cwd)}, -1, 0, {}, "chdir " + p.cwd);
+    for (size_t which = 0; which < p.itimers.size(); ++which) {
+        auto [interval, value] = p.itimers[which];
+        if (!value) continue;
+        itimerval it{};
+        it.it_interval = {static_cast<time_t>(interval / 1000000), static_cast<suseconds_t>(interval % 1000000)};
+        it.it_value = {static_cast<time_t>(value / 1000000), static_cast<suseconds_t>(value % 1000000)};
+        t.op(SYS_setitimer, {which, region.put(it), 0}, -1, 0, {}, fmt::format("setitimer {}", which));
+    }
     for (const auto& a : p.actions) {
         KernelSigaction ksa{a.handler, a.flags, a.restorer, a.mask};
         t.op(SYS_rt_sigaction, {static_cast<uint64_t>(a.signal), region.put(ksa), 0, 8}, -1, 0, {},
@@ -665,6 +700,14 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     t.op(SYS_close, {0}, -1, 0, {{0, kExe}}, "close exe");
     t.op(SYS_close, {0}, -1, 0, {{0, kImg}}, "close image");
 
+    // Queued signals go back with their siginfo; a process may queue anything to itself.
+    for (const auto& info : p.pending_shared) {
+        int sig = 0;
+        std::memcpy(&sig, info.data(), sizeof sig);
+        t.op(SYS_rt_sigqueueinfo, {0, static_cast<uint64_t>(sig), region.put(info.data(), info.size())}, -1, 0,
+             {{0, kTgid}}, fmt::format("queue signal {}", sig));
+    }
+
     // 6. Threads, created with their tids; each then runs its own table.
     uint64_t stacks = base + region_size - kMainStack - (p.threads.size() - 1) * kThreadStack;
     std::vector<uint64_t>& thread_tables = st->thread_tables;
@@ -680,11 +723,13 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         t.op(SYS_clone3, {region.put(ca), sizeof ca}, -1, 0, {}, fmt::format("clone3 thread {}", tid));
     }
     add_thread_ops(t, region, leader, p.creds);
+    add_queued_signal_ops(t, region, leader);
     uint64_t main_table = t.place(region);
     std::vector<Table>& per_thread = st->per_thread;
     per_thread.resize(p.threads.size());
     for (size_t i = 1; i < p.threads.size(); ++i) {
         add_thread_ops(per_thread[i], region, p.threads[i], p.creds);
+        add_queued_signal_ops(per_thread[i], region, p.threads[i]);
         thread_tables.push_back(per_thread[i].place(region));
     }
     if (page_up(code_size) + region.data_size() > region_size - kMainStack - (p.threads.size() - 1) * kThreadStack)
@@ -805,14 +850,7 @@ Restored RestorePlan::execute() {
     main.set_signal_mask(leader.sigmask);
     for (auto& [tid, th] : threads) th.detach();
     main.detach();
-    // Signals pending at checkpoint are raised again (their siginfo is not kept), then the opt-in
-    // post-restore notice: pending before any request is forwarded to the process.
-    for (int sig = 1; sig <= 64; ++sig)
-        if (p.pending_shared & (1ULL << (sig - 1))) ::kill(hpid, sig);
-    for (size_t i = 0; i < p.threads.size(); ++i)
-        for (int sig = 1; sig <= 64; ++sig)
-            if (p.threads[i].pending & (1ULL << (sig - 1)))
-                ::syscall(SYS_tgkill, hpid, i == 0 ? hpid : born.at(i - 1), sig);
+    // The opt-in post-restore notice: pending before any request is forwarded to the process.
     if (int sig = sb.spec().restore_signal) ::kill(hpid, sig);
     tm.finish_ms = ms_since(lap);
     tm.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();

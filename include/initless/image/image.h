@@ -48,7 +48,8 @@ struct Thread {
     uint64_t clear_child_tid = 0;
     uint64_t altstack_sp = 0, altstack_size = 0;
     int32_t altstack_flags = 0;
-    uint64_t pending = 0;  // signals pending for this thread (SigPnd); raised again after restore
+    // Signals queued for this thread, as raw 128-byte siginfo (PTRACE_PEEKSIGINFO); queued again.
+    std::vector<std::vector<uint8_t>> pending;
 };
 
 // SharedMemory: MAP_SHARED anonymous memory or a memfd; VMAs with one `file_inode` are one object,
@@ -102,6 +103,8 @@ struct Fd {
     int clock = 0;
     uint64_t value_ns = 0, interval_ns = 0;
     uint64_t sigmask = 0;
+    // Another fd of the process sharing this one's open file description (dup), or -1.
+    int dup_of = -1;
     // Pipes: both ends share `pipe_id`; `pipe_data` is what was unread in it.
     uint64_t pipe_id = 0;
     std::vector<uint8_t> pipe_data;
@@ -133,7 +136,9 @@ struct Process {
     Mm mm{};
     Credentials creds;
     std::vector<std::pair<uint64_t, uint64_t>> rlimits;  // {soft, hard} per RLIMIT_* resource
-    uint64_t pending_shared = 0;                          // process-wide pending signals (ShdPnd)
+    std::vector<std::vector<uint8_t>> pending_shared;     // process-wide queued signals (siginfo)
+    // setitimer timers (REAL, VIRTUAL, PROF): {interval_us, value_us}, value as time remaining.
+    std::vector<std::pair<uint64_t, uint64_t>> itimers;
 };
 
 struct Manifest {
