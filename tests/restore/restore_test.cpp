@@ -138,7 +138,7 @@ class RestoreSuite : public ::testing::Test {
     json restore(const fs::path& image, const std::string& strategy, int instances, const std::string& path) {
         auto r = cli({"restore", image.string(), "--strategy", strategy, "--instances", std::to_string(instances),
                       "--request", path, "--json", "--no-fallback"},
-                     45s);
+                     30s);  // a restore of these small programs takes well under a second; a hang is a bug
         EXPECT_EQ(r.exit_code, 0) << "restore (" << strategy << ") failed:\n" << r.describe();
         if (r.exit_code != 0) return json::array();
         json j = json::parse(r.out, nullptr, false);
