@@ -110,7 +110,8 @@ std::vector<std::vector<uint8_t>> queued_signals(pid_t tid, uint32_t flags) {
 }
 
 void read_thread(sys::Tracee& t, uint64_t gadget, MemoryReader& mem, image::Thread& th) {
-    th.tid = t.tid();
+    // The tid as the sandbox sees it (glibc caches it in the thread's struct pthread).
+    th.tid = ns_id(sys::read_status(t.tid()).at("NSpid"));
     th.comm = sys::read_file(fmt::format("/proc/{}/comm", t.tid()));
     th.pending = queued_signals(t.tid(), 0);
     if (!th.comm.empty() && th.comm.back() == '\n') th.comm.pop_back();

@@ -386,11 +386,17 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     const auto& leader = p.threads.at(0);
 
     size_t code_size = static_cast<size_t>(initless_stub_end - initless_stub_begin);
-    // Size the region generously: ops for every VMA, run, fd and thread, plus stacks.
-    uint64_t est_ops = 64 + p.vmas.size() * 6 + img.runs.size() + p.fds.size() * 16 + p.actions.size() +
-                       p.threads.size() * (CAP_LAST_CAP + 16);
-    uint64_t region_size = page_up(code_size) + page_up(est_ops * sizeof(stub_op) + 65536 + p.threads.size() * 4096) +
-                           kMainStack + p.threads.size() * kThreadStack;
+    // Size the region generously: ops for every VMA, run (a run over 1 GiB takes several), fd,
+    // signal and thread, the data they point at (paths, pipe contents, siginfo), plus stacks.
+    uint64_t est_ops = 64 + p.vmas.size() * 8 + img.runs.size() + img.working_set.size() + p.fds.size() * 16 +
+                       p.actions.size() + p.rlimits.size() + p.pending_shared.size() +
+                       p.threads.size() * (CAP_LAST_CAP + 24);
+    uint64_t est_data = 65536 + p.threads.size() * 4096 + p.mm.auxv.size() + p.pending_shared.size() * 128;
+    for (const auto& v : p.vmas) est_data += v.name.size() + 1 + (v.saved_pages * kPageSize >> 30) * sizeof(stub_op);
+    for (const auto& f : p.fds) est_data += f.path.size() + f.address.size() + f.pipe_data.size() + 64 * f.targets.size() + 64;
+    for (const auto& th : p.threads) est_data += th.pending.size() * 128 + th.comm.size() + 1;
+    uint64_t region_size = page_up(code_size) + page_up(est_ops * sizeof(stub_op) + est_data) + kMainStack +
+                           p.threads.size() * kThreadStack;
     region_size = page_up(region_size);
 
     for (const auto& [inside, saved] : image::kTmpfsDirs)
@@ -631,16 +637,24 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
                 if (!ends.first || !ends.second) continue;  // both ends are made when the second is seen
                 uint64_t pair = region.put(nullptr, 8);
                 t.op(SYS_pipe2, {pair, 0}, -1, 0, {}, what + " pipe2");
-                t.op(0, {pair}, kPipeR, STUB_OP_LOAD32, {}, "pipe read end");
+                t.op(0, {pair}, kTmp, STUB_OP_LOAD32, {}, "pipe read end");
                 t.op(0, {pair + 4}, kPipeW, STUB_OP_LOAD32, {}, "pipe write end");
+                // Two fresh fds at once: either may sit on the other's target number, so both are
+                // lifted above every target before they are placed.
+                for (auto [from, to] : {std::pair{kTmp, kPipeR}, std::pair{kPipeW, kTmp}}) {
+                    t.op(SYS_fcntl, {0, F_DUPFD_CLOEXEC, static_cast<uint64_t>(max_fd + 1)}, to, 0, {{0, from}},
+                         what + " lift pipe end");
+                    t.op(SYS_close, {0}, -1, 0, {{0, from}}, what + " close low pipe end");
+                }
+                // Now the read end is in kPipeR and the write end in kTmp.
                 if (!ends.first->pipe_data.empty())
                     t.op(SYS_write, {0, region.put(ends.first->pipe_data.data(), ends.first->pipe_data.size(), 1),
                                      ends.first->pipe_data.size()},
-                         -1, STUB_OP_EXPECT_ARG2, {{0, kPipeW}}, what + " refill pipe");
+                         -1, STUB_OP_EXPECT_ARG2, {{0, kTmp}}, what + " refill pipe");
                 t.move_fd(kPipeR, ends.first->fd, ends.first->cloexec);
                 t.op(SYS_fcntl, {static_cast<uint64_t>(ends.first->fd), F_SETFL, static_cast<uint64_t>(ends.first->flags)},
                      -1, STUB_OP_ALLOW_FAIL, {}, what + " setfl");
-                t.move_fd(kPipeW, ends.second->fd, ends.second->cloexec);
+                t.move_fd(kTmp, ends.second->fd, ends.second->cloexec);
                 t.op(SYS_fcntl, {static_cast<uint64_t>(ends.second->fd), F_SETFL, static_cast<uint64_t>(ends.second->flags)},
                      -1, STUB_OP_ALLOW_FAIL, {}, what + " setfl");
                 continue;
