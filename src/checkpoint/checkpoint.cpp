@@ -184,6 +184,7 @@ void read_ids_and_mm(pid_t pid, image::Process& p) {
     p.creds.cap_effective = hex_u64(status.at("CapEff"));
     p.creds.cap_bounding = hex_u64(status.at("CapBnd"));
     p.creds.no_new_privs = status.count("NoNewPrivs") && status["NoNewPrivs"] == "1";
+    p.umask = static_cast<uint32_t>(std::stoul(status.at("Umask"), nullptr, 8));
     for (int res = 0; res < RLIM_NLIMITS; ++res) {
         rlimit64 lim{};
         if (::prlimit64(pid, static_cast<__rlimit_resource>(res), nullptr, &lim) != 0)
@@ -361,6 +362,10 @@ void read_socket(pid_t pid, int pidfd, image::Fd& f) {
             throw ContractError(where + ": a TCP socket that is not listening (an established or half-open "
                                         "connection); rule: hold no connections when ready, reconnect after restore");
         f.kind = image::FdKind::TcpListen;
+        // For a listener the kernel reports its backlog limit in tcpi_sacked.
+        tcp_info ti{};
+        socklen_t tlen = sizeof ti;
+        f.backlog = ::getsockopt(s.get(), IPPROTO_TCP, TCP_INFO, &ti, &tlen) == 0 ? static_cast<int>(ti.tcpi_sacked) : 0;
         for (auto [level, name] : {std::pair{SOL_SOCKET, SO_REUSEADDR}, {SOL_SOCKET, SO_REUSEPORT},
                                    {SOL_SOCKET, SO_KEEPALIVE}, {IPPROTO_TCP, TCP_NODELAY}, {IPPROTO_TCP, TCP_DEFER_ACCEPT}})
             f.options.push_back({{level, name}, sockopt<int>(s.get(), level, name)});
@@ -480,6 +485,8 @@ std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
                                             "pipes only between processes of the snapshot",
                                             pid, (ends.first ? ends.first : ends.second)->fd));
         sys::UniqueFd r = sys::pidfd_getfd(pidfd, ends.first->fd);
+        int size = ::fcntl(r.get(), F_GETPIPE_SZ);
+        ends.first->pipe_size = ends.second->pipe_size = size > 0 ? static_cast<uint64_t>(size) : 0;
         int pending = 0;
         ::ioctl(r.get(), FIONREAD, &pending);
         if (pending > 0) {

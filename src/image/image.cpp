@@ -149,6 +149,8 @@ json process_json(const Process& p) {
                        {"sigmask", f.sigmask},
                        {"pipe_id", f.pipe_id},
                        {"dup_of", f.dup_of},
+                       {"pipe_size", f.pipe_size},
+                       {"backlog", f.backlog},
                        {"pipe_data", hex(f.pipe_data)}});
     }
     json actions = json::array();
@@ -171,6 +173,7 @@ json process_json(const Process& p) {
             {"rlimits", p.rlimits},
             {"pending_shared", hex_list(p.pending_shared)},
             {"itimers", p.itimers},
+            {"umask", p.umask},
             {"caps",
              {p.creds.cap_effective, p.creds.cap_permitted, p.creds.cap_inheritable, p.creds.cap_bounding,
               p.creds.no_new_privs}}};
@@ -240,6 +243,8 @@ Process process_from(const json& j) {
         d.sigmask = f.at("sigmask");
         d.pipe_id = f.at("pipe_id");
         d.dup_of = f.at("dup_of");
+        d.pipe_size = f.at("pipe_size");
+        d.backlog = f.at("backlog");
         d.pipe_data = unhex(f.at("pipe_data"));
         p.fds.push_back(std::move(d));
     }
@@ -249,6 +254,7 @@ Process process_from(const json& j) {
     p.rlimits = j.at("rlimits").get<std::vector<std::pair<uint64_t, uint64_t>>>();
     p.pending_shared = unhex_list(j.at("pending_shared"));
     p.itimers = j.at("itimers").get<std::vector<std::pair<uint64_t, uint64_t>>>();
+    p.umask = j.at("umask");
     const auto& c = j.at("caps");
     p.creds = {c[0], c[1], c[2], c[3], c[4]};
     return p;

@@ -21,6 +21,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -185,6 +188,30 @@ void add_queued_signal_ops(Table& t, Region& r, const image::Thread& th) {
              {{0, kTgid}, {1, kSelfTid}}, fmt::format("queue thread signal {}", sig));
     }
 }
+
+// Kills `pid` if not dismissed (destroyed) within `limit`.
+class Watchdog {
+public:
+    Watchdog(pid_t pid, std::chrono::milliseconds limit)
+        : thread_([this, pid, limit] {
+              std::unique_lock lock(mutex_);
+              if (!cv_.wait_for(lock, limit, [this] { return done_; })) ::kill(pid, SIGKILL);
+          }) {}
+    ~Watchdog() {
+        {
+            std::lock_guard lock(mutex_);
+            done_ = true;
+        }
+        cv_.notify_one();
+        thread_.join();
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool done_ = false;
+    std::thread thread_;  // last: starts once the rest is built
+};
 
 // Chooses the stub's address: a hole no VMA of the image uses.
 std::vector<uint64_t> stub_candidates(const image::Process& p, uint64_t size) {
@@ -496,7 +523,10 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         while (run < img.runs.size() && img.runs[run].vaddr < v.start) ++run;
         bool has_pages = v.saved_pages > 0;
         bool shmem = v.kind == image::VmaKind::SharedMemory;
-        bool cow_map = strategy != Strategy::Eager && v.kind == image::VmaKind::Anonymous && has_pages;
+        // The kernel reads /proc/PID/cmdline and environ only from anonymous memory: the VMA that
+        // holds them (the initial stack) is always copied, never mapped from the image.
+        bool holds_args = v.start <= p.mm.arg_start && p.mm.arg_start < v.end;
+        bool cow_map = strategy != Strategy::Eager && v.kind == image::VmaKind::Anonymous && has_pages && !holds_args;
         // Runs of dirty pages in a file mapping: with cow, long runs map their image range over
         // the file (a few VMAs more, no copying); short runs and eager copy them in.
         std::vector<const image::PageRun*> copy_runs, map_runs;
@@ -592,7 +622,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
                 }
                 t.op(SYS_bind, {0, region.put(f.address.data(), f.address.size()), f.address.size()}, -1, 0, {{0, kTmp}},
                      what + " bind");
-                t.op(SYS_listen, {0, 4096}, -1, 0, {{0, kTmp}}, what + " listen");
+                t.op(SYS_listen, {0, static_cast<uint64_t>(f.backlog > 0 ? f.backlog : 4096)}, -1, 0, {{0, kTmp}},
+                     what + " listen");
                 break;
             }
             case image::FdKind::Epoll:
@@ -647,6 +678,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
                     t.op(SYS_close, {0}, -1, 0, {{0, from}}, what + " close low pipe end");
                 }
                 // Now the read end is in kPipeR and the write end in kTmp.
+                if (ends.first->pipe_size)
+                    t.op(SYS_fcntl, {0, F_SETPIPE_SZ, ends.first->pipe_size}, -1, 0, {{0, kTmp}}, what + " pipe size");
                 if (!ends.first->pipe_data.empty())
                     t.op(SYS_write, {0, region.put(ends.first->pipe_data.data(), ends.first->pipe_data.size(), 1),
                                      ends.first->pipe_data.size()},
@@ -690,6 +723,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         t.op(SYS_prlimit64, {0, res, region.put(lim), 0}, -1, STUB_OP_ALLOW_FAIL, {}, fmt::format("rlimit {}", res));
     }
     t.op(SYS_chdir, {region.put_string(p.cwd)}, -1, 0, {}, "chdir " + p.cwd);
+    t.op(SYS_umask, {p.umask}, -1, 0, {}, "umask");
     for (size_t which = 0; which < p.itimers.size(); ++which) {
         auto [interval, value] = p.itimers[which];
         if (!value) continue;
@@ -767,6 +801,9 @@ Restored RestorePlan::execute() {
     State& st = *s_;
     if (st.executed) throw Error("a restore plan runs once");
     st.executed = true;
+    // A stub blocked in a syscall (it should never be) must not hang the controller: past the
+    // function's timeout the restorer is killed, every wait below returns, and the restore fails.
+    Watchdog watchdog(st.helper.host_pid, std::chrono::seconds(st.sandbox->spec().timeout_s));
     auto t0 = Clock::now();
     auto lap = t0;
     Timings& tm = st.timings;

@@ -108,6 +108,8 @@ struct Fd {
     // Pipes: both ends share `pipe_id`; `pipe_data` is what was unread in it.
     uint64_t pipe_id = 0;
     std::vector<uint8_t> pipe_data;
+    uint64_t pipe_size = 0;  // F_GETPIPE_SZ (the unread data may need more than the default)
+    int backlog = 0;         // listening sockets: the listen() backlog
 };
 
 struct SignalAction {
@@ -135,6 +137,7 @@ struct Process {
     std::vector<SignalAction> actions;
     Mm mm{};
     Credentials creds;
+    uint32_t umask = 022;
     std::vector<std::pair<uint64_t, uint64_t>> rlimits;  // {soft, hard} per RLIMIT_* resource
     std::vector<std::vector<uint8_t>> pending_shared;     // process-wide queued signals (siginfo)
     // setitimer timers (REAL, VIRTUAL, PROF): {interval_us, value_us}, value as time remaining.
