@@ -136,6 +136,20 @@ RseqConfig Tracee::rseq() const {
 }
 
 long Tracee::inject_syscall(uint64_t syscall_insn, long nr, std::initializer_list<uint64_t> args) {
+    // With every signal blocked, a signal arriving meanwhile (a timer, say) stays pending instead of
+    // stopping the single-step in a signal-delivery-stop (which would dequeue it).
+    uint64_t saved_mask = signal_mask();
+    set_signal_mask(~uint64_t{0});
+    struct MaskBack {
+        Tracee& t;
+        uint64_t mask;
+        ~MaskBack() {
+            try {
+                t.set_signal_mask(mask);
+            } catch (...) {
+            }
+        }
+    } mask_back{*this, saved_mask};
     user_regs_struct saved = regs();
     user_regs_struct r = saved;
     uint64_t a[6] = {};
