@@ -213,6 +213,17 @@ int prot_of(const std::string& perms) {
     return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | (perms[2] == 'x' ? PROT_EXEC : 0);
 }
 
+// Size, inode and mtime of the object behind a mapping, through /proc/PID/map_files (which reaches
+// it whatever the process's mount namespace).
+void record_mapped_file(pid_t pid, const sys::MapsEntry& m, image::Vma& v) {
+    struct stat st {};
+    auto file = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
+    if (::stat(file.c_str(), &st) != 0) throw sys::SysError("stat " + file, errno);
+    v.file_size = static_cast<uint64_t>(st.st_size);
+    v.file_inode = st.st_ino;
+    v.file_mtime_ns = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+}
+
 std::vector<image::Vma> read_vmas(pid_t pid) {
     std::vector<image::Vma> out;
     for (const auto& m : sys::read_maps(pid, true)) {
@@ -238,23 +249,14 @@ std::vector<image::Vma> read_vmas(pid_t pid) {
         } else if (v.shared && (m.path == "/dev/zero (deleted)" || m.path.rfind("/memfd:", 0) == 0)) {
             // Shared anonymous memory and memfds: saved whole, recreated as a memfd per object.
             v.kind = image::VmaKind::SharedMemory;
-            struct stat st {};
-            auto file = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
-            if (::stat(file.c_str(), &st) != 0) throw sys::SysError("stat " + file, errno);
-            v.file_size = static_cast<uint64_t>(st.st_size);
-            v.file_inode = st.st_ino;
+            record_mapped_file(pid, m, v);
         } else if (m.path.rfind("/memfd:", 0) == 0 || m.path.find("(deleted)") != std::string::npos ||
                    m.path.rfind("/SYSV", 0) == 0 || m.path[0] != '/') {
             throw ContractError(where + ": private mappings of memfds, and mappings of deleted files and SysV shared "
                                         "memory, cannot be restored (rule: map only files that exist in the sandbox)");
         } else {
             v.kind = image::VmaKind::File;
-            struct stat st {};
-            auto file = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
-            if (::stat(file.c_str(), &st) != 0) throw sys::SysError("stat " + file, errno);
-            v.file_size = static_cast<uint64_t>(st.st_size);
-            v.file_inode = st.st_ino;
-            v.file_mtime_ns = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+            record_mapped_file(pid, m, v);
         }
         out.push_back(std::move(v));
     }

@@ -261,20 +261,6 @@ void fix_syscall_restart(user_regs_struct& r) {
     r.orig_rax = static_cast<uint64_t>(-1);
 }
 
-void write_memory(pid_t pid, uint64_t addr, const void* data, size_t len) {
-    iovec local{const_cast<void*>(data), len};
-    iovec remote{reinterpret_cast<void*>(addr), len};
-    ssize_t n = ::process_vm_writev(pid, &local, 1, &remote, 1, 0);
-    if (n != static_cast<ssize_t>(len)) throw sys::SysError(fmt::format("write stub memory at {:#x}", addr), errno);
-}
-
-void read_memory(pid_t pid, uint64_t addr, void* data, size_t len) {
-    iovec local{data, len};
-    iovec remote{reinterpret_cast<void*>(addr), len};
-    ssize_t n = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
-    if (n != static_cast<ssize_t>(len)) throw sys::SysError(fmt::format("read memory at {:#x}", addr), errno);
-}
-
 std::string describe_stop(pid_t tid, int status) {
     if (WIFSTOPPED(status)) {
         user_regs_struct r{};
@@ -290,7 +276,7 @@ std::string describe_stop(pid_t tid, int status) {
 void profile_table(pid_t pid, uint64_t addr, const Table& t) {
     if (!::getenv("INITLESS_RESTORE_PROFILE")) return;
     std::vector<uint8_t> buf(sizeof(stub_table) + t.size() * sizeof(stub_op));
-    read_memory(pid, addr, buf.data(), buf.size());
+    sys::read_process_memory(pid, addr, buf.data(), buf.size());
     const auto* table = reinterpret_cast<const stub_table*>(buf.data());
     std::vector<std::pair<uint64_t, size_t>> order;
     uint64_t total = 0;
@@ -306,7 +292,7 @@ void profile_table(pid_t pid, uint64_t addr, const Table& t) {
 
 void check_table(pid_t pid, uint64_t addr, const Table& t, const char* which) {
     stub_table head{};
-    read_memory(pid, addr, &head, sizeof head);
+    sys::read_process_memory(pid, addr, &head, sizeof head);
     if (head.done != t.size())
         throw Error(fmt::format("{} table failed at op {} of {} ({}): {}", which, head.failed_op, t.size(),
                                 t.what(head.failed_op),
@@ -783,8 +769,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     if (page_up(code_size) + region.data_size() > region_size - kMainStack - (p.threads.size() - 1) * kThreadStack)
         throw Error(fmt::format("restore plan needs {} bytes, more than the stub region holds", region.data_size()));
 
-    write_memory(hpid, base, initless_stub_begin, code_size);
-    write_memory(hpid, base + region.code_size(), region.data().data(), region.data_size());
+    sys::write_process_memory(hpid, base, initless_stub_begin, code_size);
+    sys::write_process_memory(hpid, base + region.code_size(), region.data().data(), region.data_size());
     tm.ops = t.size();
     tm.plan_ms = ms_since(lap);
 

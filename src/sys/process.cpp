@@ -3,6 +3,7 @@
 #include <linux/sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +33,22 @@ ForkResult fork_process(uint64_t flags, std::span<const pid_t> set_tid) {
     out.pid = static_cast<pid_t>(r);
     if (r > 0) out.pidfd.reset(pidfd);
     return out;
+}
+
+void read_process_memory(pid_t pid, uint64_t addr, void* data, size_t len) {
+    iovec local{data, len};
+    iovec remote{reinterpret_cast<void*>(addr), len};
+    ssize_t n = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
+    if (n != static_cast<ssize_t>(len))
+        throw SysError(fmt::format("read {} bytes at {:#x} in process {}", len, addr, pid), n < 0 ? errno : EFAULT);
+}
+
+void write_process_memory(pid_t pid, uint64_t addr, const void* data, size_t len) {
+    iovec local{const_cast<void*>(data), len};
+    iovec remote{reinterpret_cast<void*>(addr), len};
+    ssize_t n = ::process_vm_writev(pid, &local, 1, &remote, 1, 0);
+    if (n != static_cast<ssize_t>(len))
+        throw SysError(fmt::format("write {} bytes at {:#x} in process {}", len, addr, pid), n < 0 ? errno : EFAULT);
 }
 
 UniqueFd pidfd_open(pid_t pid) {

@@ -24,6 +24,10 @@ struct ForkResult {
 ForkResult fork_process(uint64_t flags, std::span<const pid_t> set_tid = {});
 
 UniqueFd pidfd_open(pid_t pid);
+
+// Reads or writes another process's memory (process_vm_readv/writev); all or nothing, or throws.
+void read_process_memory(pid_t pid, uint64_t addr, void* data, size_t len);
+void write_process_memory(pid_t pid, uint64_t addr, const void* data, size_t len);
 // Duplicates `target_fd` of the process behind `pidfd` into this process.
 UniqueFd pidfd_getfd(int pidfd, int target_fd);
 // The pid, in this process's pid namespace, of the process a pidfd refers to (-1 once it is gone).
