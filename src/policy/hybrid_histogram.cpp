@@ -69,24 +69,15 @@ const KeepAliveWindows& HybridHistogramPolicy::cached_windows(FunctionId f) {
     return s.windows;
 }
 
-void HybridHistogramPolicy::forget(InstanceId i) {
-    auto it = idle_.find(i);
-    if (it == idle_.end()) return;
-    by_idle_since_.erase({it->second.first, i});
-    idle_.erase(it);
-}
-
 void HybridHistogramPolicy::keep(FunctionId f, InstanceId i, TimeMs now, TimeMs until, Decisions& out) {
-    forget(i);
-    idle_.emplace(i, std::pair{now, f});
-    by_idle_since_.emplace(now, i);
+    idle_.mark_idle(f, i, now);
     out.push_back(Decision::keep_until(f, i, until));
 }
 
 void HybridHistogramPolicy::on_invocation_start(const InvocationStart& e, Decisions&) {
     profiles_.at(e.function);
     auto& s = state_[e.function];
-    forget(e.instance);
+    idle_.forget(e.instance);
     if (s.running == 0 && s.last_end >= 0) {
         TimeMs it = e.now - s.last_end;
         s.histogram.record(it);
@@ -112,24 +103,17 @@ void HybridHistogramPolicy::on_instance_idle(const InstanceIdle& e, Decisions& o
     }
     // Unload now and come back just before the next invocation is expected. Other instances of the
     // function may still be busy; their own idle events make the same choice.
-    forget(e.instance);
+    idle_.forget(e.instance);
     out.push_back(Decision::evict(e.function, e.instance));
     if (state_[e.function].running == 0) out.push_back(Decision::pre_warm(e.function, e.now + w.pre_warm_ms));
 }
 
 void HybridHistogramPolicy::on_instance_removed(const InstanceRemoved& e, Decisions&) {
-    forget(e.instance);
+    idle_.forget(e.instance);
 }
 
 void HybridHistogramPolicy::on_memory_pressure(const MemoryPressure& e, Decisions& out) {
-    double freed = 0;
-    while (freed < e.need_mb && !by_idle_since_.empty()) {
-        InstanceId victim = by_idle_since_.begin()->second;
-        FunctionId f = idle_.at(victim).second;
-        freed += profiles_.at(f).memory_mb;
-        out.push_back(Decision::evict(f, victim));
-        forget(victim);
-    }
+    idle_.evict_oldest(e.need_mb, profiles_, out);
 }
 
 }  // namespace initless::policy

@@ -49,4 +49,28 @@ const std::vector<InstanceId>& IdlePool::of(FunctionId f) const {
     return f < by_function_.size() ? by_function_[f] : kNone;
 }
 
+void IdleSinceOrder::mark_idle(FunctionId f, InstanceId i, TimeMs now) {
+    forget(i);
+    idle_.emplace(i, std::pair{now, f});
+    by_idle_since_.emplace(now, i);
+}
+
+void IdleSinceOrder::forget(InstanceId i) {
+    auto it = idle_.find(i);
+    if (it == idle_.end()) return;
+    by_idle_since_.erase({it->second.first, i});
+    idle_.erase(it);
+}
+
+void IdleSinceOrder::evict_oldest(double need_mb, const FunctionProfiles& profiles, Decisions& out) {
+    double freed = 0;
+    while (freed < need_mb && !by_idle_since_.empty()) {
+        InstanceId victim = by_idle_since_.begin()->second;
+        FunctionId f = idle_.at(victim).second;
+        freed += profiles.at(f).memory_mb;
+        out.push_back(Decision::evict(f, victim));
+        forget(victim);
+    }
+}
+
 }  // namespace initless::policy

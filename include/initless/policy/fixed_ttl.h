@@ -27,13 +27,10 @@ class FixedTtlPolicy : public KeepAlivePolicy {
     void on_memory_pressure(const MemoryPressure& e, Decisions& out) override;
 
   private:
-    void forget(InstanceId i);
 
     TimeMs ttl_ms_;
     FunctionProfiles profiles_;
-    // (idle since, instance): the front is the least recently used.
-    std::set<std::pair<TimeMs, InstanceId>> by_idle_since_;
-    std::unordered_map<InstanceId, std::pair<TimeMs, FunctionId>> idle_;
+    IdleSinceOrder idle_;  // the least recently used first
 };
 
 // LRU under the host's memory budget: no timeout at all.

@@ -83,13 +83,11 @@ class HybridHistogramPolicy : public KeepAlivePolicy {
         double oob_mean_ms = 0;
     };
     void keep(FunctionId f, InstanceId i, TimeMs now, TimeMs until, Decisions& out);
-    void forget(InstanceId i);
 
     HybridHistogramConfig config_;
     FunctionProfiles profiles_;
     std::vector<FunctionState> state_;
-    std::set<std::pair<TimeMs, InstanceId>> by_idle_since_;
-    std::unordered_map<InstanceId, std::pair<TimeMs, FunctionId>> idle_;  // idle since, function
+    IdleSinceOrder idle_;
 };
 
 }  // namespace initless::policy

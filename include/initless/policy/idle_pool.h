@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <set>
+#include <utility>
 #include <unordered_map>
 #include <vector>
 
@@ -43,6 +45,20 @@ class IdlePool {
     };
     std::unordered_map<InstanceId, Slot> where_;
     std::vector<std::vector<InstanceId>> by_function_;
+};
+
+// Idle instances in the order they went idle: what LRU-style eviction under memory pressure needs.
+class IdleSinceOrder {
+  public:
+    // Records `i` (of `f`) as idle since `now`, replacing an earlier record of it.
+    void mark_idle(FunctionId f, InstanceId i, TimeMs now);
+    void forget(InstanceId i);  // no-op for an instance not recorded
+    // Evicts the instances idle longest until `need_mb` of memory is freed or none is left.
+    void evict_oldest(double need_mb, const FunctionProfiles& profiles, Decisions& out);
+
+  private:
+    std::set<std::pair<TimeMs, InstanceId>> by_idle_since_;  // front: idle longest
+    std::unordered_map<InstanceId, std::pair<TimeMs, FunctionId>> idle_;
 };
 
 }  // namespace initless::policy
