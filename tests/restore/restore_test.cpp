@@ -210,7 +210,6 @@ const char* const kStatePrograms[] = {
     "eventfd",             // counters, EFD_SEMAPHORE, EFD_NONBLOCK
     "signalfd",            // signalfd mask, signals read after restore
     "epoll-registrations", // epoll data values, EPOLLET, EPOLLONESHOT, a closed registration
-                           //   KNOWN ENGINE BUG (c1d1ddf): "epoll 3 add 6: Bad file descriptor" (pipe fds clobbered)
     "big-heap",            // 256 MiB deterministic heap (every 4th MiB zero), checksum
     "mmap-regions",        // anonymous VMAs: guards, holes, read-only page, PROT_NONE reservation
     "file-private-cow",    // private file mapping with copied-on-write pages
@@ -218,17 +217,12 @@ const char* const kStatePrograms[] = {
     "file-offset",         // read-only file fds at offsets, directory fd
     "dup-shared-offset",   // two fds sharing one open file description
     "fd-flags",            // O_APPEND, O_NONBLOCK, FD_CLOEXEC, high fd numbers
-                           //   KNOWN ENGINE BUG: pipe ends clobbered (c1d1ddf); FD_CLOEXEC lost on an fd created
-                           //   at its own number (stub MOVE_FD skips dup3 when from == to)
     "shared-anon",         // MAP_SHARED|MAP_ANONYMOUS memory and a second view of it (mremap)
     "memfd-map",           // two shared mappings of a closed memfd
     "pipe-data",           // pipes within the process holding unread data (1000 B, full 64 KiB)
-                           //   KNOWN ENGINE BUG (c1d1ddf): fd 3 not restored, /check blocks -> restore times out
     "pipe-big",            // a 1 MiB pipe (F_SETPIPE_SZ) holding 200 KiB
-                           //   KNOWN ENGINE BUG: "restore plan needs N bytes, more than the stub region holds"
     "tcp-listen",          // listening sockets: IPv4/IPv6, options, loopback-bound
     "tcp-backlog",         // listen backlog kept
-                           //   KNOWN ENGINE BUG: restored with listen(fd, 4096), backlog not recorded
     "unix-listen",         // unix listening sockets: path, seqpacket, abstract
     "tls-threads",         // __thread variables and errno per thread
     "rseq",                // rseq registered again in every thread
@@ -236,17 +230,14 @@ const char* const kStatePrograms[] = {
     "cwd",                 // working directory in a subdirectory
     "vdso-clock",          // vDSO at its address, clocks work and continue
     "cmdline-env",         // /proc/self/cmdline, environ, exe
-                           //   KNOWN ENGINE BUG (cow only): the stack is a file mapping of pages.img, and the
-                           //   kernel reads cmdline/environ only from anonymous memory (FOLL_ANON): both empty
     "thread-tids",         // each thread keeps its tid; pthread_kill reaches it
-                           //   KNOWN ENGINE BUG: checkpoint records host tids, not the sandbox's (NSpid)
     "many-threads",        // 32 threads with their tids
-                           //   KNOWN ENGINE BUG: same tid bug as thread-tids
     "dev-files",           // /dev/urandom, /dev/zero, /dev/null fds
     "itimer",              // setitimer(ITIMER_REAL) keeps firing
+                           //   KNOWN ENGINE BUG (f0c5a25): a timer caught expired with SIGALRM pending reads
+                           //   it_value 0; restore.cpp skips itimers with value 0, so the timer is lost
     "thread-names",        // per-thread comm names
     "umask",               // process umask
-                           //   KNOWN ENGINE BUG: umask not saved (restored process has 022)
 };
 
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) {
