@@ -119,6 +119,9 @@ public:
     void move_fd(int slot, int target, bool cloexec) {
         op(0, {0, static_cast<uint64_t>(target), cloexec ? static_cast<uint64_t>(O_CLOEXEC) : 0}, -1, STUB_OP_MOVE_FD,
            {{0, slot}}, fmt::format("move fd to {}", target));
+        // An fd created at its own number is not moved, so its close-on-exec flag is set here.
+        op(SYS_fcntl, {static_cast<uint64_t>(target), F_SETFD, cloexec ? static_cast<uint64_t>(FD_CLOEXEC) : 0}, -1, 0, {},
+           fmt::format("fd {} close-on-exec", target));
     }
     // Writes the table into the region; returns its address.
     uint64_t place(Region& r) const {
@@ -712,6 +715,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     t.op(SYS_umask, {p.umask}, -1, 0, {}, "umask");
     for (size_t which = 0; which < p.itimers.size(); ++which) {
         auto [interval, value] = p.itimers[which];
+        // Just fired, its SIGALRM still queued: the kernel re-arms only on dequeue, so value reads 0.
+        if (!value) value = interval;
         if (!value) continue;
         itimerval it{};
         it.it_interval = {static_cast<time_t>(interval / 1000000), static_cast<suseconds_t>(interval % 1000000)};

@@ -233,9 +233,7 @@ const char* const kStatePrograms[] = {
     "thread-tids",         // each thread keeps its tid; pthread_kill reaches it
     "many-threads",        // 32 threads with their tids
     "dev-files",           // /dev/urandom, /dev/zero, /dev/null fds
-    "itimer",              // setitimer(ITIMER_REAL) keeps firing
-                           //   KNOWN ENGINE BUG (f0c5a25): a timer caught expired with SIGALRM pending reads
-                           //   it_value 0; restore.cpp skips itimers with value 0, so the timer is lost
+    "itimer",              // setitimer(ITIMER_REAL) keeps firing, also when caught just expired
     "thread-names",        // per-thread comm names
     "umask",               // process umask
 };
