@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, on a fresh machine: set up and build, deploy an example function, boot it once normally
 # (the baseline), snapshot it when it is ready, then serve cold requests from that snapshot with each
-# restore strategy, printing where the time went.
+# restore strategy (eager, cow, and prefetch: the default), printing where the time went.
 #   scripts/demo.sh [FUNCTION_DIR]      default: examples/python-bigdict
 set -euo pipefail
 
@@ -31,7 +31,7 @@ echo
 echo "== snapshot: boot, wait for the ready phrase, checkpoint"
 "$INITLESS" snapshot "$FUNCTION" --image "$IMAGE/image"
 
-for strategy in eager cow; do
+for strategy in eager cow prefetch; do
     echo
     echo "== cold request from the snapshot ($strategy): a pre-started sandbox, restore, GET /"
     out="$("$INITLESS" restore "$IMAGE/image" --strategy "$strategy" --request / --json)"
