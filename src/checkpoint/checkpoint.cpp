@@ -94,18 +94,10 @@ struct Injector {
 };
 
 // Queued signals with their siginfo (value, sender ...), read without dequeuing them.
-std::vector<std::vector<uint8_t>> queued_signals(pid_t tid, uint32_t flags) {
-    struct {
-        uint64_t off;
-        uint32_t flags;
-        int32_t nr;
-    } args{0, flags, 64};
-    std::vector<uint8_t> buf(64 * 128);
-    long n = ::ptrace(static_cast<enum __ptrace_request>(0x4209 /* PTRACE_PEEKSIGINFO */), tid, &args, buf.data());
-    if (n < 0) throw sys::SysError(fmt::format("PTRACE_PEEKSIGINFO tid {}", tid), errno);
-    if (n == 64) throw ContractError(fmt::format("thread {} has 64 or more queued signals; rule: none pile up when ready", tid));
-    std::vector<std::vector<uint8_t>> out;
-    for (long i = 0; i < n; ++i) out.emplace_back(buf.begin() + i * 128, buf.begin() + (i + 1) * 128);
+std::vector<std::vector<uint8_t>> queued_signals(const sys::Tracee& t, bool shared) {
+    auto out = t.queued_signals(shared);
+    if (out.size() == 64)
+        throw ContractError(fmt::format("thread {} has 64 or more queued signals; rule: none pile up when ready", t.tid()));
     return out;
 }
 
@@ -113,19 +105,16 @@ void read_thread(sys::Tracee& t, uint64_t gadget, MemoryReader& mem, image::Thre
     // The tid as the sandbox sees it (glibc caches it in the thread's struct pthread).
     th.tid = ns_id(sys::read_status(t.tid()).at("NSpid"));
     th.comm = sys::read_file(fmt::format("/proc/{}/comm", t.tid()));
-    th.pending = queued_signals(t.tid(), 0);
+    th.pending = queued_signals(t, false);
     if (!th.comm.empty() && th.comm.back() == '\n') th.comm.pop_back();
     th.regs = t.regs();
     th.xstate = t.xstate();
     th.sigmask = t.signal_mask();
     auto rseq = t.rseq();
     th.rseq = {rseq.address, rseq.length, rseq.signature};
-    void* head = nullptr;
-    size_t len = 0;
-    if (::syscall(SYS_get_robust_list, t.tid(), &head, &len) != 0)
-        throw sys::SysError(fmt::format("get_robust_list tid {}", t.tid()), errno);
-    th.robust_list = reinterpret_cast<uint64_t>(head);
-    th.robust_list_len = len;
+    auto robust = t.robust_list();
+    th.robust_list = robust.head;
+    th.robust_list_len = robust.length;
 
     Injector inj{t, gadget, (th.regs.rsp - 512) & ~uint64_t{15}};
     long r = inj.call(SYS_prctl, {PR_GET_TID_ADDRESS, inj.scratch});
@@ -154,7 +143,7 @@ void read_process_wide(sys::Tracee& leader, uint64_t gadget, MemoryReader& mem, 
         p.actions.push_back({sig, a.handler, a.flags, a.restorer, a.mask});
     }
     p.mm.brk = static_cast<uint64_t>(leader.inject_syscall(gadget, SYS_brk, {0}));
-    p.pending_shared = queued_signals(leader.tid(), 1 /* PTRACE_PEEKSIGINFO_SHARED */);
+    p.pending_shared = queued_signals(leader, true);
     for (int which : {ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF}) {
         long r = leader.inject_syscall(gadget, SYS_getitimer, {static_cast<uint64_t>(which), scratch});
         if (r != 0) throw Error(fmt::format("getitimer in process {}: {}", leader.tid(), std::strerror(static_cast<int>(-r))));
@@ -471,7 +460,7 @@ std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
     for (size_t i = 0; i < out.size(); ++i)
         for (size_t j = 0; j < i; ++j)
             if (out[j].dup_of < 0 && out[i].kind == out[j].kind &&
-                ::syscall(SYS_kcmp, pid, pid, 0 /* KCMP_FILE */, out[j].fd, out[i].fd) == 0) {
+                sys::same_open_file(pid, out[j].fd, out[i].fd)) {
                 out[i].dup_of = out[j].fd;
                 break;
             }

@@ -814,29 +814,21 @@ Restored RestorePlan::execute() {
     r.rsp = base + region_size - 64;
     r.orig_rax = static_cast<uint64_t>(-1);
     main.set_regs(r);
-    if (::ptrace(PTRACE_CONT, hpid, nullptr, nullptr) != 0) throw sys::SysError("ptrace CONT restorer", errno);
+    main.resume();
     // Waits only on our own tracees: the controller may have other children (other sandboxes' inits).
     std::map<pid_t, sys::Tracee> threads;  // host tid -> tracee, for threads the table created
     std::vector<pid_t> born;               // host tids in creation order
     for (;;) {
-        int status = 0;
-        if (sys::retry_eintr([&] { return ::waitpid(hpid, &status, __WALL); }) < 0)
-            throw sys::SysError("waitpid restorer", errno);
-        if (!WIFSTOPPED(status)) {
-            main.release();
+        int status = main.wait_event();
+        if (!WIFSTOPPED(status))
             throw Error("the restorer " + describe_stop(hpid, status) + "; log: " + sb.log_tail(500));
-        }
         if ((status >> 8) == (SIGTRAP | (PTRACE_EVENT_CLONE << 8))) {
-            unsigned long child = 0;
-            sys::check(::ptrace(PTRACE_GETEVENTMSG, hpid, nullptr, &child), "ptrace GETEVENTMSG");
-            auto tid = static_cast<pid_t>(child);
-            int child_status = 0;
+            auto tid = static_cast<pid_t>(main.event_message());
+            auto [it, inserted] = threads.emplace(tid, sys::Tracee::adopt(tid));
             // An auto-attached thread starts in a stop before running any instruction.
-            if (sys::retry_eintr([&] { return ::waitpid(tid, &child_status, __WALL); }) < 0 || !WIFSTOPPED(child_status))
-                throw Error(fmt::format("new thread {} did not stop at birth", tid));
-            threads.emplace(tid, sys::Tracee::adopt(tid));
+            if (!WIFSTOPPED(it->second.wait_event())) throw Error(fmt::format("new thread {} did not stop at birth", tid));
             born.push_back(tid);
-            sys::check(::ptrace(PTRACE_CONT, hpid, nullptr, nullptr), "ptrace CONT restorer");
+            main.resume();
             continue;
         }
         if (WSTOPSIG(status) == SIGTRAP) break;
@@ -858,7 +850,7 @@ Restored RestorePlan::execute() {
         tr.rsp = stacks + i * kThreadStack - 64;
         tr.orig_rax = static_cast<uint64_t>(-1);
         th.set_regs(tr);
-        sys::check(::ptrace(PTRACE_CONT, born[i - 1], nullptr, nullptr), "ptrace CONT thread");
+        th.resume();
     }
     for (size_t i = 1; i < p.threads.size(); ++i) {
         sys::Tracee& th = threads.at(born[i - 1]);
@@ -882,8 +874,7 @@ Restored RestorePlan::execute() {
     g.rsi = region_size;
     g.orig_rax = static_cast<uint64_t>(-1);
     main.set_regs(g);
-    if (::ptrace(PTRACE_SINGLESTEP, hpid, nullptr, nullptr) != 0) throw sys::SysError("singlestep munmap", errno);
-    main.wait_stop();
+    main.single_step_and_wait();
     if (static_cast<long>(main.regs().rax) != 0) throw Error("unmapping the restorer stub failed");
     user_regs_struct fr = leader.regs;
     fix_syscall_restart(fr);

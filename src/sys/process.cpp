@@ -51,6 +51,12 @@ void write_process_memory(pid_t pid, uint64_t addr, const void* data, size_t len
         throw SysError(fmt::format("write {} bytes at {:#x} in process {}", len, addr, pid), n < 0 ? errno : EFAULT);
 }
 
+bool same_open_file(pid_t pid, int fd1, int fd2) {
+    long r = ::syscall(SYS_kcmp, pid, pid, 0 /* KCMP_FILE */, fd1, fd2);
+    if (r < 0) throw SysError(fmt::format("kcmp fds {} and {} of process {}", fd1, fd2, pid), errno);
+    return r == 0;
+}
+
 UniqueFd pidfd_open(pid_t pid) {
     long fd = ::syscall(SYS_pidfd_open, pid, 0);
     if (fd < 0) throw SysError(fmt::format("pidfd_open {}", pid), errno);

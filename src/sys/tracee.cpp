@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -84,6 +85,49 @@ int Tracee::wait_stop() {
 int Tracee::cont_and_wait(int signal) {
     pt(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(signal)), "CONT");
     return wait_stop();
+}
+
+void Tracee::resume() { pt(PTRACE_CONT, tid_, nullptr, nullptr, "CONT"); }
+
+int Tracee::single_step_and_wait() {
+    pt(PTRACE_SINGLESTEP, tid_, nullptr, nullptr, "SINGLESTEP");
+    return wait_stop();
+}
+
+int Tracee::wait_event() {
+    int status = 0;
+    if (retry_eintr([&] { return ::waitpid(tid_, &status, __WALL); }) < 0)
+        throw SysError(fmt::format("waitpid tid {}", tid_), errno);
+    if (WIFEXITED(status) || WIFSIGNALED(status)) tid_ = 0;
+    return status;
+}
+
+unsigned long Tracee::event_message() const {
+    unsigned long msg = 0;
+    pt(PTRACE_GETEVENTMSG, tid_, nullptr, &msg, "GETEVENTMSG");
+    return msg;
+}
+
+Tracee::RobustList Tracee::robust_list() const {
+    void* head = nullptr;
+    size_t len = 0;
+    if (::syscall(SYS_get_robust_list, tid_, &head, &len) != 0)
+        throw SysError(fmt::format("get_robust_list tid {}", tid_), errno);
+    return {reinterpret_cast<uint64_t>(head), len};
+}
+
+std::vector<std::vector<uint8_t>> Tracee::queued_signals(bool shared, int max) const {
+    struct {
+        uint64_t off;
+        uint32_t flags;
+        int32_t nr;
+    } args{0, shared ? 1u /* PTRACE_PEEKSIGINFO_SHARED */ : 0u, max};
+    std::vector<uint8_t> buf(static_cast<size_t>(max) * 128);
+    long n = pt(static_cast<enum __ptrace_request>(0x4209 /* PTRACE_PEEKSIGINFO */), tid_, &args, buf.data(),
+                "PEEKSIGINFO");
+    std::vector<std::vector<uint8_t>> out;
+    for (long i = 0; i < n; ++i) out.emplace_back(buf.begin() + i * 128, buf.begin() + (i + 1) * 128);
+    return out;
 }
 
 void Tracee::detach() {

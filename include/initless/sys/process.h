@@ -24,6 +24,8 @@ struct ForkResult {
 ForkResult fork_process(uint64_t flags, std::span<const pid_t> set_tid = {});
 
 UniqueFd pidfd_open(pid_t pid);
+// Whether two fds of process `pid` share one open file description (kcmp KCMP_FILE).
+bool same_open_file(pid_t pid, int fd1, int fd2);
 
 // Reads or writes another process's memory (process_vm_readv/writev); all or nothing, or throws.
 void read_process_memory(pid_t pid, uint64_t addr, void* data, size_t len);

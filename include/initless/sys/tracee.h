@@ -49,6 +49,22 @@ public:
     // Resumes and waits for the next stop; returns the waitpid status.
     int cont_and_wait(int signal = 0);
     int wait_stop();
+    // Resumes without waiting (several tracees can then run at once).
+    void resume();
+    // One instruction, then the stop after it; returns the waitpid status.
+    int single_step_and_wait();
+    // The waitpid status of the next event, whatever it is (a stop, or the end: then the tracee
+    // is forgotten and the status says how it ended).
+    int wait_event();
+    // PTRACE_GETEVENTMSG: after a PTRACE_EVENT_CLONE stop, the new thread's tid.
+    unsigned long event_message() const;
+    struct RobustList {
+        uint64_t head = 0, length = 0;
+    };
+    RobustList robust_list() const;
+    // Signals queued for this thread (`shared`: for its whole process) as raw 128-byte siginfo,
+    // read without dequeuing them (PTRACE_PEEKSIGINFO); at most `max`.
+    std::vector<std::vector<uint8_t>> queued_signals(bool shared, int max = 64) const;
     void detach();
     void release() { tid_ = 0; }  // forget without detaching (the thread is gone)
 
