@@ -88,9 +88,6 @@ public:
         return put(&v, sizeof v);
     }
     uint64_t put_string(const std::string& s) { return put(s.c_str(), s.size() + 1, 1); }
-    uint8_t* at(uint64_t addr) { return data_.data() + (addr - base_ - code_size_); }
-
-    uint64_t base() const { return base_; }
     uint64_t data_size() const { return data_.size(); }
     std::vector<uint8_t>& data() { return data_; }
     uint64_t code_size() const { return code_size_; }
@@ -116,12 +113,12 @@ public:
         ops_.push_back(o);
         what_.push_back(what.empty() ? fmt::format("syscall {}", nr) : std::move(what));
     }
-    void move_fd(int slot, int target, bool cloexec) {
-        op(0, {0, static_cast<uint64_t>(target), cloexec ? static_cast<uint64_t>(O_CLOEXEC) : 0}, -1, STUB_OP_MOVE_FD,
-           {{0, slot}}, fmt::format("move fd to {}", target));
-        // An fd created at its own number is not moved, so its close-on-exec flag is set here.
-        op(SYS_fcntl, {static_cast<uint64_t>(target), F_SETFD, cloexec ? static_cast<uint64_t>(FD_CLOEXEC) : 0}, -1, 0, {},
-           fmt::format("fd {} close-on-exec", target));
+    // Moves the fd in `slot` to its number with its close-on-exec flag and status flags.
+    void move_fd(int slot, const image::Fd& f) {
+        op(0, {0, static_cast<uint64_t>(f.fd), f.cloexec ? static_cast<uint64_t>(O_CLOEXEC) : 0}, -1, STUB_OP_MOVE_FD,
+           {{0, slot}}, fmt::format("move fd to {}", f.fd));
+        op(SYS_fcntl, {static_cast<uint64_t>(f.fd), F_SETFL, static_cast<uint64_t>(f.flags)}, -1, STUB_OP_ALLOW_FAIL, {},
+           fmt::format("fd {} status flags", f.fd));
     }
     // Writes the table into the region; returns its address.
     uint64_t place(Region& r) const {
@@ -673,18 +670,12 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
                     t.op(SYS_write, {0, region.put(ends.first->pipe_data.data(), ends.first->pipe_data.size(), 1),
                                      ends.first->pipe_data.size()},
                          -1, STUB_OP_EXPECT_ARG2, {{0, kTmp}}, what + " refill pipe");
-                t.move_fd(kPipeR, ends.first->fd, ends.first->cloexec);
-                t.op(SYS_fcntl, {static_cast<uint64_t>(ends.first->fd), F_SETFL, static_cast<uint64_t>(ends.first->flags)},
-                     -1, STUB_OP_ALLOW_FAIL, {}, what + " setfl");
-                t.move_fd(kTmp, ends.second->fd, ends.second->cloexec);
-                t.op(SYS_fcntl, {static_cast<uint64_t>(ends.second->fd), F_SETFL, static_cast<uint64_t>(ends.second->flags)},
-                     -1, STUB_OP_ALLOW_FAIL, {}, what + " setfl");
+                t.move_fd(kPipeR, *ends.first);
+                t.move_fd(kTmp, *ends.second);
                 continue;
             }
         }
-        t.move_fd(kTmp, f.fd, f.cloexec);
-        t.op(SYS_fcntl, {static_cast<uint64_t>(f.fd), F_SETFL, static_cast<uint64_t>(f.flags)}, -1, STUB_OP_ALLOW_FAIL,
-             {}, what + " setfl");
+        t.move_fd(kTmp, f);
     }
     for (const auto& f : p.fds)
         if (f.dup_of >= 0)

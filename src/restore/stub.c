@@ -31,10 +31,12 @@ __attribute__((section(".text.entry"), used, noreturn)) void stub_entry(struct s
         long r;
         uint64_t started = tsc();
         if (op->flags & STUB_OP_MOVE_FD) {
-            r = a[0];
             if (a[0] != a[1]) {
                 r = raw_syscall(292 /* dup3 */, a[0], a[1], (long)op->args[2], 0, 0, 0);
                 if (r >= 0) raw_syscall(3 /* close */, a[0], 0, 0, 0, 0, 0);
+            } else {
+                /* Created at its own number: dup3 cannot run, so set close-on-exec directly. */
+                r = raw_syscall(72 /* fcntl */, a[1], 2 /* F_SETFD */, op->args[2] ? 1 : 0, 0, 0, 0);
             }
         } else if (op->flags & STUB_OP_LOAD32) {
             r = (long)*(volatile uint32_t*)a[0];

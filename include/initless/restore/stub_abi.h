@@ -9,7 +9,8 @@
 
 #define STUB_SLOTS 64
 #define STUB_OP_ALLOW_FAIL 1u  /* a failure is recorded in the slot, not fatal */
-#define STUB_OP_MOVE_FD 2u     /* not a syscall: move fd slot[args0] to fd args1 (dup3 + close) */
+#define STUB_OP_MOVE_FD 2u     /* not a syscall: move fd slot[args0] to fd args1 (dup3 + close), close-on-exec
+                                  if args2 (O_CLOEXEC), also when the fd already is at args1 */
 #define STUB_OP_EXPECT_ARG0 4u /* the result must equal args[0] (mmap MAP_FIXED) */
 #define STUB_OP_EXPECT_ARG2 8u /* the result must equal args[2] (a full pread or write) */
 #define STUB_OP_LOAD32 16u     /* not a syscall: result = *(uint32_t*)args0 (an fd pipe2 wrote) */
