@@ -86,6 +86,10 @@ private:
     sys::UniqueFd mem_;
 };
 
+// Where an injected syscall may write its output: below the thread's stack pointer and red zone,
+// memory the thread does not use while stopped.
+uint64_t scratch_below_stack(const user_regs_struct& regs) { return (regs.rsp - 512) & ~uint64_t{15}; }
+
 struct Injector {
     sys::Tracee& t;
     uint64_t gadget;
@@ -116,7 +120,7 @@ void read_thread(sys::Tracee& t, uint64_t gadget, MemoryReader& mem, image::Thre
     th.robust_list = robust.head;
     th.robust_list_len = robust.length;
 
-    Injector inj{t, gadget, (th.regs.rsp - 512) & ~uint64_t{15}};
+    Injector inj{t, gadget, scratch_below_stack(th.regs)};
     long r = inj.call(SYS_prctl, {PR_GET_TID_ADDRESS, inj.scratch});
     if (r != 0) throw Error(fmt::format("prctl(PR_GET_TID_ADDRESS) in tid {}: {}", t.tid(), std::strerror(static_cast<int>(-r))));
     th.clear_child_tid = mem.read<uint64_t>(inj.scratch);
@@ -133,7 +137,7 @@ struct KernelSigaction {
 };
 
 void read_process_wide(sys::Tracee& leader, uint64_t gadget, MemoryReader& mem, image::Process& p) {
-    uint64_t scratch = (leader.regs().rsp - 512) & ~uint64_t{15};
+    uint64_t scratch = scratch_below_stack(leader.regs());
     for (int sig = 1; sig <= 64; ++sig) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
         long r = leader.inject_syscall(gadget, SYS_rt_sigaction, {static_cast<uint64_t>(sig), 0, scratch, 8});

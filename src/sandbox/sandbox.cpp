@@ -180,11 +180,11 @@ std::string Sandbox::request(const std::string& message, std::vector<sys::Unique
     }
 }
 
-ProcessHandle Sandbox::start() {
-    json req = {{"op", "start"}, {"argv", spec_.command}, {"env", function_env(spec_)}, {"cwd", "/function"}};
+// Init answers a start or restorer request with the new process's pid and its pidfd.
+ProcessHandle Sandbox::request_process(const std::string& message, std::span<const int> send_fds) {
     std::vector<sys::UniqueFd> fds;
-    json reply = json::parse(request(req.dump(), &fds));
-    if (fds.size() != 1) throw Error("init sent no pidfd for the function");
+    json reply = json::parse(request(message, &fds, send_fds));
+    if (fds.size() != 1) throw Error("init sent no pidfd for the new process");
     ProcessHandle h;
     h.sandbox_pid = reply.at("pid").get<pid_t>();
     h.pidfd = std::move(fds[0]);
@@ -192,18 +192,16 @@ ProcessHandle Sandbox::start() {
     return h;
 }
 
+ProcessHandle Sandbox::start() {
+    json req = {{"op", "start"}, {"argv", spec_.command}, {"env", function_env(spec_)}, {"cwd", "/function"}};
+    return request_process(req.dump(), {});
+}
+
 ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
                                       uint64_t reserve_bytes) {
     json req = {{"op", "restorer"},         {"pid", sandbox_pid},          {"stub_addr", stub_addr},
                 {"stub_size", stub_size}, {"reserve_bytes", reserve_bytes}};
-    std::vector<sys::UniqueFd> fds;
-    json reply = json::parse(request(req.dump(), &fds, std::span<const int>(&pages_fd, 1)));
-    if (fds.size() != 1) throw Error("init sent no pidfd for the restorer");
-    ProcessHandle h;
-    h.sandbox_pid = reply.at("pid").get<pid_t>();
-    h.pidfd = std::move(fds[0]);
-    h.host_pid = sys::pid_of_pidfd(h.pidfd.get());
-    return h;
+    return request_process(req.dump(), std::span<const int>(&pages_fd, 1));
 }
 
 std::optional<ExitReport> Sandbox::poll_exit() {

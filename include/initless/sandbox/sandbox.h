@@ -90,6 +90,7 @@ private:
     Sandbox() = default;
     std::string request(const std::string& message, std::vector<sys::UniqueFd>* fds,
                         std::span<const int> send_fds = {});
+    ProcessHandle request_process(const std::string& message, std::span<const int> send_fds);
     void handle_event(const std::string& message);
 
     spec::FunctionSpec spec_;
