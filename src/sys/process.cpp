@@ -40,7 +40,8 @@ void read_process_memory(pid_t pid, uint64_t addr, void* data, size_t len) {
     iovec remote{reinterpret_cast<void*>(addr), len};
     ssize_t n = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
     if (n != static_cast<ssize_t>(len))
-        throw SysError(fmt::format("read {} bytes at {:#x} in process {}", len, addr, pid), n < 0 ? errno : EFAULT);
+        throw SysError(fmt::format("read {} bytes at {:#x} in process {}", len, addr, pid),
+                       n < 0 ? errno : EFAULT);
 }
 
 void write_process_memory(pid_t pid, uint64_t addr, const void* data, size_t len) {
@@ -48,12 +49,19 @@ void write_process_memory(pid_t pid, uint64_t addr, const void* data, size_t len
     iovec remote{reinterpret_cast<void*>(addr), len};
     ssize_t n = ::process_vm_writev(pid, &local, 1, &remote, 1, 0);
     if (n != static_cast<ssize_t>(len))
-        throw SysError(fmt::format("write {} bytes at {:#x} in process {}", len, addr, pid), n < 0 ? errno : EFAULT);
+        throw SysError(fmt::format("write {} bytes at {:#x} in process {}", len, addr, pid),
+                       n < 0 ? errno : EFAULT);
 }
 
 bool same_open_file(pid_t pid, int fd1, int fd2) {
-    long r = ::syscall(SYS_kcmp, pid, pid, 0 /* KCMP_FILE */, fd1, fd2);
-    if (r < 0) throw SysError(fmt::format("kcmp fds {} and {} of process {}", fd1, fd2, pid), errno);
+    return same_open_file(pid, fd1, pid, fd2);
+}
+
+bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2) {
+    long r = ::syscall(SYS_kcmp, pid1, pid2, 0 /* KCMP_FILE */, fd1, fd2);
+    if (r < 0)
+        throw SysError(fmt::format("kcmp fd {} of process {} and fd {} of process {}", fd1, pid1, fd2, pid2),
+                       errno);
     return r == 0;
 }
 
@@ -88,9 +96,13 @@ std::vector<std::string> proc_stat_fields(pid_t pid) {
     return fields;
 }
 
-uint64_t proc_start_time(pid_t pid) { return std::stoull(proc_stat_fields(pid).at(22)); }
+uint64_t proc_start_time(pid_t pid) {
+    return std::stoull(proc_stat_fields(pid).at(22));
+}
 
-bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+bool process_alive(pid_t pid) {
+    return ::kill(pid, 0) == 0 || errno == EPERM;
+}
 
 std::vector<pid_t> proc_tasks(pid_t pid) {
     std::vector<pid_t> out;

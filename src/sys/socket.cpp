@@ -2,6 +2,10 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -83,11 +87,56 @@ UniqueFd connect_in_netns(int netns_fd, uint16_t port) {
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (retry_eintr([&] { return ::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr); }) != 0)
+    if (retry_eintr([&] { return ::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr); }) !=
+        0)
         throw SysError(fmt::format("connect to 127.0.0.1:{} in sandbox", port), errno);
     int one = 1;
     ::setsockopt(sock.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return sock;
+}
+
+std::map<uint64_t, uint64_t> unix_socket_peers(int netns_fd) {
+    UniqueFd self_ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!self_ns) throw SysError("open own netns", errno);
+    check(::setns(netns_fd, CLONE_NEWNET), "setns into sandbox netns");
+    UniqueFd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+    int socket_errno = errno;
+    if (::setns(self_ns.get(), CLONE_NEWNET) != 0) std::abort();  // as in connect_in_netns
+    if (!nl) throw SysError("netlink sock_diag socket in sandbox netns", socket_errno);
+    struct {
+        nlmsghdr nh;
+        unix_diag_req req;
+    } request{};
+    request.nh.nlmsg_len = sizeof request;
+    request.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    request.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.req.sdiag_family = AF_UNIX;
+    request.req.udiag_states = ~0u;
+    request.req.udiag_show = UDIAG_SHOW_PEER;
+    if (retry_eintr([&] { return ::send(nl.get(), &request, sizeof request, 0); }) < 0)
+        throw SysError("send sock_diag request", errno);
+    std::map<uint64_t, uint64_t> peers;
+    alignas(nlmsghdr) char buf[32768];
+    for (;;) {
+        ssize_t n = retry_eintr([&] { return ::recv(nl.get(), buf, sizeof buf, 0); });
+        if (n < 0) throw SysError("recv sock_diag reply", errno);
+        auto len = static_cast<unsigned>(n);
+        for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+            if (h->nlmsg_type == NLMSG_DONE) return peers;
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
+                throw SysError("sock_diag dump of unix sockets", -e->error);
+            }
+            auto* msg = static_cast<unix_diag_msg*>(NLMSG_DATA(h));
+            auto rta_len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *msg));
+            for (auto* a = reinterpret_cast<rtattr*>(msg + 1); RTA_OK(a, rta_len); a = RTA_NEXT(a, rta_len))
+                if (a->rta_type == UNIX_DIAG_PEER) {
+                    uint32_t peer = 0;
+                    std::memcpy(&peer, RTA_DATA(a), sizeof peer);
+                    if (peer) peers[msg->udiag_ino] = peer;
+                }
+        }
+    }
 }
 
 void set_loopback_up() {

@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -154,10 +155,40 @@ TEST(SysSocket, ConnectInsideAnotherNetworkNamespace) {
     ASSERT_EQ(::read(sock.get(), buf, 2), 2);
     EXPECT_EQ(std::string(buf, 2), "hi");
     // This thread is back in its own namespace: the same port is not served here.
-    EXPECT_THROW(sys::connect_in_netns(sys::open_file("/proc/self/ns/net", O_RDONLY).get(), 9555), sys::SysError);
+    EXPECT_THROW(sys::connect_in_netns(sys::open_file("/proc/self/ns/net", O_RDONLY).get(), 9555),
+                 sys::SysError);
     int status = 0;
     ::waitpid(child.pid, &status, 0);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(SysSocket, UnixSocketPeersFindsSocketpairEndsAndForgetsOrphans) {
+    int sv[2], lone[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, lone), 0);
+    ::close(lone[1]);  // its peer is gone
+    auto ino = [](int fd) {
+        struct stat st {};
+        EXPECT_EQ(::fstat(fd, &st), 0);
+        return static_cast<uint64_t>(st.st_ino);
+    };
+    auto peers = sys::unix_socket_peers(sys::open_file("/proc/self/ns/net", O_RDONLY).get());
+    ASSERT_TRUE(peers.count(ino(sv[0])));
+    EXPECT_EQ(peers[ino(sv[0])], ino(sv[1]));
+    EXPECT_EQ(peers[ino(sv[1])], ino(sv[0]));
+    EXPECT_FALSE(peers.count(ino(lone[0])));
+    for (int fd : {sv[0], sv[1], lone[0]}) ::close(fd);
+}
+
+TEST(SysProcess, SameOpenFileAcrossProcesses) {
+    int p[2];
+    ASSERT_EQ(::pipe(p), 0);
+    SleepingChild child;  // forked after the pipe: shares both descriptions
+    int other = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    EXPECT_TRUE(sys::same_open_file(::getpid(), p[0], child.pid, p[0]));
+    EXPECT_FALSE(sys::same_open_file(::getpid(), p[0], child.pid, p[1]));
+    EXPECT_THROW(sys::same_open_file(::getpid(), other, child.pid, other), sys::SysError);  // not open there
+    for (int fd : {p[0], p[1], other}) ::close(fd);
 }
 
 TEST(SysCgroup, CreateLimitAttachRemove) {

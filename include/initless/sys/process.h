@@ -15,8 +15,8 @@
 namespace initless::sys {
 
 struct ForkResult {
-    pid_t pid = 0;    // 0 in the child
-    UniqueFd pidfd;   // parent side only
+    pid_t pid = 0;   // 0 in the child
+    UniqueFd pidfd;  // parent side only
 };
 
 // clone3 without a new stack (fork semantics). `flags` may add CLONE_NEW*; `set_tid` chooses the
@@ -26,6 +26,8 @@ ForkResult fork_process(uint64_t flags, std::span<const pid_t> set_tid = {});
 UniqueFd pidfd_open(pid_t pid);
 // Whether two fds of process `pid` share one open file description (kcmp KCMP_FILE).
 bool same_open_file(pid_t pid, int fd1, int fd2);
+// The same across two processes (fds inherited through fork share their description).
+bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2);
 
 // Reads or writes another process's memory (process_vm_readv/writev); all or nothing, or throws.
 void read_process_memory(pid_t pid, uint64_t addr, void* data, size_t len);

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
@@ -26,6 +27,11 @@ bool receive_message(int fd, std::string& data, std::vector<UniqueFd>* fds = nul
 // Connects to 127.0.0.1:port inside the network namespace `netns_fd` (an open /proc/PID/ns/net).
 // Safe to call from any thread: only the calling thread switches namespaces, and it switches back.
 UniqueFd connect_in_netns(int netns_fd, uint16_t port);
+
+// The peers of the connected unix sockets of the network namespace `netns_fd`, by socket inode
+// (NETLINK_SOCK_DIAG with UDIAG_SHOW_PEER, asked from inside that namespace). A socket whose peer
+// is gone is absent.
+std::map<uint64_t, uint64_t> unix_socket_peers(int netns_fd);
 
 // Brings the loopback interface of the current network namespace up.
 void set_loopback_up();
