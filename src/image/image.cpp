@@ -6,8 +6,10 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -37,7 +39,8 @@ std::string hex(const std::vector<uint8_t>& bytes) {
 std::vector<uint8_t> unhex(const std::string& s) {
     if (s.size() % 2) throw Error("manifest: odd-length hex string");
     std::vector<uint8_t> out(s.size() / 2);
-    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>(std::stoul(s.substr(2 * i, 2), nullptr, 16));
+    for (size_t i = 0; i < out.size(); ++i)
+        out[i] = static_cast<uint8_t>(std::stoul(s.substr(2 * i, 2), nullptr, 16));
     return out;
 }
 
@@ -70,26 +73,34 @@ user_regs_struct regs_from(const json& j) {
 
 const char* kind_name(VmaKind k) {
     switch (k) {
-        case VmaKind::Anonymous: return "anon";
-        case VmaKind::File: return "file";
-        case VmaKind::Vdso: return "vdso";
-        case VmaKind::Vvar: return "vvar";
-        case VmaKind::VvarVclock: return "vvar_vclock";
-        case VmaKind::Vsyscall: return "vsyscall";
-        case VmaKind::SharedMemory: return "shmem";
+        case VmaKind::Anonymous:
+            return "anon";
+        case VmaKind::File:
+            return "file";
+        case VmaKind::Vdso:
+            return "vdso";
+        case VmaKind::Vvar:
+            return "vvar";
+        case VmaKind::VvarVclock:
+            return "vvar_vclock";
+        case VmaKind::Vsyscall:
+            return "vsyscall";
+        case VmaKind::SharedMemory:
+            return "shmem";
     }
     return "?";
 }
 
 VmaKind vma_kind(const std::string& s) {
-    for (auto k : {VmaKind::Anonymous, VmaKind::File, VmaKind::Vdso, VmaKind::Vvar, VmaKind::VvarVclock, VmaKind::Vsyscall,
-                   VmaKind::SharedMemory})
+    for (auto k : {VmaKind::Anonymous, VmaKind::File, VmaKind::Vdso, VmaKind::Vvar, VmaKind::VvarVclock,
+                   VmaKind::Vsyscall, VmaKind::SharedMemory})
         if (s == kind_name(k)) return k;
     throw Error("manifest: unknown VMA kind " + s);
 }
 
-const char* const kFdKinds[] = {"log", "file", "chardev", "tcp-listen", "unix-listen", "epoll",
-                                "eventfd", "timerfd", "signalfd", "pipe-read", "pipe-write", "unix-orphan"};
+const char* const kFdKinds[] = {"log",        "file",        "chardev",  "tcp-listen", "unix-listen",
+                                "epoll",      "eventfd",     "timerfd",  "signalfd",   "pipe-read",
+                                "pipe-write", "unix-orphan", "unix-pair"};
 
 FdKind fd_kind(const std::string& s) {
     for (size_t i = 0; i < std::size(kFdKinds); ++i)
@@ -148,10 +159,13 @@ json process_json(const Process& p) {
                        {"interval_ns", f.interval_ns},
                        {"sigmask", f.sigmask},
                        {"pipe_id", f.pipe_id},
+                       {"pair_end", f.pair_end},
+                       {"shared_id", f.shared_id},
                        {"dup_of", f.dup_of},
                        {"pipe_size", f.pipe_size},
                        {"backlog", f.backlog},
-                       {"pipe_data", hex(f.pipe_data)}});
+                       {"pipe_data", hex(f.pipe_data)},
+                       {"message_sizes", f.message_sizes}});
     }
     json actions = json::array();
     for (const auto& a : p.actions) actions.push_back({a.signal, a.handler, a.flags, a.restorer, a.mask});
@@ -167,8 +181,8 @@ json process_json(const Process& p) {
             {"fds", fds},
             {"actions", actions},
             {"mm",
-             {m.start_code, m.end_code, m.start_data, m.end_data, m.start_brk, m.brk, m.start_stack, m.arg_start,
-              m.arg_end, m.env_start, m.env_end}},
+             {m.start_code, m.end_code, m.start_data, m.end_data, m.start_brk, m.brk, m.start_stack,
+              m.arg_start, m.arg_end, m.env_start, m.env_end}},
             {"auxv", hex(m.auxv)},
             {"rlimits", p.rlimits},
             {"pending_shared", hex_list(p.pending_shared)},
@@ -242,10 +256,13 @@ Process process_from(const json& j) {
         d.interval_ns = f.at("interval_ns");
         d.sigmask = f.at("sigmask");
         d.pipe_id = f.at("pipe_id");
+        d.pair_end = f.at("pair_end");
+        d.shared_id = f.at("shared_id");
         d.dup_of = f.at("dup_of");
         d.pipe_size = f.at("pipe_size");
         d.backlog = f.at("backlog");
         d.pipe_data = unhex(f.at("pipe_data"));
+        d.message_sizes = f.at("message_sizes").get<std::vector<uint32_t>>();
         p.fds.push_back(std::move(d));
     }
     for (const auto& a : j.at("actions")) p.actions.push_back({a[0], a[1], a[2], a[3], a[4]});
@@ -335,6 +352,14 @@ uint64_t current_vdso_size() {
     return total;
 }
 
+std::span<const PageRun> Image::runs_of(const Vma& v) const {
+    if (!v.saved_pages) return {};
+    auto by_offset = [](const PageRun& r, uint64_t off) { return r.file_offset < off; };
+    auto first = std::lower_bound(runs.begin(), runs.end(), v.image_offset, by_offset);
+    auto last = std::lower_bound(first, runs.end(), v.image_offset + v.length(), by_offset);
+    return {first, last};
+}
+
 Image load(const fs::path& dir, bool verify_pages) {
     Image img;
     img.dir = dir;
@@ -353,8 +378,9 @@ Image load(const fs::path& dir, bool verify_pages) {
     try {
         img.manifest = from_json(text);
     } catch (const nlohmann::json::exception& e) {
-        throw Error(fmt::format("image {}: manifest.json is not a format-{} manifest ({}); make the image again",
-                                dir.string(), kFormatVersion, e.what()));
+        throw Error(
+            fmt::format("image {}: manifest.json is not a format-{} manifest ({}); make the image again",
+                        dir.string(), kFormatVersion, e.what()));
     }
     std::string index = sys::read_file(dir / "pages.idx");
     if (crc32c(0, index.data(), index.size()) != want_index || index.size() % sizeof(PageRun))
@@ -367,7 +393,8 @@ Image load(const fs::path& dir, bool verify_pages) {
         auto at = sums.find("workingset ");
         if (at == std::string::npos || std::sscanf(sums.c_str() + at, "workingset %x", &want_ws) != 1 ||
             crc32c(0, ws.data(), ws.size()) != want_ws || ws.size() % sizeof(WorkingSetRun))
-            throw Error(fmt::format("image {}: workingset.idx is corrupted (checksum mismatch)", dir.string()));
+            throw Error(
+                fmt::format("image {}: workingset.idx is corrupted (checksum mismatch)", dir.string()));
         img.working_set.resize(ws.size() / sizeof(WorkingSetRun));
         std::memcpy(img.working_set.data(), ws.data(), ws.size());
     }
@@ -389,21 +416,24 @@ Image load(const fs::path& dir, bool verify_pages) {
             if (map == MAP_FAILED) throw sys::SysError("mmap pages.img", errno);
             ::madvise(map, static_cast<size_t>(st.st_size), MADV_SEQUENTIAL);
         }
+        auto size = static_cast<size_t>(st.st_size);
+        std::unique_ptr<void, std::function<void(void*)>> unmap(map, [size](void* m) { ::munmap(m, size); });
         const auto* base = static_cast<const uint8_t*>(map);
-        size_t run = 0;
         for (const auto& proc : img.manifest.processes)
             for (const auto& v : proc.vmas) {
                 if (v.saved_pages == 0) continue;
                 uint32_t crc = 0;
-                for (; run < img.runs.size() && img.runs[run].vaddr >= v.start && img.runs[run].vaddr < v.end; ++run)
-                    crc = crc32c(crc, base + img.runs[run].file_offset, img.runs[run].pages * kPageSize);
-                if (crc != v.pages_crc) {
-                    if (map) ::munmap(map, static_cast<size_t>(st.st_size));
-                    throw Error(fmt::format("image {}: pages of VMA {:#x}-{:#x} are corrupted (checksum mismatch)",
-                                            dir.string(), v.start, v.end));
+                for (const auto& r : img.runs_of(v)) {
+                    if (r.file_offset + r.pages * kPageSize > img.manifest.pages_file_size)
+                        throw Error(fmt::format("image {}: pages.idx points past the end of pages.img",
+                                                dir.string()));
+                    crc = crc32c(crc, base + r.file_offset, r.pages * kPageSize);
                 }
+                if (crc != v.pages_crc)
+                    throw Error(
+                        fmt::format("image {}: pages of VMA {:#x}-{:#x} are corrupted (checksum mismatch)",
+                                    dir.string(), v.start, v.end));
             }
-        if (map) ::munmap(map, static_cast<size_t>(st.st_size));
     }
     return img;
 }
@@ -432,7 +462,8 @@ void write_working_set(const fs::path& dir, const std::vector<WorkingSetRun>& ru
     auto at = sums.find("workingset ");
     if (at != std::string::npos) sums.erase(at);
     while (!sums.empty() && sums.back() == '\n') sums.pop_back();
-    sys::write_file(dir / "CHECKSUMS", fmt::format("{} workingset {:08x}\n", sums, crc32c(0, ws.data(), ws.size())));
+    sys::write_file(dir / "CHECKSUMS",
+                    fmt::format("{} workingset {:08x}\n", sums, crc32c(0, ws.data(), ws.size())));
 }
 
 void ImageWriter::publish(const Manifest& manifest, const std::vector<PageRun>& runs,
@@ -441,8 +472,9 @@ void ImageWriter::publish(const Manifest& manifest, const std::vector<PageRun>& 
     std::string index(reinterpret_cast<const char*>(runs.data()), runs.size() * sizeof(PageRun));
     sys::write_file(staging_ / "manifest.json", text);
     sys::write_file(staging_ / "pages.idx", index);
-    sys::write_file(staging_ / "CHECKSUMS", fmt::format("manifest {:08x} index {:08x}\n", crc32c(0, text.data(), text.size()),
-                                                        crc32c(0, index.data(), index.size())));
+    sys::write_file(staging_ / "CHECKSUMS",
+                    fmt::format("manifest {:08x} index {:08x}\n", crc32c(0, text.data(), text.size()),
+                                crc32c(0, index.data(), index.size())));
     if (before_publish) before_publish(staging_);
     for (const char* f : {"manifest.json", "pages.idx", "CHECKSUMS", "pages.img", "workingset.idx"})
         if (fs::exists(staging_ / f)) sys::fsync_path(staging_ / f);

@@ -91,7 +91,9 @@ TEST(Image, ManifestRoundTrip) {
 
 TEST(Image, RejectsOtherFormatVersions) {
     std::string text = image::to_json(sample_manifest());
-    text.replace(text.find("\"format\": 1"), 11, "\"format\": 99");
+    std::string current = "\"format\": " + std::to_string(image::kFormatVersion);
+    ASSERT_NE(text.find(current), std::string::npos);
+    text.replace(text.find(current), current.size(), "\"format\": 99");
     EXPECT_THROW(image::from_json(text), Error);
 }
 

@@ -1,11 +1,11 @@
-// The on-disk snapshot of a function's process tree (format version 1). A directory:
+// The on-disk snapshot of a function's process tree (format version 2). A directory:
 //   manifest.json  everything but memory: processes, threads, VMAs, fds, signal state, checksums
 //   pages.img      memory contents, laid out per VMA: each VMA with saved pages owns one contiguous,
 //                  page-aligned file range of its own length; pages not saved (never touched, zero,
 //                  or clean file pages) are holes, so the file is sparse and one mmap of the range
 //                  restores a whole VMA copy-on-write
 //   pages.idx      binary runs {vaddr, pages, file_offset} of the pages actually saved
-//   workingset.idx optional binary runs {vaddr, pages, written} the first request touched
+//   workingset.idx optional binary runs {vaddr, pages, written, process} the first request touched
 //   rootfs-upper/  the sandbox's writable layer at checkpoint
 //   tmpfs-tmp/, tmpfs-shm/  what /tmp and /dev/shm (tmpfs, outside the layer) held
 // An image is written under a temp name, fsynced and renamed: once published it is never written
@@ -20,15 +20,17 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace initless::image {
 
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;
 // Sandbox tmpfs dirs saved with an image (path inside the sandbox, dir in the image).
-inline constexpr std::pair<const char*, const char*> kTmpfsDirs[] = {{"/tmp", "tmpfs-tmp"}, {"/dev/shm", "tmpfs-shm"}};
+inline constexpr std::pair<const char*, const char*> kTmpfsDirs[] = {{"/tmp", "tmpfs-tmp"},
+                                                                     {"/dev/shm", "tmpfs-shm"}};
 constexpr uint64_t kPageSize = 4096;
 
 struct Rseq {
@@ -76,7 +78,23 @@ struct Vma {
 
 // UnixOrphan: a connected unix stream socket whose peer is gone and nothing is left to read (the
 // JDK keeps one such socketpair end to dup2 over fds it closes); recreated as a socketpair end.
-enum class FdKind { Log, File, CharDevice, TcpListen, UnixListen, Epoll, EventFd, TimerFd, SignalFd, PipeRead, PipeWrite, UnixOrphan };
+// UnixPair: one end of an unnamed connected pair of unix sockets (socketpair) whose other end is in
+// the snapshot too; recreated with socketpair, queued data included.
+enum class FdKind {
+    Log,
+    File,
+    CharDevice,
+    TcpListen,
+    UnixListen,
+    Epoll,
+    EventFd,
+    TimerFd,
+    SignalFd,
+    PipeRead,
+    PipeWrite,
+    UnixOrphan,
+    UnixPair
+};
 
 struct EpollTarget {
     int fd = 0;
@@ -93,7 +111,7 @@ struct Fd {
     uint64_t position = 0;
     // Sockets.
     int domain = 0, type = 0;
-    std::vector<uint8_t> address;  // sockaddr bytes
+    std::vector<uint8_t> address;                              // sockaddr bytes
     std::vector<std::pair<std::pair<int, int>, int>> options;  // ((level, name), value)
     // Epoll registrations.
     std::vector<EpollTarget> targets;
@@ -105,9 +123,17 @@ struct Fd {
     uint64_t sigmask = 0;
     // Another fd of the process sharing this one's open file description (dup), or -1.
     int dup_of = -1;
-    // Pipes: both ends share `pipe_id`; `pipe_data` is what was unread in it.
+    // An open file description held by more than one process of the tree (inherited through fork):
+    // every fd with this id, in any process, is the one description. 0: held by this process only.
+    // A pipe or socket pair with ends in two processes has ids on both ends.
+    uint64_t shared_id = 0;
+    // Pipes and socket pairs: both ends share `pipe_id`; a pipe's read end holds in `pipe_data`
+    // what was unread in it, a socket pair end what was queued for it to receive (`message_sizes`
+    // splits it into datagrams for SOCK_DGRAM and SOCK_SEQPACKET pairs).
     uint64_t pipe_id = 0;
+    int pair_end = 0;  // UnixPair: 0 or 1, which end of the pair
     std::vector<uint8_t> pipe_data;
+    std::vector<uint32_t> message_sizes;
     uint64_t pipe_size = 0;  // F_GETPIPE_SZ (the unread data may need more than the default)
     int backlog = 0;         // listening sockets: the listen() backlog
 };
@@ -128,6 +154,7 @@ struct Credentials {
     bool no_new_privs = false;
 };
 
+// Processes are listed parents first; pids are those inside the sandbox (ppid 1: a child of init).
 struct Process {
     pid_t pid = 0, ppid = 0, pgid = 0, sid = 0;
     std::string exe, cwd;
@@ -139,7 +166,7 @@ struct Process {
     Credentials creds;
     uint32_t umask = 022;
     std::vector<std::pair<uint64_t, uint64_t>> rlimits;  // {soft, hard} per RLIMIT_* resource
-    std::vector<std::vector<uint8_t>> pending_shared;     // process-wide queued signals (siginfo)
+    std::vector<std::vector<uint8_t>> pending_shared;    // process-wide queued signals (siginfo)
     // setitimer timers (REAL, VIRTUAL, PROF): {interval_us, value_us}, value as time remaining.
     std::vector<std::pair<uint64_t, uint64_t>> itimers;
 };
@@ -148,8 +175,8 @@ struct Manifest {
     int format = kFormatVersion;
     std::string function;
     std::string function_dir;  // host path of the function's directory (holds function.toml)
-    std::string kernel;       // uname -r at checkpoint
-    uint64_t vdso_size = 0;   // [vvar]+[vvar_vclock]+[vdso] bytes
+    std::string kernel;        // uname -r at checkpoint
+    uint64_t vdso_size = 0;    // [vvar]+[vvar_vclock]+[vdso] bytes
     uint16_t port = 0;
     std::string created;
     std::vector<Process> processes;
@@ -166,6 +193,7 @@ struct PageRun {
 struct WorkingSetRun {
     uint64_t vaddr = 0, pages = 0;
     uint64_t written = 0;  // 1: the request wrote them (populate writable), 0: only read
+    uint64_t process = 0;  // index into Manifest::processes
 };
 
 std::string to_json(const Manifest& m);
@@ -182,8 +210,10 @@ uint64_t current_vdso_size();
 struct Image {
     std::filesystem::path dir;
     Manifest manifest;
-    std::vector<PageRun> runs;
+    std::vector<PageRun> runs;               // in pages.img order: per process, per VMA
     std::vector<WorkingSetRun> working_set;  // empty when the image has none
+    // The runs of `v`'s saved pages (found by their place in pages.img, which is unique per VMA).
+    std::span<const PageRun> runs_of(const Vma& v) const;
     std::filesystem::path pages_path() const { return dir / "pages.img"; }
     std::filesystem::path upper_path() const { return dir / "rootfs-upper"; }
 };
@@ -197,7 +227,7 @@ void write_working_set(const std::filesystem::path& dir, const std::vector<Worki
 
 // Writing: a staging directory beside the final one, renamed into place by `publish`.
 class ImageWriter {
-public:
+  public:
     explicit ImageWriter(std::filesystem::path final_dir);
     ~ImageWriter();  // removes the staging dir unless published
     const std::filesystem::path& staging() const { return staging_; }
@@ -207,7 +237,7 @@ public:
     void publish(const Manifest& manifest, const std::vector<PageRun>& runs,
                  const std::function<void(const std::filesystem::path& staging)>& before_publish = {});
 
-private:
+  private:
     std::filesystem::path final_, staging_;
     bool published_ = false;
 };
