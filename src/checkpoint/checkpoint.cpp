@@ -13,12 +13,13 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -31,6 +32,7 @@
 #include "initless/sys/file.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/process.h"
+#include "initless/sys/socket.h"
 #include "initless/sys/tracee.h"
 
 namespace initless::checkpoint {
@@ -41,9 +43,13 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+double ms_since(Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
 
-uint64_t hex_u64(const std::string& s) { return std::stoull(s, nullptr, 16); }
+uint64_t hex_u64(const std::string& s) {
+    return std::stoull(s, nullptr, 16);
+}
 
 // Threads of `pid`, seized until the set is stable (a thread may be created while we seize).
 std::vector<sys::Tracee> seize_all(pid_t pid) {
@@ -72,9 +78,11 @@ pid_t ns_id(const std::string& status_value) {
 }
 
 class MemoryReader {
-public:
+  public:
     explicit MemoryReader(pid_t pid) : mem_(sys::open_file(fmt::format("/proc/{}/mem", pid), O_RDONLY)) {}
-    void read(uint64_t addr, void* out, size_t len) { sys::read_exact(mem_.get(), out, len, static_cast<off_t>(addr)); }
+    void read(uint64_t addr, void* out, size_t len) {
+        sys::read_exact(mem_.get(), out, len, static_cast<off_t>(addr));
+    }
     template <typename T>
     T read(uint64_t addr) {
         T v{};
@@ -82,13 +90,15 @@ public:
         return v;
     }
 
-private:
+  private:
     sys::UniqueFd mem_;
 };
 
 // Where an injected syscall may write its output: below the thread's stack pointer and red zone,
 // memory the thread does not use while stopped.
-uint64_t scratch_below_stack(const user_regs_struct& regs) { return (regs.rsp - 512) & ~uint64_t{15}; }
+uint64_t scratch_below_stack(const user_regs_struct& regs) {
+    return (regs.rsp - 512) & ~uint64_t{15};
+}
 
 struct Injector {
     sys::Tracee& t;
@@ -101,7 +111,8 @@ struct Injector {
 std::vector<std::vector<uint8_t>> queued_signals(const sys::Tracee& t, bool shared) {
     auto out = t.queued_signals(shared);
     if (out.size() == 64)
-        throw ContractError(fmt::format("thread {} has 64 or more queued signals; rule: none pile up when ready", t.tid()));
+        throw ContractError(
+            fmt::format("thread {} has 64 or more queued signals; rule: none pile up when ready", t.tid()));
     return out;
 }
 
@@ -122,10 +133,13 @@ void read_thread(sys::Tracee& t, uint64_t gadget, MemoryReader& mem, image::Thre
 
     Injector inj{t, gadget, scratch_below_stack(th.regs)};
     long r = inj.call(SYS_prctl, {PR_GET_TID_ADDRESS, inj.scratch});
-    if (r != 0) throw Error(fmt::format("prctl(PR_GET_TID_ADDRESS) in tid {}: {}", t.tid(), std::strerror(static_cast<int>(-r))));
+    if (r != 0)
+        throw Error(fmt::format("prctl(PR_GET_TID_ADDRESS) in tid {}: {}", t.tid(),
+                                std::strerror(static_cast<int>(-r))));
     th.clear_child_tid = mem.read<uint64_t>(inj.scratch);
     r = inj.call(SYS_sigaltstack, {0, inj.scratch});
-    if (r != 0) throw Error(fmt::format("sigaltstack in tid {}: {}", t.tid(), std::strerror(static_cast<int>(-r))));
+    if (r != 0)
+        throw Error(fmt::format("sigaltstack in tid {}: {}", t.tid(), std::strerror(static_cast<int>(-r))));
     stack_t ss = mem.read<stack_t>(inj.scratch);
     th.altstack_sp = reinterpret_cast<uint64_t>(ss.ss_sp);
     th.altstack_size = ss.ss_size;
@@ -150,25 +164,46 @@ void read_process_wide(sys::Tracee& leader, uint64_t gadget, MemoryReader& mem, 
     p.pending_shared = queued_signals(leader, true);
     for (int which : {ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF}) {
         long r = leader.inject_syscall(gadget, SYS_getitimer, {static_cast<uint64_t>(which), scratch});
-        if (r != 0) throw Error(fmt::format("getitimer in process {}: {}", leader.tid(), std::strerror(static_cast<int>(-r))));
+        if (r != 0)
+            throw Error(fmt::format("getitimer in process {}: {}", leader.tid(),
+                                    std::strerror(static_cast<int>(-r))));
         auto it = mem.read<itimerval>(scratch);
-        auto us = [](const timeval& tv) { return static_cast<uint64_t>(tv.tv_sec) * 1000000 + static_cast<uint64_t>(tv.tv_usec); };
+        auto us = [](const timeval& tv) {
+            return static_cast<uint64_t>(tv.tv_sec) * 1000000 + static_cast<uint64_t>(tv.tv_usec);
+        };
         p.itimers.push_back({us(it.it_interval), us(it.it_value)});
     }
     // POSIX timers (timer_create) keep kernel ids the engine cannot choose at restore.
     std::string timers = sys::read_file(fmt::format("/proc/{}/timers", leader.tid()));
     if (!timers.empty())
-        throw ContractError(fmt::format("process {} has POSIX timers (timer_create): they cannot be restored yet; rule: "
-                                        "use timerfd or setitimer",
-                                        leader.tid()));
+        throw ContractError(
+            fmt::format("process {} has POSIX timers (timer_create): they cannot be restored yet; rule: "
+                        "use timerfd or setitimer",
+                        leader.tid()));
+}
+
+// Before seizing: a process someone else traces, a zombie or a stopped process cannot be restored
+// as it is.
+void check_freezable(pid_t pid) {
+    auto status = sys::read_status(pid);
+    if (status.count("TracerPid") && status["TracerPid"] != "0")
+        throw ContractError(
+            fmt::format("process {} is already being traced (TracerPid {}): a traced process cannot be "
+                        "snapshotted",
+                        pid, status["TracerPid"]));
+    std::string state = status.count("State") ? status["State"] : "";
+    if (!state.empty() && state[0] == 'Z')
+        throw ContractError(
+            fmt::format("process {} has exited but was not waited for (a zombie); rule: reap child "
+                        "processes before ready",
+                        pid));
+    if (!state.empty() && state[0] == 'T')
+        throw ContractError(
+            fmt::format("process {} is stopped (job control); rule: every process runs when ready", pid));
 }
 
 void read_ids_and_mm(pid_t pid, image::Process& p) {
     auto status = sys::read_status(pid);
-    if (status.count("TracerPid") && status["TracerPid"] != "0")
-        throw ContractError(fmt::format("process {} is already being traced (TracerPid {}): a traced process cannot be "
-                                        "snapshotted",
-                                        pid, status["TracerPid"]));
     p.pid = ns_id(status.at("NSpid"));
     p.pgid = ns_id(status.at("NSpgid"));
     p.sid = ns_id(status.at("NSsid"));
@@ -203,7 +238,8 @@ void read_ids_and_mm(pid_t pid, image::Process& p) {
 }
 
 int prot_of(const std::string& perms) {
-    return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | (perms[2] == 'x' ? PROT_EXEC : 0);
+    return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+           (perms[2] == 'x' ? PROT_EXEC : 0);
 }
 
 // Size, inode and mtime of the object behind a mapping, through /proc/PID/map_files (which reaches
@@ -237,7 +273,8 @@ std::vector<image::Vma> read_vmas(pid_t pid) {
             v.kind = image::VmaKind::VvarVclock;
         } else if (m.path == "[vsyscall]") {
             v.kind = image::VmaKind::Vsyscall;
-        } else if (m.path.empty() || m.path == "[heap]" || m.path == "[stack]" || m.path.rfind("[anon:", 0) == 0) {
+        } else if (m.path.empty() || m.path == "[heap]" || m.path == "[stack]" ||
+                   m.path.rfind("[anon:", 0) == 0) {
             v.kind = image::VmaKind::Anonymous;
         } else if (v.shared && (m.path == "/dev/zero (deleted)" || m.path.rfind("/memfd:", 0) == 0)) {
             // Shared anonymous memory and memfds: saved whole, recreated as a memfd per object.
@@ -245,8 +282,10 @@ std::vector<image::Vma> read_vmas(pid_t pid) {
             record_mapped_file(pid, m, v);
         } else if (m.path.rfind("/memfd:", 0) == 0 || m.path.find("(deleted)") != std::string::npos ||
                    m.path.rfind("/SYSV", 0) == 0 || m.path[0] != '/') {
-            throw ContractError(where + ": private mappings of memfds, and mappings of deleted files and SysV shared "
-                                        "memory, cannot be restored (rule: map only files that exist in the sandbox)");
+            throw ContractError(
+                where +
+                ": private mappings of memfds, and mappings of deleted files and SysV shared "
+                "memory, cannot be restored (rule: map only files that exist in the sandbox)");
         } else {
             v.kind = image::VmaKind::File;
             record_mapped_file(pid, m, v);
@@ -264,12 +303,11 @@ bool is_zero(const uint8_t* p) {
 }
 
 // Saves the private dirty pages of every VMA into pages.img (one file range per VMA with pages).
-void dump_pages(pid_t pid, std::vector<image::Vma>& vmas, const fs::path& pages_path, image::Manifest& manifest,
-                std::vector<image::PageRun>& runs) {
+// Processes append to one pages.img: `cursor` is where the next VMA's range starts.
+void dump_pages(pid_t pid, std::vector<image::Vma>& vmas, int out_fd, uint64_t& cursor,
+                image::Manifest& manifest, std::vector<image::PageRun>& runs) {
     sys::UniqueFd pagemap = sys::open_file(fmt::format("/proc/{}/pagemap", pid), O_RDONLY);
     MemoryReader mem(pid);
-    sys::UniqueFd out = sys::open_file(pages_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    uint64_t cursor = 0;
     std::vector<uint64_t> entries;
     std::vector<uint8_t> buf;
     for (auto& v : vmas) {
@@ -278,7 +316,8 @@ void dump_pages(pid_t pid, std::vector<image::Vma>& vmas, const fs::path& pages_
         if (v.shared && !shmem) continue;  // shared file mappings live in the file itself
         uint64_t npages = v.length() / kPageSize;
         entries.resize(npages);
-        sys::read_exact(pagemap.get(), entries.data(), npages * 8, static_cast<off_t>(v.start / kPageSize * 8));
+        sys::read_exact(pagemap.get(), entries.data(), npages * 8,
+                        static_cast<off_t>(v.start / kPageSize * 8));
         v.image_offset = cursor;
         const size_t first_run = runs.size();  // runs never span two VMAs
         uint32_t crc = 0;
@@ -315,8 +354,9 @@ void dump_pages(pid_t pid, std::vector<image::Vma>& vmas, const fs::path& pages_
                 uint64_t file_off = cursor + (vaddr - v.start);
                 const uint8_t* data = buf.data() + s * kPageSize;
                 size_t len = (k - s) * kPageSize;
-                ssize_t w = ::pwrite(out.get(), data, len, static_cast<off_t>(file_off));
-                if (w != static_cast<ssize_t>(len)) throw sys::SysError("write pages.img", w < 0 ? errno : ENOSPC);
+                ssize_t w = ::pwrite(out_fd, data, len, static_cast<off_t>(file_off));
+                if (w != static_cast<ssize_t>(len))
+                    throw sys::SysError("write pages.img", w < 0 ? errno : ENOSPC);
                 crc = image::crc32c(crc, data, len);
                 if (runs.size() > first_run && runs.back().vaddr + runs.back().pages * kPageSize == vaddr)
                     runs.back().pages += k - s;
@@ -330,19 +370,64 @@ void dump_pages(pid_t pid, std::vector<image::Vma>& vmas, const fs::path& pages_
         v.pages_crc = crc;
         if (v.saved_pages) cursor += v.length();
     }
-    sys::check(::ftruncate(out.get(), static_cast<off_t>(cursor)), "truncate pages.img");
-    manifest.pages_file_size = cursor;
 }
 
 template <typename T>
 T sockopt(int fd, int level, int name) {
     T v{};
     socklen_t len = sizeof v;
-    if (::getsockopt(fd, level, name, &v, &len) != 0) throw sys::SysError(fmt::format("getsockopt {}/{}", level, name), errno);
+    if (::getsockopt(fd, level, name, &v, &len) != 0)
+        throw sys::SysError(fmt::format("getsockopt {}/{}", level, name), errno);
     return v;
 }
 
-void read_socket(pid_t pid, int pidfd, image::Fd& f) {
+// What is queued for a socket to receive, read with MSG_PEEK at a moving peek offset so that the
+// running function keeps every byte. Datagrams keep their boundaries; fds in flight break the rule.
+void read_queued_messages(int sock, const std::string& where, image::Fd& f) {
+    int old_off = sockopt<int>(sock, SOL_SOCKET, SO_PEEK_OFF);
+    int zero = 0;
+    sys::check(::setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero), where + ": SO_PEEK_OFF");
+    std::vector<uint8_t> buf(1 << 16);
+    std::string error;
+    for (;;) {
+        iovec iov{buf.data(), buf.size()};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 32)];
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t n = ::recvmsg(sock, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0) {
+            if (errno != EAGAIN)
+                error = fmt::format("{}: peek at queued data: {}", where, std::strerror(errno));
+            break;
+        }
+        bool fds_in_flight = false;
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                fds_in_flight = true;
+                for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
+                    int fd;
+                    std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                    ::close(fd);
+                }
+            }
+        if (fds_in_flight || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+            error = where +
+                    ": file descriptors or oversized messages are queued in it; rule: nothing in flight when "
+                    "ready";
+            break;
+        }
+        if (n == 0 && f.type == SOCK_STREAM) break;
+        f.pipe_data.insert(f.pipe_data.end(), buf.begin(), buf.begin() + n);
+        if (f.type != SOCK_STREAM) f.message_sizes.push_back(static_cast<uint32_t>(n));
+    }
+    ::setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &old_off, sizeof old_off);
+    if (!error.empty()) throw ContractError(error);
+}
+
+void read_socket(pid_t pid, int pidfd, const std::map<uint64_t, uint64_t>& unix_peers, image::Fd& f) {
     auto where = fmt::format("process {} fd {}", pid, f.fd);
     sys::UniqueFd s = sys::pidfd_getfd(pidfd, f.fd);
     f.domain = sockopt<int>(s.get(), SOL_SOCKET, SO_DOMAIN);
@@ -354,17 +439,25 @@ void read_socket(pid_t pid, int pidfd, image::Fd& f) {
     f.address.assign(reinterpret_cast<uint8_t*>(&addr), reinterpret_cast<uint8_t*>(&addr) + alen);
     if ((f.domain == AF_INET || f.domain == AF_INET6) && f.type == SOCK_STREAM) {
         if (!listening)
-            throw ContractError(where + ": a TCP socket that is not listening (an established or half-open "
-                                        "connection); rule: hold no connections when ready, reconnect after restore");
+            throw ContractError(where +
+                                ": a TCP socket that is not listening (an established or half-open "
+                                "connection); rule: hold no connections when ready, reconnect after restore");
         f.kind = image::FdKind::TcpListen;
         // For a listener the kernel reports its backlog limit in tcpi_sacked.
         tcp_info ti{};
         socklen_t tlen = sizeof ti;
-        f.backlog = ::getsockopt(s.get(), IPPROTO_TCP, TCP_INFO, &ti, &tlen) == 0 ? static_cast<int>(ti.tcpi_sacked) : 0;
-        for (auto [level, name] : {std::pair{SOL_SOCKET, SO_REUSEADDR}, {SOL_SOCKET, SO_REUSEPORT},
-                                   {SOL_SOCKET, SO_KEEPALIVE}, {IPPROTO_TCP, TCP_NODELAY}, {IPPROTO_TCP, TCP_DEFER_ACCEPT}})
+        f.backlog = ::getsockopt(s.get(), IPPROTO_TCP, TCP_INFO, &ti, &tlen) == 0
+                        ? static_cast<int>(ti.tcpi_sacked)
+                        : 0;
+        for (auto [level, name] : {std::pair{SOL_SOCKET, SO_REUSEADDR},
+                                   {SOL_SOCKET, SO_REUSEPORT},
+                                   {SOL_SOCKET, SO_KEEPALIVE},
+                                   {IPPROTO_TCP, TCP_NODELAY},
+                                   {IPPROTO_TCP, TCP_DEFER_ACCEPT}})
             f.options.push_back({{level, name}, sockopt<int>(s.get(), level, name)});
-        if (f.domain == AF_INET6) f.options.push_back({{IPPROTO_IPV6, IPV6_V6ONLY}, sockopt<int>(s.get(), IPPROTO_IPV6, IPV6_V6ONLY)});
+        if (f.domain == AF_INET6)
+            f.options.push_back(
+                {{IPPROTO_IPV6, IPV6_V6ONLY}, sockopt<int>(s.get(), IPPROTO_IPV6, IPV6_V6ONLY)});
         return;
     }
     if (f.domain == AF_UNIX && listening) {
@@ -373,21 +466,43 @@ void read_socket(pid_t pid, int pidfd, image::Fd& f) {
         f.path = un->sun_path[0] ? std::string(un->sun_path) : std::string();
         return;
     }
-    if (f.domain == AF_UNIX && f.type == SOCK_STREAM) {
-        // A peer that is gone reads as EOF; a live one as EAGAIN; pending data as > 0.
-        char byte;
-        ssize_t n = ::recv(s.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0) {
-            f.kind = image::FdKind::UnixOrphan;
-            return;
+    if (f.domain == AF_UNIX) {
+        bool named = alen > sizeof(sa_family_t);
+        struct stat st {};
+        sys::check(::fstat(s.get(), &st), where + ": fstat");
+        auto peer = unix_peers.find(st.st_ino);
+        if (!named && peer != unix_peers.end()) {
+            sockaddr_storage peer_addr{};
+            socklen_t plen = sizeof peer_addr;
+            if (::getpeername(s.get(), reinterpret_cast<sockaddr*>(&peer_addr), &plen) == 0 &&
+                plen <= sizeof(sa_family_t)) {
+                // One end of a socketpair: paired with its peer across the tree later.
+                f.kind = image::FdKind::UnixPair;
+                f.pipe_id = std::min<uint64_t>(st.st_ino, peer->second);
+                f.pair_end = st.st_ino < peer->second ? 0 : 1;
+                for (auto [level, name] : {std::pair{SOL_SOCKET, SO_SNDBUF}, {SOL_SOCKET, SO_RCVBUF}})
+                    f.options.push_back({{level, name}, sockopt<int>(s.get(), level, name)});
+                read_queued_messages(s.get(), where, f);
+                return;
+            }
+        }
+        if (!named && peer == unix_peers.end() && f.type == SOCK_STREAM) {
+            // A peer that is gone reads as EOF; pending data as > 0.
+            char byte;
+            if (::recv(s.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+                f.kind = image::FdKind::UnixOrphan;
+                return;
+            }
         }
     }
-    throw ContractError(fmt::format("{}: a socket (domain {}, type {}) that is neither a listening TCP nor a listening "
-                                    "unix socket; rule: hold no connections when ready",
-                                    where, f.domain, f.type));
+    throw ContractError(
+        fmt::format("{}: a socket (domain {}, type {}) that is neither listening nor one end of a "
+                    "socketpair; rule: hold no connections when ready",
+                    where, f.domain, f.type));
 }
 
-std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
+std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target,
+                                const std::map<uint64_t, uint64_t>& unix_peers) {
     struct stat log_st {};
     sys::check(::stat(target.log_path.c_str(), &log_st), "stat log");
     std::vector<image::Fd> out;
@@ -408,10 +523,12 @@ std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
             f.kind = image::FdKind::Log;
         } else if (S_ISREG(st.st_mode)) {
             if ((flags & O_ACCMODE) != O_RDONLY)
-                throw ContractError(where + ": a regular file open for writing; rule: no files open for writing when "
-                                            "ready");
+                throw ContractError(where +
+                                    ": a regular file open for writing; rule: no files open for writing when "
+                                    "ready");
             if (dest.find("(deleted)") != std::string::npos || dest.empty() || dest[0] != '/')
-                throw ContractError(where + ": a deleted or unreachable file; rule: open files must stay in place");
+                throw ContractError(where +
+                                    ": a deleted or unreachable file; rule: open files must stay in place");
             f.kind = image::FdKind::File;
             f.path = dest;
         } else if (S_ISDIR(st.st_mode)) {
@@ -424,7 +541,7 @@ std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
             f.kind = (flags & O_ACCMODE) == O_RDONLY ? image::FdKind::PipeRead : image::FdKind::PipeWrite;
             f.pipe_id = st.st_ino;
         } else if (S_ISSOCK(st.st_mode)) {
-            read_socket(pid, pidfd, f);
+            read_socket(pid, pidfd, unix_peers, f);
         } else if (dest == "anon_inode:[eventpoll]") {
             f.kind = image::FdKind::Epoll;
             for (const auto& line : info.lines) {
@@ -449,14 +566,16 @@ std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
             std::sscanf(info.fields.at("it_value").c_str(), "(%lld, %lld)", &vs, &vn);
             std::sscanf(info.fields.at("it_interval").c_str(), "(%lld, %lld)", &is, &in);
             f.value_ns = static_cast<uint64_t>(vs * 1000000000LL + vn);
-            f.counter = info.fields.count("ticks") ? std::stoull(info.fields["ticks"]) : 0;  // unread expirations
+            f.counter =
+                info.fields.count("ticks") ? std::stoull(info.fields["ticks"]) : 0;  // unread expirations
             f.interval_ns = static_cast<uint64_t>(is * 1000000000LL + in);
         } else if (dest == "anon_inode:[signalfd]") {
             f.kind = image::FdKind::SignalFd;
             f.sigmask = hex_u64(info.fields.at("sigmask"));
         } else {
-            throw ContractError(where + ": this kind of fd cannot be recreated by initless (rule: only files open "
-                                        "for reading, listening sockets, pipes, epoll, eventfd, timerfd, signalfd)");
+            throw ContractError(where +
+                                ": this kind of fd cannot be recreated by initless (rule: only files open "
+                                "for reading, listening sockets, pipes, epoll, eventfd, timerfd, signalfd)");
         }
         out.push_back(std::move(f));
     }
@@ -468,31 +587,161 @@ std::vector<image::Fd> read_fds(pid_t pid, int pidfd, const Target& target) {
                 out[i].dup_of = out[j].fd;
                 break;
             }
-    // Pipes: both ends must be ours; unread data is taken out, recorded and put back.
-    std::map<uint64_t, std::pair<image::Fd*, image::Fd*>> pipes;
-    for (auto& f : out) {
-        if (f.kind == image::FdKind::PipeRead) pipes[f.pipe_id].first = &f;
-        if (f.kind == image::FdKind::PipeWrite) pipes[f.pipe_id].second = &f;
+    return out;
+}
+
+// One process of the function's tree while it is frozen.
+struct Member {
+    pid_t host = 0;
+    sys::UniqueFd pidfd;
+    std::vector<sys::Tracee> threads;
+    image::Process p;
+};
+
+// The function's processes: every descendant of init, parents before children; init's own children
+// first, oldest first (the one init started leads: restore spawns it and builds the rest from it).
+std::vector<pid_t> process_tree(pid_t init) {
+    std::vector<pid_t> out = sys::proc_children(init);
+    std::vector<std::pair<uint64_t, pid_t>> by_age;
+    for (pid_t pid : out) by_age.push_back({sys::proc_start_time(pid), pid});
+    std::sort(by_age.begin(), by_age.end());
+    for (size_t i = 0; i < out.size(); ++i) out[i] = by_age[i].second;
+    for (size_t i = 0; i < out.size(); ++i)
+        for (pid_t child : sys::proc_children(out[i])) out.push_back(child);
+    return out;
+}
+
+// Seizes every thread of every process, walking the tree again until it stops changing: a process
+// not yet frozen may fork or spawn a thread meanwhile, a frozen one cannot.
+std::vector<Member> freeze_tree(pid_t init) {
+    std::map<pid_t, Member> frozen;
+    for (bool grew = true; grew;) {
+        grew = false;
+        for (pid_t pid : process_tree(init)) {
+            if (frozen.count(pid)) continue;
+            check_freezable(pid);
+            Member m;
+            m.host = pid;
+            m.pidfd = sys::pidfd_open(pid);
+            m.threads = seize_all(pid);
+            frozen.emplace(pid, std::move(m));
+            grew = true;
+        }
     }
-    for (auto& [id, ends] : pipes) {
-        if (!ends.first || !ends.second)
-            throw ContractError(fmt::format("process {} fd {}: a pipe whose other end is outside the function; rule: "
-                                            "pipes only between processes of the snapshot",
-                                            pid, (ends.first ? ends.first : ends.second)->fd));
-        sys::UniqueFd r = sys::pidfd_getfd(pidfd, ends.first->fd);
+    std::vector<Member> out;
+    for (pid_t pid : process_tree(init)) out.push_back(std::move(frozen.at(pid)));
+    return out;
+}
+
+// Session and process group of each process, as restore can rebuild them: each process is forked by
+// its parent (a child of init by the first process, with CLONE_PARENT) and then may call setsid or
+// setpgid, so a process is in its own session or its forker's, and in its own group, its forker's,
+// or that of a group leader restored before it in the same session.
+void check_sessions(const std::vector<Member>& ms) {
+    std::map<pid_t, size_t> index;
+    for (size_t i = 0; i < ms.size(); ++i) index[ms[i].p.pid] = i;
+    for (size_t i = 0; i < ms.size(); ++i) {
+        const image::Process& p = ms[i].p;
+        auto fail = [&](const std::string& why) {
+            throw ContractError(
+                fmt::format("process {} (pid {} in the sandbox, session {}, group {}): {}; rule: "
+                            "sessions and process groups stay within the function's live processes",
+                            ms[i].host, p.pid, p.sid, p.pgid, why));
+        };
+        if (i == 0) {
+            if (p.sid != p.pid || p.pgid != p.pid)
+                fail("the first process is not the leader of its own session");
+            continue;
+        }
+        const image::Process& forker = ms[p.ppid == 1 ? 0 : index.at(p.ppid)].p;
+        if (p.sid != p.pid && p.sid != forker.sid) fail("its session's leader is gone or unrelated");
+        if (p.pgid == p.pid || p.pgid == forker.pgid) continue;
+        auto leader = index.find(p.pgid);
+        if (leader == index.end() || leader->second > i || ms[leader->second].p.sid != p.sid)
+            fail("its process group's leader is gone or restored after it");
+    }
+}
+
+// Fds of different processes that are one open file description (inherited through fork) get one
+// `shared_id`; so do both ends of a pipe or socket pair whose ends are in more than one process.
+// Pipes are paired across the tree, their unread data taken out, recorded and put back.
+void link_descriptions(std::vector<Member>& ms) {
+    uint64_t next_id = 1;
+    for (size_t i = 0; i < ms.size(); ++i)
+        for (auto& f : ms[i].p.fds) {
+            if (f.dup_of >= 0 || f.kind == image::FdKind::Log) continue;
+            for (size_t j = 0; j < i && !f.shared_id; ++j)
+                for (auto& g : ms[j].p.fds) {
+                    if (g.dup_of >= 0 || g.kind != f.kind ||
+                        !sys::same_open_file(ms[i].host, f.fd, ms[j].host, g.fd))
+                        continue;
+                    if (!g.shared_id) g.shared_id = next_id++;
+                    f.shared_id = g.shared_id;
+                    break;
+                }
+            if (f.shared_id && (f.kind == image::FdKind::Epoll || f.kind == image::FdKind::TimerFd ||
+                                f.kind == image::FdKind::SignalFd || f.kind == image::FdKind::UnixOrphan))
+                throw ContractError(
+                    fmt::format("process {} fd {}: an epoll, timerfd, signalfd or orphaned socket shared "
+                                "by several processes cannot be restored; rule: create these after fork",
+                                ms[i].host, f.fd));
+        }
+
+    struct End {
+        size_t member;
+        image::Fd* fd;
+    };
+    // pipe id -> the records of end 0 (pipe read end, pair end 0) and end 1.
+    std::map<uint64_t, std::array<std::vector<End>, 2>> pairs;
+    for (size_t i = 0; i < ms.size(); ++i)
+        for (auto& f : ms[i].p.fds) {
+            if (f.dup_of >= 0) continue;
+            if (f.kind == image::FdKind::PipeRead || f.kind == image::FdKind::PipeWrite)
+                pairs[f.pipe_id][f.kind == image::FdKind::PipeRead ? 0 : 1].push_back({i, &f});
+            else if (f.kind == image::FdKind::UnixPair)
+                pairs[f.pipe_id][f.pair_end].push_back({i, &f});
+        }
+    for (auto& [id, ends] : pairs) {
+        for (int e = 0; e < 2; ++e)
+            if (ends[e].empty()) {
+                const End& other = ends[1 - e].front();
+                throw ContractError(
+                    fmt::format("process {} fd {}: a {} whose other end is outside the function; rule: "
+                                "pipes and socket pairs only between processes of the snapshot",
+                                ms[other.member].host, other.fd->fd,
+                                other.fd->kind == image::FdKind::UnixPair ? "socket pair" : "pipe"));
+            }
+        std::set<size_t> holders;
+        for (const auto& end : ends)
+            for (const End& r : end) holders.insert(r.member);
+        if (holders.size() > 1)
+            for (auto& end : ends) {
+                uint64_t sid = 0;
+                for (End& r : end) sid = std::max(sid, r.fd->shared_id);
+                if (!sid) sid = next_id++;
+                for (End& r : end) r.fd->shared_id = sid;
+            }
+        if (ends[0].front().fd->kind == image::FdKind::UnixPair) continue;  // queues were peeked per end
+        const End& rd = ends[0].front();
+        const End& wr = ends[1].front();
+        sys::UniqueFd r = sys::pidfd_getfd(ms[rd.member].pidfd.get(), rd.fd->fd);
         int size = ::fcntl(r.get(), F_GETPIPE_SZ);
-        ends.first->pipe_size = ends.second->pipe_size = size > 0 ? static_cast<uint64_t>(size) : 0;
+        std::vector<uint8_t> data;
         int pending = 0;
         ::ioctl(r.get(), FIONREAD, &pending);
         if (pending > 0) {
-            ends.first->pipe_data.resize(static_cast<size_t>(pending));
-            ssize_t n = ::read(r.get(), ends.first->pipe_data.data(), ends.first->pipe_data.size());
-            ends.first->pipe_data.resize(n > 0 ? static_cast<size_t>(n) : 0);
-            sys::UniqueFd w = sys::pidfd_getfd(pidfd, ends.second->fd);
-            sys::write_all(w.get(), ends.first->pipe_data.data(), ends.first->pipe_data.size());
+            data.resize(static_cast<size_t>(pending));
+            ssize_t n = ::read(r.get(), data.data(), data.size());
+            data.resize(n > 0 ? static_cast<size_t>(n) : 0);
+            sys::UniqueFd w = sys::pidfd_getfd(ms[wr.member].pidfd.get(), wr.fd->fd);
+            sys::write_all(w.get(), data.data(), data.size());
         }
+        for (auto& end : ends)
+            for (End& x : end) {
+                x.fd->pipe_size = size > 0 ? static_cast<uint64_t>(size) : 0;
+                if (x.fd->kind == image::FdKind::PipeRead) x.fd->pipe_data = data;
+            }
     }
-    return out;
 }
 
 }  // namespace
@@ -501,13 +750,8 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
                  const std::function<void(const fs::path& staging)>& before_publish) {
     auto t0 = Clock::now();
     Stats stats;
-    std::vector<pid_t> procs = sys::proc_children(target.init_host_pid);
-    if (procs.empty()) throw Error("the sandbox has no function process to snapshot");
-    if (procs.size() > 1 || !sys::proc_children(procs[0]).empty())
-        throw ContractError(fmt::format("the function runs {} processes; rule: one process (multi-process functions "
-                                        "are not supported yet)",
-                                        procs.size() + sys::proc_children(procs[0]).size()));
-    pid_t pid = procs[0];
+    if (sys::proc_children(target.init_host_pid).empty())
+        throw Error("the sandbox has no function process to snapshot");
     image::Manifest manifest;
     manifest.function = target.function;
     manifest.function_dir = target.function_dir.string();
@@ -517,41 +761,65 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
     manifest.created = std::to_string(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now()));
 
     image::ImageWriter writer(image_dir);
-    image::Process p;
-    read_ids_and_mm(pid, p);
-    sys::UniqueFd pidfd = sys::pidfd_open(pid);
-    std::vector<sys::Tracee> threads = seize_all(pid);
+    std::vector<Member> members = freeze_tree(target.init_host_pid);
     stats.freeze_ms = ms_since(t0);
     {
-        uint64_t gadget = sys::find_syscall_instruction(pid);
-        MemoryReader mem(pid);
-        for (auto& t : threads) {
-            image::Thread th;
-            read_thread(t, gadget, mem, th);
-            p.threads.push_back(std::move(th));
+        sys::UniqueFd netns = sys::open_file(fmt::format("/proc/{}/ns/net", target.init_host_pid), O_RDONLY);
+        auto unix_peers = sys::unix_socket_peers(netns.get());
+        std::map<pid_t, pid_t> ns_pid;  // host pid -> pid in the sandbox
+        ns_pid[target.init_host_pid] = 1;
+        for (auto& m : members) {
+            image::Process& p = m.p;
+            read_ids_and_mm(m.host, p);
+            ns_pid[m.host] = p.pid;
+            uint64_t gadget = sys::find_syscall_instruction(m.host);
+            MemoryReader mem(m.host);
+            for (auto& t : m.threads) {
+                image::Thread th;
+                read_thread(t, gadget, mem, th);
+                p.threads.push_back(std::move(th));
+            }
+            read_process_wide(m.threads.front(), gadget, mem, p);
+            p.vmas = read_vmas(m.host);
+            p.fds = read_fds(m.host, m.pidfd.get(), target, unix_peers);
         }
-        read_process_wide(threads.front(), gadget, mem, p);
-        p.vmas = read_vmas(pid);
-        p.fds = read_fds(pid, pidfd.get(), target);
+        for (auto& m : members) {
+            auto parent = ns_pid.find(static_cast<pid_t>(std::stol(sys::read_status(m.host).at("PPid"))));
+            if (parent == ns_pid.end())
+                throw Error(fmt::format("process {}: its parent is outside the sandbox", m.host));
+            m.p.ppid = parent->second;
+        }
+        check_sessions(members);
+        link_descriptions(members);
         std::vector<image::PageRun> runs;
-        dump_pages(pid, p.vmas, writer.pages_path(), manifest, runs);
-        p.ppid = 1;
-        stats.threads = p.threads.size();
-        stats.vmas = p.vmas.size();
-        stats.fds = p.fds.size();
-        manifest.processes.push_back(std::move(p));
+        {
+            sys::UniqueFd out = sys::open_file(writer.pages_path(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            uint64_t cursor = 0;
+            for (auto& m : members) dump_pages(m.host, m.p.vmas, out.get(), cursor, manifest, runs);
+            sys::check(::ftruncate(out.get(), static_cast<off_t>(cursor)), "truncate pages.img");
+            manifest.pages_file_size = cursor;
+        }
+        for (auto& m : members) {
+            ++stats.processes;
+            stats.threads += m.p.threads.size();
+            stats.vmas += m.p.vmas.size();
+            stats.fds += m.p.fds.size();
+        }
+        pid_t first = members.front().host;
+        for (auto& m : members) manifest.processes.push_back(std::move(m.p));
         // The function goes on running as it was: the layer copy needs no freeze.
-        threads.clear();
+        members.clear();
         sys::copy_tree(target.upper_dir, writer.staging() / "rootfs-upper");
         // /tmp and /dev/shm are tmpfs of the sandbox, outside the writable layer: kept beside it.
         for (const auto& [inside, saved] : image::kTmpfsDirs)
-            sys::copy_tree(fmt::format("/proc/{}/root{}", pid, inside), writer.staging() / saved);
+            sys::copy_tree(fmt::format("/proc/{}/root{}", first, inside), writer.staging() / saved);
         writer.publish(manifest, runs, before_publish);
     }
     stats.pages_written = manifest.pages_written;
     stats.zero_pages_skipped = manifest.zero_pages_skipped;
     struct stat st {};
-    if (::stat((image_dir / "pages.img").c_str(), &st) == 0) stats.image_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+    if (::stat((image_dir / "pages.img").c_str(), &st) == 0)
+        stats.image_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
     stats.total_ms = ms_since(t0);
     stats.dump_ms = stats.total_ms - stats.freeze_ms;
     return stats;

@@ -25,7 +25,8 @@ struct SnapshotOptions {
 }  // namespace
 
 void add_snapshot(CLI::App& app) {
-    auto* cmd = app.add_subcommand("snapshot", "boot a function, wait until it is ready, and snapshot it into an image");
+    auto* cmd = app.add_subcommand("snapshot",
+                                   "boot a function, wait until it is ready, and snapshot it into an image");
     static SnapshotOptions o;
     cmd->add_option("DIR", o.dir, "function directory (holds function.toml)")->required();
     cmd->add_option("--image", o.image, "image directory to create (default: <state dir>/images/<name>)");
@@ -35,7 +36,8 @@ void add_snapshot(CLI::App& app) {
     cmd->callback([] {
         sandbox::collect_garbage();
         spec::FunctionSpec spec = spec::load(o.dir);
-        std::filesystem::path image = o.image.empty() ? sandbox::state_dir() / "images" / spec.name : std::filesystem::path(o.image);
+        std::filesystem::path image =
+            o.image.empty() ? sandbox::state_dir() / "images" / spec.name : std::filesystem::path(o.image);
         if (image.has_parent_path()) std::filesystem::create_directories(image.parent_path());
         Stopwatch total, phase;
         auto sb = sandbox::Sandbox::prepare(spec);
@@ -44,10 +46,12 @@ void add_snapshot(CLI::App& app) {
         double boot_ms = phase.lap_ms();
         for (uint32_t i = 0; i < spec.warmup; ++i) {
             auto res = gateway::http_get(sb.connect(spec.port), "/");
-            if (res.status >= 500) throw Error(fmt::format("warmup request {} got status {}", i + 1, res.status));
+            if (res.status >= 500)
+                throw Error(fmt::format("warmup request {} got status {}", i + 1, res.status));
         }
         double warmup_ms = phase.lap_ms();
-        checkpoint::Target target{sb.init_pid(), sb.log_path(), sb.upper_dir(), spec.name, spec.dir, spec.port};
+        checkpoint::Target target{sb.init_pid(), sb.log_path(), sb.upper_dir(),
+                                  spec.name,     spec.dir,      spec.port};
         checkpoint::Stats stats;
         // Before publishing, the staged image is restored once in a sandbox of its own and sent one
         // request: an image that cannot be restored and answer is never published, and the pages
@@ -63,9 +67,15 @@ void add_snapshot(CLI::App& app) {
             auto restored = restore::restore_into(trial_sb, staged, restore::Strategy::Cow);
             auto res = gateway::http_get(trial_sb.connect(spec.port), o.workingset_request);
             if (res.status >= 500)
-                throw Error(fmt::format("a trial restore of the new image answered {} with status {}; log:\n{}",
-                                        o.workingset_request, res.status, trial_sb.log_tail()));
-            auto ws = restore::record_working_set(restored.process.host_pid, staged.manifest.processes.at(0));
+                throw Error(
+                    fmt::format("a trial restore of the new image answered {} with status {}; log:\n{}",
+                                o.workingset_request, res.status, trial_sb.log_tail()));
+            std::vector<image::WorkingSetRun> ws;
+            for (size_t i = 0; i < restored.host_pids.size(); ++i) {
+                auto one =
+                    restore::record_working_set(restored.host_pids[i], staged.manifest.processes.at(i), i);
+                ws.insert(ws.end(), one.begin(), one.end());
+            }
             for (const auto& r : ws) working_set_pages += r.pages;
             image::write_working_set(staging, ws);
             trial_sb.teardown();
@@ -77,7 +87,8 @@ void add_snapshot(CLI::App& app) {
                 stats = checkpoint::checkpoint(target, image, trial);
                 break;
             } catch (const checkpoint::ContractError& e) {
-                if (spec.warmup == 0 || attempt >= 20 || std::string(e.what()).find("connection") == std::string::npos)
+                if (spec.warmup == 0 || attempt >= 20 ||
+                    std::string(e.what()).find("connection") == std::string::npos)
                     throw Error(fmt::format("snapshot {}: {}", spec.name, e.what()));
                 std::this_thread::sleep_for(std::chrono::milliseconds(50));
             }
@@ -97,19 +108,23 @@ void add_snapshot(CLI::App& app) {
                                   {"image_bytes", stats.image_bytes},
                                   {"pages_written", stats.pages_written},
                                   {"zero_pages_skipped", stats.zero_pages_skipped},
+                                  {"processes", stats.processes},
                                   {"threads", stats.threads},
                                   {"vmas", stats.vmas},
                                   {"fds", stats.fds}};
             std::printf("%s\n", out.dump().c_str());
         } else {
-            std::printf("%s", fmt::format("snapshot of {} at {}\n  boot {:.1f} ms, checkpoint {:.1f} ms (freeze {:.1f} ms, "
-                                          "trial restore {:.1f} ms)\n"
-                                          "  image {:.1f} MiB on disk: {} pages written, {} zero pages skipped; {} threads, "
-                                          "{} VMAs, {} fds; working set {} pages\n",
-                                          spec.name, image.string(), boot_ms, checkpoint_ms, stats.freeze_ms, trial_ms,
-                                          stats.image_bytes / 1048576.0, stats.pages_written, stats.zero_pages_skipped,
-                                          stats.threads, stats.vmas, stats.fds, working_set_pages)
-                                  .c_str());
+            std::printf(
+                "%s",
+                fmt::format(
+                    "snapshot of {} at {}\n  boot {:.1f} ms, checkpoint {:.1f} ms (freeze {:.1f} ms, "
+                    "trial restore {:.1f} ms)\n"
+                    "  image {:.1f} MiB on disk: {} pages written, {} zero pages skipped; {} processes, "
+                    "{} threads, {} VMAs, {} fds; working set {} pages\n",
+                    spec.name, image.string(), boot_ms, checkpoint_ms, stats.freeze_ms, trial_ms,
+                    stats.image_bytes / 1048576.0, stats.pages_written, stats.zero_pages_skipped,
+                    stats.processes, stats.threads, stats.vmas, stats.fds, working_set_pages)
+                    .c_str());
         }
     });
 }

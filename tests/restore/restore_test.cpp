@@ -91,7 +91,9 @@ CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch,
     return r;
 }
 
-fs::path program_dir(const std::string& name) { return fs::path(RT_FUNCTIONS_DIR) / name; }
+fs::path program_dir(const std::string& name) {
+    return fs::path(RT_FUNCTIONS_DIR) / name;
+}
 
 fs::path example_dir(const std::string& name) {
     fs::path built = fs::path(INITLESS_BINARY_DIR) / "examples" / name;
@@ -136,13 +138,14 @@ class RestoreSuite : public ::testing::Test {
     // `initless restore image --strategy S --instances N --request path --json --no-fallback`; returns
     // the instances' reports after checking every one was restored (not booted) and answered 200.
     json restore(const fs::path& image, const std::string& strategy, int instances, const std::string& path) {
-        auto r = cli({"restore", image.string(), "--strategy", strategy, "--instances", std::to_string(instances),
-                      "--request", path, "--json", "--no-fallback"},
+        auto r = cli({"restore", image.string(), "--strategy", strategy, "--instances",
+                      std::to_string(instances), "--request", path, "--json", "--no-fallback"},
                      30s);  // a restore of these small programs takes well under a second; a hang is a bug
         EXPECT_EQ(r.exit_code, 0) << "restore (" << strategy << ") failed:\n" << r.describe();
         if (r.exit_code != 0) return json::array();
         json j = json::parse(r.out, nullptr, false);
-        EXPECT_TRUE(j.is_object() && j.contains("instances")) << "restore printed no report:\n" << r.describe();
+        EXPECT_TRUE(j.is_object() && j.contains("instances")) << "restore printed no report:\n"
+                                                              << r.describe();
         if (!j.is_object() || !j.contains("instances")) return json::array();
         json list = j["instances"];
         EXPECT_EQ(list.size(), static_cast<size_t>(instances)) << j.dump(2);
@@ -164,7 +167,9 @@ struct StateCase {
     std::string strategy;
 };
 
-void PrintTo(const StateCase& c, std::ostream* os) { *os << c.program << " (" << c.strategy << ")"; }
+void PrintTo(const StateCase& c, std::ostream* os) {
+    *os << c.program << " (" << c.strategy << ")";
+}
 
 class StateProgram : public RestoreSuite, public ::testing::WithParamInterface<StateCase> {};
 
@@ -177,8 +182,9 @@ TEST_P(StateProgram, RestoredStateIsIntact) {
     json list = restore(image, c.strategy, 2, "/check");
     for (const auto& inst : list) {
         std::string body = inst.value("body", "");
-        EXPECT_EQ(body.rfind("ok", 0), 0u) << c.program << " (" << c.strategy << ") verdict after restore: " << body
-                                          << "\ninstance: " << inst.dump();
+        EXPECT_EQ(body.rfind("ok", 0), 0u)
+            << c.program << " (" << c.strategy << ") verdict after restore: " << body
+            << "\ninstance: " << inst.dump();
     }
 }
 
@@ -194,48 +200,53 @@ TEST_P(BootedProgram, VerdictIsOkWithoutRestore) {
     json j = json::parse(r.out, nullptr, false);
     ASSERT_TRUE(j.is_object()) << r.describe();
     EXPECT_EQ(j.value("status", 0), 200) << j.dump();
-    EXPECT_EQ(j.value("body", "").rfind("ok", 0), 0u) << GetParam() << " booted normally: " << j.value("body", "");
+    EXPECT_EQ(j.value("body", "").rfind("ok", 0), 0u)
+        << GetParam() << " booted normally: " << j.value("body", "");
 }
 
 // One program per kind of state (see each programs/<name>.c for what it holds and checks).
 const char* const kStatePrograms[] = {
-    "futex-threads",       // threads parked in pthread_cond_wait, woken after restore
-    "epoll-thread",        // a thread blocked in epoll_wait
-    "sleep-threads",       // threads in nanosleep (restart / -ERESTART_RESTARTBLOCK -> EINTR)
-    "signal-handler",      // sigaction handlers, SA_SIGINFO|SA_RESTART, sa_mask, SIG_IGN
-    "sigmask-threads",     // blocked signal mask per thread
-    "sigaltstack",         // sigaltstack per thread, SA_ONSTACK handler runs on it
-    "pending-signal",      // signals pending at the snapshot (must not be dropped silently)
-    "timerfd",             // periodic and one-shot timerfds, clocks, O_NONBLOCK
-    "eventfd",             // counters, EFD_SEMAPHORE, EFD_NONBLOCK
-    "signalfd",            // signalfd mask, signals read after restore
-    "epoll-registrations", // epoll data values, EPOLLET, EPOLLONESHOT, a closed registration
-    "big-heap",            // 256 MiB deterministic heap (every 4th MiB zero), checksum
-    "mmap-regions",        // anonymous VMAs: guards, holes, read-only page, PROT_NONE reservation
-    "file-private-cow",    // private file mapping with copied-on-write pages
-    "file-shared-ro",      // shared read-only file mapping
-    "file-offset",         // read-only file fds at offsets, directory fd
-    "dup-shared-offset",   // two fds sharing one open file description
-    "fd-flags",            // O_APPEND, O_NONBLOCK, FD_CLOEXEC, high fd numbers
-    "shared-anon",         // MAP_SHARED|MAP_ANONYMOUS memory and a second view of it (mremap)
-    "memfd-map",           // two shared mappings of a closed memfd
-    "pipe-data",           // pipes within the process holding unread data (1000 B, full 64 KiB)
-    "pipe-big",            // a 1 MiB pipe (F_SETPIPE_SZ) holding 200 KiB
-    "tcp-listen",          // listening sockets: IPv4/IPv6, options, loopback-bound
-    "tcp-backlog",         // listen backlog kept
-    "unix-listen",         // unix listening sockets: path, seqpacket, abstract
-    "tls-threads",         // __thread variables and errno per thread
-    "rseq",                // rseq registered again in every thread
-    "brk-growth",          // brk kept, heap grows after restore
-    "cwd",                 // working directory in a subdirectory
-    "vdso-clock",          // vDSO at its address, clocks work and continue
-    "cmdline-env",         // /proc/self/cmdline, environ, exe
-    "thread-tids",         // each thread keeps its tid; pthread_kill reaches it
-    "many-threads",        // 32 threads with their tids
-    "dev-files",           // /dev/urandom, /dev/zero, /dev/null fds
-    "itimer",              // setitimer(ITIMER_REAL) keeps firing, also when caught just expired
-    "thread-names",        // per-thread comm names
-    "umask",               // process umask
+    "futex-threads",        // threads parked in pthread_cond_wait, woken after restore
+    "epoll-thread",         // a thread blocked in epoll_wait
+    "sleep-threads",        // threads in nanosleep (restart / -ERESTART_RESTARTBLOCK -> EINTR)
+    "signal-handler",       // sigaction handlers, SA_SIGINFO|SA_RESTART, sa_mask, SIG_IGN
+    "sigmask-threads",      // blocked signal mask per thread
+    "sigaltstack",          // sigaltstack per thread, SA_ONSTACK handler runs on it
+    "pending-signal",       // signals pending at the snapshot (must not be dropped silently)
+    "timerfd",              // periodic and one-shot timerfds, clocks, O_NONBLOCK
+    "eventfd",              // counters, EFD_SEMAPHORE, EFD_NONBLOCK
+    "signalfd",             // signalfd mask, signals read after restore
+    "epoll-registrations",  // epoll data values, EPOLLET, EPOLLONESHOT, a closed registration
+    "big-heap",             // 256 MiB deterministic heap (every 4th MiB zero), checksum
+    "mmap-regions",         // anonymous VMAs: guards, holes, read-only page, PROT_NONE reservation
+    "file-private-cow",     // private file mapping with copied-on-write pages
+    "file-shared-ro",       // shared read-only file mapping
+    "file-offset",          // read-only file fds at offsets, directory fd
+    "dup-shared-offset",    // two fds sharing one open file description
+    "fd-flags",             // O_APPEND, O_NONBLOCK, FD_CLOEXEC, high fd numbers
+    "shared-anon",          // MAP_SHARED|MAP_ANONYMOUS memory and a second view of it (mremap)
+    "memfd-map",            // two shared mappings of a closed memfd
+    "pipe-data",            // pipes within the process holding unread data (1000 B, full 64 KiB)
+    "pipe-big",             // a 1 MiB pipe (F_SETPIPE_SZ) holding 200 KiB
+    "tcp-listen",           // listening sockets: IPv4/IPv6, options, loopback-bound
+    "tcp-backlog",          // listen backlog kept
+    "unix-listen",          // unix listening sockets: path, seqpacket, abstract
+    "tls-threads",          // __thread variables and errno per thread
+    "rseq",                 // rseq registered again in every thread
+    "brk-growth",           // brk kept, heap grows after restore
+    "cwd",                  // working directory in a subdirectory
+    "vdso-clock",           // vDSO at its address, clocks work and continue
+    "cmdline-env",          // /proc/self/cmdline, environ, exe
+    "thread-tids",          // each thread keeps its tid; pthread_kill reaches it
+    "many-threads",         // 32 threads with their tids
+    "dev-files",            // /dev/urandom, /dev/zero, /dev/null fds
+    "itimer",               // setitimer(ITIMER_REAL) keeps firing, also when caught just expired
+    "thread-names",         // per-thread comm names
+    "umask",                // process umask
+    "socketpair",           // stream, datagram and seqpacket socket pairs with queued data
+    "process-tree",         // 6 processes: pids, ppids (one adopted by init), sessions, groups, pairs and a
+                            // pipe between them with queued data, a shared anonymous page
+    "prefork-listener",     // one listening socket shared by a parent and two accepting workers
 };
 
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) {
@@ -246,7 +257,8 @@ std::string program_name(const ::testing::TestParamInfo<std::string>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Baseline, BootedProgram,
-                         ::testing::ValuesIn(std::vector<std::string>(std::begin(kStatePrograms), std::end(kStatePrograms))),
+                         ::testing::ValuesIn(std::vector<std::string>(std::begin(kStatePrograms),
+                                                                      std::end(kStatePrograms))),
                          program_name);
 
 std::vector<StateCase> state_cases() {
@@ -273,7 +285,9 @@ struct ContractCase {
     std::vector<std::string> must_mention;  // each must appear in the CLI's stderr
 };
 
-void PrintTo(const ContractCase& c, std::ostream* os) { *os << c.program; }
+void PrintTo(const ContractCase& c, std::ostream* os) {
+    *os << c.program;
+}
 
 class ContractProgram : public RestoreSuite, public ::testing::WithParamInterface<ContractCase> {};
 
@@ -287,7 +301,8 @@ TEST_P(ContractProgram, SnapshotFailsNamingTheRule) {
     EXPECT_NE(r.exit_code, 0) << "a snapshot that breaks the contract succeeded:\n" << r.describe();
     EXPECT_FALSE(fs::exists(image / "manifest.json")) << "a partial image was published";
     for (const auto& word : c.must_mention)
-        EXPECT_NE(r.err.find(word), std::string::npos) << "stderr does not mention '" << word << "':\n" << r.describe();
+        EXPECT_NE(r.err.find(word), std::string::npos) << "stderr does not mention '" << word << "':\n"
+                                                       << r.describe();
     EXPECT_NE(r.err.find("rule"), std::string::npos) << "stderr names no rule:\n" << r.describe();
 }
 
@@ -302,13 +317,13 @@ INSTANTIATE_TEST_SUITE_P(
     Contract, ContractProgram,
     ::testing::Values(ContractCase{"refuse-write-file", {"fd 42", "/tmp/out.log", "open for writing"}},
                       ContractCase{"refuse-tcp-connection", {"fd 42", "connection"}},
-                      ContractCase{"refuse-fork", {"2 processes", "one process"}},
+                      ContractCase{"refuse-zombie", {"zombie", "reap"}},
+                      ContractCase{"refuse-lost-session", {"session", "leader is gone"}},
                       ContractCase{"refuse-inotify", {"fd 42", "inotify", "cannot be recreated"}},
                       ContractCase{"refuse-posix-timer", {"POSIX timer"}},
                       ContractCase{"refuse-deleted-map", {"mapping", "/tmp/rt-gone.bin"}},
                       ContractCase{"refuse-sysv-shm", {"mapping", "SYSV"}},
                       ContractCase{"refuse-udp", {"fd 42", "socket"}},
-                      ContractCase{"refuse-socketpair", {"fd 42", "socket"}},
                       ContractCase{"refuse-io-uring", {"fd 42", "io_uring", "cannot be recreated"}}),
     contract_name);
 
@@ -326,8 +341,8 @@ TEST_F(RestoreSuite, RestoreRefusesAChangedMappedFile) {
         std::ofstream(dir / "data.bin", std::ios::binary | std::ios::trunc) << data;
     }
     for (const char* strategy : {"eager", "cow"}) {
-        auto r = cli({"restore", image.string(), "--strategy", strategy, "--instances", "1", "--request", "/check",
-                      "--json", "--no-fallback"},
+        auto r = cli({"restore", image.string(), "--strategy", strategy, "--instances", "1", "--request",
+                      "/check", "--json", "--no-fallback"},
                      45s);
         EXPECT_NE(r.exit_code, 0) << strategy << ": restored over a changed mapped file:\n" << r.describe();
         EXPECT_NE(r.err.find("data.bin"), std::string::npos) << strategy << ": " << r.describe();
@@ -366,19 +381,23 @@ class Examples : public RestoreSuite {
                 std::string body = inst.value("body", "");
                 EXPECT_EQ(body.rfind(prefix, 0), 0u) << strategy << ": " << inst.dump();
                 EXPECT_NE(body.find(counter), std::string::npos)
-                    << strategy << ": the request counter did not continue from the snapshot (want " << counter
-                    << "): " << body;
+                    << strategy << ": the request counter did not continue from the snapshot (want "
+                    << counter << "): " << body;
             }
         }
     }
 };
 
-TEST_F(Examples, CHello) { hello("c-hello", "hello from c"); }
+TEST_F(Examples, CHello) {
+    hello("c-hello", "hello from c");
+}
 TEST_F(Examples, JavaHello) {
     ASSERT_TRUE(fs::exists(example_dir("java-hello") / "classes")) << "java-hello is not built (no javac?)";
     hello("java-hello", "hello from java");
 }
-TEST_F(Examples, NodeHello) { hello("node-hello", "hello from node"); }
+TEST_F(Examples, NodeHello) {
+    hello("node-hello", "hello from node");
+}
 
 // python-bigdict: the checksum after a restore equals the one a normally booted instance reports, in
 // 3 instances per strategy, and the request counter continues from the snapshot's value (2 warmup
@@ -405,7 +424,8 @@ TEST_F(Examples, PythonBigdictChecksumAndCounter) {
             json body = json::parse(inst.value("body", ""), nullptr, false);
             ASSERT_TRUE(body.is_object()) << strategy << ": " << inst.dump();
             EXPECT_EQ(body["n"], boot["n"]) << strategy;
-            EXPECT_EQ(body["checksum"], boot["checksum"]) << strategy << ": the dict changed across the restore";
+            EXPECT_EQ(body["checksum"], boot["checksum"])
+                << strategy << ": the dict changed across the restore";
             EXPECT_EQ(body["requests"], 3) << strategy << ": counter should continue from 2 (warmup) to 3";
         }
     }

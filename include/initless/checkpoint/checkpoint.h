@@ -1,11 +1,13 @@
-// Checkpoint: freezes the function's process (every thread under ptrace), reads its whole state,
-// checks the init-less contract, and publishes an image (see image/image.h). The process is left
-// exactly as it was and resumed when this returns or throws.
+// Checkpoint: freezes the function's process tree (every thread of every process below the sandbox's
+// init, under ptrace), reads its whole state, checks the init-less contract, and publishes an image
+// (see image/image.h). The processes are left exactly as they were and resumed when this returns or
+// throws (queued socket data is peeked, unread pipe data is read and written back while frozen).
 //
 // Contract violations throw ContractError naming the process, the fd or mapping and the rule broken:
-// an established connection, a regular file open for writing, a deleted or memfd mapping, an fd kind
-// the engine cannot recreate (io_uring, inotify, ...), a pipe to a process outside the snapshot, a
-// process already being traced, more than one process (not supported yet). Never a partial image.
+// an established connection, a regular file open for writing, a deleted or private memfd mapping, an
+// fd kind the engine cannot recreate (io_uring, inotify, ...), a pipe or socket pair to a process
+// outside the snapshot, a process already being traced, a zombie or stopped process, a session or
+// process group whose leader is gone. Never a partial image.
 #pragma once
 
 #include <sys/types.h>
@@ -20,7 +22,7 @@
 namespace initless::checkpoint {
 
 class ContractError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
@@ -36,7 +38,7 @@ struct Target {
 struct Stats {
     uint64_t image_bytes = 0;  // allocated on disk
     uint64_t pages_written = 0, zero_pages_skipped = 0;
-    uint64_t vmas = 0, threads = 0, fds = 0;
+    uint64_t processes = 0, vmas = 0, threads = 0, fds = 0;
     double freeze_ms = 0, dump_ms = 0, total_ms = 0;
 };
 

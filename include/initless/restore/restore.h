@@ -1,10 +1,13 @@
-// Restore: rebuilds an image's process inside a prepared sandbox. The controller plans; the restored
-// process executes: init spawns an empty process at the image's pid holding a small stub, and the
-// controller feeds the stub one table of syscalls that unmaps the helper, moves the vDSO block, lays
-// out every VMA, fills memory by the chosen strategy, recreates fds, signal state, mm fields and
-// threads (clone3 set_tid) in one resume. Per-thread state runs in each thread's own short table.
-// Then registers are set through ptrace and everything is detached. Ptrace round trips are per
-// thread, never per VMA or per page.
+// Restore: rebuilds an image's process tree inside a prepared sandbox. The controller plans; the
+// restored processes execute: init spawns an empty process at the first process's pid holding a
+// small stub, and the controller feeds the stub one table of syscalls per process. The first table
+// unmaps the helper, makes what several processes share (pipes, sockets, shared memory) at fixed
+// fds, and forks the other processes with their pids (clone3 set_tid; each inherits the stub and
+// those fds); every process's table then sets its session and group, forks its own children, moves
+// the vDSO block, lays out every VMA, fills memory by the chosen strategy, recreates fds, signal
+// state, mm fields and threads (clone3 set_tid). Per-thread state runs in each thread's own short
+// table. Then registers are set through ptrace and everything is detached. Ptrace round trips are
+// per thread and per process, never per VMA or per page.
 //   eager: anonymous memory is allocated and filled from pages.img (pread inside the process).
 //   cow:   anonymous VMAs with saved pages map their pages.img range MAP_PRIVATE: cost independent of
 //          size, and instances share the page cache. Long runs of dirty pages in file mappings are
@@ -40,8 +43,9 @@ struct Timings {
 };
 
 struct Restored {
-    sandbox::ProcessHandle process;
+    sandbox::ProcessHandle process;  // the first process of the tree
     Timings timings;
+    std::vector<pid_t> host_pids;  // every process, in the image's order (host pid namespace)
 };
 
 // The seed paper's two-stage restore. `prepare` runs when a sandbox is pre-started for a function:
@@ -50,7 +54,7 @@ struct Restored {
 // failure the sandbox is unusable and should be torn down. The sandbox and image must outlive the
 // plan; a plan dropped without `execute` kills its restorer.
 class RestorePlan {
-public:
+  public:
     static RestorePlan prepare(sandbox::Sandbox& sandbox, const image::Image& image, Strategy strategy);
     Restored execute();
 
@@ -58,15 +62,17 @@ public:
     RestorePlan& operator=(RestorePlan&&) noexcept;
     ~RestorePlan();
 
-private:
+  private:
     struct State;
     explicit RestorePlan(std::unique_ptr<State> s);
     std::unique_ptr<State> s_;
 };
 
 // The pages of `process`'s VMAs (as recorded in `image`) that are present in the running process
-// `host_pid` now: after a restore and one request, that request's working set.
-std::vector<image::WorkingSetRun> record_working_set(pid_t host_pid, const image::Process& process);
+// `host_pid` now: after a restore and one request, that request's working set. `process_index` is
+// the process's place in the image.
+std::vector<image::WorkingSetRun> record_working_set(pid_t host_pid, const image::Process& process,
+                                                     uint64_t process_index);
 
 // Both stages back to back. The sandbox must be prepared and not started.
 Restored restore_into(sandbox::Sandbox& sandbox, const image::Image& image, Strategy strategy);

@@ -161,10 +161,8 @@ static inline void rt_answer(int conn, rt_handler handler) {
     rt_send_all(conn, reply.body, reply.len);
 }
 
-// Announces readiness ("<name>: ready") and answers requests on `lfd` forever (main thread).
-static inline void rt_serve_on(int lfd, const char* name, rt_handler handler) {
-    printf("%s: ready\n", name);
-    fflush(stdout);
+// Answers requests on `lfd` forever.
+static inline __attribute__((noreturn)) void rt_accept_loop(int lfd, rt_handler handler) {
     for (;;) {
         int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (conn < 0) {
@@ -175,6 +173,13 @@ static inline void rt_serve_on(int lfd, const char* name, rt_handler handler) {
         shutdown(conn, SHUT_WR);
         close(conn);
     }
+}
+
+// Announces readiness ("<name>: ready") and answers requests on `lfd` forever (main thread).
+static inline void rt_serve_on(int lfd, const char* name, rt_handler handler) {
+    printf("%s: ready\n", name);
+    fflush(stdout);
+    rt_accept_loop(lfd, handler);
 }
 
 static inline void rt_serve(const char* name, rt_handler handler) { rt_serve_on(rt_listen(), name, handler); }
