@@ -276,8 +276,11 @@ std::vector<image::Vma> read_vmas(pid_t pid) {
         } else if (m.path.empty() || m.path == "[heap]" || m.path == "[stack]" ||
                    m.path.rfind("[anon:", 0) == 0) {
             v.kind = image::VmaKind::Anonymous;
-        } else if (v.shared && (m.path == "/dev/zero (deleted)" || m.path.rfind("/memfd:", 0) == 0)) {
-            // Shared anonymous memory and memfds: saved whole, recreated as a memfd per object.
+        } else if (v.shared && (m.path == "/dev/zero (deleted)" || m.path.rfind("/memfd:", 0) == 0 ||
+                                (m.path[0] == '/' && m.path.ends_with(" (deleted)") && m.path.rfind("/SYSV", 0) != 0))) {
+            // Shared anonymous memory, memfds and shared mappings of deleted files (POSIX semaphores:
+            // sem_open maps /dev/shm/sem.* and unlinks it): nobody can open them by name any more, so
+            // they are saved whole and recreated as a memfd per object.
             v.kind = image::VmaKind::SharedMemory;
             record_mapped_file(pid, m, v);
         } else if (m.path.rfind("/memfd:", 0) == 0 || m.path.find("(deleted)") != std::string::npos ||
