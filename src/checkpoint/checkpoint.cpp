@@ -276,8 +276,9 @@ std::vector<image::Vma> read_vmas(pid_t pid) {
         } else if (m.path.empty() || m.path == "[heap]" || m.path == "[stack]" ||
                    m.path.rfind("[anon:", 0) == 0) {
             v.kind = image::VmaKind::Anonymous;
-        } else if (v.shared && (m.path == "/dev/zero (deleted)" || m.path.rfind("/memfd:", 0) == 0 ||
-                                (m.path[0] == '/' && m.path.ends_with(" (deleted)") && m.path.rfind("/SYSV", 0) != 0))) {
+        } else if (v.shared &&
+                   (m.path == "/dev/zero (deleted)" || m.path.rfind("/memfd:", 0) == 0 ||
+                    (m.path[0] == '/' && m.path.ends_with(" (deleted)") && m.path.rfind("/SYSV", 0) != 0))) {
             // Shared anonymous memory, memfds and shared mappings of deleted files (POSIX semaphores:
             // sem_open maps /dev/shm/sem.* and unlinks it): nobody can open them by name any more, so
             // they are saved whole and recreated as a memfd per object.
@@ -765,6 +766,14 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
 
     image::ImageWriter writer(image_dir);
     std::vector<Member> members = freeze_tree(target.init_host_pid);
+    // The function was booted in the host's time namespace: its clocks are ours.
+    auto now_ns = [](clockid_t clock) {
+        timespec ts{};
+        ::clock_gettime(clock, &ts);
+        return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    };
+    manifest.monotonic_ns = now_ns(CLOCK_MONOTONIC);
+    manifest.boottime_ns = now_ns(CLOCK_BOOTTIME);
     stats.freeze_ms = ms_since(t0);
     {
         sys::UniqueFd netns = sys::open_file(fmt::format("/proc/{}/ns/net", target.init_host_pid), O_RDONLY);

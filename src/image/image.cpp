@@ -289,6 +289,7 @@ std::string to_json(const Manifest& m) {
               {"vdso_size", m.vdso_size},
               {"port", m.port},
               {"created", m.created},
+              {"clocks", {m.monotonic_ns, m.boottime_ns}},
               {"pages_file_size", m.pages_file_size},
               {"pages_written", m.pages_written},
               {"zero_pages_skipped", m.zero_pages_skipped},
@@ -309,6 +310,8 @@ Manifest from_json(const std::string& text) {
     m.vdso_size = j.at("vdso_size");
     m.port = j.at("port");
     m.created = j.at("created");
+    m.monotonic_ns = j.at("clocks")[0];
+    m.boottime_ns = j.at("clocks")[1];
     m.pages_file_size = j.at("pages_file_size");
     m.pages_written = j.at("pages_written");
     m.zero_pages_skipped = j.at("zero_pages_skipped");

@@ -1037,9 +1037,21 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     if (strategy != Strategy::Eager && !::getenv("INITLESS_NO_RESERVE"))
         for (const auto& w : img.working_set) reserve += w.written ? w.pages * kPageSize : 0;
     reserve = std::min<uint64_t>(reserve + (4 << 20), 1ULL << 30);
+    // The restored processes' CLOCK_MONOTONIC and CLOCK_BOOTTIME continue from the checkpoint (a
+    // time namespace, as CRIU does): otherwise every timed wait a runtime had pending expires at
+    // once on the first request (a JVM's periodic tasks then compete with it for the CPU). The
+    // offsets are fixed now, so the time a prepared sandbox waits in its pool passes for it too.
+    sandbox::ClockOffsets clocks;
+    if (img.manifest.monotonic_ns) {
+        timespec mono{}, boot{};
+        ::clock_gettime(CLOCK_MONOTONIC, &mono);
+        ::clock_gettime(CLOCK_BOOTTIME, &boot);
+        clocks.monotonic_ns = img.manifest.monotonic_ns - (mono.tv_sec * 1000000000LL + mono.tv_nsec);
+        clocks.boottime_ns = img.manifest.boottime_ns - (boot.tv_sec * 1000000000LL + boot.tv_nsec);
+    }
     for (uint64_t candidate : stub_candidates(procs, region_size)) {
         try {
-            helper = sb.spawn_restorer(procs[0].pid, candidate, region_size, pages.get(), reserve);
+            helper = sb.spawn_restorer(procs[0].pid, candidate, region_size, pages.get(), reserve, clocks);
             base = candidate;
             break;
         } catch (const Error& e) {

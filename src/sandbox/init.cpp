@@ -40,9 +40,9 @@ namespace {
 void mount_fs(const char* source, const fs::path& target, const char* type, unsigned long flags,
               const std::string& data = {}) {
     if (::mount(source, target.c_str(), type, flags, data.empty() ? nullptr : data.c_str()) != 0)
-        throw sys::SysError(fmt::format("mount {} on {} ({})", source ? source : "-", target.string(),
-                                        type ? type : "bind"),
-                            errno);
+        throw sys::SysError(
+            fmt::format("mount {} on {} ({})", source ? source : "-", target.string(), type ? type : "bind"),
+            errno);
 }
 
 void make_device(const fs::path& path, unsigned major, unsigned minor) {
@@ -77,7 +77,8 @@ void build_root(const json& setup) {
     fs::path function_dir = setup.at("function_dir").get<std::string>();
     mount_fs(function_dir.c_str(), merged / "function", nullptr, MS_BIND | MS_REC);
     mount_fs(nullptr, merged / "function", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
-    for (const auto& d : setup.at("rw_dirs")) fs::create_directories(merged / fs::path(d.get<std::string>()).relative_path());
+    for (const auto& d : setup.at("rw_dirs"))
+        fs::create_directories(merged / fs::path(d.get<std::string>()).relative_path());
 
     // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only ours.
     check(::chdir(merged.c_str()), "chdir to new root");
@@ -109,7 +110,8 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
 [[noreturn]] void exec_function(const json& request, int log_fd) {
     reset_child(log_fd);
     auto fail = [](const std::string& what) {
-        std::string line = fmt::format("initless: cannot start function: {}: {}\n", what, std::strerror(errno));
+        std::string line =
+            fmt::format("initless: cannot start function: {}: {}\n", what, std::strerror(errno));
         (void)!::write(2, line.data(), line.size());
         ::_exit(127);
     };
@@ -141,7 +143,9 @@ struct Init {
     int log_fd = -1;
     std::set<pid_t> watched;
 
-    void reply(const json& message, std::span<const int> fds = {}) { sys::send_message(control, message.dump(), fds); }
+    void reply(const json& message, std::span<const int> fds = {}) {
+        sys::send_message(control, message.dump(), fds);
+    }
 
     void start(const json& request) {
         auto child = sys::fork_process(0);
@@ -157,6 +161,30 @@ struct Init {
         uint64_t addr = request.at("stub_addr").get<uint64_t>();
         uint64_t size = request.at("stub_size").get<uint64_t>();
         uint64_t reserve = request.value("reserve_bytes", uint64_t{0});
+        if (request.contains("clock_offsets")) {
+            // A new time namespace for the children made from now on (the restorer): its clocks are
+            // shifted so that the restored process sees them continue from its checkpoint.
+            auto offset = [](const char* clock, int64_t ns) {
+                int64_t sec = ns >= 0 ? ns / 1000000000 : -((-ns + 999999999) / 1000000000);
+                return fmt::format("{} {} {}\n", clock, sec, ns - sec * 1000000000);
+            };
+            std::string offsets = offset("monotonic", request["clock_offsets"][0].get<int64_t>()) +
+                                  offset("boottime", request["clock_offsets"][1].get<int64_t>());
+            std::string error;
+            if (::unshare(CLONE_NEWTIME) != 0) {
+                error = fmt::format("unshare(CLONE_NEWTIME): {}", std::strerror(errno));
+            } else {
+                int fd = ::open("/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC);
+                if (fd < 0 ||
+                    ::write(fd, offsets.data(), offsets.size()) != static_cast<ssize_t>(offsets.size()))
+                    error = fmt::format("writing timens_offsets '{}': {}", offsets, std::strerror(errno));
+                if (fd >= 0) ::close(fd);
+            }
+            if (!error.empty()) {
+                reply({{"ok", false}, {"error", "restorer time namespace: " + error}, {"errno", 0}});
+                return;
+            }
+        }
         int status_pipe[2];
         check(::pipe2(status_pipe, O_CLOEXEC), "pipe");
         pid_t tids[1] = {want};
@@ -175,7 +203,9 @@ struct Init {
             int err = p == MAP_FAILED ? errno : 0;
             // Memory touched now, off the request path, and freed by the restore's first munmap: the
             // pages the restore then needs come back already backed by the host.
-            if (!err && reserve) ::mmap(nullptr, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+            if (!err && reserve)
+                ::mmap(nullptr, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                       -1, 0);
             (void)!::write(status_fd, &err, sizeof err);
             ::close(status_fd);
             if (err) ::_exit(3);
@@ -206,7 +236,8 @@ struct Init {
             if (p <= 0) return;
             if (watched.erase(p)) {
                 try {
-                    sys::send_message(control, json{{"event", "exit"}, {"pid", p}, {"status", status}}.dump());
+                    sys::send_message(control,
+                                      json{{"event", "exit"}, {"pid", p}, {"status", status}}.dump());
                 } catch (const Error&) {
                 }
             }
@@ -236,7 +267,8 @@ void run_init(int control_fd) {
     try {
         if (!sys::receive_message(control_fd, message)) init.shut_down();
         json setup = json::parse(message);
-        init.log_fd = sys::open_file(setup.at("log").get<std::string>(), O_WRONLY | O_APPEND | O_CREAT, 0644).release();
+        init.log_fd =
+            sys::open_file(setup.at("log").get<std::string>(), O_WRONLY | O_APPEND | O_CREAT, 0644).release();
         build_root(setup);
         init.reply({{"ok", true}});
     } catch (const std::exception& e) {

@@ -36,7 +36,9 @@ std::string new_instance_id(const std::string& name) {
     return fmt::format("{}-{:012x}", name, r & 0xffffffffffffULL);
 }
 
-json owner_record(pid_t pid) { return {{"pid", pid}, {"start", sys::proc_start_time(pid)}}; }
+json owner_record(pid_t pid) {
+    return {{"pid", pid}, {"start", sys::proc_start_time(pid)}};
+}
 
 bool owner_alive(const json& record) {
     pid_t pid = record.at("pid").get<pid_t>();
@@ -76,7 +78,8 @@ fs::path state_dir() {
 
 std::string ExitReport::describe() const {
     if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
-    if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    if (WIFSIGNALED(status))
+        return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
     return fmt::format("ended with wait status {:#x}", status);
 }
 
@@ -101,7 +104,8 @@ Sandbox Sandbox::prepare(const spec::FunctionSpec& spec, const SandboxOptions& o
         std::string control_arg = std::to_string(theirs.get());
         const char* argv[] = {"initless", "__init", "--control", control_arg.c_str(), nullptr};
         std::string init_binary = init_binary_path();
-        auto child = sys::fork_process(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC);
+        auto child =
+            sys::fork_process(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC);
         if (child.pid == 0) {
             ::fcntl(theirs.get(), F_SETFD, 0);
             ::execv(init_binary.c_str(), const_cast<char**>(argv));
@@ -115,14 +119,10 @@ Sandbox Sandbox::prepare(const spec::FunctionSpec& spec, const SandboxOptions& o
         sb.cgroup_.attach(sb.init_pid_);
         sb.netns_ = sys::open_file(fmt::format("/proc/{}/ns/net", sb.init_pid_), O_RDONLY);
 
-        json setup = {{"rootfs", spec.rootfs.string()},
-                      {"upper", sb.upper_dir().string()},
-                      {"work", (sb.dir_ / "work").string()},
-                      {"merged", (sb.dir_ / "merged").string()},
-                      {"function_dir", spec.dir.string()},
-                      {"hostname", spec.name},
-                      {"log", sb.log_path().string()},
-                      {"rw_dirs", json::array()}};
+        json setup = {{"rootfs", spec.rootfs.string()},      {"upper", sb.upper_dir().string()},
+                      {"work", (sb.dir_ / "work").string()}, {"merged", (sb.dir_ / "merged").string()},
+                      {"function_dir", spec.dir.string()},   {"hostname", spec.name},
+                      {"log", sb.log_path().string()},       {"rw_dirs", json::array()}};
         for (const auto& d : spec.rw_dirs) setup["rw_dirs"].push_back(d.string());
         sb.request(setup.dump(), nullptr);
     } catch (const std::exception& e) {
@@ -132,7 +132,9 @@ Sandbox Sandbox::prepare(const spec::FunctionSpec& spec, const SandboxOptions& o
     return sb;
 }
 
-Sandbox::Sandbox(Sandbox&& o) noexcept { *this = std::move(o); }
+Sandbox::Sandbox(Sandbox&& o) noexcept {
+    *this = std::move(o);
+}
 
 Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
     if (this != &o) {
@@ -151,7 +153,9 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
     return *this;
 }
 
-Sandbox::~Sandbox() { teardown(); }
+Sandbox::~Sandbox() {
+    teardown();
+}
 
 void Sandbox::handle_event(const std::string& message) {
     json event = json::parse(message);
@@ -159,7 +163,8 @@ void Sandbox::handle_event(const std::string& message) {
         exits_.push_back({event.at("pid").get<pid_t>(), event.at("status").get<int>()});
 }
 
-std::string Sandbox::request(const std::string& message, std::vector<sys::UniqueFd>* fds, std::span<const int> send_fds) {
+std::string Sandbox::request(const std::string& message, std::vector<sys::UniqueFd>* fds,
+                             std::span<const int> send_fds) {
     sys::send_message(control_.get(), message, send_fds);
     auto deadline = Clock::now() + kControlTimeout;
     std::string reply;
@@ -175,7 +180,8 @@ std::string Sandbox::request(const std::string& message, std::vector<sys::Unique
             handle_event(reply);
             continue;
         }
-        if (!parsed.value("ok", false)) throw Error(parsed.value("error", std::string("init refused the request")));
+        if (!parsed.value("ok", false))
+            throw Error(parsed.value("error", std::string("init refused the request")));
         return reply;
     }
 }
@@ -198,9 +204,14 @@ ProcessHandle Sandbox::start() {
 }
 
 ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
-                                      uint64_t reserve_bytes) {
-    json req = {{"op", "restorer"},         {"pid", sandbox_pid},          {"stub_addr", stub_addr},
-                {"stub_size", stub_size}, {"reserve_bytes", reserve_bytes}};
+                                      uint64_t reserve_bytes, ClockOffsets clock_offsets) {
+    json req = {{"op", "restorer"},
+                {"pid", sandbox_pid},
+                {"stub_addr", stub_addr},
+                {"stub_size", stub_size},
+                {"reserve_bytes", reserve_bytes}};
+    if (clock_offsets.monotonic_ns || clock_offsets.boottime_ns)
+        req["clock_offsets"] = {clock_offsets.monotonic_ns, clock_offsets.boottime_ns};
     return request_process(req.dump(), std::span<const int>(&pages_fd, 1));
 }
 
@@ -235,12 +246,13 @@ void Sandbox::wait_ready(const std::string& phrase, std::chrono::milliseconds ti
             if (window.size() > phrase.size()) window.erase(0, window.size() - phrase.size());
         }
         if (auto ex = poll_exit())
-            throw Error(fmt::format("function {} {} before printing its ready phrase '{}'; log tail:\n{}", spec_.name,
-                                    ex->describe(), phrase, log_tail()));
+            throw Error(fmt::format("function {} {} before printing its ready phrase '{}'; log tail:\n{}",
+                                    spec_.name, ex->describe(), phrase, log_tail()));
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
         if (left <= 0)
-            throw Error(fmt::format("function {} did not print its ready phrase '{}' within {} ms; log tail:\n{}",
-                                    spec_.name, phrase, timeout.count(), log_tail()));
+            throw Error(
+                fmt::format("function {} did not print its ready phrase '{}' within {} ms; log tail:\n{}",
+                            spec_.name, phrase, timeout.count(), log_tail()));
         pollfd p[2] = {{inotify.get(), POLLIN, 0}, {control_.get(), POLLIN, 0}};
         ::poll(p, 2, static_cast<int>(std::min<long>(left, 100)));
         while (::read(inotify.get(), buf, sizeof buf) > 0) {
@@ -248,7 +260,9 @@ void Sandbox::wait_ready(const std::string& phrase, std::chrono::milliseconds ti
     }
 }
 
-sys::UniqueFd Sandbox::connect(uint16_t port) const { return sys::connect_in_netns(netns_.get(), port); }
+sys::UniqueFd Sandbox::connect(uint16_t port) const {
+    return sys::connect_in_netns(netns_.get(), port);
+}
 
 std::string Sandbox::log_tail(size_t bytes) const {
     try {
@@ -291,7 +305,8 @@ static bool cgroup_in_use(const std::string& name) {
         if (ec) continue;
         if (fs::file_time_type::clock::now() - mtime < std::chrono::seconds(30)) return true;
         try {
-            if (sys::read_file(dir / "cgroup.procs").find_first_not_of(" \n") != std::string::npos) return true;
+            if (sys::read_file(dir / "cgroup.procs").find_first_not_of(" \n") != std::string::npos)
+                return true;
         } catch (const Error&) {
         }
     }

@@ -247,6 +247,7 @@ const char* const kStatePrograms[] = {
     "process-tree",         // 6 processes: pids, ppids (one adopted by init), sessions, groups, pairs and a
                             // pipe between them with queued data, a shared anonymous page
     "prefork-listener",     // one listening socket shared by a parent and two accepting workers
+    "clocks",               // monotonic and boottime never go backwards nor run ahead of wall time
 };
 
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) {
@@ -348,6 +349,25 @@ TEST_F(RestoreSuite, RestoreRefusesAChangedMappedFile) {
         EXPECT_NE(r.err.find("data.bin"), std::string::npos) << strategy << ": " << r.describe();
         EXPECT_NE(r.err.find("changed"), std::string::npos) << strategy << ": " << r.describe();
     }
+}
+
+// Monotonic and boot time continue from the checkpoint: an image restored 2 s after its snapshot has
+// seen 2 s of wall time pass but (almost) none of monotonic or boot time.
+TEST_F(RestoreSuite, ClocksContinueFromTheCheckpoint) {
+    fs::path image = snapshot(program_dir("clocks"));
+    ASSERT_FALSE(image.empty());
+    std::this_thread::sleep_for(2s);
+    json list = restore(image, "cow", 1, "/clocks");
+    ASSERT_EQ(list.size(), 1u);
+    double mono = -1, boot = -1, real = -1;
+    std::string body = list[0].value("body", "");
+    ASSERT_EQ(std::sscanf(body.c_str(), "ok monotonic %lf boottime %lf realtime %lf", &mono, &boot, &real), 3)
+        << body;
+    EXPECT_GE(real, 2000) << body;
+    // The snapshot's own trial restore and the restore's stage 1 run between freeze and restore.
+    EXPECT_LT(mono, 1500) << "monotonic time jumped by the image's age: " << body;
+    EXPECT_LT(boot, 1500) << "boot time jumped by the image's age: " << body;
+    EXPECT_GE(mono, 0) << body;
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -179,6 +179,8 @@ struct Manifest {
     uint64_t vdso_size = 0;    // [vvar]+[vvar_vclock]+[vdso] bytes
     uint16_t port = 0;
     std::string created;
+    // CLOCK_MONOTONIC and CLOCK_BOOTTIME at the freeze: a restored process's clocks continue from here.
+    int64_t monotonic_ns = 0, boottime_ns = 0;
     std::vector<Process> processes;
     uint64_t pages_file_size = 0;
     uint64_t pages_written = 0, zero_pages_skipped = 0;

@@ -44,6 +44,11 @@ struct ExitReport {
     std::string describe() const;
 };
 
+// Shifts of CLOCK_MONOTONIC and CLOCK_BOOTTIME for a restorer's time namespace (see spawn_restorer).
+struct ClockOffsets {
+    int64_t monotonic_ns = 0, boottime_ns = 0;
+};
+
 struct ProcessHandle {
     pid_t host_pid = 0;  // in the controller's pid namespace
     pid_t sandbox_pid = 0;
@@ -51,7 +56,7 @@ struct ProcessHandle {
 };
 
 class Sandbox {
-public:
+  public:
     static Sandbox prepare(const spec::FunctionSpec& spec, const SandboxOptions& options = {});
 
     Sandbox(Sandbox&&) noexcept;
@@ -63,9 +68,12 @@ public:
     // anonymous read-write-execute mapping of `stub_size` bytes at `stub_addr`, stdio on the log,
     // and `pages_fd` (an image's pages file) as its fd 3: the raw material of a restore. It also
     // touches `reserve_bytes` of anonymous memory, which the restore frees and reuses warm.
+    // With non-zero `clock_offsets` it is made in a new time namespace whose CLOCK_MONOTONIC and
+    // CLOCK_BOOTTIME are shifted by them (so that a restored process's clocks continue from its
+    // checkpoint); if the kernel refuses, this throws.
     static constexpr int kRestorerPagesFd = 3;
     ProcessHandle spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
-                                 uint64_t reserve_bytes = 0);
+                                 uint64_t reserve_bytes = 0, ClockOffsets clock_offsets = {});
 
     // Waits until the log holds `phrase`; throws with the log's tail if the function exits first or
     // `timeout` passes.
@@ -86,7 +94,7 @@ public:
     const sys::Cgroup& cgroup() const { return cgroup_; }
     const spec::FunctionSpec& spec() const { return spec_; }
 
-private:
+  private:
     Sandbox() = default;
     std::string request(const std::string& message, std::vector<sys::UniqueFd>* fds,
                         std::span<const int> send_fds = {});
