@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Plain boot vs restore (eager, cow, prefetch): time to the first response, per workload, in one run.
 
-  bench/restore/restore.py [--build DIR] [--repeats N] [--sizes 0.1,1.3,2.5,5,9.8] [--workloads ...]
+  bench/restore/restore.py [--build DIR] [--repeats N] [--fast-repeats N] [--sizes 0.1,1.3,2.5,5,9.8] [--workloads ...]
                            [--work-dir DIR] [--out-dir DIR] [--source TEXT] [--notes FILE]
                            [--deadline HH:MM] [--late-skip python-bigdict:9.8:eager]
   bench/restore/restore.py --report docs/bench/restore.csv [--notes FILE]   # md and png again, no measuring
@@ -467,8 +467,9 @@ def write_md(path, rows, ctx, skipped, finished):
     modes_run = [x for x in MODES if any(r["mode"] == x for r in rows)]
     if ctx.get("repeats_rule"):
         repeats_text = (f"- repeats: {ctx['repeats']} per mode for the runtimes and python-bigdict up to 1.3 GB, "
-                        f"{min(ctx['repeats'], 3)} at 2.5 GB, {min(ctx['repeats'], 2)} at 5 and 9.8 GB (every mode); "
-                        "modes interleaved within each repeat")
+                        f"{min(ctx['repeats'], 3)} at 2.5 GB, {min(ctx['repeats'], 2)} at 5 and 9.8 GB (every mode)"
+                        + (f", but cow and prefetch {ctx['fast_repeats']} at every size" if ctx.get("fast_repeats") else "")
+                        + "; modes interleaved within each repeat")
     else:
         repeats_text = (f"- repeats: {ctx['repeats']} per mode (plain boot of the big dicts fewer: 3 at 2.5 GB, 2 at 5 "
                         "and 9.8 GB); modes interleaved within each repeat")
@@ -553,6 +554,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("--repeats", "-n", type=int, default=5)
+    ap.add_argument("--fast-repeats", type=int, default=None,
+                    help="repeats of cow and prefetch at every size (default: as many as boot and eager get)")
     ap.add_argument("--sizes", default=",".join(f"{s:g}" for s in SIZES), help="python-bigdict sizes in GB")
     ap.add_argument("--workloads", nargs="*", default=["java-hello", "node-hello", "python-bigdict"])
     ap.add_argument("--work-dir", default="/var/tmp", help="where function dirs, images and state go (big)")
@@ -597,7 +600,7 @@ def main():
     t_start = time.monotonic()
     ctx = {"machine": machine, "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
            "uptime_start": uptime(), "binary": os.path.relpath(binary, ROOT), "source": source,
-           "repeats": a.repeats, "repeats_rule": "size", "notes": a.notes, "elapsed": "",
+           "repeats": a.repeats, "fast_repeats": a.fast_repeats, "repeats_rule": "size", "notes": a.notes, "elapsed": "",
            "no_reserve": bool(os.environ.get("INITLESS_NO_RESERVE"))}
     header = (f"# initless restore bench (bench/restore/restore.py), {ctx['date']} UTC; nproc={machine['nproc']} "
               f"kernel={machine['kernel']} cpu={machine['cpu']} mem={machine['mem_gib']:.1f}GiB; "
@@ -711,8 +714,11 @@ def main():
                         bytes_per_entry = image_bytes / base["bigdict_n"]
             base["image_bytes"] = image_bytes
             nrep = size_repeats(s if s != "" else None, a.repeats)
-            modes = ["boot"] + (RESTORE_MODES if out is not None else [])
-            for i in range(nrep):
+            all_modes = ["boot"] + (RESTORE_MODES if out is not None else [])
+            # cow and prefetch take milliseconds at any size: they get --fast-repeats rounds even where
+            # boot and eager (minutes at large sizes) get fewer.
+            for i in range(max(nrep, a.fast_repeats or 0)):
+                modes = all_modes if i < nrep else [x for x in all_modes if x in ("cow", "prefetch")]
                 for j, m in enumerate(modes):
                     if (w, s, m) in dropped:
                         continue
