@@ -370,6 +370,21 @@ TEST_F(RestoreSuite, ClocksContinueFromTheCheckpoint) {
     EXPECT_GE(mono, 0) << body;
 }
 
+// A Python function the examples do not cover: a multiprocessing pool (3 processes, pipes between
+// them, POSIX semaphores, helper threads) keeps working after a restore, answered by its own workers.
+TEST_F(RestoreSuite, PythonMultiprocessingPool) {
+    fs::path dir = fs::path(INITLESS_SOURCE_DIR) / "tests" / "restore" / "python" / "mp-pool";
+    json report;
+    fs::path image = snapshot(dir, &report);
+    ASSERT_FALSE(image.empty());
+    EXPECT_EQ(report.value("processes", 0), 3) << report.dump();
+    for (const char* strategy : {"eager", "cow"}) {
+        json list = restore(image, strategy, 2, "/");
+        for (const auto& inst : list)
+            EXPECT_EQ(inst.value("body", ""), "1 285 ok\n") << strategy << ": " << inst.dump();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Examples: each answers after a restore, with its state.
 
