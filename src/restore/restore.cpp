@@ -165,6 +165,17 @@ struct KernelSigaction {
     uint64_t handler, flags, restorer, mask;
 };
 
+// The capability bounding set and no_new_privs are per thread but inherited by clone: a process's
+// leader sets them once before creating its threads (about 40 prctl calls that every thread's
+// table used to repeat).
+void add_inherited_cred_ops(Table& t, const image::Credentials& creds) {
+    for (int cap = 0; cap <= CAP_LAST_CAP; ++cap)
+        if (!(creds.cap_bounding & (1ULL << cap)))
+            t.op(SYS_prctl, {PR_CAPBSET_DROP, static_cast<uint64_t>(cap)}, -1, STUB_OP_ALLOW_FAIL, {},
+                 "capbset drop");
+    if (creds.no_new_privs) t.op(SYS_prctl, {PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0}, -1, 0, {}, "no_new_privs");
+}
+
 void add_thread_ops(Table& t, Region& r, const image::Thread& th, const image::Credentials& creds) {
     t.op(SYS_getpid, {}, kTgid, 0, {}, "getpid");
     t.op(SYS_gettid, {}, kSelfTid, 0, {}, "gettid");
@@ -182,12 +193,8 @@ void add_thread_ops(Table& t, Region& r, const image::Thread& th, const image::C
         ss.ss_flags = th.altstack_flags & ~SS_ONSTACK;
         t.op(SYS_sigaltstack, {r.put(ss), 0}, -1, 0, {}, "sigaltstack");
     }
-    // Credentials are per thread: each drops to the checkpointed set itself.
-    for (int cap = 0; cap <= CAP_LAST_CAP; ++cap)
-        if (!(creds.cap_bounding & (1ULL << cap)))
-            t.op(SYS_prctl, {PR_CAPBSET_DROP, static_cast<uint64_t>(cap)}, -1, STUB_OP_ALLOW_FAIL, {},
-                 "capbset drop");
-    if (creds.no_new_privs) t.op(SYS_prctl, {PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0}, -1, 0, {}, "no_new_privs");
+    // Capabilities are per thread: each sets the checkpointed sets itself (after the leader's
+    // clone3 calls, which need CAP_SYS_ADMIN). The bounding set comes from add_inherited_cred_ops.
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[2] = {};
     data[0] = {static_cast<uint32_t>(creds.cap_effective), static_cast<uint32_t>(creds.cap_permitted),
@@ -907,6 +914,7 @@ void build_process_table(PlanContext& cx, size_t index, ProcessPlan& plan, const
     }
 
     // Threads, created with their tids; each then runs its own table.
+    add_inherited_cred_ops(t, p.creds);
     for (size_t i = 1; i < p.threads.size(); ++i) {
         clone_args ca{};
         ca.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
