@@ -248,8 +248,8 @@ const char* const kStatePrograms[] = {
                             // pipe between them with queued data, a shared anonymous page
     "prefork-listener",     // one listening socket shared by a parent and two accepting workers
     "clocks",               // monotonic and boottime never go backwards nor run ahead of wall time
-    "busy-blocked-thread",  // a thread spinning in user space with every signal blocked (leaves the
-                            // stub unseen by /proc), its xmm registers intact
+    "busy-blocked-thread",  // a thread spinning in user space with every signal blocked, its xmm
+                            // registers intact
 };
 
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) {

@@ -1,7 +1,6 @@
 // A thread that blocks every signal (raw rt_sigprocmask: glibc's would leave two unblocked) and
-// spins in user space, with a running sum in an SSE register. Restored threads leave the restorer
-// stub through rt_sigreturn; this one never enters a syscall and has the stub's own mask, so the
-// restore can tell that it has left the stub only by looking at its rip. /check: it still spins,
+// spins in user space, with a running sum in an SSE register: it is checkpointed mid-computation,
+// never in a syscall, with the mask the restorer stub itself runs under. /check: it still spins,
 // its sum agrees with its counter (its registers and xstate came back), its mask is still full.
 #include "http.h"
 
