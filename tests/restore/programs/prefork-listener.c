@@ -25,12 +25,16 @@ static int handle(const char* path, struct rt_reply* r) {
     ino_t mine = inode_of(getpid(), lfd), theirs = inode_of(parent, lfd);
     RT_CHECK(r, mine && mine == theirs, "worker's listening socket %lu is not the parent's %lu", (unsigned long)mine,
              (unsigned long)theirs);
-    char status[64];
-    snprintf(status, sizeof status, "/proc/%d/wchan", parent);
-    FILE* f = fopen(status, "re");
-    char wchan[64] = "";
-    if (f && fgets(wchan, sizeof wchan, f)) wchan[strcspn(wchan, "\n")] = 0;
-    if (f) fclose(f);
+    // Just restored, the parent may not have run yet: it goes back into wait4 when it does.
+    char wchan_path[64], wchan[64] = "";
+    snprintf(wchan_path, sizeof wchan_path, "/proc/%d/wchan", parent);
+    for (int tries = 0; tries < 2000 && !strstr(wchan, "wait"); ++tries) {
+        FILE* f = fopen(wchan_path, "re");
+        wchan[0] = 0;
+        if (f && fgets(wchan, sizeof wchan, f)) wchan[strcspn(wchan, "\n")] = 0;
+        if (f) fclose(f);
+        if (!strstr(wchan, "wait")) rt_sleep_ms(1);
+    }
     RT_CHECK(r, strstr(wchan, "wait") != NULL, "the parent is not waiting for its workers (wchan '%s')", wchan);
     if (!r->failed) rt_add(r, "ok worker %d of parent %d on the shared listening socket", getpid(), parent);
     return 1;
