@@ -385,50 +385,18 @@ T sockopt(int fd, int level, int name) {
     return v;
 }
 
-// What is queued for a socket to receive, read with MSG_PEEK at a moving peek offset so that the
-// running function keeps every byte. Datagrams keep their boundaries; fds in flight break the rule.
+// What is queued for a socket pair end to receive; the running function keeps every byte.
+// Datagrams keep their boundaries; fds in flight break the rule.
 void read_queued_messages(int sock, const std::string& where, image::Fd& f) {
-    int old_off = sockopt<int>(sock, SOL_SOCKET, SO_PEEK_OFF);
-    int zero = 0;
-    sys::check(::setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero), where + ": SO_PEEK_OFF");
-    std::vector<uint8_t> buf(1 << 16);
-    std::string error;
-    for (;;) {
-        iovec iov{buf.data(), buf.size()};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 32)];
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        ssize_t n = ::recvmsg(sock, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0) {
-            if (errno != EAGAIN)
-                error = fmt::format("{}: peek at queued data: {}", where, std::strerror(errno));
-            break;
-        }
-        bool fds_in_flight = false;
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                fds_in_flight = true;
-                for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
-                    int fd;
-                    std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                    ::close(fd);
-                }
-            }
-        if (fds_in_flight || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
-            error = where +
-                    ": file descriptors or oversized messages are queued in it; rule: nothing in flight when "
-                    "ready";
-            break;
-        }
-        if (n == 0 && f.type == SOCK_STREAM) break;
-        f.pipe_data.insert(f.pipe_data.end(), buf.begin(), buf.begin() + n);
-        if (f.type != SOCK_STREAM) f.message_sizes.push_back(static_cast<uint32_t>(n));
+    auto queued = sys::peek_queued(sock, f.type == SOCK_STREAM);
+    if (!queued.complete)
+        throw ContractError(where +
+                            ": file descriptors or oversized messages are queued in it; rule: nothing in "
+                            "flight when ready");
+    for (const auto& m : queued.messages) {
+        f.pipe_data.insert(f.pipe_data.end(), m.begin(), m.end());
+        if (f.type != SOCK_STREAM) f.message_sizes.push_back(static_cast<uint32_t>(m.size()));
     }
-    ::setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &old_off, sizeof old_off);
-    if (!error.empty()) throw ContractError(error);
 }
 
 void read_socket(pid_t pid, int pidfd, const std::map<uint64_t, uint64_t>& unix_peers, image::Fd& f) {

@@ -47,6 +47,22 @@ void send_message(int fd, std::string_view data, std::span<const int> fds) {
     if (retry_eintr([&] { return ::sendmsg(fd, &msg, MSG_NOSIGNAL); }) < 0) throw SysError("sendmsg", errno);
 }
 
+namespace {
+// Hands every fd a received message carries to `take`.
+template <typename Take>
+void received_fds(msghdr& msg, Take take) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; ++i) {
+            int received;
+            std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            take(received);
+        }
+    }
+}
+}  // namespace
+
 bool receive_message(int fd, std::string& data, std::vector<UniqueFd>* fds) {
     data.resize(1 << 16);
     iovec iov{data.data(), data.size()};
@@ -59,19 +75,52 @@ bool receive_message(int fd, std::string& data, std::vector<UniqueFd>* fds) {
     ssize_t n = retry_eintr([&] { return ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC); });
     if (n < 0) throw SysError("recvmsg", errno);
     data.resize(static_cast<size_t>(n));
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < count; ++i) {
-            int received;
-            std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-            if (fds)
-                fds->emplace_back(received);
-            else
-                ::close(received);
-        }
-    }
+    received_fds(msg, [&](int received) {
+        if (fds)
+            fds->emplace_back(received);
+        else
+            ::close(received);
+    });
     return n > 0 || (msg.msg_flags & MSG_TRUNC);
+}
+
+QueuedData peek_queued(int sock, bool stream) {
+    int old_off = 0;
+    socklen_t len = sizeof old_off;
+    check(::getsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &old_off, &len), "getsockopt SO_PEEK_OFF");
+    int zero = 0;
+    check(::setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero), "setsockopt SO_PEEK_OFF");
+    QueuedData out;
+    std::vector<uint8_t> buf(1 << 16);
+    int error = 0;
+    for (;;) {
+        iovec iov{buf.data(), buf.size()};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 32)];
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t n = ::recvmsg(sock, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0) {
+            if (errno != EAGAIN) error = errno;
+            break;
+        }
+        bool fds_in_flight = false;
+        received_fds(msg, [&](int received) {
+            fds_in_flight = true;
+            ::close(received);
+        });
+        if (fds_in_flight || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+            out.complete = false;
+            break;
+        }
+        if (n == 0 && stream) break;
+        out.messages.emplace_back(buf.begin(), buf.begin() + n);
+    }
+    ::setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &old_off, sizeof old_off);
+    if (error) throw SysError("peek at a socket's queued data", error);
+    return out;
 }
 
 UniqueFd connect_in_netns(int netns_fd, uint16_t port) {

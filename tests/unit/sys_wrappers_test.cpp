@@ -180,6 +180,24 @@ TEST(SysSocket, UnixSocketPeersFindsSocketpairEndsAndForgetsOrphans) {
     for (int fd : {sv[0], sv[1], lone[0]}) ::close(fd);
 }
 
+TEST(SysSocket, PeekQueuedKeepsEveryMessageAndStopsAtFdsInFlight) {
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    ASSERT_EQ(::send(sv[0], "one", 3, 0), 3);
+    ASSERT_EQ(::send(sv[0], "second", 6, 0), 6);
+    auto q = sys::peek_queued(sv[1], false);
+    EXPECT_TRUE(q.complete);
+    ASSERT_EQ(q.messages.size(), 2u);
+    EXPECT_EQ(std::string(q.messages[1].begin(), q.messages[1].end()), "second");
+    char buf[16];
+    ASSERT_EQ(::recv(sv[1], buf, sizeof buf, MSG_DONTWAIT), 3);  // still there, from the start
+    EXPECT_EQ(std::string(buf, 3), "one");
+    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    sys::send_message(sv[0], "with an fd", std::span<const int>(&devnull, 1));
+    EXPECT_FALSE(sys::peek_queued(sv[1], false).complete);
+    for (int fd : {sv[0], sv[1], devnull}) ::close(fd);
+}
+
 TEST(SysProcess, SameOpenFileAcrossProcesses) {
     int p[2];
     ASSERT_EQ(::pipe(p), 0);

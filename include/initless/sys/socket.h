@@ -24,6 +24,16 @@ void send_message(int fd, std::string_view data, std::span<const int> fds = {});
 // Returns false on orderly EOF. Received fds are appended to `fds`.
 bool receive_message(int fd, std::string& data, std::vector<UniqueFd>* fds = nullptr);
 
+// What is queued for a socket to receive, read with MSG_PEEK at a moving SO_PEEK_OFF so that nothing
+// is consumed (the socket's own peek offset is put back): one entry per datagram, or one for a
+// stream. Stops at fds in flight (SCM_RIGHTS; the copies received are closed) or a truncated
+// message, and says so in `complete`.
+struct QueuedData {
+    std::vector<std::vector<uint8_t>> messages;
+    bool complete = true;
+};
+QueuedData peek_queued(int sock, bool stream);
+
 // Connects to 127.0.0.1:port inside the network namespace `netns_fd` (an open /proc/PID/ns/net).
 // Safe to call from any thread: only the calling thread switches namespaces, and it switches back.
 UniqueFd connect_in_netns(int netns_fd, uint16_t port);
