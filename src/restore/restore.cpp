@@ -633,10 +633,20 @@ struct PlanContext {
     const VdsoBlock& helper_vdso;
 };
 
+// A memfd for the shared memory object behind `v` (as big as the object, named as the checkpoint
+// saw it) into `slot`.
+void add_memfd_ops(Table& t, Region& region, const image::Vma& v, int slot) {
+    std::string name = v.name.rfind("/memfd:", 0) == 0 ? v.name.substr(7, v.name.find(" (deleted)") - 7)
+                                                       : std::string("initless-shared-anon");
+    t.op(SYS_memfd_create, {region.put_string(name), MFD_CLOEXEC}, slot, 0, {}, "memfd " + name);
+    t.op(SYS_ftruncate, {0, v.file_size}, -1, 0, {{0, slot}}, "size memfd " + name);
+}
+
 // The main table of process `index`. It starts in a process holding only the stub region, the
 // helper's vDSO block and the fds of `FdLayout`, with every signal blocked: the first process once
 // its table has taken the helper apart, every other one as its forker's copy.
-void build_process_table(PlanContext& cx, size_t index, ProcessPlan& plan, const std::vector<size_t>& forks) {
+void build_process_table(PlanContext& cx, size_t index, size_t forker_index, ProcessPlan& plan,
+                         const std::vector<size_t>& forks) {
     const auto& procs = cx.img.manifest.processes;
     const image::Process& p = procs[index];
     const auto& leader = p.threads.at(0);
@@ -649,11 +659,7 @@ void build_process_table(PlanContext& cx, size_t index, ProcessPlan& plan, const
 
     // Session and group before any child is forked, so the children inherit them.
     if (index > 0) {
-        const image::Process& forker = procs[p.ppid == 1 ? 0 : [&] {
-            for (size_t k = 0; k < procs.size(); ++k)
-                if (procs[k].pid == p.ppid) return k;
-            throw Error(fmt::format("process {}: its parent {} is not in the image", p.pid, p.ppid));
-        }()];
+        const image::Process& forker = procs[forker_index];
         if (p.sid == p.pid)
             t.op(SYS_setsid, {}, -1, 0, {}, "setsid");
         else if (p.pgid == p.pid)
@@ -739,12 +745,7 @@ void build_process_table(PlanContext& cx, size_t index, ProcessPlan& plan, const
                 if (auto shared = L.shm.find(v.file_inode); shared != L.shm.end()) {
                     t.preset(it->second, static_cast<uint64_t>(shared->second));  // made before the forks
                 } else {
-                    std::string name = v.name.rfind("/memfd:", 0) == 0
-                                           ? v.name.substr(7, v.name.find(" (deleted)") - 7)
-                                           : std::string("initless-shared-anon");
-                    t.op(SYS_memfd_create, {region.put_string(name), MFD_CLOEXEC}, it->second, 0, {},
-                         "memfd " + name);
-                    t.op(SYS_ftruncate, {0, v.file_size}, -1, 0, {{0, it->second}}, "size memfd " + name);
+                    add_memfd_ops(t, region, v, it->second);
                 }
             }
             t.op(SYS_mmap,
@@ -983,17 +984,11 @@ void add_helper_teardown_and_shared(Table& t, Region& region, const image::Image
         place_at(t, kTmp, L.shared.at(id), f->flags);
     }
     for (const auto& [inode, fd] : L.shm) {
-        uint64_t size = 0;
-        std::string name = "initless-shared-anon";
+        const image::Vma* object = nullptr;  // any VMA of it: they share its name and size
         for (const auto& p : procs)
             for (const auto& v : p.vmas)
-                if (v.kind == image::VmaKind::SharedMemory && v.file_inode == inode) {
-                    size = v.file_size;
-                    if (v.name.rfind("/memfd:", 0) == 0)
-                        name = v.name.substr(7, v.name.find(" (deleted)") - 7);
-                }
-        t.op(SYS_memfd_create, {region.put_string(name), MFD_CLOEXEC}, kTmp, 0, {}, "shared memfd " + name);
-        t.op(SYS_ftruncate, {0, size}, -1, 0, {{0, kTmp}}, "size shared memfd " + name);
+                if (!object && v.kind == image::VmaKind::SharedMemory && v.file_inode == inode) object = &v;
+        add_memfd_ops(t, region, *object, kTmp);
         place_at(t, kTmp, fd, O_RDWR);
     }
 }
@@ -1090,8 +1085,9 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     st->procs.resize(procs.size());
     // Who forks whom: a process its parent; a further child of init the first process.
     std::vector<std::vector<size_t>> forks(procs.size());
+    std::vector<size_t> forker_of(procs.size(), 0);
     for (size_t i = 1; i < procs.size(); ++i) {
-        size_t forker = 0;
+        size_t& forker = forker_of[i];
         if (procs[i].ppid != 1) {
             auto parent = std::find_if(procs.begin(), procs.begin() + static_cast<long>(i),
                                        [&](const image::Process& q) { return q.pid == procs[i].ppid; });
@@ -1111,7 +1107,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         }
         t.op(SYS_getpid, {}, kTgid, 0, {}, "getpid");
         st->procs[i].forks = forks[i];
-        build_process_table(cx, i, st->procs[i], forks[i]);
+        build_process_table(cx, i, forker_of[i], st->procs[i], forks[i]);
         tm.ops += t.size();
     }
     if (page_up(code_size) + region.data_size() > region_size - kMainStack - (max_threads - 1) * kThreadStack)
