@@ -12,6 +12,7 @@ PACKAGES=(
     g++ cmake ninja-build ccache
     libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libboost-dev
     python3 python3-flask python3-numpy
+    wrk prometheus curl
     openjdk-17-jdk-headless
 )
 # Node.js: the machine may already have a newer nodejs (e.g. from another repository); never replace it.
@@ -29,8 +30,8 @@ if ((${#missing[@]})); then
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    apt-get -o DPkg::Lock::Timeout=600 update -q
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 # ccache: worktrees and CI clones on one machine compile the same sources once (paths made relative).

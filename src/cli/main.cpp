@@ -11,6 +11,13 @@ int main(int argc, char** argv) {
     initless::cli::add_snapshot(app);
     initless::cli::add_restore(app);
     initless::cli::add_sim(app);
+    initless::cli::add_serve(app);
+    initless::cli::add_deploy(app);
+    initless::cli::add_invoke(app);
+    initless::cli::add_ls(app);
+    initless::cli::add_logs(app);
+    initless::cli::add_rm(app);
+    initless::cli::add_stats(app);
     initless::cli::add_init(app);
     try {
         app.parse(argc, argv);

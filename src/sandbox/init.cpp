@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -103,8 +104,14 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
     ::dup2(log_fd, 1);
     ::dup2(log_fd, 2);
     // Nothing of init's (control socket, signalfd, log) may leak into the function.
-    for (int fd = 3; fd < 1024; ++fd)
-        if (fd != keep_fd && fd != keep_fd2) ::close(fd);
+    int keep_lo = std::min(keep_fd, keep_fd2), keep_hi = std::max(keep_fd, keep_fd2);
+    int from = 3;
+    for (int keep : {keep_lo, keep_hi}) {
+        if (keep < from) continue;
+        if (keep > from) ::syscall(SYS_close_range, static_cast<unsigned>(from), static_cast<unsigned>(keep - 1), 0u);
+        from = keep + 1;
+    }
+    ::syscall(SYS_close_range, static_cast<unsigned>(from), ~0u, 0u);
 }
 
 [[noreturn]] void exec_function(const json& request, int log_fd) {
@@ -255,6 +262,10 @@ struct Init {
 }  // namespace
 
 void run_init(int control_fd) {
+    // Whatever the controller had open without close-on-exec (a daemon's client sockets, say) ends
+    // here: init and everything it starts hold only the control socket and what init opens itself.
+    if (control_fd > 3) ::syscall(SYS_close_range, 3u, static_cast<unsigned>(control_fd - 1), 0u);
+    ::syscall(SYS_close_range, static_cast<unsigned>(control_fd + 1), ~0u, 0u);
     Init init{control_fd};
     sigset_t handled;
     sigemptyset(&handled);

@@ -1,8 +1,8 @@
 #include "initless/spec/function_spec.h"
 
 #include <algorithm>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <limits>
 #include <set>
 #include <string_view>
@@ -23,8 +23,25 @@ namespace {
 
 // Order matters only for the "known keys" hint: the order of DESIGN.md.
 constexpr std::string_view kKnownKeys[] = {
-    "name", "command",     "env",           "ready",     "port",     "rootfs",  "rw_dirs", "memory_mb",
-    "cpus", "concurrency", "max_instances", "timeout_s", "prestart", "restore", "warmup", "restore_signal",
+    "name",
+    "command",
+    "env",
+    "ready",
+    "port",
+    "rootfs",
+    "rw_dirs",
+    "memory_mb",
+    "cpus",
+    "concurrency",
+    "max_instances",
+    "timeout_s",
+    "prestart",
+    "prestart_max_age_s",
+    "queue_max",
+    "queue_timeout_ms",
+    "restore",
+    "warmup",
+    "restore_signal",
 };
 
 constexpr std::string_view kRestoreStrategies[] = {"auto", "eager", "cow", "lazy", "prefetch"};
@@ -210,6 +227,12 @@ void read_key(const Reader& r, std::string_view key, const toml::node& n, Functi
         s.timeout_s = u32(r.integer(n, key, 1, kU32Max));
     } else if (key == "prestart") {
         s.prestart = u32(r.integer(n, key, 0, kU32Max));
+    } else if (key == "prestart_max_age_s") {
+        s.prestart_max_age_s = u32(r.integer(n, key, 1, kU32Max));
+    } else if (key == "queue_max") {
+        s.queue_max = u32(r.integer(n, key, 0, kU32Max));
+    } else if (key == "queue_timeout_ms") {
+        s.queue_timeout_ms = u32(r.integer(n, key, 1, kU32Max));
     } else if (key == "restore") {
         s.restore = r.string(n, key);
         if (std::find(std::begin(kRestoreStrategies), std::end(kRestoreStrategies), s.restore) ==
@@ -221,13 +244,15 @@ void read_key(const Reader& r, std::string_view key, const toml::node& n, Functi
     } else if (key == "restore_signal") {
         std::string name = r.string(n, key);
         static const std::pair<const char*, int> kSignals[] = {{"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2},
-                                                              {"SIGHUP", SIGHUP},   {"SIGWINCH", SIGWINCH},
-                                                              {"SIGCONT", SIGCONT}, {"SIGURG", SIGURG}};
+                                                               {"SIGHUP", SIGHUP},   {"SIGWINCH", SIGWINCH},
+                                                               {"SIGCONT", SIGCONT}, {"SIGURG", SIGURG}};
         s.restore_signal = 0;
         for (auto [sig_name, number] : kSignals)
             if (name == sig_name) s.restore_signal = number;
         if (!s.restore_signal)
-            r.fail(n.source(), key, fmt::format("'{}' is not one of SIGUSR1, SIGUSR2, SIGHUP, SIGWINCH, SIGCONT, SIGURG", name));
+            r.fail(
+                n.source(), key,
+                fmt::format("'{}' is not one of SIGUSR1, SIGUSR2, SIGHUP, SIGWINCH, SIGCONT, SIGURG", name));
     } else {
         r.fail(n.source(), key, fmt::format("is unknown (known keys: {})", fmt::join(kKnownKeys, ", ")));
     }

@@ -1,5 +1,6 @@
 #include "initless/sys/file.h"
 
+#include <algorithm>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -80,6 +81,19 @@ void write_file_atomic(const fs::path& path, std::string_view data) {
     }
     check(::rename(tmp.c_str(), path.c_str()), fmt::format("rename {} to {}", tmp.string(), path.string()));
     fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+}
+
+std::string read_from(int fd, uint64_t offset, size_t max) {
+    std::string out;
+    char buf[65536];
+    while (out.size() < max) {
+        size_t want = std::min(sizeof buf, max - out.size());
+        ssize_t n = retry_eintr([&] { return ::pread(fd, buf, want, static_cast<off_t>(offset + out.size())); });
+        if (n < 0) throw SysError("pread", errno);
+        if (n == 0) break;
+        out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
 }
 
 void copy_tree(const fs::path& from, const fs::path& to) {

@@ -1,5 +1,7 @@
 #include "initless/sys/process.h"
 
+#include <sys/resource.h>
+
 #include <linux/sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -121,6 +123,16 @@ std::vector<pid_t> proc_children(pid_t pid) {
     }
     std::sort(out.begin(), out.end());
     return out;
+}
+
+uint64_t raise_fd_limit() {
+    rlimit r{};
+    check(::getrlimit(RLIMIT_NOFILE, &r), "getrlimit NOFILE");
+    if (r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        check(::setrlimit(RLIMIT_NOFILE, &r), "setrlimit NOFILE");
+    }
+    return r.rlim_cur;
 }
 
 }  // namespace initless::sys

@@ -144,6 +144,30 @@ UniqueFd connect_in_netns(int netns_fd, uint16_t port) {
     return sock;
 }
 
+bool stream_closed_by_peer(int sock) {
+    char byte;
+    ssize_t n = ::recv(sock, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return false;  // bytes nobody asked for: not ours to judge, the caller's parser will
+    if (n == 0) return true;
+    return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+void set_quickack(int sock) {
+    int one = 1;
+    ::setsockopt(sock, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+}
+
+void set_cloexec(int fd) {
+    int flags = ::fcntl(fd, F_GETFD);
+    if (flags < 0 || ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) throw SysError("set close-on-exec", errno);
+}
+
+UniqueFd duplicate(int fd) {
+    UniqueFd out(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    if (!out) throw SysError("dup", errno);
+    return out;
+}
+
 std::map<uint64_t, uint64_t> unix_socket_peers(int netns_fd) {
     UniqueFd self_ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
     if (!self_ns) throw SysError("open own netns", errno);

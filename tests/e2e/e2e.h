@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -45,7 +46,9 @@ struct CliResult {
 class CliProcess {
   public:
     CliProcess(const std::vector<std::string>& args, const fs::path& scratch);
-    CliProcess(CliProcess&&) = default;
+    // The moved-from process handle must not kill the process when it is destroyed.
+    CliProcess(CliProcess&& o) noexcept
+        : pid_(std::exchange(o.pid_, 0)), out_(std::move(o.out_)), err_(std::move(o.err_)) {}
     ~CliProcess();
     pid_t pid() const { return pid_; }
     // Waits for the exit (killing it after `timeout` and failing the test).

@@ -11,6 +11,13 @@ void add_gc(CLI::App& app);
 void add_snapshot(CLI::App& app);
 void add_restore(CLI::App& app);
 void add_sim(CLI::App& app);
+void add_serve(CLI::App& app);
+void add_deploy(CLI::App& app);
+void add_invoke(CLI::App& app);
+void add_ls(CLI::App& app);
+void add_logs(CLI::App& app);
+void add_rm(CLI::App& app);
+void add_stats(CLI::App& app);
 void add_init(CLI::App& app);  // hidden: the sandbox's pid 1
 
 }  // namespace initless::cli

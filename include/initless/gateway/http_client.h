@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -17,6 +18,23 @@ struct HttpResponse {
     std::string body;
     std::map<std::string, std::string> headers;
 };
+
+struct HttpRequest {
+    std::string method = "GET";
+    std::string target = "/";
+    std::map<std::string, std::string> headers;
+    std::string body;
+};
+
+// A TCP connection to host:port (an IPv4 or IPv6 literal, or "localhost"); throws initless::Error.
+sys::UniqueFd connect_tcp(const std::string& host, uint16_t port);
+
+// Sends `request` and reads the response. With `on_body`, the body is handed over piece by piece as
+// it arrives (a streamed, chunked response) and not kept in the result. Throws initless::Error on a
+// socket or parse error, or when `timeout` passes without progress.
+HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(30),
+                          const std::function<void(std::string_view)>& on_body = {});
 
 // Sends `GET target` and reads the whole response; throws initless::Error on a socket or parse error.
 HttpResponse http_get(sys::UniqueFd socket, std::string_view target,

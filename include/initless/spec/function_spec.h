@@ -13,20 +13,24 @@
 namespace initless::spec {
 
 struct FunctionSpec {
-    std::filesystem::path dir;          // absolute directory holding function.toml; /function inside
-    std::string name;                   // [a-z0-9][a-z0-9_-]*, at most 63 chars
-    std::vector<std::string> command;   // argv, non-empty; run with cwd /function
+    std::filesystem::path dir;         // absolute directory holding function.toml; /function inside
+    std::string name;                  // [a-z0-9][a-z0-9_-]*, at most 63 chars
+    std::vector<std::string> command;  // argv, non-empty; run with cwd /function
     std::map<std::string, std::string> env;
-    std::string ready;                  // phrase printed on stdout when initialised, non-empty
+    std::string ready;  // phrase printed on stdout when initialised, non-empty
     uint16_t port = 9000;
-    std::filesystem::path rootfs = "/";  // overlay lower layer, read-only
+    std::filesystem::path rootfs = "/";          // overlay lower layer, read-only
     std::vector<std::filesystem::path> rw_dirs;  // absolute paths inside the sandbox
     uint64_t memory_mb = 512;
     double cpus = 1.0;
     uint32_t concurrency = 1;
     uint32_t max_instances = 10;
     uint32_t timeout_s = 60;
-    uint32_t prestart = 1;
+    uint32_t prestart = 1;              // sandboxes kept prepared (restore stage 1 done) by `serve`
+    uint32_t prestart_max_age_s = 300;  // a prepared sandbox older than this is replaced (its clock
+                                        // offsets were fixed when it was prepared)
+    uint32_t queue_max = 1000;          // requests waiting for an instance; beyond: 503
+    uint32_t queue_timeout_ms = 30000;  // longest wait for an instance; then 504
     std::string restore = "auto";       // auto | eager | cow | lazy | prefetch
     uint32_t warmup = 0;                // GET / requests sent before the snapshot
     int restore_signal = 0;             // sent once restored (opt-in notice, e.g. to reseed); 0: none

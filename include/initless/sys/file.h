@@ -16,6 +16,8 @@ std::string read_file(const std::filesystem::path& path);
 void write_file(const std::filesystem::path& path, std::string_view data);  // truncates
 void write_all(int fd, const void* data, size_t len);
 void read_exact(int fd, void* data, size_t len, off_t offset);
+// Up to `max` bytes from `offset` (fewer at the end of the file).
+std::string read_from(int fd, uint64_t offset, size_t max);
 void fsync_path(const std::filesystem::path& path);
 // Writes `data` to path via a temp file in the same directory, fsyncs and renames it.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);

@@ -41,6 +41,9 @@ pid_t pid_of_pidfd(int pidfd);
 std::vector<std::string> proc_stat_fields(pid_t pid);
 uint64_t proc_start_time(pid_t pid);  // field 22; distinguishes a reused pid
 bool process_alive(pid_t pid);
+// Raises this process's soft RLIMIT_NOFILE to its hard limit (a daemon holding many connections);
+// returns the new soft limit.
+uint64_t raise_fd_limit();
 // Threads of a process, and the children listed in /proc/PID/task/*/children.
 std::vector<pid_t> proc_tasks(pid_t pid);
 std::vector<pid_t> proc_children(pid_t pid);

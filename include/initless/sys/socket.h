@@ -38,6 +38,17 @@ QueuedData peek_queued(int sock, bool stream);
 // Safe to call from any thread: only the calling thread switches namespaces, and it switches back.
 UniqueFd connect_in_netns(int netns_fd, uint16_t port);
 
+// True when a connected stream socket's peer has closed it or reset it (nothing queued, end of
+// stream or an error pending): a cached keep-alive connection that must not be reused.
+bool stream_closed_by_peer(int sock);
+// Acknowledges what arrives on a TCP socket at once instead of delaying the ACK (TCP_QUICKACK; not
+// sticky: set before each read that waits for a peer that may write in pieces, since a peer with
+// Nagle on holds its second small write until the first is acknowledged: 40 ms per response).
+void set_quickack(int sock);
+// Sets close-on-exec on an fd a library opened without it (Asio's sockets).
+void set_cloexec(int fd);
+// A new fd for the same open file description, close-on-exec.
+UniqueFd duplicate(int fd);
 // The peers of the connected unix sockets of the network namespace `netns_fd`, by socket inode
 // (NETLINK_SOCK_DIAG with UDIAG_SHOW_PEER, asked from inside that namespace). A socket whose peer
 // is gone is absent.

@@ -1,0 +1,57 @@
+// The gateway of `initless serve`: HTTP/1.1 with keep-alive (Boost.Beast over Asio), the routes
+// OpenFaaS users know, in front of a controller::Controller.
+//   ANY /function/<name>[/<path>]      forwarded to an instance of <name> (method, path, query, headers
+//                                      and body); its status, headers and body come back, with
+//                                      Server-Timing (queue, sandbox, restore, exec; ms) and
+//                                      X-Initless-Start: warm | cold | boot
+//   GET /system/functions              every function and its instances (JSON)
+//   POST /system/functions             deploy {"path": "/abs/function/dir"}; with
+//                                      `Accept: application/x-ndjson` each step streams as it happens
+//   DELETE /system/functions           remove {"functionName": "<name>"}
+//   GET /system/function/<name>        one function (JSON)
+//   POST /system/scale-function/<name> {"replicas": N}: idle instances beyond N go, missing ones start
+//   GET /system/logs?name=N[&follow=1] the function's instance logs (follow: streamed as they grow)
+//   GET /system/stats                  start counts per function (JSON)
+//   GET /healthz, GET /metrics         liveness; Prometheus text format
+// Bad input never reaches the controller: not HTTP -> 400, a header section over the limit -> 431,
+// a body over the limit -> 413, then the connection is closed.
+// Threads: `run` blocks, serving on `io_threads` threads; each connection runs on its own strand and
+// never blocks (controller calls return at once; their callbacks are posted back to the strand).
+// `stop` may be called from any thread: it stops accepting and, once the controller has drained and
+// shut down (on a thread of its own), ends `run`.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "initless/controller/controller.h"
+
+namespace initless::gateway {
+
+struct ServerOptions {
+    std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one
+    uint32_t header_limit_bytes = 16 * 1024;
+    uint64_t body_limit_bytes = 64ull << 20;  // requests and function responses
+    int io_threads = 2;
+};
+
+class Server {
+  public:
+    Server(controller::Controller& controller, ServerOptions options);
+    ~Server();
+    // Binds (throws initless::Error if it cannot), then `ready(port)` is called, then serves until
+    // SIGTERM/SIGINT or `stop`: drains and shuts the controller down, and returns.
+    void run(const std::function<void(uint16_t port)>& ready = {});
+    void stop();
+
+    struct Impl;  // the server's internals, in server.cpp
+
+  private:
+    std::unique_ptr<Impl> impl_;
+};
+
+// "host:port" -> its parts; throws initless::Error on a malformed address.
+std::pair<std::string, uint16_t> parse_address(const std::string& address);
+
+}  // namespace initless::gateway

@@ -1,0 +1,43 @@
+#include "initless/cli/api.h"
+
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "initless/gateway/server.h"
+#include "initless/sys/error.h"
+
+namespace initless::cli {
+
+void add_server_option(CLI::App* cmd, std::string& server) {
+    cmd->add_option("--server", server, "the initless server (default: $INITLESS_SERVER or 127.0.0.1:8080)");
+}
+
+std::string server_address(const std::string& flag) {
+    if (!flag.empty()) return flag;
+    const char* env = std::getenv("INITLESS_SERVER");
+    if (env && *env) return env;
+    return "127.0.0.1:8080";
+}
+
+gateway::HttpResponse call(const std::string& server, const gateway::HttpRequest& request,
+                           std::chrono::milliseconds timeout,
+                           const std::function<void(std::string_view)>& on_body) {
+    std::string address = server_address(server);
+    auto [host, port] = gateway::parse_address(address);
+    sys::UniqueFd fd;
+    try {
+        fd = gateway::connect_tcp(host, port);
+    } catch (const Error& e) {
+        throw Error(fmt::format("cannot reach the initless server at {} ({}); start it with `initless serve`",
+                                address, e.what()));
+    }
+    return gateway::http_request(std::move(fd), request, timeout, on_body);
+}
+
+std::string first_line(const std::string& text) {
+    auto nl = text.find('\n');
+    return nl == std::string::npos ? text : text.substr(0, nl);
+}
+
+}  // namespace initless::cli

@@ -1,0 +1,71 @@
+#include <csignal>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "initless/cli/verbs.h"
+#include "initless/controller/controller.h"
+#include "initless/gateway/server.h"
+#include "initless/policy/catalog.h"
+#include "initless/sys/process.h"
+
+namespace initless::cli {
+
+namespace {
+struct ServeOptions {
+    std::string listen = "127.0.0.1:8080";
+    std::string state = "/var/lib/initless";
+    std::string policy = "ttl";
+    double memory_mb = 4096;
+    std::string image_store = "disk";
+    int io_threads = 2;
+    uint64_t max_body_mb = 64;
+    std::string log_level = "info";
+};
+}  // namespace
+
+void add_serve(CLI::App& app) {
+    auto* cmd = app.add_subcommand(
+        "serve", "run the initless daemon: gateway, pools, dispatch, keep-alive (foreground)");
+    static ServeOptions o;
+    cmd->add_option("--listen", o.listen, "address of the gateway and API (host:port)");
+    cmd->add_option("--state", o.state, "state dir: function registry and images (on disk)");
+    cmd->add_option("--policy", o.policy, "keep-alive policy")->check(CLI::IsMember(policy::policy_names()));
+    cmd->add_option("--memory-mb", o.memory_mb,
+                    "idle-memory budget: idle instances beyond it are evicted by the policy")
+        ->check(CLI::PositiveNumber);
+    cmd->add_option("--image-store", o.image_store,
+                    "where images live: disk (in the state dir) or tmpfs (in RAM)")
+        ->check(CLI::IsMember({"disk", "tmpfs"}));
+    cmd->add_option("--io-threads", o.io_threads, "gateway I/O threads")->check(CLI::Range(1, 64));
+    cmd->add_option("--max-body-mb", o.max_body_mb, "largest request or response body")
+        ->check(CLI::Range(1, 4096));
+    cmd->add_option("--log-level", o.log_level, "debug | info | warn | error")
+        ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+    cmd->callback([] {
+        auto logger = spdlog::stderr_color_mt("initless");
+        logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
+        logger->set_level(spdlog::level::from_str(o.log_level));
+        logger->flush_on(spdlog::level::info);
+        spdlog::set_default_logger(logger);
+        std::signal(SIGPIPE, SIG_IGN);
+        uint64_t fds = sys::raise_fd_limit();
+        controller::ControllerOptions copts;
+        copts.state_dir = o.state;
+        copts.image_store_tmpfs = o.image_store == "tmpfs";
+        copts.policy = o.policy;
+        copts.memory_mb = o.memory_mb;
+        spdlog::info("event=starting state={} policy={} memory_mb={} image_store={} fd_limit={}", o.state,
+                     o.policy, o.memory_mb, o.image_store, fds);
+        controller::Controller controller(copts);
+        gateway::ServerOptions sopts;
+        sopts.listen = o.listen;
+        sopts.io_threads = o.io_threads;
+        sopts.body_limit_bytes = o.max_body_mb << 20;
+        gateway::Server server(controller, sopts);
+        controller.start();
+        server.run();
+    });
+}
+
+}  // namespace initless::cli

@@ -1,0 +1,98 @@
+#include "initless/controller/snapshot_builder.h"
+
+#include <chrono>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "initless/gateway/http_client.h"
+#include "initless/image/image.h"
+#include "initless/restore/restore.h"
+#include "initless/sandbox/sandbox.h"
+
+namespace initless::controller {
+
+namespace {
+class Lap {
+  public:
+    double ms() {
+        auto now = std::chrono::steady_clock::now();
+        double d = std::chrono::duration<double, std::milli>(now - start_).count();
+        start_ = now;
+        return d;
+    }
+
+  private:
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+}  // namespace
+
+SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesystem::path& image,
+                              const std::string& workingset_request, const SnapshotProgress& progress) {
+    auto step = [&](const char* name, double ms) {
+        if (progress) progress(name, ms);
+    };
+    SnapshotResult out;
+    out.image = image;
+    Lap total, phase;
+    auto sb = sandbox::Sandbox::prepare(spec);
+    sb.start();
+    out.boot_ms = phase.ms();
+    step("boot", out.boot_ms);
+    sb.wait_ready(spec.ready, std::chrono::seconds(spec.timeout_s));
+    out.ready_ms = phase.ms();
+    step("ready", out.ready_ms);
+    for (uint32_t i = 0; i < spec.warmup; ++i) {
+        auto res = gateway::http_get(sb.connect(spec.port), "/", std::chrono::seconds(spec.timeout_s));
+        if (res.status >= 500) throw Error(fmt::format("warmup request {} got status {}", i + 1, res.status));
+    }
+    out.warmup_ms = phase.ms();
+    step("warmup", out.warmup_ms);
+
+    checkpoint::Target target{sb.init_pid(), sb.log_path(), sb.upper_dir(), spec.name, spec.dir, spec.port};
+    // Runs on the complete staged image, before it is renamed into place.
+    auto trial = [&](const std::filesystem::path& staging) {
+        out.checkpoint_ms = phase.ms();
+        step("checkpoint", out.checkpoint_ms);
+        image::Image staged = image::load(staging, /*verify_pages=*/false);
+        sandbox::SandboxOptions opts;
+        opts.upper_seed = staged.upper_path();
+        auto trial_sb = sandbox::Sandbox::prepare(spec, opts);
+        auto restored = restore::restore_into(trial_sb, staged, restore::Strategy::Cow);
+        auto res = gateway::http_get(trial_sb.connect(spec.port), workingset_request,
+                                     std::chrono::seconds(spec.timeout_s));
+        if (res.status >= 500)
+            throw Error(fmt::format("a trial restore of the new image answered {} with status {}; log:\n{}",
+                                    workingset_request, res.status, trial_sb.log_tail()));
+        std::vector<image::WorkingSetRun> ws;
+        for (size_t i = 0; i < restored.host_pids.size(); ++i) {
+            auto one = restore::record_working_set(restored.host_pids[i], staged.manifest.processes.at(i), i);
+            ws.insert(ws.end(), one.begin(), one.end());
+        }
+        for (const auto& r : ws) out.working_set_pages += r.pages;
+        image::write_working_set(staging, ws);
+        trial_sb.teardown();
+        out.trial_ms = phase.ms();
+        step("trial-restore", out.trial_ms);
+    };
+    // A warmup connection the function has not closed yet is transient: give it a moment.
+    for (int attempt = 0;; ++attempt) {
+        try {
+            out.stats = checkpoint::checkpoint(target, image, trial);
+            break;
+        } catch (const checkpoint::ContractError& e) {
+            if (spec.warmup == 0 || attempt >= 20 ||
+                std::string(e.what()).find("connection") == std::string::npos)
+                throw checkpoint::ContractError(fmt::format("snapshot {}: {}", spec.name, e.what()));
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            phase.ms();
+        }
+    }
+    out.publish_ms = phase.ms();
+    step("publish", out.publish_ms);
+    sb.teardown();
+    out.total_ms = total.ms();
+    return out;
+}
+
+}  // namespace initless::controller

@@ -1,0 +1,697 @@
+#include "initless/gateway/server.h"
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include "initless/sys/error.h"
+#include "initless/sys/file.h"
+#include "initless/sys/socket.h"
+
+namespace initless::gateway {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using controller::Acquired;
+using controller::Outcome;
+
+std::pair<std::string, uint16_t> parse_address(const std::string& address) {
+    auto colon = address.rfind(':');
+    if (colon == std::string::npos || colon + 1 == address.size())
+        throw Error(fmt::format("'{}' is not an address of the form host:port", address));
+    std::string host = address.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    if (host.empty() || host == "localhost") host = "127.0.0.1";
+    unsigned long port = 0;
+    try {
+        size_t used = 0;
+        port = std::stoul(address.substr(colon + 1), &used);
+        if (used != address.size() - colon - 1 || port > 65535) throw std::out_of_range("port");
+    } catch (const std::exception&) {
+        throw Error(fmt::format("'{}' has no valid port", address));
+    }
+    return {host, static_cast<uint16_t>(port)};
+}
+
+namespace {
+
+std::string_view sv(beast::string_view s) {
+    return {s.data(), s.size()};
+}
+
+double ms_since(Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+bool hop_by_hop(beast::string_view name) {
+    static const char* kFields[] = {
+        "connection",         "keep-alive",          "transfer-encoding", "te",  "trailer", "upgrade",
+        "proxy-authenticate", "proxy-authorization", "content-length",    "host"};
+    for (const char* f : kFields)
+        if (beast::iequals(name, f)) return true;
+    return false;
+}
+
+std::string query_param(std::string_view target, std::string_view key) {
+    auto q = target.find('?');
+    if (q == std::string_view::npos) return "";
+    std::string_view rest = target.substr(q + 1);
+    while (!rest.empty()) {
+        auto amp = rest.find('&');
+        std::string_view kv = rest.substr(0, amp);
+        auto eq = kv.find('=');
+        if (kv.substr(0, eq) == key)
+            return eq == std::string_view::npos ? "1" : std::string(kv.substr(eq + 1));
+        if (amp == std::string_view::npos) break;
+        rest = rest.substr(amp + 1);
+    }
+    return "";
+}
+
+}  // namespace
+
+struct Server::Impl {
+    controller::Controller& controller;
+    ServerOptions options;
+    net::io_context ioc;
+    tcp::acceptor acceptor{ioc};
+    net::signal_set signals{ioc, SIGTERM, SIGINT};
+    std::atomic<bool> stopping{false};
+    std::thread shutdown_thread;
+
+    Impl(controller::Controller& c, ServerOptions o) : controller(c), options(std::move(o)) {}
+
+    void accept();
+    void begin_stop(const char* why) {
+        if (stopping.exchange(true)) return;
+        spdlog::info("event=stopping why={}", why);
+        beast::error_code ec;
+        acceptor.close(ec);
+        // The controller drains on a thread of its own while the I/O threads keep serving.
+        shutdown_thread = std::thread([this] {
+            controller.shutdown();
+            ioc.stop();
+        });
+    }
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+  public:
+    Session(tcp::socket socket, Server::Impl& server) : stream_(std::move(socket)), server_(server) {}
+
+    void start() {
+        net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+    }
+
+  private:
+    using Response = http::response<http::string_body>;
+
+    struct Upstream {
+        explicit Upstream(net::any_io_executor ex) : stream(ex) {}
+        beast::tcp_stream stream;
+        beast::flat_buffer buffer;
+        http::request<http::string_body> request;
+        std::optional<http::response_parser<http::string_body>> parser;
+        bool reused = false;
+        bool retried = false;
+    };
+
+    void read() {
+        parser_.emplace();
+        parser_->header_limit(server_.options.header_limit_bytes);
+        parser_->body_limit(server_.options.body_limit_bytes);
+        stream_.expires_after(std::chrono::seconds(120));
+        http::async_read(stream_, buffer_, *parser_,
+                         [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+    }
+
+    void on_read(beast::error_code ec) {
+        if (ec == http::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout ||
+            ec == net::error::connection_reset || ec == net::error::operation_aborted) {
+            close();
+            return;
+        }
+        if (ec) {
+            int status = 400;
+            std::string why = "bad request: " + ec.message();
+            if (ec == http::error::header_limit) {
+                status = 431;
+                why = fmt::format("request header fields too large (limit {} bytes)",
+                                  server_.options.header_limit_bytes);
+            } else if (ec == http::error::body_limit) {
+                status = 413;
+                why =
+                    fmt::format("request body too large (limit {} bytes)", server_.options.body_limit_bytes);
+            }
+            spdlog::info("event=bad-request status={} error=\"{}\"", status, ec.message());
+            keep_alive_ = false;
+            send_text(static_cast<http::status>(status), why);
+            return;
+        }
+        req_ = parser_->release();
+        keep_alive_ = req_.keep_alive() && !server_.stopping;
+        route();
+    }
+
+    void route() {
+        std::string_view target = sv(req_.target());
+        std::string_view path = target.substr(0, target.find('?'));
+        auto method = req_.method();
+        if (path.starts_with("/function/")) {
+            invoke(path, target);
+        } else if (path == "/healthz") {
+            send_text(http::status::ok, "ok");
+        } else if (path == "/metrics" && method == http::verb::get) {
+            Response res{http::status::ok, req_.version()};
+            res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+            res.body() = server_.controller.metrics_text();
+            send(std::move(res));
+        } else if (path == "/system/functions" && method == http::verb::get) {
+            send_json(http::status::ok, server_.controller.list());
+        } else if (path == "/system/functions" && method == http::verb::post) {
+            deploy();
+        } else if (path == "/system/functions" && method == http::verb::delete_) {
+            remove_function();
+        } else if (path.starts_with("/system/function/") && method == http::verb::get) {
+            auto d = server_.controller.describe(std::string(path.substr(17)));
+            if (d)
+                send_json(http::status::ok, *d);
+            else
+                send_text(http::status::not_found,
+                          fmt::format("no function named '{}' is deployed", path.substr(17)));
+        } else if (path.starts_with("/system/scale-function/") && method == http::verb::post) {
+            scale(std::string(path.substr(23)));
+        } else if (path == "/system/logs" && method == http::verb::get) {
+            logs(target);
+        } else if (path == "/system/stats" && method == http::verb::get) {
+            send_json(http::status::ok, server_.controller.stats());
+        } else {
+            send_text(http::status::not_found,
+                      fmt::format("no route for {} {}", std::string(req_.method_string()), path));
+        }
+    }
+
+    // ---- functions ----
+
+    void invoke(std::string_view path, std::string_view target) {
+        std::string_view rest = path.substr(10);
+        auto slash = rest.find('/');
+        function_ = std::string(rest.substr(0, slash));
+        std::string forward_path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+        auto q = target.find('?');
+        if (q != std::string_view::npos) forward_path += std::string(target.substr(q));
+        if (function_.empty()) {
+            send_text(http::status::not_found, "no function name in the path");
+            return;
+        }
+        started_ = Clock::now();
+        auto up = std::make_shared<Upstream>(stream_.get_executor());
+        up->request.method(req_.method());
+        up->request.target(forward_path);
+        up->request.version(11);
+        for (const auto& field : req_)
+            if (!hop_by_hop(field.name_string())) up->request.insert(field.name_string(), field.value());
+        up->request.set(http::field::host, "localhost");
+        beast::error_code ec;
+        auto remote = stream_.socket().remote_endpoint(ec);
+        if (!ec) up->request.set("X-Forwarded-For", remote.address().to_string());
+        up->request.body() = std::move(req_.body());
+        up->request.keep_alive(true);
+        up->request.prepare_payload();
+        upstream_ = up;
+        server_.controller.acquire(function_, [self = shared_from_this()](Acquired a) {
+            net::post(self->stream_.get_executor(),
+                      [self, a = std::move(a)]() mutable { self->on_acquired(std::move(a)); });
+        });
+    }
+
+    void on_acquired(Acquired a) {
+        slot_ = std::move(a);
+        if (slot_.error_status) {
+            finish_error(static_cast<http::status>(slot_.error_status), slot_.error);
+            return;
+        }
+        connect_upstream();
+    }
+
+    void connect_upstream() {
+        auto& up = *upstream_;
+        try {
+            sys::UniqueFd fd = slot_.instance->take_connection(up.reused);
+            up.stream.socket().assign(tcp::v4(), fd.release());
+        } catch (const std::exception& e) {
+            upstream_failed(e.what());
+            return;
+        }
+        exec_started_ = Clock::now();
+        up.stream.expires_after(std::chrono::seconds(slot_.instance->timeout_s()));
+        http::async_write(up.stream, up.request, [self = shared_from_this()](beast::error_code ec, size_t) {
+            self->on_upstream_written(ec);
+        });
+    }
+
+    void on_upstream_written(beast::error_code ec) {
+        auto& up = *upstream_;
+        if (ec) {
+            upstream_error(ec);
+            return;
+        }
+        up.parser.emplace();
+        up.parser->body_limit(server_.options.body_limit_bytes);
+        up.parser->header_limit(256 * 1024);
+        if (req_.method() == http::verb::head) up.parser->skip(true);
+        sys::set_quickack(up.stream.socket().native_handle());
+        http::async_read(
+            up.stream, up.buffer, *up.parser,
+            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_read(ec); });
+    }
+
+    void upstream_error(beast::error_code ec) {
+        auto& up = *upstream_;
+        if (ec == beast::error::timeout) {
+            beast::error_code ignored;
+            up.stream.socket().close(ignored);
+            auto self = shared_from_this();
+            server_.controller.release(slot_, Outcome::TimedOut, [self](std::string reason) {
+                net::post(self->stream_.get_executor(),
+                          [self, reason] { self->finish_error(http::status::gateway_timeout, reason); });
+            });
+            return;
+        }
+        // A kept-alive connection the function closed meanwhile: once more on a new one.
+        bool nothing_back = !up.parser || !up.parser->got_some();
+        if (up.reused && !up.retried && nothing_back) {
+            beast::error_code ignored;
+            up.stream.socket().close(ignored);
+            auto fresh = std::make_shared<Upstream>(stream_.get_executor());
+            fresh->request = std::move(up.request);
+            fresh->retried = true;
+            upstream_ = fresh;
+            try {
+                fresh->stream.socket().assign(tcp::v4(), slot_.instance->connect().release());
+            } catch (const std::exception& e) {
+                upstream_failed(e.what());
+                return;
+            }
+            fresh->stream.expires_after(std::chrono::seconds(slot_.instance->timeout_s()));
+            http::async_write(
+                fresh->stream, fresh->request,
+                [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_written(ec); });
+            return;
+        }
+        upstream_failed(ec.message());
+    }
+
+    void upstream_failed(const std::string& transport) {
+        beast::error_code ignored;
+        upstream_->stream.socket().close(ignored);
+        auto self = shared_from_this();
+        spdlog::debug("event=upstream-failed function={} error=\"{}\"", function_, transport);
+        server_.controller.release(slot_, Outcome::UpstreamFailed, [self](std::string reason) {
+            net::post(self->stream_.get_executor(),
+                      [self, reason] { self->finish_error(http::status::bad_gateway, reason); });
+        });
+    }
+
+    void on_upstream_read(beast::error_code ec) {
+        auto& up = *upstream_;
+        if (ec) {
+            if (ec == http::error::body_limit) {
+                beast::error_code ignored;
+                up.stream.socket().close(ignored);
+                server_.controller.release(slot_, Outcome::Ok);
+                finish_error(http::status::bad_gateway,
+                             fmt::format("the function's response body is over the limit ({} bytes)",
+                                         server_.options.body_limit_bytes));
+                return;
+            }
+            upstream_error(ec);
+            return;
+        }
+        double exec_ms = ms_since(exec_started_);
+        auto upstream_res = up.parser->release();
+        bool upstream_keep_alive = upstream_res.keep_alive();
+        Response res{upstream_res.result(), req_.version()};
+        for (const auto& field : upstream_res)
+            if (!hop_by_hop(field.name_string())) res.insert(field.name_string(), field.value());
+        res.body() = std::move(upstream_res.body());
+        res.set("Server-Timing",
+                fmt::format("queue;dur={:.3f}, sandbox;dur={:.3f}, restore;dur={:.3f}, exec;dur={:.3f}",
+                            slot_.queue_ms, slot_.sandbox_ms, slot_.restore_ms, exec_ms));
+        res.set("X-Initless-Start", controller::start_kind_name(slot_.kind));
+        res.set("X-Initless-Instance", slot_.instance->id());
+        if (upstream_keep_alive && up.buffer.size() == 0) {
+            up.stream.expires_never();
+            beast::error_code rec;
+            int fd = up.stream.socket().release(rec);
+            if (!rec) slot_.instance->return_connection(sys::UniqueFd(fd));
+        } else {
+            beast::error_code ignored;
+            up.stream.socket().close(ignored);
+        }
+        server_.controller.release(slot_, Outcome::Ok);
+        if (slot_.kind != controller::StartKind::Warm)
+            spdlog::info(
+                "event=invoke function={} start={} status={} queue_ms={:.2f} sandbox_ms={:.2f} "
+                "restore_ms={:.2f} exec_ms={:.2f}",
+                function_, controller::start_kind_name(slot_.kind), res.result_int(), slot_.queue_ms,
+                slot_.sandbox_ms, slot_.restore_ms, exec_ms);
+        record(res.result_int());
+        upstream_.reset();
+        slot_ = {};
+        send(std::move(res), /*head=*/req_.method() == http::verb::head);
+    }
+
+    void finish_error(http::status status, std::string why) {  // a copy: `why` may be slot_.error
+        record(static_cast<unsigned>(status));
+        spdlog::info("event=invoke-error function={} status={} reason=\"{}\"", function_,
+                     static_cast<unsigned>(status), why);
+        upstream_.reset();
+        slot_ = {};
+        send_text(status, why);
+    }
+
+    void record(unsigned status) {
+        auto& m = server_.controller.metrics();
+        m.add("gateway_function_invocation_total",
+              {{"function_name", function_}, {"code", std::to_string(status)}});
+        m.observe("gateway_functions_seconds", {{"function_name", function_}}, ms_since(started_) / 1000);
+    }
+
+    // ---- admin ----
+
+    void deploy() {
+        std::string path;
+        try {
+            json body = json::parse(req_.body());
+            path = body.at("path").get<std::string>();
+        } catch (const std::exception& e) {
+            send_text(http::status::bad_request,
+                      std::string("deploy wants a JSON body {\"path\": \"/function/dir\"}: ") + e.what());
+            return;
+        }
+        if (path.empty() || path.front() != '/') {
+            send_text(http::status::bad_request, "deploy: the path must be absolute");
+            return;
+        }
+        bool stream = sv(req_[http::field::accept]).find("application/x-ndjson") != std::string_view::npos;
+        auto self = shared_from_this();
+        if (stream) begin_stream("application/x-ndjson");
+        server_.controller.deploy(path, [self, stream](const json& event) {
+            net::post(self->stream_.get_executor(), [self, stream, event] {
+                bool end = event.contains("ok") || event.contains("error");
+                if (stream) {
+                    self->stream_chunk(event.dump() + "\n", end);
+                } else if (end) {
+                    if (event.contains("error"))
+                        self->send_json(http::status::unprocessable_entity, event);
+                    else
+                        self->send_json(http::status::created, event);
+                }
+            });
+        });
+    }
+
+    void remove_function() {
+        std::string name = query_param(sv(req_.target()), "name");
+        if (name.empty()) {
+            try {
+                name = json::parse(req_.body()).at("functionName").get<std::string>();
+            } catch (const std::exception&) {
+                send_text(http::status::bad_request,
+                          "remove wants {\"functionName\": \"<name>\"} or ?name=<name>");
+                return;
+            }
+        }
+        if (server_.controller.remove(name))
+            send_text(http::status::accepted, fmt::format("removed {}", name));
+        else
+            send_text(http::status::not_found, fmt::format("no function named '{}' is deployed", name));
+    }
+
+    void scale(const std::string& name) {
+        uint32_t replicas = 0;
+        try {
+            replicas = json::parse(req_.body()).at("replicas").get<uint32_t>();
+        } catch (const std::exception&) {
+            send_text(http::status::bad_request, "scale wants {\"replicas\": N}");
+            return;
+        }
+        auto r = server_.controller.scale(name, replicas);
+        if (r)
+            send_json(http::status::accepted, *r);
+        else
+            send_text(http::status::not_found, fmt::format("no function named '{}' is deployed", name));
+    }
+
+    void logs(std::string_view target) {
+        std::string name = query_param(target, "name");
+        auto path = server_.controller.log_path(name);
+        if (!path) {
+            send_text(http::status::not_found, fmt::format("no function named '{}' is deployed", name));
+            return;
+        }
+        log_path_ = *path;
+        bool follow = query_param(target, "follow") == "1" || query_param(target, "follow") == "true";
+        std::string text;
+        try {
+            sys::UniqueFd fd = sys::open_file(log_path_, O_RDONLY);
+            text = sys::read_from(fd.get(), 0, 64u << 20);
+        } catch (const Error&) {
+        }
+        log_offset_ = text.size();
+        if (!follow) {
+            send_text(http::status::ok, text, false);
+            return;
+        }
+        begin_stream("text/plain; charset=utf-8");
+        if (!text.empty()) stream_chunk(text, false);
+        follow_logs();
+    }
+
+    void follow_logs() {
+        if (!timer_) timer_.emplace(stream_.get_executor());
+        timer_->expires_after(std::chrono::milliseconds(200));
+        timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (ec || self->stream_failed_) return;
+            if (self->server_.stopping) {
+                self->stream_chunk("", true);
+                return;
+            }
+            std::string more;
+            try {
+                sys::UniqueFd fd = sys::open_file(self->log_path_, O_RDONLY);
+                more = sys::read_from(fd.get(), self->log_offset_, 1 << 20);
+            } catch (const Error&) {
+            }
+            self->log_offset_ += more.size();
+            if (!more.empty()) self->stream_chunk(more, false);
+            self->follow_logs();
+        });
+    }
+
+    // ---- responses ----
+
+    void send_text(http::status status, const std::string& text, bool newline = true) {
+        Response res{status, req_.version() ? req_.version() : 11};
+        res.set(http::field::content_type, "text/plain; charset=utf-8");
+        res.body() = text + (newline && (text.empty() || text.back() != '\n') ? "\n" : "");
+        send(std::move(res));
+    }
+
+    void send_json(http::status status, const json& j) {
+        Response res{status, req_.version() ? req_.version() : 11};
+        res.set(http::field::content_type, "application/json");
+        res.body() = j.dump() + "\n";
+        send(std::move(res));
+    }
+
+    void send(Response res, bool head = false) {
+        res.set(http::field::server, "initless");
+        res.keep_alive(keep_alive_);
+        res.prepare_payload();
+        auto msg = std::make_shared<Response>(std::move(res));
+        if (head) {
+            // A HEAD response carries the headers of the GET it stands for, without the body.
+            auto sr = std::make_shared<http::response_serializer<http::string_body>>(*msg);
+            stream_.expires_after(std::chrono::seconds(60));
+            http::async_write_header(stream_, *sr,
+                                     [self = shared_from_this(), msg, sr](beast::error_code ec, size_t) {
+                                         self->after_write(ec);
+                                     });
+            return;
+        }
+        stream_.expires_after(std::chrono::seconds(60));
+        http::async_write(stream_, *msg, [self = shared_from_this(), msg](beast::error_code ec, size_t) {
+            self->after_write(ec);
+        });
+    }
+
+    void after_write(beast::error_code ec) {
+        if (ec || !keep_alive_) {
+            close();
+            return;
+        }
+        read();
+    }
+
+    // A chunked response whose body is written as it is produced (deploy steps, followed logs).
+    void begin_stream(const char* content_type) {
+        stream_res_.emplace(http::status::ok, req_.version());
+        stream_res_->set(http::field::server, "initless");
+        stream_res_->set(http::field::content_type, content_type);
+        stream_res_->chunked(true);
+        stream_res_->keep_alive(false);
+        keep_alive_ = false;
+        stream_sr_.emplace(*stream_res_);
+        writing_ = true;
+        stream_.expires_never();
+        http::async_write_header(stream_, *stream_sr_,
+                                 [self = shared_from_this()](beast::error_code ec, size_t) {
+                                     self->writing_ = false;
+                                     if (ec) self->stream_failed_ = true;
+                                     self->write_next_chunk();
+                                 });
+    }
+
+    void stream_chunk(std::string data, bool last) {
+        if (!data.empty()) pending_.push_back({std::move(data), false});
+        if (last) pending_.push_back({std::string(), true});
+        if (!writing_) write_next_chunk();
+    }
+
+    void write_next_chunk() {
+        if (stream_failed_) {
+            pending_.clear();
+            close();
+            return;
+        }
+        if (pending_.empty() || writing_) return;
+        auto item = std::make_shared<std::pair<std::string, bool>>(std::move(pending_.front()));
+        pending_.pop_front();
+        writing_ = true;
+        auto done = [self = shared_from_this(), item](beast::error_code ec, size_t) {
+            self->writing_ = false;
+            if (ec) self->stream_failed_ = true;
+            if (item->second) {
+                self->close();
+                return;
+            }
+            self->write_next_chunk();
+        };
+        if (item->second)
+            net::async_write(stream_, http::make_chunk_last(), done);
+        else
+            net::async_write(stream_, http::make_chunk(net::buffer(item->first)), done);
+    }
+
+    void close() {
+        if (timer_) timer_->cancel();
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        stream_.socket().close(ec);
+    }
+
+    beast::tcp_stream stream_;
+    Server::Impl& server_;
+    beast::flat_buffer buffer_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+    http::request<http::string_body> req_;
+    bool keep_alive_ = true;
+
+    std::string function_;
+    Clock::time_point started_, exec_started_;
+    std::shared_ptr<Upstream> upstream_;
+    Acquired slot_;
+
+    std::optional<http::response<http::empty_body>> stream_res_;
+    std::optional<http::response_serializer<http::empty_body>> stream_sr_;
+    std::deque<std::pair<std::string, bool>> pending_;
+    bool writing_ = false, stream_failed_ = false;
+    std::optional<net::steady_timer> timer_;
+    std::filesystem::path log_path_;
+    uint64_t log_offset_ = 0;
+};
+
+}  // namespace
+
+void Server::Impl::accept() {
+    acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+        if (ec) {
+            if (!stopping && ec != net::error::operation_aborted) {
+                spdlog::warn("event=accept-failed error=\"{}\"", ec.message());
+                // Out of fds, say: try again shortly rather than spin.
+                auto t = std::make_shared<net::steady_timer>(ioc, std::chrono::milliseconds(50));
+                t->async_wait([this, t](beast::error_code) { accept(); });
+            }
+            return;
+        }
+        try {
+            sys::set_cloexec(socket.native_handle());
+        } catch (const Error&) {
+        }
+        beast::error_code nd;
+        socket.set_option(tcp::no_delay(true), nd);
+        std::make_shared<Session>(std::move(socket), *this)->start();
+        accept();
+    });
+}
+
+Server::Server(controller::Controller& controller, ServerOptions options)
+    : impl_(std::make_unique<Impl>(controller, std::move(options))) {}
+
+Server::~Server() {
+    if (impl_->shutdown_thread.joinable()) impl_->shutdown_thread.join();
+}
+
+void Server::run(const std::function<void(uint16_t)>& ready) {
+    auto& I = *impl_;
+    auto [host, port] = parse_address(I.options.listen);
+    beast::error_code ec;
+    auto address = net::ip::make_address(host, ec);
+    if (ec) throw Error(fmt::format("listen address '{}': {}", host, ec.message()));
+    tcp::endpoint endpoint{address, port};
+    I.acceptor.open(endpoint.protocol(), ec);
+    if (!ec) sys::set_cloexec(I.acceptor.native_handle());
+    if (!ec) I.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) I.acceptor.bind(endpoint, ec);
+    if (!ec) I.acceptor.listen(4096, ec);
+    if (ec) throw Error(fmt::format("listen on {}: {}", I.options.listen, ec.message()));
+    uint16_t bound = I.acceptor.local_endpoint().port();
+    I.signals.async_wait([&I](beast::error_code ec, int sig) {
+        if (!ec) I.begin_stop(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    });
+    I.accept();
+    spdlog::info("event=listening address={}:{}", host, bound);
+    if (ready) ready(bound);
+    std::vector<std::thread> threads;
+    for (int i = 1; i < std::max(1, I.options.io_threads); ++i) threads.emplace_back([&I] { I.ioc.run(); });
+    I.ioc.run();
+    for (auto& t : threads) t.join();
+    if (I.shutdown_thread.joinable()) I.shutdown_thread.join();
+}
+
+void Server::stop() {
+    net::post(impl_->ioc, [this] { impl_->begin_stop("stop"); });
+}
+
+}  // namespace initless::gateway

@@ -1,0 +1,72 @@
+# e2e test function for `initless serve`: a stateful counter over HTTP/1.1 keep-alive (stdlib only).
+#   /              "count N": N counts this instance's requests to / (continues on a warm instance)
+#   /slow?ms=N     answers "slept N" after N ms
+#   /echo          answers the request's body (any method), with its length in X-Length
+#   /big?mb=N      answers N MiB of 'x'
+#   /crash         exits with status 3 in the middle of the request
+#   /hang          never answers
+#   /hog           allocates and touches memory until the kernel kills it
+#   /headers       the request's headers, one per line
+import os
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+count = 0
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, body, status=200, extra=None):
+        if isinstance(body, str):
+            body = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def handle_any(self):
+        global count
+        path, _, arg = self.path.partition("?")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if path == "/":
+            count += 1
+            print(f"counter: request {count}", flush=True)
+            self.answer(f"count {count}")
+        elif path == "/slow":
+            ms = int(arg.split("=")[-1] or 100)
+            time.sleep(ms / 1000)
+            self.answer(f"slept {ms}")
+        elif path == "/echo":
+            self.answer(body, extra={"X-Length": str(len(body)), "X-Method": self.command})
+        elif path == "/big":
+            mb = int(arg.split("=")[-1] or 1)
+            self.answer(b"x" * (mb << 20))
+        elif path == "/crash":
+            os._exit(3)
+        elif path == "/hang":
+            time.sleep(100000)
+        elif path == "/hog":
+            chunks = []
+            while True:
+                chunks.append(bytearray(4 << 20))
+        elif path == "/headers":
+            self.answer("".join(f"{k}: {v}\n" for k, v in self.headers.items()))
+        else:
+            self.answer("not found", 404)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
+
+
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "9000"))), Handler)
+server.daemon_threads = True
+print("counter: ready", flush=True)
+server.serve_forever()

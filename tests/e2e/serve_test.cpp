@@ -1,0 +1,447 @@
+// `initless serve` end to end: a real daemon (the initless binary) with its own state dir and port,
+// driven over real HTTP and through the CLI verbs, restoring real sandboxes.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "e2e.h"
+#include "initless/sys/socket.h"
+
+namespace e2e {
+namespace {
+
+using namespace std::chrono_literals;
+using initless::gateway::HttpRequest;
+using initless::gateway::HttpResponse;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+uint16_t free_port() {
+    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(s);
+    return ntohs(a.sin_port);
+}
+
+class ServeTest : public E2eTest {
+  protected:
+    void SetUp() override {
+        E2eTest::SetUp();
+        registry_ = scratch_ / "registry";
+    }
+    void TearDown() override {
+        if (daemon_) stop_daemon();
+        E2eTest::TearDown();
+    }
+
+    void start_daemon(std::vector<std::string> extra = {}) {
+        port_ = free_port();
+        address_ = "127.0.0.1:" + std::to_string(port_);
+        std::vector<std::string> args = {"serve", "--listen", address_, "--state", registry_.string()};
+        args.insert(args.end(), extra.begin(), extra.end());
+        daemon_.emplace(cli_async(args));
+        track_process(daemon_->pid());
+        auto deadline = Clock::now() + 30s;
+        while (Clock::now() < deadline) {
+            try {
+                if (request("GET", "/healthz").status == 200) return;
+            } catch (const std::exception&) {
+            }
+            siginfo_t info{};
+            if (::waitid(P_PID, static_cast<id_t>(daemon_->pid()), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                info.si_pid == daemon_->pid()) {
+                auto r = daemon_->wait(1s);
+                daemon_.reset();
+                FAIL() << "the daemon exited before listening: " << r.describe();
+            }
+            std::this_thread::sleep_for(50ms);
+        }
+        ::kill(daemon_->pid(), SIGKILL);
+        auto r = daemon_->wait(10s);
+        daemon_.reset();
+        FAIL() << "the daemon did not answer /healthz within 30 s: " << r.describe();
+    }
+
+    // SIGTERM, then the exit status; the daemon must drain and exit 0 by itself.
+    CliResult stop_daemon() {
+        ::kill(daemon_->pid(), SIGTERM);
+        CliResult r = daemon_->wait(60s);
+        daemon_.reset();
+        return r;
+    }
+
+    HttpResponse request(const std::string& method, const std::string& target, const std::string& body = "",
+                         std::map<std::string, std::string> headers = {}) {
+        HttpRequest req;
+        req.method = method;
+        req.target = target;
+        req.body = body;
+        req.headers = std::move(headers);
+        return initless::gateway::http_request(initless::gateway::connect_tcp("127.0.0.1", port_), req, 60s);
+    }
+
+    HttpResponse invoke(const std::string& function, const std::string& path = "") {
+        auto r = request("GET", "/function/" + function + path);
+        auto it = r.headers.find("X-Initless-Instance");
+        if (it != r.headers.end()) seen_instances_.insert(it->second);
+        return r;
+    }
+
+    CliResult deploy(const fs::path& dir) {
+        return cli({"deploy", dir.string(), "--server", address_}, 120s);
+    }
+
+    // A copy of tests/e2e/functions/counter with function.toml keys replaced.
+    fs::path counter_variant(const std::string& name, const std::map<std::string, std::string>& keys) {
+        fs::path dir = scratch_ / name;
+        fs::create_directories(dir);
+        fs::copy_file(test_function("counter") / "app.py", dir / "app.py");
+        std::string toml = read_text(test_function("counter") / "function.toml");
+        std::string out;
+        std::istringstream in(toml);
+        std::set<std::string> done;
+        for (std::string line; std::getline(in, line);) {
+            auto eq = line.find(" = ");
+            std::string key = eq == std::string::npos ? "" : line.substr(0, eq);
+            if (line.rfind("[env]", 0) == 0) {
+                for (const auto& [k, v] : keys)
+                    if (!done.count(k)) out += k + " = " + v + "\n";
+                done.insert("[env]");
+            }
+            if (keys.count(key) && !done.count("[env]")) {
+                out += key + " = " + keys.at(key) + "\n";
+                done.insert(key);
+            } else {
+                out += line + "\n";
+            }
+        }
+        write_text(dir / "function.toml", out);
+        return dir;
+    }
+
+    void TrackSeenInstances() {
+        for (const auto& id : seen_instances_) track_instance(id);
+    }
+
+    fs::path registry_;
+    uint16_t port_ = 0;
+    std::string address_;
+    std::optional<CliProcess> daemon_;
+    std::set<std::string> seen_instances_;
+};
+
+std::string header(const HttpResponse& r, const std::string& name) {
+    auto it = r.headers.find(name);
+    return it == r.headers.end() ? "" : it->second;
+}
+
+TEST_F(ServeTest, DeployThenColdThenWarmWithTimingsAndMetrics) {
+    start_daemon();
+    auto d = deploy(test_function("counter"));
+    ASSERT_EQ(d.exit_code(), 0) << d.describe();
+    for (const char* step : {"copy", "boot", "ready", "warmup", "checkpoint", "trial-restore", "publish"})
+        EXPECT_NE(d.out.find(step), std::string::npos) << "deploy did not show step " << step << "\n"
+                                                       << d.out;
+
+    auto cold = invoke("e2e-counter");
+    ASSERT_EQ(cold.status, 200) << cold.body;
+    EXPECT_EQ(cold.body, "count 1");
+    EXPECT_EQ(header(cold, "X-Initless-Start"), "cold");
+    std::regex timing(R"(queue;dur=[0-9.]+, sandbox;dur=[0-9.]+, restore;dur=[0-9.]+, exec;dur=[0-9.]+)");
+    EXPECT_TRUE(std::regex_match(header(cold, "Server-Timing"), timing)) << header(cold, "Server-Timing");
+
+    auto warm = invoke("e2e-counter");
+    ASSERT_EQ(warm.status, 200) << warm.body;
+    EXPECT_EQ(warm.body, "count 2") << "the warm instance must continue the cold one's counter";
+    EXPECT_EQ(header(warm, "X-Initless-Start"), "warm");
+    EXPECT_EQ(header(warm, "X-Initless-Instance"), header(cold, "X-Initless-Instance"));
+
+    // A path and query reach the function; the CLI prints the body.
+    auto echo = request("POST", "/function/e2e-counter/echo?x=1", "hello");
+    EXPECT_EQ(echo.body, "hello");
+    auto inv = cli({"invoke", "e2e-counter", "/", "--server", address_});
+    EXPECT_EQ(inv.exit_code(), 0) << inv.describe();
+    EXPECT_EQ(inv.out, "count 3");
+
+    auto metrics = request("GET", "/metrics");
+    ASSERT_EQ(metrics.status, 200);
+    EXPECT_NE(metrics.body.find("initless_starts_total{function=\"e2e-counter\",kind=\"cold\"} 1"),
+              std::string::npos)
+        << metrics.body;
+    EXPECT_NE(
+        metrics.body.find("gateway_function_invocation_total{function_name=\"e2e-counter\",code=\"200\"} 4"),
+        std::string::npos)
+        << metrics.body;
+    EXPECT_NE(metrics.body.find("initless_restore_seconds_count{function=\"e2e-counter\"}"),
+              std::string::npos);
+    // The real promtool checks the exposition format.
+    fs::path file = scratch_ / "metrics.txt";
+    write_text(file, metrics.body);
+    ASSERT_TRUE(fs::exists("/usr/bin/promtool"))
+        << "promtool missing: scripts/setup.sh installs Debian's prometheus";
+    std::string cmd = "/usr/bin/promtool check metrics < " + file.string() + " > " +
+                      (scratch_ / "promtool.out").string() + " 2>&1";
+    int rc = std::system(cmd.c_str());
+    EXPECT_EQ(rc, 0) << read_text(scratch_ / "promtool.out");
+
+    auto ls = cli({"ls", "--server", address_});
+    EXPECT_EQ(ls.exit_code(), 0) << ls.describe();
+    EXPECT_NE(ls.out.find("e2e-counter"), std::string::npos) << ls.out;
+    EXPECT_NE(ls.out.find(header(cold, "X-Initless-Instance")), std::string::npos) << ls.out;
+    auto logs = cli({"logs", "e2e-counter", "--server", address_});
+    EXPECT_EQ(logs.exit_code(), 0) << logs.describe();
+    auto stats = cli({"stats", "--server", address_, "--json"});
+    EXPECT_EQ(stats.exit_code(), 0) << stats.describe();
+    EXPECT_EQ(json::parse(stats.out)["e2e-counter"]["starts"]["cold"].get<double>(), 1) << stats.out;
+
+    auto stopped = stop_daemon();
+    EXPECT_EQ(stopped.exit_code(), 0) << stopped.describe();
+    TrackSeenInstances();
+}
+
+TEST_F(ServeTest, ConcurrentRequestsScaleOut) {
+    start_daemon();
+    auto d = deploy(
+        counter_variant("scale", {{"name", "\"e2e-scale\""}, {"max_instances", "5"}, {"prestart", "2"}}));
+    ASSERT_EQ(d.exit_code(), 0) << d.describe();
+    std::vector<std::thread> threads;
+    std::vector<HttpResponse> results(20);
+    std::atomic<int> errors{0};
+    for (int i = 0; i < 20; ++i)
+        threads.emplace_back([&, i] {
+            try {
+                results[i] = request("GET", "/function/e2e-scale/slow?ms=300");
+            } catch (const std::exception&) {
+                errors++;
+            }
+        });
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(errors, 0);
+    std::set<std::string> instances;
+    for (const auto& r : results) {
+        EXPECT_EQ(r.status, 200) << r.body;
+        instances.insert(header(r, "X-Initless-Instance"));
+    }
+    seen_instances_.insert(instances.begin(), instances.end());
+    EXPECT_GE(instances.size(), 3u) << "20 concurrent requests with concurrency = 1 must scale out";
+    EXPECT_LE(instances.size(), 5u) << "max_instances = 5";
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+TEST_F(ServeTest, CrashGives502NamingTheExitThenANewInstanceServes) {
+    start_daemon();
+    ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
+    ASSERT_EQ(invoke("e2e-counter").status, 200);
+    auto crash = invoke("e2e-counter", "/crash");
+    EXPECT_EQ(crash.status, 502) << crash.body;
+    EXPECT_NE(crash.body.find("exited with status 3"), std::string::npos) << crash.body;
+    auto next = invoke("e2e-counter");
+    EXPECT_EQ(next.status, 200) << next.body;
+    EXPECT_EQ(next.body, "count 1") << "a new instance, restored from the snapshot";
+    auto oom = invoke("e2e-counter", "/hog");
+    EXPECT_EQ(oom.status, 502) << oom.body;
+    EXPECT_NE(oom.body.find("OOM"), std::string::npos) << oom.body;
+    EXPECT_EQ(invoke("e2e-counter").status, 200);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+TEST_F(ServeTest, HungFunctionGives504AndIsKilled) {
+    start_daemon();
+    ASSERT_EQ(deploy(counter_variant("hang", {{"name", "\"e2e-hang\""}, {"timeout_s", "2"}})).exit_code(), 0);
+    auto t0 = Clock::now();
+    auto hung = invoke("e2e-hang", "/hang");
+    double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    EXPECT_EQ(hung.status, 504) << hung.body;
+    EXPECT_NE(hung.body.find("did not answer within"), std::string::npos) << hung.body;
+    EXPECT_LT(s, 6.0);
+    auto next = invoke("e2e-hang");
+    EXPECT_EQ(next.status, 200) << next.body;
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+TEST_F(ServeTest, QueueFullGives503AndQueueTimeoutGives504) {
+    start_daemon();
+    ASSERT_EQ(deploy(counter_variant("queue", {{"name", "\"e2e-queue\""},
+                                               {"max_instances", "1"},
+                                               {"queue_max", "2"},
+                                               {"queue_timeout_ms", "700"}}))
+                  .exit_code(),
+              0);
+    std::vector<std::thread> threads;
+    std::vector<HttpResponse> results(4);
+    threads.emplace_back([&] { results[0] = invoke("e2e-queue", "/slow?ms=2500"); });
+    std::this_thread::sleep_for(300ms);
+    for (int i = 1; i < 4; ++i) {
+        threads.emplace_back([&, i] { results[i] = request("GET", "/function/e2e-queue/"); });
+        std::this_thread::sleep_for(50ms);
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(results[0].status, 200) << results[0].body;
+    std::multiset<int> statuses = {results[1].status, results[2].status, results[3].status};
+    EXPECT_EQ(statuses, (std::multiset<int>{503, 504, 504}));
+    for (int i = 1; i < 4; ++i) {
+        if (results[i].status == 503) {
+            EXPECT_NE(results[i].body.find("queue full"), std::string::npos) << results[i].body;
+        }
+        if (results[i].status == 504) {
+            EXPECT_NE(results[i].body.find("queue_timeout_ms"), std::string::npos) << results[i].body;
+        }
+    }
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+TEST_F(ServeTest, LargeBodiesBothWays) {
+    start_daemon();
+    ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
+    std::string body(6 << 20, 'a');
+    for (size_t i = 0; i < body.size(); i += 4096) body[i] = static_cast<char>('a' + (i / 4096) % 26);
+    auto echo = request("POST", "/function/e2e-counter/echo", body);
+    ASSERT_EQ(echo.status, 200);
+    EXPECT_EQ(echo.body.size(), body.size());
+    EXPECT_TRUE(echo.body == body);
+    auto big = invoke("e2e-counter", "/big?mb=8");
+    EXPECT_EQ(big.status, 200);
+    EXPECT_EQ(big.body.size(), 8u << 20);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+TEST_F(ServeTest, RestartKeepsTheRegistry) {
+    start_daemon();
+    ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
+    EXPECT_EQ(invoke("e2e-counter").body, "count 1");
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    start_daemon();
+    auto ls = request("GET", "/system/functions");
+    ASSERT_EQ(ls.status, 200);
+    auto fns = json::parse(ls.body);
+    ASSERT_EQ(fns.size(), 1u) << ls.body;
+    EXPECT_FALSE(fns[0]["snapshot"].is_null()) << "the snapshot survives the restart";
+    auto r = invoke("e2e-counter");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "count 1");
+    EXPECT_EQ(header(r, "X-Initless-Start"), "cold");
+    auto rm = cli({"rm", "e2e-counter", "--server", address_});
+    EXPECT_EQ(rm.exit_code(), 0) << rm.describe();
+    EXPECT_EQ(invoke("e2e-counter").status, 404);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+TEST_F(ServeTest, KilledDaemonLeavesNothingAfterTheNextStart) {
+    start_daemon();
+    ASSERT_EQ(deploy(counter_variant("kill", {{"name", "\"e2e-kill\""}, {"prestart", "2"}})).exit_code(), 0);
+    ASSERT_EQ(invoke("e2e-kill").status, 200);
+    std::this_thread::sleep_for(500ms);  // the pool refills
+    std::vector<std::string> before = instance_dirs();
+    EXPECT_GE(before.size(), 2u);
+    std::vector<pid_t> inits;
+    for (const auto& id : before)
+        inits.push_back(json::parse(read_text(state_dir_ / "instances" / id / "init"))["pid"].get<pid_t>());
+    ::kill(daemon_->pid(), SIGKILL);
+    daemon_->wait(10s);
+    daemon_.reset();
+    // Its sandboxes' inits were orphaned to us (the test is a child subreaper): each ends by itself
+    // when its control socket closes.
+    for (pid_t init : inits) {
+        auto deadline = Clock::now() + 10s;
+        pid_t got = 0;
+        while ((got = ::waitpid(init, nullptr, WNOHANG)) == 0 && Clock::now() < deadline)
+            std::this_thread::sleep_for(20ms);
+        EXPECT_EQ(got, init) << "a sandbox init outlived the killed daemon by 10 s";
+    }
+    start_daemon();
+    // The new daemon removed its predecessor's instances; only its own pool may exist now.
+    std::this_thread::sleep_for(1s);
+    for (const auto& id : before) {
+        EXPECT_FALSE(fs::exists(state_dir_ / "instances" / id)) << id;
+        EXPECT_EQ(cgroup_dirs(id), std::vector<std::string>{}) << id;
+        EXPECT_EQ(processes_in_cgroup(id), std::vector<pid_t>{}) << id;
+    }
+    EXPECT_EQ(invoke("e2e-kill").status, 200);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    for (const auto& id : before) track_instance(id);
+    TrackSeenInstances();
+}
+
+TEST_F(ServeTest, BadDeploysFailClearlyAndLeaveNothing) {
+    start_daemon();
+    auto broken = deploy(test_function("broken-spec"));
+    EXPECT_EQ(broken.exit_code(), 1) << broken.describe();
+    EXPECT_NE(broken.err.find("command"), std::string::npos) << broken.err;
+    auto never = deploy(test_function("never-ready"));
+    EXPECT_EQ(never.exit_code(), 1) << never.describe();
+    EXPECT_NE(never.err.find("did not print its ready phrase"), std::string::npos) << never.err;
+    auto missing = deploy(scratch_ / "no-such-dir");
+    EXPECT_EQ(missing.exit_code(), 1) << missing.describe();
+    auto ls = json::parse(request("GET", "/system/functions").body);
+    EXPECT_EQ(ls.size(), 0u) << ls.dump();
+    EXPECT_FALSE(fs::exists(registry_ / "functions" / "e2e-never-ready"));
+    EXPECT_EQ(request("GET", "/function/e2e-never-ready").status, 404);
+    EXPECT_EQ(instance_dirs(), std::vector<std::string>{});
+    auto unreachable = cli({"ls", "--server", "127.0.0.1:1"});
+    EXPECT_EQ(unreachable.exit_code(), 1);
+    EXPECT_NE(unreachable.err.find("cannot reach the initless server"), std::string::npos) << unreachable.err;
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+}
+
+// Raw bytes to the gateway, and what comes back (until the server closes or 5 s pass).
+std::string raw_exchange(uint16_t port, const std::string& bytes) {
+    auto fd = initless::gateway::connect_tcp("127.0.0.1", port);
+    timeval tv{5, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t off = 0;
+    while (off < bytes.size()) {
+        ssize_t n = ::send(fd.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+        if (n <= 0) break;
+        off += static_cast<size_t>(n);
+    }
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+        if (n <= 0) break;
+        out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+}
+
+TEST_F(ServeTest, GarbageHttpGets4xxAndTheDaemonKeepsServing) {
+    start_daemon({"--max-body-mb", "1"});
+    EXPECT_EQ(raw_exchange(port_, "hello there\r\n\r\n").rfind("HTTP/1.1 400", 0), 0u);
+    EXPECT_EQ(raw_exchange(port_, std::string(4096, '\x01')).rfind("HTTP/1.1 400", 0), 0u);
+    std::string big_header =
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(32 * 1024, 'a') + "\r\n\r\n";
+    EXPECT_EQ(raw_exchange(port_, big_header).rfind("HTTP/1.1 431", 0), 0u);
+    std::string big_body =
+        "POST /function/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + std::string(2000000, 'b');
+    EXPECT_EQ(raw_exchange(port_, big_body).rfind("HTTP/1.1 413", 0), 0u);
+    EXPECT_EQ(request("POST", "/system/functions", "{not json").status, 400);
+    EXPECT_EQ(request("GET", "/function/nobody").status, 404);
+    EXPECT_EQ(request("GET", "/nowhere").status, 404);
+    EXPECT_EQ(request("GET", "/healthz").status, 200);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+}
+
+}  // namespace
+}  // namespace e2e

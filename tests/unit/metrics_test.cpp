@@ -1,0 +1,58 @@
+#include <gtest/gtest.h>
+
+#include "initless/controller/metrics.h"
+#include "initless/gateway/server.h"
+#include "initless/sys/error.h"
+
+namespace {
+
+using initless::controller::Metrics;
+
+TEST(Metrics, CountersGaugesAndHistogramsInTheTextFormat) {
+    Metrics m;
+    m.declare("requests_total", Metrics::Type::Counter, "Requests.");
+    m.declare("pool", Metrics::Type::Gauge, "Pool size.");
+    m.declare("latency_seconds", Metrics::Type::Histogram, "Latency.", {0.1, 0.01, 1});
+    m.add("requests_total", {{"function", "a"}, {"code", "200"}});
+    m.add("requests_total", {{"function", "a"}, {"code", "200"}}, 2);
+    m.set("pool", {{"function", "a"}}, 3);
+    m.observe("latency_seconds", {{"function", "a"}}, 0.05);
+    m.observe("latency_seconds", {{"function", "a"}}, 0.005);
+    m.observe("latency_seconds", {{"function", "a"}}, 5);
+    std::string text = m.exposition();
+    EXPECT_NE(text.find("# TYPE requests_total counter\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("requests_total{function=\"a\",code=\"200\"} 3\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("pool{function=\"a\"} 3\n"), std::string::npos) << text;
+    // Buckets are sorted and cumulative; +Inf counts everything.
+    EXPECT_NE(text.find("latency_seconds_bucket{function=\"a\",le=\"0.01\"} 1\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("latency_seconds_bucket{function=\"a\",le=\"0.1\"} 2\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("latency_seconds_bucket{function=\"a\",le=\"1\"} 2\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("latency_seconds_bucket{function=\"a\",le=\"+Inf\"} 3\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("latency_seconds_count{function=\"a\"} 3\n"), std::string::npos) << text;
+    EXPECT_EQ(m.value("requests_total", {{"function", "a"}, {"code", "200"}}), 3);
+    m.clear("pool");
+    EXPECT_EQ(m.exposition().find("pool{"), std::string::npos);
+}
+
+TEST(Metrics, LabelValuesAreEscaped) {
+    EXPECT_EQ(Metrics::escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+TEST(Metrics, UndeclaredOrMistypedFamiliesAreErrors) {
+    Metrics m;
+    m.declare("c", Metrics::Type::Counter, "C.");
+    EXPECT_THROW(m.add("nope", {}), initless::Error);
+    EXPECT_THROW(m.set("c", {}, 1), initless::Error);
+}
+
+TEST(GatewayAddress, ParsesHostAndPort) {
+    using initless::gateway::parse_address;
+    EXPECT_EQ(parse_address("127.0.0.1:8080"), (std::pair<std::string, uint16_t>{"127.0.0.1", 8080}));
+    EXPECT_EQ(parse_address("localhost:0"), (std::pair<std::string, uint16_t>{"127.0.0.1", 0}));
+    EXPECT_EQ(parse_address("[::1]:9"), (std::pair<std::string, uint16_t>{"::1", 9}));
+    EXPECT_THROW(parse_address("8080"), initless::Error);
+    EXPECT_THROW(parse_address("host:99999"), initless::Error);
+    EXPECT_THROW(parse_address("host:80x"), initless::Error);
+}
+
+}  // namespace
