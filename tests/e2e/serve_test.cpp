@@ -245,6 +245,32 @@ TEST_F(ServeTest, ConcurrentRequestsScaleOut) {
     TrackSeenInstances();
 }
 
+// The keep-alive policy decides over idle instances: with an idle-memory budget smaller than two
+// instances, LRU evicts the least recently used one as soon as both are idle.
+TEST_F(ServeTest, IdleMemoryBudgetMakesThePolicyEvict) {
+    start_daemon({"--policy", "lru", "--memory-mb", "150"});
+    ASSERT_EQ(deploy(counter_variant("evict", {{"name", "\"e2e-evict\""}, {"prestart", "0"}})).exit_code(),
+              0);
+    std::vector<HttpResponse> results(2);
+    std::thread a([&] { results[0] = invoke("e2e-evict", "/slow?ms=600"); });
+    std::thread b([&] { results[1] = invoke("e2e-evict", "/slow?ms=600"); });
+    a.join();
+    b.join();
+    ASSERT_EQ(results[0].status, 200);
+    ASSERT_EQ(results[1].status, 200);
+    EXPECT_NE(header(results[0], "X-Initless-Instance"), header(results[1], "X-Initless-Instance"));
+    // Two idle instances of 96 MB each exceed the 150 MB budget: one goes.
+    size_t instances = 2;
+    auto deadline = Clock::now() + 5s;
+    while (Clock::now() < deadline && instances > 1) {
+        instances = json::parse(request("GET", "/system/function/e2e-evict").body)["instances"].size();
+        std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_EQ(instances, 1u);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 TEST_F(ServeTest, CrashGives502NamingTheExitThenANewInstanceServes) {
     start_daemon();
     ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
