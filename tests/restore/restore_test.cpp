@@ -503,7 +503,8 @@ class Framework : public Examples, public ::testing::WithParamInterface<Framewor
     }
     // The answer with its counter and the case's run-dependent fields masked.
     static std::string masked(const std::string& body, const FrameworkCase& c) {
-        std::string out = std::regex_replace(body, std::regex(R"re(requests("?[=:] ?)[0-9]+)re"), "requests$1#");
+        std::string out =
+            std::regex_replace(body, std::regex(R"re(requests("?[=:] ?)[0-9]+)re"), "requests$1#");
         for (const auto& field : c.run_fields) out = std::regex_replace(out, std::regex(field), "#");
         return out;
     }
@@ -549,11 +550,11 @@ std::string framework_name(const ::testing::TestParamInfo<FrameworkCase>& info) 
 
 INSTANTIATE_TEST_SUITE_P(
     Frameworks, Framework,
-    ::testing::Values(FrameworkCase{"gunicorn-flask", "/", 4, {R"(pid=[0-9]+)"}},
-                      FrameworkCase{"uvicorn-fastapi", "/", 1, {}},
-                      FrameworkCase{"django-hello", "/", 1, {}},
-                      FrameworkCase{"express-hello", "/", 1, {}},
-                      FrameworkCase{"spring-jetty", "/", 1, {}},
-                      FrameworkCase{"netty-hello", "/", 1, {}},
+    ::testing::Values(FrameworkCase{"gunicorn-flask", "/", 4, {R"(pid=[0-9]+)"}},  // any of 3 workers answers
+                      FrameworkCase{"uvicorn-fastapi", "/", 1, {}},                // asyncio
+                      FrameworkCase{"django-hello", "/", 1, {}},                   // counter in SQLite
+                      FrameworkCase{"express-hello", "/", 1, {}},                  // Node
+                      FrameworkCase{"spring-jetty", "/", 1, {}},                   // JVM, 20 threads
+                      FrameworkCase{"netty-hello", "/", 1, {}},                    // JVM, NIO
                       FrameworkCase{"pytorch-segment", "/segment?seed=3", 1, {R"("inference_ms": [0-9.]+)"}}),
     framework_name);
