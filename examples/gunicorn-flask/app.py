@@ -11,7 +11,7 @@ import os
 import struct
 import time
 
-from flask import Flask
+from flask import Flask, request
 from gunicorn.workers.sync import SyncWorker
 
 READY = "gunicorn-flask: ready"
@@ -36,7 +36,12 @@ app = Flask(__name__)
 @app.get("/")
 def hello():
     n = _add(0)
-    body = f"hello from gunicorn (flask) worker pid={os.getpid()} requests={n}\n"
+    # ?sleep_ms=N: a slow request. The restore suite uses it to give gunicorn's arbiter time to kill workers
+    # it takes for hung (a heartbeat older than `timeout`); it would start new ones, which workers_started
+    # counts.
+    time.sleep(int(request.args.get("sleep_ms", "0")) / 1000)
+    body = (f"hello from gunicorn (flask) worker pid={os.getpid()} requests={n} "
+            f"workers_started={_add(1, 0)}\n")
     return body, 200, {"Content-Type": "text/plain; charset=utf-8"}
 
 

@@ -8,6 +8,8 @@ preload_app = True
 # The sync worker with its heartbeat in shared memory (app.Worker): gunicorn's own heartbeat is an
 # unlinked file open for writing, which a snapshot refuses.
 worker_class = "app.Worker"
+# Seconds a worker may go without a heartbeat before the arbiter kills it (gunicorn's default: 30).
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # Logs to stderr; no access log (it would only repeat each request).
 loglevel = "warning"
 

@@ -558,3 +558,23 @@ INSTANTIATE_TEST_SUITE_P(
                       FrameworkCase{"netty-hello", "/", 1, {}},                    // JVM, NIO
                       FrameworkCase{"pytorch-segment", "/segment?seed=3", 1, {R"("inference_ms": [0-9.]+)"}}),
     framework_name);
+
+// gunicorn's arbiter kills a worker whose heartbeat is older than `timeout` (wall-clock seconds) and starts
+// a new one. Restored long after its snapshot, no worker may be taken for hung: the example keeps its
+// heartbeat's age in monotonic time, which stands still while the process is an image. With a 3 s timeout
+// and an image 4 s old, a slow request (1.8 s) gives the arbiter time to act; the answer counts the
+// workers ever started, which must still be the 3 of the snapshot.
+TEST_F(Examples, GunicornKeepsItsWorkersWhenRestoredAfterItsTimeout) {
+    fs::path dir = scratch_ / "gunicorn-flask";
+    fs::copy(example_dir("gunicorn-flask"), dir, fs::copy_options::recursive);
+    std::string toml = read_text(dir / "function.toml");
+    ASSERT_NE(toml.find("\n[env]\n"), std::string::npos) << "the [env] table must be last";
+    std::ofstream(dir / "function.toml", std::ios::app) << "GUNICORN_TIMEOUT = \"3\"\n";
+    fs::path image = snapshot(dir);
+    ASSERT_FALSE(image.empty());
+    std::this_thread::sleep_for(4s);
+    json list = restore(image, "cow", 2, "/?sleep_ms=1800");
+    for (const auto& inst : list)
+        EXPECT_NE(inst.value("body", "").find("workers_started=3\n"), std::string::npos)
+            << "a restored worker was killed as hung and replaced: " << inst.dump();
+}
