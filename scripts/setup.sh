@@ -14,8 +14,13 @@ PACKAGES=(
     python3 python3-flask python3-numpy
     wrk prometheus curl
     openjdk-17-jdk-headless
+    # The frameworks under examples/ (examples/README.md, "Frameworks"): all from Debian, no other registry.
+    gunicorn python3-uvicorn python3-fastapi python3-django python3-torch
+    libspring-core-java libspring-beans-java libspring-context-java libspring-web-java libspring-web-servlet-java
+    libjetty9-java libnetty-java node-express
 )
-# Node.js: the machine may already have a newer nodejs (e.g. from another repository); never replace it.
+# Node.js: the machine may already have a newer nodejs (e.g. from another repository); never replace it
+# (node-express accepts it).
 if [[ ! -x /usr/bin/node ]]; then PACKAGES+=(nodejs); fi
 
 missing=()

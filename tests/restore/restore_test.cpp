@@ -15,6 +15,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -474,3 +475,106 @@ TEST_F(Examples, PythonBigdictChecksumAndCounter) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// Frameworks (examples/README.md, "Frameworks"): each is booted once for its answer, snapshotted once,
+// and restored under every strategy; every restored instance must answer what the booted function
+// answered (apart from fields that differ between any two runs, such as timings and worker pids), with
+// its request counter continuing from the snapshot's.
+
+struct FrameworkCase {
+    std::string example;
+    std::string request;                  // GET path sent to the booted and to each restored instance
+    int processes = 1;                    // processes the snapshot must hold
+    std::vector<std::string> run_fields;  // regexes of answer parts that differ between runs, masked
+};
+
+void PrintTo(const FrameworkCase& c, std::ostream* os) {
+    *os << c.example;
+}
+
+class Framework : public Examples, public ::testing::WithParamInterface<FrameworkCase> {
+  protected:
+    // The request counter in an answer: "requests=N" (text) or "requests": N (JSON); -1 when absent.
+    static long counter_of(const std::string& body) {
+        std::smatch m;
+        static const std::regex counter(R"re(requests"?[=:] ?([0-9]+))re");
+        return std::regex_search(body, m, counter) ? std::stol(m[1]) : -1;
+    }
+    // The answer with its counter and the case's run-dependent fields masked.
+    static std::string masked(const std::string& body, const FrameworkCase& c) {
+        std::string out =
+            std::regex_replace(body, std::regex(R"re(requests("?[=:] ?)[0-9]+)re"), "requests$1#");
+        for (const auto& field : c.run_fields) out = std::regex_replace(out, std::regex(field), "#");
+        return out;
+    }
+};
+
+TEST_P(Framework, RestoresUnderEveryStrategyWithItsState) {
+    const auto& c = GetParam();
+    fs::path dir = example_dir(c.example);
+    ASSERT_TRUE(fs::exists(dir / "function.toml")) << dir << " is not there (not built?)";
+
+    auto booted = cli({"run", dir.string(), "--request", c.request, "--json"}, 120s);
+    ASSERT_EQ(booted.exit_code, 0) << booted.describe();
+    json boot = json::parse(booted.out, nullptr, false);
+    ASSERT_TRUE(boot.is_object()) << booted.describe();
+    ASSERT_EQ(boot.value("status", 0), 200) << boot.dump();
+    std::string boot_body = boot.value("body", "");
+    ASSERT_EQ(counter_of(boot_body), 1) << "the booted function's first answer: " << boot_body;
+
+    json report;
+    fs::path image = snapshot(dir, &report);
+    ASSERT_FALSE(image.empty());
+    EXPECT_EQ(report.value("processes", 0), c.processes) << report.dump();
+    // The snapshot holds the counter after its warmup requests.
+    const long want_counter = warmup_of(dir) + 1;
+    for (const char* strategy : {"eager", "cow", "prefetch"}) {
+        json list = restore(image, strategy, 2, c.request);
+        for (const auto& inst : list) {
+            std::string body = inst.value("body", "");
+            EXPECT_EQ(counter_of(body), want_counter)
+                << strategy << ": the request counter did not continue from the snapshot: " << body;
+            EXPECT_EQ(masked(body, c), masked(boot_body, c))
+                << strategy << ": the restored answer differs from the booted function's";
+        }
+    }
+}
+
+std::string framework_name(const ::testing::TestParamInfo<FrameworkCase>& info) {
+    std::string n = info.param.example;
+    for (char& ch : n)
+        if (ch == '-') ch = '_';
+    return n;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Frameworks, Framework,
+    ::testing::Values(FrameworkCase{"gunicorn-flask", "/", 4, {R"(pid=[0-9]+)"}},  // any of 3 workers answers
+                      FrameworkCase{"uvicorn-fastapi", "/", 1, {}},                // asyncio
+                      FrameworkCase{"django-hello", "/", 1, {}},                   // counter in SQLite
+                      FrameworkCase{"express-hello", "/", 1, {}},                  // Node
+                      FrameworkCase{"spring-jetty", "/", 1, {}},                   // JVM, 20 threads
+                      FrameworkCase{"netty-hello", "/", 1, {}},                    // JVM, NIO
+                      FrameworkCase{"pytorch-segment", "/segment?seed=3", 1, {R"("inference_ms": [0-9.]+)"}}),
+    framework_name);
+
+// gunicorn's arbiter kills a worker whose heartbeat is older than `timeout` (wall-clock seconds) and starts
+// a new one. Restored long after its snapshot, no worker may be taken for hung: the example keeps its
+// heartbeat's age in monotonic time, which stands still while the process is an image. With a 3 s timeout
+// and an image 4 s old, a slow request (1.8 s) gives the arbiter time to act; the answer counts the
+// workers ever started, which must still be the 3 of the snapshot.
+TEST_F(Examples, GunicornKeepsItsWorkersWhenRestoredAfterItsTimeout) {
+    fs::path dir = scratch_ / "gunicorn-flask";
+    fs::copy(example_dir("gunicorn-flask"), dir, fs::copy_options::recursive);
+    std::string toml = read_text(dir / "function.toml");
+    ASSERT_NE(toml.find("\n[env]\n"), std::string::npos) << "the [env] table must be last";
+    std::ofstream(dir / "function.toml", std::ios::app) << "GUNICORN_TIMEOUT = \"3\"\n";
+    fs::path image = snapshot(dir);
+    ASSERT_FALSE(image.empty());
+    std::this_thread::sleep_for(4s);
+    json list = restore(image, "cow", 2, "/?sleep_ms=1800");
+    for (const auto& inst : list)
+        EXPECT_NE(inst.value("body", "").find("workers_started=3\n"), std::string::npos)
+            << "a restored worker was killed as hung and replaced: " << inst.dump();
+}
