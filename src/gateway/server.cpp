@@ -231,15 +231,20 @@ class Session : public std::enable_shared_from_this<Session> {
         for (const auto& field : req_)
             if (!hop_by_hop(field.name_string())) up->request.insert(field.name_string(), field.value());
         up->request.set(http::field::host, "localhost");
-        beast::error_code ec;
-        auto remote = stream_.socket().remote_endpoint(ec);
-        if (!ec) up->request.set("X-Forwarded-For", remote.address().to_string());
+        if (client_address_.empty()) {
+            beast::error_code ec;
+            auto remote = stream_.socket().remote_endpoint(ec);
+            client_address_ = ec ? "unknown" : remote.address().to_string();
+        }
+        up->request.set("X-Forwarded-For", client_address_);
         up->request.body() = std::move(req_.body());
         up->request.keep_alive(true);
         up->request.prepare_payload();
         upstream_ = up;
+        // A warm slot is found at once, on this thread, inside this connection's strand: dispatch then
+        // runs on_acquired inline instead of queueing it.
         server_.controller.acquire(function_, [self = shared_from_this()](Acquired a) {
-            net::post(self->stream_.get_executor(),
+            net::dispatch(self->stream_.get_executor(),
                       [self, a = std::move(a)]() mutable { self->on_acquired(std::move(a)); });
         });
     }
@@ -619,6 +624,7 @@ class Session : public std::enable_shared_from_this<Session> {
     bool keep_alive_ = true;
 
     std::string function_;
+    std::string client_address_;
     Clock::time_point started_, exec_started_;
     std::shared_ptr<Upstream> upstream_;
     Acquired slot_;
