@@ -179,13 +179,25 @@ TEST_F(ServeTest, DeployThenColdThenWarmWithTimingsAndMetrics) {
     EXPECT_EQ(inv.exit_code(), 0) << inv.describe();
     EXPECT_EQ(inv.out, "count 3");
 
+    // Nothing of the daemon's (its listening socket, client connections, registry files) reaches the
+    // function: 0-2, its listener, this request's connection, and what Python opens itself.
+    auto fds = invoke("e2e-counter", "/fds");
+    ASSERT_EQ(fds.status, 200);
+    int sockets = 0;
+    std::istringstream lines(fds.body);
+    for (std::string line; std::getline(lines, line);) {
+        if (line.find("socket:") != std::string::npos) sockets++;
+        EXPECT_EQ(line.find(registry_.string()), std::string::npos) << line;
+    }
+    EXPECT_LE(sockets, 2) << fds.body;
+
     auto metrics = request("GET", "/metrics");
     ASSERT_EQ(metrics.status, 200);
     EXPECT_NE(metrics.body.find("initless_starts_total{function=\"e2e-counter\",kind=\"cold\"} 1"),
               std::string::npos)
         << metrics.body;
     EXPECT_NE(
-        metrics.body.find("gateway_function_invocation_total{function_name=\"e2e-counter\",code=\"200\"} 4"),
+        metrics.body.find("gateway_function_invocation_total{function_name=\"e2e-counter\",code=\"200\"} 5"),
         std::string::npos)
         << metrics.body;
     EXPECT_NE(metrics.body.find("initless_restore_seconds_count{function=\"e2e-counter\"}"),

@@ -7,6 +7,7 @@
 #   /hang          never answers
 #   /hog           allocates and touches memory until the kernel kills it
 #   /headers       the request's headers, one per line
+#   /fds           this process's open fds, "fd -> target" per line
 import os
 import sys
 import time
@@ -58,6 +59,14 @@ class Handler(BaseHTTPRequestHandler):
             chunks = []
             while True:
                 chunks.append(bytearray(4 << 20))
+        elif path == "/fds":
+            lines = []
+            for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+                try:
+                    lines.append(f"{fd} -> {os.readlink('/proc/self/fd/' + fd)}\n")
+                except OSError:
+                    pass
+            self.answer("".join(lines))
         elif path == "/headers":
             self.answer("".join(f"{k}: {v}\n" for k, v in self.headers.items()))
         else:
