@@ -9,23 +9,10 @@
 #include "initless/image/image.h"
 #include "initless/restore/restore.h"
 #include "initless/sandbox/sandbox.h"
+#include "initless/sys/stopwatch.h"
 
 namespace initless::controller {
 
-namespace {
-class Lap {
-  public:
-    double ms() {
-        auto now = std::chrono::steady_clock::now();
-        double d = std::chrono::duration<double, std::milli>(now - start_).count();
-        start_ = now;
-        return d;
-    }
-
-  private:
-    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
-}  // namespace
 
 SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesystem::path& image,
                               const std::string& workingset_request, const SnapshotProgress& progress) {
@@ -34,25 +21,25 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
     };
     SnapshotResult out;
     out.image = image;
-    Lap total, phase;
+    sys::Stopwatch total, phase;
     auto sb = sandbox::Sandbox::prepare(spec);
     sb.start();
-    out.boot_ms = phase.ms();
+    out.boot_ms = phase.lap_ms();
     step("boot", out.boot_ms);
     sb.wait_ready(spec.ready, std::chrono::seconds(spec.timeout_s));
-    out.ready_ms = phase.ms();
+    out.ready_ms = phase.lap_ms();
     step("ready", out.ready_ms);
     for (uint32_t i = 0; i < spec.warmup; ++i) {
         auto res = gateway::http_get(sb.connect(spec.port), "/", std::chrono::seconds(spec.timeout_s));
         if (res.status >= 500) throw Error(fmt::format("warmup request {} got status {}", i + 1, res.status));
     }
-    out.warmup_ms = phase.ms();
+    out.warmup_ms = phase.lap_ms();
     step("warmup", out.warmup_ms);
 
     checkpoint::Target target{sb.init_pid(), sb.log_path(), sb.upper_dir(), spec.name, spec.dir, spec.port};
     // Runs on the complete staged image, before it is renamed into place.
     auto trial = [&](const std::filesystem::path& staging) {
-        out.checkpoint_ms = phase.ms();
+        out.checkpoint_ms = phase.lap_ms();
         step("checkpoint", out.checkpoint_ms);
         image::Image staged = image::load(staging, /*verify_pages=*/false);
         sandbox::SandboxOptions opts;
@@ -72,7 +59,7 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
         for (const auto& r : ws) out.working_set_pages += r.pages;
         image::write_working_set(staging, ws);
         trial_sb.teardown();
-        out.trial_ms = phase.ms();
+        out.trial_ms = phase.lap_ms();
         step("trial-restore", out.trial_ms);
     };
     // A warmup connection the function has not closed yet is transient: give it a moment.
@@ -85,13 +72,13 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
                 std::string(e.what()).find("connection") == std::string::npos)
                 throw checkpoint::ContractError(fmt::format("snapshot {}: {}", spec.name, e.what()));
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
-            phase.ms();
+            phase.lap_ms();
         }
     }
-    out.publish_ms = phase.ms();
+    out.publish_ms = phase.lap_ms();
     step("publish", out.publish_ms);
     sb.teardown();
-    out.total_ms = total.ms();
+    out.total_ms = total.lap_ms();
     return out;
 }
 

@@ -1,22 +1,8 @@
-// Wall-clock phase timing for the verbs' reports (milliseconds, monotonic clock).
+// Phase timing for the verbs' reports: the sys Stopwatch.
 #pragma once
 
-#include <chrono>
+#include "initless/sys/stopwatch.h"
 
 namespace initless::cli {
-
-class Stopwatch {
-public:
-    Stopwatch() : start_(std::chrono::steady_clock::now()) {}
-    double lap_ms() {
-        auto now = std::chrono::steady_clock::now();
-        double ms = std::chrono::duration<double, std::milli>(now - start_).count();
-        start_ = now;
-        return ms;
-    }
-
-private:
-    std::chrono::steady_clock::time_point start_;
-};
-
+using sys::Stopwatch;
 }  // namespace initless::cli
