@@ -9,6 +9,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -115,7 +116,16 @@ QueuedData peek_queued(int sock, bool stream) {
             out.complete = false;
             break;
         }
-        if (n == 0 && stream) break;
+        if (n == 0 && stream) break;  // end of the stream (or nothing queued)
+        if (n == 0) {
+            // A datagram or seqpacket socket reads 0 both for an empty message and, forever, once
+            // its peer has shut down; SO_PEEK_OFF cannot step past either. After a shutdown it is
+            // the end; otherwise an empty message hides what follows it: not complete.
+            pollfd p{sock, POLLRDHUP, 0};
+            bool peer_gone = ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
+            if (!peer_gone) out.complete = false;
+            break;
+        }
         out.messages.emplace_back(buf.begin(), buf.begin() + n);
     }
     ::setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &old_off, sizeof old_off);

@@ -198,6 +198,25 @@ TEST(SysSocket, PeekQueuedKeepsEveryMessageAndStopsAtFdsInFlight) {
     for (int fd : {sv[0], sv[1], devnull}) ::close(fd);
 }
 
+// A seqpacket socket whose peer shut down reads 0 forever: the peek ends there (it used to spin).
+TEST(SysSocket, PeekQueuedEndsAtAShutDownSeqpacketPeer) {
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    ASSERT_EQ(::send(sv[0], "last", 4, 0), 4);
+    ASSERT_EQ(::shutdown(sv[0], SHUT_WR), 0);
+    auto q = sys::peek_queued(sv[1], false);
+    EXPECT_TRUE(q.complete);
+    ASSERT_EQ(q.messages.size(), 1u);
+    EXPECT_EQ(std::string(q.messages[0].begin(), q.messages[0].end()), "last");
+    // An empty datagram with the peer still there hides what follows it.
+    int dg[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, dg), 0);
+    ASSERT_EQ(::send(dg[0], "", 0, 0), 0);
+    ASSERT_EQ(::send(dg[0], "after", 5, 0), 5);
+    EXPECT_FALSE(sys::peek_queued(dg[1], false).complete);
+    for (int fd : {sv[0], sv[1], dg[0], dg[1]}) ::close(fd);
+}
+
 TEST(SysProcess, SameOpenFileAcrossProcesses) {
     int p[2];
     ASSERT_EQ(::pipe(p), 0);
