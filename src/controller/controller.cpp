@@ -160,11 +160,14 @@ sys::UniqueFd Instance::take_connection(bool& reused) {
     {
         std::lock_guard lock(connections_mu_);
         while (!idle_connections_.empty()) {
-            sys::UniqueFd fd = std::move(idle_connections_.back());
+            IdleConnection c = std::move(idle_connections_.back());
             idle_connections_.pop_back();
-            if (!sys::stream_closed_by_peer(fd.get())) {
+            // A connection idle for a while may have been closed by the function: look (one syscall)
+            // before reusing it. One returned just now is reused as it is: should the function have
+            // closed it meanwhile, the gateway retries once on a new connection.
+            if (Clock::now() - c.since < std::chrono::seconds(1) || !sys::stream_closed_by_peer(c.fd.get())) {
                 reused = true;
-                return fd;
+                return std::move(c.fd);
             }
         }
     }
@@ -178,7 +181,7 @@ sys::UniqueFd Instance::connect() {
 
 void Instance::return_connection(sys::UniqueFd fd) {
     std::lock_guard lock(connections_mu_);
-    if (idle_connections_.size() < 64) idle_connections_.push_back(std::move(fd));
+    if (idle_connections_.size() < 64) idle_connections_.push_back({std::move(fd), Clock::now()});
 }
 
 struct Waiter {

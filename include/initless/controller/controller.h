@@ -69,7 +69,11 @@ class Instance {
     uint32_t timeout_s_ = 0;
     sys::UniqueFd netns_;
     std::mutex connections_mu_;
-    std::vector<sys::UniqueFd> idle_connections_;
+    struct IdleConnection {
+        sys::UniqueFd fd;
+        std::chrono::steady_clock::time_point since;
+    };
+    std::vector<IdleConnection> idle_connections_;
 };
 
 // The outcome of waiting for an instance: an instance slot (release it exactly once), or an error
