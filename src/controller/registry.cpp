@@ -188,6 +188,12 @@ void Registry::remove_version(const RegistryEntry& entry) const {
 void Registry::remove_function(const RegistryEntry& entry) const {
     remove_version(entry);
     remove_quietly(function_dir(entry.name));
+    if (tmpfs_images_) {
+        remove_quietly(image_root(entry.name));
+        std::error_code ec;
+        fs::remove(tmpfs_root_, ec);  // only when no other function's images are left in it
+        fs::remove(tmpfs_root_.parent_path(), ec);  // and no other state dir's
+    }
 }
 
 fs::path Registry::log_path(const std::string& name) const {

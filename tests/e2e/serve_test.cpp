@@ -349,8 +349,13 @@ TEST_F(ServeTest, QueueFullGives503AndQueueTimeoutGives504) {
 }
 
 TEST_F(ServeTest, LargeBodiesBothWays) {
-    start_daemon();
+    // With the tmpfs image store (images in RAM, as the seed's fastest mode).
+    start_daemon({"--image-store", "tmpfs"});
     ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
+    auto described = json::parse(request("GET", "/system/function/e2e-counter").body);
+    std::string image = described["snapshot"].get<std::string>();
+    EXPECT_EQ(image.rfind("/dev/shm/initless-images/", 0), 0u) << image;
+    EXPECT_TRUE(fs::exists(fs::path(image) / "manifest.json")) << image;
     std::string body(6 << 20, 'a');
     for (size_t i = 0; i < body.size(); i += 4096) body[i] = static_cast<char>('a' + (i / 4096) % 26);
     auto echo = request("POST", "/function/e2e-counter/echo", body);
@@ -360,7 +365,11 @@ TEST_F(ServeTest, LargeBodiesBothWays) {
     auto big = invoke("e2e-counter", "/big?mb=8");
     EXPECT_EQ(big.status, 200);
     EXPECT_EQ(big.body.size(), 8u << 20);
+    // Removing the function removes its image from RAM too.
+    EXPECT_EQ(cli({"rm", "e2e-counter", "--server", address_}).exit_code(), 0);
     EXPECT_EQ(stop_daemon().exit_code(), 0);
+    EXPECT_FALSE(fs::exists(image)) << image;
+    EXPECT_FALSE(fs::exists(fs::path(image).parent_path().parent_path())) << "the tmpfs image root is left";
     TrackSeenInstances();
 }
 
