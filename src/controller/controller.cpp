@@ -156,32 +156,14 @@ Instance::Instance(std::string id, std::string function, uint16_t port, uint32_t
 
 Instance::~Instance() = default;
 
-sys::UniqueFd Instance::take_connection(bool& reused) {
-    {
-        std::lock_guard lock(connections_mu_);
-        while (!idle_connections_.empty()) {
-            IdleConnection c = std::move(idle_connections_.back());
-            idle_connections_.pop_back();
-            // A connection idle for a while may have been closed by the function: look (one syscall)
-            // before reusing it. One returned just now is reused as it is: should the function have
-            // closed it meanwhile, the gateway retries once on a new connection.
-            if (Clock::now() - c.since < std::chrono::seconds(1) || !sys::stream_closed_by_peer(c.fd.get())) {
-                reused = true;
-                return std::move(c.fd);
-            }
-        }
-    }
-    reused = false;
-    return sys::connect_in_netns(netns_.get(), port_);
-}
-
 sys::UniqueFd Instance::connect() {
     return sys::connect_in_netns(netns_.get(), port_);
 }
 
-void Instance::return_connection(sys::UniqueFd fd) {
-    std::lock_guard lock(connections_mu_);
-    if (idle_connections_.size() < 64) idle_connections_.push_back({std::move(fd), Clock::now()});
+std::shared_ptr<void> Instance::gateway_state(const std::function<std::shared_ptr<void>()>& make) {
+    std::lock_guard lock(gateway_mu_);
+    if (!gateway_state_) gateway_state_ = make();
+    return gateway_state_;
 }
 
 struct Waiter {

@@ -125,6 +125,53 @@ struct Server::Impl {
 
 namespace {
 
+// The connections to one instance that its function kept alive, as open Asio sockets: reusing one
+// costs no epoll registration (an fd adopted and released per request cost three syscalls). Kept
+// with the instance (Instance::gateway_state) and closed with it.
+struct UpstreamPool {
+    struct Idle {
+        std::unique_ptr<tcp::socket> socket;
+        Clock::time_point since;
+    };
+    std::mutex mu;
+    std::vector<Idle> idle;
+};
+
+std::shared_ptr<UpstreamPool> pool_of(controller::Instance& instance) {
+    return std::static_pointer_cast<UpstreamPool>(instance.gateway_state(
+        [] { return std::static_pointer_cast<void>(std::make_shared<UpstreamPool>()); }));
+}
+
+// A kept-alive connection to `instance`, or a new one. One idle for a while may have been closed by the
+// function: it is looked at (one syscall) first; one returned just now is reused as it is (should the
+// function have closed it meanwhile, the request is sent once more on a new connection).
+std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::io_context& ioc,
+                                           bool& reused) {
+    auto pool = pool_of(instance);
+    {
+        std::lock_guard lock(pool->mu);
+        while (!pool->idle.empty()) {
+            UpstreamPool::Idle c = std::move(pool->idle.back());
+            pool->idle.pop_back();
+            if (Clock::now() - c.since < std::chrono::seconds(1) ||
+                !sys::stream_closed_by_peer(c.socket->native_handle())) {
+                reused = true;
+                return std::move(c.socket);
+            }
+        }
+    }
+    reused = false;
+    auto socket = std::make_unique<tcp::socket>(ioc);
+    socket->assign(tcp::v4(), instance.connect().release());
+    return socket;
+}
+
+void give_back_upstream(controller::Instance& instance, std::unique_ptr<tcp::socket> socket) {
+    auto pool = pool_of(instance);
+    std::lock_guard lock(pool->mu);
+    if (pool->idle.size() < 64) pool->idle.push_back({std::move(socket), Clock::now()});
+}
+
 class Session : public std::enable_shared_from_this<Session> {
   public:
     Session(tcp::socket socket, Server::Impl& server) : stream_(std::move(socket)), server_(server) {}
@@ -137,8 +184,7 @@ class Session : public std::enable_shared_from_this<Session> {
     using Response = http::response<http::string_body>;
 
     struct Upstream {
-        explicit Upstream(net::any_io_executor ex) : stream(ex) {}
-        beast::tcp_stream stream;
+        std::unique_ptr<tcp::socket> socket;
         beast::flat_buffer buffer;
         http::request<http::string_body> request;
         std::optional<http::response_parser<http::string_body>> parser;
@@ -235,7 +281,7 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         started_ = Clock::now();
-        auto up = std::make_shared<Upstream>(stream_.get_executor());
+        auto up = std::make_shared<Upstream>();
         up->request.method(req_.method());
         up->request.target(forward_path);
         up->request.version(11);
@@ -256,7 +302,7 @@ class Session : public std::enable_shared_from_this<Session> {
         // runs on_acquired inline instead of queueing it.
         server_.controller.acquire(function_, [self = shared_from_this()](Acquired a) {
             net::dispatch(self->stream_.get_executor(),
-                      [self, a = std::move(a)]() mutable { self->on_acquired(std::move(a)); });
+                          [self, a = std::move(a)]() mutable { self->on_acquired(std::move(a)); });
         });
     }
 
@@ -272,17 +318,43 @@ class Session : public std::enable_shared_from_this<Session> {
     void connect_upstream() {
         auto& up = *upstream_;
         try {
-            sys::UniqueFd fd = slot_.instance->take_connection(up.reused);
-            up.stream.socket().assign(tcp::v4(), fd.release());
+            up.socket = take_upstream(*slot_.instance, server_.ioc, up.reused);
         } catch (const std::exception& e) {
             upstream_failed(e.what());
             return;
         }
         exec_started_ = Clock::now();
-        up.stream.expires_after(std::chrono::seconds(slot_.instance->timeout_s()));
-        http::async_write(up.stream, up.request, [self = shared_from_this()](beast::error_code ec, size_t) {
-            self->on_upstream_written(ec);
+        arm_deadline();
+        write_upstream();
+    }
+
+    void write_upstream() {
+        auto& up = *upstream_;
+        http::async_write(*up.socket, up.request,
+                          net::bind_executor(stream_.get_executor(),
+                                             [self = shared_from_this()](beast::error_code ec, size_t) {
+                                                 self->on_upstream_written(ec);
+                                             }));
+    }
+
+    // The function's timeout_s for this request, on the connection's strand. `generation` tells a
+    // deadline of an earlier request (its wait completed after that request ended) from this one's.
+    void arm_deadline() {
+        if (!deadline_) deadline_.emplace(stream_.get_executor());
+        uint64_t generation = ++generation_;
+        timed_out_ = false;
+        deadline_->expires_after(std::chrono::seconds(slot_.instance->timeout_s()));
+        deadline_->async_wait([self = shared_from_this(), generation](beast::error_code ec) {
+            if (ec || generation != self->generation_ || !self->upstream_ || !self->upstream_->socket) return;
+            self->timed_out_ = true;
+            beast::error_code ignored;
+            self->upstream_->socket->close(ignored);  // the pending read or write ends with an error
         });
+    }
+
+    void disarm_deadline() {
+        ++generation_;
+        if (deadline_) deadline_->cancel();
     }
 
     void on_upstream_written(beast::error_code ec) {
@@ -295,17 +367,20 @@ class Session : public std::enable_shared_from_this<Session> {
         up.parser->body_limit(server_.options.body_limit_bytes);
         up.parser->header_limit(256 * 1024);
         if (req_.method() == http::verb::head) up.parser->skip(true);
-        sys::set_quickack(up.stream.socket().native_handle());
-        http::async_read(
-            up.stream, up.buffer, *up.parser,
-            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_read(ec); });
+        sys::set_quickack(up.socket->native_handle());
+        http::async_read(*up.socket, up.buffer, *up.parser,
+                         net::bind_executor(stream_.get_executor(),
+                                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                                                self->on_upstream_read(ec);
+                                            }));
     }
 
     void upstream_error(beast::error_code ec) {
         auto& up = *upstream_;
-        if (ec == beast::error::timeout) {
-            beast::error_code ignored;
-            up.stream.socket().close(ignored);
+        beast::error_code ignored;
+        if (up.socket) up.socket->close(ignored);
+        if (timed_out_) {
+            disarm_deadline();
             auto self = shared_from_this();
             server_.controller.release(slot_, Outcome::TimedOut, [self](std::string reason) {
                 net::post(self->stream_.get_executor(),
@@ -316,30 +391,27 @@ class Session : public std::enable_shared_from_this<Session> {
         // A kept-alive connection the function closed meanwhile: once more on a new one.
         bool nothing_back = !up.parser || !up.parser->got_some();
         if (up.reused && !up.retried && nothing_back) {
-            beast::error_code ignored;
-            up.stream.socket().close(ignored);
-            auto fresh = std::make_shared<Upstream>(stream_.get_executor());
-            fresh->request = std::move(up.request);
-            fresh->retried = true;
-            upstream_ = fresh;
+            up.retried = true;
+            up.reused = false;
+            up.buffer.clear();
+            up.parser.reset();
             try {
-                fresh->stream.socket().assign(tcp::v4(), slot_.instance->connect().release());
+                up.socket = std::make_unique<tcp::socket>(server_.ioc);
+                up.socket->assign(tcp::v4(), slot_.instance->connect().release());
             } catch (const std::exception& e) {
                 upstream_failed(e.what());
                 return;
             }
-            fresh->stream.expires_after(std::chrono::seconds(slot_.instance->timeout_s()));
-            http::async_write(
-                fresh->stream, fresh->request,
-                [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_written(ec); });
+            write_upstream();
             return;
         }
         upstream_failed(ec.message());
     }
 
     void upstream_failed(const std::string& transport) {
+        disarm_deadline();
         beast::error_code ignored;
-        upstream_->stream.socket().close(ignored);
+        if (upstream_->socket) upstream_->socket->close(ignored);
         auto self = shared_from_this();
         spdlog::debug("event=upstream-failed function={} error=\"{}\"", function_, transport);
         server_.controller.release(slot_, Outcome::UpstreamFailed, [self](std::string reason) {
@@ -352,8 +424,9 @@ class Session : public std::enable_shared_from_this<Session> {
         auto& up = *upstream_;
         if (ec) {
             if (ec == http::error::body_limit) {
+                disarm_deadline();
                 beast::error_code ignored;
-                up.stream.socket().close(ignored);
+                up.socket->close(ignored);
                 server_.controller.release(slot_, Outcome::Ok);
                 finish_error(http::status::bad_gateway,
                              fmt::format("the function's response body is over the limit ({} bytes)",
@@ -363,6 +436,7 @@ class Session : public std::enable_shared_from_this<Session> {
             upstream_error(ec);
             return;
         }
+        disarm_deadline();
         double exec_ms = ms_since(exec_started_);
         auto upstream_res = up.parser->release();
         bool upstream_keep_alive = upstream_res.keep_alive();
@@ -376,13 +450,10 @@ class Session : public std::enable_shared_from_this<Session> {
         res.set("X-Initless-Start", controller::start_kind_name(slot_.kind));
         res.set("X-Initless-Instance", slot_.instance->id());
         if (upstream_keep_alive && up.buffer.size() == 0) {
-            up.stream.expires_never();
-            beast::error_code rec;
-            int fd = up.stream.socket().release(rec);
-            if (!rec) slot_.instance->return_connection(sys::UniqueFd(fd));
+            give_back_upstream(*slot_.instance, std::move(up.socket));
         } else {
             beast::error_code ignored;
-            up.stream.socket().close(ignored);
+            up.socket->close(ignored);
         }
         server_.controller.release(slot_, Outcome::Ok);
         if (slot_.kind != controller::StartKind::Warm)
@@ -639,6 +710,9 @@ class Session : public std::enable_shared_from_this<Session> {
     Clock::time_point started_, exec_started_;
     std::shared_ptr<Upstream> upstream_;
     Acquired slot_;
+    std::optional<net::steady_timer> deadline_;
+    uint64_t generation_ = 0;
+    bool timed_out_ = false;
 
     std::optional<http::response<http::empty_body>> stream_res_;
     std::optional<http::response_serializer<http::empty_body>> stream_sr_;

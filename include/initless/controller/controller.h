@@ -47,14 +47,12 @@ class Instance {
     const std::string& function() const { return function_; }
     uint16_t port() const { return port_; }
     uint32_t timeout_s() const { return timeout_s_; }
-    // An idle keep-alive connection to the function, if one is cached and still open; else a new one
-    // made inside the sandbox's network namespace. Throws initless::Error if the function refuses.
-    // `reused` tells which (a reused connection the function closed meanwhile may fail once).
-    sys::UniqueFd take_connection(bool& reused);
-    // A new connection, never a cached one.
+    // A new connection to the function, made inside the sandbox's network namespace. Throws
+    // initless::Error if the function refuses it.
     sys::UniqueFd connect();
-    // A connection whose last response allowed keep-alive, for the next request.
-    void return_connection(sys::UniqueFd fd);
+    // What the gateway keeps for this instance (its kept-alive connections, as its own objects):
+    // made by `make` on first use, destroyed with the instance. Thread-safe.
+    std::shared_ptr<void> gateway_state(const std::function<std::shared_ptr<void>()>& make);
 
     // The controller's bookkeeping of this instance (opaque outside the controller).
     struct State;
@@ -68,12 +66,8 @@ class Instance {
     uint16_t port_ = 0;
     uint32_t timeout_s_ = 0;
     sys::UniqueFd netns_;
-    std::mutex connections_mu_;
-    struct IdleConnection {
-        sys::UniqueFd fd;
-        std::chrono::steady_clock::time_point since;
-    };
-    std::vector<IdleConnection> idle_connections_;
+    std::mutex gateway_mu_;
+    std::shared_ptr<void> gateway_state_;
 };
 
 // The outcome of waiting for an instance: an instance slot (release it exactly once), or an error
