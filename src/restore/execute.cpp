@@ -25,15 +25,6 @@ namespace initless::restore {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point& t) {
-    auto now = Clock::now();
-    double ms = std::chrono::duration<double, std::milli>(now - t).count();
-    t = now;
-    return ms;
-}
-
 std::string log_tail(const std::filesystem::path& log, size_t bytes) {
     try {
         std::string all = sys::read_file(log);

@@ -14,6 +14,16 @@
 
 namespace initless::restore {
 
+using Clock = std::chrono::steady_clock;
+
+// Milliseconds since `t`, which moves to now (for the Timings laps).
+inline double ms_since(Clock::time_point& t) {
+    auto now = Clock::now();
+    double ms = std::chrono::duration<double, std::milli>(now - t).count();
+    t = now;
+    return ms;
+}
+
 inline constexpr uint64_t kMainStack = 64 * 1024;
 inline constexpr uint64_t kThreadStack = 16 * 1024;
 

@@ -34,15 +34,6 @@ using state::kLog;
 using state::page_up;
 using state::Region;
 using state::Table;
-using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point& t) {
-    auto now = Clock::now();
-    double ms = std::chrono::duration<double, std::milli>(now - t).count();
-    t = now;
-    return ms;
-}
-
 const pages::MemoryStrategy& memory_strategy(Strategy s) {
     switch (s) {
         case Strategy::Eager:

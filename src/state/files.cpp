@@ -26,6 +26,16 @@ void plan_open(Table& t, Region& region, const image::Fd& f, const std::string& 
          kTmp, 0, {}, what + " open " + path);
     if (pos) t.op(SYS_lseek, {0, pos, SEEK_SET}, -1, STUB_OP_ALLOW_FAIL, {{0, kTmp}}, what + " seek");
 }
+template <typename T>
+void store_path(json& j, const T& f) {
+    j["path"] = f.path;
+    j["position"] = f.position;
+}
+template <typename T>
+void load_path(const json& j, T& f) {
+    f.path = j.at("path");
+    f.position = j.at("position");
+}
 }  // namespace
 
 std::optional<image::FdObject> read(const FdSource& s) {
@@ -62,21 +72,18 @@ void load_process(const json& j, image::Process& p) {
 void store(json&, const image::LogFd&) {}
 void load(const json&, image::LogFd&) {}
 
+// Files and devices are stored alike: a path and an offset.
 void store(json& j, const image::FileFd& f) {
-    j["path"] = f.path;
-    j["position"] = f.position;
+    store_path(j, f);
 }
 void load(const json& j, image::FileFd& f) {
-    f.path = j.at("path");
-    f.position = j.at("position");
+    load_path(j, f);
 }
 void store(json& j, const image::CharDeviceFd& f) {
-    j["path"] = f.path;
-    j["position"] = f.position;
+    store_path(j, f);
 }
 void load(const json& j, image::CharDeviceFd& f) {
-    f.path = j.at("path");
-    f.position = j.at("position");
+    load_path(j, f);
 }
 
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::FileFd& o) {
