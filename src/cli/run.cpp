@@ -6,6 +6,7 @@
 #include "initless/cli/timing.h"
 #include "initless/cli/verbs.h"
 #include "initless/gateway/http_client.h"
+#include "initless/sys/error.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/spec/function_spec.h"
 
@@ -34,7 +35,16 @@ void add_run(CLI::App& app) {
         auto fn = sb.start();
         sb.wait_ready(spec.ready, std::chrono::seconds(spec.timeout_s));
         double init_ms = phase.lap_ms();
-        auto res = gateway::http_get(sb.connect(spec.port), o.request);
+        gateway::HttpResponse res;
+        try {
+            res = gateway::http_get(sb.connect(spec.port), o.request);
+        } catch (const Error& e) {
+            // A function killed for memory ends the connection like any crash: say which it was.
+            if (sb.cgroup().oom_killed())
+                throw Error(fmt::format("{}: the function was killed by the OOM killer during {} (memory_mb = {}): {}",
+                                        spec.name, o.request, spec.memory_mb, e.what()));
+            throw;
+        }
         double exec_ms = phase.lap_ms();
         double total_ms = total.lap_ms();
         std::string instance = sb.id();

@@ -10,278 +10,23 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/proc.h"
+#include "state/kinds.h"
 
 namespace initless::image {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-namespace {
-
-std::string hex(const std::vector<uint8_t>& bytes) {
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    out.reserve(bytes.size() * 2);
-    for (uint8_t b : bytes) {
-        out.push_back(digits[b >> 4]);
-        out.push_back(digits[b & 15]);
-    }
-    return out;
-}
-
-std::vector<uint8_t> unhex(const std::string& s) {
-    if (s.size() % 2) throw Error("manifest: odd-length hex string");
-    std::vector<uint8_t> out(s.size() / 2);
-    for (size_t i = 0; i < out.size(); ++i)
-        out[i] = static_cast<uint8_t>(std::stoul(s.substr(2 * i, 2), nullptr, 16));
-    return out;
-}
-
-json hex_list(const std::vector<std::vector<uint8_t>>& v) {
-    json out = json::array();
-    for (const auto& b : v) out.push_back(hex(b));
-    return out;
-}
-
-std::vector<std::vector<uint8_t>> unhex_list(const json& j) {
-    std::vector<std::vector<uint8_t>> out;
-    for (const auto& s : j) out.push_back(unhex(s.get<std::string>()));
-    return out;
-}
-
-constexpr size_t kRegCount = sizeof(user_regs_struct) / sizeof(unsigned long long);
-
-json regs_json(const user_regs_struct& r) {
-    const auto* p = reinterpret_cast<const unsigned long long*>(&r);
-    return std::vector<unsigned long long>(p, p + kRegCount);
-}
-
-user_regs_struct regs_from(const json& j) {
-    auto v = j.get<std::vector<unsigned long long>>();
-    if (v.size() != kRegCount) throw Error("manifest: register set has the wrong size");
-    user_regs_struct r{};
-    std::memcpy(&r, v.data(), sizeof r);
-    return r;
-}
-
-const char* kind_name(VmaKind k) {
-    switch (k) {
-        case VmaKind::Anonymous:
-            return "anon";
-        case VmaKind::File:
-            return "file";
-        case VmaKind::Vdso:
-            return "vdso";
-        case VmaKind::Vvar:
-            return "vvar";
-        case VmaKind::VvarVclock:
-            return "vvar_vclock";
-        case VmaKind::Vsyscall:
-            return "vsyscall";
-        case VmaKind::SharedMemory:
-            return "shmem";
-    }
-    return "?";
-}
-
-VmaKind vma_kind(const std::string& s) {
-    for (auto k : {VmaKind::Anonymous, VmaKind::File, VmaKind::Vdso, VmaKind::Vvar, VmaKind::VvarVclock,
-                   VmaKind::Vsyscall, VmaKind::SharedMemory})
-        if (s == kind_name(k)) return k;
-    throw Error("manifest: unknown VMA kind " + s);
-}
-
-const char* const kFdKinds[] = {"log",        "file",        "chardev",  "tcp-listen", "unix-listen",
-                                "epoll",      "eventfd",     "timerfd",  "signalfd",   "pipe-read",
-                                "pipe-write", "unix-orphan", "unix-pair"};
-
-FdKind fd_kind(const std::string& s) {
-    for (size_t i = 0; i < std::size(kFdKinds); ++i)
-        if (s == kFdKinds[i]) return static_cast<FdKind>(i);
-    throw Error("manifest: unknown fd kind " + s);
-}
-
-json process_json(const Process& p) {
-    json threads = json::array();
-    for (const auto& t : p.threads)
-        threads.push_back({{"tid", t.tid},
-                           {"comm", t.comm},
-                           {"regs", regs_json(t.regs)},
-                           {"xstate", hex(t.xstate)},
-                           {"sigmask", t.sigmask},
-                           {"rseq", {t.rseq.address, t.rseq.length, t.rseq.signature}},
-                           {"robust_list", {t.robust_list, t.robust_list_len}},
-                           {"clear_child_tid", t.clear_child_tid},
-                           {"altstack", {t.altstack_sp, t.altstack_size, t.altstack_flags}},
-                           {"pending", hex_list(t.pending)}});
-    json vmas = json::array();
-    for (const auto& v : p.vmas)
-        vmas.push_back({{"start", v.start},
-                        {"end", v.end},
-                        {"prot", v.prot},
-                        {"shared", v.shared},
-                        {"growsdown", v.growsdown},
-                        {"kind", kind_name(v.kind)},
-                        {"name", v.name},
-                        {"file_offset", v.file_offset},
-                        {"file", {v.file_size, v.file_inode, v.file_mtime_ns}},
-                        {"image_offset", v.image_offset},
-                        {"saved_pages", v.saved_pages},
-                        {"pages_crc", v.pages_crc}});
-    json fds = json::array();
-    for (const auto& f : p.fds) {
-        json targets = json::array();
-        for (const auto& t : f.targets) targets.push_back({t.fd, t.events, t.data});
-        json options = json::array();
-        for (const auto& [key, value] : f.options) options.push_back({key.first, key.second, value});
-        fds.push_back({{"fd", f.fd},
-                       {"kind", kFdKinds[static_cast<int>(f.kind)]},
-                       {"flags", f.flags},
-                       {"cloexec", f.cloexec},
-                       {"path", f.path},
-                       {"position", f.position},
-                       {"domain", f.domain},
-                       {"type", f.type},
-                       {"address", hex(f.address)},
-                       {"options", options},
-                       {"targets", targets},
-                       {"counter", f.counter},
-                       {"semaphore", f.semaphore},
-                       {"clock", f.clock},
-                       {"value_ns", f.value_ns},
-                       {"interval_ns", f.interval_ns},
-                       {"sigmask", f.sigmask},
-                       {"pipe_id", f.pipe_id},
-                       {"pair_end", f.pair_end},
-                       {"shared_id", f.shared_id},
-                       {"dup_of", f.dup_of},
-                       {"pipe_size", f.pipe_size},
-                       {"backlog", f.backlog},
-                       {"pipe_data", hex(f.pipe_data)},
-                       {"message_sizes", f.message_sizes}});
-    }
-    json actions = json::array();
-    for (const auto& a : p.actions) actions.push_back({a.signal, a.handler, a.flags, a.restorer, a.mask});
-    const Mm& m = p.mm;
-    return {{"pid", p.pid},
-            {"ppid", p.ppid},
-            {"pgid", p.pgid},
-            {"sid", p.sid},
-            {"exe", p.exe},
-            {"cwd", p.cwd},
-            {"threads", threads},
-            {"vmas", vmas},
-            {"fds", fds},
-            {"actions", actions},
-            {"mm",
-             {m.start_code, m.end_code, m.start_data, m.end_data, m.start_brk, m.brk, m.start_stack,
-              m.arg_start, m.arg_end, m.env_start, m.env_end}},
-            {"auxv", hex(m.auxv)},
-            {"rlimits", p.rlimits},
-            {"pending_shared", hex_list(p.pending_shared)},
-            {"itimers", p.itimers},
-            {"umask", p.umask},
-            {"caps",
-             {p.creds.cap_effective, p.creds.cap_permitted, p.creds.cap_inheritable, p.creds.cap_bounding,
-              p.creds.no_new_privs}}};
-}
-
-Process process_from(const json& j) {
-    Process p;
-    p.pid = j.at("pid");
-    p.ppid = j.at("ppid");
-    p.pgid = j.at("pgid");
-    p.sid = j.at("sid");
-    p.exe = j.at("exe");
-    p.cwd = j.at("cwd");
-    for (const auto& t : j.at("threads")) {
-        Thread th;
-        th.tid = t.at("tid");
-        th.comm = t.at("comm");
-        th.regs = regs_from(t.at("regs"));
-        th.xstate = unhex(t.at("xstate"));
-        th.sigmask = t.at("sigmask");
-        th.rseq = {t.at("rseq")[0], t.at("rseq")[1], t.at("rseq")[2]};
-        th.robust_list = t.at("robust_list")[0];
-        th.robust_list_len = t.at("robust_list")[1];
-        th.clear_child_tid = t.at("clear_child_tid");
-        th.altstack_sp = t.at("altstack")[0];
-        th.altstack_size = t.at("altstack")[1];
-        th.altstack_flags = t.at("altstack")[2];
-        th.pending = unhex_list(t.at("pending"));
-        p.threads.push_back(std::move(th));
-    }
-    for (const auto& v : j.at("vmas")) {
-        Vma m;
-        m.start = v.at("start");
-        m.end = v.at("end");
-        m.prot = v.at("prot");
-        m.shared = v.at("shared");
-        m.growsdown = v.at("growsdown");
-        m.kind = vma_kind(v.at("kind"));
-        m.name = v.at("name");
-        m.file_offset = v.at("file_offset");
-        m.file_size = v.at("file")[0];
-        m.file_inode = v.at("file")[1];
-        m.file_mtime_ns = v.at("file")[2];
-        m.image_offset = v.at("image_offset");
-        m.saved_pages = v.at("saved_pages");
-        m.pages_crc = v.at("pages_crc");
-        p.vmas.push_back(std::move(m));
-    }
-    for (const auto& f : j.at("fds")) {
-        Fd d;
-        d.fd = f.at("fd");
-        d.kind = fd_kind(f.at("kind"));
-        d.flags = f.at("flags");
-        d.cloexec = f.at("cloexec");
-        d.path = f.at("path");
-        d.position = f.at("position");
-        d.domain = f.at("domain");
-        d.type = f.at("type");
-        d.address = unhex(f.at("address"));
-        for (const auto& o : f.at("options")) d.options.push_back({{o[0], o[1]}, o[2]});
-        for (const auto& t : f.at("targets")) d.targets.push_back({t[0], t[1], t[2]});
-        d.counter = f.at("counter");
-        d.semaphore = f.at("semaphore");
-        d.clock = f.at("clock");
-        d.value_ns = f.at("value_ns");
-        d.interval_ns = f.at("interval_ns");
-        d.sigmask = f.at("sigmask");
-        d.pipe_id = f.at("pipe_id");
-        d.pair_end = f.at("pair_end");
-        d.shared_id = f.at("shared_id");
-        d.dup_of = f.at("dup_of");
-        d.pipe_size = f.at("pipe_size");
-        d.backlog = f.at("backlog");
-        d.pipe_data = unhex(f.at("pipe_data"));
-        d.message_sizes = f.at("message_sizes").get<std::vector<uint32_t>>();
-        p.fds.push_back(std::move(d));
-    }
-    for (const auto& a : j.at("actions")) p.actions.push_back({a[0], a[1], a[2], a[3], a[4]});
-    const auto& m = j.at("mm");
-    p.mm = {m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], unhex(j.at("auxv"))};
-    p.rlimits = j.at("rlimits").get<std::vector<std::pair<uint64_t, uint64_t>>>();
-    p.pending_shared = unhex_list(j.at("pending_shared"));
-    p.itimers = j.at("itimers").get<std::vector<std::pair<uint64_t, uint64_t>>>();
-    p.umask = j.at("umask");
-    const auto& c = j.at("caps");
-    p.creds = {c[0], c[1], c[2], c[3], c[4]};
-    return p;
-}
-
-}  // namespace
-
 std::string to_json(const Manifest& m) {
     json procs = json::array();
-    for (const auto& p : m.processes) procs.push_back(process_json(p));
+    for (const auto& p : m.processes) procs.push_back(state::store_process(p));
     json j = {{"format", m.format},
               {"function", m.function},
               {"function_dir", m.function_dir},
@@ -289,11 +34,11 @@ std::string to_json(const Manifest& m) {
               {"vdso_size", m.vdso_size},
               {"port", m.port},
               {"created", m.created},
-              {"clocks", {m.monotonic_ns, m.boottime_ns}},
               {"pages_file_size", m.pages_file_size},
               {"pages_written", m.pages_written},
               {"zero_pages_skipped", m.zero_pages_skipped},
               {"processes", procs}};
+    state::clocks::store(j, m);
     return j.dump(1);
 }
 
@@ -310,12 +55,11 @@ Manifest from_json(const std::string& text) {
     m.vdso_size = j.at("vdso_size");
     m.port = j.at("port");
     m.created = j.at("created");
-    m.monotonic_ns = j.at("clocks")[0];
-    m.boottime_ns = j.at("clocks")[1];
+    state::clocks::load(j, m);
     m.pages_file_size = j.at("pages_file_size");
     m.pages_written = j.at("pages_written");
     m.zero_pages_skipped = j.at("zero_pages_skipped");
-    for (const auto& p : j.at("processes")) m.processes.push_back(process_from(p));
+    for (const auto& p : j.at("processes")) m.processes.push_back(state::load_process(p));
     return m;
 }
 
@@ -341,17 +85,9 @@ std::string kernel_release() {
 }
 
 uint64_t current_vdso_size() {
-    std::istringstream maps(sys::read_file("/proc/self/maps"));
-    std::string line;
     uint64_t total = 0;
-    while (std::getline(maps, line)) {
-        if (line.find("[vvar]") == std::string::npos && line.find("[vvar_vclock]") == std::string::npos &&
-            line.find("[vdso]") == std::string::npos)
-            continue;
-        uint64_t start = std::stoull(line.substr(0, line.find('-')), nullptr, 16);
-        uint64_t end = std::stoull(line.substr(line.find('-') + 1), nullptr, 16);
-        total += end - start;
-    }
+    for (const auto& m : sys::read_maps(::getpid()))
+        if (m.path == "[vvar]" || m.path == "[vvar_vclock]" || m.path == "[vdso]") total += m.end - m.start;
     return total;
 }
 

@@ -10,13 +10,13 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <sstream>
 #include <utility>
 
 #include <fmt/format.h>
 
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/proc.h"
 
 // Debian 12's glibc headers may lack it; the layout is the kernel's uapi one.
 struct RseqConfigurationAbi {
@@ -219,17 +219,13 @@ long Tracee::inject_syscall(uint64_t syscall_insn, long nr, std::initializer_lis
 }
 
 uint64_t find_syscall_instruction(pid_t pid) {
-    std::istringstream maps(read_file(fmt::format("/proc/{}/maps", pid)));
-    std::string line;
-    while (std::getline(maps, line)) {
-        if (line.find("[vdso]") == std::string::npos) continue;
-        uint64_t start = std::stoull(line.substr(0, line.find('-')), nullptr, 16);
-        uint64_t end = std::stoull(line.substr(line.find('-') + 1), nullptr, 16);
-        std::vector<uint8_t> code(end - start);
+    for (const auto& m : read_maps(pid)) {
+        if (m.path != "[vdso]") continue;
+        std::vector<uint8_t> code(m.end - m.start);
         UniqueFd mem = open_file(fmt::format("/proc/{}/mem", pid), O_RDONLY);
-        read_exact(mem.get(), code.data(), code.size(), static_cast<off_t>(start));
+        read_exact(mem.get(), code.data(), code.size(), static_cast<off_t>(m.start));
         for (size_t i = 0; i + 1 < code.size(); ++i)
-            if (code[i] == 0x0f && code[i + 1] == 0x05) return start + i;
+            if (code[i] == 0x0f && code[i + 1] == 0x05) return m.start + i;
         throw Error(fmt::format("no syscall instruction in the vdso of {}", pid));
     }
     throw Error(fmt::format("process {} has no [vdso]", pid));

@@ -82,9 +82,23 @@ INSTANTIATE_TEST_SUITE_P(Examples, ExampleE2e,
                              return n;
                          });
 
+// The checksum python-bigdict's app.py computes over its dict of `n` keys, derived here from the
+// formula it documents (value(k) = k * MULT mod 2^61-1; checksum = sum of k * value(k) mod 2^61-1).
+uint64_t expected_bigdict_checksum(uint64_t n) {
+    using u128 = unsigned __int128;
+    const u128 mod = (u128{1} << 61) - 1, mult = 0x9E3779B97F4A7C15ULL;
+    u128 total = 0;
+    for (uint64_t k = 0; k < n; ++k) total = (total + k * ((k * mult) % mod)) % mod;
+    return static_cast<uint64_t>(total);
+}
+
 TEST_F(CliE2e, BigdictChecksumAnswers) {
     json out = run_json(example_dir("python-bigdict"), "/checksum");
     EXPECT_EQ(out["status"], 200) << out.dump();
+    json body = json::parse(out.value("body", ""), nullptr, false);
+    ASSERT_TRUE(body.is_object() && body.contains("checksum") && body.contains("n")) << out.dump();
+    EXPECT_GT(body["n"].get<uint64_t>(), 0u);
+    EXPECT_EQ(body["checksum"].get<uint64_t>(), expected_bigdict_checksum(body["n"].get<uint64_t>())) << out.dump();
 }
 
 TEST_F(CliE2e, HumanOutputHasTimings) {
@@ -159,6 +173,7 @@ TEST_F(CliE2e, FunctionCrashMidRequestFailsClean) {
 TEST_F(CliE2e, OomKilledFunctionFailsClean) {
     auto r = cli({"run", test_function("probe").string(), "--request", "/hog", "--json"});
     EXPECT_EQ(r.exit_code(), 1) << r.describe();
+    EXPECT_NE(r.err.find("OOM killer"), std::string::npos) << "the error does not name the OOM kill:\n" << r.describe();
 }
 
 // The controller (`initless run`) is killed with SIGKILL while its function is up: init notices the

@@ -24,77 +24,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cli.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using nlohmann::json;
-
-std::string read_text(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-struct CliResult {
-    int exit_code = -1;
-    bool timed_out = false;
-    std::string out, err;
-    std::string describe() const {
-        return (timed_out ? std::string("TIMED OUT (killed)") : "exit " + std::to_string(exit_code)) +
-               "\n--- stdout\n" + out + "\n--- stderr\n" + err;
-    }
-};
-
-// Runs `initless ARGS...` with INITLESS_STATE_DIR=state, stdout and stderr into files under scratch.
-// After `timeout` the CLI is killed (its sandboxes die with it: init watches its control socket).
-CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch, const fs::path& state,
-                  std::chrono::seconds timeout) {
-    static int counter = 0;
-    fs::path out = scratch / ("cli-" + std::to_string(++counter) + ".out");
-    fs::path err = scratch / ("cli-" + std::to_string(counter) + ".err");
-    std::vector<std::string> argv_s = {INITLESS_BINARY};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (o < 0 || e < 0 || ::dup2(o, 1) < 0 || ::dup2(e, 2) < 0) ::_exit(126);
-        ::setenv("INITLESS_STATE_DIR", state.c_str(), 1);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
-    CliResult r;
-    if (pid < 0) {
-        r.err = "fork failed";
-        return r;
-    }
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    int status = 0;
-    for (;;) {
-        pid_t w = ::waitpid(pid, &status, WNOHANG);
-        if (w == pid) break;
-        if (std::chrono::steady_clock::now() > deadline) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, &status, 0);
-            r.timed_out = true;
-            break;
-        }
-        std::this_thread::sleep_for(5ms);
-    }
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = read_text(out);
-    r.err = read_text(err);
-    return r;
-}
-
-fs::path program_dir(const std::string& name) {
-    return fs::path(RT_FUNCTIONS_DIR) / name;
-}
 
 fs::path example_dir(const std::string& name) {
     fs::path built = fs::path(INITLESS_BINARY_DIR) / "examples" / name;
@@ -114,9 +50,12 @@ class RestoreSuite : public ::testing::Test {
         fs::create_directories(state_);
     }
     void TearDown() override {
+        // Every sandbox the CLI made was torn down: no instance directory is left.
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(state_ / "instances", ec))
+            ADD_FAILURE() << "left after the test: " << e.path() << " " << sandbox_leftovers(e.path().filename(), state_);
         // Anything a killed CLI left behind in this test's state dir.
         run_cli({"gc"}, scratch_, state_, 30s);
-        std::error_code ec;
         fs::remove_all(scratch_, ec);
     }
 
@@ -153,6 +92,8 @@ class RestoreSuite : public ::testing::Test {
         for (const auto& inst : list) {
             EXPECT_EQ(inst.value("mode", ""), "restore") << inst.dump(2);
             EXPECT_EQ(inst.value("status", 0), 200) << inst.dump(2);
+            // The CLI has exited: its instances' cgroups and directories are gone (their processes with them).
+            EXPECT_EQ(sandbox_leftovers(inst.value("instance", ""), state_), "") << inst.dump(2);
         }
         return list;
     }
@@ -268,7 +209,7 @@ INSTANTIATE_TEST_SUITE_P(Baseline, BootedProgram,
 std::vector<StateCase> state_cases() {
     std::vector<StateCase> out;
     for (const char* p : kStatePrograms)
-        for (const char* s : {"eager", "cow"}) out.push_back({p, s});
+        for (const char* s : {"eager", "cow", "prefetch"}) out.push_back({p, s});
     return out;
 }
 

@@ -8,6 +8,9 @@
 // fd kind the engine cannot recreate (io_uring, inotify, ...), a pipe or socket pair to a process
 // outside the snapshot, a process already being traced, a zombie or stopped process, a session or
 // process group whose leader is gone. Never a partial image.
+//
+// Blocking; any thread may call it (it seizes, reads and releases the tree on the calling thread),
+// one checkpoint of a sandbox at a time. How each kind of state is read: src/state/kinds.h.
 #pragma once
 
 #include <sys/types.h>

@@ -1,4 +1,4 @@
-// The on-disk snapshot of a function's process tree (format version 2). A directory:
+// The on-disk snapshot of a function's process tree (format version 3). A directory:
 //   manifest.json  everything but memory: processes, threads, VMAs, fds, signal state, checksums
 //   pages.img      memory contents, laid out per VMA: each VMA with saved pages owns one contiguous,
 //                  page-aligned file range of its own length; pages not saved (never touched, zero,
@@ -23,11 +23,12 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace initless::image {
 
-constexpr int kFormatVersion = 2;
+constexpr int kFormatVersion = 3;
 // Sandbox tmpfs dirs saved with an image (path inside the sandbox, dir in the image).
 inline constexpr std::pair<const char*, const char*> kTmpfsDirs[] = {{"/tmp", "tmpfs-tmp"},
                                                                      {"/dev/shm", "tmpfs-shm"}};
@@ -76,66 +77,114 @@ struct Vma {
     uint64_t length() const { return end - start; }
 };
 
-// UnixOrphan: a connected unix stream socket whose peer is gone and nothing is left to read (the
-// JDK keeps one such socketpair end to dup2 over fds it closes); recreated as a socketpair end.
-// UnixPair: one end of an unnamed connected pair of unix sockets (socketpair) whose other end is in
-// the snapshot too; recreated with socketpair, queued data included.
-enum class FdKind {
-    Log,
-    File,
-    CharDevice,
-    TcpListen,
-    UnixListen,
-    Epoll,
-    EventFd,
-    TimerFd,
-    SignalFd,
-    PipeRead,
-    PipeWrite,
-    UnixOrphan,
-    UnixPair
-};
-
 struct EpollTarget {
     int fd = 0;
     uint32_t events = 0;
     uint64_t data = 0;
 };
 
-struct Fd {
-    int fd = 0;
-    FdKind kind = FdKind::File;
-    int flags = 0;  // open flags (O_ACCMODE, O_NONBLOCK, O_APPEND ...)
-    bool cloexec = false;
-    std::string path;  // File, CharDevice, UnixListen
+struct SocketOption {
+    int level = 0, name = 0, value = 0;  // getsockopt's value as read
+};
+
+// One type per kind of fd; each is stored as `"kind": kName` and its own fields beside the fd's
+// common ones, and each has one file under src/state/ that reads, stores and restores it (the list
+// of kinds: FdObject below and src/state/kinds.h).
+struct LogFd {  // the instance's stdio log (the sandbox's, not the image's)
+    static constexpr const char* kName = "log";
+};
+struct FileFd {  // a regular file or directory open for reading
+    static constexpr const char* kName = "file";
+    std::string path;
     uint64_t position = 0;
-    // Sockets.
+};
+struct CharDeviceFd {  // /dev/null, /dev/urandom ...
+    static constexpr const char* kName = "chardev";
+    std::string path;
+    uint64_t position = 0;
+};
+struct TcpListenFd {  // a listening TCP or TCP6 socket
+    static constexpr const char* kName = "tcp-listen";
     int domain = 0, type = 0;
-    std::vector<uint8_t> address;                              // sockaddr bytes
-    std::vector<std::pair<std::pair<int, int>, int>> options;  // ((level, name), value)
-    // Epoll registrations.
+    std::vector<uint8_t> address;  // sockaddr bytes
+    std::vector<SocketOption> options;
+    int backlog = 0;  // the listen() backlog
+};
+struct UnixListenFd {  // a listening unix socket (named, abstract or unnamed)
+    static constexpr const char* kName = "unix-listen";
+    int type = 0;
+    std::vector<uint8_t> address;  // sockaddr bytes
+    std::string path;              // the socket file, empty for an abstract or unnamed one
+};
+// One end of an unnamed connected pair of unix sockets (socketpair) whose other end is in the
+// snapshot too; recreated with socketpair, with what was queued for it to receive.
+struct UnixPairFd {
+    static constexpr const char* kName = "unix-pair";
+    int type = 0;                         // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+    uint64_t pair_id = 0;                 // both ends share it
+    int end = 0;                          // 0 or 1
+    std::vector<SocketOption> options;    // buffer sizes
+    std::vector<uint8_t> queued;          // what was queued for this end to receive
+    std::vector<uint32_t> message_sizes;  // `queued` split into datagrams (not for SOCK_STREAM)
+};
+// A connected unix stream socket whose peer is gone and nothing is left to read (the JDK keeps one
+// such socketpair end to dup2 over fds it closes); recreated as a socketpair end.
+struct UnixOrphanFd {
+    static constexpr const char* kName = "unix-orphan";
+};
+struct PipeFd {
+    static constexpr const char* kName = "pipe";
+    uint64_t pipe_id = 0;         // both ends share it
+    int end = 0;                  // 0: the read end, 1: the write end
+    uint64_t pipe_size = 0;       // F_GETPIPE_SZ (the unread data may need more than the default)
+    std::vector<uint8_t> unread;  // the read end: what was unread in the pipe
+};
+struct EpollFd {
+    static constexpr const char* kName = "epoll";
     std::vector<EpollTarget> targets;
-    // eventfd / timerfd / signalfd.
+};
+struct EventFd {
+    static constexpr const char* kName = "eventfd";
     uint64_t counter = 0;
     bool semaphore = false;
+};
+struct TimerFd {
+    static constexpr const char* kName = "timerfd";
     int clock = 0;
     uint64_t value_ns = 0, interval_ns = 0;
+    uint64_t ticks = 0;  // expirations not read yet
+};
+struct SignalFd {
+    static constexpr const char* kName = "signalfd";
     uint64_t sigmask = 0;
+};
+
+using FdObject = std::variant<LogFd, FileFd, CharDeviceFd, TcpListenFd, UnixListenFd, UnixPairFd,
+                              UnixOrphanFd, PipeFd, EpollFd, EventFd, TimerFd, SignalFd>;
+
+struct Fd {
+    int fd = 0;
+    int flags = 0;  // open flags (O_ACCMODE, O_NONBLOCK, O_APPEND ...)
+    bool cloexec = false;
     // Another fd of the process sharing this one's open file description (dup), or -1.
     int dup_of = -1;
     // An open file description held by more than one process of the tree (inherited through fork):
     // every fd with this id, in any process, is the one description. 0: held by this process only.
     // A pipe or socket pair with ends in two processes has ids on both ends.
     uint64_t shared_id = 0;
-    // Pipes and socket pairs: both ends share `pipe_id`; a pipe's read end holds in `pipe_data`
-    // what was unread in it, a socket pair end what was queued for it to receive (`message_sizes`
-    // splits it into datagrams for SOCK_DGRAM and SOCK_SEQPACKET pairs).
-    uint64_t pipe_id = 0;
-    int pair_end = 0;  // UnixPair: 0 or 1, which end of the pair
-    std::vector<uint8_t> pipe_data;
-    std::vector<uint32_t> message_sizes;
-    uint64_t pipe_size = 0;  // F_GETPIPE_SZ (the unread data may need more than the default)
-    int backlog = 0;         // listening sockets: the listen() backlog
+    FdObject object;
+
+    template <typename T>
+    const T* as() const {
+        return std::get_if<T>(&object);
+    }
+    template <typename T>
+    T* as() {
+        return std::get_if<T>(&object);
+    }
+    const char* kind() const {
+        return std::visit([](const auto& o) { return std::decay_t<decltype(o)>::kName; }, object);
+    }
 };
 
 struct SignalAction {

@@ -15,6 +15,8 @@
 //   prefetch: cow, then the image's working set (the pages the first request after a restore
 //          touched, recorded at snapshot) is installed in bulk with MADV_POPULATE_{WRITE,READ}
 //          instead of one ~15 us fault per page (REAP's idea, in the kernel's own bulk path).
+// Each strategy is a pages::MemoryStrategy (src/pages/strategy.h); each kind of state plans its own
+// ops (src/state/kinds.h).
 #pragma once
 
 #include <cstdint>
@@ -51,8 +53,19 @@ struct Restored {
 // The seed paper's two-stage restore. `prepare` runs when a sandbox is pre-started for a function:
 // it spawns the restorer at the image's pid, seizes it, builds the syscall tables and writes them
 // in. `execute` runs when a request arrives. Both throw initless::Error with context; after a
-// failure the sandbox is unusable and should be torn down. The sandbox and image must outlive the
-// plan; a plan dropped without `execute` kills its restorer.
+// failure the sandbox is unusable and should be torn down. A plan dropped (or assigned over)
+// without `execute` kills its restorer.
+//
+// Threads: the restorer is traced by the thread that ran `prepare`, and the kernel answers ptrace
+// requests only from the tracer thread; with PTRACE_O_EXITKILL the restorer is killed when that
+// THREAD exits. So `execute` must run on the thread that ran `prepare` (it throws otherwise), and
+// that thread must live until `execute` has returned or the plan is dropped. A pool that prepares
+// on one thread and serves requests on others must hand the `execute` call to the preparing thread.
+// Other members (moving, destroying) may be called from any thread, one at a time.
+//
+// Lifetimes: `prepare` copies what `execute` needs; the plan keeps no reference to the image or the
+// sandbox passed to it (either may be moved or dropped after `prepare` returns). The sandbox's
+// processes must still exist when `execute` runs: tearing the sandbox down kills the restorer.
 class RestorePlan {
   public:
     static RestorePlan prepare(sandbox::Sandbox& sandbox, const image::Image& image, Strategy strategy);
@@ -74,7 +87,7 @@ class RestorePlan {
 std::vector<image::WorkingSetRun> record_working_set(pid_t host_pid, const image::Process& process,
                                                      uint64_t process_index);
 
-// Both stages back to back. The sandbox must be prepared and not started.
+// Both stages back to back, on the calling thread. The sandbox must be prepared and not started.
 Restored restore_into(sandbox::Sandbox& sandbox, const image::Image& image, Strategy strategy);
 
 }  // namespace initless::restore

@@ -1,4 +1,5 @@
-// Readers of /proc/PID files the checkpoint needs: maps (with smaps VmFlags), status, fdinfo.
+// Readers of /proc/PID files: maps (with smaps VmFlags; the one maps parser of the project), status,
+// fdinfo.
 #pragma once
 
 #include <sys/types.h>

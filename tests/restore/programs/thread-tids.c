@@ -1,7 +1,9 @@
 // Thread ids: glibc keeps each thread's tid in its pthread struct (pthread_kill, robust mutexes use it),
 // so a restored thread must have its tid back. Two workers record gettid() at boot. /check: each worker
 // still has that tid (gettid() inside it), /proc/self/task lists it, and pthread_kill reaches each
-// worker (its SIGUSR1 handler records which thread ran it).
+// worker (its SIGUSR1 handler records which thread ran it). Threads that ended before the snapshot
+// leave gaps in the tids (a fresh pid namespace would hand out the same tids in order anyway: only
+// with gaps does a restore that ignored the tids fail).
 #include "http.h"
 
 #include <pthread.h>
@@ -43,15 +45,27 @@ static int handle(const char* path, struct rt_reply* r) {
         RT_CHECK(r, atomic_load(&handled_by) == boot_tid[i], "pthread_kill(worker %d) ran the handler in tid %d, not %d", i,
                  atomic_load(&handled_by), boot_tid[i]);
     }
+    RT_CHECK(r, boot_tid[0] > getpid() + 3 && boot_tid[1] > boot_tid[0] + 3, "tids %d and %d have no gaps after pid %d",
+             boot_tid[0], boot_tid[1], getpid());
     if (!r->failed) rt_add(r, "ok workers keep tids %d and %d; pthread_kill reaches them", boot_tid[0], boot_tid[1]);
     return 1;
+}
+
+static void* short_lived(void* arg) { return arg; }
+
+// A thread that starts and ends: its tid is not used again before the snapshot.
+static void leave_gap(void) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, short_lived, NULL) != 0 || pthread_join(t, NULL) != 0) rt_die("short-lived thread");
 }
 
 int main(void) {
     struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART};
     sigaction(SIGUSR1, &sa, NULL);
-    for (long i = 0; i < 2; ++i)
+    for (long i = 0; i < 2; ++i) {
+        for (int k = 0; k < 3; ++k) leave_gap();
         if (pthread_create(&threads[i], NULL, worker, (void*)i) != 0) rt_die("pthread_create");
+    }
     while (atomic_load(&started) < 2) rt_sleep_ms(1);
     rt_serve("thread-tids", handle);
 }

@@ -1,0 +1,241 @@
+// Stage 2 of a restore (on the request path): runs the tables prepare wrote into the restorer,
+// collects every process and thread it creates, sets their final state and detaches.
+#include <elf.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "initless/sys/error.h"
+#include "initless/sys/file.h"
+#include "initless/sys/process.h"
+#include "restore/plan.h"
+
+namespace initless::restore {
+
+namespace {
+
+std::string log_tail(const std::filesystem::path& log, size_t bytes) {
+    try {
+        std::string all = sys::read_file(log);
+        return all.size() > bytes ? all.substr(all.size() - bytes) : all;
+    } catch (const Error&) {
+        return "(no log)";
+    }
+}
+
+// Kills the watched processes if not dismissed (destroyed) within `limit`.
+class Watchdog {
+  public:
+    Watchdog(pid_t pid, std::chrono::milliseconds limit)
+        : pids_{pid}, thread_([this, limit] {
+              std::unique_lock lock(mutex_);
+              if (!cv_.wait_for(lock, limit, [this] { return done_; }))
+                  for (pid_t p : pids_) ::kill(p, SIGKILL);
+          }) {}
+    void watch(pid_t pid) {
+        std::lock_guard lock(mutex_);
+        pids_.push_back(pid);
+    }
+    ~Watchdog() {
+        {
+            std::lock_guard lock(mutex_);
+            done_ = true;
+        }
+        cv_.notify_one();
+        thread_.join();
+    }
+
+  private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool done_ = false;
+    std::vector<pid_t> pids_;
+    std::thread thread_;  // last: starts once the rest is built
+};
+
+std::string describe_stop(pid_t tid, int status) {
+    if (WIFSTOPPED(status)) {
+        user_regs_struct r{};
+        iovec iov{&r, sizeof r};
+        ::ptrace(PTRACE_GETREGSET, tid, reinterpret_cast<void*>(NT_PRSTATUS), &iov);
+        return fmt::format("stopped by signal {} ({}) at rip {:#x}", WSTOPSIG(status),
+                           strsignal(WSTOPSIG(status)), r.rip);
+    }
+    if (WIFSIGNALED(status)) return fmt::format("killed by signal {}", WTERMSIG(status));
+    return fmt::format("exited with status {}", WEXITSTATUS(status));
+}
+
+// With INITLESS_RESTORE_PROFILE set, prints the slowest ops of a table (TSC cycles) to stderr.
+void profile_table(pid_t pid, uint64_t addr, const state::Table& t) {
+    if (!::getenv("INITLESS_RESTORE_PROFILE")) return;
+    std::vector<uint8_t> buf(sizeof(stub_table) + t.size() * sizeof(stub_op));
+    sys::read_process_memory(pid, addr, buf.data(), buf.size());
+    const auto* table = reinterpret_cast<const stub_table*>(buf.data());
+    std::vector<std::pair<uint64_t, size_t>> order;
+    uint64_t total = 0;
+    for (size_t i = 0; i < t.size(); ++i) {
+        order.push_back({table->ops[i].cycles, i});
+        total += table->ops[i].cycles;
+    }
+    std::sort(order.rbegin(), order.rend());
+    std::fprintf(stderr, "restore profile: %zu ops, %.2f Mcycles in all\n", t.size(), total / 1e6);
+    for (size_t k = 0; k < std::min<size_t>(order.size(), 12); ++k)
+        std::fprintf(stderr, "  %8.3f Mcycles  %s\n", order[k].first / 1e6, t.what(order[k].second).c_str());
+}
+
+void check_table(pid_t pid, uint64_t addr, const state::Table& t, const char* which) {
+    stub_table head{};
+    sys::read_process_memory(pid, addr, &head, sizeof head);
+    if (head.done != t.size())
+        throw Error(fmt::format("{} table failed at op {} of {} ({}): {}", which, head.failed_op, t.size(),
+                                t.what(head.failed_op),
+                                head.failed_result < 0 && head.failed_result > -4096
+                                    ? std::strerror(static_cast<int>(-head.failed_result))
+                                    : fmt::format("unexpected result {:#x}", head.failed_result)));
+}
+
+// Points a stopped thread at the stub with a table to run.
+void start_table(sys::Tracee& t, uint64_t base, uint64_t table, uint64_t stack_top) {
+    user_regs_struct r = t.regs();
+    r.rip = base;
+    r.rdi = table;
+    r.rsp = stack_top;
+    r.orig_rax = static_cast<uint64_t>(-1);
+    t.set_regs(r);
+    t.resume();
+}
+
+}  // namespace
+
+Restored RestorePlan::execute() {
+    State& st = *s_;
+    if (st.executed) throw Error("a restore plan runs once");
+    if (std::this_thread::get_id() != st.owner)
+        throw Error("RestorePlan::execute must run on the thread that ran prepare (the restorer's tracer)");
+    st.executed = true;
+    // A stub blocked in a syscall (it should never be) must not hang the controller: past the
+    // function's timeout the restored processes are killed, every wait below returns, and the
+    // restore fails.
+    Watchdog watchdog(st.helper.host_pid, st.timeout);
+    auto t0 = Clock::now();
+    auto lap = t0;
+    Timings& tm = st.timings;
+    const auto& procs = st.procs;
+    const uint64_t base = st.base, region_size = st.region_size, stacks = st.stacks;
+    const size_t n = procs.size();
+
+    std::vector<sys::Tracee> leaders(n);
+    std::vector<pid_t> host(n, 0);
+    leaders[0] = std::move(st.main);
+    host[0] = st.helper.host_pid;
+    std::map<pid_t, sys::Tracee> threads;     // host tid -> tracee, for threads the tables created
+    std::vector<std::vector<pid_t>> born(n);  // per process: host tids in creation order
+    try {
+        // Main tables, one process after the other: a process exists once its forker's table has
+        // run. Waits only on our own tracees: the controller may have other children.
+        for (size_t i = 0; i < n; ++i) {
+            const auto& plan = procs[i];
+            sys::Tracee& leader = leaders[i];
+            start_table(leader, base, plan.table_addr, base + region_size - 64);
+            size_t created = 0;
+            for (;;) {
+                int status = leader.wait_event();
+                if (!WIFSTOPPED(status))
+                    throw Error(fmt::format("restored process {}: {}; log: {}", procs[i].pid,
+                                            describe_stop(host[i], status), log_tail(st.log_path, 500)));
+                int event = status >> 16;
+                if (WSTOPSIG(status) == SIGTRAP &&
+                    (event == PTRACE_EVENT_CLONE || event == PTRACE_EVENT_FORK)) {
+                    // The table forks its processes first, then creates its threads.
+                    auto id = static_cast<pid_t>(leader.event_message());
+                    sys::Tracee child = sys::Tracee::adopt(id);
+                    watchdog.watch(id);
+                    // An auto-attached child starts in a stop before running any instruction.
+                    if (!WIFSTOPPED(child.wait_event()))
+                        throw Error(fmt::format("new task {} did not stop at birth", id));
+                    if (created < plan.forks.size()) {
+                        size_t k = plan.forks[created];
+                        host[k] = id;
+                        leaders[k] = std::move(child);
+                    } else {
+                        threads.emplace(id, std::move(child));
+                        born[i].push_back(id);
+                    }
+                    ++created;
+                    leader.resume();
+                    continue;
+                }
+                if (WSTOPSIG(status) == SIGTRAP) break;
+                throw Error(fmt::format("restored process {} {} while running its table", procs[i].pid,
+                                        describe_stop(host[i], status)));
+            }
+            check_table(host[i], plan.table_addr, plan.table, "main");
+            profile_table(host[i], plan.table_addr, plan.table);
+            if (born[i].size() != plan.threads.size() - 1)
+                throw Error(fmt::format("process {}: {} of {} threads were created", procs[i].pid,
+                                        born[i].size(), plan.threads.size() - 1));
+        }
+        tm.layout_ms = ms_since(lap);
+
+        // Per-thread tables of every process, all started, then all collected. A table created
+        // its threads in order, so the k-th clone event is thread k.
+        for (size_t i = 0; i < n; ++i)
+            for (size_t k = 1; k < procs[i].threads.size(); ++k)
+                start_table(threads.at(born[i][k - 1]), base, procs[i].thread_tables[k - 1],
+                            stacks + k * kThreadStack - 64);
+        for (size_t i = 0; i < n; ++i)
+            for (size_t k = 1; k < procs[i].threads.size(); ++k) {
+                sys::Tracee& th = threads.at(born[i][k - 1]);
+                int status = th.wait_stop();
+                if (!WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
+                    throw Error(fmt::format("thread {}: {}", procs[i].threads[k].tid,
+                                            describe_stop(th.tid(), status)));
+                check_table(host[i], procs[i].thread_tables[k - 1], procs[i].per_thread[k], "thread");
+                state::threads::set_final_state(th, procs[i].threads[k]);
+            }
+        tm.threads_ms = ms_since(lap);
+
+        // Each process drops its stub through a syscall instruction of its restored vDSO, then
+        // its leader gets its state back.
+        for (size_t i = 0; i < n; ++i) {
+            sys::Tracee& leader = leaders[i];
+            user_regs_struct g = leader.regs();
+            g.rip = procs[i].vdso_start + st.vdso_syscall_offset;
+            g.rax = SYS_munmap;
+            g.rdi = base;
+            g.rsi = region_size;
+            g.orig_rax = static_cast<uint64_t>(-1);
+            leader.set_regs(g);
+            leader.single_step_and_wait();
+            if (static_cast<long>(leader.regs().rax) != 0)
+                throw Error(fmt::format("unmapping the restorer stub of process {} failed", procs[i].pid));
+            state::threads::set_final_state(leader, procs[i].threads.at(0));
+        }
+    } catch (...) {
+        // A half-built process must never run: every process of the tree dies with the restore.
+        for (pid_t pid : host)
+            if (pid > 0) ::kill(pid, SIGKILL);
+        throw;
+    }
+    for (auto& [tid, th] : threads) th.detach();
+    for (auto& leader : leaders) leader.detach();
+    // The opt-in post-restore notice, to the first process: pending before any request is forwarded.
+    if (int sig = st.restore_signal) ::kill(host[0], sig);
+    tm.finish_ms = ms_since(lap);
+    tm.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    Restored out{std::move(st.helper), tm, host};
+    return out;
+}
+
+}  // namespace initless::restore

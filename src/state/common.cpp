@@ -1,0 +1,63 @@
+// What the kinds share: reading a frozen process, and hex for the manifest's binary blobs.
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "initless/sys/error.h"
+#include "initless/sys/file.h"
+#include "state/kinds.h"
+
+namespace initless::state {
+
+MemoryReader::MemoryReader(pid_t pid) : mem_(sys::open_file(fmt::format("/proc/{}/mem", pid), O_RDONLY)) {}
+
+void MemoryReader::read(uint64_t addr, void* out, size_t len) {
+    sys::read_exact(mem_.get(), out, len, static_cast<off_t>(addr));
+}
+
+uint64_t scratch_below_stack(const user_regs_struct& regs) {
+    return (regs.rsp - 512) & ~uint64_t{15};
+}
+
+pid_t ns_id(const std::string& status_value) {
+    std::istringstream in(status_value);
+    pid_t v = 0, last = 0;
+    while (in >> v) last = v;
+    return last;
+}
+
+uint64_t hex_u64(const std::string& s) {
+    return std::stoull(s, nullptr, 16);
+}
+
+int socket_option(int sock, int level, int name) {
+    int v = 0;
+    socklen_t len = sizeof v;
+    if (::getsockopt(sock, level, name, &v, &len) != 0)
+        throw sys::SysError(fmt::format("getsockopt {}/{}", level, name), errno);
+    return v;
+}
+
+std::string hex(const std::vector<uint8_t>& bytes) {
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    out.reserve(bytes.size() * 2);
+    for (uint8_t b : bytes) {
+        out.push_back(digits[b >> 4]);
+        out.push_back(digits[b & 15]);
+    }
+    return out;
+}
+
+std::vector<uint8_t> unhex(const std::string& s) {
+    if (s.size() % 2) throw Error("manifest: odd-length hex string");
+    std::vector<uint8_t> out(s.size() / 2);
+    for (size_t i = 0; i < out.size(); ++i)
+        out[i] = static_cast<uint8_t>(std::stoul(s.substr(2 * i, 2), nullptr, 16));
+    return out;
+}
+
+}  // namespace initless::state

@@ -1,0 +1,206 @@
+// The process tree, sessions and process groups. Checkpoint: every process below the sandbox's
+// init is frozen (all its threads seized), parents first; pids, groups and sessions are read as the
+// sandbox sees them, and what restore cannot rebuild is refused (a traced, zombie or stopped
+// process; a session or group whose leader is gone or restored later). Restore: each process is
+// forked by its parent's table (a further child of init by the first process, CLONE_PARENT) with
+// clone3 set_tid, then calls setsid or setpgid before forking its own children.
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "initless/checkpoint/checkpoint.h"
+#include "initless/sys/process.h"
+#include "state/kinds.h"
+
+namespace initless::state::tree {
+
+namespace {
+
+// Threads of `pid`, seized until the set is stable (a thread may be created while we seize).
+std::vector<sys::Tracee> seize_all(pid_t pid) {
+    std::vector<sys::Tracee> out;
+    std::set<pid_t> seized;
+    for (bool grew = true; grew;) {
+        grew = false;
+        for (pid_t tid : sys::proc_tasks(pid)) {
+            if (seized.count(tid)) continue;
+            out.push_back(sys::Tracee::seize(tid));
+            seized.insert(tid);
+            grew = true;
+        }
+    }
+    // Leader first: restore builds the others from it.
+    std::stable_partition(out.begin(), out.end(), [&](const sys::Tracee& t) { return t.tid() == pid; });
+    return out;
+}
+
+// Before seizing: a process someone else traces, a zombie or a stopped process cannot be restored
+// as it is.
+void check_freezable(pid_t pid) {
+    auto status = sys::read_status(pid);
+    if (status.count("TracerPid") && status["TracerPid"] != "0")
+        throw checkpoint::ContractError(
+            fmt::format("process {} is already being traced (TracerPid {}): a traced process cannot be "
+                        "snapshotted",
+                        pid, status["TracerPid"]));
+    std::string state = status.count("State") ? status["State"] : "";
+    if (!state.empty() && state[0] == 'Z')
+        throw checkpoint::ContractError(
+            fmt::format("process {} has exited but was not waited for (a zombie); rule: reap child "
+                        "processes before ready",
+                        pid));
+    if (!state.empty() && state[0] == 'T')
+        throw checkpoint::ContractError(
+            fmt::format("process {} is stopped (job control); rule: every process runs when ready", pid));
+}
+
+// The function's processes: every descendant of init, parents before children; init's own children
+// first, oldest first (the one init started leads: restore spawns it and builds the rest from it).
+std::vector<pid_t> process_tree(pid_t init) {
+    std::vector<pid_t> out = sys::proc_children(init);
+    std::vector<std::pair<uint64_t, pid_t>> by_age;
+    for (pid_t pid : out) by_age.push_back({sys::proc_start_time(pid), pid});
+    std::sort(by_age.begin(), by_age.end());
+    for (size_t i = 0; i < out.size(); ++i) out[i] = by_age[i].second;
+    for (size_t i = 0; i < out.size(); ++i)
+        for (pid_t child : sys::proc_children(out[i])) out.push_back(child);
+    return out;
+}
+
+// Session and process group of each process, as restore can rebuild them: each process is forked by
+// its parent (a child of init by the first process, with CLONE_PARENT) and then may call setsid or
+// setpgid, so a process is in its own session or its forker's, and in its own group, its forker's,
+// or that of a group leader restored before it in the same session.
+void check_sessions(const std::vector<Frozen>& ms) {
+    std::map<pid_t, size_t> index;
+    for (size_t i = 0; i < ms.size(); ++i) index[ms[i].p.pid] = i;
+    for (size_t i = 0; i < ms.size(); ++i) {
+        const image::Process& p = ms[i].p;
+        auto fail = [&](const std::string& why) {
+            throw checkpoint::ContractError(
+                fmt::format("process {} (pid {} in the sandbox, session {}, group {}): {}; rule: "
+                            "sessions and process groups stay within the function's live processes",
+                            ms[i].host, p.pid, p.sid, p.pgid, why));
+        };
+        if (i == 0) {
+            if (p.sid != p.pid || p.pgid != p.pid)
+                fail("the first process is not the leader of its own session");
+            continue;
+        }
+        const image::Process& forker = ms[p.ppid == 1 ? 0 : index.at(p.ppid)].p;
+        if (p.sid != p.pid && p.sid != forker.sid) fail("its session's leader is gone or unrelated");
+        if (p.pgid == p.pid || p.pgid == forker.pgid) continue;
+        auto leader = index.find(p.pgid);
+        if (leader == index.end() || leader->second > i || ms[leader->second].p.sid != p.sid)
+            fail("its process group's leader is gone or restored after it");
+    }
+}
+
+}  // namespace
+
+// Seizes every thread of every process, walking the tree again until it stops changing: a process
+// not yet frozen may fork or spawn a thread meanwhile, a frozen one cannot.
+std::vector<Frozen> freeze(pid_t init) {
+    std::map<pid_t, Frozen> frozen;
+    for (bool grew = true; grew;) {
+        grew = false;
+        for (pid_t pid : process_tree(init)) {
+            if (frozen.count(pid)) continue;
+            check_freezable(pid);
+            Frozen m;
+            m.host = pid;
+            m.pidfd = sys::pidfd_open(pid);
+            m.threads = seize_all(pid);
+            frozen.emplace(pid, std::move(m));
+            grew = true;
+        }
+    }
+    std::vector<Frozen> out;
+    for (pid_t pid : process_tree(init)) {
+        Frozen& m = frozen.at(pid);
+        m.status = sys::read_status(pid);
+        out.push_back(std::move(m));
+    }
+    return out;
+}
+
+void read(Frozen& f) {
+    f.p.pid = ns_id(f.status.at("NSpid"));
+    f.p.pgid = ns_id(f.status.at("NSpgid"));
+    f.p.sid = ns_id(f.status.at("NSsid"));
+}
+
+void link(std::vector<Frozen>& tree, pid_t init) {
+    std::map<pid_t, pid_t> ns_pid;  // host pid -> pid in the sandbox
+    ns_pid[init] = 1;
+    for (const auto& m : tree) ns_pid[m.host] = m.p.pid;
+    for (auto& m : tree) {
+        auto parent = ns_pid.find(static_cast<pid_t>(std::stol(m.status.at("PPid"))));
+        if (parent == ns_pid.end())
+            throw Error(fmt::format("process {}: its parent is outside the sandbox", m.host));
+        m.p.ppid = parent->second;
+    }
+    check_sessions(tree);
+}
+
+void store(json& j, const image::Process& p) {
+    j["pid"] = p.pid;
+    j["ppid"] = p.ppid;
+    j["pgid"] = p.pgid;
+    j["sid"] = p.sid;
+}
+
+void load(const json& j, image::Process& p) {
+    p.pid = j.at("pid");
+    p.ppid = j.at("ppid");
+    p.pgid = j.at("pgid");
+    p.sid = j.at("sid");
+}
+
+std::vector<size_t> forkers(const std::vector<image::Process>& procs) {
+    std::vector<size_t> forker_of(procs.size(), 0);
+    for (size_t i = 1; i < procs.size(); ++i) {
+        if (procs[i].ppid == 1) continue;
+        auto parent = std::find_if(procs.begin(), procs.begin() + static_cast<long>(i),
+                                   [&](const image::Process& q) { return q.pid == procs[i].ppid; });
+        if (parent == procs.begin() + static_cast<long>(i))
+            throw Error(fmt::format("process {}: its parent {} is not listed before it", procs[i].pid,
+                                    procs[i].ppid));
+        forker_of[i] = static_cast<size_t>(parent - procs.begin());
+    }
+    return forker_of;
+}
+
+void plan(Table& t, Region& region, const std::vector<image::Process>& procs, size_t index, size_t forker,
+          const std::vector<size_t>& forks) {
+    const image::Process& p = procs[index];
+    // Session and group before any child is forked, so the children inherit them.
+    if (index > 0) {
+        if (p.sid == p.pid)
+            t.op(SYS_setsid, {}, -1, 0, {}, "setsid");
+        else if (p.pgid == p.pid)
+            t.op(SYS_setpgid, {0, 0}, -1, 0, {}, "setpgid own group");
+        else if (p.pgid != procs[forker].pgid)
+            t.op(SYS_setpgid, {0, static_cast<uint64_t>(p.pgid)}, -1, 0, {},
+                 fmt::format("setpgid {}", p.pgid));
+    }
+    for (size_t child : forks) {
+        clone_args ca{};
+        bool top_level = procs[child].ppid == 1;
+        // A child of init is created beside us (CLONE_PARENT), which requires exit_signal 0 (the
+        // kernel then gives it ours, SIGCHLD).
+        ca.flags = top_level ? CLONE_PARENT : 0;
+        ca.exit_signal = top_level ? 0 : SIGCHLD;
+        ca.set_tid = region.put(procs[child].pid);
+        ca.set_tid_size = 1;
+        t.op(SYS_clone3, {region.put(ca), sizeof ca}, -1, 0, {},
+             fmt::format("clone3 process {}", procs[child].pid));
+    }
+}
+
+}  // namespace initless::state::tree

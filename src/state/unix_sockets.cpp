@@ -1,0 +1,178 @@
+// Unix sockets: listeners, socket pairs, and orphaned stream ends. Checkpoint (through a copy of
+// the fd, pidfd_getfd): a listener keeps its address; an unnamed connected socket whose peer is in
+// the sandbox's netns (sock_diag) is one end of a socketpair, paired across the tree by the lower
+// inode, with what is queued for it peeked (fds in flight break the contract); an unnamed stream
+// socket with no peer and nothing to read is an orphan. Restore: listeners are bound again (a stale
+// socket file removed first) and listen with 4096; pairs are made with socketpair, their buffer
+// sizes set and each end's queue sent again through its peer, message by message.
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "initless/checkpoint/checkpoint.h"
+#include "initless/sys/error.h"
+#include "initless/sys/process.h"
+#include "initless/sys/socket.h"
+#include "state/kinds.h"
+
+namespace initless::state::unix_sockets {
+
+namespace {
+
+json options_json(const std::vector<image::SocketOption>& options) {
+    json out = json::array();
+    for (const auto& o : options) out.push_back({o.level, o.name, o.value});
+    return out;
+}
+
+std::vector<image::SocketOption> options_from(const json& j) {
+    std::vector<image::SocketOption> out;
+    for (const auto& o : j) out.push_back({o[0], o[1], o[2]});
+    return out;
+}
+
+// What is queued for a socket pair end to receive; the running function keeps every byte.
+// Datagrams keep their boundaries; fds in flight break the rule.
+void read_queued(int sock, const std::string& where, image::UnixPairFd& f) {
+    auto queued = sys::peek_queued(sock, f.type == SOCK_STREAM);
+    if (!queued.complete)
+        throw checkpoint::ContractError(
+            where +
+            ": file descriptors or oversized messages are queued in it; rule: nothing "
+            "in flight when ready");
+    for (const auto& m : queued.messages) {
+        f.queued.insert(f.queued.end(), m.begin(), m.end());
+        if (f.type != SOCK_STREAM) f.message_sizes.push_back(static_cast<uint32_t>(m.size()));
+    }
+}
+
+}  // namespace
+
+std::optional<image::FdObject> read(const FdSource& s) {
+    if (!S_ISSOCK(s.st.st_mode)) return std::nullopt;
+    sys::UniqueFd sock = sys::pidfd_getfd(s.pidfd, s.fd);
+    if (socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return std::nullopt;
+    auto where = fmt::format("process {} fd {}", s.pid, s.fd);
+    int type = socket_option(sock.get(), SOL_SOCKET, SO_TYPE);
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    sys::check(::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&addr), &alen), where + ": getsockname");
+    if (socket_option(sock.get(), SOL_SOCKET, SO_ACCEPTCONN)) {
+        image::UnixListenFd l;
+        l.type = type;
+        l.address.assign(reinterpret_cast<uint8_t*>(&addr), reinterpret_cast<uint8_t*>(&addr) + alen);
+        const auto* un = reinterpret_cast<const sockaddr_un*>(&addr);
+        l.path = un->sun_path[0] ? std::string(un->sun_path) : std::string();
+        return l;
+    }
+    bool named = alen > sizeof(sa_family_t);
+    struct stat st {};
+    sys::check(::fstat(sock.get(), &st), where + ": fstat");
+    auto peer = s.unix_peers->find(st.st_ino);
+    if (!named && peer != s.unix_peers->end()) {
+        sockaddr_storage peer_addr{};
+        socklen_t plen = sizeof peer_addr;
+        if (::getpeername(sock.get(), reinterpret_cast<sockaddr*>(&peer_addr), &plen) == 0 &&
+            plen <= sizeof(sa_family_t)) {
+            image::UnixPairFd p;
+            p.type = type;
+            p.pair_id = std::min<uint64_t>(st.st_ino, peer->second);
+            p.end = st.st_ino < peer->second ? 0 : 1;
+            for (int name : {SO_SNDBUF, SO_RCVBUF})
+                p.options.push_back({SOL_SOCKET, name, socket_option(sock.get(), SOL_SOCKET, name)});
+            read_queued(sock.get(), where, p);
+            return p;
+        }
+    }
+    if (!named && peer == s.unix_peers->end() && type == SOCK_STREAM) {
+        // A peer that is gone reads as EOF; pending data as > 0.
+        char byte;
+        if (::recv(sock.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return image::UnixOrphanFd{};
+    }
+    return std::nullopt;  // a connected or named socket: refused by the fd table
+}
+
+void store(json& j, const image::UnixListenFd& f) {
+    j["type"] = f.type;
+    j["address"] = hex(f.address);
+    j["path"] = f.path;
+}
+void load(const json& j, image::UnixListenFd& f) {
+    f.type = j.at("type");
+    f.address = unhex(j.at("address"));
+    f.path = j.at("path");
+}
+void store(json& j, const image::UnixPairFd& f) {
+    j["type"] = f.type;
+    j["pair_id"] = f.pair_id;
+    j["end"] = f.end;
+    j["options"] = options_json(f.options);
+    j["queued"] = hex(f.queued);
+    j["message_sizes"] = f.message_sizes;
+}
+void load(const json& j, image::UnixPairFd& f) {
+    f.type = j.at("type");
+    f.pair_id = j.at("pair_id");
+    f.end = j.at("end");
+    f.options = options_from(j.at("options"));
+    f.queued = unhex(j.at("queued"));
+    f.message_sizes = j.at("message_sizes").get<std::vector<uint32_t>>();
+}
+void store(json&, const image::UnixOrphanFd&) {}
+void load(const json&, image::UnixOrphanFd&) {}
+
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::UnixListenFd& o) {
+    std::string what = fmt::format("fd {}", f.fd);
+    uint64_t nonblock = (f.flags & O_NONBLOCK) ? SOCK_NONBLOCK : 0;
+    if (!o.path.empty())
+        t.op(SYS_unlink, {region.put_string(o.path)}, -1, STUB_OP_ALLOW_FAIL, {}, what + " unlink");
+    t.op(SYS_socket, {AF_UNIX, static_cast<uint64_t>(o.type) | nonblock, 0}, kTmp, 0, {}, what + " socket");
+    t.op(SYS_bind, {0, region.put(o.address.data(), o.address.size()), o.address.size()}, -1, 0, {{0, kTmp}},
+         what + " bind");
+    t.op(SYS_listen, {0, 4096}, -1, 0, {{0, kTmp}}, what + " listen");
+}
+
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::UnixOrphanFd&) {
+    std::string what = fmt::format("fd {}", f.fd);
+    uint64_t nonblock = (f.flags & O_NONBLOCK) ? SOCK_NONBLOCK : 0;
+    uint64_t pair = region.put(nullptr, 8);
+    t.op(SYS_socketpair, {AF_UNIX, SOCK_STREAM | nonblock, 0, pair}, -1, 0, {}, what + " socketpair");
+    t.op(0, {pair}, kTmp, STUB_OP_LOAD32, {}, "socketpair end");
+    t.op(0, {pair + 4}, kPipeW, STUB_OP_LOAD32, {}, "socketpair peer");
+    t.op(SYS_close, {0}, -1, 0, {{0, kPipeW}}, what + " close the peer");
+}
+
+void plan_pair(Table& t, Region& region, const image::UnixPairFd& end0, const image::UnixPairFd& end1,
+               int lift, const std::string& what) {
+    uint64_t pair = region.put(nullptr, 8);
+    t.op(SYS_socketpair, {AF_UNIX, static_cast<uint64_t>(end0.type), 0, pair}, -1, 0, {},
+         what + " socketpair");
+    fds::plan_lift_ends(t, pair, lift, what);
+    for (auto [end, slot] : {std::pair{&end0, kPipeR}, std::pair{&end1, kTmp}})
+        for (const auto& o : end->options) {
+            int v = o.value / 2;  // the kernel doubles what is set, and reports the doubled value
+            t.op(SYS_setsockopt,
+                 {0, static_cast<uint64_t>(o.level), static_cast<uint64_t>(o.name), region.put(v),
+                  sizeof(int)},
+                 -1, STUB_OP_ALLOW_FAIL, {{0, slot}}, what + " buffer size");
+        }
+    // What end X had queued to receive is sent again through its peer, message by message.
+    for (auto [end, via] : {std::pair{&end0, kTmp}, std::pair{&end1, kPipeR}}) {
+        if (end->queued.empty()) continue;
+        uint64_t data = region.put(end->queued.data(), end->queued.size(), 1);
+        std::vector<uint32_t> sizes = end->message_sizes;
+        if (sizes.empty()) sizes.push_back(static_cast<uint32_t>(end->queued.size()));
+        for (uint32_t size : sizes) {
+            t.op(SYS_sendto, {0, data, size, MSG_DONTWAIT | MSG_NOSIGNAL, 0, 0}, -1, STUB_OP_EXPECT_ARG2,
+                 {{0, via}}, what + " requeue data");
+            data += size;
+        }
+    }
+}
+
+}  // namespace initless::state::unix_sockets
