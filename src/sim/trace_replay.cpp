@@ -84,6 +84,7 @@ struct Instance {
     TimeMs deadline;   // kForever: none
     TimeMs queued_at;  // time of the live Expiry event, -1: none
     std::size_t idle_index;
+    TimeMs idle_since = 0;
     std::uint32_t active = 0;           // invocations running on it
     std::size_t open_index = kNotOpen;  // index in open_ when busy with a free slot
 
@@ -151,6 +152,8 @@ class Host {
         }
         drain_until(end_, EventKind::Arrival);
         advance(end_);
+        for (const auto& ids : idle_)
+            for (InstanceId id : ids) charge_idle(instances_.at(id), end_);
         // Memory-time stops at the end of the trace; the counts cover every invocation that started in it.
         result_.busy_gb_s = busy_mb_ms_ / 1024 / 1000;
         result_.idle_gb_s = idle_mb_ms_ / 1024 / 1000;
@@ -240,12 +243,19 @@ class Host {
         auto& inst = instances_.at(id);
         auto& v = idle_[inst.function];
         inst.idle_index = v.size();
+        inst.idle_since = std::min(clock_, end_);
         v.push_back(id);
+    }
+
+    void charge_idle(const Instance& inst, TimeMs until) {
+        result_.per_function[inst.function].idle_gb_s +=
+            profiles_[inst.function].memory_mb * static_cast<double>(until - inst.idle_since) / 1024 / 1000;
     }
 
     void remove_idle(InstanceId id) {
         auto& inst = instances_.at(id);
         auto& v = idle_[inst.function];
+        charge_idle(inst, std::min(clock_, end_));
         std::size_t i = inst.idle_index;
         if (i + 1 != v.size()) {
             v[i] = v.back();
