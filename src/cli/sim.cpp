@@ -152,18 +152,18 @@ void run_sim(const SimOptions& o) {
         if (out == nullptr) throw Error("sim: cannot write " + o.per_function);
         fmt::print(out,
                    "trace,model,world,policy,memory_mb,function,hash,function_memory_mb,init_ms,invocations,"
-                   "cold_starts,dropped,cold_start_overhead_s,idle_gb_s\n");
+                   "cold_starts,dropped,cold_start_overhead_s,idle_gb_s,evictions\n");
         for (const auto& r : runs) {
             const auto& x = r.result;
             sim::TraceReplay replay(trace, costs, {r.memory_mb, o.seed, r.world, o.concurrency, model});
             for (std::size_t f = 0; f < x.per_function.size(); ++f) {
                 const auto& s = x.per_function[f];
                 auto p = replay.profile(f);
-                fmt::print(out, "{},{},{},{},{},{},{},{:.0f},{:.0f},{},{},{},{:.3f},{:.1f}\n",
+                fmt::print(out, "{},{},{},{},{},{},{},{:.0f},{:.0f},{},{},{},{:.3f},{:.1f},{}\n",
                            trace.dir.filename().string(), sim::model_name(x.model), sim::world_name(x.world),
                            x.policy, x.memory_budget_mb, f, trace.functions[f].function.substr(0, 12),
                            p.memory_mb, p.cold_from_disk_ms, s.invocations, s.cold_starts, s.dropped,
-                           s.cold_start_overhead_s, s.idle_gb_s);
+                           s.cold_start_overhead_s, s.idle_gb_s, s.evictions);
             }
         }
         std::fclose(out);

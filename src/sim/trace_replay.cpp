@@ -425,7 +425,10 @@ class Host {
             Decision d = decisions_stack_[level][i];
             switch (d.kind) {
                 case DecisionKind::Evict:
-                    if (remove(d.instance)) ++result_.evictions;
+                    if (remove(d.instance)) {
+                        ++result_.evictions;
+                        ++result_.per_function[d.function].evictions;
+                    }
                     break;
                 case DecisionKind::KeepUntil: {
                     auto it = instances_.find(d.instance);

@@ -296,7 +296,12 @@ TEST(SimReplay, SameSeedSameNumbersOtherSeedOtherNumbers) {
         EXPECT_GT(a.cold_starts(), 0u) << name;
         EXPECT_EQ(a.invocations, a.warm_starts + a.pre_warmed_starts + a.cold_starts()) << name;
         double idle = 0;
-        for (const auto& f : a.per_function) idle += f.idle_gb_s;
+        std::uint64_t evictions = 0;
+        for (const auto& f : a.per_function) {
+            idle += f.idle_gb_s;
+            evictions += f.evictions;
+        }
+        EXPECT_EQ(evictions, a.evictions) << name;
         EXPECT_NEAR(idle, a.idle_gb_s, 1e-6 * (1 + a.idle_gb_s))
             << name << ": per-function idle memory-time adds up";
         auto c = replay(t.path(), name, 1024, 43);

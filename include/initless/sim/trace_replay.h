@@ -59,7 +59,8 @@ struct FunctionReplayStats {
     std::uint64_t cold_starts = 0;
     std::uint64_t dropped = 0;
     double cold_start_overhead_s = 0;
-    double idle_gb_s = 0;  // memory-time its idle instances held
+    double idle_gb_s = 0;         // memory-time its idle instances held
+    std::uint64_t evictions = 0;  // of its instances, by Evict decisions
     bool operator==(const FunctionReplayStats&) const = default;
 };
 
