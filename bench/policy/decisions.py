@@ -10,6 +10,10 @@ import csv
 from collections import defaultdict
 
 
+def tbh(r):
+    return float(r.get("idle_gb_s") or 0) / 1024 / 3600
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("csv")
@@ -41,14 +45,16 @@ def main():
         better = -sum(d for d, *_ in diff if d < 0)
         print(f"{a.a} loses {worse:,.0f} s on {sum(1 for d, *_ in diff if d > 0)} functions and gains {better:,.0f} s "
               f"on {sum(1 for d, *_ in diff if d < 0)}")
-        print(f"| function | MB | init ms | invocations | cold {a.a} | cold {a.b} | overhead {a.a} (s) | overhead {a.b} (s) | difference (s) |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(f"| function | MB | cold start ms | invocations | cold {a.a} | cold {a.b} | overhead {a.a} (s) | "
+              f"overhead {a.b} (s) | difference (s) | idle TB-h {a.a} | idle TB-h {a.b} |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for d, f, ra, rb in diff[: a.top]:
             print(f"| {f} ({ra['hash'][:6]}) | {float(ra['function_memory_mb']):,.0f} | {float(ra['init_ms']):,.0f} | "
                   f"{int(ra['invocations']):,} | {int(ra['cold_starts']):,} | {int(rb['cold_starts']):,} | "
-                  f"{float(ra['cold_start_overhead_s']):,.0f} | {float(rb['cold_start_overhead_s']):,.0f} | {d:+,.0f} |")
+                  f"{float(ra['cold_start_overhead_s']):,.0f} | {float(rb['cold_start_overhead_s']):,.0f} | {d:+,.0f} | "
+                  f"{tbh(ra):.2f} | {tbh(rb):.2f} |")
         # Groups by invocations per day.
-        groups = defaultdict(lambda: [0, 0.0, 0.0, 0, 0])
+        groups = defaultdict(lambda: [0, 0.0, 0.0, 0, 0, 0.0, 0.0])
         for d, f, ra, rb in diff:
             n = int(ra["invocations"])
             g = "<= 100" if n <= 100 else "101-1,440" if n <= 1440 else "1,441-14,400" if n <= 14400 else "> 14,400"
@@ -58,12 +64,17 @@ def main():
             x[2] += float(rb["cold_start_overhead_s"])
             x[3] += int(ra["cold_starts"])
             x[4] += int(rb["cold_starts"])
-        print(f"\n| invocations/day | functions | cold {a.a} | cold {a.b} | overhead {a.a} (s) | overhead {a.b} (s) |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+            x[5] += tbh(ra)
+            x[6] += tbh(rb)
+        ia = sum(tbh(r) for r in A.values()) or 1
+        ib = sum(tbh(r) for r in B.values()) or 1
+        print(f"\n| invocations/day | functions | cold {a.a} | cold {a.b} | overhead {a.a} (s) | overhead {a.b} (s) | "
+              f"share of idle memory-time, {a.a} | {a.b} |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for g in ["<= 100", "101-1,440", "1,441-14,400", "> 14,400"]:
             if g in groups:
-                n, oa, ob, ca, cb = groups[g]
-                print(f"| {g} | {n} | {ca:,} | {cb:,} | {oa:,.0f} | {ob:,.0f} |")
+                n, oa, ob, ca, cb, xa, xb = groups[g]
+                print(f"| {g} | {n} | {ca:,} | {cb:,} | {oa:,.0f} | {ob:,.0f} | {100 * xa / ia:.0f}% | {100 * xb / ib:.0f}% |")
 
 
 if __name__ == "__main__":
