@@ -16,6 +16,7 @@ STYLE = {
     "lru": ("tab:brown", "v"),
     "greedy-dual": ("tab:blue", "s"),
     "greedy-dual-instance": ("tab:cyan", "D"),
+    "greedy-dual-shared": ("tab:olive", "X"),
     "hybrid-histogram": ("tab:green", "^"),
     "icebreaker": ("tab:purple", "P"),
     "tiered": ("tab:red", "*"),

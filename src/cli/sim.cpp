@@ -37,6 +37,8 @@ struct SimOptions {
     bool csv = false;
     unsigned jobs = 2;
     std::uint32_t concurrency = 1;
+    std::string model = "initless";
+    std::string per_function;  // CSV file of per-function counts, "" for none
 };
 
 struct Run {
@@ -50,6 +52,7 @@ struct Run {
 nlohmann::json to_json(const Run& r) {
     const auto& x = r.result;
     nlohmann::json j = {{"policy", x.policy},
+                        {"model", sim::model_name(x.model)},
                         {"world", sim::world_name(x.world)},
                         {"memory_mb", x.memory_budget_mb},
                         {"seed", x.seed},
@@ -60,6 +63,8 @@ nlohmann::json to_json(const Run& r) {
                         {"cold_from_memory", x.cold_from_memory},
                         {"cold_from_disk", x.cold_from_disk},
                         {"cold_start_overhead_s", x.cold_start_overhead_s},
+                        {"dropped", x.dropped},
+                        {"mean_slowdown", x.mean_slowdown()},
                         {"memory_used_gb_s", x.used_gb_s()},
                         {"memory_wasted_gb_s", x.wasted_gb_s()},
                         {"busy_gb_s", x.busy_gb_s},
@@ -99,9 +104,17 @@ void run_sim(const SimOptions& o) {
     if (o.world == "boot" || o.world == "both") worlds.push_back(sim::ColdStartWorld::Boot);
     if (worlds.empty()) throw Error("sim: --cold-start must be restore, boot or both, not '" + o.world + "'");
     if (o.memory_mb.empty()) throw Error("sim: give at least one --memory-mb");
+    if (o.model != "initless" && o.model != "faascache")
+        throw Error("sim: --model must be initless or faascache, not '" + o.model + "'");
+    auto model = o.model == "faascache" ? sim::ReplayModel::FaasCache : sim::ReplayModel::Initless;
+    // FaaSCache's model takes its costs from the trace: one world, and no cost model is read.
+    if (model == sim::ReplayModel::FaasCache) worlds = {sim::ColdStartWorld::Boot};
 
     auto trace = sim::AzureTrace::load(o.trace);
-    auto costs = sim::ColdStartCostModel::load(o.costs);
+    auto costs = model == sim::ReplayModel::FaasCache
+                     ? sim::ColdStartCostModel::from_points({{1, 0, 0, 0, 0}, {2, 0, 0, 0, 0}},
+                                                            "the trace (init time = maximum - average)")
+                     : sim::ColdStartCostModel::load(o.costs);
 
     std::vector<Run> runs;
     for (auto w : worlds)
@@ -116,7 +129,7 @@ void run_sim(const SimOptions& o) {
             try {
                 auto& r = runs[i];
                 auto pol = policy::make_policy(r.policy);
-                sim::TraceReplay replay(trace, costs, {r.memory_mb, o.seed, r.world, o.concurrency});
+                sim::TraceReplay replay(trace, costs, {r.memory_mb, o.seed, r.world, o.concurrency, model});
                 r.result = replay.run(*pol);
                 if (auto* gd = dynamic_cast<policy::GreedyDualPolicy*>(pol.get())) {
                     r.knee_mb = gd->hit_ratio_curve().knee_mb();
@@ -134,6 +147,28 @@ void run_sim(const SimOptions& o) {
     for (auto& t : threads) t.join();
     if (!failure.empty()) throw Error(failure);
 
+    if (!o.per_function.empty()) {
+        std::FILE* out = std::fopen(o.per_function.c_str(), "w");
+        if (out == nullptr) throw Error("sim: cannot write " + o.per_function);
+        fmt::print(out,
+                   "trace,model,world,policy,memory_mb,function,hash,function_memory_mb,init_ms,invocations,"
+                   "cold_starts,dropped,cold_start_overhead_s,idle_gb_s,evictions\n");
+        for (const auto& r : runs) {
+            const auto& x = r.result;
+            sim::TraceReplay replay(trace, costs, {r.memory_mb, o.seed, r.world, o.concurrency, model});
+            for (std::size_t f = 0; f < x.per_function.size(); ++f) {
+                const auto& s = x.per_function[f];
+                auto p = replay.profile(f);
+                fmt::print(out, "{},{},{},{},{},{},{},{:.0f},{:.0f},{},{},{},{:.3f},{:.1f},{}\n",
+                           trace.dir.filename().string(), sim::model_name(x.model), sim::world_name(x.world),
+                           x.policy, x.memory_budget_mb, f, trace.functions[f].function.substr(0, 12),
+                           p.memory_mb, p.cold_from_disk_ms, s.invocations, s.cold_starts, s.dropped,
+                           s.cold_start_overhead_s, s.idle_gb_s, s.evictions);
+            }
+        }
+        std::fclose(out);
+    }
+
     if (o.json) {
         nlohmann::json out = {
             {"trace", o.trace},
@@ -141,6 +176,7 @@ void run_sim(const SimOptions& o) {
             {"invocations", trace.invocations},
             {"minutes", trace.minutes},
             {"costs", costs.source()},
+            {"model", o.model},
             {"seed", o.seed},
             {"instance_concurrency", o.concurrency},
             {"arrivals", "per-minute counts spread uniformly within the minute by a seeded draw"},
@@ -153,31 +189,37 @@ void run_sim(const SimOptions& o) {
         std::puts(
             "trace,world,policy,memory_mb,seed,invocations,cold_starts,cold_from_memory,cold_from_disk,"
             "pre_warmed_starts,cold_start_overhead_s,memory_used_gb_s,memory_wasted_gb_s,busy_gb_s,"
-            "idle_gb_s,snapshot_gb_s,over_budget_gb_s,peak_memory_mb,pre_warms,pre_warms_unused,knee_mb");
+            "idle_gb_s,snapshot_gb_s,over_budget_gb_s,peak_memory_mb,pre_warms,pre_warms_unused,knee_mb,"
+            "model,dropped,"
+            "mean_slowdown");
         for (const auto& r : runs) {
             const auto& x = r.result;
             fmt::print(
                 "{},{},{},{},{},{},{},{},{},{},{:.3f},{:.1f},{:.1f},{:.1f},{:.1f},{:.1f},{:.1f},{:.0f},{},{},"
-                "{}\n",
+                "{},{},{},{:.6f}\n",
                 trace.dir.filename().string(), sim::world_name(x.world), x.policy, x.memory_budget_mb, x.seed,
                 x.invocations, x.cold_starts(), x.cold_from_memory, x.cold_from_disk, x.pre_warmed_starts,
                 x.cold_start_overhead_s, x.used_gb_s(), x.wasted_gb_s(), x.busy_gb_s, x.idle_gb_s,
                 x.snapshot_gb_s, x.over_budget_gb_s, x.peak_memory_mb, x.pre_warms, x.pre_warms_unused,
-                r.knee_mb >= 0 ? fmt::format("{:.0f}", r.knee_mb) : "");
+                r.knee_mb >= 0 ? fmt::format("{:.0f}", r.knee_mb) : "", sim::model_name(x.model), x.dropped,
+                x.mean_slowdown());
         }
         return;
     }
     fmt::print("trace {} ({} functions, {} invocations, {} minutes), costs {}, seed {}\n", o.trace,
                trace.functions.size(), trace.invocations, trace.minutes, costs.source(), o.seed);
-    fmt::print("{:<8} {:<17} {:>9} {:>10} {:>9} {:>9} {:>12} {:>11} {:>11} {:>10}\n", "world", "policy",
-               "memory_mb", "cold", "from_mem", "from_disk", "overhead_s", "used_GB_s", "wasted_GB_s",
-               "over_GB_s");
+    fmt::print("{:<9} {:<20} {:>9} {:>10} {:>9} {:>9} {:>12} {:>11} {:>11} {:>10} {:>9} {:>9}\n", "world",
+               "policy", "memory_mb", "cold", "from_mem", "from_disk", "overhead_s", "used_GB_s",
+               "wasted_GB_s", "over_GB_s", "dropped", "slowdown");
     for (const auto& r : runs) {
         const auto& x = r.result;
-        fmt::print("{:<8} {:<17} {:>9.0f} {:>10} {:>9} {:>9} {:>12.1f} {:>11.0f} {:>11.0f} {:>10.0f}\n",
-                   sim::world_name(x.world), x.policy, x.memory_budget_mb, x.cold_starts(),
-                   x.cold_from_memory, x.cold_from_disk, x.cold_start_overhead_s, x.used_gb_s(),
-                   x.wasted_gb_s(), x.over_budget_gb_s);
+        fmt::print(
+            "{:<9} {:<20} {:>9.0f} {:>10} {:>9} {:>9} {:>12.1f} {:>11.0f} {:>11.0f} {:>10.0f} {:>9} "
+            "{:>9.4f}\n",
+            model == sim::ReplayModel::FaasCache ? "faascache" : sim::world_name(x.world), x.policy,
+            x.memory_budget_mb, x.cold_starts(), x.cold_from_memory, x.cold_from_disk,
+            x.cold_start_overhead_s, x.used_gb_s(), x.wasted_gb_s(), x.over_budget_gb_s, x.dropped,
+            x.mean_slowdown());
     }
 }
 
@@ -191,7 +233,7 @@ void add_sim(CLI::App& app) {
     cmd->add_option(
            "--policy", opts->policies,
            "policy name, comma-separated names, or 'all' (ttl, lru, greedy-dual, greedy-dual-instance, "
-           "hybrid-histogram, icebreaker, tiered)")
+           "greedy-dual-shared, hybrid-histogram, icebreaker, tiered)")
         ->delimiter(',');
     cmd->add_option("--memory-mb", opts->memory_mb,
                     "keep-alive memory budget in MB: idle instances and in-memory snapshots (repeat or "
@@ -203,6 +245,14 @@ void add_sim(CLI::App& app) {
     cmd->add_option("--cold-start", opts->world, "what a cold start is: restore, boot, or both");
     cmd->add_option("--jobs", opts->jobs, "runs in parallel");
     cmd->add_option("--concurrency", opts->concurrency, "invocations one instance runs at once (default 1)");
+    cmd->add_option(
+        "--model", opts->model,
+        "initless (budget = idle memory, costs from --costs) or faascache (FaaSCache's simulator: "
+        "budget = all memory, requests that do not fit are dropped, cold start = maximum - average "
+        "execution time of the function)");
+    cmd->add_option(
+        "--per-function", opts->per_function,
+        "also write every run's per-function invocations, cold starts, drops and overhead to this CSV");
     cmd->add_flag("--json", opts->json, "print JSON");
     cmd->add_flag("--csv", opts->csv, "print CSV");
     cmd->callback([opts] { run_sim(*opts); });

@@ -10,8 +10,14 @@
 namespace initless::policy {
 
 const std::vector<std::string>& policy_names() {
-    static const std::vector<std::string> kNames = {
-        "ttl", "lru", "greedy-dual", "greedy-dual-instance", "hybrid-histogram", "icebreaker", "tiered"};
+    static const std::vector<std::string> kNames = {"ttl",
+                                                    "lru",
+                                                    "greedy-dual",
+                                                    "greedy-dual-instance",
+                                                    "greedy-dual-shared",
+                                                    "hybrid-histogram",
+                                                    "icebreaker",
+                                                    "tiered"};
     return kNames;
 }
 
@@ -20,6 +26,7 @@ std::unique_ptr<KeepAlivePolicy> make_policy(std::string_view name) {
     if (name == "lru") return std::make_unique<LruPolicy>();
     if (name == "greedy-dual") return std::make_unique<GreedyDualPolicy>();
     if (name == "greedy-dual-instance") return std::make_unique<GreedyDualPolicy>(FrequencyScope::Instance);
+    if (name == "greedy-dual-shared") return std::make_unique<SharedPriorityGreedyDualPolicy>();
     if (name == "hybrid-histogram") return std::make_unique<HybridHistogramPolicy>();
     if (name == "icebreaker") return std::make_unique<IceBreakerPolicy>();
     if (name == "tiered") return std::make_unique<TieredPolicy>();

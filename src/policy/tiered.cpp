@@ -1,5 +1,7 @@
 #include "initless/policy/tiered.h"
 
+#include <algorithm>
+
 namespace initless::policy {
 
 void TieredPolicy::on_function_registered(const FunctionProfile& profile) {
@@ -88,7 +90,7 @@ void TieredPolicy::on_memory_pressure(const MemoryPressure& e, Decisions& out) {
     while (freed < e.need_mb && !ranked_.empty()) {
         auto [priority, tag] = *ranked_.begin();
         ranked_.erase(ranked_.begin());
-        clock_ = priority;
+        clock_ = std::max(clock_, priority);
         if ((tag & 1) != 0) {
             auto f = static_cast<FunctionId>(tag >> 1);
             auto& s = state_[f];

@@ -73,7 +73,12 @@ AzureTrace AzureTrace::load(const fs::path& dir) {
                 r_fn = run.column("HashFunction");
     std::size_t dcols[7];
     for (int i = 0; i < 7; ++i) dcols[i] = run.column(kDurationCols[i]);
-    std::map<std::string, DurationPercentiles> durations;
+    bool has_average = run.has_column("Average"), has_maximum = run.has_column("Maximum");
+    struct Durations {
+        DurationPercentiles percentiles;
+        double average_ms, maximum_ms;
+    };
+    std::map<std::string, Durations> durations;
     for (std::size_t r = 0; r < run.rows(); ++r) {
         DurationPercentiles d;
         for (int i = 0; i < 7; ++i) {
@@ -81,17 +86,24 @@ AzureTrace AzureTrace::load(const fs::path& dir) {
             if (d.ms[static_cast<std::size_t>(i)] < 0)
                 throw Error(run.where(r) + ": column '" + kDurationCols[i] + "': negative duration");
         }
-        durations[key(run.row(r)[r_owner], run.row(r)[r_app], run.row(r)[r_fn])] = d;
+        double average = has_average ? run.number(r, run.column("Average")) : d.ms[3];
+        double maximum = has_maximum ? run.number(r, run.column("Maximum")) : d.ms[6];
+        if (average < 0 || maximum < 0)
+            throw Error(run.where(r) + ": columns 'Average', 'Maximum': negative duration");
+        durations[key(run.row(r)[r_owner], run.row(r)[r_app], run.row(r)[r_fn])] = {d, average, maximum};
     }
 
     // Memory is per app.
     std::size_t m_owner = mem.column("HashOwner"), m_app = mem.column("HashApp");
     std::size_t m_p50 = mem.column("AverageAllocatedMb_pct50");
-    std::map<std::string, double> memory;
+    bool has_mean = mem.has_column("AverageAllocatedMb");
+    std::map<std::string, std::pair<double, double>> memory;  // median, mean
     for (std::size_t r = 0; r < mem.rows(); ++r) {
         double mb = mem.number(r, m_p50);
         if (mb <= 0) throw Error(mem.where(r) + ": column 'AverageAllocatedMb_pct50': memory must be > 0 MB");
-        memory[mem.row(r)[m_owner] + "/" + mem.row(r)[m_app]] = mb;
+        double mean = has_mean ? mem.number(r, mem.column("AverageAllocatedMb")) : mb;
+        if (mean <= 0) throw Error(mem.where(r) + ": column 'AverageAllocatedMb': memory must be > 0 MB");
+        memory[mem.row(r)[m_owner] + "/" + mem.row(r)[m_app]] = {mb, mean};
     }
 
     std::size_t i_owner = inv.column("HashOwner"), i_app = inv.column("HashApp"),
@@ -114,12 +126,15 @@ AzureTrace AzureTrace::load(const fs::path& dir) {
         auto d = durations.find(key(f.owner, f.app, f.function));
         if (d == durations.end())
             throw Error(inv.where(r) + ": function " + f.function + " has no row in " + layout.durations);
-        f.duration = d->second;
+        f.duration = d->second.percentiles;
+        f.average_ms = d->second.average_ms;
+        f.maximum_ms = d->second.maximum_ms;
         auto m = memory.find(f.owner + "/" + f.app);
         if (m == memory.end())
             throw Error(inv.where(r) + ": app " + f.app + " of function " + f.function + " has no row in " +
                         layout.memory);
-        f.memory_mb = m->second;
+        f.memory_mb = m->second.first;
+        f.memory_average_mb = m->second.second;
         trace.invocations += f.invocations;
         trace.functions.push_back(std::move(f));
     }

@@ -25,6 +25,7 @@ ColdStartCostModel ColdStartCostModel::load(const std::filesystem::path& csv) {
     std::size_t c_mb = t.column("memory_mb"), c_boot = t.column("boot_ms"),
                 c_restore = t.column("restore_ms");
     bool has_disk = t.has_column("restore_disk_ms"), has_image = t.has_column("image_mb");
+    bool has_measured = t.has_column("restore_disk_measured_ms");
     std::vector<CostPoint> points;
     for (std::size_t r = 0; r < t.rows(); ++r) {
         CostPoint p;
@@ -33,6 +34,10 @@ ColdStartCostModel ColdStartCostModel::load(const std::filesystem::path& csv) {
         p.restore_ms = t.number(r, c_restore);
         p.restore_disk_ms = has_disk ? t.number(r, t.column("restore_disk_ms")) : p.restore_ms;
         p.image_mb = has_image ? t.number(r, t.column("image_mb")) : p.memory_mb;
+        if (has_measured && !t.row(r)[t.column("restore_disk_measured_ms")].empty()) {
+            p.restore_disk_ms = t.number(r, t.column("restore_disk_measured_ms"));
+            p.disk_measured = true;
+        }
         if (p.memory_mb <= 0 || p.boot_ms < 0 || p.restore_ms < 0 || p.restore_disk_ms < 0 || p.image_mb < 0)
             throw Error(t.where(r) + ": memory_mb must be > 0 and every cost >= 0");
         points.push_back(p);

@@ -16,6 +16,10 @@ const char* world_name(ColdStartWorld w) {
     return w == ColdStartWorld::Restore ? "restore" : "boot";
 }
 
+const char* model_name(ReplayModel m) {
+    return m == ReplayModel::Initless ? "initless" : "faascache";
+}
+
 TraceReplay::TraceReplay(const AzureTrace& trace, const ColdStartCostModel& costs, ReplayConfig config)
     : trace_(trace), costs_(costs), config_(config) {
     if (!(config.memory_budget_mb > 0)) throw Error("sim: memory budget must be > 0 MB");
@@ -27,7 +31,12 @@ FunctionProfile TraceReplay::profile(std::size_t index) const {
     FunctionProfile p;
     p.id = static_cast<FunctionId>(index);
     p.memory_mb = f.memory_mb;
-    if (config_.world == ColdStartWorld::Boot) {
+    if (config_.model == ReplayModel::FaasCache) {
+        // FaaSCache's simulator: the cost of a miss is the function's init time, from the trace alone.
+        p.memory_mb = f.memory_average_mb;
+        p.cold_from_memory_ms = p.cold_from_disk_ms = std::max(0.0, f.maximum_ms - f.average_ms);
+        p.image_mb = 0;
+    } else if (config_.world == ColdStartWorld::Boot) {
         // No snapshots: every cold start boots, wherever the policy would like the snapshot to be.
         p.cold_from_memory_ms = p.cold_from_disk_ms = costs_.boot_ms(f.memory_mb);
         p.image_mb = 0;
@@ -75,6 +84,7 @@ struct Instance {
     TimeMs deadline;   // kForever: none
     TimeMs queued_at;  // time of the live Expiry event, -1: none
     std::size_t idle_index;
+    TimeMs idle_since = 0;
     std::uint32_t active = 0;           // invocations running on it
     std::size_t open_index = kNotOpen;  // index in open_ when busy with a free slot
 
@@ -102,10 +112,12 @@ class Host {
         idle_.resize(n);
         open_.resize(n);
         in_memory_.assign(n, false);
+        result_.per_function.resize(n);
         result_.policy = std::string(policy.name());
         result_.memory_budget_mb = config.memory_budget_mb;
         result_.seed = config.seed;
         result_.world = config.world;
+        result_.model = config.model;
     }
 
     ReplayResult run() {
@@ -118,7 +130,14 @@ class Host {
             TimeMs base = static_cast<TimeMs>(minute) * kMinuteMs;
             for (std::size_t f = 0; f < trace_.functions.size(); ++f) {
                 const auto& tf = trace_.functions[f];
-                for (std::uint32_t k = 0; k < tf.per_minute[static_cast<std::size_t>(minute)]; ++k) {
+                std::uint32_t n = tf.per_minute[static_cast<std::size_t>(minute)];
+                for (std::uint32_t k = 0; k < n; ++k) {
+                    if (faascache()) {
+                        // Evenly spaced, every run the function's average (a cold one adds its init time).
+                        TimeMs at = base + static_cast<TimeMs>(k) * kMinuteMs / static_cast<TimeMs>(n);
+                        arrivals.push_back({at, static_cast<FunctionId>(f), std::max(1.0, tf.average_ms)});
+                        continue;
+                    }
                     TimeMs at = base + static_cast<TimeMs>(unit(rng) * kMinuteMs);
                     arrivals.push_back({at, static_cast<FunctionId>(f), tf.duration.at(unit(rng))});
                 }
@@ -133,6 +152,8 @@ class Host {
         }
         drain_until(end_, EventKind::Arrival);
         advance(end_);
+        for (const auto& ids : idle_)
+            for (InstanceId id : ids) charge_idle(instances_.at(id), end_);
         // Memory-time stops at the end of the trace; the counts cover every invocation that started in it.
         result_.busy_gb_s = busy_mb_ms_ / 1024 / 1000;
         result_.idle_gb_s = idle_mb_ms_ / 1024 / 1000;
@@ -181,26 +202,27 @@ class Host {
             busy_mb_ms_ += busy_mb_ * dt;
             idle_mb_ms_ += idle_mb_ * dt;
             snapshot_mb_ms_ += snapshot_mb_ * dt;
-            over_mb_ms_ += std::max(0.0, kept() - config_.memory_budget_mb) * dt;
+            over_mb_ms_ += std::max(0.0, limited() - config_.memory_budget_mb) * dt;
             now_ = to;
         }
         if (t > clock_) clock_ = t;
     }
 
     double total() const { return busy_mb_ + idle_mb_ + snapshot_mb_; }
-    // What the budget limits: memory that is not running anything.
-    double kept() const { return idle_mb_ + snapshot_mb_; }
+    bool faascache() const { return config_.model == ReplayModel::FaasCache; }
+    // What the budget limits: memory that is not running anything (ours), or all of it (FaaSCache's).
+    double limited() const { return faascache() ? total() : idle_mb_ + snapshot_mb_; }
 
     void note_peak() { result_.peak_memory_mb = std::max(result_.peak_memory_mb, total()); }
 
     // Asks the policy for room to keep `need_mb` more; returns whether it fits now.
     bool make_room(double need_mb, FunctionId f) {
-        double over = kept() + need_mb - config_.memory_budget_mb;
+        double over = limited() + need_mb - config_.memory_budget_mb;
         if (over <= 1e-9) return true;
         decisions_stack_.emplace_back();
         policy_.on_memory_pressure({clock_, over, f}, decisions_stack_.back());
         apply_top();
-        return kept() + need_mb - config_.memory_budget_mb <= 1e-9;
+        return limited() + need_mb - config_.memory_budget_mb <= 1e-9;
     }
 
     double cold_cost(FunctionId f) const {
@@ -221,12 +243,19 @@ class Host {
         auto& inst = instances_.at(id);
         auto& v = idle_[inst.function];
         inst.idle_index = v.size();
+        inst.idle_since = std::min(clock_, end_);
         v.push_back(id);
+    }
+
+    void charge_idle(const Instance& inst, TimeMs until) {
+        result_.per_function[inst.function].idle_gb_s +=
+            profiles_[inst.function].memory_mb * static_cast<double>(until - inst.idle_since) / 1024 / 1000;
     }
 
     void remove_idle(InstanceId id) {
         auto& inst = instances_.at(id);
         auto& v = idle_[inst.function];
+        charge_idle(inst, std::min(clock_, end_));
         std::size_t i = inst.idle_index;
         if (i + 1 != v.size()) {
             v[i] = v.back();
@@ -270,6 +299,8 @@ class Host {
     void arrive(const Arrival& a) {
         ++result_.invocations;
         FunctionId f = a.function;
+        auto& stats = result_.per_function[f];
+        ++stats.invocations;
         InstanceId id;
         StartKind kind;
         double delay = 0;
@@ -297,14 +328,22 @@ class Host {
             busy_mb_ += profiles_[f].memory_mb;
             ++(kind == StartKind::Warm ? result_.warm_starts : result_.pre_warmed_starts);
         } else {
+            if (faascache() && !make_room(profiles_[f].memory_mb, f)) {
+                ++result_.dropped;
+                ++stats.dropped;
+                return;
+            }
             kind = in_memory_[f] ? StartKind::ColdFromMemory : StartKind::ColdFromDisk;
             delay = cold_cost(f);
             id = create(f, true, a.at + static_cast<TimeMs>(delay));
             instances_.at(id).active = 1;
             if (slots > 1) add_open(id);
             ++(kind == StartKind::ColdFromMemory ? result_.cold_from_memory : result_.cold_from_disk);
+            ++stats.cold_starts;
         }
         result_.cold_start_overhead_s += delay / 1000;
+        stats.cold_start_overhead_s += delay / 1000;
+        result_.slowdown_sum += delay / a.duration_ms;
         decisions_stack_.emplace_back();
         policy_.on_invocation_start({a.at, f, id, kind}, decisions_stack_.back());
         apply_top();
@@ -386,7 +425,10 @@ class Host {
             Decision d = decisions_stack_[level][i];
             switch (d.kind) {
                 case DecisionKind::Evict:
-                    if (remove(d.instance)) ++result_.evictions;
+                    if (remove(d.instance)) {
+                        ++result_.evictions;
+                        ++result_.per_function[d.function].evictions;
+                    }
                     break;
                 case DecisionKind::KeepUntil: {
                     auto it = instances_.find(d.instance);

@@ -132,6 +132,78 @@ TEST(PolicyGreedyDual, ClockAgesOldInstances) {
     EXPECT_EQ(evicted(out), (std::vector<InstanceId>{1}));
 }
 
+TEST(PolicyGreedyDual, ClockNeverGoesBackWhenALongRunningInstanceIsEvicted) {
+    GreedyDualPolicy p;
+    p.on_function_registered(fn(0, 100, 0, 100));  // worth 1 per use
+    p.on_function_registered(fn(1, 100, 0, 500));  // worth 5 per use
+    Decisions out;
+    // Instance 1 starts at Clock 0 (priority 1) and runs for a long time.
+    p.on_invocation_start({0, 0, 1, StartKind::ColdFromDisk}, out);
+    // Meanwhile function 1's instances come and go: Clock rises to 5, then 10.
+    invoke(p, 1, 2, 10, 20);
+    p.on_memory_pressure({30, 100, 1}, out);
+    EXPECT_DOUBLE_EQ(p.clock(), 5);
+    invoke(p, 1, 3, 40, 50);
+    out.clear();
+    p.on_memory_pressure({60, 100, 1}, out);
+    EXPECT_EQ(evicted(out), (std::vector<InstanceId>{3}));
+    EXPECT_DOUBLE_EQ(p.clock(), 10);
+    // Instance 1 finishes with its priority of 1, far below Clock, and is evicted first. Clock stays at 10:
+    // set back to 1, it would rank every instance used from now on below the ones used before.
+    p.on_invocation_end({70, 0, 1}, out);
+    p.on_instance_idle({70, 0, 1, IdleReason::AfterInvocation}, out);
+    out.clear();
+    p.on_memory_pressure({80, 100, 1}, out);
+    EXPECT_EQ(evicted(out), (std::vector<InstanceId>{1}));
+    EXPECT_DOUBLE_EQ(p.clock(), 10);
+    invoke(p, 0, 4, 90, 100);   // priority 10 + 1 = 11
+    invoke(p, 1, 5, 110, 120);  // priority 10 + 5 = 15
+    EXPECT_DOUBLE_EQ(p.priority_now(0), 11);
+}
+
+TEST(PolicyTiered, ClockNeverGoesBack) {
+    TieredPolicy p;
+    p.on_function_registered(fn(0, 100, 100, 100));  // boots: no snapshot tier, worth 1 per use
+    p.on_function_registered(fn(1, 100, 500, 500));  // worth 5 per use
+    Decisions out;
+    p.on_invocation_start({0, 0, 1, StartKind::ColdFromDisk}, out);
+    invoke(p, 1, 2, 10, 20);
+    p.on_memory_pressure({30, 100, 1}, out);
+    EXPECT_DOUBLE_EQ(p.clock(), 5);
+    p.on_invocation_end({40, 0, 1}, out);
+    p.on_instance_idle({40, 0, 1, IdleReason::AfterInvocation}, out);
+    out.clear();
+    p.on_memory_pressure({50, 100, 1}, out);
+    EXPECT_EQ(evicted(out), (std::vector<InstanceId>{1}));
+    EXPECT_DOUBLE_EQ(p.clock(), 5);
+}
+
+TEST(PolicyGreedyDual, SharedPriorityRanksAllClonesAtTheLatestUse) {
+    // FaaSCache's simulator: a use of any instance re-ranks all of the function's instances.
+    SharedPriorityGreedyDualPolicy p;
+    p.on_function_registered(fn(0, 100, 0, 100));  // worth 1 per use
+    p.on_function_registered(fn(1, 100, 0, 250));  // worth 2.5 per use
+    invoke(p, 0, 1, 0, 10);                        // Freq 1: priority 1
+    invoke(p, 0, 2, 20, 30);                       // Freq 2: both clones at 2
+    invoke(p, 1, 3, 40, 50);                       // priority 2.5
+    invoke(p, 0, 1, 60, 70, StartKind::Warm);  // Freq 3: both clones at 3, instance 2 too (unused since 30)
+    EXPECT_DOUBLE_EQ(p.priority(0), 3);
+    Decisions out;
+    p.on_memory_pressure({80, 100, 1}, out);
+    EXPECT_EQ(evicted(out), (std::vector<InstanceId>{3})) << "per-instance priorities would evict 2 (at 2)";
+    EXPECT_DOUBLE_EQ(p.clock(), 2.5);
+    out.clear();
+    p.on_memory_pressure({90, 100, 1}, out);
+    ASSERT_EQ(evicted(out).size(), 1u);
+    EXPECT_DOUBLE_EQ(p.clock(), 3);
+    // The evicted clone takes its uses with it: Freq is the uses of the instances still alive.
+    Decisions more;
+    InstanceId left = evicted(out)[0] == 1 ? 2 : 1;
+    double left_uses = left == 1 ? 2 : 1;
+    p.on_invocation_start({100, 0, left, StartKind::Warm}, more);
+    EXPECT_DOUBLE_EQ(p.priority(0), 3 + (left_uses + 1) * 1);
+}
+
 TEST(PolicyGreedyDual, BusyInstancesAreNeverEvicted) {
     GreedyDualPolicy p;
     p.on_function_registered(fn(0, 100, 0, 100));

@@ -23,8 +23,9 @@ namespace {
 
 struct FunctionRow {
     std::vector<int> counts;
-    double duration_ms;
-    double memory_mb;
+    double duration_ms;     // every percentile and the average
+    double memory_mb;       // every memory percentile and the mean
+    double maximum_ms = 0;  // the trace's Maximum; 0: duration_ms
 };
 
 // Writes a trace in the invitro layout (inv.csv, run.csv, mem.csv) with one app per function.
@@ -52,7 +53,8 @@ class TraceDir {
             for (int c : rows[i].counts) inv << "," << c;
             inv << "\n";
             double d = rows[i].duration_ms;
-            run << f << "," << a << "," << o << ",1," << d << "," << d << "," << d;
+            double max = rows[i].maximum_ms > 0 ? rows[i].maximum_ms : d;
+            run << f << "," << a << "," << o << ",1," << d << "," << d << "," << max;
             for (int k = 0; k < 7; ++k) run << "," << d;
             run << "\n";
             double m = rows[i].memory_mb;
@@ -93,10 +95,11 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 ReplayResult replay(const fs::path& dir, std::string_view policy, double budget_mb, std::uint64_t seed = 1,
-                    ColdStartWorld world = ColdStartWorld::Restore) {
+                    ColdStartWorld world = ColdStartWorld::Restore,
+                    ReplayModel model = ReplayModel::Initless) {
     auto trace = AzureTrace::load(dir);
     auto costs = flat_costs();
-    TraceReplay r(trace, costs, {budget_mb, seed, world});
+    TraceReplay r(trace, costs, {budget_mb, seed, world, 1, model});
     auto p = initless::policy::make_policy(policy);
     return r.run(*p);
 }
@@ -198,6 +201,31 @@ TEST(SimCostModel, InterpolatesAndExtendsAndDefaults) {
     fs::remove(dir);
 }
 
+TEST(SimCostModel, MeasuredColdCacheRestoreReplacesTheEstimateWhereGiven) {
+    auto dir = fs::temp_directory_path() / ("initless-costs-m-" + std::to_string(::getpid()) + ".csv");
+    {
+        std::ofstream out(dir);
+        out << "memory_mb,boot_ms,restore_ms,restore_disk_ms,image_mb,restore_disk_measured_ms\n"
+               "100,1000,40,300,100,\n"
+               "1000,9000,40,1300,900,700\n";
+    }
+    auto m = ColdStartCostModel::load(dir);
+    EXPECT_DOUBLE_EQ(m.restore_disk_ms(100), 300) << "empty cell: the estimate";
+    EXPECT_DOUBLE_EQ(m.restore_disk_ms(1000), 700) << "measured";
+    EXPECT_DOUBLE_EQ(m.restore_disk_ms(550), 500) << "interpolated between estimate and measurement";
+    EXPECT_FALSE(m.points().at(0).disk_measured);
+    EXPECT_TRUE(m.points().at(1).disk_measured);
+    {
+        std::ofstream out(dir);
+        out << "memory_mb,boot_ms,restore_ms,restore_disk_ms,restore_disk_measured_ms\n100,1,1,1,slow\n200,1,"
+               "1,1,\n";
+    }
+    auto msg = error_of([&] { ColdStartCostModel::load(dir); });
+    EXPECT_NE(msg.find(":2: column 'restore_disk_measured_ms': 'slow' is not a number"), std::string::npos)
+        << msg;
+    fs::remove(dir);
+}
+
 TEST(SimReplay, SteadyFunctionUnderTtlHasOneColdStart) {
     TraceDir t({{every_minute(30), 1000, 1024}});
     auto r = replay(t.path(), "ttl", 4096);
@@ -267,6 +295,15 @@ TEST(SimReplay, SameSeedSameNumbersOtherSeedOtherNumbers) {
         EXPECT_EQ(a, b) << name;
         EXPECT_GT(a.cold_starts(), 0u) << name;
         EXPECT_EQ(a.invocations, a.warm_starts + a.pre_warmed_starts + a.cold_starts()) << name;
+        double idle = 0;
+        std::uint64_t evictions = 0;
+        for (const auto& f : a.per_function) {
+            idle += f.idle_gb_s;
+            evictions += f.evictions;
+        }
+        EXPECT_EQ(evictions, a.evictions) << name;
+        EXPECT_NEAR(idle, a.idle_gb_s, 1e-6 * (1 + a.idle_gb_s))
+            << name << ": per-function idle memory-time adds up";
         auto c = replay(t.path(), name, 1024, 43);
         EXPECT_EQ(a.invocations, c.invocations) << name;
         EXPECT_NE(a.busy_gb_s, c.busy_gb_s) << name << ": the seed moves arrivals and durations";
@@ -308,4 +345,41 @@ TEST(SimReplay, InstancesTakingConcurrentInvocationsNeedFewerColdStarts) {
     EXPECT_EQ(shared.cold_starts(), 3u);  // ceil(20 / 8)
     EXPECT_EQ(shared.warm_starts, 17u);
     EXPECT_LT(shared.busy_gb_s, run(1).busy_gb_s);
+}
+
+TEST(SimReplay, FaasCacheModelBudgetsRunningInstancesAndDropsWhatDoesNotFit) {
+    // Two 1 GB functions invoked at the start of every minute (evenly spaced: one a minute is at :00),
+    // average 1 s, maximum 5 s: a cold start costs the 4 s of init. A 1.5 GB node holds one instance.
+    std::vector<FunctionRow> rows = {{every_minute(3), 1000, 1024, 5000},
+                                     {every_minute(3), 1000, 1024, 5000}};
+    TraceDir t(rows);
+    auto fc = replay(t.path(), "lru", 1536, 1, ColdStartWorld::Restore, ReplayModel::FaasCache);
+    EXPECT_EQ(fc.invocations, 6u);
+    // Minute 0: function 0 starts cold; function 1 finds the node full of a busy instance: dropped. Minutes 1
+    // and 2: function 0 is warm (its instance is idle and holds the memory), function 1 is dropped again.
+    EXPECT_EQ(fc.cold_starts(), 1u);
+    EXPECT_EQ(fc.warm_starts, 2u);
+    EXPECT_EQ(fc.dropped, 3u);
+    EXPECT_EQ(fc.per_function.at(1).dropped, 3u);
+    EXPECT_EQ(fc.per_function.at(0).cold_starts, 1u);
+    EXPECT_NEAR(fc.cold_start_overhead_s, 4.0, 1e-9);
+    EXPECT_NEAR(fc.mean_slowdown(), 4.0 / 3, 1e-9) << "one 4 s delay on a 1 s run, over 3 served";
+    // Our model budgets idle memory only: running instances always get memory, nothing is dropped.
+    auto ours = replay(t.path(), "lru", 1536, 1, ColdStartWorld::Restore, ReplayModel::Initless);
+    EXPECT_EQ(ours.dropped, 0u);
+    EXPECT_EQ(ours.served(), 6u);
+}
+
+TEST(SimReplay, FaasCacheModelEvictsIdleInstancesToMakeRoom) {
+    // Function 0 at minute 0, function 1 at minute 1: the idle instance of 0 is evicted for 1, not dropped.
+    std::vector<int> a(3, 0), b(3, 0);
+    a[0] = 1;
+    a[2] = 1;
+    b[1] = 1;
+    TraceDir t({{a, 1000, 1024, 3000}, {b, 1000, 1024, 2000}});
+    auto fc = replay(t.path(), "greedy-dual", 1536, 1, ColdStartWorld::Restore, ReplayModel::FaasCache);
+    EXPECT_EQ(fc.dropped, 0u);
+    EXPECT_EQ(fc.cold_starts(), 3u);
+    EXPECT_EQ(fc.evictions, 2u);
+    EXPECT_NEAR(fc.cold_start_overhead_s, 2.0 + 1.0 + 2.0, 1e-9) << "init is maximum - average per function";
 }

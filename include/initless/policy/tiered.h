@@ -11,9 +11,10 @@
 // Each object counts its own uses (not its function's, as FaaSCache's Freq does: on the Azure samples
 // that pins the idle clones a burst leaves behind; see docs/policies.md). Priority = Clock + worth,
 // computed at the object's last use; the lowest goes first (an instance is evicted, a snapshot drops to
-// disk) and Clock takes its priority. A snapshot enters the memory tier when a restore from disk has
-// just read it (its pages are in page cache then anyway). When restores cost the same from both tiers
-// (a world of boots), no snapshot is ever worth memory and this is per-instance greedy-dual.
+// disk) and Clock rises to its priority (never back: see greedy_dual.h). A snapshot enters the memory
+// tier when a restore from disk has just read it (its pages are in page cache then anyway). When
+// restores cost the same from both tiers (a world of boots), no snapshot is ever worth memory and this
+// is per-instance greedy-dual.
 #pragma once
 
 #include <cstdint>

@@ -27,8 +27,15 @@ struct TraceFunction {
     std::string owner, app, function;  // the trace's hashes
     std::vector<std::uint32_t> per_minute;
     DurationPercentiles duration;
-    double memory_mb = 0;
+    double memory_mb = 0;  // the app's median allocated memory (AverageAllocatedMb_pct50)
     std::uint64_t invocations = 0;
+    // What FaaSCache's simulator uses (see trace_replay.h, ReplayModel::FaasCache): the mean execution
+    // time as the warm run time, the maximum as the cold one (so init = maximum - average), and the app's
+    // mean allocated memory. Files without these columns fall back to the 50th and 100th percentile and
+    // the median memory.
+    double average_ms = 0;
+    double maximum_ms = 0;
+    double memory_average_mb = 0;
 };
 
 struct AzureTrace {

@@ -2,6 +2,9 @@
 // provisional numbers without code changes. Columns (by header name, any order, '#' lines are comments):
 //   memory_mb, boot_ms, restore_ms                   required
 //   restore_disk_ms                                  optional, default restore_ms (no tier difference)
+//   restore_disk_measured_ms                         optional, may be empty per row: a cold-cache restore
+//                                                    MEASURED by the restore bench; where given it replaces
+//                                                    restore_disk_ms (then only an estimate) for that row
 //   image_mb                                         optional, default memory_mb
 // restore_ms is a restore with the snapshot's pages in page cache or tmpfs; restore_disk_ms one that
 // reads them from disk; image_mb the snapshot pages held in memory when it sits in the memory tier.
@@ -21,6 +24,7 @@ struct CostPoint {
     double restore_ms = 0;
     double restore_disk_ms = 0;
     double image_mb = 0;
+    bool disk_measured = false;  // restore_disk_ms came from restore_disk_measured_ms
 };
 
 class ColdStartCostModel {

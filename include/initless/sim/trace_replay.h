@@ -16,10 +16,25 @@
 // idle, or a pre-warm or a snapshot placement would exceed the budget, the policy gets memory pressure;
 // kept memory it does not free is reported (over_budget_gb_s); a pre-warm that does not fit is skipped.
 // Non-tiered policies never place snapshots in memory: their restores come from disk.
+//
+// ReplayModel::FaasCache is instead the model of FaaSCache's public simulator (Fuerst and Sharma,
+// ASPLOS'21; aFuerst/faascache-sim), so that the paper's result can be reproduced with our policies:
+//  - the budget covers every instance, running and idle (a node's memory);
+//  - a request that finds no idle instance asks the policy for the memory of a new one; when the policy
+//    cannot free enough (everything else is busy) the request is dropped (counted, no policy event);
+//  - each function's cold-start cost is its own init time, the trace's maximum execution time minus its
+//    average (their run time minus warm time); no cost model, no snapshot tiers; a warm run takes the
+//    average;
+//  - memory is the app's mean allocated memory (AverageAllocatedMb); a minute's invocations are evenly
+//    spaced over the minute (no random draw, the seed changes nothing).
+// Differences that remain: their TTL drops a function's stale instances only when that function is
+// invoked again (so stale instances of other functions hold memory until evicted by recency); ours
+// expires them at the deadline.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "initless/policy/policy.h"
 #include "initless/sim/azure_trace.h"
@@ -28,12 +43,25 @@
 namespace initless::sim {
 
 enum class ColdStartWorld { Restore, Boot };
+enum class ReplayModel { Initless, FaasCache };
 
 struct ReplayConfig {
     double memory_budget_mb = 0;
     std::uint64_t seed = 1;
-    ColdStartWorld world = ColdStartWorld::Restore;
+    ColdStartWorld world = ColdStartWorld::Restore;  // ignored by ReplayModel::FaasCache
     std::uint32_t instance_concurrency = 1;
+    ReplayModel model = ReplayModel::Initless;
+};
+
+// Per trace function (index = trace row), to see which functions a policy's decisions cost.
+struct FunctionReplayStats {
+    std::uint64_t invocations = 0;  // arrived (served + dropped)
+    std::uint64_t cold_starts = 0;
+    std::uint64_t dropped = 0;
+    double cold_start_overhead_s = 0;
+    double idle_gb_s = 0;         // memory-time its idle instances held
+    std::uint64_t evictions = 0;  // of its instances, by Evict decisions
+    bool operator==(const FunctionReplayStats&) const = default;
 };
 
 struct ReplayResult {
@@ -41,6 +69,7 @@ struct ReplayResult {
     double memory_budget_mb = 0;
     std::uint64_t seed = 0;
     ColdStartWorld world = ColdStartWorld::Restore;
+    ReplayModel model = ReplayModel::Initless;
 
     std::uint64_t invocations = 0;
     std::uint64_t warm_starts = 0;
@@ -48,6 +77,8 @@ struct ReplayResult {
     std::uint64_t cold_from_memory = 0;
     std::uint64_t cold_from_disk = 0;  // includes boots in the Boot world
     double cold_start_overhead_s = 0;  // total delay added to invocations by cold starts
+    std::uint64_t dropped = 0;         // requests that found no memory (ReplayModel::FaasCache only)
+    double slowdown_sum = 0;           // sum over served invocations of delay / execution time
     double busy_gb_s = 0;              // memory-time of instances running an invocation (or starting)
     double idle_gb_s = 0;              // memory-time of idle instances
     double snapshot_gb_s = 0;          // memory-time of snapshots in the memory tier
@@ -58,14 +89,19 @@ struct ReplayResult {
     std::uint64_t pre_warms_skipped = 0;  // PreWarm that did not fit in memory
     std::uint64_t evictions = 0;          // removals by Evict decisions
     std::uint64_t expirations = 0;        // removals by KeepUntil deadlines
+    std::vector<FunctionReplayStats> per_function;
 
     std::uint64_t cold_starts() const { return cold_from_memory + cold_from_disk; }
     double used_gb_s() const { return busy_gb_s + idle_gb_s + snapshot_gb_s; }
     double wasted_gb_s() const { return idle_gb_s + snapshot_gb_s; }
+    std::uint64_t served() const { return invocations - dropped; }
+    // FaaSCache's "increase in execution time": the mean over served invocations of delay / run time.
+    double mean_slowdown() const { return served() ? slowdown_sum / static_cast<double>(served()) : 0; }
     bool operator==(const ReplayResult&) const = default;
 };
 
 const char* world_name(ColdStartWorld w);
+const char* model_name(ReplayModel m);
 
 class TraceReplay {
   public:
