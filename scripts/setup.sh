@@ -40,7 +40,9 @@ if ((${#missing[@]})); then
 fi
 
 # ccache: worktrees and CI clones on one machine compile the same sources once (paths made relative).
+# The build dir is left out of the hash too (debug info then names the first clone's dir).
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$(dirname "$ROOT")}"
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
 ninja -C "$BUILD_DIR"
