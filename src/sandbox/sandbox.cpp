@@ -277,9 +277,23 @@ void Sandbox::teardown() {
     control_.reset();  // init kills the whole tree when its control socket closes
     netns_.reset();
     if (init_pid_ > 0) {
+        // Bounded: init is the pid namespace's reaper and exits only once every task in it is reaped;
+        // a task still traced by a thread of this process (a restore that failed half-way) waits for
+        // that thread. Never wait forever here: after 3 s init is killed, after 10 s more it is left
+        // (with its instance dir, which names it) for `collect_garbage`.
         pollfd p{init_pidfd_.get(), POLLIN, 0};
-        if (::poll(&p, 1, 3000) <= 0) ::kill(init_pid_, SIGKILL);
-        ::waitpid(init_pid_, nullptr, 0);
+        bool exited = sys::retry_eintr([&] { return ::poll(&p, 1, 3000); }) > 0;
+        if (!exited) {
+            ::kill(init_pid_, SIGKILL);
+            exited = sys::retry_eintr([&] { return ::poll(&p, 1, 10000); }) > 0;
+        }
+        if (!exited) {
+            init_pid_ = 0;
+            init_pidfd_.reset();
+            dir_.clear();
+            return;
+        }
+        ::waitpid(init_pid_, nullptr, 0);  // it has exited: this reaps it at once
         init_pid_ = 0;
         init_pidfd_.reset();
     }
