@@ -18,7 +18,6 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "pages/strategy.h"
@@ -121,11 +120,10 @@ std::vector<image::Vma> read(pid_t pid) {
             record_mapped_file(pid, m, v);
         } else if (m.path.rfind("/memfd:", 0) == 0 || m.path.find("(deleted)") != std::string::npos ||
                    m.path.rfind("/SYSV", 0) == 0 || m.path[0] != '/') {
-            throw checkpoint::ContractError(
-                where +
-                ": private mappings of memfds, and mappings of deleted files and SysV "
-                "shared memory, cannot be restored (rule: map only files that exist in "
-                "the sandbox)");
+            throw ContractError(where +
+                                ": private mappings of memfds, and mappings of deleted files and SysV "
+                                "shared memory, cannot be restored (rule: map only files that exist in "
+                                "the sandbox)");
         } else {
             v.kind = image::VmaKind::File;
             record_mapped_file(pid, m, v);

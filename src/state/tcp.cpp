@@ -12,7 +12,6 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
 #include "initless/sys/error.h"
 #include "initless/sys/process.h"
 #include "state/kinds.h"
@@ -27,10 +26,9 @@ std::optional<image::FdObject> read(const FdSource& s) {
     if ((domain != AF_INET && domain != AF_INET6) || type != SOCK_STREAM) return std::nullopt;
     auto where = fmt::format("process {} fd {}", s.pid, s.fd);
     if (!socket_option(sock.get(), SOL_SOCKET, SO_ACCEPTCONN))
-        throw checkpoint::ContractError(
-            where +
-            ": a TCP socket that is not listening (an established or half-open "
-            "connection); rule: hold no connections when ready, reconnect after restore");
+        throw ContractError(where +
+                            ": a TCP socket that is not listening (an established or half-open "
+                            "connection); rule: hold no connections when ready, reconnect after restore");
     image::TcpListenFd l;
     l.domain = domain;
     l.type = type;

@@ -14,7 +14,6 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
 #include "initless/sys/error.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
@@ -41,10 +40,9 @@ std::vector<image::SocketOption> options_from(const json& j) {
 void read_queued(int sock, const std::string& where, image::UnixPairFd& f) {
     auto queued = sys::peek_queued(sock, f.type == SOCK_STREAM);
     if (!queued.complete)
-        throw checkpoint::ContractError(
-            where +
-            ": file descriptors or oversized messages are queued in it; rule: nothing "
-            "in flight when ready");
+        throw ContractError(where +
+                            ": file descriptors or oversized messages are queued in it; rule: nothing "
+                            "in flight when ready");
     for (const auto& m : queued.messages) {
         f.queued.insert(f.queued.end(), m.begin(), m.end());
         if (f.type != SOCK_STREAM) f.message_sizes.push_back(static_cast<uint32_t>(m.size()));
