@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "initless/sys/error.h"
+#include "initless/sys/inspect.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 #include "state/kinds.h"
@@ -104,7 +105,7 @@ std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
         s.info = sys::read_fdinfo(fr.host, fd);
         s.flags = static_cast<int>(std::stoul(s.info.fields.at("flags"), nullptr, 8));
         s.where = fmt::format("process {} fd {} ({})", fr.host, fd, s.dest);
-        if (::stat(link.c_str(), &s.st) != 0) throw sys::SysError("stat " + link, errno);
+        s.st = sys::stat_path(link);
         s.log = log;
         s.unix_peers = &unix_peers;
         image::Fd f;
@@ -119,8 +120,8 @@ std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
             throw ContractError(fmt::format(
                 "process {} fd {}: a socket (domain {}, type {}) that is neither listening nor one "
                 "end of a socketpair; rule: hold no connections when ready",
-                fr.host, fd, socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN),
-                socket_option(sock.get(), SOL_SOCKET, SO_TYPE)));
+                fr.host, fd, sys::socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN),
+                sys::socket_option(sock.get(), SOL_SOCKET, SO_TYPE)));
         }
         if (!object)
             throw ContractError(s.where +
