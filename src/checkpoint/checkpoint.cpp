@@ -12,6 +12,7 @@
 
 #include "initless/image/image.h"
 #include "initless/sys/file.h"
+#include "initless/sys/inspect.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 #include "initless/sys/tracee.h"
@@ -49,8 +50,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
     {
         sys::UniqueFd netns = sys::open_file(fmt::format("/proc/{}/ns/net", target.init_host_pid), O_RDONLY);
         auto unix_peers = sys::unix_socket_peers(netns.get());
-        struct stat log {};
-        sys::check(::stat(target.log_path.c_str(), &log), "stat log");
+        struct stat log = sys::stat_path(target.log_path);
         for (auto& m : members) {
             m.gadget = sys::find_syscall_instruction(m.host);
             state::MemoryReader mem(m.host);
@@ -93,9 +93,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
     }
     stats.pages_written = manifest.pages_written;
     stats.zero_pages_skipped = manifest.zero_pages_skipped;
-    struct stat st {};
-    if (::stat((image_dir / "pages.img").c_str(), &st) == 0)
-        stats.image_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+    stats.image_bytes = static_cast<uint64_t>(sys::stat_path(image_dir / "pages.img").st_blocks) * 512;
     stats.total_ms = ms_since(t0);
     stats.dump_ms = stats.total_ms - stats.freeze_ms;
     return stats;

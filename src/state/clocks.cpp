@@ -7,21 +7,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "initless/sys/inspect.h"
 #include "state/kinds.h"
 
 namespace initless::state::clocks {
 
-namespace {
-int64_t now_ns(clockid_t clock) {
-    timespec ts{};
-    ::clock_gettime(clock, &ts);
-    return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-}  // namespace
-
 void read(image::Manifest& m) {
-    m.monotonic_ns = now_ns(CLOCK_MONOTONIC);
-    m.boottime_ns = now_ns(CLOCK_BOOTTIME);
+    m.monotonic_ns = sys::clock_ns(CLOCK_MONOTONIC);
+    m.boottime_ns = sys::clock_ns(CLOCK_BOOTTIME);
 }
 
 void store(json& j, const image::Manifest& m) {
@@ -37,7 +30,7 @@ void load(const json& j, image::Manifest& m) {
 // pool passes for the restored process too.
 std::pair<int64_t, int64_t> offsets(const image::Manifest& m) {
     if (!m.monotonic_ns) return {0, 0};
-    return {m.monotonic_ns - now_ns(CLOCK_MONOTONIC), m.boottime_ns - now_ns(CLOCK_BOOTTIME)};
+    return {m.monotonic_ns - sys::clock_ns(CLOCK_MONOTONIC), m.boottime_ns - sys::clock_ns(CLOCK_BOOTTIME)};
 }
 
 }  // namespace initless::state::clocks

@@ -1,6 +1,5 @@
 // What the kinds share: reading a frozen process, and hex for the manifest's binary blobs.
 #include <fcntl.h>
-#include <sys/socket.h>
 
 #include <sstream>
 
@@ -31,14 +30,6 @@ pid_t ns_id(const std::string& status_value) {
 
 uint64_t hex_u64(const std::string& s) {
     return std::stoull(s, nullptr, 16);
-}
-
-int socket_option(int sock, int level, int name) {
-    int v = 0;
-    socklen_t len = sizeof v;
-    if (::getsockopt(sock, level, name, &v, &len) != 0)
-        throw sys::SysError(fmt::format("getsockopt {}/{}", level, name), errno);
-    return v;
 }
 
 std::string hex(const std::vector<uint8_t>& bytes) {

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "initless/sys/error.h"
+#include "initless/sys/inspect.h"
 #include "state/kinds.h"
 
 namespace initless::state::credentials {
@@ -27,12 +28,7 @@ void read(Frozen& f) {
     p.creds.cap_effective = hex_u64(status.at("CapEff"));
     p.creds.cap_bounding = hex_u64(status.at("CapBnd"));
     p.creds.no_new_privs = status.count("NoNewPrivs") && status["NoNewPrivs"] == "1";
-    for (int res = 0; res < RLIM_NLIMITS; ++res) {
-        rlimit64 lim{};
-        if (::prlimit64(f.host, static_cast<__rlimit_resource>(res), nullptr, &lim) != 0)
-            throw sys::SysError(fmt::format("prlimit of process {}", f.host), errno);
-        p.rlimits.push_back({lim.rlim_cur, lim.rlim_max});
-    }
+    p.rlimits = sys::process_rlimits(f.host);
 }
 
 void store(json& j, const image::Process& p) {

@@ -14,8 +14,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
 #include "initless/sys/error.h"
+#include "initless/sys/inspect.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 #include "state/kinds.h"
@@ -105,7 +105,7 @@ std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
         s.info = sys::read_fdinfo(fr.host, fd);
         s.flags = static_cast<int>(std::stoul(s.info.fields.at("flags"), nullptr, 8));
         s.where = fmt::format("process {} fd {} ({})", fr.host, fd, s.dest);
-        if (::stat(link.c_str(), &s.st) != 0) throw sys::SysError("stat " + link, errno);
+        s.st = sys::stat_path(link);
         s.log = log;
         s.unix_peers = &unix_peers;
         image::Fd f;
@@ -117,18 +117,17 @@ std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
             if ((object = reader(s))) break;
         if (!object && S_ISSOCK(s.st.st_mode)) {
             sys::UniqueFd sock = sys::pidfd_getfd(s.pidfd, fd);
-            throw checkpoint::ContractError(fmt::format(
+            throw ContractError(fmt::format(
                 "process {} fd {}: a socket (domain {}, type {}) that is neither listening nor one "
                 "end of a socketpair; rule: hold no connections when ready",
-                fr.host, fd, socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN),
-                socket_option(sock.get(), SOL_SOCKET, SO_TYPE)));
+                fr.host, fd, sys::socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN),
+                sys::socket_option(sock.get(), SOL_SOCKET, SO_TYPE)));
         }
         if (!object)
-            throw checkpoint::ContractError(
-                s.where +
-                ": this kind of fd cannot be recreated by initless (rule: only files "
-                "open for reading, listening sockets, pipes, epoll, eventfd, timerfd, "
-                "signalfd)");
+            throw ContractError(s.where +
+                                ": this kind of fd cannot be recreated by initless (rule: only files "
+                                "open for reading, listening sockets, pipes, epoll, eventfd, timerfd, "
+                                "signalfd)");
         f.object = std::move(*object);
         out.push_back(std::move(f));
     }
@@ -161,7 +160,7 @@ void link(std::vector<Frozen>& ms) {
                 }
             if (f.shared_id && (f.as<image::EpollFd>() || f.as<image::TimerFd>() || f.as<image::SignalFd>() ||
                                 f.as<image::UnixOrphanFd>()))
-                throw checkpoint::ContractError(
+                throw ContractError(
                     fmt::format("process {} fd {}: an epoll, timerfd, signalfd or orphaned socket shared "
                                 "by several processes cannot be restored; rule: create these after fork",
                                 ms[i].host, f.fd));
@@ -179,7 +178,7 @@ void link(std::vector<Frozen>& ms) {
         for (int e = 0; e < 2; ++e)
             if (ends[e].empty()) {
                 const End& other = ends[1 - e].front();
-                throw checkpoint::ContractError(
+                throw ContractError(
                     fmt::format("process {} fd {}: a {} whose other end is outside the function; rule: "
                                 "pipes and socket pairs only between processes of the snapshot",
                                 ms[other.member].host, other.fd->fd,

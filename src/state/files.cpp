@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
+#include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "state/kinds.h"
 
@@ -42,11 +42,11 @@ std::optional<image::FdObject> read(const FdSource& s) {
     if (s.st.st_dev == s.log.st_dev && s.st.st_ino == s.log.st_ino) return image::LogFd{};
     if (S_ISREG(s.st.st_mode)) {
         if ((s.flags & O_ACCMODE) != O_RDONLY)
-            throw checkpoint::ContractError(
+            throw ContractError(
                 s.where + ": a regular file open for writing; rule: no files open for writing when ready");
         if (s.dest.find("(deleted)") != std::string::npos || s.dest.empty() || s.dest[0] != '/')
-            throw checkpoint::ContractError(
-                s.where + ": a deleted or unreachable file; rule: open files must stay in place");
+            throw ContractError(s.where +
+                                ": a deleted or unreachable file; rule: open files must stay in place");
         return image::FileFd{s.dest, position(s)};
     }
     if (S_ISDIR(s.st.st_mode)) return image::FileFd{s.dest, position(s)};

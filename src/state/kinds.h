@@ -84,9 +84,6 @@ struct FdSource {
     const std::map<uint64_t, uint64_t>* unix_peers = nullptr;  // socket inode -> peer inode
 };
 
-// An int socket option of a socket (a copy of a process's fd); throws on failure.
-int socket_option(int sock, int level, int name);
-
 // ---- Restore side -------------------------------------------------------------------------------
 
 // Fd numbers every process of the tree inherits from the first one, above every fd any process

@@ -18,9 +18,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/inspect.h"
 #include "pages/strategy.h"
 #include "state/kinds.h"
 
@@ -39,9 +39,7 @@ int prot_of(const std::string& perms) {
 // Size, inode and mtime of the object behind a mapping, through /proc/PID/map_files (which reaches
 // it whatever the process's mount namespace).
 void record_mapped_file(pid_t pid, const sys::MapsEntry& m, image::Vma& v) {
-    struct stat st {};
-    auto file = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
-    if (::stat(file.c_str(), &st) != 0) throw sys::SysError("stat " + file, errno);
+    struct stat st = sys::stat_path(fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end));
     v.file_size = static_cast<uint64_t>(st.st_size);
     v.file_inode = st.st_ino;
     v.file_mtime_ns = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
@@ -121,11 +119,10 @@ std::vector<image::Vma> read(pid_t pid) {
             record_mapped_file(pid, m, v);
         } else if (m.path.rfind("/memfd:", 0) == 0 || m.path.find("(deleted)") != std::string::npos ||
                    m.path.rfind("/SYSV", 0) == 0 || m.path[0] != '/') {
-            throw checkpoint::ContractError(
-                where +
-                ": private mappings of memfds, and mappings of deleted files and SysV "
-                "shared memory, cannot be restored (rule: map only files that exist in "
-                "the sandbox)");
+            throw ContractError(where +
+                                ": private mappings of memfds, and mappings of deleted files and SysV "
+                                "shared memory, cannot be restored (rule: map only files that exist in "
+                                "the sandbox)");
         } else {
             v.kind = image::VmaKind::File;
             record_mapped_file(pid, m, v);
@@ -183,9 +180,7 @@ void dump_pages(pid_t pid, std::vector<image::Vma>& vmas, int out_fd, uint64_t& 
                 uint64_t file_off = cursor + (vaddr - v.start);
                 const uint8_t* data = buf.data() + s * kPageSize;
                 size_t len = (k - s) * kPageSize;
-                ssize_t w = ::pwrite(out_fd, data, len, static_cast<off_t>(file_off));
-                if (w != static_cast<ssize_t>(len))
-                    throw sys::SysError("write pages.img", w < 0 ? errno : ENOSPC);
+                sys::write_at(out_fd, data, len, file_off);
                 crc = image::crc32c(crc, data, len);
                 if (runs.size() > first_run && runs.back().vaddr + runs.back().pages * kPageSize == vaddr)
                     runs.back().pages += k - s;
@@ -245,10 +240,12 @@ void verify_mapped_files(pid_t init_pid, const image::Process& p) {
     for (const auto& v : p.vmas) {
         if (v.kind != image::VmaKind::File || !seen.insert(v.name).second) continue;
         struct stat st {};
-        std::string path = fmt::format("/proc/{}/root{}", init_pid, v.name);
-        if (::stat(path.c_str(), &st) != 0)
+        try {
+            st = sys::stat_path(fmt::format("/proc/{}/root{}", init_pid, v.name));
+        } catch (const sys::SysError& e) {
             throw Error(
-                fmt::format("mapped file {} is missing in the sandbox: {}", v.name, std::strerror(errno)));
+                fmt::format("mapped file {} is missing in the sandbox: {}", v.name, std::strerror(e.code())));
+        }
         int64_t mtime = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
         if (static_cast<uint64_t>(st.st_size) != v.file_size || mtime != v.file_mtime_ns)
             throw Error(

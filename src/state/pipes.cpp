@@ -2,7 +2,6 @@
 // the frozen pipe and written back at once (the function keeps every byte), recorded on the read
 // end with the pipe's size. Restore: pipe2, the size, then the unread data written again.
 #include <fcntl.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "initless/sys/file.h"
+#include "initless/sys/inspect.h"
 #include "initless/sys/process.h"
 #include "state/kinds.h"
 
@@ -41,20 +41,15 @@ void drain(std::vector<Frozen>& tree) {
         const End& rd = ends[0].front();
         const End& wr = ends[1].front();
         sys::UniqueFd r = sys::pidfd_getfd(rd.holder->pidfd.get(), rd.fd);
-        int size = ::fcntl(r.get(), F_GETPIPE_SZ);
-        std::vector<uint8_t> data;
-        int pending = 0;
-        ::ioctl(r.get(), FIONREAD, &pending);
-        if (pending > 0) {
-            data.resize(static_cast<size_t>(pending));
-            ssize_t n = ::read(r.get(), data.data(), data.size());
-            data.resize(n > 0 ? static_cast<size_t>(n) : 0);
+        uint64_t size = sys::pipe_size(r.get());
+        std::vector<uint8_t> data = sys::read_available(r.get());
+        if (!data.empty()) {
             sys::UniqueFd w = sys::pidfd_getfd(wr.holder->pidfd.get(), wr.fd);
             sys::write_all(w.get(), data.data(), data.size());
         }
         for (auto& end : ends)
             for (End& x : end) {
-                x.pipe->pipe_size = size > 0 ? static_cast<uint64_t>(size) : 0;
+                x.pipe->pipe_size = size;
                 if (x.pipe->end == 0) x.pipe->unread = data;
             }
     }

@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
+#include "initless/sys/error.h"
 #include "initless/sys/process.h"
 #include "state/kinds.h"
 
@@ -44,18 +44,18 @@ std::vector<sys::Tracee> seize_all(pid_t pid) {
 void check_freezable(pid_t pid) {
     auto status = sys::read_status(pid);
     if (status.count("TracerPid") && status["TracerPid"] != "0")
-        throw checkpoint::ContractError(
+        throw ContractError(
             fmt::format("process {} is already being traced (TracerPid {}): a traced process cannot be "
                         "snapshotted",
                         pid, status["TracerPid"]));
     std::string state = status.count("State") ? status["State"] : "";
     if (!state.empty() && state[0] == 'Z')
-        throw checkpoint::ContractError(
+        throw ContractError(
             fmt::format("process {} has exited but was not waited for (a zombie); rule: reap child "
                         "processes before ready",
                         pid));
     if (!state.empty() && state[0] == 'T')
-        throw checkpoint::ContractError(
+        throw ContractError(
             fmt::format("process {} is stopped (job control); rule: every process runs when ready", pid));
 }
 
@@ -82,7 +82,7 @@ void check_sessions(const std::vector<Frozen>& ms) {
     for (size_t i = 0; i < ms.size(); ++i) {
         const image::Process& p = ms[i].p;
         auto fail = [&](const std::string& why) {
-            throw checkpoint::ContractError(
+            throw ContractError(
                 fmt::format("process {} (pid {} in the sandbox, session {}, group {}): {}; rule: "
                             "sessions and process groups stay within the function's live processes",
                             ms[i].host, p.pid, p.sid, p.pgid, why));

@@ -12,7 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
+#include "initless/sys/error.h"
 #include "state/kinds.h"
 
 namespace initless::state::signals {
@@ -26,7 +26,7 @@ struct KernelSigaction {
 std::vector<std::vector<uint8_t>> queued(const sys::Tracee& t, bool shared) {
     auto out = t.queued_signals(shared);
     if (out.size() == 64)
-        throw checkpoint::ContractError(
+        throw ContractError(
             fmt::format("thread {} has 64 or more queued signals; rule: none pile up when ready", t.tid()));
     return out;
 }

@@ -12,8 +12,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
 #include "initless/sys/error.h"
+#include "initless/sys/inspect.h"
 #include "initless/sys/process.h"
 #include "state/kinds.h"
 
@@ -22,36 +22,28 @@ namespace initless::state::tcp {
 std::optional<image::FdObject> read(const FdSource& s) {
     if (!S_ISSOCK(s.st.st_mode)) return std::nullopt;
     sys::UniqueFd sock = sys::pidfd_getfd(s.pidfd, s.fd);
-    int domain = socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN);
-    int type = socket_option(sock.get(), SOL_SOCKET, SO_TYPE);
+    int domain = sys::socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN);
+    int type = sys::socket_option(sock.get(), SOL_SOCKET, SO_TYPE);
     if ((domain != AF_INET && domain != AF_INET6) || type != SOCK_STREAM) return std::nullopt;
     auto where = fmt::format("process {} fd {}", s.pid, s.fd);
-    if (!socket_option(sock.get(), SOL_SOCKET, SO_ACCEPTCONN))
-        throw checkpoint::ContractError(
-            where +
-            ": a TCP socket that is not listening (an established or half-open "
-            "connection); rule: hold no connections when ready, reconnect after restore");
+    if (!sys::socket_option(sock.get(), SOL_SOCKET, SO_ACCEPTCONN))
+        throw ContractError(where +
+                            ": a TCP socket that is not listening (an established or half-open "
+                            "connection); rule: hold no connections when ready, reconnect after restore");
     image::TcpListenFd l;
     l.domain = domain;
     l.type = type;
-    sockaddr_storage addr{};
-    socklen_t alen = sizeof addr;
-    sys::check(::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&addr), &alen), where + ": getsockname");
-    l.address.assign(reinterpret_cast<uint8_t*>(&addr), reinterpret_cast<uint8_t*>(&addr) + alen);
-    tcp_info ti{};
-    socklen_t tlen = sizeof ti;
-    l.backlog = ::getsockopt(sock.get(), IPPROTO_TCP, TCP_INFO, &ti, &tlen) == 0
-                    ? static_cast<int>(ti.tcpi_sacked)
-                    : 0;
+    l.address = sys::socket_name(sock.get());
+    l.backlog = sys::tcp_listen_backlog(sock.get());
     for (auto [level, name] : {std::pair{SOL_SOCKET, SO_REUSEADDR},
                                {SOL_SOCKET, SO_REUSEPORT},
                                {SOL_SOCKET, SO_KEEPALIVE},
                                {IPPROTO_TCP, TCP_NODELAY},
                                {IPPROTO_TCP, TCP_DEFER_ACCEPT}})
-        l.options.push_back({level, name, socket_option(sock.get(), level, name)});
+        l.options.push_back({level, name, sys::socket_option(sock.get(), level, name)});
     if (domain == AF_INET6)
         l.options.push_back(
-            {IPPROTO_IPV6, IPV6_V6ONLY, socket_option(sock.get(), IPPROTO_IPV6, IPV6_V6ONLY)});
+            {IPPROTO_IPV6, IPV6_V6ONLY, sys::socket_option(sock.get(), IPPROTO_IPV6, IPV6_V6ONLY)});
     return l;
 }
 

@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
+#include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "state/kinds.h"
 
@@ -30,7 +30,7 @@ void read(Frozen& f, MemoryReader& mem) {
         f.p.itimers.push_back({us(it.it_interval), us(it.it_value)});
     }
     if (!sys::read_file(fmt::format("/proc/{}/timers", f.host)).empty())
-        throw checkpoint::ContractError(
+        throw ContractError(
             fmt::format("process {} has POSIX timers (timer_create): they cannot be restored yet; rule: "
                         "use timerfd or setitimer",
                         f.host));

@@ -11,11 +11,14 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "initless/checkpoint/checkpoint.h"
 #include "initless/sys/error.h"
+#include "initless/sys/inspect.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 #include "state/kinds.h"
@@ -41,10 +44,9 @@ std::vector<image::SocketOption> options_from(const json& j) {
 void read_queued(int sock, const std::string& where, image::UnixPairFd& f) {
     auto queued = sys::peek_queued(sock, f.type == SOCK_STREAM);
     if (!queued.complete)
-        throw checkpoint::ContractError(
-            where +
-            ": file descriptors or oversized messages are queued in it; rule: nothing "
-            "in flight when ready");
+        throw ContractError(where +
+                            ": file descriptors or oversized messages are queued in it; rule: nothing "
+                            "in flight when ready");
     for (const auto& m : queued.messages) {
         f.queued.insert(f.queued.end(), m.begin(), m.end());
         if (f.type != SOCK_STREAM) f.message_sizes.push_back(static_cast<uint32_t>(m.size()));
@@ -56,43 +58,37 @@ void read_queued(int sock, const std::string& where, image::UnixPairFd& f) {
 std::optional<image::FdObject> read(const FdSource& s) {
     if (!S_ISSOCK(s.st.st_mode)) return std::nullopt;
     sys::UniqueFd sock = sys::pidfd_getfd(s.pidfd, s.fd);
-    if (socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return std::nullopt;
+    if (sys::socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return std::nullopt;
     auto where = fmt::format("process {} fd {}", s.pid, s.fd);
-    int type = socket_option(sock.get(), SOL_SOCKET, SO_TYPE);
-    sockaddr_storage addr{};
-    socklen_t alen = sizeof addr;
-    sys::check(::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&addr), &alen), where + ": getsockname");
-    if (socket_option(sock.get(), SOL_SOCKET, SO_ACCEPTCONN)) {
+    int type = sys::socket_option(sock.get(), SOL_SOCKET, SO_TYPE);
+    std::vector<uint8_t> address = sys::socket_name(sock.get());
+    if (sys::socket_option(sock.get(), SOL_SOCKET, SO_ACCEPTCONN)) {
         image::UnixListenFd l;
         l.type = type;
-        l.address.assign(reinterpret_cast<uint8_t*>(&addr), reinterpret_cast<uint8_t*>(&addr) + alen);
-        const auto* un = reinterpret_cast<const sockaddr_un*>(&addr);
-        l.path = un->sun_path[0] ? std::string(un->sun_path) : std::string();
+        l.address = address;
+        sockaddr_un un{};
+        std::memcpy(&un, address.data(), std::min(address.size(), sizeof un));
+        l.path = un.sun_path[0] ? std::string(un.sun_path, strnlen(un.sun_path, sizeof un.sun_path))
+                                : std::string();
         return l;
     }
-    bool named = alen > sizeof(sa_family_t);
-    struct stat st {};
-    sys::check(::fstat(sock.get(), &st), where + ": fstat");
+    bool named = address.size() > sizeof(sa_family_t);
+    struct stat st = sys::stat_fd(sock.get());
     auto peer = s.unix_peers->find(st.st_ino);
     if (!named && peer != s.unix_peers->end()) {
-        sockaddr_storage peer_addr{};
-        socklen_t plen = sizeof peer_addr;
-        if (::getpeername(sock.get(), reinterpret_cast<sockaddr*>(&peer_addr), &plen) == 0 &&
-            plen <= sizeof(sa_family_t)) {
+        if (sys::peer_is_unnamed(sock.get())) {
             image::UnixPairFd p;
             p.type = type;
             p.pair_id = std::min<uint64_t>(st.st_ino, peer->second);
             p.end = st.st_ino < peer->second ? 0 : 1;
             for (int name : {SO_SNDBUF, SO_RCVBUF})
-                p.options.push_back({SOL_SOCKET, name, socket_option(sock.get(), SOL_SOCKET, name)});
+                p.options.push_back({SOL_SOCKET, name, sys::socket_option(sock.get(), SOL_SOCKET, name)});
             read_queued(sock.get(), where, p);
             return p;
         }
     }
     if (!named && peer == s.unix_peers->end() && type == SOCK_STREAM) {
-        // A peer that is gone reads as EOF; pending data as > 0.
-        char byte;
-        if (::recv(sock.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return image::UnixOrphanFd{};
+        if (sys::peer_gone(sock.get())) return image::UnixOrphanFd{};
     }
     return std::nullopt;  // a connected or named socket: refused by the fd table
 }

@@ -24,10 +24,7 @@
 
 namespace initless::checkpoint {
 
-class ContractError : public Error {
-  public:
-    using Error::Error;
-};
+using ContractError = initless::ContractError;  // defined beside Error: the kinds of state throw it
 
 struct Target {
     pid_t init_host_pid = 0;          // the sandbox's init; every process below it is checkpointed

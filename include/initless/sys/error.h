@@ -14,6 +14,13 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// The function breaks the init-less contract (thrown while its state is read at checkpoint): the
+// message names the process, the fd or mapping, and the rule broken. checkpoint::ContractError.
+class ContractError : public Error {
+public:
+    using Error::Error;
+};
+
 namespace sys {
 
 class SysError : public Error {

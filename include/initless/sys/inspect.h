@@ -1,0 +1,33 @@
+// Looking at objects from outside, as the checkpoint reads a frozen process: files by path, copies of
+// its sockets and pipes (see pidfd_getfd), its resource limits, the clocks. Thin wrappers that throw
+// SysError with context; any thread.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace initless::sys {
+
+struct stat stat_path(const std::string& path);
+struct stat stat_fd(int fd);
+
+int socket_option(int sock, int level, int name);  // an int option (getsockopt)
+std::vector<uint8_t> socket_name(int sock);        // the sockaddr bytes of getsockname
+bool peer_is_unnamed(int sock);    // connected to a peer that has no address (a socketpair end)
+bool peer_gone(int sock);          // a stream whose peer is gone, nothing left to read (peek reads EOF)
+int tcp_listen_backlog(int sock);  // a TCP listener's backlog limit (TCP_INFO tcpi_sacked), 0 if unknown
+
+uint64_t pipe_size(int fd);                   // F_GETPIPE_SZ, 0 if unknown
+std::vector<uint8_t> read_available(int fd);  // what a pipe holds now (FIONREAD), read out of it
+void write_at(int fd, const void* data, size_t len, uint64_t offset);  // the whole range or throw
+
+std::vector<std::pair<uint64_t, uint64_t>> process_rlimits(pid_t pid);  // {soft, hard} per RLIMIT_*
+int64_t clock_ns(clockid_t clock);
+
+}  // namespace initless::sys
