@@ -84,7 +84,8 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std:
     while (!parser.is_done()) {
         parser.get().body().data = chunk;
         parser.get().body().size = sizeof chunk;
-        http::read(s, buffer, parser, ec);
+        // read_some, not read: hand over each piece as it arrives (read would wait to fill the buffer).
+        http::read_some(s, buffer, parser, ec);
         if (ec == http::error::need_buffer) ec = {};
         if (ec)
             throw Error(fmt::format("http {} {}: read: {}", request.method, request.target, ec.message()));

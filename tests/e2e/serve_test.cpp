@@ -227,6 +227,30 @@ TEST_F(ServeTest, DeployThenColdThenWarmWithTimingsAndMetrics) {
     TrackSeenInstances();
 }
 
+// `initless logs -f` prints what instances print while it runs (the body streams, not at the end).
+TEST_F(ServeTest, LogsFollowStreamsAsInstancesPrint) {
+    start_daemon();
+    ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
+    auto before = fs::directory_iterator(scratch_);
+    std::set<fs::path> old_files;
+    for (const auto& e : before) old_files.insert(e.path());
+    auto follow = cli_async({"logs", "e2e-counter", "-f", "--server", address_});
+    std::this_thread::sleep_for(300ms);
+    fs::path out;
+    for (const auto& e : fs::directory_iterator(scratch_))
+        if (!old_files.count(e.path()) && e.path().extension() == ".out") out = e.path();
+    ASSERT_FALSE(out.empty()) << "no output file of `initless logs -f`";
+    ASSERT_EQ(invoke("e2e-counter").status, 200);
+    auto deadline = Clock::now() + 5s;
+    while (read_text(out).find("counter: request 1") == std::string::npos && Clock::now() < deadline)
+        std::this_thread::sleep_for(50ms);
+    EXPECT_NE(read_text(out).find("counter: request 1"), std::string::npos) << read_text(out);
+    ::kill(follow.pid(), SIGTERM);
+    follow.wait(10s);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 TEST_F(ServeTest, ConcurrentRequestsScaleOut) {
     start_daemon();
     auto d = deploy(
