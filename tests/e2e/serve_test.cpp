@@ -419,6 +419,41 @@ TEST_F(ServeTest, RestartKeepsTheRegistry) {
     TrackSeenInstances();
 }
 
+// A snapshot damaged on disk is refused when the daemon loads it; the function boots instead and says
+// so (X-Initless-Start: boot, the reason in its description).
+TEST_F(ServeTest, CorruptedSnapshotFallsBackToABoot) {
+    start_daemon();
+    ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
+    std::string image =
+        json::parse(request("GET", "/system/function/e2e-counter").body)["snapshot"].get<std::string>();
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    {
+        std::fstream pages(fs::path(image) / "pages.img", std::ios::in | std::ios::out | std::ios::binary);
+        ASSERT_TRUE(pages.good());
+        pages.seekg(0, std::ios::end);
+        auto size = static_cast<std::streamoff>(pages.tellg());
+        for (std::streamoff at = 0; at < size; at += 4096) {  // one flipped byte in every saved page
+            pages.seekg(at);
+            char c = 0;
+            pages.read(&c, 1);
+            pages.seekp(at);
+            c = static_cast<char>(c ^ 0x5a);
+            pages.write(&c, 1);
+        }
+    }
+    start_daemon();
+    auto described = json::parse(request("GET", "/system/function/e2e-counter").body);
+    EXPECT_TRUE(described["snapshot"].is_null()) << described.dump();
+    EXPECT_NE(described.value("snapshot_problem", "").find("checksum"), std::string::npos)
+        << described.dump();
+    auto r = invoke("e2e-counter");
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(header(r, "X-Initless-Start"), "boot");
+    EXPECT_EQ(r.body, "count 1");
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 TEST_F(ServeTest, KilledDaemonLeavesNothingAfterTheNextStart) {
     start_daemon();
     ASSERT_EQ(deploy(counter_variant("kill", {{"name", "\"e2e-kill\""}, {"prestart", "2"}})).exit_code(), 0);
