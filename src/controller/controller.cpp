@@ -140,7 +140,18 @@ struct Instance::State {
     double sandbox_ms = 0, restore_ms = 0;
     bool on_path = false;
     policy::TimeMs keep_until = policy::kForever;
-    std::string death;  // why it died, once known
+    // Why it died, once known: written by whoever notices (ticker, diagnosis), read by release.
+    std::string death() const {
+        std::lock_guard lock(death_mu);
+        return death_;
+    }
+    void set_death(std::string why) {
+        std::lock_guard lock(death_mu);
+        death_ = std::move(why);
+    }
+    mutable std::mutex death_mu;
+    std::string death_;
+    std::mutex log_mu;  // the ticker and a teardown job may both copy the log
     fs::path log_path;
     uint64_t log_offset = 0;
 };
@@ -649,7 +660,7 @@ struct Controller::Impl {
         std::string death;
         {
             std::lock_guard lock(s.sandbox_mu);
-            death = s.death;
+            death = s.death();
             Clock::time_point t0 = Clock::now();
             // The exit report may trail the broken connection by a moment.
             while (death.empty() && s.sandbox && ms_since(t0) < 1000) {
@@ -666,7 +677,7 @@ struct Controller::Impl {
             if (oom)
                 death = fmt::format("the function was OOM-killed: it reached its memory limit of {} MB ({})",
                                     fn ? fn->spec.memory_mb : 0, death.empty() ? "still running" : death);
-            s.death = death;
+            s.set_death(death);
         }
         if (death.empty())
             return "the function closed the connection without a valid response (" + transport_error + ")";
@@ -752,7 +763,7 @@ struct Controller::Impl {
                 if (!lock.owns_lock() || !s.sandbox) continue;
                 if (auto ex = s.sandbox->poll_exit()) {
                     death = fmt::format("the function {} (pid {} in its sandbox)", ex->describe(), ex->pid);
-                    s.death = death;
+                    s.set_death(death);
                 }
             }
             pump_log(*inst);
@@ -774,6 +785,7 @@ struct Controller::Impl {
         auto& s = *inst.state;
         auto fn = s.fn.lock();
         if (!fn || s.log_path.empty()) return;
+        std::lock_guard instance_log(s.log_mu);
         std::string data;
         try {
             sys::UniqueFd fd = sys::open_file(s.log_path, O_RDONLY);
@@ -981,8 +993,8 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
                 spdlog::warn("event=timeout function={} instance={} timeout_s={}", fn->name, inst->id(),
                              fn->spec.timeout_s);
                 I.remove_instance(*fn, inst, true);
-            } else if (outcome == Outcome::Ok || !s.death.empty()) {
-                if (!s.death.empty()) {
+            } else if (bool dead = !s.death().empty(); outcome == Outcome::Ok || dead) {
+                if (dead) {
                     I.remove_instance(*fn, inst, true);
                 } else if (s.in_flight == 0) {
                     I.became_idle(*fn, inst, policy::IdleReason::AfterInvocation, out);
