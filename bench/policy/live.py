@@ -490,12 +490,12 @@ def run_all(args, scratch, policies, started):
                             "sim_evictions": by_fn["sim"].get(fn["index"], {}).get("evictions", "")})
 
     os.makedirs(DOCS, exist_ok=True)
-    for name, table in (("policy-live.csv", rows), ("policy-live-functions.csv", fn_rows)):
+    for name, table in ((f"{args.out}.csv", rows), (f"{args.out}-functions.csv", fn_rows)):
         with open(os.path.join(DOCS, name), "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(table[0].keys()))
             w.writeheader()
             w.writerows(table)
-    print(f"wrote docs/bench/policy-live.csv and policy-live-functions.csv; {time.time() - started:.0f} s in all")
+    print(f"wrote docs/bench/{args.out}.csv and {args.out}-functions.csv; {time.time() - started:.0f} s in all")
 
 
 def main():
@@ -510,6 +510,7 @@ def main():
     ap.add_argument("--memory-mb", type=int, default=16384, help="idle-memory budget, live and simulated")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--sim-only", action="store_true", help="slice and simulation only (costs: 20/40 ms)")
+    ap.add_argument("--out", default="policy-live", help="docs/bench/OUT.csv and OUT-functions.csv")
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir (daemon logs, slice, costs)")
     args = ap.parse_args()
     started = time.time()
