@@ -308,8 +308,10 @@ def deploy_all(args, scratch, functions):
                 "name": json.dumps(fn["name"]), "memory_mb": fn["memory_mb"], "concurrency": 1,
                 "max_instances": 64, "prestart": 1, "timeout_s": math.ceil(args.max_duration_ms / 1000) + 20,
                 "queue_max": 1000, "queue_timeout_ms": 120000})
-            subprocess.run([INITLESS, "deploy", directory, "--server", d.address], env=d.env, check=True,
-                           capture_output=True, text=True)
+            r = subprocess.run([INITLESS, "deploy", directory, "--server", d.address], env=d.env,
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"deploy of {fn['name']} failed: {r.stdout}{r.stderr}")
         print(f"deployed {len(functions)} functions in {time.time() - t0:.0f} s", flush=True)
     finally:
         d.stop()
