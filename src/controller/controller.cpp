@@ -1065,7 +1065,7 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
             t = Clock::now();
             auto img = std::make_shared<const image::Image>(image::load(staged->entry.image_dir));
             staged->entry.boot_ms = result.boot_ms + result.ready_ms;
-            staged->entry.restore_ms = result.trial_ms;
+            staged->entry.restore_ms = result.restore_ms;  // the restore alone, not the trial's request
             staged->entry.image_mb = static_cast<double>(result.stats.image_bytes) / 1048576.0;
             staged->entry.snapshot = {{"boot_ms", result.boot_ms},
                                       {"ready_ms", result.ready_ms},

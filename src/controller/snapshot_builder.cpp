@@ -45,7 +45,9 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
         sandbox::SandboxOptions opts;
         opts.upper_seed = staged.upper_path();
         auto trial_sb = sandbox::Sandbox::prepare(spec, opts);
+        sys::Stopwatch restore_watch;
         auto restored = restore::restore_into(trial_sb, staged, restore::Strategy::Cow);
+        out.restore_ms = restore_watch.lap_ms();
         auto res = gateway::http_get(trial_sb.connect(spec.port), workingset_request,
                                      std::chrono::seconds(spec.timeout_s));
         if (res.status >= 500)

@@ -29,7 +29,7 @@ struct RegistryEntry {
     std::filesystem::path version_dir, code_dir, image_dir;
     std::string deployed_at;  // UTC, ISO 8601
     double boot_ms = 0;       // measured at deploy: boot until ready
-    double restore_ms = 0;    // measured at deploy: the trial restore and its request
+    double restore_ms = 0;    // measured at deploy: the trial restore (both stages, cow), without its request
     double image_mb = 0;
     nlohmann::json snapshot;  // the deploy's step timings
 };

@@ -27,6 +27,7 @@ struct SnapshotResult {
     double warmup_ms = 0;      // the spec's warmup requests
     double checkpoint_ms = 0;  // freeze, dump, contract check (the trial restore excluded)
     double trial_ms = 0;       // trial restore, one request, working set recorded
+    double restore_ms = 0;     // of which the restore itself (both stages): a cold start's cost
     double publish_ms = 0;     // fsync and rename
     double total_ms = 0;
     uint64_t working_set_pages = 0;
