@@ -16,9 +16,12 @@
 
 #include <fmt/format.h>
 
+#include <spdlog/spdlog.h>
+
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "initless/sys/process.h"
+#include "initless/sys/tracee.h"
 #include "restore/plan.h"
 
 namespace initless::restore {
@@ -150,7 +153,8 @@ Restored RestorePlan::execute() {
             start_table(leader, base, plan.table_addr, base + region_size - 64);
             size_t created = 0;
             for (;;) {
-                int status = leader.wait_event();
+                // The watchdog kills the tree at st.timeout; the wait ends shortly after at worst.
+                int status = leader.wait_event(st.timeout + std::chrono::seconds(2));
                 if (!WIFSTOPPED(status))
                     throw Error(fmt::format("restored process {}: {}; log: {}", procs[i].pid,
                                             describe_stop(host[i], status), log_tail(st.log_path, 500)));
@@ -224,8 +228,18 @@ Restored RestorePlan::execute() {
         }
     } catch (...) {
         // A half-built process must never run: every process of the tree dies with the restore.
+        // Each of its threads is our tracee, so its death is ours to collect before the sandbox's
+        // init can reap it: a zombie left traced would hang init, and the sandbox teardown with it.
+        std::vector<pid_t> tids;
         for (pid_t pid : host)
-            if (pid > 0) ::kill(pid, SIGKILL);
+            if (pid > 0) tids.push_back(pid);
+        for (const auto& [tid, th] : threads) tids.push_back(tid);
+        std::vector<pid_t> left = sys::kill_and_collect(tids, std::chrono::seconds(3));
+        for (auto& leader : leaders) leader.release();
+        for (auto& [tid, th] : threads) th.release();
+        if (!left.empty())
+            spdlog::warn("restore failed and {} of its tasks were not collected within 3 s (first: {})",
+                         left.size(), left.front());
         throw;
     }
     for (auto& [tid, th] : threads) th.detach();

@@ -187,10 +187,9 @@ const char* strategy_name(Strategy s) {
 RestorePlan::State::~State() {
     // A plan never executed leaves a half-built process: kill it (init reaps it).
     if (!executed && helper.host_pid > 0) {
-        ::kill(helper.host_pid, SIGKILL);
-        // We trace it: collect its death so that init can reap it.
+        // We trace it: collect its death so that init can reap it (bounded: see kill_and_collect).
+        sys::kill_and_collect({helper.host_pid}, std::chrono::seconds(3));
         main.release();
-        ::waitpid(helper.host_pid, nullptr, __WALL);
     }
 }
 
