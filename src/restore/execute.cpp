@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "initless/sys/error.h"
+#include "initless/sys/fault.h"
 #include "initless/sys/file.h"
 #include "initless/sys/process.h"
 #include "initless/sys/tracee.h"
@@ -151,6 +152,7 @@ Restored RestorePlan::execute() {
             const auto& plan = procs[i];
             sys::Tracee& leader = leaders[i];
             start_table(leader, base, plan.table_addr, base + region_size - 64);
+            if (i == 0 && sys::fault_requested("restore:kill-restorer")) ::kill(host[0], SIGKILL);
             size_t created = 0;
             for (;;) {
                 // The watchdog kills the tree at st.timeout; the wait ends shortly after at worst.
@@ -191,6 +193,7 @@ Restored RestorePlan::execute() {
                                         born[i].size(), plan.threads.size() - 1));
         }
         tm.layout_ms = ms_since(lap);
+        sys::maybe_inject_fault("restore:tables");
 
         // Per-thread tables of every process, all started, then all collected. A table created
         // its threads in order, so the k-th clone event is thread k.
@@ -226,6 +229,7 @@ Restored RestorePlan::execute() {
                 throw Error(fmt::format("unmapping the restorer stub of process {} failed", procs[i].pid));
             state::threads::set_final_state(leader, procs[i].threads.at(0));
         }
+        sys::maybe_inject_fault("restore:finish");
     } catch (...) {
         // A half-built process must never run: every process of the tree dies with the restore.
         // Each of its threads is our tracee, so its death is ours to collect before the sandbox's
