@@ -85,6 +85,15 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
 
     image::ImageWriter writer(image_dir);
     std::vector<state::Frozen> members = state::tree::freeze(target.init_host_pid);
+    // On failure, each process's other threads are let go before its leader: a dead leader's end
+    // is reported to us (and it can be collected, then reaped by init) only after theirs.
+    struct LeadersLast {
+        std::vector<state::Frozen>& members;
+        ~LeadersLast() {
+            for (auto& m : members)
+                while (!m.threads.empty()) m.threads.pop_back();
+        }
+    } leaders_last{members};
     state::clocks::read(manifest);
     stats.freeze_ms = ms_since(t0);
     // Test-only: the function dies while frozen (as if it exited during the checkpoint).

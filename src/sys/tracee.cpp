@@ -85,25 +85,26 @@ std::string describe_thread_state(pid_t tid) {
 std::vector<pid_t> kill_and_collect(const std::vector<pid_t>& tids, std::chrono::milliseconds limit) {
     for (pid_t tid : tids)
         if (tid > 0) ::kill(tid, SIGKILL);  // any tid names its whole process for SIGKILL
-    auto deadline = Clock::now() + limit;
+    // Round-robin over every tid: a leader's death is reported only once its other threads are
+    // collected, so waiting for the tids one after the other could wait for the leader in vain.
     std::vector<pid_t> left;
-    for (pid_t tid : tids) {
-        if (tid <= 0) continue;
-        for (;;) {
-            auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-            std::optional<int> status;
-            try {
-                status = wait_bounded(tid, std::max(remaining, std::chrono::milliseconds(0)));
-            } catch (const SysError&) {
-                break;  // ECHILD: not ours (any more), nothing to collect
-            }
-            if (!status) {
-                left.push_back(tid);
-                break;
-            }
-            if (WIFEXITED(*status) || WIFSIGNALED(*status)) break;
-            // A stop reported before the kill landed: the kill ends it, wait again.
+    for (pid_t tid : tids)
+        if (tid > 0) left.push_back(tid);
+    auto deadline = Clock::now() + limit;
+    while (!left.empty()) {
+        std::vector<pid_t> still;
+        for (pid_t tid : left) {
+            int status = 0;
+            pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
+            if (r == -1 && errno == EINTR) r = 0;
+            if (r == -1) continue;  // ECHILD: not ours (any more), nothing to collect
+            if (r == tid && (WIFEXITED(status) || WIFSIGNALED(status))) continue;
+            still.push_back(tid);  // not yet, or a stop reported before the kill landed
         }
+        left.swap(still);
+        if (left.empty() || Clock::now() >= deadline) break;
+        timespec pause{0, 200'000};
+        ::nanosleep(&pause, nullptr);
     }
     return left;
 }

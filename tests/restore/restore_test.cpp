@@ -299,7 +299,9 @@ class FaultInjection : public RestoreSuite, public ::testing::WithParamInterface
     // fault-target copied under a name of this test's own (its processes' comm, its instances'
     // ids), so that what it leaves can be told from what tests running beside it hold.
     fs::path private_function() {
-        name_ = "fault-" + scratch_.filename().string().substr(scratch_.filename().string().size() - 6);
+        std::string tag = scratch_.filename().string().substr(scratch_.filename().string().size() - 6);
+        for (char& ch : tag) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        name_ = "fault-" + tag;  // a function name is lower case
         fs::path dir = scratch_ / name_;
         fs::copy(program_dir("fault-target"), dir, fs::copy_options::recursive);
         fs::rename(dir / "fault-target", dir / name_);
