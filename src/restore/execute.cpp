@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "initless/sys/error.h"
 #include "initless/sys/fault.h"
 #include "initless/sys/file.h"
+#include "initless/sys/proc.h"
 #include "initless/sys/process.h"
 #include "initless/sys/tracee.h"
 #include "restore/plan.h"
@@ -67,6 +69,27 @@ class Watchdog {
     std::vector<pid_t> pids_;
     std::thread thread_;  // last: starts once the rest is built
 };
+
+// Tasks of the pid namespace `pidns` (a /proc/PID/ns/pid link) traced by this process: after a
+// failure, a child a table forked that we never adopted (its parent died before reporting the fork
+// event) is one, and as a traced zombie it would keep the sandbox's init from exiting.
+std::vector<pid_t> unadopted_tracees(const std::string& pidns) {
+    std::vector<pid_t> out;
+    if (pidns.empty()) return out;
+    std::error_code ec;
+    std::string me = std::to_string(::getpid());
+    for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = e.path().filename().string();
+        if (name.empty() || name[0] < '0' || name[0] > '9') continue;
+        try {
+            if (sys::read_link(e.path() / "ns/pid") != pidns) continue;
+            auto status = sys::read_status(std::stoi(name));
+            if (status.count("TracerPid") && status["TracerPid"] == me) out.push_back(std::stoi(name));
+        } catch (const std::exception&) {
+        }
+    }
+    return out;
+}
 
 std::string describe_stop(pid_t tid, int status) {
     if (WIFSTOPPED(status)) {
@@ -145,6 +168,11 @@ Restored RestorePlan::execute() {
     host[0] = st.helper.host_pid;
     std::map<pid_t, sys::Tracee> threads;     // host tid -> tracee, for threads the tables created
     std::vector<std::vector<pid_t>> born(n);  // per process: host tids in creation order
+    std::string pidns;                        // for the clean-up of a failure only
+    try {
+        pidns = sys::read_link(fmt::format("/proc/{}/ns/pid", host[0]));
+    } catch (const Error&) {
+    }
     try {
         // Main tables, one process after the other: a process exists once its forker's table has
         // run. Waits only on our own tracees: the controller may have other children.
@@ -238,6 +266,8 @@ Restored RestorePlan::execute() {
         for (pid_t pid : host)
             if (pid > 0) tids.push_back(pid);
         for (const auto& [tid, th] : threads) tids.push_back(tid);
+        for (pid_t tid : unadopted_tracees(pidns))
+            if (std::find(tids.begin(), tids.end(), tid) == tids.end()) tids.push_back(tid);
         std::vector<pid_t> left = sys::kill_and_collect(tids, std::chrono::seconds(3));
         for (auto& leader : leaders) leader.release();
         for (auto& [tid, th] : threads) th.release();
