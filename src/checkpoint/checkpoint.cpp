@@ -3,16 +3,20 @@
 #include "initless/checkpoint/checkpoint.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 
 #include <fmt/format.h>
 
 #include "initless/image/image.h"
+#include "initless/sys/fault.h"
 #include "initless/sys/file.h"
 #include "initless/sys/inspect.h"
+#include "initless/sys/proc.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 #include "initless/sys/tracee.h"
@@ -26,6 +30,42 @@ using Clock = std::chrono::steady_clock;
 namespace {
 double ms_since(Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+// Each kind of state reads its part of every frozen process.
+void read_members(std::vector<state::Frozen>& members, const struct stat& log,
+                  const std::map<uint64_t, uint64_t>& unix_peers) {
+    for (auto& m : members) {
+        m.gadget = sys::find_syscall_instruction(m.host);
+        state::MemoryReader mem(m.host);
+        state::tree::read(m);
+        state::credentials::read(m);
+        state::files::read_process(m);
+        state::mm::read(m);
+        state::threads::read(m, mem);
+        state::signals::read(m, mem);
+        state::timers::read(m, mem);
+        m.p.vmas = state::memory::read(m.host);
+        m.p.fds = state::fds::read(m, log, unix_peers);
+    }
+}
+
+// A frozen process cannot exit by itself, but it can be killed (SIGKILL, the OOM killer): then the
+// reads fail with whatever came first (ptrace ESRCH, an empty maps file). This names the cause.
+void throw_if_one_died(const std::vector<state::Frozen>& members, const Error& first) {
+    for (const auto& m : members) {
+        std::string state;
+        try {
+            auto status = sys::read_status(m.host);
+            state = status.count("State") ? status["State"] : "";
+        } catch (const Error&) {
+            state = "gone";
+        }
+        if (state == "gone" || state.rfind("Z", 0) == 0 || state.rfind("X", 0) == 0)
+            throw Error(fmt::format("process {} of the function died during the checkpoint ({}); nothing "
+                                    "was published (first error: {})",
+                                    m.host, state, first.what()));
+    }
 }
 }  // namespace
 
@@ -45,25 +85,33 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
 
     image::ImageWriter writer(image_dir);
     std::vector<state::Frozen> members = state::tree::freeze(target.init_host_pid);
+    // On failure, each process's other threads are let go before its leader: a dead leader's end
+    // is reported to us (and it can be collected, then reaped by init) only after theirs.
+    struct LeadersLast {
+        std::vector<state::Frozen>& members;
+        ~LeadersLast() {
+            for (auto& m : members)
+                while (!m.threads.empty()) m.threads.pop_back();
+        }
+    } leaders_last{members};
     state::clocks::read(manifest);
     stats.freeze_ms = ms_since(t0);
+    // Test-only: the function dies while frozen (as if it exited during the checkpoint).
+    if (sys::fault_requested("checkpoint:function-exits")) ::kill(members.front().host, SIGKILL);
     {
         sys::UniqueFd netns = sys::open_file(fmt::format("/proc/{}/ns/net", target.init_host_pid), O_RDONLY);
         auto unix_peers = sys::unix_socket_peers(netns.get());
         struct stat log = sys::stat_path(target.log_path);
-        for (auto& m : members) {
-            m.gadget = sys::find_syscall_instruction(m.host);
-            state::MemoryReader mem(m.host);
-            state::tree::read(m);
-            state::credentials::read(m);
-            state::files::read_process(m);
-            state::mm::read(m);
-            state::threads::read(m, mem);
-            state::signals::read(m, mem);
-            state::timers::read(m, mem);
-            m.p.vmas = state::memory::read(m.host);
-            m.p.fds = state::fds::read(m, log, unix_peers);
+        try {
+            read_members(members, log, unix_peers);
+        } catch (const ContractError&) {
+            throw;
+        } catch (const Error& e) {
+            throw_if_one_died(members, e);
+            throw;
         }
+    }
+    {
         state::tree::link(members, target.init_host_pid);
         state::fds::link(members);
         std::vector<image::PageRun> runs;

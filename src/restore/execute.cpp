@@ -10,15 +10,21 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <thread>
 
 #include <fmt/format.h>
 
+#include <spdlog/spdlog.h>
+
 #include "initless/sys/error.h"
+#include "initless/sys/fault.h"
 #include "initless/sys/file.h"
+#include "initless/sys/proc.h"
 #include "initless/sys/process.h"
+#include "initless/sys/tracee.h"
 #include "restore/plan.h"
 
 namespace initless::restore {
@@ -63,6 +69,27 @@ class Watchdog {
     std::vector<pid_t> pids_;
     std::thread thread_;  // last: starts once the rest is built
 };
+
+// Tasks of the pid namespace `pidns` (a /proc/PID/ns/pid link) traced by this process: after a
+// failure, a child a table forked that we never adopted (its parent died before reporting the fork
+// event) is one, and as a traced zombie it would keep the sandbox's init from exiting.
+std::vector<pid_t> unadopted_tracees(const std::string& pidns) {
+    std::vector<pid_t> out;
+    if (pidns.empty()) return out;
+    std::error_code ec;
+    std::string me = std::to_string(::getpid());
+    for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = e.path().filename().string();
+        if (name.empty() || name[0] < '0' || name[0] > '9') continue;
+        try {
+            if (sys::read_link(e.path() / "ns/pid") != pidns) continue;
+            auto status = sys::read_status(std::stoi(name));
+            if (status.count("TracerPid") && status["TracerPid"] == me) out.push_back(std::stoi(name));
+        } catch (const std::exception&) {
+        }
+    }
+    return out;
+}
 
 std::string describe_stop(pid_t tid, int status) {
     if (WIFSTOPPED(status)) {
@@ -141,6 +168,11 @@ Restored RestorePlan::execute() {
     host[0] = st.helper.host_pid;
     std::map<pid_t, sys::Tracee> threads;     // host tid -> tracee, for threads the tables created
     std::vector<std::vector<pid_t>> born(n);  // per process: host tids in creation order
+    std::string pidns;                        // for the clean-up of a failure only
+    try {
+        pidns = sys::read_link(fmt::format("/proc/{}/ns/pid", host[0]));
+    } catch (const Error&) {
+    }
     try {
         // Main tables, one process after the other: a process exists once its forker's table has
         // run. Waits only on our own tracees: the controller may have other children.
@@ -148,9 +180,11 @@ Restored RestorePlan::execute() {
             const auto& plan = procs[i];
             sys::Tracee& leader = leaders[i];
             start_table(leader, base, plan.table_addr, base + region_size - 64);
+            if (i == 0 && sys::fault_requested("restore:kill-restorer")) ::kill(host[0], SIGKILL);
             size_t created = 0;
             for (;;) {
-                int status = leader.wait_event();
+                // The watchdog kills the tree at st.timeout; the wait ends shortly after at worst.
+                int status = leader.wait_event(st.timeout + std::chrono::seconds(2));
                 if (!WIFSTOPPED(status))
                     throw Error(fmt::format("restored process {}: {}; log: {}", procs[i].pid,
                                             describe_stop(host[i], status), log_tail(st.log_path, 500)));
@@ -187,6 +221,7 @@ Restored RestorePlan::execute() {
                                         born[i].size(), plan.threads.size() - 1));
         }
         tm.layout_ms = ms_since(lap);
+        sys::maybe_inject_fault("restore:tables");
 
         // Per-thread tables of every process, all started, then all collected. A table created
         // its threads in order, so the k-th clone event is thread k.
@@ -222,10 +257,23 @@ Restored RestorePlan::execute() {
                 throw Error(fmt::format("unmapping the restorer stub of process {} failed", procs[i].pid));
             state::threads::set_final_state(leader, procs[i].threads.at(0));
         }
+        sys::maybe_inject_fault("restore:finish");
     } catch (...) {
         // A half-built process must never run: every process of the tree dies with the restore.
+        // Each of its threads is our tracee, so its death is ours to collect before the sandbox's
+        // init can reap it: a zombie left traced would hang init, and the sandbox teardown with it.
+        std::vector<pid_t> tids;
         for (pid_t pid : host)
-            if (pid > 0) ::kill(pid, SIGKILL);
+            if (pid > 0) tids.push_back(pid);
+        for (const auto& [tid, th] : threads) tids.push_back(tid);
+        for (pid_t tid : unadopted_tracees(pidns))
+            if (std::find(tids.begin(), tids.end(), tid) == tids.end()) tids.push_back(tid);
+        std::vector<pid_t> left = sys::kill_and_collect(tids, std::chrono::seconds(3));
+        for (auto& leader : leaders) leader.release();
+        for (auto& [tid, th] : threads) th.release();
+        if (!left.empty())
+            spdlog::warn("restore failed and {} of its tasks were not collected within 3 s (first: {})",
+                         left.size(), left.front());
         throw;
     }
     for (auto& [tid, th] : threads) th.detach();

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "initless/sys/error.h"
+#include "initless/sys/fault.h"
 #include "initless/sys/file.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/process.h"
@@ -187,10 +188,9 @@ const char* strategy_name(Strategy s) {
 RestorePlan::State::~State() {
     // A plan never executed leaves a half-built process: kill it (init reaps it).
     if (!executed && helper.host_pid > 0) {
-        ::kill(helper.host_pid, SIGKILL);
-        // We trace it: collect its death so that init can reap it.
+        // We trace it: collect its death so that init can reap it (bounded: see kill_and_collect).
+        sys::kill_and_collect({helper.host_pid}, std::chrono::seconds(3));
         main.release();
-        ::waitpid(helper.host_pid, nullptr, __WALL);
     }
 }
 
@@ -242,6 +242,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     // PTRACE_O_EXITKILL: the restorer dies with this thread (see restore.h).
     st->main = sys::Tracee::seize(hpid, PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_EXITKILL);
     tm.spawn_ms = ms_since(lap);
+    sys::maybe_inject_fault("restore:prepare");
 
     // What the helper holds that must go: every mapping but the stub and the vDSO block.
     std::vector<std::pair<uint64_t, uint64_t>> helper_unmap, helper_vdso;

@@ -145,6 +145,7 @@ std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
 // Fds of different processes that are one open file description (inherited through fork) get one
 // `shared_id`; so do both ends of a pipe or socket pair whose ends are in more than one process.
 void link(std::vector<Frozen>& ms) {
+    files::check_proc_paths(ms);
     uint64_t next_id = 1;
     for (size_t i = 0; i < ms.size(); ++i)
         for (auto& f : ms[i].p.fds) {

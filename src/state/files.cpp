@@ -1,10 +1,13 @@
 // Files, character devices and the log; the working directory and umask. Checkpoint: a regular
 // file or directory must be open for reading and still reachable by its path (the init-less
-// contract); the fd that points at the instance's log is the log (restore points it at the new
+// contract), so must the working directory, and an fd of /proc/<pid> must name a task of the
+// snapshot; the fd that points at the instance's log is the log (restore points it at the new
 // instance's). Restore: reopened by path with the same flags and offset.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+
+#include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -49,14 +52,49 @@ std::optional<image::FdObject> read(const FdSource& s) {
                                 ": a deleted or unreachable file; rule: open files must stay in place");
         return image::FileFd{s.dest, position(s)};
     }
-    if (S_ISDIR(s.st.st_mode)) return image::FileFd{s.dest, position(s)};
+    if (S_ISDIR(s.st.st_mode)) {
+        if (s.st.st_nlink == 0 || s.dest.find("(deleted)") != std::string::npos || s.dest.empty() ||
+            s.dest[0] != '/')
+            throw ContractError(s.where +
+                                ": a deleted or unreachable directory; rule: open directories must stay in place");
+        return image::FileFd{s.dest, position(s)};
+    }
     if (S_ISCHR(s.st.st_mode)) return image::CharDeviceFd{s.dest, position(s)};
     return std::nullopt;
 }
 
 void read_process(Frozen& f) {
     f.p.cwd = sys::read_link(fmt::format("/proc/{}/cwd", f.host));
+    // Restore enters the working directory by path.
+    if (f.p.cwd.find(" (deleted)") != std::string::npos || f.p.cwd.empty() || f.p.cwd[0] != '/')
+        throw ContractError(fmt::format("process {}: its current directory {} is deleted or unreachable; rule: "
+                                        "the working directory must stay in place",
+                                        f.host, f.p.cwd));
     f.p.umask = static_cast<uint32_t>(std::stoul(f.status.at("Umask"), nullptr, 8));
+}
+
+void check_proc_paths(const std::vector<Frozen>& ms) {
+    std::set<pid_t> inside;  // pids and tids of the snapshot, as the sandbox sees them
+    for (const auto& m : ms) {
+        inside.insert(m.p.pid);
+        for (const auto& th : m.p.threads) inside.insert(th.tid);
+    }
+    for (const auto& m : ms)
+        for (const auto& f : m.p.fds) {
+            const auto* file = f.as<image::FileFd>();
+            if (!file || file->path.rfind("/proc/", 0) != 0) continue;
+            std::string rest = file->path.substr(6);
+            size_t digits = 0;
+            while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
+            if (digits == 0 || (digits < rest.size() && rest[digits] != '/')) continue;
+            pid_t pid = static_cast<pid_t>(std::stol(rest.substr(0, digits)));
+            if (inside.count(pid)) continue;
+            throw ContractError(fmt::format(
+                "process {} fd {} ({}): /proc/{} is a task outside the snapshot (pid {} in the sandbox is "
+                "not one of the function's processes or threads); rule: /proc/<pid> only of the "
+                "function's own tasks",
+                m.host, f.fd, file->path, pid, pid));
+        }
 }
 
 void store_process(json& j, const image::Process& p) {

@@ -232,6 +232,8 @@ void plan_lift_ends(Table& t, uint64_t pair, int lift, const std::string& what);
 namespace files {
 std::optional<image::FdObject> read(const FdSource& s);
 void read_process(Frozen& f);  // cwd, umask
+// Refuses an fd of /proc/<pid> (or below it) whose pid is no process or thread of the snapshot.
+void check_proc_paths(const std::vector<Frozen>& ms);
 void store_process(json& j, const image::Process& p);
 void load_process(const json& j, image::Process& p);
 void store(json& j, const image::LogFd& f);

@@ -1,7 +1,8 @@
 // The process tree, sessions and process groups. Checkpoint: every process below the sandbox's
 // init is frozen (all its threads seized), parents first; pids, groups and sessions are read as the
 // sandbox sees them, and what restore cannot rebuild is refused (a traced, zombie or stopped
-// process; a session or group whose leader is gone or restored later). Restore: each process is
+// process; a thread with a seccomp filter; a vfork in progress, checked before seizing because its
+// parent never stops for ptrace; a session or group whose leader is gone or restored later). Restore: each process is
 // forked by its parent's table (a further child of init by the first process, CLONE_PARENT) with
 // clone3 set_tid, then calls setsid or setpgid before forking its own children.
 #include <linux/sched.h>
@@ -14,7 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "initless/sys/error.h"
+#include "initless/sys/proc.h"
 #include "initless/sys/process.h"
+#include "initless/sys/tracee.h"
 #include "state/kinds.h"
 
 namespace initless::state::tree {
@@ -57,6 +60,39 @@ void check_freezable(pid_t pid) {
     if (!state.empty() && state[0] == 'T')
         throw ContractError(
             fmt::format("process {} is stopped (job control); rule: every process runs when ready", pid));
+    // A filter may answer the syscalls the checkpoint injects (prctl, sigaltstack, brk,
+    // rt_sigaction, getitimer) with an error, and restore does not install filters.
+    for (pid_t tid : sys::proc_tasks(pid)) {
+        std::string seccomp;
+        try {
+            auto ts = sys::read_status(tid);
+            seccomp = ts.count("Seccomp") ? ts["Seccomp"] : "0";
+        } catch (const Error&) {
+            continue;  // the thread has just exited
+        }
+        if (seccomp != "0")
+            throw ContractError(fmt::format(
+                "process {} thread {} has a seccomp {} (Seccomp: {} in /proc/{}/status); rule: no seccomp "
+                "filter when ready: the checkpoint injects syscalls a filter may block, and restore does "
+                "not install filters",
+                pid, tid, seccomp == "1" ? "strict mode" : "filter", seccomp, tid));
+    }
+}
+
+// Two processes sharing one address space: a vfork in progress (the parent sleeps, unstoppable by
+// ptrace, until its child execs or exits), or a CLONE_VM child. Checked before seizing anything.
+void check_no_shared_address_space(const std::vector<pid_t>& pids) {
+    for (size_t i = 0; i < pids.size(); ++i)
+        for (size_t j = i + 1; j < pids.size(); ++j) {
+            if (!sys::same_address_space(pids[i], pids[j])) continue;
+            // process_tree lists parents first: pids[i] is the vfork parent, unless both are
+            // CLONE_VM children of a third.
+            std::string waiter = sys::describe_thread_state(pids[i]);
+            throw ContractError(fmt::format(
+                "processes {} and {} share one address space (a vfork in progress: {} waits until {} "
+                "execs or exits; {} is {}); rule: no vfork in progress when ready",
+                pids[i], pids[j], pids[i], pids[j], pids[i], waiter));
+        }
 }
 
 // The function's processes: every descendant of init, parents before children; init's own children
@@ -109,7 +145,9 @@ std::vector<Frozen> freeze(pid_t init) {
     std::map<pid_t, Frozen> frozen;
     for (bool grew = true; grew;) {
         grew = false;
-        for (pid_t pid : process_tree(init)) {
+        std::vector<pid_t> tree = process_tree(init);
+        check_no_shared_address_space(tree);
+        for (pid_t pid : tree) {
             if (frozen.count(pid)) continue;
             check_freezable(pid);
             Frozen m;

@@ -67,6 +67,13 @@ bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2) {
     return r == 0;
 }
 
+bool same_address_space(pid_t pid1, pid_t pid2) {
+    long r = ::syscall(SYS_kcmp, pid1, pid2, 1 /* KCMP_VM */, 0, 0);
+    if (r < 0 && errno == ESRCH) return false;
+    if (r < 0) throw SysError(fmt::format("kcmp address spaces of processes {} and {}", pid1, pid2), errno);
+    return r == 0;
+}
+
 UniqueFd pidfd_open(pid_t pid) {
     long fd = ::syscall(SYS_pidfd_open, pid, 0);
     if (fd < 0) throw SysError(fmt::format("pidfd_open {}", pid), errno);

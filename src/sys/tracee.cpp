@@ -9,7 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sched.h>
+#include <time.h>
+
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include <fmt/format.h>
@@ -36,7 +40,74 @@ long pt(enum __ptrace_request req, pid_t tid, void* addr, void* data, const char
     if (r == -1) throw SysError(fmt::format("ptrace {} tid {}", what, tid), errno);
     return r;
 }
+
+using Clock = std::chrono::steady_clock;
+
+// waitpid(tid, __WALL | WNOHANG) until it reports or `limit` passes. No fd turns readable on a
+// ptrace stop (a pidfd only on exit), so this polls: yielding at first (most stops come within
+// microseconds, and restore waits on them on the request path), then sleeping 100 us between looks.
+std::optional<int> wait_bounded(pid_t tid, std::chrono::milliseconds limit) {
+    auto start = Clock::now();
+    auto deadline = start + limit;
+    for (;;) {
+        int status = 0;
+        pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
+        if (r == tid) return status;
+        if (r == -1 && errno != EINTR) throw SysError(fmt::format("waitpid tid {}", tid), errno);
+        auto now = Clock::now();
+        if (now >= deadline) return std::nullopt;
+        if (now - start < std::chrono::microseconds(200)) {
+            ::sched_yield();
+        } else {
+            timespec pause{0, 100'000};
+            ::nanosleep(&pause, nullptr);
+        }
+    }
+}
 }  // namespace
+
+std::string describe_thread_state(pid_t tid) {
+    std::string out;
+    try {
+        auto status = read_status(tid);
+        out = "state " + (status.count("State") ? status["State"] : std::string("?"));
+    } catch (const Error&) {
+        return "gone";
+    }
+    try {
+        std::string wchan = read_file(fmt::format("/proc/{}/wchan", tid));
+        if (!wchan.empty() && wchan != "0") out += ", in " + wchan;
+    } catch (const Error&) {
+    }
+    return out;
+}
+
+std::vector<pid_t> kill_and_collect(const std::vector<pid_t>& tids, std::chrono::milliseconds limit) {
+    for (pid_t tid : tids)
+        if (tid > 0) ::kill(tid, SIGKILL);  // any tid names its whole process for SIGKILL
+    // Round-robin over every tid: a leader's death is reported only once its other threads are
+    // collected, so waiting for the tids one after the other could wait for the leader in vain.
+    std::vector<pid_t> left;
+    for (pid_t tid : tids)
+        if (tid > 0) left.push_back(tid);
+    auto deadline = Clock::now() + limit;
+    while (!left.empty()) {
+        std::vector<pid_t> still;
+        for (pid_t tid : left) {
+            int status = 0;
+            pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
+            if (r == -1 && errno == EINTR) r = 0;
+            if (r == -1) continue;  // ECHILD: not ours (any more), nothing to collect
+            if (r == tid && (WIFEXITED(status) || WIFSIGNALED(status))) continue;
+            still.push_back(tid);  // not yet, or a stop reported before the kill landed
+        }
+        left.swap(still);
+        if (left.empty() || Clock::now() >= deadline) break;
+        timespec pause{0, 200'000};
+        ::nanosleep(&pause, nullptr);
+    }
+    return left;
+}
 
 Tracee Tracee::seize(pid_t tid, unsigned long options) {
     pt(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options), "SEIZE");
@@ -63,18 +134,26 @@ Tracee::~Tracee() { release_or_reap(tid_); }
 void Tracee::release_or_reap(pid_t tid) {
     if (!tid) return;
     if (::ptrace(PTRACE_DETACH, tid, nullptr, nullptr) == 0) return;
-    // A dead tracee stays a zombie until its tracer collects it; only then can its parent reap it.
-    ::waitpid(tid, nullptr, __WALL | WNOHANG);
+    // Not in a stop: dead or dying (killed meanwhile), or running. A dead tracee stays a zombie until
+    // its tracer collects it, and only then can its parent (the sandbox's init) reap it: wait a
+    // little for whichever comes, and detach if it is a stop.
+    try {
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            std::optional<int> status = wait_bounded(tid, std::chrono::milliseconds(100));
+            if (!status || WIFEXITED(*status) || WIFSIGNALED(*status)) return;
+            if (::ptrace(PTRACE_DETACH, tid, nullptr, nullptr) == 0) return;
+        }
+    } catch (const Error&) {
+        // ECHILD: already collected.
+    }
 }
 
-int Tracee::wait_stop() {
-    int status = 0;
-    for (;;) {
-        pid_t r = ::waitpid(tid_, &status, __WALL);
-        if (r == -1 && errno == EINTR) continue;
-        if (r == -1) throw SysError(fmt::format("waitpid tid {}", tid_), errno);
-        break;
-    }
+int Tracee::wait_stop(std::chrono::milliseconds limit) {
+    std::optional<int> got = wait_bounded(tid_, limit);
+    if (!got)
+        throw Error(fmt::format("thread {} did not stop within {} ms ({})", tid_, limit.count(),
+                                describe_thread_state(tid_)));
+    int status = *got;
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
         tid_ = 0;
         throw Error(fmt::format("traced thread ended (wait status {:#x})", status));
@@ -94,10 +173,12 @@ int Tracee::single_step_and_wait() {
     return wait_stop();
 }
 
-int Tracee::wait_event() {
-    int status = 0;
-    if (retry_eintr([&] { return ::waitpid(tid_, &status, __WALL); }) < 0)
-        throw SysError(fmt::format("waitpid tid {}", tid_), errno);
+int Tracee::wait_event(std::chrono::milliseconds limit) {
+    std::optional<int> got = wait_bounded(tid_, limit);
+    if (!got)
+        throw Error(fmt::format("thread {} reported no event within {} ms ({})", tid_, limit.count(),
+                                describe_thread_state(tid_)));
+    int status = *got;
     if (WIFEXITED(status) || WIFSIGNALED(status)) tid_ = 0;
     return status;
 }

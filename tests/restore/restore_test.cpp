@@ -241,7 +241,10 @@ TEST_P(ContractProgram, SnapshotFailsNamingTheRule) {
     fs::path dir = program_dir(c.program);
     ASSERT_TRUE(fs::exists(dir / "function.toml")) << dir << " is not built";
     fs::path image = scratch_ / "image";
+    auto t0 = std::chrono::steady_clock::now();
     auto r = cli({"snapshot", dir.string(), "--image", image.string(), "--json"});
+    // Refused in bounded time (a vfork parent, for one, never stops for ptrace).
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << r.describe();
     EXPECT_FALSE(r.timed_out) << r.describe();
     EXPECT_NE(r.exit_code, 0) << "a snapshot that breaks the contract succeeded:\n" << r.describe();
     EXPECT_FALSE(fs::exists(image / "manifest.json")) << "a partial image was published";
@@ -269,8 +272,107 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-deleted-map", {"mapping", "/tmp/rt-gone.bin"}},
                       ContractCase{"refuse-sysv-shm", {"mapping", "SYSV"}},
                       ContractCase{"refuse-udp", {"fd 42", "socket"}},
-                      ContractCase{"refuse-io-uring", {"fd 42", "io_uring", "cannot be recreated"}}),
+                      ContractCase{"refuse-io-uring", {"fd 42", "io_uring", "cannot be recreated"}},
+                      ContractCase{"refuse-deleted-cwd", {"current directory", "/tmp/rt-cwd-gone", "deleted"}},
+                      ContractCase{"refuse-deleted-dir-fd", {"fd 42", "/tmp/rt-dir-gone", "deleted"}},
+                      ContractCase{"refuse-foreign-proc-fd", {"fd 42", "/proc/1", "outside the snapshot"}},
+                      ContractCase{"refuse-vfork", {"vfork", "share one address space"}},
+                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter", "Seccomp: 2"}}),
     contract_name);
+
+// ---------------------------------------------------------------------------------------------------
+// Fault injection (INITLESS_TEST_FAULT, see include/initless/sys/fault.h): a snapshot whose trial
+// restore fails at a stage, whose restorer is killed, or whose function dies while frozen must end
+// within 10 s with a clear error, and leave no process, cgroup, mount or instance directory.
+
+struct FaultCase {
+    std::string point;                      // INITLESS_TEST_FAULT
+    std::vector<std::string> must_mention;  // each must appear in the CLI's stderr
+};
+
+void PrintTo(const FaultCase& c, std::ostream* os) {
+    *os << c.point;
+}
+
+class FaultInjection : public RestoreSuite, public ::testing::WithParamInterface<FaultCase> {
+  protected:
+    // fault-target copied under a name of this test's own (its processes' comm, its instances'
+    // ids), so that what it leaves can be told from what tests running beside it hold.
+    fs::path private_function() {
+        std::string tag = scratch_.filename().string().substr(scratch_.filename().string().size() - 6);
+        for (char& ch : tag) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        name_ = "fault-" + tag;  // a function name is lower case
+        fs::path dir = scratch_ / name_;
+        fs::copy(program_dir("fault-target"), dir, fs::copy_options::recursive);
+        fs::rename(dir / "fault-target", dir / name_);
+        std::ifstream in(dir / "function.toml");
+        std::stringstream toml;
+        toml << in.rdbuf();
+        std::string text = std::regex_replace(toml.str(), std::regex("\\./fault-target"), "./" + name_);
+        text = std::regex_replace(text, std::regex("name = \"rt-fault-target\""), "name = \"" + name_ + "\"");
+        std::ofstream(dir / "function.toml") << text;
+        return dir;
+    }
+
+    // Processes, cgroups and mounts of this test's function still there; empty if none.
+    std::string leftovers() const {
+        std::string out;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator("/proc", ec)) {
+            std::ifstream comm(e.path() / "comm");
+            std::string c;
+            if (comm && std::getline(comm, c) && c == name_) out += "process " + e.path().filename().string() + "; ";
+        }
+        for (const auto& controller : fs::directory_iterator("/sys/fs/cgroup", ec))
+            for (const auto& cg : fs::directory_iterator(controller.path() / "initless", ec))
+                if (cg.path().filename().string().rfind(name_ + "-", 0) == 0) out += "cgroup " + cg.path().string() + "; ";
+        std::ifstream mounts("/proc/self/mountinfo");
+        for (std::string line; std::getline(mounts, line);)
+            if (line.find(scratch_.string()) != std::string::npos) out += "mount " + line + "; ";
+        for (const auto& e : fs::directory_iterator(state_ / "instances", ec))
+            out += "instance dir " + e.path().string() + "; ";
+        return out;
+    }
+
+    std::string name_;
+};
+
+TEST_P(FaultInjection, EndsWithinTenSecondsLeavingNothing) {
+    const auto& c = GetParam();
+    ASSERT_TRUE(fs::exists(program_dir("fault-target") / "function.toml")) << "fault-target is not built";
+    fs::path dir = private_function();
+    fs::path image = scratch_ / "image";
+    ::setenv("INITLESS_TEST_FAULT", c.point.c_str(), 1);
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = cli({"snapshot", dir.string(), "--image", image.string(), "--json"}, 30s);
+    auto took = std::chrono::steady_clock::now() - t0;
+    ::unsetenv("INITLESS_TEST_FAULT");
+    EXPECT_FALSE(r.timed_out) << r.describe();
+    EXPECT_LT(took, 10s) << r.describe();
+    EXPECT_NE(r.exit_code, 0) << "the snapshot succeeded despite the fault:\n" << r.describe();
+    EXPECT_FALSE(fs::exists(image / "manifest.json")) << "an image was published";
+    for (const auto& word : c.must_mention)
+        EXPECT_NE(r.err.find(word), std::string::npos) << "stderr does not mention '" << word << "':\n"
+                                                       << r.describe();
+    // The CLI has exited: everything it made is gone, without gc.
+    EXPECT_EQ(leftovers(), "") << r.describe();
+}
+
+std::string fault_name(const ::testing::TestParamInfo<FaultCase>& info) {
+    std::string n = info.param.point;
+    for (char& ch : n)
+        if (ch == '-' || ch == ':') ch = '_';
+    return n;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Faults, FaultInjection,
+    ::testing::Values(FaultCase{"restore:prepare", {"injected fault at restore:prepare"}},
+                      FaultCase{"restore:tables", {"injected fault at restore:tables"}},
+                      FaultCase{"restore:finish", {"injected fault at restore:finish"}},
+                      FaultCase{"restore:kill-restorer", {"killed by signal 9"}},
+                      FaultCase{"checkpoint:function-exits", {"died during the checkpoint"}}),
+    fault_name);
 
 // A file the image maps (data.bin, privately mapped by file-private-cow) changes after the snapshot:
 // the restore must refuse loudly, naming the file, instead of mapping different contents.

@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -68,6 +70,71 @@ TEST(SysTracee, DestructorDetaches) {
     SleepingChild child;
     { auto t = sys::Tracee::seize(child.pid); }
     EXPECT_EQ(sys::read_status(child.pid).at("TracerPid"), "0");
+}
+
+// The parent of a vfork sleeps uninterruptibly until its child execs or exits: PTRACE_INTERRUPT
+// cannot stop it, and the seize must end with a named error instead of waiting forever.
+TEST(SysTracee, SeizingAVforkParentFailsWithinTheDeadline) {
+    int pipefd[2];
+    ASSERT_EQ(::pipe(pipefd), 0);
+    pid_t parent = ::fork();
+    if (parent == 0) {
+        ::close(pipefd[0]);
+        pid_t child = ::vfork();
+        if (child == 0) {
+            // Only raw syscalls in a vfork child: tell the test, then wait to be killed.
+            pid_t self = static_cast<pid_t>(::syscall(SYS_getpid));
+            ::syscall(SYS_write, pipefd[1], &self, sizeof self);
+            for (;;) ::syscall(SYS_pause);
+        }
+        ::_exit(0);
+    }
+    ::close(pipefd[1]);
+    pid_t vfork_child = 0;
+    ASSERT_EQ(::read(pipefd[0], &vfork_child, sizeof vfork_child), static_cast<ssize_t>(sizeof vfork_child));
+    ::close(pipefd[0]);
+    auto t0 = std::chrono::steady_clock::now();
+    std::string error;
+    try {
+        auto t = sys::Tracee::seize(parent);
+    } catch (const Error& e) {
+        error = e.what();
+    }
+    auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_NE(error.find("did not stop"), std::string::npos) << error;
+    EXPECT_NE(error.find(std::to_string(parent)), std::string::npos) << error;
+    EXPECT_LT(took, sys::kStopTimeout + std::chrono::seconds(1));
+    ::kill(vfork_child, SIGKILL);
+    EXPECT_TRUE(sys::kill_and_collect({parent}, std::chrono::seconds(3)).empty());
+    EXPECT_FALSE(std::filesystem::exists("/proc/" + std::to_string(parent)));
+}
+
+// A killed tracee stays a zombie its parent cannot reap until its tracer collects it:
+// kill_and_collect does, so the parent's waitpid returns.
+TEST(SysTracee, KillAndCollectLetsTheParentReap) {
+    int pipefd[2];
+    ASSERT_EQ(::pipe(pipefd), 0);
+    pid_t parent = ::fork();
+    if (parent == 0) {
+        ::close(pipefd[0]);
+        pid_t child = ::fork();
+        if (child == 0) {
+            for (;;) ::pause();
+        }
+        if (::write(pipefd[1], &child, sizeof child) != sizeof child) ::_exit(2);
+        int status = 0;
+        ::_exit(::waitpid(child, &status, 0) == child && WIFSIGNALED(status) ? 0 : 1);
+    }
+    ::close(pipefd[1]);
+    pid_t child = 0;
+    ASSERT_EQ(::read(pipefd[0], &child, sizeof child), static_cast<ssize_t>(sizeof child));
+    ::close(pipefd[0]);
+    auto t = sys::Tracee::seize(child);
+    EXPECT_TRUE(sys::kill_and_collect({child}, std::chrono::seconds(3)).empty());
+    t.release();
+    int status = 0;
+    ASSERT_EQ(::waitpid(parent, &status, 0), parent);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST(SysProcess, ForkWithPidfdAndChosenPid) {

@@ -28,6 +28,9 @@ UniqueFd pidfd_open(pid_t pid);
 bool same_open_file(pid_t pid, int fd1, int fd2);
 // The same across two processes (fds inherited through fork share their description).
 bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2);
+// Whether two processes share one address space (kcmp KCMP_VM): a vfork in progress, or a clone
+// with CLONE_VM but not CLONE_THREAD. False if either is gone.
+bool same_address_space(pid_t pid1, pid_t pid2);
 
 // Reads or writes another process's memory (process_vm_readv/writev); all or nothing, or throws.
 void read_process_memory(pid_t pid, uint64_t addr, void* data, size_t len);

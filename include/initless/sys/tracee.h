@@ -1,11 +1,15 @@
 // Tracee: one thread held under ptrace (PTRACE_SEIZE), detached or killed-with-us on destruction.
 // Gives registers (general and xstate), the signal mask, the rseq configuration, and syscall
 // injection through a known `syscall` instruction (20-50 us each: keep it off hot paths).
+// Every wait for a stop or an event is bounded: a thread that never stops (the parent of a vfork, in
+// uninterruptible sleep until its child execs) ends the wait with an Error naming it and its state.
+// Only the thread that seized a tracee may call its methods (ptrace answers the tracer thread only).
 #pragma once
 
 #include <sys/types.h>
 #include <sys/user.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -18,6 +22,12 @@ struct RseqConfig {
     uint32_t flags = 0;
     uint32_t signature = 0;
 };
+
+// How long a thread may take to reach a stop it was asked for (an interrupt, a single step, an
+// injected syscall): a running thread stops within microseconds, so 3 s means it never will.
+inline constexpr std::chrono::milliseconds kStopTimeout{3000};
+// How long wait_event waits by default (callers running a long job in the tracee pass their own).
+inline constexpr std::chrono::milliseconds kEventTimeout{30000};
 
 class Tracee {
 public:
@@ -48,14 +58,16 @@ public:
 
     // Resumes and waits for the next stop; returns the waitpid status.
     int cont_and_wait(int signal = 0);
-    int wait_stop();
+    // The next stop, within `limit`; an Error naming the thread and its state if it does not come,
+    // and if the thread ends instead (then it is forgotten).
+    int wait_stop(std::chrono::milliseconds limit = kStopTimeout);
     // Resumes without waiting (several tracees can then run at once).
     void resume();
     // One instruction, then the stop after it; returns the waitpid status.
     int single_step_and_wait();
     // The waitpid status of the next event, whatever it is (a stop, or the end: then the tracee
-    // is forgotten and the status says how it ended).
-    int wait_event();
+    // is forgotten and the status says how it ended), within `limit`, else an Error naming it.
+    int wait_event(std::chrono::milliseconds limit = kEventTimeout);
     // PTRACE_GETEVENTMSG: after a PTRACE_EVENT_CLONE stop, the new thread's tid.
     unsigned long event_message() const;
     struct RobustList {
@@ -73,6 +85,15 @@ private:
     static void release_or_reap(pid_t tid);
     pid_t tid_ = 0;
 };
+
+// Kills the processes of `tids` (threads traced by the calling thread, or its children) and
+// collects each thread's death with waitpid(__WALL) on that tid, within `limit` in all: a dead
+// tracee stays a zombie its parent (the sandbox's init) cannot reap until its tracer collects it.
+// Returns the tids still not collected when `limit` passed (none, normally).
+std::vector<pid_t> kill_and_collect(const std::vector<pid_t>& tids, std::chrono::milliseconds limit);
+
+// "state D (disk sleep), in wait_for_vfork_done": what /proc says a thread is doing, for errors.
+std::string describe_thread_state(pid_t tid);
 
 // Finds a `syscall` instruction (0f 05) in the process's [vdso], reading it through /proc/PID/mem.
 uint64_t find_syscall_instruction(pid_t pid);
