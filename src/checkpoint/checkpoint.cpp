@@ -62,9 +62,10 @@ void throw_if_one_died(const std::vector<state::Frozen>& members, const Error& f
             state = "gone";
         }
         if (state == "gone" || state.rfind("Z", 0) == 0 || state.rfind("X", 0) == 0)
-            throw Error(fmt::format("process {} of the function died during the checkpoint ({}); nothing "
-                                    "was published (first error: {})",
-                                    m.host, state, first.what()));
+            throw Error(
+                fmt::format("process {} of the function died during the checkpoint ({}); nothing "
+                            "was published (first error: {})",
+                            m.host, state, first.what()));
     }
 }
 }  // namespace
@@ -97,7 +98,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
     state::clocks::read(manifest);
     stats.freeze_ms = ms_since(t0);
     // Test-only: the function dies while frozen (as if it exited during the checkpoint).
-    if (sys::fault_requested("checkpoint:function-exits")) ::kill(members.front().host, SIGKILL);
+    if (sys::fault_requested("checkpoint:function-exits")) sys::send_signal(members.front().host, SIGKILL);
     {
         sys::UniqueFd netns = sys::open_file(fmt::format("/proc/{}/ns/net", target.init_host_pid), O_RDONLY);
         auto unix_peers = sys::unix_socket_peers(netns.get());

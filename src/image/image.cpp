@@ -149,15 +149,8 @@ Image load(const fs::path& dir, bool verify_pages) {
         if (static_cast<uint64_t>(st.st_size) != img.manifest.pages_file_size)
             throw Error(fmt::format("image {}: pages.img has {} bytes, the manifest says {}", dir.string(),
                                     st.st_size, img.manifest.pages_file_size));
-        void* map = nullptr;
-        if (st.st_size > 0) {
-            map = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd.get(), 0);
-            if (map == MAP_FAILED) throw sys::SysError("mmap pages.img", errno);
-            ::madvise(map, static_cast<size_t>(st.st_size), MADV_SEQUENTIAL);
-        }
-        auto size = static_cast<size_t>(st.st_size);
-        std::unique_ptr<void, std::function<void(void*)>> unmap(map, [size](void* m) { ::munmap(m, size); });
-        const auto* base = static_cast<const uint8_t*>(map);
+        sys::FileMapping pages(fd.get(), static_cast<size_t>(st.st_size));
+        const auto* base = pages.data();
         for (const auto& proc : img.manifest.processes)
             for (const auto& v : proc.vmas) {
                 if (v.saved_pages == 0) continue;

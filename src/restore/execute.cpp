@@ -47,7 +47,7 @@ class Watchdog {
         : pids_{pid}, thread_([this, limit] {
               std::unique_lock lock(mutex_);
               if (!cv_.wait_for(lock, limit, [this] { return done_; }))
-                  for (pid_t p : pids_) ::kill(p, SIGKILL);
+                  for (pid_t p : pids_) sys::send_signal(p, SIGKILL);
           }) {}
     void watch(pid_t pid) {
         std::lock_guard lock(mutex_);
@@ -93,11 +93,8 @@ std::vector<pid_t> unadopted_tracees(const std::string& pidns) {
 
 std::string describe_stop(pid_t tid, int status) {
     if (WIFSTOPPED(status)) {
-        user_regs_struct r{};
-        iovec iov{&r, sizeof r};
-        ::ptrace(PTRACE_GETREGSET, tid, reinterpret_cast<void*>(NT_PRSTATUS), &iov);
         return fmt::format("stopped by signal {} ({}) at rip {:#x}", WSTOPSIG(status),
-                           strsignal(WSTOPSIG(status)), r.rip);
+                           strsignal(WSTOPSIG(status)), sys::stopped_instruction_pointer(tid));
     }
     if (WIFSIGNALED(status)) return fmt::format("killed by signal {}", WTERMSIG(status));
     return fmt::format("exited with status {}", WEXITSTATUS(status));
@@ -180,7 +177,7 @@ Restored RestorePlan::execute() {
             const auto& plan = procs[i];
             sys::Tracee& leader = leaders[i];
             start_table(leader, base, plan.table_addr, base + region_size - 64);
-            if (i == 0 && sys::fault_requested("restore:kill-restorer")) ::kill(host[0], SIGKILL);
+            if (i == 0 && sys::fault_requested("restore:kill-restorer")) sys::send_signal(host[0], SIGKILL);
             size_t created = 0;
             for (;;) {
                 // The watchdog kills the tree at st.timeout; the wait ends shortly after at worst.
@@ -279,7 +276,7 @@ Restored RestorePlan::execute() {
     for (auto& [tid, th] : threads) th.detach();
     for (auto& leader : leaders) leader.detach();
     // The opt-in post-restore notice, to the first process: pending before any request is forwarded.
-    if (int sig = st.restore_signal) ::kill(host[0], sig);
+    if (int sig = st.restore_signal) sys::send_signal(host[0], sig);
     tm.finish_ms = ms_since(lap);
     tm.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     Restored out{std::move(st.helper), tm, host};

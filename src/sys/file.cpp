@@ -1,9 +1,10 @@
 #include "initless/sys/file.h"
 
-#include <algorithm>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <fmt/format.h>
 
@@ -83,12 +84,27 @@ void write_file_atomic(const fs::path& path, std::string_view data) {
     fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
 }
 
+FileMapping::FileMapping(int fd, size_t size) : size_(size) {
+    if (size == 0) return;
+    data_ = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (data_ == MAP_FAILED) {
+        data_ = nullptr;
+        throw SysError("mmap", errno);
+    }
+    ::madvise(data_, size, MADV_SEQUENTIAL);
+}
+
+FileMapping::~FileMapping() {
+    if (data_) ::munmap(data_, size_);
+}
+
 std::string read_from(int fd, uint64_t offset, size_t max) {
     std::string out;
     char buf[65536];
     while (out.size() < max) {
         size_t want = std::min(sizeof buf, max - out.size());
-        ssize_t n = retry_eintr([&] { return ::pread(fd, buf, want, static_cast<off_t>(offset + out.size())); });
+        ssize_t n =
+            retry_eintr([&] { return ::pread(fd, buf, want, static_cast<off_t>(offset + out.size())); });
         if (n < 0) throw SysError("pread", errno);
         if (n == 0) break;
         out.append(buf, static_cast<size_t>(n));

@@ -142,4 +142,10 @@ uint64_t raise_fd_limit() {
     return r.rlim_cur;
 }
 
+bool send_signal(pid_t pid, int sig) {
+    if (::kill(pid, sig) == 0) return true;
+    if (errno == ESRCH) return false;
+    throw SysError(fmt::format("signal {} to process {}", sig, pid), errno);
+}
+
 }  // namespace initless::sys

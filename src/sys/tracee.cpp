@@ -117,7 +117,9 @@ Tracee Tracee::seize(pid_t tid, unsigned long options) {
     return t;
 }
 
-Tracee Tracee::adopt(pid_t tid) { return Tracee(tid); }
+Tracee Tracee::adopt(pid_t tid) {
+    return Tracee(tid);
+}
 
 Tracee::Tracee(Tracee&& o) noexcept : tid_(std::exchange(o.tid_, 0)) {}
 
@@ -129,7 +131,9 @@ Tracee& Tracee::operator=(Tracee&& o) noexcept {
     return *this;
 }
 
-Tracee::~Tracee() { release_or_reap(tid_); }
+Tracee::~Tracee() {
+    release_or_reap(tid_);
+}
 
 void Tracee::release_or_reap(pid_t tid) {
     if (!tid) return;
@@ -166,7 +170,9 @@ int Tracee::cont_and_wait(int signal) {
     return wait_stop();
 }
 
-void Tracee::resume() { pt(PTRACE_CONT, tid_, nullptr, nullptr, "CONT"); }
+void Tracee::resume() {
+    pt(PTRACE_CONT, tid_, nullptr, nullptr, "CONT");
+}
 
 int Tracee::single_step_and_wait() {
     pt(PTRACE_SINGLESTEP, tid_, nullptr, nullptr, "SINGLESTEP");
@@ -255,8 +261,8 @@ void Tracee::set_signal_mask(uint64_t mask) {
 
 RseqConfig Tracee::rseq() const {
     RseqConfigurationAbi c{};
-    pt(static_cast<enum __ptrace_request>(kPtraceGetRseqConfiguration), tid_, reinterpret_cast<void*>(sizeof c), &c,
-       "GET_RSEQ_CONFIGURATION");
+    pt(static_cast<enum __ptrace_request>(kPtraceGetRseqConfiguration), tid_,
+       reinterpret_cast<void*>(sizeof c), &c, "GET_RSEQ_CONFIGURATION");
     return {c.rseq_abi_pointer, c.rseq_abi_size, c.flags, c.signature};
 }
 
@@ -310,6 +316,13 @@ uint64_t find_syscall_instruction(pid_t pid) {
         throw Error(fmt::format("no syscall instruction in the vdso of {}", pid));
     }
     throw Error(fmt::format("process {} has no [vdso]", pid));
+}
+
+uint64_t stopped_instruction_pointer(pid_t tid) {
+    user_regs_struct r{};
+    iovec iov{&r, sizeof r};
+    if (::ptrace(PTRACE_GETREGSET, tid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) != 0) return 0;
+    return r.rip;
 }
 
 }  // namespace initless::sys

@@ -3,9 +3,11 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "initless/sys/unique_fd.h"
 
@@ -21,6 +23,23 @@ std::string read_from(int fd, uint64_t offset, size_t max);
 void fsync_path(const std::filesystem::path& path);
 // Writes `data` to path via a temp file in the same directory, fsyncs and renames it.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);
+// A file mapped read-only (MAP_PRIVATE) for one sequential pass, unmapped when dropped; empty (null
+// data) for a size of 0.
+class FileMapping {
+  public:
+    FileMapping(int fd, size_t size);
+    FileMapping(FileMapping&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(o.size_) {}
+    FileMapping& operator=(FileMapping&&) = delete;
+    FileMapping(const FileMapping&) = delete;
+    ~FileMapping();
+    const uint8_t* data() const { return static_cast<const uint8_t*>(data_); }
+    size_t size() const { return size_; }
+
+  private:
+    void* data_ = nullptr;
+    size_t size_ = 0;
+};
+
 // Copies a tree keeping modes, owners, symlinks and overlay whiteouts (0:0 character devices);
 // sockets and fifos are skipped (their owners recreate them). Copies into an existing `to` dir.
 void copy_tree(const std::filesystem::path& from, const std::filesystem::path& to);

@@ -31,6 +31,8 @@ bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2);
 // Whether two processes share one address space (kcmp KCMP_VM): a vfork in progress, or a clone
 // with CLONE_VM but not CLONE_THREAD. False if either is gone.
 bool same_address_space(pid_t pid1, pid_t pid2);
+// kill(2): false when the process is gone (ESRCH); throws SysError for any other failure.
+bool send_signal(pid_t pid, int sig);
 
 // Reads or writes another process's memory (process_vm_readv/writev); all or nothing, or throws.
 void read_process_memory(pid_t pid, uint64_t addr, void* data, size_t len);

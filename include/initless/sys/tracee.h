@@ -30,7 +30,7 @@ inline constexpr std::chrono::milliseconds kStopTimeout{3000};
 inline constexpr std::chrono::milliseconds kEventTimeout{30000};
 
 class Tracee {
-public:
+  public:
     Tracee() = default;
     // Seizes and interrupts `tid`, then waits until it is stopped. `options` are PTRACE_O_* flags.
     static Tracee seize(pid_t tid, unsigned long options = 0);
@@ -80,7 +80,7 @@ public:
     void detach();
     void release() { tid_ = 0; }  // forget without detaching (the thread is gone)
 
-private:
+  private:
     explicit Tracee(pid_t tid) : tid_(tid) {}
     static void release_or_reap(pid_t tid);
     pid_t tid_ = 0;
@@ -91,6 +91,8 @@ private:
 // tracee stays a zombie its parent (the sandbox's init) cannot reap until its tracer collects it.
 // Returns the tids still not collected when `limit` passed (none, normally).
 std::vector<pid_t> kill_and_collect(const std::vector<pid_t>& tids, std::chrono::milliseconds limit);
+// The instruction pointer of a thread we trace that is stopped (0 if it cannot be read): for messages.
+uint64_t stopped_instruction_pointer(pid_t tid);
 
 // "state D (disk sleep), in wait_for_vfork_done": what /proc says a thread is doing, for errors.
 std::string describe_thread_state(pid_t tid);
