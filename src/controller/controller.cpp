@@ -108,6 +108,14 @@ std::string short_reason(const std::string& error) {
     return r.empty() ? "unknown" : r;
 }
 
+// Answers a waiting request with an error status and a one-line reason (run once the mutex is released).
+void reject(std::vector<std::function<void()>>& out, AcquireCallback done, int status, std::string why) {
+    Acquired a;
+    a.error_status = status;
+    a.error = std::move(why);
+    out.push_back([done = std::move(done), a = std::move(a)]() mutable { done(std::move(a)); });
+}
+
 }  // namespace
 
 const char* start_kind_name(StartKind kind) {
@@ -328,7 +336,7 @@ struct Controller::Impl {
             policy::Decisions d;
             policy->on_invocation_start({now_ms(), fn.policy_id, s.policy_id, policy_kind(s, a.kind)}, d);
             s.prewarmed = false;
-            apply(d, out);
+            apply(d);
             metrics().add("initless_starts_total",
                           {{"function", fn.name}, {"kind", start_kind_name(a.kind)}});
             out.push_back([done = std::move(w.done), a = std::move(a)]() mutable { done(std::move(a)); });
@@ -348,12 +356,10 @@ struct Controller::Impl {
         if (fn->image && !fn->pool.empty()) {
             auto ps = fn->pool.front();
             fn->pool.pop_front();
-            double prepare_ms = ps->prepare_ms;
             ps->execute([this, fn, prewarm](std::unique_ptr<sandbox::Sandbox> sb, double restore_ms,
                                             std::string error) {
                 restored(fn, std::move(sb), 0, restore_ms, false, prewarm, error);
             });
-            (void)prepare_ms;
         } else if (fn->image) {
             auto ps = std::make_shared<PooledSandbox>();
             ps->command = PooledSandbox::Command::Execute;
@@ -496,16 +502,17 @@ struct Controller::Impl {
             std::lock_guard lock(mu);
             fn->starting--;
             if (!fn->waiters.empty()) {
-                Waiter w = std::move(fn->waiters.front());
+                reject(out, std::move(fn->waiters.front().done), 502,
+                       fmt::format("could not start an instance of {}: {}", fn->name, first_line(error)));
                 fn->waiters.pop_front();
-                Acquired a;
-                a.error_status = 502;
-                a.error = fmt::format("could not start an instance of {}: {}", fn->name, first_line(error));
-                out.push_back([done = std::move(w.done), a = std::move(a)]() mutable { done(std::move(a)); });
             }
             if (!fn->removed) dispatch(fn, out);
         }
         for (auto& f : out) f();
+    }
+
+    static std::string describe_death(const sandbox::ExitReport& ex) {
+        return fmt::format("the function {} (pid {} in its sandbox)", ex.describe(), ex.pid);
     }
 
     static std::string first_line(const std::string& s) {
@@ -537,7 +544,7 @@ struct Controller::Impl {
                 s.policy_id = next_policy_instance++;
                 fn->instances.push_back(inst);
                 dispatch(fn, out);
-                if (s.in_flight == 0) became_idle(*fn, inst, policy::IdleReason::PreWarmed, out);
+                if (s.in_flight == 0) became_idle(*fn, inst, policy::IdleReason::PreWarmed);
             }
         }
         if (discard) teardown_later(inst);
@@ -545,19 +552,18 @@ struct Controller::Impl {
     }
 
     // Caller holds mu.
-    void became_idle(FunctionState& fn, const std::shared_ptr<Instance>& inst, policy::IdleReason reason,
-                     Callbacks& out) {
+    void became_idle(FunctionState& fn, const std::shared_ptr<Instance>& inst, policy::IdleReason reason) {
         auto& s = *inst->state;
         s.phase = Instance::State::Phase::Idle;
         policy::Decisions d;
         policy->on_instance_idle({now_ms(), fn.policy_id, s.policy_id, reason}, d);
-        apply(d, out);
+        apply(d);
         // The idle-memory budget: what the policy keeps beyond it, it must free.
         double idle_mb = idle_memory_mb();
         if (idle_mb > options.memory_mb) {
             policy::Decisions p;
             policy->on_memory_pressure({now_ms(), idle_mb - options.memory_mb, fn.policy_id}, p);
-            apply(p, out);
+            apply(p);
         }
     }
 
@@ -571,7 +577,7 @@ struct Controller::Impl {
     }
 
     // Caller holds mu. Carries out a policy's decisions.
-    void apply(const policy::Decisions& decisions, Callbacks& out) {
+    void apply(const policy::Decisions& decisions) {
         for (const auto& d : decisions) {
             switch (d.kind) {
                 case policy::DecisionKind::Evict:
@@ -596,7 +602,6 @@ struct Controller::Impl {
                     break;  // images stay where the image store keeps them
             }
         }
-        (void)out;
     }
 
     std::pair<std::shared_ptr<FunctionState>, std::shared_ptr<Instance>> find_instance(
@@ -616,8 +621,7 @@ struct Controller::Impl {
         if (tell_policy) {
             policy::Decisions d;
             policy->on_instance_removed({now_ms(), fn.policy_id, s.policy_id}, d);
-            Callbacks ignored;
-            apply(d, ignored);
+            apply(d);
         }
         teardown_later(inst);
     }
@@ -642,13 +646,13 @@ struct Controller::Impl {
         auto instances = fn.instances;
         for (auto& inst : instances)
             if (inst->state->in_flight == 0) remove_instance(fn, inst, false);
-        while (!fn.waiters.empty()) {
-            Acquired a;
-            a.error_status = 503;
-            a.error = fmt::format("function {} was removed", fn.name);
-            out.push_back([done = std::move(fn.waiters.front().done), a]() mutable { done(std::move(a)); });
-            fn.waiters.pop_front();
-        }
+        reject_waiters(fn, 503, fmt::format("function {} was removed", fn.name), out);
+    }
+
+    // Caller holds mu. Every request waiting for `fn` gets `status` and `why`.
+    static void reject_waiters(FunctionState& fn, int status, const std::string& why, Callbacks& out) {
+        for (auto& w : fn.waiters) reject(out, std::move(w.done), status, why);
+        fn.waiters.clear();
     }
 
     // ---- faults ----
@@ -665,7 +669,7 @@ struct Controller::Impl {
             // The exit report may trail the broken connection by a moment.
             while (death.empty() && s.sandbox && ms_since(t0) < 1000) {
                 if (auto ex = s.sandbox->poll_exit())
-                    death = fmt::format("the function {} (pid {} in its sandbox)", ex->describe(), ex->pid);
+                    death = describe_death(*ex);
                 else
                     std::this_thread::sleep_for(std::chrono::milliseconds(20));
             }
@@ -703,16 +707,12 @@ struct Controller::Impl {
                 // Requests that waited too long.
                 while (!fn->waiters.empty() && ms_since(fn->waiters.front().since) >=
                                                    static_cast<double>(fn->spec.queue_timeout_ms)) {
-                    Waiter w = std::move(fn->waiters.front());
+                    reject(out, std::move(fn->waiters.front().done), 504,
+                           fmt::format("no instance of {} became free within queue_timeout_ms = {}", fn->name,
+                                       fn->spec.queue_timeout_ms));
                     fn->waiters.pop_front();
-                    Acquired a;
-                    a.error_status = 504;
-                    a.error = fmt::format("no instance of {} became free within queue_timeout_ms = {}",
-                                          fn->name, fn->spec.queue_timeout_ms);
                     metrics().add("initless_queue_rejected_total",
                                   {{"function", fn->name}, {"reason", "timeout"}});
-                    out.push_back(
-                        [done = std::move(w.done), a = std::move(a)]() mutable { done(std::move(a)); });
                 }
                 // Idle instances past their keep-alive.
                 auto instances = fn->instances;
@@ -749,7 +749,7 @@ struct Controller::Impl {
                 last_policy_tick = now;
                 policy::Decisions d;
                 policy->on_clock_tick({now}, d);
-                apply(d, out);
+                apply(d);
             }
         }
         for (auto& ps : stale) ps->discard();
@@ -762,7 +762,7 @@ struct Controller::Impl {
                 std::unique_lock lock(s.sandbox_mu, std::try_to_lock);
                 if (!lock.owns_lock() || !s.sandbox) continue;
                 if (auto ex = s.sandbox->poll_exit()) {
-                    death = fmt::format("the function {} (pid {} in its sandbox)", ex->describe(), ex->pid);
+                    death = describe_death(*ex);
                     s.set_death(death);
                 }
             }
@@ -894,16 +894,8 @@ void Controller::shutdown(std::chrono::milliseconds drain) {
     {
         std::lock_guard lock(I.mu);
         I.shutting_down = true;
-        for (auto& [name, fn] : I.functions) {
-            while (!fn->waiters.empty()) {
-                Acquired a;
-                a.error_status = 503;
-                a.error = "the server is shutting down";
-                out.push_back(
-                    [done = std::move(fn->waiters.front().done), a]() mutable { done(std::move(a)); });
-                fn->waiters.pop_front();
-            }
-        }
+        for (auto& [name, fn] : I.functions)
+            Impl::reject_waiters(*fn, 503, "the server is shutting down", out);
     }
     for (auto& f : out) f();
     // Drain: in-flight requests finish (their instances stay up until then).
@@ -947,22 +939,16 @@ void Controller::acquire(const std::string& function, AcquireCallback done) {
     Impl::Callbacks out;
     {
         std::lock_guard lock(I.mu);
-        Acquired a;
         auto it = I.functions.find(function);
         if (I.shutting_down) {
-            a.error_status = 503;
-            a.error = "the server is shutting down";
+            reject(out, std::move(done), 503, "the server is shutting down");
         } else if (it == I.functions.end()) {
-            a.error_status = 404;
-            a.error = fmt::format("no function named '{}' is deployed", function);
+            reject(out, std::move(done), 404, fmt::format("no function named '{}' is deployed", function));
         } else if (it->second->waiters.size() >= it->second->spec.queue_max) {
-            a.error_status = 503;
-            a.error = fmt::format("queue full: {} requests already wait for an instance of {} (queue_max)",
-                                  it->second->waiters.size(), function);
+            reject(out, std::move(done), 503,
+                   fmt::format("queue full: {} requests already wait for an instance of {} (queue_max)",
+                               it->second->waiters.size(), function));
             metrics_.add("initless_queue_rejected_total", {{"function", function}, {"reason", "full"}});
-        }
-        if (a.error_status) {
-            out.push_back([done = std::move(done), a = std::move(a)]() mutable { done(std::move(a)); });
         } else {
             it->second->waiters.push_back({std::move(done), Clock::now()});
             I.dispatch(it->second, out);
@@ -986,7 +972,7 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
         if (fn && s.phase != Instance::State::Phase::Gone) {
             policy::Decisions d;
             I.policy->on_invocation_end({I.now_ms(), fn->policy_id, s.policy_id}, d);
-            I.apply(d, out);
+            I.apply(d);
             if (outcome == Outcome::TimedOut) {
                 metrics_.add("initless_instance_failures_total",
                              {{"function", fn->name}, {"reason", "timeout"}});
@@ -997,7 +983,7 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
                 if (dead) {
                     I.remove_instance(*fn, inst, true);
                 } else if (s.in_flight == 0) {
-                    I.became_idle(*fn, inst, policy::IdleReason::AfterInvocation, out);
+                    I.became_idle(*fn, inst, policy::IdleReason::AfterInvocation);
                 }
             }
             if (fn->removed) {
@@ -1028,7 +1014,7 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
                 std::lock_guard lock(I.mu);
                 auto& s = *inst->state;
                 if (s.phase != Instance::State::Phase::Gone && s.in_flight == 0)
-                    I.became_idle(*fn, inst, policy::IdleReason::AfterInvocation, out);
+                    I.became_idle(*fn, inst, policy::IdleReason::AfterInvocation);
                 if (!fn->removed) I.dispatch(fn, out);
             }
             for (auto& f : out) f();
