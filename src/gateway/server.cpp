@@ -381,11 +381,7 @@ class Session : public std::enable_shared_from_this<Session> {
         if (up.socket) up.socket->close(ignored);
         if (timed_out_) {
             disarm_deadline();
-            auto self = shared_from_this();
-            server_.controller.release(slot_, Outcome::TimedOut, [self](std::string reason) {
-                net::post(self->stream_.get_executor(),
-                          [self, reason] { self->finish_error(http::status::gateway_timeout, reason); });
-            });
+            release_with_diagnosis(Outcome::TimedOut, http::status::gateway_timeout);
             return;
         }
         // A kept-alive connection the function closed meanwhile: once more on a new one.
@@ -412,11 +408,16 @@ class Session : public std::enable_shared_from_this<Session> {
         disarm_deadline();
         beast::error_code ignored;
         if (upstream_->socket) upstream_->socket->close(ignored);
-        auto self = shared_from_this();
         spdlog::debug("event=upstream-failed function={} error=\"{}\"", function_, transport);
-        server_.controller.release(slot_, Outcome::UpstreamFailed, [self](std::string reason) {
+        release_with_diagnosis(Outcome::UpstreamFailed, http::status::bad_gateway);
+    }
+
+    // Gives the slot back after a failure; the controller's one-line diagnosis becomes the answer.
+    void release_with_diagnosis(Outcome outcome, http::status status) {
+        auto self = shared_from_this();
+        server_.controller.release(slot_, outcome, [self, status](std::string reason) {
             net::post(self->stream_.get_executor(),
-                      [self, reason] { self->finish_error(http::status::bad_gateway, reason); });
+                      [self, status, reason] { self->finish_error(status, reason); });
         });
     }
 
