@@ -11,6 +11,7 @@
 #include <map>
 
 #include <fmt/format.h>
+#include <thread>
 
 #include "initless/image/image.h"
 #include "initless/sys/fault.h"
@@ -52,7 +53,19 @@ void read_members(std::vector<state::Frozen>& members, const struct stat& log,
 
 // A frozen process cannot exit by itself, but it can be killed (SIGKILL, the OOM killer): then the
 // reads fail with whatever came first (ptrace ESRCH, an empty maps file). This names the cause.
+void one_died_pass(const std::vector<state::Frozen>& members, const Error& first);
+
 void throw_if_one_died(const std::vector<state::Frozen>& members, const Error& first) {
+    // A SIGKILLed task fails ptrace at once, but its process shows Z or X only when its death is
+    // done: look again for up to 1 s before calling the first error the cause.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    do {
+        one_died_pass(members, first);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    } while (std::chrono::steady_clock::now() < deadline);
+}
+
+void one_died_pass(const std::vector<state::Frozen>& members, const Error& first) {
     for (const auto& m : members) {
         std::string state;
         try {
