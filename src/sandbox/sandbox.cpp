@@ -1,6 +1,7 @@
 #include "initless/sandbox/sandbox.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -9,14 +10,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <random>
 #include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "initless/sandbox/function_config.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/mount.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 
@@ -50,20 +54,6 @@ bool owner_alive(const json& record) {
     }
 }
 
-std::vector<std::string> function_env(const spec::FunctionSpec& spec) {
-    std::map<std::string, std::string> env = {
-        {"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-        {"HOME", "/root"},
-        {"HOSTNAME", spec.name},
-        {"PORT", std::to_string(spec.port)},
-        {"LANG", "C.UTF-8"},
-    };
-    for (const auto& [k, v] : spec.env) env[k] = v;
-    std::vector<std::string> out;
-    for (const auto& [k, v] : env) out.push_back(k + "=" + v);
-    return out;
-}
-
 }  // namespace
 
 std::string init_binary_path() {
@@ -84,47 +74,172 @@ std::string ExitReport::describe() const {
 }
 
 Sandbox Sandbox::prepare(const spec::FunctionSpec& spec, const SandboxOptions& options) {
+    return prepare(function_runtime_spec(spec), spec, options);
+}
+
+namespace {
+
+// The user namespace's root on the host, if the spec makes one with a mapping for root.
+std::optional<std::pair<uid_t, gid_t>> mapped_root(const oci::RuntimeSpec& rs) {
+    if (!rs.linux_settings.has_namespace("user")) return std::nullopt;
+    auto uid = oci::to_host(rs.linux_settings.uid_mappings, 0);
+    auto gid = oci::to_host(rs.linux_settings.gid_mappings, 0);
+    if (!uid || !gid) return std::nullopt;
+    return std::pair<uid_t, gid_t>{*uid, *gid};
+}
+
+uint64_t clone_flags(const oci::RuntimeSpec& rs) {
+    uint64_t flags = 0;
+    for (const auto& ns : rs.linux_settings.namespaces) {
+        if (!ns.path.empty())
+            throw Error(fmt::format("joining an existing {} namespace ({}) is not supported yet", ns.type, ns.path));
+        if (ns.type == "pid") flags |= CLONE_NEWPID;
+        if (ns.type == "network") flags |= CLONE_NEWNET;
+        if (ns.type == "ipc") flags |= CLONE_NEWIPC;
+        if (ns.type == "uts") flags |= CLONE_NEWUTS;
+        if (ns.type == "mount") flags |= CLONE_NEWNS;
+        if (ns.type == "user") flags |= CLONE_NEWUSER;
+        // cgroup: init unshares it once it is in its cgroup, so that the namespace's root is that group.
+        // time: the restorer makes its own.
+    }
+    if (!(flags & CLONE_NEWNS)) throw Error("a sandbox needs its own mount namespace");
+    if (!(flags & CLONE_NEWPID)) throw Error("a sandbox needs its own pid namespace (its init is pid 1)");
+    return flags;
+}
+
+std::string id_map(const std::vector<oci::IdMapping>& ms) {
+    std::string out;
+    for (const auto& m : ms) out += fmt::format("{} {} {}\n", m.container_id, m.host_id, m.size);
+    return out;
+}
+
+}  // namespace
+
+Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSpec& spec,
+                         const SandboxOptions& options) {
     Sandbox sb;
     sb.spec_ = spec;
+    sb.runtime_ = runtime;
     sb.id_ = new_instance_id(spec.name);
     sb.dir_ = state_dir() / "instances" / sb.id_;
     try {
         fs::create_directories(sb.dir_);
         sys::write_file(sb.dir_ / "owner", owner_record(::getpid()).dump());
-        for (const char* d : {"upper", "work", "merged"}) fs::create_directory(sb.dir_ / d);
-        if (options.upper_seed) sys::copy_tree(*options.upper_seed, sb.upper_dir());
+        fs::create_directory(sb.dir_ / "merged");
+        auto root_ids = mapped_root(runtime);
+        std::string layer_mb = runtime.annotation("io.initless.writable-layer-mb");
+        if (!layer_mb.empty()) {
+            // The writable layer is a tmpfs of its own, so its size is bounded; it is mounted here, in
+            // the host's namespace, so that a checkpoint can read it, and unmounted by teardown or gc.
+            fs::create_directory(sb.layer_dir());
+            sys::mount_tmpfs(sb.layer_dir(), fmt::format("size={}m,mode=0755", layer_mb));
+            fs::create_directory(sb.upper_dir());
+            fs::create_directory(sb.layer_dir() / "work");
+            if (root_ids) {
+                // The root of the merged tree and the directories a function writes to are owned by
+                // its root, so that it can write there as it could on its own machine; everything
+                // the lower layer holds stays owned by ids it has no mapping for.
+                sys::change_owner(sb.upper_dir(), root_ids->first, root_ids->second);
+                sys::change_owner(sb.layer_dir() / "work", root_ids->first, root_ids->second);
+                for (const char* d : {"root", "tmp", "run", "home", "var", "var/tmp", "var/cache", "var/log",
+                                      "var/lib", "etc"}) {
+                    std::error_code ec;
+                    fs::path lower = runtime.root.path / d;
+                    if (fs::is_symlink(lower, ec) || !fs::is_directory(lower, ec)) continue;
+                    fs::create_directories(sb.upper_dir() / d);
+                    fs::permissions(sb.upper_dir() / d, fs::status(lower).permissions());
+                    sys::change_owner(sb.upper_dir() / d, root_ids->first, root_ids->second);
+                }
+            }
+            if (options.upper_seed) sys::copy_tree(*options.upper_seed, sb.upper_dir());
+        } else if (options.upper_seed) {
+            throw Error("a writable-layer seed needs a writable layer (io.initless.writable-layer-mb)");
+        }
         sys::write_file(sb.log_path(), "");
+        if (root_ids) ::chown(sb.log_path().c_str(), root_ids->first, root_ids->second);
 
+        const auto& res = runtime.linux_settings.resources;
         sb.cgroup_ = sys::Cgroup::create(sb.id_);
-        sb.cgroup_.set_memory_limit(spec.memory_mb << 20);
-        sb.cgroup_.set_cpu_limit(spec.cpus);
-        sb.cgroup_.set_pids_limit(4096);
+        if (res.memory_limit && *res.memory_limit > 0) sb.cgroup_.set_memory_limit(*res.memory_limit);
+        if (res.cpu_quota && *res.cpu_quota > 0)
+            sb.cgroup_.set_cpu_limit(static_cast<double>(*res.cpu_quota) /
+                                     static_cast<double>(res.cpu_period.value_or(100000)));
+        sb.cgroup_.set_pids_limit(res.pids_limit && *res.pids_limit > 0 ? static_cast<uint64_t>(*res.pids_limit)
+                                                                         : 4194304);
 
+        uint64_t flags = clone_flags(runtime);
         auto [ours, theirs] = sys::seqpacket_pair();
+        // Init may exec only once its user namespace has its id maps: an exec before that would run as
+        // an unmapped id and lose every capability.
+        auto [go_read, go_write] = sys::make_pipe();
         std::string control_arg = std::to_string(theirs.get());
         const char* argv[] = {"initless", "__init", "--control", control_arg.c_str(), nullptr};
         std::string init_binary = init_binary_path();
-        auto child =
-            sys::fork_process(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC);
+        auto child = sys::fork_process(flags);
         if (child.pid == 0) {
             ::fcntl(theirs.get(), F_SETFD, 0);
+            char go = 0;
+            go_write.reset();
+            if (::read(go_read.get(), &go, 1) != 1) ::_exit(125);
+            if (flags & CLONE_NEWUSER) {
+                // Still the host's root by id, which the namespace does not map: become its root.
+                if (::setgroups(0, nullptr) != 0 || ::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0)
+                    ::_exit(124);
+            }
             ::execv(init_binary.c_str(), const_cast<char**>(argv));
             ::_exit(126);
         }
+        go_read.reset();
         sb.init_pid_ = child.pid;
         sb.init_pidfd_ = std::move(child.pidfd);
         theirs.reset();
         sb.control_ = std::move(ours);
         sys::write_file(sb.dir_ / "init", owner_record(sb.init_pid_).dump());
+        if (flags & CLONE_NEWUSER) {
+            // setgroups stays allowed: we write the maps as the parent namespace's root, and a function
+            // may only ever use the groups its own range maps.
+            sys::write_file(fmt::format("/proc/{}/uid_map", sb.init_pid_), id_map(runtime.linux_settings.uid_mappings));
+            sys::write_file(fmt::format("/proc/{}/gid_map", sb.init_pid_), id_map(runtime.linux_settings.gid_mappings));
+        }
         sb.cgroup_.attach(sb.init_pid_);
+        char go = 1;
+        if (::write(go_write.get(), &go, 1) != 1) throw sys::SysError("starting sandbox init", errno);
+        go_write.reset();
         sb.netns_ = sys::open_file(fmt::format("/proc/{}/ns/net", sb.init_pid_), O_RDONLY);
 
-        json setup = {{"rootfs", spec.rootfs.string()},      {"upper", sb.upper_dir().string()},
-                      {"work", (sb.dir_ / "work").string()}, {"merged", (sb.dir_ / "merged").string()},
-                      {"function_dir", spec.dir.string()},   {"hostname", spec.name},
-                      {"log", sb.log_path().string()},       {"rw_dirs", json::array()}};
+        // Init, root of a user namespace, may not be able to walk to our files (a state dir of mode
+        // 0700, a function dir under one): it gets each as an fd opened here and names it through
+        // /proc/self/fd, which needs no search permission on the way.
+        // The fds are opened through init's /proc/PID/root, so that they belong to the mounts of its
+        // mount namespace (overlayfs and bind mounts accept no other).
+        std::vector<sys::UniqueFd> passed;
+        fs::path init_root = fmt::format("/proc/{}/root", sb.init_pid_);
+        auto pass = [&](const fs::path& path, int flags) {
+            passed.push_back(sys::open_file(init_root / fs::absolute(path).relative_path(), flags | O_CLOEXEC));
+            return static_cast<int>(passed.size() - 1);
+        };
+        json setup = {{"spec", oci::to_json(runtime)},
+                      {"rw_dirs", json::array()},
+                      {"fds", json::object()}};
+        json& fds = setup["fds"];
+        fds["log"] = pass(sb.log_path(), O_WRONLY | O_APPEND);
+        fds["root"] = pass(runtime.root.path, O_PATH | O_DIRECTORY);
+        fds["instance"] = pass(sb.dir_, O_PATH | O_DIRECTORY);
+        if (!layer_mb.empty()) {
+            fds["upper"] = pass(sb.upper_dir(), O_PATH | O_DIRECTORY);
+            fds["work"] = pass(sb.layer_dir() / "work", O_PATH | O_DIRECTORY);
+        }
+        fds["mounts"] = json::object();
+        for (size_t i = 0; i < runtime.mounts.size(); ++i) {
+            const auto& m = runtime.mounts[i];
+            bool bind = m.type == "bind" || std::find(m.options.begin(), m.options.end(), "bind") != m.options.end() ||
+                        std::find(m.options.begin(), m.options.end(), "rbind") != m.options.end();
+            if (bind) fds["mounts"][std::to_string(i)] = pass(m.source, O_PATH);
+        }
         for (const auto& d : spec.rw_dirs) setup["rw_dirs"].push_back(d.string());
-        sb.request(setup.dump(), nullptr);
+        std::vector<int> raw;
+        for (const auto& f : passed) raw.push_back(f.get());
+        sb.request(setup.dump(), nullptr, raw);
     } catch (const std::exception& e) {
         sb.teardown();
         throw Error(fmt::format("prepare sandbox for {}: {}", spec.name, e.what()));
@@ -140,6 +255,7 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
     if (this != &o) {
         teardown();
         spec_ = std::move(o.spec_);
+        runtime_ = std::move(o.runtime_);
         id_ = std::move(o.id_);
         dir_ = std::move(o.dir_);
         init_pid_ = std::exchange(o.init_pid_, 0);
@@ -199,8 +315,7 @@ ProcessHandle Sandbox::request_process(const std::string& message, std::span<con
 }
 
 ProcessHandle Sandbox::start() {
-    json req = {{"op", "start"}, {"argv", spec_.command}, {"env", function_env(spec_)}, {"cwd", "/function"}};
-    return request_process(req.dump(), {});
+    return request_process(json{{"op", "start"}}.dump(), {});
 }
 
 ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
@@ -303,6 +418,7 @@ void Sandbox::teardown() {
     }
     if (!dir_.empty()) {
         try {
+            sys::unmount_under(dir_);
             sys::remove_tree(dir_);
         } catch (const Error&) {
         }
@@ -360,6 +476,7 @@ std::vector<std::string> collect_garbage() {
         } catch (const std::exception&) {
         }
         sys::Cgroup::open(id).remove();
+        sys::unmount_under(e.path());
         sys::remove_tree(e.path());
         removed.push_back("removed instance " + id);
     }

@@ -64,7 +64,9 @@ TEST_F(SpecTest, MinimalGetsDefaults) {
     EXPECT_TRUE(s.env.empty());
     EXPECT_EQ(s.ready, "ready");
     EXPECT_EQ(s.port, 9000);
-    EXPECT_EQ(s.rootfs, "/");
+    EXPECT_TRUE(s.rootfs.empty());
+    EXPECT_EQ(s.pids_max, 1024u);
+    EXPECT_EQ(s.network, "none");
     EXPECT_TRUE(s.rw_dirs.empty());
     EXPECT_EQ(s.memory_mb, 512u);
     EXPECT_DOUBLE_EQ(s.cpus, 1.0);
@@ -212,6 +214,12 @@ TEST_F(SpecTest, BadValuesNameFileLineAndKey) {
     EXPECT_EQ(msg, file() + ":3: key 'rw_dirs[1]' '/tmp' is listed twice");
     msg = error_of(head + "rootfs = \"rootfs\"\n");
     EXPECT_EQ(msg, file() + ":3: key 'rootfs' must be an absolute path (got 'rootfs')");
+    msg = error_of(head + "rootfs = \"/\"\n");
+    EXPECT_EQ(msg.rfind(file() + ":3: key 'rootfs' must not be the host's root", 0), 0u) << msg;
+    msg = error_of(head + "network = \"host\"\n");
+    EXPECT_EQ(msg, file() + ":3: key 'network' 'host' is not one of none|egress");
+    msg = error_of(head + "pids_max = 2\n");
+    EXPECT_EQ(msg.rfind(file() + ":3: key 'pids_max' must be between 8", 0), 0u) << msg;
     msg = error_of("command = []\nready = \"r\"\n");
     EXPECT_EQ(msg, file() + ":1: key 'command' must not be empty");
     msg = error_of("command = [\"x\"]\nready = \"\"\n");

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "initless/oci/spec.h"
 #include "initless/spec/function_spec.h"
 #include "initless/sys/cgroup.h"
 #include "initless/sys/unique_fd.h"
@@ -57,7 +58,11 @@ struct ProcessHandle {
 
 class Sandbox {
   public:
+    // The function's sandbox: function_runtime_spec(spec) (function_config.h).
     static Sandbox prepare(const spec::FunctionSpec& spec, const SandboxOptions& options = {});
+    // A sandbox configured by `runtime`; `spec` names the instance and gives its port and rw_dirs.
+    static Sandbox prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSpec& spec,
+                           const SandboxOptions& options = {});
 
     Sandbox(Sandbox&&) noexcept;
     Sandbox& operator=(Sandbox&&) noexcept;
@@ -87,12 +92,15 @@ class Sandbox {
 
     const std::string& id() const { return id_; }
     const std::filesystem::path& dir() const { return dir_; }
-    std::filesystem::path upper_dir() const { return dir_ / "upper"; }
+    // The writable layer (a tmpfs mounted on the host) and its overlay upper dir.
+    std::filesystem::path layer_dir() const { return dir_ / "layer"; }
+    std::filesystem::path upper_dir() const { return dir_ / "layer" / "upper"; }
     std::filesystem::path log_path() const { return dir_ / "log"; }
     pid_t init_pid() const { return init_pid_; }
     int netns_fd() const { return netns_.get(); }
     const sys::Cgroup& cgroup() const { return cgroup_; }
     const spec::FunctionSpec& spec() const { return spec_; }
+    const oci::RuntimeSpec& runtime_spec() const { return runtime_; }
 
   private:
     Sandbox() = default;
@@ -102,6 +110,7 @@ class Sandbox {
     void handle_event(const std::string& message);
 
     spec::FunctionSpec spec_;
+    oci::RuntimeSpec runtime_;
     std::string id_;
     std::filesystem::path dir_;
     pid_t init_pid_ = 0;

@@ -19,10 +19,16 @@ struct FunctionSpec {
     std::map<std::string, std::string> env;
     std::string ready;  // phrase printed on stdout when initialised, non-empty
     uint16_t port = 9000;
-    std::filesystem::path rootfs = "/";          // overlay lower layer, read-only
+    // Overlay lower layer, read-only. Empty: the host's runtimes (its /usr, read-only) under a private
+    // /etc made by the sandbox, never the host's own root.
+    std::filesystem::path rootfs;
     std::vector<std::filesystem::path> rw_dirs;  // absolute paths inside the sandbox
     uint64_t memory_mb = 512;
     double cpus = 1.0;
+    uint32_t pids_max = 1024;          // processes and threads together (a fork bomb stops here)
+    uint32_t writable_layer_mb = 256;  // the private writable layer above the root (a tmpfs)
+    uint32_t tmp_mb = 64;              // /tmp and /dev/shm, each (tmpfs, charged to the memory limit)
+    std::string network = "none";      // none: loopback only | egress: outbound through NAT
     uint32_t concurrency = 1;
     uint32_t max_instances = 10;
     uint32_t timeout_s = 60;
