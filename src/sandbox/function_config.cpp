@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // Bumped when the layout of the host-runtimes root changes: sandboxes prepared from then on use a new one.
-constexpr int kHostRootLayout = 1;
+constexpr int kHostRootLayout = 2;
 
 // Host /etc entries a function may need and that hold no secret: the dynamic linker's cache, the
 // alternatives links (/usr/bin/java points through them), language runtimes' configuration (the JDK's
@@ -51,12 +51,13 @@ uint64_t fnv1a(const std::string& s) {
 }
 
 void build_host_root(const fs::path& dir) {
-    for (const char* d : {"usr", "etc", "etc/ssl", "proc", "sys", "dev", "tmp", "function", "root", "home", "run",
+    // No /root here: a lower dir of mode 0700 owned by host root could not be searched by the overlay's
+    // mounter (root of the function's user namespace); the sandbox makes /root in the writable layer.
+    for (const char* d : {"usr", "etc", "etc/ssl", "proc", "sys", "dev", "tmp", "function", "home", "run",
                           "var", "var/tmp", "var/cache", "var/log", "var/lib", "mnt", "opt", "srv", "media"})
         fs::create_directories(dir / d);
     fs::permissions(dir / "tmp", fs::perms(01777));
     fs::permissions(dir / "var/tmp", fs::perms(01777));
-    fs::permissions(dir / "root", fs::perms(0700));
     for (const char* name : kUsrLinks) {
         fs::path host = fs::path("/") / name;
         std::error_code ec;
@@ -190,6 +191,9 @@ oci::RuntimeSpec function_runtime_spec(const spec::FunctionSpec& spec) {
     l.resources.cpu_period = 100000;
     l.resources.cpu_quota = static_cast<int64_t>(std::llround(spec.cpus * 100000));
     l.resources.pids_limit = spec.pids_max;
+    // No user namespace inside this one: nothing a function runs needs one, and inside a fresh one it
+    // would hold every capability again over its own mounts (seccomp denies the call too).
+    l.sysctl["user.max_user_namespaces"] = "0";
     l.masked_paths = oci::default_masked_paths();
     l.readonly_paths = oci::default_readonly_paths();
 

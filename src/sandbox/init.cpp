@@ -210,15 +210,16 @@ void build_root(const json& setup, const std::vector<sys::UniqueFd>& passed, con
     check(::umount2(".", MNT_DETACH), "detach old root");
     check(::chdir("/"), "chdir /");
 
-    for (const auto& p : spec.linux_settings.masked_paths) mask_path(p);
-    for (const auto& p : spec.linux_settings.readonly_paths) make_readonly(p);
-    if (!spec.hostname.empty())
-        check(::sethostname(spec.hostname.c_str(), spec.hostname.size()), "sethostname");
+    // Sysctls before /proc/sys turns read-only.
     for (const auto& [key, value] : spec.linux_settings.sysctl) {
         std::string path = "/proc/sys/" + key;
         std::replace(path.begin() + 10, path.end(), '.', '/');
         sys::write_file(path, value);
     }
+    for (const auto& p : spec.linux_settings.masked_paths) mask_path(p);
+    for (const auto& p : spec.linux_settings.readonly_paths) make_readonly(p);
+    if (!spec.hostname.empty())
+        check(::sethostname(spec.hostname.c_str(), spec.hostname.size()), "sethostname");
     if (spec.linux_settings.has_namespace("network")) sys::set_loopback_up();
     // The cgroup namespace is made now, with init in its group, so that the group is its root.
     if (spec.linux_settings.has_namespace("cgroup")) check(::unshare(CLONE_NEWCGROUP), "unshare cgroup namespace");

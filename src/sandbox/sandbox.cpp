@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -145,13 +146,18 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
                                       "var/lib", "etc"}) {
                     std::error_code ec;
                     fs::path lower = runtime.root.path / d;
-                    if (fs::is_symlink(lower, ec) || !fs::is_directory(lower, ec)) continue;
+                    bool in_lower = fs::is_directory(lower, ec);
+                    if (fs::is_symlink(lower, ec) || (!in_lower && std::string_view(d) != "root")) continue;
                     fs::create_directories(sb.upper_dir() / d);
-                    fs::permissions(sb.upper_dir() / d, fs::status(lower).permissions());
+                    fs::permissions(sb.upper_dir() / d, in_lower ? fs::status(lower).permissions() : fs::perms(0700));
                     sys::change_owner(sb.upper_dir() / d, root_ids->first, root_ids->second);
                 }
             }
             if (options.upper_seed) sys::copy_tree(*options.upper_seed, sb.upper_dir());
+            if (runtime.annotation("io.initless.network") == "egress" && fs::is_directory(sb.upper_dir() / "etc")) {
+                // slirp4netns answers DNS at 10.0.2.3 (the host's resolver behind it).
+                sys::write_file(sb.upper_dir() / "etc/resolv.conf", "nameserver 10.0.2.3\n");
+            }
         } else if (options.upper_seed) {
             throw Error("a writable-layer seed needs a writable layer (io.initless.writable-layer-mb)");
         }
@@ -206,6 +212,11 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         if (::write(go_write.get(), &go, 1) != 1) throw sys::SysError("starting sandbox init", errno);
         go_write.reset();
         sb.netns_ = sys::open_file(fmt::format("/proc/{}/ns/net", sb.init_pid_), O_RDONLY);
+        std::string network = runtime.annotation("io.initless.network", "none");
+        if (network == "egress")
+            sb.start_egress();
+        else if (network != "none")
+            throw Error(fmt::format("network '{}' is not one of none|egress", network));
 
         // Init, root of a user namespace, may not be able to walk to our files (a state dir of mode
         // 0700, a function dir under one): it gets each as an fd opened here and names it through
@@ -264,6 +275,9 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
         netns_ = std::move(o.netns_);
         cgroup_ = std::move(o.cgroup_);
         exits_ = std::move(o.exits_);
+        network_pid_ = std::exchange(o.network_pid_, 0);
+        network_pidfd_ = std::move(o.network_pidfd_);
+        network_exit_ = std::move(o.network_exit_);
         o.dir_.clear();
     }
     return *this;
@@ -388,9 +402,58 @@ std::string Sandbox::log_tail(size_t bytes) const {
     }
 }
 
+// Outbound connections through slirp4netns: a user-mode TCP/IP stack on the host side that reaches
+// the world as an ordinary process, so the sandbox needs no veth, bridge or NAT rule on the host, and
+// with --disable-host-loopback it cannot reach the host's 127.0.0.1 (the gateway's admin API). It runs
+// sandboxed itself (its own mount namespace, capabilities dropped, a seccomp filter) and exits when
+// the write end of its exit pipe, held only by us, closes: at teardown, or when this process dies.
+void Sandbox::start_egress() {
+    auto [exit_read, exit_write] = sys::make_pipe();
+    auto [ready_read, ready_write] = sys::make_pipe();
+    std::string pid = std::to_string(init_pid_);
+    const char* argv[] = {"slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+                          "--enable-sandbox", "--enable-seccomp", "--exit-fd=3", "--ready-fd=4",
+                          pid.c_str(), "tap0", nullptr};
+    auto child = sys::fork_process(0);
+    if (child.pid == 0) {
+        ::dup2(exit_read.get(), 3);
+        ::dup2(ready_write.get(), 4);
+        ::syscall(SYS_close_range, 5u, ~0u, 0u);
+        int devnull = ::open("/dev/null", O_RDWR);
+        ::dup2(devnull, 0);
+        ::dup2(devnull, 1);
+        ::execvp(argv[0], const_cast<char**>(argv));
+        ::_exit(127);
+    }
+    network_pid_ = child.pid;
+    network_pidfd_ = std::move(child.pidfd);
+    network_exit_ = std::move(exit_write);
+    exit_read.reset();
+    ready_write.reset();
+    pollfd p{ready_read.get(), POLLIN, 0};
+    char c = 0;
+    if (sys::retry_eintr([&] { return ::poll(&p, 1, 5000); }) <= 0 || ::read(ready_read.get(), &c, 1) != 1)
+        throw Error("egress network: slirp4netns did not configure the sandbox's network within 5 s "
+                    "(is the slirp4netns package installed?)");
+}
+
+void Sandbox::stop_egress() {
+    if (network_pid_ <= 0) return;
+    network_exit_.reset();
+    pollfd p{network_pidfd_.get(), POLLIN, 0};
+    if (sys::retry_eintr([&] { return ::poll(&p, 1, 2000); }) <= 0) {
+        sys::send_signal(network_pid_, SIGKILL);
+        ::poll(&p, 1, 2000);
+    }
+    ::waitpid(network_pid_, nullptr, WNOHANG);
+    network_pid_ = 0;
+    network_pidfd_.reset();
+}
+
 void Sandbox::teardown() {
     control_.reset();  // init kills the whole tree when its control socket closes
     netns_.reset();
+    stop_egress();
     if (init_pid_ > 0) {
         // Bounded: init is the pid namespace's reaper and exits only once every task in it is reaped;
         // a task still traced by a thread of this process (a restore that failed half-way) waits for

@@ -1,14 +1,22 @@
-// A sandbox for one function instance, in two stages.
-//   prepare(): new mount, pid, net (lo up), uts and ipc namespaces; a cgroup with the spec's limits;
-//              an overlay root (spec rootfs read-only below, a per-instance upper dir above) with
-//              /proc, a minimal /dev, tmpfs /tmp and /dev/shm, /function (read-only); our init as
-//              pid 1, waiting. This is the pre-started stage a pool keeps.
-//   start():   init runs the spec's command as pid 2, capabilities dropped and no_new_privs set,
-//              stdout/stderr to the instance log.
+// A sandbox for one function instance, configured by an OCI runtime spec (oci::RuntimeSpec; a
+// function's comes from function_runtime_spec, function_config.h), in two stages.
+//   prepare(): the spec's namespaces (a user namespace whose id maps are written before init runs;
+//              the cgroup namespace made by init once it is in its cgroup), a cgroup with the spec's
+//              limits, the root (root.path, under an overlay whose writable layer is a tmpfs of its own
+//              when the spec's io.initless.writable-layer-mb says so), the spec's mounts in order, its
+//              devices (host nodes bound in), masked and read-only paths, hostname, loopback up, and
+//              for io.initless.network = egress a slirp4netns outside; our init as pid 1, waiting.
+//              This is the pre-started stage a pool keeps.
+//   start():   init runs the spec's process as pid 2 (rlimits, ids, capabilities, no_new_privs,
+//              umask, cwd as the spec says), stdout/stderr to the instance log.
 //   spawn_restorer(): instead of start, init makes an empty process at a chosen pid for `restore`.
-// Mounts live only in the sandbox's own mount namespace, so they vanish with it. `teardown` (and the
-// destructor) kills the tree and removes the cgroup and the instance directory; if the controller
-// dies, init sees its control socket close and kills the tree, and `collect_garbage` removes the rest.
+// Init gets the files it mounts as fds opened through its own /proc/PID/root: as root of a user
+// namespace it may not walk the state dir. Mounts live only in the sandbox's mount namespace, but the
+// writable layer's tmpfs is mounted in ours (so a checkpoint reads it) under the instance dir.
+// `teardown` (and the destructor) kills the tree, stops slirp4netns, unmounts the layer and removes
+// the cgroup and the instance directory; if the controller dies, init sees its control socket close
+// and kills the tree, slirp4netns sees its exit pipe close, and `collect_garbage` removes the rest.
+// Not thread-safe: one thread at a time per Sandbox.
 #pragma once
 
 #include <sys/types.h>
@@ -108,6 +116,8 @@ class Sandbox {
                         std::span<const int> send_fds = {});
     ProcessHandle request_process(const std::string& message, std::span<const int> send_fds);
     void handle_event(const std::string& message);
+    void start_egress();
+    void stop_egress();
 
     spec::FunctionSpec spec_;
     oci::RuntimeSpec runtime_;
@@ -119,6 +129,9 @@ class Sandbox {
     sys::UniqueFd netns_;
     sys::Cgroup cgroup_;
     std::vector<ExitReport> exits_;
+    pid_t network_pid_ = 0;  // slirp4netns, for network = "egress"
+    sys::UniqueFd network_pidfd_;
+    sys::UniqueFd network_exit_;
 };
 
 // Removes instances whose controller is gone: kills a leftover init, removes cgroups and dirs.
