@@ -318,6 +318,8 @@ RuntimeSpec parse(const json& c) {
         R::opt(m, path, "destination", dest);
         if (dest.empty() || dest[0] != '/') R::fail(path + ".destination", "must be an absolute path");
         mount.destination = fs::path(dest).lexically_normal();
+        if (mount.destination.has_relative_path() && mount.destination.filename().empty())
+            mount.destination = mount.destination.parent_path();  // "/data/" is "/data"
         R::opt(m, path, "type", mount.type);
         R::opt(m, path, "source", mount.source);
         R::opt(m, path, "options", mount.options);

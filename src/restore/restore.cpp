@@ -209,6 +209,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     Timings& tm = st->timings;
     const auto& procs = img.manifest.processes;
     if (procs.empty()) throw Error("the image holds no process");
+    for (const auto& p : procs) state::credentials::check_allowed(p, sb.runtime_spec());
     const pages::MemoryStrategy& memory = memory_strategy(strategy);
 
     size_t code_size = static_cast<size_t>(initless_stub_end - initless_stub_begin);

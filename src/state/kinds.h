@@ -22,6 +22,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "initless/image/image.h"
+#include "initless/oci/spec.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/tracee.h"
 #include "initless/sys/unique_fd.h"
@@ -138,6 +139,9 @@ void plan_limits(Table& t, Region& region, const image::Process& p);
 void plan_inherited(Table& t, const image::Credentials& creds);
 // Capabilities, in each thread's own table.
 void plan_thread(Table& t, Region& region, const image::Credentials& creds);
+// Throws unless the process asks for no more than `spec` allows: its ids are the spec's user, its
+// capabilities within the spec's bounding set, no_new_privs on if the spec sets it.
+void check_allowed(const image::Process& p, const oci::RuntimeSpec& spec);
 }  // namespace credentials
 
 // Clocks (clocks.cpp): CLOCK_MONOTONIC and CLOCK_BOOTTIME continue from the freeze.

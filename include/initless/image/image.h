@@ -16,6 +16,7 @@
 #include <sys/types.h>
 #include <sys/user.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -28,7 +29,7 @@
 
 namespace initless::image {
 
-constexpr int kFormatVersion = 3;
+constexpr int kFormatVersion = 4;
 // Sandbox tmpfs dirs saved with an image (path inside the sandbox, dir in the image).
 inline constexpr std::pair<const char*, const char*> kTmpfsDirs[] = {{"/tmp", "tmpfs-tmp"},
                                                                      {"/dev/shm", "tmpfs-shm"}};
@@ -201,6 +202,9 @@ struct Mm {
 struct Credentials {
     uint64_t cap_effective = 0, cap_permitted = 0, cap_inheritable = 0, cap_bounding = 0;
     bool no_new_privs = false;
+    // As the sandbox's user namespace sees them (real, effective, saved, filesystem).
+    std::array<uint32_t, 4> uids{}, gids{};
+    std::vector<uint32_t> groups;
 };
 
 // Processes are listed parents first; pids are those inside the sandbox (ppid 1: a child of init).
