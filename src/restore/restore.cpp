@@ -19,6 +19,7 @@
 #include "initless/sys/file.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/process.h"
+#include "initless/sys/tree.h"
 #include "pages/strategy.h"
 #include "restore/plan.h"
 
@@ -216,11 +217,12 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     for (const auto& p : procs) max_threads = std::max(max_threads, p.threads.size());
     const uint64_t region_size = region_size_for(img, code_size, max_threads);
 
+    // The image's /tmp and /dev/shm, checked against their MAC as they are copied (image/auth.h).
     for (const auto& [inside, saved] : image::kTmpfsDirs)
-        if (std::filesystem::exists(img.dir / saved))
-            sys::copy_tree(img.dir / saved, fmt::format("/proc/{}/root{}", sb.init_pid(), inside));
+        if (img.has_tree(saved))
+            image::copy_tree(img, saved, sys::open_in_root_of(sb.init_pid(), inside, O_RDONLY | O_DIRECTORY).get());
     for (const auto& p : procs) state::memory::verify_mapped_files(sb.init_pid(), p);
-    sys::UniqueFd pages = sys::open_file(img.pages_path(), O_RDONLY);
+    sys::UniqueFd pages = img.open_pages();  // the file load verified, not what its path names now
     sandbox::ProcessHandle& helper = st->helper;
     uint64_t base = 0;
     std::string spawn_errors;

@@ -92,7 +92,10 @@ Sandbox Sandbox::prepare(const spec::FunctionSpec& spec, const SandboxOptions& o
         fs::create_directories(sb.dir_);
         sys::write_file(sb.dir_ / "owner", owner_record(::getpid()).dump());
         for (const char* d : {"upper", "work", "merged"}) fs::create_directory(sb.dir_ / d);
-        if (options.upper_seed) sys::copy_tree(*options.upper_seed, sb.upper_dir());
+        if (options.seed_upper)
+            options.seed_upper(sb.upper_dir());
+        else if (options.upper_seed)
+            sys::copy_tree(*options.upper_seed, sb.upper_dir());
         sys::write_file(sb.log_path(), "");
 
         sb.cgroup_ = sys::Cgroup::create(sb.id_);

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -36,6 +37,9 @@ std::string init_binary_path();
 struct SandboxOptions {
     // Copied into the upper dir before the overlay is mounted (a snapshot's writable layer).
     std::optional<std::filesystem::path> upper_seed;
+    // Instead of upper_seed: fills the (empty) upper dir before the overlay is mounted. A restore
+    // copies an image's writable layer this way, checking it against the image's MAC as it copies.
+    std::function<void(const std::filesystem::path& upper)> seed_upper;
 };
 
 struct ExitReport {
