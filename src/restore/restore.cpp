@@ -144,6 +144,10 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     state::tree::plan(t, region, procs, index, forker, plan.forks);
     plan.vdso_start = state::mm::plan_vdso(t, p, helper_vdso, park);
     state::memory::plan(t, region, img, index, layout, memory);
+    // Test-only: an op of the stub fails for real, in the last process's table, between its memory
+    // and its fds (the stub reports it; the restore must end and leave nothing).
+    if (index + 1 == procs.size() && sys::fault_requested("restore:stub-op"))
+        t.op(SYS_close, {~0ULL}, -1, 0, {}, "injected fault: close(-1)");
     state::fds::plan(t, region, p, layout);
     state::credentials::plan_limits(t, region, p);
     state::files::plan_process(t, region, p);

@@ -374,6 +374,7 @@ INSTANTIATE_TEST_SUITE_P(
                       FaultCase{"restore:tables", {"injected fault at restore:tables"}},
                       FaultCase{"restore:finish", {"injected fault at restore:finish"}},
                       FaultCase{"restore:kill-restorer", {"killed by signal 9"}},
+                      FaultCase{"restore:stub-op", {"injected fault: close(-1)", "Bad file descriptor"}},
                       FaultCase{"checkpoint:function-exits", {"died during the checkpoint"}}),
     fault_name);
 

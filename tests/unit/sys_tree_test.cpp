@@ -39,7 +39,7 @@ struct Recorder : sys::TreeVisitor {
     void data(std::string_view chunk) override { bytes += chunk; }
 };
 
-void copy(const fs::path& from, const fs::path& to, sys::TreeVisitor* visitor = nullptr) {
+void copy_into(const fs::path& from, const fs::path& to, sys::TreeVisitor* visitor = nullptr) {
     fs::create_directories(to);
     sys::UniqueFd f = sys::open_file(from, O_RDONLY | O_DIRECTORY);
     sys::UniqueFd t = sys::open_file(to, O_RDONLY | O_DIRECTORY);
@@ -57,7 +57,7 @@ TEST(SysTree, SymlinksOutOfTheTreeAreCopiedAsLinksNeverFollowed) {
     fs::create_symlink("/proc/self/root/etc/passwd", src / "proc-root");
     fs::create_symlink("/etc", src / "etc-dir");
     Recorder rec;
-    copy(src, tmp.path / "dst", &rec);
+    copy_into(src, tmp.path / "dst", &rec);
     EXPECT_EQ(fs::read_symlink(tmp.path / "dst/shadow"), "/etc/shadow");
     EXPECT_EQ(fs::read_symlink(tmp.path / "dst/dir/up"), "../../..");
     EXPECT_EQ(fs::read_symlink(tmp.path / "dst/proc-root"), "/proc/self/root/etc/passwd");
@@ -82,7 +82,7 @@ TEST(SysTree, FifoIsCopiedAsAFifoWithoutBlocking) {
     ASSERT_EQ(::mkfifo((src / "fifo").c_str(), 0644), 0);
     sys::write_file(src / "after", "x");
     // No writer ever opens the FIFO: a copy that opened it for reading would wait forever.
-    auto done = std::async(std::launch::async, [&] { copy(src, tmp.path / "dst"); });
+    auto done = std::async(std::launch::async, [&] { copy_into(src, tmp.path / "dst"); });
     ASSERT_EQ(done.wait_for(std::chrono::seconds(5)), std::future_status::ready) << "the copy blocked on a FIFO";
     done.get();
     EXPECT_TRUE(fs::is_fifo(fs::symlink_status(tmp.path / "dst/fifo")));
@@ -94,7 +94,7 @@ TEST(SysTree, DeviceNodesAreRefusedByNameButWhiteoutsCopied) {
     fs::path src = tmp.path / "src";
     fs::create_directories(src);
     ASSERT_EQ(::mknod((src / "whiteout").c_str(), S_IFCHR | 0, 0), 0);
-    copy(src, tmp.path / "dst");
+    copy_into(src, tmp.path / "dst");
     struct stat st {};
     ASSERT_EQ(::lstat((tmp.path / "dst/whiteout").c_str(), &st), 0);
     EXPECT_TRUE(S_ISCHR(st.st_mode));
@@ -102,7 +102,7 @@ TEST(SysTree, DeviceNodesAreRefusedByNameButWhiteoutsCopied) {
 
     ASSERT_EQ(::mknod((src / "disk").c_str(), S_IFBLK | 0600, makedev(8, 0)), 0);
     try {
-        copy(src, tmp.path / "dst2");
+        copy_into(src, tmp.path / "dst2");
         ADD_FAILURE() << "a block device was copied";
     } catch (const Error& e) {
         std::string what = e.what();

@@ -1,5 +1,5 @@
 // The on-disk snapshot of a function's process tree (format version 4). A directory:
-//   manifest.json  everything but memory: processes, threads, VMAs, fds, signal state, checksums
+//   manifest.json  everything but memory: processes, threads, VMAs, fds, signal state
 //   pages.img      memory contents, laid out per VMA: each VMA with saved pages owns one contiguous,
 //                  page-aligned file range of its own length; pages not saved (never touched, zero,
 //                  or clean file pages) are holes, so the file is sparse and one mmap of the range
