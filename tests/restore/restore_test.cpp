@@ -431,9 +431,11 @@ TEST_F(RestoreSuite, PlantedLinksAreCopiedAsLinksNeverFollowed) {
         EXPECT_TRUE(fs::is_fifo(fs::symlink_status(links / "fifo"))) << links / "fifo";
         EXPECT_FALSE(fs::exists(fs::symlink_status(links / "null"))) << "a device node reached the image";
         // Nothing but the function's own file was copied as a regular file.
-        for (const auto& e : fs::recursive_directory_iterator(links))
-            if (fs::is_regular_file(fs::symlink_status(e.path())))
+        for (const auto& e : fs::recursive_directory_iterator(links)) {
+            if (fs::is_regular_file(fs::symlink_status(e.path()))) {
                 EXPECT_EQ(e.path().filename(), "plain") << e.path();
+            }
+        }
     }
     for (const char* strategy : {"eager", "cow", "prefetch"}) {
         json list = restore(image, strategy, 1, "/check");
