@@ -21,6 +21,7 @@
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 #include "initless/sys/tracee.h"
+#include "initless/sys/tree.h"
 #include "state/kinds.h"
 
 namespace initless::checkpoint {
@@ -55,6 +56,15 @@ void read_members(std::vector<state::Frozen>& members, const struct stat& log,
 // reads fail with whatever came first (ptrace ESRCH, an empty maps file). This names the cause.
 void one_died_pass(const std::vector<state::Frozen>& members, const Error& first);
 
+// Copies the tree of the directory fd `from` into `staging`/`name`.
+void copy_tree_out(const sys::UniqueFd& from, const fs::path& staging, const std::string& name,
+                   const std::string& what) {
+    fs::path to = staging / name;
+    sys::check(::mkdir(to.c_str(), 0700), "mkdir " + to.string());
+    sys::UniqueFd dest = sys::open_file(to, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    sys::copy_tree_at(from.get(), dest.get(), nullptr, what);
+}
+
 void throw_if_one_died(const std::vector<state::Frozen>& members, const Error& first) {
     // A SIGKILLed task fails ptrace at once, but its process shows Z or X only when its death is
     // done: look again for up to 1 s before calling the first error the cause.
@@ -83,7 +93,7 @@ void one_died_pass(const std::vector<state::Frozen>& members, const Error& first
 }
 }  // namespace
 
-Stats checkpoint(const Target& target, const fs::path& image_dir,
+Stats checkpoint(const Target& target, const fs::path& image_dir, const image::Key& key,
                  const std::function<void(const fs::path& staging)>& before_publish) {
     auto t0 = Clock::now();
     Stats stats;
@@ -97,7 +107,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
     manifest.vdso_size = image::current_vdso_size();
     manifest.created = std::to_string(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now()));
 
-    image::ImageWriter writer(image_dir);
+    image::ImageWriter writer(image_dir, key);
     std::vector<state::Frozen> members = state::tree::freeze(target.init_host_pid);
     // On failure, each process's other threads are let go before its leader: a dead leader's end
     // is reported to us (and it can be collected, then reaped by init) only after theirs.
@@ -130,7 +140,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
         state::fds::link(members);
         std::vector<image::PageRun> runs;
         {
-            sys::UniqueFd out = sys::open_file(writer.pages_path(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            sys::UniqueFd out = sys::open_file(writer.pages_path(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
             uint64_t cursor = 0;
             for (auto& m : members)
                 state::memory::dump_pages(m.host, m.p.vmas, out.get(), cursor, manifest, runs);
@@ -143,14 +153,18 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
             stats.vmas += m.p.vmas.size();
             stats.fds += m.p.fds.size();
         }
+        // The writable layer and the tmpfs dirs are copied while the function is still frozen (it
+        // cannot change them under the copy, nor swap a directory for a symlink), through directory
+        // fds only: a symlink it planted is copied as a link, never followed (sys/tree.h).
         pid_t first = members.front().host;
-        for (auto& m : members) manifest.processes.push_back(std::move(m.p));
-        // The function goes on running as it was: the layer copy needs no freeze.
-        members.clear();
-        sys::copy_tree(target.upper_dir, writer.staging() / "rootfs-upper");
+        copy_tree_out(sys::open_file(target.upper_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW), writer.staging(),
+                      image::kUpperTree, "the writable layer");
         // /tmp and /dev/shm are tmpfs of the sandbox, outside the writable layer: kept beside it.
         for (const auto& [inside, saved] : image::kTmpfsDirs)
-            sys::copy_tree(fmt::format("/proc/{}/root{}", first, inside), writer.staging() / saved);
+            copy_tree_out(sys::open_in_root_of(first, inside, O_RDONLY | O_DIRECTORY), writer.staging(), saved,
+                          std::string("the sandbox's ") + inside);
+        for (auto& m : members) manifest.processes.push_back(std::move(m.p));
+        members.clear();
         writer.publish(manifest, runs, before_publish);
     }
     stats.pages_written = manifest.pages_written;

@@ -19,6 +19,7 @@
 #include "initless/sys/file.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/process.h"
+#include "initless/sys/tree.h"
 #include "pages/strategy.h"
 #include "restore/plan.h"
 
@@ -143,6 +144,10 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     state::tree::plan(t, region, procs, index, forker, plan.forks);
     plan.vdso_start = state::mm::plan_vdso(t, p, helper_vdso, park);
     state::memory::plan(t, region, img, index, layout, memory);
+    // Test-only: an op of the stub fails for real, in the last process's table, between its memory
+    // and its fds (the stub reports it; the restore must end and leave nothing).
+    if (index + 1 == procs.size() && sys::fault_requested("restore:stub-op"))
+        t.op(SYS_close, {~0ULL}, -1, 0, {}, "injected fault: close(-1)");
     state::fds::plan(t, region, p, layout);
     state::credentials::plan_limits(t, region, p);
     state::files::plan_process(t, region, p);
@@ -217,11 +222,17 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     for (const auto& p : procs) max_threads = std::max(max_threads, p.threads.size());
     const uint64_t region_size = region_size_for(img, code_size, max_threads);
 
+    // The image's /tmp and /dev/shm, checked against their MAC as they are copied (image/auth.h).
+    // The sandbox's tmpfs mounts belong to its user namespace, which does not map our ids: the files
+    // are made as its root.
     for (const auto& [inside, saved] : image::kTmpfsDirs)
-        if (std::filesystem::exists(img.dir / saved))
-            sys::copy_tree(img.dir / saved, fmt::format("/proc/{}/root{}", sb.init_pid(), inside));
+        if (img.has_tree(saved)) {
+            auto [uid, gid] = sb.root_ids();
+            sys::FsIdentity as_sandbox_root(uid, gid);
+            image::copy_tree(img, saved, sys::open_in_root_of(sb.init_pid(), inside, O_RDONLY | O_DIRECTORY).get());
+        }
     for (const auto& p : procs) state::memory::verify_mapped_files(sb.init_pid(), p);
-    sys::UniqueFd pages = sys::open_file(img.pages_path(), O_RDONLY);
+    sys::UniqueFd pages = img.open_pages();  // the file load verified, not what its path names now
     sandbox::ProcessHandle& helper = st->helper;
     uint64_t base = 0;
     std::string spawn_errors;

@@ -69,7 +69,10 @@ void build_host_root(const fs::path& dir) {
     auto copy_etc = [&](const std::string& rel) {
         std::error_code ec;
         if (fs::symlink_status(fs::path("/etc") / rel, ec).type() == fs::file_type::not_found) return;
-        sys::copy_tree(fs::path("/etc") / rel, dir / "etc" / rel);
+        // The host's own /etc, a trusted source: links are copied as links, the rest as it is.
+        fs::create_directories((dir / "etc" / rel).parent_path());
+        fs::copy(fs::path("/etc") / rel, dir / "etc" / rel,
+                 fs::copy_options::recursive | fs::copy_options::copy_symlinks);
     };
     for (const char* e : kEtcEntries) copy_etc(e);
     std::error_code ec;

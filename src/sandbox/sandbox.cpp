@@ -153,12 +153,15 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
                     sys::change_owner(sb.upper_dir() / d, root_ids->first, root_ids->second);
                 }
             }
-            if (options.upper_seed) sys::copy_tree(*options.upper_seed, sb.upper_dir());
+            if (options.seed_upper)
+                options.seed_upper(sb.upper_dir());
+            else if (options.upper_seed)
+                sys::copy_tree(*options.upper_seed, sb.upper_dir());
             if (runtime.annotation("io.initless.network") == "egress" && fs::is_directory(sb.upper_dir() / "etc")) {
                 // slirp4netns answers DNS at 10.0.2.3 (the host's resolver behind it).
                 sys::write_file(sb.upper_dir() / "etc/resolv.conf", "nameserver 10.0.2.3\n");
             }
-        } else if (options.upper_seed) {
+        } else if (options.upper_seed || options.seed_upper) {
             throw Error("a writable-layer seed needs a writable layer (io.initless.writable-layer-mb)");
         }
         sys::write_file(sb.log_path(), "");
@@ -256,6 +259,10 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         throw Error(fmt::format("prepare sandbox for {}: {}", spec.name, e.what()));
     }
     return sb;
+}
+
+std::pair<uid_t, gid_t> Sandbox::root_ids() const {
+    return mapped_root(runtime_).value_or(std::pair<uid_t, gid_t>{0, 0});
 }
 
 Sandbox::Sandbox(Sandbox&& o) noexcept {

@@ -1,5 +1,7 @@
 #include "initless/sys/process.h"
 
+#include <linux/capability.h>
+
 #include <sys/resource.h>
 
 #include <linux/sched.h>
@@ -146,6 +148,50 @@ bool send_signal(pid_t pid, int sig) {
     if (::kill(pid, sig) == 0) return true;
     if (errno == ESRCH) return false;
     throw SysError(fmt::format("signal {} to process {}", sig, pid), errno);
+}
+
+}  // namespace initless::sys
+
+namespace initless::sys {
+
+namespace {
+
+void raise_effective_to_permitted() {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    if (::syscall(SYS_capget, &header, data) != 0) throw SysError("capget", errno);
+    data[0].effective = data[0].permitted;
+    data[1].effective = data[1].permitted;
+    if (::syscall(SYS_capset, &header, data) != 0) throw SysError("capset", errno);
+}
+
+}  // namespace
+
+FsIdentity::FsIdentity(uid_t uid, gid_t gid) {
+    if (uid == 0 && gid == 0) return;
+    // The raw syscalls: glibc's would be the same, but these are per thread by design here.
+    ::syscall(SYS_setfsgid, gid);
+    ::syscall(SYS_setfsuid, uid);
+    // setfsuid answers the previous value, never an error: ask again to know it took.
+    bool took = static_cast<uid_t>(::syscall(SYS_setfsuid, -1)) == uid &&
+                static_cast<gid_t>(::syscall(SYS_setfsgid, -1)) == gid;
+    active_ = true;
+    try {
+        if (!took) throw Error(fmt::format("setfsuid/setfsgid to {}:{} did not take effect", uid, gid));
+        raise_effective_to_permitted();
+    } catch (...) {
+        ::syscall(SYS_setfsuid, 0);
+        ::syscall(SYS_setfsgid, 0);
+        active_ = false;
+        throw;
+    }
+}
+
+FsIdentity::~FsIdentity() {
+    if (!active_) return;
+    active_ = false;
+    ::syscall(SYS_setfsuid, 0);  // back to 0: the kernel makes the file capabilities effective again
+    ::syscall(SYS_setfsgid, 0);
 }
 
 }  // namespace initless::sys

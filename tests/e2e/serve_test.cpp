@@ -419,8 +419,8 @@ TEST_F(ServeTest, RestartKeepsTheRegistry) {
     TrackSeenInstances();
 }
 
-// A snapshot damaged on disk is refused when the daemon loads it; the function boots instead and says
-// so (X-Initless-Start: boot, the reason in its description).
+// A snapshot changed on disk is not authenticated: refused when the daemon loads it; the function
+// boots instead and says so (X-Initless-Start: boot, the reason in its description).
 TEST_F(ServeTest, CorruptedSnapshotFallsBackToABoot) {
     start_daemon();
     ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
@@ -444,7 +444,8 @@ TEST_F(ServeTest, CorruptedSnapshotFallsBackToABoot) {
     start_daemon();
     auto described = json::parse(request("GET", "/system/function/e2e-counter").body);
     EXPECT_TRUE(described["snapshot"].is_null()) << described.dump();
-    EXPECT_NE(described.value("snapshot_problem", "").find("checksum"), std::string::npos)
+    EXPECT_NE(described.value("snapshot_problem", "").find("is not authenticated: pages.img does not match its MAC"),
+              std::string::npos)
         << described.dump();
     auto r = invoke("e2e-counter");
     EXPECT_EQ(r.status, 200) << r.body;

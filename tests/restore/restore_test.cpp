@@ -294,7 +294,8 @@ void PrintTo(const FaultCase& c, std::ostream* os) {
     *os << c.point;
 }
 
-class FaultInjection : public RestoreSuite, public ::testing::WithParamInterface<FaultCase> {
+// A private copy of fault-target, and what it left.
+class PrivateFunction : public RestoreSuite {
   protected:
     // fault-target copied under a name of this test's own (its processes' comm, its instances'
     // ids), so that what it leaves can be told from what tests running beside it hold.
@@ -337,6 +338,8 @@ class FaultInjection : public RestoreSuite, public ::testing::WithParamInterface
     std::string name_;
 };
 
+class FaultInjection : public PrivateFunction, public ::testing::WithParamInterface<FaultCase> {};
+
 TEST_P(FaultInjection, EndsWithinTenSecondsLeavingNothing) {
     const auto& c = GetParam();
     ASSERT_TRUE(fs::exists(program_dir("fault-target") / "function.toml")) << "fault-target is not built";
@@ -371,8 +374,75 @@ INSTANTIATE_TEST_SUITE_P(
                       FaultCase{"restore:tables", {"injected fault at restore:tables"}},
                       FaultCase{"restore:finish", {"injected fault at restore:finish"}},
                       FaultCase{"restore:kill-restorer", {"killed by signal 9"}},
+                      FaultCase{"restore:stub-op", {"injected fault: close(-1)", "Bad file descriptor"}},
                       FaultCase{"checkpoint:function-exits", {"died during the checkpoint"}}),
     fault_name);
+
+// A restore whose page file was corrupted after the snapshot: the image fails its MAC when the
+// restore loads it, before any sandbox exists; the CLI fails within 10 s naming the file, boots
+// nothing, and leaves no process, cgroup, mount or instance directory. (A page file changed after an
+// image was loaded and verified is out of scope: see DESIGN.md, "Image format".)
+class Faults : public PrivateFunction {};
+
+TEST_F(Faults, CorruptedPageFileIsRefusedAtLoadLeavingNothing) {
+    ASSERT_TRUE(fs::exists(program_dir("fault-target") / "function.toml")) << "fault-target is not built";
+    fs::path dir = private_function();
+    fs::path image = scratch_ / "image";
+    auto snap = cli({"snapshot", dir.string(), "--image", image.string(), "--json"}, 30s);
+    ASSERT_EQ(snap.exit_code, 0) << snap.describe();
+    {
+        std::fstream pages(image / "pages.img", std::ios::in | std::ios::out | std::ios::binary);
+        ASSERT_TRUE(pages.good());
+        pages.seekp(4096 + 7);
+        pages.put('\x5a');
+    }
+    for (const std::vector<std::string>& extra : {std::vector<std::string>{}, {"--no-fallback"}}) {
+        std::vector<std::string> args = {"restore", image.string(), "--strategy", "cow", "--instances", "2",
+                                         "--request", "/check", "--json"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        auto t0 = std::chrono::steady_clock::now();
+        auto r = cli(args, 30s);
+        auto took = std::chrono::steady_clock::now() - t0;
+        EXPECT_FALSE(r.timed_out) << r.describe();
+        EXPECT_LT(took, 10s) << r.describe();
+        EXPECT_NE(r.exit_code, 0) << "a corrupted image was restored:\n" << r.describe();
+        EXPECT_NE(r.err.find("is not authenticated: pages.img does not match its MAC"), std::string::npos)
+            << r.describe();
+        EXPECT_EQ(leftovers(), "") << r.describe();
+    }
+}
+
+// A function that plants symlinks out of the sandbox (to /etc/shadow, ../../.., /proc/self/root/...,
+// /etc), a FIFO and (tries) a device node in its writable layer and /tmp before it is ready: the
+// snapshot copies the links as links and the FIFO as a FIFO without opening it (it does not hang),
+// reads no host file through them, and every restored instance sees the same links.
+TEST_F(RestoreSuite, PlantedLinksAreCopiedAsLinksNeverFollowed) {
+    fs::path dir = program_dir("hostile-links");
+    ASSERT_TRUE(fs::exists(dir / "function.toml")) << dir << " is not built";
+    auto t0 = std::chrono::steady_clock::now();
+    fs::path image = snapshot(dir);
+    ASSERT_FALSE(image.empty());
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s);
+    for (const char* saved : {"rootfs-upper/var/rt-links", "tmpfs-tmp/rt-links"}) {
+        fs::path links = image / saved;
+        for (const char* name : {"shadow", "up", "proc-root", "etc"})
+            EXPECT_TRUE(fs::is_symlink(links / name)) << links / name << " is not a link in the image";
+        EXPECT_EQ(fs::read_symlink(links / "shadow"), "/etc/shadow");
+        EXPECT_TRUE(fs::is_fifo(fs::symlink_status(links / "fifo"))) << links / "fifo";
+        EXPECT_FALSE(fs::exists(fs::symlink_status(links / "null"))) << "a device node reached the image";
+        // Nothing but the function's own file was copied as a regular file.
+        for (const auto& e : fs::recursive_directory_iterator(links)) {
+            if (fs::is_regular_file(fs::symlink_status(e.path()))) {
+                EXPECT_EQ(e.path().filename(), "plain") << e.path();
+            }
+        }
+    }
+    for (const char* strategy : {"eager", "cow", "prefetch"}) {
+        json list = restore(image, strategy, 1, "/check");
+        for (const auto& inst : list)
+            EXPECT_EQ(inst.value("body", "").rfind("ok", 0), 0u) << strategy << ": " << inst.dump();
+    }
+}
 
 // A file the image maps (data.bin, privately mapped by file-private-cow) changes after the snapshot:
 // the restore must refuse loudly, naming the file, instead of mapping different contents.

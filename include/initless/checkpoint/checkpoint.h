@@ -20,6 +20,7 @@
 #include <functional>
 #include <string>
 
+#include "initless/image/auth.h"
 #include "initless/sys/error.h"
 
 namespace initless::checkpoint {
@@ -42,9 +43,12 @@ struct Stats {
     double freeze_ms = 0, dump_ms = 0, total_ms = 0;
 };
 
-// `before_publish` runs on the complete staged image just before it is renamed into place (the
-// snapshot verb records the working set there); if it throws, nothing is published.
-Stats checkpoint(const Target& target, const std::filesystem::path& image_dir,
+// The image is authenticated under `key` (image/auth.h). The writable layer and the sandbox's /tmp
+// and /dev/shm are copied while the tree is frozen, never following a symlink in them (a device node
+// there is refused, a FIFO or socket skipped). `before_publish` runs on the complete staged image
+// just before it is renamed into place (the snapshot verb records the working set there); if it
+// throws, nothing is published.
+Stats checkpoint(const Target& target, const std::filesystem::path& image_dir, const image::Key& key,
                  const std::function<void(const std::filesystem::path& staging)>& before_publish = {});
 
 }  // namespace initless::checkpoint

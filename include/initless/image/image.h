@@ -1,5 +1,5 @@
-// The on-disk snapshot of a function's process tree (format version 3). A directory:
-//   manifest.json  everything but memory: processes, threads, VMAs, fds, signal state, checksums
+// The on-disk snapshot of a function's process tree (format version 4). A directory:
+//   manifest.json  everything but memory: processes, threads, VMAs, fds, signal state
 //   pages.img      memory contents, laid out per VMA: each VMA with saved pages owns one contiguous,
 //                  page-aligned file range of its own length; pages not saved (never touched, zero,
 //                  or clean file pages) are holes, so the file is sparse and one mmap of the range
@@ -8,9 +8,11 @@
 //   workingset.idx optional binary runs {vaddr, pages, written, process} the first request touched
 //   rootfs-upper/  the sandbox's writable layer at checkpoint
 //   tmpfs-tmp/, tmpfs-shm/  what /tmp and /dev/shm (tmpfs, outside the layer) held
-// An image is written under a temp name, fsynced and renamed: once published it is never written
-// again (instances map its pages copy-on-write and share its page cache). `load` verifies the format
-// version, the kernel and vDSO it was made on, and the checksums of manifest, index and pages.
+//   AUTH           the digest of each file above and an HMAC-SHA256 of the list (image/auth.h)
+// An image is written under a temp name (mode 0700), fsynced and renamed: once published it is never
+// written again (instances map its pages copy-on-write and share its page cache). `load` verifies the
+// format version, the image's authentication under the state dir's key, and the kernel and vDSO it
+// was made on.
 #pragma once
 
 #include <sys/types.h>
@@ -20,12 +22,17 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <utility>
 #include <variant>
 #include <vector>
+
+#include "initless/image/auth.h"
+#include "initless/sys/unique_fd.h"
 
 namespace initless::image {
 
@@ -261,39 +268,62 @@ uint32_t crc32c(uint32_t crc, const void* data, size_t len);
 std::string kernel_release();
 uint64_t current_vdso_size();
 
-// A loaded, verified image.
+// The image's trees (directories copied into a sandbox at restore).
+inline constexpr const char* kUpperTree = "rootfs-upper";
+
+// A loaded, authenticated image. Copies share the open files.
 struct Image {
     std::filesystem::path dir;
     Manifest manifest;
     std::vector<PageRun> runs;               // in pages.img order: per process, per VMA
     std::vector<WorkingSetRun> working_set;  // empty when the image has none
+    std::map<std::string, std::string> digests;  // AUTH: file or tree -> authenticated digest
+    // pages.img as opened (and, with verify_pages, verified) by load: restores map this inode, not
+    // whatever the path names later.
+    std::shared_ptr<const sys::UniqueFd> pages_file;
     // The runs of `v`'s saved pages (found by their place in pages.img, which is unique per VMA).
     std::span<const PageRun> runs_of(const Vma& v) const;
     std::filesystem::path pages_path() const { return dir / "pages.img"; }
-    std::filesystem::path upper_path() const { return dir / "rootfs-upper"; }
+    // A new read-only open file description of the loaded pages.img.
+    sys::UniqueFd open_pages() const;
+    bool has_tree(const std::string& name) const { return digests.count(name) > 0; }
 };
 
-// Loads and verifies an image. `verify_pages` reads every saved page to check its crc (done once
-// per image by whoever loads it, never per restore).
-Image load(const std::filesystem::path& dir, bool verify_pages = true);
+// Loads and verifies an image under `key`: the AUTH list's MAC, the manifest, index and working
+// set against it, the format and the kernel. `verify_pages` also checks pages.img and the trees
+// (read in full: done once per image by whoever loads it, never per restore). Throws
+// NotAuthenticated ("image <dir> is not authenticated: <file> ...") or Error.
+Image load(const std::filesystem::path& dir, const Key& key, bool verify_pages = true);
 
-// Writes workingset.idx (and its checksum line) into a staged or unpublished image directory.
-void write_working_set(const std::filesystem::path& dir, const std::vector<WorkingSetRun>& runs);
+// The authenticated manifest of an image (AUTH's MAC and the manifest's digest checked), without
+// the rest of load's checks.
+Manifest load_manifest(const std::filesystem::path& dir, const Key& key);
+
+// Copies the image's tree `name` (kUpperTree, a kTmpfsDirs dir) into the existing directory fd `to`
+// (or path), checking the bytes it copies against the tree's authenticated digest: throws
+// NotAuthenticated if the tree changed since load (what was copied is then the caller's to remove).
+void copy_tree(const Image& img, const std::string& name, int to);
+void copy_tree(const Image& img, const std::string& name, const std::filesystem::path& to);
+
+// Writes workingset.idx into a staged image directory and adds it to AUTH (MAC made again).
+void write_working_set(const std::filesystem::path& dir, const std::vector<WorkingSetRun>& runs, const Key& key);
 
 // Writing: a staging directory beside the final one, renamed into place by `publish`.
 class ImageWriter {
   public:
-    explicit ImageWriter(std::filesystem::path final_dir);
+    ImageWriter(std::filesystem::path final_dir, const Key& key);
     ~ImageWriter();  // removes the staging dir unless published
     const std::filesystem::path& staging() const { return staging_; }
     std::filesystem::path pages_path() const { return staging_ / "pages.img"; }
-    // Writes manifest, index and checksums, fsyncs and renames. `before_publish` may add files
-    // to the complete staged image (which `load` can read) before the rename, e.g. a working set.
+    // Writes manifest, index and AUTH (digests of every file and tree of the staging dir, MAC),
+    // fsyncs and renames. `before_publish` may add files to the complete staged image (which
+    // `load` can read) before the rename, e.g. a working set.
     void publish(const Manifest& manifest, const std::vector<PageRun>& runs,
                  const std::function<void(const std::filesystem::path& staging)>& before_publish = {});
 
   private:
     std::filesystem::path final_, staging_;
+    Key key_;
     bool published_ = false;
 };
 

@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -45,6 +46,10 @@ std::string init_binary_path();
 struct SandboxOptions {
     // Copied into the upper dir before the overlay is mounted (a snapshot's writable layer).
     std::optional<std::filesystem::path> upper_seed;
+    // Instead of upper_seed: fills the upper dir (holding only the dirs the sandbox makes for the
+    // function) before the overlay is mounted. A restore
+    // copies an image's writable layer this way, checking it against the image's MAC as it copies.
+    std::function<void(const std::filesystem::path& upper)> seed_upper;
 };
 
 struct ExitReport {
@@ -109,6 +114,9 @@ class Sandbox {
     const sys::Cgroup& cgroup() const { return cgroup_; }
     const spec::FunctionSpec& spec() const { return spec_; }
     const oci::RuntimeSpec& runtime_spec() const { return runtime_; }
+    // The host ids of root of the sandbox's user namespace ({0, 0} without one): what files made for
+    // the function from outside (a restore's copy of /tmp) must be created as.
+    std::pair<uid_t, gid_t> root_ids() const;
 
   private:
     Sandbox() = default;

@@ -34,6 +34,21 @@ bool same_address_space(pid_t pid1, pid_t pid2);
 // kill(2): false when the process is gone (ESRCH); throws SysError for any other failure.
 bool send_signal(pid_t pid, int sig);
 
+// For the calling thread only: files it creates are owned by (uid, gid), and the kernel lets it create
+// them on a filesystem of a user namespace that maps those ids but not ours (a sandbox's tmpfs). Its
+// capabilities stay effective (setfsuid drops the file ones; they are raised again from the permitted
+// set). Undone when dropped. A no-op for (0, 0).
+class FsIdentity {
+  public:
+    FsIdentity(uid_t uid, gid_t gid);
+    ~FsIdentity();
+    FsIdentity(const FsIdentity&) = delete;
+    FsIdentity& operator=(const FsIdentity&) = delete;
+
+  private:
+    bool active_ = false;
+};
+
 // Reads or writes another process's memory (process_vm_readv/writev); all or nothing, or throws.
 void read_process_memory(pid_t pid, uint64_t addr, void* data, size_t len);
 void write_process_memory(pid_t pid, uint64_t addr, const void* data, size_t len);
