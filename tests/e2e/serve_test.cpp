@@ -455,6 +455,29 @@ TEST_F(ServeTest, CorruptedSnapshotFallsBackToABoot) {
     TrackSeenInstances();
 }
 
+// A foreign image (made under another key: here the state dir's key is replaced, so the deployed
+// image is foreign to it) is refused at load; the function boots instead and says why.
+TEST_F(ServeTest, ForeignImageFallsBackToABoot) {
+    start_daemon();
+    ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    fs::path key = registry_ / "image.key";
+    ASSERT_TRUE(fs::exists(key));
+    fs::remove(key);
+    write_text(key, std::string(32, 'f'));
+    fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+    start_daemon();
+    auto described = json::parse(request("GET", "/system/function/e2e-counter").body);
+    EXPECT_TRUE(described["snapshot"].is_null()) << described.dump();
+    EXPECT_NE(described.value("snapshot_problem", "").find("the image was made with another key"), std::string::npos)
+        << described.dump();
+    auto r = invoke("e2e-counter");
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(header(r, "X-Initless-Start"), "boot");
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 TEST_F(ServeTest, KilledDaemonLeavesNothingAfterTheNextStart) {
     start_daemon();
     ASSERT_EQ(deploy(counter_variant("kill", {{"name", "\"e2e-kill\""}, {"prestart", "2"}})).exit_code(), 0);
