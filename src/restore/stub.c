@@ -57,5 +57,10 @@ __attribute__((section(".text.entry"), used, noreturn)) void stub_entry(struct s
         if (op->result_slot >= 0) t->slots[op->result_slot] = (uint64_t)r;
         t->done = i + 1;
     }
+    /* The int3 below is a forced SIGTRAP; forcing a blocked signal resets its action to SIG_DFL
+     * (the restored SIGTRAP handler would be lost), so SIGTRAP is unblocked first. The checkpoint
+     * refuses a pending SIGTRAP: none is queued that this could deliver early. */
+    uint64_t trap = 1ULL << (5 /* SIGTRAP */ - 1);
+    raw_syscall(14 /* rt_sigprocmask */, 1 /* SIG_UNBLOCK */, (long)&trap, 0, 8, 0, 0);
     for (;;) __asm__ volatile("int3");
 }

@@ -43,7 +43,7 @@ std::vector<sys::Tracee> seize_all(pid_t pid) {
 }
 
 // Before seizing: a process someone else traces, a zombie or a stopped process cannot be restored
-// as it is.
+// as it is; nor a thread with a seccomp filter or a pending SIGTRAP.
 void check_freezable(pid_t pid) {
     auto status = sys::read_status(pid);
     if (status.count("TracerPid") && status["TracerPid"] != "0")
@@ -64,12 +64,23 @@ void check_freezable(pid_t pid) {
     // rt_sigaction, getitimer) with an error, and restore does not install filters.
     for (pid_t tid : sys::proc_tasks(pid)) {
         std::string seccomp;
+        std::map<std::string, std::string> ts;
         try {
-            auto ts = sys::read_status(tid);
+            ts = sys::read_status(tid);
             seccomp = ts.count("Seccomp") ? ts["Seccomp"] : "0";
         } catch (const Error&) {
             continue;  // the thread has just exited
         }
+        // The checkpoint's injected syscalls and the restore's stub stop through SIGTRAP (a single
+        // step, an int3): a SIGTRAP already pending would be delivered in their place and lost.
+        constexpr uint64_t kTrap = uint64_t{1} << (SIGTRAP - 1);
+        for (const char* set : {"SigPnd", "ShdPnd"})
+            if (ts.count(set) && hex_u64(ts[set]) & kTrap)
+                throw ContractError(fmt::format(
+                    "process {} thread {} has a SIGTRAP pending ({}: {} in /proc/{}/status); rule: no "
+                    "SIGTRAP pending when ready: checkpoint and restore stop the process through SIGTRAP "
+                    "traps, which a pending one would take the place of",
+                    pid, tid, set, ts[set], tid));
         if (seccomp != "0")
             throw ContractError(fmt::format(
                 "process {} thread {} has a seccomp {} (Seccomp: {} in /proc/{}/status); rule: no seccomp "

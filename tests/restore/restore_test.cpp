@@ -192,6 +192,7 @@ const char* const kStatePrograms[] = {
     "clocks",               // monotonic and boottime never go backwards nor run ahead of wall time
     "busy-blocked-thread",  // a thread spinning in user space with every signal blocked, its xmm
                             // registers intact
+    "sigtrap-handler",      // a SIGTRAP handler survives the engine's own SIGTRAP traps
 };
 
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) {
@@ -277,7 +278,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-deleted-dir-fd", {"fd 42", "/tmp/rt-dir-gone", "deleted"}},
                       ContractCase{"refuse-foreign-proc-fd", {"fd 42", "/proc/1", "outside the snapshot"}},
                       ContractCase{"refuse-vfork", {"vfork", "share one address space"}},
-                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter", "Seccomp: 2"}}),
+                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter", "Seccomp: 2"}},
+                      ContractCase{"refuse-pending-sigtrap", {"thread", "SIGTRAP pending", "ShdPnd"}}),
     contract_name);
 
 // ---------------------------------------------------------------------------------------------------
