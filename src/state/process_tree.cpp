@@ -148,6 +148,27 @@ void check_sessions(const std::vector<Frozen>& ms) {
     }
 }
 
+// Tables restore makes once per process: two processes sharing one (clone with CLONE_FILES or
+// CLONE_FS but without CLONE_THREAD) would come back with a copy each, and a change one makes would
+// no longer reach the other. (A shared SysV undo list needs SysV semaphores, refused by ipc.cpp;
+// kcmp cannot tell two empty undo lists from one shared list.)
+void check_no_shared_tables(const std::vector<Frozen>& ms) {
+    struct Kind {
+        sys::SharedTable which;
+        const char* what;
+    };
+    constexpr Kind kinds[] = {{sys::SharedTable::Files, "fd table (CLONE_FILES)"},
+                              {sys::SharedTable::Fs, "filesystem context: cwd, root, umask (CLONE_FS)"}};
+    for (size_t i = 0; i < ms.size(); ++i)
+        for (size_t j = i + 1; j < ms.size(); ++j)
+            for (const auto& k : kinds)
+                if (sys::same_table(ms[i].host, ms[j].host, k.which))
+                    throw ContractError(fmt::format(
+                        "processes {} and {} share one {}; rule: processes of the function share no "
+                        "per-process table (restore gives each its own copy)",
+                        ms[i].host, ms[j].host, k.what));
+}
+
 }  // namespace
 
 // Seizes every thread of every process, walking the tree again until it stops changing: a process
@@ -195,6 +216,7 @@ void link(std::vector<Frozen>& tree, pid_t init) {
         m.p.ppid = parent->second;
     }
     check_sessions(tree);
+    check_no_shared_tables(tree);
 }
 
 void store(json& j, const image::Process& p) {
