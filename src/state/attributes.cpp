@@ -258,7 +258,9 @@ void plan_thread(Table& t, Region& region, const image::Thread& th) {
         s.sched_period = a.sched[6];
         s.sched_util_min = static_cast<uint32_t>(a.sched[7]);
         s.sched_util_max = static_cast<uint32_t>(a.sched[8]);
-        if (s.sched_util_min != 0 || s.sched_util_max != 1024) s.sched_flags |= kSchedFlagUtilClamp;
+        // Clamps read 0/0 on a kernel without uclamp (this one), 0/1024 when never set.
+        bool clamped = s.sched_util_max != 0 && (s.sched_util_min != 0 || s.sched_util_max != 1024);
+        if (clamped) s.sched_flags |= kSchedFlagUtilClamp;
         t.op(SYS_sched_setattr, {0, region.put(s), 0}, -1, 0, {}, "sched_setattr");
     }
     if (!a.affinity.empty())

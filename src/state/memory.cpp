@@ -360,7 +360,14 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
         if (is_special(v.kind)) continue;
         bool shmem = v.kind == image::VmaKind::SharedMemory;
         bool holds_args = v.start <= p.mm.arg_start && p.mm.arg_start < v.end;
-        pages::VmaFill fill = strategy.fill(img, v, holds_args);
+        pages::VmaFill fill;
+        if (has_flag(v, "wf")) {
+            // MADV_WIPEONFORK takes only anonymous memory: never mapped from the image, whatever
+            // the strategy.
+            for (const auto& r : img.runs_of(v)) fill.copy_runs.push_back(&r);
+        } else {
+            fill = strategy.fill(img, v, holds_args);
+        }
         int prot = v.prot | (fill.copy_runs.empty() ? 0 : PROT_WRITE);
         uint64_t len = v.length();
         std::string what = fmt::format("map {:#x}-{:#x} {}", v.start, v.end, v.name);
@@ -379,8 +386,8 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
                  STUB_OP_EXPECT_ARG0, {{4, it->second}}, what);
         } else if (v.kind == image::VmaKind::Anonymous) {
             if (fill.map_whole) {
-                t.op(SYS_mmap,
-                     {v.start, len, static_cast<uint64_t>(prot), MAP_PRIVATE | MAP_FIXED, 0, v.image_offset},
+                uint64_t flags = MAP_PRIVATE | MAP_FIXED | (has_flag(v, "nr") ? MAP_NORESERVE : 0);
+                t.op(SYS_mmap, {v.start, len, static_cast<uint64_t>(prot), flags, 0, v.image_offset},
                      -1, STUB_OP_EXPECT_ARG0, {{4, kImg}}, what);
             } else {
                 uint64_t flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (v.growsdown ? MAP_GROWSDOWN : 0) |

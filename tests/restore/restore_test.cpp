@@ -202,7 +202,7 @@ const char* const kStatePrograms[] = {
     "oom-score-adj",        // /proc/self/oom_score_adj raised
     "membarrier",           // membarrier private expedited (and sync-core) registrations
     "securebits",           // SECBIT_KEEP_CAPS (PR_SET_KEEPCAPS)
-    "sched-attrs",          // SCHED_BATCH at nice 7 pinned to CPU 0, a SCHED_IDLE thread
+    "sched-attrs",          // SCHED_BATCH at nice 19 pinned to CPU 0, a SCHED_IDLE thread
     "tsc-sigsegv",          // PR_SET_TSC PR_TSC_SIGSEGV in one thread
     "madvise-flags",        // MADV_WIPEONFORK, DONTFORK, DONTDUMP, NOHUGEPAGE, SEQUENTIAL, RANDOM, NORESERVE
     "mlock",                // mlock and mlock2(MLOCK_ONFAULT) regions
