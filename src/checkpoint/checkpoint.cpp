@@ -35,7 +35,7 @@ double ms_since(Clock::time_point t) {
 }
 
 // Each kind of state reads its part of every frozen process.
-void read_members(std::vector<state::Frozen>& members, const struct stat& log,
+void read_members(std::vector<state::Frozen>& members, pid_t init, const struct stat& log,
                   const std::map<uint64_t, uint64_t>& unix_peers) {
     for (auto& m : members) {
         m.gadget = sys::find_syscall_instruction(m.host);
@@ -47,9 +47,12 @@ void read_members(std::vector<state::Frozen>& members, const struct stat& log,
         state::threads::read(m, mem);
         state::signals::read(m, mem);
         state::timers::read(m, mem);
+        state::attributes::read(m, mem, init);
         m.p.vmas = state::memory::read(m.host);
         m.p.fds = state::fds::read(m, log, unix_peers);
     }
+    state::MemoryReader mem(members.front().host);
+    state::ipc::check(members.front(), mem);
 }
 
 // A frozen process cannot exit by itself, but it can be killed (SIGKILL, the OOM killer): then the
@@ -119,6 +122,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         }
     } leaders_last{members};
     state::clocks::read(manifest);
+    state::net_sysctls::read(manifest, target.init_host_pid);
     stats.freeze_ms = ms_since(t0);
     // Test-only: the function dies while frozen (as if it exited during the checkpoint).
     if (sys::fault_requested("checkpoint:function-exits")) sys::send_signal(members.front().host, SIGKILL);
@@ -127,7 +131,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         auto unix_peers = sys::unix_socket_peers(netns.get());
         struct stat log = sys::stat_path(target.log_path);
         try {
-            read_members(members, log, unix_peers);
+            read_members(members, target.init_host_pid, log, unix_peers);
         } catch (const ContractError&) {
             throw;
         } catch (const Error& e) {

@@ -41,6 +41,7 @@ std::string to_json(const Manifest& m) {
               {"zero_pages_skipped", m.zero_pages_skipped},
               {"processes", procs}};
     state::clocks::store(j, m);
+    state::net_sysctls::store(j, m);
     return j.dump(1);
 }
 
@@ -58,6 +59,7 @@ Manifest from_json(const std::string& text) {
     m.port = j.at("port");
     m.created = j.at("created");
     state::clocks::load(j, m);
+    state::net_sysctls::load(j, m);
     m.pages_file_size = j.at("pages_file_size");
     m.pages_written = j.at("pages_written");
     m.zero_pages_skipped = j.at("zero_pages_skipped");

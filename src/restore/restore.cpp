@@ -123,8 +123,10 @@ void plan_helper_teardown(Table& t, Region& region, const state::FdLayout& L,
 // A thread's own table: its state, capabilities and queued signals.
 void plan_thread_table(Table& t, Region& region, const image::Thread& th, const image::Credentials& creds) {
     state::threads::plan_thread(t, region, th);
+    state::attributes::plan_thread(t, region, th);
     state::credentials::plan_thread(t, region, creds);
     state::signals::plan_thread_queue(t, region, th);
+    state::attributes::plan_thread_last(t, th);
 }
 
 // The main table of process `index`. It starts in a process holding only the stub region, the
@@ -141,6 +143,7 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
         t.preset(kLog, static_cast<uint64_t>(layout.log));
     }
     t.op(SYS_getpid, {}, state::kTgid, 0, {}, "getpid");
+    state::attributes::plan_before_forks(t, p);
     state::tree::plan(t, region, procs, index, forker, plan.forks);
     plan.vdso_start = state::mm::plan_vdso(t, p, helper_vdso, park);
     state::memory::plan(t, region, img, index, layout, memory);
@@ -154,9 +157,11 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     state::timers::plan(t, region, p);
     state::signals::plan_actions(t, region, p);
     state::mm::plan(t, region, p);
+    state::attributes::plan_process(t, region, p);
     t.op(SYS_close, {0}, -1, 0, {{0, kImg}}, "close image");
     state::signals::plan_process_queue(t, region, p);
     state::credentials::plan_inherited(t, p.creds);
+    state::attributes::plan_last(t, p);
     state::threads::plan_clones(t, region, p, stacks, kThreadStack);
     plan_thread_table(t, region, p.threads.at(0), p.creds);
     plan.table_addr = t.place(region);
@@ -277,6 +282,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     for (size_t i = 1; i < procs.size(); ++i) st->procs[forker_of[i]].forks.push_back(i);
     plan_helper_teardown(st->procs[0].table, region, layout, helper_unmap, st->main.rseq());
     state::fds::plan_shared(st->procs[0].table, region, procs, layout);
+    state::net_sysctls::plan(st->procs[0].table, region, img.manifest);
     for (size_t i = 0; i < procs.size(); ++i) {
         plan_process(st->procs[i], region, img, i, forker_of[i], layout, hv, park, stacks, memory);
         tm.ops += st->procs[i].table.size();

@@ -226,7 +226,12 @@ void load(const json& j, image::Process& p) {
 FdLayout layout(const std::vector<image::Process>& procs) {
     FdLayout l;
     for (const auto& p : procs)
-        for (const auto& f : p.fds) l.max_fd = std::max(l.max_fd, f.fd);
+        for (const auto& f : p.fds) {
+            l.max_fd = std::max(l.max_fd, f.fd);
+            // An epoll target's number is used for a moment even when no fd holds it now.
+            if (const auto* e = f.as<image::EpollFd>())
+                for (const auto& target : e->targets) l.max_fd = std::max(l.max_fd, target.fd);
+        }
     l.img = l.max_fd + 1;
     l.log = l.max_fd + 2;
     int next = l.max_fd + 3;
@@ -285,8 +290,8 @@ void plan_shared(Table& t, Region& region, const std::vector<image::Process>& pr
 
 void plan(Table& t, Region& region, const image::Process& p, const FdLayout& L) {
     auto cloexec = [](const image::Fd& f) { return f.cloexec ? static_cast<uint64_t>(O_CLOEXEC) : 0; };
-    std::set<int> present;
-    for (const auto& f : p.fds) present.insert(f.fd);
+    std::map<int, bool> present;  // fd -> close-on-exec
+    for (const auto& f : p.fds) present[f.fd] = f.cloexec;
     std::map<PairKey, std::array<const image::Fd*, 2>> pairs;
     for (const auto& f : p.fds) {
         if (f.dup_of >= 0) continue;  // made after its original, below
@@ -318,7 +323,7 @@ void plan(Table& t, Region& region, const image::Process& p, const FdLayout& L) 
             t.op(SYS_dup3, {static_cast<uint64_t>(f.dup_of), static_cast<uint64_t>(f.fd), cloexec(f)}, -1, 0,
                  {}, fmt::format("fd {} (dup of {})", f.fd, f.dup_of));
     for (const auto& f : p.fds)
-        if (const auto* e = f.as<image::EpollFd>()) epoll::plan_targets(t, region, f, *e, present);
+        if (const auto* e = f.as<image::EpollFd>()) epoll::plan_targets(t, region, f, *e, present, L.lift);
     t.op(SYS_close, {0}, -1, 0, {{0, kLog}}, "close log copy");
     // Shared memory temps may be closed already (as this process's memfd slots).
     for (const auto& [id, fd] : L.shared)

@@ -153,6 +153,14 @@ void load(const json& j, image::Manifest& m);
 std::pair<int64_t, int64_t> offsets(const image::Manifest& m);
 }  // namespace clocks
 
+// Sysctls of the function's network namespace that it changed (net_sysctls.cpp).
+namespace net_sysctls {
+void read(image::Manifest& m, pid_t init);
+void store(json& j, const image::Manifest& m);
+void load(const json& j, image::Manifest& m);
+void plan(Table& t, Region& region, const image::Manifest& m);  // in the first process's table
+}  // namespace net_sysctls
+
 // Threads and registers (threads.cpp).
 namespace threads {
 void read(Frozen& f, MemoryReader& mem);
@@ -195,6 +203,23 @@ VdsoBlock vdso_block(std::vector<std::pair<uint64_t, uint64_t>> parts);
 uint64_t plan_vdso(Table& t, const image::Process& p, const VdsoBlock& helper, uint64_t park);
 void plan(Table& t, Region& region, const image::Process& p);  // PR_SET_MM_MAP with the exe
 }  // namespace mm
+
+// Process and thread attributes: prctl state, oom_score_adj, membarrier, scheduling (attributes.cpp).
+namespace attributes {
+void read(Frozen& f, MemoryReader& mem, pid_t init);  // init: the sandbox's, for what is inherited
+void store(json& j, const image::Process& p);          // after threads: per-thread parts go beside them
+void load(const json& j, image::Process& p);
+void plan_before_forks(Table& t, const image::Process& p);                  // child subreaper
+void plan_process(Table& t, Region& region, const image::Process& p);       // after the memory layout
+void plan_last(Table& t, const image::Process& p);                          // MDWE, before the clones
+void plan_thread(Table& t, Region& region, const image::Thread& th);       // before capabilities
+void plan_thread_last(Table& t, const image::Thread& th);                   // TSC: a table's last op
+}  // namespace attributes
+
+// SysV IPC objects of the sandbox's ipc namespace: refused (ipc.cpp).
+namespace ipc {
+void check(Frozen& first, MemoryReader& mem);  // through the first process, once its gadget is known
+}  // namespace ipc
 
 // Memory: VMAs and their pages (memory.cpp); how pages arrive is a pages::MemoryStrategy.
 namespace memory {
@@ -306,9 +331,10 @@ std::optional<image::FdObject> read(const FdSource& s);
 void store(json& j, const image::EpollFd& f);
 void load(const json& j, image::EpollFd& f);
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::EpollFd& o);
-// Registrations, once every fd of the process is in place.
+// Registrations, once every fd of the process is in place (`present`: fd -> close-on-exec); fds
+// moved aside for a moment go to at least `lift`.
 void plan_targets(Table& t, Region& region, const image::Fd& f, const image::EpollFd& o,
-                  const std::set<int>& present);
+                  const std::map<int, bool>& present, int lift);
 }  // namespace epoll
 
 // A process's record in the manifest: every kind stores its part (process.cpp holds the list).

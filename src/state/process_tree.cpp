@@ -43,7 +43,7 @@ std::vector<sys::Tracee> seize_all(pid_t pid) {
 }
 
 // Before seizing: a process someone else traces, a zombie or a stopped process cannot be restored
-// as it is.
+// as it is; nor a thread with a seccomp filter or a pending SIGTRAP.
 void check_freezable(pid_t pid) {
     auto status = sys::read_status(pid);
     if (status.count("TracerPid") && status["TracerPid"] != "0")
@@ -64,12 +64,23 @@ void check_freezable(pid_t pid) {
     // rt_sigaction, getitimer) with an error, and restore does not install filters.
     for (pid_t tid : sys::proc_tasks(pid)) {
         std::string seccomp;
+        std::map<std::string, std::string> ts;
         try {
-            auto ts = sys::read_status(tid);
+            ts = sys::read_status(tid);
             seccomp = ts.count("Seccomp") ? ts["Seccomp"] : "0";
         } catch (const Error&) {
             continue;  // the thread has just exited
         }
+        // The checkpoint's injected syscalls and the restore's stub stop through SIGTRAP (a single
+        // step, an int3): a SIGTRAP already pending would be delivered in their place and lost.
+        constexpr uint64_t kTrap = uint64_t{1} << (SIGTRAP - 1);
+        for (const char* set : {"SigPnd", "ShdPnd"})
+            if (ts.count(set) && hex_u64(ts[set]) & kTrap)
+                throw ContractError(fmt::format(
+                    "process {} thread {} has a SIGTRAP pending ({}: {} in /proc/{}/status); rule: no "
+                    "SIGTRAP pending when ready: checkpoint and restore stop the process through SIGTRAP "
+                    "traps, which a pending one would take the place of",
+                    pid, tid, set, ts[set], tid));
         if (seccomp != "0")
             throw ContractError(fmt::format(
                 "process {} thread {} has a seccomp {} (Seccomp: {} in /proc/{}/status); rule: no seccomp "
@@ -137,6 +148,27 @@ void check_sessions(const std::vector<Frozen>& ms) {
     }
 }
 
+// Tables restore makes once per process: two processes sharing one (clone with CLONE_FILES or
+// CLONE_FS but without CLONE_THREAD) would come back with a copy each, and a change one makes would
+// no longer reach the other. (A shared SysV undo list needs SysV semaphores, refused by ipc.cpp;
+// kcmp cannot tell two empty undo lists from one shared list.)
+void check_no_shared_tables(const std::vector<Frozen>& ms) {
+    struct Kind {
+        sys::SharedTable which;
+        const char* what;
+    };
+    constexpr Kind kinds[] = {{sys::SharedTable::Files, "fd table (CLONE_FILES)"},
+                              {sys::SharedTable::Fs, "filesystem context: cwd, root, umask (CLONE_FS)"}};
+    for (size_t i = 0; i < ms.size(); ++i)
+        for (size_t j = i + 1; j < ms.size(); ++j)
+            for (const auto& k : kinds)
+                if (sys::same_table(ms[i].host, ms[j].host, k.which))
+                    throw ContractError(fmt::format(
+                        "processes {} and {} share one {}; rule: processes of the function share no "
+                        "per-process table (restore gives each its own copy)",
+                        ms[i].host, ms[j].host, k.what));
+}
+
 }  // namespace
 
 // Seizes every thread of every process, walking the tree again until it stops changing: a process
@@ -184,6 +216,7 @@ void link(std::vector<Frozen>& tree, pid_t init) {
         m.p.ppid = parent->second;
     }
     check_sessions(tree);
+    check_no_shared_tables(tree);
 }
 
 void store(json& j, const image::Process& p) {

@@ -4,8 +4,10 @@
 // inode, with what is queued for it peeked (fds in flight break the contract); an unnamed stream
 // socket with no peer and nothing to read is an orphan. Restore: listeners are bound again (a stale
 // socket file removed first) and listen with 4096; pairs are made with socketpair, their buffer
-// sizes set and each end's queue sent again through its peer, message by message.
+// sizes set, each end's queue sent again through its peer, message by message, then shut down as
+// it was.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -84,6 +86,11 @@ std::optional<image::FdObject> read(const FdSource& s) {
             for (int name : {SO_SNDBUF, SO_RCVBUF})
                 p.options.push_back({SOL_SOCKET, name, sys::socket_option(sock.get(), SOL_SOCKET, name)});
             read_queued(sock.get(), where, p);
+            pollfd pf{sock.get(), POLLRDHUP, 0};
+            if (::poll(&pf, 1, 0) == 1) {
+                p.receive_shut = pf.revents & POLLRDHUP;
+                p.both_shut = pf.revents & POLLHUP;
+            }
             return p;
         }
     }
@@ -110,6 +117,7 @@ void store(json& j, const image::UnixPairFd& f) {
     j["options"] = options_json(f.options);
     j["queued"] = hex(f.queued);
     j["message_sizes"] = f.message_sizes;
+    j["shut"] = {f.receive_shut, f.both_shut};
 }
 void load(const json& j, image::UnixPairFd& f) {
     f.type = j.at("type");
@@ -118,6 +126,8 @@ void load(const json& j, image::UnixPairFd& f) {
     f.options = options_from(j.at("options"));
     f.queued = unhex(j.at("queued"));
     f.message_sizes = j.at("message_sizes").get<std::vector<uint32_t>>();
+    f.receive_shut = j.at("shut")[0];
+    f.both_shut = j.at("shut")[1];
 }
 void store(json&, const image::UnixOrphanFd&) {}
 void load(const json&, image::UnixOrphanFd&) {}
@@ -168,6 +178,18 @@ void plan_pair(Table& t, Region& region, const image::UnixPairFd& end0, const im
                  {{0, via}}, what + " requeue data");
             data += size;
         }
+    }
+    // Shutdowns, once the queues are back. A stream or seqpacket shutdown(SHUT_WR) of one end also
+    // shuts the receive side of its peer (one state, however it was made); a datagram end's own
+    // shutdown touches only itself (a datagram end whose send side alone is shut shows nothing to
+    // poll and is not seen).
+    bool connected = end0.type != SOCK_DGRAM;
+    for (auto [end, own, peer] : {std::tuple{&end0, kPipeR, kTmp}, std::tuple{&end1, kTmp, kPipeR}}) {
+        if (connected && end->receive_shut)
+            t.op(SYS_shutdown, {0, SHUT_WR}, -1, 0, {{0, peer}}, what + " shutdown");
+        else if (!connected && (end->receive_shut || end->both_shut))
+            t.op(SYS_shutdown, {0, static_cast<uint64_t>(end->both_shut ? SHUT_RDWR : SHUT_RD)}, -1, 0, {{0, own}},
+                 what + " shutdown");
     }
 }
 

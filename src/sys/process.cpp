@@ -76,6 +76,24 @@ bool same_address_space(pid_t pid1, pid_t pid2) {
     return r == 0;
 }
 
+bool same_table(pid_t pid1, pid_t pid2, SharedTable which) {
+    long r = ::syscall(SYS_kcmp, pid1, pid2, static_cast<int>(which), 0, 0);
+    if (r < 0 && errno == ESRCH) return false;
+    if (r < 0)
+        throw SysError(fmt::format("kcmp ({}) of processes {} and {}", static_cast<int>(which), pid1, pid2), errno);
+    return r == 0;
+}
+
+bool is_epoll_target(pid_t pid, int epfd, int tfd, int nth, int fd) {
+    struct {
+        uint32_t efd, tfd, toff;
+    } slot{static_cast<uint32_t>(epfd), static_cast<uint32_t>(tfd), static_cast<uint32_t>(nth)};
+    long r = ::syscall(SYS_kcmp, pid, pid, 7 /* KCMP_EPOLL_TFD */, fd, &slot);
+    if (r < 0 && (errno == EBADF || errno == ENOENT)) return false;  // no such fd or registration
+    if (r < 0) throw SysError(fmt::format("kcmp epoll {} target {} of process {}", epfd, tfd, pid), errno);
+    return r == 0;
+}
+
 UniqueFd pidfd_open(pid_t pid) {
     long fd = ::syscall(SYS_pidfd_open, pid, 0);
     if (fd < 0) throw SysError(fmt::format("pidfd_open {}", pid), errno);

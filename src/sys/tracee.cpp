@@ -268,9 +268,12 @@ RseqConfig Tracee::rseq() const {
 
 long Tracee::inject_syscall(uint64_t syscall_insn, long nr, std::initializer_list<uint64_t> args) {
     // With every signal blocked, a signal arriving meanwhile (a timer, say) stays pending instead of
-    // stopping the single-step in a signal-delivery-stop (which would dequeue it).
+    // stopping the single-step in a signal-delivery-stop (which would dequeue it). All but SIGTRAP:
+    // the step's trap is a forced SIGTRAP, and forcing a blocked signal resets its action to SIG_DFL
+    // (the function's SIGTRAP handler would be lost). The checkpoint refuses a pending SIGTRAP, so
+    // none can be delivered in its place.
     uint64_t saved_mask = signal_mask();
-    set_signal_mask(~uint64_t{0});
+    set_signal_mask(~uint64_t{0} & ~(uint64_t{1} << (SIGTRAP - 1)));
     struct MaskBack {
         Tracee& t;
         uint64_t mask;

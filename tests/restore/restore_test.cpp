@@ -192,6 +192,25 @@ const char* const kStatePrograms[] = {
     "clocks",               // monotonic and boottime never go backwards nor run ahead of wall time
     "busy-blocked-thread",  // a thread spinning in user space with every signal blocked, its xmm
                             // registers intact
+    "sigtrap-handler",      // a SIGTRAP handler survives the engine's own SIGTRAP traps
+    "pdeathsig",            // PR_SET_PDEATHSIG per thread
+    "child-subreaper",      // PR_SET_CHILD_SUBREAPER: an orphan made after restore comes to us
+    "thp-disable",          // PR_SET_THP_DISABLE (THP_enabled: 0)
+    "dumpable",             // PR_SET_DUMPABLE 0
+    "timerslack",           // PR_SET_TIMERSLACK per thread
+    "personality",          // personality(ADDR_NO_RANDOMIZE | UNAME26)
+    "oom-score-adj",        // /proc/self/oom_score_adj raised
+    "membarrier",           // membarrier private expedited (and sync-core) registrations
+    "securebits",           // SECBIT_KEEP_CAPS (PR_SET_KEEPCAPS)
+    "sched-attrs",          // SCHED_BATCH at nice 19 pinned to CPU 0, a SCHED_IDLE thread
+    "tsc-sigsegv",          // PR_SET_TSC PR_TSC_SIGSEGV in one thread
+    "madvise-flags",        // MADV_WIPEONFORK, DONTFORK, DONTDUMP, NOHUGEPAGE, SEQUENTIAL, RANDOM, NORESERVE
+    "mlock",                // mlock and mlock2(MLOCK_ONFAULT) regions
+    "mseal",                // a sealed region refuses mprotect and munmap
+    "file-map-maywrite",    // shared file mappings: mprotect(PROT_WRITE) allowed or EACCES as before
+    "socketpair-shutdown",  // a seqpacket pair whose peer shut down, a stream pair shut for reading
+    "epoll-dup",            // epoll registrations under closed, dup'd and reused fd numbers
+    "net-sysctls",          // sysctls of the sandbox's netns changed at init
 };
 
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) {
@@ -277,7 +296,16 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-deleted-dir-fd", {"fd 42", "/tmp/rt-dir-gone", "deleted"}},
                       ContractCase{"refuse-foreign-proc-fd", {"fd 42", "/proc/1", "outside the snapshot"}},
                       ContractCase{"refuse-vfork", {"vfork", "share one address space"}},
-                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter", "Seccomp: 2"}}),
+                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter", "Seccomp: 2"}},
+                      ContractCase{"refuse-pending-sigtrap", {"thread", "SIGTRAP pending", "ShdPnd"}},
+                      ContractCase{"refuse-sysv-msg", {"SysV message queue", "key 0x5254"}},
+                      ContractCase{"refuse-sysv-sem", {"SysV semaphore set", "key 0x5255"}},
+                      ContractCase{"refuse-sysv-shm-detached", {"SysV shared memory segment", "key 0x5256"}},
+                      ContractCase{"refuse-shared-fd-table", {"processes", "share one fd table", "CLONE_FILES"}},
+                      ContractCase{"refuse-shared-fs", {"processes", "CLONE_FS"}},
+                      ContractCase{"refuse-loginuid", {"login uid 4242", "loginuid"}},
+                      ContractCase{"refuse-aio", {"mapping", "/[aio]", "io_setup"}},
+                      ContractCase{"refuse-userfaultfd", {"mapping", "userfaultfd"}}),
     contract_name);
 
 // ---------------------------------------------------------------------------------------------------

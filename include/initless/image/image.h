@@ -48,6 +48,20 @@ struct Rseq {
     uint32_t signature = 0;
 };
 
+// Per-thread attributes a function may set (prctl, scheduling), restored as read (attributes.cpp).
+struct ThreadAttributes {
+    int pdeath_signal = 0;             // PR_GET_PDEATHSIG
+    uint64_t securebits = 0;           // PR_GET_SECUREBITS (keep-caps included)
+    uint64_t timerslack_ns = 0;        // PR_GET_TIMERSLACK
+    int tsc = 1;                       // PR_GET_TSC (PR_TSC_ENABLE)
+    int64_t mce_kill = 0;              // PR_MCE_KILL_GET
+    bool io_flusher = false;           // unused: PR_SET_IO_FLUSHER is not open to a function
+    std::vector<int64_t> speculation;  // PR_GET_SPECULATION_CTRL, per PR_SPEC_STORE_BYPASS.. (-1: none)
+    // sched_getattr: policy, flags, nice, priority, deadline runtime/deadline/period, util clamps.
+    std::vector<uint64_t> sched;       // empty: as the sandbox's init has it
+    std::vector<uint64_t> affinity;    // CPU mask words; empty: as the sandbox's init has it
+};
+
 struct Thread {
     pid_t tid = 0;
     std::string comm;  // thread name (prctl PR_SET_NAME), as in /proc/PID/task/TID/comm
@@ -61,6 +75,7 @@ struct Thread {
     int32_t altstack_flags = 0;
     // Signals queued for this thread, as raw 128-byte siginfo (PTRACE_PEEKSIGINFO); queued again.
     std::vector<std::vector<uint8_t>> pending;
+    ThreadAttributes attrs;
 };
 
 // SharedMemory: MAP_SHARED anonymous memory or a memfd; VMAs with one `file_inode` are one object,
@@ -82,13 +97,19 @@ struct Vma {
     uint64_t image_offset = 0;
     uint64_t saved_pages = 0;
     uint32_t pages_crc = 0;  // crc32c over the saved pages in address order
+    // VmFlags of /proc/PID/smaps restore sets again: madvise advice, locks, seal, may-write.
+    std::vector<std::string> flags;
     uint64_t length() const { return end - start; }
 };
 
+// A registration is keyed by (fd number, open file): `fd` is the number it was added under, and
+// `held_at` the fd of the process holding that file now when `fd` no longer does (closed after a
+// dup, or reused for another file); -1 when `fd` still holds it.
 struct EpollTarget {
     int fd = 0;
     uint32_t events = 0;
     uint64_t data = 0;
+    int held_at = -1;
 };
 
 struct SocketOption {
@@ -134,6 +155,8 @@ struct UnixPairFd {
     std::vector<SocketOption> options;    // buffer sizes
     std::vector<uint8_t> queued;          // what was queued for this end to receive
     std::vector<uint32_t> message_sizes;  // `queued` split into datagrams (not for SOCK_STREAM)
+    // This end's shutdown as poll shows it: receive side shut (POLLRDHUP), both sides (POLLHUP).
+    bool receive_shut = false, both_shut = false;
 };
 // A connected unix stream socket whose peer is gone and nothing is left to read (the JDK keeps one
 // such socketpair end to dup2 over fds it closes); recreated as a socketpair end.
@@ -214,6 +237,18 @@ struct Credentials {
     std::vector<uint32_t> groups;
 };
 
+// Process-wide attributes a function may set (prctl, /proc, membarrier), restored as read.
+struct ProcessAttributes {
+    uint64_t personality = 0;  // /proc/PID/personality
+    bool child_subreaper = false;
+    int dumpable = 1;
+    bool thp_disable = false;
+    bool memory_merge = false;  // PR_SET_MEMORY_MERGE (KSM for the whole process)
+    uint64_t mdwe = 0;          // PR_GET_MDWE (memory-deny-write-execute)
+    int oom_score_adj = 0;
+    uint64_t membarrier = 0;    // MEMBARRIER_CMD_GET_REGISTRATIONS: the REGISTER_* commands made
+};
+
 // Processes are listed parents first; pids are those inside the sandbox (ppid 1: a child of init).
 struct Process {
     pid_t pid = 0, ppid = 0, pgid = 0, sid = 0;
@@ -229,6 +264,7 @@ struct Process {
     std::vector<std::vector<uint8_t>> pending_shared;    // process-wide queued signals (siginfo)
     // setitimer timers (REAL, VIRTUAL, PROF): {interval_us, value_us}, value as time remaining.
     std::vector<std::pair<uint64_t, uint64_t>> itimers;
+    ProcessAttributes attrs;
 };
 
 struct Manifest {
@@ -241,6 +277,8 @@ struct Manifest {
     std::string created;
     // CLOCK_MONOTONIC and CLOCK_BOOTTIME at the freeze: a restored process's clocks continue from here.
     int64_t monotonic_ns = 0, boottime_ns = 0;
+    // Sysctls of the function's netns that differ from a fresh netns's: {/proc/sys/net/... path, value}.
+    std::vector<std::pair<std::string, std::string>> net_sysctls;
     std::vector<Process> processes;
     uint64_t pages_file_size = 0;
     uint64_t pages_written = 0, zero_pages_skipped = 0;

@@ -31,6 +31,13 @@ bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2);
 // Whether two processes share one address space (kcmp KCMP_VM): a vfork in progress, or a clone
 // with CLONE_VM but not CLONE_THREAD. False if either is gone.
 bool same_address_space(pid_t pid1, pid_t pid2);
+// Whether two processes share one per-process table (kcmp): made by clone without CLONE_THREAD but
+// with CLONE_FILES or CLONE_FS. False if either is gone.
+enum class SharedTable { Files = 2 /* KCMP_FILES */, Fs = 3 /* KCMP_FS */ };
+bool same_table(pid_t pid1, pid_t pid2, SharedTable which);
+// Whether fd `fd` of `pid` is the file registered in its epoll `epfd` under target fd `tfd` (the
+// `nth` registration under that number, counting from 0) (kcmp KCMP_EPOLL_TFD).
+bool is_epoll_target(pid_t pid, int epfd, int tfd, int nth, int fd);
 // kill(2): false when the process is gone (ESRCH); throws SysError for any other failure.
 bool send_signal(pid_t pid, int sig);
 
