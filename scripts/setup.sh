@@ -11,6 +11,7 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PACKAGES=(
     g++ cmake ninja-build ccache
     libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libboost-dev
+    libseccomp-dev pkg-config
     python3 python3-flask python3-numpy python3-matplotlib
     wrk prometheus curl
     openjdk-17-jdk-headless
