@@ -39,6 +39,7 @@ std::string to_json(const Manifest& m) {
               {"zero_pages_skipped", m.zero_pages_skipped},
               {"processes", procs}};
     state::clocks::store(j, m);
+    state::credentials::store_filter(j, m);
     return j.dump(1);
 }
 
@@ -47,8 +48,9 @@ Manifest from_json(const std::string& text) {
     Manifest m;
     m.format = j.at("format");
     if (m.format != kFormatVersion)
-        throw Error(fmt::format("image format {} is not supported (this initless reads format {})", m.format,
-                                kFormatVersion));
+        throw Error(fmt::format("image format {} is not supported (this initless reads format {}); make the "
+                                "image again",
+                                m.format, kFormatVersion));
     m.function = j.at("function");
     m.function_dir = j.at("function_dir");
     m.kernel = j.at("kernel");
@@ -56,6 +58,7 @@ Manifest from_json(const std::string& text) {
     m.port = j.at("port");
     m.created = j.at("created");
     state::clocks::load(j, m);
+    state::credentials::load_filter(j, m);
     m.pages_file_size = j.at("pages_file_size");
     m.pages_written = j.at("pages_written");
     m.zero_pages_skipped = j.at("zero_pages_skipped");

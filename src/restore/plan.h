@@ -48,6 +48,9 @@ struct RestorePlan::State {
     sandbox::ProcessHandle helper;
     sys::Tracee main;
     uint64_t base = 0, region_size = 0, stacks = 0, vdso_syscall_offset = 0;
+    // The sandbox's seccomp filter as a sock_fprog in the stub region (0: none) and its flags.
+    uint64_t seccomp_prog = 0;
+    unsigned seccomp_flags = 0;
     std::vector<ProcessPlan> procs;
     Timings timings;
     bool executed = false;

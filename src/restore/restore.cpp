@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "initless/seccomp/profile.h"
 #include "initless/sys/error.h"
 #include "initless/sys/fault.h"
 #include "initless/sys/file.h"
@@ -94,6 +95,7 @@ uint64_t region_size_for(const image::Image& img, size_t code_size, size_t max_t
         for (const auto& th : p.threads) est_data += th.pending.size() * 128 + th.comm.size() + 1;
     }
     est_ops += img.runs.size() + img.working_set.size();
+    est_data += img.manifest.seccomp_filter.size() + 64;
     return page_up(page_up(code_size) + page_up(est_ops * sizeof(stub_op) + est_data) + kMainStack +
                    max_threads * kThreadStack);
 }
@@ -220,6 +222,16 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         if (std::filesystem::exists(img.dir / saved))
             sys::copy_tree(img.dir / saved, fmt::format("/proc/{}/root{}", sb.init_pid(), inside));
     for (const auto& p : procs) state::memory::verify_mapped_files(sb.init_pid(), p);
+    // The restored function runs under its sandbox's filter, the one the image was checkpointed
+    // under: an image made under another filter (or none) is not restored into this sandbox.
+    const auto& image_filter = img.manifest.seccomp_filter;
+    const auto& sandbox_filter = sb.seccomp_filter();
+    if (!seccomp::same_program(seccomp::from_bytes(image_filter), sandbox_filter.bpf) ||
+        img.manifest.seccomp_flags != sandbox_filter.flags)
+        throw Error(fmt::format(
+            "the image's seccomp filter ({} instructions) is not the one the function's spec asks for now ({} "
+            "instructions, seccomp = \"{}\"); make the image again",
+            image_filter.size() / sizeof(sock_filter), sandbox_filter.bpf.size(), sb.spec().seccomp));
     sys::UniqueFd pages = sys::open_file(img.pages_path(), O_RDONLY);
     sandbox::ProcessHandle& helper = st->helper;
     uint64_t base = 0;
@@ -257,6 +269,14 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     uint64_t vdso_syscall_offset = sys::find_syscall_instruction(hpid) - hv.start;
 
     Region region(base, code_size);
+    if (!image_filter.empty()) {
+        // Inherited by every process of the tree (the region is copied by each fork).
+        uint64_t code = region.put(image_filter.data(), image_filter.size());
+        sock_fprog prog{static_cast<unsigned short>(image_filter.size() / sizeof(sock_filter)),
+                        reinterpret_cast<sock_filter*>(code)};
+        st->seccomp_prog = region.put(prog);
+        st->seccomp_flags = img.manifest.seccomp_flags;
+    }
     state::FdLayout layout = state::fds::layout(procs);
     uint64_t stacks = base + region_size - kMainStack - (max_threads - 1) * kThreadStack;
     uint64_t park = base + region_size + (1 << 20);  // where a vDSO block waits when old and new overlap

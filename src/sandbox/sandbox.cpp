@@ -86,6 +86,7 @@ std::string ExitReport::describe() const {
 Sandbox Sandbox::prepare(const spec::FunctionSpec& spec, const SandboxOptions& options) {
     Sandbox sb;
     sb.spec_ = spec;
+    sb.seccomp_filter_ = seccomp::filter_for(spec);
     sb.id_ = new_instance_id(spec.name);
     sb.dir_ = state_dir() / "instances" / sb.id_;
     try {
@@ -140,6 +141,7 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
     if (this != &o) {
         teardown();
         spec_ = std::move(o.spec_);
+        seccomp_filter_ = std::move(o.seccomp_filter_);
         id_ = std::move(o.id_);
         dir_ = std::move(o.dir_);
         init_pid_ = std::exchange(o.init_pid_, 0);
@@ -200,6 +202,15 @@ ProcessHandle Sandbox::request_process(const std::string& message, std::span<con
 
 ProcessHandle Sandbox::start() {
     json req = {{"op", "start"}, {"argv", spec_.command}, {"env", function_env(spec_)}, {"cwd", "/function"}};
+    // Raw BPF, in hex: init installs it without knowing what a profile is.
+    if (!seccomp_filter_.empty()) {
+        std::string hex;
+        for (uint8_t b : seccomp::to_bytes(seccomp_filter_.bpf)) hex += fmt::format("{:02x}", b);
+        if (hex.size() > 48 * 1024)  // the control socket carries 64 KiB messages
+            throw Error(fmt::format("start {}: the seccomp filter has {} instructions, too many to send to init",
+                                    spec_.name, seccomp_filter_.bpf.size()));
+        req["seccomp"] = {{"bpf", hex}, {"flags", seccomp_filter_.flags}};
+    }
     return request_process(req.dump(), {});
 }
 

@@ -365,12 +365,14 @@ std::optional<Profile> profile_for(const spec::FunctionSpec& spec) {
 }
 
 Filter filter_for(const spec::FunctionSpec& spec) {
-    Filter f;
-    if (auto profile = profile_for(spec)) {
-        f.bpf = compile(*profile);
-        f.flags = install_flags(*profile);
+    auto profile = profile_for(spec);
+    if (!profile) return {};
+    // Every function with the default profile gets the same filter: compiled once (~3 ms).
+    if (*profile == function_default()) {
+        static const Filter compiled{compile(*profile), install_flags(*profile)};
+        return compiled;
     }
-    return f;
+    return {compile(*profile), install_flags(*profile)};
 }
 
 std::vector<uint8_t> to_bytes(const std::vector<sock_filter>& bpf) {

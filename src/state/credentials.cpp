@@ -4,6 +4,10 @@
 // sets its effective, permitted and inheritable sets itself (after the leader's clone3 calls, which
 // need CAP_SYS_ADMIN). A hard limit above the sandbox's cannot be restored without
 // CAP_SYS_RESOURCE: such a resource keeps the sandbox's.
+// Seccomp: the checkpoint reads each thread's filters (PTRACE_SECCOMP_GET_FILTER) and accepts only
+// the sandbox's own filter, alone; the restore installs it in each process with TSYNC as its very
+// last step (execute.cpp), after every syscall the restore makes, so a restored function runs under
+// the same filter as a booted one.
 #include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -14,6 +18,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "initless/seccomp/profile.h"
 #include "initless/sys/error.h"
 #include "initless/sys/inspect.h"
 #include "state/kinds.h"
@@ -31,8 +36,60 @@ void read(Frozen& f) {
     p.rlimits = sys::process_rlimits(f.host);
 }
 
+void read_seccomp(Frozen& f, const std::vector<sock_filter>& sandbox_filter) {
+    const char* rule =
+        "rule: no seccomp filter beyond the sandbox's when ready: restore rebuilds only the sandbox's "
+        "filter, and a filter of the function's own may block the syscalls the checkpoint injects";
+    f.seccomp_modes.assign(f.threads.size(), 0);
+    for (size_t i = 0; i < f.threads.size(); ++i) {
+        sys::Tracee& t = f.threads[i];
+        auto top = t.seccomp_filter(0);
+        int& mode = f.seccomp_modes[i];
+        if (!top) {
+            if (!sandbox_filter.empty())
+                throw ContractError(fmt::format(
+                    "process {} thread {} has no seccomp filter, but its sandbox installs one ({} "
+                    "instructions) in every function; {}",
+                    f.host, t.tid(), sandbox_filter.size(), rule));
+            mode = 0;
+            continue;
+        }
+        auto below = t.seccomp_filter(1);
+        bool is_sandbox_filter = !sandbox_filter.empty() && seccomp::same_program(*top, sandbox_filter);
+        if (is_sandbox_filter && !below) {
+            mode = 2;
+            continue;
+        }
+        std::string what;
+        if (sandbox_filter.empty())
+            what = fmt::format("a seccomp filter of its own ({} instructions) while its sandbox installs none",
+                               top->size());
+        else if (!is_sandbox_filter)
+            what = fmt::format("a seccomp filter of its own ({} instructions) on top of the sandbox's", top->size());
+        else
+            what = "the sandbox's seccomp filter on top of another filter";
+        throw ContractError(fmt::format("process {} thread {} has {} (Seccomp: 2 in /proc/{}/status); {}", f.host,
+                                        t.tid(), what, t.tid(), rule));
+    }
+}
+
+void store_filter(json& j, const image::Manifest& m) {
+    j["seccomp"] = {{"filter", hex(m.seccomp_filter)}, {"flags", m.seccomp_flags}};
+}
+
+void load_filter(const json& j, image::Manifest& m) {
+    m.seccomp_filter = unhex(j.at("seccomp").at("filter"));
+    m.seccomp_flags = j.at("seccomp").at("flags");
+    if (m.seccomp_filter.size() % sizeof(sock_filter) != 0)
+        throw Error(fmt::format("manifest: the seccomp filter's {} bytes are not whole instructions",
+                                m.seccomp_filter.size()));
+}
+
 void store(json& j, const image::Process& p) {
     j["rlimits"] = p.rlimits;
+    json modes = json::array();
+    for (const auto& th : p.threads) modes.push_back(th.seccomp_mode);
+    j["seccomp_modes"] = std::move(modes);
     j["caps"] = {p.creds.cap_effective, p.creds.cap_permitted, p.creds.cap_inheritable, p.creds.cap_bounding,
                  p.creds.no_new_privs};
 }
@@ -41,6 +98,9 @@ void load(const json& j, image::Process& p) {
     p.rlimits = j.at("rlimits").get<std::vector<std::pair<uint64_t, uint64_t>>>();
     const auto& c = j.at("caps");
     p.creds = {c[0], c[1], c[2], c[3], c[4]};
+    const auto& modes = j.at("seccomp_modes");
+    if (modes.size() != p.threads.size()) throw Error("manifest: one seccomp mode per thread expected");
+    for (size_t i = 0; i < modes.size(); ++i) p.threads[i].seccomp_mode = modes[i];
 }
 
 void plan_limits(Table& t, Region& region, const image::Process& p) {

@@ -277,7 +277,7 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-deleted-dir-fd", {"fd 42", "/tmp/rt-dir-gone", "deleted"}},
                       ContractCase{"refuse-foreign-proc-fd", {"fd 42", "/proc/1", "outside the snapshot"}},
                       ContractCase{"refuse-vfork", {"vfork", "share one address space"}},
-                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter", "Seccomp: 2"}}),
+                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter of its own", "on top of the sandbox's", "Seccomp: 2"}}),
     contract_name);
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// The on-disk snapshot of a function's process tree (format version 3). A directory:
+// The on-disk snapshot of a function's process tree (format version 4). A directory:
 //   manifest.json  everything but memory: processes, threads, VMAs, fds, signal state, checksums
 //   pages.img      memory contents, laid out per VMA: each VMA with saved pages owns one contiguous,
 //                  page-aligned file range of its own length; pages not saved (never touched, zero,
@@ -28,7 +28,7 @@
 
 namespace initless::image {
 
-constexpr int kFormatVersion = 3;
+constexpr int kFormatVersion = 4;
 // Sandbox tmpfs dirs saved with an image (path inside the sandbox, dir in the image).
 inline constexpr std::pair<const char*, const char*> kTmpfsDirs[] = {{"/tmp", "tmpfs-tmp"},
                                                                      {"/dev/shm", "tmpfs-shm"}};
@@ -53,6 +53,9 @@ struct Thread {
     int32_t altstack_flags = 0;
     // Signals queued for this thread, as raw 128-byte siginfo (PTRACE_PEEKSIGINFO); queued again.
     std::vector<std::vector<uint8_t>> pending;
+    // Seccomp mode as /proc/PID/status shows it: 0 none, 2 a filter, which is then the sandbox's
+    // (Manifest::seccomp_filter; any other filter is refused at checkpoint).
+    int seccomp_mode = 0;
 };
 
 // SharedMemory: MAP_SHARED anonymous memory or a memfd; VMAs with one `file_inode` are one object,
@@ -231,6 +234,11 @@ struct Manifest {
     // CLOCK_MONOTONIC and CLOCK_BOOTTIME at the freeze: a restored process's clocks continue from here.
     int64_t monotonic_ns = 0, boottime_ns = 0;
     std::vector<Process> processes;
+    // The sandbox's seccomp filter every thread ran under (raw BPF, 8 bytes per instruction; empty:
+    // none) and its install flags; a restore installs it as its last step, and only into a sandbox
+    // whose spec asks for the same filter.
+    std::vector<uint8_t> seccomp_filter;
+    unsigned seccomp_flags = 0;
     uint64_t pages_file_size = 0;
     uint64_t pages_written = 0, zero_pages_skipped = 0;
 };

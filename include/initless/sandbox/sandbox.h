@@ -3,8 +3,9 @@
 //              an overlay root (spec rootfs read-only below, a per-instance upper dir above) with
 //              /proc, a minimal /dev, tmpfs /tmp and /dev/shm, /function (read-only); our init as
 //              pid 1, waiting. This is the pre-started stage a pool keeps.
-//   start():   init runs the spec's command as pid 2, capabilities dropped and no_new_privs set,
-//              stdout/stderr to the instance log.
+//   start():   init runs the spec's command as pid 2, capabilities dropped, no_new_privs set and
+//              the spec's seccomp filter installed (the last step before exec), stdout/stderr to
+//              the instance log.
 //   spawn_restorer(): instead of start, init makes an empty process at a chosen pid for `restore`.
 // Mounts live only in the sandbox's own mount namespace, so they vanish with it. `teardown` (and the
 // destructor) kills the tree and removes the cgroup and the instance directory; if the controller
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "initless/seccomp/profile.h"
 #include "initless/spec/function_spec.h"
 #include "initless/sys/cgroup.h"
 #include "initless/sys/unique_fd.h"
@@ -93,6 +95,9 @@ class Sandbox {
     int netns_fd() const { return netns_.get(); }
     const sys::Cgroup& cgroup() const { return cgroup_; }
     const spec::FunctionSpec& spec() const { return spec_; }
+    // The filter start() has init install (seccomp::filter_for(spec)): a restore installs the same,
+    // the checkpoint accepts only it. Empty for `seccomp = "unconfined"`.
+    const seccomp::Filter& seccomp_filter() const { return seccomp_filter_; }
 
   private:
     Sandbox() = default;
@@ -102,6 +107,7 @@ class Sandbox {
     void handle_event(const std::string& message);
 
     spec::FunctionSpec spec_;
+    seccomp::Filter seccomp_filter_;
     std::string id_;
     std::filesystem::path dir_;
     pid_t init_pid_ = 0;
