@@ -246,6 +246,7 @@ Restored RestorePlan::execute() {
         for (size_t i = 0; i < n; ++i) {
             sys::Tracee& leader = leaders[i];
             if (st.seccomp_prog) {
+                auto started = Clock::now();
                 user_regs_struct f = leader.regs();
                 f.rip = procs[i].vdso_start + st.vdso_syscall_offset;
                 f.rax = SYS_seccomp;
@@ -260,6 +261,7 @@ Restored RestorePlan::execute() {
                     throw Error(fmt::format("installing the seccomp filter in process {} failed: {}", procs[i].pid,
                                             r < 0 ? std::strerror(static_cast<int>(-r))
                                                   : fmt::format("thread {} could not be synchronised", r)));
+                tm.seccomp_ms += std::chrono::duration<double, std::milli>(Clock::now() - started).count();
             }
             user_regs_struct g = leader.regs();
             g.rip = procs[i].vdso_start + st.vdso_syscall_offset;

@@ -246,7 +246,7 @@ static void run_attempt(attempt_fn run, struct rt_reply* r) {
     }
     if (n != (ssize_t)sizeof o) {
         if (WIFSIGNALED(status))
-            rt_add(r, "killed %s", sigabbrev_np(WTERMSIG(status)) ? sigabbrev_np(WTERMSIG(status)) : "?");
+            rt_add(r, "killed SIG%s", sigabbrev_np(WTERMSIG(status)) ? sigabbrev_np(WTERMSIG(status)) : "?");
         else
             rt_add(r, "broken: the attempt's process ended with status %d without an answer", status);
         return;

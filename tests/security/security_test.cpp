@@ -49,8 +49,15 @@ const std::vector<Attempt> kAttempts = {
 
 enum class Start { Booted, Restored };
 
+void PrintTo(const Attempt& a, std::ostream* os) {
+    *os << a.name << " (want " << a.expected << ")";
+}
+void PrintTo(Start s, std::ostream* os) {
+    *os << (s == Start::Booted ? "booted" : "restored");
+}
+
 fs::path hostile_dir() {
-    return fs::path(SEC_FUNCTIONS_DIR) / "hostile";
+    return program_dir("hostile");  // cli.h: RT_FUNCTIONS_DIR is this suite's functions dir
 }
 
 // What an escape could change on the host and we can see from here.
