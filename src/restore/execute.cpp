@@ -239,13 +239,14 @@ Restored RestorePlan::execute() {
             }
         tm.threads_ms = ms_since(lap);
 
-        // Each process installs the sandbox's seccomp filter in all its threads at once (TSYNC),
-        // the last syscall of the restore but the stub's munmap (which the filter allows): every
-        // table has run, so no op of ours runs filtered. Then it drops its stub through a syscall
+        // A process with several threads installs the sandbox's seccomp filter in all of them at
+        // once (TSYNC) now that every table has run, so no op of ours runs filtered: the last
+        // syscall of the restore but the stub's munmap (which the filter allows). A process with
+        // one thread did it as its table's last op. Then it drops its stub through a syscall
         // instruction of its restored vDSO, and its leader gets its state back.
         for (size_t i = 0; i < n; ++i) {
             sys::Tracee& leader = leaders[i];
-            if (st.seccomp_prog) {
+            if (st.seccomp_prog && !procs[i].seccomp_in_table) {
                 auto started = Clock::now();
                 user_regs_struct f = leader.regs();
                 f.rip = procs[i].vdso_start + st.vdso_syscall_offset;

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -133,7 +134,7 @@ void plan_thread_table(Table& t, Region& region, const image::Thread& th, const 
 // its table has taken the helper apart, every other one as its forker's copy.
 void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, size_t index, size_t forker,
                   const state::FdLayout& layout, const state::VdsoBlock& helper_vdso, uint64_t park,
-                  uint64_t stacks, const pages::MemoryStrategy& memory) {
+                  uint64_t stacks, const pages::MemoryStrategy& memory, uint64_t seccomp_prog, unsigned seccomp_flags) {
     const auto& procs = img.manifest.processes;
     const image::Process& p = procs[index];
     Table& t = plan.table;
@@ -156,6 +157,14 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     state::credentials::plan_inherited(t, p.creds);
     state::threads::plan_clones(t, region, p, stacks, kThreadStack);
     plan_thread_table(t, region, p.threads.at(0), p.creds);
+    // A process with one thread installs the seccomp filter as its table's last op (no stop of its
+    // own on the request path); one with more threads does it once their tables have run too
+    // (execute.cpp), since those run after this one.
+    if (seccomp_prog && p.threads.size() == 1) {
+        t.op(SYS_seccomp, {SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC | seccomp_flags, seccomp_prog}, -1, 0,
+             {}, "seccomp filter");
+        plan.seccomp_in_table = true;
+    }
     plan.table_addr = t.place(region);
     plan.per_thread.resize(p.threads.size());
     for (size_t i = 1; i < p.threads.size(); ++i) {
@@ -286,7 +295,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     plan_helper_teardown(st->procs[0].table, region, layout, helper_unmap, st->main.rseq());
     state::fds::plan_shared(st->procs[0].table, region, procs, layout);
     for (size_t i = 0; i < procs.size(); ++i) {
-        plan_process(st->procs[i], region, img, i, forker_of[i], layout, hv, park, stacks, memory);
+        plan_process(st->procs[i], region, img, i, forker_of[i], layout, hv, park, stacks, memory, st->seccomp_prog,
+                     st->seccomp_flags);
         tm.ops += st->procs[i].table.size();
     }
     if (page_up(code_size) + region.data_size() > region_size - kMainStack - (max_threads - 1) * kThreadStack)
