@@ -43,9 +43,14 @@ void read_seccomp(Frozen& f, const std::vector<sock_filter>& sandbox_filter) {
     f.seccomp_modes.assign(f.threads.size(), 0);
     for (size_t i = 0; i < f.threads.size(); ++i) {
         sys::Tracee& t = f.threads[i];
-        auto top = t.seccomp_filter(0);
-        int& mode = f.seccomp_modes[i];
-        if (!top) {
+        // PTRACE_SECCOMP_GET_FILTER counts from the first filter installed (index 0).
+        std::vector<std::vector<sock_filter>> chain;
+        for (unsigned long k = 0; k < 2; ++k) {
+            auto bpf = t.seccomp_filter(k);
+            if (!bpf) break;
+            chain.push_back(std::move(*bpf));
+        }
+        if (chain.empty()) {
             if (!sandbox_filter.empty())
                 throw ContractError(fmt::format(
                     "process {} thread {} has no seccomp filter, but its sandbox installs one ({} "
@@ -54,20 +59,22 @@ void read_seccomp(Frozen& f, const std::vector<sock_filter>& sandbox_filter) {
             mode = 0;
             continue;
         }
-        auto below = t.seccomp_filter(1);
-        bool is_sandbox_filter = !sandbox_filter.empty() && seccomp::same_program(*top, sandbox_filter);
-        if (is_sandbox_filter && !below) {
+        auto is_sandbox_filter = [&](const std::vector<sock_filter>& bpf) {
+            return !sandbox_filter.empty() && seccomp::same_program(bpf, sandbox_filter);
+        };
+        if (chain.size() == 1 && is_sandbox_filter(chain[0])) {
             mode = 2;
             continue;
         }
         std::string what;
-        if (sandbox_filter.empty())
+        if (chain.size() > 1 && is_sandbox_filter(chain[0]))
+            what = fmt::format("a seccomp filter of its own ({} instructions) on top of the sandbox's", chain[1].size());
+        else if (sandbox_filter.empty())
             what = fmt::format("a seccomp filter of its own ({} instructions) while its sandbox installs none",
-                               top->size());
-        else if (!is_sandbox_filter)
-            what = fmt::format("a seccomp filter of its own ({} instructions) on top of the sandbox's", top->size());
+                               chain[0].size());
         else
-            what = "the sandbox's seccomp filter on top of another filter";
+            what = fmt::format("a seccomp filter of its own ({} instructions) instead of the sandbox's",
+                               chain[0].size());
         throw ContractError(fmt::format("process {} thread {} has {} (Seccomp: 2 in /proc/{}/status); {}", f.host,
                                         t.tid(), what, t.tid(), rule));
     }
