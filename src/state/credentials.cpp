@@ -43,6 +43,7 @@ void read_seccomp(Frozen& f, const std::vector<sock_filter>& sandbox_filter) {
     f.seccomp_modes.assign(f.threads.size(), 0);
     for (size_t i = 0; i < f.threads.size(); ++i) {
         sys::Tracee& t = f.threads[i];
+        int& mode = f.seccomp_modes[i];
         // PTRACE_SECCOMP_GET_FILTER counts from the first filter installed (index 0).
         std::vector<std::vector<sock_filter>> chain;
         for (unsigned long k = 0; k < 2; ++k) {
