@@ -12,6 +12,7 @@ PACKAGES=(
     g++ cmake ninja-build ccache
     libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libboost-dev
     libssl-dev  # libcrypto: the images' HMAC-SHA256 (DESIGN.md, "Image format")
+    libseccomp-dev pkg-config
     python3 python3-flask python3-numpy python3-matplotlib
     wrk prometheus curl slirp4netns
     openjdk-17-jdk-headless

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "initless/image/image.h"
+#include "initless/seccomp/profile.h"
 #include "initless/sys/fault.h"
 #include "initless/sys/file.h"
 #include "initless/sys/inspect.h"
@@ -36,12 +37,13 @@ double ms_since(Clock::time_point t) {
 
 // Each kind of state reads its part of every frozen process.
 void read_members(std::vector<state::Frozen>& members, pid_t init, const struct stat& log,
-                  const std::map<uint64_t, uint64_t>& unix_peers) {
+                  const std::map<uint64_t, uint64_t>& unix_peers, const std::vector<sock_filter>& sandbox_filter) {
     for (auto& m : members) {
         m.gadget = sys::find_syscall_instruction(m.host);
         state::MemoryReader mem(m.host);
         state::tree::read(m);
         state::credentials::read(m);
+        state::credentials::read_seccomp(m, sandbox_filter);  // before the first injected syscall
         state::files::read_process(m);
         state::mm::read(m);
         state::threads::read(m, mem);
@@ -108,6 +110,8 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
     manifest.port = target.port;
     manifest.kernel = image::kernel_release();
     manifest.vdso_size = image::current_vdso_size();
+    manifest.seccomp_filter = seccomp::to_bytes(target.seccomp_filter);
+    manifest.seccomp_flags = target.seccomp_flags;
     manifest.created = std::to_string(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now()));
 
     image::ImageWriter writer(image_dir, key);
@@ -131,7 +135,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         auto unix_peers = sys::unix_socket_peers(netns.get());
         struct stat log = sys::stat_path(target.log_path);
         try {
-            read_members(members, target.init_host_pid, log, unix_peers);
+            read_members(members, target.init_host_pid, log, unix_peers, target.seccomp_filter);
         } catch (const ContractError&) {
             throw;
         } catch (const Error& e) {

@@ -104,7 +104,8 @@ void add_restore(CLI::App& app) {
                     r["mode"] = "restore";
                     r["restore_ms"] = phase.lap_ms();
                     r["breakdown"] = {{"spawn_ms", t.spawn_ms},   {"plan_ms", t.plan_ms},     {"layout_ms", t.layout_ms},
-                                      {"threads_ms", t.threads_ms}, {"finish_ms", t.finish_ms}, {"ops", t.ops}};
+                                      {"threads_ms", t.threads_ms}, {"finish_ms", t.finish_ms}, {"seccomp_ms", t.seccomp_ms},
+                                      {"ops", t.ops}};
                 } catch (const Error& e) {
                     inst.failure = e.what();
                 }

@@ -42,6 +42,7 @@ std::string to_json(const Manifest& m) {
               {"processes", procs}};
     state::clocks::store(j, m);
     state::net_sysctls::store(j, m);
+    state::credentials::store_filter(j, m);
     return j.dump(1);
 }
 
@@ -60,6 +61,7 @@ Manifest from_json(const std::string& text) {
     m.created = j.at("created");
     state::clocks::load(j, m);
     state::net_sysctls::load(j, m);
+    state::credentials::load_filter(j, m);
     m.pages_file_size = j.at("pages_file_size");
     m.pages_written = j.at("pages_written");
     m.zero_pages_skipped = j.at("zero_pages_skipped");

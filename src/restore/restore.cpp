@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -14,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "initless/seccomp/profile.h"
 #include "initless/sys/error.h"
 #include "initless/sys/fault.h"
 #include "initless/sys/file.h"
@@ -95,6 +97,7 @@ uint64_t region_size_for(const image::Image& img, size_t code_size, size_t max_t
         for (const auto& th : p.threads) est_data += th.pending.size() * 128 + th.comm.size() + 1;
     }
     est_ops += img.runs.size() + img.working_set.size();
+    est_data += img.manifest.seccomp_filter.size() + 64;
     return page_up(page_up(code_size) + page_up(est_ops * sizeof(stub_op) + est_data) + kMainStack +
                    max_threads * kThreadStack);
 }
@@ -134,7 +137,7 @@ void plan_thread_table(Table& t, Region& region, const image::Thread& th, const 
 // its table has taken the helper apart, every other one as its forker's copy.
 void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, size_t index, size_t forker,
                   const state::FdLayout& layout, const state::VdsoBlock& helper_vdso, uint64_t park,
-                  uint64_t stacks, const pages::MemoryStrategy& memory) {
+                  uint64_t stacks, const pages::MemoryStrategy& memory, uint64_t seccomp_prog, unsigned seccomp_flags) {
     const auto& procs = img.manifest.processes;
     const image::Process& p = procs[index];
     Table& t = plan.table;
@@ -164,6 +167,14 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     state::attributes::plan_last(t, p);
     state::threads::plan_clones(t, region, p, stacks, kThreadStack);
     plan_thread_table(t, region, p.threads.at(0), p.creds);
+    // A process with one thread installs the seccomp filter as its table's last op (no stop of its
+    // own on the request path); one with more threads does it once their tables have run too
+    // (execute.cpp), since those run after this one.
+    if (seccomp_prog && p.threads.size() == 1) {
+        t.op(SYS_seccomp, {SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC | seccomp_flags, seccomp_prog}, -1, 0,
+             {}, "seccomp filter");
+        plan.seccomp_in_table = true;
+    }
     plan.table_addr = t.place(region);
     plan.per_thread.resize(p.threads.size());
     for (size_t i = 1; i < p.threads.size(); ++i) {
@@ -237,6 +248,16 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
             image::copy_tree(img, saved, sys::open_in_root_of(sb.init_pid(), inside, O_RDONLY | O_DIRECTORY).get());
         }
     for (const auto& p : procs) state::memory::verify_mapped_files(sb.init_pid(), p);
+    // The restored function runs under its sandbox's filter, the one the image was checkpointed
+    // under: an image made under another filter (or none) is not restored into this sandbox.
+    const auto& image_filter = img.manifest.seccomp_filter;
+    const auto& sandbox_filter = sb.seccomp_filter();
+    if (!seccomp::same_program(seccomp::from_bytes(image_filter), sandbox_filter.bpf) ||
+        img.manifest.seccomp_flags != sandbox_filter.flags)
+        throw Error(fmt::format(
+            "the image's seccomp filter ({} instructions) is not the one the function's spec asks for now ({} "
+            "instructions, seccomp = \"{}\"); make the image again",
+            image_filter.size() / sizeof(sock_filter), sandbox_filter.bpf.size(), sb.spec().seccomp));
     sys::UniqueFd pages = img.open_pages();  // the file load verified, not what its path names now
     sandbox::ProcessHandle& helper = st->helper;
     uint64_t base = 0;
@@ -274,6 +295,14 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     uint64_t vdso_syscall_offset = sys::find_syscall_instruction(hpid) - hv.start;
 
     Region region(base, code_size);
+    if (!image_filter.empty()) {
+        // Inherited by every process of the tree (the region is copied by each fork).
+        uint64_t code = region.put(image_filter.data(), image_filter.size());
+        sock_fprog prog{static_cast<unsigned short>(image_filter.size() / sizeof(sock_filter)),
+                        reinterpret_cast<sock_filter*>(code)};
+        st->seccomp_prog = region.put(prog);
+        st->seccomp_flags = img.manifest.seccomp_flags;
+    }
     state::FdLayout layout = state::fds::layout(procs);
     uint64_t stacks = base + region_size - kMainStack - (max_threads - 1) * kThreadStack;
     uint64_t park = base + region_size + (1 << 20);  // where a vDSO block waits when old and new overlap
@@ -284,7 +313,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     state::fds::plan_shared(st->procs[0].table, region, procs, layout);
     state::net_sysctls::plan(st->procs[0].table, region, img.manifest);
     for (size_t i = 0; i < procs.size(); ++i) {
-        plan_process(st->procs[i], region, img, i, forker_of[i], layout, hv, park, stacks, memory);
+        plan_process(st->procs[i], region, img, i, forker_of[i], layout, hv, park, stacks, memory, st->seccomp_prog,
+                     st->seccomp_flags);
         tm.ops += st->procs[i].table.size();
     }
     if (page_up(code_size) + region.data_size() > region_size - kMainStack - (max_threads - 1) * kThreadStack)

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "initless/sandbox/sandbox.h"
+#include "initless/seccomp/profile.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
 
@@ -197,6 +198,11 @@ oci::RuntimeSpec function_runtime_spec(const spec::FunctionSpec& spec) {
     // No user namespace inside this one: nothing a function runs needs one, and inside a fresh one it
     // would hold every capability again over its own mounts (seccomp denies the call too).
     l.sysctl["user.max_user_namespaces"] = "0";
+    // What the sandbox installs (seccomp::filter_for, the same profile), shown here in the spec's terms.
+    if (auto profile = seccomp::profile_for(spec)) {
+        nlohmann::json j = *profile;
+        l.seccomp = j;
+    }
     l.masked_paths = oci::default_masked_paths();
     l.readonly_paths = oci::default_readonly_paths();
 

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -247,7 +249,19 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
     ::syscall(SYS_close_range, static_cast<unsigned>(from), ~0u, 0u);
 }
 
-[[noreturn]] void exec_function(const oci::Process& process, int log_fd) {
+// The filter start() sent as hex (8 bytes per instruction), read before anything is dropped.
+std::vector<sock_filter> parse_filter(const json& request) {
+    std::vector<sock_filter> bpf;
+    if (!request.contains("seccomp")) return bpf;
+    const std::string hex = request["seccomp"].at("bpf").get<std::string>();
+    std::vector<uint8_t> bytes(hex.size() / 2);
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+    bpf.resize(bytes.size() / sizeof(sock_filter));
+    std::memcpy(bpf.data(), bytes.data(), bpf.size() * sizeof(sock_filter));
+    return bpf;
+}
+
+[[noreturn]] void exec_function(const oci::Process& process, const json& request, int log_fd) {
     reset_child(log_fd);
     auto fail = [](const std::string& what) {
         std::string line =
@@ -255,6 +269,8 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
         (void)!::write(2, line.data(), line.size());
         ::_exit(127);
     };
+    std::vector<sock_filter> filter = parse_filter(request);
+    unsigned filter_flags = request.contains("seccomp") ? request["seccomp"].value("flags", 0u) : 0u;
     for (const auto& r : process.rlimits) {
         rlimit lim{r.soft, r.hard};
         if (::setrlimit(oci::rlimit_resource(r.type), &lim) != 0) fail("setrlimit " + r.type);
@@ -300,6 +316,12 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
     for (auto& e : env_s) env.push_back(e.data());
     env.push_back(nullptr);
     environ = env.data();  // execvp searches the function's PATH, not ours
+    // The seccomp filter last, right before exec: it needs no_new_privs (set above), and nothing of
+    // ours runs under it but execve (and the failure report).
+    if (!filter.empty()) {
+        sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
+        if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter_flags, &prog) != 0) fail("seccomp filter");
+    }
     ::execvp(argv[0], argv.data());
     fail("exec " + argv_s[0]);
     ::_exit(127);
@@ -315,9 +337,9 @@ struct Init {
         sys::send_message(control, message.dump(), fds);
     }
 
-    void start() {
+    void start(const json& request) {
         auto child = sys::fork_process(0);
-        if (child.pid == 0) exec_function(spec.process, log_fd);
+        if (child.pid == 0) exec_function(spec.process, request, log_fd);
         watched.insert(child.pid);
         int fd = child.pidfd.get();
         reply({{"ok", true}, {"pid", child.pid}}, std::span<const int>(&fd, 1));
@@ -481,7 +503,7 @@ void run_init(int control_fd) {
                 json request = json::parse(message);
                 std::string op = request.at("op").get<std::string>();
                 if (op == "start")
-                    init.start();
+                    init.start(request);
                 else if (op == "restorer")
                     init.spawn_restorer(request, passed.empty() ? -1 : passed[0].get());
                 else

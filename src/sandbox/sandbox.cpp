@@ -121,6 +121,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
     Sandbox sb;
     sb.spec_ = spec;
     sb.runtime_ = runtime;
+    sb.seccomp_filter_ = seccomp::filter_for(spec);
     sb.id_ = new_instance_id(spec.name);
     sb.dir_ = state_dir() / "instances" / sb.id_;
     try {
@@ -274,6 +275,7 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
         teardown();
         spec_ = std::move(o.spec_);
         runtime_ = std::move(o.runtime_);
+        seccomp_filter_ = std::move(o.seccomp_filter_);
         id_ = std::move(o.id_);
         dir_ = std::move(o.dir_);
         init_pid_ = std::exchange(o.init_pid_, 0);
@@ -336,7 +338,17 @@ ProcessHandle Sandbox::request_process(const std::string& message, std::span<con
 }
 
 ProcessHandle Sandbox::start() {
-    return request_process(json{{"op", "start"}}.dump(), {});
+    json req = {{"op", "start"}};
+    // Raw BPF, in hex: init installs it without knowing what a profile is.
+    if (!seccomp_filter_.empty()) {
+        std::string hex;
+        for (uint8_t b : seccomp::to_bytes(seccomp_filter_.bpf)) hex += fmt::format("{:02x}", b);
+        if (hex.size() > 48 * 1024)  // the control socket carries 64 KiB messages
+            throw Error(fmt::format("start {}: the seccomp filter has {} instructions, too many to send to init",
+                                    spec_.name, seccomp_filter_.bpf.size()));
+        req["seccomp"] = {{"bpf", hex}, {"flags", seccomp_filter_.flags}};
+    }
+    return request_process(req.dump(), {});
 }
 
 ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,

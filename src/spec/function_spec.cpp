@@ -46,6 +46,7 @@ constexpr std::string_view kKnownKeys[] = {
     "restore",
     "warmup",
     "restore_signal",
+    "seccomp",
 };
 
 constexpr std::string_view kRestoreStrategies[] = {"auto", "eager", "cow", "lazy", "prefetch"};
@@ -271,6 +272,12 @@ void read_key(const Reader& r, std::string_view key, const toml::node& n, Functi
             r.fail(
                 n.source(), key,
                 fmt::format("'{}' is not one of SIGUSR1, SIGUSR2, SIGHUP, SIGWINCH, SIGCONT, SIGURG", name));
+    } else if (key == "seccomp") {
+        s.seccomp = r.string(n, key);
+        if (s.seccomp != "default" && s.seccomp != "unconfined")
+            r.fail(n.source(), key,
+                   fmt::format("'{}' is not one of default|unconfined (unconfined is for debugging only)",
+                               s.seccomp));
     } else {
         r.fail(n.source(), key, fmt::format("is unknown (known keys: {})", fmt::join(kKnownKeys, ", ")));
     }

@@ -9,6 +9,7 @@
 // ptrace attachments); restore-side `plan` functions only build tables and may run anywhere.
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -45,6 +46,7 @@ struct Frozen {
     std::vector<sys::Tracee> threads;           // threads[0] is the leader
     std::map<std::string, std::string> status;  // /proc/PID/status, read once frozen
     uint64_t gadget = 0;                        // a `syscall` instruction of its vDSO, for injections
+    std::vector<int> seccomp_modes;             // per thread, as threads[] (credentials::read_seccomp)
     image::Process p;
 };
 
@@ -129,9 +131,15 @@ void plan(Table& t, Region& region, const std::vector<image::Process>& procs, si
           const std::vector<size_t>& forks);
 }  // namespace tree
 
-// Credentials and resource limits (credentials.cpp).
+// Credentials, resource limits and the seccomp filter (credentials.cpp).
 namespace credentials {
 void read(Frozen& f);
+// Before anything injects a syscall (a filter of the function's own may block it): each thread's
+// seccomp mode into f.seccomp_modes; a filter other than `sandbox_filter` (alone) is refused
+// (ContractError naming the thread and the rule).
+void read_seccomp(Frozen& f, const std::vector<sock_filter>& sandbox_filter);
+void store_filter(json& j, const image::Manifest& m);  // the manifest's filter
+void load_filter(const json& j, image::Manifest& m);
 void store(json& j, const image::Process& p);
 void load(const json& j, image::Process& p);
 void plan_limits(Table& t, Region& region, const image::Process& p);

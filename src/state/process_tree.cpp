@@ -1,7 +1,7 @@
 // The process tree, sessions and process groups. Checkpoint: every process below the sandbox's
 // init is frozen (all its threads seized), parents first; pids, groups and sessions are read as the
 // sandbox sees them, and what restore cannot rebuild is refused (a traced, zombie or stopped
-// process; a thread with a seccomp filter; a vfork in progress, checked before seizing because its
+// process; a thread in seccomp strict mode; a vfork in progress, checked before seizing because its
 // parent never stops for ptrace; a session or group whose leader is gone or restored later). Restore: each process is
 // forked by its parent's table (a further child of init by the first process, CLONE_PARENT) with
 // clone3 set_tid, then calls setsid or setpgid before forking its own children.
@@ -60,8 +60,8 @@ void check_freezable(pid_t pid) {
     if (!state.empty() && state[0] == 'T')
         throw ContractError(
             fmt::format("process {} is stopped (job control); rule: every process runs when ready", pid));
-    // A filter may answer the syscalls the checkpoint injects (prctl, sigaltstack, brk,
-    // rt_sigaction, getitimer) with an error, and restore does not install filters.
+    // Strict mode allows only read, write, exit and sigreturn: nothing the checkpoint injects.
+    // Filters are read once the threads are seized (credentials::read_seccomp).
     for (pid_t tid : sys::proc_tasks(pid)) {
         std::string seccomp;
         std::map<std::string, std::string> ts;
@@ -81,12 +81,11 @@ void check_freezable(pid_t pid) {
                     "SIGTRAP pending when ready: checkpoint and restore stop the process through SIGTRAP "
                     "traps, which a pending one would take the place of",
                     pid, tid, set, ts[set], tid));
-        if (seccomp != "0")
+        if (seccomp == "1")
             throw ContractError(fmt::format(
-                "process {} thread {} has a seccomp {} (Seccomp: {} in /proc/{}/status); rule: no seccomp "
-                "filter when ready: the checkpoint injects syscalls a filter may block, and restore does "
-                "not install filters",
-                pid, tid, seccomp == "1" ? "strict mode" : "filter", seccomp, tid));
+                "process {} thread {} is in seccomp strict mode (Seccomp: 1 in /proc/{}/status); rule: no "
+                "seccomp strict mode when ready: the checkpoint injects syscalls strict mode kills the thread for",
+                pid, tid, tid));
     }
 }
 

@@ -266,6 +266,17 @@ RseqConfig Tracee::rseq() const {
     return {c.rseq_abi_pointer, c.rseq_abi_size, c.flags, c.signature};
 }
 
+std::optional<std::vector<sock_filter>> Tracee::seccomp_filter(unsigned long index) const {
+    // First the length (the buffer may be null), then the instructions. EINVAL: no filter mode;
+    // ENOENT: no filter at this index.
+    long n = ::ptrace(PTRACE_SECCOMP_GET_FILTER, tid_, reinterpret_cast<void*>(index), nullptr);
+    if (n < 0 && (errno == ENOENT || errno == EINVAL)) return std::nullopt;
+    if (n < 0) throw SysError(fmt::format("ptrace SECCOMP_GET_FILTER {} tid {}", index, tid_), errno);
+    std::vector<sock_filter> out(static_cast<size_t>(n));
+    pt(PTRACE_SECCOMP_GET_FILTER, tid_, reinterpret_cast<void*>(index), out.data(), "SECCOMP_GET_FILTER");
+    return out;
+}
+
 long Tracee::inject_syscall(uint64_t syscall_insn, long nr, std::initializer_list<uint64_t> args) {
     // With every signal blocked, a signal arriving meanwhile (a timer, say) stays pending instead of
     // stopping the single-step in a signal-delivery-stop (which would dequeue it). All but SIGTRAP:

@@ -296,7 +296,7 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-deleted-dir-fd", {"fd 42", "/tmp/rt-dir-gone", "deleted"}},
                       ContractCase{"refuse-foreign-proc-fd", {"fd 42", "/proc/1", "outside the snapshot"}},
                       ContractCase{"refuse-vfork", {"vfork", "share one address space"}},
-                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter", "Seccomp: 2"}},
+                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter of its own", "on top of the sandbox's", "Seccomp: 2"}},
                       ContractCase{"refuse-pending-sigtrap", {"thread", "SIGTRAP pending", "ShdPnd"}},
                       ContractCase{"refuse-sysv-msg", {"SysV message queue", "key 0x5254"}},
                       ContractCase{"refuse-sysv-sem", {"SysV semaphore set", "key 0x5255"}},

@@ -274,3 +274,11 @@ TEST(SpecExamples, EveryExampleParses) {
     }
     EXPECT_GE(count, 5);
 }
+
+TEST_F(SpecTest, SeccompDefaultsToTheDefaultProfileAndAcceptsUnconfined) {
+    EXPECT_EQ(spec::load(write(kMinimal)).seccomp, "default");
+    EXPECT_EQ(spec::load(write(std::string(kMinimal) + "seccomp = \"unconfined\"\n")).seccomp, "unconfined");
+    std::string e = error_of(std::string(kMinimal) + "seccomp = \"strict\"\n");
+    EXPECT_NE(e.find("key 'seccomp'"), std::string::npos) << e;
+    EXPECT_NE(e.find("'strict' is not one of default|unconfined"), std::string::npos) << e;
+}

@@ -13,12 +13,14 @@
 // one checkpoint of a sandbox at a time. How each kind of state is read: src/state/kinds.h.
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "initless/image/auth.h"
 #include "initless/sys/error.h"
@@ -34,6 +36,10 @@ struct Target {
     std::string function;
     std::filesystem::path function_dir;
     uint16_t port = 0;
+    // The filter the sandbox installed in the function (Sandbox::seccomp_filter): each thread must
+    // run under exactly this one (none when empty); the image records it for the restore.
+    std::vector<sock_filter> seccomp_filter;
+    unsigned seccomp_flags = 0;
 };
 
 struct Stats {

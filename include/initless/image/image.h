@@ -76,6 +76,9 @@ struct Thread {
     // Signals queued for this thread, as raw 128-byte siginfo (PTRACE_PEEKSIGINFO); queued again.
     std::vector<std::vector<uint8_t>> pending;
     ThreadAttributes attrs;
+    // Seccomp mode as /proc/PID/status shows it: 0 none, 2 a filter, which is then the sandbox's
+    // (Manifest::seccomp_filter; any other filter is refused at checkpoint).
+    int seccomp_mode = 0;
 };
 
 // SharedMemory: MAP_SHARED anonymous memory or a memfd; VMAs with one `file_inode` are one object,
@@ -280,6 +283,11 @@ struct Manifest {
     // Sysctls of the function's netns that differ from a fresh netns's: {/proc/sys/net/... path, value}.
     std::vector<std::pair<std::string, std::string>> net_sysctls;
     std::vector<Process> processes;
+    // The sandbox's seccomp filter every thread ran under (raw BPF, 8 bytes per instruction; empty:
+    // none) and its install flags; a restore installs it as its last step, and only into a sandbox
+    // whose spec asks for the same filter.
+    std::vector<uint8_t> seccomp_filter;
+    unsigned seccomp_flags = 0;
     uint64_t pages_file_size = 0;
     uint64_t pages_written = 0, zero_pages_skipped = 0;
 };

@@ -8,7 +8,8 @@
 //              for io.initless.network = egress a slirp4netns outside; our init as pid 1, waiting.
 //              This is the pre-started stage a pool keeps.
 //   start():   init runs the spec's process as pid 2 (rlimits, ids, capabilities, no_new_privs,
-//              umask, cwd as the spec says), stdout/stderr to the instance log.
+//              umask, cwd as the spec says), the seccomp filter installed as the last step before
+//              exec, stdout/stderr to the instance log.
 //   spawn_restorer(): instead of start, init makes an empty process at a chosen pid for `restore`.
 // Init gets the files it mounts as fds opened through its own /proc/PID/root: as root of a user
 // namespace it may not walk the state dir. Mounts live only in the sandbox's mount namespace, but the
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "initless/oci/spec.h"
+#include "initless/seccomp/profile.h"
 #include "initless/spec/function_spec.h"
 #include "initless/sys/cgroup.h"
 #include "initless/sys/unique_fd.h"
@@ -117,6 +119,9 @@ class Sandbox {
     // The host ids of root of the sandbox's user namespace ({0, 0} without one): what files made for
     // the function from outside (a restore's copy of /tmp) must be created as.
     std::pair<uid_t, gid_t> root_ids() const;
+    // The filter start() has init install (seccomp::filter_for(spec)): a restore installs the same,
+    // the checkpoint accepts only it. Empty for `seccomp = "unconfined"`.
+    const seccomp::Filter& seccomp_filter() const { return seccomp_filter_; }
 
   private:
     Sandbox() = default;
@@ -129,6 +134,7 @@ class Sandbox {
 
     spec::FunctionSpec spec_;
     oci::RuntimeSpec runtime_;
+    seccomp::Filter seccomp_filter_;
     std::string id_;
     std::filesystem::path dir_;
     pid_t init_pid_ = 0;

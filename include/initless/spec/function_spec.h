@@ -40,6 +40,7 @@ struct FunctionSpec {
     std::string restore = "auto";       // auto | eager | cow | lazy | prefetch
     uint32_t warmup = 0;                // GET / requests sent before the snapshot
     int restore_signal = 0;             // sent once restored (opt-in notice, e.g. to reseed); 0: none
+    std::string seccomp = "default";    // default (seccomp::function_default()) | unconfined (debugging only)
 };
 
 // `path` is a function directory or a function.toml file.

@@ -6,11 +6,13 @@
 // Only the thread that seized a tracee may call its methods (ptrace answers the tracer thread only).
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/types.h>
 #include <sys/user.h>
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +53,10 @@ class Tracee {
     uint64_t signal_mask() const;
     void set_signal_mask(uint64_t mask);
     RseqConfig rseq() const;
+    // The thread's seccomp filter number `index` (0: the first installed, as the kernel counts) as classic BPF
+    // (PTRACE_SECCOMP_GET_FILTER, which needs CAP_SYS_ADMIN: we are root); nothing when the thread
+    // has fewer filters, or none.
+    std::optional<std::vector<sock_filter>> seccomp_filter(unsigned long index) const;
 
     // Runs one syscall in the tracee at `syscall_insn` (address of a 0f 05 instruction), restoring
     // its registers afterwards. Returns the raw result (negative errno on failure).
