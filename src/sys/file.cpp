@@ -124,6 +124,8 @@ void copy_tree(const fs::path& from, const fs::path& to) {
         fs::copy_file(from, to, fs::copy_options::overwrite_existing);
     } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
         check(::mknod(to.c_str(), st.st_mode, st.st_rdev), "mknod " + to.string());
+    } else if (S_ISFIFO(st.st_mode)) {
+        check(::mkfifo(to.c_str(), st.st_mode & 07777), "mkfifo " + to.string());
     } else {
         return;
     }

@@ -41,7 +41,8 @@ class FileMapping {
 };
 
 // Copies a tree keeping modes, owners, symlinks and overlay whiteouts (0:0 character devices);
-// sockets and fifos are skipped (their owners recreate them). Copies into an existing `to` dir.
+// FIFOs are made again (empty: what one holds is the restore's to put back); sockets are skipped
+// (their listeners bind again). Copies into an existing `to` dir.
 void copy_tree(const std::filesystem::path& from, const std::filesystem::path& to);
 // Removes a tree; refuses to descend into another mount (a leaked bind mount must not be emptied).
 void remove_tree(const std::filesystem::path& path);
