@@ -35,7 +35,7 @@ double ms_since(Clock::time_point t) {
 
 // Each kind of state reads its part of every frozen process.
 void read_members(std::vector<state::Frozen>& members, const struct stat& log,
-                  const std::map<uint64_t, uint64_t>& unix_peers) {
+                  const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets, state::CheckpointContext& context) {
     for (auto& m : members) {
         m.gadget = sys::find_syscall_instruction(m.host);
         state::MemoryReader mem(m.host);
@@ -47,7 +47,7 @@ void read_members(std::vector<state::Frozen>& members, const struct stat& log,
         state::signals::read(m, mem);
         state::timers::read(m, mem);
         m.p.vmas = state::memory::read(m.host);
-        m.p.fds = state::fds::read(m, log, unix_peers);
+        m.p.fds = state::fds::read(m, log, unix_sockets, context);
     }
 }
 
@@ -97,6 +97,9 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
     manifest.vdso_size = image::current_vdso_size();
     manifest.created = std::to_string(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now()));
 
+    state::CheckpointContext context;
+    context.refuse_tcp_connections = target.refuse_tcp_connections;
+    context.port = target.port;
     image::ImageWriter writer(image_dir);
     std::vector<state::Frozen> members = state::tree::freeze(target.init_host_pid);
     // On failure, each process's other threads are let go before its leader: a dead leader's end
@@ -114,10 +117,10 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
     if (sys::fault_requested("checkpoint:function-exits")) sys::send_signal(members.front().host, SIGKILL);
     {
         sys::UniqueFd netns = sys::open_file(fmt::format("/proc/{}/ns/net", target.init_host_pid), O_RDONLY);
-        auto unix_peers = sys::unix_socket_peers(netns.get());
+        auto unix_sockets = sys::unix_socket_diag(netns.get());
         struct stat log = sys::stat_path(target.log_path);
         try {
-            read_members(members, log, unix_peers);
+            read_members(members, log, unix_sockets, context);
         } catch (const ContractError&) {
             throw;
         } catch (const Error& e) {
@@ -144,15 +147,26 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
             stats.fds += m.p.fds.size();
         }
         pid_t first = members.front().host;
+        // The writable layer, and /tmp and /dev/shm (tmpfs of the sandbox, outside the layer, kept
+        // beside it). A file open for writing is restored at its offset: its contents must be copied
+        // before the function can write again. Otherwise the copy needs no freeze.
+        auto copy_storage = [&] {
+            sys::copy_tree(target.upper_dir, writer.staging() / "rootfs-upper");
+            for (const auto& [inside, saved] : image::kTmpfsDirs)
+                sys::copy_tree(fmt::format("/proc/{}/root{}", first, inside), writer.staging() / saved);
+        };
+        bool writing = false;
+        for (const auto& m : members)
+            for (const auto& f : m.p.fds)
+                if (f.as<image::FileFd>() && (f.flags & O_ACCMODE) != O_RDONLY) writing = true;
+        if (writing) copy_storage();
         for (auto& m : members) manifest.processes.push_back(std::move(m.p));
-        // The function goes on running as it was: the layer copy needs no freeze.
+        // The function goes on running as it was.
         members.clear();
-        sys::copy_tree(target.upper_dir, writer.staging() / "rootfs-upper");
-        // /tmp and /dev/shm are tmpfs of the sandbox, outside the writable layer: kept beside it.
-        for (const auto& [inside, saved] : image::kTmpfsDirs)
-            sys::copy_tree(fmt::format("/proc/{}/root{}", first, inside), writer.staging() / saved);
+        if (!writing) copy_storage();
         writer.publish(manifest, runs, before_publish);
     }
+    stats.notes = std::move(context.notes);
     stats.pages_written = manifest.pages_written;
     stats.zero_pages_skipped = manifest.zero_pages_skipped;
     stats.image_bytes = static_cast<uint64_t>(sys::stat_path(image_dir / "pages.img").st_blocks) * 512;

@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "initless/sys/error.h"
 
@@ -33,6 +34,9 @@ struct Target {
     std::string function;
     std::filesystem::path function_dir;
     uint16_t port = 0;
+    // The strict contract: an established TCP connection fails the checkpoint instead of being
+    // restored as a reset connection (function.toml `refuse_tcp_connections`).
+    bool refuse_tcp_connections = false;
 };
 
 struct Stats {
@@ -40,6 +44,9 @@ struct Stats {
     uint64_t pages_written = 0, zero_pages_skipped = 0;
     uint64_t processes = 0, vmas = 0, threads = 0, fds = 0;
     double freeze_ms = 0, dump_ms = 0, total_ms = 0;
+    // State the image restores differently from how it was, one line each (a TCP connection restored
+    // reset, UDP datagrams dropped): the snapshot's output lists them.
+    std::vector<std::string> notes;
 };
 
 // `before_publish` runs on the complete staged image just before it is renamed into place (the
