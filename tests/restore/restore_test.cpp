@@ -105,6 +105,14 @@ class RestoreSuite : public ::testing::Test {
 // ---------------------------------------------------------------------------------------------------
 // State programs: snapshot, restore with each strategy, every instance's verdict must be "ok".
 
+// What the snapshot's output must say about a program (state it restores differently, by design).
+const std::map<std::string, std::vector<std::string>> kExpectedNotes = {
+    {"tcp-connection-v4", {"fd 42: a TCP connection 127.0.0.1:", "-> 127.0.0.1:9101", "restored as a reset"}},
+    {"tcp-connection-v6", {"fd 42: a TCP connection [::1]:", "-> [::1]:9101", "restored as a reset"}},
+    {"udp-v4", {"fd 42: a UDP socket 127.0.0.1:9201: datagrams queued"}},
+    {"udp-v6", {"fd 42: a UDP socket [::1]:9201: datagrams queued"}},
+};
+
 struct StateCase {
     std::string program;
     std::string strategy;
@@ -214,13 +222,6 @@ const char* const kStatePrograms[] = {
     "o-path",               // O_PATH fds on a file and a directory
 };
 
-// What the snapshot's output must say about a program (state it restores differently, by design).
-const std::map<std::string, std::vector<std::string>> kExpectedNotes = {
-    {"tcp-connection-v4", {"fd 42: a TCP connection 127.0.0.1:", "-> 127.0.0.1:9101", "restored as a reset"}},
-    {"tcp-connection-v6", {"fd 42: a TCP connection [::1]:", "-> [::1]:9101", "restored as a reset"}},
-    {"udp-v4", {"fd 42: a UDP socket 127.0.0.1:9201: datagrams queued"}},
-    {"udp-v6", {"fd 42: a UDP socket [::1]:9201: datagrams queued"}},
-};
 
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) {
     std::string n = info.param;

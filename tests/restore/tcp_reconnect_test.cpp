@@ -159,7 +159,9 @@ TEST_F(TcpReconnect, PythonClientReconnectsToItsServerAfterRestore) {
         auto second = gateway::http_get(sb.connect(spec.port), "/", 10s);
         EXPECT_EQ(second.body, "db: pong " + std::to_string(generation) + " 2; reconnects: 1\n");
         EXPECT_EQ(db.accepted(), 1);
+        std::string id = sb.id();
         sb.teardown();
+        EXPECT_EQ(sandbox_leftovers(id, state_), "");
         ++generation;
     }
 }

@@ -145,11 +145,24 @@ TEST(Image, EveryFdKindRoundTrips) {
         EXPECT_EQ(f.cloexec, fds[i].cloexec);
     }
     EXPECT_EQ(image::to_json(back), text);
-    const auto* pair = back.processes[0].fds[5].as<image::UnixPairFd>();
+    const auto* pair = back.processes[0].fds[8].as<image::UnixPairFd>();
     ASSERT_NE(pair, nullptr);
     EXPECT_EQ(pair->message_sizes, (std::vector<uint32_t>{2, 3}));
     EXPECT_EQ(pair->options.at(0).value, 425984);
-    const auto* timer = back.processes[0].fds[10].as<image::TimerFd>();
+    EXPECT_EQ(pair->shutdown, 2);
+    const auto* file = back.processes[0].fds[1].as<image::FileFd>();
+    ASSERT_NE(file, nullptr);
+    ASSERT_EQ(file->locks.size(), 2u);
+    EXPECT_EQ(file->locks[0].kind, image::FileLock::Ofd);
+    EXPECT_EQ(file->locks[0].length, 10u);
+    EXPECT_EQ(file->locks[1].kind, image::FileLock::Lease);
+    const auto* fifo = back.processes[0].fds[11].as<image::FifoFd>();
+    ASSERT_NE(fifo, nullptr);
+    EXPECT_EQ(fifo->unread, (std::vector<uint8_t>{7, 8}));
+    const auto* connection = back.processes[0].fds[4].as<image::TcpConnectionFd>();
+    ASSERT_NE(connection, nullptr);
+    EXPECT_EQ(connection->peer, (std::vector<uint8_t>{2, 0, 0, 80, 10, 0, 0, 1}));
+    const auto* timer = back.processes[0].fds[14].as<image::TimerFd>();
     ASSERT_NE(timer, nullptr);
     EXPECT_EQ(timer->ticks, 3u);
     EXPECT_EQ(timer->interval_ns, 250000000u);
