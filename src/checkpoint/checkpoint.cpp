@@ -37,7 +37,8 @@ double ms_since(Clock::time_point t) {
 
 // Each kind of state reads its part of every frozen process.
 void read_members(std::vector<state::Frozen>& members, pid_t init, const struct stat& log,
-                  const std::map<uint64_t, uint64_t>& unix_peers, const std::vector<sock_filter>& sandbox_filter) {
+                  const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets, state::CheckpointContext& context,
+                  const std::vector<sock_filter>& sandbox_filter) {
     for (auto& m : members) {
         m.gadget = sys::find_syscall_instruction(m.host);
         state::MemoryReader mem(m.host);
@@ -51,7 +52,7 @@ void read_members(std::vector<state::Frozen>& members, pid_t init, const struct 
         state::timers::read(m, mem);
         state::attributes::read(m, mem, init);
         m.p.vmas = state::memory::read(m.host);
-        m.p.fds = state::fds::read(m, log, unix_peers);
+        m.p.fds = state::fds::read(m, log, unix_sockets, context);
     }
     state::MemoryReader mem(members.front().host);
     state::ipc::check(members.front(), mem);
@@ -114,6 +115,9 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
     manifest.seccomp_flags = target.seccomp_flags;
     manifest.created = std::to_string(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now()));
 
+    state::CheckpointContext context;
+    context.refuse_tcp_connections = target.refuse_tcp_connections;
+    context.port = target.port;
     image::ImageWriter writer(image_dir, key);
     std::vector<state::Frozen> members = state::tree::freeze(target.init_host_pid);
     // On failure, each process's other threads are let go before its leader: a dead leader's end
@@ -132,10 +136,10 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
     if (sys::fault_requested("checkpoint:function-exits")) sys::send_signal(members.front().host, SIGKILL);
     {
         sys::UniqueFd netns = sys::open_file(fmt::format("/proc/{}/ns/net", target.init_host_pid), O_RDONLY);
-        auto unix_peers = sys::unix_socket_peers(netns.get());
+        auto unix_sockets = sys::unix_socket_diag(netns.get());
         struct stat log = sys::stat_path(target.log_path);
         try {
-            read_members(members, target.init_host_pid, log, unix_peers, target.seccomp_filter);
+            read_members(members, target.init_host_pid, log, unix_sockets, context, target.seccomp_filter);
         } catch (const ContractError&) {
             throw;
         } catch (const Error& e) {
@@ -175,6 +179,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         members.clear();
         writer.publish(manifest, runs, before_publish);
     }
+    stats.notes = std::move(context.notes);
     stats.pages_written = manifest.pages_written;
     stats.zero_pages_skipped = manifest.zero_pages_skipped;
     stats.image_bytes = static_cast<uint64_t>(sys::stat_path(image_dir / "pages.img").st_blocks) * 512;

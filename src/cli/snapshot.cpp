@@ -55,7 +55,8 @@ void add_snapshot(CLI::App& app) {
                                   {"processes", stats.processes},
                                   {"threads", stats.threads},
                                   {"vmas", stats.vmas},
-                                  {"fds", stats.fds}};
+                                  {"fds", stats.fds},
+                                  {"notes", stats.notes}};
             std::printf("%s\n", out.dump().c_str());
             return;
         }
@@ -70,6 +71,8 @@ void add_snapshot(CLI::App& app) {
                         stats.zero_pages_skipped, stats.processes, stats.threads, stats.vmas, stats.fds,
                         r.working_set_pages)
                 .c_str());
+        // What the image restores differently (a connection restored reset, datagrams dropped).
+        for (const auto& note : stats.notes) std::printf("  note: %s\n", note.c_str());
     });
 }
 

@@ -1070,7 +1070,8 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
                                       {"trial_restore_ms", result.trial_ms},
                                       {"publish_ms", result.publish_ms},
                                       {"image_bytes", result.stats.image_bytes},
-                                      {"working_set_pages", result.working_set_pages}};
+                                      {"working_set_pages", result.working_set_pages},
+                                      {"notes", result.stats.notes}};
             RegistryEntry old = I.registry.commit(*staged);
             auto fn = I.make_function(staged->entry, spec, std::move(img), "");
             staged.reset();

@@ -37,9 +37,15 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
     out.warmup_ms = phase.lap_ms();
     step("warmup", out.warmup_ms);
 
-    checkpoint::Target target{sb.init_pid(),        sb.log_path(), sb.upper_dir(),
-                              spec.name,            spec.dir,      spec.port,
-                              sb.seccomp_filter().bpf, sb.seccomp_filter().flags};
+    checkpoint::Target target{sb.init_pid(),
+                              sb.log_path(),
+                              sb.upper_dir(),
+                              spec.name,
+                              spec.dir,
+                              spec.port,
+                              sb.seccomp_filter().bpf,
+                              sb.seccomp_filter().flags,
+                              spec.refuse_tcp_connections};
     // Runs on the complete staged image, before it is renamed into place.
     auto trial = [&](const std::filesystem::path& staging) {
         out.checkpoint_ms = phase.lap_ms();

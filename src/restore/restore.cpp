@@ -89,8 +89,10 @@ uint64_t region_size_for(const image::Image& img, size_t code_size, size_t max_t
     uint64_t est_ops = 64, est_data = 65536;
     for (const auto& p : procs) {
         est_ops += 64 + p.vmas.size() * 8 + p.fds.size() * 16 + p.actions.size() + p.rlimits.size() +
-                   p.pending_shared.size() + p.threads.size() * (CAP_LAST_CAP + 24) + procs.size() * 2;
-        est_data += 4096 + p.threads.size() * 4096 + p.mm.auxv.size() + p.pending_shared.size() * 128;
+                   p.pending_shared.size() + p.threads.size() * (CAP_LAST_CAP + 24) + procs.size() * 2 +
+                   p.posix_timers.size() * 2;
+        est_data += 4096 + p.threads.size() * 4096 + p.mm.auxv.size() + p.pending_shared.size() * 128 +
+                    p.posix_timers.size() * 160;
         for (const auto& v : p.vmas)
             est_data += v.name.size() + 1 + (v.saved_pages * kPageSize >> 30) * sizeof(stub_op);
         for (const auto& f : p.fds) est_data += fd_data_estimate(f);
@@ -166,6 +168,7 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     state::credentials::plan_inherited(t, p.creds);
     state::attributes::plan_last(t, p);
     state::threads::plan_clones(t, region, p, stacks, kThreadStack);
+    state::timers::plan_posix(t, region, p);
     plan_thread_table(t, region, p.threads.at(0), p.creds);
     // A process with one thread installs the seccomp filter as its table's last op (no stop of its
     // own on the request path); one with more threads does it once their tables have run too

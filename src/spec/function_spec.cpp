@@ -47,6 +47,7 @@ constexpr std::string_view kKnownKeys[] = {
     "warmup",
     "restore_signal",
     "seccomp",
+    "refuse_tcp_connections",
 };
 
 constexpr std::string_view kRestoreStrategies[] = {"auto", "eager", "cow", "lazy", "prefetch"};
@@ -278,6 +279,10 @@ void read_key(const Reader& r, std::string_view key, const toml::node& n, Functi
             r.fail(n.source(), key,
                    fmt::format("'{}' is not one of default|unconfined (unconfined is for debugging only)",
                                s.seccomp));
+    } else if (key == "refuse_tcp_connections") {
+        const auto* v = n.as_boolean();
+        if (!v) r.wrong_type(n, key, "a boolean");
+        s.refuse_tcp_connections = v->get();
     } else {
         r.fail(n.source(), key, fmt::format("is unknown (known keys: {})", fmt::join(kKnownKeys, ", ")));
     }

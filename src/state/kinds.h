@@ -25,6 +25,7 @@
 #include "initless/image/image.h"
 #include "initless/oci/spec.h"
 #include "initless/sys/proc.h"
+#include "initless/sys/socket.h"
 #include "initless/sys/tracee.h"
 #include "initless/sys/unique_fd.h"
 #include "state/table.h"
@@ -73,6 +74,15 @@ uint64_t scratch_below_stack(const user_regs_struct& regs);
 pid_t ns_id(const std::string& status_value);
 uint64_t hex_u64(const std::string& s);
 
+// What a checkpoint was asked, and what it tells its caller about state it restores differently
+// (a connection restored reset, datagrams dropped): one line each, shown in the snapshot's output.
+struct CheckpointContext {
+    bool refuse_tcp_connections = false;
+    uint16_t port = 0;  // the function's port: connections on it are requests still open
+    std::vector<std::string> notes;
+    std::set<uint64_t> fifos_read;  // FIFOs (by inode) whose unread data one fd already carries
+};
+
 // What the checkpoint knows of one fd before its kind is known.
 struct FdSource {
     pid_t pid = 0;
@@ -84,7 +94,8 @@ struct FdSource {
     int flags = 0;                                             // open flags, O_CLOEXEC included
     std::string where;                                         // "process P fd N (dest)", for messages
     struct stat log {};                                        // the instance's log
-    const std::map<uint64_t, uint64_t>* unix_peers = nullptr;  // socket inode -> peer inode
+    const std::map<uint64_t, sys::UnixSocketDiag>* unix_sockets = nullptr;  // by socket inode
+    CheckpointContext* context = nullptr;
 };
 
 // ---- Restore side -------------------------------------------------------------------------------
@@ -193,12 +204,14 @@ void plan_process_queue(Table& t, Region& region, const image::Process& p);
 void plan_thread_queue(Table& t, Region& region, const image::Thread& th);
 }  // namespace signals
 
-// Timers (timers.cpp): setitimer; POSIX timers are refused.
+// Timers (timers.cpp): setitimer and POSIX timers.
 namespace timers {
 void read(Frozen& f, MemoryReader& mem);
 void store(json& j, const image::Process& p);
 void load(const json& j, image::Process& p);
-void plan(Table& t, Region& region, const image::Process& p);
+void plan(Table& t, Region& region, const image::Process& p);  // setitimer
+// POSIX timers, with their ids, once the process's threads exist (one may be a timer's target).
+void plan_posix(Table& t, Region& region, const image::Process& p);
 }  // namespace timers
 
 // The mm fields, the executable and the vDSO block (mm.cpp).
@@ -252,7 +265,7 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
 // shared across the tree, stores the common fields, and places every fd at its number.
 namespace fds {
 std::vector<image::Fd> read(const Frozen& f, const struct stat& log,
-                            const std::map<uint64_t, uint64_t>& unix_peers);
+                            const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets, CheckpointContext& context);
 void link(std::vector<Frozen>& tree);
 void store(json& j, const image::Process& p);
 void load(const json& j, image::Process& p);
@@ -282,15 +295,20 @@ void load(const json& j, image::CharDeviceFd& f);
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::FileFd& o);
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::CharDeviceFd& o);
 void plan_process(Table& t, Region& region, const image::Process& p);  // chdir, umask
+// POSIX record locks, once every fd of the process is at its number (closing any fd of a file drops them).
+void plan_posix_locks(Table& t, Region& region, const image::Process& p);
 }  // namespace files
 
-// Pipes (pipes.cpp).
+// Pipes and named pipes (FIFOs) (pipes.cpp).
 namespace pipes {
 std::optional<image::FdObject> read(const FdSource& s);
 // Unread data of each pipe in the tree, taken out and put back while frozen.
 void drain(std::vector<Frozen>& tree);
 void store(json& j, const image::PipeFd& f);
 void load(const json& j, image::PipeFd& f);
+void store(json& j, const image::FifoFd& f);
+void load(const json& j, image::FifoFd& f);
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::FifoFd& o);
 // Both ends with the unread data: end 0 in kPipeR, end 1 in kTmp.
 void plan_pair(Table& t, Region& region, const image::PipeFd& end0, const image::PipeFd& end1, int lift,
                const std::string& what);
@@ -311,13 +329,27 @@ void plan_pair(Table& t, Region& region, const image::UnixPairFd& end0, const im
                int lift, const std::string& what);
 }  // namespace unix_sockets
 
-// TCP listeners (tcp.cpp).
+// TCP sockets: listeners, connections (restored reset), unconnected sockets (tcp.cpp).
 namespace tcp {
 std::optional<image::FdObject> read(const FdSource& s);
 void store(json& j, const image::TcpListenFd& f);
 void load(const json& j, image::TcpListenFd& f);
+void store(json& j, const image::TcpConnectionFd& f);
+void load(const json& j, image::TcpConnectionFd& f);
+void store(json& j, const image::TcpUnconnectedFd& f);
+void load(const json& j, image::TcpUnconnectedFd& f);
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::TcpListenFd& o);
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::TcpConnectionFd& o);
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::TcpUnconnectedFd& o);
 }  // namespace tcp
+
+// UDP sockets (udp.cpp).
+namespace udp {
+std::optional<image::FdObject> read(const FdSource& s);
+void store(json& j, const image::UdpFd& f);
+void load(const json& j, image::UdpFd& f);
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::UdpFd& o);
+}  // namespace udp
 
 // eventfd, timerfd, signalfd (event_fds.cpp).
 namespace event_fds {

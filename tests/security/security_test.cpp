@@ -109,6 +109,11 @@ class Security : public ::testing::TestWithParam<std::tuple<Attempt, Start>> {
         scratch_ = tmpl;
         state_ = scratch_ / "state";
         fs::create_directories(state_);
+        // Images are authenticated under their state dir's key: this test's restores use the key the
+        // suite's snapshot was made under.
+        std::error_code ec;
+        fs::copy_file(suite_scratch_ / "state" / "image.key", state_ / "image.key", ec);
+        if (!ec) fs::permissions(state_ / "image.key", fs::perms::owner_read | fs::perms::owner_write);
     }
     void TearDown() override {
         std::error_code ec;

@@ -146,13 +146,17 @@ TEST(Image, EveryFdKindRoundTrips) {
     fds.clear();
     std::vector<image::FdObject> objects = {
         image::LogFd{},
-        image::FileFd{"/function/data.bin", 8192},
+        image::FileFd{"/tmp/app.log", 8192, {{image::FileLock::Ofd, F_WRLCK, 0, 10}, {image::FileLock::Lease, F_RDLCK, 0, 0}}},
         image::CharDeviceFd{"/dev/urandom", 0},
         image::TcpListenFd{AF_INET6, SOCK_STREAM, {10, 0, 35, 40}, {{6, 1, 1}, {41, 26, 0}}, 511},
-        image::UnixListenFd{SOCK_STREAM, {1, 0, 47, 116}, "/tmp/s"},
-        image::UnixPairFd{SOCK_DGRAM, 77, 1, {{1, 7, 425984}}, {1, 2, 3, 4, 5}, {2, 3}},
+        image::TcpConnectionFd{AF_INET, SOCK_STREAM, 1, {2, 0, 35, 41, 127, 0, 0, 1}, {2, 0, 0, 80, 10, 0, 0, 1}},
+        image::TcpUnconnectedFd{AF_INET6, SOCK_STREAM, {10, 0, 35, 42}, {{1, 2, 1}}},
+        image::UdpFd{AF_INET, {2, 0, 35, 43}, {}, {{1, 6, 1}}},
+        image::UnixListenFd{SOCK_STREAM, {1, 0, 47, 116}, "/tmp/s", 1},
+        image::UnixPairFd{SOCK_DGRAM, 77, 1, {{1, 7, 425984}}, {1, 2, 3, 4, 5}, {2, 3}, 2},
         image::UnixOrphanFd{},
         image::PipeFd{55, 1, 4096, {}},
+        image::FifoFd{"/tmp/f", 65536, {7, 8}},
         image::EpollFd{{{5, 1, 2}}},
         image::EventFd{42, true},
         image::TimerFd{1, 500000000, 250000000, 3},
@@ -179,11 +183,24 @@ TEST(Image, EveryFdKindRoundTrips) {
         EXPECT_EQ(f.cloexec, fds[i].cloexec);
     }
     EXPECT_EQ(image::to_json(back), text);
-    const auto* pair = back.processes[0].fds[5].as<image::UnixPairFd>();
+    const auto* pair = back.processes[0].fds[8].as<image::UnixPairFd>();
     ASSERT_NE(pair, nullptr);
     EXPECT_EQ(pair->message_sizes, (std::vector<uint32_t>{2, 3}));
     EXPECT_EQ(pair->options.at(0).value, 425984);
-    const auto* timer = back.processes[0].fds[10].as<image::TimerFd>();
+    EXPECT_EQ(pair->shutdown, 2);
+    const auto* file = back.processes[0].fds[1].as<image::FileFd>();
+    ASSERT_NE(file, nullptr);
+    ASSERT_EQ(file->locks.size(), 2u);
+    EXPECT_EQ(file->locks[0].kind, image::FileLock::Ofd);
+    EXPECT_EQ(file->locks[0].length, 10u);
+    EXPECT_EQ(file->locks[1].kind, image::FileLock::Lease);
+    const auto* fifo = back.processes[0].fds[11].as<image::FifoFd>();
+    ASSERT_NE(fifo, nullptr);
+    EXPECT_EQ(fifo->unread, (std::vector<uint8_t>{7, 8}));
+    const auto* connection = back.processes[0].fds[4].as<image::TcpConnectionFd>();
+    ASSERT_NE(connection, nullptr);
+    EXPECT_EQ(connection->peer, (std::vector<uint8_t>{2, 0, 0, 80, 10, 0, 0, 1}));
+    const auto* timer = back.processes[0].fds[14].as<image::TimerFd>();
     ASSERT_NE(timer, nullptr);
     EXPECT_EQ(timer->ticks, 3u);
     EXPECT_EQ(timer->interval_ns, 250000000u);

@@ -40,6 +40,9 @@ struct Target {
     // run under exactly this one (none when empty); the image records it for the restore.
     std::vector<sock_filter> seccomp_filter;
     unsigned seccomp_flags = 0;
+    // The strict contract: an established TCP connection fails the checkpoint instead of being
+    // restored as a reset connection (function.toml `refuse_tcp_connections`).
+    bool refuse_tcp_connections = false;
 };
 
 struct Stats {
@@ -47,6 +50,9 @@ struct Stats {
     uint64_t pages_written = 0, zero_pages_skipped = 0;
     uint64_t processes = 0, vmas = 0, threads = 0, fds = 0;
     double freeze_ms = 0, dump_ms = 0, total_ms = 0;
+    // State the image restores differently from how it was, one line each (a TCP connection restored
+    // reset, UDP datagrams dropped): the snapshot's output lists them.
+    std::vector<std::string> notes;
 };
 
 // The image is authenticated under `key` (image/auth.h). The writable layer and the sandbox's /tmp

@@ -125,10 +125,19 @@ struct SocketOption {
 struct LogFd {  // the instance's stdio log (the sandbox's, not the image's)
     static constexpr const char* kName = "log";
 };
-struct FileFd {  // a regular file or directory open for reading
+// A lock an open file holds (fdinfo's "lock:" lines): flock, OFD and classic POSIX record locks,
+// and leases; restored on files of the instance's private storage only.
+struct FileLock {
+    enum Kind { Flock = 0, Ofd = 1, Posix = 2, Lease = 3 };
+    int kind = Flock;
+    int type = 0;  // F_RDLCK or F_WRLCK
+    uint64_t start = 0, length = 0;  // record locks: length 0 up to the end of the file
+};
+struct FileFd {  // a regular file or directory, open for reading (or for writing: private storage)
     static constexpr const char* kName = "file";
     std::string path;
     uint64_t position = 0;
+    std::vector<FileLock> locks;
 };
 struct CharDeviceFd {  // /dev/null, /dev/urandom ...
     static constexpr const char* kName = "chardev";
@@ -142,11 +151,39 @@ struct TcpListenFd {  // a listening TCP or TCP6 socket
     std::vector<SocketOption> options;
     int backlog = 0;  // the listen() backlog
 };
+// A TCP or TCP6 socket that held a connection at the checkpoint (established, half-closed or still
+// connecting). A connection cannot survive the snapshot (its peer's state is not ours to restore):
+// it is restored as a socket of the same family and type whose connection was reset, so the
+// function's next read, write or poll on it fails and it reconnects. The addresses are kept to name it.
+struct TcpConnectionFd {
+    static constexpr const char* kName = "tcp-connection";
+    int domain = 0, type = 0;
+    int state = 0;                         // TCP_ESTABLISHED, TCP_CLOSE_WAIT ... at the checkpoint
+    std::vector<uint8_t> local, peer;      // sockaddr bytes
+};
+// A TCP or TCP6 socket neither listening nor connected (made, perhaps bound, not used yet):
+// restored as such, bound again to its address if it had one.
+struct TcpUnconnectedFd {
+    static constexpr const char* kName = "tcp-unconnected";
+    int domain = 0, type = 0;
+    std::vector<uint8_t> address;  // sockaddr bytes; empty: not bound
+    std::vector<SocketOption> options;
+};
+// A UDP or UDP6 socket: bound and connected again as it was; datagrams queued for it are dropped
+// (the checkpoint says so), as a network may drop them.
+struct UdpFd {
+    static constexpr const char* kName = "udp";
+    int domain = 0;
+    std::vector<uint8_t> address;  // the bound address; empty: never bound
+    std::vector<uint8_t> peer;     // the connected peer; empty: unconnected
+    std::vector<SocketOption> options;
+};
 struct UnixListenFd {  // a listening unix socket (named, abstract or unnamed)
     static constexpr const char* kName = "unix-listen";
     int type = 0;
     std::vector<uint8_t> address;  // sockaddr bytes
     std::string path;              // the socket file, empty for an abstract or unnamed one
+    int shutdown = 0;              // sk_shutdown: 1 receive side shut (accept fails), 2 send side
 };
 // One end of an unnamed connected pair of unix sockets (socketpair) whose other end is in the
 // snapshot too; recreated with socketpair, with what was queued for it to receive.
@@ -158,8 +195,7 @@ struct UnixPairFd {
     std::vector<SocketOption> options;    // buffer sizes
     std::vector<uint8_t> queued;          // what was queued for this end to receive
     std::vector<uint32_t> message_sizes;  // `queued` split into datagrams (not for SOCK_STREAM)
-    // This end's shutdown as poll shows it: receive side shut (POLLRDHUP), both sides (POLLHUP).
-    bool receive_shut = false, both_shut = false;
+    int shutdown = 0;                     // sk_shutdown of this end: 1 receive side, 2 send side shut
 };
 // A connected unix stream socket whose peer is gone and nothing is left to read (the JDK keeps one
 // such socketpair end to dup2 over fds it closes); recreated as a socketpair end.
@@ -172,6 +208,14 @@ struct PipeFd {
     int end = 0;                  // 0: the read end, 1: the write end
     uint64_t pipe_size = 0;       // F_GETPIPE_SZ (the unread data may need more than the default)
     std::vector<uint8_t> unread;  // the read end: what was unread in the pipe
+};
+// A named pipe (mkfifo) opened by path, read-only, write-only or read-write: opened again by its
+// path (which the saved writable layer or /tmp holds), with what was unread in it on one of its fds.
+struct FifoFd {
+    static constexpr const char* kName = "fifo";
+    std::string path;
+    uint64_t pipe_size = 0;
+    std::vector<uint8_t> unread;  // on the first fd of the FIFO only
 };
 struct EpollFd {
     static constexpr const char* kName = "epoll";
@@ -193,8 +237,8 @@ struct SignalFd {
     uint64_t sigmask = 0;
 };
 
-using FdObject = std::variant<LogFd, FileFd, CharDeviceFd, TcpListenFd, UnixListenFd, UnixPairFd,
-                              UnixOrphanFd, PipeFd, EpollFd, EventFd, TimerFd, SignalFd>;
+using FdObject = std::variant<LogFd, FileFd, CharDeviceFd, TcpListenFd, TcpConnectionFd, TcpUnconnectedFd, UdpFd,
+                              UnixListenFd, UnixPairFd, UnixOrphanFd, PipeFd, FifoFd, EpollFd, EventFd, TimerFd, SignalFd>;
 
 struct Fd {
     int fd = 0;
@@ -219,6 +263,18 @@ struct Fd {
     const char* kind() const {
         return std::visit([](const auto& o) { return std::decay_t<decltype(o)>::kName; }, object);
     }
+};
+
+// A POSIX timer (timer_create), restored with its id (prctl PR_TIMER_CREATE_RESTORE_IDS), clock,
+// notification and the time it had left; overruns not yet read are lost.
+struct PosixTimer {
+    int id = 0;
+    int clock = 0;
+    int notify = 0;       // SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD_ID|SIGEV_SIGNAL
+    int signal = 0;
+    uint64_t value = 0;   // sigev_value, handed to the handler
+    pid_t tid = 0;        // SIGEV_THREAD_ID: the thread told
+    uint64_t interval_ns = 0, remaining_ns = 0;
 };
 
 struct SignalAction {
@@ -268,6 +324,7 @@ struct Process {
     // setitimer timers (REAL, VIRTUAL, PROF): {interval_us, value_us}, value as time remaining.
     std::vector<std::pair<uint64_t, uint64_t>> itimers;
     ProcessAttributes attrs;
+    std::vector<PosixTimer> posix_timers;
 };
 
 struct Manifest {
