@@ -18,6 +18,8 @@
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -186,6 +188,127 @@ static int try_setns(char* details, size_t size) {
     return 0;
 }
 
+// The host's secrets and the daemon's state are not in the sandbox's root at all (a private root).
+static int try_read_shadow(char* details, size_t size) {
+    int fd = open("/etc/shadow", O_RDONLY);
+    if (fd < 0) return fail_errno();
+    snprintf(details, size, "opened /etc/shadow");
+    return 0;
+}
+
+// Another function's image and every instance's layer live under these: none is inside.
+static int try_read_state_dirs(char* details, size_t size) {
+    const char* dirs[] = {"/var/lib/initless", "/run/initless", "/dev/shm/initless-images"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; ++i) {
+        int fd = open(dirs[i], O_RDONLY | O_DIRECTORY);
+        if (fd >= 0) {
+            snprintf(details, size, "opened %s", dirs[i]);
+            return 0;
+        }
+        if (errno != ENOENT) return fail_errno();
+    }
+    return ENOENT;
+}
+
+static int try_write_core_pattern(char* details, size_t size) {
+    int fd = open("/proc/sys/kernel/core_pattern", O_WRONLY);
+    if (fd < 0) return fail_errno();
+    ssize_t n = write(fd, "|/tmp/escape", 12);
+    int err = errno;
+    close(fd);
+    if (n < 0) return err;
+    snprintf(details, size, "wrote core_pattern");
+    return 0;
+}
+
+// The host's runtimes are bound read-only.
+static int try_write_usr(char* details, size_t size) {
+    int fd = open("/usr/bin/escape", O_WRONLY | O_CREAT, 0755);
+    if (fd < 0) return fail_errno();
+    close(fd);
+    snprintf(details, size, "created /usr/bin/escape");
+    return 0;
+}
+
+// The host's loopback services (the gateway's admin API): with network = "none" there is no route
+// out; 10.0.2.2 is where slirp4netns would put the host's loopback, which egress disables too.
+static int try_connect_host_loopback(char* details, size_t size) {
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return fail_errno();
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(8080);
+    a.sin_addr.s_addr = htonl(0x0a000202);
+    int rc = connect(s, (struct sockaddr*)&a, sizeof a);
+    int err = errno;
+    close(s);
+    if (rc != 0) return err;
+    snprintf(details, size, "connected to 10.0.2.2:8080");
+    return 0;
+}
+
+// pids_max stops a fork bomb: fork until it fails, then reap.
+static int try_fork_bomb(char* details, size_t size) {
+    enum { kMax = 100000 };
+    static pid_t kids[kMax];
+    int n = 0, err = 0;
+    for (; n < kMax; ++n) {
+        pid_t p = fork();
+        if (p == 0) {
+            pause();
+            _exit(0);
+        }
+        if (p < 0) {
+            err = errno;
+            break;
+        }
+        kids[n] = p;
+    }
+    for (int i = 0; i < n; ++i) kill(kids[i], SIGKILL);
+    for (int i = 0; i < n; ++i) waitpid(kids[i], NULL, 0);
+    if (err) return err;
+    snprintf(details, size, "forked %d processes", n);
+    return 0;
+}
+
+// The memory limit: the attempt's process is OOM-killed.
+static int try_allocate_past_memory_limit(char* details, size_t size) {
+    size_t total = 0;
+    while (total < (8ULL << 30)) {
+        size_t chunk = 16 << 20;
+        char* p = mmap(NULL, chunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return fail_errno();
+        memset(p, 1, chunk);
+        total += chunk;
+    }
+    snprintf(details, size, "touched %zu MiB", total >> 20);
+    return 0;
+}
+
+// The writable layer's size (a tmpfs of writable_layer_mb): ENOSPC.
+static int try_fill_writable_layer(char* details, size_t size) {
+    int fd = open("/var/tmp/fill", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) return fail_errno();
+    static char buf[1 << 20];
+    memset(buf, 1, sizeof buf);
+    long total = 0;
+    int err = 0;
+    while (total < (8L << 30)) {
+        ssize_t n = write(fd, buf, sizeof buf);
+        if (n < 0) {
+            err = errno;
+            break;
+        }
+        total += n;
+    }
+    close(fd);
+    unlink("/var/tmp/fill");
+    if (err) return err;
+    snprintf(details, size, "wrote %ld MiB", total >> 20);
+    return 0;
+}
+
 static const struct {
     const char* name;
     attempt_fn run;
@@ -206,6 +329,14 @@ static const struct {
     {"raw_socket", try_raw_socket},
     {"packet_socket", try_packet_socket},
     {"setns", try_setns},
+    {"read_shadow", try_read_shadow},
+    {"read_state_dirs", try_read_state_dirs},
+    {"write_core_pattern", try_write_core_pattern},
+    {"write_usr", try_write_usr},
+    {"connect_host_loopback", try_connect_host_loopback},
+    {"fork_bomb", try_fork_bomb},
+    {"allocate_past_memory_limit", try_allocate_past_memory_limit},
+    {"fill_writable_layer", try_fill_writable_layer},
 };
 
 struct outcome {

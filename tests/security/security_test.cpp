@@ -46,6 +46,16 @@ const std::vector<Attempt> kAttempts = {
     {"raw_socket", "denied EPERM"},
     {"packet_socket", "denied EPERM"},
     {"setns", "denied EPERM"},
+    // The sandbox itself (DESIGN.md "The sandbox"): a private root, read-only /proc/sys and /usr, no
+    // route out, limits.
+    {"read_shadow", "denied ENOENT"},
+    {"read_state_dirs", "denied ENOENT"},
+    {"write_core_pattern", "denied EACCES"},  // host root's file, unmapped in the user namespace
+    {"write_usr", "denied EROFS"},
+    {"connect_host_loopback", "denied ENETUNREACH"},
+    {"fork_bomb", "denied EAGAIN"},  // pids_max
+    {"allocate_past_memory_limit", "killed SIGKILL"},  // the memory cgroup's OOM kill
+    {"fill_writable_layer", "denied ENOSPC"},  // writable_layer_mb
 };
 
 enum class Start { Booted, Restored };
