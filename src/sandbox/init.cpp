@@ -73,11 +73,10 @@ MountOptions parse_options(const oci::Mount& m) {
         {"rshared", MS_SHARED | MS_REC}, {"slave", MS_SLAVE}, {"rslave", MS_SLAVE | MS_REC},
         {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC}};
     MountOptions o;
-    o.bind = m.type == "bind";
+    o.bind = m.is_bind();
     for (const auto& opt : m.options) {
         bool known = false;
         if (opt == "bind" || opt == "rbind") {
-            o.bind = true;
             o.recursive = o.recursive || opt == "rbind";
             continue;
         }

@@ -166,7 +166,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
             throw Error("a writable-layer seed needs a writable layer (io.initless.writable-layer-mb)");
         }
         sys::write_file(sb.log_path(), "");
-        if (root_ids) ::chown(sb.log_path().c_str(), root_ids->first, root_ids->second);
+        if (root_ids) sys::change_owner(sb.log_path(), root_ids->first, root_ids->second);
 
         const auto& res = runtime.linux_settings.resources;
         sb.cgroup_ = sys::Cgroup::create(sb.id_);
@@ -247,9 +247,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         fds["mounts"] = json::object();
         for (size_t i = 0; i < runtime.mounts.size(); ++i) {
             const auto& m = runtime.mounts[i];
-            bool bind = m.type == "bind" || std::find(m.options.begin(), m.options.end(), "bind") != m.options.end() ||
-                        std::find(m.options.begin(), m.options.end(), "rbind") != m.options.end();
-            if (bind) fds["mounts"][std::to_string(i)] = pass(m.source, O_PATH);
+            if (m.is_bind()) fds["mounts"][std::to_string(i)] = pass(m.source, O_PATH);
         }
         for (const auto& d : spec.rw_dirs) setup["rw_dirs"].push_back(d.string());
         std::vector<int> raw;
