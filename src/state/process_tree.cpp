@@ -184,7 +184,17 @@ std::vector<Frozen> freeze(pid_t init) {
             Frozen m;
             m.host = pid;
             m.pidfd = sys::pidfd_open(pid);
-            m.threads = seize_all(pid);
+            try {
+                m.threads = seize_all(pid);
+            } catch (const sys::StopTimeout& e) {
+                // A vfork begun after the tree was listed above: the check there could not see it.
+                if (!e.vfork_child()) throw;
+                throw ContractError(fmt::format(
+                    "process {} thread {} is the parent of a vfork in progress (it waits until child {}, "
+                    "which shares its address space, execs or exits, and never stops for ptrace meanwhile; "
+                    "it was killed); rule: no vfork in progress when ready",
+                    pid, e.tid(), e.vfork_child()));
+            }
             frozen.emplace(pid, std::move(m));
             grew = true;
         }

@@ -21,6 +21,7 @@
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "initless/sys/proc.h"
+#include "initless/sys/process.h"
 
 // Debian 12's glibc headers may lack it; the layout is the kernel's uapi one.
 struct RseqConfigurationAbi {
@@ -113,7 +114,32 @@ Tracee Tracee::seize(pid_t tid, unsigned long options) {
     pt(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options), "SEIZE");
     Tracee t(tid);
     pt(PTRACE_INTERRUPT, tid, nullptr, nullptr, "INTERRUPT");
-    t.wait_stop();
+    std::optional<int> got = wait_bounded(tid, kStopTimeout);
+    if (!got) {
+        // Attached but never stopped: it cannot be detached, and left attached its death would wait
+        // for us to collect it. Say what it was doing while it still exists, then kill and collect it.
+        std::string state = describe_thread_state(tid);
+        pid_t vfork_child = 0;
+        try {
+            for (pid_t child : proc_children(tid))
+                if (same_address_space(tid, child)) vfork_child = child;
+        } catch (const Error&) {
+            // gone meanwhile: no diagnosis
+        }
+        t.tid_ = 0;
+        std::vector<pid_t> left = kill_and_collect({tid}, std::chrono::milliseconds(2000));
+        throw StopTimeout(fmt::format("thread {} did not stop within {} ms ({}{}); its process was killed{}", tid,
+                                      kStopTimeout.count(), state,
+                                      vfork_child ? fmt::format(", the parent of a vfork in progress: child {}",
+                                                                vfork_child)
+                                                  : std::string(),
+                                      left.empty() ? "" : " but not yet collected"),
+                          tid, vfork_child);
+    }
+    if (WIFEXITED(*got) || WIFSIGNALED(*got)) {
+        t.tid_ = 0;
+        throw Error(fmt::format("thread {} ended while being seized (wait status {:#x})", tid, *got));
+    }
     return t;
 }
 

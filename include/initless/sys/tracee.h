@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "initless/sys/error.h"
+
 namespace initless::sys {
 
 struct RseqConfig {
@@ -31,10 +33,30 @@ inline constexpr std::chrono::milliseconds kStopTimeout{3000};
 // How long wait_event waits by default (callers running a long job in the tracee pass their own).
 inline constexpr std::chrono::milliseconds kEventTimeout{30000};
 
+// A thread that was seized but never stopped (Tracee::seize). By the time this is thrown its process
+// has been killed and the thread collected: ptrace cannot detach a thread that is not stopped, and a
+// traced thread that dies waits for its tracer to collect it, which would keep the sandbox's init
+// (the reaper of its pid namespace) from exiting.
+class StopTimeout : public Error {
+  public:
+    StopTimeout(const std::string& what, pid_t tid, pid_t vfork_child)
+        : Error(what), tid_(tid), vfork_child_(vfork_child) {}
+    pid_t tid() const { return tid_; }
+    // The child it was waiting for, when it was the parent of a vfork in progress (asleep until that
+    // child execs or exits, sharing its address space); 0 otherwise.
+    pid_t vfork_child() const { return vfork_child_; }
+
+  private:
+    pid_t tid_;
+    pid_t vfork_child_;
+};
+
 class Tracee {
   public:
     Tracee() = default;
     // Seizes and interrupts `tid`, then waits until it is stopped. `options` are PTRACE_O_* flags.
+    // A thread that does not stop within kStopTimeout is killed with its process and collected, and
+    // StopTimeout names it (see there why).
     static Tracee seize(pid_t tid, unsigned long options = 0);
     // Adopts a thread that is already traced by us and stopped (an auto-attached clone child).
     static Tracee adopt(pid_t tid);
