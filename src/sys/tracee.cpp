@@ -128,13 +128,14 @@ Tracee Tracee::seize(pid_t tid, unsigned long options) {
         }
         t.tid_ = 0;
         std::vector<pid_t> left = kill_and_collect({tid}, std::chrono::milliseconds(2000));
-        throw StopTimeout(fmt::format("thread {} did not stop within {} ms ({}{}); its process was killed{}", tid,
-                                      kStopTimeout.count(), state,
-                                      vfork_child ? fmt::format(", the parent of a vfork in progress: child {}",
-                                                                vfork_child)
-                                                  : std::string(),
-                                      left.empty() ? "" : " but not yet collected"),
-                          tid, vfork_child);
+        throw StopTimeout(
+            fmt::format("thread {} did not stop within {} ms ({}{}); its process was killed{}", tid,
+                        kStopTimeout.count(), state,
+                        vfork_child
+                            ? fmt::format(", the parent of a vfork in progress: child {}", vfork_child)
+                            : std::string(),
+                        left.empty() ? "" : " but not yet collected"),
+            tid, vfork_child);
     }
     if (WIFEXITED(*got) || WIFSIGNALED(*got)) {
         t.tid_ = 0;
