@@ -221,6 +221,35 @@ static int try_write_core_pattern(char* details, size_t size) {
     return 0;
 }
 
+// Docker's read-only /proc paths: sysrq-trigger would reboot or crash the host.
+static int try_write_sysrq_trigger(char* details, size_t size) {
+    int fd = open("/proc/sysrq-trigger", O_WRONLY);
+    if (fd < 0) return fail_errno();
+    ssize_t n = write(fd, "h", 1);  // "h" only prints help to the kernel log, should it get through
+    int err = errno;
+    close(fd);
+    if (n < 0) return err;
+    snprintf(details, size, "wrote /proc/sysrq-trigger");
+    return 0;
+}
+
+// A host process cannot even be named from the sandbox's pid namespace: signal 0 (existence check, no
+// effect) to every pid up to 65536 that is not one of the sandbox's own finds nothing, where on the
+// host it would find the daemon, sshd and the rest (ESRCH for each; EPERM would mean found).
+static int try_signal_host_process(char* details, size_t size) {
+    int found = 0, first = 0;
+    for (pid_t pid = 2; pid < 65536; ++pid) {
+        if (kill(pid, 0) != 0 && errno == ESRCH) continue;
+        char path[32];
+        snprintf(path, sizeof path, "/proc/%d", (int)pid);
+        if (access(path, F_OK) == 0) continue;  // one of the sandbox's own processes
+        if (!found++) first = pid;
+    }
+    if (!found) return ESRCH;
+    snprintf(details, size, "%d processes outside the sandbox answer kill(pid, 0), the first %d", found, first);
+    return 0;
+}
+
 // The host's runtimes are bound read-only.
 static int try_write_usr(char* details, size_t size) {
     int fd = open("/usr/bin/escape", O_WRONLY | O_CREAT, 0755);
@@ -332,6 +361,8 @@ static const struct {
     {"read_shadow", try_read_shadow},
     {"read_state_dirs", try_read_state_dirs},
     {"write_core_pattern", try_write_core_pattern},
+    {"write_sysrq_trigger", try_write_sysrq_trigger},
+    {"signal_host_process", try_signal_host_process},
     {"write_usr", try_write_usr},
     {"connect_host_loopback", try_connect_host_loopback},
     {"fork_bomb", try_fork_bomb},
