@@ -90,24 +90,45 @@ std::string query_param(std::string_view target, std::string_view key) {
 struct Server::Impl {
     controller::Controller& controller;
     ServerOptions options;
-    net::io_context ioc;
+    // One io_context per I/O thread, each run by that thread alone, and every connection (with its
+    // upstream sockets and timers) on one of them from accept to close: a request then never changes
+    // threads. With one io_context shared by two threads, each readiness event could be handed to the
+    // other thread (a futex wake), and on this VM that cost ~120 us per request at one connection
+    // (docs/bench/gateway.md, "io model").
+    struct Loop {
+        net::io_context ioc{1};
+        // Asio re-arms a context's timerfd whenever a new timer becomes the earliest. Every request
+        // arms and cancels per-operation timeouts (seconds away); with this timer always due sooner,
+        // none of them is ever the earliest, and the request path makes no timerfd syscall (4 per
+        // request before). It also keeps `run` from returning while the loop has no connection.
+        net::steady_timer pacemaker{ioc};
+        void beat() {
+            pacemaker.expires_after(std::chrono::milliseconds(250));
+            pacemaker.async_wait([this](beast::error_code ec) {
+                if (!ec && !ioc.stopped()) beat();
+            });
+        }
+    };
+    std::vector<std::unique_ptr<Loop>> loops;
+    size_t next_loop = 0;  // accept's round robin; only the first loop's thread uses it
+    net::io_context& ioc;  // the first loop's: the acceptor's, the signals'
     tcp::acceptor acceptor{ioc};
     net::signal_set signals{ioc, SIGTERM, SIGINT};
     std::atomic<bool> stopping{false};
     std::thread shutdown_thread;
-    // Asio re-arms its one timerfd whenever a new timer becomes the earliest. Every request arms and
-    // cancels per-operation timeouts (seconds away); with this timer always due sooner, none of them
-    // is ever the earliest, and the request path makes no timerfd syscall (4 per request before).
-    net::steady_timer pacemaker{ioc};
 
-    void beat() {
-        pacemaker.expires_after(std::chrono::milliseconds(250));
-        pacemaker.async_wait([this](beast::error_code ec) {
-            if (!ec && !ioc.stopped()) beat();
-        });
+    static std::vector<std::unique_ptr<Loop>> make_loops(int n) {
+        std::vector<std::unique_ptr<Loop>> out;
+        for (int i = 0; i < std::max(1, n); ++i) out.push_back(std::make_unique<Loop>());
+        return out;
     }
 
-    Impl(controller::Controller& c, ServerOptions o) : controller(c), options(std::move(o)) {}
+    Impl(controller::Controller& c, ServerOptions o)
+        : controller(c), options(std::move(o)), loops(make_loops(options.io_threads)), ioc(loops[0]->ioc) {}
+
+    void stop_loops() {
+        for (auto& l : loops) l->ioc.stop();
+    }
 
     void accept();
     void begin_stop(const char* why) {
@@ -118,7 +139,7 @@ struct Server::Impl {
         // The controller drains on a thread of its own while the I/O threads keep serving.
         shutdown_thread = std::thread([this] {
             controller.shutdown();
-            ioc.stop();
+            stop_loops();
         });
     }
 };
@@ -142,17 +163,19 @@ std::shared_ptr<UpstreamPool> pool_of(controller::Instance& instance) {
         [] { return std::static_pointer_cast<void>(std::make_shared<UpstreamPool>()); }));
 }
 
-// A kept-alive connection to `instance`, or a new one. One idle for a while may have been closed by the
-// function: it is looked at (one syscall) first; one returned just now is reused as it is (should the
-// function have closed it meanwhile, the request is sent once more on a new connection).
+// A kept-alive connection to `instance` of the caller's loop (`ioc`: a socket serves the loop it was
+// made on), or a new one. One idle for a while may have been closed by the function: it is looked at
+// (one syscall) first; one returned just now is reused as it is (should the function have closed it
+// meanwhile, the request is sent once more on a new connection).
 std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::io_context& ioc,
                                            bool& reused) {
     auto pool = pool_of(instance);
     {
         std::lock_guard lock(pool->mu);
-        while (!pool->idle.empty()) {
-            UpstreamPool::Idle c = std::move(pool->idle.back());
-            pool->idle.pop_back();
+        for (size_t i = pool->idle.size(); i-- > 0;) {
+            if (&pool->idle[i].socket->get_executor().context() != &ioc) continue;
+            UpstreamPool::Idle c = std::move(pool->idle[i]);
+            pool->idle.erase(pool->idle.begin() + static_cast<long>(i));
             if (Clock::now() - c.since < std::chrono::seconds(1) ||
                 !sys::stream_closed_by_peer(c.socket->native_handle())) {
                 reused = true;
@@ -174,7 +197,8 @@ void give_back_upstream(controller::Instance& instance, std::unique_ptr<tcp::soc
 
 class Session : public std::enable_shared_from_this<Session> {
   public:
-    Session(tcp::socket socket, Server::Impl& server) : stream_(std::move(socket)), server_(server) {}
+    Session(tcp::socket socket, Server::Impl& server, net::io_context& loop)
+        : stream_(std::move(socket)), server_(server), loop_(loop) {}
 
     void start() {
         net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
@@ -318,7 +342,7 @@ class Session : public std::enable_shared_from_this<Session> {
     void connect_upstream() {
         auto& up = *upstream_;
         try {
-            up.socket = take_upstream(*slot_.instance, server_.ioc, up.reused);
+            up.socket = take_upstream(*slot_.instance, loop_, up.reused);
         } catch (const std::exception& e) {
             upstream_failed(e.what());
             return;
@@ -392,7 +416,7 @@ class Session : public std::enable_shared_from_this<Session> {
             up.buffer.clear();
             up.parser.reset();
             try {
-                up.socket = std::make_unique<tcp::socket>(server_.ioc);
+                up.socket = std::make_unique<tcp::socket>(loop_);
                 up.socket->assign(tcp::v4(), slot_.instance->connect().release());
             } catch (const std::exception& e) {
                 upstream_failed(e.what());
@@ -701,6 +725,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
     beast::tcp_stream stream_;
     Server::Impl& server_;
+    net::io_context& loop_;  // the loop this connection lives on (its upstream sockets too)
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     http::request<http::string_body> req_;
@@ -727,7 +752,8 @@ class Session : public std::enable_shared_from_this<Session> {
 }  // namespace
 
 void Server::Impl::accept() {
-    acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+    net::io_context& loop = loops[next_loop++ % loops.size()]->ioc;
+    acceptor.async_accept(loop, [this, &loop](beast::error_code ec, tcp::socket socket) {
         if (ec) {
             if (!stopping && ec != net::error::operation_aborted) {
                 spdlog::warn("event=accept-failed error=\"{}\"", ec.message());
@@ -743,7 +769,7 @@ void Server::Impl::accept() {
         }
         beast::error_code nd;
         socket.set_option(tcp::no_delay(true), nd);
-        std::make_shared<Session>(std::move(socket), *this)->start();
+        std::make_shared<Session>(std::move(socket), *this, loop)->start();
         accept();
     });
 }
@@ -773,11 +799,11 @@ void Server::run(const std::function<void(uint16_t)>& ready) {
         if (!ec) I.begin_stop(sig == SIGTERM ? "SIGTERM" : "SIGINT");
     });
     I.accept();
-    I.beat();
+    for (auto& l : I.loops) l->beat();
     spdlog::info("event=listening address={}:{}", host, bound);
     if (ready) ready(bound);
     std::vector<std::thread> threads;
-    for (int i = 1; i < std::max(1, I.options.io_threads); ++i) threads.emplace_back([&I] { I.ioc.run(); });
+    for (size_t i = 1; i < I.loops.size(); ++i) threads.emplace_back([&I, i] { I.loops[i]->ioc.run(); });
     I.ioc.run();
     for (auto& t : threads) t.join();
     if (I.shutdown_thread.joinable()) I.shutdown_thread.join();

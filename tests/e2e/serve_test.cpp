@@ -180,7 +180,8 @@ TEST_F(ServeTest, DeployThenColdThenWarmWithTimingsAndMetrics) {
     EXPECT_EQ(inv.out, "count 3");
 
     // Nothing of the daemon's (its listening socket, client connections, registry files) reaches the
-    // function: 0-2, its listener, this request's connection, and what Python opens itself.
+    // function: 0-2, its listener, the gateway's kept-alive connections to it (one per I/O loop that has
+    // served it: 2 by default), and what Python opens itself.
     auto fds = invoke("e2e-counter", "/fds");
     ASSERT_EQ(fds.status, 200);
     int sockets = 0;
@@ -189,7 +190,7 @@ TEST_F(ServeTest, DeployThenColdThenWarmWithTimingsAndMetrics) {
         if (line.find("socket:") != std::string::npos) sockets++;
         EXPECT_EQ(line.find(registry_.string()), std::string::npos) << line;
     }
-    EXPECT_LE(sockets, 2) << fds.body;
+    EXPECT_LE(sockets, 3) << fds.body;
 
     auto metrics = request("GET", "/metrics");
     ASSERT_EQ(metrics.status, 200);

@@ -15,8 +15,9 @@
 //   GET /healthz, GET /metrics         liveness; Prometheus text format
 // Bad input never reaches the controller: not HTTP -> 400, a header section over the limit -> 431,
 // a body over the limit -> 413, then the connection is closed.
-// Threads: `run` blocks, serving on `io_threads` threads; each connection runs on its own strand and
-// never blocks (controller calls return at once; their callbacks are posted back to the strand).
+// Threads: `run` blocks, serving on `io_threads` threads, each running an event loop of its own; a
+// connection lives on one loop (given round robin at accept) with its upstream sockets and timers, and
+// never blocks (controller calls return at once; their callbacks are posted back to its loop).
 // `stop` may be called from any thread: it stops accepting and, once the controller has drained and
 // shut down (on a thread of its own), ends `run`.
 #pragma once
