@@ -8,6 +8,7 @@
 //          with an event queued at the snapshot (a write to /tmp/inotify-file): kept when booted,
 //          dropped by a restore (the snapshot says so).
 //   fd 43  blocking, close-on-exec off, no watches.
+//   fd 44  a dup of fd 42 (one instance: a watch added through one is removed through the other).
 // /check: the flags; /proc/self/fdinfo/42 shows wds 1..5 on the inodes of those paths with their
 // masks; events made now arrive with the right wds, masks and names; a new watch gets a wd above 5.
 #include "http.h"
@@ -111,9 +112,10 @@ static int handle(const char* path, struct rt_reply* r) {
     for (int i = 0; i < n; ++i)
         RT_CHECK(r, seen & (1 << i), "no event wd %d mask %#x '%s'", w[i].wd, w[i].mask, w[i].name);
 
-    int wd = inotify_add_watch(42, "/tmp", IN_DELETE_SELF);
-    RT_CHECK(r, wd > NWATCH, "a new watch got wd %d (%s)", wd, strerror(errno));
-    if (wd > 0) inotify_rm_watch(42, wd);
+    int wd = inotify_add_watch(44, "/tmp", IN_DELETE_SELF);
+    RT_CHECK(r, wd > NWATCH, "a new watch through fd 44 got wd %d (%s)", wd, strerror(errno));
+    RT_CHECK(r, wd > 0 && inotify_rm_watch(42, wd) == 0, "fd 42 does not know wd %d of its dup fd 44 (%s)", wd,
+             strerror(errno));
     drain(r, NULL, 0);  // its IN_IGNORED
     if (!r->failed)
         rt_add(r, "ok inotify: 5 watches at their wds and masks, events arrive, a new watch got wd %d", wd);
@@ -128,6 +130,7 @@ int main(void) {
     if (in < 0 || empty < 0 || dup2(in, 42) < 0 || dup3(empty, 43, 0) < 0) rt_die("inotify_init1");
     close(in);
     close(empty);
+    if (dup2(42, 44) < 0) rt_die("dup2");
     int fd42 = fcntl(42, F_GETFD);
     if (fd42 < 0 || fcntl(42, F_SETFD, fd42 | FD_CLOEXEC) < 0) rt_die("cloexec");
     for (int i = 0; i < NWATCH; ++i)
