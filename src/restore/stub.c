@@ -48,7 +48,8 @@ __attribute__((section(".text.entry"), used, noreturn)) void stub_entry(struct s
         }
         op->cycles = (op->flags & STUB_OP_NO_CLOCK) ? 0 : tsc() - started;
         int failed = (r < 0 && r > -4096) || ((op->flags & STUB_OP_EXPECT_ARG0) && r != a[0]) ||
-                     ((op->flags & STUB_OP_EXPECT_ARG2) && r != a[2]);
+                     ((op->flags & STUB_OP_EXPECT_ARG2) && r != a[2]) ||
+                     ((op->flags & STUB_OP_EXPECT_ARG3) && r != a[3]);
         if (failed && !(op->flags & STUB_OP_ALLOW_FAIL)) {
             t->failed_op = i;
             t->failed_result = r;

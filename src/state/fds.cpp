@@ -26,12 +26,14 @@ namespace {
 
 // The readers of the fd kinds, tried in order (files first: it knows the log, a regular file too).
 constexpr std::optional<image::FdObject> (*kReaders[])(const FdSource&) = {
-    files::read, pipes::read, tcp::read, udp::read, unix_sockets::read, epoll::read, event_fds::read};
+    files::read, pipes::read, tcp::read, udp::read, unix_sockets::read, epoll::read, event_fds::read,
+    inotify::read};
 
 // How each kind is stored and made (overloads by the kind's type).
 using epoll::load, epoll::plan_create, epoll::store;
 using event_fds::load, event_fds::plan_create, event_fds::store;
 using files::load, files::plan_create, files::store;
+using inotify::load, inotify::plan_create, inotify::store;
 using pipes::load, pipes::plan_create, pipes::store;
 using tcp::load, tcp::plan_create, tcp::store;
 using udp::load, udp::plan_create, udp::store;
@@ -132,7 +134,7 @@ std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
         if (!object)
             throw ContractError(s.where +
                                 ": this kind of fd cannot be recreated by initless (rule: only files, "
-                                "sockets, pipes and FIFOs, epoll, eventfd, timerfd, signalfd)");
+                                "sockets, pipes and FIFOs, epoll, eventfd, timerfd, signalfd, inotify)");
         f.object = std::move(*object);
         out.push_back(std::move(f));
     }

@@ -365,6 +365,14 @@ void plan_create(Table& t, Region& region, const image::Fd& f, const image::Time
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::SignalFd& o);
 }  // namespace event_fds
 
+// inotify instances and their watches, re-added by path (inotify.cpp).
+namespace inotify {
+std::optional<image::FdObject> read(const FdSource& s);
+void store(json& j, const image::InotifyFd& f);
+void load(const json& j, image::InotifyFd& f);
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::InotifyFd& o);
+}  // namespace inotify
+
 // epoll instances and their registrations (epoll.cpp).
 namespace epoll {
 std::optional<image::FdObject> read(const FdSource& s);

@@ -1,6 +1,7 @@
 #include "initless/sys/inspect.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -24,6 +25,12 @@ struct stat stat_path(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) throw SysError("stat " + path, errno);
     return st;
+}
+
+bool lstat_path(const std::string& path, struct stat& out) {
+    if (::lstat(path.c_str(), &out) == 0) return true;
+    if (errno == ENOENT || errno == ENOTDIR) return false;
+    throw SysError("lstat " + path, errno);
 }
 
 struct stat stat_fd(int fd) {
@@ -84,6 +91,61 @@ uint16_t address_port(const std::vector<uint8_t>& address) {
     if (a.ss_family == AF_INET6 && address.size() >= sizeof(sockaddr_in6))
         return ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
     return 0;
+}
+
+InodePaths find_inode(const std::string& dir, dev_t dev, ino_t ino, size_t max_entries) {
+    InodePaths out;
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0) throw SysError("lstat " + dir, errno);
+    if (st.st_dev == dev && st.st_ino == ino) out.matches.push_back({"", S_ISLNK(st.st_mode)});
+    if (!S_ISDIR(st.st_mode) || st.st_dev != dev) return out;
+    size_t seen = 1;
+    std::vector<std::string> pending{""};  // directories to read, relative to `dir`
+    while (!pending.empty()) {
+        std::string rel = std::move(pending.back());
+        pending.pop_back();
+        std::string path = rel.empty() ? dir : dir + "/" + rel;
+        int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) continue;  // gone or not readable: not a path the watch could be re-added by
+        DIR* d = ::fdopendir(fd);
+        if (!d) {
+            ::close(fd);
+            continue;
+        }
+        while (dirent* e = ::readdir(d)) {
+            if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+            if (++seen > max_entries) {
+                out.complete = false;
+                ::closedir(d);
+                return out;
+            }
+            struct stat est {};
+            if (::fstatat(::dirfd(d), e->d_name, &est, AT_SYMLINK_NOFOLLOW) != 0 || est.st_dev != dev)
+                continue;
+            std::string child = rel.empty() ? std::string(e->d_name) : rel + "/" + e->d_name;
+            if (est.st_ino == ino) out.matches.push_back({child, S_ISLNK(est.st_mode)});
+            if (S_ISDIR(est.st_mode)) pending.push_back(std::move(child));
+        }
+        ::closedir(d);
+    }
+    return out;
+}
+
+std::string path_of_handle(const std::string& mount_dir, int type, const std::vector<uint8_t>& handle) {
+    int mount_fd = ::open(mount_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);  // not O_PATH: EBADF
+    if (mount_fd < 0) return "";
+    std::vector<uint8_t> buf(sizeof(file_handle) + handle.size());
+    auto* fh = reinterpret_cast<file_handle*>(buf.data());
+    fh->handle_bytes = static_cast<unsigned>(handle.size());
+    fh->handle_type = type;
+    std::memcpy(fh->f_handle, handle.data(), handle.size());
+    int fd = ::open_by_handle_at(mount_fd, fh, O_PATH | O_CLOEXEC);
+    ::close(mount_fd);
+    if (fd < 0) return "";
+    char link[4096];
+    ssize_t n = ::readlink(fmt::format("/proc/self/fd/{}", fd).c_str(), link, sizeof link);
+    ::close(fd);
+    return n > 0 ? std::string(link, static_cast<size_t>(n)) : "";
 }
 
 bool readable_now(int fd) {

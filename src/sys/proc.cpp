@@ -1,8 +1,10 @@
 #include "initless/sys/proc.h"
 
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
 
@@ -88,6 +90,8 @@ std::map<int, MountInfo> read_mountinfo(pid_t pid) {
         while (f >> word && word != "-") {
         }
         f >> m.fstype;
+        unsigned major = 0, minor = 0;
+        if (std::sscanf(device.c_str(), "%u:%u", &major, &minor) == 2) m.device = makedev(major, minor);
         out[m.id] = m;
     }
     return out;

@@ -1,5 +1,6 @@
 // The restore suite's way of running the `initless` CLI: a subprocess with its own state dir, its
-// output in files, killed after a timeout. Shared by the suite's test files.
+// output in files, killed after a timeout; and the fixture of the tests that make sandboxes through
+// the library in this process. Shared by the suite's test files.
 #pragma once
 
 #include <fcntl.h>
@@ -15,6 +16,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace {
 
@@ -100,5 +103,33 @@ inline std::string sandbox_leftovers(const std::string& id, const fs::path& stat
         out += "instance dir " + (state_dir / "instances" / id).string() + " is left; ";
     return out;
 }
+
+// For tests that make sandboxes in this process through the library (sandbox::Sandbox,
+// restore::restore_into): a per-test scratch dir (prefix `prefix`) holding a state dir of its own,
+// which INITLESS_STATE_DIR points at, with the CLI binary as the sandboxes' init. TearDown runs
+// `initless gc` on that state dir (what a failed test left) and removes the scratch dir.
+class LibrarySandboxTest : public ::testing::Test {
+  protected:
+    explicit LibrarySandboxTest(std::string prefix) : prefix_(std::move(prefix)) {}
+    void SetUp() override {
+        ASSERT_EQ(::geteuid(), 0u) << "the restore suite runs real sandboxes and needs root";
+        std::string tmpl = "/tmp/" + prefix_ + "-XXXXXX";
+        ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+        scratch_ = tmpl;
+        state_ = scratch_ / "state";
+        fs::create_directories(state_);
+        ::setenv("INITLESS_STATE_DIR", state_.c_str(), 1);
+        ::setenv("INITLESS_INIT_BINARY", INITLESS_BINARY, 1);
+    }
+    void TearDown() override {
+        run_cli({"gc"}, scratch_, state_, 30s);
+        std::error_code ec;
+        fs::remove_all(scratch_, ec);
+    }
+    fs::path scratch_, state_;
+
+  private:
+    std::string prefix_;
+};
 
 }  // namespace

@@ -123,25 +123,9 @@ void expect_matches_image(pid_t host, const image::Process& p, const std::string
     EXPECT_NE(cgroup.find(cgroup_id), std::string::npos) << cgroup;
 }
 
-class FromOutside : public ::testing::TestWithParam<std::string> {
+class FromOutside : public LibrarySandboxTest, public ::testing::WithParamInterface<std::string> {
   protected:
-    void SetUp() override {
-        ASSERT_EQ(::geteuid(), 0u) << "the restore suite runs real sandboxes and needs root";
-        char tmpl[] = "/tmp/initless-outside-XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        scratch_ = tmpl;
-        state_ = scratch_ / "state";
-        fs::create_directories(state_);
-        // The sandboxes this process makes: their state here, their init is the CLI binary.
-        ::setenv("INITLESS_STATE_DIR", state_.c_str(), 1);
-        ::setenv("INITLESS_INIT_BINARY", INITLESS_BINARY, 1);
-    }
-    void TearDown() override {
-        run_cli({"gc"}, scratch_, state_, 30s);
-        std::error_code ec;
-        fs::remove_all(scratch_, ec);
-    }
-    fs::path scratch_, state_;
+    FromOutside() : LibrarySandboxTest("initless-outside") {}
 };
 
 TEST_P(FromOutside, RestoredProcessMatchesTheImageAndLeavesNothing) {

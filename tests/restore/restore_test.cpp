@@ -111,6 +111,7 @@ const std::map<std::string, std::vector<std::string>> kExpectedNotes = {
     {"tcp-connection-v6", {"fd 42: a TCP connection [::1]:", "-> [::1]:9101", "restored as a reset"}},
     {"udp-v4", {"fd 42: a UDP socket 127.0.0.1:9201: datagrams queued"}},
     {"udp-v6", {"fd 42: a UDP socket [::1]:9201: datagrams queued"}},
+    {"inotify", {"fd 42: an inotify instance (5 watches): events queued"}},
 };
 
 struct StateCase {
@@ -241,6 +242,8 @@ const char* const kStatePrograms[] = {
     "posix-timers",         // timer_create: ids, clocks, SIGEV_SIGNAL with a value, SIGEV_NONE,
                             // SIGEV_THREAD_ID, a disarmed one
     "o-path",               // O_PATH fds on a file and a directory
+    "inotify",              // inotify watches on tmpfs, the writable layer, a symlink, the function dir
+                            // at their wds and masks; a queued event dropped
 };
 
 
@@ -322,7 +325,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-tcp-connection", {"fd 42", "TCP connection", "refuse_tcp_connections"}},
                       ContractCase{"refuse-zombie", {"zombie", "reap"}},
                       ContractCase{"refuse-lost-session", {"session", "leader is gone"}},
-                      ContractCase{"refuse-inotify", {"fd 42", "inotify", "cannot be recreated"}},
+                      ContractCase{"refuse-inotify", {"fd 42", "inotify", "wds 2, not 1..1"}},
+                      ContractCase{"refuse-inotify-hardlink", {"fd 42", "inotify watch wd 1", "several paths", "/tmp/watched, ", "/tmp/watched-too"}},
                       ContractCase{"refuse-thread-cpu-timer", {"POSIX timer", "CPU time of a thread"}},
                       ContractCase{"refuse-deleted-map", {"mapping", "/tmp/rt-gone.bin"}},
                       ContractCase{"refuse-sysv-shm", {"mapping", "SYSV"}},

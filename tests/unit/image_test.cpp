@@ -161,6 +161,7 @@ TEST(Image, EveryFdKindRoundTrips) {
         image::EventFd{42, true},
         image::TimerFd{1, 500000000, 250000000, 3},
         image::SignalFd{0x4000},
+        image::InotifyFd{{{1, 0x80000100, "/tmp/dir", false}, {2, 0x4, "/tmp/link", true}}},
     };
     ASSERT_EQ(objects.size(), std::variant_size_v<image::FdObject>) << "a kind is missing from this test";
     int n = 3;

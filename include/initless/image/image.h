@@ -232,13 +232,27 @@ struct TimerFd {
     uint64_t value_ns = 0, interval_ns = 0;
     uint64_t ticks = 0;  // expirations not read yet
 };
+// An inotify watch, re-added by the path its inode had at the checkpoint.
+struct InotifyWatch {
+    int wd = 0;
+    uint32_t mask = 0;  // events and IN_ONESHOT/IN_EXCL_UNLINK, as fdinfo shows them
+    std::string path;   // absolute, as the process sees it
+    bool symlink = false;  // the watch is on the link itself (IN_DONT_FOLLOW)
+};
+// An inotify instance: made again with its watches at their wds (1..n); queued events are dropped
+// (the checkpoint says so).
+struct InotifyFd {
+    static constexpr const char* kName = "inotify";
+    std::vector<InotifyWatch> watches;  // in wd order
+};
 struct SignalFd {
     static constexpr const char* kName = "signalfd";
     uint64_t sigmask = 0;
 };
 
 using FdObject = std::variant<LogFd, FileFd, CharDeviceFd, TcpListenFd, TcpConnectionFd, TcpUnconnectedFd, UdpFd,
-                              UnixListenFd, UnixPairFd, UnixOrphanFd, PipeFd, FifoFd, EpollFd, EventFd, TimerFd, SignalFd>;
+                              UnixListenFd, UnixPairFd, UnixOrphanFd, PipeFd, FifoFd, EpollFd, EventFd, TimerFd, SignalFd,
+                              InotifyFd>;
 
 struct Fd {
     int fd = 0;

@@ -16,6 +16,7 @@ namespace initless::sys {
 
 struct stat stat_path(const std::string& path);
 struct stat stat_fd(int fd);
+bool lstat_path(const std::string& path, struct stat& out);  // false when it does not exist
 
 int socket_option(int sock, int level, int name);  // an int option (getsockopt)
 std::vector<uint8_t> socket_name(int sock);        // the sockaddr bytes of getsockname
@@ -28,6 +29,24 @@ int tcp_accept_queue(int sock);  // a TCP listener's connections waiting to be a
 bool peer_is_unnamed(int sock);    // connected to a peer that has no address (a socketpair end)
 bool peer_gone(int sock);          // a stream whose peer is gone, nothing left to read (peek reads EOF)
 int tcp_listen_backlog(int sock);  // a TCP listener's backlog limit (TCP_INFO tcpi_sacked), 0 if unknown
+
+// The entries at and below directory `dir` whose lstat is inode `ino` of device `dev`, without
+// descending into other filesystems, after looking at no more than `max_entries` entries (else
+// `complete` is false). Paths are relative to `dir` ("" for `dir` itself).
+struct InodePaths {
+    struct Match {
+        std::string path;
+        bool symlink = false;
+    };
+    std::vector<Match> matches;
+    bool complete = true;
+};
+InodePaths find_inode(const std::string& dir, dev_t dev, ino_t ino, size_t max_entries);
+// The path the kernel gives (the /proc/self/fd link) of the object a file handle (fdinfo's
+// fhandle-type and f_handle) names on the filesystem of `mount_dir`, opened O_PATH through that
+// mount; empty when the handle cannot be opened. Relative to the root of the mount's namespace when
+// that is not ours; may name another object (a disconnected dentry): the caller checks it.
+std::string path_of_handle(const std::string& mount_dir, int type, const std::vector<uint8_t>& handle);
 
 uint64_t pipe_size(int fd);                   // F_GETPIPE_SZ, 0 if unknown
 std::vector<uint8_t> read_available(int fd);  // what a pipe holds now (FIONREAD), read out of it

@@ -37,6 +37,7 @@ struct MountInfo {
     std::string root;         // the mounted directory of its filesystem ("/" for a whole one)
     std::string mount_point;  // where the process sees it
     std::string fstype;       // "overlay", "tmpfs", "proc" ...
+    dev_t device = 0;         // its filesystem's st_dev (the "major:minor" field)
 };
 std::map<int, MountInfo> read_mountinfo(pid_t pid);  // by mount id (fdinfo's mnt_id)
 std::string read_link(const std::string& path);

@@ -4,9 +4,10 @@ GET / sends "ping" on it and answers "db: <reply>; reconnects: <n>". A query tha
 broken (reset, closed, end of stream) reconnects once and asks again, as database clients do.
 """
 import http.server
+import os
 import socket
 
-DB = ("127.0.0.1", 9432)
+DB = (os.environ["DB_HOST"], int(os.environ["DB_PORT"]))  # set by the test: a server outside the sandbox
 
 
 class Db:
