@@ -23,7 +23,57 @@ namespace {
 const char* const kControllers[] = {"memory", "cpu", "pids", "freezer"};
 }
 
-fs::path Cgroup::dir(const char* controller) const { return fs::path(kRoot) / controller / kGroup / name_; }
+fs::path Cgroup::dir(const char* controller) const {
+    return fs::path(kRoot) / controller / (group_.empty() ? fs::path(kGroup) / name_ : group_);
+}
+
+Cgroup Cgroup::create_path(const fs::path& path) {
+    Cgroup cg;
+    cg.name_ = path.filename().string();
+    cg.group_ = path.relative_path();
+    if (cg.name_.empty() || cg.group_.empty()) throw Error(fmt::format("cgroup path '{}' names no group", path.string()));
+    cg.owned_ = true;
+    try {
+        for (const char* c : kControllers) {
+            fs::path parent = fs::path(kRoot) / c;
+            if (!fs::exists(parent / "cgroup.procs")) continue;
+            fs::create_directories(cg.dir(c));
+            cg.controllers_.emplace_back(c);
+        }
+    } catch (...) {
+        cg.remove();
+        throw;
+    }
+    if (cg.controllers_.empty()) throw Error("no cgroup v1 controller found under /sys/fs/cgroup");
+    return cg;
+}
+
+Cgroup Cgroup::open_path(const fs::path& path) {
+    Cgroup cg;
+    cg.name_ = path.filename().string();
+    cg.group_ = path.relative_path();
+    for (const char* c : kControllers)
+        if (fs::exists(cg.dir(c))) cg.controllers_.emplace_back(c);
+    return cg;
+}
+
+void Cgroup::set_frozen(bool frozen) {
+    const char* want = frozen ? "FROZEN" : "THAWED";
+    write_file(dir("freezer") / "freezer.state", want);
+    for (int i = 0; i < 1000; ++i) {
+        std::string state = read_file(dir("freezer") / "freezer.state");
+        if (state.rfind(want, 0) == 0) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        write_file(dir("freezer") / "freezer.state", want);
+    }
+    throw Error(fmt::format("cgroup {}: freezer did not reach {}", name_, want));
+}
+
+bool Cgroup::frozen() const {
+    std::error_code ec;
+    if (!fs::exists(dir("freezer") / "freezer.state", ec)) return false;
+    return read_file(dir("freezer") / "freezer.state").rfind("FROZEN", 0) == 0;
+}
 
 Cgroup Cgroup::create(const std::string& name) {
     Cgroup cg;
@@ -67,7 +117,7 @@ std::vector<std::string> Cgroup::list() {
 }
 
 Cgroup::Cgroup(Cgroup&& o) noexcept
-    : name_(std::move(o.name_)), controllers_(std::move(o.controllers_)), owned_(std::exchange(o.owned_, false)) {
+    : name_(std::move(o.name_)), group_(std::move(o.group_)), controllers_(std::move(o.controllers_)), owned_(std::exchange(o.owned_, false)) {
     o.name_.clear();
     o.controllers_.clear();
 }
@@ -79,6 +129,7 @@ Cgroup& Cgroup::operator=(Cgroup&& o) noexcept {
         } catch (...) {
         }
         name_ = std::move(o.name_);
+        group_ = std::move(o.group_);
         controllers_ = std::move(o.controllers_);
         owned_ = std::exchange(o.owned_, false);
         o.name_.clear();
@@ -156,7 +207,9 @@ void Cgroup::remove() {
     }
     if (!failure.empty()) throw Error(failure);
     // The shared initless/ parent goes when its last group does; another instance may still hold it.
-    for (const auto& c : controllers_) ::rmdir((fs::path(kRoot) / c / kGroup).c_str());
+    // A cgroupsPath's parents (/docker) belong to whoever named them and stay.
+    if (group_.empty())
+        for (const auto& c : controllers_) ::rmdir((fs::path(kRoot) / c / kGroup).c_str());
     name_.clear();
     controllers_.clear();
 }

@@ -22,6 +22,15 @@ public:
     // remove() to delete it. Controllers whose directory is missing are skipped.
     static Cgroup open(const std::string& name);
     static std::vector<std::string> list();  // names under any controller's initless/ dir
+    // A group at `path` under each controller's root (an OCI runtime spec's cgroupsPath, such as
+    // /docker/<id>), parents made as needed; owned like `create`'s. `open_path` finds an existing one.
+    static Cgroup create_path(const std::filesystem::path& path);
+    static Cgroup open_path(const std::filesystem::path& path);
+    // Gives up ownership: the group outlives this object (a container's, removed by `delete`).
+    void release() { owned_ = false; }
+    // The freezer's FROZEN or THAWED; waits until the kernel reports the state reached.
+    void set_frozen(bool frozen);
+    bool frozen() const;
 
     Cgroup(Cgroup&& o) noexcept;
     Cgroup& operator=(Cgroup&& o) noexcept;
@@ -41,6 +50,7 @@ public:
 private:
     std::filesystem::path dir(const char* controller) const;
     std::string name_;
+    std::filesystem::path group_;  // under each controller's root: initless/<name>, or a cgroupsPath
     std::vector<std::string> controllers_;
     bool owned_ = false;  // created here: removed with this object
 };
