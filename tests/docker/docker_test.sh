@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# initless as an OCI runtime under the real daemons (issue 12, plain containers): starts a containerd
+# and a dockerd of its own (own roots, sockets, pid files; no systemd), registers build/initless as
+# the runtime "initless", builds a Flask image from the host's Debian packages (no registry), and
+# checks docker run/exec/stop/kill/rm and ctr run --runc-binary. Stops its daemons by pid afterwards
+# and unmounts what they left. A check that cannot run here fails with the reason.
+#   tests/docker/docker_test.sh BUILD_DIR
+set -uo pipefail
+
+BUILD_DIR="$(cd "${1:?usage: docker_test.sh BUILD_DIR}" && pwd)"
+INITLESS="$BUILD_DIR/initless"
+DOCKER=/usr/bin/docker  # Debian's CLI, matching its daemon (a newer one may shadow it on PATH)
+T="$(mktemp -d /tmp/ild.XXXXXX)"  # short: unix socket paths live under it
+FAILED=0
+PORT=$((20000 + RANDOM % 20000))
+
+fail() { echo "FAIL: $*"; FAILED=1; }
+pass() { echo "ok: $*"; }
+need() { command -v "$1" >/dev/null || { echo "FAIL: $1 is missing (scripts/setup.sh installs docker.io, containerd, runc)"; exit 1; }; }
+for b in dockerd containerd ctr containerd-shim-runc-v2 runc iptables curl; do need "$b"; done
+[[ -x $DOCKER ]] || { echo "FAIL: $DOCKER is missing (docker.io)"; exit 1; }
+[[ -x $INITLESS ]] || { echo "FAIL: $INITLESS is not built"; exit 1; }
+[[ $(id -u) -eq 0 ]] || { echo "FAIL: needs root (daemons, namespaces)"; exit 1; }
+
+had_docker0=0
+ip link show docker0 >/dev/null 2>&1 && had_docker0=1
+
+cleanup() {
+    set +e
+    if [[ -S $T/docker.sock ]]; then
+        ids=$(dk ps -aq 2>/dev/null)
+        [[ -n $ids ]] && dk rm -f $ids >/dev/null 2>&1
+    fi
+    for c in $(ct containers ls -q 2>/dev/null); do ct task kill -s 9 "$c" >/dev/null 2>&1; ct task rm -f "$c" >/dev/null 2>&1; ct containers rm "$c" >/dev/null 2>&1; done
+    for p in docker containerd; do
+        if [[ -f $T/$p.pid ]]; then
+            pid=$(cat "$T/$p.pid")
+            kill "$pid" 2>/dev/null
+            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null
+        fi
+    done
+    # What the daemons leave mounted (netns files, shm, overlays), deepest first.
+    awk -v t="$T" '$2 ~ "^"t {print $2}' /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done
+    [[ $had_docker0 -eq 0 ]] && ip link del docker0 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+dk() { "$DOCKER" -H "unix://$T/docker.sock" "$@"; }
+ct() { ctr --address "$T/containerd.sock" -n initless-test "$@"; }
+
+# --- daemons -----------------------------------------------------------------------------------
+cat >"$T/containerd.toml" <<TOML
+version = 2
+root = "$T/containerd/root"
+state = "$T/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$T/containerd.sock"
+[ttrpc]
+  address = "$T/containerd.sock.ttrpc"
+[debug]
+  address = ""
+TOML
+containerd --config "$T/containerd.toml" >"$T/containerd.log" 2>&1 &
+echo $! >"$T/containerd.pid"
+for _ in $(seq 100); do [[ -S $T/containerd.sock ]] && break; sleep 0.1; done
+[[ -S $T/containerd.sock ]] || { echo "FAIL: containerd did not start:"; tail -20 "$T/containerd.log"; exit 1; }
+
+cat >"$T/daemon.json" <<JSON
+{ "runtimes": { "initless": { "path": "$INITLESS" } } }
+JSON
+dockerd --config-file "$T/daemon.json" --containerd "$T/containerd.sock" --data-root "$T/docker" \
+    --exec-root "$T/dx" --pidfile "$T/docker.pid.daemon" -H "unix://$T/docker.sock" >"$T/dockerd.log" 2>&1 &
+echo $! >"$T/docker.pid"
+for _ in $(seq 300); do dk version >/dev/null 2>&1 && break; sleep 0.1; done
+dk version >/dev/null 2>&1 || { echo "FAIL: dockerd did not start:"; tail -30 "$T/dockerd.log"; exit 1; }
+dk info 2>/dev/null | grep -q initless || fail "dockerd does not list the initless runtime"
+
+# --- image: a Flask hello from the host's Debian packages --------------------------------------
+pkgs=$(apt-cache depends --recurse --installed --no-recommends --no-suggests --no-conflicts --no-breaks \
+    --no-replaces --no-enhances python3-flask dash coreutils 2>/dev/null | grep -E '^[a-z0-9]' | sort -u)
+: >"$T/files"
+for p in $pkgs; do dpkg -L "$p" 2>/dev/null; done | sort -u | while read -r f; do
+    [[ -e $f || -L $f ]] || continue
+    if [[ -d $f && ! -L $f ]]; then readlink -f "$f"; else echo "$(readlink -f "$(dirname "$f")")/$(basename "$f")"; fi
+done | sed 's|^/*||' | grep -vxE '|\.|bin|lib|lib64|sbin|usr' | sort -u >"$T/files"
+mkdir -p "$T/extra/app" "$T/extra/tmp" "$T/extra/etc"
+chmod 1777 "$T/extra/tmp"
+cat >"$T/extra/app/app.py" <<'PY'
+import os
+from flask import Flask
+app = Flask("hello")
+@app.route("/")
+def hello():
+    return "hello from initless pid %d\n" % os.getpid()
+print("ready", flush=True)
+app.run(host="0.0.0.0", port=8080)
+PY
+echo "root:x:0:0:root:/root:/bin/sh" >"$T/extra/etc/passwd"
+tar -C / -cf "$T/rootfs.tar" --no-recursion usr bin lib lib64 sbin -T "$T/files" 2>"$T/tar.err"
+tar -C "$T/extra" -rf "$T/rootfs.tar" app tmp etc/passwd
+dk import --change 'CMD ["python3", "/app/app.py"]' "$T/rootfs.tar" initless-flask:test >/dev/null ||
+    { echo "FAIL: docker import"; exit 1; }
+
+wait_http() {  # URL SECONDS
+    for _ in $(seq $(($2 * 20))); do curl -fsS --max-time 1 "$1" 2>/dev/null && return 0; sleep 0.05; done
+    return 1
+}
+
+# --- docker run -p through the bridge ----------------------------------------------------------
+start_ns=$(date +%s%N)
+if dk run -d --runtime initless --name web -p "127.0.0.1:$PORT:8080" initless-flask:test >"$T/web.id" 2>"$T/run.err"; then
+    body=$(wait_http "http://127.0.0.1:$PORT/" 20)
+    end_ns=$(date +%s%N)
+    if [[ $body == "hello from initless pid"* ]]; then
+        pass "docker run --runtime initless -p answers on the published port ($(((end_ns - start_ns) / 1000000)) ms to first response): $body"
+    else
+        fail "no answer on published port $PORT; container log: $(dk logs web 2>&1 | tail -5); dockerd: $(tail -5 "$T/dockerd.log")"
+    fi
+    ip=$(dk inspect -f '{{.NetworkSettings.IPAddress}}' web)
+    [[ -n $ip ]] && [[ $(curl -fsS --max-time 2 "http://$ip:8080/") == hello* ]] && pass "answers at its bridge address $ip" ||
+        fail "no answer at bridge address '$ip'"
+    out=$(dk exec web python3 -c 'import os, socket; print(socket.gethostname(), os.getpid())' 2>&1)
+    [[ $out == "$(cut -c1-12 "$T/web.id") "* ]] && pass "docker exec runs in the container: $out" || fail "docker exec: $out"
+    [[ $(dk top web 2>/dev/null | wc -l) -ge 2 ]] && pass "docker top lists processes" || fail "docker top: $(dk top web 2>&1)"
+    dk pause web >/dev/null 2>&1 && [[ $(dk inspect -f '{{.State.Status}}' web) == paused ]] &&
+        dk unpause web >/dev/null 2>&1 && wait_http "http://127.0.0.1:$PORT/" 5 >/dev/null &&
+        pass "docker pause/unpause" || fail "docker pause/unpause"
+    t0=$(date +%s)
+    dk stop web >/dev/null 2>"$T/stop.err" || fail "docker stop: $(cat "$T/stop.err")"
+    [[ $(dk inspect -f '{{.State.Status}}' web) == exited ]] && pass "docker stop ($(($(date +%s) - t0)) s, exit code $(dk inspect -f '{{.State.ExitCode}}' web))" ||
+        fail "after docker stop the container is $(dk inspect -f '{{.State.Status}}' web)"
+    dk rm web >/dev/null 2>&1 && ! dk inspect web >/dev/null 2>&1 && pass "docker rm" || fail "docker rm"
+else
+    fail "docker run --runtime initless: $(cat "$T/run.err")"
+fi
+
+if dk run -d --runtime initless --name victim initless-flask:test >/dev/null 2>"$T/run2.err"; then
+    sleep 1
+    dk kill victim >/dev/null 2>&1
+    for _ in $(seq 50); do [[ $(dk inspect -f '{{.State.Status}}' victim) == exited ]] && break; sleep 0.1; done
+    code=$(dk inspect -f '{{.State.ExitCode}}' victim)
+    [[ $(dk inspect -f '{{.State.Status}}' victim) == exited && $code == 137 ]] && pass "docker kill (exit code 137)" ||
+        fail "docker kill: status $(dk inspect -f '{{.State.Status}}' victim) code $code"
+    dk rm victim >/dev/null 2>&1 || fail "docker rm after kill"
+else
+    fail "docker run (kill test): $(cat "$T/run2.err")"
+fi
+
+out=$(dk run --rm --runtime initless initless-flask:test sh -c 'echo out-line; exit 7' 2>&1)
+rc=$?
+[[ $out == out-line && $rc -eq 7 ]] && pass "docker run --rm: stdout and exit status 7 pass through" || fail "docker run --rm: rc $rc, output '$out'"
+
+if dk run -d --runtime initless --name forced initless-flask:test >/dev/null 2>&1; then
+    dk rm -f forced >/dev/null 2>&1 && ! dk inspect forced >/dev/null 2>&1 && pass "docker rm -f of a running container" || fail "docker rm -f"
+fi
+
+# --- ctr run --runc-binary ---------------------------------------------------------------------
+if dk save initless-flask:test | ct images import - >/dev/null 2>"$T/ctr-import.err"; then
+    cport=$((PORT + 1))
+    if ct run -d --runc-binary "$INITLESS" --net-host docker.io/library/initless-flask:test ctr1 \
+        python3 -c "import sys; sys.argv=['app', '$cport']; exec(open('/app/app.py').read().replace('8080', '$cport'))" \
+        >/dev/null 2>"$T/ctr-run.err"; then
+        body=$(wait_http "http://127.0.0.1:$cport/" 20)
+        [[ $body == hello* ]] && pass "ctr run --runc-binary answers: $body" || fail "ctr run: no answer on $cport"
+        out=$(ct task exec --exec-id e1 ctr1 python3 -c 'print("exec-ok")' 2>&1)
+        [[ $out == exec-ok ]] && pass "ctr task exec" || fail "ctr task exec: $out"
+        [[ $(ct task ps ctr1 | wc -l) -ge 2 ]] && pass "ctr task ps" || fail "ctr task ps"
+        ct task kill -s SIGKILL ctr1 >/dev/null 2>&1
+        for _ in $(seq 50); do ct task ls | grep -q 'ctr1.*STOPPED' && break; sleep 0.1; done
+        ct task ls | grep -q 'ctr1.*STOPPED' && pass "ctr task kill stops it" || fail "ctr task kill: $(ct task ls)"
+        ct task rm ctr1 >/dev/null 2>&1 && ct containers rm ctr1 >/dev/null 2>&1 && pass "ctr task rm, container rm" ||
+            fail "ctr rm"
+    else
+        fail "ctr run --runc-binary: $(cat "$T/ctr-run.err")"
+    fi
+else
+    fail "ctr images import: $(cat "$T/ctr-import.err")"
+fi
+
+leftover=$(find "$T/dx/runtime-initless" -mindepth 2 -maxdepth 2 2>/dev/null)
+[[ -z $leftover ]] && pass "no container state left under the runtime root" || fail "state left: $leftover"
+
+[[ $FAILED -eq 0 ]] && echo "docker_test: all passed" || { echo "--- dockerd log tail"; tail -15 "$T/dockerd.log"; }
+exit $FAILED
