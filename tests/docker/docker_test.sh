@@ -137,6 +137,15 @@ else
     fail "docker run --runtime initless: $(cat "$T/run.err")"
 fi
 
+# The same with runc, for comparison (printed, not asserted: numbers come from bench/).
+rport=$((PORT + 2))
+start_ns=$(date +%s%N)
+if dk run -d --runtime runc --name web-runc -p "127.0.0.1:$rport:8080" initless-flask:test >/dev/null 2>&1 &&
+    wait_http "http://127.0.0.1:$rport/" 20 >/dev/null; then
+    echo "info: runc: docker run to first response $((($(date +%s%N) - start_ns) / 1000000)) ms"
+fi
+dk rm -f web-runc >/dev/null 2>&1
+
 if dk run -d --runtime initless --name victim initless-flask:test >/dev/null 2>"$T/run2.err"; then
     sleep 1
     dk kill victim >/dev/null 2>&1
