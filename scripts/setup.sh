@@ -11,6 +11,8 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PACKAGES=(
     g++ cmake ninja-build ccache
     libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libboost-dev
+    libssl-dev  # libcrypto: the images' HMAC-SHA256 (DESIGN.md, "Image format")
+    libseccomp-dev pkg-config
     python3 python3-flask python3-numpy python3-matplotlib
     wrk prometheus curl slirp4netns
     # tests/docker: the real daemons initless runs under as an OCI runtime (started by the tests, not systemd).

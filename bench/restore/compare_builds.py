@@ -13,7 +13,7 @@ which goes first, so that load from other users of the machine falls on both ali
 Per measurement (from `--json`): boot: prepare_ms, init_ms, total_ms; restore: sandbox_ms (stage 1: the
 pre-started sandbox), restore_ms (stage 2: the restore itself on the request path), exec_ms (first
 response), cold_ms = restore_ms + exec_ms. Prints medians per build and the after - before difference,
-and writes one CSV row per measurement. Each build's DIR holds `initless` and `examples/`.
+and writes one CSV row per measurement. Each build's DIR holds `initless`; functions come from its examples/ or its source tree's.
 """
 import argparse
 import csv
@@ -25,6 +25,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+
+def function_dir(build, fn):
+    """build/examples/FN when the build made it (C and Java), else the source tree's examples/FN."""
+    built = os.path.join(build, "examples", fn)
+    if os.path.exists(os.path.join(built, "function.toml")):
+        return built
+    with open(os.path.join(build, "CMakeCache.txt")) as f:
+        for line in f:
+            if line.startswith("CMAKE_HOME_DIRECTORY:"):
+                return os.path.join(line.split("=", 1)[1].strip(), "examples", fn)
+    sys.exit(f"{build}: no CMakeCache.txt to find the source of {fn}")
 
 
 def run_json(binary, args, env, timeout=120):
@@ -57,7 +69,7 @@ def main():
             os.makedirs(env[name]["INITLESS_STATE_DIR"])
             for fn in functions:
                 image = os.path.join(work, name, "img-" + fn)
-                r = subprocess.run([os.path.join(build, "initless"), "snapshot", os.path.join(build, "examples", fn),
+                r = subprocess.run([os.path.join(build, "initless"), "snapshot", function_dir(build, fn),
                                     "--image", image], env=env[name], capture_output=True, text=True, timeout=300)
                 if r.returncode != 0:
                     sys.exit(f"{name}: snapshot of {fn} failed: {r.stderr.strip()[-400:]}")
@@ -67,7 +79,7 @@ def main():
             for fn in functions:
                 for name in order:
                     binary = os.path.join(builds[name], "initless")
-                    b = run_json(binary, ["run", os.path.join(builds[name], "examples", fn), "--request", "/"],
+                    b = run_json(binary, ["run", function_dir(builds[name], fn), "--request", "/"],
                                  env[name])
                     rows.append({"build": name, "function": fn, "mode": "boot", "repeat": i,
                                  "stage1_ms": b["prepare_ms"], "stage2_ms": b["init_ms"], "exec_ms": b["exec_ms"],

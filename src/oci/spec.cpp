@@ -189,6 +189,11 @@ json mappings_json(const std::vector<IdMapping>& ms) {
 
 }  // namespace
 
+bool Mount::is_bind() const {
+    return type == "bind" || std::find(options.begin(), options.end(), "bind") != options.end() ||
+           std::find(options.begin(), options.end(), "rbind") != options.end();
+}
+
 bool Linux::has_namespace(const std::string& type) const {
     return find_namespace(type) != nullptr;
 }

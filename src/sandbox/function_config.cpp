@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "initless/sandbox/sandbox.h"
+#include "initless/seccomp/profile.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
 
@@ -69,7 +70,10 @@ void build_host_root(const fs::path& dir) {
     auto copy_etc = [&](const std::string& rel) {
         std::error_code ec;
         if (fs::symlink_status(fs::path("/etc") / rel, ec).type() == fs::file_type::not_found) return;
-        sys::copy_tree(fs::path("/etc") / rel, dir / "etc" / rel);
+        // The host's own /etc, a trusted source: links are copied as links, the rest as it is.
+        fs::create_directories((dir / "etc" / rel).parent_path());
+        fs::copy(fs::path("/etc") / rel, dir / "etc" / rel,
+                 fs::copy_options::recursive | fs::copy_options::copy_symlinks);
     };
     for (const char* e : kEtcEntries) copy_etc(e);
     std::error_code ec;
@@ -194,6 +198,11 @@ oci::RuntimeSpec function_runtime_spec(const spec::FunctionSpec& spec) {
     // No user namespace inside this one: nothing a function runs needs one, and inside a fresh one it
     // would hold every capability again over its own mounts (seccomp denies the call too).
     l.sysctl["user.max_user_namespaces"] = "0";
+    // What the sandbox installs (seccomp::filter_for, the same profile), shown here in the spec's terms.
+    if (auto profile = seccomp::profile_for(spec)) {
+        nlohmann::json j = *profile;
+        l.seccomp = j;
+    }
     l.masked_paths = oci::default_masked_paths();
     l.readonly_paths = oci::default_readonly_paths();
 

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -72,11 +74,10 @@ MountOptions parse_options(const oci::Mount& m) {
         {"rshared", MS_SHARED | MS_REC}, {"slave", MS_SLAVE}, {"rslave", MS_SLAVE | MS_REC},
         {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC}};
     MountOptions o;
-    o.bind = m.type == "bind";
+    o.bind = m.is_bind();
     for (const auto& opt : m.options) {
         bool known = false;
         if (opt == "bind" || opt == "rbind") {
-            o.bind = true;
             o.recursive = o.recursive || opt == "rbind";
             continue;
         }
@@ -298,9 +299,22 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
     ::syscall(SYS_close_range, static_cast<unsigned>(from), ~0u, 0u);
 }
 
+// The filter start() sent as hex (8 bytes per instruction), read before anything is dropped.
+std::vector<sock_filter> parse_filter(const json& request) {
+    std::vector<sock_filter> bpf;
+    if (!request.contains("seccomp")) return bpf;
+    const std::string hex = request["seccomp"].at("bpf").get<std::string>();
+    std::vector<uint8_t> bytes(hex.size() / 2);
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+    bpf.resize(bytes.size() / sizeof(sock_filter));
+    std::memcpy(bpf.data(), bytes.data(), bpf.size() * sizeof(sock_filter));
+    return bpf;
+}
+
 }  // namespace
 
-[[noreturn]] void exec_process(const oci::Process& process, int log_fd) {
+[[noreturn]] void exec_process(const oci::Process& process, int log_fd, std::vector<sock_filter> filter,
+                               unsigned filter_flags) {
     reset_child(log_fd);
     auto fail = [](const std::string& what) {
         std::string line =
@@ -353,6 +367,12 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
     for (auto& e : env_s) env.push_back(e.data());
     env.push_back(nullptr);
     environ = env.data();  // execvp searches the function's PATH, not ours
+    // The seccomp filter last, right before exec: it needs no_new_privs (set above), and nothing of
+    // ours runs under it but execve (and the failure report).
+    if (!filter.empty()) {
+        sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
+        if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter_flags, &prog) != 0) fail("seccomp filter");
+    }
     ::execvp(argv[0], argv.data());
     fail("exec " + argv_s[0]);
     ::_exit(127);
@@ -382,13 +402,15 @@ struct Init {
         sys::send_message(control, message.dump(), fds);
     }
 
-    void start() {
+    void start(const json& request) {
         if (detached && main_pid) {
             reply({{"ok", false}, {"error", "the container's process was started already"}});
             return;
         }
+        unsigned filter_flags = request.contains("seccomp") ? request["seccomp"].value("flags", 0u) : 0u;
+        auto filter = parse_filter(request);
         auto child = sys::fork_process(0);
-        if (child.pid == 0) exec_process(spec.process, detached ? -1 : log_fd);
+        if (child.pid == 0) exec_process(spec.process, detached ? -1 : log_fd, std::move(filter), filter_flags);
         watched.insert(child.pid);
         main_pid = child.pid;
         int fd = child.pidfd.get();
@@ -574,7 +596,7 @@ void run_init(int control_fd) {
                 json request = json::parse(message);
                 std::string op = request.at("op").get<std::string>();
                 if (op == "start")
-                    init.start();
+                    init.start(request);
                 else if (op == "restorer")
                     init.spawn_restorer(request, passed.empty() ? -1 : passed[0].get());
                 else

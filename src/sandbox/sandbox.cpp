@@ -158,6 +158,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
     Sandbox sb;
     sb.spec_ = spec;
     sb.runtime_ = runtime;
+    sb.seccomp_filter_ = seccomp::filter_for(spec);
     sb.id_ = options.id.empty() ? new_instance_id(spec.name) : options.id;
     sb.dir_ = options.instance_dir ? *options.instance_dir : state_dir() / "instances" / sb.id_;
     sb.detached_ = options.detached;
@@ -191,16 +192,19 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
                     sys::change_owner(sb.upper_dir() / d, root_ids->first, root_ids->second);
                 }
             }
-            if (options.upper_seed) sys::copy_tree(*options.upper_seed, sb.upper_dir());
+            if (options.seed_upper)
+                options.seed_upper(sb.upper_dir());
+            else if (options.upper_seed)
+                sys::copy_tree(*options.upper_seed, sb.upper_dir());
             if (runtime.annotation("io.initless.network") == "egress" && fs::is_directory(sb.upper_dir() / "etc")) {
                 // slirp4netns answers DNS at 10.0.2.3 (the host's resolver behind it).
                 sys::write_file(sb.upper_dir() / "etc/resolv.conf", "nameserver 10.0.2.3\n");
             }
-        } else if (options.upper_seed) {
+        } else if (options.upper_seed || options.seed_upper) {
             throw Error("a writable-layer seed needs a writable layer (io.initless.writable-layer-mb)");
         }
         sys::write_file(sb.log_path(), "");
-        if (root_ids) ::chown(sb.log_path().c_str(), root_ids->first, root_ids->second);
+        if (root_ids) sys::change_owner(sb.log_path(), root_ids->first, root_ids->second);
 
         const auto& res = runtime.linux_settings.resources;
         sb.cgroup_ = options.cgroup_path ? sys::Cgroup::create_path(*options.cgroup_path) : sys::Cgroup::create(sb.id_);
@@ -283,9 +287,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         fds["mounts"] = json::object();
         for (size_t i = 0; i < runtime.mounts.size(); ++i) {
             const auto& m = runtime.mounts[i];
-            bool bind = m.type == "bind" || std::find(m.options.begin(), m.options.end(), "bind") != m.options.end() ||
-                        std::find(m.options.begin(), m.options.end(), "rbind") != m.options.end();
-            if (bind) fds["mounts"][std::to_string(i)] = pass(m.source, O_PATH);
+            if (m.is_bind()) fds["mounts"][std::to_string(i)] = pass(m.source, O_PATH);
         }
         for (const auto& d : spec.rw_dirs) setup["rw_dirs"].push_back(d.string());
         sys::UniqueFd listener;
@@ -305,6 +307,10 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
     return sb;
 }
 
+std::pair<uid_t, gid_t> Sandbox::root_ids() const {
+    return mapped_root(runtime_).value_or(std::pair<uid_t, gid_t>{0, 0});
+}
+
 Sandbox::Sandbox(Sandbox&& o) noexcept {
     *this = std::move(o);
 }
@@ -314,6 +320,7 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
         teardown();
         spec_ = std::move(o.spec_);
         runtime_ = std::move(o.runtime_);
+        seccomp_filter_ = std::move(o.seccomp_filter_);
         id_ = std::move(o.id_);
         dir_ = std::move(o.dir_);
         init_pid_ = std::exchange(o.init_pid_, 0);
@@ -376,8 +383,28 @@ ProcessHandle Sandbox::request_process(const std::string& message, std::span<con
     return h;
 }
 
+std::string start_request(const seccomp::Filter& filter) {
+    json req = {{"op", "start"}};
+    // Raw BPF, in hex: init installs it without knowing what a profile is.
+    if (!filter.empty()) {
+        std::string hex;
+        for (uint8_t b : seccomp::to_bytes(filter.bpf)) hex += fmt::format("{:02x}", b);
+        if (hex.size() > 48 * 1024)  // the control socket carries 64 KiB messages
+            throw Error(fmt::format("the seccomp filter has {} instructions, too many to send to init",
+                                    filter.bpf.size()));
+        req["seccomp"] = {{"bpf", hex}, {"flags", filter.flags}};
+    }
+    return req.dump();
+}
+
 ProcessHandle Sandbox::start() {
-    return request_process(json{{"op", "start"}}.dump(), {});
+    std::string request;
+    try {
+        request = start_request(seccomp_filter_);
+    } catch (const Error& e) {
+        throw Error(fmt::format("start {}: {}", spec_.name, e.what()));
+    }
+    return request_process(request, {});
 }
 
 ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,

@@ -151,12 +151,12 @@ TEST_P(FromOutside, RestoredProcessMatchesTheImageAndLeavesNothing) {
     auto r =
         run_cli({"snapshot", dir.string(), "--image", image_dir.string(), "--json"}, scratch_, state_, 60s);
     ASSERT_EQ(r.exit_code, 0) << r.describe();
-    image::Image img = image::load(image_dir);
+    image::Image img = image::load(image_dir, image::Key::of_state_dir(state_));
     spec::FunctionSpec spec = spec::load(img.manifest.function_dir);
     for (auto strategy : {restore::Strategy::Eager, restore::Strategy::Cow, restore::Strategy::Prefetch}) {
         SCOPED_TRACE(restore::strategy_name(strategy));
         sandbox::SandboxOptions opts;
-        opts.upper_seed = img.upper_path();
+        opts.seed_upper = [&img](const fs::path& upper) { image::copy_tree(img, image::kUpperTree, upper); };
         auto sb = sandbox::Sandbox::prepare(spec, opts);
         restore::Restored restored = restore::restore_into(sb, img, strategy);
         ASSERT_EQ(restored.host_pids.size(), img.manifest.processes.size());
@@ -195,12 +195,12 @@ TEST_F(FromOutside, RestoreRefusesAnImageAskingMoreThanTheSpecAllows) {
     fs::path image_dir = scratch_ / "image";
     auto r = run_cli({"snapshot", dir.string(), "--image", image_dir.string()}, scratch_, state_, 60s);
     ASSERT_EQ(r.exit_code, 0) << r.describe();
-    image::Image img = image::load(image_dir);
+    image::Image img = image::load(image_dir, image::Key::of_state_dir(state_));
     spec::FunctionSpec spec = spec::load(img.manifest.function_dir);
     oci::RuntimeSpec runtime = sandbox::function_runtime_spec(spec);
     runtime.process.user.uid = 1000;
     sandbox::SandboxOptions opts;
-    opts.upper_seed = img.upper_path();
+    opts.seed_upper = [&img](const fs::path& upper) { image::copy_tree(img, image::kUpperTree, upper); };
     auto sb = sandbox::Sandbox::prepare(runtime, spec, opts);
     try {
         restore::restore_into(sb, img, restore::Strategy::Eager);

@@ -76,6 +76,7 @@ TEST_F(SpecTest, MinimalGetsDefaults) {
     EXPECT_EQ(s.prestart, 1u);
     EXPECT_EQ(s.restore, "auto");
     EXPECT_EQ(s.warmup, 0u);
+    EXPECT_FALSE(s.refuse_tcp_connections);
 }
 
 TEST_F(SpecTest, EveryKeySet) {
@@ -93,6 +94,7 @@ timeout_s = 5
 prestart = 0
 restore = "lazy"
 warmup = 2
+refuse_tcp_connections = true
 
 [env]
 PYTHONDONTWRITEBYTECODE = "1"
@@ -113,6 +115,7 @@ GREETING = "hi there"
     EXPECT_EQ(s.prestart, 0u);
     EXPECT_EQ(s.restore, "lazy");
     EXPECT_EQ(s.warmup, 2u);
+    EXPECT_TRUE(s.refuse_tcp_connections);
     EXPECT_EQ(s.env.size(), 2u);
     EXPECT_EQ(s.env.at("GREETING"), "hi there");
 }
@@ -181,6 +184,8 @@ TEST_F(SpecTest, WrongTypeNamesFileLineAndKey) {
               file() + ":3: key 'cpus' must be a number, not a string");
     EXPECT_EQ(error_of("command = [\"x\"]\nready = \"r\"\nmemory_mb = 1.5\n"),
               file() + ":3: key 'memory_mb' must be an integer, not a float");
+    EXPECT_EQ(error_of("command = [\"x\"]\nready = \"r\"\nrefuse_tcp_connections = \"yes\"\n"),
+              file() + ":3: key 'refuse_tcp_connections' must be a boolean, not a string");
 }
 
 TEST_F(SpecTest, OutOfRangeNamesFileLineAndKey) {
@@ -273,4 +278,12 @@ TEST(SpecExamples, EveryExampleParses) {
         ++count;
     }
     EXPECT_GE(count, 5);
+}
+
+TEST_F(SpecTest, SeccompDefaultsToTheDefaultProfileAndAcceptsUnconfined) {
+    EXPECT_EQ(spec::load(write(kMinimal)).seccomp, "default");
+    EXPECT_EQ(spec::load(write(std::string(kMinimal) + "seccomp = \"unconfined\"\n")).seccomp, "unconfined");
+    std::string e = error_of(std::string(kMinimal) + "seccomp = \"strict\"\n");
+    EXPECT_NE(e.find("key 'seccomp'"), std::string::npos) << e;
+    EXPECT_NE(e.find("'strict' is not one of default|unconfined"), std::string::npos) << e;
 }

@@ -67,6 +67,9 @@ struct Mount {
     std::string type;  // "bind" or empty with a "bind"/"rbind" option means a bind mount
     std::string source;
     std::vector<std::string> options;
+
+    // A bind mount: type "bind", or a "bind"/"rbind" option (how runc reads it).
+    bool is_bind() const;
 };
 
 struct Hook {

@@ -8,7 +8,8 @@
 //              for io.initless.network = egress a slirp4netns outside; our init as pid 1, waiting.
 //              This is the pre-started stage a pool keeps.
 //   start():   init runs the spec's process as pid 2 (rlimits, ids, capabilities, no_new_privs,
-//              umask, cwd as the spec says), stdout/stderr to the instance log.
+//              umask, cwd as the spec says), the seccomp filter installed as the last step before
+//              exec, stdout/stderr to the instance log.
 //   spawn_restorer(): instead of start, init makes an empty process at a chosen pid for `restore`.
 // Init gets the files it mounts as fds opened through its own /proc/PID/root: as root of a user
 // namespace it may not walk the state dir. Mounts live only in the sandbox's mount namespace, but the
@@ -24,12 +25,14 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "initless/oci/spec.h"
+#include "initless/seccomp/profile.h"
 #include "initless/spec/function_spec.h"
 #include "initless/sys/cgroup.h"
 #include "initless/sys/unique_fd.h"
@@ -45,6 +48,10 @@ std::string init_binary_path();
 struct SandboxOptions {
     // Copied into the upper dir before the overlay is mounted (a snapshot's writable layer).
     std::optional<std::filesystem::path> upper_seed;
+    // Instead of upper_seed: fills the upper dir (holding only the dirs the sandbox makes for the
+    // function) before the overlay is mounted. A restore
+    // copies an image's writable layer this way, checking it against the image's MAC as it copies.
+    std::function<void(const std::filesystem::path& upper)> seed_upper;
     // An OCI runtime's container (src/runtime) rather than a function instance:
     //   id            the instance's id (else one is made from the function's name);
     //   instance_dir  its directory (else state_dir()/instances/<id>, which collect_garbage watches);
@@ -124,6 +131,12 @@ class Sandbox {
     const sys::Cgroup& cgroup() const { return cgroup_; }
     const spec::FunctionSpec& spec() const { return spec_; }
     const oci::RuntimeSpec& runtime_spec() const { return runtime_; }
+    // The host ids of root of the sandbox's user namespace ({0, 0} without one): what files made for
+    // the function from outside (a restore's copy of /tmp) must be created as.
+    std::pair<uid_t, gid_t> root_ids() const;
+    // The filter start() has init install (seccomp::filter_for(spec)): a restore installs the same,
+    // the checkpoint accepts only it. Empty for `seccomp = "unconfined"`.
+    const seccomp::Filter& seccomp_filter() const { return seccomp_filter_; }
 
   private:
     Sandbox() = default;
@@ -136,6 +149,7 @@ class Sandbox {
 
     spec::FunctionSpec spec_;
     oci::RuntimeSpec runtime_;
+    seccomp::Filter seccomp_filter_;
     std::string id_;
     std::filesystem::path dir_;
     pid_t init_pid_ = 0;
@@ -150,6 +164,9 @@ class Sandbox {
     bool detached_ = false;
 };
 
+// The request that has init start the spec's process under `filter` (empty: none); the filter travels as
+// raw BPF in hex. Throws if it is too big for one control message.
+std::string start_request(const seccomp::Filter& filter);
 // The path of a detached init's control socket in its instance dir.
 std::filesystem::path control_socket_path(const std::filesystem::path& instance_dir);
 // One request to a detached init (see SandboxOptions::detached) over its control socket: the reply,

@@ -40,6 +40,10 @@ struct FunctionSpec {
     std::string restore = "auto";       // auto | eager | cow | lazy | prefetch
     uint32_t warmup = 0;                // GET / requests sent before the snapshot
     int restore_signal = 0;             // sent once restored (opt-in notice, e.g. to reseed); 0: none
+    std::string seccomp = "default";    // default (seccomp::function_default()) | unconfined (debugging only)
+    // An established TCP connection makes the snapshot fail (the strict contract) instead of being
+    // restored as a reset connection the function must reconnect.
+    bool refuse_tcp_connections = false;
 };
 
 // `path` is a function directory or a function.toml file.
