@@ -18,6 +18,7 @@
 #include "initless/oci/spec.h"
 #include "initless/sandbox/init.h"
 #include "initless/sandbox/sandbox.h"
+#include "initless/seccomp/profile.h"
 #include "initless/spec/function_spec.h"
 #include "initless/sys/cgroup.h"
 #include "initless/sys/error.h"
@@ -195,6 +196,95 @@ void run_hooks(const std::vector<oci::Hook>& hooks, const json& state, const fs:
     for (const auto& h : hooks) run_hook(h, state, dir / "hooks.log", mount_ns_pid, kind);
 }
 
+// The container's seccomp filter: linux.seccomp compiled (no filter without one, as runc). Compiling
+// validates it, so create calls this too and refuses a profile we cannot apply.
+seccomp::Filter container_filter(const oci::RuntimeSpec& spec) {
+    if (!spec.linux_settings.seccomp) return {};
+    auto profile = spec.linux_settings.seccomp->get<seccomp::Profile>();
+    return {seccomp::compile(profile), seccomp::install_flags(profile)};
+}
+
+// A value that asks for something: not null, 0, "", false, nor an empty array, nor an object of such.
+bool is_set(const json& v) {
+    if (v.is_null()) return false;
+    if (v.is_boolean()) return v.get<bool>();
+    if (v.is_number()) return v != 0;
+    if (v.is_string()) return !v.get<std::string>().empty();
+    if (v.is_array()) return !v.empty();
+    for (const auto& [key, member] : v.items())
+        if (is_set(member)) return true;
+    return false;
+}
+
+bool host_file_says(const char* path, const char* prefix) {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) return false;
+    try {
+        return sys::read_file(path).rfind(prefix, 0) == 0;
+    } catch (const Error&) {
+        return false;
+    }
+}
+
+// config.json's settings that the sandbox does not apply although a runtime's caller (Docker,
+// Kubernetes) may rely on them for isolation or limits. Each is refused when it asks for anything, so
+// that a container never runs less confined than its config says; the first one found is the error.
+// docs/docker.md lists what is applied, ignored and refused.
+void refuse_unapplied(const json& config) {
+    auto find = [&](std::initializer_list<const char*> path) -> const json* {
+        const json* v = &config;
+        for (const char* key : path) {
+            if (!v->is_object()) return nullptr;
+            auto it = v->find(key);
+            if (it == v->end()) return nullptr;
+            v = &*it;
+        }
+        return v;
+    };
+    auto refuse_set = [&](std::initializer_list<const char*> path, const char* why) {
+        const json* v = find(path);
+        if (!v || !is_set(*v)) return;
+        std::string name;
+        for (const char* key : path) name += (name.empty() ? "" : ".") + std::string(key);
+        throw Error(fmt::format("config.json: {} is set ({}) but initless does not apply it: {}", name, v->dump(), why));
+    };
+    refuse_set({"process", "ioPriority"}, "no I/O priority support");
+    refuse_set({"process", "scheduler"}, "no scheduler policy support");
+    refuse_set({"process", "execCPUAffinity"}, "no CPU affinity support");
+    refuse_set({"linux", "personality"}, "no personality support");
+    refuse_set({"linux", "intelRdt"}, "no resctrl support");
+    refuse_set({"linux", "timeOffsets"}, "no time namespace offsets for a container");
+    refuse_set({"linux", "resources", "blockIO"}, "the blkio controller is not used");
+    refuse_set({"linux", "resources", "hugepageLimits"}, "the hugetlb controller is not used");
+    refuse_set({"linux", "resources", "network"}, "net_cls/net_prio are not used");
+    refuse_set({"linux", "resources", "rdma"}, "the rdma controller is not used");
+    refuse_set({"linux", "resources", "unified"}, "this is a cgroup v1 host");
+    refuse_set({"linux", "resources", "cpu", "cpus"}, "the cpuset controller is not used");
+    refuse_set({"linux", "resources", "cpu", "mems"}, "the cpuset controller is not used");
+    refuse_set({"linux", "resources", "cpu", "realtimeRuntime"}, "no realtime scheduling limits");
+    refuse_set({"linux", "resources", "cpu", "realtimePeriod"}, "no realtime scheduling limits");
+    refuse_set({"linux", "resources", "memory", "reservation"}, "no soft memory limit");
+    refuse_set({"linux", "resources", "memory", "kernel"}, "no kernel memory limit");
+    refuse_set({"linux", "resources", "memory", "kernelTCP"}, "no kernel TCP memory limit");
+    refuse_set({"linux", "resources", "memory", "disableOOMKiller"}, "the OOM killer stays on");
+    if (const json* sw = find({"linux", "resources", "memory", "swappiness"}); sw && sw->is_number() && *sw != -1)
+        refuse_set({"linux", "resources", "memory", "swappiness"}, "no swappiness setting");
+    // A mandatory access control profile: refused where the host enforces that LSM (then the caller
+    // relies on it); on a host without it there is nothing to apply, as with runc.
+    if (host_file_says("/sys/module/apparmor/parameters/enabled", "Y"))
+        refuse_set({"process", "apparmorProfile"}, "AppArmor profiles are not loaded by initless");
+    if (host_file_says("/sys/fs/selinux/enforce", "1")) {
+        refuse_set({"process", "selinuxLabel"}, "SELinux labels are not applied by initless");
+        refuse_set({"linux", "mountLabel"}, "SELinux labels are not applied by initless");
+    }
+    // The root is made rprivate: a caller that asked for propagation from or to the host would not get it.
+    if (const json* p = find({"linux", "rootfsPropagation"}); p && p->is_string()) {
+        std::string v = p->get<std::string>();
+        if (!v.empty() && v != "private" && v != "rprivate")
+            throw Error(fmt::format("config.json: linux.rootfsPropagation '{}' is not supported (the root is always rprivate)", v));
+    }
+}
+
 oci::RuntimeSpec load_config(const fs::path& dir) {
     return oci::parse(json::parse(sys::read_file(dir / "config.json")));
 }
@@ -235,7 +325,14 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
     if (options.console_socket)
         throw Error("a terminal (--console-socket, process.terminal) is not supported by initless yet");
     fs::path bundle = fs::absolute(options.bundle);
-    oci::RuntimeSpec spec = oci::load(bundle / "config.json");
+    json config;
+    try {
+        config = json::parse(sys::read_file(bundle / "config.json"));
+    } catch (const json::exception& e) {
+        throw Error(fmt::format("{}: not JSON: {}", (bundle / "config.json").string(), e.what()));
+    }
+    oci::RuntimeSpec spec = oci::parse(config);
+    refuse_unapplied(config);
     if (spec.root.path.is_relative()) spec.root.path = bundle / spec.root.path;
     std::string cgroup_path = spec.linux_settings.cgroups_path;
     if (cgroup_path.find(':') != std::string::npos)
@@ -248,6 +345,18 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
         auto& devs = spec.linux_settings.devices;
         if (std::none_of(devs.begin(), devs.end(), [&](const oci::Device& d) { return d.path == path; }))
             devs.push_back(oci::Device{path, "c", 0, 0, std::nullopt, std::nullopt, std::nullopt});
+    }
+    // With a device list, the rules every runc container gets after it (runc's AllowedDevices): mknod of
+    // any node (opening it is what the list decides), and the default devices and the terminal ones.
+    if (auto& rules = spec.linux_settings.resources.devices; !rules.empty()) {
+        auto rule = [](const char* type, std::optional<int64_t> major, std::optional<int64_t> minor, const char* access) {
+            return oci::DeviceRule{true, type, major, minor, access};
+        };
+        for (auto r : {rule("c", std::nullopt, std::nullopt, "m"), rule("b", std::nullopt, std::nullopt, "m"),
+                       rule("c", 1, 3, "rwm"), rule("c", 1, 5, "rwm"), rule("c", 1, 7, "rwm"), rule("c", 1, 8, "rwm"),
+                       rule("c", 1, 9, "rwm"), rule("c", 5, 0, "rwm"), rule("c", 5, 1, "rwm"), rule("c", 5, 2, "rwm"),
+                       rule("c", 136, std::nullopt, "rwm")})
+            rules.push_back(r);
     }
     if (::mkdir(d.c_str(), 0700) != 0) {
         if (errno == EEXIST) throw Error(fmt::format("container with id {} already exists", id));
@@ -263,8 +372,9 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
         so.instance_dir = d / "sandbox";
         so.cgroup_path = cgroup_path;
         so.detached = true;
-        // TODO(seccomp): linux.seccomp is not applied yet; the seccomp component will compile it and
-        // exec_process load it.
+        // The function's own seccomp default does not apply: start installs linux.seccomp.
+        fspec.seccomp = "unconfined";
+        sandbox::start_request(container_filter(spec));  // refuses a profile it cannot apply, now
         sandbox::Sandbox sb = sandbox::Sandbox::prepare(spec, fspec, so);
         Record r;
         r.id = id;
@@ -300,7 +410,7 @@ void Runtime::start(const std::string& id) {
     oci::RuntimeSpec spec = load_config(d);
     run_hooks(spec.hooks.start_container, r.oci_state(), d, r.init_pid, "startContainer");
     std::vector<sys::UniqueFd> fds;
-    json reply = json::parse(sandbox::request_detached(d / "sandbox", json{{"op", "start"}}.dump(), &fds));
+    json reply = json::parse(sandbox::request_detached(d / "sandbox", sandbox::start_request(container_filter(spec)), &fds));
     if (fds.size() != 1) throw Error("container init sent no pidfd for the process it started");
     r.process_pid = sys::pid_of_pidfd(fds[0].get());
     save_record(d, r);
@@ -391,6 +501,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& options) {
     json wrapper = oci::to_json(spec);
     wrapper["process"] = process;
     oci::Process proc = oci::parse(wrapper).process;
+    seccomp::Filter filter = container_filter(spec);
 
     // The namespaces init was made with, the user namespace first (it grants the rest), mount last.
     std::vector<std::pair<int, sys::UniqueFd>> ns;
@@ -421,7 +532,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& options) {
             }
         if (spec.linux_settings.has_namespace("user") && (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0))
             ::_exit(124);
-        sandbox::exec_process(proc, -1);
+        sandbox::exec_process(proc, -1, filter.bpf, filter.flags);
     }
     go_read.reset();
     try {

@@ -332,6 +332,13 @@ std::vector<sock_filter> parse_filter(const json& request) {
         if (fd < 0 || ::write(fd, v.data(), v.size()) < 0) fail("oom_score_adj");
         ::close(fd);
     }
+    auto install_filter = [&] {
+        sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
+        if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter_flags, &prog) != 0) fail("seccomp filter");
+    };
+    // Without no_new_privs the kernel lets only a CAP_SYS_ADMIN holder install a filter, so then it goes
+    // in now, before the capabilities are dropped (as runc does; Docker's profile allows what follows).
+    if (!filter.empty() && !process.no_new_privileges) install_filter();
     // Capabilities as the spec says (none for a function): the bounding set first, while we may still
     // drop from it; the ids keep the permitted set (KEEPCAPS) until capset sets the three sets.
     uint64_t bounding = oci::capability_mask(process.capabilities.bounding);
@@ -367,12 +374,9 @@ std::vector<sock_filter> parse_filter(const json& request) {
     for (auto& e : env_s) env.push_back(e.data());
     env.push_back(nullptr);
     environ = env.data();  // execvp searches the function's PATH, not ours
-    // The seccomp filter last, right before exec: it needs no_new_privs (set above), and nothing of
-    // ours runs under it but execve (and the failure report).
-    if (!filter.empty()) {
-        sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
-        if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter_flags, &prog) != 0) fail("seccomp filter");
-    }
+    // With no_new_privs the seccomp filter goes in last, right before exec: nothing of ours runs under
+    // it but execve (and the failure report).
+    if (!filter.empty() && process.no_new_privileges) install_filter();
     ::execvp(argv[0], argv.data());
     fail("exec " + argv_s[0]);
     ::_exit(127);

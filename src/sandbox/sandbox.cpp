@@ -214,6 +214,18 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
                                      static_cast<double>(res.cpu_period.value_or(100000)));
         sb.cgroup_.set_pids_limit(res.pids_limit && *res.pids_limit > 0 ? static_cast<uint64_t>(*res.pids_limit)
                                                                          : 4194304);
+        if (!res.devices.empty()) {
+            // The devices the sandbox's processes may open or mknod: what stops a process that kept
+            // CAP_MKNOD (an OCI container's default set) from making and opening a host disk's node.
+            std::vector<std::pair<bool, std::string>> rules;
+            for (const auto& d : res.devices) {
+                auto number = [](const std::optional<int64_t>& n) { return n ? std::to_string(*n) : std::string("*"); };
+                rules.emplace_back(d.allow, d.type == "a" ? std::string("a")
+                                                          : fmt::format("{} {}:{} {}", d.type, number(d.major),
+                                                                        number(d.minor), d.access));
+            }
+            sb.cgroup_.set_device_rules(rules);
+        }
 
         uint64_t flags = clone_flags(runtime);
         auto [ours, theirs] = sys::seqpacket_pair();

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -20,7 +21,7 @@ namespace initless::sys {
 
 namespace fs = std::filesystem;
 namespace {
-const char* const kControllers[] = {"memory", "cpu", "pids", "freezer"};
+const char* const kControllers[] = {"memory", "cpu", "pids", "freezer", "devices"};
 }
 
 fs::path Cgroup::dir(const char* controller) const {
@@ -157,6 +158,12 @@ void Cgroup::set_cpu_limit(double cpus) {
 }
 
 void Cgroup::set_pids_limit(uint64_t max) { write_file(dir("pids") / "pids.max", std::to_string(max)); }
+
+void Cgroup::set_device_rules(const std::vector<std::pair<bool, std::string>>& rules) {
+    if (std::find(controllers_.begin(), controllers_.end(), "devices") == controllers_.end())
+        throw Error(fmt::format("cgroup {}: no devices controller to apply a device list with", name_));
+    for (const auto& [allow, rule] : rules) write_file(dir("devices") / (allow ? "devices.allow" : "devices.deny"), rule);
+}
 
 void Cgroup::attach(pid_t pid) {
     for (const auto& c : controllers_) write_file(dir(c.c_str()) / "cgroup.procs", std::to_string(pid));

@@ -166,6 +166,47 @@ if dk run -d --runtime initless --name forced initless-flask:test >/dev/null 2>&
     dk rm -f forced >/dev/null 2>&1 && ! dk inspect forced >/dev/null 2>&1 && pass "docker rm -f of a running container" || fail "docker rm -f"
 fi
 
+# --- isolation Docker asks for in config.json ---------------------------------------------------
+# The devices cgroup: Docker keeps CAP_MKNOD, so a node of the host's disk can be made; opening it must
+# fail (EPERM from the devices controller), while the devices Docker allows work.
+disk=$(awk 'NR > 2 && $4 !~ /^(loop|ram|zram|nbd|sr)/ {print $1, $2; exit}' /proc/partitions)
+if [[ -n $disk ]]; then
+    read -r dmaj dmin <<<"$disk"
+    out=$(dk run --rm --runtime initless initless-flask:test python3 -c "
+import os, errno
+os.mknod('/tmp/disk', 0o600 | 0o060000, os.makedev($dmaj, $dmin))
+print('made')
+try:
+    os.close(os.open('/tmp/disk', os.O_RDONLY)); print('opened')
+except OSError as e:
+    print(errno.errorcode[e.errno])
+with open('/dev/null', 'w') as f: f.write('x')
+print(len(open('/dev/zero', 'rb').read(4)), len(open('/dev/urandom', 'rb').read(4)))
+" 2>&1)
+    [[ $out == $'made\nEPERM\n4 4' ]] && pass "devices cgroup: a mknod'ed node of the host disk ($dmaj:$dmin) cannot be opened (EPERM); /dev/null, zero, urandom work" ||
+        fail "devices cgroup: '$out'"
+else
+    fail "no host disk found in /proc/partitions for the devices check"
+fi
+# Docker's default seccomp profile (linux.seccomp): unshare(CLONE_NEWUSER) and keyctl are denied with
+# EPERM. The same calls under --security-opt seccomp=unconfined succeed, which shows the check bites.
+probe='import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.keyctl(0, -3, 0) if hasattr(libc, "keyctl") else libc.syscall(250, 0, -3, 0)
+print("keyctl", r, ctypes.get_errno())
+r = libc.unshare(0x10000000)
+print("unshare", r, ctypes.get_errno())'
+out=$(dk run --rm --runtime initless initless-flask:test python3 -c "$probe" 2>&1)
+[[ $out == $'keyctl -1 1\nunshare -1 1' ]] && pass "seccomp: Docker's default profile denies keyctl and unshare(CLONE_NEWUSER) with EPERM" ||
+    fail "seccomp under the default profile: '$out'"
+out=$(dk run --rm --runtime initless --security-opt seccomp=unconfined initless-flask:test python3 -c "$probe" 2>&1)
+[[ $out == *"unshare 0 "* ]] && pass "seccomp=unconfined: the same unshare succeeds (the check above can fail)" ||
+    fail "seccomp=unconfined: '$out'"
+# What the sandbox cannot apply is refused with the reason, not ignored.
+out=$(dk run --rm --runtime initless --cpuset-cpus 0 initless-flask:test true 2>&1)
+[[ $out == *"linux.resources.cpu.cpus is set"* ]] && pass "a setting initless does not apply (--cpuset-cpus) is refused with the reason" ||
+    fail "--cpuset-cpus: '$out'"
+
 # --- ctr run --runc-binary ---------------------------------------------------------------------
 if dk save initless-flask:test | ct images import - >/dev/null 2>"$T/ctr-import.err"; then
     cport=$((PORT + 1))

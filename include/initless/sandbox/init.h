@@ -19,8 +19,8 @@ namespace initless::sandbox {
 // capabilities, ids, no_new_privs, umask, cwd) and execs it, in a new session, with nothing open but
 // stdio. Stdin is /dev/null and stdout/stderr go to `log_fd`, or with log_fd < 0 stdio stays as it
 // is (an OCI runtime's container: the shim's pipes). `filter` (raw BPF, may be empty) is installed last
-// before exec. On failure it writes why to stderr and exits 127.
-// TODO(seccomp): an OCI runtime's container does not get its config.json's linux.seccomp yet.
+// before exec with no_new_privs, else before the capabilities are dropped (the kernel wants
+// CAP_SYS_ADMIN then). On failure it writes why to stderr and exits 127.
 [[noreturn]] void exec_process(const oci::Process& process, int log_fd, std::vector<sock_filter> filter = {},
                                unsigned filter_flags = 0);
 

@@ -1,5 +1,5 @@
-// A cgroup of our own across the v1 controllers this machine mounts (memory, cpu, pids, freezer) at
-// /sys/fs/cgroup/<ctrl>/initless/<name>. Only cgroups created here are ever written or removed.
+// A cgroup of our own across the v1 controllers this machine mounts (memory, cpu, pids, freezer,
+// devices) at /sys/fs/cgroup/<ctrl>/initless/<name>. Only cgroups created here are ever written or removed.
 // `remove` kills what is left inside and rmdirs every controller's directory.
 #pragma once
 
@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace initless::sys {
@@ -40,6 +41,10 @@ public:
     void set_memory_limit(uint64_t bytes);
     void set_cpu_limit(double cpus);
     void set_pids_limit(uint64_t max);
+    // The v1 devices controller's list, written in order: each rule is (allow, "a" or "c|b MAJ:MIN
+    // ACCESS" with * for any number) to devices.allow or devices.deny. Throws if there is no devices
+    // controller, so that a container that asked for a device list never runs without one.
+    void set_device_rules(const std::vector<std::pair<bool, std::string>>& rules);
     void attach(pid_t pid);
     std::vector<pid_t> pids() const;
     bool oom_killed() const;  // memory.oom_control reports an OOM kill happened
