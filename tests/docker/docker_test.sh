@@ -24,8 +24,18 @@ for b in dockerd containerd ctr containerd-shim-runc-v2 runc iptables curl; do n
 
 had_docker0=0
 ip link show docker0 >/dev/null 2>&1 && had_docker0=1
+# What the daemons may leave on the host, as it was before: cgroups under the parents containers get
+# (Docker's /docker, containerd's namespace initless-test, initless's default /initless-oci) and mounts
+# outside $T (libnetwork's /run/docker/netns/*). The cleanup removes what appeared since, then fails the
+# test if anything of it, or any process started under $T, is still there.
+CG_PARENTS="docker initless-test initless-oci"
+host_cgroups() { for p in $CG_PARENTS; do find /sys/fs/cgroup/*/"$p" -depth -type d 2>/dev/null; done; }
+host_mounts() { awk '$2 ~ "^/(var/)?run/docker/" {print $2}' /proc/self/mounts; }
+host_cgroups | sort >"/tmp/ild-cg-before.$$"
+host_mounts | sort >"/tmp/ild-mnt-before.$$"
 
 cleanup() {
+    local rc=$?
     set +e
     if [[ -S $T/docker.sock ]]; then
         ids=$(dk ps -aq 2>/dev/null)
@@ -40,10 +50,30 @@ cleanup() {
             kill -9 "$pid" 2>/dev/null
         fi
     done
+    # Shims and containers the daemons left (their command lines name $T), by pid.
+    for pid in $(pgrep -f -- "$T/"); do kill -9 "$pid" 2>/dev/null; done
     # What the daemons leave mounted (netns files, shm, overlays), deepest first.
     awk -v t="$T" '$2 ~ "^"t {print $2}' /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done
+    host_mounts | sort | comm -13 "/tmp/ild-mnt-before.$$" - | sort -r | while read -r m; do umount -l "$m"; done
+    # Cgroups made since the start (containers', and the parents runtimes make and never remove), deepest
+    # first; each is empty once the processes above are gone.
+    host_cgroups | sort | comm -13 "/tmp/ild-cg-before.$$" - | sort -r | while read -r d; do
+        for _ in $(seq 20); do rmdir "$d" 2>/dev/null && break; [[ -d $d ]] || break; sleep 0.1; done
+    done
     [[ $had_docker0 -eq 0 ]] && ip link del docker0 2>/dev/null
-    rm -rf "$T"
+    local left=""
+    l=$(host_cgroups | sort | comm -13 "/tmp/ild-cg-before.$$" -); [[ -n $l ]] && left+=$'\ncgroups: '"$(echo $l)"
+    l=$(host_mounts | sort | comm -13 "/tmp/ild-mnt-before.$$" -); [[ -n $l ]] && left+=$'\nmounts: '"$(echo $l)"
+    l=$(awk -v t="$T" '$2 ~ "^"t {print $2}' /proc/self/mounts); [[ -n $l ]] && left+=$'\nmounts: '"$(echo $l)"
+    l=$(pgrep -f -- "$T/"); [[ -n $l ]] && left+=$'\nprocesses: '"$(echo $l)"
+    rm -rf "$T" "/tmp/ild-cg-before.$$" "/tmp/ild-mnt-before.$$"
+    if [[ -n $left ]]; then
+        echo "FAIL: left on the host after the daemons stopped:$left"
+        exit 1
+    fi
+    echo "ok: nothing left on the host (cgroups, mounts, processes)"
+    [[ $FAILED -ne 0 ]] && rc=1
+    exit $rc
 }
 trap cleanup EXIT
 
