@@ -246,7 +246,8 @@ void refuse_unapplied(const json& config) {
         if (!v || !is_set(*v)) return;
         std::string name;
         for (const char* key : path) name += (name.empty() ? "" : ".") + std::string(key);
-        throw Error(fmt::format("config.json: {} is set ({}) but initless does not apply it: {}", name, v->dump(), why));
+        throw Error(fmt::format("config.json: {} is set ({}) but initless does not apply it: {}", name,
+                                v->dump(), why));
     };
     refuse_set({"process", "ioPriority"}, "no I/O priority support");
     refuse_set({"process", "scheduler"}, "no scheduler policy support");
@@ -267,7 +268,8 @@ void refuse_unapplied(const json& config) {
     refuse_set({"linux", "resources", "memory", "kernel"}, "no kernel memory limit");
     refuse_set({"linux", "resources", "memory", "kernelTCP"}, "no kernel TCP memory limit");
     refuse_set({"linux", "resources", "memory", "disableOOMKiller"}, "the OOM killer stays on");
-    if (const json* sw = find({"linux", "resources", "memory", "swappiness"}); sw && sw->is_number() && *sw != -1)
+    if (const json* sw = find({"linux", "resources", "memory", "swappiness"});
+        sw && sw->is_number() && *sw != -1)
         refuse_set({"linux", "resources", "memory", "swappiness"}, "no swappiness setting");
     // A mandatory access control profile: refused where the host enforces that LSM (then the caller
     // relies on it); on a host without it there is nothing to apply, as with runc.
@@ -281,7 +283,9 @@ void refuse_unapplied(const json& config) {
     if (const json* p = find({"linux", "rootfsPropagation"}); p && p->is_string()) {
         std::string v = p->get<std::string>();
         if (!v.empty() && v != "private" && v != "rprivate")
-            throw Error(fmt::format("config.json: linux.rootfsPropagation '{}' is not supported (the root is always rprivate)", v));
+            throw Error(fmt::format(
+                "config.json: linux.rootfsPropagation '{}' is not supported (the root is always rprivate)",
+                v));
     }
 }
 
@@ -349,13 +353,14 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
     // With a device list, the rules every runc container gets after it (runc's AllowedDevices): mknod of
     // any node (opening it is what the list decides), and the default devices and the terminal ones.
     if (auto& rules = spec.linux_settings.resources.devices; !rules.empty()) {
-        auto rule = [](const char* type, std::optional<int64_t> major, std::optional<int64_t> minor, const char* access) {
+        auto rule = [](const char* type, std::optional<int64_t> major, std::optional<int64_t> minor,
+                       const char* access) {
             return oci::DeviceRule{true, type, major, minor, access};
         };
         for (auto r : {rule("c", std::nullopt, std::nullopt, "m"), rule("b", std::nullopt, std::nullopt, "m"),
-                       rule("c", 1, 3, "rwm"), rule("c", 1, 5, "rwm"), rule("c", 1, 7, "rwm"), rule("c", 1, 8, "rwm"),
-                       rule("c", 1, 9, "rwm"), rule("c", 5, 0, "rwm"), rule("c", 5, 1, "rwm"), rule("c", 5, 2, "rwm"),
-                       rule("c", 136, std::nullopt, "rwm")})
+                       rule("c", 1, 3, "rwm"), rule("c", 1, 5, "rwm"), rule("c", 1, 7, "rwm"),
+                       rule("c", 1, 8, "rwm"), rule("c", 1, 9, "rwm"), rule("c", 5, 0, "rwm"),
+                       rule("c", 5, 1, "rwm"), rule("c", 5, 2, "rwm"), rule("c", 136, std::nullopt, "rwm")})
             rules.push_back(r);
     }
     if (::mkdir(d.c_str(), 0700) != 0) {
@@ -410,7 +415,8 @@ void Runtime::start(const std::string& id) {
     oci::RuntimeSpec spec = load_config(d);
     run_hooks(spec.hooks.start_container, r.oci_state(), d, r.init_pid, "startContainer");
     std::vector<sys::UniqueFd> fds;
-    json reply = json::parse(sandbox::request_detached(d / "sandbox", sandbox::start_request(container_filter(spec)), &fds));
+    json reply = json::parse(
+        sandbox::request_detached(d / "sandbox", sandbox::start_request(container_filter(spec)), &fds));
     if (fds.size() != 1) throw Error("container init sent no pidfd for the process it started");
     r.process_pid = sys::pid_of_pidfd(fds[0].get());
     save_record(d, r);

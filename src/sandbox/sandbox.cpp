@@ -219,10 +219,13 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
             // CAP_MKNOD (an OCI container's default set) from making and opening a host disk's node.
             std::vector<std::pair<bool, std::string>> rules;
             for (const auto& d : res.devices) {
-                auto number = [](const std::optional<int64_t>& n) { return n ? std::to_string(*n) : std::string("*"); };
-                rules.emplace_back(d.allow, d.type == "a" ? std::string("a")
-                                                          : fmt::format("{} {}:{} {}", d.type, number(d.major),
-                                                                        number(d.minor), d.access));
+                auto number = [](const std::optional<int64_t>& n) {
+                    return n ? std::to_string(*n) : std::string("*");
+                };
+                rules.emplace_back(d.allow, d.type == "a"
+                                                ? std::string("a")
+                                                : fmt::format("{} {}:{} {}", d.type, number(d.major),
+                                                              number(d.minor), d.access));
             }
             sb.cgroup_.set_device_rules(rules);
         }

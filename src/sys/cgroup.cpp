@@ -162,7 +162,8 @@ void Cgroup::set_pids_limit(uint64_t max) { write_file(dir("pids") / "pids.max",
 void Cgroup::set_device_rules(const std::vector<std::pair<bool, std::string>>& rules) {
     if (std::find(controllers_.begin(), controllers_.end(), "devices") == controllers_.end())
         throw Error(fmt::format("cgroup {}: no devices controller to apply a device list with", name_));
-    for (const auto& [allow, rule] : rules) write_file(dir("devices") / (allow ? "devices.allow" : "devices.deny"), rule);
+    for (const auto& [allow, rule] : rules)
+        write_file(dir("devices") / (allow ? "devices.allow" : "devices.deny"), rule);
 }
 
 void Cgroup::attach(pid_t pid) {
