@@ -15,6 +15,8 @@ PACKAGES=(
     libseccomp-dev pkg-config
     python3 python3-flask python3-numpy python3-matplotlib
     wrk prometheus curl slirp4netns
+    # tests/docker: the real daemons initless runs under as an OCI runtime (started by the tests, not systemd).
+    docker.io containerd runc
     openjdk-17-jdk-headless
     # The frameworks under examples/ (examples/README.md, "Frameworks"): all from Debian, no other registry.
     gunicorn python3-uvicorn python3-fastapi python3-django python3-torch

@@ -20,12 +20,14 @@ int main(int argc, char** argv) {
     initless::cli::add_stats(app);
     initless::cli::add_spec(app);
     initless::cli::add_init(app);
+    initless::cli::add_oci_runtime(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "initless: error: %s\n", e.what());
+        initless::cli::log_runtime_error(e.what());
         return 1;
     }
     return 0;

@@ -387,6 +387,23 @@ RuntimeSpec parse(const json& c) {
                 R::opt(*cpu, rp + ".cpu", "quota", l.resources.cpu_quota);
                 R::opt(*cpu, rp + ".cpu", "period", l.resources.cpu_period);
             }
+            R::each(*res, rp, "devices", [&](const json& d, const std::string& path) {
+                DeviceRule rule;
+                R::opt(d, path, "allow", rule.allow);
+                R::opt(d, path, "type", rule.type);
+                if (rule.type.empty()) rule.type = "a";
+                if (rule.type != "a" && rule.type != "c" && rule.type != "b")
+                    R::fail(path + ".type", fmt::format("'{}' is not one of a, c, b", rule.type));
+                R::opt(d, path, "major", rule.major);
+                R::opt(d, path, "minor", rule.minor);
+                if ((rule.major && *rule.major < 0) || (rule.minor && *rule.minor < 0))
+                    R::fail(path, "major and minor must not be negative");
+                R::opt(d, path, "access", rule.access);
+                if (rule.access.empty()) rule.access = "rwm";
+                if (rule.access.find_first_not_of("rwm") != std::string::npos)
+                    R::fail(path + ".access", fmt::format("'{}' is not made of r, w, m", rule.access));
+                l.resources.devices.push_back(rule);
+            });
             if (const json* pids = R::member(*res, rp, "pids")) {
                 R::opt(*pids, rp + ".pids", "limit", l.resources.pids_limit);
                 if (l.resources.pids_limit && *l.resources.pids_limit == 0)
@@ -484,6 +501,12 @@ json to_json(const RuntimeSpec& s) {
     if (l.resources.cpu_quota) resources["cpu"]["quota"] = *l.resources.cpu_quota;
     if (l.resources.cpu_period) resources["cpu"]["period"] = *l.resources.cpu_period;
     if (l.resources.pids_limit) resources["pids"]["limit"] = *l.resources.pids_limit;
+    for (const auto& r : l.resources.devices) {
+        json j = {{"allow", r.allow}, {"type", r.type}, {"access", r.access}};
+        if (r.major) j["major"] = *r.major;
+        if (r.minor) j["minor"] = *r.minor;
+        resources["devices"].push_back(j);
+    }
     json linux_json = {{"namespaces", namespaces},
                   {"devices", devices},
                   {"resources", resources},

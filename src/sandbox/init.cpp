@@ -11,6 +11,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -126,10 +127,54 @@ void make_mount_point(const fs::path& target, bool file) {
         fs::create_directories(target);
 }
 
+// A cgroup mount as runc makes one on cgroup v1: a tmpfs holding each hierarchy this process is in,
+// mounted from inside the cgroup namespace (so each shows the container's group as its root), and the
+// unified (v2) hierarchy at unified/ when the host has one. The tmpfs gets the mount's flags last.
+void mount_cgroups(const fs::path& target, const MountOptions& o) {
+    make_mount_point(target, false);
+    mount_fs("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755");
+    unsigned long flags = o.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY);
+    std::string lines = sys::read_file("/proc/self/cgroup");
+    size_t at = 0;
+    while (at < lines.size()) {
+        size_t end = lines.find('\n', at);
+        if (end == std::string::npos) end = lines.size();
+        std::string line = lines.substr(at, end - at);
+        at = end + 1;
+        size_t a = line.find(':'), b = line.find(':', a + 1);
+        if (a == std::string::npos || b == std::string::npos) continue;
+        std::string controllers = line.substr(a + 1, b - a - 1);
+        if (controllers.empty()) {
+            fs::create_directories(target / "unified");
+            if (::mount("cgroup2", (target / "unified").c_str(), "cgroup2", flags, nullptr) != 0)
+                fs::remove(target / "unified");  // no v2 hierarchy mountable here: leave it out
+            continue;
+        }
+        std::string dir = controllers.rfind("name=", 0) == 0 ? controllers.substr(5) : controllers;
+        fs::create_directories(target / dir);
+        mount_fs("cgroup", target / dir, "cgroup", flags, controllers);
+        // cpu,cpuacct is also reached as cpu and cpuacct, as on the host.
+        if (dir.find(',') != std::string::npos) {
+            size_t from = 0;
+            for (;;) {
+                size_t comma = dir.find(',', from);
+                std::string part = dir.substr(from, comma == std::string::npos ? std::string::npos : comma - from);
+                std::error_code ec;
+                if (!fs::exists(target / part, ec)) fs::create_symlink(dir, target / part);
+                if (comma == std::string::npos) break;
+                from = comma + 1;
+            }
+        }
+    }
+    if (o.flags & MS_RDONLY) mount_fs(nullptr, target, nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+}
+
 void apply_mount(const fs::path& root, const oci::Mount& m) {
     fs::path target = root / m.destination.relative_path();
     MountOptions o = parse_options(m);
-    if (o.bind) {
+    if (m.type == "cgroup") {
+        mount_cgroups(target, o);
+    } else if (o.bind) {
         std::error_code ec;
         bool file = !fs::is_directory(m.source, ec);
         make_mount_point(target, file);
@@ -174,6 +219,9 @@ void build_root(const json& setup, const std::vector<sys::UniqueFd>& passed, con
     // later lookup under it crosses into the mounts made on it.
     fs::path merged = fd_path(fds.at("instance")) + "/merged";
     mount_fs(nullptr, "/", nullptr, MS_REC | MS_PRIVATE);
+    // The cgroup namespace is made first, with init in its group, so that the group is its root (and
+    // the root of the cgroup hierarchies a "cgroup" mount shows).
+    if (spec.linux_settings.has_namespace("cgroup")) check(::unshare(CLONE_NEWCGROUP), "unshare cgroup namespace");
     if (fds.contains("upper")) {
         mount_fs("overlay", merged, "overlay", 0,
                  fmt::format("lowerdir={},upperdir={},workdir={}{}", fd_path(fds.at("root")),
@@ -197,6 +245,9 @@ void build_root(const json& setup, const std::vector<sys::UniqueFd>& passed, con
         mount_fs(d.path.c_str(), target, nullptr, MS_BIND);
     }
     std::error_code ec;
+    // A devpts instance of the container's own: /dev/ptmx is its ptmx, as runc makes it.
+    if (fs::exists(merged / "dev/pts/ptmx", ec) && fs::symlink_status(merged / "dev/ptmx", ec).type() == fs::file_type::not_found)
+        fs::create_symlink("pts/ptmx", merged / "dev/ptmx");
     for (auto [link, to] : {std::pair{"dev/fd", "/proc/self/fd"}, {"dev/stdin", "/proc/self/fd/0"},
                             {"dev/stdout", "/proc/self/fd/1"}, {"dev/stderr", "/proc/self/fd/2"}})
         if (fs::symlink_status(merged / link, ec).type() == fs::file_type::not_found)
@@ -222,8 +273,6 @@ void build_root(const json& setup, const std::vector<sys::UniqueFd>& passed, con
     if (!spec.hostname.empty())
         check(::sethostname(spec.hostname.c_str(), spec.hostname.size()), "sethostname");
     if (spec.linux_settings.has_namespace("network")) sys::set_loopback_up();
-    // The cgroup namespace is made now, with init in its group, so that the group is its root.
-    if (spec.linux_settings.has_namespace("cgroup")) check(::unshare(CLONE_NEWCGROUP), "unshare cgroup namespace");
 }
 
 // In a child of init, before exec or restore: a clean signal state and our stdio.
@@ -233,10 +282,12 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
     for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
     ::sigprocmask(SIG_UNBLOCK, &all, nullptr);
     ::setsid();
-    int devnull = ::open("/dev/null", O_RDWR);
-    ::dup2(devnull, 0);
-    ::dup2(log_fd, 1);
-    ::dup2(log_fd, 2);
+    if (log_fd >= 0) {
+        int devnull = ::open("/dev/null", O_RDWR);
+        ::dup2(devnull, 0);
+        ::dup2(log_fd, 1);
+        ::dup2(log_fd, 2);
+    }
     // Nothing of init's (control socket, signalfd, log) may leak into the function.
     int keep_lo = std::min(keep_fd, keep_fd2), keep_hi = std::max(keep_fd, keep_fd2);
     int from = 3;
@@ -260,7 +311,10 @@ std::vector<sock_filter> parse_filter(const json& request) {
     return bpf;
 }
 
-[[noreturn]] void exec_function(const oci::Process& process, const json& request, int log_fd) {
+}  // namespace
+
+[[noreturn]] void exec_process(const oci::Process& process, int log_fd, std::vector<sock_filter> filter,
+                               unsigned filter_flags) {
     reset_child(log_fd);
     auto fail = [](const std::string& what) {
         std::string line =
@@ -268,8 +322,6 @@ std::vector<sock_filter> parse_filter(const json& request) {
         (void)!::write(2, line.data(), line.size());
         ::_exit(127);
     };
-    std::vector<sock_filter> filter = parse_filter(request);
-    unsigned filter_flags = request.contains("seccomp") ? request["seccomp"].value("flags", 0u) : 0u;
     for (const auto& r : process.rlimits) {
         rlimit lim{r.soft, r.hard};
         if (::setrlimit(oci::rlimit_resource(r.type), &lim) != 0) fail("setrlimit " + r.type);
@@ -280,6 +332,13 @@ std::vector<sock_filter> parse_filter(const json& request) {
         if (fd < 0 || ::write(fd, v.data(), v.size()) < 0) fail("oom_score_adj");
         ::close(fd);
     }
+    auto install_filter = [&] {
+        sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
+        if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter_flags, &prog) != 0) fail("seccomp filter");
+    };
+    // Without no_new_privs the kernel lets only a CAP_SYS_ADMIN holder install a filter, so then it goes
+    // in now, before the capabilities are dropped (as runc does; Docker's profile allows what follows).
+    if (!filter.empty() && !process.no_new_privileges) install_filter();
     // Capabilities as the spec says (none for a function): the bounding set first, while we may still
     // drop from it; the ids keep the permitted set (KEEPCAPS) until capset sets the three sets.
     uint64_t bounding = oci::capability_mask(process.capabilities.bounding);
@@ -315,31 +374,49 @@ std::vector<sock_filter> parse_filter(const json& request) {
     for (auto& e : env_s) env.push_back(e.data());
     env.push_back(nullptr);
     environ = env.data();  // execvp searches the function's PATH, not ours
-    // The seccomp filter last, right before exec: it needs no_new_privs (set above), and nothing of
-    // ours runs under it but execve (and the failure report).
-    if (!filter.empty()) {
-        sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
-        if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter_flags, &prog) != 0) fail("seccomp filter");
-    }
+    // With no_new_privs the seccomp filter goes in last, right before exec: nothing of ours runs under
+    // it but execve (and the failure report).
+    if (!filter.empty() && process.no_new_privileges) install_filter();
     ::execvp(argv[0], argv.data());
     fail("exec " + argv_s[0]);
     ::_exit(127);
 }
+
+namespace {
 
 struct Init {
     int control;
     int log_fd = -1;
     oci::RuntimeSpec spec;
     std::set<pid_t> watched;
+    bool detached = false;  // see SandboxOptions::detached
+    int listen_fd = -1;
+    pid_t main_pid = 0;     // the process `start` made (detached: init's exit is its exit)
+
+    // The exit status a shell would report: the code, or 128 + the signal.
+    [[noreturn]] void exit_with(int status) {
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 255;
+        ::kill(-1, SIGKILL);
+        while (::waitpid(-1, nullptr, __WALL) > 0) {
+        }
+        ::_exit(code);
+    }
 
     void reply(const json& message, std::span<const int> fds = {}) {
         sys::send_message(control, message.dump(), fds);
     }
 
     void start(const json& request) {
+        if (detached && main_pid) {
+            reply({{"ok", false}, {"error", "the container's process was started already"}});
+            return;
+        }
+        unsigned filter_flags = request.contains("seccomp") ? request["seccomp"].value("flags", 0u) : 0u;
+        auto filter = parse_filter(request);
         auto child = sys::fork_process(0);
-        if (child.pid == 0) exec_function(spec.process, request, log_fd);
+        if (child.pid == 0) exec_process(spec.process, detached ? -1 : log_fd, std::move(filter), filter_flags);
         watched.insert(child.pid);
+        main_pid = child.pid;
         int fd = child.pidfd.get();
         reply({{"ok", true}, {"pid", child.pid}}, std::span<const int>(&fd, 1));
     }
@@ -423,6 +500,7 @@ struct Init {
             int status = 0;
             pid_t p = ::waitpid(-1, &status, WNOHANG | __WALL);
             if (p <= 0) return;
+            if (detached && p == main_pid) exit_with(status);
             if (watched.erase(p)) {
                 try {
                     sys::send_message(control,
@@ -466,6 +544,12 @@ void run_init(int control_fd) {
         // The other passed fds close when setup is done; the log stays (children dup it to stdout).
         init.log_fd = passed[log_index].release();
         init.spec = oci::parse(setup.at("spec"));
+        if (setup.value("detached", false)) {
+            size_t i = setup.at("fds").at("listen").get<size_t>();
+            if (i >= passed.size()) throw Error("the controller passed no listening socket");
+            init.detached = true;
+            init.listen_fd = passed[i].release();
+        }
         build_root(setup, passed, init.spec);
         init.reply({{"ok", true}});
     } catch (const std::exception& e) {
@@ -477,25 +561,39 @@ void run_init(int control_fd) {
     }
 
     for (;;) {
-        pollfd fds[2] = {{control_fd, POLLIN, 0}, {sfd, POLLIN, 0}};
+        // A detached init between connections waits on its listening socket instead.
+        pollfd fds[2] = {{init.control >= 0 ? init.control : init.listen_fd, POLLIN, 0}, {sfd, POLLIN, 0}};
         if (::poll(fds, 2, -1) < 0) continue;
         if (fds[1].revents & POLLIN) {
             signalfd_siginfo si{};
             while (::read(sfd, &si, sizeof si) == sizeof si) {
                 if (si.ssi_signo == SIGCHLD) {
                     init.reap();
+                } else if (init.detached && !init.main_pid) {
+                    // A created container that was never started ends on the signal, as runc's would.
+                    init.exit_with(static_cast<int>(si.ssi_signo));  // a wait status "killed by signo"
                 } else {
                     ::kill(-1, SIGTERM);  // forwarded to every process of the sandbox
                 }
             }
             init.reap();
         }
+        if (init.control < 0 && (fds[0].revents & POLLIN)) {
+            int conn = ::accept4(init.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+            if (conn >= 0) init.control = conn;
+            continue;
+        }
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             bool open = false;
             std::vector<sys::UniqueFd> passed;
             try {
-                open = sys::receive_message(control_fd, message, &passed);
+                open = sys::receive_message(init.control, message, &passed);
             } catch (const Error&) {
+            }
+            if (!open && init.detached) {
+                ::close(init.control);
+                init.control = -1;
+                continue;
             }
             if (!open) init.shut_down();
             try {

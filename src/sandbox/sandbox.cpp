@@ -89,11 +89,48 @@ std::optional<std::pair<uid_t, gid_t>> mapped_root(const oci::RuntimeSpec& rs) {
     return std::pair<uid_t, gid_t>{*uid, *gid};
 }
 
+// Namespaces given by path that init joins: the caller's thread enters them around the fork (init
+// inherits them), then returns to its own. Network, IPC and UTS only: a pid namespace joined would
+// leave init no pid 1, a mount or user namespace cannot be entered by a process with threads.
+int setns_type(const std::string& type) {
+    if (type == "network") return CLONE_NEWNET;
+    if (type == "ipc") return CLONE_NEWIPC;
+    if (type == "uts") return CLONE_NEWUTS;
+    throw Error(fmt::format("joining an existing {} namespace by path is not supported (network, ipc and uts are)",
+                            type));
+}
+
+class JoinedNamespaces {
+  public:
+    explicit JoinedNamespaces(const oci::RuntimeSpec& rs) {
+        for (const auto& ns : rs.linux_settings.namespaces) {
+            if (ns.path.empty()) continue;
+            int type = setns_type(ns.type);
+            const char* self = type == CLONE_NEWNET ? "net" : type == CLONE_NEWIPC ? "ipc" : "uts";
+            sys::UniqueFd target = sys::open_file(ns.path, O_RDONLY | O_CLOEXEC);
+            sys::UniqueFd ours = sys::open_file(fmt::format("/proc/thread-self/ns/{}", self), O_RDONLY | O_CLOEXEC);
+            if (::setns(target.get(), type) != 0)
+                throw sys::SysError(fmt::format("join {} namespace {}", ns.type, ns.path), errno);
+            saved_.emplace_back(type, std::move(ours));
+        }
+    }
+    ~JoinedNamespaces() {
+        for (auto& [type, fd] : saved_) ::setns(fd.get(), type);
+    }
+    JoinedNamespaces(const JoinedNamespaces&) = delete;
+    JoinedNamespaces& operator=(const JoinedNamespaces&) = delete;
+
+  private:
+    std::vector<std::pair<int, sys::UniqueFd>> saved_;
+};
+
 uint64_t clone_flags(const oci::RuntimeSpec& rs) {
     uint64_t flags = 0;
     for (const auto& ns : rs.linux_settings.namespaces) {
-        if (!ns.path.empty())
-            throw Error(fmt::format("joining an existing {} namespace ({}) is not supported yet", ns.type, ns.path));
+        if (!ns.path.empty()) {
+            setns_type(ns.type);  // refuses the kinds that cannot be joined
+            continue;
+        }
         if (ns.type == "pid") flags |= CLONE_NEWPID;
         if (ns.type == "network") flags |= CLONE_NEWNET;
         if (ns.type == "ipc") flags |= CLONE_NEWIPC;
@@ -122,8 +159,9 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
     sb.spec_ = spec;
     sb.runtime_ = runtime;
     sb.seccomp_filter_ = seccomp::filter_for(spec);
-    sb.id_ = new_instance_id(spec.name);
-    sb.dir_ = state_dir() / "instances" / sb.id_;
+    sb.id_ = options.id.empty() ? new_instance_id(spec.name) : options.id;
+    sb.dir_ = options.instance_dir ? *options.instance_dir : state_dir() / "instances" / sb.id_;
+    sb.detached_ = options.detached;
     try {
         fs::create_directories(sb.dir_);
         sys::write_file(sb.dir_ / "owner", owner_record(::getpid()).dump());
@@ -169,13 +207,28 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         if (root_ids) sys::change_owner(sb.log_path(), root_ids->first, root_ids->second);
 
         const auto& res = runtime.linux_settings.resources;
-        sb.cgroup_ = sys::Cgroup::create(sb.id_);
+        sb.cgroup_ = options.cgroup_path ? sys::Cgroup::create_path(*options.cgroup_path) : sys::Cgroup::create(sb.id_);
         if (res.memory_limit && *res.memory_limit > 0) sb.cgroup_.set_memory_limit(*res.memory_limit);
         if (res.cpu_quota && *res.cpu_quota > 0)
             sb.cgroup_.set_cpu_limit(static_cast<double>(*res.cpu_quota) /
                                      static_cast<double>(res.cpu_period.value_or(100000)));
         sb.cgroup_.set_pids_limit(res.pids_limit && *res.pids_limit > 0 ? static_cast<uint64_t>(*res.pids_limit)
                                                                          : 4194304);
+        if (!res.devices.empty()) {
+            // The devices the sandbox's processes may open or mknod: what stops a process that kept
+            // CAP_MKNOD (an OCI container's default set) from making and opening a host disk's node.
+            std::vector<std::pair<bool, std::string>> rules;
+            for (const auto& d : res.devices) {
+                auto number = [](const std::optional<int64_t>& n) {
+                    return n ? std::to_string(*n) : std::string("*");
+                };
+                rules.emplace_back(d.allow, d.type == "a"
+                                                ? std::string("a")
+                                                : fmt::format("{} {}:{} {}", d.type, number(d.major),
+                                                              number(d.minor), d.access));
+            }
+            sb.cgroup_.set_device_rules(rules);
+        }
 
         uint64_t flags = clone_flags(runtime);
         auto [ours, theirs] = sys::seqpacket_pair();
@@ -185,6 +238,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         std::string control_arg = std::to_string(theirs.get());
         const char* argv[] = {"initless", "__init", "--control", control_arg.c_str(), nullptr};
         std::string init_binary = init_binary_path();
+        std::optional<JoinedNamespaces> joined(std::in_place, runtime);
         auto child = sys::fork_process(flags);
         if (child.pid == 0) {
             ::fcntl(theirs.get(), F_SETFD, 0);
@@ -199,6 +253,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
             ::execv(init_binary.c_str(), const_cast<char**>(argv));
             ::_exit(126);
         }
+        joined.reset();
         go_read.reset();
         sb.init_pid_ = child.pid;
         sb.init_pidfd_ = std::move(child.pidfd);
@@ -250,6 +305,13 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
             if (m.is_bind()) fds["mounts"][std::to_string(i)] = pass(m.source, O_PATH);
         }
         for (const auto& d : spec.rw_dirs) setup["rw_dirs"].push_back(d.string());
+        sys::UniqueFd listener;
+        if (options.detached) {
+            listener = sys::listen_unix_seqpacket(control_socket_path(sb.dir_));
+            setup["detached"] = true;
+            passed.push_back(sys::duplicate(listener.get()));
+            fds["listen"] = passed.size() - 1;
+        }
         std::vector<int> raw;
         for (const auto& f : passed) raw.push_back(f.get());
         sb.request(setup.dump(), nullptr, raw);
@@ -285,6 +347,7 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
         network_pid_ = std::exchange(o.network_pid_, 0);
         network_pidfd_ = std::move(o.network_pidfd_);
         network_exit_ = std::move(o.network_exit_);
+        detached_ = o.detached_;
         o.dir_.clear();
     }
     return *this;
@@ -335,18 +398,28 @@ ProcessHandle Sandbox::request_process(const std::string& message, std::span<con
     return h;
 }
 
-ProcessHandle Sandbox::start() {
+std::string start_request(const seccomp::Filter& filter) {
     json req = {{"op", "start"}};
     // Raw BPF, in hex: init installs it without knowing what a profile is.
-    if (!seccomp_filter_.empty()) {
+    if (!filter.empty()) {
         std::string hex;
-        for (uint8_t b : seccomp::to_bytes(seccomp_filter_.bpf)) hex += fmt::format("{:02x}", b);
+        for (uint8_t b : seccomp::to_bytes(filter.bpf)) hex += fmt::format("{:02x}", b);
         if (hex.size() > 48 * 1024)  // the control socket carries 64 KiB messages
-            throw Error(fmt::format("start {}: the seccomp filter has {} instructions, too many to send to init",
-                                    spec_.name, seccomp_filter_.bpf.size()));
-        req["seccomp"] = {{"bpf", hex}, {"flags", seccomp_filter_.flags}};
+            throw Error(fmt::format("the seccomp filter has {} instructions, too many to send to init",
+                                    filter.bpf.size()));
+        req["seccomp"] = {{"bpf", hex}, {"flags", filter.flags}};
     }
-    return request_process(req.dump(), {});
+    return req.dump();
+}
+
+ProcessHandle Sandbox::start() {
+    std::string request;
+    try {
+        request = start_request(seccomp_filter_);
+    } catch (const Error& e) {
+        throw Error(fmt::format("start {}: {}", spec_.name, e.what()));
+    }
+    return request_process(request, {});
 }
 
 ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
@@ -465,6 +538,38 @@ void Sandbox::stop_egress() {
     ::waitpid(network_pid_, nullptr, WNOHANG);
     network_pid_ = 0;
     network_pidfd_.reset();
+}
+
+void Sandbox::release() {
+    if (!detached_) throw Error("only a detached sandbox may be released");
+    control_.reset();  // a detached init keeps running, waiting for a connection on its socket
+    netns_.reset();
+    init_pid_ = 0;
+    init_pidfd_.reset();
+    cgroup_.release();
+    cgroup_ = sys::Cgroup();
+    dir_.clear();
+}
+
+fs::path control_socket_path(const fs::path& instance_dir) {
+    return instance_dir / "init.sock";
+}
+
+std::string request_detached(const fs::path& instance_dir, const std::string& message,
+                             std::vector<sys::UniqueFd>* fds) {
+    sys::UniqueFd control = sys::connect_unix_seqpacket(control_socket_path(instance_dir));
+    sys::send_message(control.get(), message);
+    std::string reply;
+    for (;;) {
+        pollfd p{control.get(), POLLIN, 0};
+        if (sys::retry_eintr([&] { return ::poll(&p, 1, 20000); }) == 0)
+            throw Error("container init did not answer in time");
+        if (!sys::receive_message(control.get(), reply, fds)) throw Error("container init is gone");
+        json parsed = json::parse(reply);
+        if (parsed.contains("event")) continue;
+        if (!parsed.value("ok", false)) throw Error(parsed.value("error", std::string("init refused the request")));
+        return reply;
+    }
 }
 
 void Sandbox::teardown() {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -20,10 +21,60 @@ namespace initless::sys {
 
 namespace fs = std::filesystem;
 namespace {
-const char* const kControllers[] = {"memory", "cpu", "pids", "freezer"};
+const char* const kControllers[] = {"memory", "cpu", "pids", "freezer", "devices"};
 }
 
-fs::path Cgroup::dir(const char* controller) const { return fs::path(kRoot) / controller / kGroup / name_; }
+fs::path Cgroup::dir(const char* controller) const {
+    return fs::path(kRoot) / controller / (group_.empty() ? fs::path(kGroup) / name_ : group_);
+}
+
+Cgroup Cgroup::create_path(const fs::path& path) {
+    Cgroup cg;
+    cg.name_ = path.filename().string();
+    cg.group_ = path.relative_path();
+    if (cg.name_.empty() || cg.group_.empty()) throw Error(fmt::format("cgroup path '{}' names no group", path.string()));
+    cg.owned_ = true;
+    try {
+        for (const char* c : kControllers) {
+            fs::path parent = fs::path(kRoot) / c;
+            if (!fs::exists(parent / "cgroup.procs")) continue;
+            fs::create_directories(cg.dir(c));
+            cg.controllers_.emplace_back(c);
+        }
+    } catch (...) {
+        cg.remove();
+        throw;
+    }
+    if (cg.controllers_.empty()) throw Error("no cgroup v1 controller found under /sys/fs/cgroup");
+    return cg;
+}
+
+Cgroup Cgroup::open_path(const fs::path& path) {
+    Cgroup cg;
+    cg.name_ = path.filename().string();
+    cg.group_ = path.relative_path();
+    for (const char* c : kControllers)
+        if (fs::exists(cg.dir(c))) cg.controllers_.emplace_back(c);
+    return cg;
+}
+
+void Cgroup::set_frozen(bool frozen) {
+    const char* want = frozen ? "FROZEN" : "THAWED";
+    write_file(dir("freezer") / "freezer.state", want);
+    for (int i = 0; i < 1000; ++i) {
+        std::string state = read_file(dir("freezer") / "freezer.state");
+        if (state.rfind(want, 0) == 0) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        write_file(dir("freezer") / "freezer.state", want);
+    }
+    throw Error(fmt::format("cgroup {}: freezer did not reach {}", name_, want));
+}
+
+bool Cgroup::frozen() const {
+    std::error_code ec;
+    if (!fs::exists(dir("freezer") / "freezer.state", ec)) return false;
+    return read_file(dir("freezer") / "freezer.state").rfind("FROZEN", 0) == 0;
+}
 
 Cgroup Cgroup::create(const std::string& name) {
     Cgroup cg;
@@ -67,7 +118,7 @@ std::vector<std::string> Cgroup::list() {
 }
 
 Cgroup::Cgroup(Cgroup&& o) noexcept
-    : name_(std::move(o.name_)), controllers_(std::move(o.controllers_)), owned_(std::exchange(o.owned_, false)) {
+    : name_(std::move(o.name_)), group_(std::move(o.group_)), controllers_(std::move(o.controllers_)), owned_(std::exchange(o.owned_, false)) {
     o.name_.clear();
     o.controllers_.clear();
 }
@@ -79,6 +130,7 @@ Cgroup& Cgroup::operator=(Cgroup&& o) noexcept {
         } catch (...) {
         }
         name_ = std::move(o.name_);
+        group_ = std::move(o.group_);
         controllers_ = std::move(o.controllers_);
         owned_ = std::exchange(o.owned_, false);
         o.name_.clear();
@@ -106,6 +158,13 @@ void Cgroup::set_cpu_limit(double cpus) {
 }
 
 void Cgroup::set_pids_limit(uint64_t max) { write_file(dir("pids") / "pids.max", std::to_string(max)); }
+
+void Cgroup::set_device_rules(const std::vector<std::pair<bool, std::string>>& rules) {
+    if (std::find(controllers_.begin(), controllers_.end(), "devices") == controllers_.end())
+        throw Error(fmt::format("cgroup {}: no devices controller to apply a device list with", name_));
+    for (const auto& [allow, rule] : rules)
+        write_file(dir("devices") / (allow ? "devices.allow" : "devices.deny"), rule);
+}
 
 void Cgroup::attach(pid_t pid) {
     for (const auto& c : controllers_) write_file(dir(c.c_str()) / "cgroup.procs", std::to_string(pid));
@@ -156,7 +215,9 @@ void Cgroup::remove() {
     }
     if (!failure.empty()) throw Error(failure);
     // The shared initless/ parent goes when its last group does; another instance may still hold it.
-    for (const auto& c : controllers_) ::rmdir((fs::path(kRoot) / c / kGroup).c_str());
+    // A cgroupsPath's parents (/docker) belong to whoever named them and stay.
+    if (group_.empty())
+        for (const auto& c : controllers_) ::rmdir((fs::path(kRoot) / c / kGroup).c_str());
     name_.clear();
     controllers_.clear();
 }

@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -27,6 +28,41 @@ SocketPair seqpacket_pair() {
     int sv[2];
     check(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), "socketpair");
     return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+namespace {
+// sockaddr_un naming `path` as /proc/self/fd/<dir>/<name>; `dir` must stay open while it is used.
+sockaddr_un unix_address(const std::filesystem::path& path, UniqueFd& dir) {
+    dir = UniqueFd(::open(path.parent_path().empty() ? "." : path.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) throw SysError(fmt::format("open {}", path.parent_path().string()), errno);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::string name = fmt::format("/proc/self/fd/{}/{}", dir.get(), path.filename().string());
+    if (name.size() >= sizeof addr.sun_path) throw Error(fmt::format("socket name too long: {}", path.string()));
+    std::memcpy(addr.sun_path, name.c_str(), name.size() + 1);
+    return addr;
+}
+}  // namespace
+
+UniqueFd listen_unix_seqpacket(const std::filesystem::path& path) {
+    UniqueFd dir;
+    sockaddr_un addr = unix_address(path, dir);
+    UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    if (!s) throw SysError("socket", errno);
+    ::unlink(path.c_str());
+    check(::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), "bind " + path.string());
+    check(::listen(s.get(), 16), "listen " + path.string());
+    return s;
+}
+
+UniqueFd connect_unix_seqpacket(const std::filesystem::path& path) {
+    UniqueFd dir;
+    sockaddr_un addr = unix_address(path, dir);
+    UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    if (!s) throw SysError("socket", errno);
+    if (retry_eintr([&] { return ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr); }) != 0)
+        throw SysError("connect " + path.string(), errno);
+    return s;
 }
 
 void send_message(int fd, std::string_view data, std::span<const int> fds) {

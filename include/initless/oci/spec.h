@@ -98,6 +98,14 @@ struct Device {
     std::optional<uint32_t> file_mode, uid, gid;
 };
 
+// linux.resources.devices[i]: the device cgroup's allow/deny list, applied in order.
+struct DeviceRule {
+    bool allow = false;
+    std::string type = "a";  // a (all), c, b
+    std::optional<int64_t> major, minor;  // none: any
+    std::string access = "rwm";
+};
+
 struct Resources {
     std::optional<int64_t> memory_limit;  // bytes
     std::optional<int64_t> memory_swap;
@@ -105,6 +113,7 @@ struct Resources {
     std::optional<int64_t> cpu_quota;  // µs per period
     std::optional<uint64_t> cpu_period;
     std::optional<int64_t> pids_limit;
+    std::vector<DeviceRule> devices;
 };
 
 struct Linux {

@@ -5,8 +5,23 @@
 // (the controller is gone) it kills everything in the sandbox and exits, which ends the namespaces.
 #pragma once
 
+#include <linux/filter.h>
+
+#include <vector>
+
+#include "initless/oci/spec.h"
+
 namespace initless::sandbox {
 
 [[noreturn]] void run_init(int control_fd);
+
+// In a fresh child inside the sandbox's namespaces: applies the spec's process (rlimits, oom score,
+// capabilities, ids, no_new_privs, umask, cwd) and execs it, in a new session, with nothing open but
+// stdio. Stdin is /dev/null and stdout/stderr go to `log_fd`, or with log_fd < 0 stdio stays as it
+// is (an OCI runtime's container: the shim's pipes). `filter` (raw BPF, may be empty) is installed last
+// before exec with no_new_privs, else before the capabilities are dropped (the kernel wants
+// CAP_SYS_ADMIN then). On failure it writes why to stderr and exits 127.
+[[noreturn]] void exec_process(const oci::Process& process, int log_fd, std::vector<sock_filter> filter = {},
+                               unsigned filter_flags = 0);
 
 }  // namespace initless::sandbox

@@ -52,6 +52,18 @@ struct SandboxOptions {
     // function) before the overlay is mounted. A restore
     // copies an image's writable layer this way, checking it against the image's MAC as it copies.
     std::function<void(const std::filesystem::path& upper)> seed_upper;
+    // An OCI runtime's container (src/runtime) rather than a function instance:
+    //   id            the instance's id (else one is made from the function's name);
+    //   instance_dir  its directory (else state_dir()/instances/<id>, which collect_garbage watches);
+    //   cgroup_path   its cgroup at this path under each controller (else initless/<id>);
+    //   detached      init outlives this object (see release()): it then serves one connection at a
+    //                 time on <instance_dir>/init.sock, the process it starts keeps init's stdio (the
+    //                 caller's), and init exits with that process's exit status (128+signal if killed)
+    //                 once it ends, killing what is left, so that the process's end is init's end.
+    std::string id;
+    std::optional<std::filesystem::path> instance_dir;
+    std::optional<std::filesystem::path> cgroup_path;
+    bool detached = false;
 };
 
 struct ExitReport {
@@ -103,6 +115,9 @@ class Sandbox {
 
     sys::UniqueFd connect(uint16_t port) const;  // TCP to 127.0.0.1:port inside the sandbox
     void teardown();
+    // Detached sandboxes only: lets init, its cgroup and the instance dir live on without this
+    // object (a runtime's `create` exits and leaves the container to its `start`, `kill`, `delete`).
+    void release();
     std::string log_tail(size_t bytes = 2000) const;
 
     const std::string& id() const { return id_; }
@@ -146,7 +161,18 @@ class Sandbox {
     pid_t network_pid_ = 0;  // slirp4netns, for network = "egress"
     sys::UniqueFd network_pidfd_;
     sys::UniqueFd network_exit_;
+    bool detached_ = false;
 };
+
+// The request that has init start the spec's process under `filter` (empty: none); the filter travels as
+// raw BPF in hex. Throws if it is too big for one control message.
+std::string start_request(const seccomp::Filter& filter);
+// The path of a detached init's control socket in its instance dir.
+std::filesystem::path control_socket_path(const std::filesystem::path& instance_dir);
+// One request to a detached init (see SandboxOptions::detached) over its control socket: the reply,
+// and its fds. Throws the init's error, or if it is gone.
+std::string request_detached(const std::filesystem::path& instance_dir, const std::string& message,
+                             std::vector<sys::UniqueFd>* fds = nullptr);
 
 // Removes instances whose controller is gone: kills a leftover init, removes cgroups and dirs.
 // Returns a line per thing removed.

@@ -1,5 +1,5 @@
-// A cgroup of our own across the v1 controllers this machine mounts (memory, cpu, pids, freezer) at
-// /sys/fs/cgroup/<ctrl>/initless/<name>. Only cgroups created here are ever written or removed.
+// A cgroup of our own across the v1 controllers this machine mounts (memory, cpu, pids, freezer,
+// devices) at /sys/fs/cgroup/<ctrl>/initless/<name>. Only cgroups created here are ever written or removed.
 // `remove` kills what is left inside and rmdirs every controller's directory.
 #pragma once
 
@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace initless::sys {
@@ -22,6 +23,15 @@ public:
     // remove() to delete it. Controllers whose directory is missing are skipped.
     static Cgroup open(const std::string& name);
     static std::vector<std::string> list();  // names under any controller's initless/ dir
+    // A group at `path` under each controller's root (an OCI runtime spec's cgroupsPath, such as
+    // /docker/<id>), parents made as needed; owned like `create`'s. `open_path` finds an existing one.
+    static Cgroup create_path(const std::filesystem::path& path);
+    static Cgroup open_path(const std::filesystem::path& path);
+    // Gives up ownership: the group outlives this object (a container's, removed by `delete`).
+    void release() { owned_ = false; }
+    // The freezer's FROZEN or THAWED; waits until the kernel reports the state reached.
+    void set_frozen(bool frozen);
+    bool frozen() const;
 
     Cgroup(Cgroup&& o) noexcept;
     Cgroup& operator=(Cgroup&& o) noexcept;
@@ -31,6 +41,10 @@ public:
     void set_memory_limit(uint64_t bytes);
     void set_cpu_limit(double cpus);
     void set_pids_limit(uint64_t max);
+    // The v1 devices controller's list, written in order: each rule is (allow, "a" or "c|b MAJ:MIN
+    // ACCESS" with * for any number) to devices.allow or devices.deny. Throws if there is no devices
+    // controller, so that a container that asked for a device list never runs without one.
+    void set_device_rules(const std::vector<std::pair<bool, std::string>>& rules);
     void attach(pid_t pid);
     std::vector<pid_t> pids() const;
     bool oom_killed() const;  // memory.oom_control reports an OOM kill happened
@@ -41,6 +55,7 @@ public:
 private:
     std::filesystem::path dir(const char* controller) const;
     std::string name_;
+    std::filesystem::path group_;  // under each controller's root: initless/<name>, or a cgroupsPath
     std::vector<std::string> controllers_;
     bool owned_ = false;  // created here: removed with this object
 };

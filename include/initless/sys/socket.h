@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <filesystem>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,6 +20,11 @@ struct SocketPair {
     UniqueFd a, b;
 };
 SocketPair seqpacket_pair();
+// A SOCK_SEQPACKET unix socket listening at `path` (an existing file there is replaced), and a client
+// of one. The path is bound and connected through /proc/self/fd of its directory, so that its length
+// is not bounded by sun_path (a runtime's state dir under a long --root).
+UniqueFd listen_unix_seqpacket(const std::filesystem::path& path);
+UniqueFd connect_unix_seqpacket(const std::filesystem::path& path);
 
 void send_message(int fd, std::string_view data, std::span<const int> fds = {});
 // Returns false on orderly EOF. Received fds are appended to `fds`.

@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# initless as an OCI runtime under the real daemons (issue 12, plain containers): starts a containerd
+# and a dockerd of its own (own roots, sockets, pid files; no systemd), registers build/initless as
+# the runtime "initless", builds a Flask image from the host's Debian packages (no registry), and
+# checks docker run/exec/stop/kill/rm and ctr run --runc-binary. Stops its daemons by pid afterwards
+# and unmounts what they left. A check that cannot run here fails with the reason.
+#   tests/docker/docker_test.sh BUILD_DIR
+set -uo pipefail
+
+BUILD_DIR="$(cd "${1:?usage: docker_test.sh BUILD_DIR}" && pwd)"
+INITLESS="$BUILD_DIR/initless"
+DOCKER=/usr/bin/docker  # Debian's CLI, matching its daemon (a newer one may shadow it on PATH)
+T="$(mktemp -d /tmp/ild.XXXXXX)"  # short: unix socket paths live under it
+FAILED=0
+PORT=$((20000 + RANDOM % 20000))
+
+fail() { echo "FAIL: $*"; FAILED=1; }
+pass() { echo "ok: $*"; }
+need() { command -v "$1" >/dev/null || { echo "FAIL: $1 is missing (scripts/setup.sh installs docker.io, containerd, runc)"; exit 1; }; }
+for b in dockerd containerd ctr containerd-shim-runc-v2 runc iptables curl; do need "$b"; done
+[[ -x $DOCKER ]] || { echo "FAIL: $DOCKER is missing (docker.io)"; exit 1; }
+[[ -x $INITLESS ]] || { echo "FAIL: $INITLESS is not built"; exit 1; }
+[[ $(id -u) -eq 0 ]] || { echo "FAIL: needs root (daemons, namespaces)"; exit 1; }
+
+had_docker0=0
+ip link show docker0 >/dev/null 2>&1 && had_docker0=1
+# What the daemons may leave on the host, as it was before: cgroups under the parents containers get
+# (Docker's /docker, containerd's namespace initless-test, initless's default /initless-oci) and mounts
+# outside $T (libnetwork's /run/docker/netns/*). The cleanup removes what appeared since, then fails the
+# test if anything of it, or any process started under $T, is still there.
+CG_PARENTS="docker initless-test initless-oci"
+host_cgroups() { for p in $CG_PARENTS; do find /sys/fs/cgroup/*/"$p" -depth -type d 2>/dev/null; done; }
+host_mounts() { awk '$2 ~ "^/(var/)?run/docker/" {print $2}' /proc/self/mounts; }
+host_cgroups | sort >"/tmp/ild-cg-before.$$"
+host_mounts | sort >"/tmp/ild-mnt-before.$$"
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [[ -S $T/docker.sock ]]; then
+        ids=$(dk ps -aq 2>/dev/null)
+        [[ -n $ids ]] && dk rm -f $ids >/dev/null 2>&1
+    fi
+    for c in $(ct containers ls -q 2>/dev/null); do ct task kill -s 9 "$c" >/dev/null 2>&1; ct task rm -f "$c" >/dev/null 2>&1; ct containers rm "$c" >/dev/null 2>&1; done
+    for p in docker containerd; do
+        if [[ -f $T/$p.pid ]]; then
+            pid=$(cat "$T/$p.pid")
+            kill "$pid" 2>/dev/null
+            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null
+        fi
+    done
+    # Shims and containers the daemons left (their command lines name $T), by pid.
+    for pid in $(pgrep -f -- "$T/"); do kill -9 "$pid" 2>/dev/null; done
+    # What the daemons leave mounted (netns files, shm, overlays), deepest first.
+    awk -v t="$T" '$2 ~ "^"t {print $2}' /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done
+    host_mounts | sort | comm -13 "/tmp/ild-mnt-before.$$" - | sort -r | while read -r m; do umount -l "$m"; done
+    # Cgroups made since the start (containers', and the parents runtimes make and never remove), deepest
+    # first; each is empty once the processes above are gone.
+    host_cgroups | sort | comm -13 "/tmp/ild-cg-before.$$" - | sort -r | while read -r d; do
+        for _ in $(seq 20); do rmdir "$d" 2>/dev/null && break; [[ -d $d ]] || break; sleep 0.1; done
+    done
+    [[ $had_docker0 -eq 0 ]] && ip link del docker0 2>/dev/null
+    local left=""
+    l=$(host_cgroups | sort | comm -13 "/tmp/ild-cg-before.$$" -); [[ -n $l ]] && left+=$'\ncgroups: '"$(echo $l)"
+    l=$(host_mounts | sort | comm -13 "/tmp/ild-mnt-before.$$" -); [[ -n $l ]] && left+=$'\nmounts: '"$(echo $l)"
+    l=$(awk -v t="$T" '$2 ~ "^"t {print $2}' /proc/self/mounts); [[ -n $l ]] && left+=$'\nmounts: '"$(echo $l)"
+    l=$(pgrep -f -- "$T/"); [[ -n $l ]] && left+=$'\nprocesses: '"$(echo $l)"
+    rm -rf "$T" "/tmp/ild-cg-before.$$" "/tmp/ild-mnt-before.$$"
+    if [[ -n $left ]]; then
+        echo "FAIL: left on the host after the daemons stopped:$left"
+        exit 1
+    fi
+    echo "ok: nothing left on the host (cgroups, mounts, processes)"
+    [[ $FAILED -ne 0 ]] && rc=1
+    exit $rc
+}
+trap cleanup EXIT
+
+dk() { "$DOCKER" -H "unix://$T/docker.sock" "$@"; }
+ct() { ctr --address "$T/containerd.sock" -n initless-test "$@"; }
+
+# --- daemons -----------------------------------------------------------------------------------
+cat >"$T/containerd.toml" <<TOML
+version = 2
+root = "$T/containerd/root"
+state = "$T/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$T/containerd.sock"
+[ttrpc]
+  address = "$T/containerd.sock.ttrpc"
+[debug]
+  address = ""
+TOML
+containerd --config "$T/containerd.toml" >"$T/containerd.log" 2>&1 &
+echo $! >"$T/containerd.pid"
+for _ in $(seq 100); do [[ -S $T/containerd.sock ]] && break; sleep 0.1; done
+[[ -S $T/containerd.sock ]] || { echo "FAIL: containerd did not start:"; tail -20 "$T/containerd.log"; exit 1; }
+
+cat >"$T/daemon.json" <<JSON
+{ "runtimes": { "initless": { "path": "$INITLESS" } } }
+JSON
+dockerd --config-file "$T/daemon.json" --containerd "$T/containerd.sock" --data-root "$T/docker" \
+    --exec-root "$T/dx" --pidfile "$T/docker.pid.daemon" -H "unix://$T/docker.sock" >"$T/dockerd.log" 2>&1 &
+echo $! >"$T/docker.pid"
+for _ in $(seq 300); do dk version >/dev/null 2>&1 && break; sleep 0.1; done
+dk version >/dev/null 2>&1 || { echo "FAIL: dockerd did not start:"; tail -30 "$T/dockerd.log"; exit 1; }
+# (Not `| grep -q`: under pipefail grep's early exit fails the pipeline when docker info gets SIGPIPE.)
+[[ $(dk info 2>/dev/null) == *initless* ]] || fail "dockerd does not list the initless runtime"
+
+# --- image: a Flask hello from the host's Debian packages --------------------------------------
+pkgs=$(apt-cache depends --recurse --installed --no-recommends --no-suggests --no-conflicts --no-breaks \
+    --no-replaces --no-enhances python3-flask dash coreutils 2>/dev/null | grep -E '^[a-z0-9]' | sort -u)
+: >"$T/files"
+for p in $pkgs; do dpkg -L "$p" 2>/dev/null; done | sort -u | while read -r f; do
+    [[ -e $f || -L $f ]] || continue
+    if [[ -d $f && ! -L $f ]]; then readlink -f "$f"; else echo "$(readlink -f "$(dirname "$f")")/$(basename "$f")"; fi
+done | sed 's|^/*||' | grep -vxE '|\.|bin|lib|lib64|sbin|usr' | sort -u >"$T/files"
+mkdir -p "$T/extra/app" "$T/extra/tmp" "$T/extra/etc"
+chmod 1777 "$T/extra/tmp"
+cat >"$T/extra/app/app.py" <<'PY'
+import os
+from flask import Flask
+app = Flask("hello")
+@app.route("/")
+def hello():
+    return "hello from initless pid %d\n" % os.getpid()
+print("ready", flush=True)
+app.run(host="0.0.0.0", port=8080)
+PY
+echo "root:x:0:0:root:/root:/bin/sh" >"$T/extra/etc/passwd"
+tar -C / -cf "$T/rootfs.tar" --no-recursion usr bin lib lib64 sbin -T "$T/files" 2>"$T/tar.err"
+tar -C "$T/extra" -rf "$T/rootfs.tar" app tmp etc/passwd
+dk import --change 'CMD ["python3", "/app/app.py"]' "$T/rootfs.tar" initless-flask:test >/dev/null ||
+    { echo "FAIL: docker import"; exit 1; }
+
+wait_http() {  # URL SECONDS
+    for _ in $(seq $(($2 * 20))); do curl -fsS --max-time 1 "$1" 2>/dev/null && return 0; sleep 0.05; done
+    return 1
+}
+
+# --- docker run -p through the bridge ----------------------------------------------------------
+start_ns=$(date +%s%N)
+if dk run -d --runtime initless --name web -p "127.0.0.1:$PORT:8080" initless-flask:test >"$T/web.id" 2>"$T/run.err"; then
+    body=$(wait_http "http://127.0.0.1:$PORT/" 20)
+    end_ns=$(date +%s%N)
+    if [[ $body == "hello from initless pid"* ]]; then
+        pass "docker run --runtime initless -p answers on the published port ($(((end_ns - start_ns) / 1000000)) ms to first response): $body"
+    else
+        fail "no answer on published port $PORT; container log: $(dk logs web 2>&1 | tail -5); dockerd: $(tail -5 "$T/dockerd.log")"
+    fi
+    ip=$(dk inspect -f '{{.NetworkSettings.IPAddress}}' web)
+    [[ -n $ip ]] && [[ $(curl -fsS --max-time 2 "http://$ip:8080/") == hello* ]] && pass "answers at its bridge address $ip" ||
+        fail "no answer at bridge address '$ip'"
+    out=$(dk exec web python3 -c 'import os, socket; print(socket.gethostname(), os.getpid())' 2>&1)
+    [[ $out == "$(cut -c1-12 "$T/web.id") "* ]] && pass "docker exec runs in the container: $out" || fail "docker exec: $out"
+    [[ $(dk top web 2>/dev/null | wc -l) -ge 2 ]] && pass "docker top lists processes" || fail "docker top: $(dk top web 2>&1)"
+    dk pause web >/dev/null 2>&1 && [[ $(dk inspect -f '{{.State.Status}}' web) == paused ]] &&
+        dk unpause web >/dev/null 2>&1 && wait_http "http://127.0.0.1:$PORT/" 5 >/dev/null &&
+        pass "docker pause/unpause" || fail "docker pause/unpause"
+    t0=$(date +%s)
+    dk stop web >/dev/null 2>"$T/stop.err" || fail "docker stop: $(cat "$T/stop.err")"
+    [[ $(dk inspect -f '{{.State.Status}}' web) == exited ]] && pass "docker stop ($(($(date +%s) - t0)) s, exit code $(dk inspect -f '{{.State.ExitCode}}' web))" ||
+        fail "after docker stop the container is $(dk inspect -f '{{.State.Status}}' web)"
+    dk rm web >/dev/null 2>&1 && ! dk inspect web >/dev/null 2>&1 && pass "docker rm" || fail "docker rm"
+else
+    fail "docker run --runtime initless: $(cat "$T/run.err")"
+fi
+
+# The same with runc, for comparison (printed, not asserted: numbers come from bench/).
+rport=$((PORT + 2))
+start_ns=$(date +%s%N)
+if dk run -d --runtime runc --name web-runc -p "127.0.0.1:$rport:8080" initless-flask:test >/dev/null 2>&1 &&
+    wait_http "http://127.0.0.1:$rport/" 20 >/dev/null; then
+    echo "info: runc: docker run to first response $((($(date +%s%N) - start_ns) / 1000000)) ms"
+fi
+dk rm -f web-runc >/dev/null 2>&1
+
+if dk run -d --runtime initless --name victim initless-flask:test >/dev/null 2>"$T/run2.err"; then
+    sleep 1
+    dk kill victim >/dev/null 2>&1
+    for _ in $(seq 50); do [[ $(dk inspect -f '{{.State.Status}}' victim) == exited ]] && break; sleep 0.1; done
+    code=$(dk inspect -f '{{.State.ExitCode}}' victim)
+    [[ $(dk inspect -f '{{.State.Status}}' victim) == exited && $code == 137 ]] && pass "docker kill (exit code 137)" ||
+        fail "docker kill: status $(dk inspect -f '{{.State.Status}}' victim) code $code"
+    dk rm victim >/dev/null 2>&1 || fail "docker rm after kill"
+else
+    fail "docker run (kill test): $(cat "$T/run2.err")"
+fi
+
+out=$(dk run --rm --runtime initless initless-flask:test sh -c 'echo out-line; exit 7' 2>&1)
+rc=$?
+[[ $out == out-line && $rc -eq 7 ]] && pass "docker run --rm: stdout and exit status 7 pass through" || fail "docker run --rm: rc $rc, output '$out'"
+
+if dk run -d --runtime initless --name forced initless-flask:test >/dev/null 2>&1; then
+    dk rm -f forced >/dev/null 2>&1 && ! dk inspect forced >/dev/null 2>&1 && pass "docker rm -f of a running container" || fail "docker rm -f"
+fi
+
+# --- isolation Docker asks for in config.json ---------------------------------------------------
+# The devices cgroup: Docker keeps CAP_MKNOD, so a node of a host block device can be made; opening it
+# must fail (EPERM from the devices controller), while the devices Docker allows work. The device is one
+# the host itself can open (on this machine even host root cannot open the disk, vda, so it would prove
+# nothing): the first of /sys/block, disks first, that opens here.
+disk=""
+for name in $(ls /sys/block | grep -vE '^(loop|ram|zram|nbd|sr)') $(ls /sys/block | grep -E '^(loop|ram|zram|nbd|sr)'); do
+    [[ -b /dev/$name ]] && python3 -c "import os; os.close(os.open('/dev/$name', os.O_RDONLY))" 2>/dev/null &&
+        { disk="$(stat -c '%t %T' "/dev/$name")"; disk="$((16#${disk% *})) $((16#${disk#* }))"; break; }
+done
+if [[ -n $disk ]]; then
+    read -r dmaj dmin <<<"$disk"
+    out=$(dk run --rm --runtime initless initless-flask:test python3 -c "
+import os, errno
+os.mknod('/tmp/disk', 0o600 | 0o060000, os.makedev($dmaj, $dmin))
+print('made')
+try:
+    os.close(os.open('/tmp/disk', os.O_RDONLY)); print('opened')
+except OSError as e:
+    print(errno.errorcode[e.errno])
+with open('/dev/null', 'w') as f: f.write('x')
+print(len(open('/dev/zero', 'rb').read(4)), len(open('/dev/urandom', 'rb').read(4)))
+" 2>&1)
+    [[ $out == $'made\nEPERM\n4 4' ]] && pass "devices cgroup: a mknod'ed node of a host block device ($dmaj:$dmin) cannot be opened (EPERM); /dev/null, zero, urandom work" ||
+        fail "devices cgroup: '$out'"
+    # The rule list is what decides: allowing that node to be read (--device-cgroup-rule) lets it open.
+    out=$(dk run --rm --runtime initless --device-cgroup-rule "b $dmaj:$dmin r" initless-flask:test python3 -c "
+import os
+os.mknod('/tmp/disk', 0o600 | 0o060000, os.makedev($dmaj, $dmin))
+os.close(os.open('/tmp/disk', os.O_RDONLY)); print('opened')" 2>&1)
+    [[ $out == opened ]] && pass "devices cgroup: with --device-cgroup-rule 'b $dmaj:$dmin r' the same node opens" ||
+        fail "devices cgroup with an allow rule: '$out'"
+else
+    fail "no block device in /proc/partitions that the host can open, for the devices check"
+fi
+# Docker's default seccomp profile (linux.seccomp): unshare(CLONE_NEWUSER) and keyctl are denied with
+# EPERM. The same calls under --security-opt seccomp=unconfined succeed, which shows the check bites.
+probe='import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.keyctl(0, -3, 0) if hasattr(libc, "keyctl") else libc.syscall(250, 0, -3, 0)
+print("keyctl", r, ctypes.get_errno())
+r = libc.unshare(0x10000000)
+print("unshare", r, ctypes.get_errno())'
+out=$(dk run --rm --runtime initless initless-flask:test python3 -c "$probe" 2>&1)
+[[ $out == $'keyctl -1 1\nunshare -1 1' ]] && pass "seccomp: Docker's default profile denies keyctl and unshare(CLONE_NEWUSER) with EPERM" ||
+    fail "seccomp under the default profile: '$out'"
+out=$(dk run --rm --runtime initless --security-opt seccomp=unconfined initless-flask:test python3 -c "$probe" 2>&1)
+[[ $out == *"unshare 0 "* ]] && pass "seccomp=unconfined: the same unshare succeeds (the check above can fail)" ||
+    fail "seccomp=unconfined: '$out'"
+# What the sandbox cannot apply is refused with the reason, not ignored.
+out=$(dk run --rm --runtime initless --cpuset-cpus 0 initless-flask:test true 2>&1)
+[[ $out == *"linux.resources.cpu.cpus is set"* ]] && pass "a setting initless does not apply (--cpuset-cpus) is refused with the reason" ||
+    fail "--cpuset-cpus: '$out'"
+
+# --- ctr run --runc-binary ---------------------------------------------------------------------
+if dk save initless-flask:test | ct images import - >/dev/null 2>"$T/ctr-import.err"; then
+    cport=$((PORT + 1))
+    if ct run -d --runc-binary "$INITLESS" --net-host docker.io/library/initless-flask:test ctr1 \
+        python3 -c "import sys; sys.argv=['app', '$cport']; exec(open('/app/app.py').read().replace('8080', '$cport'))" \
+        >/dev/null 2>"$T/ctr-run.err"; then
+        body=$(wait_http "http://127.0.0.1:$cport/" 20)
+        [[ $body == hello* ]] && pass "ctr run --runc-binary answers: $body" || fail "ctr run: no answer on $cport"
+        out=$(ct task exec --exec-id e1 ctr1 python3 -c 'print("exec-ok")' 2>&1)
+        [[ $out == exec-ok ]] && pass "ctr task exec" || fail "ctr task exec: $out"
+        [[ $(ct task ps ctr1 | wc -l) -ge 2 ]] && pass "ctr task ps" || fail "ctr task ps"
+        ct task kill -s SIGKILL ctr1 >/dev/null 2>&1
+        for _ in $(seq 50); do ct task ls | grep 'ctr1.*STOPPED' >/dev/null && break; sleep 0.1; done
+        ct task ls | grep 'ctr1.*STOPPED' >/dev/null && pass "ctr task kill stops it" || fail "ctr task kill: $(ct task ls)"
+        ct task rm ctr1 >/dev/null 2>&1 && ct containers rm ctr1 >/dev/null 2>&1 && pass "ctr task rm, container rm" ||
+            fail "ctr rm"
+    else
+        fail "ctr run --runc-binary: $(cat "$T/ctr-run.err")"
+    fi
+else
+    fail "ctr images import: $(cat "$T/ctr-import.err")"
+fi
+
+leftover=$(find "$T/dx/runtime-initless" -mindepth 2 -maxdepth 2 2>/dev/null)
+[[ -z $leftover ]] && pass "no container state left under the runtime root" || fail "state left: $leftover"
+
+[[ $FAILED -eq 0 ]] && echo "docker_test: all passed" || { echo "--- dockerd log tail"; tail -15 "$T/dockerd.log"; }
+exit $FAILED
