@@ -1,8 +1,16 @@
 #include "pages/strategy.h"
 
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
+
+#include "initless/sys/process.h"
+#include "initless/sys/uffd.h"
 
 namespace initless::pages {
 
@@ -66,7 +74,78 @@ class Prefetch : public Cow {
     }
 };
 
+// The page server's side of one lazy restore: takes each process's userfaultfd at its table's pause.
+class LazyAttachment : public Attachment {
+  public:
+    explicit LazyAttachment(std::shared_ptr<const LazySource> source) : source_(std::move(source)) {}
+    ~LazyAttachment() override {
+        if (!kept_)
+            for (uint64_t id : ids_) PageServer::shared().remove(id);
+    }
+    void on_pause(size_t index, pid_t host_pid, const uint64_t* slots) override {
+        sys::UniqueFd pidfd = sys::pidfd_open(host_pid);
+        sys::Userfaultfd uffd(sys::pidfd_getfd(pidfd.get(), static_cast<int>(slots[state::kUffd])));
+        uffd.handshake(lazy_uffd_features());
+        ids_.push_back(PageServer::shared().add(std::move(uffd), std::move(pidfd), source_, index, memory_));
+    }
+    void on_tables_done() override {
+        for (uint64_t id : ids_) PageServer::shared().start_fill(id);
+    }
+    std::shared_ptr<ServedMemory> release() override {
+        kept_ = true;
+        return memory_;
+    }
+
+  private:
+    std::shared_ptr<const LazySource> source_;
+    std::shared_ptr<ServedMemory> memory_ = std::make_shared<ServedMemory>();
+    std::vector<uint64_t> ids_;
+    bool kept_ = false;
+};
+
+bool any_served(const image::Process& p) {
+    return std::any_of(p.vmas.begin(), p.vmas.end(), [](const image::Vma& v) { return served_lazily(v); });
+}
+
+class Lazy : public Cow {
+  public:
+    const char* name() const override { return "lazy"; }
+    VmaFill fill(const image::Image& img, const image::Vma& v, bool must_copy) const override {
+        if (served_lazily(v)) return {};  // an empty anonymous VMA, registered by after_map
+        return Cow::fill(img, v, must_copy);
+    }
+    // The userfaultfd must belong to the process's own mm, so the table makes it (after its forks)
+    // and pauses for us to take it: its faults are answered from then on, while the table lays out.
+    void before_layout(state::Table& t, state::Region&, const image::Image& img, size_t index) const override {
+        if (!any_served(img.manifest.processes.at(index))) return;
+        t.op(SYS_userfaultfd, {O_CLOEXEC | O_NONBLOCK}, state::kUffd, 0, {}, "userfaultfd");
+        t.op(0, {}, -1, STUB_OP_PAUSE, {}, "pause: the page server takes the userfaultfd");
+    }
+    void after_map(state::Table& t, state::Region& region, const image::Vma& v) const override {
+        if (!served_lazily(v)) return;
+        uffdio_register reg{};
+        reg.range.start = v.start;
+        reg.range.len = v.length();
+        reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+        t.op(SYS_ioctl, {0, static_cast<uint64_t>(UFFDIO_REGISTER), region.put(reg)}, -1, 0, {{0, state::kUffd}},
+             fmt::format("userfaultfd register {:#x}-{:#x}", v.start, v.end));
+    }
+    // The process's own copy of its userfaultfd goes (the server holds the same file).
+    void after_layout(state::Table& t, const image::Image& img, size_t index) const override {
+        if (any_served(img.manifest.processes.at(index)))
+            t.op(SYS_close, {0}, -1, 0, {{0, state::kUffd}}, "close userfaultfd");
+    }
+    std::unique_ptr<Attachment> attach(const image::Image& img) const override {
+        return std::make_unique<LazyAttachment>(LazySource::of(img));
+    }
+};
+
 }  // namespace
+
+const MemoryStrategy& lazy() {
+    static const Lazy s;
+    return s;
+}
 
 const MemoryStrategy& eager() {
     static const Eager s;

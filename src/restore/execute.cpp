@@ -129,6 +129,15 @@ void check_table(pid_t pid, uint64_t addr, const state::Table& t, const char* wh
                                     : fmt::format("unexpected result {:#x}", head.failed_result)));
 }
 
+// Whether process `index`'s table stopped at one of its pause ops; if so, the strategy acts on it.
+bool paused(pid_t pid, const ProcessPlan& plan, pages::Attachment& memory, size_t index) {
+    stub_table head{};
+    sys::read_process_memory(pid, plan.table_addr, &head, sizeof head);
+    if (head.done >= plan.table.size() || !plan.table.pauses_at(head.done)) return false;
+    memory.on_pause(index, pid, head.slots);
+    return true;
+}
+
 // Points a stopped thread at the stub with a table to run.
 void start_table(sys::Tracee& t, uint64_t base, uint64_t table, uint64_t stack_top) {
     user_regs_struct r = t.regs();
@@ -207,7 +216,14 @@ Restored RestorePlan::execute() {
                     leader.resume();
                     continue;
                 }
-                if (WSTOPSIG(status) == SIGTRAP) break;
+                if (WSTOPSIG(status) == SIGTRAP) {
+                    // A pause the memory strategy planned (the table goes on when resumed), or the end.
+                    if (st.memory && paused(host[i], plan, *st.memory, i)) {
+                        leader.resume();
+                        continue;
+                    }
+                    break;
+                }
                 throw Error(fmt::format("restored process {} {} while running its table", procs[i].pid,
                                         describe_stop(host[i], status)));
             }
@@ -217,6 +233,7 @@ Restored RestorePlan::execute() {
                 throw Error(fmt::format("process {}: {} of {} threads were created", procs[i].pid,
                                         born[i].size(), plan.threads.size() - 1));
         }
+        if (st.memory) st.memory->on_tables_done();
         tm.layout_ms = ms_since(lap);
         sys::maybe_inject_fault("restore:tables");
 
@@ -279,7 +296,7 @@ Restored RestorePlan::execute() {
     if (int sig = st.restore_signal) sys::send_signal(host[0], sig);
     tm.finish_ms = ms_since(lap);
     tm.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    Restored out{std::move(st.helper), tm, host};
+    Restored out{std::move(st.helper), tm, host, st.memory ? st.memory->release() : nullptr};
     return out;
 }
 

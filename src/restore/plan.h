@@ -9,6 +9,7 @@
 
 #include "initless/restore/restore.h"
 #include "initless/sys/tracee.h"
+#include "pages/strategy.h"
 #include "state/kinds.h"
 #include "state/table.h"
 
@@ -50,6 +51,7 @@ struct RestorePlan::State {
     uint64_t base = 0, region_size = 0, stacks = 0, vdso_syscall_offset = 0;
     std::vector<ProcessPlan> procs;
     Timings timings;
+    std::unique_ptr<pages::Attachment> memory;  // the strategy's side of execute (lazy), or null
     bool executed = false;
 };
 

@@ -41,6 +41,8 @@ const pages::MemoryStrategy& memory_strategy(Strategy s) {
             return pages::eager();
         case Strategy::Cow:
             return pages::cow();
+        case Strategy::Lazy:
+            return pages::lazy();
         case Strategy::Prefetch:
             break;
     }
@@ -170,7 +172,8 @@ Strategy parse_strategy(const std::string& name) {
     if (name == "eager") return Strategy::Eager;
     if (name == "cow") return Strategy::Cow;
     if (name == "prefetch" || name == "auto") return Strategy::Prefetch;
-    throw Error(fmt::format("unknown restore strategy '{}' (known: eager, cow, prefetch, auto)", name));
+    if (name == "lazy") return Strategy::Lazy;
+    throw Error(fmt::format("unknown restore strategy '{}' (known: eager, cow, prefetch, lazy, auto)", name));
 }
 
 const char* strategy_name(Strategy s) {
@@ -181,6 +184,8 @@ const char* strategy_name(Strategy s) {
             return "cow";
         case Strategy::Prefetch:
             return "prefetch";
+        case Strategy::Lazy:
+            return "lazy";
     }
     return "?";
 }
@@ -281,6 +286,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     st->region_size = region_size;
     st->stacks = stacks;
     st->vdso_syscall_offset = vdso_syscall_offset;
+    st->memory = memory.attach(img);
     return RestorePlan(std::move(st));
 }
 

@@ -15,6 +15,8 @@
 #define STUB_OP_EXPECT_ARG2 8u /* the result must equal args[2] (a full pread or write) */
 #define STUB_OP_LOAD32 16u     /* not a syscall: result = *(uint32_t*)args0 (an fd pipe2 wrote) */
 #define STUB_OP_STORE32 32u    /* not a syscall: *(uint32_t*)args0 = args1 (an fd into a struct) */
+#define STUB_OP_PAUSE 64u      /* not a syscall: stop on int3 mid-table (done == this op's index) so the
+                                  controller can act (take an fd the table made), then go on */
 
 struct stub_op {
     uint64_t nr;
