@@ -24,6 +24,7 @@ struct RestoreOptions {
     int requests = 1;
     bool json = false;
     bool no_fallback = false;
+    bool no_verify = false;
 };
 
 struct Instance {
@@ -50,6 +51,8 @@ void add_restore(CLI::App& app) {
         ->check(CLI::Range(1, 1000));
     cmd->add_flag("--json", o.json, "print one JSON object");
     cmd->add_flag("--no-fallback", o.no_fallback, "fail instead of booting normally when a restore fails");
+    cmd->add_flag("--no-verify", o.no_verify,
+                  "skip the pages' checksums at load (they read the whole image: a cold-cache measurement needs this)");
     cmd->callback([] {
         sandbox::collect_garbage();
         Stopwatch load_watch;
@@ -57,7 +60,7 @@ void add_restore(CLI::App& app) {
         std::string image_failure;
         spec::FunctionSpec spec;
         try {
-            img = image::load(o.image);
+            img = image::load(o.image, !o.no_verify);
             spec = spec::load(img->manifest.function_dir);
         } catch (const Error& e) {
             // An image that fails its checks is never restored; the function can still boot if the
