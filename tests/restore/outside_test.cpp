@@ -151,7 +151,8 @@ TEST_P(FromOutside, RestoredProcessMatchesTheImageAndLeavesNothing) {
     ASSERT_EQ(r.exit_code, 0) << r.describe();
     image::Image img = image::load(image_dir);
     spec::FunctionSpec spec = spec::load(img.manifest.function_dir);
-    for (auto strategy : {restore::Strategy::Eager, restore::Strategy::Cow, restore::Strategy::Prefetch}) {
+    for (auto strategy : {restore::Strategy::Eager, restore::Strategy::Cow, restore::Strategy::Prefetch,
+                          restore::Strategy::Lazy}) {
         SCOPED_TRACE(restore::strategy_name(strategy));
         sandbox::SandboxOptions opts;
         opts.upper_seed = img.upper_path();

@@ -160,6 +160,7 @@ const char* const kStatePrograms[] = {
     "signalfd",             // signalfd mask, signals read after restore
     "epoll-registrations",  // epoll data values, EPOLLET, EPOLLONESHOT, a closed registration
     "big-heap",             // 256 MiB deterministic heap (every 4th MiB zero), checksum
+    "lazy-pages",           // 192 MiB in four regions, every 4th MiB of the heap zero (lazy_test.cpp)
     "mmap-regions",         // anonymous VMAs: guards, holes, read-only page, PROT_NONE reservation
     "file-private-cow",     // private file mapping with copied-on-write pages
     "file-shared-ro",       // shared read-only file mapping
@@ -209,7 +210,7 @@ INSTANTIATE_TEST_SUITE_P(Baseline, BootedProgram,
 std::vector<StateCase> state_cases() {
     std::vector<StateCase> out;
     for (const char* p : kStatePrograms)
-        for (const char* s : {"eager", "cow", "prefetch"}) out.push_back({p, s});
+        for (const char* s : {"eager", "cow", "prefetch", "lazy"}) out.push_back({p, s});
     return out;
 }
 
