@@ -28,7 +28,7 @@ namespace {
 
 constexpr uint64_t kFirstChunk = 64 << 10;  // a fault's first chunk ...
 constexpr uint64_t kMaxChunk = 4 << 20;     // ... doubling up to this while faults stay sequential
-constexpr uint64_t kFillStep = 1 << 20;     // background fill between two looks at the faults
+constexpr uint64_t kFillStep = 256 << 10;   // background fill between two looks at the faults
 
 enum PageState : uint8_t { kPending = 0, kDone = 1, kDropped = 2 };
 
@@ -605,8 +605,10 @@ struct PageServer::Impl {
             if (status == sys::UffdFill::Exited) return finish(s, "exited");
             if (status == sys::UffdFill::Again) return;  // events first
             // Pages already in cost a sixteenth of a copy (the scan); the budget stays whole pages.
-            uint64_t cost = std::max<uint64_t>((pending_before - best->pending) * kPageSize,
-                                               (to - from) / 16 & ~(kPageSize - 1));
+            // Each piece costs at least four pages (its read and ioctls), so many small working-set
+            // runs cannot make one step long.
+            uint64_t cost = std::max<uint64_t>({(pending_before - best->pending) * kPageSize,
+                                                (to - from) / 16 & ~(kPageSize - 1), 4 * kPageSize});
             budget -= std::min(budget, cost);
             s.cursor_at = origin_end;
         }

@@ -6,9 +6,11 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
+#include "initless/sys/file.h"
 #include "initless/sys/process.h"
 #include "initless/sys/uffd.h"
 
@@ -58,9 +60,37 @@ class Cow : public MemoryStrategy {
     }
 };
 
+// The working set's pages.img ranges, in file order and merged across small gaps, read ahead in one
+// pass: a cold page cache then costs one ordered sweep instead of a random read per page.
+void read_ahead_working_set(const image::Image& img, int pages_fd) {
+    constexpr uint64_t kGap = 256 << 10;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [offset, end)
+    const auto& procs = img.manifest.processes;
+    for (const auto& w : img.working_set) {
+        if (w.process >= procs.size()) continue;
+        uint64_t a = w.vaddr, b = w.vaddr + w.pages * kPageSize;
+        for (const auto& v : procs[w.process].vmas) {
+            if (v.end <= a || v.start >= b || v.saved_pages == 0) continue;
+            for (const auto& r : img.runs_of(v)) {
+                uint64_t s = std::max(a, r.vaddr), e = std::min(b, r.vaddr + r.pages * kPageSize);
+                if (s < e) ranges.push_back({r.file_offset + (s - r.vaddr), r.file_offset + (e - r.vaddr)});
+            }
+        }
+    }
+    std::sort(ranges.begin(), ranges.end());
+    for (size_t i = 0; i < ranges.size();) {
+        auto [start, end] = ranges[i];
+        size_t j = i + 1;
+        while (j < ranges.size() && ranges[j].first <= end + kGap) end = std::max(end, ranges[j++].second);
+        sys::read_ahead(pages_fd, start, end - start);
+        i = j;
+    }
+}
+
 class Prefetch : public Cow {
   public:
     const char* name() const override { return "prefetch"; }
+    void prepare_pages(const image::Image& img, int pages_fd) const override { read_ahead_working_set(img, pages_fd); }
     // The working set (the pages the first request after a restore touched) in bulk, instead of
     // one ~15 us fault per page.
     void after_layout(state::Table& t, const image::Image& img, size_t index) const override {
@@ -88,7 +118,7 @@ class LazyAttachment : public Attachment {
         uffd.handshake(lazy_uffd_features());
         ids_.push_back(PageServer::shared().add(std::move(uffd), std::move(pidfd), source_, index, memory_));
     }
-    void on_tables_done() override {
+    void on_restored() override {
         for (uint64_t id : ids_) PageServer::shared().start_fill(id);
     }
     std::shared_ptr<ServedMemory> release() override {
@@ -110,6 +140,7 @@ bool any_served(const image::Process& p) {
 class Lazy : public Cow {
   public:
     const char* name() const override { return "lazy"; }
+    void prepare_pages(const image::Image& img, int pages_fd) const override { read_ahead_working_set(img, pages_fd); }
     VmaFill fill(const image::Image& img, const image::Vma& v, bool must_copy) const override {
         if (served_lazily(v)) return {};  // an empty anonymous VMA, registered by after_map
         return Cow::fill(img, v, must_copy);
@@ -137,6 +168,17 @@ class Lazy : public Cow {
     }
     std::unique_ptr<Attachment> attach(const image::Image& img) const override {
         return std::make_unique<LazyAttachment>(LazySource::of(img));
+    }
+    // Every page the server installs is a fresh allocation (cow's reserve covers only the pages the
+    // working set writes): the restorer touches as much as the served VMAs hold (restore.cpp caps it),
+    // so that the fill reuses pages the host already backs.
+    uint64_t warm_reserve(const image::Image& img) const override {
+        if (::getenv("INITLESS_LAZY_SMALL_RESERVE")) return Cow::warm_reserve(img);
+        uint64_t bytes = 0;
+        for (const auto& p : img.manifest.processes)
+            for (const auto& v : p.vmas)
+                if (served_lazily(v)) bytes += v.saved_pages * kPageSize;
+        return bytes;
     }
 };
 

@@ -40,8 +40,8 @@ class Attachment {
     // Process `index`'s main table stopped at a STUB_OP_PAUSE this strategy planned; `slots` are the
     // table's slots (STUB_SLOTS of them) at that moment; `host_pid` its pid on the host.
     virtual void on_pause(size_t index, pid_t host_pid, const uint64_t* slots) = 0;
-    // Every main table ran: each process's memory is laid out.
-    virtual void on_tables_done() = 0;
+    // Every table ran and every process is detached: the restore is done.
+    virtual void on_restored() = 0;
     // The restore succeeded: what the caller keeps (figures).
     virtual std::shared_ptr<ServedMemory> release() = 0;
 };
@@ -61,6 +61,9 @@ class MemoryStrategy {
     virtual void after_layout(state::Table&, const image::Image&, size_t /*index*/) const {}
     // Anonymous memory the restorer touches in stage 1 for the restore to reuse warm.
     virtual uint64_t warm_reserve(const image::Image&) const { return 0; }
+    // At prepare (off the request path), with the image's pages.img open: e.g. read the working set
+    // ahead into the page cache, so that a restore from a cold cache does not read it page by page.
+    virtual void prepare_pages(const image::Image&, int /*pages_fd*/) const {}
     // What runs beside the execution; null when nothing does.
     virtual std::unique_ptr<Attachment> attach(const image::Image&) const { return nullptr; }
 };

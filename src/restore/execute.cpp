@@ -233,7 +233,6 @@ Restored RestorePlan::execute() {
                 throw Error(fmt::format("process {}: {} of {} threads were created", procs[i].pid,
                                         born[i].size(), plan.threads.size() - 1));
         }
-        if (st.memory) st.memory->on_tables_done();
         tm.layout_ms = ms_since(lap);
         sys::maybe_inject_fault("restore:tables");
 
@@ -292,6 +291,9 @@ Restored RestorePlan::execute() {
     }
     for (auto& [tid, th] : threads) th.detach();
     for (auto& leader : leaders) leader.detach();
+    // The background fill (lazy) starts once the restore is done: until then it would only compete
+    // with the restore's last steps for the CPU (faults are answered all along).
+    if (st.memory) st.memory->on_restored();
     // The opt-in post-restore notice, to the first process: pending before any request is forwarded.
     if (int sig = st.restore_signal) sys::send_signal(host[0], sig);
     tm.finish_ms = ms_since(lap);

@@ -226,6 +226,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
             sys::copy_tree(img.dir / saved, fmt::format("/proc/{}/root{}", sb.init_pid(), inside));
     for (const auto& p : procs) state::memory::verify_mapped_files(sb.init_pid(), p);
     sys::UniqueFd pages = sys::open_file(img.pages_path(), O_RDONLY);
+    memory.prepare_pages(img, pages.get());
     sandbox::ProcessHandle& helper = st->helper;
     uint64_t base = 0;
     std::string spawn_errors;

@@ -11,7 +11,7 @@
 // pages the image never saved) in chunks that grow from 64 KiB to 4 MiB while faults stay
 // sequential; beside the faults, a background fill copies every page in, the recorded working set
 // first (in its recorded order), then every registered VMA in address order. Faults are read
-// between fill steps of at most 1 MiB, so they overtake the fill. Events keep the pages right:
+// between fill steps of at most 256 KiB, so they overtake the fill. Events keep the pages right:
 // MADV_DONTNEED (REMOVE) drops a range (later faults get zeros), munmap (UNMAP) forgets it,
 // mremap (REMAP) moves what is still to come with it, and fork (FORK) serves the child too.
 //
