@@ -6,7 +6,6 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
-#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -168,17 +167,6 @@ class Lazy : public Cow {
     }
     std::unique_ptr<Attachment> attach(const image::Image& img) const override {
         return std::make_unique<LazyAttachment>(LazySource::of(img));
-    }
-    // Every page the server installs is a fresh allocation (cow's reserve covers only the pages the
-    // working set writes): the restorer touches as much as the served VMAs hold (restore.cpp caps it),
-    // so that the fill reuses pages the host already backs.
-    uint64_t warm_reserve(const image::Image& img) const override {
-        if (::getenv("INITLESS_LAZY_SMALL_RESERVE")) return Cow::warm_reserve(img);
-        uint64_t bytes = 0;
-        for (const auto& p : img.manifest.processes)
-            for (const auto& v : p.vmas)
-                if (served_lazily(v)) bytes += v.saved_pages * kPageSize;
-        return bytes;
     }
 };
 
