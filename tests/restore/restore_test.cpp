@@ -573,7 +573,7 @@ TEST_P(Framework, RestoresUnderEveryStrategyWithItsState) {
     EXPECT_EQ(report.value("processes", 0), c.processes) << report.dump();
     // The snapshot holds the counter after its warmup requests.
     const long want_counter = warmup_of(dir) + 1;
-    for (const char* strategy : {"eager", "cow", "prefetch"}) {
+    for (const char* strategy : {"eager", "cow", "prefetch", "lazy"}) {
         json list = restore(image, strategy, 2, c.request);
         for (const auto& inst : list) {
             std::string body = inst.value("body", "");
