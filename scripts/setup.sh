@@ -11,8 +11,10 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PACKAGES=(
     g++ cmake ninja-build ccache
     libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libboost-dev
+    libssl-dev  # libcrypto: the images' HMAC-SHA256 (DESIGN.md, "Image format")
+    libseccomp-dev pkg-config
     python3 python3-flask python3-numpy python3-matplotlib
-    wrk prometheus curl
+    wrk prometheus curl slirp4netns
     openjdk-17-jdk-headless
     # The frameworks under examples/ (examples/README.md, "Frameworks"): all from Debian, no other registry.
     gunicorn python3-uvicorn python3-fastapi python3-django python3-torch

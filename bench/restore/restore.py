@@ -24,7 +24,7 @@ trial_restore_ms and warmup_ms are recorded in its row. With --deadline (UTC), a
 --late-skip (workload:size:mode, default python-bigdict:9.8:eager) is skipped, with a row saying so, when
 the estimated rest of the run (walls of the largest size measured so far, scaled by size) would end after
 the deadline. The image is deleted after its workload. Measured with a warm page cache: the image was just written and
-`restore` reads it all once to verify its checksums (image_load_ms, not part of cold_ms).
+`restore` reads it all once to verify its MAC (image_load_ms, not part of cold_ms).
 
 A failure (a restore that fails, a boot that times out, a wrong answer) becomes a row with status "fail"
 and its reason; the bench goes on. A size that does not fit the free disk or memory is skipped with a
@@ -511,7 +511,7 @@ def write_md(path, rows, ctx, skipped, finished):
         "- **cold** for plain boot = prepare + init + exec (sandbox, function start until ready, first request). "
         + cold_text + " total_ms in the CSV is the CLI's, about prepare + cold.",
         "- page cache is **warm**: the image was just written by the snapshot, and `restore` reads it all once to "
-        "verify checksums (image_load_ms) before restoring. Nothing is dropped from the cache.",
+        "verify its MAC (image_load_ms) before restoring. Nothing is dropped from the cache.",
         "- python-bigdict answers are checked: `GET /` returns `dict[k] = v` and v must equal k x 0x9E3779B97F4A7C15 "
         "mod 2^61-1, so a wrong restore is a failed row, not a fast one.",
         "",

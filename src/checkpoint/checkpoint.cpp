@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "initless/image/image.h"
+#include "initless/seccomp/profile.h"
 #include "initless/sys/fault.h"
 #include "initless/sys/file.h"
 #include "initless/sys/inspect.h"
@@ -21,6 +22,7 @@
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 #include "initless/sys/tracee.h"
+#include "initless/sys/tree.h"
 #include "state/kinds.h"
 
 namespace initless::checkpoint {
@@ -34,26 +36,40 @@ double ms_since(Clock::time_point t) {
 }
 
 // Each kind of state reads its part of every frozen process.
-void read_members(std::vector<state::Frozen>& members, const struct stat& log,
-                  const std::map<uint64_t, uint64_t>& unix_peers) {
+void read_members(std::vector<state::Frozen>& members, pid_t init, const struct stat& log,
+                  const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets, state::CheckpointContext& context,
+                  const std::vector<sock_filter>& sandbox_filter) {
     for (auto& m : members) {
         m.gadget = sys::find_syscall_instruction(m.host);
         state::MemoryReader mem(m.host);
         state::tree::read(m);
         state::credentials::read(m);
+        state::credentials::read_seccomp(m, sandbox_filter);  // before the first injected syscall
         state::files::read_process(m);
         state::mm::read(m);
         state::threads::read(m, mem);
         state::signals::read(m, mem);
         state::timers::read(m, mem);
+        state::attributes::read(m, mem, init);
         m.p.vmas = state::memory::read(m.host);
-        m.p.fds = state::fds::read(m, log, unix_peers);
+        m.p.fds = state::fds::read(m, log, unix_sockets, context);
     }
+    state::MemoryReader mem(members.front().host);
+    state::ipc::check(members.front(), mem);
 }
 
 // A frozen process cannot exit by itself, but it can be killed (SIGKILL, the OOM killer): then the
 // reads fail with whatever came first (ptrace ESRCH, an empty maps file). This names the cause.
 void one_died_pass(const std::vector<state::Frozen>& members, const Error& first);
+
+// Copies the tree of the directory fd `from` into `staging`/`name`.
+void copy_tree_out(const sys::UniqueFd& from, const fs::path& staging, const std::string& name,
+                   const std::string& what) {
+    fs::path to = staging / name;
+    sys::check(::mkdir(to.c_str(), 0700), "mkdir " + to.string());
+    sys::UniqueFd dest = sys::open_file(to, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    sys::copy_tree_at(from.get(), dest.get(), nullptr, what);
+}
 
 void throw_if_one_died(const std::vector<state::Frozen>& members, const Error& first) {
     // A SIGKILLed task fails ptrace at once, but its process shows Z or X only when its death is
@@ -83,7 +99,7 @@ void one_died_pass(const std::vector<state::Frozen>& members, const Error& first
 }
 }  // namespace
 
-Stats checkpoint(const Target& target, const fs::path& image_dir,
+Stats checkpoint(const Target& target, const fs::path& image_dir, const image::Key& key,
                  const std::function<void(const fs::path& staging)>& before_publish) {
     auto t0 = Clock::now();
     Stats stats;
@@ -95,9 +111,14 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
     manifest.port = target.port;
     manifest.kernel = image::kernel_release();
     manifest.vdso_size = image::current_vdso_size();
+    manifest.seccomp_filter = seccomp::to_bytes(target.seccomp_filter);
+    manifest.seccomp_flags = target.seccomp_flags;
     manifest.created = std::to_string(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now()));
 
-    image::ImageWriter writer(image_dir);
+    state::CheckpointContext context;
+    context.refuse_tcp_connections = target.refuse_tcp_connections;
+    context.port = target.port;
+    image::ImageWriter writer(image_dir, key);
     std::vector<state::Frozen> members = state::tree::freeze(target.init_host_pid);
     // On failure, each process's other threads are let go before its leader: a dead leader's end
     // is reported to us (and it can be collected, then reaped by init) only after theirs.
@@ -109,15 +130,16 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
         }
     } leaders_last{members};
     state::clocks::read(manifest);
+    state::net_sysctls::read(manifest, target.init_host_pid);
     stats.freeze_ms = ms_since(t0);
     // Test-only: the function dies while frozen (as if it exited during the checkpoint).
     if (sys::fault_requested("checkpoint:function-exits")) sys::send_signal(members.front().host, SIGKILL);
     {
         sys::UniqueFd netns = sys::open_file(fmt::format("/proc/{}/ns/net", target.init_host_pid), O_RDONLY);
-        auto unix_peers = sys::unix_socket_peers(netns.get());
+        auto unix_sockets = sys::unix_socket_diag(netns.get());
         struct stat log = sys::stat_path(target.log_path);
         try {
-            read_members(members, log, unix_peers);
+            read_members(members, target.init_host_pid, log, unix_sockets, context, target.seccomp_filter);
         } catch (const ContractError&) {
             throw;
         } catch (const Error& e) {
@@ -130,7 +152,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
         state::fds::link(members);
         std::vector<image::PageRun> runs;
         {
-            sys::UniqueFd out = sys::open_file(writer.pages_path(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            sys::UniqueFd out = sys::open_file(writer.pages_path(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
             uint64_t cursor = 0;
             for (auto& m : members)
                 state::memory::dump_pages(m.host, m.p.vmas, out.get(), cursor, manifest, runs);
@@ -143,16 +165,21 @@ Stats checkpoint(const Target& target, const fs::path& image_dir,
             stats.vmas += m.p.vmas.size();
             stats.fds += m.p.fds.size();
         }
+        // The writable layer and the tmpfs dirs are copied while the function is still frozen (it
+        // cannot change them under the copy, nor swap a directory for a symlink), through directory
+        // fds only: a symlink it planted is copied as a link, never followed (sys/tree.h).
         pid_t first = members.front().host;
-        for (auto& m : members) manifest.processes.push_back(std::move(m.p));
-        // The function goes on running as it was: the layer copy needs no freeze.
-        members.clear();
-        sys::copy_tree(target.upper_dir, writer.staging() / "rootfs-upper");
+        copy_tree_out(sys::open_file(target.upper_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW), writer.staging(),
+                      image::kUpperTree, "the writable layer");
         // /tmp and /dev/shm are tmpfs of the sandbox, outside the writable layer: kept beside it.
         for (const auto& [inside, saved] : image::kTmpfsDirs)
-            sys::copy_tree(fmt::format("/proc/{}/root{}", first, inside), writer.staging() / saved);
+            copy_tree_out(sys::open_in_root_of(first, inside, O_RDONLY | O_DIRECTORY), writer.staging(), saved,
+                          std::string("the sandbox's ") + inside);
+        for (auto& m : members) manifest.processes.push_back(std::move(m.p));
+        members.clear();
         writer.publish(manifest, runs, before_publish);
     }
+    stats.notes = std::move(context.notes);
     stats.pages_written = manifest.pages_written;
     stats.zero_pages_skipped = manifest.zero_pages_skipped;
     stats.image_bytes = static_cast<uint64_t>(sys::stat_path(image_dir / "pages.img").st_blocks) * 512;

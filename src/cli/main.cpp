@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     initless::cli::add_logs(app);
     initless::cli::add_rm(app);
     initless::cli::add_stats(app);
+    initless::cli::add_spec(app);
     initless::cli::add_init(app);
     try {
         app.parse(argc, argv);

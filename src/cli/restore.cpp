@@ -52,7 +52,8 @@ void add_restore(CLI::App& app) {
     cmd->add_flag("--json", o.json, "print one JSON object");
     cmd->add_flag("--no-fallback", o.no_fallback, "fail instead of booting normally when a restore fails");
     cmd->add_flag("--no-verify", o.no_verify,
-                  "skip the pages' checksums at load (they read the whole image: a cold-cache measurement needs this)");
+                  "skip the MAC check of pages.img and the trees at load (the manifest, index and working set are still "
+                  "authenticated; the check reads the whole image: a cold-cache measurement needs this)");
     cmd->callback([] {
         sandbox::collect_garbage();
         Stopwatch load_watch;
@@ -60,16 +61,20 @@ void add_restore(CLI::App& app) {
         std::string image_failure;
         spec::FunctionSpec spec;
         try {
-            img = image::load(o.image, !o.no_verify);
+            img = image::load(o.image, image::Key::of_state_dir(sandbox::state_dir()), !o.no_verify);
             spec = spec::load(img->manifest.function_dir);
+        } catch (const image::NotAuthenticated&) {
+            // Nothing of an image that is not authenticated is trusted, not even the function its
+            // manifest names: no fallback boot either.
+            throw;
         } catch (const Error& e) {
-            // An image that fails its checks is never restored; the function can still boot if the
-            // manifest still says where it lives.
+            // An image that fails its other checks is never restored; the function can still boot if
+            // its (authenticated) manifest says where it lives.
             if (o.no_fallback) throw;
             image_failure = e.what();
             std::string dir;
             try {
-                dir = image::from_json(sys::read_file(std::filesystem::path(o.image) / "manifest.json")).function_dir;
+                dir = image::load_manifest(o.image, image::Key::of_state_dir(sandbox::state_dir())).function_dir;
             } catch (const std::exception&) {
                 throw Error(fmt::format("{}; and the manifest does not say which function to boot instead", e.what()));
             }
@@ -78,7 +83,10 @@ void add_restore(CLI::App& app) {
         double load_ms = load_watch.lap_ms();
         restore::Strategy strategy = restore::parse_strategy(o.strategy);
         sandbox::SandboxOptions sopts;
-        if (img) sopts.upper_seed = img->upper_path();
+        if (img)
+            sopts.seed_upper = [&img](const std::filesystem::path& upper) {
+                image::copy_tree(*img, image::kUpperTree, upper);
+            };
 
         // Stage 1 for every instance (what a pool does before requests come): sandbox and restore plan.
         std::vector<Instance> instances(static_cast<size_t>(o.instances));
@@ -107,7 +115,8 @@ void add_restore(CLI::App& app) {
                     r["mode"] = "restore";
                     r["restore_ms"] = phase.lap_ms();
                     r["breakdown"] = {{"spawn_ms", t.spawn_ms},   {"plan_ms", t.plan_ms},     {"layout_ms", t.layout_ms},
-                                      {"threads_ms", t.threads_ms}, {"finish_ms", t.finish_ms}, {"ops", t.ops}};
+                                      {"threads_ms", t.threads_ms}, {"finish_ms", t.finish_ms}, {"seccomp_ms", t.seccomp_ms},
+                                      {"ops", t.ops}};
                 } catch (const Error& e) {
                     inst.failure = e.what();
                 }

@@ -5,6 +5,7 @@
 
 #include "initless/cli/verbs.h"
 #include "initless/controller/snapshot_builder.h"
+#include "initless/image/image.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/spec/function_spec.h"
 
@@ -34,7 +35,8 @@ void add_snapshot(CLI::App& app) {
         std::filesystem::path image =
             o.image.empty() ? sandbox::state_dir() / "images" / spec.name : std::filesystem::path(o.image);
         if (image.has_parent_path()) std::filesystem::create_directories(image.parent_path());
-        auto r = controller::build_snapshot(spec, image, o.workingset_request);
+        auto r = controller::build_snapshot(spec, image, image::Key::of_state_dir(sandbox::state_dir()),
+                                            o.workingset_request);
         const auto& stats = r.stats;
         double boot_ms = r.boot_ms + r.ready_ms;
         if (o.json) {
@@ -53,7 +55,8 @@ void add_snapshot(CLI::App& app) {
                                   {"processes", stats.processes},
                                   {"threads", stats.threads},
                                   {"vmas", stats.vmas},
-                                  {"fds", stats.fds}};
+                                  {"fds", stats.fds},
+                                  {"notes", stats.notes}};
             std::printf("%s\n", out.dump().c_str());
             return;
         }
@@ -68,6 +71,8 @@ void add_snapshot(CLI::App& app) {
                         stats.zero_pages_skipped, stats.processes, stats.threads, stats.vmas, stats.fds,
                         r.working_set_pages)
                 .c_str());
+        // What the image restores differently (a connection restored reset, datagrams dropped).
+        for (const auto& note : stats.notes) std::printf("  note: %s\n", note.c_str());
     });
 }
 

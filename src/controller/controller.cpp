@@ -214,6 +214,7 @@ struct Controller::Impl {
     Controller& self;
     ControllerOptions options;
     Registry registry;
+    image::Key image_key;  // <state>/image.key: every image of this registry is authenticated under it
     std::unique_ptr<policy::KeepAlivePolicy> policy;
     Clock::time_point epoch = Clock::now();
 
@@ -235,7 +236,10 @@ struct Controller::Impl {
     using Callbacks = std::vector<std::function<void()>>;
 
     Impl(Controller& c, ControllerOptions o)
-        : self(c), options(std::move(o)), registry(options.state_dir, options.image_store_tmpfs) {}
+        : self(c),
+          options(std::move(o)),
+          registry(options.state_dir, options.image_store_tmpfs),
+          image_key(image::Key::of_state_dir(options.state_dir)) {}
 
     policy::TimeMs now_ms() const {
         return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - epoch).count();
@@ -393,7 +397,9 @@ struct Controller::Impl {
             std::string error;
             try {
                 sandbox::SandboxOptions opts;
-                opts.upper_seed = image->upper_path();
+                opts.seed_upper = [&image](const std::filesystem::path& upper) {
+                    image::copy_tree(*image, image::kUpperTree, upper);
+                };
                 sb = std::make_unique<sandbox::Sandbox>(sandbox::Sandbox::prepare(spec, opts));
                 plan.emplace(restore::RestorePlan::prepare(*sb, *image, strategy));
             } catch (const std::exception& e) {
@@ -871,7 +877,11 @@ void Controller::start() {
         }
         Clock::time_point t0 = Clock::now();
         try {
-            img = std::make_shared<const image::Image>(image::load(entry.image_dir));
+            img = std::make_shared<const image::Image>(image::load(entry.image_dir, I.image_key));
+            // An authenticated image of another function (moved into this one's place) is refused too.
+            if (img->manifest.function != entry.name)
+                throw Error(fmt::format("image {} is a snapshot of {}, not of {}", entry.image_dir.string(),
+                                        img->manifest.function, entry.name));
         } catch (const Error& e) {
             problem = e.what();
             spdlog::warn("event=image-unusable function={} error=\"{}\" fallback=boot", entry.name, problem);
@@ -1045,11 +1055,11 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
             spec::FunctionSpec spec = spec::load(staged->entry.code_dir);
             progress({{"step", "copy"}, {"ms", ms_since(t)}});
             auto result =
-                build_snapshot(spec, staged->entry.image_dir, "/", [&](const std::string& step, double ms) {
+                build_snapshot(spec, staged->entry.image_dir, I.image_key, "/", [&](const std::string& step, double ms) {
                     progress({{"step", step}, {"ms", ms}});
                 });
             t = Clock::now();
-            auto img = std::make_shared<const image::Image>(image::load(staged->entry.image_dir));
+            auto img = std::make_shared<const image::Image>(image::load(staged->entry.image_dir, I.image_key));
             staged->entry.boot_ms = result.boot_ms + result.ready_ms;
             staged->entry.restore_ms = result.restore_ms;  // the restore alone, not the trial's request
             staged->entry.image_mb = static_cast<double>(result.stats.image_bytes) / 1048576.0;
@@ -1060,7 +1070,8 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
                                       {"trial_restore_ms", result.trial_ms},
                                       {"publish_ms", result.publish_ms},
                                       {"image_bytes", result.stats.image_bytes},
-                                      {"working_set_pages", result.working_set_pages}};
+                                      {"working_set_pages", result.working_set_pages},
+                                      {"notes", result.stats.notes}};
             RegistryEntry old = I.registry.commit(*staged);
             auto fn = I.make_function(staged->entry, spec, std::move(img), "");
             staged.reset();

@@ -82,6 +82,19 @@ Registry::Registry(fs::path state_dir, bool tmpfs_images)
                   fmt::format("{:016x}", std::hash<std::string>{}(state_dir_.string()));
     fs::create_directories(state_dir_ / "functions");
     ::chmod(state_dir_.c_str(), 0700);
+    if (tmpfs_images_) {
+        // /dev/shm is writable by every local user: a dir there that someone else made first could
+        // have images swapped under the daemon. Ours only: made 0700, refused if another owns it.
+        for (const fs::path& d : {tmpfs_root_.parent_path(), tmpfs_root_}) {
+            if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) throw sys::SysError("mkdir " + d.string(), errno);
+            struct stat st {};
+            sys::check(::lstat(d.c_str(), &st), "stat " + d.string());
+            if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 022))
+                throw Error(fmt::format("the tmpfs image store {} is not a directory of uid {} writable by it alone "
+                                        "(uid {}, mode {:04o}): refused; remove it",
+                                        d.string(), ::geteuid(), st.st_uid, st.st_mode & 07777));
+        }
+    }
 }
 
 fs::path Registry::image_root(const std::string& name) const {

@@ -15,7 +15,8 @@ namespace initless::controller {
 
 
 SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesystem::path& image,
-                              const std::string& workingset_request, const SnapshotProgress& progress) {
+                              const image::Key& key, const std::string& workingset_request,
+                              const SnapshotProgress& progress) {
     auto step = [&](const char* name, double ms) {
         if (progress) progress(name, ms);
     };
@@ -36,14 +37,24 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
     out.warmup_ms = phase.lap_ms();
     step("warmup", out.warmup_ms);
 
-    checkpoint::Target target{sb.init_pid(), sb.log_path(), sb.upper_dir(), spec.name, spec.dir, spec.port};
+    checkpoint::Target target{sb.init_pid(),
+                              sb.log_path(),
+                              sb.upper_dir(),
+                              spec.name,
+                              spec.dir,
+                              spec.port,
+                              sb.seccomp_filter().bpf,
+                              sb.seccomp_filter().flags,
+                              spec.refuse_tcp_connections};
     // Runs on the complete staged image, before it is renamed into place.
     auto trial = [&](const std::filesystem::path& staging) {
         out.checkpoint_ms = phase.lap_ms();
         step("checkpoint", out.checkpoint_ms);
-        image::Image staged = image::load(staging, /*verify_pages=*/false);
+        image::Image staged = image::load(staging, key, /*verify_pages=*/false);
         sandbox::SandboxOptions opts;
-        opts.upper_seed = staged.upper_path();
+        opts.seed_upper = [&staged](const std::filesystem::path& upper) {
+            image::copy_tree(staged, image::kUpperTree, upper);
+        };
         auto trial_sb = sandbox::Sandbox::prepare(spec, opts);
         sys::Stopwatch restore_watch;
         auto restored = restore::restore_into(trial_sb, staged, restore::Strategy::Cow);
@@ -59,7 +70,7 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
             ws.insert(ws.end(), one.begin(), one.end());
         }
         for (const auto& r : ws) out.working_set_pages += r.pages;
-        image::write_working_set(staging, ws);
+        image::write_working_set(staging, ws, key);
         trial_sb.teardown();
         out.trial_ms = phase.lap_ms();
         step("trial-restore", out.trial_ms);
@@ -67,7 +78,7 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
     // A warmup connection the function has not closed yet is transient: give it a moment.
     for (int attempt = 0;; ++attempt) {
         try {
-            out.stats = checkpoint::checkpoint(target, image, trial);
+            out.stats = checkpoint::checkpoint(target, image, key, trial);
             break;
         } catch (const checkpoint::ContractError& e) {
             if (spec.warmup == 0 || attempt >= 20 ||

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "initless/sys/proc.h"
+#include "initless/sys/tree.h"
 #include "state/kinds.h"
 
 namespace initless::image {
@@ -39,6 +41,8 @@ std::string to_json(const Manifest& m) {
               {"zero_pages_skipped", m.zero_pages_skipped},
               {"processes", procs}};
     state::clocks::store(j, m);
+    state::net_sysctls::store(j, m);
+    state::credentials::store_filter(j, m);
     return j.dump(1);
 }
 
@@ -47,8 +51,8 @@ Manifest from_json(const std::string& text) {
     Manifest m;
     m.format = j.at("format");
     if (m.format != kFormatVersion)
-        throw Error(fmt::format("image format {} is not supported (this initless reads format {})", m.format,
-                                kFormatVersion));
+        throw Error(fmt::format("image format {} is not supported (this initless reads format {}): make the image again",
+                                m.format, kFormatVersion));
     m.function = j.at("function");
     m.function_dir = j.at("function_dir");
     m.kernel = j.at("kernel");
@@ -56,6 +60,8 @@ Manifest from_json(const std::string& text) {
     m.port = j.at("port");
     m.created = j.at("created");
     state::clocks::load(j, m);
+    state::net_sysctls::load(j, m);
+    state::credentials::load_filter(j, m);
     m.pages_file_size = j.at("pages_file_size");
     m.pages_written = j.at("pages_written");
     m.zero_pages_skipped = j.at("zero_pages_skipped");
@@ -99,21 +105,137 @@ std::span<const PageRun> Image::runs_of(const Vma& v) const {
     return {first, last};
 }
 
-Image load(const fs::path& dir, bool verify_pages) {
-    Image img;
-    img.dir = dir;
+namespace {
+
+constexpr const char* kAuthHeader = "initless-image-auth 1\n";
+
+// The trees of an image, in AUTH's order.
+std::vector<std::string> tree_names() {
+    std::vector<std::string> out = {kUpperTree};
+    for (const auto& [inside, saved] : kTmpfsDirs) out.push_back(saved);
+    return out;
+}
+
+// AUTH's body (every line but the MAC) for these digests, in a fixed order.
+std::string auth_body(const std::map<std::string, std::string>& digests) {
+    std::string body = kAuthHeader;
+    body += fmt::format("format {}\n", kFormatVersion);
+    auto line = [&](const std::string& name, const char* kind) {
+        auto it = digests.find(name);
+        if (it != digests.end()) body += fmt::format("{} {} {}\n", name, kind, it->second);
+    };
+    line("manifest.json", "sha256");
+    line("pages.idx", "sha256");
+    line("pages.img", "pages-sha256");
+    for (const auto& t : tree_names()) line(t, "tree-sha256");
+    line("workingset.idx", "sha256");
+    return body;
+}
+
+void write_auth(const fs::path& dir, const std::map<std::string, std::string>& digests, const Key& key) {
+    std::string body = auth_body(digests);
+    sys::write_file(dir / "AUTH", body + fmt::format("hmac-sha256 {}\n", hmac_sha256_hex(key, body)));
+}
+
+std::string sha256_hex(std::string_view data) {
+    Sha256 sha;
+    sha.update(data);
+    return sha.hex();
+}
+
+// pages.img's digest: its size, then the bytes of every saved run in pages.idx order.
+std::string pages_digest(const uint8_t* base, uint64_t size, const std::vector<PageRun>& runs) {
+    Sha256 sha;
+    sha.update(&size, sizeof size);
+    for (const auto& r : runs) sha.update(base + r.file_offset, r.pages * kPageSize);
+    return sha.hex();
+}
+
+std::string tree_digest(const fs::path& tree) {
+    sys::UniqueFd fd = sys::open_file(tree, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    TreeDigest digest;
+    sys::copy_tree_at(fd.get(), -1, &digest, tree.string());
+    return digest.hex();
+}
+
+[[noreturn]] void not_authenticated(const fs::path& dir, const std::string& why) {
+    throw NotAuthenticated(fmt::format("image {} is not authenticated: {}", dir.string(), why));
+}
+
+// Reads AUTH, checks its format line and MAC; returns the digests it lists.
+std::map<std::string, std::string> read_auth(const fs::path& dir, const Key& key) {
     std::string text;
     try {
-        text = sys::read_file(dir / "manifest.json");
-    } catch (const Error& e) {
-        throw Error(fmt::format("image {}: {}", dir.string(), e.what()));
+        text = sys::read_file(dir / "AUTH");
+    } catch (const sys::SysError& e) {
+        if (e.code() != ENOENT) throw Error(fmt::format("image {}: {}", dir.string(), e.what()));
+        // Images before format 4 have no AUTH: say which format it is when the manifest tells.
+        int format = 0;
+        try {
+            format = nlohmann::json::parse(sys::read_file(dir / "manifest.json")).at("format").get<int>();
+        } catch (const std::exception&) {
+        }
+        if (format && format != kFormatVersion)
+            throw Error(fmt::format("image {} has format {}; this initless reads format {}: make the image again",
+                                    dir.string(), format, kFormatVersion));
+        not_authenticated(dir, "it has no AUTH file");
     }
-    std::string sums = sys::read_file(dir / "CHECKSUMS");
-    uint32_t want_manifest = 0, want_index = 0;
-    if (std::sscanf(sums.c_str(), "manifest %x index %x", &want_manifest, &want_index) != 2)
-        throw Error(fmt::format("image {}: CHECKSUMS is malformed", dir.string()));
-    if (crc32c(0, text.data(), text.size()) != want_manifest)
-        throw Error(fmt::format("image {}: manifest.json is corrupted (checksum mismatch)", dir.string()));
+    auto mac_at = text.rfind("hmac-sha256 ");
+    if (text.rfind(kAuthHeader, 0) != 0 || mac_at == std::string::npos || text.back() != '\n')
+        not_authenticated(dir, "its AUTH file is malformed");
+    std::string body = text.substr(0, mac_at);
+    std::string mac = text.substr(mac_at + 12, text.size() - mac_at - 13);
+    std::map<std::string, std::string> digests;
+    std::istringstream lines(body.substr(std::strlen(kAuthHeader)));
+    std::string first;
+    std::getline(lines, first);
+    int format = 0;
+    if (std::sscanf(first.c_str(), "format %d", &format) != 1) not_authenticated(dir, "its AUTH file is malformed");
+    if (format != kFormatVersion)
+        throw Error(fmt::format("image {} has format {}; this initless reads format {}: make the image again",
+                                dir.string(), format, kFormatVersion));
+    if (!same_digest(mac, hmac_sha256_hex(key, body)))
+        not_authenticated(dir,
+                          "its AUTH file does not match its MAC (the image was made with another key, or changed)");
+    for (std::string line; std::getline(lines, line);) {
+        std::istringstream words(line);
+        std::string name, kind, digest;
+        words >> name >> kind >> digest;
+        digests[name] = digest;
+    }
+    return digests;
+}
+
+std::string read_checked(const fs::path& dir, const std::map<std::string, std::string>& digests,
+                         const std::string& name) {
+    auto it = digests.find(name);
+    if (it == digests.end()) not_authenticated(dir, name + " is not covered by its MAC");
+    std::string text;
+    try {
+        text = sys::read_file(dir / name);
+    } catch (const sys::SysError& e) {
+        if (e.code() == ENOENT) not_authenticated(dir, name + " is missing");
+        throw;
+    }
+    if (!same_digest(sha256_hex(text), it->second))
+        not_authenticated(dir, name + " does not match its MAC (changed or corrupted since the snapshot)");
+    return text;
+}
+
+}  // namespace
+
+sys::UniqueFd Image::open_pages() const {
+    if (pages_file) return sys::reopen(pages_file->get(), O_RDONLY);
+    return sys::open_file(pages_path(), O_RDONLY);
+}
+
+Image load(const fs::path& dir, const Key& key, bool verify_pages) {
+    Image img;
+    img.dir = dir;
+    if (!fs::exists(dir / "manifest.json") && !fs::exists(dir / "AUTH"))
+        throw Error(fmt::format("image {}: no such image (no manifest.json)", dir.string()));
+    img.digests = read_auth(dir, key);
+    std::string text = read_checked(dir, img.digests, "manifest.json");
     try {
         img.manifest = from_json(text);
     } catch (const nlohmann::json::exception& e) {
@@ -121,61 +243,102 @@ Image load(const fs::path& dir, bool verify_pages) {
             fmt::format("image {}: manifest.json is not a format-{} manifest ({}); make the image again",
                         dir.string(), kFormatVersion, e.what()));
     }
-    std::string index = sys::read_file(dir / "pages.idx");
-    if (crc32c(0, index.data(), index.size()) != want_index || index.size() % sizeof(PageRun))
-        throw Error(fmt::format("image {}: pages.idx is corrupted (checksum mismatch)", dir.string()));
+    std::string index = read_checked(dir, img.digests, "pages.idx");
+    if (index.size() % sizeof(PageRun))
+        throw Error(fmt::format("image {}: pages.idx is malformed", dir.string()));
     img.runs.resize(index.size() / sizeof(PageRun));
     std::memcpy(img.runs.data(), index.data(), index.size());
-    if (fs::exists(dir / "workingset.idx")) {
-        std::string ws = sys::read_file(dir / "workingset.idx");
-        uint32_t want_ws = 0;
-        auto at = sums.find("workingset ");
-        if (at == std::string::npos || std::sscanf(sums.c_str() + at, "workingset %x", &want_ws) != 1 ||
-            crc32c(0, ws.data(), ws.size()) != want_ws || ws.size() % sizeof(WorkingSetRun))
-            throw Error(
-                fmt::format("image {}: workingset.idx is corrupted (checksum mismatch)", dir.string()));
+    if (fs::exists(dir / "workingset.idx") || img.digests.count("workingset.idx")) {
+        std::string ws = read_checked(dir, img.digests, "workingset.idx");
+        if (ws.size() % sizeof(WorkingSetRun))
+            throw Error(fmt::format("image {}: workingset.idx is malformed", dir.string()));
         img.working_set.resize(ws.size() / sizeof(WorkingSetRun));
         std::memcpy(img.working_set.data(), ws.data(), ws.size());
     }
+    for (const auto& t : tree_names())
+        if (fs::exists(dir / t) && !img.digests.count(t)) not_authenticated(dir, t + " is not covered by its MAC");
 
     if (img.manifest.kernel != kernel_release() || img.manifest.vdso_size != current_vdso_size())
         throw Error(fmt::format("image {} was made on kernel {} (vdso {} bytes); this is {} (vdso {} bytes)",
                                 dir.string(), img.manifest.kernel, img.manifest.vdso_size, kernel_release(),
                                 current_vdso_size()));
-    if (verify_pages) {
-        sys::UniqueFd fd = sys::open_file(img.pages_path(), O_RDONLY);
-        struct stat st {};
-        sys::check(::fstat(fd.get(), &st), "stat pages.img");
-        if (static_cast<uint64_t>(st.st_size) != img.manifest.pages_file_size)
-            throw Error(fmt::format("image {}: pages.img has {} bytes, the manifest says {}", dir.string(),
-                                    st.st_size, img.manifest.pages_file_size));
-        sys::FileMapping pages(fd.get(), static_cast<size_t>(st.st_size));
-        const auto* base = pages.data();
-        for (const auto& proc : img.manifest.processes)
-            for (const auto& v : proc.vmas) {
-                if (v.saved_pages == 0) continue;
-                uint32_t crc = 0;
-                for (const auto& r : img.runs_of(v)) {
-                    if (r.file_offset + r.pages * kPageSize > img.manifest.pages_file_size)
-                        throw Error(fmt::format("image {}: pages.idx points past the end of pages.img",
-                                                dir.string()));
-                    crc = crc32c(crc, base + r.file_offset, r.pages * kPageSize);
-                }
-                if (crc != v.pages_crc)
-                    throw Error(
-                        fmt::format("image {}: pages of VMA {:#x}-{:#x} are corrupted (checksum mismatch)",
-                                    dir.string(), v.start, v.end));
-            }
+    if (!img.digests.count("pages.img")) not_authenticated(dir, "pages.img is not covered by its MAC");
+    sys::UniqueFd fd;
+    try {
+        fd = sys::open_file(img.pages_path(), O_RDONLY | O_NOFOLLOW);
+    } catch (const sys::SysError& e) {
+        if (e.code() == ENOENT) not_authenticated(dir, "pages.img is missing");
+        throw;
     }
+    struct stat st {};
+    sys::check(::fstat(fd.get(), &st), "stat pages.img");
+    if (!S_ISREG(st.st_mode)) not_authenticated(dir, "pages.img is not a regular file");
+    if (verify_pages) {
+        uint64_t size = img.manifest.pages_file_size;
+        if (static_cast<uint64_t>(st.st_size) != size)
+            not_authenticated(dir, fmt::format("pages.img does not match its MAC: it has {} bytes, {} were written "
+                                               "(truncated or changed since the snapshot)",
+                                               st.st_size, size));
+        for (const auto& r : img.runs)
+            if (r.file_offset % kPageSize || r.file_offset > size || r.pages > (size - r.file_offset) / kPageSize)
+                throw Error(fmt::format("image {}: pages.idx points past the end of pages.img", dir.string()));
+        sys::FileMapping pages(fd.get(), static_cast<size_t>(size));
+        if (!same_digest(pages_digest(pages.data(), size, img.runs), img.digests.at("pages.img")))
+            not_authenticated(dir, "pages.img does not match its MAC (changed or corrupted since the snapshot)");
+        // A restore maps whole VMA ranges, holes included: a byte outside the saved runs must be zero.
+        // Only ranges the file system holds data for are read (none, normally).
+        std::vector<std::pair<uint64_t, uint64_t>> saved;
+        for (const auto& r : img.runs) saved.push_back({r.file_offset, r.file_offset + r.pages * kPageSize});
+        std::sort(saved.begin(), saved.end());
+        size_t next = 0;
+        for (auto [from, to] : sys::data_ranges(fd.get(), size)) {
+            for (uint64_t at = from; at < to;) {
+                while (next < saved.size() && saved[next].second <= at) ++next;
+                uint64_t end = next < saved.size() ? std::min(to, std::max(at, saved[next].first)) : to;
+                for (uint64_t i = at; i < end; ++i)
+                    if (pages.data()[i] != 0)
+                        not_authenticated(dir, fmt::format("pages.img does not match its MAC (data at offset {:#x}, "
+                                                           "outside every saved page)",
+                                                           i));
+                at = next < saved.size() ? std::max(end, saved[next].second) : to;
+            }
+        }
+        for (const auto& t : tree_names())
+            if (img.digests.count(t) && !same_digest(tree_digest(dir / t), img.digests.at(t)))
+                not_authenticated(dir, t + " does not match its MAC (changed since the snapshot)");
+    }
+    img.pages_file = std::make_shared<const sys::UniqueFd>(std::move(fd));
     return img;
 }
 
-ImageWriter::ImageWriter(fs::path final_dir) : final_(std::move(final_dir)) {
+Manifest load_manifest(const fs::path& dir, const Key& key) {
+    return from_json(read_checked(dir, read_auth(dir, key), "manifest.json"));
+}
+
+void copy_tree(const Image& img, const std::string& name, int to) {
+    auto it = img.digests.find(name);
+    if (it == img.digests.end()) throw Error(fmt::format("image {} has no {}", img.dir.string(), name));
+    sys::UniqueFd from = sys::open_file(img.dir / name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    TreeDigest digest;
+    sys::copy_tree_at(from.get(), to, &digest, (img.dir / name).string());
+    if (!same_digest(digest.hex(), it->second))
+        not_authenticated(img.dir, name + " does not match its MAC (changed since the image was loaded)");
+}
+
+void copy_tree(const Image& img, const std::string& name, const fs::path& to) {
+    fs::create_directories(to);
+    sys::UniqueFd dest = sys::open_file(to, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    copy_tree(img, name, dest.get());
+}
+
+ImageWriter::ImageWriter(fs::path final_dir, const Key& key) : final_(std::move(final_dir)), key_(key) {
     if (fs::exists(final_)) throw Error(fmt::format("image {} already exists", final_.string()));
     staging_ = final_;
     staging_ += fmt::format(".tmp.{}", ::getpid());
     if (fs::exists(staging_)) sys::remove_tree(staging_);
     fs::create_directories(staging_);
+    // A function's memory may hold its secrets: the image is root's alone.
+    sys::check(::chmod(staging_.c_str(), 0700), "chmod " + staging_.string());
 }
 
 ImageWriter::~ImageWriter() {
@@ -187,15 +350,12 @@ ImageWriter::~ImageWriter() {
     }
 }
 
-void write_working_set(const fs::path& dir, const std::vector<WorkingSetRun>& runs) {
+void write_working_set(const fs::path& dir, const std::vector<WorkingSetRun>& runs, const Key& key) {
     std::string ws(reinterpret_cast<const char*>(runs.data()), runs.size() * sizeof(WorkingSetRun));
+    auto digests = read_auth(dir, key);
     sys::write_file(dir / "workingset.idx", ws);
-    std::string sums = sys::read_file(dir / "CHECKSUMS");
-    auto at = sums.find("workingset ");
-    if (at != std::string::npos) sums.erase(at);
-    while (!sums.empty() && sums.back() == '\n') sums.pop_back();
-    sys::write_file(dir / "CHECKSUMS",
-                    fmt::format("{} workingset {:08x}\n", sums, crc32c(0, ws.data(), ws.size())));
+    digests["workingset.idx"] = sha256_hex(ws);
+    write_auth(dir, digests, key);
 }
 
 void ImageWriter::publish(const Manifest& manifest, const std::vector<PageRun>& runs,
@@ -204,11 +364,24 @@ void ImageWriter::publish(const Manifest& manifest, const std::vector<PageRun>& 
     std::string index(reinterpret_cast<const char*>(runs.data()), runs.size() * sizeof(PageRun));
     sys::write_file(staging_ / "manifest.json", text);
     sys::write_file(staging_ / "pages.idx", index);
-    sys::write_file(staging_ / "CHECKSUMS",
-                    fmt::format("manifest {:08x} index {:08x}\n", crc32c(0, text.data(), text.size()),
-                                crc32c(0, index.data(), index.size())));
+    std::map<std::string, std::string> digests;
+    digests["manifest.json"] = sha256_hex(text);
+    digests["pages.idx"] = sha256_hex(index);
+    {
+        sys::UniqueFd fd = sys::open_file(pages_path(), O_RDONLY);
+        struct stat st {};
+        sys::check(::fstat(fd.get(), &st), "stat pages.img");
+        if (static_cast<uint64_t>(st.st_size) != manifest.pages_file_size)
+            throw Error(fmt::format("image {}: pages.img has {} bytes, the manifest says {}", staging_.string(),
+                                    st.st_size, manifest.pages_file_size));
+        sys::FileMapping pages(fd.get(), static_cast<size_t>(st.st_size));
+        digests["pages.img"] = pages_digest(pages.data(), manifest.pages_file_size, runs);
+    }
+    for (const auto& t : tree_names())
+        if (fs::exists(staging_ / t)) digests[t] = tree_digest(staging_ / t);
+    write_auth(staging_, digests, key_);
     if (before_publish) before_publish(staging_);
-    for (const char* f : {"manifest.json", "pages.idx", "CHECKSUMS", "pages.img", "workingset.idx"})
+    for (const char* f : {"manifest.json", "pages.idx", "AUTH", "pages.img", "workingset.idx"})
         if (fs::exists(staging_ / f)) sys::fsync_path(staging_ / f);
     sys::fsync_path(staging_);
     if (::rename(staging_.c_str(), final_.c_str()) != 0)

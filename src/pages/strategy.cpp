@@ -148,7 +148,8 @@ class Lazy : public Cow {
     // and pauses for us to take it: its faults are answered from then on, while the table lays out.
     void before_layout(state::Table& t, state::Region&, const image::Image& img, size_t index) const override {
         if (!any_served(img.manifest.processes.at(index))) return;
-        t.op(SYS_userfaultfd, {O_CLOEXEC | O_NONBLOCK}, state::kUffd, 0, {}, "userfaultfd");
+        t.op(SYS_ioctl, {0, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK}, state::kUffd, 0, {{0, state::kUffdDevice}},
+             "userfaultfd (USERFAULTFD_IOC_NEW)");
         t.op(0, {}, -1, STUB_OP_PAUSE, {}, "pause: the page server takes the userfaultfd");
     }
     void after_map(state::Table& t, state::Region& region, const image::Vma& v) const override {
@@ -165,6 +166,7 @@ class Lazy : public Cow {
         if (any_served(img.manifest.processes.at(index)))
             t.op(SYS_close, {0}, -1, 0, {{0, state::kUffd}}, "close userfaultfd");
     }
+    bool uses_userfaultfd() const override { return true; }
     std::unique_ptr<Attachment> attach(const image::Image& img) const override {
         return std::make_unique<LazyAttachment>(LazySource::of(img));
     }

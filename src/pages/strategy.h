@@ -64,6 +64,8 @@ class MemoryStrategy {
     // At prepare (off the request path), with the image's pages.img open: e.g. read the working set
     // ahead into the page cache, so that a restore from a cold cache does not read it page by page.
     virtual void prepare_pages(const image::Image&, int /*pages_fd*/) const {}
+    // Whether the tables make a userfaultfd (from /dev/userfaultfd, in slot kUffdDevice).
+    virtual bool uses_userfaultfd() const { return false; }
     // What runs beside the execution; null when nothing does.
     virtual std::unique_ptr<Attachment> attach(const image::Image&) const { return nullptr; }
 };

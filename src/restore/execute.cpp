@@ -1,6 +1,7 @@
 // Stage 2 of a restore (on the request path): runs the tables prepare wrote into the restorer,
 // collects every process and thread it creates, sets their final state and detaches.
 #include <elf.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -254,10 +255,31 @@ Restored RestorePlan::execute() {
             }
         tm.threads_ms = ms_since(lap);
 
-        // Each process drops its stub through a syscall instruction of its restored vDSO, then
-        // its leader gets its state back.
+        // A process with several threads installs the sandbox's seccomp filter in all of them at
+        // once (TSYNC) now that every table has run, so no op of ours runs filtered: the last
+        // syscall of the restore but the stub's munmap (which the filter allows). A process with
+        // one thread did it as its table's last op. Then it drops its stub through a syscall
+        // instruction of its restored vDSO, and its leader gets its state back.
         for (size_t i = 0; i < n; ++i) {
             sys::Tracee& leader = leaders[i];
+            if (st.seccomp_prog && !procs[i].seccomp_in_table) {
+                auto started = Clock::now();
+                user_regs_struct f = leader.regs();
+                f.rip = procs[i].vdso_start + st.vdso_syscall_offset;
+                f.rax = SYS_seccomp;
+                f.rdi = SECCOMP_SET_MODE_FILTER;
+                f.rsi = SECCOMP_FILTER_FLAG_TSYNC | st.seccomp_flags;
+                f.rdx = st.seccomp_prog;
+                f.orig_rax = static_cast<uint64_t>(-1);
+                leader.set_regs(f);
+                leader.single_step_and_wait();
+                auto r = static_cast<long>(leader.regs().rax);
+                if (r != 0)
+                    throw Error(fmt::format("installing the seccomp filter in process {} failed: {}", procs[i].pid,
+                                            r < 0 ? std::strerror(static_cast<int>(-r))
+                                                  : fmt::format("thread {} could not be synchronised", r)));
+                tm.seccomp_ms += std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+            }
             user_regs_struct g = leader.regs();
             g.rip = procs[i].vdso_start + st.vdso_syscall_offset;
             g.rax = SYS_munmap;

@@ -38,6 +38,7 @@ struct ProcessPlan {
     std::vector<state::FinalThread> threads;  // [0] the leader
     uint64_t vdso_start = 0;
     std::vector<size_t> forks;  // processes its table creates, in order
+    bool seccomp_in_table = false;  // its main table installs the seccomp filter (one thread)
 };
 
 struct RestorePlan::State {
@@ -49,6 +50,9 @@ struct RestorePlan::State {
     sandbox::ProcessHandle helper;
     sys::Tracee main;
     uint64_t base = 0, region_size = 0, stacks = 0, vdso_syscall_offset = 0;
+    // The sandbox's seccomp filter as a sock_fprog in the stub region (0: none) and its flags.
+    uint64_t seccomp_prog = 0;
+    unsigned seccomp_flags = 0;
     std::vector<ProcessPlan> procs;
     Timings timings;
     std::unique_ptr<pages::Attachment> memory;  // the strategy's side of execute (lazy), or null

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -14,11 +15,13 @@
 
 #include <fmt/format.h>
 
+#include "initless/seccomp/profile.h"
 #include "initless/sys/error.h"
 #include "initless/sys/fault.h"
 #include "initless/sys/file.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/process.h"
+#include "initless/sys/tree.h"
 #include "pages/strategy.h"
 #include "restore/plan.h"
 
@@ -88,14 +91,17 @@ uint64_t region_size_for(const image::Image& img, size_t code_size, size_t max_t
     uint64_t est_ops = 64, est_data = 65536;
     for (const auto& p : procs) {
         est_ops += 64 + p.vmas.size() * 8 + p.fds.size() * 16 + p.actions.size() + p.rlimits.size() +
-                   p.pending_shared.size() + p.threads.size() * (CAP_LAST_CAP + 24) + procs.size() * 2;
-        est_data += 4096 + p.threads.size() * 4096 + p.mm.auxv.size() + p.pending_shared.size() * 128;
+                   p.pending_shared.size() + p.threads.size() * (CAP_LAST_CAP + 24) + procs.size() * 2 +
+                   p.posix_timers.size() * 2;
+        est_data += 4096 + p.threads.size() * 4096 + p.mm.auxv.size() + p.pending_shared.size() * 128 +
+                    p.posix_timers.size() * 160;
         for (const auto& v : p.vmas)
             est_data += v.name.size() + 1 + (v.saved_pages * kPageSize >> 30) * sizeof(stub_op);
         for (const auto& f : p.fds) est_data += fd_data_estimate(f);
         for (const auto& th : p.threads) est_data += th.pending.size() * 128 + th.comm.size() + 1;
     }
     est_ops += img.runs.size() + img.working_set.size();
+    est_data += img.manifest.seccomp_filter.size() + 64;
     return page_up(page_up(code_size) + page_up(est_ops * sizeof(stub_op) + est_data) + kMainStack +
                    max_threads * kThreadStack);
 }
@@ -111,12 +117,19 @@ void plan_helper_teardown(Table& t, Region& region, const state::FdLayout& L,
         t.op(SYS_rseq,
              {helper_rseq.address, helper_rseq.length, 1 /* RSEQ_FLAG_UNREGISTER */, helper_rseq.signature},
              -1, 0, {}, "rseq unregister");
+    // The userfaultfd device first: its fd 4 may be the image's number in the layout.
+    if (L.uffd_device)
+        t.op(SYS_dup3,
+             {static_cast<uint64_t>(sandbox::Sandbox::kRestorerUffdDeviceFd), static_cast<uint64_t>(L.uffd_device),
+              O_CLOEXEC},
+             state::kUffdDevice, 0, {}, "move userfaultfd device fd");
     t.op(SYS_dup3,
          {static_cast<uint64_t>(sandbox::Sandbox::kRestorerPagesFd), static_cast<uint64_t>(L.img), O_CLOEXEC},
          kImg, 0, {}, "move image fd");
     t.op(SYS_dup3, {1, static_cast<uint64_t>(L.log), O_CLOEXEC}, kLog, 0, {}, "keep log fd");
-    for (int fd : {0, 1, 2, sandbox::Sandbox::kRestorerPagesFd})
-        t.op(SYS_close, {static_cast<uint64_t>(fd)}, -1, STUB_OP_ALLOW_FAIL, {}, "close helper fd");
+    for (int fd : {0, 1, 2, sandbox::Sandbox::kRestorerPagesFd, sandbox::Sandbox::kRestorerUffdDeviceFd})
+        if (fd != L.img && fd != L.log)
+            t.op(SYS_close, {static_cast<uint64_t>(fd)}, -1, STUB_OP_ALLOW_FAIL, {}, "close helper fd");
     for (auto [s, e] : helper_unmap)
         t.op(SYS_munmap, {s, e - s}, -1, 0, {}, fmt::format("munmap helper {:#x}", s));
 }
@@ -124,8 +137,10 @@ void plan_helper_teardown(Table& t, Region& region, const state::FdLayout& L,
 // A thread's own table: its state, capabilities and queued signals.
 void plan_thread_table(Table& t, Region& region, const image::Thread& th, const image::Credentials& creds) {
     state::threads::plan_thread(t, region, th);
+    state::attributes::plan_thread(t, region, th);
     state::credentials::plan_thread(t, region, creds);
     state::signals::plan_thread_queue(t, region, th);
+    state::attributes::plan_thread_last(t, th);
 }
 
 // The main table of process `index`. It starts in a process holding only the stub region, the
@@ -133,29 +148,48 @@ void plan_thread_table(Table& t, Region& region, const image::Thread& th, const 
 // its table has taken the helper apart, every other one as its forker's copy.
 void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, size_t index, size_t forker,
                   const state::FdLayout& layout, const state::VdsoBlock& helper_vdso, uint64_t park,
-                  uint64_t stacks, const pages::MemoryStrategy& memory) {
+                  uint64_t stacks, const pages::MemoryStrategy& memory, uint64_t seccomp_prog, unsigned seccomp_flags) {
     const auto& procs = img.manifest.processes;
     const image::Process& p = procs[index];
     Table& t = plan.table;
     if (index > 0) {
         t.preset(kImg, static_cast<uint64_t>(layout.img));
         t.preset(kLog, static_cast<uint64_t>(layout.log));
+        if (layout.uffd_device) t.preset(state::kUffdDevice, static_cast<uint64_t>(layout.uffd_device));
     }
     t.op(SYS_getpid, {}, state::kTgid, 0, {}, "getpid");
+    state::attributes::plan_before_forks(t, p);
     state::tree::plan(t, region, procs, index, forker, plan.forks);
     plan.vdso_start = state::mm::plan_vdso(t, p, helper_vdso, park);
     state::memory::plan(t, region, img, index, layout, memory);
+    // Test-only: an op of the stub fails for real, in the last process's table, between its memory
+    // and its fds (the stub reports it; the restore must end and leave nothing).
+    if (index + 1 == procs.size() && sys::fault_requested("restore:stub-op"))
+        t.op(SYS_close, {~0ULL}, -1, 0, {}, "injected fault: close(-1)");
     state::fds::plan(t, region, p, layout);
     state::credentials::plan_limits(t, region, p);
     state::files::plan_process(t, region, p);
     state::timers::plan(t, region, p);
     state::signals::plan_actions(t, region, p);
     state::mm::plan(t, region, p);
+    state::attributes::plan_process(t, region, p);
     t.op(SYS_close, {0}, -1, 0, {{0, kImg}}, "close image");
+    // The function never keeps /dev/userfaultfd (its seccomp filter denies making a userfaultfd).
+    if (layout.uffd_device) t.op(SYS_close, {0}, -1, 0, {{0, state::kUffdDevice}}, "close userfaultfd device");
     state::signals::plan_process_queue(t, region, p);
     state::credentials::plan_inherited(t, p.creds);
+    state::attributes::plan_last(t, p);
     state::threads::plan_clones(t, region, p, stacks, kThreadStack);
+    state::timers::plan_posix(t, region, p);
     plan_thread_table(t, region, p.threads.at(0), p.creds);
+    // A process with one thread installs the seccomp filter as its table's last op (no stop of its
+    // own on the request path); one with more threads does it once their tables have run too
+    // (execute.cpp), since those run after this one.
+    if (seccomp_prog && p.threads.size() == 1) {
+        t.op(SYS_seccomp, {SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC | seccomp_flags, seccomp_prog}, -1, 0,
+             {}, "seccomp filter");
+        plan.seccomp_in_table = true;
+    }
     plan.table_addr = t.place(region);
     plan.per_thread.resize(p.threads.size());
     for (size_t i = 1; i < p.threads.size(); ++i) {
@@ -214,6 +248,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     Timings& tm = st->timings;
     const auto& procs = img.manifest.processes;
     if (procs.empty()) throw Error("the image holds no process");
+    for (const auto& p : procs) state::credentials::check_allowed(p, sb.runtime_spec());
     const pages::MemoryStrategy& memory = memory_strategy(strategy);
 
     size_t code_size = static_cast<size_t>(initless_stub_end - initless_stub_begin);
@@ -221,12 +256,34 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     for (const auto& p : procs) max_threads = std::max(max_threads, p.threads.size());
     const uint64_t region_size = region_size_for(img, code_size, max_threads);
 
+    // The image's /tmp and /dev/shm, checked against their MAC as they are copied (image/auth.h).
+    // The sandbox's tmpfs mounts belong to its user namespace, which does not map our ids: the files
+    // are made as its root.
     for (const auto& [inside, saved] : image::kTmpfsDirs)
-        if (std::filesystem::exists(img.dir / saved))
-            sys::copy_tree(img.dir / saved, fmt::format("/proc/{}/root{}", sb.init_pid(), inside));
+        if (img.has_tree(saved)) {
+            auto [uid, gid] = sb.root_ids();
+            sys::FsIdentity as_sandbox_root(uid, gid);
+            image::copy_tree(img, saved, sys::open_in_root_of(sb.init_pid(), inside, O_RDONLY | O_DIRECTORY).get());
+        }
     for (const auto& p : procs) state::memory::verify_mapped_files(sb.init_pid(), p);
-    sys::UniqueFd pages = sys::open_file(img.pages_path(), O_RDONLY);
+    // The restored function runs under its sandbox's filter, the one the image was checkpointed
+    // under: an image made under another filter (or none) is not restored into this sandbox.
+    const auto& image_filter = img.manifest.seccomp_filter;
+    const auto& sandbox_filter = sb.seccomp_filter();
+    if (!seccomp::same_program(seccomp::from_bytes(image_filter), sandbox_filter.bpf) ||
+        img.manifest.seccomp_flags != sandbox_filter.flags)
+        throw Error(fmt::format(
+            "the image's seccomp filter ({} instructions) is not the one the function's spec asks for now ({} "
+            "instructions, seccomp = \"{}\"); make the image again",
+            image_filter.size() / sizeof(sock_filter), sandbox_filter.bpf.size(), sb.spec().seccomp));
+    sys::UniqueFd pages = img.open_pages();  // the file load verified, not what its path names now
     memory.prepare_pages(img, pages.get());
+    // Inside the sandbox's user namespace the userfaultfd syscall makes only user-mode-only ones
+    // (vm.unprivileged_userfaultfd = 0 and no CAP_SYS_PTRACE over the host), whose kernel-mode
+    // faults (a read() into a served page) would fail with EFAULT: the restored process makes its
+    // userfaultfd through /dev/userfaultfd, opened here.
+    sys::UniqueFd uffd_device;
+    if (memory.uses_userfaultfd()) uffd_device = sys::open_file("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
     sandbox::ProcessHandle& helper = st->helper;
     uint64_t base = 0;
     std::string spawn_errors;
@@ -236,7 +293,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     sandbox::ClockOffsets clocks{monotonic, boottime};
     for (uint64_t candidate : stub_candidates(procs, region_size)) {
         try {
-            helper = sb.spawn_restorer(procs[0].pid, candidate, region_size, pages.get(), reserve, clocks);
+            helper = sb.spawn_restorer(procs[0].pid, candidate, region_size, pages.get(), reserve, clocks,
+                                       uffd_device ? uffd_device.get() : -1);
             base = candidate;
             break;
         } catch (const Error& e) {
@@ -263,7 +321,16 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     uint64_t vdso_syscall_offset = sys::find_syscall_instruction(hpid) - hv.start;
 
     Region region(base, code_size);
+    if (!image_filter.empty()) {
+        // Inherited by every process of the tree (the region is copied by each fork).
+        uint64_t code = region.put(image_filter.data(), image_filter.size());
+        sock_fprog prog{static_cast<unsigned short>(image_filter.size() / sizeof(sock_filter)),
+                        reinterpret_cast<sock_filter*>(code)};
+        st->seccomp_prog = region.put(prog);
+        st->seccomp_flags = img.manifest.seccomp_flags;
+    }
     state::FdLayout layout = state::fds::layout(procs);
+    if (uffd_device) layout.uffd_device = layout.lift++;
     uint64_t stacks = base + region_size - kMainStack - (max_threads - 1) * kThreadStack;
     uint64_t park = base + region_size + (1 << 20);  // where a vDSO block waits when old and new overlap
     std::vector<size_t> forker_of = state::tree::forkers(procs);
@@ -271,8 +338,10 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     for (size_t i = 1; i < procs.size(); ++i) st->procs[forker_of[i]].forks.push_back(i);
     plan_helper_teardown(st->procs[0].table, region, layout, helper_unmap, st->main.rseq());
     state::fds::plan_shared(st->procs[0].table, region, procs, layout);
+    state::net_sysctls::plan(st->procs[0].table, region, img.manifest);
     for (size_t i = 0; i < procs.size(); ++i) {
-        plan_process(st->procs[i], region, img, i, forker_of[i], layout, hv, park, stacks, memory);
+        plan_process(st->procs[i], region, img, i, forker_of[i], layout, hv, park, stacks, memory, st->seccomp_prog,
+                     st->seccomp_flags);
         tm.ops += st->procs[i].table.size();
     }
     if (page_up(code_size) + region.data_size() > region_size - kMainStack - (max_threads - 1) * kThreadStack)

@@ -29,7 +29,7 @@ __attribute__((section(".text.entry"), used, noreturn)) void stub_entry(struct s
             a[k] = (long)(s ? t->slots[s - 1] : op->args[k]);
         }
         long r;
-        uint64_t started = tsc();
+        uint64_t started = (op->flags & STUB_OP_NO_CLOCK) ? 0 : tsc();
         if (op->flags & STUB_OP_MOVE_FD) {
             if (a[0] != a[1]) {
                 r = raw_syscall(292 /* dup3 */, a[0], a[1], (long)op->args[2], 0, 0, 0);
@@ -49,7 +49,7 @@ __attribute__((section(".text.entry"), used, noreturn)) void stub_entry(struct s
         } else {
             r = raw_syscall((long)op->nr, a[0], a[1], a[2], a[3], a[4], a[5]);
         }
-        op->cycles = tsc() - started;
+        op->cycles = (op->flags & STUB_OP_NO_CLOCK) ? 0 : tsc() - started;
         int failed = (r < 0 && r > -4096) || ((op->flags & STUB_OP_EXPECT_ARG0) && r != a[0]) ||
                      ((op->flags & STUB_OP_EXPECT_ARG2) && r != a[2]);
         if (failed && !(op->flags & STUB_OP_ALLOW_FAIL)) {
@@ -60,5 +60,10 @@ __attribute__((section(".text.entry"), used, noreturn)) void stub_entry(struct s
         if (op->result_slot >= 0) t->slots[op->result_slot] = (uint64_t)r;
         t->done = i + 1;
     }
+    /* The int3 below is a forced SIGTRAP; forcing a blocked signal resets its action to SIG_DFL
+     * (the restored SIGTRAP handler would be lost), so SIGTRAP is unblocked first. The checkpoint
+     * refuses a pending SIGTRAP: none is queued that this could deliver early. */
+    uint64_t trap = 1ULL << (5 /* SIGTRAP */ - 1);
+    raw_syscall(14 /* rt_sigprocmask */, 1 /* SIG_UNBLOCK */, (long)&trap, 0, 8, 0, 0);
     for (;;) __asm__ volatile("int3");
 }

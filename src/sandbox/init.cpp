@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -9,20 +11,26 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <grp.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <initializer_list>
 #include <set>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "initless/oci/spec.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "initless/sys/process.h"
@@ -46,40 +54,158 @@ void mount_fs(const char* source, const fs::path& target, const char* type, unsi
             errno);
 }
 
-void make_device(const fs::path& path, unsigned major, unsigned minor) {
-    check(::mknod(path.c_str(), S_IFCHR | 0666, makedev(major, minor)), "mknod " + path.string());
-    check(::chmod(path.c_str(), 0666), "chmod " + path.string());
+struct MountOptions {
+    unsigned long flags = 0;      // applied at mount (or by the remount of a bind)
+    unsigned long propagation = 0;
+    bool bind = false, recursive = false;
+    std::string data;
+};
+
+MountOptions parse_options(const oci::Mount& m) {
+    static const std::pair<const char*, unsigned long> kSet[] = {
+        {"ro", MS_RDONLY},         {"nosuid", MS_NOSUID},     {"nodev", MS_NODEV},
+        {"noexec", MS_NOEXEC},     {"sync", MS_SYNCHRONOUS},  {"dirsync", MS_DIRSYNC},
+        {"noatime", MS_NOATIME},   {"nodiratime", MS_NODIRATIME}, {"relatime", MS_RELATIME},
+        {"strictatime", MS_STRICTATIME}, {"mand", MS_MANDLOCK}};
+    static const std::pair<const char*, unsigned long> kClear[] = {
+        {"rw", MS_RDONLY}, {"suid", MS_NOSUID}, {"dev", MS_NODEV}, {"exec", MS_NOEXEC}, {"async", MS_SYNCHRONOUS},
+        {"atime", MS_NOATIME}, {"diratime", MS_NODIRATIME}, {"norelatime", MS_RELATIME}, {"nomand", MS_MANDLOCK}};
+    static const std::pair<const char*, unsigned long> kPropagation[] = {
+        {"private", MS_PRIVATE}, {"rprivate", MS_PRIVATE | MS_REC}, {"shared", MS_SHARED},
+        {"rshared", MS_SHARED | MS_REC}, {"slave", MS_SLAVE}, {"rslave", MS_SLAVE | MS_REC},
+        {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC}};
+    MountOptions o;
+    o.bind = m.is_bind();
+    for (const auto& opt : m.options) {
+        bool known = false;
+        if (opt == "bind" || opt == "rbind") {
+            o.recursive = o.recursive || opt == "rbind";
+            continue;
+        }
+        for (auto [name, f] : kSet)
+            if (opt == name) o.flags |= f, known = true;
+        for (auto [name, f] : kClear)
+            if (opt == name) o.flags &= ~f, known = true;
+        for (auto [name, f] : kPropagation)
+            if (opt == name) o.propagation |= f, known = true;
+        if (!known) o.data += (o.data.empty() ? "" : ",") + opt;
+    }
+    return o;
 }
 
-// Builds the sandbox root and pivots into it. Runs as pid 1 of the new namespaces.
-void build_root(const json& setup) {
-    fs::path merged = setup.at("merged").get<std::string>();
+// Flags a remount of a bind must keep: the kernel refuses, inside a user namespace, to clear what the
+// mount it copies had (they are locked), so they are read back and kept.
+unsigned long locked_flags(const fs::path& target) {
+    struct statvfs st {};
+    if (::statvfs(target.c_str(), &st) != 0) return 0;
+    unsigned long f = 0;
+    if (st.f_flag & ST_NOSUID) f |= MS_NOSUID;
+    if (st.f_flag & ST_NODEV) f |= MS_NODEV;
+    if (st.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+    if (st.f_flag & ST_NOATIME) f |= MS_NOATIME;
+    if (st.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+    if (st.f_flag & ST_RELATIME) f |= MS_RELATIME;
+    if (st.f_flag & ST_RDONLY) f |= MS_RDONLY;
+    return f;
+}
+
+void remount_bind(const fs::path& target, unsigned long flags) {
+    mount_fs(nullptr, target, nullptr, MS_BIND | MS_REMOUNT | flags | locked_flags(target));
+}
+
+// Creates what a mount needs at `target`: a file for a file, a directory otherwise. A symlink at the
+// target is refused: following it could put the mount outside the root.
+void make_mount_point(const fs::path& target, bool file) {
+    std::error_code ec;
+    auto st = fs::symlink_status(target, ec);
+    if (st.type() == fs::file_type::symlink)
+        throw Error(fmt::format("mount point {} is a symlink", target.string()));
+    if (st.type() != fs::file_type::not_found) return;
+    fs::create_directories(target.parent_path());
+    if (file)
+        sys::write_file(target, "");
+    else
+        fs::create_directories(target);
+}
+
+void apply_mount(const fs::path& root, const oci::Mount& m) {
+    fs::path target = root / m.destination.relative_path();
+    MountOptions o = parse_options(m);
+    if (o.bind) {
+        std::error_code ec;
+        bool file = !fs::is_directory(m.source, ec);
+        make_mount_point(target, file);
+        mount_fs(m.source.c_str(), target, nullptr, MS_BIND | (o.recursive ? MS_REC : 0));
+        if (o.flags) remount_bind(target, o.flags);
+    } else {
+        make_mount_point(target, false);
+        mount_fs(m.source.empty() ? m.type.c_str() : m.source.c_str(), target, m.type.c_str(), o.flags, o.data);
+    }
+    if (o.propagation) mount_fs(nullptr, target, nullptr, o.propagation);
+}
+
+// A masked path shows nothing: /dev/null over a file, an empty read-only tmpfs over a directory.
+void mask_path(const std::string& path) {
+    std::error_code ec;
+    auto st = fs::symlink_status(path, ec);
+    if (ec || st.type() == fs::file_type::not_found) return;
+    if (st.type() == fs::file_type::directory)
+        mount_fs("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0");
+    else
+        mount_fs("/dev/null", path, nullptr, MS_BIND);
+}
+
+void make_readonly(const std::string& path) {
+    std::error_code ec;
+    if (fs::symlink_status(path, ec).type() == fs::file_type::not_found) return;
+    mount_fs(path.c_str(), path, nullptr, MS_BIND | MS_REC);
+    remount_bind(path, MS_RDONLY);
+}
+
+// Builds the sandbox root from the runtime spec and pivots into it. Runs as pid 1 of the new
+// namespaces (root of its user namespace when there is one).
+void build_root(const json& setup, const std::vector<sys::UniqueFd>& passed, const oci::RuntimeSpec& spec) {
+    // What the controller opened for us, named through /proc/self/fd (see Sandbox::prepare).
+    auto fd_path = [&](const json& index) {
+        size_t i = index.get<size_t>();
+        if (i >= passed.size()) throw Error("the controller passed fewer fds than the setup names");
+        return fmt::format("/proc/self/fd/{}", passed[i].get());
+    };
+    const json& fds = setup.at("fds");
+    // The instance dir is reached through its fd and "merged" is walked from there, so that every
+    // later lookup under it crosses into the mounts made on it.
+    fs::path merged = fd_path(fds.at("instance")) + "/merged";
     mount_fs(nullptr, "/", nullptr, MS_REC | MS_PRIVATE);
-    mount_fs("overlay", merged, "overlay", 0,
-             fmt::format("lowerdir={},upperdir={},workdir={}", setup.at("rootfs").get<std::string>(),
-                         setup.at("upper").get<std::string>(), setup.at("work").get<std::string>()));
-    for (const char* d : {"proc", "dev", "tmp", "function", "sys"}) fs::create_directories(merged / d);
-    mount_fs("proc", merged / "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
-    mount_fs("sysfs", merged / "sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
-    mount_fs("tmpfs", merged / "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k");
-    make_device(merged / "dev/null", 1, 3);
-    make_device(merged / "dev/zero", 1, 5);
-    make_device(merged / "dev/full", 1, 7);
-    make_device(merged / "dev/random", 1, 8);
-    make_device(merged / "dev/urandom", 1, 9);
-    make_device(merged / "dev/tty", 5, 0);
-    fs::create_symlink("/proc/self/fd", merged / "dev/fd");
-    fs::create_symlink("/proc/self/fd/0", merged / "dev/stdin");
-    fs::create_symlink("/proc/self/fd/1", merged / "dev/stdout");
-    fs::create_symlink("/proc/self/fd/2", merged / "dev/stderr");
-    fs::create_directories(merged / "dev/shm");
-    mount_fs("tmpfs", merged / "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    mount_fs("tmpfs", merged / "tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    fs::path function_dir = setup.at("function_dir").get<std::string>();
-    mount_fs(function_dir.c_str(), merged / "function", nullptr, MS_BIND | MS_REC);
-    mount_fs(nullptr, merged / "function", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
+    if (fds.contains("upper")) {
+        mount_fs("overlay", merged, "overlay", 0,
+                 fmt::format("lowerdir={},upperdir={},workdir={}{}", fd_path(fds.at("root")),
+                             fd_path(fds.at("upper")), fd_path(fds.at("work")),
+                             // Inside a user namespace overlayfs may not use trusted.* xattrs (whiteouts,
+                             // opaque dirs): user.* ones, which the layer's tmpfs keeps.
+                             spec.linux_settings.has_namespace("user") ? ",userxattr" : ""));
+    } else {
+        mount_fs(fd_path(fds.at("root")).c_str(), merged, nullptr, MS_BIND | MS_REC);
+    }
+    for (size_t i = 0; i < spec.mounts.size(); ++i) {
+        oci::Mount m = spec.mounts[i];
+        if (fds.at("mounts").contains(std::to_string(i))) m.source = fd_path(fds.at("mounts").at(std::to_string(i)));
+        apply_mount(merged, m);
+    }
+    // Devices are the host's nodes bound in: inside a user namespace nothing may make one.
+    for (const auto& d : spec.linux_settings.devices) {
+        if (d.type != "c" && d.type != "b") continue;
+        fs::path target = merged / d.path.relative_path();
+        make_mount_point(target, true);
+        mount_fs(d.path.c_str(), target, nullptr, MS_BIND);
+    }
+    std::error_code ec;
+    for (auto [link, to] : {std::pair{"dev/fd", "/proc/self/fd"}, {"dev/stdin", "/proc/self/fd/0"},
+                            {"dev/stdout", "/proc/self/fd/1"}, {"dev/stderr", "/proc/self/fd/2"}})
+        if (fs::symlink_status(merged / link, ec).type() == fs::file_type::not_found)
+            fs::create_symlink(to, merged / link);
     for (const auto& d : setup.at("rw_dirs"))
         fs::create_directories(merged / fs::path(d.get<std::string>()).relative_path());
+    if (spec.root.readonly) remount_bind(merged, MS_RDONLY);
 
     // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only ours.
     check(::chdir(merged.c_str()), "chdir to new root");
@@ -87,13 +213,23 @@ void build_root(const json& setup) {
     check(::umount2(".", MNT_DETACH), "detach old root");
     check(::chdir("/"), "chdir /");
 
-    std::string hostname = setup.at("hostname").get<std::string>();
-    check(::sethostname(hostname.c_str(), hostname.size()), "sethostname");
-    sys::set_loopback_up();
+    // Sysctls before /proc/sys turns read-only.
+    for (const auto& [key, value] : spec.linux_settings.sysctl) {
+        std::string path = "/proc/sys/" + key;
+        std::replace(path.begin() + 10, path.end(), '.', '/');
+        sys::write_file(path, value);
+    }
+    for (const auto& p : spec.linux_settings.masked_paths) mask_path(p);
+    for (const auto& p : spec.linux_settings.readonly_paths) make_readonly(p);
+    if (!spec.hostname.empty())
+        check(::sethostname(spec.hostname.c_str(), spec.hostname.size()), "sethostname");
+    if (spec.linux_settings.has_namespace("network")) sys::set_loopback_up();
+    // The cgroup namespace is made now, with init in its group, so that the group is its root.
+    if (spec.linux_settings.has_namespace("cgroup")) check(::unshare(CLONE_NEWCGROUP), "unshare cgroup namespace");
 }
 
 // In a child of init, before exec or restore: a clean signal state and our stdio.
-void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
+void reset_child(int log_fd, std::initializer_list<int> keep_fds = {}) {
     sigset_t all;
     sigfillset(&all);
     for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
@@ -104,9 +240,10 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
     ::dup2(log_fd, 1);
     ::dup2(log_fd, 2);
     // Nothing of init's (control socket, signalfd, log) may leak into the function.
-    int keep_lo = std::min(keep_fd, keep_fd2), keep_hi = std::max(keep_fd, keep_fd2);
+    std::vector<int> keep_sorted(keep_fds);
+    std::sort(keep_sorted.begin(), keep_sorted.end());
     int from = 3;
-    for (int keep : {keep_lo, keep_hi}) {
+    for (int keep : keep_sorted) {
         if (keep < from) continue;
         if (keep > from) ::syscall(SYS_close_range, static_cast<unsigned>(from), static_cast<unsigned>(keep - 1), 0u);
         from = keep + 1;
@@ -114,7 +251,19 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
     ::syscall(SYS_close_range, static_cast<unsigned>(from), ~0u, 0u);
 }
 
-[[noreturn]] void exec_function(const json& request, int log_fd) {
+// The filter start() sent as hex (8 bytes per instruction), read before anything is dropped.
+std::vector<sock_filter> parse_filter(const json& request) {
+    std::vector<sock_filter> bpf;
+    if (!request.contains("seccomp")) return bpf;
+    const std::string hex = request["seccomp"].at("bpf").get<std::string>();
+    std::vector<uint8_t> bytes(hex.size() / 2);
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+    bpf.resize(bytes.size() / sizeof(sock_filter));
+    std::memcpy(bpf.data(), bytes.data(), bpf.size() * sizeof(sock_filter));
+    return bpf;
+}
+
+[[noreturn]] void exec_function(const oci::Process& process, const json& request, int log_fd) {
     reset_child(log_fd);
     auto fail = [](const std::string& what) {
         std::string line =
@@ -122,24 +271,59 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
         (void)!::write(2, line.data(), line.size());
         ::_exit(127);
     };
-    std::string cwd = request.at("cwd").get<std::string>();
-    if (::chdir(cwd.c_str()) != 0) fail("chdir " + cwd);
-    // Drop every capability for good: bounding set, ambient, then effective/permitted/inheritable.
-    for (int cap = 0; cap <= CAP_LAST_CAP; ++cap) ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    std::vector<sock_filter> filter = parse_filter(request);
+    unsigned filter_flags = request.contains("seccomp") ? request["seccomp"].value("flags", 0u) : 0u;
+    for (const auto& r : process.rlimits) {
+        rlimit lim{r.soft, r.hard};
+        if (::setrlimit(oci::rlimit_resource(r.type), &lim) != 0) fail("setrlimit " + r.type);
+    }
+    if (process.oom_score_adj) {
+        std::string v = std::to_string(*process.oom_score_adj);
+        int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || ::write(fd, v.data(), v.size()) < 0) fail("oom_score_adj");
+        ::close(fd);
+    }
+    // Capabilities as the spec says (none for a function): the bounding set first, while we may still
+    // drop from it; the ids keep the permitted set (KEEPCAPS) until capset sets the three sets.
+    uint64_t bounding = oci::capability_mask(process.capabilities.bounding);
+    for (int cap = 0; cap <= CAP_LAST_CAP; ++cap)
+        if (!(bounding & (1ULL << cap))) ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
     ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail("no_new_privs");
+    if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail("keepcaps");
+    std::vector<gid_t> groups(process.user.additional_gids.begin(), process.user.additional_gids.end());
+    if (::setgroups(groups.size(), groups.data()) != 0) fail("setgroups");
+    if (::setresgid(process.user.gid, process.user.gid, process.user.gid) != 0) fail("setgid");
+    if (::setresuid(process.user.uid, process.user.uid, process.user.uid) != 0) fail("setuid");
+    ::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    uint64_t eff = oci::capability_mask(process.capabilities.effective);
+    uint64_t prm = oci::capability_mask(process.capabilities.permitted);
+    uint64_t inh = oci::capability_mask(process.capabilities.inheritable);
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-    __user_cap_data_struct data[2] = {};
+    __user_cap_data_struct data[2] = {
+        {static_cast<uint32_t>(eff), static_cast<uint32_t>(prm), static_cast<uint32_t>(inh)},
+        {static_cast<uint32_t>(eff >> 32), static_cast<uint32_t>(prm >> 32), static_cast<uint32_t>(inh >> 32)}};
     if (::syscall(SYS_capset, &header, data) != 0) fail("capset");
+    for (const auto& name : process.capabilities.ambient)
+        if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, oci::capability_number(name), 0, 0) != 0)
+            fail("raise ambient " + name);
+    if (process.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail("no_new_privs");
+    if (process.user.umask) ::umask(*process.user.umask);
+    if (::chdir(process.cwd.c_str()) != 0) fail("chdir " + process.cwd);
 
-    std::vector<std::string> argv_s = request.at("argv").get<std::vector<std::string>>();
-    std::vector<std::string> env_s = request.at("env").get<std::vector<std::string>>();
+    std::vector<std::string> argv_s = process.args;
+    std::vector<std::string> env_s = process.env;
     std::vector<char*> argv, env;
     for (auto& a : argv_s) argv.push_back(a.data());
     argv.push_back(nullptr);
     for (auto& e : env_s) env.push_back(e.data());
     env.push_back(nullptr);
     environ = env.data();  // execvp searches the function's PATH, not ours
+    // The seccomp filter last, right before exec: it needs no_new_privs (set above), and nothing of
+    // ours runs under it but execve (and the failure report).
+    if (!filter.empty()) {
+        sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
+        if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter_flags, &prog) != 0) fail("seccomp filter");
+    }
     ::execvp(argv[0], argv.data());
     fail("exec " + argv_s[0]);
     ::_exit(127);
@@ -148,6 +332,7 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
 struct Init {
     int control;
     int log_fd = -1;
+    oci::RuntimeSpec spec;
     std::set<pid_t> watched;
 
     void reply(const json& message, std::span<const int> fds = {}) {
@@ -156,14 +341,15 @@ struct Init {
 
     void start(const json& request) {
         auto child = sys::fork_process(0);
-        if (child.pid == 0) exec_function(request, log_fd);
+        if (child.pid == 0) exec_function(spec.process, request, log_fd);
         watched.insert(child.pid);
         int fd = child.pidfd.get();
         reply({{"ok", true}, {"pid", child.pid}}, std::span<const int>(&fd, 1));
     }
 
-    // The restorer gets the image's pages file as fd 3 (it cannot open host paths from in here).
-    void spawn_restorer(const json& request, int pages_fd) {
+    // The restorer gets the image's pages file as fd 3 (it cannot open host paths from in here) and,
+    // for a lazy restore, /dev/userfaultfd as fd 4.
+    void spawn_restorer(const json& request, int pages_fd, int uffd_device_fd) {
         pid_t want = request.at("pid").get<pid_t>();
         uint64_t addr = request.at("stub_addr").get<uint64_t>();
         uint64_t size = request.at("stub_size").get<uint64_t>();
@@ -200,10 +386,15 @@ struct Init {
             // Everything is in place before the status byte: the controller seizes us right after it.
             int status_fd = ::fcntl(status_pipe[1], F_DUPFD, 200);
             int pages = ::fcntl(pages_fd, F_DUPFD, 201);
-            reset_child(log_fd, status_fd, pages);
+            int uffd_device = uffd_device_fd >= 0 ? ::fcntl(uffd_device_fd, F_DUPFD, 201) : -1;
+            reset_child(log_fd, {status_fd, pages, uffd_device});
             if (pages >= 0) {
                 ::dup2(pages, 3);
                 ::close(pages);
+            }
+            if (uffd_device >= 0) {
+                ::dup2(uffd_device, 4);
+                ::close(uffd_device);
             }
             void* p = ::mmap(reinterpret_cast<void*>(addr), size, PROT_READ | PROT_WRITE | PROT_EXEC,
                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
@@ -276,11 +467,15 @@ void run_init(int control_fd) {
 
     std::string message;
     try {
-        if (!sys::receive_message(control_fd, message)) init.shut_down();
+        std::vector<sys::UniqueFd> passed;
+        if (!sys::receive_message(control_fd, message, &passed)) init.shut_down();
         json setup = json::parse(message);
-        init.log_fd =
-            sys::open_file(setup.at("log").get<std::string>(), O_WRONLY | O_APPEND | O_CREAT, 0644).release();
-        build_root(setup);
+        size_t log_index = setup.at("fds").at("log").get<size_t>();
+        if (log_index >= passed.size()) throw Error("the controller passed no log fd");
+        // The other passed fds close when setup is done; the log stays (children dup it to stdout).
+        init.log_fd = passed[log_index].release();
+        init.spec = oci::parse(setup.at("spec"));
+        build_root(setup, passed, init.spec);
         init.reply({{"ok", true}});
     } catch (const std::exception& e) {
         try {
@@ -318,7 +513,8 @@ void run_init(int control_fd) {
                 if (op == "start")
                     init.start(request);
                 else if (op == "restorer")
-                    init.spawn_restorer(request, passed.empty() ? -1 : passed[0].get());
+                    init.spawn_restorer(request, passed.empty() ? -1 : passed[0].get(),
+                                        passed.size() < 2 ? -1 : passed[1].get());
                 else
                     init.reply({{"ok", false}, {"error", "unknown request " + op}});
             } catch (const std::exception& e) {

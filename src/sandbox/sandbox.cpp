@@ -1,22 +1,27 @@
 #include "initless/sandbox/sandbox.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <random>
 #include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "initless/sandbox/function_config.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/mount.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 
@@ -50,20 +55,6 @@ bool owner_alive(const json& record) {
     }
 }
 
-std::vector<std::string> function_env(const spec::FunctionSpec& spec) {
-    std::map<std::string, std::string> env = {
-        {"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-        {"HOME", "/root"},
-        {"HOSTNAME", spec.name},
-        {"PORT", std::to_string(spec.port)},
-        {"LANG", "C.UTF-8"},
-    };
-    for (const auto& [k, v] : spec.env) env[k] = v;
-    std::vector<std::string> out;
-    for (const auto& [k, v] : env) out.push_back(k + "=" + v);
-    return out;
-}
-
 }  // namespace
 
 std::string init_binary_path() {
@@ -84,52 +75,193 @@ std::string ExitReport::describe() const {
 }
 
 Sandbox Sandbox::prepare(const spec::FunctionSpec& spec, const SandboxOptions& options) {
+    return prepare(function_runtime_spec(spec), spec, options);
+}
+
+namespace {
+
+// The user namespace's root on the host, if the spec makes one with a mapping for root.
+std::optional<std::pair<uid_t, gid_t>> mapped_root(const oci::RuntimeSpec& rs) {
+    if (!rs.linux_settings.has_namespace("user")) return std::nullopt;
+    auto uid = oci::to_host(rs.linux_settings.uid_mappings, 0);
+    auto gid = oci::to_host(rs.linux_settings.gid_mappings, 0);
+    if (!uid || !gid) return std::nullopt;
+    return std::pair<uid_t, gid_t>{*uid, *gid};
+}
+
+uint64_t clone_flags(const oci::RuntimeSpec& rs) {
+    uint64_t flags = 0;
+    for (const auto& ns : rs.linux_settings.namespaces) {
+        if (!ns.path.empty())
+            throw Error(fmt::format("joining an existing {} namespace ({}) is not supported yet", ns.type, ns.path));
+        if (ns.type == "pid") flags |= CLONE_NEWPID;
+        if (ns.type == "network") flags |= CLONE_NEWNET;
+        if (ns.type == "ipc") flags |= CLONE_NEWIPC;
+        if (ns.type == "uts") flags |= CLONE_NEWUTS;
+        if (ns.type == "mount") flags |= CLONE_NEWNS;
+        if (ns.type == "user") flags |= CLONE_NEWUSER;
+        // cgroup: init unshares it once it is in its cgroup, so that the namespace's root is that group.
+        // time: the restorer makes its own.
+    }
+    if (!(flags & CLONE_NEWNS)) throw Error("a sandbox needs its own mount namespace");
+    if (!(flags & CLONE_NEWPID)) throw Error("a sandbox needs its own pid namespace (its init is pid 1)");
+    return flags;
+}
+
+std::string id_map(const std::vector<oci::IdMapping>& ms) {
+    std::string out;
+    for (const auto& m : ms) out += fmt::format("{} {} {}\n", m.container_id, m.host_id, m.size);
+    return out;
+}
+
+}  // namespace
+
+Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSpec& spec,
+                         const SandboxOptions& options) {
     Sandbox sb;
     sb.spec_ = spec;
+    sb.runtime_ = runtime;
+    sb.seccomp_filter_ = seccomp::filter_for(spec);
     sb.id_ = new_instance_id(spec.name);
     sb.dir_ = state_dir() / "instances" / sb.id_;
     try {
         fs::create_directories(sb.dir_);
         sys::write_file(sb.dir_ / "owner", owner_record(::getpid()).dump());
-        for (const char* d : {"upper", "work", "merged"}) fs::create_directory(sb.dir_ / d);
-        if (options.upper_seed) sys::copy_tree(*options.upper_seed, sb.upper_dir());
+        fs::create_directory(sb.dir_ / "merged");
+        auto root_ids = mapped_root(runtime);
+        std::string layer_mb = runtime.annotation("io.initless.writable-layer-mb");
+        if (!layer_mb.empty()) {
+            // The writable layer is a tmpfs of its own, so its size is bounded; it is mounted here, in
+            // the host's namespace, so that a checkpoint can read it, and unmounted by teardown or gc.
+            fs::create_directory(sb.layer_dir());
+            sys::mount_tmpfs(sb.layer_dir(), fmt::format("size={}m,mode=0755", layer_mb));
+            fs::create_directory(sb.upper_dir());
+            fs::create_directory(sb.layer_dir() / "work");
+            if (root_ids) {
+                // The root of the merged tree and the directories a function writes to are owned by
+                // its root, so that it can write there as it could on its own machine; everything
+                // the lower layer holds stays owned by ids it has no mapping for.
+                sys::change_owner(sb.upper_dir(), root_ids->first, root_ids->second);
+                sys::change_owner(sb.layer_dir() / "work", root_ids->first, root_ids->second);
+                for (const char* d : {"root", "tmp", "run", "home", "var", "var/tmp", "var/cache", "var/log",
+                                      "var/lib", "etc"}) {
+                    std::error_code ec;
+                    fs::path lower = runtime.root.path / d;
+                    bool in_lower = fs::is_directory(lower, ec);
+                    if (fs::is_symlink(lower, ec) || (!in_lower && std::string_view(d) != "root")) continue;
+                    fs::create_directories(sb.upper_dir() / d);
+                    fs::permissions(sb.upper_dir() / d, in_lower ? fs::status(lower).permissions() : fs::perms(0700));
+                    sys::change_owner(sb.upper_dir() / d, root_ids->first, root_ids->second);
+                }
+            }
+            if (options.seed_upper)
+                options.seed_upper(sb.upper_dir());
+            else if (options.upper_seed)
+                sys::copy_tree(*options.upper_seed, sb.upper_dir());
+            if (runtime.annotation("io.initless.network") == "egress" && fs::is_directory(sb.upper_dir() / "etc")) {
+                // slirp4netns answers DNS at 10.0.2.3 (the host's resolver behind it).
+                sys::write_file(sb.upper_dir() / "etc/resolv.conf", "nameserver 10.0.2.3\n");
+            }
+        } else if (options.upper_seed || options.seed_upper) {
+            throw Error("a writable-layer seed needs a writable layer (io.initless.writable-layer-mb)");
+        }
         sys::write_file(sb.log_path(), "");
+        if (root_ids) sys::change_owner(sb.log_path(), root_ids->first, root_ids->second);
 
+        const auto& res = runtime.linux_settings.resources;
         sb.cgroup_ = sys::Cgroup::create(sb.id_);
-        sb.cgroup_.set_memory_limit(spec.memory_mb << 20);
-        sb.cgroup_.set_cpu_limit(spec.cpus);
-        sb.cgroup_.set_pids_limit(4096);
+        if (res.memory_limit && *res.memory_limit > 0) sb.cgroup_.set_memory_limit(*res.memory_limit);
+        if (res.cpu_quota && *res.cpu_quota > 0)
+            sb.cgroup_.set_cpu_limit(static_cast<double>(*res.cpu_quota) /
+                                     static_cast<double>(res.cpu_period.value_or(100000)));
+        sb.cgroup_.set_pids_limit(res.pids_limit && *res.pids_limit > 0 ? static_cast<uint64_t>(*res.pids_limit)
+                                                                         : 4194304);
 
+        uint64_t flags = clone_flags(runtime);
         auto [ours, theirs] = sys::seqpacket_pair();
+        // Init may exec only once its user namespace has its id maps: an exec before that would run as
+        // an unmapped id and lose every capability.
+        auto [go_read, go_write] = sys::make_pipe();
         std::string control_arg = std::to_string(theirs.get());
         const char* argv[] = {"initless", "__init", "--control", control_arg.c_str(), nullptr};
         std::string init_binary = init_binary_path();
-        auto child =
-            sys::fork_process(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC);
+        auto child = sys::fork_process(flags);
         if (child.pid == 0) {
             ::fcntl(theirs.get(), F_SETFD, 0);
+            char go = 0;
+            go_write.reset();
+            if (::read(go_read.get(), &go, 1) != 1) ::_exit(125);
+            if (flags & CLONE_NEWUSER) {
+                // Still the host's root by id, which the namespace does not map: become its root.
+                if (::setgroups(0, nullptr) != 0 || ::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0)
+                    ::_exit(124);
+            }
             ::execv(init_binary.c_str(), const_cast<char**>(argv));
             ::_exit(126);
         }
+        go_read.reset();
         sb.init_pid_ = child.pid;
         sb.init_pidfd_ = std::move(child.pidfd);
         theirs.reset();
         sb.control_ = std::move(ours);
         sys::write_file(sb.dir_ / "init", owner_record(sb.init_pid_).dump());
+        if (flags & CLONE_NEWUSER) {
+            // setgroups stays allowed: we write the maps as the parent namespace's root, and a function
+            // may only ever use the groups its own range maps.
+            sys::write_file(fmt::format("/proc/{}/uid_map", sb.init_pid_), id_map(runtime.linux_settings.uid_mappings));
+            sys::write_file(fmt::format("/proc/{}/gid_map", sb.init_pid_), id_map(runtime.linux_settings.gid_mappings));
+        }
         sb.cgroup_.attach(sb.init_pid_);
+        char go = 1;
+        if (::write(go_write.get(), &go, 1) != 1) throw sys::SysError("starting sandbox init", errno);
+        go_write.reset();
         sb.netns_ = sys::open_file(fmt::format("/proc/{}/ns/net", sb.init_pid_), O_RDONLY);
+        std::string network = runtime.annotation("io.initless.network", "none");
+        if (network == "egress")
+            sb.start_egress();
+        else if (network != "none")
+            throw Error(fmt::format("network '{}' is not one of none|egress", network));
 
-        json setup = {{"rootfs", spec.rootfs.string()},      {"upper", sb.upper_dir().string()},
-                      {"work", (sb.dir_ / "work").string()}, {"merged", (sb.dir_ / "merged").string()},
-                      {"function_dir", spec.dir.string()},   {"hostname", spec.name},
-                      {"log", sb.log_path().string()},       {"rw_dirs", json::array()}};
+        // Init, root of a user namespace, may not be able to walk to our files (a state dir of mode
+        // 0700, a function dir under one): it gets each as an fd opened here and names it through
+        // /proc/self/fd, which needs no search permission on the way.
+        // The fds are opened through init's /proc/PID/root, so that they belong to the mounts of its
+        // mount namespace (overlayfs and bind mounts accept no other).
+        std::vector<sys::UniqueFd> passed;
+        fs::path init_root = fmt::format("/proc/{}/root", sb.init_pid_);
+        auto pass = [&](const fs::path& path, int flags) {
+            passed.push_back(sys::open_file(init_root / fs::absolute(path).relative_path(), flags | O_CLOEXEC));
+            return static_cast<int>(passed.size() - 1);
+        };
+        json setup = {{"spec", oci::to_json(runtime)},
+                      {"rw_dirs", json::array()},
+                      {"fds", json::object()}};
+        json& fds = setup["fds"];
+        fds["log"] = pass(sb.log_path(), O_WRONLY | O_APPEND);
+        fds["root"] = pass(runtime.root.path, O_PATH | O_DIRECTORY);
+        fds["instance"] = pass(sb.dir_, O_PATH | O_DIRECTORY);
+        if (!layer_mb.empty()) {
+            fds["upper"] = pass(sb.upper_dir(), O_PATH | O_DIRECTORY);
+            fds["work"] = pass(sb.layer_dir() / "work", O_PATH | O_DIRECTORY);
+        }
+        fds["mounts"] = json::object();
+        for (size_t i = 0; i < runtime.mounts.size(); ++i) {
+            const auto& m = runtime.mounts[i];
+            if (m.is_bind()) fds["mounts"][std::to_string(i)] = pass(m.source, O_PATH);
+        }
         for (const auto& d : spec.rw_dirs) setup["rw_dirs"].push_back(d.string());
-        sb.request(setup.dump(), nullptr);
+        std::vector<int> raw;
+        for (const auto& f : passed) raw.push_back(f.get());
+        sb.request(setup.dump(), nullptr, raw);
     } catch (const std::exception& e) {
         sb.teardown();
         throw Error(fmt::format("prepare sandbox for {}: {}", spec.name, e.what()));
     }
     return sb;
+}
+
+std::pair<uid_t, gid_t> Sandbox::root_ids() const {
+    return mapped_root(runtime_).value_or(std::pair<uid_t, gid_t>{0, 0});
 }
 
 Sandbox::Sandbox(Sandbox&& o) noexcept {
@@ -140,6 +272,8 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
     if (this != &o) {
         teardown();
         spec_ = std::move(o.spec_);
+        runtime_ = std::move(o.runtime_);
+        seccomp_filter_ = std::move(o.seccomp_filter_);
         id_ = std::move(o.id_);
         dir_ = std::move(o.dir_);
         init_pid_ = std::exchange(o.init_pid_, 0);
@@ -148,6 +282,9 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
         netns_ = std::move(o.netns_);
         cgroup_ = std::move(o.cgroup_);
         exits_ = std::move(o.exits_);
+        network_pid_ = std::exchange(o.network_pid_, 0);
+        network_pidfd_ = std::move(o.network_pidfd_);
+        network_exit_ = std::move(o.network_exit_);
         o.dir_.clear();
     }
     return *this;
@@ -199,12 +336,21 @@ ProcessHandle Sandbox::request_process(const std::string& message, std::span<con
 }
 
 ProcessHandle Sandbox::start() {
-    json req = {{"op", "start"}, {"argv", spec_.command}, {"env", function_env(spec_)}, {"cwd", "/function"}};
+    json req = {{"op", "start"}};
+    // Raw BPF, in hex: init installs it without knowing what a profile is.
+    if (!seccomp_filter_.empty()) {
+        std::string hex;
+        for (uint8_t b : seccomp::to_bytes(seccomp_filter_.bpf)) hex += fmt::format("{:02x}", b);
+        if (hex.size() > 48 * 1024)  // the control socket carries 64 KiB messages
+            throw Error(fmt::format("start {}: the seccomp filter has {} instructions, too many to send to init",
+                                    spec_.name, seccomp_filter_.bpf.size()));
+        req["seccomp"] = {{"bpf", hex}, {"flags", seccomp_filter_.flags}};
+    }
     return request_process(req.dump(), {});
 }
 
 ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
-                                      uint64_t reserve_bytes, ClockOffsets clock_offsets) {
+                                      uint64_t reserve_bytes, ClockOffsets clock_offsets, int uffd_device_fd) {
     json req = {{"op", "restorer"},
                 {"pid", sandbox_pid},
                 {"stub_addr", stub_addr},
@@ -212,7 +358,8 @@ ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uin
                 {"reserve_bytes", reserve_bytes}};
     if (clock_offsets.monotonic_ns || clock_offsets.boottime_ns)
         req["clock_offsets"] = {clock_offsets.monotonic_ns, clock_offsets.boottime_ns};
-    return request_process(req.dump(), std::span<const int>(&pages_fd, 1));
+    const int fds[2] = {pages_fd, uffd_device_fd};
+    return request_process(req.dump(), std::span<const int>(fds, uffd_device_fd >= 0 ? 2 : 1));
 }
 
 std::optional<ExitReport> Sandbox::poll_exit() {
@@ -273,9 +420,58 @@ std::string Sandbox::log_tail(size_t bytes) const {
     }
 }
 
+// Outbound connections through slirp4netns: a user-mode TCP/IP stack on the host side that reaches
+// the world as an ordinary process, so the sandbox needs no veth, bridge or NAT rule on the host, and
+// with --disable-host-loopback it cannot reach the host's 127.0.0.1 (the gateway's admin API). It runs
+// sandboxed itself (its own mount namespace, capabilities dropped, a seccomp filter) and exits when
+// the write end of its exit pipe, held only by us, closes: at teardown, or when this process dies.
+void Sandbox::start_egress() {
+    auto [exit_read, exit_write] = sys::make_pipe();
+    auto [ready_read, ready_write] = sys::make_pipe();
+    std::string pid = std::to_string(init_pid_);
+    const char* argv[] = {"slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+                          "--enable-sandbox", "--enable-seccomp", "--exit-fd=3", "--ready-fd=4",
+                          pid.c_str(), "tap0", nullptr};
+    auto child = sys::fork_process(0);
+    if (child.pid == 0) {
+        ::dup2(exit_read.get(), 3);
+        ::dup2(ready_write.get(), 4);
+        ::syscall(SYS_close_range, 5u, ~0u, 0u);
+        int devnull = ::open("/dev/null", O_RDWR);
+        ::dup2(devnull, 0);
+        ::dup2(devnull, 1);
+        ::execvp(argv[0], const_cast<char**>(argv));
+        ::_exit(127);
+    }
+    network_pid_ = child.pid;
+    network_pidfd_ = std::move(child.pidfd);
+    network_exit_ = std::move(exit_write);
+    exit_read.reset();
+    ready_write.reset();
+    pollfd p{ready_read.get(), POLLIN, 0};
+    char c = 0;
+    if (sys::retry_eintr([&] { return ::poll(&p, 1, 5000); }) <= 0 || ::read(ready_read.get(), &c, 1) != 1)
+        throw Error("egress network: slirp4netns did not configure the sandbox's network within 5 s "
+                    "(is the slirp4netns package installed?)");
+}
+
+void Sandbox::stop_egress() {
+    if (network_pid_ <= 0) return;
+    network_exit_.reset();
+    pollfd p{network_pidfd_.get(), POLLIN, 0};
+    if (sys::retry_eintr([&] { return ::poll(&p, 1, 2000); }) <= 0) {
+        sys::send_signal(network_pid_, SIGKILL);
+        ::poll(&p, 1, 2000);
+    }
+    ::waitpid(network_pid_, nullptr, WNOHANG);
+    network_pid_ = 0;
+    network_pidfd_.reset();
+}
+
 void Sandbox::teardown() {
     control_.reset();  // init kills the whole tree when its control socket closes
     netns_.reset();
+    stop_egress();
     if (init_pid_ > 0) {
         // Bounded: init is the pid namespace's reaper and exits only once every task in it is reaped;
         // a task still traced by a thread of this process (a restore that failed half-way) waits for
@@ -303,6 +499,7 @@ void Sandbox::teardown() {
     }
     if (!dir_.empty()) {
         try {
+            sys::unmount_under(dir_);
             sys::remove_tree(dir_);
         } catch (const Error&) {
         }
@@ -360,6 +557,7 @@ std::vector<std::string> collect_garbage() {
         } catch (const std::exception&) {
         }
         sys::Cgroup::open(id).remove();
+        sys::unmount_under(e.path());
         sys::remove_tree(e.path());
         removed.push_back("removed instance " + id);
     }

@@ -32,6 +32,10 @@ constexpr std::string_view kKnownKeys[] = {
     "rw_dirs",
     "memory_mb",
     "cpus",
+    "pids_max",
+    "writable_layer_mb",
+    "tmp_mb",
+    "network",
     "concurrency",
     "max_instances",
     "timeout_s",
@@ -42,6 +46,8 @@ constexpr std::string_view kKnownKeys[] = {
     "restore",
     "warmup",
     "restore_signal",
+    "seccomp",
+    "refuse_tcp_connections",
 };
 
 constexpr std::string_view kRestoreStrategies[] = {"auto", "eager", "cow", "lazy", "prefetch"};
@@ -197,6 +203,10 @@ void read_key(const Reader& r, std::string_view key, const toml::node& n, Functi
         s.rootfs = normal_path(r.nonempty_string(n, key));
         if (!s.rootfs.is_absolute())
             r.fail(n.source(), key, fmt::format("must be an absolute path (got '{}')", s.rootfs.string()));
+        if (s.rootfs == "/")
+            r.fail(n.source(), key,
+                   "must not be the host's root '/' (it holds the host's secrets); leave it unset for the "
+                   "host's runtimes (/usr, read-only) under a private /etc");
     } else if (key == "rw_dirs") {
         s.rw_dirs.clear();
         std::set<fs::path> seen;
@@ -219,6 +229,16 @@ void read_key(const Reader& r, std::string_view key, const toml::node& n, Functi
         s.memory_mb = static_cast<uint64_t>(r.integer(n, key, 16, kNoMax));
     } else if (key == "cpus") {
         s.cpus = r.positive_number(n, key);
+    } else if (key == "pids_max") {
+        s.pids_max = u32(r.integer(n, key, 8, 1 << 22));
+    } else if (key == "writable_layer_mb") {
+        s.writable_layer_mb = u32(r.integer(n, key, 1, 1 << 20));
+    } else if (key == "tmp_mb") {
+        s.tmp_mb = u32(r.integer(n, key, 1, 1 << 20));
+    } else if (key == "network") {
+        s.network = r.string(n, key);
+        if (s.network != "none" && s.network != "egress")
+            r.fail(n.source(), key, fmt::format("'{}' is not one of none|egress", s.network));
     } else if (key == "concurrency") {
         s.concurrency = u32(r.integer(n, key, 1, kU32Max));
     } else if (key == "max_instances") {
@@ -253,6 +273,16 @@ void read_key(const Reader& r, std::string_view key, const toml::node& n, Functi
             r.fail(
                 n.source(), key,
                 fmt::format("'{}' is not one of SIGUSR1, SIGUSR2, SIGHUP, SIGWINCH, SIGCONT, SIGURG", name));
+    } else if (key == "seccomp") {
+        s.seccomp = r.string(n, key);
+        if (s.seccomp != "default" && s.seccomp != "unconfined")
+            r.fail(n.source(), key,
+                   fmt::format("'{}' is not one of default|unconfined (unconfined is for debugging only)",
+                               s.seccomp));
+    } else if (key == "refuse_tcp_connections") {
+        const auto* v = n.as_boolean();
+        if (!v) r.wrong_type(n, key, "a boolean");
+        s.refuse_tcp_connections = v->get();
     } else {
         r.fail(n.source(), key, fmt::format("is unknown (known keys: {})", fmt::join(kKnownKeys, ", ")));
     }

@@ -26,14 +26,15 @@ namespace {
 
 // The readers of the fd kinds, tried in order (files first: it knows the log, a regular file too).
 constexpr std::optional<image::FdObject> (*kReaders[])(const FdSource&) = {
-    files::read, pipes::read, tcp::read, unix_sockets::read, epoll::read, event_fds::read};
+    files::read, pipes::read, tcp::read, udp::read, unix_sockets::read, epoll::read, event_fds::read};
 
 // How each kind is stored and made (overloads by the kind's type).
 using epoll::load, epoll::plan_create, epoll::store;
 using event_fds::load, event_fds::plan_create, event_fds::store;
 using files::load, files::plan_create, files::store;
-using pipes::load, pipes::store;
+using pipes::load, pipes::plan_create, pipes::store;
 using tcp::load, tcp::plan_create, tcp::store;
+using udp::load, udp::plan_create, udp::store;
 using unix_sockets::load, unix_sockets::plan_create, unix_sockets::store;
 
 template <size_t I = 0>
@@ -93,7 +94,7 @@ void place_at(Table& t, int slot, int fd, int flags) {
 }  // namespace
 
 std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
-                            const std::map<uint64_t, uint64_t>& unix_peers) {
+                            const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets, CheckpointContext& context) {
     std::vector<image::Fd> out;
     for (int fd : sys::list_fds(fr.host)) {
         FdSource s;
@@ -107,7 +108,8 @@ std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
         s.where = fmt::format("process {} fd {} ({})", fr.host, fd, s.dest);
         s.st = sys::stat_path(link);
         s.log = log;
-        s.unix_peers = &unix_peers;
+        s.unix_sockets = &unix_sockets;
+        s.context = &context;
         image::Fd f;
         f.fd = fd;
         f.cloexec = s.flags & O_CLOEXEC;
@@ -117,17 +119,20 @@ std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
             if ((object = reader(s))) break;
         if (!object && S_ISSOCK(s.st.st_mode)) {
             sys::UniqueFd sock = sys::pidfd_getfd(s.pidfd, fd);
+            int domain = sys::socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN);
+            const char* family = domain == AF_NETLINK ? "netlink"
+                                 : domain == AF_PACKET ? "packet"
+                                 : domain == AF_INET || domain == AF_INET6 ? "raw or other inet"
+                                                                           : "other";
             throw ContractError(fmt::format(
-                "process {} fd {}: a socket (domain {}, type {}) that is neither listening nor one "
-                "end of a socketpair; rule: hold no connections when ready",
-                fr.host, fd, sys::socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN),
-                sys::socket_option(sock.get(), SOL_SOCKET, SO_TYPE)));
+                "process {} fd {}: a {} socket (domain {}, type {}) cannot be recreated by initless; rule: "
+                "only TCP, UDP and unix sockets (listening, socket pairs, TCP connections) are restored",
+                fr.host, fd, family, domain, sys::socket_option(sock.get(), SOL_SOCKET, SO_TYPE)));
         }
         if (!object)
             throw ContractError(s.where +
-                                ": this kind of fd cannot be recreated by initless (rule: only files "
-                                "open for reading, listening sockets, pipes, epoll, eventfd, timerfd, "
-                                "signalfd)");
+                                ": this kind of fd cannot be recreated by initless (rule: only files, "
+                                "sockets, pipes and FIFOs, epoll, eventfd, timerfd, signalfd)");
         f.object = std::move(*object);
         out.push_back(std::move(f));
     }
@@ -159,6 +164,14 @@ void link(std::vector<Frozen>& ms) {
                     f.shared_id = g.shared_id;
                     break;
                 }
+            if (const auto* file = f.as<image::FileFd>(); file && f.shared_id)
+                for (const auto& l : file->locks)
+                    if (l.kind == image::FileLock::Posix)
+                        throw ContractError(fmt::format(
+                            "process {} fd {} ({}): a POSIX lock held through a file description several "
+                            "processes share cannot be given back to its owner; rule: take POSIX locks "
+                            "after fork, or use OFD locks",
+                            ms[i].host, f.fd, file->path));
             if (f.shared_id && (f.as<image::EpollFd>() || f.as<image::TimerFd>() || f.as<image::SignalFd>() ||
                                 f.as<image::UnixOrphanFd>()))
                 throw ContractError(
@@ -226,7 +239,12 @@ void load(const json& j, image::Process& p) {
 FdLayout layout(const std::vector<image::Process>& procs) {
     FdLayout l;
     for (const auto& p : procs)
-        for (const auto& f : p.fds) l.max_fd = std::max(l.max_fd, f.fd);
+        for (const auto& f : p.fds) {
+            l.max_fd = std::max(l.max_fd, f.fd);
+            // An epoll target's number is used for a moment even when no fd holds it now.
+            if (const auto* e = f.as<image::EpollFd>())
+                for (const auto& target : e->targets) l.max_fd = std::max(l.max_fd, target.fd);
+        }
     l.img = l.max_fd + 1;
     l.log = l.max_fd + 2;
     int next = l.max_fd + 3;
@@ -285,8 +303,8 @@ void plan_shared(Table& t, Region& region, const std::vector<image::Process>& pr
 
 void plan(Table& t, Region& region, const image::Process& p, const FdLayout& L) {
     auto cloexec = [](const image::Fd& f) { return f.cloexec ? static_cast<uint64_t>(O_CLOEXEC) : 0; };
-    std::set<int> present;
-    for (const auto& f : p.fds) present.insert(f.fd);
+    std::map<int, bool> present;  // fd -> close-on-exec
+    for (const auto& f : p.fds) present[f.fd] = f.cloexec;
     std::map<PairKey, std::array<const image::Fd*, 2>> pairs;
     for (const auto& f : p.fds) {
         if (f.dup_of >= 0) continue;  // made after its original, below
@@ -318,13 +336,14 @@ void plan(Table& t, Region& region, const image::Process& p, const FdLayout& L) 
             t.op(SYS_dup3, {static_cast<uint64_t>(f.dup_of), static_cast<uint64_t>(f.fd), cloexec(f)}, -1, 0,
                  {}, fmt::format("fd {} (dup of {})", f.fd, f.dup_of));
     for (const auto& f : p.fds)
-        if (const auto* e = f.as<image::EpollFd>()) epoll::plan_targets(t, region, f, *e, present);
+        if (const auto* e = f.as<image::EpollFd>()) epoll::plan_targets(t, region, f, *e, present, L.lift);
     t.op(SYS_close, {0}, -1, 0, {{0, kLog}}, "close log copy");
     // Shared memory temps may be closed already (as this process's memfd slots).
     for (const auto& [id, fd] : L.shared)
         t.op(SYS_close, {static_cast<uint64_t>(fd)}, -1, 0, {}, "close shared fd");
     for (const auto& [inode, fd] : L.shm)
         t.op(SYS_close, {static_cast<uint64_t>(fd)}, -1, STUB_OP_ALLOW_FAIL, {}, "close shared memory fd");
+    files::plan_posix_locks(t, region, p);  // last: a close of any fd of a file drops them
 }
 
 }  // namespace initless::state::fds

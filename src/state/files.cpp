@@ -1,24 +1,94 @@
 // Files, character devices and the log; the working directory and umask. Checkpoint: a regular
-// file or directory must be open for reading and still reachable by its path (the init-less
-// contract), so must the working directory, and an fd of /proc/<pid> must name a task of the
-// snapshot; the fd that points at the instance's log is the log (restore points it at the new
-// instance's). Restore: reopened by path with the same flags and offset.
+// file or directory must still be reachable by its path (the init-less contract), so must the working
+// directory, and an fd of /proc/<pid> must name a task of the snapshot; a file open for writing must
+// be in the instance's private storage (the writable layer, /tmp, /dev/shm: the image keeps a copy of
+// each, taken while the tree is frozen, and every restored instance writes to its own copy); the fd
+// that points at the instance's log is the log (restore points it at the new instance's). Restore:
+// reopened by path with the same flags (O_APPEND, O_RDWR ...; never O_CREAT or O_TRUNC) and offset.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include <set>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/proc.h"
 #include "state/kinds.h"
 
 namespace initless::state::files {
 
 namespace {
+// The mount an fd's file is on, as its process sees it.
+sys::MountInfo mount_info(const FdSource& s) {
+    auto mounts = sys::read_mountinfo(s.pid);
+    auto it = s.info.fields.count("mnt_id") ? mounts.find(std::stoi(s.info.fields.at("mnt_id"))) : mounts.end();
+    return it != mounts.end() ? it->second : sys::MountInfo{};
+}
+
+std::string mount_of(const FdSource& s) {
+    sys::MountInfo m = mount_info(s);
+    return m.fstype.empty() ? "an unknown mount" : fmt::format("{} mounted at {}", m.fstype, m.mount_point);
+}
+
+// The instance's private storage: the sandbox's overlay root (whose writable layer the image keeps)
+// and its tmpfs /tmp and /dev/shm (which the image keeps beside it). Each restored instance gets a
+// copy of them, so a file open for writing there is restored as the instance's own. "" elsewhere.
+std::string private_storage(const FdSource& s) {
+    sys::MountInfo m = mount_info(s);
+    if (m.mount_point == "/" && m.fstype == "overlay") return "the writable layer";
+    if ((m.mount_point == "/tmp" || m.mount_point == "/dev/shm") && m.fstype == "tmpfs" && m.root == "/")
+        return m.mount_point;
+    return "";
+}
+
+// The locks an open file holds, from fdinfo: "lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+// (flock and OFD locks and leases belong to the open file description, POSIX locks to the process,
+// which fdinfo shows on each of its fds of the file).
+std::vector<image::FileLock> read_locks(const FdSource& s) {
+    std::vector<image::FileLock> out;
+    for (const auto& line : s.info.lines) {
+        if (line.rfind("lock:", 0) != 0) continue;
+        std::istringstream in(line.substr(5));
+        std::string id, kind, state, type, pid, inode, start, end;
+        in >> id >> kind >> state >> type >> pid >> inode >> start >> end;
+        image::FileLock l;
+        if (kind == "FLOCK")
+            l.kind = image::FileLock::Flock;
+        else if (kind == "OFDLCK")
+            l.kind = image::FileLock::Ofd;
+        else if (kind == "POSIX")
+            l.kind = image::FileLock::Posix;
+        else if (kind == "LEASE")
+            l.kind = image::FileLock::Lease;
+        else
+            throw ContractError(fmt::format("{}: holds a {} lock initless cannot take again; rule: only flock, "
+                                            "fcntl (OFD and classic) locks and leases",
+                                            s.where, kind));
+        if (l.kind == image::FileLock::Lease && state != "ACTIVE")
+            throw ContractError(fmt::format("{}: holds a lease being broken ({}); rule: no lease break in "
+                                            "progress when ready",
+                                            s.where, state));
+        l.type = type == "WRITE" ? F_WRLCK : F_RDLCK;
+        l.start = std::stoull(start);
+        l.length = end == "EOF" ? 0 : std::stoull(end) - l.start + 1;
+        // A lock is the instance's own only on its own copy of the file; on a file every instance
+        // opens (the function's directory), instances would contend for one lock.
+        if (private_storage(s).empty())
+            throw ContractError(fmt::format(
+                "{}: holds a {} lock on a file outside the instance's private storage (on {}); rule: locks "
+                "only on files of the writable layer, /tmp or /dev/shm",
+                s.where, kind == "OFDLCK" ? "OFD" : kind == "LEASE" ? "lease" : kind, mount_of(s)));
+        out.push_back(l);
+    }
+    return out;
+}
+
 uint64_t position(const FdSource& s) {
     return s.info.fields.count("pos") ? std::stoull(s.info.fields.at("pos")) : 0;
 }
@@ -29,6 +99,27 @@ void plan_open(Table& t, Region& region, const image::Fd& f, const std::string& 
          kTmp, 0, {}, what + " open " + path);
     if (pos) t.op(SYS_lseek, {0, pos, SEEK_SET}, -1, STUB_OP_ALLOW_FAIL, {{0, kTmp}}, what + " seek");
 }
+// Takes the file's flock and OFD locks and leases again on the fd just opened (kTmp): each instance's copy of the file is its
+// own, so nothing contends. Non-blocking: a conflict fails the restore instead of waiting.
+void plan_locks(Table& t, Region& region, const image::Fd& f, const std::vector<image::FileLock>& locks) {
+    std::string what = fmt::format("fd {}", f.fd);
+    for (const auto& l : locks) {
+        if (l.kind == image::FileLock::Flock) {
+            t.op(SYS_flock, {0, static_cast<uint64_t>((l.type == F_WRLCK ? LOCK_EX : LOCK_SH) | LOCK_NB)}, -1, 0,
+                 {{0, kTmp}}, what + " flock");
+        } else if (l.kind == image::FileLock::Lease) {
+            t.op(SYS_fcntl, {0, F_SETLEASE, static_cast<uint64_t>(l.type)}, -1, 0, {{0, kTmp}}, what + " lease");
+        } else if (l.kind == image::FileLock::Ofd) {
+            struct flock fl {};
+            fl.l_type = static_cast<short>(l.type);
+            fl.l_whence = SEEK_SET;
+            fl.l_start = static_cast<off_t>(l.start);
+            fl.l_len = static_cast<off_t>(l.length);
+            t.op(SYS_fcntl, {0, F_OFD_SETLK, region.put(fl)}, -1, 0, {{0, kTmp}}, what + " OFD lock");
+        }  // POSIX locks: plan_posix_locks, once the fd is at its number
+    }
+}
+
 template <typename T>
 void store_path(json& j, const T& f) {
     j["path"] = f.path;
@@ -44,13 +135,22 @@ void load_path(const json& j, T& f) {
 std::optional<image::FdObject> read(const FdSource& s) {
     if (s.st.st_dev == s.log.st_dev && s.st.st_ino == s.log.st_ino) return image::LogFd{};
     if (S_ISREG(s.st.st_mode)) {
-        if ((s.flags & O_ACCMODE) != O_RDONLY)
-            throw ContractError(
-                s.where + ": a regular file open for writing; rule: no files open for writing when ready");
+        bool writing = (s.flags & O_ACCMODE) != O_RDONLY;
+        if (writing) {
+            std::string storage = private_storage(s);
+            if (storage.empty())
+                throw ContractError(fmt::format(
+                    "{}: a regular file open for writing outside the instance's private storage (it is on "
+                    "{}); rule: files open for writing when ready only in the writable layer, /tmp or "
+                    "/dev/shm, which each instance gets a copy of",
+                    s.where, mount_of(s)));
+        }
         if (s.dest.find("(deleted)") != std::string::npos || s.dest.empty() || s.dest[0] != '/')
-            throw ContractError(s.where +
-                                ": a deleted or unreachable file; rule: open files must stay in place");
-        return image::FileFd{s.dest, position(s)};
+            throw ContractError(s.where + (writing ? ": a deleted file open for writing (its contents are not "
+                                                     "in the writable layer); rule: open files must stay in place"
+                                                   : ": a deleted or unreachable file; rule: open files must "
+                                                     "stay in place"));
+        return image::FileFd{s.dest, position(s), read_locks(s)};
     }
     if (S_ISDIR(s.st.st_mode)) {
         if (s.st.st_nlink == 0 || s.dest.find("(deleted)") != std::string::npos || s.dest.empty() ||
@@ -113,9 +213,15 @@ void load(const json&, image::LogFd&) {}
 // Files and devices are stored alike: a path and an offset.
 void store(json& j, const image::FileFd& f) {
     store_path(j, f);
+    if (f.locks.empty()) return;
+    json locks = json::array();
+    for (const auto& l : f.locks) locks.push_back({l.kind, l.type, l.start, l.length});
+    j["locks"] = std::move(locks);
 }
 void load(const json& j, image::FileFd& f) {
     load_path(j, f);
+    if (j.contains("locks"))
+        for (const auto& l : j.at("locks")) f.locks.push_back({l[0], l[1], l[2], l[3]});
 }
 void store(json& j, const image::CharDeviceFd& f) {
     store_path(j, f);
@@ -126,9 +232,29 @@ void load(const json& j, image::CharDeviceFd& f) {
 
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::FileFd& o) {
     plan_open(t, region, f, o.path, o.position);
+    plan_locks(t, region, f, o.locks);
 }
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::CharDeviceFd& o) {
     plan_open(t, region, f, o.path, o.position);
+}
+
+// A process's POSIX locks belong to the process, and it loses all it holds on a file when it closes
+// any fd of that file: they are taken once every fd is at its number and no temporary is closed.
+void plan_posix_locks(Table& t, Region& region, const image::Process& p) {
+    for (const auto& f : p.fds) {
+        const auto* file = f.as<image::FileFd>();
+        if (!file || f.dup_of >= 0) continue;
+        for (const auto& l : file->locks) {
+            if (l.kind != image::FileLock::Posix) continue;
+            struct flock fl {};
+            fl.l_type = static_cast<short>(l.type);
+            fl.l_whence = SEEK_SET;
+            fl.l_start = static_cast<off_t>(l.start);
+            fl.l_len = static_cast<off_t>(l.length);
+            t.op(SYS_fcntl, {static_cast<uint64_t>(f.fd), F_SETLK, region.put(fl)}, -1, 0, {},
+                 fmt::format("fd {} POSIX lock", f.fd));
+        }
+    }
 }
 
 void plan_process(Table& t, Region& region, const image::Process& p) {

@@ -9,6 +9,7 @@
 // ptrace attachments); restore-side `plan` functions only build tables and may run anywhere.
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -22,7 +23,9 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "initless/image/image.h"
+#include "initless/oci/spec.h"
 #include "initless/sys/proc.h"
+#include "initless/sys/socket.h"
 #include "initless/sys/tracee.h"
 #include "initless/sys/unique_fd.h"
 #include "state/table.h"
@@ -44,6 +47,7 @@ struct Frozen {
     std::vector<sys::Tracee> threads;           // threads[0] is the leader
     std::map<std::string, std::string> status;  // /proc/PID/status, read once frozen
     uint64_t gadget = 0;                        // a `syscall` instruction of its vDSO, for injections
+    std::vector<int> seccomp_modes;             // per thread, as threads[] (credentials::read_seccomp)
     image::Process p;
 };
 
@@ -70,6 +74,15 @@ uint64_t scratch_below_stack(const user_regs_struct& regs);
 pid_t ns_id(const std::string& status_value);
 uint64_t hex_u64(const std::string& s);
 
+// What a checkpoint was asked, and what it tells its caller about state it restores differently
+// (a connection restored reset, datagrams dropped): one line each, shown in the snapshot's output.
+struct CheckpointContext {
+    bool refuse_tcp_connections = false;
+    uint16_t port = 0;  // the function's port: connections on it are requests still open
+    std::vector<std::string> notes;
+    std::set<uint64_t> fifos_read;  // FIFOs (by inode) whose unread data one fd already carries
+};
+
 // What the checkpoint knows of one fd before its kind is known.
 struct FdSource {
     pid_t pid = 0;
@@ -81,7 +94,8 @@ struct FdSource {
     int flags = 0;                                             // open flags, O_CLOEXEC included
     std::string where;                                         // "process P fd N (dest)", for messages
     struct stat log {};                                        // the instance's log
-    const std::map<uint64_t, uint64_t>* unix_peers = nullptr;  // socket inode -> peer inode
+    const std::map<uint64_t, sys::UnixSocketDiag>* unix_sockets = nullptr;  // by socket inode
+    CheckpointContext* context = nullptr;
 };
 
 // ---- Restore side -------------------------------------------------------------------------------
@@ -91,6 +105,7 @@ struct FdSource {
 struct FdLayout {
     int max_fd = 2;  // highest fd any process restores
     int img = 0, log = 0;
+    int uffd_device = 0;             // /dev/userfaultfd while the tables run (lazy restores only), else 0
     std::map<uint64_t, int> shared;  // Fd::shared_id -> its temporary fd
     std::map<uint64_t, int> shm;     // shared memory object (inode) held by several processes -> temp fd
     int lift = 0;                    // fresh fds are lifted to at least this before being placed
@@ -128,9 +143,15 @@ void plan(Table& t, Region& region, const std::vector<image::Process>& procs, si
           const std::vector<size_t>& forks);
 }  // namespace tree
 
-// Credentials and resource limits (credentials.cpp).
+// Credentials, resource limits and the seccomp filter (credentials.cpp).
 namespace credentials {
 void read(Frozen& f);
+// Before anything injects a syscall (a filter of the function's own may block it): each thread's
+// seccomp mode into f.seccomp_modes; a filter other than `sandbox_filter` (alone) is refused
+// (ContractError naming the thread and the rule).
+void read_seccomp(Frozen& f, const std::vector<sock_filter>& sandbox_filter);
+void store_filter(json& j, const image::Manifest& m);  // the manifest's filter
+void load_filter(const json& j, image::Manifest& m);
 void store(json& j, const image::Process& p);
 void load(const json& j, image::Process& p);
 void plan_limits(Table& t, Region& region, const image::Process& p);
@@ -138,6 +159,9 @@ void plan_limits(Table& t, Region& region, const image::Process& p);
 void plan_inherited(Table& t, const image::Credentials& creds);
 // Capabilities, in each thread's own table.
 void plan_thread(Table& t, Region& region, const image::Credentials& creds);
+// Throws unless the process asks for no more than `spec` allows: its ids are the spec's user, its
+// capabilities within the spec's bounding set, no_new_privs on if the spec sets it.
+void check_allowed(const image::Process& p, const oci::RuntimeSpec& spec);
 }  // namespace credentials
 
 // Clocks (clocks.cpp): CLOCK_MONOTONIC and CLOCK_BOOTTIME continue from the freeze.
@@ -148,6 +172,14 @@ void load(const json& j, image::Manifest& m);
 // Shifts for the restorer's time namespace, fixed when it is made (stage 1).
 std::pair<int64_t, int64_t> offsets(const image::Manifest& m);
 }  // namespace clocks
+
+// Sysctls of the function's network namespace that it changed (net_sysctls.cpp).
+namespace net_sysctls {
+void read(image::Manifest& m, pid_t init);
+void store(json& j, const image::Manifest& m);
+void load(const json& j, image::Manifest& m);
+void plan(Table& t, Region& region, const image::Manifest& m);  // in the first process's table
+}  // namespace net_sysctls
 
 // Threads and registers (threads.cpp).
 namespace threads {
@@ -173,12 +205,14 @@ void plan_process_queue(Table& t, Region& region, const image::Process& p);
 void plan_thread_queue(Table& t, Region& region, const image::Thread& th);
 }  // namespace signals
 
-// Timers (timers.cpp): setitimer; POSIX timers are refused.
+// Timers (timers.cpp): setitimer and POSIX timers.
 namespace timers {
 void read(Frozen& f, MemoryReader& mem);
 void store(json& j, const image::Process& p);
 void load(const json& j, image::Process& p);
-void plan(Table& t, Region& region, const image::Process& p);
+void plan(Table& t, Region& region, const image::Process& p);  // setitimer
+// POSIX timers, with their ids, once the process's threads exist (one may be a timer's target).
+void plan_posix(Table& t, Region& region, const image::Process& p);
 }  // namespace timers
 
 // The mm fields, the executable and the vDSO block (mm.cpp).
@@ -191,6 +225,23 @@ VdsoBlock vdso_block(std::vector<std::pair<uint64_t, uint64_t>> parts);
 uint64_t plan_vdso(Table& t, const image::Process& p, const VdsoBlock& helper, uint64_t park);
 void plan(Table& t, Region& region, const image::Process& p);  // PR_SET_MM_MAP with the exe
 }  // namespace mm
+
+// Process and thread attributes: prctl state, oom_score_adj, membarrier, scheduling (attributes.cpp).
+namespace attributes {
+void read(Frozen& f, MemoryReader& mem, pid_t init);  // init: the sandbox's, for what is inherited
+void store(json& j, const image::Process& p);          // after threads: per-thread parts go beside them
+void load(const json& j, image::Process& p);
+void plan_before_forks(Table& t, const image::Process& p);                  // child subreaper
+void plan_process(Table& t, Region& region, const image::Process& p);       // after the memory layout
+void plan_last(Table& t, const image::Process& p);                          // MDWE, before the clones
+void plan_thread(Table& t, Region& region, const image::Thread& th);       // before capabilities
+void plan_thread_last(Table& t, const image::Thread& th);                   // TSC: a table's last op
+}  // namespace attributes
+
+// SysV IPC objects of the sandbox's ipc namespace: refused (ipc.cpp).
+namespace ipc {
+void check(Frozen& first, MemoryReader& mem);  // through the first process, once its gadget is known
+}  // namespace ipc
 
 // Memory: VMAs and their pages (memory.cpp); how pages arrive is a pages::MemoryStrategy.
 namespace memory {
@@ -215,7 +266,7 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
 // shared across the tree, stores the common fields, and places every fd at its number.
 namespace fds {
 std::vector<image::Fd> read(const Frozen& f, const struct stat& log,
-                            const std::map<uint64_t, uint64_t>& unix_peers);
+                            const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets, CheckpointContext& context);
 void link(std::vector<Frozen>& tree);
 void store(json& j, const image::Process& p);
 void load(const json& j, image::Process& p);
@@ -245,15 +296,20 @@ void load(const json& j, image::CharDeviceFd& f);
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::FileFd& o);
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::CharDeviceFd& o);
 void plan_process(Table& t, Region& region, const image::Process& p);  // chdir, umask
+// POSIX record locks, once every fd of the process is at its number (closing any fd of a file drops them).
+void plan_posix_locks(Table& t, Region& region, const image::Process& p);
 }  // namespace files
 
-// Pipes (pipes.cpp).
+// Pipes and named pipes (FIFOs) (pipes.cpp).
 namespace pipes {
 std::optional<image::FdObject> read(const FdSource& s);
 // Unread data of each pipe in the tree, taken out and put back while frozen.
 void drain(std::vector<Frozen>& tree);
 void store(json& j, const image::PipeFd& f);
 void load(const json& j, image::PipeFd& f);
+void store(json& j, const image::FifoFd& f);
+void load(const json& j, image::FifoFd& f);
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::FifoFd& o);
 // Both ends with the unread data: end 0 in kPipeR, end 1 in kTmp.
 void plan_pair(Table& t, Region& region, const image::PipeFd& end0, const image::PipeFd& end1, int lift,
                const std::string& what);
@@ -274,13 +330,27 @@ void plan_pair(Table& t, Region& region, const image::UnixPairFd& end0, const im
                int lift, const std::string& what);
 }  // namespace unix_sockets
 
-// TCP listeners (tcp.cpp).
+// TCP sockets: listeners, connections (restored reset), unconnected sockets (tcp.cpp).
 namespace tcp {
 std::optional<image::FdObject> read(const FdSource& s);
 void store(json& j, const image::TcpListenFd& f);
 void load(const json& j, image::TcpListenFd& f);
+void store(json& j, const image::TcpConnectionFd& f);
+void load(const json& j, image::TcpConnectionFd& f);
+void store(json& j, const image::TcpUnconnectedFd& f);
+void load(const json& j, image::TcpUnconnectedFd& f);
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::TcpListenFd& o);
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::TcpConnectionFd& o);
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::TcpUnconnectedFd& o);
 }  // namespace tcp
+
+// UDP sockets (udp.cpp).
+namespace udp {
+std::optional<image::FdObject> read(const FdSource& s);
+void store(json& j, const image::UdpFd& f);
+void load(const json& j, image::UdpFd& f);
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::UdpFd& o);
+}  // namespace udp
 
 // eventfd, timerfd, signalfd (event_fds.cpp).
 namespace event_fds {
@@ -302,9 +372,10 @@ std::optional<image::FdObject> read(const FdSource& s);
 void store(json& j, const image::EpollFd& f);
 void load(const json& j, image::EpollFd& f);
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::EpollFd& o);
-// Registrations, once every fd of the process is in place.
+// Registrations, once every fd of the process is in place (`present`: fd -> close-on-exec); fds
+// moved aside for a moment go to at least `lift`.
 void plan_targets(Table& t, Region& region, const image::Fd& f, const image::EpollFd& o,
-                  const std::set<int>& present);
+                  const std::map<int, bool>& present, int lift);
 }  // namespace epoll
 
 // A process's record in the manifest: every kind stores its part (process.cpp holds the list).

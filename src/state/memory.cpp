@@ -6,6 +6,7 @@
 // its address; how the saved pages arrive is the pages::MemoryStrategy's choice.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -43,6 +44,34 @@ void record_mapped_file(pid_t pid, const sys::MapsEntry& m, image::Vma& v) {
     v.file_size = static_cast<uint64_t>(st.st_size);
     v.file_inode = st.st_ino;
     v.file_mtime_ns = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+}
+
+// VmFlags (smaps) a VMA keeps through restore: the madvise advice that sets it, or 0 when restore
+// sets it another way (mw: opened read-write; nr: MAP_NORESERVE; lo/lf: mlock2; sl: mseal).
+struct KeptFlag {
+    const char* name;
+    int advice;
+};
+constexpr KeptFlag kKeptFlags[] = {{"wf", MADV_WIPEONFORK}, {"dc", MADV_DONTFORK}, {"dd", MADV_DONTDUMP},
+                                   {"hg", MADV_HUGEPAGE},   {"nh", MADV_NOHUGEPAGE}, {"mg", MADV_MERGEABLE},
+                                   {"sr", MADV_SEQUENTIAL}, {"rr", MADV_RANDOM},    {"mw", 0},
+                                   {"nr", 0},               {"lo", 0},              {"lf", 0},
+                                   {"sl", 0}};
+
+// VmFlags no restore can give back: the rule each one breaks.
+struct RefusedFlag {
+    const char* name;
+    const char* what;
+};
+constexpr RefusedFlag kRefusedFlags[] = {
+    {"um", "registered with a userfaultfd for missing pages"},
+    {"uw", "registered with a userfaultfd for write protection"},
+    {"ui", "registered with a userfaultfd for minor faults"},
+    {"ss", "a shadow stack"},
+    {"dp", "droppable (MAP_DROPPABLE)"}};
+
+bool has_flag(const image::Vma& v, const char* name) {
+    return std::find(v.flags.begin(), v.flags.end(), name) != v.flags.end();
 }
 
 bool is_zero(const uint8_t* p) {
@@ -98,6 +127,20 @@ std::vector<image::Vma> read(pid_t pid) {
         v.name = m.path;
         v.file_offset = m.offset;
         auto where = fmt::format("process {} mapping {:#x}-{:#x} {}", pid, m.start, m.end, m.path);
+        for (const auto& flag : m.vm_flags) {
+            for (const auto& k : kKeptFlags)
+                if (flag == k.name && (flag != "mw" || v.shared)) v.flags.push_back(flag);
+            for (const auto& r : kRefusedFlags)
+                if (flag == r.name)
+                    throw ContractError(fmt::format(
+                        "{} is {} (VmFlags {}); rule: no memory restore cannot lay out as it was "
+                        "(userfaultfd registrations, shadow stacks and droppable memory are not restored)",
+                        where, r.what, r.name));
+        }
+        if (m.path == "/[aio] (deleted)")
+            throw ContractError(where +
+                                ": the ring of a Linux AIO context (io_setup); rule: no AIO context when "
+                                "ready (its requests and ring cannot be recreated): io_destroy it first");
         if (m.path == "[vdso]") {
             v.kind = image::VmaKind::Vdso;
         } else if (m.path == "[vvar]") {
@@ -111,12 +154,17 @@ std::vector<image::Vma> read(pid_t pid) {
             v.kind = image::VmaKind::Anonymous;
         } else if (v.shared &&
                    (m.path == "/dev/zero (deleted)" || m.path.rfind("/memfd:", 0) == 0 ||
+
                     (m.path[0] == '/' && m.path.ends_with(" (deleted)") && m.path.rfind("/SYSV", 0) != 0))) {
             // Shared anonymous memory, memfds and shared mappings of deleted files (POSIX semaphores:
             // sem_open maps /dev/shm/sem.* and unlinks it): nobody can open them by name any more, so
             // they are saved whole and recreated as a memfd per object.
             v.kind = image::VmaKind::SharedMemory;
             record_mapped_file(pid, m, v);
+        } else if (m.path.rfind("[anon_shmem:", 0) == 0) {
+            throw ContractError(where +
+                                ": named shared anonymous memory (PR_SET_VMA_ANON_NAME); rule: shared "
+                                "memory comes back as a memfd, which cannot carry an anonymous name");
         } else if (m.path.rfind("/memfd:", 0) == 0 || m.path.find("(deleted)") != std::string::npos ||
                    m.path.rfind("/SYSV", 0) == 0 || m.path[0] != '/') {
             throw ContractError(where +
@@ -210,7 +258,8 @@ void store(json& j, const image::Process& p) {
                         {"file", {v.file_size, v.file_inode, v.file_mtime_ns}},
                         {"image_offset", v.image_offset},
                         {"saved_pages", v.saved_pages},
-                        {"pages_crc", v.pages_crc}});
+                        {"pages_crc", v.pages_crc},
+                        {"flags", v.flags}});
     j["vmas"] = std::move(vmas);
 }
 
@@ -231,6 +280,7 @@ void load(const json& j, image::Process& p) {
         m.image_offset = v.at("image_offset");
         m.saved_pages = v.at("saved_pages");
         m.pages_crc = v.at("pages_crc");
+        m.flags = v.at("flags").get<std::vector<std::string>>();
         p.vmas.push_back(std::move(m));
     }
 }
@@ -273,17 +323,52 @@ void plan_memfd(Table& t, Region& region, const image::Vma& v, int slot) {
     t.op(SYS_ftruncate, {0, v.file_size}, -1, 0, {{0, slot}}, "size memfd " + name);
 }
 
+namespace {
+
+// Names, madvise advice, locks and seals, once the pages are in (a lock faults them in; a seal
+// forbids any later change).
+void plan_flags(Table& t, Region& region, const std::vector<const image::Vma*>& vmas) {
+    for (const auto* v : vmas) {
+        uint64_t len = v->length();
+        if (v->name.rfind("[anon:", 0) == 0) {
+            std::string name = v->name.substr(6, v->name.size() - 7);
+            t.op(SYS_prctl, {PR_SET_VMA, PR_SET_VMA_ANON_NAME, v->start, len, region.put_string(name)}, -1, 0, {},
+                 fmt::format("name {:#x} {}", v->start, name));
+        }
+        for (const auto& k : kKeptFlags)
+            if (k.advice && has_flag(*v, k.name))
+                t.op(SYS_madvise, {v->start, len, static_cast<uint64_t>(k.advice)}, -1, 0, {},
+                     fmt::format("madvise {:#x} {}", v->start, k.name));
+        if (has_flag(*v, "lo") || has_flag(*v, "lf"))
+            t.op(SYS_mlock2, {v->start, len, has_flag(*v, "lf") ? 1u /* MLOCK_ONFAULT */ : 0u}, -1, 0, {},
+                 fmt::format("mlock {:#x}", v->start));
+    }
+    for (const auto* v : vmas)
+        if (has_flag(*v, "sl"))
+            t.op(462 /* mseal */, {v->start, v->length(), 0}, -1, 0, {}, fmt::format("mseal {:#x}", v->start));
+}
+
+}  // namespace
+
 void plan(Table& t, Region& region, const image::Image& img, size_t index, const FdLayout& L,
           const pages::MemoryStrategy& strategy) {
     const image::Process& p = img.manifest.processes.at(index);
     std::vector<std::tuple<uint64_t, uint64_t, int>> final_prot;
+    std::vector<const image::Vma*> flagged;  // VMAs with VmFlags or a name to set once laid out
     std::map<uint64_t, int> shm_slots;  // shared memory object (inode) -> slot of its memfd
     strategy.before_layout(t, region, img, index);
     for (const auto& v : p.vmas) {
         if (is_special(v.kind)) continue;
         bool shmem = v.kind == image::VmaKind::SharedMemory;
         bool holds_args = v.start <= p.mm.arg_start && p.mm.arg_start < v.end;
-        pages::VmaFill fill = strategy.fill(img, v, holds_args);
+        pages::VmaFill fill;
+        if (has_flag(v, "wf")) {
+            // MADV_WIPEONFORK takes only anonymous memory: never mapped from the image, whatever
+            // the strategy.
+            for (const auto& r : img.runs_of(v)) fill.copy_runs.push_back(&r);
+        } else {
+            fill = strategy.fill(img, v, holds_args);
+        }
         int prot = v.prot | (fill.copy_runs.empty() ? 0 : PROT_WRITE);
         uint64_t len = v.length();
         std::string what = fmt::format("map {:#x}-{:#x} {}", v.start, v.end, v.name);
@@ -302,17 +387,20 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
                  STUB_OP_EXPECT_ARG0, {{4, it->second}}, what);
         } else if (v.kind == image::VmaKind::Anonymous) {
             if (fill.map_whole) {
-                t.op(SYS_mmap,
-                     {v.start, len, static_cast<uint64_t>(prot), MAP_PRIVATE | MAP_FIXED, 0, v.image_offset},
+                uint64_t flags = MAP_PRIVATE | MAP_FIXED | (has_flag(v, "nr") ? MAP_NORESERVE : 0);
+                t.op(SYS_mmap, {v.start, len, static_cast<uint64_t>(prot), flags, 0, v.image_offset},
                      -1, STUB_OP_EXPECT_ARG0, {{4, kImg}}, what);
             } else {
-                uint64_t flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (v.growsdown ? MAP_GROWSDOWN : 0);
+                uint64_t flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (v.growsdown ? MAP_GROWSDOWN : 0) |
+                                 (has_flag(v, "nr") ? MAP_NORESERVE : 0);
                 t.op(SYS_mmap,
                      {v.start, len, static_cast<uint64_t>(prot), flags, static_cast<uint64_t>(-1), 0}, -1,
                      STUB_OP_EXPECT_ARG0, {}, what);
             }
         } else {
-            int oflags = v.shared && (v.prot & PROT_WRITE) ? O_RDWR : O_RDONLY;
+            // A shared mapping may be made writable later (mprotect) only if its file was opened
+            // read-write: VM_MAYWRITE ("mw") says it was.
+            int oflags = v.shared && ((v.prot & PROT_WRITE) || has_flag(v, "mw")) ? O_RDWR : O_RDONLY;
             t.op(SYS_open, {region.put_string(v.name), static_cast<uint64_t>(oflags | O_CLOEXEC)}, kFile, 0,
                  {}, "open " + v.name);
             t.op(SYS_mmap,
@@ -335,12 +423,15 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
                  -1, STUB_OP_EXPECT_ARG0, {{4, kImg}},
                  fmt::format("map dirty run {:#x} ({} pages)", r->vaddr, r->pages));
         if (prot != v.prot) final_prot.emplace_back(v.start, len, v.prot);
+        if (!v.flags.empty() || v.name.rfind("[anon:", 0) == 0)
+            flagged.push_back(&v);
     }
     for (const auto& [inode, slot] : shm_slots) t.op(SYS_close, {0}, -1, 0, {{0, slot}}, "close memfd");
     for (auto [s, len, prot] : final_prot)
         t.op(SYS_mprotect, {s, len, static_cast<uint64_t>(prot)}, -1, 0, {},
              fmt::format("mprotect {:#x}", s));
     strategy.after_layout(t, img, index);
+    plan_flags(t, region, flagged);
 }
 
 }  // namespace initless::state::memory

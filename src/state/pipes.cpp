@@ -1,6 +1,8 @@
-// Pipes. Checkpoint: both ends share the pipe's inode as their id; what was unread is taken out of
-// the frozen pipe and written back at once (the function keeps every byte), recorded on the read
-// end with the pipe's size. Restore: pipe2, the size, then the unread data written again.
+// Pipes and FIFOs. Checkpoint: both ends of a pipe share the pipe's inode as their id; what was
+// unread is taken out of the frozen pipe and written back at once (the function keeps every byte),
+// recorded on the read end with the pipe's size. Restore: pipe2, the size, then the unread data
+// written again. A named pipe (FIFO) is a file: each fd is opened again by its path with its mode
+// (read-only, write-only, read-write), the unread data carried by its first fd.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -11,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "initless/sys/inspect.h"
 #include "initless/sys/process.h"
@@ -20,6 +23,21 @@ namespace initless::state::pipes {
 
 std::optional<image::FdObject> read(const FdSource& s) {
     if (!S_ISFIFO(s.st.st_mode)) return std::nullopt;
+    if (s.dest.rfind("pipe:", 0) != 0) {
+        if (s.dest.find("(deleted)") != std::string::npos || s.dest.empty() || s.dest[0] != '/')
+            throw ContractError(s.where + ": a deleted or unreachable FIFO; rule: open files must stay in place");
+        image::FifoFd fifo;
+        fifo.path = s.dest;
+        // What is unread is read out of the FIFO through a description of our own (open never blocks
+        // with O_RDWR) and written back at once; the first fd of the FIFO carries it.
+        sys::UniqueFd own = sys::open_file(fmt::format("/proc/{}/fd/{}", s.pid, s.fd), O_RDWR | O_NONBLOCK);
+        fifo.pipe_size = sys::pipe_size(own.get());
+        if (s.context && s.context->fifos_read.insert(s.st.st_ino).second) {
+            fifo.unread = sys::read_available(own.get());
+            if (!fifo.unread.empty()) sys::write_all(own.get(), fifo.unread.data(), fifo.unread.size());
+        }
+        return fifo;
+    }
     image::PipeFd p;
     p.pipe_id = s.st.st_ino;
     p.end = (s.flags & O_ACCMODE) == O_RDONLY ? 0 : 1;
@@ -67,6 +85,36 @@ void load(const json& j, image::PipeFd& f) {
     f.end = j.at("end");
     f.pipe_size = j.at("pipe_size");
     f.unread = unhex(j.at("unread"));
+}
+
+void store(json& j, const image::FifoFd& f) {
+    j["path"] = f.path;
+    j["pipe_size"] = f.pipe_size;
+    j["unread"] = hex(f.unread);
+}
+
+void load(const json& j, image::FifoFd& f) {
+    f.path = j.at("path");
+    f.pipe_size = j.at("pipe_size");
+    f.unread = unhex(j.at("unread"));
+}
+
+// A FIFO is opened by path with O_NONBLOCK while a read-write description of our own holds it open:
+// then no open blocks (a write-only one alone would wait for a reader, or fail without O_NONBLOCK's
+// reader), the unread data can be written back, and the buffer keeps it once ours is closed, as
+// long as any fd of the FIFO is open (the fd just made is). Its own flags are set when it is moved.
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::FifoFd& o) {
+    std::string what = fmt::format("fd {} (FIFO {})", f.fd, o.path);
+    uint64_t path = region.put_string(o.path);
+    t.op(SYS_open, {path, O_RDWR | O_NONBLOCK | O_CLOEXEC}, kPipeW, 0, {}, what + " open a holder");
+    t.op(SYS_open, {path, static_cast<uint64_t>((f.flags & ~(O_CREAT | O_TRUNC | O_EXCL)) | O_NONBLOCK)}, kTmp, 0,
+         {}, what + " open");
+    if (o.pipe_size)
+        t.op(SYS_fcntl, {0, F_SETPIPE_SZ, o.pipe_size}, -1, STUB_OP_ALLOW_FAIL, {{0, kTmp}}, what + " size");
+    if (!o.unread.empty())
+        t.op(SYS_write, {0, region.put(o.unread.data(), o.unread.size(), 1), o.unread.size()}, -1,
+             STUB_OP_EXPECT_ARG2, {{0, kPipeW}}, what + " refill");
+    t.op(SYS_close, {0}, -1, 0, {{0, kPipeW}}, what + " close the holder");
 }
 
 void plan_pair(Table& t, Region& region, const image::PipeFd& end0, const image::PipeFd&, int lift,

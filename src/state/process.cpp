@@ -17,6 +17,7 @@ json store_process(const image::Process& p) {
     fds::store(j, p);
     timers::store(j, p);
     credentials::store(j, p);
+    attributes::store(j, p);
     return j;
 }
 
@@ -31,6 +32,7 @@ image::Process load_process(const json& j) {
     fds::load(j, p);
     timers::load(j, p);
     credentials::load(j, p);
+    attributes::load(j, p);
     return p;
 }
 

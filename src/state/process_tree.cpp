@@ -1,7 +1,7 @@
 // The process tree, sessions and process groups. Checkpoint: every process below the sandbox's
 // init is frozen (all its threads seized), parents first; pids, groups and sessions are read as the
 // sandbox sees them, and what restore cannot rebuild is refused (a traced, zombie or stopped
-// process; a thread with a seccomp filter; a vfork in progress, checked before seizing because its
+// process; a thread in seccomp strict mode; a vfork in progress, checked before seizing because its
 // parent never stops for ptrace; a session or group whose leader is gone or restored later). Restore: each process is
 // forked by its parent's table (a further child of init by the first process, CLONE_PARENT) with
 // clone3 set_tid, then calls setsid or setpgid before forking its own children.
@@ -43,7 +43,7 @@ std::vector<sys::Tracee> seize_all(pid_t pid) {
 }
 
 // Before seizing: a process someone else traces, a zombie or a stopped process cannot be restored
-// as it is.
+// as it is; nor a thread with a seccomp filter or a pending SIGTRAP.
 void check_freezable(pid_t pid) {
     auto status = sys::read_status(pid);
     if (status.count("TracerPid") && status["TracerPid"] != "0")
@@ -60,22 +60,32 @@ void check_freezable(pid_t pid) {
     if (!state.empty() && state[0] == 'T')
         throw ContractError(
             fmt::format("process {} is stopped (job control); rule: every process runs when ready", pid));
-    // A filter may answer the syscalls the checkpoint injects (prctl, sigaltstack, brk,
-    // rt_sigaction, getitimer) with an error, and restore does not install filters.
+    // Strict mode allows only read, write, exit and sigreturn: nothing the checkpoint injects.
+    // Filters are read once the threads are seized (credentials::read_seccomp).
     for (pid_t tid : sys::proc_tasks(pid)) {
         std::string seccomp;
+        std::map<std::string, std::string> ts;
         try {
-            auto ts = sys::read_status(tid);
+            ts = sys::read_status(tid);
             seccomp = ts.count("Seccomp") ? ts["Seccomp"] : "0";
         } catch (const Error&) {
             continue;  // the thread has just exited
         }
-        if (seccomp != "0")
+        // The checkpoint's injected syscalls and the restore's stub stop through SIGTRAP (a single
+        // step, an int3): a SIGTRAP already pending would be delivered in their place and lost.
+        constexpr uint64_t kTrap = uint64_t{1} << (SIGTRAP - 1);
+        for (const char* set : {"SigPnd", "ShdPnd"})
+            if (ts.count(set) && hex_u64(ts[set]) & kTrap)
+                throw ContractError(fmt::format(
+                    "process {} thread {} has a SIGTRAP pending ({}: {} in /proc/{}/status); rule: no "
+                    "SIGTRAP pending when ready: checkpoint and restore stop the process through SIGTRAP "
+                    "traps, which a pending one would take the place of",
+                    pid, tid, set, ts[set], tid));
+        if (seccomp == "1")
             throw ContractError(fmt::format(
-                "process {} thread {} has a seccomp {} (Seccomp: {} in /proc/{}/status); rule: no seccomp "
-                "filter when ready: the checkpoint injects syscalls a filter may block, and restore does "
-                "not install filters",
-                pid, tid, seccomp == "1" ? "strict mode" : "filter", seccomp, tid));
+                "process {} thread {} is in seccomp strict mode (Seccomp: 1 in /proc/{}/status); rule: no "
+                "seccomp strict mode when ready: the checkpoint injects syscalls strict mode kills the thread for",
+                pid, tid, tid));
     }
 }
 
@@ -137,6 +147,27 @@ void check_sessions(const std::vector<Frozen>& ms) {
     }
 }
 
+// Tables restore makes once per process: two processes sharing one (clone with CLONE_FILES or
+// CLONE_FS but without CLONE_THREAD) would come back with a copy each, and a change one makes would
+// no longer reach the other. (A shared SysV undo list needs SysV semaphores, refused by ipc.cpp;
+// kcmp cannot tell two empty undo lists from one shared list.)
+void check_no_shared_tables(const std::vector<Frozen>& ms) {
+    struct Kind {
+        sys::SharedTable which;
+        const char* what;
+    };
+    constexpr Kind kinds[] = {{sys::SharedTable::Files, "fd table (CLONE_FILES)"},
+                              {sys::SharedTable::Fs, "filesystem context: cwd, root, umask (CLONE_FS)"}};
+    for (size_t i = 0; i < ms.size(); ++i)
+        for (size_t j = i + 1; j < ms.size(); ++j)
+            for (const auto& k : kinds)
+                if (sys::same_table(ms[i].host, ms[j].host, k.which))
+                    throw ContractError(fmt::format(
+                        "processes {} and {} share one {}; rule: processes of the function share no "
+                        "per-process table (restore gives each its own copy)",
+                        ms[i].host, ms[j].host, k.what));
+}
+
 }  // namespace
 
 // Seizes every thread of every process, walking the tree again until it stops changing: a process
@@ -153,7 +184,17 @@ std::vector<Frozen> freeze(pid_t init) {
             Frozen m;
             m.host = pid;
             m.pidfd = sys::pidfd_open(pid);
-            m.threads = seize_all(pid);
+            try {
+                m.threads = seize_all(pid);
+            } catch (const sys::StopTimeout& e) {
+                // A vfork begun after the tree was listed above: the check there could not see it.
+                if (!e.vfork_child()) throw;
+                throw ContractError(fmt::format(
+                    "process {} thread {} is the parent of a vfork in progress (it waits until child {}, "
+                    "which shares its address space, execs or exits, and never stops for ptrace meanwhile; "
+                    "it was killed); rule: no vfork in progress when ready",
+                    pid, e.tid(), e.vfork_child()));
+            }
             frozen.emplace(pid, std::move(m));
             grew = true;
         }
@@ -184,6 +225,7 @@ void link(std::vector<Frozen>& tree, pid_t init) {
         m.p.ppid = parent->second;
     }
     check_sessions(tree);
+    check_no_shared_tables(tree);
 }
 
 void store(json& j, const image::Process& p) {

@@ -25,7 +25,8 @@ enum Slot : int {
     kExe = 6,    // the executable, for PR_SET_MM_MAP
     kTgid = 7,
     kSelfTid = 8,
-    kUffd = 9  // the process's userfaultfd while its VMAs are registered (the lazy strategy)
+    kUffd = 9,        // the process's userfaultfd while its VMAs are registered (the lazy strategy)
+    kUffdDevice = 10  // /dev/userfaultfd, which makes kUffd (the lazy strategy)
 };
 constexpr int kShmFirst = 16;  // slots of shared memory objects' memfds from here on
 

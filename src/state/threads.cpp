@@ -82,9 +82,11 @@ void fix_syscall_restart(user_regs_struct& r) {
 }  // namespace
 
 void read(Frozen& f, MemoryReader& mem) {
-    for (auto& t : f.threads) {
+    for (size_t i = 0; i < f.threads.size(); ++i) {
+        auto& t = f.threads[i];
         image::Thread th;
         read_thread(t, f.gadget, mem, th);
+        th.seccomp_mode = i < f.seccomp_modes.size() ? f.seccomp_modes[i] : 0;
         f.p.threads.push_back(std::move(th));
     }
 }

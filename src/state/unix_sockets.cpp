@@ -1,11 +1,16 @@
 // Unix sockets: listeners, socket pairs, and orphaned stream ends. Checkpoint (through a copy of
-// the fd, pidfd_getfd): a listener keeps its address; an unnamed connected socket whose peer is in
-// the sandbox's netns (sock_diag) is one end of a socketpair, paired across the tree by the lower
-// inode, with what is queued for it peeked (fds in flight break the contract); an unnamed stream
-// socket with no peer and nothing to read is an orphan. Restore: listeners are bound again (a stale
-// socket file removed first) and listen with 4096; pairs are made with socketpair, their buffer
-// sizes set and each end's queue sent again through its peer, message by message.
+// the fd, pidfd_getfd, and the sandbox netns's sock_diag dump): a listener keeps its address and
+// shutdown state (one with connections waiting to be accepted is refused: their clients cannot be
+// connected again); an unnamed connected socket whose peer is in the sandbox's netns is one end of a
+// socketpair, paired across the tree by the lower inode, with its shutdown state and what is queued
+// for it peeked (fds in flight break the contract); an unnamed stream socket with no peer and nothing
+// to read is an orphan; a connection made through a listener, and a bound or unbound socket neither
+// listening nor connected, are refused naming the address. Restore: listeners are bound again (a
+// stale socket file removed first), listen with 4096 and are shut down as they were; pairs are made
+// with socketpair, their buffer sizes set, each end's queue sent again through its peer, message by
+// message, then each end shut down as it was.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -53,6 +58,35 @@ void read_queued(int sock, const std::string& where, image::UnixPairFd& f) {
     }
 }
 
+// The socket file of a unix address, "" for an abstract or unnamed one.
+std::string socket_path(const std::vector<uint8_t>& address) {
+    sockaddr_un un{};
+    std::memcpy(&un, address.data(), std::min(address.size(), sizeof un));
+    return un.sun_path[0] ? std::string(un.sun_path, strnlen(un.sun_path, sizeof un.sun_path)) : std::string();
+}
+
+// A unix address for messages: its path, "@name" when abstract, "(unnamed)".
+std::string address_name(const std::vector<uint8_t>& address) {
+    if (address.size() <= sizeof(sa_family_t)) return "(unnamed)";
+    std::string path = socket_path(address);
+    if (!path.empty()) return path;
+    const char* abstract = reinterpret_cast<const char*>(address.data()) + sizeof(sa_family_t) + 1;
+    return "@" + std::string(abstract, address.size() - sizeof(sa_family_t) - 1);
+}
+
+// sk_shutdown (1: receive side, 2: send side) as shutdown()'s `how`, -1 for none.
+int shutdown_how(int sk_shutdown) {
+    switch (sk_shutdown & 3) {
+        case 1:
+            return SHUT_RD;
+        case 2:
+            return SHUT_WR;
+        case 3:
+            return SHUT_RDWR;
+    }
+    return -1;
+}
+
 }  // namespace
 
 std::optional<image::FdObject> read(const FdSource& s) {
@@ -62,46 +96,67 @@ std::optional<image::FdObject> read(const FdSource& s) {
     auto where = fmt::format("process {} fd {}", s.pid, s.fd);
     int type = sys::socket_option(sock.get(), SOL_SOCKET, SO_TYPE);
     std::vector<uint8_t> address = sys::socket_name(sock.get());
+    struct stat st = sys::stat_fd(sock.get());
+    auto diag_it = s.unix_sockets->find(st.st_ino);
+    sys::UnixSocketDiag diag = diag_it != s.unix_sockets->end() ? diag_it->second : sys::UnixSocketDiag{};
+    std::string path = socket_path(address);
+    std::string name = address_name(address);
     if (sys::socket_option(sock.get(), SOL_SOCKET, SO_ACCEPTCONN)) {
+        // A connection waiting to be accepted cannot be made again without its client: a restored
+        // listener would be empty, and a program that knows a connection waits would block in accept.
+        // (Not poll: a listener shut down for receiving polls readable too.)
+        if (diag.rqueue > 0)
+            throw ContractError(fmt::format(
+                "{}: a unix listening socket ({}) with {} connection(s) waiting to be accepted; rule: "
+                "accept or refuse pending connections before ready",
+                where, name, diag.rqueue));
         image::UnixListenFd l;
         l.type = type;
         l.address = address;
-        sockaddr_un un{};
-        std::memcpy(&un, address.data(), std::min(address.size(), sizeof un));
-        l.path = un.sun_path[0] ? std::string(un.sun_path, strnlen(un.sun_path, sizeof un.sun_path))
-                                : std::string();
+        l.path = path;
+        l.shutdown = diag.shutdown;
         return l;
     }
     bool named = address.size() > sizeof(sa_family_t);
-    struct stat st = sys::stat_fd(sock.get());
-    auto peer = s.unix_peers->find(st.st_ino);
-    if (!named && peer != s.unix_peers->end()) {
+    if (!named && diag.peer) {
         if (sys::peer_is_unnamed(sock.get())) {
             image::UnixPairFd p;
             p.type = type;
-            p.pair_id = std::min<uint64_t>(st.st_ino, peer->second);
-            p.end = st.st_ino < peer->second ? 0 : 1;
-            for (int name : {SO_SNDBUF, SO_RCVBUF})
-                p.options.push_back({SOL_SOCKET, name, sys::socket_option(sock.get(), SOL_SOCKET, name)});
+            p.pair_id = std::min<uint64_t>(st.st_ino, diag.peer);
+            p.end = st.st_ino < diag.peer ? 0 : 1;
+            p.shutdown = diag.shutdown;
+            for (int opt : {SO_SNDBUF, SO_RCVBUF})
+                p.options.push_back({SOL_SOCKET, opt, sys::socket_option(sock.get(), SOL_SOCKET, opt)});
             read_queued(sock.get(), where, p);
             return p;
         }
     }
-    if (!named && peer == s.unix_peers->end() && type == SOCK_STREAM) {
+    if (!named && !diag.peer && type == SOCK_STREAM) {
         if (sys::peer_gone(sock.get())) return image::UnixOrphanFd{};
     }
-    return std::nullopt;  // a connected or named socket: refused by the fd table
+    std::vector<uint8_t> peer = sys::peer_name(sock.get());
+    if (!peer.empty())
+        throw ContractError(fmt::format(
+            "{}: a unix socket {} connected to {} (a connection made through a listening socket, not a "
+            "socketpair): it cannot be connected again at restore; rule: hold no connections when ready",
+            where, name, address_name(peer)));
+    throw ContractError(fmt::format(
+        "{}: a unix {} socket {} that is neither listening nor connected; rule: only listening unix "
+        "sockets and socket pairs are restored",
+        where, type == SOCK_DGRAM ? "datagram" : type == SOCK_SEQPACKET ? "seqpacket" : "stream", name));
 }
 
 void store(json& j, const image::UnixListenFd& f) {
     j["type"] = f.type;
     j["address"] = hex(f.address);
     j["path"] = f.path;
+    j["shutdown"] = f.shutdown;
 }
 void load(const json& j, image::UnixListenFd& f) {
     f.type = j.at("type");
     f.address = unhex(j.at("address"));
     f.path = j.at("path");
+    f.shutdown = j.value("shutdown", 0);
 }
 void store(json& j, const image::UnixPairFd& f) {
     j["type"] = f.type;
@@ -110,6 +165,7 @@ void store(json& j, const image::UnixPairFd& f) {
     j["options"] = options_json(f.options);
     j["queued"] = hex(f.queued);
     j["message_sizes"] = f.message_sizes;
+    j["shutdown"] = f.shutdown;
 }
 void load(const json& j, image::UnixPairFd& f) {
     f.type = j.at("type");
@@ -118,6 +174,7 @@ void load(const json& j, image::UnixPairFd& f) {
     f.options = options_from(j.at("options"));
     f.queued = unhex(j.at("queued"));
     f.message_sizes = j.at("message_sizes").get<std::vector<uint32_t>>();
+    f.shutdown = j.value("shutdown", 0);
 }
 void store(json&, const image::UnixOrphanFd&) {}
 void load(const json&, image::UnixOrphanFd&) {}
@@ -131,6 +188,9 @@ void plan_create(Table& t, Region& region, const image::Fd& f, const image::Unix
     t.op(SYS_bind, {0, region.put(o.address.data(), o.address.size()), o.address.size()}, -1, 0, {{0, kTmp}},
          what + " bind");
     t.op(SYS_listen, {0, 4096}, -1, 0, {{0, kTmp}}, what + " listen");
+    // A listener shut down for receiving makes accept fail at once; without it, accept would block.
+    if (int how = shutdown_how(o.shutdown); how >= 0)
+        t.op(SYS_shutdown, {0, static_cast<uint64_t>(how)}, -1, 0, {{0, kTmp}}, what + " shutdown");
 }
 
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::UnixOrphanFd&) {
@@ -169,6 +229,12 @@ void plan_pair(Table& t, Region& region, const image::UnixPairFd& end0, const im
             data += size;
         }
     }
+    // Shut down after the data is queued again (a shut send side refuses it). Either end's call
+    // marks both (its send side and the peer's receive side, or the reverse), so calling it on each
+    // end for its own shut sides gives the pair the state it had, whichever end called it.
+    for (auto [end, slot] : {std::pair{&end0, kPipeR}, std::pair{&end1, kTmp}})
+        if (int how = shutdown_how(end->shutdown); how >= 0)
+            t.op(SYS_shutdown, {0, static_cast<uint64_t>(how)}, -1, 0, {{0, slot}}, what + " shutdown");
 }
 
 }  // namespace initless::state::unix_sockets

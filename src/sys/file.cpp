@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "initless/sys/error.h"
+#include "initless/sys/tree.h"
 
 namespace initless::sys {
 
@@ -117,25 +119,80 @@ std::string read_from(int fd, uint64_t offset, size_t max) {
 }
 
 void copy_tree(const fs::path& from, const fs::path& to) {
-    struct stat st {};
-    check(::lstat(from.c_str(), &st), "lstat " + from.string());
-    if (S_ISDIR(st.st_mode)) {
-        if (::mkdir(to.c_str(), 0700) != 0 && errno != EEXIST) throw SysError("mkdir " + to.string(), errno);
-        for (const auto& e : fs::directory_iterator(from)) copy_tree(e.path(), to / e.path().filename());
-    } else if (S_ISLNK(st.st_mode)) {
-        fs::create_symlink(fs::read_symlink(from), to);
-    } else if (S_ISREG(st.st_mode)) {
-        fs::copy_file(from, to, fs::copy_options::overwrite_existing);
-    } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
-        check(::mknod(to.c_str(), st.st_mode, st.st_rdev), "mknod " + to.string());
-    } else {
-        return;
+    UniqueFd source = open_file(from, O_RDONLY | O_DIRECTORY);
+    if (::mkdir(to.c_str(), 0700) != 0 && errno != EEXIST) throw SysError("mkdir " + to.string(), errno);
+    UniqueFd target = open_file(to, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    copy_tree_at(source.get(), target.get(), nullptr, from.string());
+}
+
+std::string read_or_create_secret(const fs::path& path, size_t size) {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {
+            UniqueFd file(fd);
+            struct stat st {};
+            check(::fstat(fd, &st), "stat " + path.string());
+            if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0 ||
+                static_cast<uint64_t>(st.st_size) != size)
+                throw Error(fmt::format("{} is not a key this initless can trust (a regular file of {} bytes, owned "
+                                        "by uid {}, mode 0600): it has {} bytes, uid {}, mode {:04o}; remove it",
+                                        path.string(), size, ::geteuid(), st.st_size, st.st_uid, st.st_mode & 07777));
+            std::string secret(size, '\0');
+            read_exact(fd, secret.data(), size, 0);
+            return secret;
+        }
+        if (errno == ELOOP) throw Error(fmt::format("{} is a symlink: refused as a key", path.string()));
+        if (errno != ENOENT) throw SysError("open " + path.string(), errno);
+        std::string secret(size, '\0');
+        for (size_t got = 0; got < size;) {
+            ssize_t n = ::getrandom(secret.data() + got, size - got, 0);
+            if (n < 0 && errno != EINTR) throw SysError("getrandom", errno);
+            if (n > 0) got += static_cast<size_t>(n);
+        }
+        fs::path tmp = path;
+        tmp += fmt::format(".tmp.{}", ::getpid());
+        ::unlink(tmp.c_str());
+        {
+            UniqueFd out = open_file(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+            check(::fchmod(out.get(), 0600), "chmod " + tmp.string());  // whatever the umask
+            write_all(out.get(), secret.data(), size);
+            check(::fsync(out.get()), "fsync " + tmp.string());
+        }
+        int linked = ::link(tmp.c_str(), path.c_str());
+        int err = errno;
+        ::unlink(tmp.c_str());
+        if (linked == 0) {
+            fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+            return secret;
+        }
+        if (err != EEXIST) throw SysError("create " + path.string(), err);
+        // Another process made it first: use theirs.
     }
-    if (::lchown(to.c_str(), st.st_uid, st.st_gid) != 0) throw SysError("chown " + to.string(), errno);
-    if (!S_ISLNK(st.st_mode)) check(::chmod(to.c_str(), st.st_mode & 07777), "chmod " + to.string());
-    // Times too: a restore compares the size and mtime of every file the process maps.
-    timespec times[2] = {st.st_atim, st.st_mtim};
-    check(::utimensat(AT_FDCWD, to.c_str(), times, AT_SYMLINK_NOFOLLOW), "utimensat " + to.string());
+    throw Error(fmt::format("{} could not be read or created", path.string()));
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> data_ranges(int fd, uint64_t size) {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    off_t at = 0;
+    while (static_cast<uint64_t>(at) < size) {
+        off_t data = ::lseek(fd, at, SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO) break;  // only a hole is left
+            if (errno == EINVAL) return {{0, size}};  // no hole support
+            throw SysError("lseek SEEK_DATA", errno);
+        }
+        off_t hole = ::lseek(fd, data, SEEK_HOLE);
+        if (hole < 0) throw SysError("lseek SEEK_HOLE", errno);
+        uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+        if (static_cast<uint64_t>(data) >= end) break;
+        out.push_back({static_cast<uint64_t>(data), end});
+        at = hole;
+    }
+    return out;
+}
+
+UniqueFd reopen(int fd, int flags) {
+    return open_file(fmt::format("/proc/self/fd/{}", fd), flags);
 }
 
 void remove_tree(const fs::path& path) {

@@ -1,14 +1,18 @@
 #include "initless/sys/inspect.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -42,6 +46,62 @@ std::vector<uint8_t> socket_name(int sock) {
     check(::getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &len), "getsockname");
     const auto* bytes = reinterpret_cast<const uint8_t*>(&addr);
     return {bytes, bytes + len};
+}
+
+std::vector<uint8_t> peer_name(int sock) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (::getpeername(sock, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+        if (errno == ENOTCONN) return {};
+        throw SysError("getpeername", errno);
+    }
+    const auto* bytes = reinterpret_cast<const uint8_t*>(&addr);
+    return {bytes, bytes + len};
+}
+
+std::string describe_address(const std::vector<uint8_t>& address) {
+    sockaddr_storage a{};
+    std::memcpy(&a, address.data(), std::min(address.size(), sizeof a));
+    char text[INET6_ADDRSTRLEN] = "?";
+    if (address.size() >= sizeof(sockaddr_in) && a.ss_family == AF_INET) {
+        const auto* in = reinterpret_cast<const sockaddr_in*>(&a);
+        ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+        return fmt::format("{}:{}", text, ntohs(in->sin_port));
+    }
+    if (address.size() >= sizeof(sockaddr_in6) && a.ss_family == AF_INET6) {
+        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a);
+        ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+        return fmt::format("[{}]:{}", text, ntohs(in6->sin6_port));
+    }
+    return "(none)";
+}
+
+uint16_t address_port(const std::vector<uint8_t>& address) {
+    sockaddr_storage a{};
+    std::memcpy(&a, address.data(), std::min(address.size(), sizeof a));
+    if (a.ss_family == AF_INET && address.size() >= sizeof(sockaddr_in))
+        return ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
+    if (a.ss_family == AF_INET6 && address.size() >= sizeof(sockaddr_in6))
+        return ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
+    return 0;
+}
+
+bool readable_now(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    return retry_eintr([&] { return ::poll(&p, 1, 0); }) > 0 && (p.revents & POLLIN);
+}
+
+int tcp_state(int sock) {
+    tcp_info ti{};
+    socklen_t len = sizeof ti;
+    check(::getsockopt(sock, IPPROTO_TCP, TCP_INFO, &ti, &len), "getsockopt TCP_INFO");
+    return ti.tcpi_state;
+}
+
+int tcp_accept_queue(int sock) {
+    tcp_info ti{};
+    socklen_t len = sizeof ti;
+    return ::getsockopt(sock, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 ? static_cast<int>(ti.tcpi_unacked) : 0;
 }
 
 bool peer_is_unnamed(int sock) {

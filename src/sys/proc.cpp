@@ -75,6 +75,24 @@ FdInfo read_fdinfo(pid_t pid, int fd) {
     return info;
 }
 
+std::map<int, MountInfo> read_mountinfo(pid_t pid) {
+    std::map<int, MountInfo> out;
+    std::istringstream in(read_file(fmt::format("/proc/{}/mountinfo", pid)));
+    std::string line;
+    while (std::getline(in, line)) {
+        // "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue"
+        std::istringstream f(line);
+        MountInfo m;
+        std::string parent, device, word;
+        f >> m.id >> parent >> device >> m.root >> m.mount_point;
+        while (f >> word && word != "-") {
+        }
+        f >> m.fstype;
+        out[m.id] = m;
+    }
+    return out;
+}
+
 std::vector<int> list_fds(pid_t pid) {
     std::vector<int> out;
     for (const auto& e : std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", pid)))

@@ -1,5 +1,7 @@
 #include "initless/sys/process.h"
 
+#include <linux/capability.h>
+
 #include <sys/resource.h>
 
 #include <linux/sched.h>
@@ -71,6 +73,24 @@ bool same_address_space(pid_t pid1, pid_t pid2) {
     long r = ::syscall(SYS_kcmp, pid1, pid2, 1 /* KCMP_VM */, 0, 0);
     if (r < 0 && errno == ESRCH) return false;
     if (r < 0) throw SysError(fmt::format("kcmp address spaces of processes {} and {}", pid1, pid2), errno);
+    return r == 0;
+}
+
+bool same_table(pid_t pid1, pid_t pid2, SharedTable which) {
+    long r = ::syscall(SYS_kcmp, pid1, pid2, static_cast<int>(which), 0, 0);
+    if (r < 0 && errno == ESRCH) return false;
+    if (r < 0)
+        throw SysError(fmt::format("kcmp ({}) of processes {} and {}", static_cast<int>(which), pid1, pid2), errno);
+    return r == 0;
+}
+
+bool is_epoll_target(pid_t pid, int epfd, int tfd, int nth, int fd) {
+    struct {
+        uint32_t efd, tfd, toff;
+    } slot{static_cast<uint32_t>(epfd), static_cast<uint32_t>(tfd), static_cast<uint32_t>(nth)};
+    long r = ::syscall(SYS_kcmp, pid, pid, 7 /* KCMP_EPOLL_TFD */, fd, &slot);
+    if (r < 0 && (errno == EBADF || errno == ENOENT)) return false;  // no such fd or registration
+    if (r < 0) throw SysError(fmt::format("kcmp epoll {} target {} of process {}", epfd, tfd, pid), errno);
     return r == 0;
 }
 
@@ -146,6 +166,50 @@ bool send_signal(pid_t pid, int sig) {
     if (::kill(pid, sig) == 0) return true;
     if (errno == ESRCH) return false;
     throw SysError(fmt::format("signal {} to process {}", sig, pid), errno);
+}
+
+}  // namespace initless::sys
+
+namespace initless::sys {
+
+namespace {
+
+void raise_effective_to_permitted() {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    if (::syscall(SYS_capget, &header, data) != 0) throw SysError("capget", errno);
+    data[0].effective = data[0].permitted;
+    data[1].effective = data[1].permitted;
+    if (::syscall(SYS_capset, &header, data) != 0) throw SysError("capset", errno);
+}
+
+}  // namespace
+
+FsIdentity::FsIdentity(uid_t uid, gid_t gid) {
+    if (uid == 0 && gid == 0) return;
+    // The raw syscalls: glibc's would be the same, but these are per thread by design here.
+    ::syscall(SYS_setfsgid, gid);
+    ::syscall(SYS_setfsuid, uid);
+    // setfsuid answers the previous value, never an error: ask again to know it took.
+    bool took = static_cast<uid_t>(::syscall(SYS_setfsuid, -1)) == uid &&
+                static_cast<gid_t>(::syscall(SYS_setfsgid, -1)) == gid;
+    active_ = true;
+    try {
+        if (!took) throw Error(fmt::format("setfsuid/setfsgid to {}:{} did not take effect", uid, gid));
+        raise_effective_to_permitted();
+    } catch (...) {
+        ::syscall(SYS_setfsuid, 0);
+        ::syscall(SYS_setfsgid, 0);
+        active_ = false;
+        throw;
+    }
+}
+
+FsIdentity::~FsIdentity() {
+    if (!active_) return;
+    active_ = false;
+    ::syscall(SYS_setfsuid, 0);  // back to 0: the kernel makes the file capabilities effective again
+    ::syscall(SYS_setfsgid, 0);
 }
 
 }  // namespace initless::sys

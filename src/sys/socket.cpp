@@ -154,6 +154,26 @@ UniqueFd connect_in_netns(int netns_fd, uint16_t port) {
     return sock;
 }
 
+UniqueFd listen_in_netns(int netns_fd, uint16_t port) {
+    UniqueFd self_ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!self_ns) throw SysError("open own netns", errno);
+    check(::setns(netns_fd, CLONE_NEWNET), "setns into sandbox netns");
+    UniqueFd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int socket_errno = errno;
+    if (::setns(self_ns.get(), CLONE_NEWNET) != 0) std::abort();  // as in connect_in_netns
+    if (!sock) throw SysError("socket in sandbox netns", socket_errno);
+    int one = 1;
+    ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    check(::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr),
+          fmt::format("bind 127.0.0.1:{} in sandbox", port));
+    check(::listen(sock.get(), 16), "listen in sandbox");
+    return sock;
+}
+
 bool stream_closed_by_peer(int sock) {
     char byte;
     ssize_t n = ::recv(sock, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -179,6 +199,13 @@ UniqueFd duplicate(int fd) {
 }
 
 std::map<uint64_t, uint64_t> unix_socket_peers(int netns_fd) {
+    std::map<uint64_t, uint64_t> peers;
+    for (const auto& [inode, diag] : unix_socket_diag(netns_fd))
+        if (diag.peer) peers[inode] = diag.peer;
+    return peers;
+}
+
+std::map<uint64_t, UnixSocketDiag> unix_socket_diag(int netns_fd) {
     UniqueFd self_ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
     if (!self_ns) throw SysError("open own netns", errno);
     check(::setns(netns_fd, CLONE_NEWNET), "setns into sandbox netns");
@@ -195,29 +222,39 @@ std::map<uint64_t, uint64_t> unix_socket_peers(int netns_fd) {
     request.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
     request.req.sdiag_family = AF_UNIX;
     request.req.udiag_states = ~0u;
-    request.req.udiag_show = UDIAG_SHOW_PEER;
+    request.req.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
     if (retry_eintr([&] { return ::send(nl.get(), &request, sizeof request, 0); }) < 0)
         throw SysError("send sock_diag request", errno);
-    std::map<uint64_t, uint64_t> peers;
+    std::map<uint64_t, UnixSocketDiag> sockets;
     alignas(nlmsghdr) char buf[32768];
     for (;;) {
         ssize_t n = retry_eintr([&] { return ::recv(nl.get(), buf, sizeof buf, 0); });
         if (n < 0) throw SysError("recv sock_diag reply", errno);
         auto len = static_cast<unsigned>(n);
         for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-            if (h->nlmsg_type == NLMSG_DONE) return peers;
+            if (h->nlmsg_type == NLMSG_DONE) return sockets;
             if (h->nlmsg_type == NLMSG_ERROR) {
                 auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
                 throw SysError("sock_diag dump of unix sockets", -e->error);
             }
             auto* msg = static_cast<unix_diag_msg*>(NLMSG_DATA(h));
             auto rta_len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *msg));
-            for (auto* a = reinterpret_cast<rtattr*>(msg + 1); RTA_OK(a, rta_len); a = RTA_NEXT(a, rta_len))
+            UnixSocketDiag& d = sockets[msg->udiag_ino];
+            for (auto* a = reinterpret_cast<rtattr*>(msg + 1); RTA_OK(a, rta_len); a = RTA_NEXT(a, rta_len)) {
                 if (a->rta_type == UNIX_DIAG_PEER) {
                     uint32_t peer = 0;
                     std::memcpy(&peer, RTA_DATA(a), sizeof peer);
-                    if (peer) peers[msg->udiag_ino] = peer;
+                    d.peer = peer;
+                } else if (a->rta_type == UNIX_DIAG_SHUTDOWN) {
+                    uint8_t how = 0;
+                    std::memcpy(&how, RTA_DATA(a), sizeof how);
+                    d.shutdown = how;
+                } else if (a->rta_type == UNIX_DIAG_RQLEN) {
+                    unix_diag_rqlen q{};
+                    std::memcpy(&q, RTA_DATA(a), sizeof q);
+                    d.rqueue = q.udiag_rqueue;
                 }
+            }
         }
     }
 }

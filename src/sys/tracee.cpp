@@ -21,6 +21,7 @@
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "initless/sys/proc.h"
+#include "initless/sys/process.h"
 
 // Debian 12's glibc headers may lack it; the layout is the kernel's uapi one.
 struct RseqConfigurationAbi {
@@ -113,7 +114,33 @@ Tracee Tracee::seize(pid_t tid, unsigned long options) {
     pt(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options), "SEIZE");
     Tracee t(tid);
     pt(PTRACE_INTERRUPT, tid, nullptr, nullptr, "INTERRUPT");
-    t.wait_stop();
+    std::optional<int> got = wait_bounded(tid, kStopTimeout);
+    if (!got) {
+        // Attached but never stopped: it cannot be detached, and left attached its death would wait
+        // for us to collect it. Say what it was doing while it still exists, then kill and collect it.
+        std::string state = describe_thread_state(tid);
+        pid_t vfork_child = 0;
+        try {
+            for (pid_t child : proc_children(tid))
+                if (same_address_space(tid, child)) vfork_child = child;
+        } catch (const Error&) {
+            // gone meanwhile: no diagnosis
+        }
+        t.tid_ = 0;
+        std::vector<pid_t> left = kill_and_collect({tid}, std::chrono::milliseconds(2000));
+        throw StopTimeout(
+            fmt::format("thread {} did not stop within {} ms ({}{}); its process was killed{}", tid,
+                        kStopTimeout.count(), state,
+                        vfork_child
+                            ? fmt::format(", the parent of a vfork in progress: child {}", vfork_child)
+                            : std::string(),
+                        left.empty() ? "" : " but not yet collected"),
+            tid, vfork_child);
+    }
+    if (WIFEXITED(*got) || WIFSIGNALED(*got)) {
+        t.tid_ = 0;
+        throw Error(fmt::format("thread {} ended while being seized (wait status {:#x})", tid, *got));
+    }
     return t;
 }
 
@@ -266,11 +293,25 @@ RseqConfig Tracee::rseq() const {
     return {c.rseq_abi_pointer, c.rseq_abi_size, c.flags, c.signature};
 }
 
+std::optional<std::vector<sock_filter>> Tracee::seccomp_filter(unsigned long index) const {
+    // First the length (the buffer may be null), then the instructions. EINVAL: no filter mode;
+    // ENOENT: no filter at this index.
+    long n = ::ptrace(PTRACE_SECCOMP_GET_FILTER, tid_, reinterpret_cast<void*>(index), nullptr);
+    if (n < 0 && (errno == ENOENT || errno == EINVAL)) return std::nullopt;
+    if (n < 0) throw SysError(fmt::format("ptrace SECCOMP_GET_FILTER {} tid {}", index, tid_), errno);
+    std::vector<sock_filter> out(static_cast<size_t>(n));
+    pt(PTRACE_SECCOMP_GET_FILTER, tid_, reinterpret_cast<void*>(index), out.data(), "SECCOMP_GET_FILTER");
+    return out;
+}
+
 long Tracee::inject_syscall(uint64_t syscall_insn, long nr, std::initializer_list<uint64_t> args) {
     // With every signal blocked, a signal arriving meanwhile (a timer, say) stays pending instead of
-    // stopping the single-step in a signal-delivery-stop (which would dequeue it).
+    // stopping the single-step in a signal-delivery-stop (which would dequeue it). All but SIGTRAP:
+    // the step's trap is a forced SIGTRAP, and forcing a blocked signal resets its action to SIG_DFL
+    // (the function's SIGTRAP handler would be lost). The checkpoint refuses a pending SIGTRAP, so
+    // none can be delivered in its place.
     uint64_t saved_mask = signal_mask();
-    set_signal_mask(~uint64_t{0});
+    set_signal_mask(~uint64_t{0} & ~(uint64_t{1} << (SIGTRAP - 1)));
     struct MaskBack {
         Tracee& t;
         uint64_t mask;

@@ -170,7 +170,8 @@ std::vector<std::string> E2eTest::instance_dirs() const {
 }
 
 void E2eTest::expect_no_leftovers() {
-    EXPECT_EQ(initless_mounts(), std::vector<std::string>{}) << "initless mounts visible on the host";
+    // This test's mounts only: other tests running at once have their instances' layers mounted.
+    EXPECT_EQ(initless_mounts(scratch_.string()), std::vector<std::string>{}) << "initless mounts visible on the host";
     EXPECT_EQ(instance_dirs(), std::vector<std::string>{}) << "instance dirs left under " << state_dir_;
     for (const auto& id : instances_) {
         EXPECT_EQ(cgroup_dirs(id), std::vector<std::string>{}) << "cgroup of " << id << " left";
@@ -194,11 +195,12 @@ std::optional<initless::sandbox::ExitReport> wait_exit(initless::sandbox::Sandbo
     return std::nullopt;
 }
 
-std::vector<std::string> initless_mounts() {
+std::vector<std::string> initless_mounts(const std::string& under) {
     std::vector<std::string> out;
     std::istringstream in(read_text("/proc/self/mounts"));
     for (std::string line; std::getline(in, line);)
-        if (line.find("initless") != std::string::npos) out.push_back(line);
+        if (line.find("initless") != std::string::npos && line.find(under) != std::string::npos)
+            out.push_back(line);
     return out;
 }
 
@@ -239,7 +241,7 @@ std::vector<pid_t> own_children() {
 // the e2e test functions, scratch dirs). Prints what it finds; returns the exit code.
 int check_leftovers() {
     std::vector<std::string> found;
-    for (const auto& m : initless_mounts()) found.push_back("mount: " + m);
+    for (const auto& m : initless_mounts("initless-e2e-")) found.push_back("mount: " + m);
     std::error_code ec;
     std::set<std::string> ids;
     for (const auto& c : fs::directory_iterator(initless::sys::Cgroup::kRoot, ec))

@@ -93,9 +93,9 @@ initless::gateway::HttpResponse get(const initless::sandbox::Sandbox& sb, const 
 std::optional<initless::sandbox::ExitReport> wait_exit(initless::sandbox::Sandbox& sb,
                                                        std::chrono::milliseconds timeout);
 
-// Every /proc/mounts line mentioning "initless"; every initless cgroup directory named `id`;
+// Every /proc/mounts line mentioning "initless" and `under`; every initless cgroup directory named `id`;
 // every process whose cgroup is initless/`id`.
-std::vector<std::string> initless_mounts();
+std::vector<std::string> initless_mounts(const std::string& under = "");
 std::vector<std::string> cgroup_dirs(const std::string& id);
 std::vector<pid_t> processes_in_cgroup(const std::string& id);
 std::vector<pid_t> own_children();

@@ -1,6 +1,8 @@
 // Library-level: the sandbox from the inside (pid, /proc, capabilities, root, network, memory limit)
 // and its teardown, with the probe function (tests/e2e/functions/probe) over real HTTP.
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -8,6 +10,8 @@
 #include <unistd.h>
 
 #include <map>
+#include <optional>
+#include <thread>
 #include <random>
 #include <set>
 #include <sstream>
@@ -142,9 +146,99 @@ TEST_F(SandboxE2e, NetworkIsItsOwnLoopbackOnly) {
     EXPECT_EQ(r.body.rfind("refused", 0), 0u)
         << "the function reached the host's port " << port << ": " << r.body;
     // Its own port, inside, works.
-    EXPECT_EQ(get(sb, "/connect?9000").body, "connected");
+    EXPECT_EQ(get(sb, "/connect?9000").body.rfind("connected", 0), 0u);
     ::close(s);
     sb.teardown();
+}
+
+namespace {
+
+// A listener that greets every connection with `greeting` and closes it, on a thread of the test.
+class Greeter {
+  public:
+    Greeter(in_addr_t address, std::string greeting) : greeting_(std::move(greeting)) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = address;
+        if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 8) != 0)
+            throw initless::Error("greeter: bind/listen failed");
+        socklen_t len = sizeof a;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+        port_ = ntohs(a.sin_port);
+        thread_ = std::thread([this] {
+            for (;;) {
+                int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+                if (c < 0) return;  // shut down
+                (void)!::write(c, greeting_.data(), greeting_.size());
+                ::close(c);
+            }
+        });
+    }
+    ~Greeter() {
+        ::shutdown(fd_, SHUT_RDWR);
+        thread_.join();
+        ::close(fd_);
+    }
+    int port() const { return port_; }
+
+  private:
+    std::string greeting_;
+    int fd_ = -1, port_ = 0;
+    std::thread thread_;
+};
+
+// The host's first IPv4 address that is not loopback: what "outside the sandbox" means here.
+std::optional<std::string> host_address() {
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) != 0) return std::nullopt;
+    std::optional<std::string> out;
+    for (ifaddrs* i = list; i && !out; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK)) continue;
+        char buf[INET_ADDRSTRLEN];
+        ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
+        out = buf;
+    }
+    ::freeifaddrs(list);
+    return out;
+}
+
+}  // namespace
+
+// network = "egress": outbound connections reach the host's own address (standing for the world,
+// since no other network is reachable here) through slirp4netns; the host's loopback services stay
+// out of reach (10.0.2.2 is slirp's way to them, disabled), and so does everything with "none".
+TEST_F(SandboxE2e, EgressReachesOutsideButNotTheHostsLoopback) {
+    auto address = host_address();
+    ASSERT_TRUE(address) << "this machine has no non-loopback IPv4 address to stand for the outside";
+    in_addr outside{};
+    ASSERT_EQ(::inet_pton(AF_INET, address->c_str(), &outside), 1);
+    Greeter world(outside.s_addr, "hello from outside");
+    Greeter loopback(htonl(INADDR_LOOPBACK), "hello from the host's loopback");
+    std::string to_world = *address + ":" + std::to_string(world.port());
+
+    fs::path dir = scratch_ / "probe-egress";
+    fs::create_directories(dir);
+    fs::copy_file(test_function("probe") / "app.py", dir / "app.py");
+    write_text(dir / "function.toml",
+               "name = \"e2e-probe-egress\"\ncommand = [\"/usr/bin/python3\", \"app.py\"]\n"
+               "ready = \"probe: ready\"\nmemory_mb = 64\nnetwork = \"egress\"\n"
+               "[env]\nPYTHONDONTWRITEBYTECODE = \"1\"\n");
+    auto s = spec::load(dir);
+    auto sb = sandbox::Sandbox::prepare(s);
+    track(sb);
+    auto fn = sb.start();
+    track_process(fn.host_pid);
+    sb.wait_ready(s.ready, 20s);
+    EXPECT_EQ(get(sb, "/connect?" + to_world).body, "connected hello from outside");
+    EXPECT_EQ(get(sb, "/connect?10.0.2.2:" + std::to_string(loopback.port())).body.rfind("refused", 0), 0u);
+    EXPECT_EQ(get(sb, "/connect?127.0.0.1:" + std::to_string(loopback.port())).body.rfind("refused", 0), 0u);
+    sb.teardown();
+
+    auto none = boot_probe();
+    EXPECT_EQ(get(none, "/connect?" + to_world).body.rfind("refused", 0), 0u)
+        << "network = none reached " << to_world;
+    none.teardown();
 }
 
 TEST_F(SandboxE2e, MemoryHogIsOomKilledAtTheLimit) {

@@ -419,8 +419,8 @@ TEST_F(ServeTest, RestartKeepsTheRegistry) {
     TrackSeenInstances();
 }
 
-// A snapshot damaged on disk is refused when the daemon loads it; the function boots instead and says
-// so (X-Initless-Start: boot, the reason in its description).
+// A snapshot changed on disk is not authenticated: refused when the daemon loads it; the function
+// boots instead and says so (X-Initless-Start: boot, the reason in its description).
 TEST_F(ServeTest, CorruptedSnapshotFallsBackToABoot) {
     start_daemon();
     ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
@@ -444,12 +444,36 @@ TEST_F(ServeTest, CorruptedSnapshotFallsBackToABoot) {
     start_daemon();
     auto described = json::parse(request("GET", "/system/function/e2e-counter").body);
     EXPECT_TRUE(described["snapshot"].is_null()) << described.dump();
-    EXPECT_NE(described.value("snapshot_problem", "").find("checksum"), std::string::npos)
+    EXPECT_NE(described.value("snapshot_problem", "").find("is not authenticated: pages.img does not match its MAC"),
+              std::string::npos)
         << described.dump();
     auto r = invoke("e2e-counter");
     EXPECT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(header(r, "X-Initless-Start"), "boot");
     EXPECT_EQ(r.body, "count 1");
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+// A foreign image (made under another key: here the state dir's key is replaced, so the deployed
+// image is foreign to it) is refused at load; the function boots instead and says why.
+TEST_F(ServeTest, ForeignImageFallsBackToABoot) {
+    start_daemon();
+    ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    fs::path key = registry_ / "image.key";
+    ASSERT_TRUE(fs::exists(key));
+    fs::remove(key);
+    write_text(key, std::string(32, 'f'));
+    fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+    start_daemon();
+    auto described = json::parse(request("GET", "/system/function/e2e-counter").body);
+    EXPECT_TRUE(described["snapshot"].is_null()) << described.dump();
+    EXPECT_NE(described.value("snapshot_problem", "").find("the image was made with another key"), std::string::npos)
+        << described.dump();
+    auto r = invoke("e2e-counter");
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(header(r, "X-Initless-Start"), "boot");
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
 }

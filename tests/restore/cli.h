@@ -21,7 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-std::string read_text(const fs::path& p) {
+inline std::string read_text(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     std::ostringstream s;
     s << in.rdbuf();
@@ -83,13 +83,13 @@ CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch,
     return r;
 }
 
-fs::path program_dir(const std::string& name) {
+inline fs::path program_dir(const std::string& name) {
     return fs::path(RT_FUNCTIONS_DIR) / name;
 }
 
 // What a torn-down sandbox must not leave: its cgroup (in any controller) or its instance directory.
 // Empty when nothing is left.
-std::string sandbox_leftovers(const std::string& id, const fs::path& state_dir) {
+inline std::string sandbox_leftovers(const std::string& id, const fs::path& state_dir) {
     std::string out;
     std::error_code ec;
     for (const auto& controller : fs::directory_iterator("/sys/fs/cgroup", ec)) {

@@ -67,7 +67,7 @@ class LazyServer : public ::testing::Test {
         auto r = run_cli({"snapshot", dir.string(), "--image", (scratch_ / "image").string(), "--json"}, scratch_,
                          state_, 120s);
         ASSERT_EQ(r.exit_code, 0) << r.describe();
-        img_ = image::load(scratch_ / "image");
+        img_ = image::load(scratch_ / "image", image::Key::of_state_dir(state_));
         spec_ = spec::load(img_.manifest.function_dir);
     }
     void TearDown() override {
@@ -77,7 +77,7 @@ class LazyServer : public ::testing::Test {
     }
     sandbox::Sandbox sandbox() {
         sandbox::SandboxOptions opts;
-        opts.upper_seed = img_.upper_path();
+        opts.seed_upper = [this](const fs::path& upper) { image::copy_tree(img_, image::kUpperTree, upper); };
         return sandbox::Sandbox::prepare(spec_, opts);
     }
     // Waits up to `limit` for the server thread to end.

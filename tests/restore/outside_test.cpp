@@ -23,8 +23,10 @@
 #include "initless/gateway/http_client.h"
 #include "initless/image/image.h"
 #include "initless/restore/restore.h"
+#include "initless/sandbox/function_config.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/spec/function_spec.h"
+#include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/process.h"
@@ -149,18 +151,24 @@ TEST_P(FromOutside, RestoredProcessMatchesTheImageAndLeavesNothing) {
     auto r =
         run_cli({"snapshot", dir.string(), "--image", image_dir.string(), "--json"}, scratch_, state_, 60s);
     ASSERT_EQ(r.exit_code, 0) << r.describe();
-    image::Image img = image::load(image_dir);
+    image::Image img = image::load(image_dir, image::Key::of_state_dir(state_));
     spec::FunctionSpec spec = spec::load(img.manifest.function_dir);
     for (auto strategy : {restore::Strategy::Eager, restore::Strategy::Cow, restore::Strategy::Prefetch,
                           restore::Strategy::Lazy}) {
         SCOPED_TRACE(restore::strategy_name(strategy));
         sandbox::SandboxOptions opts;
-        opts.upper_seed = img.upper_path();
+        opts.seed_upper = [&img](const fs::path& upper) { image::copy_tree(img, image::kUpperTree, upper); };
         auto sb = sandbox::Sandbox::prepare(spec, opts);
         restore::Restored restored = restore::restore_into(sb, img, strategy);
         ASSERT_EQ(restored.host_pids.size(), img.manifest.processes.size());
-        for (size_t i = 0; i < restored.host_pids.size(); ++i)
+        for (size_t i = 0; i < restored.host_pids.size(); ++i) {
             expect_matches_image(restored.host_pids[i], img.manifest.processes[i], sb.id());
+            // The user namespace's mapping is kept: root inside is the function's host id, nothing else.
+            auto status = sys::read_status(restored.host_pids[i]);
+            std::string root = std::to_string(sandbox::function_host_id_base(spec.name));
+            EXPECT_EQ(status.at("Uid"), root + "\t" + root + "\t" + root + "\t" + root);
+            EXPECT_EQ(status.at("Gid"), root + "\t" + root + "\t" + root + "\t" + root);
+        }
         auto res = gateway::http_get(sb.connect(spec.port), "/check");
         EXPECT_EQ(res.status, 200);
         EXPECT_EQ(res.body.rfind("ok", 0), 0u) << res.body;
@@ -179,6 +187,34 @@ TEST_P(FromOutside, RestoredProcessMatchesTheImageAndLeavesNothing) {
         EXPECT_EQ(mounts.find(instance_dir.string()), std::string::npos)
             << "a mount of " << instance_dir << " is left";
     }
+}
+
+// A sandbox whose spec allows less than the image asks for is not restored into: here the spec's user
+// is uid 1000 while the image's process runs as root of its namespace. The refusal names both.
+TEST_F(FromOutside, RestoreRefusesAnImageAskingMoreThanTheSpecAllows) {
+    fs::path dir = program_dir("umask");
+    fs::path image_dir = scratch_ / "image";
+    auto r = run_cli({"snapshot", dir.string(), "--image", image_dir.string()}, scratch_, state_, 60s);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    image::Image img = image::load(image_dir, image::Key::of_state_dir(state_));
+    spec::FunctionSpec spec = spec::load(img.manifest.function_dir);
+    oci::RuntimeSpec runtime = sandbox::function_runtime_spec(spec);
+    runtime.process.user.uid = 1000;
+    sandbox::SandboxOptions opts;
+    opts.seed_upper = [&img](const fs::path& upper) { image::copy_tree(img, image::kUpperTree, upper); };
+    auto sb = sandbox::Sandbox::prepare(runtime, spec, opts);
+    try {
+        restore::restore_into(sb, img, restore::Strategy::Eager);
+        ADD_FAILURE() << "restored an image whose process runs as uid 0 into a spec whose user is uid 1000";
+    } catch (const initless::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("asks for more than the sandbox's spec allows"), std::string::npos)
+            << e.what();
+        EXPECT_NE(std::string(e.what()).find("runs as uid 0, the spec's user is uid 1000"), std::string::npos)
+            << e.what();
+    }
+    std::string id = sb.id();
+    sb.teardown();
+    EXPECT_EQ(sandbox_leftovers(id, state_), "");
 }
 
 // Programs whose state /proc shows: threads with gapped tids, masks, dispositions, queued signals, a

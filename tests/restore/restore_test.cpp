@@ -15,6 +15,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -104,6 +105,14 @@ class RestoreSuite : public ::testing::Test {
 // ---------------------------------------------------------------------------------------------------
 // State programs: snapshot, restore with each strategy, every instance's verdict must be "ok".
 
+// What the snapshot's output must say about a program (state it restores differently, by design).
+const std::map<std::string, std::vector<std::string>> kExpectedNotes = {
+    {"tcp-connection-v4", {"fd 42: a TCP connection 127.0.0.1:", "-> 127.0.0.1:9101", "restored as a reset"}},
+    {"tcp-connection-v6", {"fd 42: a TCP connection [::1]:", "-> [::1]:9101", "restored as a reset"}},
+    {"udp-v4", {"fd 42: a UDP socket 127.0.0.1:9201: datagrams queued"}},
+    {"udp-v6", {"fd 42: a UDP socket [::1]:9201: datagrams queued"}},
+};
+
 struct StateCase {
     std::string program;
     std::string strategy;
@@ -119,8 +128,14 @@ TEST_P(StateProgram, RestoredStateIsIntact) {
     const auto& c = GetParam();
     fs::path dir = program_dir(c.program);
     ASSERT_TRUE(fs::exists(dir / "function.toml")) << dir << " is not built";
-    fs::path image = snapshot(dir);
+    json report;
+    fs::path image = snapshot(dir, &report);
     ASSERT_FALSE(image.empty());
+    if (auto expected = kExpectedNotes.find(c.program); expected != kExpectedNotes.end()) {
+        std::string notes = report.value("notes", json::array()).dump();
+        for (const auto& phrase : expected->second)
+            EXPECT_NE(notes.find(phrase), std::string::npos) << "the snapshot's notes lack '" << phrase << "': " << notes;
+    }
     json list = restore(image, c.strategy, 2, "/check");
     for (const auto& inst : list) {
         std::string body = inst.value("body", "");
@@ -193,7 +208,42 @@ const char* const kStatePrograms[] = {
     "clocks",               // monotonic and boottime never go backwards nor run ahead of wall time
     "busy-blocked-thread",  // a thread spinning in user space with every signal blocked, its xmm
                             // registers intact
+    "sigtrap-handler",      // a SIGTRAP handler survives the engine's own SIGTRAP traps
+    "pdeathsig",            // PR_SET_PDEATHSIG per thread
+    "child-subreaper",      // PR_SET_CHILD_SUBREAPER: an orphan made after restore comes to us
+    "thp-disable",          // PR_SET_THP_DISABLE (THP_enabled: 0)
+    "dumpable",             // PR_SET_DUMPABLE 0
+    "timerslack",           // PR_SET_TIMERSLACK per thread
+    "personality",          // personality(ADDR_NO_RANDOMIZE | UNAME26)
+    "oom-score-adj",        // /proc/self/oom_score_adj raised
+    "membarrier",           // membarrier private expedited (and sync-core) registrations
+    "securebits",           // SECBIT_KEEP_CAPS (PR_SET_KEEPCAPS)
+    "sched-attrs",          // SCHED_BATCH at nice 19 pinned to CPU 0, a SCHED_IDLE thread
+    "tsc-sigsegv",          // PR_SET_TSC PR_TSC_SIGSEGV in one thread
+    "madvise-flags",        // MADV_WIPEONFORK, DONTFORK, DONTDUMP, NOHUGEPAGE, SEQUENTIAL, RANDOM, NORESERVE
+    "mlock",                // mlock and mlock2(MLOCK_ONFAULT) regions
+    "mseal",                // a sealed region refuses mprotect and munmap
+    "file-map-maywrite",    // shared file mappings: mprotect(PROT_WRITE) allowed or EACCES as before
+    "socketpair-shutdown",  // a seqpacket pair whose peer shut down, a stream pair shut for reading
+    "epoll-dup",            // epoll registrations under closed, dup'd and reused fd numbers
+    // net-sysctls (programs/net-sysctls.c) is not run: the sandbox's /proc/sys is read-only (Docker's
+    // readonlyPaths), so a function cannot change its netns's sysctls; the engine still restores
+    // them for a spec that allows it.
+    "tcp-connection-v4",    // established IPv4 connections (one in epoll, one closed by its peer,
+                            // one O_NONBLOCK) restored reset; reconnecting works
+    "tcp-connection-v6",    // the same over IPv6
+    "private-write-files",  // files open for writing in /tmp (O_APPEND log), /dev/shm and the writable
+                            // layer at their offsets; two instances do not see each other's lines
+    "udp-v4",               // UDP sockets bound, connected, neither; a queued datagram dropped
+    "udp-v6",               // the same over IPv6, IPV6_V6ONLY
+    "fifo-modes",           // FIFOs opened read-only, write-only (reader gone), read-write, unread data
+    "unix-shutdown",        // SHUT_WR, SHUT_RD, SHUT_RDWR on unix pairs; a listener shut for receiving
+    "file-locks",           // flock, OFD and POSIX locks and a read lease on files in /tmp and /dev/shm
+    "posix-timers",         // timer_create: ids, clocks, SIGEV_SIGNAL with a value, SIGEV_NONE,
+                            // SIGEV_THREAD_ID, a disarmed one
+    "o-path",               // O_PATH fds on a file and a directory
 };
+
 
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) {
     std::string n = info.param;
@@ -264,21 +314,34 @@ std::string contract_name(const ::testing::TestParamInfo<ContractCase>& info) {
 
 INSTANTIATE_TEST_SUITE_P(
     Contract, ContractProgram,
-    ::testing::Values(ContractCase{"refuse-write-file", {"fd 42", "/tmp/out.log", "open for writing"}},
-                      ContractCase{"refuse-tcp-connection", {"fd 42", "connection"}},
+    ::testing::Values(ContractCase{"refuse-write-file", {"fd 42", "/comm", "open for writing", "private storage", "proc"}},
+                      ContractCase{"refuse-write-deleted", {"fd 42", "/tmp/heartbeat", "deleted file open for writing"}},
+                      ContractCase{"refuse-unix-listen-queue", {"fd 42", "@rt-queue", "waiting to be accepted"}},
+                      ContractCase{"refuse-unix-connected", {"fd 42", "connected to /tmp/rt-conn.sock"}},
+                      ContractCase{"refuse-shared-lock", {"fd 42", "/function/data.bin", "FLOCK lock", "private storage"}},
+                      ContractCase{"refuse-netlink", {"fd 42", "netlink socket", "cannot be recreated"}},
+                      ContractCase{"refuse-tcp-connection", {"fd 42", "TCP connection", "refuse_tcp_connections"}},
                       ContractCase{"refuse-zombie", {"zombie", "reap"}},
                       ContractCase{"refuse-lost-session", {"session", "leader is gone"}},
                       ContractCase{"refuse-inotify", {"fd 42", "inotify", "cannot be recreated"}},
-                      ContractCase{"refuse-posix-timer", {"POSIX timer"}},
+                      ContractCase{"refuse-thread-cpu-timer", {"POSIX timer", "CPU time of a thread"}},
                       ContractCase{"refuse-deleted-map", {"mapping", "/tmp/rt-gone.bin"}},
                       ContractCase{"refuse-sysv-shm", {"mapping", "SYSV"}},
-                      ContractCase{"refuse-udp", {"fd 42", "socket"}},
                       ContractCase{"refuse-io-uring", {"fd 42", "io_uring", "cannot be recreated"}},
                       ContractCase{"refuse-deleted-cwd", {"current directory", "/tmp/rt-cwd-gone", "deleted"}},
                       ContractCase{"refuse-deleted-dir-fd", {"fd 42", "/tmp/rt-dir-gone", "deleted"}},
                       ContractCase{"refuse-foreign-proc-fd", {"fd 42", "/proc/1", "outside the snapshot"}},
                       ContractCase{"refuse-vfork", {"vfork", "share one address space"}},
-                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter", "Seccomp: 2"}}),
+                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter of its own", "on top of the sandbox's", "Seccomp: 2"}},
+                      ContractCase{"refuse-pending-sigtrap", {"thread", "SIGTRAP pending", "ShdPnd"}},
+                      ContractCase{"refuse-sysv-msg", {"SysV message queue", "key 0x5254"}},
+                      ContractCase{"refuse-sysv-sem", {"SysV semaphore set", "key 0x5255"}},
+                      ContractCase{"refuse-sysv-shm-detached", {"SysV shared memory segment", "key 0x5256"}},
+                      ContractCase{"refuse-shared-fd-table", {"processes", "share one fd table", "CLONE_FILES"}},
+                      ContractCase{"refuse-shared-fs", {"processes", "CLONE_FS"}},
+                      ContractCase{"refuse-loginuid", {"audit login uid", "loginuid"}},
+                      ContractCase{"refuse-aio", {"mapping", "/[aio]", "io_setup"}},
+                      ContractCase{"refuse-userfaultfd", {"mapping", "userfaultfd"}}),
     contract_name);
 
 // ---------------------------------------------------------------------------------------------------
@@ -295,7 +358,8 @@ void PrintTo(const FaultCase& c, std::ostream* os) {
     *os << c.point;
 }
 
-class FaultInjection : public RestoreSuite, public ::testing::WithParamInterface<FaultCase> {
+// A private copy of fault-target, and what it left.
+class PrivateFunction : public RestoreSuite {
   protected:
     // fault-target copied under a name of this test's own (its processes' comm, its instances'
     // ids), so that what it leaves can be told from what tests running beside it hold.
@@ -338,6 +402,8 @@ class FaultInjection : public RestoreSuite, public ::testing::WithParamInterface
     std::string name_;
 };
 
+class FaultInjection : public PrivateFunction, public ::testing::WithParamInterface<FaultCase> {};
+
 TEST_P(FaultInjection, EndsWithinTenSecondsLeavingNothing) {
     const auto& c = GetParam();
     ASSERT_TRUE(fs::exists(program_dir("fault-target") / "function.toml")) << "fault-target is not built";
@@ -372,8 +438,75 @@ INSTANTIATE_TEST_SUITE_P(
                       FaultCase{"restore:tables", {"injected fault at restore:tables"}},
                       FaultCase{"restore:finish", {"injected fault at restore:finish"}},
                       FaultCase{"restore:kill-restorer", {"killed by signal 9"}},
+                      FaultCase{"restore:stub-op", {"injected fault: close(-1)", "Bad file descriptor"}},
                       FaultCase{"checkpoint:function-exits", {"died during the checkpoint"}}),
     fault_name);
+
+// A restore whose page file was corrupted after the snapshot: the image fails its MAC when the
+// restore loads it, before any sandbox exists; the CLI fails within 10 s naming the file, boots
+// nothing, and leaves no process, cgroup, mount or instance directory. (A page file changed after an
+// image was loaded and verified is out of scope: see DESIGN.md, "Image format".)
+class Faults : public PrivateFunction {};
+
+TEST_F(Faults, CorruptedPageFileIsRefusedAtLoadLeavingNothing) {
+    ASSERT_TRUE(fs::exists(program_dir("fault-target") / "function.toml")) << "fault-target is not built";
+    fs::path dir = private_function();
+    fs::path image = scratch_ / "image";
+    auto snap = cli({"snapshot", dir.string(), "--image", image.string(), "--json"}, 30s);
+    ASSERT_EQ(snap.exit_code, 0) << snap.describe();
+    {
+        std::fstream pages(image / "pages.img", std::ios::in | std::ios::out | std::ios::binary);
+        ASSERT_TRUE(pages.good());
+        pages.seekp(4096 + 7);
+        pages.put('\x5a');
+    }
+    for (const std::vector<std::string>& extra : {std::vector<std::string>{}, {"--no-fallback"}}) {
+        std::vector<std::string> args = {"restore", image.string(), "--strategy", "cow", "--instances", "2",
+                                         "--request", "/check", "--json"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        auto t0 = std::chrono::steady_clock::now();
+        auto r = cli(args, 30s);
+        auto took = std::chrono::steady_clock::now() - t0;
+        EXPECT_FALSE(r.timed_out) << r.describe();
+        EXPECT_LT(took, 10s) << r.describe();
+        EXPECT_NE(r.exit_code, 0) << "a corrupted image was restored:\n" << r.describe();
+        EXPECT_NE(r.err.find("is not authenticated: pages.img does not match its MAC"), std::string::npos)
+            << r.describe();
+        EXPECT_EQ(leftovers(), "") << r.describe();
+    }
+}
+
+// A function that plants symlinks out of the sandbox (to /etc/shadow, ../../.., /proc/self/root/...,
+// /etc), a FIFO and (tries) a device node in its writable layer and /tmp before it is ready: the
+// snapshot copies the links as links and the FIFO as a FIFO without opening it (it does not hang),
+// reads no host file through them, and every restored instance sees the same links.
+TEST_F(RestoreSuite, PlantedLinksAreCopiedAsLinksNeverFollowed) {
+    fs::path dir = program_dir("hostile-links");
+    ASSERT_TRUE(fs::exists(dir / "function.toml")) << dir << " is not built";
+    auto t0 = std::chrono::steady_clock::now();
+    fs::path image = snapshot(dir);
+    ASSERT_FALSE(image.empty());
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s);
+    for (const char* saved : {"rootfs-upper/var/rt-links", "tmpfs-tmp/rt-links"}) {
+        fs::path links = image / saved;
+        for (const char* name : {"shadow", "up", "proc-root", "etc"})
+            EXPECT_TRUE(fs::is_symlink(links / name)) << links / name << " is not a link in the image";
+        EXPECT_EQ(fs::read_symlink(links / "shadow"), "/etc/shadow");
+        EXPECT_TRUE(fs::is_fifo(fs::symlink_status(links / "fifo"))) << links / "fifo";
+        EXPECT_FALSE(fs::exists(fs::symlink_status(links / "null"))) << "a device node reached the image";
+        // Nothing but the function's own file was copied as a regular file.
+        for (const auto& e : fs::recursive_directory_iterator(links)) {
+            if (fs::is_regular_file(fs::symlink_status(e.path()))) {
+                EXPECT_EQ(e.path().filename(), "plain") << e.path();
+            }
+        }
+    }
+    for (const char* strategy : {"eager", "cow", "prefetch"}) {
+        json list = restore(image, strategy, 1, "/check");
+        for (const auto& inst : list)
+            EXPECT_EQ(inst.value("body", "").rfind("ok", 0), 0u) << strategy << ": " << inst.dump();
+    }
+}
 
 // A file the image maps (data.bin, privately mapped by file-private-cow) changes after the snapshot:
 // the restore must refuse loudly, naming the file, instead of mapping different contents.

@@ -1,13 +1,18 @@
-// The image format: manifest round trip, checksums that catch corruption, atomic publication.
+// The image format: manifest round trip, authentication (AUTH, its MAC) that refuses a changed,
+// truncated or foreign image naming the file, the key file, atomic publication.
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <gtest/gtest.h>
 
 #include "initless/image/image.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/inspect.h"
 
 using namespace initless;
 namespace fs = std::filesystem;
@@ -62,9 +67,14 @@ image::Manifest sample_manifest() {
     return m;
 }
 
-// Writes a one-VMA image with one page of 0xab bytes.
-void write_image(const fs::path& dir) {
-    image::ImageWriter w(dir);
+image::Key test_key(char fill = 'k') {
+    return image::Key::from_bytes(std::string(image::Key::kSize, fill));
+}
+
+// Writes a one-VMA image with one page of 0xab bytes (pages.img has a second page, a hole), a
+// writable layer (a file, a directory, a symlink), a saved /tmp and a working set.
+void write_image(const fs::path& dir, const image::Key& key = test_key()) {
+    image::ImageWriter w(dir, key);
     auto m = sample_manifest();
     std::vector<uint8_t> page(image::kPageSize, 0xab);
     m.processes[0].vmas[0].pages_crc = image::crc32c(0, page.data(), page.size());
@@ -72,7 +82,35 @@ void write_image(const fs::path& dir) {
     sys::UniqueFd fd = sys::open_file(w.pages_path(), O_WRONLY | O_CREAT, 0644);
     ASSERT_EQ(::pwrite(fd.get(), page.data(), page.size(), 0), static_cast<ssize_t>(page.size()));
     ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(m.pages_file_size)), 0);
-    w.publish(m, {{0x10000, 1, 0}});
+    fs::create_directories(w.staging() / "rootfs-upper/etc");
+    sys::write_file(w.staging() / "rootfs-upper/etc/app.conf", "port = 9000\n");
+    fs::create_symlink("/etc/shadow", w.staging() / "rootfs-upper/shadow-link");
+    fs::create_directories(w.staging() / "tmpfs-tmp");
+    sys::write_file(w.staging() / "tmpfs-tmp/cache", "cached bytes");
+    w.publish(m, {{0x10000, 1, 0}}, [&](const fs::path& staging) {
+        image::write_working_set(staging, {{0x10000, 1, 1, 0}}, key);
+    });
+}
+
+// Overwrites one byte of a file in place (its size, owner and mode unchanged).
+void flip_byte(const fs::path& file, off_t at) {
+    sys::UniqueFd fd = sys::open_file(file, O_RDWR);
+    char c = 0;
+    ASSERT_EQ(::pread(fd.get(), &c, 1, at), 1);
+    c = static_cast<char>(c ^ 0x20);
+    ASSERT_EQ(::pwrite(fd.get(), &c, 1, at), 1);
+}
+
+// image::load must refuse with NotAuthenticated naming the image and `names`.
+void expect_refused(const fs::path& dir, const std::string& names, const image::Key& key = test_key()) {
+    try {
+        image::load(dir, key);
+        ADD_FAILURE() << "an image whose " << names << " changed was loaded";
+    } catch (const image::NotAuthenticated& e) {
+        std::string what = e.what();
+        EXPECT_NE(what.find("image " + dir.string() + " is not authenticated"), std::string::npos) << what;
+        EXPECT_NE(what.find(names), std::string::npos) << what;
+    }
 }
 }  // namespace
 
@@ -108,13 +146,17 @@ TEST(Image, EveryFdKindRoundTrips) {
     fds.clear();
     std::vector<image::FdObject> objects = {
         image::LogFd{},
-        image::FileFd{"/function/data.bin", 8192},
+        image::FileFd{"/tmp/app.log", 8192, {{image::FileLock::Ofd, F_WRLCK, 0, 10}, {image::FileLock::Lease, F_RDLCK, 0, 0}}},
         image::CharDeviceFd{"/dev/urandom", 0},
         image::TcpListenFd{AF_INET6, SOCK_STREAM, {10, 0, 35, 40}, {{6, 1, 1}, {41, 26, 0}}, 511},
-        image::UnixListenFd{SOCK_STREAM, {1, 0, 47, 116}, "/tmp/s"},
-        image::UnixPairFd{SOCK_DGRAM, 77, 1, {{1, 7, 425984}}, {1, 2, 3, 4, 5}, {2, 3}},
+        image::TcpConnectionFd{AF_INET, SOCK_STREAM, 1, {2, 0, 35, 41, 127, 0, 0, 1}, {2, 0, 0, 80, 10, 0, 0, 1}},
+        image::TcpUnconnectedFd{AF_INET6, SOCK_STREAM, {10, 0, 35, 42}, {{1, 2, 1}}},
+        image::UdpFd{AF_INET, {2, 0, 35, 43}, {}, {{1, 6, 1}}},
+        image::UnixListenFd{SOCK_STREAM, {1, 0, 47, 116}, "/tmp/s", 1},
+        image::UnixPairFd{SOCK_DGRAM, 77, 1, {{1, 7, 425984}}, {1, 2, 3, 4, 5}, {2, 3}, 2},
         image::UnixOrphanFd{},
         image::PipeFd{55, 1, 4096, {}},
+        image::FifoFd{"/tmp/f", 65536, {7, 8}},
         image::EpollFd{{{5, 1, 2}}},
         image::EventFd{42, true},
         image::TimerFd{1, 500000000, 250000000, 3},
@@ -141,11 +183,24 @@ TEST(Image, EveryFdKindRoundTrips) {
         EXPECT_EQ(f.cloexec, fds[i].cloexec);
     }
     EXPECT_EQ(image::to_json(back), text);
-    const auto* pair = back.processes[0].fds[5].as<image::UnixPairFd>();
+    const auto* pair = back.processes[0].fds[8].as<image::UnixPairFd>();
     ASSERT_NE(pair, nullptr);
     EXPECT_EQ(pair->message_sizes, (std::vector<uint32_t>{2, 3}));
     EXPECT_EQ(pair->options.at(0).value, 425984);
-    const auto* timer = back.processes[0].fds[10].as<image::TimerFd>();
+    EXPECT_EQ(pair->shutdown, 2);
+    const auto* file = back.processes[0].fds[1].as<image::FileFd>();
+    ASSERT_NE(file, nullptr);
+    ASSERT_EQ(file->locks.size(), 2u);
+    EXPECT_EQ(file->locks[0].kind, image::FileLock::Ofd);
+    EXPECT_EQ(file->locks[0].length, 10u);
+    EXPECT_EQ(file->locks[1].kind, image::FileLock::Lease);
+    const auto* fifo = back.processes[0].fds[11].as<image::FifoFd>();
+    ASSERT_NE(fifo, nullptr);
+    EXPECT_EQ(fifo->unread, (std::vector<uint8_t>{7, 8}));
+    const auto* connection = back.processes[0].fds[4].as<image::TcpConnectionFd>();
+    ASSERT_NE(connection, nullptr);
+    EXPECT_EQ(connection->peer, (std::vector<uint8_t>{2, 0, 0, 80, 10, 0, 0, 1}));
+    const auto* timer = back.processes[0].fds[14].as<image::TimerFd>();
     ASSERT_NE(timer, nullptr);
     EXPECT_EQ(timer->ticks, 3u);
     EXPECT_EQ(timer->interval_ns, 250000000u);
@@ -168,45 +223,198 @@ TEST(Image, Crc32cKnownValue) {
 TEST(Image, PublishedImageLoadsAndVerifies) {
     TempDir tmp;
     write_image(tmp.path / "img");
-    auto img = image::load(tmp.path / "img");
+    auto img = image::load(tmp.path / "img", test_key());
     EXPECT_EQ(img.runs.size(), 1u);
+    EXPECT_EQ(img.working_set.size(), 1u);
     EXPECT_EQ(img.manifest.function, "f");
+    EXPECT_TRUE(img.has_tree("rootfs-upper"));
+    EXPECT_TRUE(img.has_tree("tmpfs-tmp"));
+    EXPECT_FALSE(img.has_tree("tmpfs-shm"));
+    // The image is root's alone (it holds a process's memory).
+    EXPECT_EQ(sys::stat_path(tmp.path / "img").st_mode & 0777, 0700u);
     // Nothing of the staging dir is left beside it.
     int entries = 0;
     for ([[maybe_unused]] const auto& e : fs::directory_iterator(tmp.path)) ++entries;
     EXPECT_EQ(entries, 1);
 }
 
-TEST(Image, CorruptedPagesAreDetected) {
+// One byte changed in any file a restore reads: refused, naming the file.
+TEST(Image, OneChangedByteInAnyFileIsRefusedNamingIt) {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"manifest.json", "manifest.json does not match its MAC"},
+        {"pages.idx", "pages.idx does not match its MAC"},
+        {"pages.img", "pages.img does not match its MAC"},
+        {"workingset.idx", "workingset.idx does not match its MAC"},
+        {"rootfs-upper/etc/app.conf", "rootfs-upper does not match its MAC"},
+        {"tmpfs-tmp/cache", "tmpfs-tmp does not match its MAC"},
+        {"AUTH", "AUTH"},
+    };
+    for (const auto& [file, message] : cases) {
+        SCOPED_TRACE(file);
+        TempDir tmp;
+        fs::path dir = tmp.path / "img";
+        write_image(dir);
+        flip_byte(dir / file, file == "AUTH" ? 60 : 5);
+        expect_refused(dir, message);
+    }
+}
+
+TEST(Image, DataInAHoleOfPagesIsRefused) {
+    // A restore maps whole VMA ranges from pages.img: the unsaved pages (holes) must stay zero.
     TempDir tmp;
     write_image(tmp.path / "img");
     sys::UniqueFd fd = sys::open_file(tmp.path / "img/pages.img", O_WRONLY);
-    ASSERT_EQ(::pwrite(fd.get(), "x", 1, 100), 1);
-    try {
-        image::load(tmp.path / "img");
-        FAIL() << "a flipped byte in pages.img must be caught";
-    } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find("corrupted"), std::string::npos) << e.what();
-    }
-    EXPECT_NO_THROW(image::load(tmp.path / "img", /*verify_pages=*/false));
+    ASSERT_EQ(::pwrite(fd.get(), "x", 1, static_cast<off_t>(image::kPageSize + 100)), 1);
+    expect_refused(tmp.path / "img", "pages.img does not match its MAC (data at offset 0x1064");
 }
 
-TEST(Image, CorruptedManifestIsDetected) {
+TEST(Image, ChangedTreeMetadataIsRefused) {
+    TempDir tmp;
+    fs::path dir = tmp.path / "img";
+    write_image(dir);
+    ASSERT_EQ(::chmod((dir / "rootfs-upper/etc/app.conf").c_str(), 04755), 0);
+    expect_refused(dir, "rootfs-upper does not match its MAC");
+
+    TempDir tmp2;
+    dir = tmp2.path / "img";
+    write_image(dir);
+    fs::remove(dir / "rootfs-upper/shadow-link");
+    fs::create_symlink("/etc/passwd", dir / "rootfs-upper/shadow-link");
+    expect_refused(dir, "rootfs-upper does not match its MAC");
+
+    TempDir tmp3;
+    dir = tmp3.path / "img";
+    write_image(dir);
+    fs::create_directories(dir / "tmpfs-shm");  // a tree the snapshot did not write
+    expect_refused(dir, "tmpfs-shm is not covered by its MAC");
+}
+
+TEST(Image, TruncatedFilesAreRefused) {
+    for (const std::string file : {"pages.img", "manifest.json", "pages.idx", "workingset.idx", "AUTH"}) {
+        SCOPED_TRACE(file);
+        TempDir tmp;
+        fs::path dir = tmp.path / "img";
+        write_image(dir);
+        ASSERT_EQ(::truncate((dir / file).c_str(), file == "pages.img" ? 4096 : 10), 0);
+        expect_refused(dir, file == "AUTH" ? "AUTH" : file);
+    }
     TempDir tmp;
     write_image(tmp.path / "img");
-    std::string text = sys::read_file(tmp.path / "img/manifest.json");
-    text[text.find("\"f\"") + 1] = 'g';
-    sys::write_file(tmp.path / "img/manifest.json", text);
-    EXPECT_THROW(image::load(tmp.path / "img"), Error);
+    fs::remove(tmp.path / "img/pages.idx");
+    expect_refused(tmp.path / "img", "pages.idx is missing");
+}
+
+TEST(Image, ImageOfAnotherKeyIsRefused) {
+    TempDir tmp;
+    write_image(tmp.path / "img", test_key('a'));
+    expect_refused(tmp.path / "img", "made with another key", test_key('b'));
+    EXPECT_THROW(image::load_manifest(tmp.path / "img", test_key('b')), image::NotAuthenticated);
+    EXPECT_NO_THROW(image::load(tmp.path / "img", test_key('a')));
+}
+
+TEST(Image, VerifyPagesFalseStillChecksTheSmallFiles) {
+    TempDir tmp;
+    write_image(tmp.path / "img");
+    flip_byte(tmp.path / "img/pages.img", 100);
+    EXPECT_NO_THROW(image::load(tmp.path / "img", test_key(), /*verify_pages=*/false));
+    flip_byte(tmp.path / "img/pages.idx", 0);
+    EXPECT_THROW(image::load(tmp.path / "img", test_key(), /*verify_pages=*/false), image::NotAuthenticated);
+}
+
+// A tree changed after load (the daemon loaded the image at start, then it was edited): the copy
+// into a sandbox checks what it copies and refuses.
+TEST(Image, TreeChangedAfterLoadIsRefusedWhileCopied) {
+    TempDir tmp;
+    fs::path dir = tmp.path / "img";
+    write_image(dir);
+    auto img = image::load(dir, test_key());
+    fs::create_directories(tmp.path / "good");
+    image::copy_tree(img, "rootfs-upper", tmp.path / "good");
+    EXPECT_EQ(sys::read_file(tmp.path / "good/etc/app.conf"), "port = 9000\n");
+    EXPECT_EQ(fs::read_symlink(tmp.path / "good/shadow-link"), "/etc/shadow");
+    flip_byte(dir / "rootfs-upper/etc/app.conf", 0);
+    try {
+        image::copy_tree(img, "rootfs-upper", tmp.path / "bad");
+        ADD_FAILURE() << "a tree changed after load was copied";
+    } catch (const image::NotAuthenticated& e) {
+        EXPECT_NE(std::string(e.what()).find("rootfs-upper does not match its MAC"), std::string::npos) << e.what();
+    }
+}
+
+// pages.img is opened once by load: a file renamed over it later is not what restores map.
+TEST(Image, RestoresMapThePagesFileLoadVerified) {
+    TempDir tmp;
+    fs::path dir = tmp.path / "img";
+    write_image(dir);
+    auto img = image::load(dir, test_key());
+    sys::write_file(tmp.path / "other", std::string(2 * image::kPageSize, 'z'));
+    fs::rename(tmp.path / "other", dir / "pages.img");
+    sys::UniqueFd fd = img.open_pages();
+    char c = 0;
+    ASSERT_EQ(::pread(fd.get(), &c, 1, 0), 1);
+    EXPECT_EQ(static_cast<unsigned char>(c), 0xab);
+}
+
+TEST(Image, OlderFormatsAskToMakeTheImageAgain) {
+    TempDir tmp;
+    fs::path dir = tmp.path / "img";
+    write_image(dir);
+    fs::remove(dir / "AUTH");  // format 3 had CHECKSUMS instead
+    std::string text = sys::read_file(dir / "manifest.json");
+    std::string current = "\"format\": " + std::to_string(image::kFormatVersion);
+    text.replace(text.find(current), current.size(), "\"format\": 3");
+    sys::write_file(dir / "manifest.json", text);
+    try {
+        image::load(dir, test_key());
+        ADD_FAILURE() << "a format-3 image was loaded";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("make the image again"), std::string::npos) << e.what();
+    }
+}
+
+TEST(ImageKey, CreatedOnceWithMode0600AndReadAgain) {
+    TempDir tmp;
+    fs::path state = tmp.path / "state";
+    auto a = image::Key::of_state_dir(state);
+    struct stat st = sys::stat_path(state / "image.key");
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
+    EXPECT_EQ(st.st_size, 32);
+    auto b = image::Key::of_state_dir(state);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), image::Key::kSize), 0);
+    // No temp file is left beside it.
+    int entries = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(state)) ++entries;
+    EXPECT_EQ(entries, 1);
+    // An image made under a's key loads under b's.
+    write_image(tmp.path / "img", a);
+    EXPECT_NO_THROW(image::load(tmp.path / "img", b));
+}
+
+TEST(ImageKey, KeyOthersCanReadOrASymlinkIsRefused) {
+    TempDir tmp;
+    fs::path state = tmp.path / "state";
+    image::Key::of_state_dir(state);
+    ASSERT_EQ(::chmod((state / "image.key").c_str(), 0644), 0);
+    try {
+        image::Key::of_state_dir(state);
+        ADD_FAILURE() << "a key readable by others was used";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("mode 0644"), std::string::npos) << e.what();
+    }
+    fs::remove(state / "image.key");
+    sys::write_file(tmp.path / "elsewhere", std::string(32, 'x'));
+    ::chmod((tmp.path / "elsewhere").c_str(), 0600);
+    fs::create_symlink(tmp.path / "elsewhere", state / "image.key");
+    EXPECT_THROW(image::Key::of_state_dir(state), Error);
 }
 
 TEST(Image, WriterLeavesNothingWhenNotPublished) {
     TempDir tmp;
     {
-        image::ImageWriter w(tmp.path / "img");
+        image::ImageWriter w(tmp.path / "img", test_key());
         sys::write_file(w.pages_path(), "partial");
     }
     EXPECT_TRUE(fs::is_empty(tmp.path));
     write_image(tmp.path / "img");
-    EXPECT_THROW(image::ImageWriter(tmp.path / "img"), Error);  // published images are never overwritten
+    EXPECT_THROW(image::ImageWriter(tmp.path / "img", test_key()), Error);  // published images are never overwritten
 }

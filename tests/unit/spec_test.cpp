@@ -64,7 +64,9 @@ TEST_F(SpecTest, MinimalGetsDefaults) {
     EXPECT_TRUE(s.env.empty());
     EXPECT_EQ(s.ready, "ready");
     EXPECT_EQ(s.port, 9000);
-    EXPECT_EQ(s.rootfs, "/");
+    EXPECT_TRUE(s.rootfs.empty());
+    EXPECT_EQ(s.pids_max, 1024u);
+    EXPECT_EQ(s.network, "none");
     EXPECT_TRUE(s.rw_dirs.empty());
     EXPECT_EQ(s.memory_mb, 512u);
     EXPECT_DOUBLE_EQ(s.cpus, 1.0);
@@ -74,6 +76,7 @@ TEST_F(SpecTest, MinimalGetsDefaults) {
     EXPECT_EQ(s.prestart, 1u);
     EXPECT_EQ(s.restore, "auto");
     EXPECT_EQ(s.warmup, 0u);
+    EXPECT_FALSE(s.refuse_tcp_connections);
 }
 
 TEST_F(SpecTest, EveryKeySet) {
@@ -91,6 +94,7 @@ timeout_s = 5
 prestart = 0
 restore = "lazy"
 warmup = 2
+refuse_tcp_connections = true
 
 [env]
 PYTHONDONTWRITEBYTECODE = "1"
@@ -111,6 +115,7 @@ GREETING = "hi there"
     EXPECT_EQ(s.prestart, 0u);
     EXPECT_EQ(s.restore, "lazy");
     EXPECT_EQ(s.warmup, 2u);
+    EXPECT_TRUE(s.refuse_tcp_connections);
     EXPECT_EQ(s.env.size(), 2u);
     EXPECT_EQ(s.env.at("GREETING"), "hi there");
 }
@@ -179,6 +184,8 @@ TEST_F(SpecTest, WrongTypeNamesFileLineAndKey) {
               file() + ":3: key 'cpus' must be a number, not a string");
     EXPECT_EQ(error_of("command = [\"x\"]\nready = \"r\"\nmemory_mb = 1.5\n"),
               file() + ":3: key 'memory_mb' must be an integer, not a float");
+    EXPECT_EQ(error_of("command = [\"x\"]\nready = \"r\"\nrefuse_tcp_connections = \"yes\"\n"),
+              file() + ":3: key 'refuse_tcp_connections' must be a boolean, not a string");
 }
 
 TEST_F(SpecTest, OutOfRangeNamesFileLineAndKey) {
@@ -212,6 +219,12 @@ TEST_F(SpecTest, BadValuesNameFileLineAndKey) {
     EXPECT_EQ(msg, file() + ":3: key 'rw_dirs[1]' '/tmp' is listed twice");
     msg = error_of(head + "rootfs = \"rootfs\"\n");
     EXPECT_EQ(msg, file() + ":3: key 'rootfs' must be an absolute path (got 'rootfs')");
+    msg = error_of(head + "rootfs = \"/\"\n");
+    EXPECT_EQ(msg.rfind(file() + ":3: key 'rootfs' must not be the host's root", 0), 0u) << msg;
+    msg = error_of(head + "network = \"host\"\n");
+    EXPECT_EQ(msg, file() + ":3: key 'network' 'host' is not one of none|egress");
+    msg = error_of(head + "pids_max = 2\n");
+    EXPECT_EQ(msg.rfind(file() + ":3: key 'pids_max' must be between 8", 0), 0u) << msg;
     msg = error_of("command = []\nready = \"r\"\n");
     EXPECT_EQ(msg, file() + ":1: key 'command' must not be empty");
     msg = error_of("command = [\"x\"]\nready = \"\"\n");
@@ -265,4 +278,12 @@ TEST(SpecExamples, EveryExampleParses) {
         ++count;
     }
     EXPECT_GE(count, 5);
+}
+
+TEST_F(SpecTest, SeccompDefaultsToTheDefaultProfileAndAcceptsUnconfined) {
+    EXPECT_EQ(spec::load(write(kMinimal)).seccomp, "default");
+    EXPECT_EQ(spec::load(write(std::string(kMinimal) + "seccomp = \"unconfined\"\n")).seccomp, "unconfined");
+    std::string e = error_of(std::string(kMinimal) + "seccomp = \"strict\"\n");
+    EXPECT_NE(e.find("key 'seccomp'"), std::string::npos) << e;
+    EXPECT_NE(e.find("'strict' is not one of default|unconfined"), std::string::npos) << e;
 }

@@ -13,13 +13,16 @@
 // one checkpoint of a sandbox at a time. How each kind of state is read: src/state/kinds.h.
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
+#include "initless/image/auth.h"
 #include "initless/sys/error.h"
 
 namespace initless::checkpoint {
@@ -33,6 +36,13 @@ struct Target {
     std::string function;
     std::filesystem::path function_dir;
     uint16_t port = 0;
+    // The filter the sandbox installed in the function (Sandbox::seccomp_filter): each thread must
+    // run under exactly this one (none when empty); the image records it for the restore.
+    std::vector<sock_filter> seccomp_filter;
+    unsigned seccomp_flags = 0;
+    // The strict contract: an established TCP connection fails the checkpoint instead of being
+    // restored as a reset connection (function.toml `refuse_tcp_connections`).
+    bool refuse_tcp_connections = false;
 };
 
 struct Stats {
@@ -40,11 +50,17 @@ struct Stats {
     uint64_t pages_written = 0, zero_pages_skipped = 0;
     uint64_t processes = 0, vmas = 0, threads = 0, fds = 0;
     double freeze_ms = 0, dump_ms = 0, total_ms = 0;
+    // State the image restores differently from how it was, one line each (a TCP connection restored
+    // reset, UDP datagrams dropped): the snapshot's output lists them.
+    std::vector<std::string> notes;
 };
 
-// `before_publish` runs on the complete staged image just before it is renamed into place (the
-// snapshot verb records the working set there); if it throws, nothing is published.
-Stats checkpoint(const Target& target, const std::filesystem::path& image_dir,
+// The image is authenticated under `key` (image/auth.h). The writable layer and the sandbox's /tmp
+// and /dev/shm are copied while the tree is frozen, never following a symlink in them (a device node
+// there is refused, a FIFO or socket skipped). `before_publish` runs on the complete staged image
+// just before it is renamed into place (the snapshot verb records the working set there); if it
+// throws, nothing is published.
+Stats checkpoint(const Target& target, const std::filesystem::path& image_dir, const image::Key& key,
                  const std::function<void(const std::filesystem::path& staging)>& before_publish = {});
 
 }  // namespace initless::checkpoint

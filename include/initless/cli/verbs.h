@@ -18,6 +18,7 @@ void add_ls(CLI::App& app);
 void add_logs(CLI::App& app);
 void add_rm(CLI::App& app);
 void add_stats(CLI::App& app);
+void add_spec(CLI::App& app);
 void add_init(CLI::App& app);  // hidden: the sandbox's pid 1
 
 }  // namespace initless::cli

@@ -37,9 +37,10 @@ struct SnapshotResult {
 // Steps, in order: "boot", "ready", "warmup", "checkpoint", "trial-restore", "publish".
 using SnapshotProgress = std::function<void(const std::string& step, double ms)>;
 
-// Publishes the image at `image` (which must not exist yet). `workingset_request` is the GET path
-// sent to the trial restore.
+// Publishes the image at `image` (which must not exist yet), authenticated under `key`.
+// `workingset_request` is the GET path sent to the trial restore.
 SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesystem::path& image,
+                              const image::Key& key,
                               const std::string& workingset_request = "/",
                               const SnapshotProgress& progress = {});
 

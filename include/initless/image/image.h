@@ -1,5 +1,5 @@
-// The on-disk snapshot of a function's process tree (format version 3). A directory:
-//   manifest.json  everything but memory: processes, threads, VMAs, fds, signal state, checksums
+// The on-disk snapshot of a function's process tree (format version 4). A directory:
+//   manifest.json  everything but memory: processes, threads, VMAs, fds, signal state
 //   pages.img      memory contents, laid out per VMA: each VMA with saved pages owns one contiguous,
 //                  page-aligned file range of its own length; pages not saved (never touched, zero,
 //                  or clean file pages) are holes, so the file is sparse and one mmap of the range
@@ -8,17 +8,22 @@
 //   workingset.idx optional binary runs {vaddr, pages, written, process} the first request touched
 //   rootfs-upper/  the sandbox's writable layer at checkpoint
 //   tmpfs-tmp/, tmpfs-shm/  what /tmp and /dev/shm (tmpfs, outside the layer) held
-// An image is written under a temp name, fsynced and renamed: once published it is never written
-// again (instances map its pages copy-on-write and share its page cache). `load` verifies the format
-// version, the kernel and vDSO it was made on, and the checksums of manifest, index and pages.
+//   AUTH           the digest of each file above and an HMAC-SHA256 of the list (image/auth.h)
+// An image is written under a temp name (mode 0700), fsynced and renamed: once published it is never
+// written again (instances map its pages copy-on-write and share its page cache). `load` verifies the
+// format version, the image's authentication under the state dir's key, and the kernel and vDSO it
+// was made on.
 #pragma once
 
 #include <sys/types.h>
 #include <sys/user.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -26,9 +31,12 @@
 #include <variant>
 #include <vector>
 
+#include "initless/image/auth.h"
+#include "initless/sys/unique_fd.h"
+
 namespace initless::image {
 
-constexpr int kFormatVersion = 3;
+constexpr int kFormatVersion = 4;
 // Sandbox tmpfs dirs saved with an image (path inside the sandbox, dir in the image).
 inline constexpr std::pair<const char*, const char*> kTmpfsDirs[] = {{"/tmp", "tmpfs-tmp"},
                                                                      {"/dev/shm", "tmpfs-shm"}};
@@ -38,6 +46,20 @@ struct Rseq {
     uint64_t address = 0;
     uint32_t length = 0;
     uint32_t signature = 0;
+};
+
+// Per-thread attributes a function may set (prctl, scheduling), restored as read (attributes.cpp).
+struct ThreadAttributes {
+    int pdeath_signal = 0;             // PR_GET_PDEATHSIG
+    uint64_t securebits = 0;           // PR_GET_SECUREBITS (keep-caps included)
+    uint64_t timerslack_ns = 0;        // PR_GET_TIMERSLACK
+    int tsc = 1;                       // PR_GET_TSC (PR_TSC_ENABLE)
+    int64_t mce_kill = 0;              // PR_MCE_KILL_GET
+    bool io_flusher = false;           // unused: PR_SET_IO_FLUSHER is not open to a function
+    std::vector<int64_t> speculation;  // PR_GET_SPECULATION_CTRL, per PR_SPEC_STORE_BYPASS.. (-1: none)
+    // sched_getattr: policy, flags, nice, priority, deadline runtime/deadline/period, util clamps.
+    std::vector<uint64_t> sched;       // empty: as the sandbox's init has it
+    std::vector<uint64_t> affinity;    // CPU mask words; empty: as the sandbox's init has it
 };
 
 struct Thread {
@@ -53,6 +75,10 @@ struct Thread {
     int32_t altstack_flags = 0;
     // Signals queued for this thread, as raw 128-byte siginfo (PTRACE_PEEKSIGINFO); queued again.
     std::vector<std::vector<uint8_t>> pending;
+    ThreadAttributes attrs;
+    // Seccomp mode as /proc/PID/status shows it: 0 none, 2 a filter, which is then the sandbox's
+    // (Manifest::seccomp_filter; any other filter is refused at checkpoint).
+    int seccomp_mode = 0;
 };
 
 // SharedMemory: MAP_SHARED anonymous memory or a memfd; VMAs with one `file_inode` are one object,
@@ -74,13 +100,19 @@ struct Vma {
     uint64_t image_offset = 0;
     uint64_t saved_pages = 0;
     uint32_t pages_crc = 0;  // crc32c over the saved pages in address order
+    // VmFlags of /proc/PID/smaps restore sets again: madvise advice, locks, seal, may-write.
+    std::vector<std::string> flags;
     uint64_t length() const { return end - start; }
 };
 
+// A registration is keyed by (fd number, open file): `fd` is the number it was added under, and
+// `held_at` the fd of the process holding that file now when `fd` no longer does (closed after a
+// dup, or reused for another file); -1 when `fd` still holds it.
 struct EpollTarget {
     int fd = 0;
     uint32_t events = 0;
     uint64_t data = 0;
+    int held_at = -1;
 };
 
 struct SocketOption {
@@ -93,10 +125,19 @@ struct SocketOption {
 struct LogFd {  // the instance's stdio log (the sandbox's, not the image's)
     static constexpr const char* kName = "log";
 };
-struct FileFd {  // a regular file or directory open for reading
+// A lock an open file holds (fdinfo's "lock:" lines): flock, OFD and classic POSIX record locks,
+// and leases; restored on files of the instance's private storage only.
+struct FileLock {
+    enum Kind { Flock = 0, Ofd = 1, Posix = 2, Lease = 3 };
+    int kind = Flock;
+    int type = 0;  // F_RDLCK or F_WRLCK
+    uint64_t start = 0, length = 0;  // record locks: length 0 up to the end of the file
+};
+struct FileFd {  // a regular file or directory, open for reading (or for writing: private storage)
     static constexpr const char* kName = "file";
     std::string path;
     uint64_t position = 0;
+    std::vector<FileLock> locks;
 };
 struct CharDeviceFd {  // /dev/null, /dev/urandom ...
     static constexpr const char* kName = "chardev";
@@ -110,11 +151,39 @@ struct TcpListenFd {  // a listening TCP or TCP6 socket
     std::vector<SocketOption> options;
     int backlog = 0;  // the listen() backlog
 };
+// A TCP or TCP6 socket that held a connection at the checkpoint (established, half-closed or still
+// connecting). A connection cannot survive the snapshot (its peer's state is not ours to restore):
+// it is restored as a socket of the same family and type whose connection was reset, so the
+// function's next read, write or poll on it fails and it reconnects. The addresses are kept to name it.
+struct TcpConnectionFd {
+    static constexpr const char* kName = "tcp-connection";
+    int domain = 0, type = 0;
+    int state = 0;                         // TCP_ESTABLISHED, TCP_CLOSE_WAIT ... at the checkpoint
+    std::vector<uint8_t> local, peer;      // sockaddr bytes
+};
+// A TCP or TCP6 socket neither listening nor connected (made, perhaps bound, not used yet):
+// restored as such, bound again to its address if it had one.
+struct TcpUnconnectedFd {
+    static constexpr const char* kName = "tcp-unconnected";
+    int domain = 0, type = 0;
+    std::vector<uint8_t> address;  // sockaddr bytes; empty: not bound
+    std::vector<SocketOption> options;
+};
+// A UDP or UDP6 socket: bound and connected again as it was; datagrams queued for it are dropped
+// (the checkpoint says so), as a network may drop them.
+struct UdpFd {
+    static constexpr const char* kName = "udp";
+    int domain = 0;
+    std::vector<uint8_t> address;  // the bound address; empty: never bound
+    std::vector<uint8_t> peer;     // the connected peer; empty: unconnected
+    std::vector<SocketOption> options;
+};
 struct UnixListenFd {  // a listening unix socket (named, abstract or unnamed)
     static constexpr const char* kName = "unix-listen";
     int type = 0;
     std::vector<uint8_t> address;  // sockaddr bytes
     std::string path;              // the socket file, empty for an abstract or unnamed one
+    int shutdown = 0;              // sk_shutdown: 1 receive side shut (accept fails), 2 send side
 };
 // One end of an unnamed connected pair of unix sockets (socketpair) whose other end is in the
 // snapshot too; recreated with socketpair, with what was queued for it to receive.
@@ -126,6 +195,7 @@ struct UnixPairFd {
     std::vector<SocketOption> options;    // buffer sizes
     std::vector<uint8_t> queued;          // what was queued for this end to receive
     std::vector<uint32_t> message_sizes;  // `queued` split into datagrams (not for SOCK_STREAM)
+    int shutdown = 0;                     // sk_shutdown of this end: 1 receive side, 2 send side shut
 };
 // A connected unix stream socket whose peer is gone and nothing is left to read (the JDK keeps one
 // such socketpair end to dup2 over fds it closes); recreated as a socketpair end.
@@ -138,6 +208,14 @@ struct PipeFd {
     int end = 0;                  // 0: the read end, 1: the write end
     uint64_t pipe_size = 0;       // F_GETPIPE_SZ (the unread data may need more than the default)
     std::vector<uint8_t> unread;  // the read end: what was unread in the pipe
+};
+// A named pipe (mkfifo) opened by path, read-only, write-only or read-write: opened again by its
+// path (which the saved writable layer or /tmp holds), with what was unread in it on one of its fds.
+struct FifoFd {
+    static constexpr const char* kName = "fifo";
+    std::string path;
+    uint64_t pipe_size = 0;
+    std::vector<uint8_t> unread;  // on the first fd of the FIFO only
 };
 struct EpollFd {
     static constexpr const char* kName = "epoll";
@@ -159,8 +237,8 @@ struct SignalFd {
     uint64_t sigmask = 0;
 };
 
-using FdObject = std::variant<LogFd, FileFd, CharDeviceFd, TcpListenFd, UnixListenFd, UnixPairFd,
-                              UnixOrphanFd, PipeFd, EpollFd, EventFd, TimerFd, SignalFd>;
+using FdObject = std::variant<LogFd, FileFd, CharDeviceFd, TcpListenFd, TcpConnectionFd, TcpUnconnectedFd, UdpFd,
+                              UnixListenFd, UnixPairFd, UnixOrphanFd, PipeFd, FifoFd, EpollFd, EventFd, TimerFd, SignalFd>;
 
 struct Fd {
     int fd = 0;
@@ -187,6 +265,18 @@ struct Fd {
     }
 };
 
+// A POSIX timer (timer_create), restored with its id (prctl PR_TIMER_CREATE_RESTORE_IDS), clock,
+// notification and the time it had left; overruns not yet read are lost.
+struct PosixTimer {
+    int id = 0;
+    int clock = 0;
+    int notify = 0;       // SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD_ID|SIGEV_SIGNAL
+    int signal = 0;
+    uint64_t value = 0;   // sigev_value, handed to the handler
+    pid_t tid = 0;        // SIGEV_THREAD_ID: the thread told
+    uint64_t interval_ns = 0, remaining_ns = 0;
+};
+
 struct SignalAction {
     int signal = 0;
     uint64_t handler = 0, flags = 0, restorer = 0, mask = 0;
@@ -201,6 +291,21 @@ struct Mm {
 struct Credentials {
     uint64_t cap_effective = 0, cap_permitted = 0, cap_inheritable = 0, cap_bounding = 0;
     bool no_new_privs = false;
+    // As the sandbox's user namespace sees them (real, effective, saved, filesystem).
+    std::array<uint32_t, 4> uids{}, gids{};
+    std::vector<uint32_t> groups;
+};
+
+// Process-wide attributes a function may set (prctl, /proc, membarrier), restored as read.
+struct ProcessAttributes {
+    uint64_t personality = 0;  // /proc/PID/personality
+    bool child_subreaper = false;
+    int dumpable = 1;
+    bool thp_disable = false;
+    bool memory_merge = false;  // PR_SET_MEMORY_MERGE (KSM for the whole process)
+    uint64_t mdwe = 0;          // PR_GET_MDWE (memory-deny-write-execute)
+    int oom_score_adj = 0;
+    uint64_t membarrier = 0;    // MEMBARRIER_CMD_GET_REGISTRATIONS: the REGISTER_* commands made
 };
 
 // Processes are listed parents first; pids are those inside the sandbox (ppid 1: a child of init).
@@ -218,6 +323,8 @@ struct Process {
     std::vector<std::vector<uint8_t>> pending_shared;    // process-wide queued signals (siginfo)
     // setitimer timers (REAL, VIRTUAL, PROF): {interval_us, value_us}, value as time remaining.
     std::vector<std::pair<uint64_t, uint64_t>> itimers;
+    ProcessAttributes attrs;
+    std::vector<PosixTimer> posix_timers;
 };
 
 struct Manifest {
@@ -230,7 +337,14 @@ struct Manifest {
     std::string created;
     // CLOCK_MONOTONIC and CLOCK_BOOTTIME at the freeze: a restored process's clocks continue from here.
     int64_t monotonic_ns = 0, boottime_ns = 0;
+    // Sysctls of the function's netns that differ from a fresh netns's: {/proc/sys/net/... path, value}.
+    std::vector<std::pair<std::string, std::string>> net_sysctls;
     std::vector<Process> processes;
+    // The sandbox's seccomp filter every thread ran under (raw BPF, 8 bytes per instruction; empty:
+    // none) and its install flags; a restore installs it as its last step, and only into a sandbox
+    // whose spec asks for the same filter.
+    std::vector<uint8_t> seccomp_filter;
+    unsigned seccomp_flags = 0;
     uint64_t pages_file_size = 0;
     uint64_t pages_written = 0, zero_pages_skipped = 0;
 };
@@ -257,39 +371,62 @@ uint32_t crc32c(uint32_t crc, const void* data, size_t len);
 std::string kernel_release();
 uint64_t current_vdso_size();
 
-// A loaded, verified image.
+// The image's trees (directories copied into a sandbox at restore).
+inline constexpr const char* kUpperTree = "rootfs-upper";
+
+// A loaded, authenticated image. Copies share the open files.
 struct Image {
     std::filesystem::path dir;
     Manifest manifest;
     std::vector<PageRun> runs;               // in pages.img order: per process, per VMA
     std::vector<WorkingSetRun> working_set;  // empty when the image has none
+    std::map<std::string, std::string> digests;  // AUTH: file or tree -> authenticated digest
+    // pages.img as opened (and, with verify_pages, verified) by load: restores map this inode, not
+    // whatever the path names later.
+    std::shared_ptr<const sys::UniqueFd> pages_file;
     // The runs of `v`'s saved pages (found by their place in pages.img, which is unique per VMA).
     std::span<const PageRun> runs_of(const Vma& v) const;
     std::filesystem::path pages_path() const { return dir / "pages.img"; }
-    std::filesystem::path upper_path() const { return dir / "rootfs-upper"; }
+    // A new read-only open file description of the loaded pages.img.
+    sys::UniqueFd open_pages() const;
+    bool has_tree(const std::string& name) const { return digests.count(name) > 0; }
 };
 
-// Loads and verifies an image. `verify_pages` reads every saved page to check its crc (done once
-// per image by whoever loads it, never per restore).
-Image load(const std::filesystem::path& dir, bool verify_pages = true);
+// Loads and verifies an image under `key`: the AUTH list's MAC, the manifest, index and working
+// set against it, the format and the kernel. `verify_pages` also checks pages.img and the trees
+// (read in full: done once per image by whoever loads it, never per restore). Throws
+// NotAuthenticated ("image <dir> is not authenticated: <file> ...") or Error.
+Image load(const std::filesystem::path& dir, const Key& key, bool verify_pages = true);
 
-// Writes workingset.idx (and its checksum line) into a staged or unpublished image directory.
-void write_working_set(const std::filesystem::path& dir, const std::vector<WorkingSetRun>& runs);
+// The authenticated manifest of an image (AUTH's MAC and the manifest's digest checked), without
+// the rest of load's checks.
+Manifest load_manifest(const std::filesystem::path& dir, const Key& key);
+
+// Copies the image's tree `name` (kUpperTree, a kTmpfsDirs dir) into the existing directory fd `to`
+// (or path), checking the bytes it copies against the tree's authenticated digest: throws
+// NotAuthenticated if the tree changed since load (what was copied is then the caller's to remove).
+void copy_tree(const Image& img, const std::string& name, int to);
+void copy_tree(const Image& img, const std::string& name, const std::filesystem::path& to);
+
+// Writes workingset.idx into a staged image directory and adds it to AUTH (MAC made again).
+void write_working_set(const std::filesystem::path& dir, const std::vector<WorkingSetRun>& runs, const Key& key);
 
 // Writing: a staging directory beside the final one, renamed into place by `publish`.
 class ImageWriter {
   public:
-    explicit ImageWriter(std::filesystem::path final_dir);
+    ImageWriter(std::filesystem::path final_dir, const Key& key);
     ~ImageWriter();  // removes the staging dir unless published
     const std::filesystem::path& staging() const { return staging_; }
     std::filesystem::path pages_path() const { return staging_ / "pages.img"; }
-    // Writes manifest, index and checksums, fsyncs and renames. `before_publish` may add files
-    // to the complete staged image (which `load` can read) before the rename, e.g. a working set.
+    // Writes manifest, index and AUTH (digests of every file and tree of the staging dir, MAC),
+    // fsyncs and renames. `before_publish` may add files to the complete staged image (which
+    // `load` can read) before the rename, e.g. a working set.
     void publish(const Manifest& manifest, const std::vector<PageRun>& runs,
                  const std::function<void(const std::filesystem::path& staging)>& before_publish = {});
 
   private:
     std::filesystem::path final_, staging_;
+    Key key_;
     bool published_ = false;
 };
 

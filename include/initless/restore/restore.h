@@ -43,7 +43,8 @@ struct Timings {
     // Stage 2, `RestorePlan::execute` (on the request path):
     double layout_ms = 0;   // the main table: memory, fds, signals, mm, thread creation
     double threads_ms = 0;  // per-thread tables
-    double finish_ms = 0;   // registers set, stub unmapped, detached
+    double finish_ms = 0;   // registers set, seccomp filter installed, stub unmapped, detached
+    double seccomp_ms = 0;  // of finish_ms: installing the sandbox's seccomp filter (all processes)
     double total_ms = 0;    // of execute (restore_into: of both stages)
     uint64_t ops = 0;
 };

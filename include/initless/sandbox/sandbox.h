@@ -1,14 +1,23 @@
-// A sandbox for one function instance, in two stages.
-//   prepare(): new mount, pid, net (lo up), uts and ipc namespaces; a cgroup with the spec's limits;
-//              an overlay root (spec rootfs read-only below, a per-instance upper dir above) with
-//              /proc, a minimal /dev, tmpfs /tmp and /dev/shm, /function (read-only); our init as
-//              pid 1, waiting. This is the pre-started stage a pool keeps.
-//   start():   init runs the spec's command as pid 2, capabilities dropped and no_new_privs set,
-//              stdout/stderr to the instance log.
+// A sandbox for one function instance, configured by an OCI runtime spec (oci::RuntimeSpec; a
+// function's comes from function_runtime_spec, function_config.h), in two stages.
+//   prepare(): the spec's namespaces (a user namespace whose id maps are written before init runs;
+//              the cgroup namespace made by init once it is in its cgroup), a cgroup with the spec's
+//              limits, the root (root.path, under an overlay whose writable layer is a tmpfs of its own
+//              when the spec's io.initless.writable-layer-mb says so), the spec's mounts in order, its
+//              devices (host nodes bound in), masked and read-only paths, hostname, loopback up, and
+//              for io.initless.network = egress a slirp4netns outside; our init as pid 1, waiting.
+//              This is the pre-started stage a pool keeps.
+//   start():   init runs the spec's process as pid 2 (rlimits, ids, capabilities, no_new_privs,
+//              umask, cwd as the spec says), the seccomp filter installed as the last step before
+//              exec, stdout/stderr to the instance log.
 //   spawn_restorer(): instead of start, init makes an empty process at a chosen pid for `restore`.
-// Mounts live only in the sandbox's own mount namespace, so they vanish with it. `teardown` (and the
-// destructor) kills the tree and removes the cgroup and the instance directory; if the controller
-// dies, init sees its control socket close and kills the tree, and `collect_garbage` removes the rest.
+// Init gets the files it mounts as fds opened through its own /proc/PID/root: as root of a user
+// namespace it may not walk the state dir. Mounts live only in the sandbox's mount namespace, but the
+// writable layer's tmpfs is mounted in ours (so a checkpoint reads it) under the instance dir.
+// `teardown` (and the destructor) kills the tree, stops slirp4netns, unmounts the layer and removes
+// the cgroup and the instance directory; if the controller dies, init sees its control socket close
+// and kills the tree, slirp4netns sees its exit pipe close, and `collect_garbage` removes the rest.
+// Not thread-safe: one thread at a time per Sandbox.
 #pragma once
 
 #include <sys/types.h>
@@ -16,11 +25,14 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "initless/oci/spec.h"
+#include "initless/seccomp/profile.h"
 #include "initless/spec/function_spec.h"
 #include "initless/sys/cgroup.h"
 #include "initless/sys/unique_fd.h"
@@ -36,6 +48,10 @@ std::string init_binary_path();
 struct SandboxOptions {
     // Copied into the upper dir before the overlay is mounted (a snapshot's writable layer).
     std::optional<std::filesystem::path> upper_seed;
+    // Instead of upper_seed: fills the upper dir (holding only the dirs the sandbox makes for the
+    // function) before the overlay is mounted. A restore
+    // copies an image's writable layer this way, checking it against the image's MAC as it copies.
+    std::function<void(const std::filesystem::path& upper)> seed_upper;
 };
 
 struct ExitReport {
@@ -57,7 +73,11 @@ struct ProcessHandle {
 
 class Sandbox {
   public:
+    // The function's sandbox: function_runtime_spec(spec) (function_config.h).
     static Sandbox prepare(const spec::FunctionSpec& spec, const SandboxOptions& options = {});
+    // A sandbox configured by `runtime`; `spec` names the instance and gives its port and rw_dirs.
+    static Sandbox prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSpec& spec,
+                           const SandboxOptions& options = {});
 
     Sandbox(Sandbox&&) noexcept;
     Sandbox& operator=(Sandbox&&) noexcept;
@@ -70,10 +90,14 @@ class Sandbox {
     // touches `reserve_bytes` of anonymous memory, which the restore frees and reuses warm.
     // With non-zero `clock_offsets` it is made in a new time namespace whose CLOCK_MONOTONIC and
     // CLOCK_BOOTTIME are shifted by them (so that a restored process's clocks continue from its
-    // checkpoint); if the kernel refuses, this throws.
+    // checkpoint); if the kernel refuses, this throws. A `uffd_device_fd` (/dev/userfaultfd opened by
+    // us) becomes its fd 4: inside the sandbox's user namespace the userfaultfd syscall may only
+    // make a user-mode-only userfaultfd, the device's USERFAULTFD_IOC_NEW makes a full one.
     static constexpr int kRestorerPagesFd = 3;
+    static constexpr int kRestorerUffdDeviceFd = 4;
     ProcessHandle spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
-                                 uint64_t reserve_bytes = 0, ClockOffsets clock_offsets = {});
+                                 uint64_t reserve_bytes = 0, ClockOffsets clock_offsets = {},
+                                 int uffd_device_fd = -1);
 
     // Waits until the log holds `phrase`; throws with the log's tail if the function exits first or
     // `timeout` passes.
@@ -87,12 +111,21 @@ class Sandbox {
 
     const std::string& id() const { return id_; }
     const std::filesystem::path& dir() const { return dir_; }
-    std::filesystem::path upper_dir() const { return dir_ / "upper"; }
+    // The writable layer (a tmpfs mounted on the host) and its overlay upper dir.
+    std::filesystem::path layer_dir() const { return dir_ / "layer"; }
+    std::filesystem::path upper_dir() const { return dir_ / "layer" / "upper"; }
     std::filesystem::path log_path() const { return dir_ / "log"; }
     pid_t init_pid() const { return init_pid_; }
     int netns_fd() const { return netns_.get(); }
     const sys::Cgroup& cgroup() const { return cgroup_; }
     const spec::FunctionSpec& spec() const { return spec_; }
+    const oci::RuntimeSpec& runtime_spec() const { return runtime_; }
+    // The host ids of root of the sandbox's user namespace ({0, 0} without one): what files made for
+    // the function from outside (a restore's copy of /tmp) must be created as.
+    std::pair<uid_t, gid_t> root_ids() const;
+    // The filter start() has init install (seccomp::filter_for(spec)): a restore installs the same,
+    // the checkpoint accepts only it. Empty for `seccomp = "unconfined"`.
+    const seccomp::Filter& seccomp_filter() const { return seccomp_filter_; }
 
   private:
     Sandbox() = default;
@@ -100,8 +133,12 @@ class Sandbox {
                         std::span<const int> send_fds = {});
     ProcessHandle request_process(const std::string& message, std::span<const int> send_fds);
     void handle_event(const std::string& message);
+    void start_egress();
+    void stop_egress();
 
     spec::FunctionSpec spec_;
+    oci::RuntimeSpec runtime_;
+    seccomp::Filter seccomp_filter_;
     std::string id_;
     std::filesystem::path dir_;
     pid_t init_pid_ = 0;
@@ -110,6 +147,9 @@ class Sandbox {
     sys::UniqueFd netns_;
     sys::Cgroup cgroup_;
     std::vector<ExitReport> exits_;
+    pid_t network_pid_ = 0;  // slirp4netns, for network = "egress"
+    sys::UniqueFd network_pidfd_;
+    sys::UniqueFd network_exit_;
 };
 
 // Removes instances whose controller is gone: kills a leftover init, removes cgroups and dirs.

@@ -19,10 +19,16 @@ struct FunctionSpec {
     std::map<std::string, std::string> env;
     std::string ready;  // phrase printed on stdout when initialised, non-empty
     uint16_t port = 9000;
-    std::filesystem::path rootfs = "/";          // overlay lower layer, read-only
+    // Overlay lower layer, read-only. Empty: the host's runtimes (its /usr, read-only) under a private
+    // /etc made by the sandbox, never the host's own root.
+    std::filesystem::path rootfs;
     std::vector<std::filesystem::path> rw_dirs;  // absolute paths inside the sandbox
     uint64_t memory_mb = 512;
     double cpus = 1.0;
+    uint32_t pids_max = 1024;          // processes and threads together (a fork bomb stops here)
+    uint32_t writable_layer_mb = 256;  // the private writable layer above the root (a tmpfs)
+    uint32_t tmp_mb = 64;              // /tmp and /dev/shm, each (tmpfs, charged to the memory limit)
+    std::string network = "none";      // none: loopback only | egress: outbound through NAT
     uint32_t concurrency = 1;
     uint32_t max_instances = 10;
     uint32_t timeout_s = 60;
@@ -34,6 +40,10 @@ struct FunctionSpec {
     std::string restore = "auto";       // auto | eager | cow | lazy | prefetch
     uint32_t warmup = 0;                // GET / requests sent before the snapshot
     int restore_signal = 0;             // sent once restored (opt-in notice, e.g. to reseed); 0: none
+    std::string seccomp = "default";    // default (seccomp::function_default()) | unconfined (debugging only)
+    // An established TCP connection makes the snapshot fail (the strict contract) instead of being
+    // restored as a reset connection the function must reconnect.
+    bool refuse_tcp_connections = false;
 };
 
 // `path` is a function directory or a function.toml file.

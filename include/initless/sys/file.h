@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "initless/sys/unique_fd.h"
 
@@ -43,9 +44,22 @@ class FileMapping {
     size_t size_ = 0;
 };
 
-// Copies a tree keeping modes, owners, symlinks and overlay whiteouts (0:0 character devices);
-// sockets and fifos are skipped (their owners recreate them). Copies into an existing `to` dir.
+// Copies a tree keeping modes, owners, symlinks, FIFOs and overlay whiteouts (0:0 character
+// devices); sockets are skipped (their owners recreate them), other device nodes refused. `to` is
+// made if missing. Never follows a symlink inside the tree: sys::copy_tree_at (tree.h).
 void copy_tree(const std::filesystem::path& from, const std::filesystem::path& to);
+// A secret of `size` random bytes kept in the file `path` (a key): read when the file exists, which
+// must then be a regular file (not a symlink) of exactly `size` bytes, owned by this euid and
+// readable by no one else (mode 0600 or stricter); else created atomically (an O_EXCL temp file of
+// mode 0600 linked into place, so two processes creating it at once agree on one secret). Throws
+// naming the path and what is wrong with it.
+std::string read_or_create_secret(const std::filesystem::path& path, size_t size);
+// The byte ranges of an open file that hold data (SEEK_DATA/SEEK_HOLE), up to `size`; a file system
+// without hole support reports the whole file.
+std::vector<std::pair<uint64_t, uint64_t>> data_ranges(int fd, uint64_t size);
+// A new open file description of the file `fd` refers to (through /proc/self/fd: the same inode,
+// whatever its path now names).
+UniqueFd reopen(int fd, int flags);
 // Removes a tree; refuses to descend into another mount (a leaked bind mount must not be emptied).
 void remove_tree(const std::filesystem::path& path);
 

@@ -31,6 +31,14 @@ struct FdInfo {
 };
 FdInfo read_fdinfo(pid_t pid, int fd);
 std::vector<int> list_fds(pid_t pid);
+// One mount of /proc/PID/mountinfo, as the process sees it.
+struct MountInfo {
+    int id = 0;
+    std::string root;         // the mounted directory of its filesystem ("/" for a whole one)
+    std::string mount_point;  // where the process sees it
+    std::string fstype;       // "overlay", "tmpfs", "proc" ...
+};
+std::map<int, MountInfo> read_mountinfo(pid_t pid);  // by mount id (fdinfo's mnt_id)
 std::string read_link(const std::string& path);
 
 }  // namespace initless::sys

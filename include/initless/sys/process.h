@@ -31,8 +31,30 @@ bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2);
 // Whether two processes share one address space (kcmp KCMP_VM): a vfork in progress, or a clone
 // with CLONE_VM but not CLONE_THREAD. False if either is gone.
 bool same_address_space(pid_t pid1, pid_t pid2);
+// Whether two processes share one per-process table (kcmp): made by clone without CLONE_THREAD but
+// with CLONE_FILES or CLONE_FS. False if either is gone.
+enum class SharedTable { Files = 2 /* KCMP_FILES */, Fs = 3 /* KCMP_FS */ };
+bool same_table(pid_t pid1, pid_t pid2, SharedTable which);
+// Whether fd `fd` of `pid` is the file registered in its epoll `epfd` under target fd `tfd` (the
+// `nth` registration under that number, counting from 0) (kcmp KCMP_EPOLL_TFD).
+bool is_epoll_target(pid_t pid, int epfd, int tfd, int nth, int fd);
 // kill(2): false when the process is gone (ESRCH); throws SysError for any other failure.
 bool send_signal(pid_t pid, int sig);
+
+// For the calling thread only: files it creates are owned by (uid, gid), and the kernel lets it create
+// them on a filesystem of a user namespace that maps those ids but not ours (a sandbox's tmpfs). Its
+// capabilities stay effective (setfsuid drops the file ones; they are raised again from the permitted
+// set). Undone when dropped. A no-op for (0, 0).
+class FsIdentity {
+  public:
+    FsIdentity(uid_t uid, gid_t gid);
+    ~FsIdentity();
+    FsIdentity(const FsIdentity&) = delete;
+    FsIdentity& operator=(const FsIdentity&) = delete;
+
+  private:
+    bool active_ = false;
+};
 
 // Reads or writes another process's memory (process_vm_readv/writev); all or nothing, or throws.
 void read_process_memory(pid_t pid, uint64_t addr, void* data, size_t len);

@@ -37,6 +37,9 @@ QueuedData peek_queued(int sock, bool stream);
 // Connects to 127.0.0.1:port inside the network namespace `netns_fd` (an open /proc/PID/ns/net).
 // Safe to call from any thread: only the calling thread switches namespaces, and it switches back.
 UniqueFd connect_in_netns(int netns_fd, uint16_t port);
+// A TCP socket listening on 127.0.0.1:port inside the network namespace `netns_fd`, owned by the
+// caller: a server the sandbox's processes reach on their loopback without being part of them.
+UniqueFd listen_in_netns(int netns_fd, uint16_t port);
 
 // True when a connected stream socket's peer has closed it or reset it (nothing queued, end of
 // stream or an error pending): a cached keep-alive connection that must not be reused.
@@ -53,6 +56,15 @@ UniqueFd duplicate(int fd);
 // (NETLINK_SOCK_DIAG with UDIAG_SHOW_PEER, asked from inside that namespace). A socket whose peer
 // is gone is absent.
 std::map<uint64_t, uint64_t> unix_socket_peers(int netns_fd);
+// The same dump with more of each socket: its peer (0: none), its shutdown state (the kernel's
+// sk_shutdown: 1 receive side shut, 2 send side shut) and, for a listener, how many connections wait
+// in its accept queue (for others, the bytes queued to receive).
+struct UnixSocketDiag {
+    uint64_t peer = 0;
+    int shutdown = 0;
+    uint32_t rqueue = 0;
+};
+std::map<uint64_t, UnixSocketDiag> unix_socket_diag(int netns_fd);
 
 // Brings the loopback interface of the current network namespace up.
 void set_loopback_up();

@@ -6,13 +6,17 @@
 // Only the thread that seized a tracee may call its methods (ptrace answers the tracer thread only).
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/types.h>
 #include <sys/user.h>
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "initless/sys/error.h"
 
 namespace initless::sys {
 
@@ -29,10 +33,30 @@ inline constexpr std::chrono::milliseconds kStopTimeout{3000};
 // How long wait_event waits by default (callers running a long job in the tracee pass their own).
 inline constexpr std::chrono::milliseconds kEventTimeout{30000};
 
+// A thread that was seized but never stopped (Tracee::seize). By the time this is thrown its process
+// has been killed and the thread collected: ptrace cannot detach a thread that is not stopped, and a
+// traced thread that dies waits for its tracer to collect it, which would keep the sandbox's init
+// (the reaper of its pid namespace) from exiting.
+class StopTimeout : public Error {
+  public:
+    StopTimeout(const std::string& what, pid_t tid, pid_t vfork_child)
+        : Error(what), tid_(tid), vfork_child_(vfork_child) {}
+    pid_t tid() const { return tid_; }
+    // The child it was waiting for, when it was the parent of a vfork in progress (asleep until that
+    // child execs or exits, sharing its address space); 0 otherwise.
+    pid_t vfork_child() const { return vfork_child_; }
+
+  private:
+    pid_t tid_;
+    pid_t vfork_child_;
+};
+
 class Tracee {
   public:
     Tracee() = default;
     // Seizes and interrupts `tid`, then waits until it is stopped. `options` are PTRACE_O_* flags.
+    // A thread that does not stop within kStopTimeout is killed with its process and collected, and
+    // StopTimeout names it (see there why).
     static Tracee seize(pid_t tid, unsigned long options = 0);
     // Adopts a thread that is already traced by us and stopped (an auto-attached clone child).
     static Tracee adopt(pid_t tid);
@@ -51,6 +75,10 @@ class Tracee {
     uint64_t signal_mask() const;
     void set_signal_mask(uint64_t mask);
     RseqConfig rseq() const;
+    // The thread's seccomp filter number `index` (0: the first installed, as the kernel counts) as classic BPF
+    // (PTRACE_SECCOMP_GET_FILTER, which needs CAP_SYS_ADMIN: we are root); nothing when the thread
+    // has fewer filters, or none.
+    std::optional<std::vector<sock_filter>> seccomp_filter(unsigned long index) const;
 
     // Runs one syscall in the tracee at `syscall_insn` (address of a 0f 05 instruction), restoring
     // its registers afterwards. Returns the raw result (negative errno on failure).

@@ -1,6 +1,7 @@
 // Two fds sharing one open file description (dup): reading through one moves the other's offset, and
 // F_SETFL on one shows on the other. /check verifies they are still one description after the restore
-// (kcmp, offsets), not two separately opened files.
+// (offsets, and kcmp where the sandbox's seccomp filter allows it: the default profile denies kcmp,
+// as Docker's does), not two separately opened files.
 #include "http.h"
 #include "data.h"
 
@@ -13,7 +14,8 @@ static int a, b;
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     long same = syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, b);
-    RT_CHECK(r, same == 0, "fds %d and %d are different open file descriptions (kcmp %ld)", a, b, same);
+    int kcmp_denied = same < 0 && errno == EPERM;
+    RT_CHECK(r, same == 0 || kcmp_denied, "fds %d and %d are different open file descriptions (kcmp %ld)", a, b, same);
     RT_CHECK(r, lseek(b, 0, SEEK_CUR) == 1000, "fd %d at %lld, not 1000", b, (long long)lseek(b, 0, SEEK_CUR));
     char buf[10];
     if (read(a, buf, 10) != 10) rt_fail(r, "read: %s", strerror(errno));

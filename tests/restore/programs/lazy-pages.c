@@ -44,6 +44,23 @@ static uint64_t differ(const uint64_t* p, size_t size, uint64_t salt, int zero_q
 
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") == 0) {
+        // The kernel reads served memory first (a write() from it into a pipe): a userfaultfd that
+        // handles only user-mode faults would make that write fail with EFAULT.
+        int ends[2];
+        RT_CHECK(r, pipe(ends) == 0, "pipe: %s", strerror(errno));
+        const uint64_t* from_kernel = heap + (HEAP - 2 * MIB) / 8;  // no user-mode access before this
+        uint64_t copy[512];
+        ssize_t w = write(ends[1], from_kernel, sizeof copy);
+        RT_CHECK(r, w == (ssize_t)sizeof copy, "write() from served memory: %s", w < 0 ? strerror(errno) : "short");
+        if (w == (ssize_t)sizeof copy) {
+            RT_CHECK(r, read(ends[0], copy, sizeof copy) == (ssize_t)sizeof copy, "read back");
+            uint64_t first = (HEAP - 2 * MIB) / 8, wrong = 0;
+            for (uint64_t i = 0; i < 512; ++i)
+                wrong += copy[i] != ((first + i) / (MIB / 8) % 4 == 3 ? 0 : value(1, first + i));
+            RT_CHECK(r, wrong == 0, "%llu words written from served memory differ", (unsigned long long)wrong);
+        }
+        close(ends[0]);
+        close(ends[1]);
         uint64_t bad = differ(heap, HEAP, 1, 1, ~0ULL);
         RT_CHECK(r, bad == 0, "%llu heap words differ", (unsigned long long)bad);
         if (!r->failed) rt_add(r, "ok %llx", (unsigned long long)(uintptr_t)heap);

@@ -1,5 +1,7 @@
-// Contract: an established TCP connection (fd 42, connected to the function's own listening socket)
-// must make the snapshot fail, naming the fd and the rule.
+// Contract, strict: with `refuse_tcp_connections = true` (its function.toml, from CMakeLists.txt), an
+// established TCP connection (fd 42, connected to a listening socket of the function on port 9001)
+// must make the snapshot fail, naming the fd and the rule. (Without the key, it is restored reset:
+// tcp-connection-v4.)
 #include "http.h"
 
 #include <arpa/inet.h>

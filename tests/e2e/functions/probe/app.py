@@ -7,7 +7,7 @@
 #   /write?NAME    writes /NAME (in its root) with "written by PID", answers the path (500 and the error if
 #                  it cannot)
 #   /exists?PATH   "yes" or "no"
-#   /connect?PORT  tries TCP to 127.0.0.1:PORT, answers "connected" or the error
+#   /connect?PORT  tries TCP to 127.0.0.1:PORT (or ?HOST:PORT), answers "connected <first bytes>" or the error
 #   /hog           allocates and touches memory until the kernel kills it
 #   /crash         exits with status 3 in the middle of the request
 import os
@@ -54,9 +54,16 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/exists":
             self.answer("yes" if os.path.exists(arg) else "no")
         elif path == "/connect":
+            host, _, port = arg.rpartition(":")
             try:
-                socket.create_connection(("127.0.0.1", int(arg)), timeout=2).close()
-                self.answer("connected")
+                c = socket.create_connection((host or "127.0.0.1", int(port)), timeout=2)
+                c.settimeout(0.5)
+                try:
+                    got = c.recv(64).decode(errors="replace")
+                except OSError:
+                    got = ""
+                c.close()
+                self.answer(f"connected {got}".rstrip())
             except OSError as e:
                 self.answer(f"refused: {e}")
         elif path == "/hog":

@@ -1,0 +1,5 @@
+// IPv4 UDP sockets, bound, connected and neither: see udp-sockets.h.
+#define RT_FAMILY AF_INET
+#include "udp-sockets.h"
+
+int main(void) { return run("udp-v4"); }
