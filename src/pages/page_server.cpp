@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -146,7 +147,10 @@ void ServedMemory::process_finished() {
 
 std::shared_ptr<const LazySource> LazySource::of(const image::Image& img) {
     auto src = std::make_shared<LazySource>();
-    src->pages = sys::open_file(img.pages_path(), O_RDONLY | O_CLOEXEC);
+    src->pages = img.open_pages();
+    struct stat st {};
+    sys::check(::fstat(src->pages.get(), &st), "page server: fstat pages.img");
+    src->mapped.emplace(src->pages.get(), static_cast<size_t>(st.st_size));
     for (const auto& p : img.manifest.processes) {
         auto& areas = src->areas.emplace_back();
         for (const auto& v : p.vmas) {
@@ -178,9 +182,10 @@ uint64_t lazy_uffd_features() {
 
 struct PageServer::Impl {
     struct Command {
-        enum Kind { Add, StartFill, Remove, Stop } kind = Add;
+        enum Kind { Add, StartFill, InstallWorkingSet, Remove, Stop } kind = Add;
         uint64_t id = 0;
         std::unique_ptr<Served> served;
+        std::promise<void>* done = nullptr;  // InstallWorkingSet: set when the pages are in
     };
 
     mutable std::mutex mutex;
@@ -200,7 +205,10 @@ struct PageServer::Impl {
     void post(Command c) {
         std::lock_guard lock(mutex);
         if (!running) {
-            if (c.kind != Command::Add) return;  // nothing served: nothing to do
+            if (c.kind != Command::Add) {  // nothing served: nothing to do
+                if (c.done) c.done->set_value();
+                return;
+            }
             if (thread.joinable()) thread.join();
             sys::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
             if (!ep) throw sys::SysError("page server epoll_create1", errno);
@@ -287,6 +295,14 @@ struct PageServer::Impl {
                 case Command::StartFill:
                     if (auto it = served.find(c.id); it != served.end()) it->second->filling = true;
                     break;
+                case Command::InstallWorkingSet:
+                    try {
+                        if (auto it = served.find(c.id); it != served.end()) install_working_set(*it->second);
+                        c.done->set_value();
+                    } catch (...) {
+                        c.done->set_exception(std::current_exception());
+                    }
+                    break;
                 case Command::Remove:
                     if (auto it = served.find(c.id); it != served.end()) finish(*it->second, "removed");
                     break;
@@ -364,13 +380,8 @@ struct PageServer::Impl {
             uint64_t len = end - page;
             sys::UffdFill r;
             if (saved) {
-                buffer.resize(kMaxChunk);
-                uint64_t off = area.image_offset + origin_page * kPageSize;
-                ssize_t got = ::pread(s.source->pages.get(), buffer.data(), len, static_cast<off_t>(off));
-                if (got < 0) throw sys::SysError("page server: read pages.img", errno);
-                if (static_cast<uint64_t>(got) < len) std::memset(buffer.data() + got, 0, len - got);
-                s.memory->counters.bytes_read += static_cast<uint64_t>(got);
-                r = s.uffd.copy(page, buffer.data(), len);
+                r = s.uffd.copy(page, image_pages(s, area.image_offset + origin_page * kPageSize, len), len);
+                s.memory->counters.bytes_read += r.bytes;
             } else {
                 r = s.uffd.zero(page, len);
             }
@@ -403,6 +414,17 @@ struct PageServer::Impl {
         return sys::UffdFill::Done;
     }
 
+    // `len` bytes of pages.img at `offset`: in the mapping (the page cache itself) when they lie in
+    // it, else read into the buffer (zeros past the file's end).
+    const uint8_t* image_pages(Served& s, uint64_t offset, uint64_t len) {
+        const auto& m = s.source->mapped;
+        if (m && offset + len <= m->size()) return m->data() + offset;
+        buffer.assign(len, 0);
+        ssize_t got = ::pread(s.source->pages.get(), buffer.data(), len, static_cast<off_t>(offset));
+        if (got < 0) throw sys::SysError("page server: read pages.img", errno);
+        return buffer.data();
+    }
+
     // One page, whatever we believed of it: zeros if dropped or unknown, else the image's page.
     void serve_single(Served& s, Segment* g, uint64_t page) {
         sys::UffdFill r;
@@ -411,11 +433,9 @@ struct PageServer::Impl {
             uint64_t origin_page = (g->origin + (page - g->start) - g->area->start) / kPageSize;
             from_image = g->area->saved[origin_page];
             if (from_image) {
-                buffer.resize(kMaxChunk);
-                sys::read_exact(s.source->pages.get(), buffer.data(), kPageSize,
-                                static_cast<off_t>(g->area->image_offset + origin_page * kPageSize));
+                r = s.uffd.copy(page, image_pages(s, g->area->image_offset + origin_page * kPageSize, kPageSize),
+                                kPageSize);
                 s.memory->counters.bytes_read += kPageSize;
-                r = s.uffd.copy(page, buffer.data(), kPageSize);
             }
         }
         if (!from_image) r = s.uffd.zero(page, kPageSize);
@@ -568,6 +588,35 @@ struct PageServer::Impl {
         }
     }
 
+    // The working set's items of s.order (they come first), filled at once; the process is stopped,
+    // so nothing but events it queued before (the table's own munmaps) makes a copy wait.
+    void install_working_set(Served& s) {
+        size_t items = 0;
+        for (const auto& w : s.source->working_set) items += w.process == s.process ? 1 : 0;
+        for (size_t i = 0; i < items && i < s.order.size() && !s.exited; ++i) {
+            const FillItem& item = s.order[i];
+            for (int attempt = 0;; ++attempt) {
+                sys::UffdFill::Status status = sys::UffdFill::Done;
+                for (auto& g : s.segments) {
+                    uint64_t g_origin_end = g.origin + (g.end - g.start);
+                    if (g_origin_end <= item.origin_start || g.origin >= item.origin_end || g.pending == 0) continue;
+                    uint64_t from = g.start + (std::max(g.origin, item.origin_start) - g.origin);
+                    uint64_t to = g.start + (std::min(g_origin_end, item.origin_end) - g.origin);
+                    status = fill(s, g, from, to, true);
+                    if (status != sys::UffdFill::Done) break;
+                }
+                if (status == sys::UffdFill::Exited) return finish(s, "exited");
+                if (status == sys::UffdFill::Done) break;
+                if (attempt >= 8) throw Error("page server: the working set's copy kept meeting pending events");
+                read_messages(s);  // Again: the queued events first
+            }
+        }
+        if (!s.exited) {
+            s.cursor = std::max(s.cursor, std::min(items, s.order.size()));
+            s.cursor_at = 0;
+        }
+    }
+
     // One step of the background fill of the next filling process (round robin).
     void fill_one() {
         std::vector<Served*> filling;
@@ -667,6 +716,15 @@ uint64_t PageServer::add(sys::Userfaultfd uffd, sys::UniqueFd pidfd, std::shared
 }
 
 void PageServer::start_fill(uint64_t id) { impl_->post({Impl::Command::StartFill, id, nullptr}); }
+
+void PageServer::install_working_set(uint64_t id) {
+    std::promise<void> done;
+    std::future<void> installed = done.get_future();
+    Impl::Command c{Impl::Command::InstallWorkingSet, id, nullptr};
+    c.done = &done;
+    impl_->post(std::move(c));
+    installed.get();
+}
 
 void PageServer::remove(uint64_t id) { impl_->post({Impl::Command::Remove, id, nullptr}); }
 

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -112,10 +113,13 @@ class LazyAttachment : public Attachment {
             for (uint64_t id : ids_) PageServer::shared().remove(id);
     }
     void on_pause(size_t index, pid_t host_pid, const uint64_t* slots) override {
+        // A process's second pause: its VMAs are registered, its working set goes in now.
+        if (auto it = served_.find(index); it != served_.end()) return PageServer::shared().install_working_set(it->second);
         sys::UniqueFd pidfd = sys::pidfd_open(host_pid);
         sys::Userfaultfd uffd(sys::pidfd_getfd(pidfd.get(), static_cast<int>(slots[state::kUffd])));
         uffd.handshake(lazy_uffd_features());
         ids_.push_back(PageServer::shared().add(std::move(uffd), std::move(pidfd), source_, index, memory_));
+        served_[index] = ids_.back();
     }
     void on_restored() override {
         for (uint64_t id : ids_) PageServer::shared().start_fill(id);
@@ -129,6 +133,7 @@ class LazyAttachment : public Attachment {
     std::shared_ptr<const LazySource> source_;
     std::shared_ptr<ServedMemory> memory_ = std::make_shared<ServedMemory>();
     std::vector<uint64_t> ids_;
+    std::map<size_t, uint64_t> served_;  // process index -> its id, from its first pause on
     bool kept_ = false;
 };
 
@@ -161,10 +166,14 @@ class Lazy : public Cow {
         t.op(SYS_ioctl, {0, static_cast<uint64_t>(UFFDIO_REGISTER), region.put(reg)}, -1, 0, {{0, state::kUffd}},
              fmt::format("userfaultfd register {:#x}-{:#x}", v.start, v.end));
     }
-    // The process's own copy of its userfaultfd goes (the server holds the same file).
+    // The working set goes in while the process is still stopped (a second pause), as prefetch's
+    // does; then the process's own copy of its userfaultfd goes (the server holds the same file).
     void after_layout(state::Table& t, const image::Image& img, size_t index) const override {
-        if (any_served(img.manifest.processes.at(index)))
-            t.op(SYS_close, {0}, -1, 0, {{0, state::kUffd}}, "close userfaultfd");
+        if (!any_served(img.manifest.processes.at(index))) return;
+        if (std::any_of(img.working_set.begin(), img.working_set.end(),
+                        [&](const image::WorkingSetRun& w) { return w.process == index; }))
+            t.op(0, {}, -1, STUB_OP_PAUSE, {}, "pause: the page server installs the working set");
+        t.op(SYS_close, {0}, -1, 0, {{0, state::kUffd}}, "close userfaultfd");
     }
     bool uses_userfaultfd() const override { return true; }
     std::unique_ptr<Attachment> attach(const image::Image& img) const override {

@@ -26,10 +26,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <future>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "initless/image/image.h"
+#include "initless/sys/file.h"
 #include "initless/sys/unique_fd.h"
 #include "initless/sys/uffd.h"
 
@@ -43,11 +46,14 @@ struct LazySource {
         uint64_t image_offset = 0;  // of `start` in pages.img
         std::vector<bool> saved;    // per page: in pages.img (else never saved: zero)
     };
-    sys::UniqueFd pages;                         // pages.img, read-only
+    sys::UniqueFd pages;                         // pages.img as load verified it, read-only
+    // pages.img mapped read-only: UFFDIO_COPY copies from the page cache through it (one copy per
+    // page instead of a pread into a buffer and a second copy out of it).
+    std::optional<sys::FileMapping> mapped;
     std::vector<std::vector<Area>> areas;        // per process, in address order
     std::vector<image::WorkingSetRun> working_set;  // filled first, in this order
 
-    // Built from a loaded image (opens its pages.img).
+    // Built from a loaded image (a new open file description of its verified pages.img).
     static std::shared_ptr<const LazySource> of(const image::Image& img);
 };
 
@@ -100,6 +106,11 @@ class PageServer {
     uint64_t add(sys::Userfaultfd uffd, sys::UniqueFd pidfd, std::shared_ptr<const LazySource> source,
                  size_t process, std::shared_ptr<ServedMemory> served);
     void start_fill(uint64_t id);
+    // Copies the process's recorded working set in now and returns when it is in (throws what the
+    // server thread met). For a process stopped at a pause of its restore table, after its VMAs are
+    // registered: the first request after the restore then finds those pages present instead of
+    // paying a fault round trip (and a wake-up on a busy machine) for each chunk of them.
+    void install_working_set(uint64_t id);
     // Stops serving (a failed restore): closes the process's userfaultfd (its VMAs become ordinary).
     void remove(uint64_t id);
 
