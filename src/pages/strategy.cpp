@@ -1,8 +1,18 @@
 #include "pages/strategy.h"
 
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 
+#include <algorithm>
+#include <map>
+
 #include <fmt/format.h>
+
+#include "initless/sys/file.h"
+#include "initless/sys/process.h"
+#include "initless/sys/uffd.h"
 
 namespace initless::pages {
 
@@ -50,9 +60,37 @@ class Cow : public MemoryStrategy {
     }
 };
 
+// The working set's pages.img ranges, in file order and merged across small gaps, read ahead in one
+// pass: a cold page cache then costs one ordered sweep instead of a random read per page.
+void read_ahead_working_set(const image::Image& img, int pages_fd) {
+    constexpr uint64_t kGap = 256 << 10;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [offset, end)
+    const auto& procs = img.manifest.processes;
+    for (const auto& w : img.working_set) {
+        if (w.process >= procs.size()) continue;
+        uint64_t a = w.vaddr, b = w.vaddr + w.pages * kPageSize;
+        for (const auto& v : procs[w.process].vmas) {
+            if (v.end <= a || v.start >= b || v.saved_pages == 0) continue;
+            for (const auto& r : img.runs_of(v)) {
+                uint64_t s = std::max(a, r.vaddr), e = std::min(b, r.vaddr + r.pages * kPageSize);
+                if (s < e) ranges.push_back({r.file_offset + (s - r.vaddr), r.file_offset + (e - r.vaddr)});
+            }
+        }
+    }
+    std::sort(ranges.begin(), ranges.end());
+    for (size_t i = 0; i < ranges.size();) {
+        auto [start, end] = ranges[i];
+        size_t j = i + 1;
+        while (j < ranges.size() && ranges[j].first <= end + kGap) end = std::max(end, ranges[j++].second);
+        sys::read_ahead(pages_fd, start, end - start);
+        i = j;
+    }
+}
+
 class Prefetch : public Cow {
   public:
     const char* name() const override { return "prefetch"; }
+    void prepare_pages(const image::Image& img, int pages_fd) const override { read_ahead_working_set(img, pages_fd); }
     // The working set (the pages the first request after a restore touched) in bulk, instead of
     // one ~15 us fault per page.
     void after_layout(state::Table& t, const image::Image& img, size_t index) const override {
@@ -66,7 +104,89 @@ class Prefetch : public Cow {
     }
 };
 
+// The page server's side of one lazy restore: takes each process's userfaultfd at its table's pause.
+class LazyAttachment : public Attachment {
+  public:
+    explicit LazyAttachment(std::shared_ptr<const LazySource> source) : source_(std::move(source)) {}
+    ~LazyAttachment() override {
+        if (!kept_)
+            for (uint64_t id : ids_) PageServer::shared().remove(id);
+    }
+    void on_pause(size_t index, pid_t host_pid, const uint64_t* slots) override {
+        // A process's second pause: its VMAs are registered, its working set goes in now.
+        if (auto it = served_.find(index); it != served_.end()) return PageServer::shared().install_working_set(it->second);
+        sys::UniqueFd pidfd = sys::pidfd_open(host_pid);
+        sys::Userfaultfd uffd(sys::pidfd_getfd(pidfd.get(), static_cast<int>(slots[state::kUffd])));
+        uffd.handshake(lazy_uffd_features());
+        ids_.push_back(PageServer::shared().add(std::move(uffd), std::move(pidfd), source_, index, memory_));
+        served_[index] = ids_.back();
+    }
+    void on_restored() override {
+        for (uint64_t id : ids_) PageServer::shared().start_fill(id);
+    }
+    std::shared_ptr<ServedMemory> release() override {
+        kept_ = true;
+        return memory_;
+    }
+
+  private:
+    std::shared_ptr<const LazySource> source_;
+    std::shared_ptr<ServedMemory> memory_ = std::make_shared<ServedMemory>();
+    std::vector<uint64_t> ids_;
+    std::map<size_t, uint64_t> served_;  // process index -> its id, from its first pause on
+    bool kept_ = false;
+};
+
+bool any_served(const image::Process& p) {
+    return std::any_of(p.vmas.begin(), p.vmas.end(), [](const image::Vma& v) { return served_lazily(v); });
+}
+
+class Lazy : public Cow {
+  public:
+    const char* name() const override { return "lazy"; }
+    void prepare_pages(const image::Image& img, int pages_fd) const override { read_ahead_working_set(img, pages_fd); }
+    VmaFill fill(const image::Image& img, const image::Vma& v, bool must_copy) const override {
+        if (served_lazily(v)) return {};  // an empty anonymous VMA, registered by after_map
+        return Cow::fill(img, v, must_copy);
+    }
+    // The userfaultfd must belong to the process's own mm, so the table makes it (after its forks)
+    // and pauses for us to take it: its faults are answered from then on, while the table lays out.
+    void before_layout(state::Table& t, state::Region&, const image::Image& img, size_t index) const override {
+        if (!any_served(img.manifest.processes.at(index))) return;
+        t.op(SYS_ioctl, {0, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK}, state::kUffd, 0, {{0, state::kUffdDevice}},
+             "userfaultfd (USERFAULTFD_IOC_NEW)");
+        t.op(0, {}, -1, STUB_OP_PAUSE, {}, "pause: the page server takes the userfaultfd");
+    }
+    void after_map(state::Table& t, state::Region& region, const image::Vma& v) const override {
+        if (!served_lazily(v)) return;
+        uffdio_register reg{};
+        reg.range.start = v.start;
+        reg.range.len = v.length();
+        reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+        t.op(SYS_ioctl, {0, static_cast<uint64_t>(UFFDIO_REGISTER), region.put(reg)}, -1, 0, {{0, state::kUffd}},
+             fmt::format("userfaultfd register {:#x}-{:#x}", v.start, v.end));
+    }
+    // The working set goes in while the process is still stopped (a second pause), as prefetch's
+    // does; then the process's own copy of its userfaultfd goes (the server holds the same file).
+    void after_layout(state::Table& t, const image::Image& img, size_t index) const override {
+        if (!any_served(img.manifest.processes.at(index))) return;
+        if (std::any_of(img.working_set.begin(), img.working_set.end(),
+                        [&](const image::WorkingSetRun& w) { return w.process == index; }))
+            t.op(0, {}, -1, STUB_OP_PAUSE, {}, "pause: the page server installs the working set");
+        t.op(SYS_close, {0}, -1, 0, {{0, state::kUffd}}, "close userfaultfd");
+    }
+    bool uses_userfaultfd() const override { return true; }
+    std::unique_ptr<Attachment> attach(const image::Image& img) const override {
+        return std::make_unique<LazyAttachment>(LazySource::of(img));
+    }
+};
+
 }  // namespace
+
+const MemoryStrategy& lazy() {
+    static const Lazy s;
+    return s;
+}
 
 const MemoryStrategy& eager() {
     static const Eager s;

@@ -130,6 +130,15 @@ void check_table(pid_t pid, uint64_t addr, const state::Table& t, const char* wh
                                     : fmt::format("unexpected result {:#x}", head.failed_result)));
 }
 
+// Whether process `index`'s table stopped at one of its pause ops; if so, the strategy acts on it.
+bool paused(pid_t pid, const ProcessPlan& plan, pages::Attachment& memory, size_t index) {
+    stub_table head{};
+    sys::read_process_memory(pid, plan.table_addr, &head, sizeof head);
+    if (head.done >= plan.table.size() || !plan.table.pauses_at(head.done)) return false;
+    memory.on_pause(index, pid, head.slots);
+    return true;
+}
+
 // Points a stopped thread at the stub with a table to run.
 void start_table(sys::Tracee& t, uint64_t base, uint64_t table, uint64_t stack_top) {
     user_regs_struct r = t.regs();
@@ -208,7 +217,14 @@ Restored RestorePlan::execute() {
                     leader.resume();
                     continue;
                 }
-                if (WSTOPSIG(status) == SIGTRAP) break;
+                if (WSTOPSIG(status) == SIGTRAP) {
+                    // A pause the memory strategy planned (the table goes on when resumed), or the end.
+                    if (st.memory && paused(host[i], plan, *st.memory, i)) {
+                        leader.resume();
+                        continue;
+                    }
+                    break;
+                }
                 throw Error(fmt::format("restored process {} {} while running its table", procs[i].pid,
                                         describe_stop(host[i], status)));
             }
@@ -297,11 +313,14 @@ Restored RestorePlan::execute() {
     }
     for (auto& [tid, th] : threads) th.detach();
     for (auto& leader : leaders) leader.detach();
+    // The background fill (lazy) starts once the restore is done: until then it would only compete
+    // with the restore's last steps for the CPU (faults are answered all along).
+    if (st.memory) st.memory->on_restored();
     // The opt-in post-restore notice, to the first process: pending before any request is forwarded.
     if (int sig = st.restore_signal) sys::send_signal(host[0], sig);
     tm.finish_ms = ms_since(lap);
     tm.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    Restored out{std::move(st.helper), tm, host};
+    Restored out{std::move(st.helper), tm, host, st.memory ? st.memory->release() : nullptr};
     return out;
 }
 

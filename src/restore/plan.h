@@ -9,6 +9,7 @@
 
 #include "initless/restore/restore.h"
 #include "initless/sys/tracee.h"
+#include "pages/strategy.h"
 #include "state/kinds.h"
 #include "state/table.h"
 
@@ -54,6 +55,7 @@ struct RestorePlan::State {
     unsigned seccomp_flags = 0;
     std::vector<ProcessPlan> procs;
     Timings timings;
+    std::unique_ptr<pages::Attachment> memory;  // the strategy's side of execute (lazy), or null
     bool executed = false;
 };
 

@@ -44,6 +44,8 @@ const pages::MemoryStrategy& memory_strategy(Strategy s) {
             return pages::eager();
         case Strategy::Cow:
             return pages::cow();
+        case Strategy::Lazy:
+            return pages::lazy();
         case Strategy::Prefetch:
             break;
     }
@@ -115,12 +117,19 @@ void plan_helper_teardown(Table& t, Region& region, const state::FdLayout& L,
         t.op(SYS_rseq,
              {helper_rseq.address, helper_rseq.length, 1 /* RSEQ_FLAG_UNREGISTER */, helper_rseq.signature},
              -1, 0, {}, "rseq unregister");
+    // The userfaultfd device first: its fd 4 may be the image's number in the layout.
+    if (L.uffd_device)
+        t.op(SYS_dup3,
+             {static_cast<uint64_t>(sandbox::Sandbox::kRestorerUffdDeviceFd), static_cast<uint64_t>(L.uffd_device),
+              O_CLOEXEC},
+             state::kUffdDevice, 0, {}, "move userfaultfd device fd");
     t.op(SYS_dup3,
          {static_cast<uint64_t>(sandbox::Sandbox::kRestorerPagesFd), static_cast<uint64_t>(L.img), O_CLOEXEC},
          kImg, 0, {}, "move image fd");
     t.op(SYS_dup3, {1, static_cast<uint64_t>(L.log), O_CLOEXEC}, kLog, 0, {}, "keep log fd");
-    for (int fd : {0, 1, 2, sandbox::Sandbox::kRestorerPagesFd})
-        t.op(SYS_close, {static_cast<uint64_t>(fd)}, -1, STUB_OP_ALLOW_FAIL, {}, "close helper fd");
+    for (int fd : {0, 1, 2, sandbox::Sandbox::kRestorerPagesFd, sandbox::Sandbox::kRestorerUffdDeviceFd})
+        if (fd != L.img && fd != L.log)
+            t.op(SYS_close, {static_cast<uint64_t>(fd)}, -1, STUB_OP_ALLOW_FAIL, {}, "close helper fd");
     for (auto [s, e] : helper_unmap)
         t.op(SYS_munmap, {s, e - s}, -1, 0, {}, fmt::format("munmap helper {:#x}", s));
 }
@@ -146,6 +155,7 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     if (index > 0) {
         t.preset(kImg, static_cast<uint64_t>(layout.img));
         t.preset(kLog, static_cast<uint64_t>(layout.log));
+        if (layout.uffd_device) t.preset(state::kUffdDevice, static_cast<uint64_t>(layout.uffd_device));
     }
     t.op(SYS_getpid, {}, state::kTgid, 0, {}, "getpid");
     state::attributes::plan_before_forks(t, p);
@@ -164,6 +174,8 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     state::mm::plan(t, region, p);
     state::attributes::plan_process(t, region, p);
     t.op(SYS_close, {0}, -1, 0, {{0, kImg}}, "close image");
+    // The function never keeps /dev/userfaultfd (its seccomp filter denies making a userfaultfd).
+    if (layout.uffd_device) t.op(SYS_close, {0}, -1, 0, {{0, state::kUffdDevice}}, "close userfaultfd device");
     state::signals::plan_process_queue(t, region, p);
     state::credentials::plan_inherited(t, p.creds);
     state::attributes::plan_last(t, p);
@@ -194,7 +206,8 @@ Strategy parse_strategy(const std::string& name) {
     if (name == "eager") return Strategy::Eager;
     if (name == "cow") return Strategy::Cow;
     if (name == "prefetch" || name == "auto") return Strategy::Prefetch;
-    throw Error(fmt::format("unknown restore strategy '{}' (known: eager, cow, prefetch, auto)", name));
+    if (name == "lazy") return Strategy::Lazy;
+    throw Error(fmt::format("unknown restore strategy '{}' (known: eager, cow, prefetch, lazy, auto)", name));
 }
 
 const char* strategy_name(Strategy s) {
@@ -205,6 +218,8 @@ const char* strategy_name(Strategy s) {
             return "cow";
         case Strategy::Prefetch:
             return "prefetch";
+        case Strategy::Lazy:
+            return "lazy";
     }
     return "?";
 }
@@ -262,6 +277,13 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
             "instructions, seccomp = \"{}\"); make the image again",
             image_filter.size() / sizeof(sock_filter), sandbox_filter.bpf.size(), sb.spec().seccomp));
     sys::UniqueFd pages = img.open_pages();  // the file load verified, not what its path names now
+    memory.prepare_pages(img, pages.get());
+    // Inside the sandbox's user namespace the userfaultfd syscall makes only user-mode-only ones
+    // (vm.unprivileged_userfaultfd = 0 and no CAP_SYS_PTRACE over the host), whose kernel-mode
+    // faults (a read() into a served page) would fail with EFAULT: the restored process makes its
+    // userfaultfd through /dev/userfaultfd, opened here.
+    sys::UniqueFd uffd_device;
+    if (memory.uses_userfaultfd()) uffd_device = sys::open_file("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
     sandbox::ProcessHandle& helper = st->helper;
     uint64_t base = 0;
     std::string spawn_errors;
@@ -271,7 +293,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     sandbox::ClockOffsets clocks{monotonic, boottime};
     for (uint64_t candidate : stub_candidates(procs, region_size)) {
         try {
-            helper = sb.spawn_restorer(procs[0].pid, candidate, region_size, pages.get(), reserve, clocks);
+            helper = sb.spawn_restorer(procs[0].pid, candidate, region_size, pages.get(), reserve, clocks,
+                                       uffd_device ? uffd_device.get() : -1);
             base = candidate;
             break;
         } catch (const Error& e) {
@@ -307,6 +330,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         st->seccomp_flags = img.manifest.seccomp_flags;
     }
     state::FdLayout layout = state::fds::layout(procs);
+    if (uffd_device) layout.uffd_device = layout.lift++;
     uint64_t stacks = base + region_size - kMainStack - (max_threads - 1) * kThreadStack;
     uint64_t park = base + region_size + (1 << 20);  // where a vDSO block waits when old and new overlap
     std::vector<size_t> forker_of = state::tree::forkers(procs);
@@ -332,6 +356,7 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     st->region_size = region_size;
     st->stacks = stacks;
     st->vdso_syscall_offset = vdso_syscall_offset;
+    st->memory = memory.attach(img);
     return RestorePlan(std::move(st));
 }
 

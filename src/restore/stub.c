@@ -40,6 +40,9 @@ __attribute__((section(".text.entry"), used, noreturn)) void stub_entry(struct s
             }
         } else if (op->flags & STUB_OP_LOAD32) {
             r = (long)*(volatile uint32_t*)a[0];
+        } else if (op->flags & STUB_OP_PAUSE) {
+            __asm__ volatile("int3" ::: "memory");
+            r = 0;
         } else if (op->flags & STUB_OP_STORE32) {
             *(volatile uint32_t*)a[0] = (uint32_t)a[1];
             r = 0;

@@ -24,7 +24,9 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <initializer_list>
 #include <set>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -276,7 +278,7 @@ void build_root(const json& setup, const std::vector<sys::UniqueFd>& passed, con
 }
 
 // In a child of init, before exec or restore: a clean signal state and our stdio.
-void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
+void reset_child(int log_fd, std::initializer_list<int> keep_fds = {}) {
     sigset_t all;
     sigfillset(&all);
     for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
@@ -289,9 +291,10 @@ void reset_child(int log_fd, int keep_fd = -1, int keep_fd2 = -1) {
         ::dup2(log_fd, 2);
     }
     // Nothing of init's (control socket, signalfd, log) may leak into the function.
-    int keep_lo = std::min(keep_fd, keep_fd2), keep_hi = std::max(keep_fd, keep_fd2);
+    std::vector<int> keep_sorted(keep_fds);
+    std::sort(keep_sorted.begin(), keep_sorted.end());
     int from = 3;
-    for (int keep : {keep_lo, keep_hi}) {
+    for (int keep : keep_sorted) {
         if (keep < from) continue;
         if (keep > from) ::syscall(SYS_close_range, static_cast<unsigned>(from), static_cast<unsigned>(keep - 1), 0u);
         from = keep + 1;
@@ -421,8 +424,9 @@ struct Init {
         reply({{"ok", true}, {"pid", child.pid}}, std::span<const int>(&fd, 1));
     }
 
-    // The restorer gets the image's pages file as fd 3 (it cannot open host paths from in here).
-    void spawn_restorer(const json& request, int pages_fd) {
+    // The restorer gets the image's pages file as fd 3 (it cannot open host paths from in here) and,
+    // for a lazy restore, /dev/userfaultfd as fd 4.
+    void spawn_restorer(const json& request, int pages_fd, int uffd_device_fd) {
         pid_t want = request.at("pid").get<pid_t>();
         uint64_t addr = request.at("stub_addr").get<uint64_t>();
         uint64_t size = request.at("stub_size").get<uint64_t>();
@@ -459,10 +463,15 @@ struct Init {
             // Everything is in place before the status byte: the controller seizes us right after it.
             int status_fd = ::fcntl(status_pipe[1], F_DUPFD, 200);
             int pages = ::fcntl(pages_fd, F_DUPFD, 201);
-            reset_child(log_fd, status_fd, pages);
+            int uffd_device = uffd_device_fd >= 0 ? ::fcntl(uffd_device_fd, F_DUPFD, 201) : -1;
+            reset_child(log_fd, {status_fd, pages, uffd_device});
             if (pages >= 0) {
                 ::dup2(pages, 3);
                 ::close(pages);
+            }
+            if (uffd_device >= 0) {
+                ::dup2(uffd_device, 4);
+                ::close(uffd_device);
             }
             void* p = ::mmap(reinterpret_cast<void*>(addr), size, PROT_READ | PROT_WRITE | PROT_EXEC,
                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
@@ -602,7 +611,8 @@ void run_init(int control_fd) {
                 if (op == "start")
                     init.start(request);
                 else if (op == "restorer")
-                    init.spawn_restorer(request, passed.empty() ? -1 : passed[0].get());
+                    init.spawn_restorer(request, passed.empty() ? -1 : passed[0].get(),
+                                        passed.size() < 2 ? -1 : passed[1].get());
                 else
                     init.reply({{"ok", false}, {"error", "unknown request " + op}});
             } catch (const std::exception& e) {

@@ -423,7 +423,7 @@ ProcessHandle Sandbox::start() {
 }
 
 ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
-                                      uint64_t reserve_bytes, ClockOffsets clock_offsets) {
+                                      uint64_t reserve_bytes, ClockOffsets clock_offsets, int uffd_device_fd) {
     json req = {{"op", "restorer"},
                 {"pid", sandbox_pid},
                 {"stub_addr", stub_addr},
@@ -431,7 +431,8 @@ ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uin
                 {"reserve_bytes", reserve_bytes}};
     if (clock_offsets.monotonic_ns || clock_offsets.boottime_ns)
         req["clock_offsets"] = {clock_offsets.monotonic_ns, clock_offsets.boottime_ns};
-    return request_process(req.dump(), std::span<const int>(&pages_fd, 1));
+    const int fds[2] = {pages_fd, uffd_device_fd};
+    return request_process(req.dump(), std::span<const int>(fds, uffd_device_fd >= 0 ? 2 : 1));
 }
 
 std::optional<ExitReport> Sandbox::poll_exit() {

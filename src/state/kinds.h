@@ -105,6 +105,7 @@ struct FdSource {
 struct FdLayout {
     int max_fd = 2;  // highest fd any process restores
     int img = 0, log = 0;
+    int uffd_device = 0;             // /dev/userfaultfd while the tables run (lazy restores only), else 0
     std::map<uint64_t, int> shared;  // Fd::shared_id -> its temporary fd
     std::map<uint64_t, int> shm;     // shared memory object (inode) held by several processes -> temp fd
     int lift = 0;                    // fresh fds are lifted to at least this before being placed

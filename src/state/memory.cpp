@@ -356,6 +356,7 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
     std::vector<std::tuple<uint64_t, uint64_t, int>> final_prot;
     std::vector<const image::Vma*> flagged;  // VMAs with VmFlags or a name to set once laid out
     std::map<uint64_t, int> shm_slots;  // shared memory object (inode) -> slot of its memfd
+    strategy.before_layout(t, region, img, index);
     for (const auto& v : p.vmas) {
         if (is_special(v.kind)) continue;
         bool shmem = v.kind == image::VmaKind::SharedMemory;
@@ -408,6 +409,7 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
                  -1, STUB_OP_EXPECT_ARG0, {{4, kFile}}, what);
             t.op(SYS_close, {0}, -1, 0, {{0, kFile}}, "close " + v.name);
         }
+        strategy.after_map(t, region, v);
         for (const auto* r : fill.copy_runs)
             for (uint64_t off = 0; off < r->pages * kPageSize; off += kMaxFill) {
                 uint64_t n = std::min(kMaxFill, r->pages * kPageSize - off);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/syscall.h>
 
+#include <bit>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -10,6 +11,12 @@
 #include "initless/image/image.h"
 
 namespace initless::state {
+
+// Each op flag is its own bit (two branches once gave STUB_OP_NO_CLOCK and STUB_OP_PAUSE the same
+// one: a PR_SET_TSC op stopped as a pause instead of running).
+static_assert(std::popcount(STUB_OP_ALLOW_FAIL | STUB_OP_MOVE_FD | STUB_OP_EXPECT_ARG0 | STUB_OP_EXPECT_ARG2 |
+                            STUB_OP_LOAD32 | STUB_OP_STORE32 | STUB_OP_NO_CLOCK | STUB_OP_PAUSE) == 8,
+              "stub op flags must be distinct bits");
 
 uint64_t page_up(uint64_t v) {
     return (v + image::kPageSize - 1) & ~(image::kPageSize - 1);

@@ -24,7 +24,9 @@ enum Slot : int {
     kPipeW = 5,  // end 1 of a pair being created
     kExe = 6,    // the executable, for PR_SET_MM_MAP
     kTgid = 7,
-    kSelfTid = 8
+    kSelfTid = 8,
+    kUffd = 9,        // the process's userfaultfd while its VMAs are registered (the lazy strategy)
+    kUffdDevice = 10  // /dev/userfaultfd, which makes kUffd (the lazy strategy)
 };
 constexpr int kShmFirst = 16;  // slots of shared memory objects' memfds from here on
 
@@ -67,6 +69,8 @@ class Table {
     uint64_t place(Region& r) const;
     size_t size() const { return ops_.size(); }
     const std::string& what(size_t i) const { return what_.at(i); }
+    // Whether op `i` is a STUB_OP_PAUSE (the table stops there and goes on when resumed).
+    bool pauses_at(size_t i) const { return i < ops_.size() && (ops_[i].flags & STUB_OP_PAUSE); }
 
   private:
     std::vector<stub_op> ops_;

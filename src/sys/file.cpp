@@ -66,6 +66,10 @@ void write_file(const fs::path& path, std::string_view data) {
     }
 }
 
+void read_ahead(int fd, uint64_t offset, uint64_t len) {
+    (void)::posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(len), POSIX_FADV_WILLNEED);
+}
+
 void fsync_path(const fs::path& path) {
     UniqueFd fd = open_file(path, O_RDONLY);
     check(::fsync(fd.get()), fmt::format("fsync {}", path.string()));

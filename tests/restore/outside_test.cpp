@@ -137,7 +137,8 @@ TEST_P(FromOutside, RestoredProcessMatchesTheImageAndLeavesNothing) {
     ASSERT_EQ(r.exit_code, 0) << r.describe();
     image::Image img = image::load(image_dir, image::Key::of_state_dir(state_));
     spec::FunctionSpec spec = spec::load(img.manifest.function_dir);
-    for (auto strategy : {restore::Strategy::Eager, restore::Strategy::Cow, restore::Strategy::Prefetch}) {
+    for (auto strategy : {restore::Strategy::Eager, restore::Strategy::Cow, restore::Strategy::Prefetch,
+                          restore::Strategy::Lazy}) {
         SCOPED_TRACE(restore::strategy_name(strategy));
         sandbox::SandboxOptions opts;
         opts.seed_upper = [&img](const fs::path& upper) { image::copy_tree(img, image::kUpperTree, upper); };

@@ -176,6 +176,7 @@ const char* const kStatePrograms[] = {
     "signalfd",             // signalfd mask, signals read after restore
     "epoll-registrations",  // epoll data values, EPOLLET, EPOLLONESHOT, a closed registration
     "big-heap",             // 256 MiB deterministic heap (every 4th MiB zero), checksum
+    "lazy-pages",           // 192 MiB in four regions, every 4th MiB of the heap zero (lazy_test.cpp)
     "mmap-regions",         // anonymous VMAs: guards, holes, read-only page, PROT_NONE reservation
     "file-private-cow",     // private file mapping with copied-on-write pages
     "file-shared-ro",       // shared read-only file mapping
@@ -262,7 +263,7 @@ INSTANTIATE_TEST_SUITE_P(Baseline, BootedProgram,
 std::vector<StateCase> state_cases() {
     std::vector<StateCase> out;
     for (const char* p : kStatePrograms)
-        for (const char* s : {"eager", "cow", "prefetch"}) out.push_back({p, s});
+        for (const char* s : {"eager", "cow", "prefetch", "lazy"}) out.push_back({p, s});
     return out;
 }
 
@@ -709,7 +710,7 @@ TEST_P(Framework, RestoresUnderEveryStrategyWithItsState) {
     EXPECT_EQ(report.value("processes", 0), c.processes) << report.dump();
     // The snapshot holds the counter after its warmup requests.
     const long want_counter = warmup_of(dir) + 1;
-    for (const char* strategy : {"eager", "cow", "prefetch"}) {
+    for (const char* strategy : {"eager", "cow", "prefetch", "lazy"}) {
         json list = restore(image, strategy, 2, c.request);
         for (const auto& inst : list) {
             std::string body = inst.value("body", "");

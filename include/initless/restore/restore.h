@@ -15,6 +15,9 @@
 //   prefetch: cow, then the image's working set (the pages the first request after a restore
 //          touched, recorded at snapshot) is installed in bulk with MADV_POPULATE_{WRITE,READ}
 //          instead of one ~15 us fault per page (REAP's idea, in the kernel's own bulk path).
+//   lazy:  private anonymous memory is registered with a userfaultfd and served by our page server
+//          (include/initless/pages/page_server.h): faults answered in growing chunks, the rest
+//          filled in the background, working set first. The restore's cost is independent of size.
 // Each strategy is a pages::MemoryStrategy (src/pages/strategy.h); each kind of state plans its own
 // ops (src/state/kinds.h).
 #pragma once
@@ -24,11 +27,12 @@
 #include <string>
 
 #include "initless/image/image.h"
+#include "initless/pages/page_server.h"
 #include "initless/sandbox/sandbox.h"
 
 namespace initless::restore {
 
-enum class Strategy { Eager, Cow, Prefetch };
+enum class Strategy { Eager, Cow, Prefetch, Lazy };
 Strategy parse_strategy(const std::string& name);  // throws on an unknown name
 const char* strategy_name(Strategy s);
 
@@ -49,6 +53,8 @@ struct Restored {
     sandbox::ProcessHandle process;  // the first process of the tree
     Timings timings;
     std::vector<pid_t> host_pids;  // every process, in the image's order (host pid namespace)
+    // Under lazy: the memory the page server goes on serving (figures, completion); else null.
+    std::shared_ptr<pages::ServedMemory> served;
 };
 
 // The seed paper's two-stage restore. `prepare` runs when a sandbox is pre-started for a function:

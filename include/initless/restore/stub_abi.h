@@ -17,6 +17,8 @@
 #define STUB_OP_LOAD32 16u     /* not a syscall: result = *(uint32_t*)args0 (an fd pipe2 wrote) */
 #define STUB_OP_NO_CLOCK 64u   /* not timed: after it rdtsc may fault (PR_SET_TSC); a table's last op */
 #define STUB_OP_STORE32 32u    /* not a syscall: *(uint32_t*)args0 = args1 (an fd into a struct) */
+#define STUB_OP_PAUSE 128u     /* not a syscall: stop on int3 mid-table (done == this op's index) so the
+                                  controller can act (take an fd the table made), then go on */
 
 struct stub_op {
     uint64_t nr;

@@ -102,10 +102,14 @@ class Sandbox {
     // touches `reserve_bytes` of anonymous memory, which the restore frees and reuses warm.
     // With non-zero `clock_offsets` it is made in a new time namespace whose CLOCK_MONOTONIC and
     // CLOCK_BOOTTIME are shifted by them (so that a restored process's clocks continue from its
-    // checkpoint); if the kernel refuses, this throws.
+    // checkpoint); if the kernel refuses, this throws. A `uffd_device_fd` (/dev/userfaultfd opened by
+    // us) becomes its fd 4: inside the sandbox's user namespace the userfaultfd syscall may only
+    // make a user-mode-only userfaultfd, the device's USERFAULTFD_IOC_NEW makes a full one.
     static constexpr int kRestorerPagesFd = 3;
+    static constexpr int kRestorerUffdDeviceFd = 4;
     ProcessHandle spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
-                                 uint64_t reserve_bytes = 0, ClockOffsets clock_offsets = {});
+                                 uint64_t reserve_bytes = 0, ClockOffsets clock_offsets = {},
+                                 int uffd_device_fd = -1);
 
     // Waits until the log holds `phrase`; throws with the log's tail if the function exits first or
     // `timeout` passes.

@@ -22,6 +22,9 @@ void read_exact(int fd, void* data, size_t len, off_t offset);
 // Up to `max` bytes from `offset` (fewer at the end of the file).
 std::string read_from(int fd, uint64_t offset, size_t max);
 void fsync_path(const std::filesystem::path& path);
+// Asks the kernel to read [offset, offset+len) of `fd` into the page cache (posix_fadvise WILLNEED:
+// the reads are queued, this returns without waiting for them). Errors are ignored: advice only.
+void read_ahead(int fd, uint64_t offset, uint64_t len);
 // Writes `data` to path via a temp file in the same directory, fsyncs and renames it.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);
 // A file mapped read-only (MAP_PRIVATE) for one sequential pass, unmapped when dropped; empty (null
