@@ -75,9 +75,21 @@ fs::path hostile_dir() {
     return program_dir("hostile");  // cli.h: RT_FUNCTIONS_DIR is this suite's functions dir
 }
 
+// Whether a mount point is one that tests running beside this one make and remove: a scratch dir in
+// /tmp (every test's is /tmp/<name>/...; the e2e small-disk and Docker tests mount there), a
+// sandbox's instance dir, or the runtime dirs of initless and of the dockerd/containerd the Docker
+// tests start.
+bool scratch_mount(const std::string& point) {
+    if (point.rfind("/tmp/", 0) == 0 && point.find('/', 5) != std::string::npos) return true;
+    for (const char* prefix :
+         {"/tmp/initless-", "/tmp/e2e-", "/tmp/ild.", "/run/initless", "/run/docker", "/run/containerd"})
+        if (point.rfind(prefix, 0) == 0) return true;
+    return point.find("/instances/") != std::string::npos;
+}
+
 // The host's mount table without the mounts of sandboxes and test scratch dirs (other tests and other
 // users of the machine make and remove those while we run); an escaped mount would show on a path
-// of the host itself (/tmp, say).
+// of the host itself (/tmp, /proc, / ...).
 std::string host_mounts() {
     std::istringstream in(read_text("/proc/self/mountinfo"));
     std::string line, out;
@@ -85,9 +97,7 @@ std::string host_mounts() {
         std::istringstream fields(line);
         std::string id, parent, devno, root, point;
         fields >> id >> parent >> devno >> root >> point;
-        if (point.rfind("/tmp/initless-", 0) == 0 || point.rfind("/run/initless", 0) == 0 ||
-            point.find("/instances/") != std::string::npos)
-            continue;
+        if (scratch_mount(point)) continue;
         out += line + "\n";
     }
     return out;
