@@ -13,9 +13,11 @@
 namespace initless::state {
 
 // Each op flag is its own bit (two branches once gave STUB_OP_NO_CLOCK and STUB_OP_PAUSE the same
-// one: a PR_SET_TSC op stopped as a pause instead of running).
+// one, and two others STUB_OP_EXPECT_ARG3 and STUB_OP_PAUSE: an op stopped as a pause instead of
+// running). A new flag goes into this list.
 static_assert(std::popcount(STUB_OP_ALLOW_FAIL | STUB_OP_MOVE_FD | STUB_OP_EXPECT_ARG0 | STUB_OP_EXPECT_ARG2 |
-                            STUB_OP_LOAD32 | STUB_OP_STORE32 | STUB_OP_NO_CLOCK | STUB_OP_PAUSE) == 8,
+                            STUB_OP_EXPECT_ARG3 | STUB_OP_LOAD32 | STUB_OP_STORE32 | STUB_OP_NO_CLOCK |
+                            STUB_OP_PAUSE) == 9,
               "stub op flags must be distinct bits");
 
 uint64_t page_up(uint64_t v) {

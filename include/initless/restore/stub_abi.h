@@ -13,7 +13,7 @@
                                   if args2 (O_CLOEXEC), also when the fd already is at args1 */
 #define STUB_OP_EXPECT_ARG0 4u /* the result must equal args[0] (mmap MAP_FIXED) */
 #define STUB_OP_EXPECT_ARG2 8u /* the result must equal args[2] (a full pread or write) */
-#define STUB_OP_EXPECT_ARG3 128u /* the result must equal args[3] (inotify_add_watch's wd; it ignores args[3]) */
+#define STUB_OP_EXPECT_ARG3 256u /* the result must equal args[3] (inotify_add_watch's wd; it ignores args[3]) */
 #define STUB_OP_LOAD32 16u     /* not a syscall: result = *(uint32_t*)args0 (an fd pipe2 wrote) */
 #define STUB_OP_NO_CLOCK 64u   /* not timed: after it rdtsc may fault (PR_SET_TSC); a table's last op */
 #define STUB_OP_STORE32 32u    /* not a syscall: *(uint32_t*)args0 = args1 (an fd into a struct) */
