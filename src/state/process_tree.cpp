@@ -2,8 +2,8 @@
 // init is frozen (all its threads seized), parents first; pids, groups and sessions are read as the
 // sandbox sees them, and what restore cannot rebuild is refused (a traced, zombie or stopped
 // process; a thread in seccomp strict mode; a vfork in progress, checked before seizing because its
-// parent never stops for ptrace; a session or group whose leader is gone or restored later). Restore: each process is
-// forked by its parent's table (a further child of init by the first process, CLONE_PARENT) with
+// parent never stops for ptrace; a session or group whose leader is gone or restored later). Restore: each
+// process is forked by its parent's table (a further child of init by the first process, CLONE_PARENT) with
 // clone3 set_tid, then calls setsid or setpgid before forking its own children.
 #include <linux/sched.h>
 #include <signal.h>
@@ -84,9 +84,19 @@ void check_freezable(pid_t pid) {
         if (seccomp == "1")
             throw ContractError(fmt::format(
                 "process {} thread {} is in seccomp strict mode (Seccomp: 1 in /proc/{}/status); rule: no "
-                "seccomp strict mode when ready: the checkpoint injects syscalls strict mode kills the thread for",
+                "seccomp strict mode when ready: the checkpoint injects syscalls strict mode kills the "
+                "thread for",
                 pid, tid, tid));
     }
+}
+
+// The one wording of the vfork rule: `parent` sleeps, sharing its address space with `child`, until
+// the child execs or exits; `what_parent_does` says what we saw of it.
+ContractError vfork_in_progress(pid_t parent, pid_t child, const std::string& what_parent_does) {
+    return ContractError(
+        fmt::format("processes {} and {} share one address space (a vfork in progress: {} waits "
+                    "until {} execs or exits; {} {}); rule: no vfork in progress when ready",
+                    parent, child, parent, child, parent, what_parent_does));
 }
 
 // Two processes sharing one address space: a vfork in progress (the parent sleeps, unstoppable by
@@ -97,11 +107,7 @@ void check_no_shared_address_space(const std::vector<pid_t>& pids) {
             if (!sys::same_address_space(pids[i], pids[j])) continue;
             // process_tree lists parents first: pids[i] is the vfork parent, unless both are
             // CLONE_VM children of a third.
-            std::string waiter = sys::describe_thread_state(pids[i]);
-            throw ContractError(fmt::format(
-                "processes {} and {} share one address space (a vfork in progress: {} waits until {} "
-                "execs or exits; {} is {}); rule: no vfork in progress when ready",
-                pids[i], pids[j], pids[i], pids[j], pids[i], waiter));
+            throw vfork_in_progress(pids[i], pids[j], "is " + sys::describe_thread_state(pids[i]));
         }
 }
 
@@ -189,11 +195,9 @@ std::vector<Frozen> freeze(pid_t init) {
             } catch (const sys::StopTimeout& e) {
                 // A vfork begun after the tree was listed above: the check there could not see it.
                 if (!e.vfork_child()) throw;
-                throw ContractError(fmt::format(
-                    "process {} thread {} is the parent of a vfork in progress (it waits until child {}, "
-                    "which shares its address space, execs or exits, and never stops for ptrace meanwhile; "
-                    "it was killed); rule: no vfork in progress when ready",
-                    pid, e.tid(), e.vfork_child()));
+                throw vfork_in_progress(
+                    pid, e.vfork_child(),
+                    fmt::format("(its thread {}) never stopped for ptrace, and was killed", e.tid()));
             }
             frozen.emplace(pid, std::move(m));
             grew = true;

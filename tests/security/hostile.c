@@ -210,27 +210,26 @@ static int try_read_state_dirs(char* details, size_t size) {
     return ENOENT;
 }
 
-static int try_write_core_pattern(char* details, size_t size) {
-    int fd = open("/proc/sys/kernel/core_pattern", O_WRONLY);
+// Writes `data` to the host file `path` names; 0 (with details) if the write went through.
+static int write_host_file(const char* path, const char* data, char* details, size_t size) {
+    int fd = open(path, O_WRONLY);
     if (fd < 0) return fail_errno();
-    ssize_t n = write(fd, "|/tmp/escape", 12);
+    ssize_t n = write(fd, data, strlen(data));
     int err = errno;
     close(fd);
     if (n < 0) return err;
-    snprintf(details, size, "wrote core_pattern");
+    snprintf(details, size, "wrote %s", path);
     return 0;
 }
 
-// Docker's read-only /proc paths: sysrq-trigger would reboot or crash the host.
+static int try_write_core_pattern(char* details, size_t size) {
+    return write_host_file("/proc/sys/kernel/core_pattern", "|/tmp/escape", details, size);
+}
+
+// Docker's read-only /proc paths: sysrq-trigger would reboot or crash the host ("h" only prints help to
+// the kernel log, should it get through).
 static int try_write_sysrq_trigger(char* details, size_t size) {
-    int fd = open("/proc/sysrq-trigger", O_WRONLY);
-    if (fd < 0) return fail_errno();
-    ssize_t n = write(fd, "h", 1);  // "h" only prints help to the kernel log, should it get through
-    int err = errno;
-    close(fd);
-    if (n < 0) return err;
-    snprintf(details, size, "wrote /proc/sysrq-trigger");
-    return 0;
+    return write_host_file("/proc/sysrq-trigger", "h", details, size);
 }
 
 // A host process cannot even be named from the sandbox's pid namespace: signal 0 (existence check, no
