@@ -1,8 +1,8 @@
 // TCP sockets (IPv4 and IPv6). Checkpoint (through a copy of the fd), by the socket's TCP state:
 // a listener keeps its address, backlog (the kernel reports a listener's limit in tcpi_sacked) and
 // the options a server sets (one with connections waiting to be accepted is refused); a connection
-// (established, half-closed, connecting) is restored reset, so a function that reconnects on failure
-// goes on, and the snapshot lists it (refused instead with `refuse_tcp_connections`, and always for a
+// (established, half-closed, connecting, or ended with its fd still open) is restored reset, so a
+// function that reconnects on failure goes on, and the snapshot lists it (refused instead with `refuse_tcp_connections`, and always for a
 // request still open on the function's own port); a socket never connected is made again as it was.
 // Restore: listeners socket, options, bind, listen; connections a socket reset over loopback (see
 // plan_create for TcpConnectionFd); unconnected sockets socket, options, bind if they were bound.
@@ -101,9 +101,12 @@ std::optional<image::FdObject> read(const FdSource& s) {
         l.options = read_options(sock.get(), domain);
         return l;
     }
-    if (state == TCP_CLOSE) {
-        // Never connected (or its connection ended and was reported): a plain socket, bound again to
-        // its address if it had a port.
+    // A socket in TCP_CLOSE that has exchanged segments is a connection that ended (reset, closed from
+    // both sides, or a connect refused) whose fd the function kept: restored as a reset connection
+    // below, never bound again, since its local address may be its listener's port (an accepted end).
+    bool ended = state == TCP_CLOSE && sys::tcp_exchanged_segments(sock.get());
+    if (state == TCP_CLOSE && !ended) {
+        // Never connected: a plain socket, bound again to its address if it had a port.
         image::TcpUnconnectedFd u;
         u.domain = domain;
         u.type = type;
@@ -118,6 +121,13 @@ std::optional<image::FdObject> read(const FdSource& s) {
     c.state = state;
     c.local = sys::socket_name(sock.get());
     c.peer = sys::peer_name(sock.get());
+    if (ended) {
+        // Nothing is held open: not a request in flight nor a connection the contract forbids.
+        std::string described = fmt::format("a TCP connection {} that ended", sys::describe_address(c.local));
+        if (s.context)
+            s.context->notes.push_back(fmt::format("{}: {}, restored as a reset connection", where, described));
+        return c;
+    }
     std::string described = fmt::format("a TCP connection {} -> {} ({})", sys::describe_address(c.local),
                                         sys::describe_address(c.peer), state_name(state));
     // A connection accepted on the function's own port is a request (the snapshot's warmup) the

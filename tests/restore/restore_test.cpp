@@ -109,6 +109,7 @@ class RestoreSuite : public ::testing::Test {
 const std::map<std::string, std::vector<std::string>> kExpectedNotes = {
     {"tcp-connection-v4", {"fd 42: a TCP connection 127.0.0.1:", "-> 127.0.0.1:9101", "restored as a reset"}},
     {"tcp-connection-v6", {"fd 42: a TCP connection [::1]:", "-> [::1]:9101", "restored as a reset"}},
+    {"tcp-ended-connection", {"fd 41: a TCP connection 127.0.0.1:9102 that ended", "restored as a reset"}},
     {"udp-v4", {"fd 42: a UDP socket 127.0.0.1:9201: datagrams queued"}},
     {"udp-v6", {"fd 42: a UDP socket [::1]:9201: datagrams queued"}},
     {"inotify", {"fd 42: an inotify instance (5 watches): events queued"}},
@@ -233,6 +234,8 @@ const char* const kStatePrograms[] = {
     "tcp-connection-v4",    // established IPv4 connections (one in epoll, one closed by its peer,
                             // one O_NONBLOCK) restored reset; reconnecting works
     "tcp-connection-v6",    // the same over IPv6
+    "tcp-ended-connection", // connections ended (reset, closed both ways, refused) with their fds kept:
+                            // restored ended, never bound to their old address (the listener's port)
     "private-write-files",  // files open for writing in /tmp (O_APPEND log), /dev/shm and the writable
                             // layer at their offsets; two instances do not see each other's lines
     "udp-v4",               // UDP sockets bound, connected, neither; a queued datagram dropped

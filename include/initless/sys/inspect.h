@@ -29,6 +29,9 @@ int tcp_accept_queue(int sock);  // a TCP listener's connections waiting to be a
 bool peer_is_unnamed(int sock);    // connected to a peer that has no address (a socketpair end)
 bool peer_gone(int sock);          // a stream whose peer is gone, nothing left to read (peek reads EOF)
 int tcp_listen_backlog(int sock);  // a TCP listener's backlog limit (TCP_INFO tcpi_sacked), 0 if unknown
+// A TCP socket that has sent or received a segment (TCP_INFO tcpi_segs_out/in): in TCP_CLOSE, a
+// connection that ended (or a connect that failed), not a socket that was never used.
+bool tcp_exchanged_segments(int sock);
 
 // The entries at and below directory `dir` whose lstat is inode `ino` of device `dev`, without
 // descending into other filesystems, after looking at no more than `max_entries` entries (else
