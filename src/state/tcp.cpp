@@ -2,8 +2,9 @@
 // a listener keeps its address, backlog (the kernel reports a listener's limit in tcpi_sacked) and
 // the options a server sets (one with connections waiting to be accepted is refused); a connection
 // (established, half-closed, connecting, or ended with its fd still open) is restored reset, so a
-// function that reconnects on failure goes on, and the snapshot lists it (refused instead with `refuse_tcp_connections`, and always for a
-// request still open on the function's own port); a socket never connected is made again as it was.
+// function that reconnects on failure goes on, and the snapshot lists it (a live one is refused
+// instead with `refuse_tcp_connections`, and always for a request still open on the function's own
+// port); a socket never connected is made again as it was.
 // Restore: listeners socket, options, bind, listen; connections a socket reset over loopback (see
 // plan_create for TcpConnectionFd); unconnected sockets socket, options, bind if they were bound.
 #include <fcntl.h>
