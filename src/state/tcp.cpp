@@ -7,11 +7,11 @@
 // port); a socket never connected is made again as it was.
 // Restore: listeners socket, options, bind, listen; connections a socket reset over loopback (see
 // plan_create for TcpConnectionFd); unconnected sockets socket, options, bind if they were bound.
-#include <fcntl.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -68,7 +68,8 @@ void plan_options(Table& t, Region& region, const std::vector<image::SocketOptio
     for (const auto& opt : options) {
         int v = opt.value;
         t.op(SYS_setsockopt,
-             {0, static_cast<uint64_t>(opt.level), static_cast<uint64_t>(opt.name), region.put(v), sizeof(int)},
+             {0, static_cast<uint64_t>(opt.level), static_cast<uint64_t>(opt.name), region.put(v),
+              sizeof(int)},
              -1, STUB_OP_ALLOW_FAIL, {{0, kTmp}}, what + " setsockopt");
     }
 }
@@ -126,7 +127,8 @@ std::optional<image::FdObject> read(const FdSource& s) {
         // Nothing is held open: not a request in flight nor a connection the contract forbids.
         std::string described = fmt::format("a TCP connection {} that ended", sys::describe_address(c.local));
         if (s.context)
-            s.context->notes.push_back(fmt::format("{}: {}, restored as a reset connection", where, described));
+            s.context->notes.push_back(
+                fmt::format("{}: {}, restored as a reset connection", where, described));
         return c;
     }
     std::string described = fmt::format("a TCP connection {} -> {} ({})", sys::describe_address(c.local),
@@ -134,15 +136,17 @@ std::optional<image::FdObject> read(const FdSource& s) {
     // A connection accepted on the function's own port is a request (the snapshot's warmup) the
     // function has not finished: the builder tries again a moment later (the message says "connection").
     if (s.context && s.context->port && sys::address_port(c.local) == s.context->port)
-        throw ContractError(fmt::format("{}: {} on the function's port is a request still open; rule: "
-                                        "answer every request before the snapshot",
-                                        where, described));
+        throw ContractError(
+            fmt::format("{}: {} on the function's port is a request still open; rule: "
+                        "answer every request before the snapshot",
+                        where, described));
     if (!s.context || s.context->refuse_tcp_connections)
-        throw ContractError(fmt::format("{}: {}; rule: hold no connections when ready "
-                                        "(refuse_tcp_connections = true), reconnect after restore",
-                                        where, described));
-    s.context->notes.push_back(
-        fmt::format("{}: {}, restored as a reset connection (the function must reconnect)", where, described));
+        throw ContractError(
+            fmt::format("{}: {}; rule: hold no connections when ready "
+                        "(refuse_tcp_connections = true), reconnect after restore",
+                        where, described));
+    s.context->notes.push_back(fmt::format(
+        "{}: {}, restored as a reset connection (the function must reconnect)", where, described));
     return c;
 }
 
