@@ -247,7 +247,13 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
             if (::read(go_read.get(), &go, 1) != 1) ::_exit(125);
             if (flags & CLONE_NEWUSER) {
                 // Still the host's root by id, which the namespace does not map: become its root.
-                if (::setgroups(0, nullptr) != 0 || ::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0)
+                // Raw syscalls, not glibc's setgroups/setres[ug]id: those apply the change to every
+                // thread glibc believes the process has, a list copied from the multi-threaded
+                // daemon, under a lock another thread may have held at the fork; the child then
+                // waited on a futex forever, holding a copy of every sandbox's control socket (so
+                // no init ever saw its daemon die).
+                if (::syscall(SYS_setgroups, 0, nullptr) != 0 || ::syscall(SYS_setresgid, 0, 0, 0) != 0 ||
+                    ::syscall(SYS_setresuid, 0, 0, 0) != 0)
                     ::_exit(124);
             }
             ::execv(init_binary.c_str(), const_cast<char**>(argv));

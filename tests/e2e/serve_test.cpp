@@ -11,6 +11,7 @@
 #include <fstream>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -479,6 +480,35 @@ TEST_F(ServeTest, ForeignImageFallsBackToABoot) {
     TrackSeenInstances();
 }
 
+// What a process that did not end is doing, for the failure message: its state, wait channel and
+// tracer, and the same for its threads and children (a tracee of ours, a child it waits for).
+std::string describe_stuck(pid_t pid) {
+    std::string out;
+    auto field = [](const std::string& status, const std::string& name) {
+        auto at = status.find(name + ":");
+        return at == std::string::npos ? std::string("?")
+                                       : status.substr(at + name.size() + 1,
+                                                       status.find('\n', at) - at - name.size() - 1);
+    };
+    auto one = [&](pid_t p, pid_t tid, const std::string& role) {
+        fs::path dir = fs::path("/proc") / std::to_string(p) / "task" / std::to_string(tid);
+        std::error_code ec;
+        std::string status = read_text(dir / "status");
+        std::string wchan = fs::exists(dir / "wchan", ec) ? read_text(dir / "wchan") : "";
+        out += role + " " + std::to_string(tid) + " " + field(status, "Name") + " state" + field(status, "State") +
+               " tracer" + field(status, "TracerPid") + " wchan " + wchan + "\n";
+    };
+    std::error_code ec;
+    for (const auto& task : fs::directory_iterator(fs::path("/proc") / std::to_string(pid) / "task", ec)) {
+        pid_t tid = std::stoi(task.path().filename());
+        one(pid, tid, tid == pid ? "process" : "  thread");
+        std::string children = read_text(task.path() / "children");
+        std::istringstream in(children);
+        for (pid_t child; in >> child;) one(child, child, "  child");
+    }
+    return out;
+}
+
 TEST_F(ServeTest, KilledDaemonLeavesNothingAfterTheNextStart) {
     start_daemon();
     ASSERT_EQ(deploy(counter_variant("kill", {{"name", "\"e2e-kill\""}, {"prestart", "2"}})).exit_code(), 0);
@@ -499,7 +529,7 @@ TEST_F(ServeTest, KilledDaemonLeavesNothingAfterTheNextStart) {
         pid_t got = 0;
         while ((got = ::waitpid(init, nullptr, WNOHANG)) == 0 && Clock::now() < deadline)
             std::this_thread::sleep_for(20ms);
-        EXPECT_EQ(got, init) << "a sandbox init outlived the killed daemon by 10 s";
+        EXPECT_EQ(got, init) << "a sandbox init outlived the killed daemon by 10 s:\n" << describe_stuck(init);
     }
     start_daemon();
     // The new daemon removed its predecessor's instances; only its own pool may exist now.
@@ -509,8 +539,10 @@ TEST_F(ServeTest, KilledDaemonLeavesNothingAfterTheNextStart) {
         EXPECT_EQ(cgroup_dirs(id), std::vector<std::string>{}) << id;
         EXPECT_EQ(processes_in_cgroup(id), std::vector<pid_t>{}) << id;
     }
-    EXPECT_EQ(invoke("e2e-kill").status, 200);
-    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    auto answer = invoke("e2e-kill");
+    auto stopped = stop_daemon();
+    EXPECT_EQ(answer.status, 200) << answer.body << "\nthe second daemon's log:\n" << stopped.describe();
+    EXPECT_EQ(stopped.exit_code(), 0);
     for (const auto& id : before) track_instance(id);
     TrackSeenInstances();
 }

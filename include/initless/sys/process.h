@@ -21,6 +21,9 @@ struct ForkResult {
 
 // clone3 without a new stack (fork semantics). `flags` may add CLONE_NEW*; `set_tid` chooses the
 // pid in each pid namespace level (innermost first). Throws SysError in the parent on failure.
+// The child of a multi-threaded caller (the daemon) holds copies of locks other threads may have
+// held: until it execs it makes raw syscalls only (no malloc, no logging, no glibc set*id, which
+// waits on the other threads' futexes).
 ForkResult fork_process(uint64_t flags, std::span<const pid_t> set_tid = {});
 
 UniqueFd pidfd_open(pid_t pid);
