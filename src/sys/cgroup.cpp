@@ -33,19 +33,7 @@ Cgroup Cgroup::create_path(const fs::path& path) {
     cg.name_ = path.filename().string();
     cg.group_ = path.relative_path();
     if (cg.name_.empty() || cg.group_.empty()) throw Error(fmt::format("cgroup path '{}' names no group", path.string()));
-    cg.owned_ = true;
-    try {
-        for (const char* c : kControllers) {
-            fs::path parent = fs::path(kRoot) / c;
-            if (!fs::exists(parent / "cgroup.procs")) continue;
-            fs::create_directories(cg.dir(c));
-            cg.controllers_.emplace_back(c);
-        }
-    } catch (...) {
-        cg.remove();
-        throw;
-    }
-    if (cg.controllers_.empty()) throw Error("no cgroup v1 controller found under /sys/fs/cgroup");
+    cg.make_dirs(/*exist_ok=*/true);
     return cg;
 }
 
@@ -79,23 +67,33 @@ bool Cgroup::frozen() const {
 Cgroup Cgroup::create(const std::string& name) {
     Cgroup cg;
     cg.name_ = name;
-    cg.owned_ = true;
+    cg.make_dirs(/*exist_ok=*/false);
+    return cg;
+}
+
+// The group's directory under every mounted v1 controller, with its parents. A parent may vanish
+// between our mkdir of it and of the group: another initless process removing the shared initless/
+// parent as its last group goes (Cgroup::remove). The group's mkdir then fails with ENOENT, and
+// the parents are made again.
+void Cgroup::make_dirs(bool exist_ok) {
+    owned_ = true;
     try {
         for (const char* c : kControllers) {
-            fs::path parent = fs::path(kRoot) / c;
-            if (!fs::exists(parent / "cgroup.procs")) continue;
-            fs::path group = parent / kGroup;
-            if (::mkdir(group.c_str(), 0755) != 0 && errno != EEXIST)
-                throw SysError(fmt::format("mkdir {}", group.string()), errno);
-            check(::mkdir(cg.dir(c).c_str(), 0755), fmt::format("mkdir {}", cg.dir(c).string()));
-            cg.controllers_.emplace_back(c);
+            fs::path root = fs::path(kRoot) / c;
+            if (!fs::exists(root / "cgroup.procs")) continue;
+            fs::path d = dir(c);
+            for (int attempt = 0;; ++attempt) {
+                fs::create_directories(d.parent_path());
+                if (::mkdir(d.c_str(), 0755) == 0 || (errno == EEXIST && exist_ok)) break;
+                if (errno != ENOENT || attempt == 50) throw SysError(fmt::format("mkdir {}", d.string()), errno);
+            }
+            controllers_.emplace_back(c);
         }
     } catch (...) {
-        cg.remove();
+        remove();
         throw;
     }
-    if (cg.controllers_.empty()) throw Error("no cgroup v1 controller found under /sys/fs/cgroup");
-    return cg;
+    if (controllers_.empty()) throw Error("no cgroup v1 controller found under /sys/fs/cgroup");
 }
 
 Cgroup Cgroup::open(const std::string& name) {

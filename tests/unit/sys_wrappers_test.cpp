@@ -9,8 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -312,4 +314,29 @@ TEST(SysCgroup, CreateLimitAttachRemove) {
     }
     // The owner removed it, killing the member first.
     EXPECT_FALSE(std::filesystem::exists("/sys/fs/cgroup/memory/initless/" + name));
+}
+
+// Two initless processes at once (the daemon and a CLI, two tests): one removing its group also
+// removes the shared initless/ parent when it was the last, between the other's mkdir of the parent
+// and of its own group. Creating must make the parent again, not fail with ENOENT.
+TEST(SysCgroup, CreateRacesTheSharedParentsRemoval) {
+    std::atomic<int> failures{0};
+    std::string first_failure;
+    std::mutex m;
+    auto churn = [&](const std::string& name) {
+        for (int i = 0; i < 300; ++i) {
+            try {
+                auto cg = sys::Cgroup::create(name);
+            } catch (const std::exception& e) {
+                std::lock_guard lock(m);
+                if (failures++ == 0) first_failure = e.what();
+            }
+        }
+    };
+    std::string base = "unit-race-" + std::to_string(::getpid());
+    std::thread a(churn, base + "-a");
+    std::thread b(churn, base + "-b");
+    a.join();
+    b.join();
+    EXPECT_EQ(failures.load(), 0) << first_failure;
 }

@@ -54,6 +54,7 @@ public:
 
 private:
     std::filesystem::path dir(const char* controller) const;
+    void make_dirs(bool exist_ok);  // create's and create_path's mkdirs; removes what it made on failure
     std::string name_;
     std::filesystem::path group_;  // under each controller's root: initless/<name>, or a cgroupsPath
     std::vector<std::string> controllers_;
