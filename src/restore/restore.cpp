@@ -181,11 +181,23 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     state::attributes::plan_last(t, p);
     state::threads::plan_clones(t, region, p, stacks, kThreadStack);
     state::timers::plan_posix(t, region, p);
+    // Without no_new_privs, installing a filter takes CAP_SYS_ADMIN, which the capset below drops for
+    // a process that does not keep it (Docker's default: no no-new-privileges, no CAP_SYS_ADMIN; the
+    // install failed with EPERM). The filter then goes in before that capset, over every thread made
+    // above (TSYNC), and what follows runs filtered: the leader's thread state and capset, the other
+    // threads' tables, as runc's process runs filtered from its filter to its exec. With no_new_privs
+    // it comes last, below.
+    bool before_capset = seccomp_prog && !p.creds.no_new_privs;
+    if (before_capset) {
+        t.op(SYS_seccomp, {SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC | seccomp_flags, seccomp_prog}, -1, 0,
+             {}, "seccomp filter (no no_new_privs: before the capset)");
+        plan.seccomp_in_table = true;
+    }
     plan_thread_table(t, region, p.threads.at(0), p.creds);
     // A process with one thread installs the seccomp filter as its table's last op (no stop of its
     // own on the request path); one with more threads does it once their tables have run too
     // (execute.cpp), since those run after this one.
-    if (seccomp_prog && p.threads.size() == 1) {
+    if (seccomp_prog && !before_capset && p.threads.size() == 1) {
         t.op(SYS_seccomp, {SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC | seccomp_flags, seccomp_prog}, -1, 0,
              {}, "seccomp filter");
         plan.seccomp_in_table = true;
