@@ -129,6 +129,7 @@ std::string auth_body(const std::map<std::string, std::string>& digests) {
     line("pages.img", "pages-sha256");
     for (const auto& t : tree_names()) line(t, "tree-sha256");
     line("workingset.idx", "sha256");
+    line("pages.sums", "sha256");
     return body;
 }
 
