@@ -17,6 +17,8 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <regex>
 #include <thread>
 
@@ -235,6 +237,52 @@ TEST_F(RemotePages, ProgramsRestoredAcrossTwoHostsAnswerOk) {
         ::kill(server->pid, SIGTERM);
         EXPECT_EQ(server->wait(10s), 0) << read_text(server->err);
     }
+}
+
+// An example answers as the booted function did: examples/python-bigdict's /checksum (every entry of
+// the dict read) equals the booted one's, and the request counter continues from the snapshot (2 warmup
+// requests, so /checksum is number 3).
+TEST_F(RemotePages, PythonBigdictAnswersAsBootedAcrossTwoHosts) {
+    TwoHosts hosts;
+    ASSERT_TRUE(hosts.ok) << "could not make two network namespaces joined by a veth pair";
+    fs::path src = fs::path(INITLESS_SOURCE_DIR) / "examples" / "python-bigdict";
+    fs::path dir = scratch_ / "python-bigdict";
+    fs::create_directories(dir);
+    fs::copy_file(src / "app.py", dir / "app.py");
+    std::string own;
+    std::istringstream lines(read_text(src / "function.toml"));
+    for (std::string line; std::getline(lines, line);)
+        if (line.rfind("warmup", 0) != 0) own += line + "\n";
+    std::ofstream(dir / "function.toml") << "warmup = 2\n" << own;
+    auto booted = run_cli({"run", dir.string(), "--request", "/checksum", "--json"}, scratch_, state_, 120s);
+    ASSERT_EQ(booted.exit_code, 0) << booted.describe();
+    json boot = json::parse(json::parse(booted.out).at("body").get<std::string>());
+    ASSERT_TRUE(boot.contains("checksum")) << boot.dump();
+
+    fs::path image = scratch_ / "bigdict.img", manifest = scratch_ / "bigdict.manifest";
+    auto snap = run_cli({"snapshot", dir.string(), "--image", image.string()}, scratch_, state_, 120s);
+    ASSERT_EQ(snap.exit_code, 0) << snap.describe();
+    ASSERT_EQ(sh(fmt::format("cp -a {} {}", image.string(), manifest.string())), 0);
+    fs::remove(manifest / "pages.img");
+    std::optional<Child> server;
+    std::string addr = start_page_server(server, image, hosts.server_ns, hosts.server_ip);
+    ASSERT_FALSE(addr.empty());
+    auto r = restore_in(hosts.client_ns,
+                        {"restore", manifest.string(), "--pages-from", addr, "--instances", "2", "--request", "/checksum",
+                         "--json", "--no-fallback"},
+                        60s);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    json j = json::parse(r.out, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r.describe();
+    for (const auto& inst : j["instances"]) {
+        json body = json::parse(inst.value("body", ""), nullptr, false);
+        ASSERT_TRUE(body.is_object()) << inst.dump();
+        EXPECT_EQ(body["n"], boot["n"]);
+        EXPECT_EQ(body["checksum"], boot["checksum"]) << "the dict changed across the remote restore";
+        EXPECT_EQ(body["requests"], 3) << "the counter should continue from 2 (warmup) to 3";
+    }
+    ::kill(server->pid, SIGTERM);
+    EXPECT_EQ(server->wait(10s), 0) << read_text(server->err);
 }
 
 // The manifest dir alone (no page server) restores nothing, and an image without pages.sums or a
