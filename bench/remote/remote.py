@@ -7,12 +7,13 @@ Two network namespaces joined by a veth pair stand in for two hosts (no rate lim
 speed, so this measures the protocol's and verification's cost, not a network's). Per workload, snapshotted
 once (working set recorded with GET /): the image is served by `initless page-server` in the "server"
 namespace, and a copy without pages.img (the manifest dir) is restored in the "client" namespace with
-`initless restore MANIFEST --pages-from ADDR --request / --json --no-fallback`; the local baseline is
-`initless restore IMAGE --strategy lazy --request / --json --no-fallback` in the same namespace. Interleaved
+`initless restore MANIFEST --pages-from ADDR --request R --json --no-fallback`; the local baseline is
+`initless restore IMAGE --strategy lazy --request R --json --no-fallback` in the same namespace. Interleaved
 per repeat. Per run: fetch_ms (the working set and the pages the restore reads itself, fetched before any
 sandbox is touched: on a request path it is part of the cold start unless done when the pool is filled),
-restore_ms, exec_ms (GET /), cold_ms = restore_ms + exec_ms, and the remote counters.
-Workloads: python-hello (examples/), bigdict (examples/python-bigdict with BIGDICT_N = 1 000 000, ~130 MB).
+restore_ms, exec_ms (the request), cold_ms = restore_ms + exec_ms, and the remote counters.
+Requests: GET / (both), and GET /checksum for bigdict (reads every entry: every page, most
+faulted in or filled from the server while it runs). Workloads: python-hello (examples/), bigdict (examples/python-bigdict with BIGDICT_N = 1 000 000, ~130 MB).
 Writes <out-dir>/remote.csv (one row per run) and remote.md (machine, medians). The machine is a shared
 2-core VM: other engineers' builds and tests run beside it; compare within a run.
 """
@@ -30,7 +31,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIELDS = ["workload", "mode", "repeat", "fetch_ms", "restore_ms", "exec_ms", "cold_ms", "bytes_fetched",
+FIELDS = ["workload", "request", "mode", "repeat", "fetch_ms", "restore_ms", "exec_ms", "cold_ms", "bytes_fetched",
           "requests", "faults", "pages_prefetched", "status"]
 
 
@@ -90,29 +91,32 @@ def main():
                                        "--listen", f"{sip}:0", "--log-level", "warn"], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             addr = re.search(r"listening on (\S+)", server.stdout.readline()).group(1)
-            for rep in range(a.repeats):
-                for mode in ("local-lazy", "remote"):
+            requests = ["/", "/checksum"] if name == "bigdict" else ["/"]
+            for rep, request, mode in [(r, q, m) for r in range(a.repeats) for q in requests
+                                       for m in ("local-lazy", "remote")]:
+                if True:
                     args = ([binary, "restore", image, "--strategy", "lazy"] if mode == "local-lazy" else
                             [binary, "restore", manifest, "--pages-from", addr])
                     p = subprocess.run(["nsenter", f"--net=/run/netns/{cns}"] + args +
-                                       ["--request", "/", "--json", "--no-fallback"],
+                                       ["--request", request, "--json", "--no-fallback"],
                                        env=env, capture_output=True, text=True)
                     if p.returncode != 0:
                         log(f"{name} {mode}: failed: {p.stderr.strip()}")
-                        rows.append({"workload": name, "mode": mode, "repeat": rep, "status": "error"})
+                        rows.append({"workload": name, "request": request, "mode": mode, "repeat": rep,
+                                     "status": "error"})
                         continue
                     j = json.loads(p.stdout)
                     inst = j["instances"][0]
                     mem = inst.get("memory", {})
                     remote = j.get("remote", {})
-                    rows.append({"workload": name, "mode": mode, "repeat": rep,
+                    rows.append({"workload": name, "request": request, "mode": mode, "repeat": rep,
                                  "fetch_ms": round(remote.get("fetch_ms", 0.0), 3),
                                  "restore_ms": round(inst["restore_ms"], 3), "exec_ms": round(inst["exec_ms"], 3),
                                  "cold_ms": round(inst["restore_ms"] + inst["exec_ms"], 3),
                                  "bytes_fetched": remote.get("bytes_fetched", 0), "requests": remote.get("requests", 0),
                                  "faults": mem.get("faults", 0), "pages_prefetched": mem.get("pages_prefetched", 0),
                                  "status": inst.get("status", 0)})
-                    log(f"{name} {mode} #{rep}: " + ", ".join(f"{k} {rows[-1][k]}" for k in
+                    log(f"{name} {request} {mode} #{rep}: " + ", ".join(f"{k} {rows[-1][k]}" for k in
                                                                ("fetch_ms", "restore_ms", "exec_ms", "bytes_fetched")))
             server.terminate()
             server.wait(10)
@@ -134,16 +138,18 @@ def main():
              f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {os.cpu_count()} vCPUs, kernel {platform.release()}, "
              f"load average {' '.join(load)} at the end (a shared VM: other engineers' builds and tests ran beside "
              f"it). `bench/remote/remote.py --repeats {a.repeats}`; medians of {a.repeats} interleaved repeats, ms.",
-             "", "| workload | mode | fetch before restore | restore | first response (GET /) | restore + first | "
-             "fetch + restore + first | MB fetched | requests |", "| --- | --- | --: | --: | --: | --: | --: | --: | --: |"]
-    for name in a.workloads.split(","):
-        for mode in ("local-lazy", "remote"):
-            ok = [r for r in rows if r["workload"] == name and r["mode"] == mode and r["status"] == 200]
+             "", "| workload | request | mode | fetch before restore | restore | first response | restore + first | "
+             "fetch + restore + first | MB fetched | requests |", "| --- | --- | --- | --: | --: | --: | --: | --: | --: | --: |"]
+    for name, request, mode in sorted({(r["workload"], r["request"], r["mode"]) for r in rows},
+                                      key=lambda k: (a.workloads.split(",").index(k[0]), k[1], k[2])):
+        if True:
+            ok = [r for r in rows if r["workload"] == name and r["request"] == request and r["mode"] == mode
+                  and r["status"] == 200]
             if not ok:
-                lines.append(f"| {name} | {mode} | failed | | | | | | |")
+                lines.append(f"| {name} | {request} | {mode} | failed | | | | | | |")
                 continue
             med = lambda k: statistics.median(r[k] for r in ok)
-            lines.append(f"| {name} | {mode} | {med('fetch_ms'):.1f} | {med('restore_ms'):.1f} | {med('exec_ms'):.1f} | "
+            lines.append(f"| {name} | `GET {request}` | {mode} | {med('fetch_ms'):.1f} | {med('restore_ms'):.1f} | {med('exec_ms'):.1f} | "
                          f"{med('cold_ms'):.1f} | {med('fetch_ms') + med('cold_ms'):.1f} | "
                          f"{med('bytes_fetched') / 1e6:.1f} | {med('requests'):.0f} |")
     open(os.path.join(a.out_dir, "remote.md"), "w").write("\n".join(lines) + "\n")
