@@ -235,24 +235,31 @@ const uint8_t* RemotePageSource::read(uint64_t offset, uint64_t len) {
     if (!failure_.empty()) throw image::PageSourceFailed(failure_);
     if (len == 0 || offset > size_ || len > size_ - offset)
         fail(fmt::format("read [{:#x}, +{:#x}) past pages.img's {:#x} bytes", offset, len, size_));
-    ensure(offset / kPageSumBlock, (offset + len - 1) / kPageSumBlock);
-    return cache_.data() + offset;
-}
-
-void RemotePageSource::ensure(uint64_t first, uint64_t last) {
+    uint64_t first = offset / kPageSumBlock, last = (offset + len - 1) / kPageSumBlock;
     std::vector<uint64_t> missing;
+    for (uint64_t b = first; b <= last; ++b)
+        if (holds_data_[b] && !present_[b]) missing.push_back(b);
+    if (missing.empty()) return cache_.data() + offset;  // fetched for the restore, or zeros
+    // Not in the cache: fetched into a scratch buffer, not kept. The page server copies it into the
+    // process at once, and the cache's pages would be fresh memory (a first touch costs ~30 us per
+    // page on this VM kind: it doubled the cost of every page served); the buffer's stay warm.
+    scratch_.resize((last - first + 1) * kPageSumBlock);
+    uint64_t base = first * kPageSumBlock;
+    size_t next = 0;
     for (uint64_t b = first; b <= last; ++b) {
-        if (present_[b]) continue;
-        if (!holds_data_[b]) {
-            present_[b] = 1;  // no saved page in it: the cache's hole reads as the zeros pages.img holds
+        if (next < missing.size() && missing[next] == b) {
+            ++next;
             continue;
         }
-        missing.push_back(b);
+        uint64_t at = b * kPageSumBlock, n = std::min(kPageSumBlock, size_ - at);
+        std::memcpy(scratch_.data() + (at - base), cache_.data() + at, n);  // verified, or zeros
     }
-    if (!missing.empty()) fetch_blocks(missing);
+    fetch_blocks(missing, [&](uint64_t at) { return scratch_.data() + (at - base); }, false);
+    return scratch_.data() + (offset - base);
 }
 
-void RemotePageSource::fetch_blocks(const std::vector<uint64_t>& blocks) {
+void RemotePageSource::fetch_blocks(const std::vector<uint64_t>& blocks, const std::function<uint8_t*(uint64_t)>& into_for,
+                                    bool keep) {
     // Adjacent blocks go as one range; ranges are pipelined kBatch at a time.
     std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [first block, last block]
     for (uint64_t b : blocks) {
@@ -285,8 +292,8 @@ void RemotePageSource::fetch_blocks(const std::vector<uint64_t>& blocks) {
                 }
                 if (h.length != q.length)
                     fail(fmt::format("answered {} bytes for a range of {}", h.length, q.length));
-                // Straight into the cache; a block is marked present only once its digest matches.
-                uint8_t* into = cache_.data() + q.offset;
+                // Straight into place; a cached block is marked present only once its digest matches.
+                uint8_t* into = into_for(q.offset);
                 sys::receive_all_by(sock_.get(), into, q.length, deadline);
                 for (uint64_t off = 0; off < q.length; off += kPageSumBlock) {
                     uint64_t b = (q.offset + off) / kPageSumBlock;
@@ -296,7 +303,7 @@ void RemotePageSource::fetch_blocks(const std::vector<uint64_t>& blocks) {
                         fail(fmt::format("block {} (offset {:#x}) of pages.img does not match pages.sums (changed, "
                                          "corrupted, or another image)",
                                          b, b * kPageSumBlock));
-                    present_[b] = 1;
+                    if (keep) present_[b] = 1;
                 }
                 counters_.bytes_fetched += q.length;
                 counters_.blocks_fetched += (q.length + kPageSumBlock - 1) / kPageSumBlock;
@@ -341,7 +348,7 @@ void RemotePageSource::fetch_for_restore(const image::Image& img) {
                 for (const auto& r : img.runs_of(v)) want(r.file_offset, r.pages * kPageSize);
     counters_.blocks_for_restore += order.size();
     // In the order asked for (the working set first); fetch_blocks merges only adjacent blocks.
-    fetch_blocks(order);
+    fetch_blocks(order, [this](uint64_t at) { return cache_.data() + at; }, true);
 }
 
 }  // namespace initless::pages

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -84,11 +85,12 @@ class RemotePageServer {
     std::vector<std::unique_ptr<Client>> clients_;
 };
 
-// The page source of a remote restore: a connection to a RemotePageServer and a local cache (a
-// memfd of pages.img's size) of the blocks fetched, each verified against the image's pages.sums.
-// The cache is the image's pages_file for the restore tables (what they read themselves, the
-// pages of file mappings and shared memory, is fetched before the restore: `fetch_for_restore`);
-// the page server reads the rest through `read` as faults and the fill need it.
+// The page source of a remote restore: a connection to a RemotePageServer, and a local cache (a
+// sparse memfd of pages.img's size) of what the restore needs before it runs (`fetch_for_restore`:
+// the working set, and the pages of file mappings and shared memory, which the restore tables read
+// themselves from the image's pages_file, which the cache becomes). The page server reads the rest
+// through `read` as faults and the fill need it: fetched into a scratch buffer, not cached (each
+// instance of a run fetches its own). Every block is verified against the image's pages.sums first.
 //
 // A request batch that does not complete within `timeout` (or a closed connection, a server error,
 // a block failing its digest) fails the source for good: PageSourceFailed with the reason. The
@@ -115,9 +117,9 @@ class RemotePageSource : public image::PageSource {
     const Counters& counters() const { return counters_; }
 
   private:
-    // Makes blocks [first, last] present (fetching those missing, in one pipelined batch).
-    void ensure(uint64_t first, uint64_t last);
-    void fetch_blocks(const std::vector<uint64_t>& blocks);
+    // Fetches `blocks` (adjacent ones as one range, pipelined), each verified, to into_for(its
+    // offset); `keep`: they are in the cache now.
+    void fetch_blocks(const std::vector<uint64_t>& blocks, const std::function<uint8_t*(uint64_t)>& into_for, bool keep);
     [[noreturn]] void fail(const std::string& why);
 
     std::string server_;
@@ -127,6 +129,7 @@ class RemotePageSource : public image::PageSource {
     std::vector<uint8_t> holds_data_;  // per block: some saved page lies in it (else zeros: never fetched)
     std::vector<uint8_t> present_;     // per block: in the cache, verified
     sys::MemoryFile cache_;
+    std::vector<uint8_t> scratch_;  // what `read` fetched last (not cached)
     sys::UniqueFd sock_;
     std::mutex mutex_;
     std::string failure_;
