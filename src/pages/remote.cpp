@@ -243,18 +243,34 @@ const uint8_t* RemotePageSource::read(uint64_t offset, uint64_t len) {
     // Not in the cache: fetched into a scratch buffer, not kept. The page server copies it into the
     // process at once, and the cache's pages would be fresh memory (a first touch costs ~30 us per
     // page on this VM kind: it doubled the cost of every page served); the buffer's stay warm.
+    // Blocks the previous read fetched (a chunk or fill step rarely ends on a block boundary, and the
+    // next one starts where it ended) are kept, not fetched again.
+    std::vector<uint8_t> kept;
+    uint64_t kept_first = std::max(first, scratch_first_), kept_last = std::min(last, scratch_last_);
+    bool have_kept = scratch_valid_ && kept_first <= kept_last;
+    if (have_kept)
+        kept.assign(scratch_.begin() + static_cast<long>((kept_first - scratch_first_) * kPageSumBlock),
+                    scratch_.begin() + static_cast<long>((kept_last - scratch_first_ + 1) * kPageSumBlock));
+    scratch_valid_ = false;
     scratch_.resize((last - first + 1) * kPageSumBlock);
     uint64_t base = first * kPageSumBlock;
+    std::vector<uint64_t> fetch;
     size_t next = 0;
     for (uint64_t b = first; b <= last; ++b) {
-        if (next < missing.size() && missing[next] == b) {
-            ++next;
-            continue;
-        }
         uint64_t at = b * kPageSumBlock, n = std::min(kPageSumBlock, size_ - at);
-        std::memcpy(scratch_.data() + (at - base), cache_.data() + at, n);  // verified, or zeros
+        bool is_missing = next < missing.size() && missing[next] == b;
+        if (is_missing) ++next;
+        if (is_missing && have_kept && b >= kept_first && b <= kept_last)
+            std::memcpy(scratch_.data() + (at - base), kept.data() + (b - kept_first) * kPageSumBlock, n);
+        else if (is_missing)
+            fetch.push_back(b);
+        else
+            std::memcpy(scratch_.data() + (at - base), cache_.data() + at, n);  // verified, or zeros
     }
-    fetch_blocks(missing, [&](uint64_t at) { return scratch_.data() + (at - base); }, false);
+    fetch_blocks(fetch, [&](uint64_t at) { return scratch_.data() + (at - base); }, false);
+    scratch_first_ = first;
+    scratch_last_ = last;
+    scratch_valid_ = true;
     return scratch_.data() + (offset - base);
 }
 

@@ -129,7 +129,9 @@ class RemotePageSource : public image::PageSource {
     std::vector<uint8_t> holds_data_;  // per block: some saved page lies in it (else zeros: never fetched)
     std::vector<uint8_t> present_;     // per block: in the cache, verified
     sys::MemoryFile cache_;
-    std::vector<uint8_t> scratch_;  // what `read` fetched last (not cached)
+    std::vector<uint8_t> scratch_;  // what `read` fetched last (not cached): blocks [first, last]
+    uint64_t scratch_first_ = 0, scratch_last_ = 0;
+    bool scratch_valid_ = false;
     sys::UniqueFd sock_;
     std::mutex mutex_;
     std::string failure_;
