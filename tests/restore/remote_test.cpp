@@ -34,6 +34,7 @@
 #include "initless/restore/restore.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/spec/function_spec.h"
+#include "initless/sys/file.h"
 #include "initless/sys/socket.h"
 
 namespace {
@@ -299,6 +300,43 @@ TEST_F(RemotePages, AServerOfAnotherImageIsRefused) {
     EXPECT_NE(r.err.find("serves another image"), std::string::npos) << r.describe();
     auto plain = run_cli({"restore", manifest.string(), "--request", "/check", "--no-fallback"}, scratch_, state_, 60s);
     EXPECT_NE(plain.exit_code, 0) << "restored without pages.img or a page server:\n" << plain.describe();
+}
+
+// A page server whose pages.img was changed after the snapshot (started with --no-verify, so it serves
+// it): the changed block fails its digest in pages.sums and the restore fails naming it; the function
+// never runs on the changed bytes.
+TEST_F(RemotePages, AChangedPageFailsItsDigest) {
+    auto [image, manifest] = snapshot("mmap-regions");
+    auto img = image::load(image, image::Key::of_state_dir(state_));
+    ASSERT_FALSE(img.runs.empty());
+    // Every saved run changed in its first byte: whichever the restore fetches first fails.
+    {
+        sys::UniqueFd fd = sys::open_file(image / "pages.img", O_RDWR);
+        for (const auto& r : img.runs) {
+            char byte = 0;
+            ASSERT_EQ(::pread(fd.get(), &byte, 1, static_cast<off_t>(r.file_offset)), 1);
+            byte = static_cast<char>(byte ^ 0x5a);
+            ASSERT_EQ(::pwrite(fd.get(), &byte, 1, static_cast<off_t>(r.file_offset)), 1);
+        }
+    }
+    std::optional<Child> server;
+    std::vector<std::string> argv = {INITLESS_BINARY, "page-server", "--image", image.string(), "--listen",
+                                     "127.0.0.1:0", "--no-verify"};
+    server.emplace(argv, scratch_, state_, "page-server-changed");
+    std::string addr;
+    auto until = Clock::now() + 30s;
+    std::regex listening("listening on (\\S+)");
+    while (addr.empty() && Clock::now() < until) {
+        std::smatch m;
+        std::string out = read_text(server->out);
+        if (std::regex_search(out, m, listening)) addr = m[1];
+        std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_FALSE(addr.empty()) << read_text(server->err);
+    auto r = run_cli({"restore", manifest.string(), "--pages-from", addr, "--request", "/check", "--no-fallback"},
+                     scratch_, state_, 60s);
+    EXPECT_NE(r.exit_code, 0) << "restored from changed pages:\n" << r.describe();
+    EXPECT_NE(r.err.find("does not match pages.sums"), std::string::npos) << r.describe();
 }
 
 // Garbage, bad ranges and clients that vanish mid-request get errors; the server keeps serving others
