@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
     initless::cli::add_gc(app);
     initless::cli::add_snapshot(app);
     initless::cli::add_restore(app);
+    initless::cli::add_page_server(app);
     initless::cli::add_sim(app);
     initless::cli::add_serve(app);
     initless::cli::add_deploy(app);

@@ -7,6 +7,7 @@
 #include "initless/cli/verbs.h"
 #include "initless/gateway/http_client.h"
 #include "initless/image/image.h"
+#include "initless/pages/remote.h"
 #include "initless/restore/restore.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/spec/function_spec.h"
@@ -25,6 +26,8 @@ struct RestoreOptions {
     bool json = false;
     bool no_fallback = false;
     bool no_verify = false;
+    std::string pages_from;
+    int pages_timeout_ms = 5000;
 };
 
 struct Instance {
@@ -54,14 +57,38 @@ void add_restore(CLI::App& app) {
     cmd->add_flag("--no-verify", o.no_verify,
                   "skip the MAC check of pages.img and the trees at load (the manifest, index and working set are still "
                   "authenticated; the check reads the whole image: a cold-cache measurement needs this)");
+    cmd->add_option("--pages-from", o.pages_from,
+                    "HOST:PORT of an `initless page-server` of this image: IMAGE then needs no pages.img (the lazy "
+                    "strategy; the working set and the pages the restore reads itself are fetched first, the rest "
+                    "on demand and in the background, every block checked against the image's pages.sums)");
+    cmd->add_option("--pages-timeout-ms", o.pages_timeout_ms,
+                    "with --pages-from: a page request not answered within this fails the restore, and kills the "
+                    "function if it runs already")
+        ->check(CLI::Range(100, 600000));
     cmd->callback([] {
+        if (!o.pages_from.empty() && o.strategy != "auto" && o.strategy != "lazy")
+            throw Error(fmt::format("--pages-from serves pages lazily: --strategy {} cannot be used with it", o.strategy));
+        if (!o.pages_from.empty()) o.strategy = "lazy";
         sandbox::collect_garbage();
         Stopwatch load_watch;
         std::optional<image::Image> img;
         std::string image_failure;
         spec::FunctionSpec spec;
+        std::shared_ptr<pages::RemotePageSource> remote;
+        double fetch_ms = 0;
         try {
-            img = image::load(o.image, image::Key::of_state_dir(sandbox::state_dir()), !o.no_verify);
+            if (o.pages_from.empty()) {
+                img = image::load(o.image, image::Key::of_state_dir(sandbox::state_dir()), !o.no_verify);
+            } else {
+                img = image::load_without_pages(o.image, image::Key::of_state_dir(sandbox::state_dir()));
+                Stopwatch fetch;
+                remote = std::make_shared<pages::RemotePageSource>(sys::parse_tcp_address(o.pages_from), *img,
+                                                                   std::chrono::milliseconds(o.pages_timeout_ms));
+                remote->fetch_for_restore(*img);
+                img->pages_file = std::make_shared<const sys::UniqueFd>(remote->cache_file());
+                img->page_source = remote;
+                fetch_ms = fetch.lap_ms();
+            }
             spec = spec::load(img->manifest.function_dir);
         } catch (const image::NotAuthenticated&) {
             // Nothing of an image that is not authenticated is trusted, not even the function its
@@ -134,8 +161,19 @@ void add_restore(CLI::App& app) {
                 r["fallback_reason"] = inst.failure;
                 r["restore_ms"] = phase.lap_ms();
             }
+            // A restore whose page source failed had its function killed: say so rather than what the
+            // request met.
+            auto source_failure = [&]() -> std::string { return inst.served ? inst.served->stats().failure : ""; };
             if (!o.request.empty()) {
-                auto res = gateway::http_get(inst.sandbox->connect(spec.port), o.request);
+                gateway::HttpResponse res;
+                try {
+                    res = gateway::http_get(inst.sandbox->connect(spec.port), o.request);
+                } catch (const Error& e) {
+                    if (auto why = source_failure(); !why.empty())
+                        throw Error(fmt::format("restore {}: the function was killed, its pages could not be served: {}",
+                                                o.image, why));
+                    throw;
+                }
                 r["exec_ms"] = phase.lap_ms();
                 r["status"] = res.status;
                 r["body"] = res.body;
@@ -143,7 +181,15 @@ void add_restore(CLI::App& app) {
                     r["exec_ms_each"] = nlohmann::json::array({r["exec_ms"]});
                     if (inst.served) r["pages_copied_after_first"] = inst.served->stats().pages_copied;
                     for (int k = 1; k < o.requests; ++k) {
-                        auto again = gateway::http_get(inst.sandbox->connect(spec.port), o.request);
+                        gateway::HttpResponse again;
+                        try {
+                            again = gateway::http_get(inst.sandbox->connect(spec.port), o.request);
+                        } catch (const Error& e) {
+                            if (auto why = source_failure(); !why.empty())
+                                throw Error(fmt::format(
+                                    "restore {}: the function was killed, its pages could not be served: {}", o.image, why));
+                            throw;
+                        }
                         r["exec_ms_each"].push_back(phase.lap_ms());
                         if (again.status != res.status) r["status"] = again.status;
                     }
@@ -158,6 +204,15 @@ void add_restore(CLI::App& app) {
                                {"bytes_read", m.bytes_read},   {"events", m.events},
                                {"processes", m.processes},     {"complete", m.complete},
                                {"complete_ms", m.complete_ms}};
+                if (remote) {
+                    r["memory"]["bytes_fetched"] = remote->counters().bytes_fetched.load();
+                    r["memory"]["page_requests"] = remote->counters().requests.load();
+                }
+                if (!m.failure.empty()) {
+                    r["memory"]["failure"] = m.failure;
+                    throw Error(fmt::format("restore {}: the function was killed, its pages could not be served: {}",
+                                            o.image, m.failure));
+                }
             }
         }
         nlohmann::json out = {{"image", o.image},
@@ -165,6 +220,16 @@ void add_restore(CLI::App& app) {
                               {"strategy", restore::strategy_name(strategy)},
                               {"image_load_ms", load_ms},
                               {"instances", nlohmann::json::array()}};
+        if (remote) {
+            // The source is shared by the instances: its figures are the run's.
+            const auto& c = remote->counters();
+            out["remote"] = {{"server", o.pages_from},
+                             {"fetch_ms", fetch_ms},
+                             {"blocks_for_restore", c.blocks_for_restore.load()},
+                             {"blocks_fetched", c.blocks_fetched.load()},
+                             {"bytes_fetched", c.bytes_fetched.load()},
+                             {"requests", c.requests.load()}};
+        }
         for (auto& inst : instances) out["instances"].push_back(inst.report);
         for (auto& inst : instances) inst.sandbox->teardown();
         if (o.json) {

@@ -55,6 +55,13 @@ std::string Sha256::hex() {
     return to_hex(out, len);
 }
 
+std::string Sha256::bytes() {
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    if (EVP_DigestFinal_ex(ctx_, out, &len) != 1) throw Error("libcrypto: SHA-256 final failed");
+    return std::string(reinterpret_cast<const char*>(out), len);
+}
+
 std::string hmac_sha256_hex(const Key& key, std::string_view data) {
     unsigned char out[EVP_MAX_MD_SIZE];
     unsigned len = 0;

@@ -129,6 +129,7 @@ std::string auth_body(const std::map<std::string, std::string>& digests) {
     line("pages.img", "pages-sha256");
     for (const auto& t : tree_names()) line(t, "tree-sha256");
     line("workingset.idx", "sha256");
+    line("pages.sums", "sha256");
     return body;
 }
 
@@ -150,6 +151,39 @@ std::string pages_digest(const uint8_t* base, uint64_t size, const std::vector<P
     for (const auto& r : runs) sha.update(base + r.file_offset, r.pages * kPageSize);
     return sha.hex();
 }
+
+}  // namespace
+
+std::string page_sums(const uint8_t* base, uint64_t size, const std::vector<PageRun>& runs) {
+    std::vector<std::pair<uint64_t, uint64_t>> saved;  // [offset, end) of every saved run
+    for (const auto& r : runs) saved.push_back({r.file_offset, r.file_offset + r.pages * kPageSize});
+    std::sort(saved.begin(), saved.end());
+    std::string out;
+    out.reserve((size + kPageSumBlock - 1) / kPageSumBlock * kPageSumSize);
+    std::string zero_sum;  // of a whole block of zeros
+    size_t next = 0;
+    for (uint64_t at = 0; at < size; at += kPageSumBlock) {
+        uint64_t len = std::min(kPageSumBlock, size - at);
+        while (next < saved.size() && saved[next].second <= at) ++next;
+        bool holds_data = next < saved.size() && saved[next].first < at + len;
+        Sha256 sha;
+        if (holds_data) {
+            sha.update(base + at, len);
+        } else if (len == kPageSumBlock && !zero_sum.empty()) {
+            out += zero_sum;
+            continue;
+        } else {
+            std::vector<uint8_t> zeros(len, 0);
+            sha.update(zeros.data(), len);
+        }
+        std::string sum = sha.bytes();
+        if (!holds_data && len == kPageSumBlock) zero_sum = sum;
+        out += sum;
+    }
+    return out;
+}
+
+namespace {
 
 std::string tree_digest(const fs::path& tree) {
     sys::UniqueFd fd = sys::open_file(tree, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
@@ -229,7 +263,13 @@ sys::UniqueFd Image::open_pages() const {
     return sys::open_file(pages_path(), O_RDONLY);
 }
 
-Image load(const fs::path& dir, const Key& key, bool verify_pages) {
+std::shared_ptr<PageSource> Image::pages_source() const {
+    if (page_source) return page_source;
+    return local_page_source(open_pages(), fmt::format("pages.img of {}", dir.string()));
+}
+
+namespace {
+Image load_image(const fs::path& dir, const Key& key, bool verify_pages, bool pages_here) {
     Image img;
     img.dir = dir;
     if (!fs::exists(dir / "manifest.json") && !fs::exists(dir / "AUTH"))
@@ -255,6 +295,12 @@ Image load(const fs::path& dir, const Key& key, bool verify_pages) {
         img.working_set.resize(ws.size() / sizeof(WorkingSetRun));
         std::memcpy(img.working_set.data(), ws.data(), ws.size());
     }
+    if (fs::exists(dir / "pages.sums") || img.digests.count("pages.sums")) {
+        img.page_sums = read_checked(dir, img.digests, "pages.sums");
+        uint64_t blocks = (img.manifest.pages_file_size + kPageSumBlock - 1) / kPageSumBlock;
+        if (img.page_sums.size() != blocks * kPageSumSize)
+            throw Error(fmt::format("image {}: pages.sums is malformed", dir.string()));
+    }
     for (const auto& t : tree_names())
         if (fs::exists(dir / t) && !img.digests.count(t)) not_authenticated(dir, t + " is not covered by its MAC");
 
@@ -263,6 +309,16 @@ Image load(const fs::path& dir, const Key& key, bool verify_pages) {
                                 dir.string(), img.manifest.kernel, img.manifest.vdso_size, kernel_release(),
                                 current_vdso_size()));
     if (!img.digests.count("pages.img")) not_authenticated(dir, "pages.img is not covered by its MAC");
+    if (!pages_here) {
+        if (img.page_sums.empty())
+            throw Error(fmt::format("image {} has no pages.sums (made before remote pages): its pages cannot be "
+                                    "verified as they arrive from a page server; make the image again",
+                                    dir.string()));
+        for (const auto& t : tree_names())
+            if (img.digests.count(t) && !same_digest(tree_digest(dir / t), img.digests.at(t)))
+                not_authenticated(dir, t + " does not match its MAC (changed since the snapshot)");
+        return img;
+    }
     sys::UniqueFd fd;
     try {
         fd = sys::open_file(img.pages_path(), O_RDONLY | O_NOFOLLOW);
@@ -309,6 +365,15 @@ Image load(const fs::path& dir, const Key& key, bool verify_pages) {
     }
     img.pages_file = std::make_shared<const sys::UniqueFd>(std::move(fd));
     return img;
+}
+}  // namespace
+
+Image load(const fs::path& dir, const Key& key, bool verify_pages) {
+    return load_image(dir, key, verify_pages, true);
+}
+
+Image load_without_pages(const fs::path& dir, const Key& key) {
+    return load_image(dir, key, true, false);
 }
 
 Manifest load_manifest(const fs::path& dir, const Key& key) {
@@ -376,12 +441,15 @@ void ImageWriter::publish(const Manifest& manifest, const std::vector<PageRun>& 
                                     st.st_size, manifest.pages_file_size));
         sys::FileMapping pages(fd.get(), static_cast<size_t>(st.st_size));
         digests["pages.img"] = pages_digest(pages.data(), manifest.pages_file_size, runs);
+        std::string sums = page_sums(pages.data(), manifest.pages_file_size, runs);
+        sys::write_file(staging_ / "pages.sums", sums);
+        digests["pages.sums"] = sha256_hex(sums);
     }
     for (const auto& t : tree_names())
         if (fs::exists(staging_ / t)) digests[t] = tree_digest(staging_ / t);
     write_auth(staging_, digests, key_);
     if (before_publish) before_publish(staging_);
-    for (const char* f : {"manifest.json", "pages.idx", "AUTH", "pages.img", "workingset.idx"})
+    for (const char* f : {"manifest.json", "pages.idx", "AUTH", "pages.img", "workingset.idx", "pages.sums"})
         if (fs::exists(staging_ / f)) sys::fsync_path(staging_ / f);
     sys::fsync_path(staging_);
     if (::rename(staging_.c_str(), final_.c_str()) != 0)

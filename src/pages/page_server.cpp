@@ -3,6 +3,7 @@
 #include "initless/pages/page_server.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -20,6 +21,7 @@
 
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/process.h"
 
 namespace initless::pages {
 
@@ -116,8 +118,9 @@ ServeStats ServedMemory::stats() const {
     s.bytes_read = counters.bytes_read;
     s.events = counters.events;
     std::lock_guard lock(mutex_);
-    s.complete = ever_ && live_ == 0;
+    s.complete = ever_ && live_ == 0 && failure_.empty();
     s.complete_ms = complete_ms_;
+    s.failure = failure_;
     return s;
 }
 
@@ -143,14 +146,16 @@ void ServedMemory::process_finished() {
     }
 }
 
+void ServedMemory::failed(const std::string& why) {
+    std::lock_guard lock(mutex_);
+    if (failure_.empty()) failure_ = why;
+}
+
 // ---- LazySource ---------------------------------------------------------------------------------
 
 std::shared_ptr<const LazySource> LazySource::of(const image::Image& img) {
     auto src = std::make_shared<LazySource>();
-    src->pages = img.open_pages();
-    struct stat st {};
-    sys::check(::fstat(src->pages.get(), &st), "page server: fstat pages.img");
-    src->mapped.emplace(src->pages.get(), static_cast<size_t>(st.st_size));
+    src->pages = img.pages_source();
     for (const auto& p : img.manifest.processes) {
         auto& areas = src->areas.emplace_back();
         for (const auto& v : p.vmas) {
@@ -198,7 +203,6 @@ struct PageServer::Impl {
 
     // Server thread only.
     std::map<uint64_t, std::unique_ptr<Served>> served;
-    std::vector<uint8_t> buffer;
     uint64_t round_robin = 0;
     int epoll = -1;
 
@@ -253,10 +257,11 @@ struct PageServer::Impl {
                 if (tag & 1) {
                     finish(*it->second, "exited");
                 } else {
-                    read_messages(*it->second);
+                    Served& s = *it->second;
+                    guarded(s, [&] { read_messages(s); });
                 }
             }
-            for (auto& [id, s] : served) retry_deferred(*s);
+            for (auto& [id, s] : served) guarded(*s, [&] { retry_deferred(*s); });
             fill_one();
             reap();
             std::lock_guard lock(mutex);
@@ -297,7 +302,14 @@ struct PageServer::Impl {
                     break;
                 case Command::InstallWorkingSet:
                     try {
-                        if (auto it = served.find(c.id); it != served.end()) install_working_set(*it->second);
+                        if (auto it = served.find(c.id); it != served.end()) {
+                            try {
+                                install_working_set(*it->second);
+                            } catch (const image::PageSourceFailed& e) {
+                                source_failed(*it->second, e.what());
+                                throw;
+                            }
+                        }
                         c.done->set_value();
                     } catch (...) {
                         c.done->set_exception(std::current_exception());
@@ -414,15 +426,36 @@ struct PageServer::Impl {
         return sys::UffdFill::Done;
     }
 
-    // `len` bytes of pages.img at `offset`: in the mapping (the page cache itself) when they lie in
-    // it, else read into the buffer (zeros past the file's end).
-    const uint8_t* image_pages(Served& s, uint64_t offset, uint64_t len) {
-        const auto& m = s.source->mapped;
-        if (m && offset + len <= m->size()) return m->data() + offset;
-        buffer.assign(len, 0);
-        ssize_t got = ::pread(s.source->pages.get(), buffer.data(), len, static_cast<off_t>(offset));
-        if (got < 0) throw sys::SysError("page server: read pages.img", errno);
-        return buffer.data();
+    // `len` bytes of pages.img at `offset`, from the source (throws image::PageSourceFailed).
+    const uint8_t* image_pages(Served& s, uint64_t offset, uint64_t len) { return s.source->pages->read(offset, len); }
+
+    // The source of `s`'s restore failed: every process of that restore is killed (a fault we
+    // cannot answer would wait forever; zeros would be wrong memory) and stops being served.
+    void source_failed(Served& s, const std::string& why) {
+        auto memory = s.memory;
+        memory->failed(why);
+        spdlog::error("page server: {}: killing the restored function", why);
+        for (auto& [id, other] : served) {
+            if (other->memory != memory || other->exited) continue;
+            if (other->pidfd) {
+                try {
+                    sys::pidfd_send_signal(other->pidfd.get(), SIGKILL);
+                } catch (const Error& e) {
+                    spdlog::warn("page server: {}", e.what());
+                }
+            }
+            finish(*other, "page source failed");
+        }
+    }
+
+    // Runs `step` for `s`; a failed page source ends its restore (above).
+    template <typename F>
+    void guarded(Served& s, F&& step) {
+        try {
+            step();
+        } catch (const image::PageSourceFailed& e) {
+            source_failed(s, e.what());
+        }
     }
 
     // One page, whatever we believed of it: zeros if dropped or unknown, else the image's page.
@@ -624,6 +657,10 @@ struct PageServer::Impl {
             if (s->filling && !s->exited) filling.push_back(s.get());
         if (filling.empty()) return;
         Served& s = *filling[round_robin++ % filling.size()];
+        guarded(s, [&] { fill_step(s); });
+    }
+
+    void fill_step(Served& s) {
         uint64_t budget = kFillStep;
         while (budget > 0 && s.cursor < s.order.size()) {
             const FillItem& item = s.order[s.cursor];

@@ -104,6 +104,22 @@ FileMapping::~FileMapping() {
     if (data_) ::munmap(data_, size_);
 }
 
+MemoryFile::MemoryFile(const char* name, size_t size) : size_(size) {
+    fd_ = UniqueFd(::memfd_create(name, MFD_CLOEXEC));
+    if (!fd_) throw SysError(fmt::format("memfd_create {}", name), errno);
+    check(::ftruncate(fd_.get(), static_cast<off_t>(size)), fmt::format("ftruncate {}", name));
+    if (size == 0) return;
+    data_ = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
+    if (data_ == MAP_FAILED) {
+        data_ = nullptr;
+        throw SysError(fmt::format("mmap {}", name), errno);
+    }
+}
+
+MemoryFile::~MemoryFile() {
+    if (data_) ::munmap(data_, size_);
+}
+
 std::string read_from(int fd, uint64_t offset, size_t max) {
     std::string out;
     char buf[65536];

@@ -1,5 +1,7 @@
 #include "initless/sys/process.h"
 
+#include <pthread.h>
+#include <sys/signalfd.h>
 #include <linux/capability.h>
 
 #include <sys/resource.h>
@@ -104,6 +106,23 @@ UniqueFd pidfd_getfd(int pidfd, int target_fd) {
     long fd = ::syscall(SYS_pidfd_getfd, pidfd, target_fd, 0);
     if (fd < 0) throw SysError(fmt::format("pidfd_getfd fd {}", target_fd), errno);
     return UniqueFd(static_cast<int>(fd));
+}
+
+UniqueFd signal_fd(std::initializer_list<int> signals) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : signals) sigaddset(&set, sig);
+    int rc = ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    if (rc != 0) throw SysError("pthread_sigmask", rc);
+    UniqueFd fd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!fd) throw SysError("signalfd", errno);
+    return fd;
+}
+
+bool pidfd_send_signal(int pidfd, int sig) {
+    if (::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) == 0) return true;
+    if (errno == ESRCH) return false;
+    throw SysError(fmt::format("pidfd_send_signal {}", sig), errno);
 }
 
 pid_t pid_of_pidfd(int pidfd) {

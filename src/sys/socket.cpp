@@ -7,15 +7,18 @@
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
 #include <net/if.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -303,6 +306,195 @@ void set_loopback_up() {
     check(::ioctl(s.get(), SIOCGIFFLAGS, &ifr), "SIOCGIFFLAGS lo");
     ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
     check(::ioctl(s.get(), SIOCSIFFLAGS, &ifr), "SIOCSIFFLAGS lo");
+}
+
+// ---- TCP (the remote page server) ----------------------------------------------------------------
+
+std::string TcpAddress::str() const {
+    return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
+}
+
+TcpAddress parse_tcp_address(const std::string& text) {
+    TcpAddress a;
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+        throw Error(fmt::format("address '{}' is not HOST:PORT", text));
+    a.host = text.substr(0, colon);
+    if (a.host.size() > 2 && a.host.front() == '[' && a.host.back() == ']') a.host = a.host.substr(1, a.host.size() - 2);
+    unsigned long port = 0;
+    try {
+        size_t used = 0;
+        port = std::stoul(text.substr(colon + 1), &used);
+        if (used != text.size() - colon - 1) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+        throw Error(fmt::format("address '{}': the port is not a number", text));
+    }
+    if (port > 65535) throw Error(fmt::format("address '{}': port {} is out of range", text, port));
+    a.port = static_cast<uint16_t>(port);
+    return a;
+}
+
+namespace {
+struct Resolved {
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+    int family = AF_INET;
+};
+
+Resolved resolve(const TcpAddress& a) {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    std::string port = std::to_string(a.port);
+    int rc = ::getaddrinfo(a.host.c_str(), port.c_str(), &hints, &res);
+    if (rc != 0 || !res) throw Error(fmt::format("resolve {}: {}", a.str(), ::gai_strerror(rc)));
+    Resolved r;
+    std::memcpy(&r.addr, res->ai_addr, res->ai_addrlen);
+    r.len = res->ai_addrlen;
+    r.family = res->ai_family;
+    ::freeaddrinfo(res);
+    return r;
+}
+
+int ms_until(std::chrono::steady_clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 1 << 30));
+}
+
+// Waits for `events` on `sock` until `deadline`; throws ETIMEDOUT.
+void wait_for(int sock, short events, std::chrono::steady_clock::time_point deadline, const char* what) {
+    for (;;) {
+        pollfd p{sock, events, 0};
+        int n = ::poll(&p, 1, ms_until(deadline));
+        if (n > 0) return;
+        if (n == 0) throw SysError(what, ETIMEDOUT);
+        if (errno != EINTR) throw SysError(what, errno);
+    }
+}
+}  // namespace
+
+UniqueFd listen_tcp(const TcpAddress& addr, int backlog) {
+    Resolved r = resolve(addr);
+    UniqueFd s(::socket(r.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s) throw SysError("socket", errno);
+    int one = 1;
+    check(::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), "setsockopt SO_REUSEADDR");
+    check(::bind(s.get(), reinterpret_cast<sockaddr*>(&r.addr), r.len), fmt::format("bind {}", addr.str()));
+    check(::listen(s.get(), backlog), fmt::format("listen {}", addr.str()));
+    return s;
+}
+
+uint16_t local_port(int sock) {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    check(::getsockname(sock, reinterpret_cast<sockaddr*>(&a), &len), "getsockname");
+    if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port);
+    return ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port);
+}
+
+UniqueFd connect_tcp(const TcpAddress& addr, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    Resolved r = resolve(addr);
+    UniqueFd s(::socket(r.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s) throw SysError("socket", errno);
+    std::string what = fmt::format("connect {}", addr.str());
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&r.addr), r.len) != 0) {
+        if (errno != EINPROGRESS) throw SysError(what, errno);
+        wait_for(s.get(), POLLOUT, deadline, what.c_str());
+        int err = 0;
+        socklen_t len = sizeof err;
+        check(::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len), "getsockopt SO_ERROR");
+        if (err) throw SysError(what, err);
+    }
+    int one = 1;
+    check(::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), "setsockopt TCP_NODELAY");
+    return s;
+}
+
+void send_all_by(int sock, const void* data, size_t len, std::chrono::steady_clock::time_point deadline) {
+    const char* p = static_cast<const char*>(data);
+    while (len > 0) {
+        ssize_t n = ::send(sock, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            p += n;
+            len -= static_cast<size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno != EAGAIN) throw SysError("send", errno);
+        wait_for(sock, POLLOUT, deadline, "send");
+    }
+}
+
+size_t receive_some_by(int sock, void* data, size_t len, std::chrono::steady_clock::time_point deadline) {
+    for (;;) {
+        ssize_t n = ::recv(sock, data, len, MSG_DONTWAIT);
+        if (n >= 0) return static_cast<size_t>(n);
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) throw SysError("receive", errno);
+        wait_for(sock, POLLIN, deadline, "receive");
+    }
+}
+
+void receive_all_by(int sock, void* data, size_t len, std::chrono::steady_clock::time_point deadline) {
+    char* p = static_cast<char*>(data);
+    while (len > 0) {
+        size_t n = receive_some_by(sock, p, len, deadline);
+        if (n == 0) throw SysError("receive (the peer closed the connection)", ECONNRESET);
+        p += n;
+        len -= n;
+    }
+}
+
+UniqueFd accept_tcp(int listener, std::string& peer) {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    UniqueFd s(retry_eintr([&] { return ::accept4(listener, reinterpret_cast<sockaddr*>(&a), &len, SOCK_CLOEXEC); }));
+    if (!s) {
+        if (errno == EAGAIN || errno == ECONNABORTED) return {};
+        throw SysError("accept", errno);
+    }
+    char host[INET6_ADDRSTRLEN] = "?";
+    uint16_t port = 0;
+    if (a.ss_family == AF_INET6) {
+        auto* in6 = reinterpret_cast<sockaddr_in6*>(&a);
+        ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+        peer = fmt::format("[{}]:{}", host, port);
+    } else {
+        auto* in = reinterpret_cast<sockaddr_in*>(&a);
+        ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+        peer = fmt::format("{}:{}", host, port);
+    }
+    int one = 1;
+    check(::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), "setsockopt TCP_NODELAY");
+    return s;
+}
+
+UniqueFd event_fd() {
+    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!fd) throw SysError("eventfd", errno);
+    return fd;
+}
+
+void notify(int event_fd) {
+    uint64_t one = 1;
+    check(::write(event_fd, &one, sizeof one), "write eventfd");
+}
+
+int wait_readable(std::span<const int> fds, std::chrono::milliseconds timeout) {
+    std::vector<pollfd> p;
+    for (int fd : fds) p.push_back({fd, POLLIN, 0});
+    for (;;) {
+        int n = ::poll(p.data(), p.size(), timeout.count() < 0 ? -1 : static_cast<int>(timeout.count()));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw SysError("poll", errno);
+        for (size_t i = 0; i < p.size(); ++i)
+            if (p[i].revents) return static_cast<int>(i);
+        return -1;
+    }
 }
 
 }  // namespace initless::sys

@@ -12,6 +12,7 @@ void add_run(CLI::App& app);
 void add_gc(CLI::App& app);
 void add_snapshot(CLI::App& app);
 void add_restore(CLI::App& app);
+void add_page_server(CLI::App& app);
 void add_sim(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_deploy(CLI::App& app);

@@ -10,6 +10,7 @@
 //   rootfs-upper tree-sha256 <hex>   (every entry: path, type, mode, owner, mtime, size or link
 //                                     target, contents; names sorted: sys::TreeVisitor's order)
 //   tmpfs-tmp tree-sha256 <hex>, tmpfs-shm tree-sha256 <hex>, workingset.idx sha256 <hex>
+//   pages.sums sha256 <hex>          (per-block digests of pages.img, for remote restores)
 //   hmac-sha256 <hex of HMAC(key, every line above)>
 // `image::load` checks the list's MAC and the small files' digests always, pages.img and the trees
 // once per load (verify_pages); a tree is checked again as it is copied into a sandbox, from the
@@ -62,6 +63,7 @@ class Sha256 {
     void update(const void* data, size_t len);
     void update(std::string_view s) { update(s.data(), s.size()); }
     std::string hex();  // finishes: lower-case hex of the 32-byte digest
+    std::string bytes();  // finishes: the 32-byte digest itself
 
   private:
     evp_md_ctx_st* ctx_;

@@ -6,6 +6,10 @@
 //                  restores a whole VMA copy-on-write
 //   pages.idx      binary runs {vaddr, pages, file_offset} of the pages actually saved
 //   workingset.idx optional binary runs {vaddr, pages, written, process} the first request touched
+//   pages.sums     the SHA-256 of every 64 KiB block of pages.img (kPageSumBlock; the last block
+//                  shorter), 32 raw bytes each in file order: what a restore whose pages come from a
+//                  remote page server checks each fetched block against (images made before it
+//                  have none and cannot be restored remotely)
 //   rootfs-upper/  the sandbox's writable layer at checkpoint
 //   tmpfs-tmp/, tmpfs-shm/  what /tmp and /dev/shm (tmpfs, outside the layer) held
 //   AUTH           the digest of each file above and an HMAC-SHA256 of the list (image/auth.h)
@@ -32,6 +36,7 @@
 #include <vector>
 
 #include "initless/image/auth.h"
+#include "initless/image/page_source.h"
 #include "initless/sys/unique_fd.h"
 
 namespace initless::image {
@@ -41,6 +46,9 @@ constexpr int kFormatVersion = 4;
 inline constexpr std::pair<const char*, const char*> kTmpfsDirs[] = {{"/tmp", "tmpfs-tmp"},
                                                                      {"/dev/shm", "tmpfs-shm"}};
 constexpr uint64_t kPageSize = 4096;
+// The block of pages.sums: the unit a remote restore fetches and verifies.
+constexpr uint64_t kPageSumBlock = 64 << 10;
+constexpr size_t kPageSumSize = 32;  // SHA-256
 
 struct Rseq {
     uint64_t address = 0;
@@ -403,6 +411,13 @@ struct Image {
     std::filesystem::path pages_path() const { return dir / "pages.img"; }
     // A new read-only open file description of the loaded pages.img.
     sys::UniqueFd open_pages() const;
+    // pages.sums as authenticated at load (empty when the image has none).
+    std::string page_sums;
+    // Where the page server reads pages from: set for a remote restore (pages/remote.h; then
+    // pages_file is a local cache holding what the restore tables read themselves), else null:
+    // pages_source() is then the local pages.img.
+    std::shared_ptr<PageSource> page_source;
+    std::shared_ptr<PageSource> pages_source() const;
     bool has_tree(const std::string& name) const { return digests.count(name) > 0; }
 };
 
@@ -411,6 +426,15 @@ struct Image {
 // (read in full: done once per image by whoever loads it, never per restore). Throws
 // NotAuthenticated ("image <dir> is not authenticated: <file> ...") or Error.
 Image load(const std::filesystem::path& dir, const Key& key, bool verify_pages = true);
+
+// The same checks, for an image whose pages.img is not here (a restore whose pages come from a
+// remote page server): everything but pages.img is loaded and verified (its trees included), and the
+// image must have pages.sums, by which the pages are verified as they arrive. pages_file is empty.
+Image load_without_pages(const std::filesystem::path& dir, const Key& key);
+
+// pages.sums of a pages.img of `size` bytes at `base` whose saved runs are `runs` (blocks holding
+// no saved page are not read: they are zeros).
+std::string page_sums(const uint8_t* base, uint64_t size, const std::vector<PageRun>& runs);
 
 // The authenticated manifest of an image (AUTH's MAC and the manifest's digest checked), without
 // the rest of load's checks.

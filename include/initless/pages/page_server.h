@@ -15,6 +15,15 @@
 // MADV_DONTNEED (REMOVE) drops a range (later faults get zeros), munmap (UNMAP) forgets it,
 // mremap (REMAP) moves what is still to come with it, and fork (FORK) serves the child too.
 //
+// Where pages come from: an image::PageSource (page_source.h), the local pages.img or a remote page
+// server (remote.h); the server does not branch on which. A source that fails (a remote server
+// that died or did not answer within its timeout, a page failing its digest) cannot be served
+// around: a fault left unanswered would hang the function, and answering zeros would corrupt it.
+// So every process of that restore is killed (SIGKILL through its pidfd; a child it forked dies
+// with the sandbox, whose init ends when the function's first process does) and the reason is kept
+// in its ServedMemory (`stats().failure`). While a remote read is outstanding the server thread
+// waits for it (at most the source's timeout), and so do the other processes it serves.
+//
 // Threads: every member may be called from any thread; `add` returns once the server thread will
 // read the new userfaultfd (faults are answered from then on).
 #pragma once
@@ -29,9 +38,11 @@
 #include <future>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "initless/image/image.h"
+#include "initless/image/page_source.h"
 #include "initless/sys/file.h"
 #include "initless/sys/unique_fd.h"
 #include "initless/sys/uffd.h"
@@ -46,14 +57,15 @@ struct LazySource {
         uint64_t image_offset = 0;  // of `start` in pages.img
         std::vector<bool> saved;    // per page: in pages.img (else never saved: zero)
     };
-    sys::UniqueFd pages;                         // pages.img as load verified it, read-only
-    // pages.img mapped read-only: UFFDIO_COPY copies from the page cache through it (one copy per
-    // page instead of a pread into a buffer and a second copy out of it).
-    std::optional<sys::FileMapping> mapped;
+    // pages.img's bytes: locally a read-only mapping of the file load verified (UFFDIO_COPY copies
+    // from the page cache through it: one copy per page), or a remote page server's verified cache.
+    // Read by the server thread only.
+    std::shared_ptr<image::PageSource> pages;
     std::vector<std::vector<Area>> areas;        // per process, in address order
     std::vector<image::WorkingSetRun> working_set;  // filled first, in this order
 
-    // Built from a loaded image (a new open file description of its verified pages.img).
+    // Built from a loaded image (its pages_source(): a new open file description of its verified
+    // pages.img, or its remote source).
     static std::shared_ptr<const LazySource> of(const image::Image& img);
 };
 
@@ -67,6 +79,7 @@ struct ServeStats {
     uint64_t events = 0;         // fork, remap, remove, unmap
     bool complete = false;       // every served process is complete or gone
     double complete_ms = 0;      // from the first add to completion
+    std::string failure;         // why the restore's page source failed (the function was killed); empty if not
 };
 
 // One restore's served memory (every process of its tree and their forks). Kept by the caller for
@@ -85,6 +98,7 @@ class ServedMemory {
     Counters counters;
     void process_started();
     void process_finished();
+    void failed(const std::string& why);  // keeps the first reason
 
   private:
     mutable std::mutex mutex_;
@@ -93,6 +107,7 @@ class ServedMemory {
     bool ever_ = false;
     std::chrono::steady_clock::time_point first_{};
     double complete_ms_ = 0;
+    std::string failure_;
 };
 
 class PageServer {

@@ -44,6 +44,25 @@ class FileMapping {
     size_t size_ = 0;
 };
 
+// An anonymous file in memory (memfd, close-on-exec) of `size` bytes, mapped read-write and shared:
+// what is written through data() is what other open file descriptions of it (reopen) read and map.
+// Holes read as zeros and take no memory until written.
+class MemoryFile {
+  public:
+    MemoryFile(const char* name, size_t size);
+    MemoryFile(const MemoryFile&) = delete;
+    MemoryFile& operator=(const MemoryFile&) = delete;
+    ~MemoryFile();
+    int fd() const { return fd_.get(); }
+    uint8_t* data() const { return static_cast<uint8_t*>(data_); }
+    size_t size() const { return size_; }
+
+  private:
+    UniqueFd fd_;
+    void* data_ = nullptr;
+    size_t size_ = 0;
+};
+
 // Copies a tree keeping modes, owners, symlinks, FIFOs and overlay whiteouts (0:0 character
 // devices); sockets are skipped (their owners recreate them), other device nodes refused. `to` is
 // made if missing. Never follows a symlink inside the tree: sys::copy_tree_at (tree.h).

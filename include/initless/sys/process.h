@@ -2,6 +2,7 @@
 // stealing fds from another process, and small /proc readers.
 #pragma once
 
+#include <initializer_list>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -43,6 +44,11 @@ bool same_table(pid_t pid1, pid_t pid2, SharedTable which);
 bool is_epoll_target(pid_t pid, int epfd, int tfd, int nth, int fd);
 // kill(2): false when the process is gone (ESRCH); throws SysError for any other failure.
 bool send_signal(pid_t pid, int sig);
+// Blocks `signals` in the calling thread (threads it starts afterwards inherit the mask) and
+// returns a signalfd (close-on-exec) that becomes readable when one of them arrives.
+UniqueFd signal_fd(std::initializer_list<int> signals);
+// pidfd_send_signal(2): false when the process is gone (ESRCH); throws SysError otherwise.
+bool pidfd_send_signal(int pidfd, int sig);
 
 // For the calling thread only: files it creates are owned by (uid, gid), and the kernel lets it create
 // them on a filesystem of a user namespace that maps those ids but not ours (a sandbox's tmpfs). Its

@@ -72,6 +72,39 @@ struct UnixSocketDiag {
 };
 std::map<uint64_t, UnixSocketDiag> unix_socket_diag(int netns_fd);
 
+// TCP for the remote page server (pages/remote.h). An address is "HOST:PORT" (IPv4 or a name
+// getaddrinfo resolves; "[V6]:PORT" for IPv6); port 0 on listen picks a free one.
+struct TcpAddress {
+    std::string host;
+    uint16_t port = 0;
+    std::string str() const;
+};
+TcpAddress parse_tcp_address(const std::string& text);  // throws Error naming the text
+// A TCP socket listening on `addr` (SO_REUSEADDR, close-on-exec, non-blocking accept).
+UniqueFd listen_tcp(const TcpAddress& addr, int backlog = 64);
+// The port a bound socket got.
+uint16_t local_port(int sock);
+// Connects to `addr` within `timeout` (TCP_NODELAY, close-on-exec, blocking afterwards); throws
+// SysError naming the address (ETIMEDOUT when the time ran out).
+UniqueFd connect_tcp(const TcpAddress& addr, std::chrono::milliseconds timeout);
+// Writes or reads exactly `len` bytes on a stream socket before `deadline` (poll between partial
+// transfers). Throw SysError: ETIMEDOUT when the deadline passed, EPIPE/ECONNRESET as the kernel says,
+// and reads throw with ECONNRESET's text "closed by peer" on end of stream mid-read.
+void send_all_by(int sock, const void* data, size_t len, std::chrono::steady_clock::time_point deadline);
+void receive_all_by(int sock, void* data, size_t len, std::chrono::steady_clock::time_point deadline);
+// Reads up to `len` bytes, waiting at most until `deadline`; returns 0 on end of stream, throws on
+// errors and ETIMEDOUT. For a server reading a client's next request.
+size_t receive_some_by(int sock, void* data, size_t len, std::chrono::steady_clock::time_point deadline);
+// Accepts a connection on a non-blocking listener (close-on-exec, TCP_NODELAY); empty when none is
+// waiting. `peer` gets the client's address.
+UniqueFd accept_tcp(int listener, std::string& peer);
+// An eventfd (close-on-exec, non-blocking) and a write that makes it readable for good.
+UniqueFd event_fd();
+void notify(int event_fd);
+// Waits until one of `fds` is readable (or hung up) or `timeout` passes (negative: forever); returns
+// the index of the first such fd, or -1 on timeout.
+int wait_readable(std::span<const int> fds, std::chrono::milliseconds timeout);
+
 // Brings the loopback interface of the current network namespace up.
 void set_loopback_up();
 
