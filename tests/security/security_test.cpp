@@ -77,12 +77,14 @@ fs::path hostile_dir() {
 
 // Whether a mount point is one that tests running beside this one make and remove: a scratch dir in
 // /tmp (every test's is /tmp/<name>/...; the e2e small-disk and Docker tests mount there), a
-// sandbox's instance dir, or the runtime dirs of initless and of the dockerd/containerd the Docker
-// tests start.
+// sandbox's instance dir, the runtime dirs of initless and of the dockerd/containerd the Docker
+// tests start, or `ip netns`'s /run/netns (the remote-pages tests' two hosts; its first use mounts
+// /run/netns itself, for good).
 bool scratch_mount(const std::string& point) {
     if (point.rfind("/tmp/", 0) == 0 && point.find('/', 5) != std::string::npos) return true;
     for (const char* prefix :
-         {"/tmp/initless-", "/tmp/e2e-", "/tmp/ild.", "/run/initless", "/run/docker", "/run/containerd"})
+         {"/tmp/initless-", "/tmp/e2e-", "/tmp/ild.", "/run/initless", "/run/docker", "/run/containerd",
+          "/run/netns"})
         if (point.rfind(prefix, 0) == 0) return true;
     return point.find("/instances/") != std::string::npos;
 }
