@@ -42,6 +42,8 @@ std::vector<sys::Tracee> seize_all(pid_t pid) {
     return out;
 }
 
+ContractError vfork_in_progress(pid_t parent, pid_t child, const std::string& what_parent_does);
+
 // Before seizing: a process someone else traces, a zombie or a stopped process cannot be restored
 // as it is; nor a thread with a seccomp filter or a pending SIGTRAP.
 void check_freezable(pid_t pid) {
@@ -81,6 +83,12 @@ void check_freezable(pid_t pid) {
                     "SIGTRAP pending when ready: checkpoint and restore stop the process through SIGTRAP "
                     "traps, which a pending one would take the place of",
                     pid, tid, set, ts[set], tid));
+        // A vfork parent never stops for ptrace: refused before the seize would wait for it in vain.
+        // (A vfork that shares the address space is found by check_no_shared_address_space too; one
+        // made by clone(CLONE_VFORK) without CLONE_VM only here.)
+        if (pid_t child = ts.count("State") && ts["State"].rfind("D", 0) == 0 ? sys::vfork_child_of(tid) : 0)
+            throw vfork_in_progress(pid, child,
+                                    fmt::format("(its thread {}) is {}", tid, sys::describe_thread_state(tid)));
         if (seccomp == "1")
             throw ContractError(fmt::format(
                 "process {} thread {} is in seccomp strict mode (Seccomp: 1 in /proc/{}/status); rule: no "
@@ -90,13 +98,16 @@ void check_freezable(pid_t pid) {
     }
 }
 
-// The one wording of the vfork rule: `parent` sleeps, sharing its address space with `child`, until
-// the child execs or exits; `what_parent_does` says what we saw of it.
+// The one wording of the vfork rule: `parent` sleeps until `child` execs or exits, sharing its
+// address space with it (vfork) or not (clone with CLONE_VFORK alone); `what_parent_does` says what
+// we saw of it.
 ContractError vfork_in_progress(pid_t parent, pid_t child, const std::string& what_parent_does) {
-    return ContractError(
-        fmt::format("processes {} and {} share one address space (a vfork in progress: {} waits "
-                    "until {} execs or exits; {} {}); rule: no vfork in progress when ready",
-                    parent, child, parent, child, parent, what_parent_does));
+    bool shared = sys::same_address_space(parent, child);
+    return ContractError(fmt::format(
+        "processes {} and {} {} (a vfork in progress: {} waits until {} execs or exits; {} {}); rule: no "
+        "vfork in progress when ready",
+        parent, child, shared ? "share one address space" : "are parent and child of a clone with CLONE_VFORK", parent,
+        child, parent, what_parent_does));
 }
 
 // Two processes sharing one address space: a vfork in progress (the parent sleeps, unstoppable by

@@ -336,6 +336,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-deleted-dir-fd", {"fd 42", "/tmp/rt-dir-gone", "deleted"}},
                       ContractCase{"refuse-foreign-proc-fd", {"fd 42", "/proc/1", "outside the snapshot"}},
                       ContractCase{"refuse-vfork", {"vfork", "share one address space"}},
+                      ContractCase{"refuse-vfork-thread", {"vfork in progress", "share one address space"}},
+                      ContractCase{"refuse-clone-vfork", {"vfork in progress", "clone with CLONE_VFORK", "kernel_clone"}},
                       ContractCase{"refuse-seccomp", {"thread", "seccomp filter of its own", "on top of the sandbox's", "Seccomp: 2"}},
                       ContractCase{"refuse-pending-sigtrap", {"thread", "SIGTRAP pending", "ShdPnd"}},
                       ContractCase{"refuse-sysv-msg", {"SysV message queue", "key 0x5254"}},
