@@ -2,7 +2,8 @@
 // init is frozen (all its threads seized), parents first; pids, groups and sessions are read as the
 // sandbox sees them, and what restore cannot rebuild is refused (a traced, zombie or stopped
 // process; a thread in seccomp strict mode; a vfork in progress, checked before seizing because its
-// parent never stops for ptrace; a session or group whose leader is gone or restored later). Restore: each
+// parent never stops for ptrace; a thread with an fd table or filesystem context of its own; a session
+// or group whose leader is gone or restored later). Restore: each
 // process is forked by its parent's table (a further child of init by the first process, CLONE_PARENT) with
 // clone3 set_tid, then calls setsid or setpgid before forking its own children.
 #include <linux/sched.h>
@@ -122,6 +123,34 @@ void check_no_shared_address_space(const std::vector<pid_t>& pids) {
         }
 }
 
+// Threads with a table of their own (unshare(CLONE_FS) or unshare(CLONE_FILES) in a thread): the
+// process's fds, cwd, root and umask are read from its main thread and restore gives every thread
+// those, so such a thread would come back silently changed. Checked once the threads are seized (a
+// frozen thread cannot unshare, nor end and look different).
+void check_threads_share_tables(pid_t pid, const std::vector<sys::Tracee>& threads) {
+    for (const auto& t : threads) {
+        if (t.tid() == pid) continue;
+        if (!sys::same_table(pid, t.tid(), sys::SharedTable::Fs)) {
+            std::string cwd;
+            try {
+                cwd = sys::read_link(fmt::format("/proc/{}/task/{}/cwd", pid, t.tid()));
+            } catch (const Error&) {
+                cwd = "?";
+            }
+            throw ContractError(fmt::format(
+                "process {} thread {} has a filesystem context of its own (unshare(CLONE_FS): its current "
+                "directory is {}, its process's {}); rule: the threads of a process share one cwd, root "
+                "and umask when ready (restore gives every thread its process's)",
+                pid, t.tid(), cwd, sys::read_link(fmt::format("/proc/{}/cwd", pid))));
+        }
+        if (!sys::same_table(pid, t.tid(), sys::SharedTable::Files))
+            throw ContractError(fmt::format(
+                "process {} thread {} has an fd table of its own (unshare(CLONE_FILES)); rule: the threads of "
+                "a process share one fd table when ready (restore gives every thread its process's)",
+                pid, t.tid()));
+    }
+}
+
 // The function's processes: every descendant of init, parents before children; init's own children
 // first, oldest first (the one init started leads: restore spawns it and builds the rest from it).
 std::vector<pid_t> process_tree(pid_t init) {
@@ -210,6 +239,7 @@ std::vector<Frozen> freeze(pid_t init) {
                     pid, e.vfork_child(),
                     fmt::format("(its thread {}) never stopped for ptrace, and was killed", e.tid()));
             }
+            check_threads_share_tables(pid, m.threads);
             frozen.emplace(pid, std::move(m));
             grew = true;
         }

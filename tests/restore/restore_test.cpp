@@ -345,6 +345,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-sysv-shm-detached", {"SysV shared memory segment", "key 0x5256"}},
                       ContractCase{"refuse-shared-fd-table", {"processes", "share one fd table", "CLONE_FILES"}},
                       ContractCase{"refuse-shared-fs", {"processes", "CLONE_FS"}},
+                      ContractCase{"refuse-deleted-cwd-thread", {"thread", "filesystem context of its own", "/tmp/rt-cwd-thread (deleted)"}},
+                      ContractCase{"refuse-thread-own-files", {"thread", "fd table of its own", "CLONE_FILES"}},
                       ContractCase{"refuse-loginuid", {"audit login uid", "loginuid"}},
                       ContractCase{"refuse-aio", {"mapping", "/[aio]", "io_setup"}},
                       ContractCase{"refuse-userfaultfd", {"mapping", "userfaultfd"}}),
