@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "initless/sys/error.h"
+#include "initless/sys/file.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/process.h"
 #include "initless/sys/tracee.h"
@@ -25,6 +26,17 @@ namespace initless::state::tree {
 
 namespace {
 
+// Whether thread `tid` of process `pid` still exists and has not exited.
+bool thread_alive(pid_t pid, pid_t tid) {
+    try {
+        std::string status = sys::read_file(fmt::format("/proc/{}/task/{}/status", pid, tid));
+        size_t at = status.find("\nState:\t");
+        return at != std::string::npos && status[at + 8] != 'Z' && status[at + 8] != 'X';
+    } catch (const Error&) {
+        return false;
+    }
+}
+
 // Threads of `pid`, seized until the set is stable (a thread may be created while we seize).
 std::vector<sys::Tracee> seize_all(pid_t pid) {
     std::vector<sys::Tracee> out;
@@ -33,7 +45,16 @@ std::vector<sys::Tracee> seize_all(pid_t pid) {
         grew = false;
         for (pid_t tid : sys::proc_tasks(pid)) {
             if (seized.count(tid)) continue;
-            out.push_back(sys::Tracee::seize(tid));
+            try {
+                out.push_back(sys::Tracee::seize(tid));
+            } catch (const sys::StopTimeout&) {
+                throw;
+            } catch (const Error&) {
+                // A thread that ended between the listing and the seize (ESRCH, or its exit reported
+                // in place of the stop) is simply not part of the snapshot; its process goes on.
+                if (tid == pid || thread_alive(pid, tid)) throw;
+                continue;
+            }
             seized.insert(tid);
             grew = true;
         }
@@ -55,10 +76,16 @@ void check_freezable(pid_t pid) {
                         "snapshotted",
                         pid, status["TracerPid"]));
     std::string state = status.count("State") ? status["State"] : "";
+    if (!state.empty() && state[0] == 'Z' && sys::proc_tasks(pid).size() > 1)
+        throw ContractError(
+            fmt::format("process {}: its main thread has ended (pthread_exit) while {} other thread(s) run; "
+                        "rule: the main thread of every process lives when ready (restore builds the "
+                        "process from it)",
+                        pid, sys::proc_tasks(pid).size() - 1));
     if (!state.empty() && state[0] == 'Z')
         throw ContractError(
-            fmt::format("process {} has exited but was not waited for (a zombie); rule: reap child "
-                        "processes before ready",
+            fmt::format("process {} has exited but was not waited for (a zombie; or it exited during the "
+                        "checkpoint, after its parent was frozen); rule: reap child processes before ready",
                         pid));
     if (!state.empty() && state[0] == 'T')
         throw ContractError(
@@ -226,11 +253,11 @@ std::vector<Frozen> freeze(pid_t init) {
         check_no_shared_address_space(tree);
         for (pid_t pid : tree) {
             if (frozen.count(pid)) continue;
-            check_freezable(pid);
             Frozen m;
             m.host = pid;
-            m.pidfd = sys::pidfd_open(pid);
             try {
+                check_freezable(pid);
+                m.pidfd = sys::pidfd_open(pid);
                 m.threads = seize_all(pid);
             } catch (const sys::StopTimeout& e) {
                 // A vfork begun after the tree was listed above: the check there could not see it.
@@ -238,6 +265,20 @@ std::vector<Frozen> freeze(pid_t init) {
                 throw vfork_in_progress(
                     pid, e.vfork_child(),
                     fmt::format("(its thread {}) never stopped for ptrace, and was killed", e.tid()));
+            } catch (const ContractError&) {
+                throw;
+            } catch (const Error& e) {
+                // A process that ended between the listing and the seize. Reaped already (by init, or
+                // by its parent before that was frozen): it is simply not part of the snapshot. Still
+                // there, a zombie: the function exited during the checkpoint, or a process of it did.
+                if (thread_alive(pid, pid)) throw;
+                if (!sys::process_alive(pid)) {
+                    grew = true;  // list the tree again
+                    continue;
+                }
+                throw Error(fmt::format("process {} of the function exited during the checkpoint, while it "
+                                        "was being frozen; nothing was published (first error: {})",
+                                        pid, e.what()));
             }
             check_threads_share_tables(pid, m.threads);
             frozen.emplace(pid, std::move(m));
@@ -245,6 +286,9 @@ std::vector<Frozen> freeze(pid_t init) {
         }
     }
     std::vector<Frozen> out;
+    if (frozen.empty())
+        throw Error("the function exited during the checkpoint: no process of it was left to freeze; nothing "
+                    "was published");
     for (pid_t pid : process_tree(init)) {
         Frozen& m = frozen.at(pid);
         m.status = sys::read_status(pid);

@@ -178,7 +178,13 @@ std::vector<pid_t> proc_tasks(pid_t pid) {
 std::vector<pid_t> proc_children(pid_t pid) {
     std::vector<pid_t> out;
     for (pid_t tid : proc_tasks(pid)) {
-        std::istringstream in(read_file(fmt::format("/proc/{}/task/{}/children", pid, tid)));
+        std::string children;
+        try {
+            children = read_file(fmt::format("/proc/{}/task/{}/children", pid, tid));
+        } catch (const Error&) {
+            continue;  // a thread that ended since the listing: it has no children any more
+        }
+        std::istringstream in(children);
         pid_t child;
         while (in >> child) out.push_back(child);
     }

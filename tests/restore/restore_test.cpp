@@ -227,6 +227,7 @@ const char* const kStatePrograms[] = {
     "file-map-maywrite",    // shared file mappings: mprotect(PROT_WRITE) allowed or EACCES as before
     "socketpair-shutdown",  // a seqpacket pair whose peer shut down, a stream pair shut for reading
     "epoll-dup",            // epoll registrations under closed, dup'd and reused fd numbers
+    "thread-churn",         // threads created and joined in a loop during the checkpoint
     // net-sysctls (programs/net-sysctls.c) is not run: the sandbox's /proc/sys is read-only (Docker's
     // readonlyPaths), so a function cannot change its netns's sysctls; the engine still restores
     // them for a spec that allows it.
@@ -325,6 +326,7 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-netlink", {"fd 42", "netlink socket", "cannot be recreated"}},
                       ContractCase{"refuse-tcp-connection", {"fd 42", "TCP connection", "refuse_tcp_connections"}},
                       ContractCase{"refuse-zombie", {"zombie", "reap"}},
+                      ContractCase{"refuse-leader-exited", {"main thread has ended", "1 other thread(s) run", "main thread of every process lives"}},
                       ContractCase{"refuse-lost-session", {"session", "leader is gone"}},
                       ContractCase{"refuse-inotify", {"fd 42", "inotify", "wds 2, not 1..1"}},
                       ContractCase{"refuse-inotify-hardlink", {"fd 42", "inotify watch wd 1", "several paths", "/tmp/watched, ", "/tmp/watched-too"}},

@@ -76,7 +76,8 @@ bool process_alive(pid_t pid);
 // Raises this process's soft RLIMIT_NOFILE to its hard limit (a daemon holding many connections);
 // returns the new soft limit.
 uint64_t raise_fd_limit();
-// Threads of a process, and the children listed in /proc/PID/task/*/children.
+// Threads of a process, and the children listed in /proc/PID/task/*/children (a thread that ends
+// meanwhile is skipped; a process that is gone throws).
 std::vector<pid_t> proc_tasks(pid_t pid);
 std::vector<pid_t> proc_children(pid_t pid);
 
