@@ -70,11 +70,6 @@ ContractError vfork_in_progress(pid_t parent, pid_t child, const std::string& wh
 // as it is; nor a thread with a seccomp filter or a pending SIGTRAP.
 void check_freezable(pid_t pid) {
     auto status = sys::read_status(pid);
-    if (status.count("TracerPid") && status["TracerPid"] != "0")
-        throw ContractError(
-            fmt::format("process {} is already being traced (TracerPid {}): a traced process cannot be "
-                        "snapshotted",
-                        pid, status["TracerPid"]));
     std::string state = status.count("State") ? status["State"] : "";
     if (!state.empty() && state[0] == 'Z' && sys::proc_tasks(pid).size() > 1)
         throw ContractError(
@@ -101,6 +96,13 @@ void check_freezable(pid_t pid) {
         } catch (const Error&) {
             continue;  // the thread has just exited
         }
+        // ptrace allows one tracer per thread, and the checkpoint must be it (any thread: a process
+        // may trace one thread of another).
+        if (ts.count("TracerPid") && ts["TracerPid"] != "0")
+            throw ContractError(fmt::format(
+                "process {} thread {} is already being traced (TracerPid {} in /proc/{}/status); rule: no "
+                "thread of the function is traced when ready: the checkpoint must be its only tracer",
+                pid, tid, ts["TracerPid"], tid));
         // The checkpoint's injected syscalls and the restore's stub stop through SIGTRAP (a single
         // step, an int3): a SIGTRAP already pending would be delivered in their place and lost.
         constexpr uint64_t kTrap = uint64_t{1} << (SIGTRAP - 1);

@@ -326,6 +326,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-netlink", {"fd 42", "netlink socket", "cannot be recreated"}},
                       ContractCase{"refuse-tcp-connection", {"fd 42", "TCP connection", "refuse_tcp_connections"}},
                       ContractCase{"refuse-zombie", {"zombie", "reap"}},
+                      ContractCase{"refuse-ptraced-child", {"thread", "already being traced", "TracerPid", "only tracer"}},
+                      ContractCase{"refuse-ptraced-thread", {"thread", "already being traced", "TracerPid", "only tracer"}},
                       ContractCase{"refuse-leader-exited", {"main thread has ended", "1 other thread(s) run", "main thread of every process lives"}},
                       ContractCase{"refuse-lost-session", {"session", "leader is gone"}},
                       ContractCase{"refuse-inotify", {"fd 42", "inotify", "wds 2, not 1..1"}},
