@@ -228,6 +228,8 @@ const char* const kStatePrograms[] = {
     "socketpair-shutdown",  // a seqpacket pair whose peer shut down, a stream pair shut for reading
     "epoll-dup",            // epoll registrations under closed, dup'd and reused fd numbers
     "thread-churn",         // threads created and joined in a loop during the checkpoint
+    "socket-peer-closed",   // seqpacket, datagram and stream pair ends whose peer closed, data queued
+                            // (empty messages too); a seqpacket pair shut both ways
     // net-sysctls (programs/net-sysctls.c) is not run: the sandbox's /proc/sys is read-only (Docker's
     // readonlyPaths), so a function cannot change its netns's sysctls; the engine still restores
     // them for a spec that allows it.
