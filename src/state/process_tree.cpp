@@ -11,6 +11,8 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -66,6 +68,13 @@ std::vector<sys::Tracee> seize_all(pid_t pid) {
 
 ContractError vfork_in_progress(pid_t parent, pid_t child, const std::string& what_parent_does);
 
+// A zombie among the function's processes. Its parent is frozen already (parents come first), so
+// it may be a child that ended during the freeze, which its parent reaps once it runs again:
+// freeze tries again before this becomes the refusal.
+struct ZombieFound : ContractError {
+    using ContractError::ContractError;
+};
+
 // Before seizing: a process someone else traces, a zombie or a stopped process cannot be restored
 // as it is; nor a thread with a seccomp filter or a pending SIGTRAP.
 void check_freezable(pid_t pid) {
@@ -78,7 +87,7 @@ void check_freezable(pid_t pid) {
                         "process from it)",
                         pid, sys::proc_tasks(pid).size() - 1));
     if (!state.empty() && state[0] == 'Z')
-        throw ContractError(
+        throw ZombieFound(
             fmt::format("process {} has exited but was not waited for (a zombie; or it exited during the "
                         "checkpoint, after its parent was frozen); rule: reap child processes before ready",
                         pid));
@@ -245,9 +254,10 @@ void check_no_shared_tables(const std::vector<Frozen>& ms) {
 
 }  // namespace
 
+namespace {
 // Seizes every thread of every process, walking the tree again until it stops changing: a process
 // not yet frozen may fork or spawn a thread meanwhile, a frozen one cannot.
-std::vector<Frozen> freeze(pid_t init) {
+std::vector<Frozen> freeze_once(pid_t init) {
     std::map<pid_t, Frozen> frozen;
     for (bool grew = true; grew;) {
         grew = false;
@@ -297,6 +307,22 @@ std::vector<Frozen> freeze(pid_t init) {
         out.push_back(std::move(m));
     }
     return out;
+}
+}  // namespace
+
+std::vector<Frozen> freeze(pid_t init) {
+    // A function that runs short-lived children (fork, exec, waitpid) may have one ending, or just
+    // ended and not yet reaped, while its parent is frozen: everything is let go, and the parent
+    // reaps it, before a second or third try. A zombie nobody reaps stays and is refused.
+    constexpr int kAttempts = 3;
+    for (int attempt = 1;; ++attempt) {
+        try {
+            return freeze_once(init);
+        } catch (const ZombieFound&) {
+            if (attempt == kAttempts) throw;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
 }
 
 void read(Frozen& f) {
