@@ -151,13 +151,16 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         state::tree::link(members, target.init_host_pid);
         state::fds::link(members);
         std::vector<image::PageRun> runs;
-        {
+        try {
             sys::UniqueFd out = sys::open_file(writer.pages_path(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
             uint64_t cursor = 0;
             for (auto& m : members)
                 state::memory::dump_pages(m.host, m.p.vmas, out.get(), cursor, manifest, runs);
             sys::check(::ftruncate(out.get(), static_cast<off_t>(cursor)), "truncate pages.img");
             manifest.pages_file_size = cursor;
+        } catch (const Error& e) {
+            throw_if_one_died(members, e);  // killed while frozen (SIGKILL, the OOM killer): say so
+            throw;
         }
         for (auto& m : members) {
             ++stats.processes;

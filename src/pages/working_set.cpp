@@ -7,13 +7,15 @@
 
 #include "initless/restore/restore.h"
 #include "initless/sys/file.h"
+#include "initless/sys/proc.h"
 
 namespace initless::restore {
 
 using image::kPageSize;
 
-std::vector<image::WorkingSetRun> record_working_set(pid_t host_pid, const image::Process& process,
-                                                     uint64_t process_index) {
+namespace {
+std::vector<image::WorkingSetRun> read_working_set(pid_t host_pid, const image::Process& process,
+                                                   uint64_t process_index) {
     std::vector<image::WorkingSetRun> out;
     sys::UniqueFd pagemap = sys::open_file(fmt::format("/proc/{}/pagemap", host_pid), O_RDONLY);
     std::vector<uint64_t> entries;
@@ -40,6 +42,28 @@ std::vector<image::WorkingSetRun> record_working_set(pid_t host_pid, const image
         }
     }
     return out;
+}
+
+}  // namespace
+
+std::vector<image::WorkingSetRun> record_working_set(pid_t host_pid, const image::Process& process,
+                                                     uint64_t process_index) {
+    // A process of the function may end soon after its restore (a short-lived child: fork, exec
+    // /bin/true, exit): it has no working set, and the others' are still worth keeping.
+    auto ended = [&] {
+        try {
+            std::string state = sys::read_status(host_pid)["State"];
+            return state.rfind("Z", 0) == 0 || state.rfind("X", 0) == 0;
+        } catch (const Error&) {
+            return true;
+        }
+    };
+    try {
+        return read_working_set(host_pid, process, process_index);
+    } catch (const Error&) {
+        if (ended()) return {};
+        throw;
+    }
 }
 
 }  // namespace initless::restore

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -174,26 +175,44 @@ void read_process(Frozen& f) {
 }
 
 void check_proc_paths(const std::vector<Frozen>& ms) {
-    std::set<pid_t> inside;  // pids and tids of the snapshot, as the sandbox sees them
-    for (const auto& m : ms) {
-        inside.insert(m.p.pid);
-        for (const auto& th : m.p.threads) inside.insert(th.tid);
-    }
+    std::map<pid_t, pid_t> process_of;  // pids and tids of the snapshot, as the sandbox sees them
+    for (const auto& m : ms)
+        for (const auto& th : m.p.threads) process_of[th.tid] = m.p.pid;
+    // The number at the start of `s` ("" when none), and what follows it.
+    auto leading_number = [](const std::string& s) {
+        size_t digits = 0;
+        while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') ++digits;
+        return std::pair{s.substr(0, digits), s.substr(digits)};
+    };
     for (const auto& m : ms)
         for (const auto& f : m.p.fds) {
             const auto* file = f.as<image::FileFd>();
             if (!file || file->path.rfind("/proc/", 0) != 0) continue;
-            std::string rest = file->path.substr(6);
-            size_t digits = 0;
-            while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
-            if (digits == 0 || (digits < rest.size() && rest[digits] != '/')) continue;
-            pid_t pid = static_cast<pid_t>(std::stol(rest.substr(0, digits)));
-            if (inside.count(pid)) continue;
-            throw ContractError(fmt::format(
-                "process {} fd {} ({}): /proc/{} is a task outside the snapshot (pid {} in the sandbox is "
-                "not one of the function's processes or threads); rule: /proc/<pid> only of the "
-                "function's own tasks",
-                m.host, f.fd, file->path, pid, pid));
+            auto [first, rest] = leading_number(file->path.substr(6));
+            if (first.empty() || (!rest.empty() && rest[0] != '/')) continue;
+            // /proc/<pid>, /proc/<tid> (a thread's directory, hidden from listings) and
+            // /proc/<pid>/task/<tid> name tasks.
+            std::vector<pid_t> named{static_cast<pid_t>(std::stol(first))};
+            if (rest.rfind("/task/", 0) == 0)
+                if (auto [tid, after] = leading_number(rest.substr(6)); !tid.empty() && (after.empty() || after[0] == '/'))
+                    named.push_back(static_cast<pid_t>(std::stol(tid)));
+            for (pid_t task : named) {
+                auto it = process_of.find(task);
+                if (it == process_of.end())
+                    throw ContractError(fmt::format(
+                        "process {} fd {} ({}): /proc/{} is a task outside the snapshot (pid {} in the sandbox "
+                        "is not one of the function's processes or threads); rule: /proc/<pid> only of the "
+                        "function's own tasks",
+                        m.host, f.fd, file->path, task, task));
+                // Restore opens a process's fds before it makes its threads: a path naming a thread
+                // other than a main one would not exist yet.
+                if (it->second != task)
+                    throw ContractError(fmt::format(
+                        "process {} fd {} ({}): names thread {} of process {} (pid {} in the sandbox), not a "
+                        "process; rule: /proc fds only of the function's processes (their main threads): "
+                        "restore opens fds before it makes the other threads",
+                        m.host, f.fd, file->path, task, it->second, it->second));
+            }
         }
 }
 

@@ -2,7 +2,8 @@
 // init is frozen (all its threads seized), parents first; pids, groups and sessions are read as the
 // sandbox sees them, and what restore cannot rebuild is refused (a traced, zombie or stopped
 // process; a thread in seccomp strict mode; a vfork in progress, checked before seizing because its
-// parent never stops for ptrace; a session or group whose leader is gone or restored later). Restore: each
+// parent never stops for ptrace; a thread with an fd table or filesystem context of its own; a session
+// or group whose leader is gone or restored later). Restore: each
 // process is forked by its parent's table (a further child of init by the first process, CLONE_PARENT) with
 // clone3 set_tid, then calls setsid or setpgid before forking its own children.
 #include <linux/sched.h>
@@ -10,11 +11,14 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "initless/sys/error.h"
+#include "initless/sys/file.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/process.h"
 #include "initless/sys/tracee.h"
@@ -24,6 +28,17 @@ namespace initless::state::tree {
 
 namespace {
 
+// Whether thread `tid` of process `pid` still exists and has not exited.
+bool thread_alive(pid_t pid, pid_t tid) {
+    try {
+        std::string status = sys::read_file(fmt::format("/proc/{}/task/{}/status", pid, tid));
+        size_t at = status.find("\nState:\t");
+        return at != std::string::npos && status[at + 8] != 'Z' && status[at + 8] != 'X';
+    } catch (const Error&) {
+        return false;
+    }
+}
+
 // Threads of `pid`, seized until the set is stable (a thread may be created while we seize).
 std::vector<sys::Tracee> seize_all(pid_t pid) {
     std::vector<sys::Tracee> out;
@@ -32,7 +47,16 @@ std::vector<sys::Tracee> seize_all(pid_t pid) {
         grew = false;
         for (pid_t tid : sys::proc_tasks(pid)) {
             if (seized.count(tid)) continue;
-            out.push_back(sys::Tracee::seize(tid));
+            try {
+                out.push_back(sys::Tracee::seize(tid));
+            } catch (const sys::StopTimeout&) {
+                throw;
+            } catch (const Error&) {
+                // A thread that ended between the listing and the seize (ESRCH, or its exit reported
+                // in place of the stop) is simply not part of the snapshot; its process goes on.
+                if (tid == pid || thread_alive(pid, tid)) throw;
+                continue;
+            }
             seized.insert(tid);
             grew = true;
         }
@@ -42,20 +66,30 @@ std::vector<sys::Tracee> seize_all(pid_t pid) {
     return out;
 }
 
+ContractError vfork_in_progress(pid_t parent, pid_t child, const std::string& what_parent_does);
+
+// A zombie among the function's processes. Its parent is frozen already (parents come first), so
+// it may be a child that ended during the freeze, which its parent reaps once it runs again:
+// freeze tries again before this becomes the refusal.
+struct ZombieFound : ContractError {
+    using ContractError::ContractError;
+};
+
 // Before seizing: a process someone else traces, a zombie or a stopped process cannot be restored
 // as it is; nor a thread with a seccomp filter or a pending SIGTRAP.
 void check_freezable(pid_t pid) {
     auto status = sys::read_status(pid);
-    if (status.count("TracerPid") && status["TracerPid"] != "0")
-        throw ContractError(
-            fmt::format("process {} is already being traced (TracerPid {}): a traced process cannot be "
-                        "snapshotted",
-                        pid, status["TracerPid"]));
     std::string state = status.count("State") ? status["State"] : "";
-    if (!state.empty() && state[0] == 'Z')
+    if (!state.empty() && state[0] == 'Z' && sys::proc_tasks(pid).size() > 1)
         throw ContractError(
-            fmt::format("process {} has exited but was not waited for (a zombie); rule: reap child "
-                        "processes before ready",
+            fmt::format("process {}: its main thread has ended (pthread_exit) while {} other thread(s) run; "
+                        "rule: the main thread of every process lives when ready (restore builds the "
+                        "process from it)",
+                        pid, sys::proc_tasks(pid).size() - 1));
+    if (!state.empty() && state[0] == 'Z')
+        throw ZombieFound(
+            fmt::format("process {} has exited but was not waited for (a zombie; or it exited during the "
+                        "checkpoint, after its parent was frozen); rule: reap child processes before ready",
                         pid));
     if (!state.empty() && state[0] == 'T')
         throw ContractError(
@@ -71,6 +105,13 @@ void check_freezable(pid_t pid) {
         } catch (const Error&) {
             continue;  // the thread has just exited
         }
+        // ptrace allows one tracer per thread, and the checkpoint must be it (any thread: a process
+        // may trace one thread of another).
+        if (ts.count("TracerPid") && ts["TracerPid"] != "0")
+            throw ContractError(fmt::format(
+                "process {} thread {} is already being traced (TracerPid {} in /proc/{}/status); rule: no "
+                "thread of the function is traced when ready: the checkpoint must be its only tracer",
+                pid, tid, ts["TracerPid"], tid));
         // The checkpoint's injected syscalls and the restore's stub stop through SIGTRAP (a single
         // step, an int3): a SIGTRAP already pending would be delivered in their place and lost.
         constexpr uint64_t kTrap = uint64_t{1} << (SIGTRAP - 1);
@@ -81,6 +122,12 @@ void check_freezable(pid_t pid) {
                     "SIGTRAP pending when ready: checkpoint and restore stop the process through SIGTRAP "
                     "traps, which a pending one would take the place of",
                     pid, tid, set, ts[set], tid));
+        // A vfork parent never stops for ptrace: refused before the seize would wait for it in vain.
+        // (A vfork that shares the address space is found by check_no_shared_address_space too; one
+        // made by clone(CLONE_VFORK) without CLONE_VM only here.)
+        if (pid_t child = ts.count("State") && ts["State"].rfind("D", 0) == 0 ? sys::vfork_child_of(tid) : 0)
+            throw vfork_in_progress(pid, child,
+                                    fmt::format("(its thread {}) is {}", tid, sys::describe_thread_state(tid)));
         if (seccomp == "1")
             throw ContractError(fmt::format(
                 "process {} thread {} is in seccomp strict mode (Seccomp: 1 in /proc/{}/status); rule: no "
@@ -90,13 +137,16 @@ void check_freezable(pid_t pid) {
     }
 }
 
-// The one wording of the vfork rule: `parent` sleeps, sharing its address space with `child`, until
-// the child execs or exits; `what_parent_does` says what we saw of it.
+// The one wording of the vfork rule: `parent` sleeps until `child` execs or exits, sharing its
+// address space with it (vfork) or not (clone with CLONE_VFORK alone); `what_parent_does` says what
+// we saw of it.
 ContractError vfork_in_progress(pid_t parent, pid_t child, const std::string& what_parent_does) {
-    return ContractError(
-        fmt::format("processes {} and {} share one address space (a vfork in progress: {} waits "
-                    "until {} execs or exits; {} {}); rule: no vfork in progress when ready",
-                    parent, child, parent, child, parent, what_parent_does));
+    bool shared = sys::same_address_space(parent, child);
+    return ContractError(fmt::format(
+        "processes {} and {} {} (a vfork in progress: {} waits until {} execs or exits; {} {}); rule: no "
+        "vfork in progress when ready",
+        parent, child, shared ? "share one address space" : "are parent and child of a clone with CLONE_VFORK", parent,
+        child, parent, what_parent_does));
 }
 
 // Two processes sharing one address space: a vfork in progress (the parent sleeps, unstoppable by
@@ -109,6 +159,34 @@ void check_no_shared_address_space(const std::vector<pid_t>& pids) {
             // CLONE_VM children of a third.
             throw vfork_in_progress(pids[i], pids[j], "is " + sys::describe_thread_state(pids[i]));
         }
+}
+
+// Threads with a table of their own (unshare(CLONE_FS) or unshare(CLONE_FILES) in a thread): the
+// process's fds, cwd, root and umask are read from its main thread and restore gives every thread
+// those, so such a thread would come back silently changed. Checked once the threads are seized (a
+// frozen thread cannot unshare, nor end and look different).
+void check_threads_share_tables(pid_t pid, const std::vector<sys::Tracee>& threads) {
+    for (const auto& t : threads) {
+        if (t.tid() == pid) continue;
+        if (!sys::same_table(pid, t.tid(), sys::SharedTable::Fs)) {
+            std::string cwd;
+            try {
+                cwd = sys::read_link(fmt::format("/proc/{}/task/{}/cwd", pid, t.tid()));
+            } catch (const Error&) {
+                cwd = "?";
+            }
+            throw ContractError(fmt::format(
+                "process {} thread {} has a filesystem context of its own (unshare(CLONE_FS): its current "
+                "directory is {}, its process's {}); rule: the threads of a process share one cwd, root "
+                "and umask when ready (restore gives every thread its process's)",
+                pid, t.tid(), cwd, sys::read_link(fmt::format("/proc/{}/cwd", pid))));
+        }
+        if (!sys::same_table(pid, t.tid(), sys::SharedTable::Files))
+            throw ContractError(fmt::format(
+                "process {} thread {} has an fd table of its own (unshare(CLONE_FILES)); rule: the threads of "
+                "a process share one fd table when ready (restore gives every thread its process's)",
+                pid, t.tid()));
+    }
 }
 
 // The function's processes: every descendant of init, parents before children; init's own children
@@ -176,9 +254,10 @@ void check_no_shared_tables(const std::vector<Frozen>& ms) {
 
 }  // namespace
 
+namespace {
 // Seizes every thread of every process, walking the tree again until it stops changing: a process
 // not yet frozen may fork or spawn a thread meanwhile, a frozen one cannot.
-std::vector<Frozen> freeze(pid_t init) {
+std::vector<Frozen> freeze_once(pid_t init) {
     std::map<pid_t, Frozen> frozen;
     for (bool grew = true; grew;) {
         grew = false;
@@ -186,11 +265,11 @@ std::vector<Frozen> freeze(pid_t init) {
         check_no_shared_address_space(tree);
         for (pid_t pid : tree) {
             if (frozen.count(pid)) continue;
-            check_freezable(pid);
             Frozen m;
             m.host = pid;
-            m.pidfd = sys::pidfd_open(pid);
             try {
+                check_freezable(pid);
+                m.pidfd = sys::pidfd_open(pid);
                 m.threads = seize_all(pid);
             } catch (const sys::StopTimeout& e) {
                 // A vfork begun after the tree was listed above: the check there could not see it.
@@ -198,18 +277,52 @@ std::vector<Frozen> freeze(pid_t init) {
                 throw vfork_in_progress(
                     pid, e.vfork_child(),
                     fmt::format("(its thread {}) never stopped for ptrace, and was killed", e.tid()));
+            } catch (const ContractError&) {
+                throw;
+            } catch (const Error& e) {
+                // A process that ended between the listing and the seize. Reaped already (by init, or
+                // by its parent before that was frozen): it is simply not part of the snapshot. Still
+                // there, a zombie: the function exited during the checkpoint, or a process of it did.
+                if (thread_alive(pid, pid)) throw;
+                if (!sys::process_alive(pid)) {
+                    grew = true;  // list the tree again
+                    continue;
+                }
+                throw Error(fmt::format("process {} of the function exited during the checkpoint, while it "
+                                        "was being frozen; nothing was published (first error: {})",
+                                        pid, e.what()));
             }
+            check_threads_share_tables(pid, m.threads);
             frozen.emplace(pid, std::move(m));
             grew = true;
         }
     }
     std::vector<Frozen> out;
+    if (frozen.empty())
+        throw Error("the function exited during the checkpoint: no process of it was left to freeze; nothing "
+                    "was published");
     for (pid_t pid : process_tree(init)) {
         Frozen& m = frozen.at(pid);
         m.status = sys::read_status(pid);
         out.push_back(std::move(m));
     }
     return out;
+}
+}  // namespace
+
+std::vector<Frozen> freeze(pid_t init) {
+    // A function that runs short-lived children (fork, exec, waitpid) may have one ending, or just
+    // ended and not yet reaped, while its parent is frozen: everything is let go, and the parent
+    // reaps it, before a second or third try. A zombie nobody reaps stays and is refused.
+    constexpr int kAttempts = 3;
+    for (int attempt = 1;; ++attempt) {
+        try {
+            return freeze_once(init);
+        } catch (const ZombieFound&) {
+            if (attempt == kAttempts) throw;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
 }
 
 void read(Frozen& f) {

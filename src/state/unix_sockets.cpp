@@ -1,14 +1,15 @@
-// Unix sockets: listeners, socket pairs, and orphaned stream ends. Checkpoint (through a copy of
+// Unix sockets: listeners, socket pairs, and orphaned socketpair ends. Checkpoint (through a copy of
 // the fd, pidfd_getfd, and the sandbox netns's sock_diag dump): a listener keeps its address and
 // shutdown state (one with connections waiting to be accepted is refused: their clients cannot be
 // connected again); an unnamed connected socket whose peer is in the sandbox's netns is one end of a
 // socketpair, paired across the tree by the lower inode, with its shutdown state and what is queued
-// for it peeked (fds in flight break the contract); an unnamed stream socket with no peer and nothing
-// to read is an orphan; a connection made through a listener, and a bound or unbound socket neither
-// listening nor connected, are refused naming the address. Restore: listeners are bound again (a
+// for it peeked (fds in flight break the contract); an unnamed socket whose peer was closed is an
+// orphan, with what it still has to read; a connection made through a listener, and a bound or
+// unbound socket neither listening nor connected, are refused naming the address. Restore: listeners are bound again (a
 // stale socket file removed first), listen with 4096 and are shut down as they were; pairs are made
 // with socketpair, their buffer sizes set, each end's queue sent again through its peer, message by
-// message, then each end shut down as it was.
+// message, then each end shut down as it was; an orphan is a socketpair end whose peer queues its
+// data again and is closed.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -131,10 +132,21 @@ std::optional<image::FdObject> read(const FdSource& s) {
             return p;
         }
     }
-    if (!named && !diag.peer && type == SOCK_STREAM) {
-        if (sys::peer_gone(sock.get())) return image::UnixOrphanFd{};
-    }
     std::vector<uint8_t> peer = sys::peer_name(sock.get());
+    // Connected to an unnamed peer that no longer has a socket (diag reports no peer inode): a
+    // socketpair end whose other end was closed. What it still holds to read is kept.
+    if (!named && !diag.peer && diag_it != s.unix_sockets->end() &&
+        (peer.size() == sizeof(sa_family_t) || (type == SOCK_STREAM && sys::peer_gone(sock.get())))) {
+        image::UnixPairFd queue;
+        queue.type = type;
+        read_queued(sock.get(), where, queue);
+        image::UnixOrphanFd o;
+        o.type = type;
+        o.queued = std::move(queue.queued);
+        o.message_sizes = std::move(queue.message_sizes);
+        o.shutdown = diag.shutdown;
+        return o;
+    }
     if (!peer.empty())
         throw ContractError(fmt::format(
             "{}: a unix socket {} connected to {} (a connection made through a listening socket, not a "
@@ -176,8 +188,18 @@ void load(const json& j, image::UnixPairFd& f) {
     f.message_sizes = j.at("message_sizes").get<std::vector<uint32_t>>();
     f.shutdown = j.value("shutdown", 0);
 }
-void store(json&, const image::UnixOrphanFd&) {}
-void load(const json&, image::UnixOrphanFd&) {}
+void store(json& j, const image::UnixOrphanFd& f) {
+    j["type"] = f.type;
+    j["queued"] = hex(f.queued);
+    j["message_sizes"] = f.message_sizes;
+    j["shutdown"] = f.shutdown;
+}
+void load(const json& j, image::UnixOrphanFd& f) {
+    f.type = j.value("type", SOCK_STREAM);  // images before queues were kept: empty stream ends
+    f.queued = unhex(j.value("queued", std::string()));
+    f.message_sizes = j.value("message_sizes", std::vector<uint32_t>());
+    f.shutdown = j.value("shutdown", 0);
+}
 
 void plan_create(Table& t, Region& region, const image::Fd& f, const image::UnixListenFd& o) {
     std::string what = fmt::format("fd {}", f.fd);
@@ -193,14 +215,27 @@ void plan_create(Table& t, Region& region, const image::Fd& f, const image::Unix
         t.op(SYS_shutdown, {0, static_cast<uint64_t>(how)}, -1, 0, {{0, kTmp}}, what + " shutdown");
 }
 
-void plan_create(Table& t, Region& region, const image::Fd& f, const image::UnixOrphanFd&) {
+void plan_create(Table& t, Region& region, const image::Fd& f, const image::UnixOrphanFd& o) {
     std::string what = fmt::format("fd {}", f.fd);
     uint64_t nonblock = (f.flags & O_NONBLOCK) ? SOCK_NONBLOCK : 0;
     uint64_t pair = region.put(nullptr, 8);
-    t.op(SYS_socketpair, {AF_UNIX, SOCK_STREAM | nonblock, 0, pair}, -1, 0, {}, what + " socketpair");
+    t.op(SYS_socketpair, {AF_UNIX, static_cast<uint64_t>(o.type) | nonblock, 0, pair}, -1, 0, {},
+         what + " socketpair");
     t.op(0, {pair}, kTmp, STUB_OP_LOAD32, {}, "socketpair end");
     t.op(0, {pair + 4}, kPipeW, STUB_OP_LOAD32, {}, "socketpair peer");
+    // What it had to read is sent again by its peer, message by message, before the peer goes.
+    std::vector<uint32_t> sizes = o.message_sizes;
+    if (sizes.empty() && !o.queued.empty()) sizes.push_back(static_cast<uint32_t>(o.queued.size()));
+    uint64_t data = o.queued.empty() ? 0 : region.put(o.queued.data(), o.queued.size(), 1);
+    for (uint32_t size : sizes) {
+        t.op(SYS_sendto, {0, data, size, MSG_DONTWAIT | MSG_NOSIGNAL, 0, 0}, -1, STUB_OP_EXPECT_ARG2,
+             {{0, kPipeW}}, what + " requeue data");
+        data += size;
+    }
     t.op(SYS_close, {0}, -1, 0, {{0, kPipeW}}, what + " close the peer");
+    // A stream or seqpacket end is shut both ways by its peer's close; a datagram end only by itself.
+    if (int how = shutdown_how(o.shutdown); how >= 0 && o.type == SOCK_DGRAM)
+        t.op(SYS_shutdown, {0, static_cast<uint64_t>(how)}, -1, 0, {{0, kTmp}}, what + " shutdown");
 }
 
 void plan_pair(Table& t, Region& region, const image::UnixPairFd& end0, const image::UnixPairFd& end1,
@@ -219,8 +254,8 @@ void plan_pair(Table& t, Region& region, const image::UnixPairFd& end0, const im
         }
     // What end X had queued to receive is sent again through its peer, message by message.
     for (auto [end, via] : {std::pair{&end0, kTmp}, std::pair{&end1, kPipeR}}) {
-        if (end->queued.empty()) continue;
-        uint64_t data = region.put(end->queued.data(), end->queued.size(), 1);
+        if (end->queued.empty() && end->message_sizes.empty()) continue;  // (empty messages count)
+        uint64_t data = end->queued.empty() ? 0 : region.put(end->queued.data(), end->queued.size(), 1);
         std::vector<uint32_t> sizes = end->message_sizes;
         if (sizes.empty()) sizes.push_back(static_cast<uint32_t>(end->queued.size()));
         for (uint32_t size : sizes) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <sstream>
 
@@ -76,6 +77,39 @@ bool same_address_space(pid_t pid1, pid_t pid2) {
     if (r < 0 && errno == ESRCH) return false;
     if (r < 0) throw SysError(fmt::format("kcmp address spaces of processes {} and {}", pid1, pid2), errno);
     return r == 0;
+}
+
+pid_t vfork_child_of(pid_t tid) {
+    std::vector<pid_t> children;
+    std::string wchan;
+    try {
+        std::istringstream in(read_file(fmt::format("/proc/{}/task/{}/children", tid, tid)));
+        for (pid_t child; in >> child;) children.push_back(child);
+        wchan = read_file(fmt::format("/proc/{}/wchan", tid));
+        while (!wchan.empty() && std::isspace(static_cast<unsigned char>(wchan.back()))) wchan.pop_back();
+    } catch (const Error&) {
+        return 0;  // gone
+    }
+    for (pid_t child : children)
+        if (same_address_space(tid, child)) return child;
+    // kernel_clone since 5.10 (_do_fork, do_fork before): a thread sleeps there only in
+    // wait_for_vfork_done, which is inlined into it.
+    if (children.empty() || (wchan != "kernel_clone" && wchan != "_do_fork" && wchan != "do_fork")) return 0;
+    pid_t newest = 0;
+    uint64_t newest_start = 0;
+    for (pid_t child : children) {
+        uint64_t start = 0;
+        try {
+            start = proc_start_time(child);
+        } catch (const Error&) {
+            continue;
+        }
+        if (!newest || start > newest_start || (start == newest_start && child > newest)) {
+            newest = child;
+            newest_start = start;
+        }
+    }
+    return newest;
 }
 
 bool same_table(pid_t pid1, pid_t pid2, SharedTable which) {
@@ -163,7 +197,13 @@ std::vector<pid_t> proc_tasks(pid_t pid) {
 std::vector<pid_t> proc_children(pid_t pid) {
     std::vector<pid_t> out;
     for (pid_t tid : proc_tasks(pid)) {
-        std::istringstream in(read_file(fmt::format("/proc/{}/task/{}/children", pid, tid)));
+        std::string children;
+        try {
+            children = read_file(fmt::format("/proc/{}/task/{}/children", pid, tid));
+        } catch (const Error&) {
+            continue;  // a thread that ended since the listing: it has no children any more
+        }
+        std::istringstream in(children);
         pid_t child;
         while (in >> child) out.push_back(child);
     }

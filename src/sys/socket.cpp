@@ -130,12 +130,23 @@ QueuedData peek_queued(int sock, bool stream) {
     check(::getsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &old_off, &len), "getsockopt SO_PEEK_OFF");
     int zero = 0;
     check(::setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero), "setsockopt SO_PEEK_OFF");
+    // A datagram or seqpacket socket reads 0 both for an empty message and, for ever, at the end
+    // once its peer has shut down. With SO_PASSCRED every message comes with its sender's
+    // credentials and the end with none, which tells them apart; a second peek steps past an empty
+    // message (the kernel skips one it has already shown at the peek offset).
+    int old_passcred = 0;
+    if (!stream) {
+        len = sizeof old_passcred;
+        check(::getsockopt(sock, SOL_SOCKET, SO_PASSCRED, &old_passcred, &len), "getsockopt SO_PASSCRED");
+        int one = 1;
+        check(::setsockopt(sock, SOL_SOCKET, SO_PASSCRED, &one, sizeof one), "setsockopt SO_PASSCRED");
+    }
     QueuedData out;
     std::vector<uint8_t> buf(1 << 16);
     int error = 0;
     for (;;) {
         iovec iov{buf.data(), buf.size()};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 32)];
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 32) + CMSG_SPACE(sizeof(ucred))];
         msghdr msg{};
         msg.msg_iov = &iov;
         msg.msg_iovlen = 1;
@@ -146,27 +157,25 @@ QueuedData peek_queued(int sock, bool stream) {
             if (errno != EAGAIN) error = errno;
             break;
         }
-        bool fds_in_flight = false;
+        bool fds_in_flight = false, credentials = false;
         received_fds(msg, [&](int received) {
             fds_in_flight = true;
             ::close(received);
         });
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) credentials = true;
         if (fds_in_flight || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
             out.complete = false;
             break;
         }
-        if (n == 0 && stream) break;  // end of the stream (or nothing queued)
-        if (n == 0) {
-            // A datagram or seqpacket socket reads 0 both for an empty message and, forever, once
-            // its peer has shut down; SO_PEEK_OFF cannot step past either. After a shutdown it is
-            // the end; otherwise an empty message hides what follows it: not complete.
-            pollfd p{sock, POLLRDHUP, 0};
-            bool peer_gone = ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
-            if (!peer_gone) out.complete = false;
+        if (n == 0 && (stream || !credentials)) break;  // the end of the stream (or nothing queued)
+        if (out.messages.size() >= kMaxPeekedMessages) {
+            out.complete = false;  // never endless, whatever the kernel answers
             break;
         }
         out.messages.emplace_back(buf.begin(), buf.begin() + n);
     }
+    if (!stream) ::setsockopt(sock, SOL_SOCKET, SO_PASSCRED, &old_passcred, sizeof old_passcred);
     ::setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &old_off, sizeof old_off);
     if (error) throw SysError("peek at a socket's queued data", error);
     return out;

@@ -119,13 +119,7 @@ Tracee Tracee::seize(pid_t tid, unsigned long options) {
         // Attached but never stopped: it cannot be detached, and left attached its death would wait
         // for us to collect it. Say what it was doing while it still exists, then kill and collect it.
         std::string state = describe_thread_state(tid);
-        pid_t vfork_child = 0;
-        try {
-            for (pid_t child : proc_children(tid))
-                if (same_address_space(tid, child)) vfork_child = child;
-        } catch (const Error&) {
-            // gone meanwhile: no diagnosis
-        }
+        pid_t vfork_child = vfork_child_of(tid);
         t.tid_ = 0;
         std::vector<pid_t> left = kill_and_collect({tid}, std::chrono::milliseconds(2000));
         throw StopTimeout(

@@ -228,6 +228,9 @@ const char* const kStatePrograms[] = {
     "file-map-maywrite",    // shared file mappings: mprotect(PROT_WRITE) allowed or EACCES as before
     "socketpair-shutdown",  // a seqpacket pair whose peer shut down, a stream pair shut for reading
     "epoll-dup",            // epoll registrations under closed, dup'd and reused fd numbers
+    "thread-churn",         // threads created and joined in a loop during the checkpoint
+    "socket-peer-closed",   // seqpacket, datagram and stream pair ends whose peer closed, data queued
+                            // (empty messages too); a seqpacket pair shut both ways
     // net-sysctls (programs/net-sysctls.c) is not run: the sandbox's /proc/sys is read-only (Docker's
     // readonlyPaths), so a function cannot change its netns's sysctls; the engine still restores
     // them for a spec that allows it.
@@ -328,6 +331,9 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-netlink", {"fd 42", "netlink socket", "cannot be recreated"}},
                       ContractCase{"refuse-tcp-connection", {"fd 42", "TCP connection", "refuse_tcp_connections"}},
                       ContractCase{"refuse-zombie", {"zombie", "reap"}},
+                      ContractCase{"refuse-ptraced-child", {"thread", "already being traced", "TracerPid", "only tracer"}},
+                      ContractCase{"refuse-ptraced-thread", {"thread", "already being traced", "TracerPid", "only tracer"}},
+                      ContractCase{"refuse-leader-exited", {"main thread has ended", "1 other thread(s) run", "main thread of every process lives"}},
                       ContractCase{"refuse-lost-session", {"session", "leader is gone"}},
                       ContractCase{"refuse-inotify", {"fd 42", "inotify", "wds 2, not 1..1"}},
                       ContractCase{"refuse-inotify-hardlink", {"fd 42", "inotify watch wd 1", "several paths", "/tmp/watched, ", "/tmp/watched-too"}},
@@ -337,15 +343,27 @@ INSTANTIATE_TEST_SUITE_P(
                       ContractCase{"refuse-io-uring", {"fd 42", "io_uring", "cannot be recreated"}},
                       ContractCase{"refuse-deleted-cwd", {"current directory", "/tmp/rt-cwd-gone", "deleted"}},
                       ContractCase{"refuse-deleted-dir-fd", {"fd 42", "/tmp/rt-dir-gone", "deleted"}},
+                      ContractCase{"refuse-deleted-cwd-child", {"current directory", "/tmp/rt-cwd-child", "deleted"}},
+                      ContractCase{"refuse-deleted-dir-opath", {"fd 42", "/tmp/rt-opath-gone", "deleted"}},
+                      ContractCase{"refuse-pidfd-parent", {"fd 42", "pidfd", "cannot be recreated"}},
+                      ContractCase{"refuse-proc-fd-dead-thread", {"fd 42", "/task/", "deleted"}},
                       ContractCase{"refuse-foreign-proc-fd", {"fd 42", "/proc/1", "outside the snapshot"}},
+                      ContractCase{"refuse-proc-thread-fd", {"fd 42", "/task/", "names thread", "restore opens fds before"}},
+                      ContractCase{"refuse-proc-fd-reaped", {"fd 42", "/proc/", "deleted"}},
                       ContractCase{"refuse-vfork", {"vfork", "share one address space"}},
+                      ContractCase{"refuse-vfork-thread", {"vfork in progress", "share one address space"}},
+                      ContractCase{"refuse-clone-vfork", {"vfork in progress", "clone with CLONE_VFORK", "kernel_clone"}},
                       ContractCase{"refuse-seccomp", {"thread", "seccomp filter of its own", "on top of the sandbox's", "Seccomp: 2"}},
                       ContractCase{"refuse-pending-sigtrap", {"thread", "SIGTRAP pending", "ShdPnd"}},
+                      ContractCase{"refuse-sigtrap-thread", {"thread", "SIGTRAP pending", "SigPnd"}},
+                      ContractCase{"refuse-stopped-child", {"process", "stopped", "job control"}},
                       ContractCase{"refuse-sysv-msg", {"SysV message queue", "key 0x5254"}},
                       ContractCase{"refuse-sysv-sem", {"SysV semaphore set", "key 0x5255"}},
                       ContractCase{"refuse-sysv-shm-detached", {"SysV shared memory segment", "key 0x5256"}},
                       ContractCase{"refuse-shared-fd-table", {"processes", "share one fd table", "CLONE_FILES"}},
                       ContractCase{"refuse-shared-fs", {"processes", "CLONE_FS"}},
+                      ContractCase{"refuse-deleted-cwd-thread", {"thread", "filesystem context of its own", "/tmp/rt-cwd-thread (deleted)"}},
+                      ContractCase{"refuse-thread-own-files", {"thread", "fd table of its own", "CLONE_FILES"}},
                       ContractCase{"refuse-loginuid", {"audit login uid", "loginuid"}},
                       ContractCase{"refuse-aio", {"mapping", "/[aio]", "io_setup"}},
                       ContractCase{"refuse-userfaultfd", {"mapping", "userfaultfd"}}),

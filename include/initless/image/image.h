@@ -205,10 +205,15 @@ struct UnixPairFd {
     std::vector<uint32_t> message_sizes;  // `queued` split into datagrams (not for SOCK_STREAM)
     int shutdown = 0;                     // sk_shutdown of this end: 1 receive side, 2 send side shut
 };
-// A connected unix stream socket whose peer is gone and nothing is left to read (the JDK keeps one
-// such socketpair end to dup2 over fds it closes); recreated as a socketpair end.
+// A socketpair end whose peer is closed (the JDK keeps one such stream end to dup2 over fds it
+// closes), with what is still queued for it to read; recreated as a socketpair end whose peer
+// queues the data again and is closed.
 struct UnixOrphanFd {
     static constexpr const char* kName = "unix-orphan";
+    int type = 1;                         // SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET
+    std::vector<uint8_t> queued;          // unread bytes, messages back to back
+    std::vector<uint32_t> message_sizes;  // datagram and seqpacket message boundaries (may be 0)
+    int shutdown = 0;                     // its own sk_shutdown (a datagram socket's peer sets none)
 };
 struct PipeFd {
     static constexpr const char* kName = "pipe";

@@ -35,6 +35,11 @@ bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2);
 // Whether two processes share one address space (kcmp KCMP_VM): a vfork in progress, or a clone
 // with CLONE_VM but not CLONE_THREAD. False if either is gone.
 bool same_address_space(pid_t pid1, pid_t pid2);
+// The child whose vfork thread `tid` is waiting for (asleep until that child execs or exits, never
+// stopping for ptrace), or 0: a child sharing its address space (vfork, CLONE_VM|CLONE_VFORK), or,
+// for clone(CLONE_VFORK) without CLONE_VM, its newest child while it sleeps in the kernel's clone
+// (the only sleep there: the wait for the vfork to complete). 0 too if the thread is gone.
+pid_t vfork_child_of(pid_t tid);
 // Whether two processes share one per-process table (kcmp): made by clone without CLONE_THREAD but
 // with CLONE_FILES or CLONE_FS. False if either is gone.
 enum class SharedTable { Files = 2 /* KCMP_FILES */, Fs = 3 /* KCMP_FS */ };
@@ -80,7 +85,8 @@ bool process_alive(pid_t pid);
 // Raises this process's soft RLIMIT_NOFILE to its hard limit (a daemon holding many connections);
 // returns the new soft limit.
 uint64_t raise_fd_limit();
-// Threads of a process, and the children listed in /proc/PID/task/*/children.
+// Threads of a process, and the children listed in /proc/PID/task/*/children (a thread that ends
+// meanwhile is skipped; a process that is gone throws).
 std::vector<pid_t> proc_tasks(pid_t pid);
 std::vector<pid_t> proc_children(pid_t pid);
 

@@ -38,6 +38,8 @@ struct QueuedData {
     std::vector<std::vector<uint8_t>> messages;
     bool complete = true;
 };
+// At most this many messages (a unix socket's receive queue holds far fewer: max_dgram_qlen).
+inline constexpr size_t kMaxPeekedMessages = 1 << 16;
 QueuedData peek_queued(int sock, bool stream);
 
 // Connects to 127.0.0.1:port inside the network namespace `netns_fd` (an open /proc/PID/ns/net).
