@@ -231,6 +231,8 @@ const char* const kStatePrograms[] = {
     "thread-churn",         // threads created and joined in a loop during the checkpoint
     "socket-peer-closed",   // seqpacket, datagram and stream pair ends whose peer closed, data queued
                             // (empty messages too); a seqpacket pair shut both ways
+    "epoll-nested",         // epoll in epoll; one file in two epoll sets, once under a dup
+    "pending-sync-signals", // SIGSEGV/BUS/FPE blocked and pending, SIGILL at a thread, queued RT values
     // net-sysctls (programs/net-sysctls.c) is not run: the sandbox's /proc/sys is read-only (Docker's
     // readonlyPaths), so a function cannot change its netns's sysctls; the engine still restores
     // them for a spec that allows it.
