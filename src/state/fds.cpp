@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "initless/sandbox/sandbox.h"
 #include "initless/sys/error.h"
 #include "initless/sys/inspect.h"
 #include "initless/sys/process.h"
@@ -247,11 +248,13 @@ FdLayout layout(const std::vector<image::Process>& procs) {
             if (const auto* e = f.as<image::EpollFd>())
                 for (const auto& target : e->targets) l.max_fd = std::max(l.max_fd, target.fd);
         }
-    l.img = l.max_fd + 1;
-    l.log = l.max_fd + 2;
-    l.log_in = l.max_fd + 3;
-    l.log_err = l.max_fd + 4;
-    int next = l.max_fd + 5;
+    // Above the restorer's own fds too (pages 3, userfaultfd device 4): a dup3 onto the same number fails.
+    int base = std::max(l.max_fd, sandbox::Sandbox::kRestorerUffdDeviceFd);
+    l.img = base + 1;
+    l.log = base + 2;
+    l.log_in = base + 3;
+    l.log_err = base + 4;
+    int next = base + 5;
     for (const auto& p : procs)
         for (const auto& f : p.fds)
             if (f.shared_id && !l.shared.count(f.shared_id)) l.shared[f.shared_id] = next++;

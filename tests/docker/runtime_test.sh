@@ -68,7 +68,8 @@ python3 -c 'import json,sys; l=json.loads(open(sys.argv[1]).readlines()[-1]); as
 
 # --- init-less containers (CHECKPOINT_MSG) without the daemons: the test is the shim (stdio files) ------
 # The app draws a token at init, keeps it in memory and in its RW_DIR, prints the phrase, and on SIGUSR1
-# prints the token on stdout and stderr.
+# prints the token on stdout and stderr. The root is the host's, read-only; /tmp, /dev/shm and /mnt (the
+# RW_DIR) are the container's tmpfs, the app is bound at /srv.
 STORE="$T/store"
 mkdir -p "$T/ib"
 cat >"$T/ib/app.py" <<'PY'
@@ -86,13 +87,14 @@ PY
 cat >"$T/ib/config.json" <<JSON
 {
   "ociVersion": "1.0.2",
-  "process": {"args": ["python3", "$T/ib/app.py"], "cwd": "/",
+  "process": {"args": ["python3", "/srv/app.py"], "cwd": "/",
               "env": ["PATH=/usr/bin:/bin", "CHECKPOINT_MSG=app: ready", "RW_DIRS=/mnt"], "user": {"uid": 0, "gid": 0}},
   "root": {"path": "/", "readonly": true},
   "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
              {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
              {"destination": "/dev/shm", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
-             {"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}],
+             {"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+             {"destination": "/srv", "type": "bind", "source": "$T/ib", "options": ["rbind", "ro"]}],
   "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]}
 }
 JSON
