@@ -11,7 +11,7 @@ fail() { echo "FAIL: $*"; FAILED=1; }
 pass() { echo "ok: $*"; }
 rt() { "$BUILD_DIR/initless" --root "$T/root" --log "$T/log.json" --log-format json "$@"; }
 cleanup() {
-    for c in c1 il1 il2 il3; do rt delete --force $c >/dev/null 2>&1; done
+    for c in c1 il1 il2 il3 il4; do rt delete --force $c >/dev/null 2>&1; done
     # The parent group the runtime made for a container without cgroupsPath (kept while in use).
     rmdir /sys/fs/cgroup/*/initless-oci 2>/dev/null
     rm -rf "$T"
@@ -142,6 +142,14 @@ wait_for "$T/il3.out" "app: ready" && grep -q "not usable.*booting instead" "$T/
     fail "il3: out '$(cat "$T/il3.out")' err '$(cat "$T/il3.err")'"
 for _ in $(seq 100); do [[ -n $(images) ]] && break; sleep 0.1; done
 [[ $(images | wc -l) -eq 1 ]] && pass "the fallback boot made a new snapshot" || fail "no new snapshot after the fallback"
+# Stage 2 failing (a fault injected into the restore's tables at create): start boots it instead, and it runs.
+INITLESS_TEST_FAULT=restore:stub-op ilrt create --bundle "$T/ib" il4 >"$T/il4.out" 2>"$T/il4.err" && ilrt start il4 ||
+    fail "create/start il4: $(tail -2 "$T/log.json")"
+wait_for "$T/il4.out" "app: ready" && grep -q "restore stage 2.*booting instead" "$T/il4.err" &&
+    [[ $(ilrt state il4 | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])') == running && -n $(poke il4 "$T/il4.out") ]] &&
+    pass "a restore failing in stage 2 boots the container instead, which runs" ||
+    fail "il4: out '$(cat "$T/il4.out")' err '$(cat "$T/il4.err")' state $(ilrt state il4 2>&1 | tr -d '\n ')"
+ilrt delete --force il4
 ilrt delete --force il3
 sleep 0.2
 [[ $(helpers) -eq 0 && -z $(find "$STORE" -name '*.tmp.*' -o -name '*.discarded.*') ]] && pass "nothing left (helpers, staged images)" ||
