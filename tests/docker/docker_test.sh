@@ -133,7 +133,7 @@ app.run(host="0.0.0.0", port=8080)
 PY
 # The init-less app: a token drawn at init (only a snapshot of this process holds it), its RW_DIR
 # /data, and the phrase printed once it listens.
-cat >"$T/extra/app/token.py" <<'PY'
+cat >"$T/extra/app/tokenapp.py" <<'PY'
 import os, secrets
 from flask import Flask
 from werkzeug.serving import make_server
@@ -164,9 +164,9 @@ tar -C / -cf "$T/rootfs.tar" --no-recursion usr bin lib lib64 sbin -T "$T/files"
 tar -C "$T/extra" -rf "$T/rootfs.tar" app tmp etc/passwd data
 dk import --change 'CMD ["python3", "/app/app.py"]' "$T/rootfs.tar" initless-flask:test >/dev/null ||
     { echo "FAIL: docker import"; exit 1; }
-dk import --change 'CMD ["python3", "/app/token.py"]' --change 'ENV CHECKPOINT_MSG="token-app: ready"' \
+dk import --change 'CMD ["python3", "/app/tokenapp.py"]' --change 'ENV CHECKPOINT_MSG="token-app: ready"' \
     --change 'ENV RW_DIRS=/data' "$T/rootfs.tar" initless-token:test >/dev/null || { echo "FAIL: docker import"; exit 1; }
-dk import --change 'CMD ["python3", "/app/token.py"]' "$T/rootfs.tar" initless-token-plain:test >/dev/null ||
+dk import --change 'CMD ["python3", "/app/tokenapp.py"]' "$T/rootfs.tar" initless-token-plain:test >/dev/null ||
     { echo "FAIL: docker import"; exit 1; }
 
 wait_http() {  # URL SECONDS
