@@ -195,6 +195,8 @@ void write_all_fd(int fd, const std::string& data) {
     ::_exit(code);
 }
 
+constexpr int kCheckpointAttempts = 10;  // 200 ms apart
+
 [[noreturn]] void watcher_main(const WatchJob& job, int notify_fd) {
     int code = 0;
     try {
@@ -229,7 +231,21 @@ void write_all_fd(int fd, const std::string& data) {
                                job.image_dir.string()));
             ::_exit(0);
         }
-        checkpoint::Stats stats = checkpoint::checkpoint(t, job.image_dir, key);
+        // A checkpoint that fails leaves the container as it was; some failures pass by themselves (a
+        // connection waiting to be accepted: a client that came as soon as the port listened), so it is
+        // tried again for a while, as long as the container runs.
+        checkpoint::Stats stats;
+        for (int attempt = 1;; ++attempt) {
+            try {
+                stats = checkpoint::checkpoint(t, job.image_dir, key);
+                break;
+            } catch (const std::exception&) {
+                pollfd ended{init.get(), POLLIN, 0};
+                if (attempt >= kCheckpointAttempts || fs::exists(job.image_dir, ec) ||
+                    sys::retry_eintr([&] { return ::poll(&ended, 1, 200); }) != 0)
+                    throw;
+            }
+        }
         notice(job.log, job.log_json, 0, "info",
                fmt::format("container {}: snapshot taken into {} ({} processes, {} MB, frozen {:.1f} ms)", job.id,
                            job.image_dir.string(), stats.processes, stats.image_bytes >> 20, stats.total_ms));
@@ -263,14 +279,16 @@ Settings settings_of(const oci::RuntimeSpec& spec) {
     return s;
 }
 
-std::string key_of(const oci::RuntimeSpec& spec, const json& config) {
+std::string key_of(const oci::RuntimeSpec& spec, const json& config, std::string* described) {
     image::Sha256 h;
     auto line = [&](const std::string& s) {
         h.update(s);
         h.update("\n");
     };
     line("initless-oci-key 1");
-    line("root " + root_identity(spec.root.path));
+    std::string root = root_identity(spec.root.path);
+    if (described) *described = root;
+    line("root " + root);
     line(fmt::format("readonly {}", spec.root.readonly));
     for (const auto& a : spec.process.args) line("arg " + a);
     for (const auto& e : spec.process.env)

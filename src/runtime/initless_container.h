@@ -44,7 +44,8 @@ Settings settings_of(const oci::RuntimeSpec& spec);
 // args, the env without HOSTNAME (Docker sets it per container), cwd, user, capabilities, the mounts'
 // destinations, types and options (not their sources: Docker's are per container), the namespace
 // types and the seccomp profile.
-std::string key_of(const oci::RuntimeSpec& spec, const nlohmann::json& config);
+// `described` (may be null) receives the hashed text's first lines (the root's identity), for the log.
+std::string key_of(const oci::RuntimeSpec& spec, const nlohmann::json& config, std::string* described = nullptr);
 
 // $INITLESS_OCI_STORE, else /var/lib/initless/oci.
 std::filesystem::path default_store();

@@ -363,7 +363,10 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
     std::string mode, image_dir, unusable;
     std::optional<image::Image> img;
     if (!initless.phrase.empty()) {
-        image_dir = (options_.snapshot_store / ilc::key_of(spec, config)).string();
+        std::string root_identity;
+        image_dir = (options_.snapshot_store / ilc::key_of(spec, config, &root_identity)).string();
+        ilc::notice(options_.log, options_.log_json, 0, "info",
+                    fmt::format("container {}: init-less, snapshot {} (root: {})", id, image_dir, root_identity));
         mode = "boot";
         std::error_code ec;
         if (fs::exists(image_dir, ec)) {

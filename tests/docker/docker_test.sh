@@ -314,6 +314,11 @@ wait_images() {  # COUNT SECONDS: until the store holds COUNT published images
     for _ in $(seq $(($2 * 10))); do [[ $(images | wc -l) -ge $1 ]] && return 0; sleep 0.1; done
     return 1
 }
+keylog() {  # NAME: what the runtime logged of the container's snapshot key (its log.json, in its bundle)
+    local id
+    id=$(dk inspect -f '{{.Id}}' "$1" 2>/dev/null)
+    [[ -n $id ]] && grep -h 'init-less' $(find "$T/dx" -path "*$id*" -name log.json 2>/dev/null) 2>/dev/null | tr '\n' ' '
+}
 token_of() { curl -fsS --max-time 2 "$1" 2>/dev/null | sed -n 's/^token //p'; }
 ip_of() { dk inspect -f '{{.NetworkSettings.IPAddress}}' "$1"; }
 P1=$((PORT + 10)) P2=$((PORT + 11)) P3=$((PORT + 12))
@@ -339,7 +344,7 @@ if dk run -d --runtime initless --name il2 -p "127.0.0.1:$P2:8080" initless-toke
     ms=$((($(date +%s%N) - start_ns) / 1000000))
     t2=$(token_of "http://127.0.0.1:$P2/")
     [[ -n $t1 && $t2 == "$t1" ]] && pass "a second docker run restores: it answers on its published port with the snapshot's token $t2 ($ms ms to first response)" ||
-        fail "second docker run answered token '$t2', the snapshot's is '$t1'; logs: $(dk logs il2 2>&1 | tail -3)"
+        fail "second docker run answered token '$t2', the snapshot's is '$t1'; logs: $(dk logs il2 2>&1 | tail -3); il1: $(keylog il1); il2: $(keylog il2)"
     ip=$(ip_of il2)
     [[ -n $ip && $(token_of "http://$ip:8080/") == "$t1" ]] && pass "the restored container answers at its bridge address $ip" ||
         fail "restored container at bridge address '$ip'"
