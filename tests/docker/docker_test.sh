@@ -22,8 +22,9 @@ for b in dockerd containerd ctr containerd-shim-runc-v2 runc iptables curl; do n
 [[ -x $INITLESS ]] || { echo "FAIL: $INITLESS is not built"; exit 1; }
 [[ $(id -u) -eq 0 ]] || { echo "FAIL: needs root (daemons, namespaces)"; exit 1; }
 
-had_docker0=0
-ip link show docker0 >/dev/null 2>&1 && had_docker0=1
+# A bridge of the test's own (dockerd --bridge), not docker0: another dockerd on this machine (a system one,
+# another worktree's test or bench) makes and removes docker0 as it starts and stops.
+BRIDGE="ild$$"
 # What the daemons may leave on the host, as it was before: cgroups under the parents containers get
 # (Docker's /docker, containerd's namespace initless-test, initless's default /initless-oci) and mounts
 # outside $T (libnetwork's /run/docker/netns/*). The cleanup removes what appeared since, then fails the
@@ -60,7 +61,7 @@ cleanup() {
     host_cgroups | sort | comm -13 "/tmp/ild-cg-before.$$" - | sort -r | while read -r d; do
         for _ in $(seq 20); do rmdir "$d" 2>/dev/null && break; [[ -d $d ]] || break; sleep 0.1; done
     done
-    [[ $had_docker0 -eq 0 ]] && ip link del docker0 2>/dev/null
+    ip link del "$BRIDGE" 2>/dev/null
     local left=""
     l=$(host_cgroups | sort | comm -13 "/tmp/ild-cg-before.$$" -); [[ -n $l ]] && left+=$'\ncgroups: '"$(echo $l)"
     l=$(host_mounts | sort | comm -13 "/tmp/ild-mnt-before.$$" -); [[ -n $l ]] && left+=$'\nmounts: '"$(echo $l)"
@@ -103,8 +104,12 @@ STORE="$T/store"
 cat >"$T/daemon.json" <<JSON
 { "runtimes": { "initless": { "path": "$INITLESS", "runtimeArgs": ["--snapshot-store", "$STORE"] } } }
 JSON
+ip link add name "$BRIDGE" type bridge &&
+    ip addr add "10.$((200 + RANDOM % 50)).$((RANDOM % 250)).1/24" dev "$BRIDGE" && ip link set "$BRIDGE" up ||
+    { echo "FAIL: cannot make the test's bridge $BRIDGE"; exit 1; }
 dockerd --config-file "$T/daemon.json" --containerd "$T/containerd.sock" --data-root "$T/docker" \
-    --exec-root "$T/dx" --pidfile "$T/docker.pid.daemon" -H "unix://$T/docker.sock" >"$T/dockerd.log" 2>&1 &
+    --exec-root "$T/dx" --pidfile "$T/docker.pid.daemon" -H "unix://$T/docker.sock" --bridge "$BRIDGE" \
+    >"$T/dockerd.log" 2>&1 &
 echo $! >"$T/docker.pid"
 for _ in $(seq 300); do dk version >/dev/null 2>&1 && break; sleep 0.1; done
 dk version >/dev/null 2>&1 || { echo "FAIL: dockerd did not start:"; tail -30 "$T/dockerd.log"; exit 1; }
@@ -317,11 +322,11 @@ wait_images() {  # COUNT SECONDS: until the store holds COUNT published images
 keylog() {  # NAME: what the runtime logged of the container's snapshot key (its log.json, in its bundle)
     local id
     id=$(dk inspect -f '{{.Id}}' "$1" 2>/dev/null)
-    [[ -n $id ]] && grep -h 'init-less' $(find "$T/dx" -path "*$id*" -name log.json 2>/dev/null) 2>/dev/null | tr '\n' ' '
+    [[ -n $id ]] && grep -h 'init-less' $(find "$T/containerd/state" -path "*$id*" -name log.json 2>/dev/null) 2>/dev/null | tr '\n' ' '
 }
 token_of() { curl -fsS --max-time 2 "$1" 2>/dev/null | sed -n 's/^token //p'; }
 ip_of() { dk inspect -f '{{.NetworkSettings.IPAddress}}' "$1"; }
-P1=$((PORT + 10)) P2=$((PORT + 11)) P3=$((PORT + 12))
+P1=$((PORT + 10)) P2=$((PORT + 11)) P3=$((PORT + 12)) t1=""
 if dk run -d --runtime initless --name il1 -p "127.0.0.1:$P1:8080" initless-token:test >/dev/null 2>"$T/il1.err"; then
     wait_http "http://127.0.0.1:$P1/" 20 >/dev/null
     t1=$(token_of "http://127.0.0.1:$P1/")
@@ -344,7 +349,7 @@ if dk run -d --runtime initless --name il2 -p "127.0.0.1:$P2:8080" initless-toke
     ms=$((($(date +%s%N) - start_ns) / 1000000))
     t2=$(token_of "http://127.0.0.1:$P2/")
     [[ -n $t1 && $t2 == "$t1" ]] && pass "a second docker run restores: it answers on its published port with the snapshot's token $t2 ($ms ms to first response)" ||
-        fail "second docker run answered token '$t2', the snapshot's is '$t1'; logs: $(dk logs il2 2>&1 | tail -3); il1: $(keylog il1); il2: $(keylog il2)"
+        fail "second docker run answered token '$t2', the snapshot's is '$t1'; runtime: $(dk logs il2 2>&1 | grep initless); il1: $(keylog il1); il2: $(keylog il2)"
     ip=$(ip_of il2)
     [[ -n $ip && $(token_of "http://$ip:8080/") == "$t1" ]] && pass "the restored container answers at its bridge address $ip" ||
         fail "restored container at bridge address '$ip'"
@@ -409,8 +414,9 @@ fi
 # published, nothing half-written is left.
 before=$(images | wc -l)
 dk run -d --runtime initless --name il5 -e PAIR=1 initless-token:test >/dev/null 2>&1 &
+pair1=$!
 dk run -d --runtime initless --name il6 -e PAIR=1 initless-token:test >/dev/null 2>&1 &
-wait
+wait $pair1 $!  # (not a bare wait: the daemons are this shell's jobs too)
 wait_images $((before + 1)) 30
 sleep 1
 after=$(images | wc -l)
