@@ -130,7 +130,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         }
     } leaders_last{members};
     state::clocks::read(manifest);
-    state::net_sysctls::read(manifest, target.init_host_pid);
+    if (!target.skip_net_sysctls) state::net_sysctls::read(manifest, target.init_host_pid);
     stats.freeze_ms = ms_since(t0);
     // Test-only: the function dies while frozen (as if it exited during the checkpoint).
     if (sys::fault_requested("checkpoint:function-exits")) sys::send_signal(members.front().host, SIGKILL);

@@ -221,6 +221,7 @@ constexpr int kCheckpointAttempts = 10;  // 200 ms apart
         t.seccomp_filter = job.filter.bpf;
         t.seccomp_flags = job.filter.flags;
         t.rw_dirs = job.rw_dirs;
+        t.skip_net_sysctls = true;
         fs::create_directories(job.store);
         ::chmod(job.store.c_str(), 0700);
         image::Key key = image::Key::of_state_dir(job.store);

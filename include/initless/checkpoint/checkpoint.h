@@ -49,6 +49,9 @@ struct Target {
     // Directories of the function (paths inside its root) copied while frozen into the image's
     // kRwDirsTree, at their paths: an OCI container's RW_DIRS, each restored container's own copy.
     std::vector<std::filesystem::path> rw_dirs;
+    // The network namespace's sysctls are not the function's to keep: an OCI container's caller
+    // (Docker's libnetwork) sets them in every new container, where /proc/sys is read-only.
+    bool skip_net_sysctls = false;
 };
 
 struct Stats {
