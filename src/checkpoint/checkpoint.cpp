@@ -190,6 +190,8 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         for (const auto& [inside, saved] : image::kTmpfsDirs)
             copy_tree_out(sys::open_in_root_of(first, inside, O_RDONLY | O_DIRECTORY), writer.staging(), saved,
                           std::string("the sandbox's ") + inside);
+        if (target.set_no_new_privs && !target.seccomp_filter.empty())
+            for (auto& m : members) m.p.creds.no_new_privs = true;
         for (auto& m : members) manifest.processes.push_back(std::move(m.p));
         members.clear();
         writer.publish(manifest, runs, before_publish);

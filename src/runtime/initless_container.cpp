@@ -222,6 +222,7 @@ constexpr int kCheckpointAttempts = 10;  // 200 ms apart
         t.seccomp_flags = job.filter.flags;
         t.rw_dirs = job.rw_dirs;
         t.skip_net_sysctls = true;
+        t.set_no_new_privs = true;  // see docs/docker.md, limits
         fs::create_directories(job.store);
         ::chmod(job.store.c_str(), 0700);
         image::Key key = image::Key::of_state_dir(job.store);

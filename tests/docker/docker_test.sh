@@ -441,7 +441,7 @@ dk rm -f il7 il8 il9 >/dev/null 2>&1
 # Nothing of the init-less helpers is left: no keeper or watcher, nothing staged in the store.
 sleep 0.5
 l=$(pgrep -f -- "$T/dx/runtime-initless" | wc -l)
-staged=$(find "$STORE" -mindepth 1 -maxdepth 1 ! -regex '.*/[0-9a-f]\{64\}' ! -name image.key | wc -l)
+staged=$(find "$STORE" -mindepth 1 -maxdepth 1 -regextype egrep ! -regex '.*/[0-9a-f]{64}' ! -name image.key | wc -l)
 [[ $l -eq 0 && $staged -eq 0 ]] && pass "no init-less helper process nor staged image left" ||
     fail "left: $l processes ($(pgrep -af -- "$T/dx/runtime-initless" | cut -c1-150)), $staged store entries"
 

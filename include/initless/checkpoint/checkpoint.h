@@ -52,6 +52,10 @@ struct Target {
     // The network namespace's sysctls are not the function's to keep: an OCI container's caller
     // (Docker's libnetwork) sets them in every new container, where /proc/sys is read-only.
     bool skip_net_sysctls = false;
+    // Every process is recorded with no_new_privs on, so that a restore can install its seccomp filter
+    // after its capabilities (without no_new_privs the kernel wants CAP_SYS_ADMIN for it, which an OCI
+    // container's default set lacks).
+    bool set_no_new_privs = false;
 };
 
 struct Stats {
