@@ -362,13 +362,14 @@ else
 fi
 
 if dk create --runtime initless --name il3 -p "127.0.0.1:$P3:8080" initless-token:test >/dev/null 2>"$T/il3.err"; then
-    pre=$(pgrep -f -- "$T/dx/runtime-initless/moby $(dk inspect -f '{{.Id}}' il3)" | wc -l)
     start_ns=$(date +%s%N)
     dk start il3 >/dev/null 2>>"$T/il3.err"
     wait_http "http://127.0.0.1:$P3/" 20 >/dev/null
     ms=$((($(date +%s%N) - start_ns) / 1000000))
     t3=$(token_of "http://127.0.0.1:$P3/")
-    [[ -n $t1 && $t3 == "$t1" ]] && pass "docker create (pre-started: $pre restore keeper) then docker start restores ($ms ms to first response)" ||
+    # (dockerd calls the runtime's create only at docker start: both stages run then. runtime_test.sh checks
+    # that the runtime's create leaves a pre-started container.)
+    [[ -n $t1 && $t3 == "$t1" ]] && pass "docker create then docker start restores ($ms ms to first response)" ||
         fail "docker create + start answered '$t3'; $(cat "$T/il3.err"); $(dk logs il3 2>&1 | tail -3)"
 else
     fail "docker create il3: $(cat "$T/il3.err")"
