@@ -130,7 +130,7 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         }
     } leaders_last{members};
     state::clocks::read(manifest);
-    state::net_sysctls::read(manifest, target.init_host_pid);
+    if (!target.skip_net_sysctls) state::net_sysctls::read(manifest, target.init_host_pid);
     stats.freeze_ms = ms_since(t0);
     // Test-only: the function dies while frozen (as if it exited during the checkpoint).
     if (sys::fault_requested("checkpoint:function-exits")) sys::send_signal(members.front().host, SIGKILL);
@@ -138,6 +138,8 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         sys::UniqueFd netns = sys::open_file(fmt::format("/proc/{}/ns/net", target.init_host_pid), O_RDONLY);
         auto unix_sockets = sys::unix_socket_diag(netns.get());
         struct stat log = sys::stat_path(target.log_path);
+        if (!target.stdin_path.empty()) context.stdio_in = sys::stat_path(target.stdin_path);
+        if (!target.stderr_path.empty()) context.stdio_err = sys::stat_path(target.stderr_path);
         try {
             read_members(members, target.init_host_pid, log, unix_sockets, context, target.seccomp_filter);
         } catch (const ContractError&) {
@@ -172,8 +174,21 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         // cannot change them under the copy, nor swap a directory for a symlink), through directory
         // fds only: a symlink it planted is copied as a link, never followed (sys/tree.h).
         pid_t first = members.front().host;
-        copy_tree_out(sys::open_file(target.upper_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW), writer.staging(),
-                      image::kUpperTree, "the writable layer");
+        if (!target.upper_dir.empty())
+            copy_tree_out(sys::open_file(target.upper_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW), writer.staging(),
+                          image::kUpperTree, "the writable layer");
+        if (!target.rw_dirs.empty()) {
+            sys::check(::mkdir((writer.staging() / image::kRwDirsTree).c_str(), 0700), "mkdir rw dirs tree");
+            for (const auto& dir : target.rw_dirs) {
+                fs::path rel = dir.lexically_normal().relative_path();
+                if (rel.empty() || *rel.begin() == "..")
+                    throw Error(fmt::format("rw dir '{}' is not a directory below the root", dir.string()));
+                fs::path saved = fs::path(image::kRwDirsTree) / rel;
+                fs::create_directories(writer.staging() / saved.parent_path());
+                copy_tree_out(sys::open_in_root_of(first, "/" + rel.string(), O_RDONLY | O_DIRECTORY), writer.staging(),
+                              saved.string(), "rw dir " + dir.string());
+            }
+        }
         // /tmp and /dev/shm are tmpfs of the sandbox, outside the writable layer: kept beside it.
         for (const auto& [inside, saved] : image::kTmpfsDirs)
             copy_tree_out(sys::open_in_root_of(first, inside, O_RDONLY | O_DIRECTORY), writer.staging(), saved,

@@ -32,6 +32,7 @@ struct GlobalOptions {
     bool debug = false;
     std::string rootless;
     std::string criu;
+    std::string snapshot_store;  // init-less containers' snapshots (runtime.h)
 };
 
 GlobalOptions& globals() {
@@ -42,7 +43,11 @@ GlobalOptions& globals() {
 runtime::Runtime open_runtime() {
     if (globals().systemd_cgroup)
         throw Error("--systemd-cgroup: systemd cgroups are not supported (no systemd here); use the cgroupfs driver");
-    return runtime::Runtime(globals().root);
+    runtime::RuntimeOptions options;
+    options.snapshot_store = globals().snapshot_store;
+    options.log = globals().log;
+    options.log_json = globals().log_format == "json";
+    return runtime::Runtime(globals().root, options);
 }
 
 std::string timestamp() {
@@ -74,6 +79,10 @@ void add_oci_runtime(CLI::App& app) {
     app.add_option("--log", g.log, "OCI runtime: log file (errors)")->group("OCI runtime");
     app.add_option("--log-format", g.log_format, "OCI runtime: text | json")->group("OCI runtime");
     app.add_flag("--systemd-cgroup", g.systemd_cgroup, "refused: systemd cgroups are not supported")
+        ->group("OCI runtime");
+    app.add_option("--snapshot-store", g.snapshot_store,
+                   "OCI runtime: where init-less containers' snapshots live (default $INITLESS_OCI_STORE, else "
+                   "/var/lib/initless/oci); daemon.json runtimeArgs can pass it")
         ->group("OCI runtime");
     app.add_flag("--debug", g.debug, "accepted for runc compatibility")->group("");
     app.add_option("--rootless", g.rootless, "accepted for runc compatibility")->group("");

@@ -111,7 +111,7 @@ constexpr const char* kAuthHeader = "initless-image-auth 1\n";
 
 // The trees of an image, in AUTH's order.
 std::vector<std::string> tree_names() {
-    std::vector<std::string> out = {kUpperTree};
+    std::vector<std::string> out = {kUpperTree, kRwDirsTree};
     for (const auto& [inside, saved] : kTmpfsDirs) out.push_back(saved);
     return out;
 }

@@ -127,8 +127,12 @@ void plan_helper_teardown(Table& t, Region& region, const state::FdLayout& L,
          {static_cast<uint64_t>(sandbox::Sandbox::kRestorerPagesFd), static_cast<uint64_t>(L.img), O_CLOEXEC},
          kImg, 0, {}, "move image fd");
     t.op(SYS_dup3, {1, static_cast<uint64_t>(L.log), O_CLOEXEC}, kLog, 0, {}, "keep log fd");
+    // The other stdio fds, for LogFd streams 0 and 2 (an OCI container's stdin and stderr); the
+    // restorer may have none.
+    t.op(SYS_dup3, {0, static_cast<uint64_t>(L.log_in), O_CLOEXEC}, -1, STUB_OP_ALLOW_FAIL, {}, "keep stdin");
+    t.op(SYS_dup3, {2, static_cast<uint64_t>(L.log_err), O_CLOEXEC}, -1, STUB_OP_ALLOW_FAIL, {}, "keep stderr");
     for (int fd : {0, 1, 2, sandbox::Sandbox::kRestorerPagesFd, sandbox::Sandbox::kRestorerUffdDeviceFd})
-        if (fd != L.img && fd != L.log)
+        if (fd != L.img && fd != L.log && fd != L.log_in && fd != L.log_err)
             t.op(SYS_close, {static_cast<uint64_t>(fd)}, -1, STUB_OP_ALLOW_FAIL, {}, "close helper fd");
     for (auto [s, e] : helper_unmap)
         t.op(SYS_munmap, {s, e - s}, -1, 0, {}, fmt::format("munmap helper {:#x}", s));

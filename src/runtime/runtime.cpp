@@ -15,6 +15,8 @@
 
 #include <fmt/format.h>
 
+#include "initless/image/auth.h"
+#include "initless/image/image.h"
 #include "initless/oci/spec.h"
 #include "initless/sandbox/init.h"
 #include "initless/sandbox/sandbox.h"
@@ -25,6 +27,7 @@
 #include "initless/sys/file.h"
 #include "initless/sys/mount.h"
 #include "initless/sys/process.h"
+#include "initless_container.h"
 
 extern char** environ;
 
@@ -32,6 +35,7 @@ namespace initless::runtime {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+namespace ilc = initless_container;
 
 namespace {
 
@@ -100,11 +104,19 @@ struct Record {
     std::string cgroup_path;
     std::string created;
     std::map<std::string, std::string> annotations;
+    // Init-less containers: "boot" (snapshot at the phrase) or "restore" (stage 1 done at create);
+    // "" for a plain container. The image's dir in the store, the keeper's and the watcher's pids.
+    std::string mode;
+    std::string image_dir;
+    pid_t keeper_pid = 0, watcher_pid = 0;
+    uint64_t keeper_start = 0, watcher_start = 0;
 
     json to_json() const {
         return {{"id", id},           {"bundle", bundle.string()},    {"init_pid", init_pid},
                 {"init_start", init_start}, {"process_pid", process_pid}, {"cgroup_path", cgroup_path},
-                {"created", created}, {"annotations", annotations}};
+                {"created", created}, {"annotations", annotations}, {"mode", mode}, {"image_dir", image_dir},
+                {"keeper_pid", keeper_pid}, {"keeper_start", keeper_start}, {"watcher_pid", watcher_pid},
+                {"watcher_start", watcher_start}};
     }
     static Record from_json(const json& j) {
         Record r;
@@ -116,6 +128,12 @@ struct Record {
         r.cgroup_path = j.at("cgroup_path").get<std::string>();
         r.created = j.value("created", "");
         r.annotations = j.value("annotations", std::map<std::string, std::string>{});
+        r.mode = j.value("mode", "");
+        r.image_dir = j.value("image_dir", "");
+        r.keeper_pid = j.value("keeper_pid", 0);
+        r.keeper_start = j.value("keeper_start", uint64_t{0});
+        r.watcher_pid = j.value("watcher_pid", 0);
+        r.watcher_start = j.value("watcher_start", uint64_t{0});
         return r;
     }
     bool init_alive() const { return alive(init_pid, init_start); }
@@ -314,9 +332,10 @@ int parse_signal(const std::string& text) {
     throw Error(fmt::format("unknown signal '{}'", text));
 }
 
-Runtime::Runtime(fs::path root) : root_(std::move(root)) {
+Runtime::Runtime(fs::path root, RuntimeOptions options) : root_(std::move(root)), options_(std::move(options)) {
     fs::create_directories(root_);
     ::chmod(root_.c_str(), 0700);
+    if (options_.snapshot_store.empty()) options_.snapshot_store = ilc::default_store();
 }
 
 fs::path Runtime::dir(const std::string& id) const {
@@ -338,6 +357,28 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
     oci::RuntimeSpec spec = oci::parse(config);
     refuse_unapplied(config);
     if (spec.root.path.is_relative()) spec.root.path = bundle / spec.root.path;
+    // An init-less container: restored from its key's snapshot if there is a usable one, else booted
+    // (and snapshotted at its phrase). Why an image is not used goes to the container's log below.
+    ilc::Settings initless = ilc::settings_of(spec);
+    std::string mode, image_dir, unusable;
+    std::optional<image::Image> img;
+    if (!initless.phrase.empty()) {
+        std::string root_identity;
+        image_dir = (options_.snapshot_store / ilc::key_of(spec, config, &root_identity)).string();
+        ilc::notice(options_.log, options_.log_json, 0, "info",
+                    fmt::format("container {}: init-less, snapshot {} (root: {})", id, image_dir, root_identity));
+        mode = "boot";
+        std::error_code ec;
+        if (fs::exists(image_dir, ec)) {
+            try {
+                img = image::load(image_dir, image::Key::of_state_dir(options_.snapshot_store));
+                mode = "restore";
+            } catch (const std::exception& e) {
+                unusable = fmt::format("snapshot {} is not usable ({}); booting instead", image_dir, e.what());
+                ilc::discard_image(image_dir);
+            }
+        }
+    }
     std::string cgroup_path = spec.linux_settings.cgroups_path;
     if (cgroup_path.find(':') != std::string::npos)
         throw Error(fmt::format("cgroupsPath '{}' is a systemd slice: systemd cgroups are not supported", cgroup_path));
@@ -377,9 +418,11 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
         so.instance_dir = d / "sandbox";
         so.cgroup_path = cgroup_path;
         so.detached = true;
-        // The function's own seccomp default does not apply: start installs linux.seccomp.
+        // The function's own seccomp default does not apply: start installs linux.seccomp, and a
+        // restore installs the same (and checks the image was made under it).
         fspec.seccomp = "unconfined";
-        sandbox::start_request(container_filter(spec));  // refuses a profile it cannot apply, now
+        so.seccomp_filter = container_filter(spec);
+        sandbox::start_request(*so.seccomp_filter);  // refuses a profile it cannot apply, now
         sandbox::Sandbox sb = sandbox::Sandbox::prepare(spec, fspec, so);
         Record r;
         r.id = id;
@@ -394,6 +437,30 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
         run_hooks(spec.hooks.prestart, creating, d, 0, "prestart");
         run_hooks(spec.hooks.create_runtime, creating, d, 0, "createRuntime");
         run_hooks(spec.hooks.create_container, creating, d, r.init_pid, "createContainer");
+        r.mode = mode;
+        r.image_dir = image_dir;
+        if (!unusable.empty()) ilc::notice(options_.log, options_.log_json, r.init_pid, "warning", unusable);
+        if (img) {
+            // Stage 1: the RW_DIRS' copies, then the restorer, seized with its tables written, in the
+            // keeper (this process exits now). A failure here still boots the container.
+            ilc::Helper keeper;
+            try {
+                keeper = ilc::start_keeper(sb, *img, d / "keeper.sock");
+                ilc::copy_rw_dirs(*img, r.init_pid, initless.rw_dirs);
+                r.keeper_pid = keeper.pid;
+                r.keeper_start = keeper.start_time;
+            } catch (const std::exception& e) {
+                if (keeper.pid) {  // its restorer dies with it (traced with PTRACE_O_EXITKILL)
+                    ::kill(keeper.pid, SIGKILL);
+                    ::waitpid(keeper.pid, nullptr, 0);
+                }
+                ilc::notice(options_.log, options_.log_json, r.init_pid, "warning",
+                            fmt::format("restore of snapshot {} failed ({}); booting instead", image_dir, e.what()));
+                ilc::discard_image(image_dir);
+                r.mode = "boot";
+            }
+        }
+        save_record(d, r);
         if (options.pid_file) sys::write_file_atomic(*options.pid_file, std::to_string(r.init_pid));
         sb.release();
     } catch (...) {
@@ -414,11 +481,45 @@ void Runtime::start(const std::string& id) {
     if (status != "created") throw Error(fmt::format("cannot start a container that is {}", status));
     oci::RuntimeSpec spec = load_config(d);
     run_hooks(spec.hooks.start_container, r.oci_state(), d, r.init_pid, "startContainer");
-    std::vector<sys::UniqueFd> fds;
-    json reply = json::parse(
-        sandbox::request_detached(d / "sandbox", sandbox::start_request(container_filter(spec)), &fds));
-    if (fds.size() != 1) throw Error("container init sent no pidfd for the process it started");
-    r.process_pid = sys::pid_of_pidfd(fds[0].get());
+    seccomp::Filter filter = container_filter(spec);
+    if (r.mode == "restore") {
+        try {
+            r.process_pid = ilc::run_stage2(d / "keeper.sock").host_pid;
+        } catch (const std::exception& e) {
+            // The keeper has let init go, with nothing started: boot it, and make a new snapshot.
+            ilc::notice(options_.log, options_.log_json, r.init_pid, "warning",
+                        fmt::format("restore of snapshot {} failed ({}); booting instead", r.image_dir, e.what()));
+            ilc::discard_image(r.image_dir);
+            r.mode = "boot";
+        }
+        r.keeper_pid = 0;
+    }
+    if (r.mode != "restore") {
+        std::string request = sandbox::start_request(filter);
+        std::optional<std::pair<sys::UniqueFd, sys::UniqueFd>> notify;
+        std::string phrase = r.mode == "boot" ? ilc::settings_of(spec).phrase : "";
+        if (!phrase.empty()) {
+            // Init relays the process's stdout and writes a byte here when the phrase went by.
+            json req = json::parse(request);
+            req["relay"] = {{"phrase", phrase}};
+            request = req.dump();
+            notify = sys::make_pipe();
+        }
+        std::vector<sys::UniqueFd> fds;
+        int notify_write = notify ? notify->second.get() : -1;
+        json reply = json::parse(sandbox::request_detached(
+            d / "sandbox", request, &fds, notify ? std::span<const int>(&notify_write, 1) : std::span<const int>()));
+        if (fds.size() != 1) throw Error("container init sent no pidfd for the process it started");
+        r.process_pid = sys::pid_of_pidfd(fds[0].get());
+        if (notify) {
+            notify->second.reset();
+            ilc::WatchJob job{id,           r.init_pid, r.process_pid, r.image_dir, options_.snapshot_store,
+                              ilc::settings_of(spec).rw_dirs, filter, options_.log, options_.log_json};
+            ilc::Helper watcher = ilc::start_watcher(job, std::move(notify->first));
+            r.watcher_pid = watcher.pid;
+            r.watcher_start = watcher.start_time;
+        }
+    }
     save_record(d, r);
     for (const auto& h : spec.hooks.poststart) {
         try {
@@ -469,6 +570,19 @@ void Runtime::remove(const std::string& id, bool force) {
     std::string status = r.status();
     if (status != "stopped" && status != "created" && !force)
         throw Error(fmt::format("cannot delete container {} that is {} (use --force)", id, status));
+    // An init-less container's helpers end with init by themselves; one still there (a keeper holding
+    // stage 1, a watcher in the middle of a checkpoint) is killed first: processes it traces would keep
+    // init, their pid namespace's reaper, from ending. What the watcher staged is removed.
+    for (auto [pid, start] : {std::pair{r.keeper_pid, r.keeper_start}, std::pair{r.watcher_pid, r.watcher_start}}) {
+        if (!alive(pid, start)) continue;
+        ::kill(pid, SIGKILL);
+        for (int i = 0; i < 500 && alive(pid, start); ++i) ::usleep(2000);
+    }
+    if (r.watcher_pid && !r.image_dir.empty()) {
+        std::error_code ec;
+        fs::path staged = ilc::staging_of(r.image_dir, r.watcher_pid);
+        if (fs::exists(staged, ec)) sys::remove_tree(staged);
+    }
     if (r.init_alive()) {
         sys::Cgroup cg = sys::Cgroup::open_path(r.cgroup_path);
         if (cg.frozen()) cg.set_frozen(false);

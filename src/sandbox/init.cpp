@@ -25,6 +25,7 @@
 #include <cstring>
 #include <filesystem>
 #include <initializer_list>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -395,10 +396,64 @@ struct Init {
     bool detached = false;  // see SandboxOptions::detached
     int listen_fd = -1;
     pid_t main_pid = 0;     // the process `start` made (detached: init's exit is its exit)
+    std::map<pid_t, int> ended;  // watched processes reaped before anyone adopted them (detached)
+    // An init-less container's stdout relay (detached, start with "relay"): the process writes into
+    // relay_fd, init copies every byte to its own stdout (the shim's) and, when `phrase` first goes
+    // by, writes one byte to notify_fd (the watcher's pipe, outside) and closes it.
+    int relay_fd = -1;
+    int notify_fd = -1;
+    std::string phrase;
+    std::string tail;  // the last phrase.size() - 1 bytes relayed, for a phrase split across reads
+
+    // Copies what the relay holds now to init's stdout (poll said it is readable: one read).
+    void relay_once() {
+        char buf[65536];
+        ssize_t n = ::read(relay_fd, buf, sizeof buf);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+        if (n <= 0) {  // every writer is gone
+            ::close(relay_fd);
+            relay_fd = -1;
+            return;
+        }
+        write_stdout(buf, static_cast<size_t>(n));
+        if (notify_fd < 0) return;
+        tail.append(buf, static_cast<size_t>(n));
+        if (tail.find(phrase) != std::string::npos) {
+            char one = 1;
+            (void)!::write(notify_fd, &one, 1);
+            ::close(notify_fd);
+            notify_fd = -1;
+            tail.clear();
+        } else if (tail.size() >= phrase.size()) {
+            tail.erase(0, tail.size() - (phrase.size() - 1));
+        }
+    }
+    // Blocking: the shim reads its pipes; a closed pipe drops the bytes (they have nowhere to go).
+    static void write_stdout(const char* data, size_t len) {
+        for (size_t off = 0; off < len;) {
+            ssize_t w = ::write(1, data + off, len - off);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) return;
+            off += static_cast<size_t>(w);
+        }
+    }
+    // What the relay holds when the container ends (its writers may be gone, or killed next).
+    void drain_relay() {
+        if (relay_fd < 0) return;
+        ::fcntl(relay_fd, F_SETFL, O_NONBLOCK);
+        for (;;) {
+            char buf[65536];
+            ssize_t n = ::read(relay_fd, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            write_stdout(buf, static_cast<size_t>(n));
+        }
+    }
 
     // The exit status a shell would report: the code, or 128 + the signal.
     [[noreturn]] void exit_with(int status) {
         int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 255;
+        drain_relay();
         ::kill(-1, SIGKILL);
         while (::waitpid(-1, nullptr, __WALL) > 0) {
         }
@@ -409,15 +464,37 @@ struct Init {
         sys::send_message(control, message.dump(), fds);
     }
 
-    void start(const json& request) {
+    void start(const json& request, std::vector<sys::UniqueFd>& passed) {
         if (detached && main_pid) {
             reply({{"ok", false}, {"error", "the container's process was started already"}});
             return;
         }
         unsigned filter_flags = request.contains("seccomp") ? request["seccomp"].value("flags", 0u) : 0u;
         auto filter = parse_filter(request);
+        int relay_write = -1;
+        if (request.contains("relay")) {
+            // stdout through us (see relay_fd); the watcher's pipe came with the request.
+            if (!detached || passed.empty() || relay_fd >= 0) {
+                reply({{"ok", false}, {"error", "a stdout relay needs a detached init and the watcher's pipe"}});
+                return;
+            }
+            phrase = request["relay"].at("phrase").get<std::string>();
+            if (phrase.empty()) {
+                reply({{"ok", false}, {"error", "an empty phrase"}});
+                return;
+            }
+            int p[2];
+            check(::pipe2(p, O_CLOEXEC), "relay pipe");
+            relay_fd = p[0];
+            relay_write = p[1];
+            notify_fd = passed[0].release();
+        }
         auto child = sys::fork_process(0);
-        if (child.pid == 0) exec_process(spec.process, detached ? -1 : log_fd, std::move(filter), filter_flags);
+        if (child.pid == 0) {
+            if (relay_write >= 0) ::dup2(relay_write, 1);  // dup2 clears close-on-exec on fd 1
+            exec_process(spec.process, detached ? -1 : log_fd, std::move(filter), filter_flags);
+        }
+        if (relay_write >= 0) ::close(relay_write);
         watched.insert(child.pid);
         main_pid = child.pid;
         int fd = child.pidfd.get();
@@ -464,7 +541,8 @@ struct Init {
             int status_fd = ::fcntl(status_pipe[1], F_DUPFD, 200);
             int pages = ::fcntl(pages_fd, F_DUPFD, 201);
             int uffd_device = uffd_device_fd >= 0 ? ::fcntl(uffd_device_fd, F_DUPFD, 201) : -1;
-            reset_child(log_fd, {status_fd, pages, uffd_device});
+            // A detached init's restorer keeps init's stdio (the shim's), as its started process would.
+            reset_child(detached ? -1 : log_fd, {status_fd, pages, uffd_device});
             if (pages >= 0) {
                 ::dup2(pages, 3);
                 ::close(pages);
@@ -504,12 +582,29 @@ struct Init {
         reply({{"ok", true}, {"pid", child.pid}}, std::span<const int>(&fd, 1));
     }
 
+    // Detached: a restored process becomes the container's process (its end is init's end).
+    void adopt(const json& request) {
+        pid_t pid = request.at("pid").get<pid_t>();
+        if (!detached || main_pid) {
+            reply({{"ok", false}, {"error", "the container's process was started already"}});
+            return;
+        }
+        if (auto it = ended.find(pid); it != ended.end()) exit_with(it->second);  // it is gone already
+        if (!watched.count(pid)) {
+            reply({{"ok", false}, {"error", fmt::format("process {} is not a child of init", pid)}});
+            return;
+        }
+        main_pid = pid;
+        reply({{"ok", true}});
+    }
+
     void reap() {
         for (;;) {
             int status = 0;
             pid_t p = ::waitpid(-1, &status, WNOHANG | __WALL);
             if (p <= 0) return;
             if (detached && p == main_pid) exit_with(status);
+            if (detached && watched.count(p)) ended[p] = status;
             if (watched.erase(p)) {
                 try {
                     sys::send_message(control,
@@ -571,8 +666,11 @@ void run_init(int control_fd) {
 
     for (;;) {
         // A detached init between connections waits on its listening socket instead.
-        pollfd fds[2] = {{init.control >= 0 ? init.control : init.listen_fd, POLLIN, 0}, {sfd, POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0) continue;
+        pollfd fds[3] = {{init.control >= 0 ? init.control : init.listen_fd, POLLIN, 0},
+                         {sfd, POLLIN, 0},
+                         {init.relay_fd, POLLIN, 0}};
+        if (::poll(fds, init.relay_fd >= 0 ? 3 : 2, -1) < 0) continue;
+        if (init.relay_fd >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) init.relay_once();
         if (fds[1].revents & POLLIN) {
             signalfd_siginfo si{};
             while (::read(sfd, &si, sizeof si) == sizeof si) {
@@ -609,7 +707,9 @@ void run_init(int control_fd) {
                 json request = json::parse(message);
                 std::string op = request.at("op").get<std::string>();
                 if (op == "start")
-                    init.start(request);
+                    init.start(request, passed);
+                else if (op == "adopt")
+                    init.adopt(request);
                 else if (op == "restorer")
                     init.spawn_restorer(request, passed.empty() ? -1 : passed[0].get(),
                                         passed.size() < 2 ? -1 : passed[1].get());

@@ -158,7 +158,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
     Sandbox sb;
     sb.spec_ = spec;
     sb.runtime_ = runtime;
-    sb.seccomp_filter_ = seccomp::filter_for(spec);
+    sb.seccomp_filter_ = options.seccomp_filter ? *options.seccomp_filter : seccomp::filter_for(spec);
     sb.id_ = options.id.empty() ? new_instance_id(spec.name) : options.id;
     sb.dir_ = options.instance_dir ? *options.instance_dir : state_dir() / "instances" / sb.id_;
     sb.detached_ = options.detached;
@@ -547,6 +547,11 @@ void Sandbox::stop_egress() {
     network_pidfd_.reset();
 }
 
+void Sandbox::adopt(pid_t sandbox_pid) {
+    if (!detached_) throw Error("only a detached sandbox's init adopts a process");
+    request(json{{"op", "adopt"}, {"pid", sandbox_pid}}.dump(), nullptr);
+}
+
 void Sandbox::release() {
     if (!detached_) throw Error("only a detached sandbox may be released");
     control_.reset();  // a detached init keeps running, waiting for a connection on its socket
@@ -563,9 +568,9 @@ fs::path control_socket_path(const fs::path& instance_dir) {
 }
 
 std::string request_detached(const fs::path& instance_dir, const std::string& message,
-                             std::vector<sys::UniqueFd>* fds) {
+                             std::vector<sys::UniqueFd>* fds, std::span<const int> send_fds) {
     sys::UniqueFd control = sys::connect_unix_seqpacket(control_socket_path(instance_dir));
-    sys::send_message(control.get(), message);
+    sys::send_message(control.get(), message, send_fds);
     std::string reply;
     for (;;) {
         pollfd p{control.get(), POLLIN, 0};

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "initless/sandbox/sandbox.h"
 #include "initless/sys/error.h"
 #include "initless/sys/inspect.h"
 #include "initless/sys/process.h"
@@ -247,9 +248,13 @@ FdLayout layout(const std::vector<image::Process>& procs) {
             if (const auto* e = f.as<image::EpollFd>())
                 for (const auto& target : e->targets) l.max_fd = std::max(l.max_fd, target.fd);
         }
-    l.img = l.max_fd + 1;
-    l.log = l.max_fd + 2;
-    int next = l.max_fd + 3;
+    // Above the restorer's own fds too (pages 3, userfaultfd device 4): a dup3 onto the same number fails.
+    int base = std::max(l.max_fd, sandbox::Sandbox::kRestorerUffdDeviceFd);
+    l.img = base + 1;
+    l.log = base + 2;
+    l.log_in = base + 3;
+    l.log_err = base + 4;
+    int next = base + 5;
     for (const auto& p : procs)
         for (const auto& f : p.fds)
             if (f.shared_id && !l.shared.count(f.shared_id)) l.shared[f.shared_id] = next++;
@@ -316,9 +321,15 @@ void plan(Table& t, Region& region, const image::Process& p, const FdLayout& L) 
                  -1, 0, {}, fmt::format("fd {} (shared)", f.fd));
             continue;
         }
-        if (f.as<image::LogFd>()) {
-            t.op(SYS_dup3, {0, static_cast<uint64_t>(f.fd), cloexec(f)}, -1, 0, {{0, kLog}},
-                 fmt::format("fd {} (log)", f.fd));
+        if (const auto* log = f.as<image::LogFd>()) {
+            if (log->stream == 1)
+                t.op(SYS_dup3, {0, static_cast<uint64_t>(f.fd), cloexec(f)}, -1, 0, {{0, kLog}},
+                     fmt::format("fd {} (log)", f.fd));
+            else
+                t.op(SYS_dup3,
+                     {static_cast<uint64_t>(log->stream == 0 ? L.log_in : L.log_err), static_cast<uint64_t>(f.fd),
+                      cloexec(f)},
+                     -1, 0, {}, fmt::format("fd {} (stdio stream {})", f.fd, log->stream));
             continue;
         }
         if (auto key = pair_of(f)) {
@@ -340,6 +351,8 @@ void plan(Table& t, Region& region, const image::Process& p, const FdLayout& L) 
     for (const auto& f : p.fds)
         if (const auto* e = f.as<image::EpollFd>()) epoll::plan_targets(t, region, f, *e, present, L.lift);
     t.op(SYS_close, {0}, -1, 0, {{0, kLog}}, "close log copy");
+    for (int copy : {L.log_in, L.log_err})
+        t.op(SYS_close, {static_cast<uint64_t>(copy)}, -1, STUB_OP_ALLOW_FAIL, {}, "close stdio copy");
     // Shared memory temps may be closed already (as this process's memfd slots).
     for (const auto& [id, fd] : L.shared)
         t.op(SYS_close, {static_cast<uint64_t>(fd)}, -1, 0, {}, "close shared fd");

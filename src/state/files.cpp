@@ -134,7 +134,10 @@ void load_path(const json& j, T& f) {
 }  // namespace
 
 std::optional<image::FdObject> read(const FdSource& s) {
-    if (s.st.st_dev == s.log.st_dev && s.st.st_ino == s.log.st_ino) return image::LogFd{};
+    auto same = [&](const struct stat& o) { return o.st_ino && s.st.st_dev == o.st_dev && s.st.st_ino == o.st_ino; };
+    if (same(s.log)) return image::LogFd{};
+    if (s.context && same(s.context->stdio_in)) return image::LogFd{0};
+    if (s.context && same(s.context->stdio_err)) return image::LogFd{2};
     if (S_ISREG(s.st.st_mode)) {
         bool writing = (s.flags & O_ACCMODE) != O_RDONLY;
         if (writing) {
@@ -226,8 +229,13 @@ void load_process(const json& j, image::Process& p) {
     p.umask = j.at("umask");
 }
 
-void store(json&, const image::LogFd&) {}
-void load(const json&, image::LogFd&) {}
+void store(json& j, const image::LogFd& f) {
+    if (f.stream != 1) j["stream"] = f.stream;  // absent: the log (images made before streams)
+}
+void load(const json& j, image::LogFd& f) {
+    f.stream = j.value("stream", 1);
+    if (f.stream < 0 || f.stream > 2) throw Error(fmt::format("log fd stream {} is not 0, 1 or 2", f.stream));
+}
 
 // Files and devices are stored alike: a path and an offset.
 void store(json& j, const image::FileFd& f) {

@@ -81,6 +81,9 @@ struct CheckpointContext {
     uint16_t port = 0;  // the function's port: connections on it are requests still open
     std::vector<std::string> notes;
     std::set<uint64_t> fifos_read;  // FIFOs (by inode) whose unread data one fd already carries
+    // An OCI container's stdin and stderr (the shim's, or our relay's), by identity: fds on them are
+    // LogFd streams 0 and 2 (stdout is `log`, stream 1). st_ino 0: none.
+    struct stat stdio_in {}, stdio_err {};
 };
 
 // What the checkpoint knows of one fd before its kind is known.
@@ -105,6 +108,7 @@ struct FdSource {
 struct FdLayout {
     int max_fd = 2;  // highest fd any process restores
     int img = 0, log = 0;
+    int log_in = 0, log_err = 0;     // copies of the restorer's fds 0 and 2 (LogFd streams 0 and 2)
     int uffd_device = 0;             // /dev/userfaultfd while the tables run (lazy restores only), else 0
     std::map<uint64_t, int> shared;  // Fd::shared_id -> its temporary fd
     std::map<uint64_t, int> shm;     // shared memory object (inode) held by several processes -> temp fd

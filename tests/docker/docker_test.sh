@@ -22,8 +22,9 @@ for b in dockerd containerd ctr containerd-shim-runc-v2 runc iptables curl; do n
 [[ -x $INITLESS ]] || { echo "FAIL: $INITLESS is not built"; exit 1; }
 [[ $(id -u) -eq 0 ]] || { echo "FAIL: needs root (daemons, namespaces)"; exit 1; }
 
-had_docker0=0
-ip link show docker0 >/dev/null 2>&1 && had_docker0=1
+# A bridge of the test's own (dockerd --bridge), not docker0: another dockerd on this machine (a system one,
+# another worktree's test or bench) makes and removes docker0 as it starts and stops.
+BRIDGE="ild$$"
 # What the daemons may leave on the host, as it was before: cgroups under the parents containers get
 # (Docker's /docker, containerd's namespace initless-test, initless's default /initless-oci) and mounts
 # outside $T (libnetwork's /run/docker/netns/*). The cleanup removes what appeared since, then fails the
@@ -60,7 +61,7 @@ cleanup() {
     host_cgroups | sort | comm -13 "/tmp/ild-cg-before.$$" - | sort -r | while read -r d; do
         for _ in $(seq 20); do rmdir "$d" 2>/dev/null && break; [[ -d $d ]] || break; sleep 0.1; done
     done
-    [[ $had_docker0 -eq 0 ]] && ip link del docker0 2>/dev/null
+    ip link del "$BRIDGE" 2>/dev/null
     local left=""
     l=$(host_cgroups | sort | comm -13 "/tmp/ild-cg-before.$$" -); [[ -n $l ]] && left+=$'\ncgroups: '"$(echo $l)"
     l=$(host_mounts | sort | comm -13 "/tmp/ild-mnt-before.$$" -); [[ -n $l ]] && left+=$'\nmounts: '"$(echo $l)"
@@ -98,11 +99,17 @@ echo $! >"$T/containerd.pid"
 for _ in $(seq 100); do [[ -S $T/containerd.sock ]] && break; sleep 0.1; done
 [[ -S $T/containerd.sock ]] || { echo "FAIL: containerd did not start:"; tail -20 "$T/containerd.log"; exit 1; }
 
+# The init-less containers' snapshots go to the test's own store (runtimeArgs: a global flag).
+STORE="$T/store"
 cat >"$T/daemon.json" <<JSON
-{ "runtimes": { "initless": { "path": "$INITLESS" } } }
+{ "runtimes": { "initless": { "path": "$INITLESS", "runtimeArgs": ["--snapshot-store", "$STORE"] } } }
 JSON
+ip link add name "$BRIDGE" type bridge &&
+    ip addr add "10.$((200 + RANDOM % 50)).$((RANDOM % 250)).1/24" dev "$BRIDGE" && ip link set "$BRIDGE" up ||
+    { echo "FAIL: cannot make the test's bridge $BRIDGE"; exit 1; }
 dockerd --config-file "$T/daemon.json" --containerd "$T/containerd.sock" --data-root "$T/docker" \
-    --exec-root "$T/dx" --pidfile "$T/docker.pid.daemon" -H "unix://$T/docker.sock" >"$T/dockerd.log" 2>&1 &
+    --exec-root "$T/dx" --pidfile "$T/docker.pid.daemon" -H "unix://$T/docker.sock" --bridge "$BRIDGE" \
+    >"$T/dockerd.log" 2>&1 &
 echo $! >"$T/docker.pid"
 for _ in $(seq 300); do dk version >/dev/null 2>&1 && break; sleep 0.1; done
 dk version >/dev/null 2>&1 || { echo "FAIL: dockerd did not start:"; tail -30 "$T/dockerd.log"; exit 1; }
@@ -129,10 +136,42 @@ def hello():
 print("ready", flush=True)
 app.run(host="0.0.0.0", port=8080)
 PY
+# The init-less app: a token drawn at init (only a snapshot of this process holds it), its RW_DIR
+# /data, and the phrase printed once it listens.
+cat >"$T/extra/app/tokenapp.py" <<'PY'
+import os, secrets
+from flask import Flask
+from werkzeug.serving import make_server
+token = secrets.token_hex(8)
+os.makedirs("/data", exist_ok=True)
+with open("/data/boot.txt", "w") as f:
+    f.write(token)
+app = Flask("token")
+@app.route("/")
+def hello():
+    return "token %s\n" % token
+@app.route("/write/<value>")
+def write(value):
+    with open("/data/mark", "w") as f:
+        f.write(value)
+    return "ok\n"
+@app.route("/read")
+def read():
+    return open("/data/mark").read() if os.path.exists("/data/mark") else "none"
+server = make_server("0.0.0.0", 8080, app)
+print("token-app: ready", flush=True)
+server.serve_forever()
+PY
+mkdir -p "$T/extra/data"
+echo "from the image" >"$T/extra/data/image.txt"
 echo "root:x:0:0:root:/root:/bin/sh" >"$T/extra/etc/passwd"
 tar -C / -cf "$T/rootfs.tar" --no-recursion usr bin lib lib64 sbin -T "$T/files" 2>"$T/tar.err"
-tar -C "$T/extra" -rf "$T/rootfs.tar" app tmp etc/passwd
+tar -C "$T/extra" -rf "$T/rootfs.tar" app tmp etc/passwd data
 dk import --change 'CMD ["python3", "/app/app.py"]' "$T/rootfs.tar" initless-flask:test >/dev/null ||
+    { echo "FAIL: docker import"; exit 1; }
+dk import --change 'CMD ["python3", "/app/tokenapp.py"]' --change 'ENV CHECKPOINT_MSG="token-app: ready"' \
+    --change 'ENV RW_DIRS=/data' "$T/rootfs.tar" initless-token:test >/dev/null || { echo "FAIL: docker import"; exit 1; }
+dk import --change 'CMD ["python3", "/app/tokenapp.py"]' "$T/rootfs.tar" initless-token-plain:test >/dev/null ||
     { echo "FAIL: docker import"; exit 1; }
 
 wait_http() {  # URL SECONDS
@@ -273,6 +312,139 @@ if dk save initless-flask:test | ct images import - >/dev/null 2>"$T/ctr-import.
 else
     fail "ctr images import: $(cat "$T/ctr-import.err")"
 fi
+
+# --- init-less containers (CHECKPOINT_MSG) -------------------------------------------------------
+images() { find "$STORE" -mindepth 1 -maxdepth 1 -type d -regextype egrep -regex '.*/[0-9a-f]{64}' 2>/dev/null; }
+wait_images() {  # COUNT SECONDS: until the store holds COUNT published images
+    for _ in $(seq $(($2 * 10))); do [[ $(images | wc -l) -ge $1 ]] && return 0; sleep 0.1; done
+    return 1
+}
+keylog() {  # NAME: what the runtime logged of the container's snapshot key (its log.json, in its bundle)
+    local id
+    id=$(dk inspect -f '{{.Id}}' "$1" 2>/dev/null)
+    [[ -n $id ]] && grep -h 'init-less' $(find "$T/containerd/state" -path "*$id*" -name log.json 2>/dev/null) 2>/dev/null | tr '\n' ' '
+}
+token_of() { curl -fsS --max-time 2 "$1" 2>/dev/null | sed -n 's/^token //p'; }
+ip_of() { dk inspect -f '{{.NetworkSettings.IPAddress}}' "$1"; }
+P1=$((PORT + 10)) P2=$((PORT + 11)) P3=$((PORT + 12)) t1=""
+if dk run -d --runtime initless --name il1 -p "127.0.0.1:$P1:8080" initless-token:test >/dev/null 2>"$T/il1.err"; then
+    wait_http "http://127.0.0.1:$P1/" 20 >/dev/null
+    t1=$(token_of "http://127.0.0.1:$P1/")
+    if wait_images 1 20; then
+        pass "first docker run of an image with CHECKPOINT_MSG boots (token $t1) and is snapshotted at its phrase: $(images | wc -l) image"
+    else
+        fail "no snapshot in $STORE after the phrase; log.json: $(cat "$T"/dx/containerd/daemon/io.containerd.runtime.v2.task/moby/*/log.json 2>/dev/null | tail -3)"
+    fi
+    [[ -n $t1 && $(token_of "http://127.0.0.1:$P1/") == "$t1" ]] && pass "the snapshotted container goes on serving" ||
+        fail "the first container after its snapshot: '$(token_of "http://127.0.0.1:$P1/")'"
+    [[ $(dk logs il1 2>&1) == *"token-app: ready"* ]] && pass "docker logs of the booted one holds its stdout (relayed)" ||
+        fail "docker logs il1: $(dk logs il1 2>&1 | tail -3)"
+else
+    fail "docker run il1: $(cat "$T/il1.err")"
+fi
+
+start_ns=$(date +%s%N)
+if dk run -d --runtime initless --name il2 -p "127.0.0.1:$P2:8080" initless-token:test >/dev/null 2>"$T/il2.err"; then
+    wait_http "http://127.0.0.1:$P2/" 20 >/dev/null
+    ms=$((($(date +%s%N) - start_ns) / 1000000))
+    t2=$(token_of "http://127.0.0.1:$P2/")
+    [[ -n $t1 && $t2 == "$t1" ]] && pass "a second docker run restores: it answers on its published port with the snapshot's token $t2 ($ms ms to first response)" ||
+        fail "second docker run answered token '$t2', the snapshot's is '$t1'; runtime: $(dk logs il2 2>&1 | grep initless); il1: $(keylog il1); il2: $(keylog il2)"
+    ip=$(ip_of il2)
+    [[ -n $ip && $(token_of "http://$ip:8080/") == "$t1" ]] && pass "the restored container answers at its bridge address $ip" ||
+        fail "restored container at bridge address '$ip'"
+    [[ $(dk logs il2 2>&1) == *'"GET / HTTP/1.1" 200'* ]] && pass "docker logs of the restored container shows what it writes since (its stderr)" ||
+        fail "docker logs il2: '$(dk logs il2 2>&1 | tail -3)'"
+    out=$(dk exec il2 cat /data/boot.txt 2>&1)
+    [[ $out == "$t1" ]] && pass "docker exec in the restored container; its RW_DIR /data is the snapshot's copy" || fail "docker exec il2: '$out'"
+else
+    fail "docker run il2: $(cat "$T/il2.err")"
+fi
+
+if dk create --runtime initless --name il3 -p "127.0.0.1:$P3:8080" initless-token:test >/dev/null 2>"$T/il3.err"; then
+    start_ns=$(date +%s%N)
+    dk start il3 >/dev/null 2>>"$T/il3.err"
+    wait_http "http://127.0.0.1:$P3/" 20 >/dev/null
+    ms=$((($(date +%s%N) - start_ns) / 1000000))
+    t3=$(token_of "http://127.0.0.1:$P3/")
+    # (dockerd calls the runtime's create only at docker start: both stages run then. runtime_test.sh checks
+    # that the runtime's create leaves a pre-started container.)
+    [[ -n $t1 && $t3 == "$t1" ]] && pass "docker create then docker start restores ($ms ms to first response)" ||
+        fail "docker create + start answered '$t3'; $(cat "$T/il3.err"); $(dk logs il3 2>&1 | tail -3)"
+else
+    fail "docker create il3: $(cat "$T/il3.err")"
+fi
+
+# Two restored containers are independent: a write to the RW_DIR of one is not seen by the other.
+curl -fsS --max-time 2 "http://127.0.0.1:$P2/write/from-il2" >/dev/null 2>&1
+r2=$(curl -fsS --max-time 2 "http://127.0.0.1:$P2/read" 2>&1)
+r3=$(curl -fsS --max-time 2 "http://127.0.0.1:$P3/read" 2>&1)
+x3=$(dk exec il3 sh -c 'cat /data/mark 2>/dev/null || echo absent' 2>&1)
+[[ $r2 == from-il2 && $r3 == none && $x3 == absent ]] && pass "two restored containers are independent (RW_DIR write in one is not in the other)" ||
+    fail "independence: il2 reads '$r2', il3 reads '$r3', exec in il3 '$x3'"
+
+dk stop il2 >/dev/null 2>&1
+[[ $(dk inspect -f '{{.State.Status}}' il2) == exited ]] && pass "docker stop of a restored container (exit code $(dk inspect -f '{{.State.ExitCode}}' il2))" ||
+    fail "docker stop il2: $(dk inspect -f '{{.State.Status}}' il2)"
+dk kill il3 >/dev/null 2>&1
+for _ in $(seq 50); do [[ $(dk inspect -f '{{.State.Status}}' il3) == exited ]] && break; sleep 0.1; done
+[[ $(dk inspect -f '{{.State.Status}}' il3) == exited && $(dk inspect -f '{{.State.ExitCode}}' il3) == 137 ]] &&
+    pass "docker kill of a restored container (exit code 137)" || fail "docker kill il3: $(dk inspect -f '{{.State.Status}} {{.State.ExitCode}}' il3)"
+dk rm il2 il3 >/dev/null 2>&1 && ! dk inspect il2 >/dev/null 2>&1 && pass "docker rm of restored containers" || fail "docker rm il2 il3"
+dk rm -f il1 >/dev/null 2>&1
+
+# A corrupted snapshot: the next container boots (a new token) and says why in its log, then a new
+# snapshot replaces it.
+img=$(images | head -1)
+if [[ -n $img ]]; then
+    printf 'corrupt' | dd of="$img/pages.img" bs=1 seek=4096 conv=notrunc 2>/dev/null
+    if dk run -d --runtime initless --name il4 -p "127.0.0.1:$P1:8080" initless-token:test >/dev/null 2>"$T/il4.err"; then
+        wait_http "http://127.0.0.1:$P1/" 20 >/dev/null
+        t4=$(token_of "http://127.0.0.1:$P1/")
+        [[ -n $t4 && $t4 != "$t1" && $(dk logs il4 2>&1) == *"not usable"*"booting instead"* ]] &&
+            pass "a corrupted snapshot falls back to a boot (new token $t4) and says so: $(dk logs il4 2>&1 | grep -m1 'not usable' | cut -c1-150)" ||
+            fail "corrupted snapshot: token '$t4' (snapshot's $t1); logs: $(dk logs il4 2>&1 | tail -3)"
+        wait_images 1 20 && pass "the fallback boot made a new snapshot" || fail "no new snapshot after the fallback boot"
+        dk rm -f il4 >/dev/null 2>&1
+    else
+        fail "docker run il4: $(cat "$T/il4.err")"
+    fi
+fi
+
+# Two first containers of one key at once (a key of their own: another env): both boot, one image is
+# published, nothing half-written is left.
+before=$(images | wc -l)
+dk run -d --runtime initless --name il5 -e PAIR=1 initless-token:test >/dev/null 2>&1 &
+pair1=$!
+dk run -d --runtime initless --name il6 -e PAIR=1 initless-token:test >/dev/null 2>&1 &
+wait $pair1 $!  # (not a bare wait: the daemons are this shell's jobs too)
+wait_images $((before + 1)) 30
+sleep 1
+after=$(images | wc -l)
+staged=$(find "$STORE" -mindepth 1 -maxdepth 1 -name '*.tmp.*' | wc -l)
+[[ $after -eq $((before + 1)) && $staged -eq 0 ]] && pass "two first containers of one key at once: one image published, nothing staged left" ||
+    fail "concurrent first containers: images $before -> $after, staged $staged"
+dk rm -f il5 il6 >/dev/null 2>&1
+
+# Without CHECKPOINT_MSG the same app is a plain container, as under runc: every run boots.
+before=$(images | wc -l)
+ta=$(dk run -d --runtime initless --name il7 -p "127.0.0.1:$P2:8080" initless-token-plain:test >/dev/null 2>&1 &&
+    wait_http "http://127.0.0.1:$P2/" 20 >/dev/null && token_of "http://127.0.0.1:$P2/")
+tb=$(dk run -d --runtime initless --name il8 -p "127.0.0.1:$P3:8080" initless-token-plain:test >/dev/null 2>&1 &&
+    wait_http "http://127.0.0.1:$P3/" 20 >/dev/null && token_of "http://127.0.0.1:$P3/")
+tr=$(dk run -d --runtime runc --name il9 -p "127.0.0.1:$((PORT + 13)):8080" initless-token-plain:test >/dev/null 2>&1 &&
+    wait_http "http://127.0.0.1:$((PORT + 13))/" 20 >/dev/null && token_of "http://127.0.0.1:$((PORT + 13))/")
+[[ -n $ta && -n $tb && -n $tr && $ta != "$tb" && $(images | wc -l) -eq $before ]] &&
+    pass "without CHECKPOINT_MSG every run boots as under runc (tokens $ta, $tb; runc $tr), no snapshot" ||
+    fail "without CHECKPOINT_MSG: tokens '$ta' '$tb' runc '$tr', images $before -> $(images | wc -l)"
+dk rm -f il7 il8 il9 >/dev/null 2>&1
+
+# Nothing of the init-less helpers is left: no keeper or watcher, nothing staged in the store.
+sleep 0.5
+l=$(pgrep -f -- "$T/dx/runtime-initless" | wc -l)
+staged=$(find "$STORE" -mindepth 1 -maxdepth 1 -regextype egrep ! -regex '.*/[0-9a-f]{64}' ! -name image.key | wc -l)
+[[ $l -eq 0 && $staged -eq 0 ]] && pass "no init-less helper process nor staged image left" ||
+    fail "left: $l processes ($(pgrep -af -- "$T/dx/runtime-initless" | cut -c1-150)), $staged store entries"
 
 leftover=$(find "$T/dx/runtime-initless" -mindepth 2 -maxdepth 2 2>/dev/null)
 [[ -z $leftover ]] && pass "no container state left under the runtime root" || fail "state left: $leftover"

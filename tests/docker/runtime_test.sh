@@ -11,7 +11,7 @@ fail() { echo "FAIL: $*"; FAILED=1; }
 pass() { echo "ok: $*"; }
 rt() { "$BUILD_DIR/initless" --root "$T/root" --log "$T/log.json" --log-format json "$@"; }
 cleanup() {
-    rt delete --force c1 >/dev/null 2>&1
+    for c in c1 il1 il2 il3 il4; do rt delete --force $c >/dev/null 2>&1; done
     # The parent group the runtime made for a container without cgroupsPath (kept while in use).
     rmdir /sys/fs/cgroup/*/initless-oci 2>/dev/null
     rm -rf "$T"
@@ -65,4 +65,94 @@ python3 -c 'import json,sys; l=json.loads(open(sys.argv[1]).readlines()[-1]); as
     pass "errors go to --log as JSON lines" || fail "log: $(cat "$T/log.json")"
 [[ $("$BUILD_DIR/initless" --version | head -1) == "initless version "* ]] && pass "--version" || fail "--version"
 "$BUILD_DIR/initless" features | python3 -c 'import json,sys; f=json.load(sys.stdin); assert "createRuntime" in f["hooks"]' && pass "features" || fail "features"
+
+# --- init-less containers (CHECKPOINT_MSG) without the daemons: the test is the shim (stdio files) ------
+# The app draws a token at init, keeps it in memory and in its RW_DIR, prints the phrase, and on SIGUSR1
+# prints the token on stdout and stderr. The root is the host's, read-only; /tmp, /dev/shm and /mnt (the
+# RW_DIR) are the container's tmpfs, the app is bound at /srv.
+STORE="$T/store"
+mkdir -p "$T/ib"
+cat >"$T/ib/app.py" <<'PY'
+import os, secrets, signal, sys, time
+token = secrets.token_hex(8)
+open("/mnt/boot", "w").write(token)
+def show(*_):
+    print("token", token, flush=True)
+    print("err", token, file=sys.stderr, flush=True)
+signal.signal(signal.SIGUSR1, show)
+print("app: ready", flush=True)
+while True:
+    time.sleep(100)
+PY
+cat >"$T/ib/config.json" <<JSON
+{
+  "ociVersion": "1.0.2",
+  "process": {"args": ["python3", "/srv/app.py"], "cwd": "/",
+              "env": ["PATH=/usr/bin:/bin", "CHECKPOINT_MSG=app: ready", "RW_DIRS=/mnt"], "user": {"uid": 0, "gid": 0}},
+  "root": {"path": "/", "readonly": true},
+  "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+             {"destination": "/dev/shm", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+             {"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+             {"destination": "/srv", "type": "bind", "source": "$T/ib", "options": ["rbind", "ro"]}],
+  "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]}
+}
+JSON
+ilrt() { rt --snapshot-store "$STORE" "$@"; }
+images() { find "$STORE" -mindepth 1 -maxdepth 1 -type d -regextype egrep -regex '.*/[0-9a-f]{64}' 2>/dev/null; }
+wait_for() {  # FILE TEXT
+    for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    return 1
+}
+helpers() { pgrep -f -- "--root $T/root" | wc -l; }
+poke() {  # ID OUT: the token the container prints on SIGUSR1
+    ilrt kill "$1" USR1
+    wait_for "$2" '^token ' && sed -n 's/^token //p' "$2" | tail -1
+}
+ilrt create --bundle "$T/ib" il1 >"$T/il1.out" 2>"$T/il1.err" && ilrt start il1 || fail "create/start il1: $(tail -2 "$T/log.json")"
+wait_for "$T/il1.out" "app: ready" && pass "a booted init-less container's stdout is relayed by init" || fail "il1 stdout: $(cat "$T/il1.out")"
+for _ in $(seq 100); do [[ -n $(images) ]] && break; sleep 0.1; done
+[[ $(images | wc -l) -eq 1 ]] && pass "the phrase made a snapshot in the store" || fail "no snapshot: $(tail -2 "$T/log.json")"
+t1=$(poke il1 "$T/il1.out")
+[[ -n $t1 ]] && pass "the booted container goes on after its snapshot (token $t1)" || fail "il1 after the snapshot: $(cat "$T/il1.out")"
+ilrt create --bundle "$T/ib" il2 >"$T/il2.out" 2>"$T/il2.err" || fail "create il2: $(tail -2 "$T/log.json")"
+keeper=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keeper_pid"])' "$T/root/il2/state.json" 2>/dev/null)
+[[ -n $keeper && $keeper != 0 ]] && kill -0 "$keeper" 2>/dev/null && pass "create of a second one leaves a pre-started restore (keeper $keeper)" ||
+    fail "no keeper after create il2: $(cat "$T/il2.err") $(tail -2 "$T/log.json")"
+ilrt start il2 || fail "start il2: $(tail -2 "$T/log.json")"
+t2=$(poke il2 "$T/il2.out")
+[[ -n $t1 && $t2 == "$t1" ]] && pass "start restores it: the snapshot's token $t2 on the new container's stdout" ||
+    fail "il2 token '$t2' (snapshot's '$t1'): $(cat "$T/il2.out" "$T/il2.err")"
+wait_for "$T/il2.err" "^err $t1" && pass "and on its stderr" || fail "il2 stderr: $(cat "$T/il2.err")"
+! grep -q "app: ready" "$T/il2.out" && pass "the restored process did not run its init again" || fail "il2 printed its phrase"
+echo '{"args": ["cat", "/mnt/boot"], "cwd": "/", "env": ["PATH=/usr/bin:/bin"], "user": {"uid": 0, "gid": 0}}' >"$T/cat.json"
+[[ $(ilrt exec --process "$T/cat.json" il2 2>&1) == "$t1" ]] && pass "its RW_DIR /mnt holds the snapshot's copy" ||
+    fail "il2 /mnt/boot: $(ilrt exec --process "$T/cat.json" il2 2>&1)"
+ilrt kill il2 KILL
+for _ in $(seq 100); do [[ $(ilrt state il2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])') == stopped ]] && break; sleep 0.05; done
+ilrt delete il2 && ilrt delete --force il1 && pass "kill and delete of the restored and the booted one" || fail "delete: $(tail -2 "$T/log.json")"
+sleep 0.2
+[[ $(helpers) -eq 0 ]] && pass "no keeper or watcher left" || fail "helpers left: $(pgrep -af -- "--root $T/root")"
+# A corrupted snapshot: the next container boots, says why on its stderr and in the log, and snapshots.
+img=$(images | head -1)
+printf 'corrupt' | dd of="$img/pages.img" bs=1 seek=100 conv=notrunc 2>/dev/null
+ilrt create --bundle "$T/ib" il3 >"$T/il3.out" 2>"$T/il3.err" && ilrt start il3 || fail "create/start il3: $(tail -2 "$T/log.json")"
+wait_for "$T/il3.out" "app: ready" && grep -q "not usable.*booting instead" "$T/il3.err" &&
+    grep -q '"level":"warning".*not usable' "$T/log.json" && pass "a corrupted snapshot falls back to a boot, said on stderr and in the log" ||
+    fail "il3: out '$(cat "$T/il3.out")' err '$(cat "$T/il3.err")'"
+for _ in $(seq 100); do [[ -n $(images) ]] && break; sleep 0.1; done
+[[ $(images | wc -l) -eq 1 ]] && pass "the fallback boot made a new snapshot" || fail "no new snapshot after the fallback"
+# Stage 2 failing (a fault injected into the restore's tables at create): start boots it instead, and it runs.
+INITLESS_TEST_FAULT=restore:stub-op ilrt create --bundle "$T/ib" il4 >"$T/il4.out" 2>"$T/il4.err" && ilrt start il4 ||
+    fail "create/start il4: $(tail -2 "$T/log.json")"
+wait_for "$T/il4.out" "app: ready" && grep -q "restore stage 2.*booting instead" "$T/il4.err" &&
+    [[ $(ilrt state il4 | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])') == running && -n $(poke il4 "$T/il4.out") ]] &&
+    pass "a restore failing in stage 2 boots the container instead, which runs" ||
+    fail "il4: out '$(cat "$T/il4.out")' err '$(cat "$T/il4.err")' state $(ilrt state il4 2>&1 | tr -d '\n ')"
+ilrt delete --force il4
+ilrt delete --force il3
+sleep 0.2
+[[ $(helpers) -eq 0 && -z $(find "$STORE" -name '*.tmp.*' -o -name '*.discarded.*') ]] && pass "nothing left (helpers, staged images)" ||
+    fail "left: $(pgrep -af -- "--root $T/root") $(ls "$STORE")"
+rmdir /sys/fs/cgroup/*/initless-runtime-test 2>/dev/null
 exit $FAILED

@@ -32,7 +32,7 @@ using ContractError = initless::ContractError;  // defined beside Error: the kin
 struct Target {
     pid_t init_host_pid = 0;          // the sandbox's init; every process below it is checkpointed
     std::filesystem::path log_path;   // fds pointing here are the instance's stdio log
-    std::filesystem::path upper_dir;  // the sandbox's writable layer
+    std::filesystem::path upper_dir;  // the sandbox's writable layer; empty: none (an OCI container's root)
     std::string function;
     std::filesystem::path function_dir;
     uint16_t port = 0;
@@ -43,6 +43,15 @@ struct Target {
     // The strict contract: an established TCP connection fails the checkpoint instead of being
     // restored as a reset connection (function.toml `refuse_tcp_connections`).
     bool refuse_tcp_connections = false;
+    // An OCI container's stdin and stderr (e.g. /proc/PID/fd/0 of its process): fds on the same file
+    // or pipe are restored from the restorer's fds 0 and 2 (the new container's); empty: none.
+    std::filesystem::path stdin_path, stderr_path;
+    // Directories of the function (paths inside its root) copied while frozen into the image's
+    // kRwDirsTree, at their paths: an OCI container's RW_DIRS, each restored container's own copy.
+    std::vector<std::filesystem::path> rw_dirs;
+    // The network namespace's sysctls are not the function's to keep: an OCI container's caller
+    // (Docker's libnetwork) sets them in every new container, where /proc/sys is read-only.
+    bool skip_net_sysctls = false;
 };
 
 struct Stats {

@@ -132,6 +132,9 @@ struct SocketOption {
 // of kinds: FdObject below and src/state/kinds.h).
 struct LogFd {  // the instance's stdio log (the sandbox's, not the image's)
     static constexpr const char* kName = "log";
+    // Which of the restorer's stdio fds it is made again from: 1 (the log) for a function; an OCI
+    // container's stdin, stdout and stderr (the shim's) are streams 0, 1 and 2.
+    int stream = 1;
 };
 // A lock an open file holds (fdinfo's "lock:" lines): flock, OFD and classic POSIX record locks,
 // and leases; restored on files of the instance's private storage only.
@@ -400,6 +403,8 @@ uint64_t current_vdso_size();
 
 // The image's trees (directories copied into a sandbox at restore).
 inline constexpr const char* kUpperTree = "rootfs-upper";
+// An OCI container's RW_DIRS, each at its path inside the root (rw-dirs/data for /data).
+inline constexpr const char* kRwDirsTree = "rw-dirs";
 
 // A loaded, authenticated image. Copies share the open files.
 struct Image {

@@ -14,8 +14,15 @@
 // namespaces and root are made), createContainer in create inside the container's mount namespace,
 // startContainer likewise in start before the process starts, poststart after it, poststop in
 // delete; each gets the state JSON on stdin and is killed at its timeout.
-// Not applied yet: linux.seccomp (TODO: the seccomp component), process.terminal and
-// --console-socket (refused), systemd cgroups (refused), joining pid/mount/user namespaces by path.
+// Init-less containers: with CHECKPOINT_MSG in the process env, `create` computes the container's
+// snapshot key (src/runtime/initless_container.h) and looks in the snapshot store. Without a usable
+// snapshot the container boots and `start` leaves a watcher that checkpoints it when init, which then
+// relays the process's stdout, sees the phrase. With one, `create` also runs the restore's stage 1 in a
+// keeper process (the container is pre-started) and `start` asks the keeper for stage 2; the restored
+// process is init's child like a started one. A snapshot that fails to load or restore is discarded and
+// the container boots instead, saying so on its stderr and in --log.
+// Not applied yet: process.terminal and --console-socket (refused), systemd cgroups (refused), joining
+// pid/mount/user namespaces by path.
 // Single-threaded callers; concurrent verbs on one container are not serialised (the shim does not
 // issue them).
 #pragma once
@@ -46,10 +53,16 @@ struct ExecOptions {
     bool detach = false;
 };
 
+struct RuntimeOptions {
+    std::filesystem::path snapshot_store;  // init-less containers' snapshots; empty: default_store()
+    std::filesystem::path log;             // runc's --log: warnings and notes go there too ("": none)
+    bool log_json = false;                 // --log-format json
+};
+
 class Runtime {
   public:
     // `root`: where containers' state lives (runc's --root); made if missing.
-    explicit Runtime(std::filesystem::path root);
+    explicit Runtime(std::filesystem::path root, RuntimeOptions options = {});
 
     void create(const std::string& id, const CreateOptions& options);
     void start(const std::string& id);
@@ -69,6 +82,7 @@ class Runtime {
   private:
     std::filesystem::path dir(const std::string& id) const;
     std::filesystem::path root_;
+    RuntimeOptions options_;
 };
 
 }  // namespace initless::runtime

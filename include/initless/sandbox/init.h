@@ -3,6 +3,10 @@
 // control socket (JSON messages), builds the root, then serves requests: start the function, spawn a
 // restorer, report exits. It reaps every zombie, forwards SIGTERM, and when the control socket closes
 // (the controller is gone) it kills everything in the sandbox and exits, which ends the namespaces.
+// A detached init (an OCI container's) also: relays the started process's stdout to its own when the
+// start request asks ("relay": {"phrase"}, with a pipe's write end passed along), copying every byte and
+// writing one byte to that pipe when the phrase first goes by (an init-less container's watcher waits on
+// it); and adopts a restored process on request ("adopt"), whose end is then its end.
 #pragma once
 
 #include <linux/filter.h>

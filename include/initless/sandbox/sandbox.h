@@ -60,8 +60,11 @@ struct SandboxOptions {
     //                 time on <instance_dir>/init.sock, the process it starts keeps init's stdio (the
     //                 caller's), and init exits with that process's exit status (128+signal if killed)
     //                 once it ends, killing what is left, so that the process's end is init's end.
+    //   seccomp_filter the filter the container's process runs under (its config.json's linux.seccomp),
+    //                 instead of the function spec's: what a restore installs and checks an image against.
     std::string id;
     std::optional<std::filesystem::path> instance_dir;
+    std::optional<seccomp::Filter> seccomp_filter;
     std::optional<std::filesystem::path> cgroup_path;
     bool detached = false;
 };
@@ -119,6 +122,10 @@ class Sandbox {
 
     sys::UniqueFd connect(uint16_t port) const;  // TCP to 127.0.0.1:port inside the sandbox
     void teardown();
+    // Detached sandboxes only: makes the process a restore made (spawn_restorer's, by its pid in the
+    // sandbox) the container's process, whose end is init's end. If it has ended already, so has init
+    // (and this throws, init being gone).
+    void adopt(pid_t sandbox_pid);
     // Detached sandboxes only: lets init, its cgroup and the instance dir live on without this
     // object (a runtime's `create` exits and leaves the container to its `start`, `kill`, `delete`).
     void release();
@@ -176,7 +183,7 @@ std::filesystem::path control_socket_path(const std::filesystem::path& instance_
 // One request to a detached init (see SandboxOptions::detached) over its control socket: the reply,
 // and its fds. Throws the init's error, or if it is gone.
 std::string request_detached(const std::filesystem::path& instance_dir, const std::string& message,
-                             std::vector<sys::UniqueFd>* fds = nullptr);
+                             std::vector<sys::UniqueFd>* fds = nullptr, std::span<const int> send_fds = {});
 
 // Removes instances whose controller is gone: kills a leftover init, removes cgroups and dirs.
 // Returns a line per thing removed.
