@@ -50,23 +50,12 @@ runtime::Runtime open_runtime() {
     return runtime::Runtime(globals().root, options);
 }
 
-std::string timestamp() {
-    auto now = std::time(nullptr);
-    std::tm tm{};
-    ::gmtime_r(&now, &tm);
-    char buf[64];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
-
 }  // namespace
 
 void log_runtime_error(const std::string& message) {
     const auto& g = globals();
     if (g.log.empty()) return;
-    std::string line = g.log_format == "json"
-                           ? json{{"level", "error"}, {"msg", message}, {"time", timestamp()}}.dump() + "\n"
-                           : fmt::format("time=\"{}\" level=error msg=\"{}\"\n", timestamp(), message);
+    std::string line = runtime::log_line("error", message, g.log_format == "json");
     if (FILE* f = std::fopen(g.log.c_str(), "a")) {
         std::fputs(line.c_str(), f);
         std::fclose(f);

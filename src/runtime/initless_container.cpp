@@ -1,5 +1,7 @@
 #include "initless_container.h"
 
+#include "initless/runtime/runtime.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -97,15 +99,6 @@ std::string root_identity(const fs::path& root) {
         }
     }
     return "overlay\n" + lowers;
-}
-
-std::string timestamp() {
-    auto now = std::time(nullptr);
-    std::tm tm{};
-    ::gmtime_r(&now, &tm);
-    char buf[64];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
 }
 
 // A helper's own stdio and session: nothing of the verb's caller (the shim waits for `start`'s output
@@ -402,8 +395,7 @@ fs::path staging_of(const fs::path& image_dir, pid_t pid) {
 void notice(const fs::path& log, bool log_json, pid_t init_pid, const std::string& level, const std::string& message) {
     try {
         if (!log.empty()) {
-            std::string line = log_json ? json{{"level", level}, {"msg", message}, {"time", timestamp()}}.dump() + "\n"
-                                        : fmt::format("time=\"{}\" level={} msg=\"{}\"\n", timestamp(), level, message);
+            std::string line = log_line(level, message, log_json);
             sys::UniqueFd f(::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
             if (f) write_all_fd(f.get(), line);
         }

@@ -12,6 +12,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 
 #include <fmt/format.h>
 
@@ -35,6 +36,16 @@ namespace initless::runtime {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+std::string log_line(const std::string& level, const std::string& message, bool json_format) {
+    auto now = std::time(nullptr);
+    std::tm tm{};
+    ::gmtime_r(&now, &tm);
+    char time[64];
+    std::strftime(time, sizeof time, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return json_format ? json{{"level", level}, {"msg", message}, {"time", time}}.dump() + "\n"
+                       : fmt::format("time=\"{}\" level={} msg=\"{}\"\n", time, level, message);
+}
 namespace ilc = initless_container;
 
 namespace {

@@ -53,6 +53,10 @@ struct ExecOptions {
     bool detach = false;
 };
 
+// One line of the runtime's --log, as containerd's shim reads it: JSON {level, msg, time}, or runc's
+// text format (time="..." level=... msg="...").
+std::string log_line(const std::string& level, const std::string& message, bool json);
+
 struct RuntimeOptions {
     std::filesystem::path snapshot_store;  // init-less containers' snapshots; empty: default_store()
     std::filesystem::path log;             // runc's --log: warnings and notes go there too ("": none)

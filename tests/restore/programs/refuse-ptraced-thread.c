@@ -1,6 +1,6 @@
 // Contract: a child process traces a second thread of its parent (the first process), not its
 // leader: the snapshot must fail in bounded time naming the traced thread and the rule.
-#include "http.h"
+#include "state_thread.h"
 
 #include <pthread.h>
 #include <sys/ptrace.h>
@@ -8,23 +8,19 @@
 #include <sys/wait.h>
 
 static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
-static int sync_pipe[2], done_pipe[2];
+static int done_pipe[2];
 static pid_t worker_tid;
 
 static void* worker(void* arg) {
     (void)arg;
     worker_tid = (pid_t)syscall(SYS_gettid);
-    if (write(sync_pipe[1], "x", 1) != 1) rt_die("write");
-    for (;;) pause();
+    state_thread_ready();
     return NULL;
 }
 
 int main(void) {
-    if (pipe(sync_pipe) != 0 || pipe(done_pipe) != 0) rt_die("pipe");
-    pthread_t t;
-    if (pthread_create(&t, NULL, worker, NULL) != 0) rt_die("pthread_create");
-    char c;
-    if (read(sync_pipe[0], &c, 1) != 1) rt_die("read");
+    if (pipe(done_pipe) != 0) rt_die("pipe");
+    start_state_thread(worker);
     pid_t tracer = fork();
     if (tracer < 0) rt_die("fork");
     if (tracer == 0) {
@@ -36,6 +32,7 @@ int main(void) {
             else ptrace(PTRACE_CONT, worker_tid, NULL, NULL);
         }
     }
+    char c;
     if (read(done_pipe[0], &c, 1) != 1) rt_die("tracer failed");
     rt_serve("refuse-ptraced-thread", handle);
 }
