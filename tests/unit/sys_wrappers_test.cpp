@@ -277,12 +277,17 @@ TEST(SysSocket, PeekQueuedEndsAtAShutDownSeqpacketPeer) {
     EXPECT_TRUE(q.complete);
     ASSERT_EQ(q.messages.size(), 1u);
     EXPECT_EQ(std::string(q.messages[0].begin(), q.messages[0].end()), "last");
-    // An empty datagram with the peer still there hides what follows it.
+    // An empty datagram is a message of its own, not the end of the queue: what follows it is read
+    // too (SO_PASSCRED tells the two apart).
     int dg[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, dg), 0);
     ASSERT_EQ(::send(dg[0], "", 0, 0), 0);
     ASSERT_EQ(::send(dg[0], "after", 5, 0), 5);
-    EXPECT_FALSE(sys::peek_queued(dg[1], false).complete);
+    auto d = sys::peek_queued(dg[1], false);
+    EXPECT_TRUE(d.complete);
+    ASSERT_EQ(d.messages.size(), 2u);
+    EXPECT_TRUE(d.messages[0].empty());
+    EXPECT_EQ(std::string(d.messages[1].begin(), d.messages[1].end()), "after");
     for (int fd : {sv[0], sv[1], dg[0], dg[1]}) ::close(fd);
 }
 
