@@ -47,6 +47,7 @@ runtime::Runtime open_runtime() {
     options.snapshot_store = globals().snapshot_store;
     options.log = globals().log;
     options.log_json = globals().log_format == "json";
+    options.debug = globals().debug;
     return runtime::Runtime(globals().root, options);
 }
 
@@ -73,7 +74,8 @@ void add_oci_runtime(CLI::App& app) {
                    "OCI runtime: where init-less containers' snapshots live (default $INITLESS_OCI_STORE, else "
                    "/var/lib/initless/oci); daemon.json runtimeArgs can pass it")
         ->group("OCI runtime");
-    app.add_flag("--debug", g.debug, "accepted for runc compatibility")->group("");
+    app.add_flag("--debug", g.debug, "OCI runtime: log each verb's steps with their times (debug level)")
+        ->group("OCI runtime");
     app.add_option("--rootless", g.rootless, "accepted for runc compatibility")->group("");
     app.add_option("--criu", g.criu, "accepted for runc compatibility")->group("");
     app.set_version_flag("--version,-v", "initless version 0.1.0\ncommit: none\nspec: 1.0.2");

@@ -269,7 +269,44 @@ std::shared_ptr<PageSource> Image::pages_source() const {
 }
 
 namespace {
-Image load_image(const fs::path& dir, const Key& key, bool verify_pages, bool pages_here) {
+
+// What a VERIFIED stamp says: the identity of the pages.img that was checked, and which image it
+// belongs to (the digest of its AUTH file).
+std::string stamp_body(const fs::path& dir, const struct stat& st) {
+    return fmt::format("initless-verified 1\npages.img dev {} ino {} size {} mtime {}.{:09} ctime {}.{:09}\nauth {}\n",
+                       static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
+                       static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_mtim.tv_sec),
+                       st.st_mtim.tv_nsec, static_cast<int64_t>(st.st_ctim.tv_sec), st.st_ctim.tv_nsec,
+                       sha256_hex(sys::read_file(dir / "AUTH")));
+}
+
+bool stamp_matches(const fs::path& dir, const Key& key, const struct stat& st) {
+    std::string text;
+    try {
+        text = sys::read_file(dir / kVerifiedStamp);
+    } catch (const sys::SysError&) {
+        return false;
+    }
+    auto mac_at = text.rfind("hmac-sha256 ");
+    if (mac_at == std::string::npos || text.back() != '\n') return false;
+    std::string body = text.substr(0, mac_at);
+    std::string mac = text.substr(mac_at + 12, text.size() - mac_at - 13);
+    return body == stamp_body(dir, st) && same_digest(mac, hmac_sha256_hex(key, body));
+}
+
+void write_stamp(const fs::path& dir, const Key& key, const struct stat& st) noexcept {
+    try {
+        std::string body = stamp_body(dir, st);
+        sys::write_file_atomic(dir / kVerifiedStamp, body + fmt::format("hmac-sha256 {}\n", hmac_sha256_hex(key, body)));
+    } catch (const std::exception&) {
+    }
+}
+
+enum class PagesCheck { skip, full, once };
+
+Image load_image(const fs::path& dir, const Key& key, PagesCheck check, bool pages_here, bool* verified_now) {
+    if (verified_now) *verified_now = false;
+    bool verify_pages = check != PagesCheck::skip;
     Image img;
     img.dir = dir;
     if (!fs::exists(dir / "manifest.json") && !fs::exists(dir / "AUTH"))
@@ -329,7 +366,13 @@ Image load_image(const fs::path& dir, const Key& key, bool verify_pages, bool pa
     struct stat st {};
     sys::check(::fstat(fd.get(), &st), "stat pages.img");
     if (!S_ISREG(st.st_mode)) not_authenticated(dir, "pages.img is not a regular file");
-    if (verify_pages) {
+    if (check == PagesCheck::once && static_cast<uint64_t>(st.st_size) == img.manifest.pages_file_size &&
+        stamp_matches(dir, key, st)) {
+        // Verified before, and the file is the one verified: only the trees (KBs) are checked again.
+        for (const auto& t : tree_names())
+            if (img.digests.count(t) && !same_digest(tree_digest(dir / t), img.digests.at(t)))
+                not_authenticated(dir, t + " does not match its MAC (changed since the snapshot)");
+    } else if (verify_pages) {
         uint64_t size = img.manifest.pages_file_size;
         if (static_cast<uint64_t>(st.st_size) != size)
             not_authenticated(dir, fmt::format("pages.img does not match its MAC: it has {} bytes, {} were written "
@@ -362,6 +405,8 @@ Image load_image(const fs::path& dir, const Key& key, bool verify_pages, bool pa
         for (const auto& t : tree_names())
             if (img.digests.count(t) && !same_digest(tree_digest(dir / t), img.digests.at(t)))
                 not_authenticated(dir, t + " does not match its MAC (changed since the snapshot)");
+        if (verified_now) *verified_now = true;
+        if (check == PagesCheck::once) write_stamp(dir, key, st);
     }
     img.pages_file = std::make_shared<const sys::UniqueFd>(std::move(fd));
     return img;
@@ -369,11 +414,20 @@ Image load_image(const fs::path& dir, const Key& key, bool verify_pages, bool pa
 }  // namespace
 
 Image load(const fs::path& dir, const Key& key, bool verify_pages) {
-    return load_image(dir, key, verify_pages, true);
+    return load_image(dir, key, verify_pages ? PagesCheck::full : PagesCheck::skip, true, nullptr);
+}
+
+Image load_verified_once(const fs::path& dir, const Key& key, bool* verified_now) {
+    return load_image(dir, key, PagesCheck::once, true, verified_now);
+}
+
+void stamp_verified(const fs::path& dir, const Key& key) noexcept {
+    struct stat st {};
+    if (::stat((dir / "pages.img").c_str(), &st) == 0 && S_ISREG(st.st_mode)) write_stamp(dir, key, st);
 }
 
 Image load_without_pages(const fs::path& dir, const Key& key) {
-    return load_image(dir, key, true, false);
+    return load_image(dir, key, PagesCheck::full, false, nullptr);
 }
 
 Manifest load_manifest(const fs::path& dir, const Key& key) {

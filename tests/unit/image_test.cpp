@@ -322,6 +322,46 @@ TEST(Image, VerifyPagesFalseStillChecksTheSmallFiles) {
     EXPECT_THROW(image::load(tmp.path / "img", test_key(), /*verify_pages=*/false), image::NotAuthenticated);
 }
 
+// The OCI runtime's verbs load an image once per container: the pages are read in full the first time
+// only, and again whenever the file is not the one verified.
+TEST(Image, VerifiedOnceUntilThePagesFileChanges) {
+    TempDir tmp;
+    fs::path dir = tmp.path / "img";
+    write_image(dir);
+    bool read_all = false;
+    image::load_verified_once(dir, test_key(), &read_all);
+    EXPECT_TRUE(read_all);
+    EXPECT_TRUE(fs::exists(dir / image::kVerifiedStamp));
+    image::load_verified_once(dir, test_key(), &read_all);
+    EXPECT_FALSE(read_all) << "the stamp of the same file was not trusted";
+    // Written in place (same inode and size): the stamp no longer matches, the check finds the change.
+    flip_byte(dir / "pages.img", 5);
+    EXPECT_THROW(image::load_verified_once(dir, test_key(), &read_all), image::NotAuthenticated);
+    // The stamp under another key, or edited, is not trusted: the pages are read again.
+    TempDir tmp2;
+    fs::path dir2 = tmp2.path / "img";
+    write_image(dir2);
+    image::load_verified_once(dir2, test_key(), &read_all);
+    std::string stamp = sys::read_file(dir2 / image::kVerifiedStamp);
+    stamp[stamp.find("size ") + 5] ^= 1;
+    sys::write_file(dir2 / image::kVerifiedStamp, stamp);
+    image::load_verified_once(dir2, test_key(), &read_all);
+    EXPECT_TRUE(read_all) << "an edited stamp was trusted";
+    // A pages file swapped for another of the same size (another inode): read in full, and refused.
+    image::load_verified_once(dir2, test_key(), &read_all);
+    EXPECT_FALSE(read_all);
+    fs::copy_file(dir2 / "pages.img", tmp2.path / "other");
+    flip_byte(tmp2.path / "other", 5);
+    fs::rename(tmp2.path / "other", dir2 / "pages.img");
+    EXPECT_THROW(image::load_verified_once(dir2, test_key(), &read_all), image::NotAuthenticated);
+    // The maker's stamp (stamp_verified right after publish) is trusted like a check's.
+    TempDir tmp3;
+    write_image(tmp3.path / "img");
+    image::stamp_verified(tmp3.path / "img", test_key());
+    image::load_verified_once(tmp3.path / "img", test_key(), &read_all);
+    EXPECT_FALSE(read_all);
+}
+
 // A tree changed after load (the daemon loaded the image at start, then it was edited): the copy
 // into a sandbox checks what it copies and refuses.
 TEST(Image, TreeChangedAfterLoadIsRefusedWhileCopied) {

@@ -437,6 +437,21 @@ struct Image {
 // NotAuthenticated ("image <dir> is not authenticated: <file> ...") or Error.
 Image load(const std::filesystem::path& dir, const Key& key, bool verify_pages = true);
 
+// `load` for callers that are a new process at each restore (the OCI runtime's verbs, which cannot
+// keep a loaded image the way the daemon does): pages.img is checked in full only when the image's
+// VERIFIED stamp does not name the very file opened (device, inode, size, mtime and ctime; any write,
+// rename over, chmod or copy changes one of them), and a full check that passes writes the stamp
+// (HMAC under `key`, bound to this image's AUTH). The rest of load's checks run every time. What this
+// leaves out is what DESIGN.md's threat model already leaves out of `load`: a page file changed in
+// place after it was verified without its inode's times changing (a raw write to the disk).
+// `verified_now` (may be null) says whether this call read the pages in full.
+Image load_verified_once(const std::filesystem::path& dir, const Key& key, bool* verified_now = nullptr);
+inline constexpr const char* kVerifiedStamp = "VERIFIED";
+// Writes the VERIFIED stamp of the image's pages.img as it is now: for a full check that passed, and
+// for the image's maker right after it published what it wrote itself. Never throws (without a stamp
+// the next load_verified_once checks in full).
+void stamp_verified(const std::filesystem::path& dir, const Key& key) noexcept;
+
 // The same checks, for an image whose pages.img is not here (a restore whose pages come from a
 // remote page server): everything but pages.img is loaded and verified (its trees included), and the
 // image must have pages.sums, by which the pages are verified as they arrive. pages_file is empty.

@@ -61,6 +61,7 @@ struct RuntimeOptions {
     std::filesystem::path snapshot_store;  // init-less containers' snapshots; empty: default_store()
     std::filesystem::path log;             // runc's --log: warnings and notes go there too ("": none)
     bool log_json = false;                 // --log-format json
+    bool debug = false;                    // --debug: create and start log their steps' times (level debug)
 };
 
 class Runtime {
