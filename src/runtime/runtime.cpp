@@ -171,7 +171,7 @@ Record load_record(const fs::path& dir, const std::string& id) {
 }
 
 void save_record(const fs::path& dir, const Record& r) {
-    sys::write_file_atomic(dir / "state.json", r.to_json().dump());
+    sys::write_file_replace(dir / "state.json", r.to_json().dump());
 }
 
 // Runs one hook with the state on stdin, killed at its timeout; in the mount namespace of
@@ -498,7 +498,7 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
             }
         }
         save_record(d, r);
-        if (options.pid_file) sys::write_file_atomic(*options.pid_file, std::to_string(r.init_pid));
+        if (options.pid_file) sys::write_file_replace(*options.pid_file, std::to_string(r.init_pid));
         sb.release();
         steps.step("record");
         steps.log(options_, "create " + id);
@@ -709,7 +709,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& options) {
     char go = 1;
     if (::write(go_write.get(), &go, 1) != 1) throw sys::SysError("start exec'd process", errno);
     go_write.reset();
-    if (options.pid_file) sys::write_file_atomic(*options.pid_file, std::to_string(child.pid));
+    if (options.pid_file) sys::write_file_replace(*options.pid_file, std::to_string(child.pid));
     if (options.detach) return 0;
     int status = 0;
     ::waitpid(child.pid, &status, 0);

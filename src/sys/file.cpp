@@ -75,19 +75,29 @@ void fsync_path(const fs::path& path) {
     check(::fsync(fd.get()), fmt::format("fsync {}", path.string()));
 }
 
-void write_file_atomic(const fs::path& path, std::string_view data) {
+namespace {
+void replace_file(const fs::path& path, std::string_view data, bool durable) {
     fs::path tmp = path;
     tmp += fmt::format(".tmp.{}", ::getpid());
     try {
         UniqueFd fd = open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
         write_all(fd.get(), data.data(), data.size());
-        check(::fsync(fd.get()), fmt::format("fsync {}", tmp.string()));
+        if (durable) check(::fsync(fd.get()), fmt::format("fsync {}", tmp.string()));
     } catch (...) {
         ::unlink(tmp.c_str());
         throw;
     }
     check(::rename(tmp.c_str(), path.c_str()), fmt::format("rename {} to {}", tmp.string(), path.string()));
-    fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+    if (durable) fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+}
+}  // namespace
+
+void write_file_atomic(const fs::path& path, std::string_view data) {
+    replace_file(path, data, true);
+}
+
+void write_file_replace(const fs::path& path, std::string_view data) {
+    replace_file(path, data, false);
 }
 
 FileMapping::FileMapping(int fd, size_t size) : size_(size) {

@@ -25,8 +25,13 @@ void fsync_path(const std::filesystem::path& path);
 // Asks the kernel to read [offset, offset+len) of `fd` into the page cache (posix_fadvise WILLNEED:
 // the reads are queued, this returns without waiting for them). Errors are ignored: advice only.
 void read_ahead(int fd, uint64_t offset, uint64_t len);
-// Writes `data` to path via a temp file in the same directory, fsyncs and renames it.
+// Writes `data` to path via a temp file in the same directory, fsyncs and renames it (and fsyncs the
+// directory). Readers see the old or the new contents, never a part.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);
+// The same without the fsyncs: atomic for readers, not durable across a crash of the machine. For
+// state that does not outlive a reboot (the OCI runtime's records: containers end with the machine),
+// where two fsyncs would cost milliseconds on every verb.
+void write_file_replace(const std::filesystem::path& path, std::string_view data);
 // A file mapped read-only (MAP_PRIVATE) for one sequential pass, unmapped when dropped; empty (null
 // data) for a size of 0.
 class FileMapping {
