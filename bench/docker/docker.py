@@ -57,7 +57,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODES = ["runc", "boot", "restore", "start"]
 FIELDS = ["app", "mode", "repeat", "total_ms", "cli_ms", "create_ms", "start_ms", "respond_ms", "hooks_ms", "own_ms",
-          "started", "status", "detail"]
+          "started", "status", "detail", "steps"]
 PORT = 8080
 
 HELLO = '''import os
@@ -395,7 +395,8 @@ class Runner:
             # initless --debug: "create ID: config 0.2 ms, ..., hooks 180.3 ms, ..." (the hooks step is
             # Docker's prestart hook and the record written before it).
             hooks = [float(m) for line in msgs if line.startswith(("create ", "start "))
-                     for m in re.findall(r"\bhooks ([0-9.]+) ms", line)]
+                     for m in re.findall(r"(?:: |, )hooks ([0-9.]+) ms", line)]
+            row["steps"] = " | ".join(line for line in msgs if line.startswith(("create ", "start ")))
             if hooks and "create_ms" in row:
                 row["hooks_ms"] = sum(hooks)
                 row["own_ms"] = row["create_ms"] + row["start_ms"] - row["hooks_ms"]
