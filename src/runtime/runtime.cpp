@@ -373,6 +373,9 @@ fs::path Runtime::dir(const std::string& id) const {
 }
 
 void Runtime::create(const std::string& id, const CreateOptions& options) {
+    // Init's attach to its cgroup comes ~10 ms from now: start the kernel's grace-period wait that
+    // the first migration pays (sys/cgroup.h) meanwhile.
+    sys::MigrationWarmup warm_attach;
     StepTimes steps(options_.debug);
     fs::path d = dir(id);
     if (options.console_socket)

@@ -1,6 +1,8 @@
 #include "initless/sys/cgroup.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -218,6 +220,35 @@ void Cgroup::remove() {
         for (const auto& c : controllers_) ::rmdir((fs::path(kRoot) / c / kGroup).c_str());
     name_.clear();
     controllers_.clear();
+}
+
+MigrationWarmup::MigrationWarmup() noexcept {
+    std::string procs;
+    try {
+        std::istringstream lines(read_file("/proc/self/cgroup"));
+        for (std::string line; std::getline(lines, line);) {
+            auto a = line.find(':'), b = line.find(':', a + 1);
+            if (a == std::string::npos || b == std::string::npos) continue;
+            if (line.substr(a + 1, b - a - 1) == "memory") procs = fmt::format("{}/memory{}/cgroup.procs", Cgroup::kRoot, line.substr(b + 1));
+        }
+    } catch (...) {
+        return;
+    }
+    if (procs.empty()) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {  // raw calls only: "0" is the writer itself, moved to where it already is
+        int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd >= 0 && ::write(fd, "0", 1) == 1) ::_exit(0);
+        ::_exit(1);
+    }
+}
+
+MigrationWarmup::~MigrationWarmup() {
+    if (pid_ > 0) {
+        int status = 0;
+        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+        }
+    }
 }
 
 }  // namespace initless::sys

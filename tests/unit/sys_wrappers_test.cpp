@@ -345,3 +345,14 @@ TEST(SysCgroup, CreateRacesTheSharedParentsRemoval) {
     b.join();
     EXPECT_EQ(failures.load(), 0) << first_failure;
 }
+
+// The warmup's child makes a no-op migration and is reaped: the caller's cgroups are as they were and
+// no child of it is left, zombie or not.
+TEST(SysCgroup, MigrationWarmupMovesNothingAndLeavesNoChild) {
+    std::string before = sys::read_file("/proc/self/cgroup");
+    { sys::MigrationWarmup warm; }
+    EXPECT_EQ(sys::read_file("/proc/self/cgroup"), before);
+    errno = 0;
+    EXPECT_EQ(::waitpid(-1, nullptr, WNOHANG), -1);
+    EXPECT_EQ(errno, ECHILD);
+}
