@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "e2e.h"
@@ -48,6 +49,14 @@ class ServeTest : public E2eTest {
     }
     void TearDown() override {
         if (daemon_) stop_daemon();
+        // The tmpfs image store of this test's state dir (controller/registry.cpp names it by a hash of
+        // the state dir): a daemon that stops cleanly removes it, one that failed or was killed leaves
+        // it, and no later daemon has this state dir to clean it up.
+        std::error_code ec;
+        fs::path tmpfs_root = fs::path("/dev/shm/initless-images") /
+                              fmt::format("{:016x}", std::hash<std::string>{}(fs::absolute(registry_).string()));
+        fs::remove_all(tmpfs_root, ec);
+        fs::remove(tmpfs_root.parent_path(), ec);  // only if empty: another daemon's store may be in it
         E2eTest::TearDown();
     }
 
