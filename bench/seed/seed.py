@@ -5,8 +5,8 @@ JVM web app, a CPU inference app, each split into Boot and Execution), with a wa
 
 The documented command (build first: `ninja -C build initless example_spring_jetty`):
 
-  nice -n 10 bench/seed/seed.py --deadline HH:MM        # full run, about 35-45 minutes on the 2-core VM
-  nice -n 10 bench/seed/seed.py --quick                 # small sizes, 1 repeat, ~5 minutes: does it work?
+  nice -n 10 bench/seed/seed.py --deadline HH:MM        # full run, about 35 minutes on the 2-core VM (12:46-13:21 UTC on 2026-12-02)
+  nice -n 10 bench/seed/seed.py --quick                 # dicts of 0.05 and 0.1 GB, 1 repeat, about a minute: does it work?
 
   options: [--build DIR] [--repeats N (7)] [--sizes 1.3,2.5,5,9.8] [--apps flask,spring,pytorch] [--tiers warm,cold]
            [--work-dir DIR] [--out-dir DIR] [--deadline HH:MM (UTC)]
