@@ -181,7 +181,9 @@ def main():
         shm = f"/dev/shm/initless-bench-lazy-{wl}"
         if "tmpfs" in tiers:
             shutil.rmtree(shm, ignore_errors=True)
-            shutil.copytree(image, shm)
+            # cp -a, not shutil.copytree: the trees' owners (the sandbox's root) are part of their
+            # authenticated digest, and copytree leaves them root's, so the copy would be refused.
+            subprocess.run(["cp", "-a", image, shm], check=True)
         for rep in range(args.repeats):
             plan = [("warm", s, heavy, 3) for s in strategies]
             if wl == "bigdict":
