@@ -520,6 +520,15 @@ def main():
     machine = f"{platform.node()} {os.cpu_count()} cpus {platform.release()}"
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
+    # SIGTERM (a kill, a CI timeout) unwinds like Ctrl-C, so the finally below stops the daemons and
+    # removes their containers, mounts, cgroups and bridge instead of leaving them running.
+    # Once the cleanup runs, a signal no longer interrupts it.
+    cleaning = []
+
+    def interrupted(signum, _frame):
+        if not cleaning:
+            raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupted)
     t = tempfile.mkdtemp(prefix="initless-bench-docker-", dir="/var/tmp")
     rows = []
     d = None
@@ -555,6 +564,8 @@ def main():
                                                  f"{row['status']}: {row['detail'][:200]}"))
             report(rows, args.out_dir, machine, commit, args)
     finally:
+        cleaning.append(True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if d:
             d.stop()
         shutil.rmtree(t, ignore_errors=True)
