@@ -150,6 +150,7 @@ token = secrets.token_hex(8)
 os.makedirs("/data", exist_ok=True)
 with open("/data/boot.txt", "w") as f:
     f.write(token)
+journal = open("/data/journal", "a")  # open for writing at the snapshot: in the RW_DIR, so allowed
 app = Flask("token")
 @app.route("/")
 def hello():
@@ -172,6 +173,15 @@ server = make_server("0.0.0.0", 8080, app)
 print("token-app: ready", flush=True)
 server.serve_forever()
 PY
+# An init-less app that holds a file open for writing in its writable layer, outside RW_DIRS, when
+# ready: a restored container would not have that file (its writable layer is fresh), so no snapshot.
+cat >"$T/extra/app/heldapp.py" <<'PY'
+import time
+held = open("/app/held.log", "a")
+print("held-app: ready", flush=True)
+while True:
+    time.sleep(100)
+PY
 mkdir -p "$T/extra/data"
 echo "from the image" >"$T/extra/data/image.txt"
 echo "root:x:0:0:root:/root:/bin/sh" >"$T/extra/etc/passwd"
@@ -183,6 +193,8 @@ dk import --change 'CMD ["python3", "/app/tokenapp.py"]' --change 'ENV CHECKPOIN
     --change 'ENV RW_DIRS=/data' "$T/rootfs.tar" initless-token:test >/dev/null || { echo "FAIL: docker import"; exit 1; }
 dk import --change 'CMD ["python3", "/app/tokenapp.py"]' "$T/rootfs.tar" initless-token-plain:test >/dev/null ||
     { echo "FAIL: docker import"; exit 1; }
+dk import --change 'CMD ["python3", "/app/heldapp.py"]' --change 'ENV CHECKPOINT_MSG="held-app: ready"' \
+    --change 'ENV RW_DIRS=/data' "$T/rootfs.tar" initless-held:test >/dev/null || { echo "FAIL: docker import"; exit 1; }
 
 wait_http() {  # URL SECONDS
     for _ in $(seq $(($2 * 20))); do curl -fsS --max-time 1 "$1" 2>/dev/null && return 0; sleep 0.05; done
@@ -499,7 +511,7 @@ exit_status() {  # NAME: its task's exit status, from the /tasks/exit event
     return 1
 }
 c1=""
-if dk save initless-token:test initless-token-plain:test | ct images import - >/dev/null 2>"$T/ctr-import2.err"; then
+if dk save initless-token:test initless-token-plain:test initless-held:test | ct images import - >/dev/null 2>"$T/ctr-import2.err"; then
     if crun cil1 initless-token:test; then
         cwait cil1 20
         c1=$(ctoken cil1)
@@ -579,6 +591,24 @@ if dk save initless-token:test initless-token-plain:test | ct images import - >/
         pass "without CHECKPOINT_MSG every ctr run boots (tokens $ca, $cb), no snapshot" ||
         fail "ctr without CHECKPOINT_MSG: tokens '$ca' '$cb', images $before -> $(images "$CSTORE" | wc -l); $(cwhy cpl1)"
     for c in cpl1 cpl2; do ct task kill -s SIGKILL $c >/dev/null 2>&1; cstopped $c; ct task rm $c >/dev/null 2>&1; ct containers rm $c >/dev/null 2>&1; done
+
+    # A file open for writing in the container's writable layer outside RW_DIRS when the phrase goes by:
+    # no snapshot (a restored container would miss that file), said in the container's log; the first
+    # ctr run of the token app above holds /data/journal open (an RW_DIR) and was snapshotted.
+    before=$(images "$CSTORE" | wc -l)
+    if crun chl initless-held:test; then
+        for _ in $(seq 300); do grep -q "no snapshot taken" "$T/chl.log" 2>/dev/null && break; sleep 0.1; done
+        [[ $(grep -m1 "no snapshot taken" "$T/chl.log" 2>/dev/null) == *"/app/held.log"*"open for writing outside"* &&
+            $(images "$CSTORE" | wc -l) -eq $before ]] &&
+            pass "a file open for writing in the writable layer outside RW_DIRS at the phrase: no snapshot, and the log says why: $(grep -m1 -o 'no snapshot taken.*open for writing' "$T/chl.log" | cut -c1-120)" ||
+            fail "held file: images $before -> $(images "$CSTORE" | wc -l); $(cwhy chl)"
+        ct task kill -s SIGKILL chl >/dev/null 2>&1
+        cstopped chl
+        ct task rm chl >/dev/null 2>&1
+        ct containers rm chl >/dev/null 2>&1
+    else
+        fail "ctr run chl: $(cwhy chl)"
+    fi
 
     sleep 0.5
     l=$(pgrep -f -- "$T/cr/" | wc -l)
