@@ -118,6 +118,15 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
     state::CheckpointContext context;
     context.refuse_tcp_connections = target.refuse_tcp_connections;
     context.port = target.port;
+    if (target.upper_dir.empty()) {
+        std::vector<std::string> kept;
+        for (const auto& dir : target.rw_dirs) {
+            fs::path d = dir.lexically_normal();
+            kept.push_back((d.has_filename() ? d : d.parent_path()).string());  // "/data/": "/data"
+        }
+        for (const auto& [inside, saved] : image::kTmpfsDirs) kept.emplace_back(inside);
+        context.root_kept_dirs = std::move(kept);
+    }
     image::ImageWriter writer(image_dir, key);
     std::vector<state::Frozen> members = state::tree::freeze(target.init_host_pid);
     // On failure, each process's other threads are let go before its leader: a dead leader's end

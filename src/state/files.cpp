@@ -39,13 +39,30 @@ std::string mount_of(const FdSource& s) {
 
 // The instance's private storage: the sandbox's overlay root (whose writable layer the image keeps)
 // and its tmpfs /tmp and /dev/shm (which the image keeps beside it). Each restored instance gets a
-// copy of them, so a file open for writing there is restored as the instance's own. "" elsewhere.
+// copy of them, so a file open for writing there is restored as the instance's own. An OCI
+// container's root overlay is private storage only below the dirs the image keeps (its RW_DIRS,
+// /tmp): a restored container has its own fresh writable layer, without what this one wrote (a file
+// made since, such as a module cache a request made Python write, would be missing). "" elsewhere.
 std::string private_storage(const FdSource& s) {
     sys::MountInfo m = mount_info(s);
-    if (m.mount_point == "/" && m.fstype == "overlay") return "the writable layer";
+    if (m.mount_point == "/" && m.fstype == "overlay") {
+        if (!s.context || !s.context->root_kept_dirs) return "the writable layer";
+        for (const auto& dir : *s.context->root_kept_dirs)
+            if (s.dest.size() > dir.size() && s.dest.compare(0, dir.size(), dir) == 0 && s.dest[dir.size()] == '/')
+                return dir;
+        return "";
+    }
     if ((m.mount_point == "/tmp" || m.mount_point == "/dev/shm") && m.fstype == "tmpfs" && m.root == "/")
         return m.mount_point;
     return "";
+}
+
+// Where private_storage allows files open for writing, for a refusal's rule.
+std::string storage_rule(const FdSource& s) {
+    if (!s.context || !s.context->root_kept_dirs) return "the writable layer, /tmp or /dev/shm";
+    std::string dirs;
+    for (const auto& dir : *s.context->root_kept_dirs) dirs += (dirs.empty() ? "" : ", ") + dir;
+    return dirs + " (the container's RW_DIRS, /tmp and /dev/shm: the rest of its root is not in the snapshot)";
 }
 
 // The locks an open file holds, from fdinfo: "lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
@@ -83,8 +100,8 @@ std::vector<image::FileLock> read_locks(const FdSource& s) {
         if (private_storage(s).empty())
             throw ContractError(fmt::format(
                 "{}: holds a {} lock on a file outside the instance's private storage (on {}); rule: locks "
-                "only on files of the writable layer, /tmp or /dev/shm",
-                s.where, kind == "OFDLCK" ? "OFD" : kind == "LEASE" ? "lease" : kind, mount_of(s)));
+                "only on files in {}",
+                s.where, kind == "OFDLCK" ? "OFD" : kind == "LEASE" ? "lease" : kind, mount_of(s), storage_rule(s)));
         out.push_back(l);
     }
     return out;
@@ -145,9 +162,9 @@ std::optional<image::FdObject> read(const FdSource& s) {
             if (storage.empty())
                 throw ContractError(fmt::format(
                     "{}: a regular file open for writing outside the instance's private storage (it is on "
-                    "{}); rule: files open for writing when ready only in the writable layer, /tmp or "
-                    "/dev/shm, which each instance gets a copy of",
-                    s.where, mount_of(s)));
+                    "{}); rule: files open for writing when ready only in {}, which each instance gets a "
+                    "copy of",
+                    s.where, mount_of(s), storage_rule(s)));
         }
         if (s.dest.find("(deleted)") != std::string::npos || s.dest.empty() || s.dest[0] != '/')
             throw ContractError(s.where + (writing ? ": a deleted file open for writing (its contents are not "

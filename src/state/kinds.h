@@ -84,6 +84,11 @@ struct CheckpointContext {
     // An OCI container's stdin and stderr (the shim's, or our relay's), by identity: fds on them are
     // LogFd streams 0 and 2 (stdout is `log`, stream 1). st_ino 0: none.
     struct stat stdio_in {}, stdio_err {};
+    // An OCI container's root (checkpoint::Target::upper_dir empty): its writable layer is not in the
+    // image, so of the files on the root overlay only those below these dirs are the instance's own
+    // (RW_DIRS and /tmp: the image keeps a copy of each, every restored container gets it). Unset:
+    // the sandbox's writable layer, which the image keeps whole.
+    std::optional<std::vector<std::string>> root_kept_dirs;
 };
 
 // What the checkpoint knows of one fd before its kind is known.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# initless as an OCI runtime under the real daemons (issue 12, plain containers): starts a containerd
+# initless as an OCI runtime under the real daemons (issue 12): starts a containerd
 # and a dockerd of its own (own roots, sockets, pid files; no systemd), registers build/initless as
 # the runtime "initless", builds a Flask image from the host's Debian packages (no registry), and
-# checks docker run/exec/stop/kill/rm and ctr run --runc-binary. Stops its daemons by pid afterwards
+# checks docker run/exec/stop/kill/rm and ctr run --runc-binary, for plain containers and init-less
+# ones (CHECKPOINT_MSG: snapshot, restore) under both. Stops its daemons by pid afterwards
 # and unmounts what they left. A check that cannot run here fails with the reason.
 #   tests/docker/docker_test.sh BUILD_DIR
 set -uo pipefail
@@ -139,8 +140,8 @@ def hello():
 print("ready", flush=True)
 app.run(host="0.0.0.0", port=8080)
 PY
-# The init-less app: a token drawn at init (only a snapshot of this process holds it), its RW_DIR
-# /data, and the phrase printed once it listens.
+# The init-less app: a token drawn at init (only a snapshot of this process holds it), a counter in
+# memory, its RW_DIR /data, and the phrase printed once it listens.
 cat >"$T/extra/app/tokenapp.py" <<'PY'
 import os, secrets
 from flask import Flask
@@ -149,6 +150,7 @@ token = secrets.token_hex(8)
 os.makedirs("/data", exist_ok=True)
 with open("/data/boot.txt", "w") as f:
     f.write(token)
+journal = open("/data/journal", "a")  # open for writing at the snapshot: in the RW_DIR, so allowed
 app = Flask("token")
 @app.route("/")
 def hello():
@@ -158,12 +160,27 @@ def write(value):
     with open("/data/mark", "w") as f:
         f.write(value)
     return "ok\n"
+hits = 0
+@app.route("/count")
+def count():
+    global hits
+    hits += 1
+    return "%d\n" % hits
 @app.route("/read")
 def read():
     return open("/data/mark").read() if os.path.exists("/data/mark") else "none"
 server = make_server("0.0.0.0", 8080, app)
 print("token-app: ready", flush=True)
 server.serve_forever()
+PY
+# An init-less app that holds a file open for writing in its writable layer, outside RW_DIRS, when
+# ready: a restored container would not have that file (its writable layer is fresh), so no snapshot.
+cat >"$T/extra/app/heldapp.py" <<'PY'
+import time
+held = open("/app/held.log", "a")
+print("held-app: ready", flush=True)
+while True:
+    time.sleep(100)
 PY
 mkdir -p "$T/extra/data"
 echo "from the image" >"$T/extra/data/image.txt"
@@ -176,6 +193,8 @@ dk import --change 'CMD ["python3", "/app/tokenapp.py"]' --change 'ENV CHECKPOIN
     --change 'ENV RW_DIRS=/data' "$T/rootfs.tar" initless-token:test >/dev/null || { echo "FAIL: docker import"; exit 1; }
 dk import --change 'CMD ["python3", "/app/tokenapp.py"]' "$T/rootfs.tar" initless-token-plain:test >/dev/null ||
     { echo "FAIL: docker import"; exit 1; }
+dk import --change 'CMD ["python3", "/app/heldapp.py"]' --change 'ENV CHECKPOINT_MSG="held-app: ready"' \
+    --change 'ENV RW_DIRS=/data' "$T/rootfs.tar" initless-held:test >/dev/null || { echo "FAIL: docker import"; exit 1; }
 
 wait_http() {  # URL SECONDS
     for _ in $(seq $(($2 * 20))); do curl -fsS --max-time 1 "$1" 2>/dev/null && return 0; sleep 0.05; done
@@ -317,9 +336,11 @@ else
 fi
 
 # --- init-less containers (CHECKPOINT_MSG) -------------------------------------------------------
-images() { find "$STORE" -mindepth 1 -maxdepth 1 -type d -regextype egrep -regex '.*/[0-9a-f]{64}' 2>/dev/null; }
-wait_images() {  # COUNT SECONDS: until the store holds COUNT published images
-    for _ in $(seq $(($2 * 10))); do [[ $(images | wc -l) -ge $1 ]] && return 0; sleep 0.1; done
+images() {  # [STORE]: the published images of a store (default: Docker's, $STORE)
+    find "${1:-$STORE}" -mindepth 1 -maxdepth 1 -type d -regextype egrep -regex '.*/[0-9a-f]{64}' 2>/dev/null
+}
+wait_images() {  # COUNT SECONDS [STORE]: until the store holds COUNT published images
+    for _ in $(seq $(($2 * 10))); do [[ $(images "${3:-$STORE}" | wc -l) -ge $1 ]] && return 0; sleep 0.1; done
     return 1
 }
 keylog() {  # NAME: what the runtime logged of the container's snapshot key (its log.json, in its bundle)
@@ -451,6 +472,155 @@ staged=$(find "$STORE" -mindepth 1 -maxdepth 1 -regextype egrep ! -regex '.*/[0-
 
 leftover=$(find "$T/dx/runtime-initless" -mindepth 2 -maxdepth 2 2>/dev/null)
 [[ -z $leftover ]] && pass "no container state left under the runtime root" || fail "state left: $leftover"
+
+# --- init-less containers via ctr ---------------------------------------------------------------
+# ctr hands the runc shim a binary and a root (its options BinaryName and Root) but no global flags such
+# as daemon.json's runtimeArgs: a wrapper as the binary gives the runtime its snapshot store. The store is
+# one of its own (containerd's rootfs layers are not Docker's: another key anyway), so the first ctr run
+# is seen making its snapshot; the root is under $T, so the runtime's state and helpers (their command
+# lines name it) are the test's. ctr containers publish no ports: without --net-host each has a network
+# namespace of its own, reached from the host by curl under nsenter into its init's, and from inside by
+# ctr task exec. Their stdout and stderr go to $T/NAME.log (--log-uri file://).
+CSTORE="$T/ctr-store"
+printf '#!/bin/sh\nexec %q --snapshot-store %q "$@"\n' "$INITLESS" "$CSTORE" >"$T/initless-ctr"
+chmod +x "$T/initless-ctr"
+crun() {  # NAME IMAGE
+    ct run -d --runc-binary "$T/initless-ctr" --runc-root "$T/cr" --log-uri "file://$T/$1.log" \
+        "docker.io/library/$2" "$1" >/dev/null 2>"$T/$1.err"
+}
+cfield() { ct task ls 2>/dev/null | awk -v n="$1" -v f="$2" '$1 == n {print $f}'; }  # NAME FIELD (2 pid, 3 status)
+cget() {  # NAME PATH: GET http://127.0.0.1:8080/PATH in the container's network namespace
+    local pid
+    pid=$(cfield "$1" 2)
+    [[ -n $pid && $pid != 0 ]] && nsenter -t "$pid" -n curl -fsS --max-time 2 "http://127.0.0.1:8080/$2" 2>/dev/null
+}
+cwait() { for _ in $(seq $(($2 * 20))); do cget "$1" "" >/dev/null && return 0; sleep 0.05; done; return 1; }
+ctoken() { cget "$1" "" | sed -n 's/^token //p'; }
+cstopped() { for _ in $(seq 100); do [[ $(cfield "$1" 3) == STOPPED ]] && return 0; sleep 0.1; done; return 1; }
+ckeylog() { grep -h init-less "$T/containerd/state/io.containerd.runtime.v2.task/initless-test/$1/log.json" 2>/dev/null | tr '\n' ' '; }
+cwhy() { echo "$(cat "$T/$1.err" 2>/dev/null) log: $(grep -m3 initless "$T/$1.log" 2>/dev/null | tr '\n' ' ') $(tail -2 "$T/$1.log" 2>/dev/null | tr '\n' ' ')"; }
+
+# containerd's task exit events (ctr task rm does not say the status): killed by pid at the end.
+ct events >"$T/ctr-events" 2>&1 &
+events_pid=$!
+exit_status() {  # NAME: its task's exit status, from the /tasks/exit event
+    for _ in $(seq 50); do
+        grep -m1 "/tasks/exit {\"container_id\":\"$1\",\"id\":\"$1\"," "$T/ctr-events" | grep -o '"exit_status":[0-9]*' | cut -d: -f2 | grep . && return 0
+        sleep 0.1
+    done
+    return 1
+}
+c1=""
+if dk save initless-token:test initless-token-plain:test initless-held:test | ct images import - >/dev/null 2>"$T/ctr-import2.err"; then
+    if crun cil1 initless-token:test; then
+        cwait cil1 20
+        c1=$(ctoken cil1)
+        if [[ -n $c1 ]] && wait_images 1 20 "$CSTORE"; then
+            pass "first ctr run of the image with CHECKPOINT_MSG boots (token $c1) and is snapshotted at its phrase: $(images "$CSTORE" | wc -l) image"
+        else
+            fail "first ctr run: token '$c1', images in $CSTORE: $(images "$CSTORE" | wc -l); $(cwhy cil1)"
+        fi
+        [[ -n $c1 && $(ctoken cil1) == "$c1" ]] && pass "the snapshotted ctr container goes on serving" ||
+            fail "cil1 after its snapshot: '$(ctoken cil1)'"
+        grep -q "token-app: ready" "$T/cil1.log" 2>/dev/null && pass "its stdout reaches ctr's log (relayed by init)" ||
+            fail "cil1's log: $(cwhy cil1)"
+    else
+        fail "ctr run cil1: $(cwhy cil1)"
+    fi
+    start_ns=$(date +%s%N)
+    if crun cil2 initless-token:test; then
+        cwait cil2 20
+        ms=$((($(date +%s%N) - start_ns) / 1000000))
+        c2=$(ctoken cil2)
+        [[ -n $c1 && $c2 == "$c1" ]] && pass "a second ctr run restores: it answers the snapshot's token $c2 ($ms ms from ctr run to first response)" ||
+            fail "second ctr run answered token '$c2', the snapshot's is '$c1'; $(cwhy cil2); cil1: $(ckeylog cil1); cil2: $(ckeylog cil2)"
+        out=$(ct task exec --exec-id x1 cil2 python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1:8080/").read().decode().strip())' 2>&1)
+        [[ -n $c1 && $out == "token $c1" ]] && pass "ctr task exec in the restored container reaches it in its network namespace: $out" ||
+            fail "ctr task exec cil2 (urllib): '$out'"
+        out=$(ct task exec --exec-id x2 cil2 cat /data/boot.txt 2>&1)
+        [[ -n $c1 && $out == "$c1" ]] && pass "ctr task exec: its RW_DIR /data is the snapshot's copy" || fail "ctr task exec cil2 cat: '$out'"
+        grep -q '"GET / HTTP/1.1" 200' "$T/cil2.log" 2>/dev/null && pass "the restored one's stderr since the restore reaches ctr's log" ||
+            fail "cil2's log: $(cwhy cil2)"
+    else
+        fail "ctr run cil2: $(cwhy cil2)"
+    fi
+    if crun cil3 initless-token:test; then
+        cwait cil3 20
+        c3=$(ctoken cil3)
+        [[ -n $c1 && $c3 == "$c1" ]] && pass "a third ctr run restores too (token $c3)" || fail "third ctr run: token '$c3'; $(cwhy cil3)"
+    else
+        fail "ctr run cil3: $(cwhy cil3)"
+    fi
+    # Two restored ctr containers are independent: each goes on from the snapshot's state on its own (an
+    # in-memory counter, the RW_DIR).
+    cget cil2 count >/dev/null; cget cil2 count >/dev/null
+    n2=$(cget cil2 count) n3=$(cget cil3 count)
+    cget cil2 write/from-cil2 >/dev/null
+    r2=$(cget cil2 read) r3=$(cget cil3 read)
+    x3=$(ct task exec --exec-id x3 cil3 sh -c 'cat /data/mark 2>/dev/null || echo absent' 2>&1)
+    [[ $n2 == 3 && $n3 == 1 && $r2 == from-cil2 && $r3 == none && $x3 == absent ]] &&
+        pass "two restored ctr containers are independent (counters 3 and 1 from the snapshot's 0; RW_DIR write in one is not in the other)" ||
+        fail "ctr independence: counts '$n2' '$n3', cil2 reads '$r2', cil3 reads '$r3', exec in cil3 '$x3'"
+    [[ $(ct task ps cil2 2>/dev/null | wc -l) -ge 2 ]] && pass "ctr task ps of a restored container" || fail "ctr task ps cil2: $(ct task ps cil2 2>&1)"
+    # ctr task kill: SIGTERM (the default) to one, SIGKILL to the other; ctr task rm exits with the status.
+    ct task kill cil2 >/dev/null 2>&1
+    cstopped cil2 && pass "ctr task kill (SIGTERM) stops a restored container" || fail "ctr task kill cil2: $(cfield cil2 3)"
+    ct task kill -s SIGKILL cil3 >/dev/null 2>&1
+    cstopped cil3 && pass "ctr task kill -s SIGKILL stops a restored container" || fail "ctr task kill -s SIGKILL cil3: $(cfield cil3 3)"
+    s2=$(exit_status cil2) s3=$(exit_status cil3)
+    [[ $s2 == 143 && $s3 == 137 ]] && pass "exit statuses of the killed restored containers: 143 (SIGTERM), 137 (SIGKILL)" ||
+        fail "exit statuses of cil2, cil3: '$s2' '$s3' (want 143 137); events: $(grep -c . "$T/ctr-events")"
+    ct task rm cil2 >/dev/null 2>&1
+    ct task rm cil3 >/dev/null 2>&1
+    ct containers rm cil2 cil3 >/dev/null 2>&1
+    [[ -z $(ct task ls -q 2>/dev/null | grep -x 'cil[23]') && -z $(ct containers ls -q | grep -x 'cil[23]') ]] &&
+        pass "ctr task rm and ctr containers rm of restored containers" ||
+        fail "ctr rm: tasks: $(ct task ls -q | tr '\n' ' '); containers: $(ct containers ls -q | tr '\n' ' ')"
+    ct task kill -s SIGKILL cil1 >/dev/null 2>&1
+    cstopped cil1
+    ct task rm cil1 >/dev/null 2>&1
+    ct containers rm cil1 >/dev/null 2>&1
+
+    # Without CHECKPOINT_MSG every ctr run boots, and nothing is snapshotted.
+    before=$(images "$CSTORE" | wc -l)
+    ca="" cb=""
+    crun cpl1 initless-token-plain:test && cwait cpl1 20 && ca=$(ctoken cpl1)
+    crun cpl2 initless-token-plain:test && cwait cpl2 20 && cb=$(ctoken cpl2)
+    sleep 0.5
+    [[ -n $ca && -n $cb && $ca != "$cb" && $(images "$CSTORE" | wc -l) -eq $before ]] &&
+        pass "without CHECKPOINT_MSG every ctr run boots (tokens $ca, $cb), no snapshot" ||
+        fail "ctr without CHECKPOINT_MSG: tokens '$ca' '$cb', images $before -> $(images "$CSTORE" | wc -l); $(cwhy cpl1)"
+    for c in cpl1 cpl2; do ct task kill -s SIGKILL $c >/dev/null 2>&1; cstopped $c; ct task rm $c >/dev/null 2>&1; ct containers rm $c >/dev/null 2>&1; done
+
+    # A file open for writing in the container's writable layer outside RW_DIRS when the phrase goes by:
+    # no snapshot (a restored container would miss that file), said in the container's log; the first
+    # ctr run of the token app above holds /data/journal open (an RW_DIR) and was snapshotted.
+    before=$(images "$CSTORE" | wc -l)
+    if crun chl initless-held:test; then
+        for _ in $(seq 300); do grep -q "no snapshot taken" "$T/chl.log" 2>/dev/null && break; sleep 0.1; done
+        [[ $(grep -m1 "no snapshot taken" "$T/chl.log" 2>/dev/null) == *"/app/held.log"*"open for writing outside"* &&
+            $(images "$CSTORE" | wc -l) -eq $before ]] &&
+            pass "a file open for writing in the writable layer outside RW_DIRS at the phrase: no snapshot, and the log says why: $(grep -m1 -o 'no snapshot taken.*open for writing' "$T/chl.log" | cut -c1-120)" ||
+            fail "held file: images $before -> $(images "$CSTORE" | wc -l); $(cwhy chl)"
+        ct task kill -s SIGKILL chl >/dev/null 2>&1
+        cstopped chl
+        ct task rm chl >/dev/null 2>&1
+        ct containers rm chl >/dev/null 2>&1
+    else
+        fail "ctr run chl: $(cwhy chl)"
+    fi
+
+    sleep 0.5
+    l=$(pgrep -f -- "$T/cr/" | wc -l)
+    staged=$(find "$CSTORE" -mindepth 1 -maxdepth 1 -regextype egrep ! -regex '.*/[0-9a-f]{64}' ! -name image.key 2>/dev/null | wc -l)
+    leftover=$(find "$T/cr" -mindepth 2 -maxdepth 2 2>/dev/null)
+    [[ $l -eq 0 && $staged -eq 0 && -z $leftover ]] && pass "ctr: no init-less helper process, staged image nor container state left" ||
+        fail "ctr left: $l processes ($(pgrep -af -- "$T/cr/" | cut -c1-150)), $staged store entries, state: $leftover"
+else
+    fail "ctr images import of the token images: $(cat "$T/ctr-import2.err")"
+fi
+kill "$events_pid" 2>/dev/null
+wait "$events_pid" 2>/dev/null
 
 [[ $FAILED -eq 0 ]] && echo "docker_test: all passed" || { echo "--- dockerd log tail"; tail -15 "$T/dockerd.log"; }
 exit $FAILED
