@@ -42,6 +42,7 @@ host_mounts | sort >"/tmp/ild-mnt-before.$$"
 cleanup() {
     local rc=$?
     set +e
+    [[ -n ${WATCHDOG:-} ]] && kill "$WATCHDOG" 2>/dev/null
     if [[ -S $T/docker.sock ]]; then
         ids=$(dk ps -aq 2>/dev/null)
         [[ -n $ids ]] && dk rm -f $ids >/dev/null 2>&1
@@ -81,6 +82,12 @@ cleanup() {
     exit $rc
 }
 trap cleanup EXIT
+# ctest kills the test at its TIMEOUT (600 s) without a chance to clean up, leaving the daemons, shims,
+# mounts, cgroups and the bridge: a watchdog ends it first, through the cleanup above (TERM -> exit ->
+# the EXIT trap, once the command running then returns).
+trap 'echo "FAIL: the test ran past its 540 s deadline"; exit 1' TERM
+( trap 'kill $nap 2>/dev/null; exit 0' TERM; sleep 540 & nap=$!; wait $nap && kill -TERM $$ 2>/dev/null ) >/dev/null 2>&1 &
+WATCHDOG=$!
 
 dk() { "$DOCKER" -H "unix://$T/docker.sock" "$@"; }
 ct() { ctr --address "$T/containerd.sock" -n initless-test "$@"; }
