@@ -346,19 +346,8 @@ void RemotePageSource::fetch_for_restore(const image::Image& img) {
                 order.push_back(b);
             }
     };
-    const auto& procs = img.manifest.processes;
-    for (const auto& w : img.working_set) {
-        if (w.process >= procs.size()) continue;
-        uint64_t a = w.vaddr, z = w.vaddr + w.pages * kPageSize;
-        for (const auto& v : procs[w.process].vmas) {
-            if (v.end <= a || v.start >= z || v.saved_pages == 0) continue;
-            for (const auto& r : img.runs_of(v)) {
-                uint64_t s = std::max(a, r.vaddr), e = std::min(z, r.vaddr + r.pages * kPageSize);
-                if (s < e) want(r.file_offset + (s - r.vaddr), e - s);
-            }
-        }
-    }
-    for (const auto& p : procs)
+    for (auto [start, end] : img.working_set_file_ranges()) want(start, end - start);
+    for (const auto& p : img.manifest.processes)
         for (const auto& v : p.vmas)
             if (v.saved_pages > 0 && !served_lazily(v))
                 for (const auto& r : img.runs_of(v)) want(r.file_offset, r.pages * kPageSize);

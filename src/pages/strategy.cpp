@@ -64,19 +64,7 @@ class Cow : public MemoryStrategy {
 // pass: a cold page cache then costs one ordered sweep instead of a random read per page.
 void read_ahead_working_set(const image::Image& img, int pages_fd) {
     constexpr uint64_t kGap = 256 << 10;
-    std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [offset, end)
-    const auto& procs = img.manifest.processes;
-    for (const auto& w : img.working_set) {
-        if (w.process >= procs.size()) continue;
-        uint64_t a = w.vaddr, b = w.vaddr + w.pages * kPageSize;
-        for (const auto& v : procs[w.process].vmas) {
-            if (v.end <= a || v.start >= b || v.saved_pages == 0) continue;
-            for (const auto& r : img.runs_of(v)) {
-                uint64_t s = std::max(a, r.vaddr), e = std::min(b, r.vaddr + r.pages * kPageSize);
-                if (s < e) ranges.push_back({r.file_offset + (s - r.vaddr), r.file_offset + (e - r.vaddr)});
-            }
-        }
-    }
+    std::vector<std::pair<uint64_t, uint64_t>> ranges = img.working_set_file_ranges();  // [offset, end)
     std::sort(ranges.begin(), ranges.end());
     for (size_t i = 0; i < ranges.size();) {
         auto [start, end] = ranges[i];
