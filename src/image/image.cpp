@@ -318,6 +318,13 @@ void write_stamp(const fs::path& dir, const Key& key, const struct stat& st) noe
     }
 }
 
+// The trees (KBs) against their digests, read in full.
+void check_trees(const fs::path& dir, const Image& img) {
+    for (const auto& t : tree_names())
+        if (img.digests.count(t) && !same_digest(tree_digest(dir / t), img.digests.at(t)))
+            not_authenticated(dir, t + " does not match its MAC (changed since the snapshot)");
+}
+
 enum class PagesCheck { skip, full, once };
 
 Image load_image(const fs::path& dir, const Key& key, PagesCheck check, bool pages_here, bool* verified_now) {
@@ -367,9 +374,7 @@ Image load_image(const fs::path& dir, const Key& key, PagesCheck check, bool pag
             throw Error(fmt::format("image {} has no pages.sums (made before remote pages): its pages cannot be "
                                     "verified as they arrive from a page server; make the image again",
                                     dir.string()));
-        for (const auto& t : tree_names())
-            if (img.digests.count(t) && !same_digest(tree_digest(dir / t), img.digests.at(t)))
-                not_authenticated(dir, t + " does not match its MAC (changed since the snapshot)");
+        check_trees(dir, img);
         return img;
     }
     sys::UniqueFd fd;
@@ -385,9 +390,7 @@ Image load_image(const fs::path& dir, const Key& key, PagesCheck check, bool pag
     if (check == PagesCheck::once && static_cast<uint64_t>(st.st_size) == img.manifest.pages_file_size &&
         stamp_matches(dir, key, st)) {
         // Verified before, and the file is the one verified: only the trees (KBs) are checked again.
-        for (const auto& t : tree_names())
-            if (img.digests.count(t) && !same_digest(tree_digest(dir / t), img.digests.at(t)))
-                not_authenticated(dir, t + " does not match its MAC (changed since the snapshot)");
+        check_trees(dir, img);
     } else if (verify_pages) {
         uint64_t size = img.manifest.pages_file_size;
         if (static_cast<uint64_t>(st.st_size) != size)
@@ -418,9 +421,7 @@ Image load_image(const fs::path& dir, const Key& key, PagesCheck check, bool pag
                 at = next < saved.size() ? std::max(end, saved[next].second) : to;
             }
         }
-        for (const auto& t : tree_names())
-            if (img.digests.count(t) && !same_digest(tree_digest(dir / t), img.digests.at(t)))
-                not_authenticated(dir, t + " does not match its MAC (changed since the snapshot)");
+        check_trees(dir, img);
         if (verified_now) *verified_now = true;
         if (check == PagesCheck::once) write_stamp(dir, key, st);
     }
