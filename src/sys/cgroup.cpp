@@ -229,7 +229,8 @@ MigrationWarmup::MigrationWarmup() noexcept {
         for (std::string line; std::getline(lines, line);) {
             auto a = line.find(':'), b = line.find(':', a + 1);
             if (a == std::string::npos || b == std::string::npos) continue;
-            if (line.substr(a + 1, b - a - 1) == "memory") procs = fmt::format("{}/memory{}/cgroup.procs", Cgroup::kRoot, line.substr(b + 1));
+            if (line.substr(a + 1, b - a - 1) == "memory")
+                procs = fmt::format("{}/memory{}/cgroup.procs", Cgroup::kRoot, line.substr(b + 1));
         }
     } catch (...) {
         return;
