@@ -16,6 +16,7 @@
 #include <set>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include "initless/sandbox/function_config.h"
@@ -96,8 +97,8 @@ int setns_type(const std::string& type) {
     if (type == "network") return CLONE_NEWNET;
     if (type == "ipc") return CLONE_NEWIPC;
     if (type == "uts") return CLONE_NEWUTS;
-    throw Error(fmt::format("joining an existing {} namespace by path is not supported (network, ipc and uts are)",
-                            type));
+    throw Error(fmt::format(
+        "joining an existing {} namespace by path is not supported (network, ipc and uts are)", type));
 }
 
 class JoinedNamespaces {
@@ -108,7 +109,8 @@ class JoinedNamespaces {
             int type = setns_type(ns.type);
             const char* self = type == CLONE_NEWNET ? "net" : type == CLONE_NEWIPC ? "ipc" : "uts";
             sys::UniqueFd target = sys::open_file(ns.path, O_RDONLY | O_CLOEXEC);
-            sys::UniqueFd ours = sys::open_file(fmt::format("/proc/thread-self/ns/{}", self), O_RDONLY | O_CLOEXEC);
+            sys::UniqueFd ours =
+                sys::open_file(fmt::format("/proc/thread-self/ns/{}", self), O_RDONLY | O_CLOEXEC);
             if (::setns(target.get(), type) != 0)
                 throw sys::SysError(fmt::format("join {} namespace {}", ns.type, ns.path), errno);
             saved_.emplace_back(type, std::move(ours));
@@ -188,7 +190,8 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
                     bool in_lower = fs::is_directory(lower, ec);
                     if (fs::is_symlink(lower, ec) || (!in_lower && std::string_view(d) != "root")) continue;
                     fs::create_directories(sb.upper_dir() / d);
-                    fs::permissions(sb.upper_dir() / d, in_lower ? fs::status(lower).permissions() : fs::perms(0700));
+                    fs::permissions(sb.upper_dir() / d,
+                                    in_lower ? fs::status(lower).permissions() : fs::perms(0700));
                     sys::change_owner(sb.upper_dir() / d, root_ids->first, root_ids->second);
                 }
             }
@@ -196,7 +199,8 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
                 options.seed_upper(sb.upper_dir());
             else if (options.upper_seed)
                 sys::copy_tree(*options.upper_seed, sb.upper_dir());
-            if (runtime.annotation("io.initless.network") == "egress" && fs::is_directory(sb.upper_dir() / "etc")) {
+            if (runtime.annotation("io.initless.network") == "egress" &&
+                fs::is_directory(sb.upper_dir() / "etc")) {
                 // slirp4netns answers DNS at 10.0.2.3 (the host's resolver behind it).
                 sys::write_file(sb.upper_dir() / "etc/resolv.conf", "nameserver 10.0.2.3\n");
             }
@@ -207,13 +211,14 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         if (root_ids) sys::change_owner(sb.log_path(), root_ids->first, root_ids->second);
 
         const auto& res = runtime.linux_settings.resources;
-        sb.cgroup_ = options.cgroup_path ? sys::Cgroup::create_path(*options.cgroup_path) : sys::Cgroup::create(sb.id_);
+        sb.cgroup_ = options.cgroup_path ? sys::Cgroup::create_path(*options.cgroup_path)
+                                         : sys::Cgroup::create(sb.id_);
         if (res.memory_limit && *res.memory_limit > 0) sb.cgroup_.set_memory_limit(*res.memory_limit);
         if (res.cpu_quota && *res.cpu_quota > 0)
             sb.cgroup_.set_cpu_limit(static_cast<double>(*res.cpu_quota) /
                                      static_cast<double>(res.cpu_period.value_or(100000)));
-        sb.cgroup_.set_pids_limit(res.pids_limit && *res.pids_limit > 0 ? static_cast<uint64_t>(*res.pids_limit)
-                                                                         : 4194304);
+        sb.cgroup_.set_pids_limit(
+            res.pids_limit && *res.pids_limit > 0 ? static_cast<uint64_t>(*res.pids_limit) : 4194304);
         if (!res.devices.empty()) {
             // The devices the sandbox's processes may open or mknod: what stops a process that kept
             // CAP_MKNOD (an OCI container's default set) from making and opening a host disk's node.
@@ -269,8 +274,10 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         if (flags & CLONE_NEWUSER) {
             // setgroups stays allowed: we write the maps as the parent namespace's root, and a function
             // may only ever use the groups its own range maps.
-            sys::write_file(fmt::format("/proc/{}/uid_map", sb.init_pid_), id_map(runtime.linux_settings.uid_mappings));
-            sys::write_file(fmt::format("/proc/{}/gid_map", sb.init_pid_), id_map(runtime.linux_settings.gid_mappings));
+            sys::write_file(fmt::format("/proc/{}/uid_map", sb.init_pid_),
+                            id_map(runtime.linux_settings.uid_mappings));
+            sys::write_file(fmt::format("/proc/{}/gid_map", sb.init_pid_),
+                            id_map(runtime.linux_settings.gid_mappings));
         }
         sb.cgroup_.attach(sb.init_pid_);
         char go = 1;
@@ -291,12 +298,11 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         std::vector<sys::UniqueFd> passed;
         fs::path init_root = fmt::format("/proc/{}/root", sb.init_pid_);
         auto pass = [&](const fs::path& path, int flags) {
-            passed.push_back(sys::open_file(init_root / fs::absolute(path).relative_path(), flags | O_CLOEXEC));
+            passed.push_back(
+                sys::open_file(init_root / fs::absolute(path).relative_path(), flags | O_CLOEXEC));
             return static_cast<int>(passed.size() - 1);
         };
-        json setup = {{"spec", oci::to_json(runtime)},
-                      {"rw_dirs", json::array()},
-                      {"fds", json::object()}};
+        json setup = {{"spec", oci::to_json(runtime)}, {"rw_dirs", json::array()}, {"fds", json::object()}};
         json& fds = setup["fds"];
         fds["log"] = pass(sb.log_path(), O_WRONLY | O_APPEND);
         fds["root"] = pass(runtime.root.path, O_PATH | O_DIRECTORY);
@@ -429,7 +435,8 @@ ProcessHandle Sandbox::start() {
 }
 
 ProcessHandle Sandbox::spawn_restorer(pid_t sandbox_pid, uint64_t stub_addr, uint64_t stub_size, int pages_fd,
-                                      uint64_t reserve_bytes, ClockOffsets clock_offsets, int uffd_device_fd) {
+                                      uint64_t reserve_bytes, ClockOffsets clock_offsets,
+                                      int uffd_device_fd) {
     json req = {{"op", "restorer"},
                 {"pid", sandbox_pid},
                 {"stub_addr", stub_addr},
@@ -508,9 +515,17 @@ void Sandbox::start_egress() {
     auto [exit_read, exit_write] = sys::make_pipe();
     auto [ready_read, ready_write] = sys::make_pipe();
     std::string pid = std::to_string(init_pid_);
-    const char* argv[] = {"slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
-                          "--enable-sandbox", "--enable-seccomp", "--exit-fd=3", "--ready-fd=4",
-                          pid.c_str(), "tap0", nullptr};
+    const char* argv[] = {"slirp4netns",
+                          "--configure",
+                          "--mtu=65520",
+                          "--disable-host-loopback",
+                          "--enable-sandbox",
+                          "--enable-seccomp",
+                          "--exit-fd=3",
+                          "--ready-fd=4",
+                          pid.c_str(),
+                          "tap0",
+                          nullptr};
     auto child = sys::fork_process(0);
     if (child.pid == 0) {
         ::dup2(exit_read.get(), 3);
@@ -530,8 +545,9 @@ void Sandbox::start_egress() {
     pollfd p{ready_read.get(), POLLIN, 0};
     char c = 0;
     if (sys::retry_eintr([&] { return ::poll(&p, 1, 5000); }) <= 0 || ::read(ready_read.get(), &c, 1) != 1)
-        throw Error("egress network: slirp4netns did not configure the sandbox's network within 5 s "
-                    "(is the slirp4netns package installed?)");
+        throw Error(
+            "egress network: slirp4netns did not configure the sandbox's network within 5 s "
+            "(is the slirp4netns package installed?)");
 }
 
 void Sandbox::stop_egress() {
@@ -579,7 +595,8 @@ std::string request_detached(const fs::path& instance_dir, const std::string& me
         if (!sys::receive_message(control.get(), reply, fds)) throw Error("container init is gone");
         json parsed = json::parse(reply);
         if (parsed.contains("event")) continue;
-        if (!parsed.value("ok", false)) throw Error(parsed.value("error", std::string("init refused the request")));
+        if (!parsed.value("ok", false))
+            throw Error(parsed.value("error", std::string("init refused the request")));
         return reply;
     }
 }
@@ -600,6 +617,10 @@ void Sandbox::teardown() {
             exited = sys::retry_eintr([&] { return ::poll(&p, 1, 10000); }) > 0;
         }
         if (!exited) {
+            spdlog::warn(
+                "event=teardown-incomplete instance={} init={} reason=\"init did not exit 13 s after the "
+                "kill; its cgroup and instance dir are left for gc\"",
+                id_, init_pid_);
             init_pid_ = 0;
             init_pidfd_.reset();
             dir_.clear();
@@ -611,7 +632,9 @@ void Sandbox::teardown() {
     }
     try {
         cgroup_.remove();
-    } catch (const Error&) {
+    } catch (const Error& e) {
+        // Not fatal (gc removes an empty group later), but a group left behind is a leak to explain.
+        spdlog::warn("event=teardown-incomplete instance={} reason=\"{}\"", id_, e.what());
     }
     if (!dir_.empty()) {
         try {

