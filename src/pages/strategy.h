@@ -6,7 +6,9 @@
 //   cow:      anonymous VMAs with saved pages map their pages.img range MAP_PRIVATE (cost
 //             independent of size; instances share the page cache); long runs of dirty pages in
 //             private file mappings are mapped from the image over the file, short ones copied.
-//   prefetch: cow, then the image's working set installed in bulk (MADV_POPULATE_{WRITE,READ}).
+//   prefetch: cow, with the image's working set read into the page cache in stage 1 and installed in
+//             bulk after the layout (MADV_POPULATE_{WRITE,READ}); image-mapped VMAs advised
+//             MADV_RANDOM, and the rest of the image read in the background (pages/image_loader.h).
 //   lazy:     private anonymous VMAs holding saved pages are made empty and registered with a
 //             userfaultfd the process creates in its table (then pauses so that we take it); the
 //             page server (include/initless/pages/page_server.h) answers their faults and fills them
@@ -15,12 +17,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "initless/image/image.h"
 #include "initless/pages/page_server.h"
+#include "initless/sys/unique_fd.h"
 #include "state/table.h"
 
 namespace initless::pages {
@@ -63,7 +67,10 @@ class MemoryStrategy {
     virtual uint64_t warm_reserve(const image::Image&) const { return 0; }
     // At prepare (off the request path), with the image's pages.img open: e.g. read the working set
     // ahead into the page cache, so that a restore from a cold cache does not read it page by page.
-    virtual void prepare_pages(const image::Image&, int /*pages_fd*/) const {}
+    // `open_mapped` opens a file the image maps (its path in the function's root), read-only.
+    using MappedFileOpener = std::function<sys::UniqueFd(const std::string& path)>;
+    virtual void prepare_pages(const image::Image&, int /*pages_fd*/,
+                               const MappedFileOpener& /*open_mapped*/) const {}
     // Whether the tables make a userfaultfd (from /dev/userfaultfd, in slot kUffdDevice).
     virtual bool uses_userfaultfd() const { return false; }
     // What runs beside the execution; null when nothing does.

@@ -293,7 +293,9 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
             "instructions, seccomp = \"{}\"); make the image again",
             image_filter.size() / sizeof(sock_filter), sandbox_filter.bpf.size(), sb.spec().seccomp));
     sys::UniqueFd pages = img.open_pages();  // the file load verified, not what its path names now
-    memory.prepare_pages(img, pages.get());
+    memory.prepare_pages(img, pages.get(), [&](const std::string& path) {
+        return sys::open_in_root_of(sb.init_pid(), path, O_RDONLY | O_CLOEXEC);
+    });
     // Inside the sandbox's user namespace the userfaultfd syscall makes only user-mode-only ones
     // (vm.unprivileged_userfaultfd = 0 and no CAP_SYS_PTRACE over the host), whose kernel-mode
     // faults (a read() into a served page) would fail with EFAULT: the restored process makes its

@@ -1,9 +1,12 @@
 #include "initless/sys/file.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include <algorithm>
 
@@ -67,7 +70,69 @@ void write_file(const fs::path& path, std::string_view data) {
 }
 
 void read_ahead(int fd, uint64_t offset, uint64_t len) {
-    (void)::posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(len), POSIX_FADV_WILLNEED);
+    // One WILLNEED queues at most the device's read-ahead window (max of io_pages and ra_pages, 8 MiB
+    // here): a longer range is asked for a step at a time.
+    constexpr uint64_t kStep = 4 << 20;
+    for (uint64_t at = offset, end = offset + len; at < end; at += kStep)
+        (void)::posix_fadvise(fd, static_cast<off_t>(at), static_cast<off_t>(std::min(kStep, end - at)),
+                              POSIX_FADV_WILLNEED);
+}
+
+namespace {
+// A shared read-only mapping of the page-aligned span around [offset, offset+len) of a file.
+struct SpanMapping {
+    uint8_t* base = nullptr;
+    size_t size = 0;
+    SpanMapping(int fd, uint64_t offset, uint64_t len) {
+        uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+        uint64_t start = offset & ~(page - 1), end = (offset + len + page - 1) & ~(page - 1);
+        size = end - start;
+        void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(start));
+        if (p == MAP_FAILED) throw SysError("mmap for the page cache", errno);
+        base = static_cast<uint8_t*>(p);
+    }
+    ~SpanMapping() { ::munmap(base, size); }
+    SpanMapping(const SpanMapping&) = delete;
+    SpanMapping& operator=(const SpanMapping&) = delete;
+};
+constexpr int kMadvPopulateRead = 22;  // Linux 5.14+; older headers may lack it
+}  // namespace
+
+void read_into_page_cache(int fd, uint64_t offset, uint64_t len) {
+    if (len == 0) return;
+    SpanMapping m(fd, offset, len);
+    if (::madvise(m.base, m.size, kMadvPopulateRead) != 0) throw SysError("read into the page cache", errno);
+}
+
+bool in_memory_file(int fd) {
+    struct statfs fs {};
+    if (::fstatfs(fd, &fs) != 0) throw SysError("fstatfs", errno);
+    return fs.f_type == TMPFS_MAGIC;  // memfds are on an internal tmpfs (shmem) mount too
+}
+
+bool in_page_cache(int fd, uint64_t offset, uint64_t len) {
+    if (len == 0) return true;
+    uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    uint64_t first = offset / page, last = (offset + len + page - 1) / page;
+    // cachestat (Linux 6.5+; not in Debian 12's headers): counts without a mapping.
+    struct {
+        uint64_t off, len;
+    } range{first * page, (last - first) * page};
+    struct {
+        uint64_t cache, dirty, writeback, evicted, recently_evicted;
+    } stat{};
+    constexpr long kSysCachestat = 451;
+    if (::syscall(kSysCachestat, fd, &range, &stat, 0) == 0) return stat.cache >= last - first;
+    if (errno != ENOSYS) throw SysError("cachestat", errno);
+    SpanMapping m(fd, offset, len);
+    std::vector<unsigned char> resident(m.size / page);
+    if (::mincore(m.base, m.size, resident.data()) != 0) throw SysError("mincore", errno);
+    return std::all_of(resident.begin(), resident.end(), [](unsigned char r) { return r & 1; });
+}
+
+void wait_page_read(int fd, uint64_t offset) {
+    char byte;
+    if (::pread(fd, &byte, 1, static_cast<off_t>(offset)) < 0) throw SysError("pread", errno);
 }
 
 void fsync_path(const fs::path& path) {
@@ -160,9 +225,10 @@ std::string read_or_create_secret(const fs::path& path, size_t size) {
             check(::fstat(fd, &st), "stat " + path.string());
             if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0 ||
                 static_cast<uint64_t>(st.st_size) != size)
-                throw Error(fmt::format("{} is not a key this initless can trust (a regular file of {} bytes, owned "
-                                        "by uid {}, mode 0600): it has {} bytes, uid {}, mode {:04o}; remove it",
-                                        path.string(), size, ::geteuid(), st.st_size, st.st_uid, st.st_mode & 07777));
+                throw Error(
+                    fmt::format("{} is not a key this initless can trust (a regular file of {} bytes, owned "
+                                "by uid {}, mode 0600): it has {} bytes, uid {}, mode {:04o}; remove it",
+                                path.string(), size, ::geteuid(), st.st_size, st.st_uid, st.st_mode & 07777));
             std::string secret(size, '\0');
             read_exact(fd, secret.data(), size, 0);
             return secret;
@@ -203,7 +269,7 @@ std::vector<std::pair<uint64_t, uint64_t>> data_ranges(int fd, uint64_t size) {
     while (static_cast<uint64_t>(at) < size) {
         off_t data = ::lseek(fd, at, SEEK_DATA);
         if (data < 0) {
-            if (errno == ENXIO) break;  // only a hole is left
+            if (errno == ENXIO) break;                // only a hole is left
             if (errno == EINVAL) return {{0, size}};  // no hole support
             throw SysError("lseek SEEK_DATA", errno);
         }

@@ -182,6 +182,17 @@ uint64_t proc_start_time(pid_t pid) {
     return std::stoull(proc_stat_fields(pid).at(22));
 }
 
+bool set_this_thread_background(bool idle_io) {
+    // <linux/ioprio.h>: IOPRIO_WHO_PROCESS = 1 (who 0: the calling thread); classes BE = 2 (levels 0-7,
+    // 7 the lowest) and IDLE = 3, shifted by 13.
+    constexpr int kWhoProcess = 1, kClassBestEffort = 2, kClassIdle = 3, kClassShift = 13, kLowest = 7;
+    int prio = idle_io ? kClassIdle << kClassShift : (kClassBestEffort << kClassShift) | kLowest;
+    bool io = ::syscall(SYS_ioprio_set, kWhoProcess, 0, prio) == 0;
+    // setpriority(PRIO_PROCESS, tid) sets one thread's nice value on Linux.
+    bool cpu = ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10) == 0;
+    return io && cpu;
+}
+
 bool process_alive(pid_t pid) {
     return ::kill(pid, 0) == 0 || errno == EPERM;
 }

@@ -25,6 +25,19 @@ void fsync_path(const std::filesystem::path& path);
 // Asks the kernel to read [offset, offset+len) of `fd` into the page cache (posix_fadvise WILLNEED:
 // the reads are queued, this returns without waiting for them). Errors are ignored: advice only.
 void read_ahead(int fd, uint64_t offset, uint64_t len);
+// Returns once [offset, offset+len) of `fd` is in the page cache: reads what is not there (in the
+// kernel's read-around windows), waits for reads in flight. No copy: a temporary shared read-only
+// mapping populated with MADV_POPULATE_READ, then unmapped. Throws on a read error.
+void read_into_page_cache(int fd, uint64_t offset, uint64_t len);
+// Whether the file open at `fd` lives in memory (tmpfs, a memfd): nothing to read ahead, and reading a
+// hole of it would allocate a page.
+bool in_memory_file(int fd);
+// Whether every page of [offset, offset+len) of `fd` is in the page cache now (cachestat, or mincore
+// on older kernels; reads nothing).
+bool in_page_cache(int fd, uint64_t offset, uint64_t len);
+// Returns once the page holding `offset` of `fd` has been read (a one-byte pread: waits for a read in
+// flight, reads it if nobody asked for it).
+void wait_page_read(int fd, uint64_t offset);
 // Writes `data` to path via a temp file in the same directory, fsyncs and renames it (and fsyncs the
 // directory). Readers see the old or the new contents, never a part.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);

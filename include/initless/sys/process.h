@@ -85,6 +85,11 @@ bool process_alive(pid_t pid);
 // Raises this process's soft RLIMIT_NOFILE to its hard limit (a daemon holding many connections);
 // returns the new soft limit.
 uint64_t raise_fd_limit();
+// Makes the calling thread background work: nice 10, and its I/O in the idle class (`idle_io`: its
+// reads wait while anyone else's are queued, honoured by the mq-deadline and bfq schedulers) or the
+// lowest best-effort level (it shares the device; idle I/O can starve behind a busy reader). For
+// reading ahead that must not delay a request. Best effort: false if the kernel refused either.
+bool set_this_thread_background(bool idle_io);
 // Threads of a process, and the children listed in /proc/PID/task/*/children (a thread that ends
 // meanwhile is skipped; a process that is gone throws).
 std::vector<pid_t> proc_tasks(pid_t pid);
