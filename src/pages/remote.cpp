@@ -377,16 +377,17 @@ void RemotePageSource::fetch_blocks(int sock, const std::vector<uint64_t>& block
 
 void RemotePageSource::fetch_for_restore(const image::Image& img) {
     std::lock_guard caller(caller_mutex_);
-    std::vector<uint64_t> order;  // blocks, working set first
+    std::vector<uint64_t> restore_set;  // blocks, working set first
+    std::vector<uint8_t> queued(state_.size(), 0);
     {
         std::lock_guard lock(mutex_);
         if (!failure_.empty()) throw image::PageSourceFailed(failure_);
         auto want = [&](uint64_t offset, uint64_t len) {
             if (len == 0) return;
             for (uint64_t b = offset / kPageSumBlock; b <= (offset + len - 1) / kPageSumBlock && b < state_.size(); ++b)
-                if (state_[b] == kAbsent && holds_data_[b]) {
-                    state_[b] = kFetching;
-                    order.push_back(b);
+                if (!queued[b] && state_[b] == kAbsent && holds_data_[b]) {
+                    queued[b] = 1;
+                    restore_set.push_back(b);
                 }
         };
         for (auto [start, end] : img.working_set_file_ranges()) want(start, end - start);
@@ -395,45 +396,74 @@ void RemotePageSource::fetch_for_restore(const image::Image& img) {
                 if (v.saved_pages > 0 && !served_lazily(v))
                     for (const auto& r : img.runs_of(v)) want(r.file_offset, r.pages * kPageSize);
     }
-    counters_.blocks_for_restore += order.size();
-    // In the order asked for (the working set first); fetch_blocks merges only adjacent blocks.
+    counters_.blocks_for_restore += restore_set.size();
     if (!sock_) fail("the connection is gone");
-    fetch_blocks(sock_.get(), order);
-    if (ahead_.joinable()) return;
 
-    // The read-ahead's order: the page server's fill after the working set (page_server.cpp's
-    // fill_order): per process, its lazily served VMAs in address order, the processes taking
-    // turns a fill step (256 KiB) at a time.
-    constexpr size_t kTurn = (256 << 10) / kPageSumBlock;
-    std::vector<std::vector<uint64_t>> per_process;
-    std::vector<uint8_t> queued(state_.size(), 0);
-    for (const auto& p : img.manifest.processes) {
-        auto& blocks = per_process.emplace_back();
-        for (const auto& v : p.vmas) {
-            if (!served_lazily(v)) continue;
-            for (const auto& r : img.runs_of(v)) {
-                if (r.pages == 0) continue;
-                uint64_t last = std::min(r.file_offset + r.pages * kPageSize, size_) - 1;
-                for (uint64_t b = r.file_offset / kPageSumBlock; b <= last / kPageSumBlock; ++b)
-                    if (!queued[b]) {
-                        queued[b] = 1;
-                        blocks.push_back(b);
-                    }
+    if (!ahead_.joinable()) {
+        // The read-ahead's order: the restore set (it helps with it: two connections and two
+        // threads verifying), then the page server's fill after the working set (page_server.cpp's
+        // fill_order): per process, its lazily served VMAs in address order, the processes taking
+        // turns a fill step (256 KiB) at a time.
+        constexpr size_t kTurn = (256 << 10) / kPageSumBlock;
+        ahead_order_ = restore_set;
+        std::vector<std::vector<uint64_t>> per_process;
+        for (const auto& p : img.manifest.processes) {
+            auto& blocks = per_process.emplace_back();
+            for (const auto& v : p.vmas) {
+                if (!served_lazily(v)) continue;
+                for (const auto& r : img.runs_of(v)) {
+                    if (r.pages == 0) continue;
+                    uint64_t last = std::min(r.file_offset + r.pages * kPageSize, size_) - 1;
+                    for (uint64_t b = r.file_offset / kPageSumBlock; b <= last / kPageSumBlock; ++b)
+                        if (!queued[b]) {
+                            queued[b] = 1;
+                            blocks.push_back(b);
+                        }
+                }
             }
         }
-    }
-    std::vector<size_t> next(per_process.size(), 0);
-    for (bool more = true; more;) {
-        more = false;
-        for (size_t i = 0; i < per_process.size(); ++i) {
-            size_t end = std::min(per_process[i].size(), next[i] + kTurn);
-            ahead_order_.insert(ahead_order_.end(), per_process[i].begin() + static_cast<long>(next[i]),
-                                per_process[i].begin() + static_cast<long>(end));
-            next[i] = end;
-            more |= end < per_process[i].size();
+        std::vector<size_t> next(per_process.size(), 0);
+        for (bool more = true; more;) {
+            more = false;
+            for (size_t i = 0; i < per_process.size(); ++i) {
+                size_t end = std::min(per_process[i].size(), next[i] + kTurn);
+                ahead_order_.insert(ahead_order_.end(), per_process[i].begin() + static_cast<long>(next[i]),
+                                    per_process[i].begin() + static_cast<long>(end));
+                next[i] = end;
+                more |= end < per_process[i].size();
+            }
         }
+        ahead_ = std::thread([this] { read_ahead(); });
     }
-    ahead_ = std::thread([this] { read_ahead(); });
+
+    // The restore set, in the order asked for (the working set first), a batch of kRestoreBatch
+    // blocks at a time (fetch_blocks merges adjacent ones) while the read-ahead takes ranges of
+    // it too; then what the read-ahead took is waited for.
+    constexpr size_t kRestoreBatch = (1 << 20) / kPageSumBlock;
+    for (size_t cursor = 0;;) {
+        std::vector<uint64_t> mine;
+        {
+            std::lock_guard lock(mutex_);
+            if (!failure_.empty()) throw image::PageSourceFailed(failure_);
+            for (; cursor < restore_set.size() && mine.size() < kRestoreBatch; ++cursor)
+                if (state_[restore_set[cursor]] == kAbsent) {
+                    state_[restore_set[cursor]] = kFetching;
+                    mine.push_back(restore_set[cursor]);
+                }
+        }
+        if (mine.empty()) break;
+        fetch_blocks(sock_.get(), mine);
+    }
+    std::unique_lock lock(mutex_);
+    auto all_here = [&] {
+        if (!failure_.empty()) return true;
+        return std::all_of(restore_set.begin(), restore_set.end(), [&](uint64_t b) { return state_[b] == kPresent; });
+    };
+    if (!arrived_.wait_for(lock, timeout_ * static_cast<long>(kAheadDepth + 1), all_here)) {
+        lock.unlock();
+        fail(fmt::format("no answer within {} ms (the read-ahead's range)", timeout_.count()));
+    }
+    if (!failure_.empty()) throw image::PageSourceFailed(failure_);
 }
 
 void RemotePageSource::read_ahead() {

@@ -92,7 +92,8 @@ class RemotePageServer {
 // the image's pages.sums before it is marked present (nothing unverified is ever handed out).
 //   - `fetch_for_restore` fetches what the restore needs before it runs: the working set, and the
 //     pages of file mappings and shared memory, which the restore tables read themselves from the
-//     image's pages_file, which the cache becomes. Then it starts the read-ahead.
+//     image's pages_file, which the cache becomes. It starts the read-ahead, which takes ranges of
+//     that set too (two connections, two threads verifying), and returns once all of it is in.
 //   - The read-ahead: a thread of its own, with a connection of its own, fetches every other block
 //     holding saved pages into the cache in the order the page server's background fill will ask
 //     for them (per process: its lazily served VMAs in address order; processes taken in turn),
@@ -138,8 +139,9 @@ class RemotePageSource : public image::PageSource {
     std::string describe() const override;
 
     // Fetches what a restore of `img` needs before its tables run: the working set (in its
-    // recorded order) and every saved page the tables read themselves (VMAs not served lazily);
-    // then starts the read-ahead of the rest.
+    // recorded order) and every saved page the tables read themselves (VMAs not served lazily),
+    // with the read-ahead it starts (which goes on with the rest). Blocks at most the timeout per
+    // response.
     void fetch_for_restore(const image::Image& img);
     // A new read-only open file description of the cache, to be the image's pages_file.
     sys::UniqueFd cache_file() const;
