@@ -201,6 +201,11 @@ RemotePageSource::RemotePageSource(const sys::TcpAddress& server, const image::I
 }
 
 RemotePageSource::~RemotePageSource() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    arrived_.notify_all();
     sys::notify(stop_ahead_.get());
     if (ahead_.joinable()) ahead_.join();
 }
@@ -256,7 +261,7 @@ const uint8_t* RemotePageSource::read(uint64_t offset, uint64_t len) {
         fail(fmt::format("read [{:#x}, +{:#x}) past pages.img's {:#x} bytes", offset, len, size_));
     uint64_t first = offset / kPageSumBlock, last = (offset + len - 1) / kPageSumBlock;
     std::vector<uint64_t> mine;  // neither present nor in flight: fetched here, now
-    bool in_flight = false;
+    bool in_flight = false, began = false;
     {
         std::lock_guard lock(mutex_);
         if (!failure_.empty()) throw image::PageSourceFailed(failure_);
@@ -269,7 +274,12 @@ const uint8_t* RemotePageSource::read(uint64_t offset, uint64_t len) {
             state_[b] = kFetching;
             mine.push_back(b);
         }
+        // A miss: a fault or the fill began (the restore is done), so the read-ahead goes on past
+        // the restore set.
+        began = (!mine.empty() || in_flight) && !fill_began_;
+        if (began) fill_began_ = true;
     }
+    if (began) arrived_.notify_all();
     if (mine.empty() && !in_flight) return cache_.data() + offset;  // fetched already, or zeros
     if (!mine.empty()) {
         if (!sock_) fail("the connection is gone");
@@ -406,6 +416,7 @@ void RemotePageSource::fetch_for_restore(const image::Image& img) {
         // turns a fill step (256 KiB) at a time.
         constexpr size_t kTurn = (256 << 10) / kPageSumBlock;
         ahead_order_ = restore_set;
+        restore_part_ = restore_set.size();
         std::vector<std::vector<uint64_t>> per_process;
         for (const auto& p : img.manifest.processes) {
             auto& blocks = per_process.emplace_back();
@@ -473,14 +484,21 @@ void RemotePageSource::read_ahead() {
         size_t cursor = 0;  // into ahead_order_
         for (;;) {
             // Keeps kAheadDepth ranges in flight: the next blocks of the order neither present nor
-            // claimed by `read`, adjacent ones (in the order and in the file) as one range.
+            // claimed by `read`, adjacent ones (in the order and in the file) as one range. Past the
+            // restore set only once `read` missed a block (the fill or a fault began: the restore
+            // is done), so that the restore does not share the CPU with the read-ahead.
             while (in_flight.size() < kAheadDepth) {
                 uint64_t first = 0, count = 0;
                 {
-                    std::lock_guard lock(mutex_);
-                    if (!failure_.empty()) return;
-                    while (cursor < ahead_order_.size() && state_[ahead_order_[cursor]] != kAbsent) ++cursor;
-                    while (cursor < ahead_order_.size() && count * kPageSumBlock < kAheadRange) {
+                    std::unique_lock lock(mutex_);
+                    if (in_flight.empty())
+                        arrived_.wait(lock, [&] {
+                            return fill_began_ || stopping_ || !failure_.empty() || cursor < restore_part_;
+                        });
+                    if (!failure_.empty() || stopping_) return;
+                    size_t limit = fill_began_ ? ahead_order_.size() : restore_part_;
+                    while (cursor < limit && state_[ahead_order_[cursor]] != kAbsent) ++cursor;
+                    while (cursor < limit && count * kPageSumBlock < kAheadRange) {
                         uint64_t b = ahead_order_[cursor];
                         if (state_[b] != kAbsent || (count > 0 && b != first + count)) break;
                         if (count == 0) first = b;
@@ -488,6 +506,7 @@ void RemotePageSource::read_ahead() {
                         ++count;
                         ++cursor;
                     }
+                    if (count == 0 && in_flight.empty() && cursor >= ahead_order_.size()) return;  // all in
                 }
                 if (count == 0) break;
                 uint64_t offset = first * kPageSumBlock, stop = std::min(size_, (first + count) * kPageSumBlock);
@@ -496,7 +515,7 @@ void RemotePageSource::read_ahead() {
                 ++counters_.requests;
                 in_flight.push_back(q);
             }
-            if (in_flight.empty()) break;  // every block is in
+            if (in_flight.empty()) continue;  // the restore set is in: waits for the fill to begin
             Request q = in_flight.front();
             receive_range(sock.get(), q, Clock::now() + timeout_, stop_ahead_.get());
             counters_.blocks_read_ahead += (q.length + kPageSumBlock - 1) / kPageSumBlock;

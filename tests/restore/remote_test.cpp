@@ -515,7 +515,23 @@ TEST_F(RemotePages, AServerDyingUnderTheReadAheadFailsTheSourceAndLeavesNoThread
         auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
         ASSERT_FALSE(img.working_set.empty());
         pages::RemotePageSource source(sys::parse_tcp_address(addr), img, 3000ms);
-        source.fetch_for_restore(img);  // starts the read-ahead
+        source.fetch_for_restore(img);
+        // A page of a lazily served VMA outside the working set, read as a fault would: the
+        // read-ahead goes on past the restore set.
+        uint64_t last_block = ~0ULL;
+        for (const auto& p : img.manifest.processes)
+            for (const auto& v : p.vmas)
+                if (pages::served_lazily(v))
+                    for (const auto& r : img.runs_of(v)) {
+                        uint64_t page = r.file_offset + (r.pages - 1) * 4096;
+                        bool in_working_set = false;
+                        for (auto [a, b] : img.working_set_file_ranges())
+                            in_working_set |= page / image::kPageSumBlock >= a / image::kPageSumBlock &&
+                                              page / image::kPageSumBlock <= (b - 1) / image::kPageSumBlock;
+                        if (r.pages > 0 && !in_working_set) last_block = page;
+                    }
+        ASSERT_NE(last_block, ~0ULL) << "big-heap's image has no lazily served page outside its working set";
+        source.read(last_block, 4096);
         ::kill(server->pid, SIGKILL);
         server->wait(5s);
         uint64_t blocks = (img.manifest.pages_file_size + image::kPageSumBlock - 1) / image::kPageSumBlock;
@@ -539,7 +555,7 @@ TEST_F(RemotePages, AServerDyingUnderTheReadAheadFailsTheSourceAndLeavesNoThread
         const auto& c = source.counters();
         EXPECT_LT(c.blocks_for_restore + c.blocks_read_ahead, blocks * 9 / 10)
             << "the read-ahead was (nearly) done before the kill: nothing was in flight";
-        EXPECT_THROW(source.read(img.manifest.pages_file_size - 4096, 4096), image::PageSourceFailed);
+        EXPECT_THROW(source.read(last_block, 4096), image::PageSourceFailed);
     }
     EXPECT_EQ(count("/proc/self/fd"), fds) << "fds were left open";
     EXPECT_EQ(count("/proc/self/task"), tasks) << "threads were left";

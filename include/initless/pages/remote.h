@@ -98,7 +98,10 @@ class RemotePageServer {
 //     holding saved pages into the cache in the order the page server's background fill will ask
 //     for them (per process: its lazily served VMAs in address order; processes taken in turn),
 //     kAheadDepth ranges of kAheadRange in flight (pipelined), and verifies them. So the fill and
-//     most faults find their blocks in the cache: the page server thread only copies.
+//     most faults find their blocks in the cache: the page server thread only copies. It goes on
+//     past the restore set only once `read` first misses a block (a fault or the fill began: the
+//     restore is done), so that the restore does not share the CPU with it (a restore took ~2x
+//     as long on a 2-core VM when it did).
 //   - `read` (the page server's faults and fill) returns the cache's bytes. A block not there yet
 //     and not in flight is fetched at once on the first connection (a fault never queues behind
 //     the read-ahead's requests); a block the read-ahead has in flight is waited for (at most
@@ -178,14 +181,18 @@ class RemotePageSource : public image::PageSource {
     sys::MemoryFile cache_;
     sys::UniqueFd sock_;       // the first connection: fetch_for_restore and `read`'s own fetches
     std::mutex caller_mutex_;  // one caller of read / fetch_for_restore at a time (they use sock_)
-    // The read-ahead's order (blocks, in the fill's order), set before its thread starts.
+    // The read-ahead's order (blocks: the restore set, then the fill's order), set before its
+    // thread starts; it goes past the first restore_part_ of them once fill_began_.
     std::vector<uint64_t> ahead_order_;
+    size_t restore_part_ = 0;
+    bool fill_began_ = false;  // `read` missed a block (a fault or the fill began); under mutex_
     sys::UniqueFd stop_ahead_;  // an eventfd: the read-ahead stops when it is readable
     std::thread ahead_;
     std::mutex mutex_;  // state_ and failure_
     std::condition_variable arrived_;
     std::vector<uint8_t> state_;  // per block: BlockState
     std::string failure_;
+    bool stopping_ = false;  // the destructor runs
     Counters counters_;
 };
 
