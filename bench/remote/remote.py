@@ -11,7 +11,9 @@ namespace, and a copy without pages.img (the manifest dir) is restored in the "c
 `initless restore IMAGE --strategy lazy --request R --json --no-fallback` in the same namespace. Interleaved
 per repeat. Per run: fetch_ms (the working set and the pages the restore reads itself, fetched before any
 sandbox is touched: on a request path it is part of the cold start unless done when the pool is filled),
-restore_ms, exec_ms (the request), cold_ms = restore_ms + exec_ms, and the remote counters.
+restore_ms, exec_ms (the request), cold_ms = restore_ms + exec_ms, and the remote counters (read at the end of the
+request: the read-ahead may still be fetching; blocks read ahead by the source's read-ahead thread, fetched on
+demand by the page server's reads, and reads that waited for a block in flight).
 Requests: GET / (both), and GET /checksum for bigdict (reads every entry: every page, most
 faulted in or filled from the server while it runs). Workloads: python-hello (examples/), bigdict (examples/python-bigdict with BIGDICT_N = 1 000 000, ~130 MB).
 Writes <out-dir>/remote.csv (one row per run) and remote.md (machine, medians). The machine is a shared
@@ -32,7 +34,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIELDS = ["workload", "request", "mode", "repeat", "fetch_ms", "restore_ms", "exec_ms", "cold_ms", "bytes_fetched",
-          "requests", "faults", "pages_prefetched", "status"]
+          "requests", "blocks_read_ahead", "blocks_on_demand", "reads_waited", "faults", "pages_prefetched", "status"]
 
 
 def log(msg):
@@ -114,6 +116,9 @@ def main():
                                  "restore_ms": round(inst["restore_ms"], 3), "exec_ms": round(inst["exec_ms"], 3),
                                  "cold_ms": round(inst["restore_ms"] + inst["exec_ms"], 3),
                                  "bytes_fetched": remote.get("bytes_fetched", 0), "requests": remote.get("requests", 0),
+                                 "blocks_read_ahead": remote.get("blocks_read_ahead", 0),
+                                 "blocks_on_demand": remote.get("blocks_on_demand", 0),
+                                 "reads_waited": remote.get("reads_waited", 0),
                                  "faults": mem.get("faults", 0), "pages_prefetched": mem.get("pages_prefetched", 0),
                                  "status": inst.get("status", 0)})
                     log(f"{name} {request} {mode} #{rep}: " + ", ".join(f"{k} {rows[-1][k]}" for k in
@@ -139,19 +144,21 @@ def main():
              f"load average {' '.join(load)} at the end (a shared VM: other engineers' builds and tests ran beside "
              f"it). `bench/remote/remote.py --repeats {a.repeats}`; medians of {a.repeats} interleaved repeats, ms.",
              "", "| workload | request | mode | fetch before restore | restore | first response | restore + first | "
-             "fetch + restore + first | MB fetched | requests |", "| --- | --- | --- | --: | --: | --: | --: | --: | --: | --: |"]
+             "fetch + restore + first | MB fetched | requests | 64 KiB blocks read ahead / on demand |",
+             "| --- | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: |"]
     for name, request, mode in sorted({(r["workload"], r["request"], r["mode"]) for r in rows},
                                       key=lambda k: (a.workloads.split(",").index(k[0]), k[1], k[2])):
         if True:
             ok = [r for r in rows if r["workload"] == name and r["request"] == request and r["mode"] == mode
                   and r["status"] == 200]
             if not ok:
-                lines.append(f"| {name} | {request} | {mode} | failed | | | | | | |")
+                lines.append(f"| {name} | {request} | {mode} | failed | | | | | | | |")
                 continue
             med = lambda k: statistics.median(r[k] for r in ok)
             lines.append(f"| {name} | `GET {request}` | {mode} | {med('fetch_ms'):.1f} | {med('restore_ms'):.1f} | {med('exec_ms'):.1f} | "
                          f"{med('cold_ms'):.1f} | {med('fetch_ms') + med('cold_ms'):.1f} | "
-                         f"{med('bytes_fetched') / 1e6:.1f} | {med('requests'):.0f} |")
+                         f"{med('bytes_fetched') / 1e6:.1f} | {med('requests'):.0f} | "
+                         f"{med('blocks_read_ahead'):.0f} / {med('blocks_on_demand'):.0f} |")
     open(os.path.join(a.out_dir, "remote.md"), "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -228,6 +228,9 @@ void add_restore(CLI::App& app) {
                              {"blocks_for_restore", c.blocks_for_restore.load()},
                              {"blocks_fetched", c.blocks_fetched.load()},
                              {"bytes_fetched", c.bytes_fetched.load()},
+                             {"blocks_read_ahead", c.blocks_read_ahead.load()},
+                             {"blocks_on_demand", c.blocks_on_demand.load()},
+                             {"reads_waited", c.reads_waited.load()},
                              {"requests", c.requests.load()}};
         }
         for (auto& inst : instances) out["instances"].push_back(inst.report);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 
 #include <fmt/format.h>
 
@@ -181,8 +182,9 @@ uint64_t blocks_of(uint64_t size) { return (size + kPageSumBlock - 1) / kPageSum
 
 RemotePageSource::RemotePageSource(const sys::TcpAddress& server, const image::Image& img,
                                    std::chrono::milliseconds timeout)
-    : server_(server.str()), timeout_(timeout), sums_(img.page_sums), size_(img.manifest.pages_file_size),
-      holds_data_(blocks_of(size_), 0), present_(blocks_of(size_), 0), cache_("initless-remote-pages", size_) {
+    : server_(server.str()), address_(server), pages_digest_(img.digests.at("pages.img")), timeout_(timeout),
+      sums_(img.page_sums), size_(img.manifest.pages_file_size), holds_data_(blocks_of(size_), 0),
+      cache_("initless-remote-pages", size_), stop_ahead_(sys::event_fd()), state_(blocks_of(size_), kAbsent) {
     if (sums_.size() != blocks_of(size_) * kPageSumSize)
         throw Error(fmt::format("image {} has no usable pages.sums: its pages cannot be verified from a page server",
                                 img.dir.string()));
@@ -192,90 +194,167 @@ RemotePageSource::RemotePageSource(const sys::TcpAddress& server, const image::I
         for (uint64_t b = r.file_offset / kPageSumBlock; b <= last / kPageSumBlock; ++b) holds_data_[b] = 1;
     }
     try {
-        sock_ = sys::connect_tcp(server, timeout);
-        Request hello{kRequestMagic, kHello, 0, 0};
-        auto deadline = Clock::now() + timeout_;
-        sys::send_all_by(sock_.get(), &hello, sizeof hello, deadline);
-        ResponseHeader h;
-        sys::receive_all_by(sock_.get(), &h, sizeof h, deadline);
-        if (h.magic != kResponseMagic || h.status != kOk || h.length != kHelloSize)
-            throw Error(fmt::format("it does not speak the initless page protocol version {}", kVersion));
-        char body[kHelloSize];
-        sys::receive_all_by(sock_.get(), body, sizeof body, deadline);
-        uint64_t version = 0, size = 0;
-        std::memcpy(&version, body, 8);
-        std::memcpy(&size, body + 8, 8);
-        std::string digest(body + 16, 64);
-        if (version != kVersion) throw Error(fmt::format("it speaks protocol version {}, not {}", version, kVersion));
-        if (size != size_ || !image::same_digest(digest, img.digests.at("pages.img")))
-            throw Error(fmt::format("it serves another image (pages.img of {} bytes, digest {}...; this image's has {} "
-                                    "bytes, digest {}...)",
-                                    size, digest.substr(0, 12), size_, img.digests.at("pages.img").substr(0, 12)));
+        sock_ = connect_and_check();
     } catch (const Error& e) {
         throw image::PageSourceFailed(fmt::format("page server {}: {}", server_, e.what()));
     }
 }
 
-RemotePageSource::~RemotePageSource() = default;
+RemotePageSource::~RemotePageSource() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    arrived_.notify_all();
+    sys::notify(stop_ahead_.get());
+    if (ahead_.joinable()) ahead_.join();
+}
+
+sys::UniqueFd RemotePageSource::connect_and_check() {
+    sys::UniqueFd sock = sys::connect_tcp(address_, timeout_);
+    Request hello{kRequestMagic, kHello, 0, 0};
+    auto deadline = Clock::now() + timeout_;
+    sys::send_all_by(sock.get(), &hello, sizeof hello, deadline);
+    ResponseHeader h;
+    sys::receive_all_by(sock.get(), &h, sizeof h, deadline);
+    if (h.magic != kResponseMagic || h.status != kOk || h.length != kHelloSize)
+        throw Error(fmt::format("it does not speak the initless page protocol version {}", kVersion));
+    char body[kHelloSize];
+    sys::receive_all_by(sock.get(), body, sizeof body, deadline);
+    uint64_t version = 0, size = 0;
+    std::memcpy(&version, body, 8);
+    std::memcpy(&size, body + 8, 8);
+    std::string digest(body + 16, 64);
+    if (version != kVersion) throw Error(fmt::format("it speaks protocol version {}, not {}", version, kVersion));
+    if (size != size_ || !image::same_digest(digest, pages_digest_))
+        throw Error(fmt::format("it serves another image (pages.img of {} bytes, digest {}...; this image's has {} "
+                                "bytes, digest {}...)",
+                                size, digest.substr(0, 12), size_, pages_digest_.substr(0, 12)));
+    return sock;
+}
 
 std::string RemotePageSource::describe() const { return "page server " + server_; }
 
 sys::UniqueFd RemotePageSource::cache_file() const { return sys::reopen(cache_.fd(), O_RDONLY); }
 
-void RemotePageSource::fail(const std::string& why) {
-    if (failure_.empty()) {
-        failure_ = fmt::format("page server {}: {}", server_, why);
-        sock_.reset();
+std::string RemotePageSource::set_failure(const std::string& why) {
+    std::string failure;
+    {
+        std::lock_guard lock(mutex_);
+        if (failure_.empty()) failure_ = fmt::format("page server {}: {}", server_, why);
+        failure = failure_;
     }
-    throw image::PageSourceFailed(failure_);
+    arrived_.notify_all();
+    sys::notify(stop_ahead_.get());
+    return failure;
+}
+
+void RemotePageSource::fail(const std::string& why) { throw image::PageSourceFailed(set_failure(why)); }
+
+std::string RemotePageSource::io_failure(const sys::SysError& e) const {
+    return e.code() == ETIMEDOUT ? fmt::format("no answer within {} ms ({})", timeout_.count(), e.what()) : e.what();
 }
 
 const uint8_t* RemotePageSource::read(uint64_t offset, uint64_t len) {
-    std::lock_guard lock(mutex_);
-    if (!failure_.empty()) throw image::PageSourceFailed(failure_);
+    std::lock_guard caller(caller_mutex_);
     if (len == 0 || offset > size_ || len > size_ - offset)
         fail(fmt::format("read [{:#x}, +{:#x}) past pages.img's {:#x} bytes", offset, len, size_));
     uint64_t first = offset / kPageSumBlock, last = (offset + len - 1) / kPageSumBlock;
-    std::vector<uint64_t> missing;
-    for (uint64_t b = first; b <= last; ++b)
-        if (holds_data_[b] && !present_[b]) missing.push_back(b);
-    if (missing.empty()) return cache_.data() + offset;  // fetched for the restore, or zeros
-    // Not in the cache: fetched into a scratch buffer, not kept. The page server copies it into the
-    // process at once, and the cache's pages would be fresh memory (a first touch costs ~30 us per
-    // page on this VM kind: it doubled the cost of every page served); the buffer's stay warm.
-    // Blocks the previous read fetched (a chunk or fill step rarely ends on a block boundary, and the
-    // next one starts where it ended) are kept, not fetched again.
-    std::vector<uint8_t> kept;
-    uint64_t kept_first = std::max(first, scratch_first_), kept_last = std::min(last, scratch_last_);
-    bool have_kept = scratch_valid_ && kept_first <= kept_last;
-    if (have_kept)
-        kept.assign(scratch_.begin() + static_cast<long>((kept_first - scratch_first_) * kPageSumBlock),
-                    scratch_.begin() + static_cast<long>((kept_last - scratch_first_ + 1) * kPageSumBlock));
-    scratch_valid_ = false;
-    scratch_.resize((last - first + 1) * kPageSumBlock);
-    uint64_t base = first * kPageSumBlock;
-    std::vector<uint64_t> fetch;
-    size_t next = 0;
-    for (uint64_t b = first; b <= last; ++b) {
-        uint64_t at = b * kPageSumBlock, n = std::min(kPageSumBlock, size_ - at);
-        bool is_missing = next < missing.size() && missing[next] == b;
-        if (is_missing) ++next;
-        if (is_missing && have_kept && b >= kept_first && b <= kept_last)
-            std::memcpy(scratch_.data() + (at - base), kept.data() + (b - kept_first) * kPageSumBlock, n);
-        else if (is_missing)
-            fetch.push_back(b);
-        else
-            std::memcpy(scratch_.data() + (at - base), cache_.data() + at, n);  // verified, or zeros
+    std::vector<uint64_t> mine;  // neither present nor in flight: fetched here, now
+    bool in_flight = false, began = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (!failure_.empty()) throw image::PageSourceFailed(failure_);
+        for (uint64_t b = first; b <= last; ++b) {
+            if (!holds_data_[b] || state_[b] == kPresent) continue;
+            if (state_[b] == kFetching) {
+                in_flight = true;
+                continue;
+            }
+            state_[b] = kFetching;
+            mine.push_back(b);
+        }
+        // A miss: a fault or the fill began (the restore is done), so the read-ahead goes on past
+        // the restore set.
+        began = (!mine.empty() || in_flight) && !fill_began_;
+        if (began) fill_began_ = true;
     }
-    fetch_blocks(fetch, [&](uint64_t at) { return scratch_.data() + (at - base); }, false);
-    scratch_first_ = first;
-    scratch_last_ = last;
-    scratch_valid_ = true;
-    return scratch_.data() + (offset - base);
+    if (began) arrived_.notify_all();
+    if (mine.empty() && !in_flight) return cache_.data() + offset;  // fetched already, or zeros
+    if (!mine.empty()) {
+        if (!sock_) fail("the connection is gone");
+        fetch_blocks(sock_.get(), mine);
+        counters_.blocks_on_demand += mine.size();
+    }
+    if (in_flight) {
+        // The read-ahead's: it receives them, or fails the source, each response within the
+        // timeout of being due; kAheadDepth of them at most are ahead of ours.
+        ++counters_.reads_waited;
+        std::unique_lock lock(mutex_);
+        auto here = [&] {
+            if (!failure_.empty()) return true;
+            for (uint64_t b = first; b <= last; ++b)
+                if (holds_data_[b] && state_[b] != kPresent) return false;
+            return true;
+        };
+        if (!arrived_.wait_for(lock, timeout_ * static_cast<long>(kAheadDepth + 1), here)) {
+            lock.unlock();
+            fail(fmt::format("no answer within {} ms (the read-ahead's range)", timeout_.count()));
+        }
+        if (!failure_.empty()) throw image::PageSourceFailed(failure_);
+    }
+    return cache_.data() + offset;
 }
 
-void RemotePageSource::fetch_blocks(const std::vector<uint64_t>& blocks, const std::function<uint8_t*(uint64_t)>& into_for,
-                                    bool keep) {
+void RemotePageSource::receive_range(int sock, const Request& q, Clock::time_point deadline, int stop_fd) {
+    // Reads on `sock` by `deadline`, returning early (ReadAheadStopped) when `stop_fd` is readable.
+    auto receive = [&](void* into, size_t len) {
+        if (stop_fd < 0) return sys::receive_all_by(sock, into, len, deadline);
+        const int fds[] = {stop_fd, sock};  // the stop first: it wins over data that keeps coming
+        auto* p = static_cast<uint8_t*>(into);
+        while (len > 0) {
+            auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+            int ready = sys::wait_readable(fds, std::max(left, std::chrono::milliseconds(0)));
+            if (ready == 0) throw ReadAheadStopped{};
+            if (ready < 0) throw sys::SysError("receive", ETIMEDOUT);
+            size_t n = sys::receive_some_by(sock, p, len, deadline);
+            if (n == 0) throw sys::SysError("receive (the peer closed the connection)", ECONNRESET);
+            p += n;
+            len -= n;
+        }
+    };
+    ResponseHeader h;
+    receive(&h, sizeof h);
+    if (h.magic != kResponseMagic) fail("a response without the protocol's magic");
+    if (h.status != kOk) {
+        std::string why(std::min<uint64_t>(h.length, 1024), '\0');
+        receive(why.data(), why.size());
+        fail(fmt::format("refused [{:#x}, +{:#x}): {}", q.offset, q.length, why));
+    }
+    if (h.length != q.length) fail(fmt::format("answered {} bytes for a range of {}", h.length, q.length));
+    // Straight into the cache, a block at a time, each verified while it is warm in the CPU's
+    // cache; a block is marked present only once its digest matches.
+    for (uint64_t off = 0; off < q.length; off += kPageSumBlock) {
+        uint64_t b = (q.offset + off) / kPageSumBlock, n = std::min(kPageSumBlock, q.length - off);
+        uint8_t* into = cache_.data() + q.offset + off;
+        receive(into, n);
+        image::Sha256 sha;
+        sha.update(into, n);
+        if (!image::same_digest(sha.bytes(), std::string_view(sums_).substr(b * kPageSumSize, kPageSumSize)))
+            fail(fmt::format("block {} (offset {:#x}) of pages.img does not match pages.sums (changed, corrupted, or "
+                             "another image)",
+                             b, b * kPageSumBlock));
+        {
+            std::lock_guard lock(mutex_);
+            state_[b] = kPresent;
+        }
+        arrived_.notify_all();
+        ++counters_.blocks_fetched;
+        counters_.bytes_fetched += n;
+    }
+}
+
+void RemotePageSource::fetch_blocks(int sock, const std::vector<uint64_t>& blocks) {
     // Adjacent blocks go as one range; ranges are pipelined kBatch at a time.
     std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [first block, last block]
     for (uint64_t b : blocks) {
@@ -287,7 +366,6 @@ void RemotePageSource::fetch_blocks(const std::vector<uint64_t>& blocks, const s
     }
     for (size_t at = 0; at < ranges.size(); at += kBatch) {
         size_t end = std::min(ranges.size(), at + kBatch);
-        auto deadline = Clock::now() + timeout_;
         try {
             std::vector<Request> requests;
             for (size_t i = at; i < end; ++i) {
@@ -295,65 +373,163 @@ void RemotePageSource::fetch_blocks(const std::vector<uint64_t>& blocks, const s
                 uint64_t stop = std::min(size_, (ranges[i].second + 1) * kPageSumBlock);
                 requests.push_back({kRequestMagic, kRange, offset, stop - offset});
             }
-            sys::send_all_by(sock_.get(), requests.data(), requests.size() * sizeof(Request), deadline);
+            sys::send_all_by(sock, requests.data(), requests.size() * sizeof(Request), Clock::now() + timeout_);
             counters_.requests += requests.size();
-            for (const auto& q : requests) {
-                ResponseHeader h;
-                sys::receive_all_by(sock_.get(), &h, sizeof h, deadline);
-                if (h.magic != kResponseMagic) fail("a response without the protocol's magic");
-                if (h.status != kOk) {
-                    std::string why(std::min<uint64_t>(h.length, 1024), '\0');
-                    sys::receive_all_by(sock_.get(), why.data(), why.size(), deadline);
-                    fail(fmt::format("refused [{:#x}, +{:#x}): {}", q.offset, q.length, why));
-                }
-                if (h.length != q.length)
-                    fail(fmt::format("answered {} bytes for a range of {}", h.length, q.length));
-                // Straight into place; a cached block is marked present only once its digest matches.
-                uint8_t* into = into_for(q.offset);
-                sys::receive_all_by(sock_.get(), into, q.length, deadline);
-                for (uint64_t off = 0; off < q.length; off += kPageSumBlock) {
-                    uint64_t b = (q.offset + off) / kPageSumBlock;
-                    image::Sha256 sha;
-                    sha.update(into + off, std::min(kPageSumBlock, q.length - off));
-                    if (!image::same_digest(sha.bytes(), std::string_view(sums_).substr(b * kPageSumSize, kPageSumSize)))
-                        fail(fmt::format("block {} (offset {:#x}) of pages.img does not match pages.sums (changed, "
-                                         "corrupted, or another image)",
-                                         b, b * kPageSumBlock));
-                    if (keep) present_[b] = 1;
-                }
-                counters_.bytes_fetched += q.length;
-                counters_.blocks_fetched += (q.length + kPageSumBlock - 1) / kPageSumBlock;
-            }
+            // Each response is due within the timeout of the one before it.
+            for (const auto& q : requests) receive_range(sock, q, Clock::now() + timeout_, -1);
         } catch (const image::PageSourceFailed&) {
             throw;
         } catch (const sys::SysError& e) {
-            fail(e.code() == ETIMEDOUT ? fmt::format("no answer within {} ms ({})", timeout_.count(), e.what())
-                                       : e.what());
+            fail(io_failure(e));
         }
     }
 }
 
 void RemotePageSource::fetch_for_restore(const image::Image& img) {
-    std::lock_guard lock(mutex_);
-    if (!failure_.empty()) throw image::PageSourceFailed(failure_);
-    std::vector<uint64_t> order;  // blocks, working set first
-    std::vector<uint8_t> queued(present_.size(), 0);
-    auto want = [&](uint64_t offset, uint64_t len) {
-        if (len == 0) return;
-        for (uint64_t b = offset / kPageSumBlock; b <= (offset + len - 1) / kPageSumBlock && b < queued.size(); ++b)
-            if (!queued[b] && !present_[b] && holds_data_[b]) {
-                queued[b] = 1;
-                order.push_back(b);
+    std::lock_guard caller(caller_mutex_);
+    std::vector<uint64_t> restore_set;  // blocks, working set first
+    std::vector<uint8_t> queued(state_.size(), 0);
+    {
+        std::lock_guard lock(mutex_);
+        if (!failure_.empty()) throw image::PageSourceFailed(failure_);
+        auto want = [&](uint64_t offset, uint64_t len) {
+            if (len == 0) return;
+            for (uint64_t b = offset / kPageSumBlock; b <= (offset + len - 1) / kPageSumBlock && b < state_.size(); ++b)
+                if (!queued[b] && state_[b] == kAbsent && holds_data_[b]) {
+                    queued[b] = 1;
+                    restore_set.push_back(b);
+                }
+        };
+        for (auto [start, end] : img.working_set_file_ranges()) want(start, end - start);
+        for (const auto& p : img.manifest.processes)
+            for (const auto& v : p.vmas)
+                if (v.saved_pages > 0 && !served_lazily(v))
+                    for (const auto& r : img.runs_of(v)) want(r.file_offset, r.pages * kPageSize);
+    }
+    counters_.blocks_for_restore += restore_set.size();
+    if (!sock_) fail("the connection is gone");
+
+    if (!ahead_.joinable()) {
+        // The read-ahead's order: the restore set (it helps with it: two connections and two
+        // threads verifying), then the page server's fill after the working set (page_server.cpp's
+        // fill_order): per process, its lazily served VMAs in address order, the processes taking
+        // turns a fill step (256 KiB) at a time.
+        constexpr size_t kTurn = (256 << 10) / kPageSumBlock;
+        ahead_order_ = restore_set;
+        restore_part_ = restore_set.size();
+        std::vector<std::vector<uint64_t>> per_process;
+        for (const auto& p : img.manifest.processes) {
+            auto& blocks = per_process.emplace_back();
+            for (const auto& v : p.vmas) {
+                if (!served_lazily(v)) continue;
+                for (const auto& r : img.runs_of(v)) {
+                    if (r.pages == 0) continue;
+                    uint64_t last = std::min(r.file_offset + r.pages * kPageSize, size_) - 1;
+                    for (uint64_t b = r.file_offset / kPageSumBlock; b <= last / kPageSumBlock; ++b)
+                        if (!queued[b]) {
+                            queued[b] = 1;
+                            blocks.push_back(b);
+                        }
+                }
             }
+        }
+        std::vector<size_t> next(per_process.size(), 0);
+        for (bool more = true; more;) {
+            more = false;
+            for (size_t i = 0; i < per_process.size(); ++i) {
+                size_t end = std::min(per_process[i].size(), next[i] + kTurn);
+                ahead_order_.insert(ahead_order_.end(), per_process[i].begin() + static_cast<long>(next[i]),
+                                    per_process[i].begin() + static_cast<long>(end));
+                next[i] = end;
+                more |= end < per_process[i].size();
+            }
+        }
+        ahead_ = std::thread([this] { read_ahead(); });
+    }
+
+    // The restore set, in the order asked for (the working set first), a batch of kRestoreBatch
+    // blocks at a time (fetch_blocks merges adjacent ones) while the read-ahead takes ranges of
+    // it too; then what the read-ahead took is waited for.
+    constexpr size_t kRestoreBatch = (1 << 20) / kPageSumBlock;
+    for (size_t cursor = 0;;) {
+        std::vector<uint64_t> mine;
+        {
+            std::lock_guard lock(mutex_);
+            if (!failure_.empty()) throw image::PageSourceFailed(failure_);
+            for (; cursor < restore_set.size() && mine.size() < kRestoreBatch; ++cursor)
+                if (state_[restore_set[cursor]] == kAbsent) {
+                    state_[restore_set[cursor]] = kFetching;
+                    mine.push_back(restore_set[cursor]);
+                }
+        }
+        if (mine.empty()) break;
+        fetch_blocks(sock_.get(), mine);
+    }
+    std::unique_lock lock(mutex_);
+    auto all_here = [&] {
+        if (!failure_.empty()) return true;
+        return std::all_of(restore_set.begin(), restore_set.end(), [&](uint64_t b) { return state_[b] == kPresent; });
     };
-    for (auto [start, end] : img.working_set_file_ranges()) want(start, end - start);
-    for (const auto& p : img.manifest.processes)
-        for (const auto& v : p.vmas)
-            if (v.saved_pages > 0 && !served_lazily(v))
-                for (const auto& r : img.runs_of(v)) want(r.file_offset, r.pages * kPageSize);
-    counters_.blocks_for_restore += order.size();
-    // In the order asked for (the working set first); fetch_blocks merges only adjacent blocks.
-    fetch_blocks(order, [this](uint64_t at) { return cache_.data() + at; }, true);
+    if (!arrived_.wait_for(lock, timeout_ * static_cast<long>(kAheadDepth + 1), all_here)) {
+        lock.unlock();
+        fail(fmt::format("no answer within {} ms (the read-ahead's range)", timeout_.count()));
+    }
+    if (!failure_.empty()) throw image::PageSourceFailed(failure_);
+}
+
+void RemotePageSource::read_ahead() {
+    try {
+        sys::UniqueFd sock = connect_and_check();
+        std::deque<Request> in_flight;
+        size_t cursor = 0;  // into ahead_order_
+        for (;;) {
+            // Keeps kAheadDepth ranges in flight: the next blocks of the order neither present nor
+            // claimed by `read`, adjacent ones (in the order and in the file) as one range. Past the
+            // restore set only once `read` missed a block (the fill or a fault began: the restore
+            // is done), so that the restore does not share the CPU with the read-ahead.
+            while (in_flight.size() < kAheadDepth) {
+                uint64_t first = 0, count = 0;
+                {
+                    std::unique_lock lock(mutex_);
+                    if (in_flight.empty())
+                        arrived_.wait(lock, [&] {
+                            return fill_began_ || stopping_ || !failure_.empty() || cursor < restore_part_;
+                        });
+                    if (!failure_.empty() || stopping_) return;
+                    size_t limit = fill_began_ ? ahead_order_.size() : restore_part_;
+                    while (cursor < limit && state_[ahead_order_[cursor]] != kAbsent) ++cursor;
+                    while (cursor < limit && count * kPageSumBlock < kAheadRange) {
+                        uint64_t b = ahead_order_[cursor];
+                        if (state_[b] != kAbsent || (count > 0 && b != first + count)) break;
+                        if (count == 0) first = b;
+                        state_[b] = kFetching;
+                        ++count;
+                        ++cursor;
+                    }
+                    if (count == 0 && in_flight.empty() && cursor >= ahead_order_.size()) return;  // all in
+                }
+                if (count == 0) break;
+                uint64_t offset = first * kPageSumBlock, stop = std::min(size_, (first + count) * kPageSumBlock);
+                Request q{kRequestMagic, kRange, offset, stop - offset};
+                sys::send_all_by(sock.get(), &q, sizeof q, Clock::now() + timeout_);
+                ++counters_.requests;
+                in_flight.push_back(q);
+            }
+            if (in_flight.empty()) continue;  // the restore set is in: waits for the fill to begin
+            Request q = in_flight.front();
+            receive_range(sock.get(), q, Clock::now() + timeout_, stop_ahead_.get());
+            counters_.blocks_read_ahead += (q.length + kPageSumBlock - 1) / kPageSumBlock;
+            in_flight.pop_front();
+        }
+    } catch (const ReadAheadStopped&) {
+        // The source is being dropped, or failed: nothing to say.
+    } catch (const image::PageSourceFailed&) {
+        // Kept in failure_: `read` throws it.
+    } catch (const sys::SysError& e) {
+        set_failure("read-ahead: " + io_failure(e));
+    } catch (const std::exception& e) {
+        set_failure(fmt::format("read-ahead: {}", e.what()));
+    }
 }
 
 }  // namespace initless::pages

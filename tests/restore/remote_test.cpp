@@ -505,4 +505,68 @@ TEST_F(RemotePages, ADeadSourceKillsTheFunctionAndLeavesNoThreadOrFd) {
     EXPECT_EQ(count("/proc/self/task"), tasks) << "threads were left";
 }
 
+// The read-ahead's own connection dying (the page server killed while it has ranges in flight, and
+// nothing else asks for pages) fails the source: every later read throws naming the server, even of
+// a block fetched before; and dropping the source ends the read-ahead's thread and its fds.
+TEST_F(RemotePages, AServerDyingUnderTheReadAheadFailsTheSourceAndLeavesNoThreadOrFd) {
+    auto [image, manifest] = snapshot("big-heap");
+    auto count = [](const char* dir) {
+        size_t n = 0;
+        for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
+        return n;
+    };
+    size_t fds = count("/proc/self/fd"), tasks = count("/proc/self/task");
+    {
+        std::optional<Child> server;
+        std::string addr = start_page_server(server, image, "", "127.0.0.1");
+        ASSERT_FALSE(addr.empty());
+        auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
+        ASSERT_FALSE(img.working_set.empty());
+        pages::RemotePageSource source(sys::parse_tcp_address(addr), img, 3000ms);
+        source.fetch_for_restore(img);
+        // A page of a lazily served VMA outside the working set, read as a fault would: the
+        // read-ahead goes on past the restore set.
+        uint64_t last_block = ~0ULL;
+        for (const auto& p : img.manifest.processes)
+            for (const auto& v : p.vmas)
+                if (pages::served_lazily(v))
+                    for (const auto& r : img.runs_of(v)) {
+                        uint64_t page = r.file_offset + (r.pages - 1) * 4096;
+                        bool in_working_set = false;
+                        for (auto [a, b] : img.working_set_file_ranges())
+                            in_working_set |= page / image::kPageSumBlock >= a / image::kPageSumBlock &&
+                                              page / image::kPageSumBlock <= (b - 1) / image::kPageSumBlock;
+                        if (r.pages > 0 && !in_working_set) last_block = page;
+                    }
+        ASSERT_NE(last_block, ~0ULL) << "big-heap's image has no lazily served page outside its working set";
+        source.read(last_block, 4096);
+        ::kill(server->pid, SIGKILL);
+        server->wait(5s);
+        uint64_t blocks = (img.manifest.pages_file_size + image::kPageSumBlock - 1) / image::kPageSumBlock;
+        // A block of the working set, in the cache since fetch_for_restore: it reads until the
+        // read-ahead's failure is known, then throws like every read.
+        auto [ws_start, ws_end] = img.working_set_file_ranges().front();
+        std::string failure;
+        auto until = Clock::now() + 5s;
+        while (failure.empty() && Clock::now() < until) {
+            try {
+                source.read(ws_start, ws_end - ws_start);
+                std::this_thread::sleep_for(5ms);
+            } catch (const image::PageSourceFailed& e) {
+                failure = e.what();
+            }
+        }
+        ASSERT_FALSE(failure.empty())
+            << "the read-ahead's dead connection did not fail the source within 5 s";
+        EXPECT_NE(failure.find("page server " + addr), std::string::npos) << failure;
+        EXPECT_NE(failure.find("read-ahead"), std::string::npos) << failure;
+        const auto& c = source.counters();
+        EXPECT_LT(c.blocks_for_restore + c.blocks_read_ahead, blocks * 9 / 10)
+            << "the read-ahead was (nearly) done before the kill: nothing was in flight";
+        EXPECT_THROW(source.read(last_block, 4096), image::PageSourceFailed);
+    }
+    EXPECT_EQ(count("/proc/self/fd"), fds) << "fds were left open";
+    EXPECT_EQ(count("/proc/self/task"), tasks) << "threads were left";
+}
+
 }  // namespace
