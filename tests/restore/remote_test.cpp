@@ -125,6 +125,13 @@ struct Child {
     }
 };
 
+// Entries of a /proc directory (fds, tasks): what a test compares before and after.
+size_t count_entries(const char* dir) {
+    size_t n = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
+    return n;
+}
+
 class RemotePages : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -455,12 +462,7 @@ TEST_F(RemotePages, ADeadSourceKillsTheFunctionAndLeavesNoThreadOrFd) {
     ::setenv("INITLESS_STATE_DIR", state_.c_str(), 1);
     ::setenv("INITLESS_INIT_BINARY", INITLESS_BINARY, 1);
     auto [image, manifest] = snapshot("big-heap");
-    auto count = [](const char* dir) {
-        size_t n = 0;
-        for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
-        return n;
-    };
-    size_t fds = count("/proc/self/fd"), tasks = count("/proc/self/task");
+    size_t fds = count_entries("/proc/self/fd"), tasks = count_entries("/proc/self/task");
     {
         std::optional<Child> server;
         std::string addr = start_page_server(server, image, "", "127.0.0.1");
@@ -501,8 +503,8 @@ TEST_F(RemotePages, ADeadSourceKillsTheFunctionAndLeavesNoThreadOrFd) {
     auto until = Clock::now() + 5s;
     while (pages::PageServer::shared().thread_running() && Clock::now() < until) std::this_thread::sleep_for(5ms);
     EXPECT_FALSE(pages::PageServer::shared().thread_running());
-    EXPECT_EQ(count("/proc/self/fd"), fds) << "fds were left open";
-    EXPECT_EQ(count("/proc/self/task"), tasks) << "threads were left";
+    EXPECT_EQ(count_entries("/proc/self/fd"), fds) << "fds were left open";
+    EXPECT_EQ(count_entries("/proc/self/task"), tasks) << "threads were left";
 }
 
 // The read-ahead's own connection dying (the page server killed while it has ranges in flight, and
@@ -510,12 +512,7 @@ TEST_F(RemotePages, ADeadSourceKillsTheFunctionAndLeavesNoThreadOrFd) {
 // a block fetched before; and dropping the source ends the read-ahead's thread and its fds.
 TEST_F(RemotePages, AServerDyingUnderTheReadAheadFailsTheSourceAndLeavesNoThreadOrFd) {
     auto [image, manifest] = snapshot("big-heap");
-    auto count = [](const char* dir) {
-        size_t n = 0;
-        for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
-        return n;
-    };
-    size_t fds = count("/proc/self/fd"), tasks = count("/proc/self/task");
+    size_t fds = count_entries("/proc/self/fd"), tasks = count_entries("/proc/self/task");
     {
         std::optional<Child> server;
         std::string addr = start_page_server(server, image, "", "127.0.0.1");
@@ -565,8 +562,8 @@ TEST_F(RemotePages, AServerDyingUnderTheReadAheadFailsTheSourceAndLeavesNoThread
             << "the read-ahead was (nearly) done before the kill: nothing was in flight";
         EXPECT_THROW(source.read(last_block, 4096), image::PageSourceFailed);
     }
-    EXPECT_EQ(count("/proc/self/fd"), fds) << "fds were left open";
-    EXPECT_EQ(count("/proc/self/task"), tasks) << "threads were left";
+    EXPECT_EQ(count_entries("/proc/self/fd"), fds) << "fds were left open";
+    EXPECT_EQ(count_entries("/proc/self/task"), tasks) << "threads were left";
 }
 
 }  // namespace
