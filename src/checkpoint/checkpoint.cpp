@@ -37,8 +37,8 @@ double ms_since(Clock::time_point t) {
 
 // Each kind of state reads its part of every frozen process.
 void read_members(std::vector<state::Frozen>& members, pid_t init, const struct stat& log,
-                  const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets, state::CheckpointContext& context,
-                  const std::vector<sock_filter>& sandbox_filter) {
+                  const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets,
+                  state::CheckpointContext& context, const std::vector<sock_filter>& sandbox_filter) {
     for (auto& m : members) {
         m.gadget = sys::find_syscall_instruction(m.host);
         state::MemoryReader mem(m.host);
@@ -184,8 +184,8 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
         // fds only: a symlink it planted is copied as a link, never followed (sys/tree.h).
         pid_t first = members.front().host;
         if (!target.upper_dir.empty())
-            copy_tree_out(sys::open_file(target.upper_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW), writer.staging(),
-                          image::kUpperTree, "the writable layer");
+            copy_tree_out(sys::open_file(target.upper_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW),
+                          writer.staging(), image::kUpperTree, "the writable layer");
         if (!target.rw_dirs.empty()) {
             sys::check(::mkdir((writer.staging() / image::kRwDirsTree).c_str(), 0700), "mkdir rw dirs tree");
             for (const auto& dir : target.rw_dirs) {
@@ -194,14 +194,14 @@ Stats checkpoint(const Target& target, const fs::path& image_dir, const image::K
                     throw Error(fmt::format("rw dir '{}' is not a directory below the root", dir.string()));
                 fs::path saved = fs::path(image::kRwDirsTree) / rel;
                 fs::create_directories(writer.staging() / saved.parent_path());
-                copy_tree_out(sys::open_in_root_of(first, "/" + rel.string(), O_RDONLY | O_DIRECTORY), writer.staging(),
-                              saved.string(), "rw dir " + dir.string());
+                copy_tree_out(sys::open_in_root_of(first, "/" + rel.string(), O_RDONLY | O_DIRECTORY),
+                              writer.staging(), saved.string(), "rw dir " + dir.string());
             }
         }
         // /tmp and /dev/shm are tmpfs of the sandbox, outside the writable layer: kept beside it.
         for (const auto& [inside, saved] : image::kTmpfsDirs)
-            copy_tree_out(sys::open_in_root_of(first, inside, O_RDONLY | O_DIRECTORY), writer.staging(), saved,
-                          std::string("the sandbox's ") + inside);
+            copy_tree_out(sys::open_in_root_of(first, inside, O_RDONLY | O_DIRECTORY), writer.staging(),
+                          saved, std::string("the sandbox's ") + inside);
         for (auto& m : members) manifest.processes.push_back(std::move(m.p));
         members.clear();
         writer.publish(manifest, runs, before_publish);

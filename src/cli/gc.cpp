@@ -6,7 +6,8 @@
 namespace initless::cli {
 
 void add_gc(CLI::App& app) {
-    auto* cmd = app.add_subcommand("gc", "remove sandboxes, cgroups and dirs left by initless processes that died");
+    auto* cmd =
+        app.add_subcommand("gc", "remove sandboxes, cgroups and dirs left by initless processes that died");
     cmd->callback([] {
         for (const auto& line : sandbox::collect_garbage()) std::printf("%s\n", line.c_str());
     });

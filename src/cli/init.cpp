@@ -1,5 +1,5 @@
-#include "initless/cli/verbs.h"
 #include "initless/sandbox/init.h"
+#include "initless/cli/verbs.h"
 
 namespace initless::cli {
 

@@ -42,7 +42,8 @@ GlobalOptions& globals() {
 
 runtime::Runtime open_runtime() {
     if (globals().systemd_cgroup)
-        throw Error("--systemd-cgroup: systemd cgroups are not supported (no systemd here); use the cgroupfs driver");
+        throw Error(
+            "--systemd-cgroup: systemd cgroups are not supported (no systemd here); use the cgroupfs driver");
     runtime::RuntimeOptions options;
     options.snapshot_store = globals().snapshot_store;
     options.log = globals().log;
@@ -70,9 +71,10 @@ void add_oci_runtime(CLI::App& app) {
     app.add_option("--log-format", g.log_format, "OCI runtime: text | json")->group("OCI runtime");
     app.add_flag("--systemd-cgroup", g.systemd_cgroup, "refused: systemd cgroups are not supported")
         ->group("OCI runtime");
-    app.add_option("--snapshot-store", g.snapshot_store,
-                   "OCI runtime: where init-less containers' snapshots live (default $INITLESS_OCI_STORE, else "
-                   "/var/lib/initless/oci); daemon.json runtimeArgs can pass it")
+    app.add_option(
+           "--snapshot-store", g.snapshot_store,
+           "OCI runtime: where init-less containers' snapshots live (default $INITLESS_OCI_STORE, else "
+           "/var/lib/initless/oci); daemon.json runtimeArgs can pass it")
         ->group("OCI runtime");
     app.add_flag("--debug", g.debug, "OCI runtime: log each verb's steps with their times (debug level)")
         ->group("OCI runtime");
@@ -82,7 +84,9 @@ void add_oci_runtime(CLI::App& app) {
     const char* group = "OCI runtime (runc's contract)";
 
     {
-        auto* cmd = app.add_subcommand("create", "create a container from a bundle (its init waits for start)")->group(group);
+        auto* cmd =
+            app.add_subcommand("create", "create a container from a bundle (its init waits for start)")
+                ->group(group);
         static runtime::CreateOptions o;
         static std::string id, pid_file, console_socket;
         static bool no_pivot = false, no_new_keyring = false, detach = false;
@@ -125,7 +129,8 @@ void add_oci_runtime(CLI::App& app) {
         cmd->callback([] { open_runtime().kill(id, runtime::parse_signal(signal), all); });
     }
     {
-        auto* cmd = app.add_subcommand("delete", "delete a stopped (or with --force, any) container")->group(group);
+        auto* cmd =
+            app.add_subcommand("delete", "delete a stopped (or with --force, any) container")->group(group);
         static std::string id;
         static bool force = false;
         cmd->add_flag("--force,-f", force, "kill it first if it runs");
@@ -164,8 +169,9 @@ void add_oci_runtime(CLI::App& app) {
             } else {
                 std::cout << fmt::format("{:<40} {:<8} {:<10} {}\n", "ID", "PID", "STATUS", "BUNDLE");
                 for (const auto& s : all)
-                    std::cout << fmt::format("{:<40} {:<8} {:<10} {}\n", s["id"].get<std::string>(), s["pid"].get<int>(),
-                                             s["status"].get<std::string>(), s["bundle"].get<std::string>());
+                    std::cout << fmt::format("{:<40} {:<8} {:<10} {}\n", s["id"].get<std::string>(),
+                                             s["pid"].get<int>(), s["status"].get<std::string>(),
+                                             s["bundle"].get<std::string>());
             }
         });
     }
@@ -179,7 +185,8 @@ void add_oci_runtime(CLI::App& app) {
         cmd->add_flag("--detach,-d", o.detach, "return once it is started");
         cmd->add_option("id", id)->required();
         cmd->callback([] {
-            if (!console_socket.empty()) throw Error("a terminal (--console-socket) is not supported by initless yet");
+            if (!console_socket.empty())
+                throw Error("a terminal (--console-socket) is not supported by initless yet");
             if (!pid_file.empty()) o.pid_file = pid_file;
             int status = open_runtime().exec(id, o);
             if (status != 0) std::exit(status);

@@ -17,16 +17,19 @@
 namespace initless::cli {
 
 void add_page_server(CLI::App& app) {
-    auto* cmd = app.add_subcommand("page-server",
-                                   "serve an image's pages over TCP to restores elsewhere (restore --pages-from); "
-                                   "SIGTERM or SIGINT stops it");
+    auto* cmd =
+        app.add_subcommand("page-server",
+                           "serve an image's pages over TCP to restores elsewhere (restore --pages-from); "
+                           "SIGTERM or SIGINT stops it");
     static std::string image_dir, listen = "0.0.0.0:7070";
     static bool no_verify = false;
     cmd->add_option("--image", image_dir, "image directory made by `initless snapshot`")->required();
     cmd->add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port, printed)");
-    cmd->add_flag("--no-verify", no_verify, "skip the MAC check of pages.img at start (it reads the whole image)");
+    cmd->add_flag("--no-verify", no_verify,
+                  "skip the MAC check of pages.img at start (it reads the whole image)");
     static std::string log_level = "info";
-    cmd->add_option("--log-level", log_level, "log level (info: one line per client, its end and every bad request)");
+    cmd->add_option("--log-level", log_level,
+                    "log level (info: one line per client, its end and every bad request)");
     cmd->callback([] {
         auto logger = spdlog::stderr_color_mt("initless");
         logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);

@@ -40,34 +40,42 @@ struct Instance {
 }  // namespace
 
 void add_restore(CLI::App& app) {
-    auto* cmd = app.add_subcommand("restore", "restore a snapshot into fresh sandboxes and optionally send each a request");
+    auto* cmd = app.add_subcommand(
+        "restore", "restore a snapshot into fresh sandboxes and optionally send each a request");
     static RestoreOptions o;
     cmd->add_option("IMAGE", o.image, "image directory made by `initless snapshot`")->required();
-    cmd->add_option("--strategy", o.strategy, "memory strategy: eager | cow | prefetch | lazy | auto (= prefetch)")
+    cmd->add_option("--strategy", o.strategy,
+                    "memory strategy: eager | cow | prefetch | lazy | auto (= prefetch)")
         ->check(CLI::IsMember({"eager", "cow", "prefetch", "lazy", "auto"}));
-    cmd->add_option("--instances", o.instances, "how many instances to restore (all stay up until every one answered)")
+    cmd->add_option("--instances", o.instances,
+                    "how many instances to restore (all stay up until every one answered)")
         ->check(CLI::Range(1, 64));
     cmd->add_option("--request", o.request, "path of a GET request to send to each instance");
-    cmd->add_option("--requests", o.requests,
-                    "send the request this many times to each instance, one after the other (exec_ms is the first; "
-                    "every one's time is in exec_ms_each)")
+    cmd->add_option(
+           "--requests", o.requests,
+           "send the request this many times to each instance, one after the other (exec_ms is the first; "
+           "every one's time is in exec_ms_each)")
         ->check(CLI::Range(1, 1000));
     cmd->add_flag("--json", o.json, "print one JSON object");
     cmd->add_flag("--no-fallback", o.no_fallback, "fail instead of booting normally when a restore fails");
     cmd->add_flag("--no-verify", o.no_verify,
-                  "skip the MAC check of pages.img and the trees at load (the manifest, index and working set are still "
+                  "skip the MAC check of pages.img and the trees at load (the manifest, index and working "
+                  "set are still "
                   "authenticated; the check reads the whole image: a cold-cache measurement needs this)");
-    cmd->add_option("--pages-from", o.pages_from,
-                    "HOST:PORT of an `initless page-server` of this image: IMAGE then needs no pages.img (the lazy "
-                    "strategy; the working set and the pages the restore reads itself are fetched first, the rest "
-                    "on demand and in the background, every block checked against the image's pages.sums)");
-    cmd->add_option("--pages-timeout-ms", o.pages_timeout_ms,
-                    "with --pages-from: a page request not answered within this fails the restore, and kills the "
-                    "function if it runs already")
+    cmd->add_option(
+        "--pages-from", o.pages_from,
+        "HOST:PORT of an `initless page-server` of this image: IMAGE then needs no pages.img (the lazy "
+        "strategy; the working set and the pages the restore reads itself are fetched first, the rest "
+        "on demand and in the background, every block checked against the image's pages.sums)");
+    cmd->add_option(
+           "--pages-timeout-ms", o.pages_timeout_ms,
+           "with --pages-from: a page request not answered within this fails the restore, and kills the "
+           "function if it runs already")
         ->check(CLI::Range(100, 600000));
     cmd->callback([] {
         if (!o.pages_from.empty() && o.strategy != "auto" && o.strategy != "lazy")
-            throw Error(fmt::format("--pages-from serves pages lazily: --strategy {} cannot be used with it", o.strategy));
+            throw Error(fmt::format("--pages-from serves pages lazily: --strategy {} cannot be used with it",
+                                    o.strategy));
         if (!o.pages_from.empty()) o.strategy = "lazy";
         sandbox::collect_garbage();
         Stopwatch load_watch;
@@ -82,8 +90,9 @@ void add_restore(CLI::App& app) {
             } else {
                 img = image::load_without_pages(o.image, image::Key::of_state_dir(sandbox::state_dir()));
                 Stopwatch fetch;
-                remote = std::make_shared<pages::RemotePageSource>(sys::parse_tcp_address(o.pages_from), *img,
-                                                                   std::chrono::milliseconds(o.pages_timeout_ms));
+                remote =
+                    std::make_shared<pages::RemotePageSource>(sys::parse_tcp_address(o.pages_from), *img,
+                                                              std::chrono::milliseconds(o.pages_timeout_ms));
                 remote->fetch_for_restore(*img);
                 img->pages_file = std::make_shared<const sys::UniqueFd>(remote->cache_file());
                 img->page_source = remote;
@@ -101,9 +110,11 @@ void add_restore(CLI::App& app) {
             image_failure = e.what();
             std::string dir;
             try {
-                dir = image::load_manifest(o.image, image::Key::of_state_dir(sandbox::state_dir())).function_dir;
+                dir = image::load_manifest(o.image, image::Key::of_state_dir(sandbox::state_dir()))
+                          .function_dir;
             } catch (const std::exception&) {
-                throw Error(fmt::format("{}; and the manifest does not say which function to boot instead", e.what()));
+                throw Error(fmt::format("{}; and the manifest does not say which function to boot instead",
+                                        e.what()));
             }
             spec = spec::load(dir);
         }
@@ -141,8 +152,12 @@ void add_restore(CLI::App& app) {
                     const auto& t = restored.timings;
                     r["mode"] = "restore";
                     r["restore_ms"] = phase.lap_ms();
-                    r["breakdown"] = {{"spawn_ms", t.spawn_ms},   {"plan_ms", t.plan_ms},     {"layout_ms", t.layout_ms},
-                                      {"threads_ms", t.threads_ms}, {"finish_ms", t.finish_ms}, {"seccomp_ms", t.seccomp_ms},
+                    r["breakdown"] = {{"spawn_ms", t.spawn_ms},
+                                      {"plan_ms", t.plan_ms},
+                                      {"layout_ms", t.layout_ms},
+                                      {"threads_ms", t.threads_ms},
+                                      {"finish_ms", t.finish_ms},
+                                      {"seccomp_ms", t.seccomp_ms},
                                       {"ops", t.ops}};
                 } catch (const Error& e) {
                     inst.failure = e.what();
@@ -151,8 +166,8 @@ void add_restore(CLI::App& app) {
             }
             if (!inst.failure.empty()) {
                 if (o.no_fallback) throw Error(fmt::format("restore {}: {}", o.image, inst.failure));
-                std::fprintf(stderr, "initless: restore failed (%s); booting %s normally instead\n", inst.failure.c_str(),
-                             spec.name.c_str());
+                std::fprintf(stderr, "initless: restore failed (%s); booting %s normally instead\n",
+                             inst.failure.c_str(), spec.name.c_str());
                 inst.sandbox->teardown();
                 inst.sandbox = sandbox::Sandbox::prepare(spec);
                 inst.sandbox->start();
@@ -163,15 +178,18 @@ void add_restore(CLI::App& app) {
             }
             // A restore whose page source failed had its function killed: say so rather than what the
             // request met.
-            auto source_failure = [&]() -> std::string { return inst.served ? inst.served->stats().failure : ""; };
+            auto source_failure = [&]() -> std::string {
+                return inst.served ? inst.served->stats().failure : "";
+            };
             if (!o.request.empty()) {
                 gateway::HttpResponse res;
                 try {
                     res = gateway::http_get(inst.sandbox->connect(spec.port), o.request);
                 } catch (const Error& e) {
                     if (auto why = source_failure(); !why.empty())
-                        throw Error(fmt::format("restore {}: the function was killed, its pages could not be served: {}",
-                                                o.image, why));
+                        throw Error(fmt::format(
+                            "restore {}: the function was killed, its pages could not be served: {}", o.image,
+                            why));
                     throw;
                 }
                 r["exec_ms"] = phase.lap_ms();
@@ -187,7 +205,8 @@ void add_restore(CLI::App& app) {
                         } catch (const Error& e) {
                             if (auto why = source_failure(); !why.empty())
                                 throw Error(fmt::format(
-                                    "restore {}: the function was killed, its pages could not be served: {}", o.image, why));
+                                    "restore {}: the function was killed, its pages could not be served: {}",
+                                    o.image, why));
                             throw;
                         }
                         r["exec_ms_each"].push_back(phase.lap_ms());
@@ -199,10 +218,14 @@ void add_restore(CLI::App& app) {
             if (inst.served) {
                 // Figures as they stand once the request answered (the fill may still be running).
                 auto m = inst.served->stats();
-                r["memory"] = {{"faults", m.faults},         {"pages_copied", m.pages_copied},
-                               {"pages_zeroed", m.pages_zeroed}, {"pages_prefetched", m.pages_prefetched},
-                               {"bytes_read", m.bytes_read},   {"events", m.events},
-                               {"processes", m.processes},     {"complete", m.complete},
+                r["memory"] = {{"faults", m.faults},
+                               {"pages_copied", m.pages_copied},
+                               {"pages_zeroed", m.pages_zeroed},
+                               {"pages_prefetched", m.pages_prefetched},
+                               {"bytes_read", m.bytes_read},
+                               {"events", m.events},
+                               {"processes", m.processes},
+                               {"complete", m.complete},
                                {"complete_ms", m.complete_ms}};
                 if (remote) {
                     r["memory"]["bytes_fetched"] = remote->counters().bytes_fetched.load();
@@ -210,8 +233,9 @@ void add_restore(CLI::App& app) {
                 }
                 if (!m.failure.empty()) {
                     r["memory"]["failure"] = m.failure;
-                    throw Error(fmt::format("restore {}: the function was killed, its pages could not be served: {}",
-                                            o.image, m.failure));
+                    throw Error(
+                        fmt::format("restore {}: the function was killed, its pages could not be served: {}",
+                                    o.image, m.failure));
                 }
             }
         }
@@ -240,14 +264,18 @@ void add_restore(CLI::App& app) {
             return;
         }
         std::printf("%s", fmt::format("restore of {} ({}), image verified in {:.1f} ms\n", spec.name,
-                                      restore::strategy_name(strategy), load_ms).c_str());
+                                      restore::strategy_name(strategy), load_ms)
+                              .c_str());
         for (const auto& r : out["instances"]) {
-            std::printf("%s", fmt::format("  {}: {}: prepared in {:.1f} ms; on request: restore {:.2f} ms", r["instance"].get<std::string>(),
-                                          r["mode"].get<std::string>(), r["prepare_ms"].get<double>(),
-                                          r["restore_ms"].get<double>()).c_str());
+            std::printf("%s", fmt::format("  {}: {}: prepared in {:.1f} ms; on request: restore {:.2f} ms",
+                                          r["instance"].get<std::string>(), r["mode"].get<std::string>(),
+                                          r["prepare_ms"].get<double>(), r["restore_ms"].get<double>())
+                                  .c_str());
             if (r.contains("status"))
-                std::printf("%s", fmt::format("; {} -> {} in {:.2f} ms: {}", o.request, r["status"].get<int>(),
-                                              r["exec_ms"].get<double>(), r["body"].get<std::string>().substr(0, 120)).c_str());
+                std::printf(
+                    "%s", fmt::format("; {} -> {} in {:.2f} ms: {}", o.request, r["status"].get<int>(),
+                                      r["exec_ms"].get<double>(), r["body"].get<std::string>().substr(0, 120))
+                              .c_str());
             std::printf("\n");
         }
     });

@@ -6,9 +6,9 @@
 #include "initless/cli/timing.h"
 #include "initless/cli/verbs.h"
 #include "initless/gateway/http_client.h"
-#include "initless/sys/error.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/spec/function_spec.h"
+#include "initless/sys/error.h"
 
 namespace initless::cli {
 
@@ -41,8 +41,9 @@ void add_run(CLI::App& app) {
         } catch (const Error& e) {
             // A function killed for memory ends the connection like any crash: say which it was.
             if (sb.cgroup().oom_killed())
-                throw Error(fmt::format("{}: the function was killed by the OOM killer during {} (memory_mb = {}): {}",
-                                        spec.name, o.request, spec.memory_mb, e.what()));
+                throw Error(fmt::format(
+                    "{}: the function was killed by the OOM killer during {} (memory_mb = {}): {}", spec.name,
+                    o.request, spec.memory_mb, e.what()));
             throw;
         }
         double exec_ms = phase.lap_ms();
@@ -50,14 +51,18 @@ void add_run(CLI::App& app) {
         std::string instance = sb.id();
         sb.teardown();
         if (o.json) {
-            nlohmann::json out = {{"function", spec.name}, {"instance", instance},   {"mode", "boot"},
-                                  {"prepare_ms", prepare_ms}, {"init_ms", init_ms}, {"exec_ms", exec_ms},
+            nlohmann::json out = {{"function", spec.name},    {"instance", instance}, {"mode", "boot"},
+                                  {"prepare_ms", prepare_ms}, {"init_ms", init_ms},   {"exec_ms", exec_ms},
                                   {"total_ms", total_ms},     {"status", res.status}, {"body", res.body}};
             std::printf("%s\n", out.dump().c_str());
         } else {
-            std::printf("%s", fmt::format("{} {} -> {}\n{}\n", spec.name, o.request, res.status, res.body).c_str());
-            std::printf("%s", fmt::format("boot: prepare {:.1f} ms + init {:.1f} ms; exec {:.1f} ms; total {:.1f} ms\n",
-                                          prepare_ms, init_ms, exec_ms, total_ms).c_str());
+            std::printf("%s",
+                        fmt::format("{} {} -> {}\n{}\n", spec.name, o.request, res.status, res.body).c_str());
+            std::printf(
+                "%s",
+                fmt::format("boot: prepare {:.1f} ms + init {:.1f} ms; exec {:.1f} ms; total {:.1f} ms\n",
+                            prepare_ms, init_ms, exec_ms, total_ms)
+                    .c_str());
         }
     });
 }

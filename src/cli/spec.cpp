@@ -11,8 +11,9 @@ namespace initless::cli {
 
 void add_spec(CLI::App& app) {
     auto* cmd = app.add_subcommand(
-        "spec", "print the OCI runtime spec (config.json) a function's sandbox is made from: function.toml over "
-                "the hardened defaults");
+        "spec",
+        "print the OCI runtime spec (config.json) a function's sandbox is made from: function.toml over "
+        "the hardened defaults");
     static std::string dir;
     cmd->add_option("DIR", dir, "function directory (holding function.toml)")->required();
     cmd->callback([] {

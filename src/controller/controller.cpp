@@ -1054,12 +1054,13 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
             staged = I.registry.stage(source);
             spec::FunctionSpec spec = spec::load(staged->entry.code_dir);
             progress({{"step", "copy"}, {"ms", ms_since(t)}});
-            auto result =
-                build_snapshot(spec, staged->entry.image_dir, I.image_key, "/", [&](const std::string& step, double ms) {
-                    progress({{"step", step}, {"ms", ms}});
-                });
+            auto result = build_snapshot(spec, staged->entry.image_dir, I.image_key, "/",
+                                         [&](const std::string& step, double ms) {
+                                             progress({{"step", step}, {"ms", ms}});
+                                         });
             t = Clock::now();
-            auto img = std::make_shared<const image::Image>(image::load(staged->entry.image_dir, I.image_key));
+            auto img =
+                std::make_shared<const image::Image>(image::load(staged->entry.image_dir, I.image_key));
             staged->entry.boot_ms = result.boot_ms + result.ready_ms;
             staged->entry.restore_ms = result.restore_ms;  // the restore alone, not the trial's request
             staged->entry.image_mb = static_cast<double>(result.stats.image_bytes) / 1048576.0;

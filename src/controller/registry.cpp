@@ -86,13 +86,15 @@ Registry::Registry(fs::path state_dir, bool tmpfs_images)
         // /dev/shm is writable by every local user: a dir there that someone else made first could
         // have images swapped under the daemon. Ours only: made 0700, refused if another owns it.
         for (const fs::path& d : {tmpfs_root_.parent_path(), tmpfs_root_}) {
-            if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) throw sys::SysError("mkdir " + d.string(), errno);
+            if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST)
+                throw sys::SysError("mkdir " + d.string(), errno);
             struct stat st {};
             sys::check(::lstat(d.c_str(), &st), "stat " + d.string());
             if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 022))
-                throw Error(fmt::format("the tmpfs image store {} is not a directory of uid {} writable by it alone "
-                                        "(uid {}, mode {:04o}): refused; remove it",
-                                        d.string(), ::geteuid(), st.st_uid, st.st_mode & 07777));
+                throw Error(
+                    fmt::format("the tmpfs image store {} is not a directory of uid {} writable by it alone "
+                                "(uid {}, mode {:04o}): refused; remove it",
+                                d.string(), ::geteuid(), st.st_uid, st.st_mode & 07777));
         }
     }
 }
@@ -204,7 +206,7 @@ void Registry::remove_function(const RegistryEntry& entry) const {
     if (tmpfs_images_) {
         remove_quietly(image_root(entry.name));
         std::error_code ec;
-        fs::remove(tmpfs_root_, ec);  // only when no other function's images are left in it
+        fs::remove(tmpfs_root_, ec);                // only when no other function's images are left in it
         fs::remove(tmpfs_root_.parent_path(), ec);  // and no other state dir's
     }
 }

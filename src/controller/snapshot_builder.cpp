@@ -13,7 +13,6 @@
 
 namespace initless::controller {
 
-
 SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesystem::path& image,
                               const image::Key& key, const std::string& workingset_request,
                               const SnapshotProgress& progress) {

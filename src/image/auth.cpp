@@ -30,14 +30,16 @@ Key Key::of_state_dir(const std::filesystem::path& state_dir) {
 }
 
 Key Key::from_bytes(std::string_view bytes) {
-    if (bytes.size() != kSize) throw Error(fmt::format("an image key has {} bytes, not {}", bytes.size(), kSize));
+    if (bytes.size() != kSize)
+        throw Error(fmt::format("an image key has {} bytes, not {}", bytes.size(), kSize));
     Key k;
     std::memcpy(k.bytes_.data(), bytes.data(), kSize);
     return k;
 }
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) throw Error("libcrypto: SHA-256 unavailable");
+    if (!ctx_ || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1)
+        throw Error("libcrypto: SHA-256 unavailable");
 }
 
 Sha256::~Sha256() {
@@ -65,8 +67,8 @@ std::string Sha256::bytes() {
 std::string hmac_sha256_hex(const Key& key, std::string_view data) {
     unsigned char out[EVP_MAX_MD_SIZE];
     unsigned len = 0;
-    if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(Key::kSize), reinterpret_cast<const unsigned char*>(data.data()),
-              data.size(), out, &len))
+    if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(Key::kSize),
+              reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len))
         throw Error("libcrypto: HMAC-SHA256 failed");
     return to_hex(out, len);
 }

@@ -51,8 +51,9 @@ Manifest from_json(const std::string& text) {
     Manifest m;
     m.format = j.at("format");
     if (m.format != kFormatVersion)
-        throw Error(fmt::format("image format {} is not supported (this initless reads format {}): make the image again",
-                                m.format, kFormatVersion));
+        throw Error(fmt::format(
+            "image format {} is not supported (this initless reads format {}): make the image again",
+            m.format, kFormatVersion));
     m.function = j.at("function");
     m.function_dir = j.at("function_dir");
     m.kernel = j.at("kernel");
@@ -226,8 +227,9 @@ std::map<std::string, std::string> read_auth(const fs::path& dir, const Key& key
         } catch (const std::exception&) {
         }
         if (format && format != kFormatVersion)
-            throw Error(fmt::format("image {} has format {}; this initless reads format {}: make the image again",
-                                    dir.string(), format, kFormatVersion));
+            throw Error(
+                fmt::format("image {} has format {}; this initless reads format {}: make the image again",
+                            dir.string(), format, kFormatVersion));
         not_authenticated(dir, "it has no AUTH file");
     }
     auto mac_at = text.rfind("hmac-sha256 ");
@@ -240,13 +242,14 @@ std::map<std::string, std::string> read_auth(const fs::path& dir, const Key& key
     std::string first;
     std::getline(lines, first);
     int format = 0;
-    if (std::sscanf(first.c_str(), "format %d", &format) != 1) not_authenticated(dir, "its AUTH file is malformed");
+    if (std::sscanf(first.c_str(), "format %d", &format) != 1)
+        not_authenticated(dir, "its AUTH file is malformed");
     if (format != kFormatVersion)
         throw Error(fmt::format("image {} has format {}; this initless reads format {}: make the image again",
                                 dir.string(), format, kFormatVersion));
     if (!same_digest(mac, hmac_sha256_hex(key, body)))
-        not_authenticated(dir,
-                          "its AUTH file does not match its MAC (the image was made with another key, or changed)");
+        not_authenticated(
+            dir, "its AUTH file does not match its MAC (the image was made with another key, or changed)");
     for (std::string line; std::getline(lines, line);) {
         std::istringstream words(line);
         std::string name, kind, digest;
@@ -289,11 +292,11 @@ namespace {
 // What a VERIFIED stamp says: the identity of the pages.img that was checked, and which image it
 // belongs to (the digest of its AUTH file).
 std::string stamp_body(const fs::path& dir, const struct stat& st) {
-    return fmt::format("initless-verified 1\npages.img dev {} ino {} size {} mtime {}.{:09} ctime {}.{:09}\nauth {}\n",
-                       static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
-                       static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_mtim.tv_sec),
-                       st.st_mtim.tv_nsec, static_cast<int64_t>(st.st_ctim.tv_sec), st.st_ctim.tv_nsec,
-                       sha256_hex(sys::read_file(dir / "AUTH")));
+    return fmt::format(
+        "initless-verified 1\npages.img dev {} ino {} size {} mtime {}.{:09} ctime {}.{:09}\nauth {}\n",
+        static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<int64_t>(st.st_size),
+        static_cast<int64_t>(st.st_mtim.tv_sec), st.st_mtim.tv_nsec, static_cast<int64_t>(st.st_ctim.tv_sec),
+        st.st_ctim.tv_nsec, sha256_hex(sys::read_file(dir / "AUTH")));
 }
 
 bool stamp_matches(const fs::path& dir, const Key& key, const struct stat& st) {
@@ -313,7 +316,8 @@ bool stamp_matches(const fs::path& dir, const Key& key, const struct stat& st) {
 void write_stamp(const fs::path& dir, const Key& key, const struct stat& st) noexcept {
     try {
         std::string body = stamp_body(dir, st);
-        sys::write_file_atomic(dir / kVerifiedStamp, body + fmt::format("hmac-sha256 {}\n", hmac_sha256_hex(key, body)));
+        sys::write_file_atomic(dir / kVerifiedStamp,
+                               body + fmt::format("hmac-sha256 {}\n", hmac_sha256_hex(key, body)));
     } catch (const std::exception&) {
     }
 }
@@ -362,7 +366,8 @@ Image load_image(const fs::path& dir, const Key& key, PagesCheck check, bool pag
             throw Error(fmt::format("image {}: pages.sums is malformed", dir.string()));
     }
     for (const auto& t : tree_names())
-        if (fs::exists(dir / t) && !img.digests.count(t)) not_authenticated(dir, t + " is not covered by its MAC");
+        if (fs::exists(dir / t) && !img.digests.count(t))
+            not_authenticated(dir, t + " is not covered by its MAC");
 
     if (img.manifest.kernel != kernel_release() || img.manifest.vdso_size != current_vdso_size())
         throw Error(fmt::format("image {} was made on kernel {} (vdso {} bytes); this is {} (vdso {} bytes)",
@@ -371,9 +376,10 @@ Image load_image(const fs::path& dir, const Key& key, PagesCheck check, bool pag
     if (!img.digests.count("pages.img")) not_authenticated(dir, "pages.img is not covered by its MAC");
     if (!pages_here) {
         if (img.page_sums.empty())
-            throw Error(fmt::format("image {} has no pages.sums (made before remote pages): its pages cannot be "
-                                    "verified as they arrive from a page server; make the image again",
-                                    dir.string()));
+            throw Error(
+                fmt::format("image {} has no pages.sums (made before remote pages): its pages cannot be "
+                            "verified as they arrive from a page server; make the image again",
+                            dir.string()));
         check_trees(dir, img);
         return img;
     }
@@ -394,15 +400,19 @@ Image load_image(const fs::path& dir, const Key& key, PagesCheck check, bool pag
     } else if (verify_pages) {
         uint64_t size = img.manifest.pages_file_size;
         if (static_cast<uint64_t>(st.st_size) != size)
-            not_authenticated(dir, fmt::format("pages.img does not match its MAC: it has {} bytes, {} were written "
-                                               "(truncated or changed since the snapshot)",
-                                               st.st_size, size));
+            not_authenticated(
+                dir, fmt::format("pages.img does not match its MAC: it has {} bytes, {} were written "
+                                 "(truncated or changed since the snapshot)",
+                                 st.st_size, size));
         for (const auto& r : img.runs)
-            if (r.file_offset % kPageSize || r.file_offset > size || r.pages > (size - r.file_offset) / kPageSize)
-                throw Error(fmt::format("image {}: pages.idx points past the end of pages.img", dir.string()));
+            if (r.file_offset % kPageSize || r.file_offset > size ||
+                r.pages > (size - r.file_offset) / kPageSize)
+                throw Error(
+                    fmt::format("image {}: pages.idx points past the end of pages.img", dir.string()));
         sys::FileMapping pages(fd.get(), static_cast<size_t>(size));
         if (!same_digest(pages_digest(pages.data(), size, img.runs), img.digests.at("pages.img")))
-            not_authenticated(dir, "pages.img does not match its MAC (changed or corrupted since the snapshot)");
+            not_authenticated(dir,
+                              "pages.img does not match its MAC (changed or corrupted since the snapshot)");
         // A restore maps whole VMA ranges, holes included: a byte outside the saved runs must be zero.
         // Only ranges the file system holds data for are read (none, normally).
         std::vector<std::pair<uint64_t, uint64_t>> saved;
@@ -415,9 +425,10 @@ Image load_image(const fs::path& dir, const Key& key, PagesCheck check, bool pag
                 uint64_t end = next < saved.size() ? std::min(to, std::max(at, saved[next].first)) : to;
                 for (uint64_t i = at; i < end; ++i)
                     if (pages.data()[i] != 0)
-                        not_authenticated(dir, fmt::format("pages.img does not match its MAC (data at offset {:#x}, "
-                                                           "outside every saved page)",
-                                                           i));
+                        not_authenticated(
+                            dir, fmt::format("pages.img does not match its MAC (data at offset {:#x}, "
+                                             "outside every saved page)",
+                                             i));
                 at = next < saved.size() ? std::max(end, saved[next].second) : to;
             }
         }
@@ -508,8 +519,8 @@ void ImageWriter::publish(const Manifest& manifest, const std::vector<PageRun>& 
         struct stat st {};
         sys::check(::fstat(fd.get(), &st), "stat pages.img");
         if (static_cast<uint64_t>(st.st_size) != manifest.pages_file_size)
-            throw Error(fmt::format("image {}: pages.img has {} bytes, the manifest says {}", staging_.string(),
-                                    st.st_size, manifest.pages_file_size));
+            throw Error(fmt::format("image {}: pages.img has {} bytes, the manifest says {}",
+                                    staging_.string(), st.st_size, manifest.pages_file_size));
         sys::FileMapping pages(fd.get(), static_cast<size_t>(st.st_size));
         digests["pages.img"] = pages_digest(pages.data(), manifest.pages_file_size, runs);
         std::string sums = page_sums(pages.data(), manifest.pages_file_size, runs);

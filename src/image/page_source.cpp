@@ -14,7 +14,8 @@ namespace {
 
 class LocalPageSource : public PageSource {
   public:
-    LocalPageSource(sys::UniqueFd pages, std::string name) : pages_(std::move(pages)), name_(std::move(name)) {
+    LocalPageSource(sys::UniqueFd pages, std::string name)
+        : pages_(std::move(pages)), name_(std::move(name)) {
         struct stat st {};
         sys::check(::fstat(pages_.get(), &st), "page source: fstat pages.img");
         mapped_.emplace(pages_.get(), static_cast<size_t>(st.st_size));

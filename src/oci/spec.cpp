@@ -83,7 +83,8 @@ constexpr std::array<std::pair<const char*, int>, 16> kRlimits = {{
     {"RLIMIT_RTTIME", RLIMIT_RTTIME},
 }};
 
-const std::set<std::string> kNamespaceTypes = {"pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"};
+const std::set<std::string> kNamespaceTypes = {"pid", "network", "mount",  "ipc",
+                                               "uts", "user",    "cgroup", "time"};
 
 // Reads one property at a path ("linux.resources.memory.limit"), with errors that name the path.
 class Reader {
@@ -134,8 +135,7 @@ class Reader {
 };
 
 void check_capabilities(const std::vector<std::string>& names, const std::string& path) {
-    for (const auto& n : names)
-        try {
+    for (const auto& n : names) try {
             capability_number(n);
         } catch (const Error& e) {
             Reader::fail(path, e.what());
@@ -183,7 +183,8 @@ json hook_json(const Hook& h) {
 
 json mappings_json(const std::vector<IdMapping>& ms) {
     json a = json::array();
-    for (const auto& m : ms) a.push_back({{"containerID", m.container_id}, {"hostID", m.host_id}, {"size", m.size}});
+    for (const auto& m : ms)
+        a.push_back({{"containerID", m.container_id}, {"hostID", m.host_id}, {"size", m.size}});
     return a;
 }
 
@@ -239,14 +240,23 @@ std::optional<uint32_t> to_host(const std::vector<IdMapping>& mappings, uint32_t
 
 std::optional<uint32_t> to_container(const std::vector<IdMapping>& mappings, uint32_t host_id) {
     for (const auto& m : mappings)
-        if (host_id >= m.host_id && host_id - m.host_id < m.size) return m.container_id + (host_id - m.host_id);
+        if (host_id >= m.host_id && host_id - m.host_id < m.size)
+            return m.container_id + (host_id - m.host_id);
     return std::nullopt;
 }
 
 std::vector<std::string> default_masked_paths() {
-    return {"/proc/asound",        "/proc/acpi",         "/proc/kcore",        "/proc/keys",
-            "/proc/latency_stats", "/proc/timer_list",   "/proc/timer_stats",  "/proc/sched_debug",
-            "/proc/scsi",          "/sys/firmware",      "/sys/devices/virtual/powercap"};
+    return {"/proc/asound",
+            "/proc/acpi",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/proc/scsi",
+            "/sys/firmware",
+            "/sys/devices/virtual/powercap"};
 }
 
 std::vector<std::string> default_readonly_paths() {
@@ -286,8 +296,9 @@ RuntimeSpec parse(const json& c) {
         R::opt(*caps, cp, "inheritable", p.capabilities.inheritable);
         R::opt(*caps, cp, "permitted", p.capabilities.permitted);
         R::opt(*caps, cp, "ambient", p.capabilities.ambient);
-        for (const auto* set : {&p.capabilities.bounding, &p.capabilities.effective, &p.capabilities.inheritable,
-                                &p.capabilities.permitted, &p.capabilities.ambient})
+        for (const auto* set :
+             {&p.capabilities.bounding, &p.capabilities.effective, &p.capabilities.inheritable,
+              &p.capabilities.permitted, &p.capabilities.ambient})
             check_capabilities(*set, cp);
     }
     R::each(*proc, "process", "rlimits", [&](const json& r, const std::string& path) {
@@ -333,7 +344,8 @@ RuntimeSpec parse(const json& c) {
 
     if (const json* hooks = R::member(c, "", "hooks")) {
         auto list = [&](const char* key, std::vector<Hook>& out) {
-            R::each(*hooks, "hooks", key, [&](const json& h, const std::string& path) { out.push_back(parse_hook(h, path)); });
+            R::each(*hooks, "hooks", key,
+                    [&](const json& h, const std::string& path) { out.push_back(parse_hook(h, path)); });
         };
         list("prestart", s.hooks.prestart);
         list("createRuntime", s.hooks.create_runtime);
@@ -379,7 +391,8 @@ RuntimeSpec parse(const json& c) {
             if (const json* mem = R::member(*res, rp, "memory")) {
                 R::opt(*mem, rp + ".memory", "limit", l.resources.memory_limit);
                 R::opt(*mem, rp + ".memory", "swap", l.resources.memory_swap);
-                if (l.resources.memory_limit && *l.resources.memory_limit <= 0 && *l.resources.memory_limit != -1)
+                if (l.resources.memory_limit && *l.resources.memory_limit <= 0 &&
+                    *l.resources.memory_limit != -1)
                     R::fail(rp + ".memory.limit", "must be positive (or -1 for none)");
             }
             if (const json* cpu = R::member(*res, rp, "cpu")) {
@@ -415,7 +428,8 @@ RuntimeSpec parse(const json& c) {
         R::opt(*lx, "linux", "readonlyPaths", l.readonly_paths);
         for (const auto* set : {&l.masked_paths, &l.readonly_paths})
             for (const auto& mp : *set)
-                if (mp.empty() || mp[0] != '/') R::fail("linux.maskedPaths", fmt::format("'{}' is not absolute", mp));
+                if (mp.empty() || mp[0] != '/')
+                    R::fail("linux.maskedPaths", fmt::format("'{}' is not absolute", mp));
         if (const json* sc = R::member(*lx, "linux", "seccomp")) {
             if (!sc->is_object()) R::fail("linux.seccomp", "must be an object");
             l.seccomp = *sc;
@@ -508,10 +522,10 @@ json to_json(const RuntimeSpec& s) {
         resources["devices"].push_back(j);
     }
     json linux_json = {{"namespaces", namespaces},
-                  {"devices", devices},
-                  {"resources", resources},
-                  {"maskedPaths", l.masked_paths},
-                  {"readonlyPaths", l.readonly_paths}};
+                       {"devices", devices},
+                       {"resources", resources},
+                       {"maskedPaths", l.masked_paths},
+                       {"readonlyPaths", l.readonly_paths}};
     if (!l.uid_mappings.empty()) linux_json["uidMappings"] = mappings_json(l.uid_mappings);
     if (!l.gid_mappings.empty()) linux_json["gidMappings"] = mappings_json(l.gid_mappings);
     if (!l.cgroups_path.empty()) linux_json["cgroupsPath"] = l.cgroups_path;

@@ -384,8 +384,8 @@ struct PageServer::Impl {
             bool saved = area.saved[origin_page];
             uint64_t end = page;
             size_t j = k;
-            while (end < to && g.state[j] == kPending &&
-                   area.saved[origin_page + (j - k)] == saved && end - page < kMaxChunk) {
+            while (end < to && g.state[j] == kPending && area.saved[origin_page + (j - k)] == saved &&
+                   end - page < kMaxChunk) {
                 end += kPageSize;
                 ++j;
             }
@@ -427,7 +427,9 @@ struct PageServer::Impl {
     }
 
     // `len` bytes of pages.img at `offset`, from the source (throws image::PageSourceFailed).
-    const uint8_t* image_pages(Served& s, uint64_t offset, uint64_t len) { return s.source->pages->read(offset, len); }
+    const uint8_t* image_pages(Served& s, uint64_t offset, uint64_t len) {
+        return s.source->pages->read(offset, len);
+    }
 
     // The source of `s`'s restore failed: every process of that restore is killed (a fault we
     // cannot answer would wait forever; zeros would be wrong memory) and stops being served.
@@ -466,7 +468,8 @@ struct PageServer::Impl {
             uint64_t origin_page = (g->origin + (page - g->start) - g->area->start) / kPageSize;
             from_image = g->area->saved[origin_page];
             if (from_image) {
-                r = s.uffd.copy(page, image_pages(s, g->area->image_offset + origin_page * kPageSize, kPageSize),
+                r = s.uffd.copy(page,
+                                image_pages(s, g->area->image_offset + origin_page * kPageSize, kPageSize),
                                 kPageSize);
                 s.memory->counters.bytes_read += kPageSize;
             }
@@ -632,7 +635,8 @@ struct PageServer::Impl {
                 sys::UffdFill::Status status = sys::UffdFill::Done;
                 for (auto& g : s.segments) {
                     uint64_t g_origin_end = g.origin + (g.end - g.start);
-                    if (g_origin_end <= item.origin_start || g.origin >= item.origin_end || g.pending == 0) continue;
+                    if (g_origin_end <= item.origin_start || g.origin >= item.origin_end || g.pending == 0)
+                        continue;
                     uint64_t from = g.start + (std::max(g.origin, item.origin_start) - g.origin);
                     uint64_t to = g.start + (std::min(g_origin_end, item.origin_end) - g.origin);
                     status = fill(s, g, from, to, true);
@@ -640,7 +644,8 @@ struct PageServer::Impl {
                 }
                 if (status == sys::UffdFill::Exited) return finish(s, "exited");
                 if (status == sys::UffdFill::Done) break;
-                if (attempt >= 8) throw Error("page server: the working set's copy kept meeting pending events");
+                if (attempt >= 8)
+                    throw Error("page server: the working set's copy kept meeting pending events");
                 read_messages(s);  // Again: the queued events first
             }
         }
@@ -682,8 +687,8 @@ struct PageServer::Impl {
                 s.cursor_at = 0;
                 continue;
             }
-            uint64_t origin_end = std::min({item.origin_end, best->origin + (best->end - best->start),
-                                            best_origin + budget});
+            uint64_t origin_end =
+                std::min({item.origin_end, best->origin + (best->end - best->start), best_origin + budget});
             uint64_t from = best->start + (best_origin - best->origin);
             uint64_t to = best->start + (origin_end - best->origin);
             uint64_t pending_before = best->pending;
@@ -752,7 +757,9 @@ uint64_t PageServer::add(sys::Userfaultfd uffd, sys::UniqueFd pidfd, std::shared
     return id;
 }
 
-void PageServer::start_fill(uint64_t id) { impl_->post({Impl::Command::StartFill, id, nullptr}); }
+void PageServer::start_fill(uint64_t id) {
+    impl_->post({Impl::Command::StartFill, id, nullptr});
+}
 
 void PageServer::install_working_set(uint64_t id) {
     std::promise<void> done;
@@ -763,7 +770,9 @@ void PageServer::install_working_set(uint64_t id) {
     installed.get();
 }
 
-void PageServer::remove(uint64_t id) { impl_->post({Impl::Command::Remove, id, nullptr}); }
+void PageServer::remove(uint64_t id) {
+    impl_->post({Impl::Command::Remove, id, nullptr});
+}
 
 size_t PageServer::served_count() const {
     std::lock_guard lock(impl_->mutex);

@@ -43,13 +43,15 @@ struct RemotePageServer::Client {
 };
 
 RemotePageServer::RemotePageServer(const image::Image& img, const sys::TcpAddress& listen)
-    : pages_(img.open_pages()), size_(img.manifest.pages_file_size), digest_(img.digests.at("pages.img")),
+    : pages_(img.open_pages()),
+      size_(img.manifest.pages_file_size),
+      digest_(img.digests.at("pages.img")),
       stopping_(sys::event_fd()) {
     struct stat st {};
     sys::check(::fstat(pages_.get(), &st), "page-server: stat pages.img");
     if (static_cast<uint64_t>(st.st_size) != size_)
-        throw Error(fmt::format("page-server: {} has {} bytes, its manifest says {}", img.pages_path().string(),
-                                st.st_size, size_));
+        throw Error(fmt::format("page-server: {} has {} bytes, its manifest says {}",
+                                img.pages_path().string(), st.st_size, size_));
     mapped_.emplace(pages_.get(), static_cast<size_t>(size_));
     listener_ = sys::listen_tcp(listen);
 }
@@ -61,7 +63,9 @@ RemotePageServer::~RemotePageServer() {
         if (c->thread.joinable()) c->thread.join();
 }
 
-uint16_t RemotePageServer::port() const { return sys::local_port(listener_.get()); }
+uint16_t RemotePageServer::port() const {
+    return sys::local_port(listener_.get());
+}
 
 void RemotePageServer::run(int stop_fd) {
     spdlog::info("page-server: serving {} bytes of pages on port {}", size_, port());
@@ -140,15 +144,18 @@ void RemotePageServer::serve(Client& c) {
         auto deadline = Clock::now() + kServerIo;
         size_t got = sys::receive_some_by(c.sock.get(), &r, sizeof r, deadline);
         if (got == 0) {
-            spdlog::info("page-server: client {} closed after {} requests ({} bytes)", c.peer, requests, served);
+            spdlog::info("page-server: client {} closed after {} requests ({} bytes)", c.peer, requests,
+                         served);
             return;
         }
-        if (got < sizeof r) sys::receive_all_by(c.sock.get(), reinterpret_cast<char*>(&r) + got, sizeof r - got, deadline);
+        if (got < sizeof r)
+            sys::receive_all_by(c.sock.get(), reinterpret_cast<char*>(&r) + got, sizeof r - got, deadline);
         ++requests;
         if (r.magic != kRequestMagic || (r.kind != kHello && r.kind != kRange)) {
-            std::string why = fmt::format("malformed request (magic {:#x}, kind {}): not the initless page protocol "
-                                          "version {}; closing",
-                                          r.magic, r.kind, kVersion);
+            std::string why = fmt::format(
+                "malformed request (magic {:#x}, kind {}): not the initless page protocol "
+                "version {}; closing",
+                r.magic, r.kind, kVersion);
             spdlog::warn("page-server: client {}: {}", c.peer, why);
             answer(kMalformed, why.data(), why.size());
             return;
@@ -163,8 +170,9 @@ void RemotePageServer::serve(Client& c) {
             continue;
         }
         if (r.length == 0 || r.length > kMaxRange || r.offset > size_ || r.length > size_ - r.offset) {
-            std::string why = fmt::format("bad range [{:#x}, +{:#x}): pages.img has {:#x} bytes, a range at most {:#x}",
-                                          r.offset, r.length, size_, kMaxRange);
+            std::string why =
+                fmt::format("bad range [{:#x}, +{:#x}): pages.img has {:#x} bytes, a range at most {:#x}",
+                            r.offset, r.length, size_, kMaxRange);
             spdlog::warn("page-server: client {}: {}", c.peer, why);
             answer(kBadRange, why.data(), why.size());
             continue;
@@ -177,17 +185,27 @@ void RemotePageServer::serve(Client& c) {
 // ---- The restore side -------------------------------------------------------------------------------
 
 namespace {
-uint64_t blocks_of(uint64_t size) { return (size + kPageSumBlock - 1) / kPageSumBlock; }
+uint64_t blocks_of(uint64_t size) {
+    return (size + kPageSumBlock - 1) / kPageSumBlock;
+}
 }  // namespace
 
 RemotePageSource::RemotePageSource(const sys::TcpAddress& server, const image::Image& img,
                                    std::chrono::milliseconds timeout)
-    : server_(server.str()), address_(server), pages_digest_(img.digests.at("pages.img")), timeout_(timeout),
-      sums_(img.page_sums), size_(img.manifest.pages_file_size), holds_data_(blocks_of(size_), 0),
-      cache_("initless-remote-pages", size_), stop_ahead_(sys::event_fd()), state_(blocks_of(size_), kAbsent) {
+    : server_(server.str()),
+      address_(server),
+      pages_digest_(img.digests.at("pages.img")),
+      timeout_(timeout),
+      sums_(img.page_sums),
+      size_(img.manifest.pages_file_size),
+      holds_data_(blocks_of(size_), 0),
+      cache_("initless-remote-pages", size_),
+      stop_ahead_(sys::event_fd()),
+      state_(blocks_of(size_), kAbsent) {
     if (sums_.size() != blocks_of(size_) * kPageSumSize)
-        throw Error(fmt::format("image {} has no usable pages.sums: its pages cannot be verified from a page server",
-                                img.dir.string()));
+        throw Error(
+            fmt::format("image {} has no usable pages.sums: its pages cannot be verified from a page server",
+                        img.dir.string()));
     for (const auto& r : img.runs) {
         if (r.pages == 0) continue;
         uint64_t last = std::min(r.file_offset + r.pages * kPageSize, size_) - 1;
@@ -225,17 +243,23 @@ sys::UniqueFd RemotePageSource::connect_and_check() {
     std::memcpy(&version, body, 8);
     std::memcpy(&size, body + 8, 8);
     std::string digest(body + 16, 64);
-    if (version != kVersion) throw Error(fmt::format("it speaks protocol version {}, not {}", version, kVersion));
+    if (version != kVersion)
+        throw Error(fmt::format("it speaks protocol version {}, not {}", version, kVersion));
     if (size != size_ || !image::same_digest(digest, pages_digest_))
-        throw Error(fmt::format("it serves another image (pages.img of {} bytes, digest {}...; this image's has {} "
-                                "bytes, digest {}...)",
-                                size, digest.substr(0, 12), size_, pages_digest_.substr(0, 12)));
+        throw Error(
+            fmt::format("it serves another image (pages.img of {} bytes, digest {}...; this image's has {} "
+                        "bytes, digest {}...)",
+                        size, digest.substr(0, 12), size_, pages_digest_.substr(0, 12)));
     return sock;
 }
 
-std::string RemotePageSource::describe() const { return "page server " + server_; }
+std::string RemotePageSource::describe() const {
+    return "page server " + server_;
+}
 
-sys::UniqueFd RemotePageSource::cache_file() const { return sys::reopen(cache_.fd(), O_RDONLY); }
+sys::UniqueFd RemotePageSource::cache_file() const {
+    return sys::reopen(cache_.fd(), O_RDONLY);
+}
 
 std::string RemotePageSource::set_failure(const std::string& why) {
     std::string failure;
@@ -249,10 +273,13 @@ std::string RemotePageSource::set_failure(const std::string& why) {
     return failure;
 }
 
-void RemotePageSource::fail(const std::string& why) { throw image::PageSourceFailed(set_failure(why)); }
+void RemotePageSource::fail(const std::string& why) {
+    throw image::PageSourceFailed(set_failure(why));
+}
 
 std::string RemotePageSource::io_failure(const sys::SysError& e) const {
-    return e.code() == ETIMEDOUT ? fmt::format("no answer within {} ms ({})", timeout_.count(), e.what()) : e.what();
+    return e.code() == ETIMEDOUT ? fmt::format("no answer within {} ms ({})", timeout_.count(), e.what())
+                                 : e.what();
 }
 
 const uint8_t* RemotePageSource::read(uint64_t offset, uint64_t len) {
@@ -341,9 +368,10 @@ void RemotePageSource::receive_range(int sock, const Request& q, Clock::time_poi
         image::Sha256 sha;
         sha.update(into, n);
         if (!image::same_digest(sha.bytes(), std::string_view(sums_).substr(b * kPageSumSize, kPageSumSize)))
-            fail(fmt::format("block {} (offset {:#x}) of pages.img does not match pages.sums (changed, corrupted, or "
-                             "another image)",
-                             b, b * kPageSumBlock));
+            fail(fmt::format(
+                "block {} (offset {:#x}) of pages.img does not match pages.sums (changed, corrupted, or "
+                "another image)",
+                b, b * kPageSumBlock));
         {
             std::lock_guard lock(mutex_);
             state_[b] = kPresent;
@@ -373,7 +401,8 @@ void RemotePageSource::fetch_blocks(int sock, const std::vector<uint64_t>& block
                 uint64_t stop = std::min(size_, (ranges[i].second + 1) * kPageSumBlock);
                 requests.push_back({kRequestMagic, kRange, offset, stop - offset});
             }
-            sys::send_all_by(sock, requests.data(), requests.size() * sizeof(Request), Clock::now() + timeout_);
+            sys::send_all_by(sock, requests.data(), requests.size() * sizeof(Request),
+                             Clock::now() + timeout_);
             counters_.requests += requests.size();
             // Each response is due within the timeout of the one before it.
             for (const auto& q : requests) receive_range(sock, q, Clock::now() + timeout_, -1);
@@ -394,7 +423,8 @@ void RemotePageSource::fetch_for_restore(const image::Image& img) {
         if (!failure_.empty()) throw image::PageSourceFailed(failure_);
         auto want = [&](uint64_t offset, uint64_t len) {
             if (len == 0) return;
-            for (uint64_t b = offset / kPageSumBlock; b <= (offset + len - 1) / kPageSumBlock && b < state_.size(); ++b)
+            for (uint64_t b = offset / kPageSumBlock;
+                 b <= (offset + len - 1) / kPageSumBlock && b < state_.size(); ++b)
                 if (!queued[b] && state_[b] == kAbsent && holds_data_[b]) {
                     queued[b] = 1;
                     restore_set.push_back(b);
@@ -468,7 +498,8 @@ void RemotePageSource::fetch_for_restore(const image::Image& img) {
     std::unique_lock lock(mutex_);
     auto all_here = [&] {
         if (!failure_.empty()) return true;
-        return std::all_of(restore_set.begin(), restore_set.end(), [&](uint64_t b) { return state_[b] == kPresent; });
+        return std::all_of(restore_set.begin(), restore_set.end(),
+                           [&](uint64_t b) { return state_[b] == kPresent; });
     };
     if (!arrived_.wait_for(lock, timeout_ * static_cast<long>(kAheadDepth + 1), all_here)) {
         lock.unlock();
@@ -509,7 +540,8 @@ void RemotePageSource::read_ahead() {
                     if (count == 0 && in_flight.empty() && cursor >= ahead_order_.size()) return;  // all in
                 }
                 if (count == 0) break;
-                uint64_t offset = first * kPageSumBlock, stop = std::min(size_, (first + count) * kPageSumBlock);
+                uint64_t offset = first * kPageSumBlock,
+                         stop = std::min(size_, (first + count) * kPageSumBlock);
                 Request q{kRequestMagic, kRange, offset, stop - offset};
                 sys::send_all_by(sock.get(), &q, sizeof q, Clock::now() + timeout_);
                 ++counters_.requests;

@@ -275,7 +275,8 @@ Restored RestorePlan::execute() {
                 leader.single_step_and_wait();
                 auto r = static_cast<long>(leader.regs().rax);
                 if (r != 0)
-                    throw Error(fmt::format("installing the seccomp filter in process {} failed: {}", procs[i].pid,
+                    throw Error(fmt::format("installing the seccomp filter in process {} failed: {}",
+                                            procs[i].pid,
                                             r < 0 ? std::strerror(static_cast<int>(-r))
                                                   : fmt::format("thread {} could not be synchronised", r)));
                 tm.seccomp_ms += std::chrono::duration<double, std::milli>(Clock::now() - started).count();

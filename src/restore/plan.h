@@ -37,7 +37,7 @@ struct ProcessPlan {
     std::vector<uint64_t> thread_tables;
     std::vector<state::FinalThread> threads;  // [0] the leader
     uint64_t vdso_start = 0;
-    std::vector<size_t> forks;  // processes its table creates, in order
+    std::vector<size_t> forks;      // processes its table creates, in order
     bool seccomp_in_table = false;  // its main table installs the seccomp filter (one thread)
 };
 

@@ -120,8 +120,8 @@ void plan_helper_teardown(Table& t, Region& region, const state::FdLayout& L,
     // The userfaultfd device first: its fd 4 may be the image's number in the layout.
     if (L.uffd_device)
         t.op(SYS_dup3,
-             {static_cast<uint64_t>(sandbox::Sandbox::kRestorerUffdDeviceFd), static_cast<uint64_t>(L.uffd_device),
-              O_CLOEXEC},
+             {static_cast<uint64_t>(sandbox::Sandbox::kRestorerUffdDeviceFd),
+              static_cast<uint64_t>(L.uffd_device), O_CLOEXEC},
              state::kUffdDevice, 0, {}, "move userfaultfd device fd");
     t.op(SYS_dup3,
          {static_cast<uint64_t>(sandbox::Sandbox::kRestorerPagesFd), static_cast<uint64_t>(L.img), O_CLOEXEC},
@@ -130,7 +130,8 @@ void plan_helper_teardown(Table& t, Region& region, const state::FdLayout& L,
     // The other stdio fds, for LogFd streams 0 and 2 (an OCI container's stdin and stderr); the
     // restorer may have none.
     t.op(SYS_dup3, {0, static_cast<uint64_t>(L.log_in), O_CLOEXEC}, -1, STUB_OP_ALLOW_FAIL, {}, "keep stdin");
-    t.op(SYS_dup3, {2, static_cast<uint64_t>(L.log_err), O_CLOEXEC}, -1, STUB_OP_ALLOW_FAIL, {}, "keep stderr");
+    t.op(SYS_dup3, {2, static_cast<uint64_t>(L.log_err), O_CLOEXEC}, -1, STUB_OP_ALLOW_FAIL, {},
+         "keep stderr");
     for (int fd : {0, 1, 2, sandbox::Sandbox::kRestorerPagesFd, sandbox::Sandbox::kRestorerUffdDeviceFd})
         if (fd != L.img && fd != L.log && fd != L.log_in && fd != L.log_err)
             t.op(SYS_close, {static_cast<uint64_t>(fd)}, -1, STUB_OP_ALLOW_FAIL, {}, "close helper fd");
@@ -152,7 +153,8 @@ void plan_thread_table(Table& t, Region& region, const image::Thread& th, const 
 // its table has taken the helper apart, every other one as its forker's copy.
 void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, size_t index, size_t forker,
                   const state::FdLayout& layout, const state::VdsoBlock& helper_vdso, uint64_t park,
-                  uint64_t stacks, const pages::MemoryStrategy& memory, uint64_t seccomp_prog, unsigned seccomp_flags) {
+                  uint64_t stacks, const pages::MemoryStrategy& memory, uint64_t seccomp_prog,
+                  unsigned seccomp_flags) {
     const auto& procs = img.manifest.processes;
     const image::Process& p = procs[index];
     Table& t = plan.table;
@@ -179,7 +181,8 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     state::attributes::plan_process(t, region, p);
     t.op(SYS_close, {0}, -1, 0, {{0, kImg}}, "close image");
     // The function never keeps /dev/userfaultfd (its seccomp filter denies making a userfaultfd).
-    if (layout.uffd_device) t.op(SYS_close, {0}, -1, 0, {{0, state::kUffdDevice}}, "close userfaultfd device");
+    if (layout.uffd_device)
+        t.op(SYS_close, {0}, -1, 0, {{0, state::kUffdDevice}}, "close userfaultfd device");
     state::signals::plan_process_queue(t, region, p);
     state::credentials::plan_inherited(t, p.creds);
     state::attributes::plan_last(t, p);
@@ -193,8 +196,8 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     // it comes last, below.
     bool before_capset = seccomp_prog && !p.creds.no_new_privs;
     if (before_capset) {
-        t.op(SYS_seccomp, {SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC | seccomp_flags, seccomp_prog}, -1, 0,
-             {}, "seccomp filter (no no_new_privs: before the capset)");
+        t.op(SYS_seccomp, {SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC | seccomp_flags, seccomp_prog},
+             -1, 0, {}, "seccomp filter (no no_new_privs: before the capset)");
         plan.seccomp_in_table = true;
     }
     plan_thread_table(t, region, p.threads.at(0), p.creds);
@@ -202,8 +205,8 @@ void plan_process(ProcessPlan& plan, Region& region, const image::Image& img, si
     // own on the request path); one with more threads does it once their tables have run too
     // (execute.cpp), since those run after this one.
     if (seccomp_prog && !before_capset && p.threads.size() == 1) {
-        t.op(SYS_seccomp, {SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC | seccomp_flags, seccomp_prog}, -1, 0,
-             {}, "seccomp filter");
+        t.op(SYS_seccomp, {SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC | seccomp_flags, seccomp_prog},
+             -1, 0, {}, "seccomp filter");
         plan.seccomp_in_table = true;
     }
     plan.table_addr = t.place(region);
@@ -279,7 +282,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
         if (img.has_tree(saved)) {
             auto [uid, gid] = sb.root_ids();
             sys::FsIdentity as_sandbox_root(uid, gid);
-            image::copy_tree(img, saved, sys::open_in_root_of(sb.init_pid(), inside, O_RDONLY | O_DIRECTORY).get());
+            image::copy_tree(img, saved,
+                             sys::open_in_root_of(sb.init_pid(), inside, O_RDONLY | O_DIRECTORY).get());
         }
     for (const auto& p : procs) state::memory::verify_mapped_files(sb.init_pid(), p);
     // The restored function runs under its sandbox's filter, the one the image was checkpointed
@@ -289,7 +293,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     if (!seccomp::same_program(seccomp::from_bytes(image_filter), sandbox_filter.bpf) ||
         img.manifest.seccomp_flags != sandbox_filter.flags)
         throw Error(fmt::format(
-            "the image's seccomp filter ({} instructions) is not the one the function's spec asks for now ({} "
+            "the image's seccomp filter ({} instructions) is not the one the function's spec asks for now "
+            "({} "
             "instructions, seccomp = \"{}\"); make the image again",
             image_filter.size() / sizeof(sock_filter), sandbox_filter.bpf.size(), sb.spec().seccomp));
     sys::UniqueFd pages = img.open_pages();  // the file load verified, not what its path names now
@@ -358,8 +363,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     state::fds::plan_shared(st->procs[0].table, region, procs, layout);
     state::net_sysctls::plan(st->procs[0].table, region, img.manifest);
     for (size_t i = 0; i < procs.size(); ++i) {
-        plan_process(st->procs[i], region, img, i, forker_of[i], layout, hv, park, stacks, memory, st->seccomp_prog,
-                     st->seccomp_flags);
+        plan_process(st->procs[i], region, img, i, forker_of[i], layout, hv, park, stacks, memory,
+                     st->seccomp_prog, st->seccomp_flags);
         tm.ops += st->procs[i].table.size();
     }
     if (page_up(code_size) + region.data_size() > region_size - kMainStack - (max_threads - 1) * kThreadStack)

@@ -164,7 +164,8 @@ void write_all_fd(int fd, const std::string& data) {
             try {
                 auto t0 = std::chrono::steady_clock::now();
                 restore::Restored restored = plan->execute();
-                double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+                double ms =
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
                 sb.adopt(restored.process.sandbox_pid);
                 reply = {{"ok", true}, {"pid", restored.process.host_pid}, {"restore_ms", ms}};
             } catch (const std::exception& e) {
@@ -244,8 +245,9 @@ constexpr int kCheckpointAttempts = 10;  // 200 ms apart
             }
         }
         notice(job.log, job.log_json, 0, "info",
-               fmt::format("container {}: snapshot taken into {} ({} processes, {} MB, frozen {:.1f} ms)", job.id,
-                           job.image_dir.string(), stats.processes, stats.image_bytes >> 20, stats.total_ms));
+               fmt::format("container {}: snapshot taken into {} ({} processes, {} MB, frozen {:.1f} ms)",
+                           job.id, job.image_dir.string(), stats.processes, stats.image_bytes >> 20,
+                           stats.total_ms));
     } catch (const std::exception& e) {
         std::error_code ec;
         bool other = fs::exists(job.image_dir, ec);  // a container of the same key published first
@@ -304,7 +306,8 @@ std::string key_of(const oci::RuntimeSpec& spec, const json& config, std::string
         line(fmt::format("mount {} {} {}", m.value("destination", ""), m.value("type", ""),
                          m.value("options", json::array()).dump()));
     const json& linux_settings = config.value("linux", json::object());
-    for (const auto& n : linux_settings.value("namespaces", json::array())) line("namespace " + n.value("type", ""));
+    for (const auto& n : linux_settings.value("namespaces", json::array()))
+        line("namespace " + n.value("type", ""));
     line("seccomp " + linux_settings.value("seccomp", json()).dump());
     return h.hex();
 }
@@ -373,7 +376,8 @@ Stage2 run_stage2(const fs::path& socket_path) {
     sys::send_message(conn.get(), "stage2");
     std::string reply;
     pollfd p{conn.get(), POLLIN, 0};
-    if (sys::retry_eintr([&] { return ::poll(&p, 1, 60000); }) == 0) throw Error("restore stage 2 did not end in 60 s");
+    if (sys::retry_eintr([&] { return ::poll(&p, 1, 60000); }) == 0)
+        throw Error("restore stage 2 did not end in 60 s");
     if (!sys::receive_message(conn.get(), reply)) throw Error("the restore keeper ended without an answer");
     json r = json::parse(reply);
     if (!r.value("ok", false)) throw Error(r.value("error", std::string("restore stage 2 failed")));
@@ -395,7 +399,8 @@ fs::path staging_of(const fs::path& image_dir, pid_t pid) {
     return p;
 }
 
-void notice(const fs::path& log, bool log_json, pid_t init_pid, const std::string& level, const std::string& message) {
+void notice(const fs::path& log, bool log_json, pid_t init_pid, const std::string& level,
+            const std::string& message) {
     try {
         if (!log.empty()) {
             std::string line = log_line(level, message, log_json);
@@ -403,7 +408,8 @@ void notice(const fs::path& log, bool log_json, pid_t init_pid, const std::strin
             if (f) write_all_fd(f.get(), line);
         }
         if (init_pid > 0) {
-            sys::UniqueFd err(::open(fmt::format("/proc/{}/fd/2", init_pid).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+            sys::UniqueFd err(
+                ::open(fmt::format("/proc/{}/fd/2", init_pid).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
             if (err) write_all_fd(err.get(), "initless: " + message + "\n");
         }
     } catch (...) {

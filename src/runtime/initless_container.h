@@ -33,8 +33,8 @@
 namespace initless::runtime::initless_container {
 
 struct Settings {
-    std::string phrase;                           // CHECKPOINT_MSG; empty: a plain container
-    std::vector<std::filesystem::path> rw_dirs;   // RW_DIRS (colon- or comma-separated absolute dirs)
+    std::string phrase;                          // CHECKPOINT_MSG; empty: a plain container
+    std::vector<std::filesystem::path> rw_dirs;  // RW_DIRS (colon- or comma-separated absolute dirs)
 };
 // From the spec's process env; throws for an RW_DIRS entry that is not an absolute path.
 Settings settings_of(const oci::RuntimeSpec& spec);
@@ -45,7 +45,8 @@ Settings settings_of(const oci::RuntimeSpec& spec);
 // destinations, types and options (not their sources: Docker's are per container), the namespace
 // types and the seccomp profile.
 // `described` (may be null) receives the hashed text's first lines (the root's identity), for the log.
-std::string key_of(const oci::RuntimeSpec& spec, const nlohmann::json& config, std::string* described = nullptr);
+std::string key_of(const oci::RuntimeSpec& spec, const nlohmann::json& config,
+                   std::string* described = nullptr);
 
 // $INITLESS_OCI_STORE, else /var/lib/initless/oci.
 std::filesystem::path default_store();
@@ -66,7 +67,8 @@ struct Helper {
 // (prepared, detached, not released; the caller releases its own copy afterwards) and listens on
 // `socket_path`. Returns once stage 1 is done; throws its error otherwise (the keeper has then
 // released init, which is left as prepared, and exited).
-Helper start_keeper(sandbox::Sandbox& sandbox, const image::Image& img, const std::filesystem::path& socket_path);
+Helper start_keeper(sandbox::Sandbox& sandbox, const image::Image& img,
+                    const std::filesystem::path& socket_path);
 
 struct Stage2 {
     pid_t host_pid = 0;  // the restored process
@@ -83,7 +85,7 @@ struct WatchJob {
     std::filesystem::path image_dir;
     std::filesystem::path store;
     std::vector<std::filesystem::path> rw_dirs;
-    seccomp::Filter filter;  // the one the process runs under
+    seccomp::Filter filter;     // the one the process runs under
     std::filesystem::path log;  // the runtime's --log ("" for none)
     bool log_json = false;
 };

@@ -54,13 +54,13 @@ namespace {
 constexpr const char* kOciVersion = "1.0.2";
 
 const std::pair<const char*, int> kSignals[] = {
-    {"HUP", SIGHUP},     {"INT", SIGINT},       {"QUIT", SIGQUIT},   {"ILL", SIGILL},     {"TRAP", SIGTRAP},
-    {"ABRT", SIGABRT},   {"IOT", SIGIOT},       {"BUS", SIGBUS},     {"FPE", SIGFPE},     {"KILL", SIGKILL},
-    {"USR1", SIGUSR1},   {"SEGV", SIGSEGV},     {"USR2", SIGUSR2},   {"PIPE", SIGPIPE},   {"ALRM", SIGALRM},
-    {"TERM", SIGTERM},   {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD},   {"CONT", SIGCONT},   {"STOP", SIGSTOP},
-    {"TSTP", SIGTSTP},   {"TTIN", SIGTTIN},     {"TTOU", SIGTTOU},   {"URG", SIGURG},     {"XCPU", SIGXCPU},
-    {"XFSZ", SIGXFSZ},   {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},   {"WINCH", SIGWINCH}, {"IO", SIGIO},
-    {"POLL", SIGPOLL},   {"PWR", SIGPWR},       {"SYS", SIGSYS}};
+    {"HUP", SIGHUP},   {"INT", SIGINT},       {"QUIT", SIGQUIT}, {"ILL", SIGILL},     {"TRAP", SIGTRAP},
+    {"ABRT", SIGABRT}, {"IOT", SIGIOT},       {"BUS", SIGBUS},   {"FPE", SIGFPE},     {"KILL", SIGKILL},
+    {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},     {"USR2", SIGUSR2}, {"PIPE", SIGPIPE},   {"ALRM", SIGALRM},
+    {"TERM", SIGTERM}, {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD}, {"CONT", SIGCONT},   {"STOP", SIGSTOP},
+    {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN},     {"TTOU", SIGTTOU}, {"URG", SIGURG},     {"XCPU", SIGXCPU},
+    {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"IO", SIGIO},
+    {"POLL", SIGPOLL}, {"PWR", SIGPWR},       {"SYS", SIGSYS}};
 
 // /proc/PID/stat: (state, start time); nullopt when the pid is gone.
 std::optional<std::pair<char, uint64_t>> proc_stat(pid_t pid) {
@@ -93,7 +93,8 @@ bool alive(pid_t pid, uint64_t start) {
 std::string now_rfc3339() {
     auto now = std::chrono::system_clock::now();
     auto secs = std::chrono::system_clock::to_time_t(now);
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count() % 1000000000;
+    auto ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count() % 1000000000;
     std::tm tm{};
     ::gmtime_r(&secs, &tm);
     char buf[64];
@@ -103,7 +104,10 @@ std::string now_rfc3339() {
 
 void check_id(const std::string& id) {
     if (id.empty() || id.size() > 1024 || id == "." || id == ".." ||
-        !std::all_of(id.begin(), id.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == '+'; }))
+        !std::all_of(id.begin(), id.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' ||
+                   c == '+';
+        }))
         throw Error(fmt::format("invalid container id '{}'", id));
 }
 
@@ -124,10 +128,19 @@ struct Record {
     uint64_t keeper_start = 0, watcher_start = 0;
 
     json to_json() const {
-        return {{"id", id},           {"bundle", bundle.string()},    {"init_pid", init_pid},
-                {"init_start", init_start}, {"process_pid", process_pid}, {"cgroup_path", cgroup_path},
-                {"created", created}, {"annotations", annotations}, {"mode", mode}, {"image_dir", image_dir},
-                {"keeper_pid", keeper_pid}, {"keeper_start", keeper_start}, {"watcher_pid", watcher_pid},
+        return {{"id", id},
+                {"bundle", bundle.string()},
+                {"init_pid", init_pid},
+                {"init_start", init_start},
+                {"process_pid", process_pid},
+                {"cgroup_path", cgroup_path},
+                {"created", created},
+                {"annotations", annotations},
+                {"mode", mode},
+                {"image_dir", image_dir},
+                {"keeper_pid", keeper_pid},
+                {"keeper_start", keeper_start},
+                {"watcher_pid", watcher_pid},
                 {"watcher_start", watcher_start}};
     }
     static Record from_json(const json& j) {
@@ -157,8 +170,10 @@ struct Record {
     json oci_state(const std::string& status_override = {}) const {
         std::string status = status_override.empty() ? this->status() : status_override;
         json s = {{"ociVersion", kOciVersion}, {"id", id}, {"status", status}, {"bundle", bundle.string()}};
-        if (status != "stopped") s["pid"] = init_pid;
-        else s["pid"] = 0;
+        if (status != "stopped")
+            s["pid"] = init_pid;
+        else
+            s["pid"] = 0;
         s["annotations"] = annotations;
         return s;
     }
@@ -181,7 +196,8 @@ void run_hook(const oci::Hook& hook, const json& state, const fs::path& output, 
     auto [in_read, in_write] = sys::make_pipe();
     sys::UniqueFd out = sys::open_file(output, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     sys::UniqueFd mnt;
-    if (mount_ns_pid) mnt = sys::open_file(fmt::format("/proc/{}/ns/mnt", mount_ns_pid), O_RDONLY | O_CLOEXEC);
+    if (mount_ns_pid)
+        mnt = sys::open_file(fmt::format("/proc/{}/ns/mnt", mount_ns_pid), O_RDONLY | O_CLOEXEC);
     auto child = sys::fork_process(0);
     if (child.pid == 0) {
         ::dup2(in_read.get(), 0);
@@ -221,8 +237,8 @@ void run_hook(const oci::Hook& hook, const json& state, const fs::path& output, 
     }
 }
 
-void run_hooks(const std::vector<oci::Hook>& hooks, const json& state, const fs::path& dir, pid_t mount_ns_pid,
-               const std::string& kind) {
+void run_hooks(const std::vector<oci::Hook>& hooks, const json& state, const fs::path& dir,
+               pid_t mount_ns_pid, const std::string& kind) {
     for (const auto& h : hooks) run_hook(h, state, dir / "hooks.log", mount_ns_pid, kind);
 }
 
@@ -348,7 +364,8 @@ void wait_gone(const Record& r, std::chrono::milliseconds timeout) {
 }  // namespace
 
 int parse_signal(const std::string& text) {
-    if (!text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
+    if (!text.empty() && std::all_of(text.begin(), text.end(),
+                                     [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
         int n = std::stoi(text);
         if (n <= 0 || n >= NSIG) throw Error(fmt::format("invalid signal number {}", n));
         return n;
@@ -361,7 +378,8 @@ int parse_signal(const std::string& text) {
     throw Error(fmt::format("unknown signal '{}'", text));
 }
 
-Runtime::Runtime(fs::path root, RuntimeOptions options) : root_(std::move(root)), options_(std::move(options)) {
+Runtime::Runtime(fs::path root, RuntimeOptions options)
+    : root_(std::move(root)), options_(std::move(options)) {
     fs::create_directories(root_);
     ::chmod(root_.c_str(), 0700);
     if (options_.snapshot_store.empty()) options_.snapshot_store = ilc::default_store();
@@ -399,8 +417,9 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
     if (!initless.phrase.empty()) {
         std::string root_identity;
         image_dir = (options_.snapshot_store / ilc::key_of(spec, config, &root_identity)).string();
-        ilc::notice(options_.log, options_.log_json, 0, "info",
-                    fmt::format("container {}: init-less, snapshot {} (root: {})", id, image_dir, root_identity));
+        ilc::notice(
+            options_.log, options_.log_json, 0, "info",
+            fmt::format("container {}: init-less, snapshot {} (root: {})", id, image_dir, root_identity));
         mode = "boot";
         std::error_code ec;
         if (fs::exists(image_dir, ec)) {
@@ -409,7 +428,8 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
                 img = image::load_verified_once(image_dir, image::Key::of_state_dir(options_.snapshot_store));
                 mode = "restore";
             } catch (const std::exception& e) {
-                unusable = fmt::format("snapshot {} is not usable ({}); booting instead", image_dir, e.what());
+                unusable =
+                    fmt::format("snapshot {} is not usable ({}); booting instead", image_dir, e.what());
                 ilc::discard_image(image_dir);
             }
         }
@@ -417,7 +437,8 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
     }
     std::string cgroup_path = spec.linux_settings.cgroups_path;
     if (cgroup_path.find(':') != std::string::npos)
-        throw Error(fmt::format("cgroupsPath '{}' is a systemd slice: systemd cgroups are not supported", cgroup_path));
+        throw Error(fmt::format("cgroupsPath '{}' is a systemd slice: systemd cgroups are not supported",
+                                cgroup_path));
     if (cgroup_path.empty()) cgroup_path = "/initless-oci/" + id;
     // The spec's default devices, which a runtime must supply whatever linux.devices lists (Docker
     // lists none for a plain container and mounts a tmpfs on /dev): the host's nodes, bound in.
@@ -502,8 +523,9 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
                     ::kill(keeper.pid, SIGKILL);
                     ::waitpid(keeper.pid, nullptr, 0);
                 }
-                ilc::notice(options_.log, options_.log_json, r.init_pid, "warning",
-                            fmt::format("restore of snapshot {} failed ({}); booting instead", image_dir, e.what()));
+                ilc::notice(
+                    options_.log, options_.log_json, r.init_pid, "warning",
+                    fmt::format("restore of snapshot {} failed ({}); booting instead", image_dir, e.what()));
                 ilc::discard_image(image_dir);
                 r.mode = "boot";
             }
@@ -540,15 +562,17 @@ void Runtime::start(const std::string& id) {
             steps.step("restore stage 2");
         } catch (const std::exception& e) {
             // The keeper has let init go, with nothing started: boot it, and make a new snapshot.
-            ilc::notice(options_.log, options_.log_json, r.init_pid, "warning",
-                        fmt::format("restore of snapshot {} failed ({}); booting instead", r.image_dir, e.what()));
+            ilc::notice(
+                options_.log, options_.log_json, r.init_pid, "warning",
+                fmt::format("restore of snapshot {} failed ({}); booting instead", r.image_dir, e.what()));
             ilc::discard_image(r.image_dir);
             r.mode = "boot";
         }
         r.keeper_pid = 0;
     }
     if (r.mode != "restore") {
-        seccomp::Filter filter = container_filter(spec);  // (a restore's is the image's, installed by stage 2)
+        seccomp::Filter filter =
+            container_filter(spec);  // (a restore's is the image's, installed by stage 2)
         std::string request = sandbox::start_request(filter);
         std::optional<std::pair<sys::UniqueFd, sys::UniqueFd>> notify;
         std::string phrase = r.mode == "boot" ? ilc::settings_of(spec).phrase : "";
@@ -562,13 +586,21 @@ void Runtime::start(const std::string& id) {
         std::vector<sys::UniqueFd> fds;
         int notify_write = notify ? notify->second.get() : -1;
         json reply = json::parse(sandbox::request_detached(
-            d / "sandbox", request, &fds, notify ? std::span<const int>(&notify_write, 1) : std::span<const int>()));
+            d / "sandbox", request, &fds,
+            notify ? std::span<const int>(&notify_write, 1) : std::span<const int>()));
         if (fds.size() != 1) throw Error("container init sent no pidfd for the process it started");
         r.process_pid = sys::pid_of_pidfd(fds[0].get());
         if (notify) {
             notify->second.reset();
-            ilc::WatchJob job{id,           r.init_pid, r.process_pid, r.image_dir, options_.snapshot_store,
-                              ilc::settings_of(spec).rw_dirs, filter, options_.log, options_.log_json};
+            ilc::WatchJob job{id,
+                              r.init_pid,
+                              r.process_pid,
+                              r.image_dir,
+                              options_.snapshot_store,
+                              ilc::settings_of(spec).rw_dirs,
+                              filter,
+                              options_.log,
+                              options_.log_json};
             ilc::Helper watcher = ilc::start_watcher(job, std::move(notify->first));
             r.watcher_pid = watcher.pid;
             r.watcher_start = watcher.start_time;
@@ -629,7 +661,8 @@ void Runtime::remove(const std::string& id, bool force) {
     // An init-less container's helpers end with init by themselves; one still there (a keeper holding
     // stage 1, a watcher in the middle of a checkpoint) is killed first: processes it traces would keep
     // init, their pid namespace's reaper, from ending. What the watcher staged is removed.
-    for (auto [pid, start] : {std::pair{r.keeper_pid, r.keeper_start}, std::pair{r.watcher_pid, r.watcher_start}}) {
+    for (auto [pid, start] :
+         {std::pair{r.keeper_pid, r.keeper_start}, std::pair{r.watcher_pid, r.watcher_start}}) {
         if (!alive(pid, start)) continue;
         ::kill(pid, SIGKILL);
         for (int i = 0; i < 500 && alive(pid, start); ++i) ::usleep(2000);
@@ -670,7 +703,8 @@ std::vector<pid_t> Runtime::pids(const std::string& id) const {
 int Runtime::exec(const std::string& id, const ExecOptions& options) {
     fs::path d = dir(id);
     Record r = load_record(d, id);
-    if (r.status() != "running") throw Error(fmt::format("cannot exec in container {} that is {}", id, r.status()));
+    if (r.status() != "running")
+        throw Error(fmt::format("cannot exec in container {} that is {}", id, r.status()));
     oci::RuntimeSpec spec = load_config(d);
     // The process object is checked by the same parser as config.json's.
     json process = json::parse(sys::read_file(options.process_json));
@@ -683,7 +717,8 @@ int Runtime::exec(const std::string& id, const ExecOptions& options) {
     std::vector<std::pair<int, sys::UniqueFd>> ns;
     auto add = [&](const char* type, const char* name, int flag) {
         if (spec.linux_settings.has_namespace(type))
-            ns.emplace_back(flag, sys::open_file(fmt::format("/proc/{}/ns/{}", r.init_pid, name), O_RDONLY | O_CLOEXEC));
+            ns.emplace_back(
+                flag, sys::open_file(fmt::format("/proc/{}/ns/{}", r.init_pid, name), O_RDONLY | O_CLOEXEC));
     };
     add("user", "user", CLONE_NEWUSER);
     add("ipc", "ipc", CLONE_NEWIPC);
@@ -693,7 +728,8 @@ int Runtime::exec(const std::string& id, const ExecOptions& options) {
     add("mount", "mnt", CLONE_NEWNS);
     // The pid namespace is entered here (it applies to children only): the child is born in it.
     sys::UniqueFd pidns = sys::open_file(fmt::format("/proc/{}/ns/pid", r.init_pid), O_RDONLY | O_CLOEXEC);
-    if (::setns(pidns.get(), CLONE_NEWPID) != 0) throw sys::SysError("join the container's pid namespace", errno);
+    if (::setns(pidns.get(), CLONE_NEWPID) != 0)
+        throw sys::SysError("join the container's pid namespace", errno);
     auto [go_read, go_write] = sys::make_pipe();
     auto child = sys::fork_process(0);
     if (child.pid == 0) {
@@ -706,7 +742,8 @@ int Runtime::exec(const std::string& id, const ExecOptions& options) {
                 (void)!::write(2, line.data(), line.size());
                 ::_exit(126);
             }
-        if (spec.linux_settings.has_namespace("user") && (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0))
+        if (spec.linux_settings.has_namespace("user") &&
+            (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0))
             ::_exit(124);
         sandbox::exec_process(proc, -1, filter.bpf, filter.flags);
     }
@@ -731,14 +768,16 @@ int Runtime::exec(const std::string& id, const ExecOptions& options) {
 void Runtime::pause(const std::string& id) {
     fs::path d = dir(id);
     Record r = load_record(d, id);
-    if (r.status() != "running") throw Error(fmt::format("cannot pause container {} that is {}", id, r.status()));
+    if (r.status() != "running")
+        throw Error(fmt::format("cannot pause container {} that is {}", id, r.status()));
     sys::Cgroup::open_path(r.cgroup_path).set_frozen(true);
 }
 
 void Runtime::resume(const std::string& id) {
     fs::path d = dir(id);
     Record r = load_record(d, id);
-    if (r.status() != "paused") throw Error(fmt::format("cannot resume container {} that is {}", id, r.status()));
+    if (r.status() != "paused")
+        throw Error(fmt::format("cannot resume container {} that is {}", id, r.status()));
     sys::Cgroup::open_path(r.cgroup_path).set_frozen(false);
 }
 
@@ -746,16 +785,20 @@ void Runtime::update(const std::string& id, const json& resources) {
     fs::path d = dir(id);
     Record r = load_record(d, id);
     sys::Cgroup cg = sys::Cgroup::open_path(r.cgroup_path);
-    if (resources.contains("memory") && resources["memory"].contains("limit") && !resources["memory"]["limit"].is_null()) {
+    if (resources.contains("memory") && resources["memory"].contains("limit") &&
+        !resources["memory"]["limit"].is_null()) {
         int64_t limit = resources["memory"]["limit"].get<int64_t>();
         if (limit > 0) cg.set_memory_limit(static_cast<uint64_t>(limit));
     }
-    if (resources.contains("cpu") && resources["cpu"].contains("quota") && !resources["cpu"]["quota"].is_null()) {
+    if (resources.contains("cpu") && resources["cpu"].contains("quota") &&
+        !resources["cpu"]["quota"].is_null()) {
         int64_t quota = resources["cpu"]["quota"].get<int64_t>();
         uint64_t period = resources["cpu"].value("period", uint64_t{100000});
-        if (quota > 0) cg.set_cpu_limit(static_cast<double>(quota) / static_cast<double>(period ? period : 100000));
+        if (quota > 0)
+            cg.set_cpu_limit(static_cast<double>(quota) / static_cast<double>(period ? period : 100000));
     }
-    if (resources.contains("pids") && resources["pids"].contains("limit") && !resources["pids"]["limit"].is_null()) {
+    if (resources.contains("pids") && resources["pids"].contains("limit") &&
+        !resources["pids"]["limit"].is_null()) {
         int64_t limit = resources["pids"]["limit"].get<int64_t>();
         cg.set_pids_limit(limit > 0 ? static_cast<uint64_t>(limit) : 4194304);
     }
@@ -780,35 +823,70 @@ json Runtime::features() {
     std::vector<std::string> caps;
     for (int c = 0; c <= 40; ++c) {
         // Names known to the spec parser, in number order.
-        static const char* const kNames[] = {
-            "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-            "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-            "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
-            "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
-            "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-            "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN",
-            "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-            "CAP_CHECKPOINT_RESTORE"};
+        static const char* const kNames[] = {"CAP_CHOWN",
+                                             "CAP_DAC_OVERRIDE",
+                                             "CAP_DAC_READ_SEARCH",
+                                             "CAP_FOWNER",
+                                             "CAP_FSETID",
+                                             "CAP_KILL",
+                                             "CAP_SETGID",
+                                             "CAP_SETUID",
+                                             "CAP_SETPCAP",
+                                             "CAP_LINUX_IMMUTABLE",
+                                             "CAP_NET_BIND_SERVICE",
+                                             "CAP_NET_BROADCAST",
+                                             "CAP_NET_ADMIN",
+                                             "CAP_NET_RAW",
+                                             "CAP_IPC_LOCK",
+                                             "CAP_IPC_OWNER",
+                                             "CAP_SYS_MODULE",
+                                             "CAP_SYS_RAWIO",
+                                             "CAP_SYS_CHROOT",
+                                             "CAP_SYS_PTRACE",
+                                             "CAP_SYS_PACCT",
+                                             "CAP_SYS_ADMIN",
+                                             "CAP_SYS_BOOT",
+                                             "CAP_SYS_NICE",
+                                             "CAP_SYS_RESOURCE",
+                                             "CAP_SYS_TIME",
+                                             "CAP_SYS_TTY_CONFIG",
+                                             "CAP_MKNOD",
+                                             "CAP_LEASE",
+                                             "CAP_AUDIT_WRITE",
+                                             "CAP_AUDIT_CONTROL",
+                                             "CAP_SETFCAP",
+                                             "CAP_MAC_OVERRIDE",
+                                             "CAP_MAC_ADMIN",
+                                             "CAP_SYSLOG",
+                                             "CAP_WAKE_ALARM",
+                                             "CAP_BLOCK_SUSPEND",
+                                             "CAP_AUDIT_READ",
+                                             "CAP_PERFMON",
+                                             "CAP_BPF",
+                                             "CAP_CHECKPOINT_RESTORE"};
         caps.emplace_back(kNames[c]);
     }
-    return {{"ociVersionMin", "1.0.0"},
-            {"ociVersionMax", kOciVersion},
-            {"hooks", {"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}},
-            {"mountOptions",
-             {"async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand", "noatime",
-              "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime", "nosuid", "private", "rbind",
-              "relatime", "remount", "ro", "rprivate", "rshared", "rslave", "runbindable", "rw", "shared", "slave",
-              "strictatime", "suid", "sync", "unbindable"}},
-            {"linux",
-             {{"namespaces", {"cgroup", "ipc", "mount", "network", "pid", "user", "uts"}},
-              {"capabilities", caps},
-              {"cgroup", {{"v1", true}, {"v2", false}, {"systemd", false}, {"systemdUser", false}}},
-              {"seccomp", {{"enabled", false}}},
-              {"apparmor", {{"enabled", false}}},
-              {"selinux", {{"enabled", false}}}}},
-            {"annotations",
-             {{"io.initless.writable-layer-mb", "an overlay with a private tmpfs writable layer of this size"},
-              {"io.initless.network", "none | egress"}}}};
+    return {
+        {"ociVersionMin", "1.0.0"},
+        {"ociVersionMax", kOciVersion},
+        {"hooks",
+         {"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}},
+        {"mountOptions",
+         {"async",      "atime",         "bind",    "defaults", "dev",         "diratime", "dirsync",
+          "exec",       "mand",          "noatime", "nodev",    "nodiratime",  "noexec",   "nomand",
+          "norelatime", "nostrictatime", "nosuid",  "private",  "rbind",       "relatime", "remount",
+          "ro",         "rprivate",      "rshared", "rslave",   "runbindable", "rw",       "shared",
+          "slave",      "strictatime",   "suid",    "sync",     "unbindable"}},
+        {"linux",
+         {{"namespaces", {"cgroup", "ipc", "mount", "network", "pid", "user", "uts"}},
+          {"capabilities", caps},
+          {"cgroup", {{"v1", true}, {"v2", false}, {"systemd", false}, {"systemdUser", false}}},
+          {"seccomp", {{"enabled", false}}},
+          {"apparmor", {{"enabled", false}}},
+          {"selinux", {{"enabled", false}}}}},
+        {"annotations",
+         {{"io.initless.writable-layer-mb", "an overlay with a private tmpfs writable layer of this size"},
+          {"io.initless.network", "none | egress"}}}};
 }
 
 }  // namespace initless::runtime

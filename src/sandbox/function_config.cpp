@@ -27,10 +27,27 @@ constexpr int kHostRootLayout = 2;
 // alternatives links (/usr/bin/java points through them), language runtimes' configuration (the JDK's
 // conf dir is a link farm into /etc/java-*), public CA certificates, time zone, service names. Never
 // passwd/shadow, ssh, ssl/private, sudoers, machine-id or anything under the operator's control.
-const char* const kEtcEntries[] = {
-    "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "os-release",
-    "debian_version", "ssl/certs", "ssl/openssl.cnf", "ca-certificates.conf", "mime.types", "protocols",
-    "services", "host.conf", "gai.conf", "fonts", "magic", "magic.mime", "matplotlibrc", "nodejs"};
+const char* const kEtcEntries[] = {"alternatives",
+                                   "ld.so.cache",
+                                   "ld.so.conf",
+                                   "ld.so.conf.d",
+                                   "localtime",
+                                   "timezone",
+                                   "os-release",
+                                   "debian_version",
+                                   "ssl/certs",
+                                   "ssl/openssl.cnf",
+                                   "ca-certificates.conf",
+                                   "mime.types",
+                                   "protocols",
+                                   "services",
+                                   "host.conf",
+                                   "gai.conf",
+                                   "fonts",
+                                   "magic",
+                                   "magic.mime",
+                                   "matplotlibrc",
+                                   "nodejs"};
 const char* const kEtcPrefixes[] = {"java-", "python3"};
 
 // Top-level names that are links into /usr on a merged-/usr host (and bind-mounted when they are not).
@@ -83,8 +100,9 @@ void build_host_root(const fs::path& dir) {
             if (name.rfind(prefix, 0) == 0) copy_etc(name);
     }
     // The accounts inside: root (what the function runs as) and nobody (what unmapped host ids show as).
-    sys::write_file(dir / "etc/passwd",
-                    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+    sys::write_file(
+        dir / "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
     sys::write_file(dir / "etc/group", "root:x:0:\nnogroup:x:65534:\n");
     sys::write_file(dir / "etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     sys::write_file(dir / "etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n");
@@ -119,8 +137,8 @@ std::vector<std::string> function_env(const spec::FunctionSpec& spec) {
 }
 
 fs::path host_runtimes_root() {
-    std::string key = fmt::format("{}:{}:{}:{}", kHostRootLayout, mtime_key("/etc"), mtime_key("/etc/alternatives"),
-                                  mtime_key("/etc/ld.so.cache"));
+    std::string key = fmt::format("{}:{}:{}:{}", kHostRootLayout, mtime_key("/etc"),
+                                  mtime_key("/etc/alternatives"), mtime_key("/etc/ld.so.cache"));
     fs::path parent = state_dir() / "rootfs";
     fs::path dir = parent / fmt::format("host-{:016x}", fnv1a(key));
     std::error_code ec;
@@ -184,7 +202,8 @@ oci::RuntimeSpec function_runtime_spec(const spec::FunctionSpec& spec) {
     s.mounts.push_back({"/function", "bind", spec.dir.string(), {"rbind", "ro", "nosuid", "nodev"}});
 
     oci::Linux& l = s.linux_settings;
-    for (const char* ns : {"pid", "network", "ipc", "uts", "mount", "user", "cgroup"}) l.namespaces.push_back({ns, ""});
+    for (const char* ns : {"pid", "network", "ipc", "uts", "mount", "user", "cgroup"})
+        l.namespaces.push_back({ns, ""});
     uint32_t base = function_host_id_base(spec.name);
     l.uid_mappings = {{0, base, kIdRangeSize}};
     l.gid_mappings = {{0, base, kIdRangeSize}};

@@ -1,6 +1,7 @@
 #include "initless/sandbox/init.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -10,15 +11,14 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
-#include <grp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,7 +57,7 @@ void mount_fs(const char* source, const fs::path& target, const char* type, unsi
 }
 
 struct MountOptions {
-    unsigned long flags = 0;      // applied at mount (or by the remount of a bind)
+    unsigned long flags = 0;  // applied at mount (or by the remount of a bind)
     unsigned long propagation = 0;
     bool bind = false, recursive = false;
     std::string data;
@@ -65,16 +65,20 @@ struct MountOptions {
 
 MountOptions parse_options(const oci::Mount& m) {
     static const std::pair<const char*, unsigned long> kSet[] = {
-        {"ro", MS_RDONLY},         {"nosuid", MS_NOSUID},     {"nodev", MS_NODEV},
-        {"noexec", MS_NOEXEC},     {"sync", MS_SYNCHRONOUS},  {"dirsync", MS_DIRSYNC},
-        {"noatime", MS_NOATIME},   {"nodiratime", MS_NODIRATIME}, {"relatime", MS_RELATIME},
-        {"strictatime", MS_STRICTATIME}, {"mand", MS_MANDLOCK}};
+        {"ro", MS_RDONLY},         {"nosuid", MS_NOSUID},
+        {"nodev", MS_NODEV},       {"noexec", MS_NOEXEC},
+        {"sync", MS_SYNCHRONOUS},  {"dirsync", MS_DIRSYNC},
+        {"noatime", MS_NOATIME},   {"nodiratime", MS_NODIRATIME},
+        {"relatime", MS_RELATIME}, {"strictatime", MS_STRICTATIME},
+        {"mand", MS_MANDLOCK}};
     static const std::pair<const char*, unsigned long> kClear[] = {
-        {"rw", MS_RDONLY}, {"suid", MS_NOSUID}, {"dev", MS_NODEV}, {"exec", MS_NOEXEC}, {"async", MS_SYNCHRONOUS},
-        {"atime", MS_NOATIME}, {"diratime", MS_NODIRATIME}, {"norelatime", MS_RELATIME}, {"nomand", MS_MANDLOCK}};
+        {"rw", MS_RDONLY},           {"suid", MS_NOSUID},         {"dev", MS_NODEV},
+        {"exec", MS_NOEXEC},         {"async", MS_SYNCHRONOUS},   {"atime", MS_NOATIME},
+        {"diratime", MS_NODIRATIME}, {"norelatime", MS_RELATIME}, {"nomand", MS_MANDLOCK}};
     static const std::pair<const char*, unsigned long> kPropagation[] = {
-        {"private", MS_PRIVATE}, {"rprivate", MS_PRIVATE | MS_REC}, {"shared", MS_SHARED},
-        {"rshared", MS_SHARED | MS_REC}, {"slave", MS_SLAVE}, {"rslave", MS_SLAVE | MS_REC},
+        {"private", MS_PRIVATE},       {"rprivate", MS_PRIVATE | MS_REC},
+        {"shared", MS_SHARED},         {"rshared", MS_SHARED | MS_REC},
+        {"slave", MS_SLAVE},           {"rslave", MS_SLAVE | MS_REC},
         {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC}};
     MountOptions o;
     o.bind = m.is_bind();
@@ -161,7 +165,8 @@ void mount_cgroups(const fs::path& target, const MountOptions& o) {
             size_t from = 0;
             for (;;) {
                 size_t comma = dir.find(',', from);
-                std::string part = dir.substr(from, comma == std::string::npos ? std::string::npos : comma - from);
+                std::string part =
+                    dir.substr(from, comma == std::string::npos ? std::string::npos : comma - from);
                 std::error_code ec;
                 if (!fs::exists(target / part, ec)) fs::create_symlink(dir, target / part);
                 if (comma == std::string::npos) break;
@@ -169,7 +174,8 @@ void mount_cgroups(const fs::path& target, const MountOptions& o) {
             }
         }
     }
-    if (o.flags & MS_RDONLY) mount_fs(nullptr, target, nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    if (o.flags & MS_RDONLY)
+        mount_fs(nullptr, target, nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
 }
 
 void apply_mount(const fs::path& root, const oci::Mount& m) {
@@ -185,7 +191,8 @@ void apply_mount(const fs::path& root, const oci::Mount& m) {
         if (o.flags) remount_bind(target, o.flags);
     } else {
         make_mount_point(target, false);
-        mount_fs(m.source.empty() ? m.type.c_str() : m.source.c_str(), target, m.type.c_str(), o.flags, o.data);
+        mount_fs(m.source.empty() ? m.type.c_str() : m.source.c_str(), target, m.type.c_str(), o.flags,
+                 o.data);
     }
     if (o.propagation) mount_fs(nullptr, target, nullptr, o.propagation);
 }
@@ -224,7 +231,8 @@ void build_root(const json& setup, const std::vector<sys::UniqueFd>& passed, con
     mount_fs(nullptr, "/", nullptr, MS_REC | MS_PRIVATE);
     // The cgroup namespace is made first, with init in its group, so that the group is its root (and
     // the root of the cgroup hierarchies a "cgroup" mount shows).
-    if (spec.linux_settings.has_namespace("cgroup")) check(::unshare(CLONE_NEWCGROUP), "unshare cgroup namespace");
+    if (spec.linux_settings.has_namespace("cgroup"))
+        check(::unshare(CLONE_NEWCGROUP), "unshare cgroup namespace");
     if (fds.contains("upper")) {
         mount_fs("overlay", merged, "overlay", 0,
                  fmt::format("lowerdir={},upperdir={},workdir={}{}", fd_path(fds.at("root")),
@@ -237,7 +245,8 @@ void build_root(const json& setup, const std::vector<sys::UniqueFd>& passed, con
     }
     for (size_t i = 0; i < spec.mounts.size(); ++i) {
         oci::Mount m = spec.mounts[i];
-        if (fds.at("mounts").contains(std::to_string(i))) m.source = fd_path(fds.at("mounts").at(std::to_string(i)));
+        if (fds.at("mounts").contains(std::to_string(i)))
+            m.source = fd_path(fds.at("mounts").at(std::to_string(i)));
         apply_mount(merged, m);
     }
     // Devices are the host's nodes bound in: inside a user namespace nothing may make one.
@@ -249,10 +258,13 @@ void build_root(const json& setup, const std::vector<sys::UniqueFd>& passed, con
     }
     std::error_code ec;
     // A devpts instance of the container's own: /dev/ptmx is its ptmx, as runc makes it.
-    if (fs::exists(merged / "dev/pts/ptmx", ec) && fs::symlink_status(merged / "dev/ptmx", ec).type() == fs::file_type::not_found)
+    if (fs::exists(merged / "dev/pts/ptmx", ec) &&
+        fs::symlink_status(merged / "dev/ptmx", ec).type() == fs::file_type::not_found)
         fs::create_symlink("pts/ptmx", merged / "dev/ptmx");
-    for (auto [link, to] : {std::pair{"dev/fd", "/proc/self/fd"}, {"dev/stdin", "/proc/self/fd/0"},
-                            {"dev/stdout", "/proc/self/fd/1"}, {"dev/stderr", "/proc/self/fd/2"}})
+    for (auto [link, to] : {std::pair{"dev/fd", "/proc/self/fd"},
+                            {"dev/stdin", "/proc/self/fd/0"},
+                            {"dev/stdout", "/proc/self/fd/1"},
+                            {"dev/stderr", "/proc/self/fd/2"}})
         if (fs::symlink_status(merged / link, ec).type() == fs::file_type::not_found)
             fs::create_symlink(to, merged / link);
     for (const auto& d : setup.at("rw_dirs"))
@@ -297,7 +309,8 @@ void reset_child(int log_fd, std::initializer_list<int> keep_fds = {}) {
     int from = 3;
     for (int keep : keep_sorted) {
         if (keep < from) continue;
-        if (keep > from) ::syscall(SYS_close_range, static_cast<unsigned>(from), static_cast<unsigned>(keep - 1), 0u);
+        if (keep > from)
+            ::syscall(SYS_close_range, static_cast<unsigned>(from), static_cast<unsigned>(keep - 1), 0u);
         from = keep + 1;
     }
     ::syscall(SYS_close_range, static_cast<unsigned>(from), ~0u, 0u);
@@ -309,7 +322,8 @@ std::vector<sock_filter> parse_filter(const json& request) {
     if (!request.contains("seccomp")) return bpf;
     const std::string hex = request["seccomp"].at("bpf").get<std::string>();
     std::vector<uint8_t> bytes(hex.size() / 2);
-    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+    for (size_t i = 0; i < bytes.size(); ++i)
+        bytes[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
     bpf.resize(bytes.size() / sizeof(sock_filter));
     std::memcpy(bpf.data(), bytes.data(), bpf.size() * sizeof(sock_filter));
     return bpf;
@@ -361,7 +375,8 @@ std::vector<sock_filter> parse_filter(const json& request) {
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[2] = {
         {static_cast<uint32_t>(eff), static_cast<uint32_t>(prm), static_cast<uint32_t>(inh)},
-        {static_cast<uint32_t>(eff >> 32), static_cast<uint32_t>(prm >> 32), static_cast<uint32_t>(inh >> 32)}};
+        {static_cast<uint32_t>(eff >> 32), static_cast<uint32_t>(prm >> 32),
+         static_cast<uint32_t>(inh >> 32)}};
     if (::syscall(SYS_capset, &header, data) != 0) fail("capset");
     for (const auto& name : process.capabilities.ambient)
         if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, oci::capability_number(name), 0, 0) != 0)
@@ -395,7 +410,7 @@ struct Init {
     std::set<pid_t> watched;
     bool detached = false;  // see SandboxOptions::detached
     int listen_fd = -1;
-    pid_t main_pid = 0;     // the process `start` made (detached: init's exit is its exit)
+    pid_t main_pid = 0;          // the process `start` made (detached: init's exit is its exit)
     std::map<pid_t, int> ended;  // watched processes reaped before anyone adopted them (detached)
     // An init-less container's stdout relay (detached, start with "relay"): the process writes into
     // relay_fd, init copies every byte to its own stdout (the shim's) and, when `phrase` first goes
@@ -452,7 +467,9 @@ struct Init {
 
     // The exit status a shell would report: the code, or 128 + the signal.
     [[noreturn]] void exit_with(int status) {
-        int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 255;
+        int code = WIFEXITED(status)     ? WEXITSTATUS(status)
+                   : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
+                                         : 255;
         drain_relay();
         ::kill(-1, SIGKILL);
         while (::waitpid(-1, nullptr, __WALL) > 0) {
@@ -475,7 +492,8 @@ struct Init {
         if (request.contains("relay")) {
             // stdout through us (see relay_fd); the watcher's pipe came with the request.
             if (!detached || passed.empty() || relay_fd >= 0) {
-                reply({{"ok", false}, {"error", "a stdout relay needs a detached init and the watcher's pipe"}});
+                reply({{"ok", false},
+                       {"error", "a stdout relay needs a detached init and the watcher's pipe"}});
                 return;
             }
             phrase = request["relay"].at("phrase").get<std::string>();

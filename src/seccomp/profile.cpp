@@ -27,17 +27,21 @@ using json = nlohmann::json;
 namespace {
 
 constexpr std::pair<Action, std::string_view> kActions[] = {
-    {Action::Kill, "SCMP_ACT_KILL"},   {Action::KillProcess, "SCMP_ACT_KILL_PROCESS"},
-    {Action::KillThread, "SCMP_ACT_KILL_THREAD"}, {Action::Trap, "SCMP_ACT_TRAP"},
-    {Action::Errno, "SCMP_ACT_ERRNO"}, {Action::Trace, "SCMP_ACT_TRACE"},
-    {Action::Allow, "SCMP_ACT_ALLOW"}, {Action::Log, "SCMP_ACT_LOG"},
+    {Action::Kill, "SCMP_ACT_KILL"},
+    {Action::KillProcess, "SCMP_ACT_KILL_PROCESS"},
+    {Action::KillThread, "SCMP_ACT_KILL_THREAD"},
+    {Action::Trap, "SCMP_ACT_TRAP"},
+    {Action::Errno, "SCMP_ACT_ERRNO"},
+    {Action::Trace, "SCMP_ACT_TRACE"},
+    {Action::Allow, "SCMP_ACT_ALLOW"},
+    {Action::Log, "SCMP_ACT_LOG"},
     {Action::Notify, "SCMP_ACT_NOTIFY"},
 };
 
 constexpr std::pair<Op, std::string_view> kOps[] = {
-    {Op::NotEqual, "SCMP_CMP_NE"},       {Op::LessThan, "SCMP_CMP_LT"},
-    {Op::LessEqual, "SCMP_CMP_LE"},      {Op::EqualTo, "SCMP_CMP_EQ"},
-    {Op::GreaterEqual, "SCMP_CMP_GE"},   {Op::GreaterThan, "SCMP_CMP_GT"},
+    {Op::NotEqual, "SCMP_CMP_NE"},           {Op::LessThan, "SCMP_CMP_LT"},
+    {Op::LessEqual, "SCMP_CMP_LE"},          {Op::EqualTo, "SCMP_CMP_EQ"},
+    {Op::GreaterEqual, "SCMP_CMP_GE"},       {Op::GreaterThan, "SCMP_CMP_GT"},
     {Op::MaskedEqual, "SCMP_CMP_MASKED_EQ"},
 };
 
@@ -45,15 +49,24 @@ constexpr std::pair<Op, std::string_view> kOps[] = {
 // (an x86_64 kernel sees x86_64, i386 and x32 calls), so the others are accepted and left out of
 // the filter: a rule for them could never match.
 constexpr std::pair<std::string_view, uint32_t> kArches[] = {
-    {"SCMP_ARCH_X86", SCMP_ARCH_X86},   {"SCMP_ARCH_X86_64", SCMP_ARCH_X86_64},
-    {"SCMP_ARCH_X32", SCMP_ARCH_X32},   {"SCMP_ARCH_ARM", 0},
-    {"SCMP_ARCH_AARCH64", 0},           {"SCMP_ARCH_MIPS", 0},
-    {"SCMP_ARCH_MIPS64", 0},            {"SCMP_ARCH_MIPS64N32", 0},
-    {"SCMP_ARCH_MIPSEL", 0},            {"SCMP_ARCH_MIPSEL64", 0},
-    {"SCMP_ARCH_MIPSEL64N32", 0},       {"SCMP_ARCH_PPC", 0},
-    {"SCMP_ARCH_PPC64", 0},             {"SCMP_ARCH_PPC64LE", 0},
-    {"SCMP_ARCH_S390", 0},              {"SCMP_ARCH_S390X", 0},
-    {"SCMP_ARCH_PARISC", 0},            {"SCMP_ARCH_PARISC64", 0},
+    {"SCMP_ARCH_X86", SCMP_ARCH_X86},
+    {"SCMP_ARCH_X86_64", SCMP_ARCH_X86_64},
+    {"SCMP_ARCH_X32", SCMP_ARCH_X32},
+    {"SCMP_ARCH_ARM", 0},
+    {"SCMP_ARCH_AARCH64", 0},
+    {"SCMP_ARCH_MIPS", 0},
+    {"SCMP_ARCH_MIPS64", 0},
+    {"SCMP_ARCH_MIPS64N32", 0},
+    {"SCMP_ARCH_MIPSEL", 0},
+    {"SCMP_ARCH_MIPSEL64", 0},
+    {"SCMP_ARCH_MIPSEL64N32", 0},
+    {"SCMP_ARCH_PPC", 0},
+    {"SCMP_ARCH_PPC64", 0},
+    {"SCMP_ARCH_PPC64LE", 0},
+    {"SCMP_ARCH_S390", 0},
+    {"SCMP_ARCH_S390X", 0},
+    {"SCMP_ARCH_PARISC", 0},
+    {"SCMP_ARCH_PARISC64", 0},
     {"SCMP_ARCH_RISCV64", 0},
 };
 
@@ -141,10 +154,11 @@ constexpr uint32_t kMaxErrno = 4095;
 void check_action(Action a, const std::optional<uint32_t>& errno_ret, const std::string& where,
                   const char* errno_field) {
     if (a == Action::Notify)
-        fail(where, "SCMP_ACT_NOTIFY needs a seccomp agent listening on listenerPath, which initless does not run");
+        fail(where,
+             "SCMP_ACT_NOTIFY needs a seccomp agent listening on listenerPath, which initless does not run");
     if (errno_ret && a != Action::Errno && a != Action::Trace)
-        fail(where, fmt::format("{} is only meaningful with SCMP_ACT_ERRNO or SCMP_ACT_TRACE, not {}", errno_field,
-                                action_name(a)));
+        fail(where, fmt::format("{} is only meaningful with SCMP_ACT_ERRNO or SCMP_ACT_TRACE, not {}",
+                                errno_field, action_name(a)));
     if (errno_ret && *errno_ret > kMaxErrno)
         fail(where, fmt::format("{} must be at most {} (got {})", errno_field, kMaxErrno, *errno_ret));
 }
@@ -209,8 +223,10 @@ void to_json(json& j, const Profile& p) {
         if (!s.args.empty()) {
             r["args"] = json::array();
             for (const auto& a : s.args)
-                r["args"].push_back(
-                    {{"index", a.index}, {"value", a.value}, {"valueTwo", a.valueTwo}, {"op", op_name(a.op)}});
+                r["args"].push_back({{"index", a.index},
+                                     {"value", a.value},
+                                     {"valueTwo", a.valueTwo},
+                                     {"op", op_name(a.op)}});
         }
         rules.push_back(std::move(r));
     }
@@ -224,37 +240,44 @@ void from_json(const json& j, Profile& p) {
     p.defaultAction = lookup(kActions, string_at(field(j, "defaultAction", root), root + ".defaultAction"),
                              root + ".defaultAction", "action");
     if (j.contains("defaultErrnoRet"))
-        p.defaultErrnoRet = static_cast<uint32_t>(
-            unsigned_at(j["defaultErrnoRet"], root + ".defaultErrnoRet", UINT32_MAX));
-    if (j.contains("architectures")) p.architectures = strings_at(j["architectures"], root + ".architectures");
+        p.defaultErrnoRet =
+            static_cast<uint32_t>(unsigned_at(j["defaultErrnoRet"], root + ".defaultErrnoRet", UINT32_MAX));
+    if (j.contains("architectures"))
+        p.architectures = strings_at(j["architectures"], root + ".architectures");
     if (j.contains("flags")) p.flags = strings_at(j["flags"], root + ".flags");
     if (j.contains("listenerPath")) p.listenerPath = string_at(j["listenerPath"], root + ".listenerPath");
     if (j.contains("listenerMetadata"))
         p.listenerMetadata = string_at(j["listenerMetadata"], root + ".listenerMetadata");
     if (j.contains("syscalls")) {
         const json& rules = j["syscalls"];
-        if (!rules.is_array()) fail(root + ".syscalls", fmt::format("must be an array, not {}", rules.type_name()));
+        if (!rules.is_array())
+            fail(root + ".syscalls", fmt::format("must be an array, not {}", rules.type_name()));
         for (size_t i = 0; i < rules.size(); ++i) {
             const std::string at = fmt::format("{}.syscalls[{}]", root, i);
             const json& r = rules[i];
             if (!r.is_object()) fail(at, fmt::format("must be an object, not {}", r.type_name()));
             Syscall s;
             s.names = strings_at(field(r, "names", at), at + ".names");
-            s.action = lookup(kActions, string_at(field(r, "action", at), at + ".action"), at + ".action", "action");
+            s.action =
+                lookup(kActions, string_at(field(r, "action", at), at + ".action"), at + ".action", "action");
             if (r.contains("errnoRet"))
                 s.errnoRet = static_cast<uint32_t>(unsigned_at(r["errnoRet"], at + ".errnoRet", UINT32_MAX));
             if (r.contains("args")) {
                 const json& args = r["args"];
-                if (!args.is_array()) fail(at + ".args", fmt::format("must be an array, not {}", args.type_name()));
+                if (!args.is_array())
+                    fail(at + ".args", fmt::format("must be an array, not {}", args.type_name()));
                 for (size_t k = 0; k < args.size(); ++k) {
                     const std::string aat = fmt::format("{}.args[{}]", at, k);
                     const json& a = args[k];
                     if (!a.is_object()) fail(aat, fmt::format("must be an object, not {}", a.type_name()));
                     Arg arg;
-                    arg.index = static_cast<unsigned>(unsigned_at(field(a, "index", aat), aat + ".index", UINT32_MAX));
+                    arg.index = static_cast<unsigned>(
+                        unsigned_at(field(a, "index", aat), aat + ".index", UINT32_MAX));
                     arg.value = unsigned_at(field(a, "value", aat), aat + ".value", UINT64_MAX);
-                    if (a.contains("valueTwo")) arg.valueTwo = unsigned_at(a["valueTwo"], aat + ".valueTwo", UINT64_MAX);
-                    arg.op = lookup(kOps, string_at(field(a, "op", aat), aat + ".op"), aat + ".op", "operator");
+                    if (a.contains("valueTwo"))
+                        arg.valueTwo = unsigned_at(a["valueTwo"], aat + ".valueTwo", UINT64_MAX);
+                    arg.op =
+                        lookup(kOps, string_at(field(a, "op", aat), aat + ".op"), aat + ".op", "operator");
                     s.args.push_back(arg);
                 }
             }
@@ -285,7 +308,8 @@ void validate(const Profile& p) {
             if (a.index > 5) fail(aat + ".index", fmt::format("must be between 0 and 5 (got {})", a.index));
             if (std::find(seen.begin(), seen.end(), a.index) != seen.end())
                 fail(aat + ".index",
-                     fmt::format("argument {} is compared twice in one rule (write two rules instead)", a.index));
+                     fmt::format("argument {} is compared twice in one rule (write two rules instead)",
+                                 a.index));
             seen.push_back(a.index);
         }
     }
@@ -301,8 +325,8 @@ unsigned install_flags(const Profile& p) {
 
 std::vector<sock_filter> compile(const Profile& p) {
     validate(p);
-    std::unique_ptr<void, void (*)(scmp_filter_ctx)> ctx(seccomp_init(scmp_action(p.defaultAction, p.defaultErrnoRet)),
-                                                         seccomp_release);
+    std::unique_ptr<void, void (*)(scmp_filter_ctx)> ctx(
+        seccomp_init(scmp_action(p.defaultAction, p.defaultErrnoRet)), seccomp_release);
     if (!ctx) throw Error("seccomp: libseccomp could not make a filter context");
     auto attr = [&](scmp_filter_attr a, uint32_t v, const char* what) {
         int rc = seccomp_attr_set(ctx.get(), a, v);
@@ -339,9 +363,10 @@ std::vector<sock_filter> compile(const Profile& p) {
             int rc = seccomp_rule_add_array(ctx.get(), action, nr, static_cast<unsigned>(cmps.size()),
                                             cmps.empty() ? nullptr : cmps.data());
             if (rc != 0)
-                throw sys::SysError(fmt::format("seccomp: linux.seccomp.syscalls[{}] ({}): libseccomp refused the rule",
-                                                i, name),
-                                    -rc);
+                throw sys::SysError(
+                    fmt::format("seccomp: linux.seccomp.syscalls[{}] ({}): libseccomp refused the rule", i,
+                                name),
+                    -rc);
         }
     }
     sys::UniqueFd out(::memfd_create("initless-seccomp", MFD_CLOEXEC));
@@ -350,12 +375,13 @@ std::vector<sock_filter> compile(const Profile& p) {
     if (rc != 0) throw sys::SysError("seccomp: exporting the filter", -rc);
     std::string bytes = sys::read_file(fmt::format("/proc/self/fd/{}", out.get()));
     if (bytes.empty() || bytes.size() % sizeof(sock_filter) != 0)
-        throw Error(fmt::format("seccomp: libseccomp exported {} bytes, not whole instructions", bytes.size()));
+        throw Error(
+            fmt::format("seccomp: libseccomp exported {} bytes, not whole instructions", bytes.size()));
     std::vector<sock_filter> bpf(bytes.size() / sizeof(sock_filter));
     std::memcpy(bpf.data(), bytes.data(), bytes.size());
     if (bpf.size() > BPF_MAXINSNS)
-        throw Error(fmt::format("seccomp: the filter has {} instructions, more than the kernel's {}", bpf.size(),
-                                BPF_MAXINSNS));
+        throw Error(fmt::format("seccomp: the filter has {} instructions, more than the kernel's {}",
+                                bpf.size(), BPF_MAXINSNS));
     return bpf;
 }
 

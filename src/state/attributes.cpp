@@ -60,7 +60,7 @@ struct SchedAttr {
     uint64_t sched_runtime, sched_deadline, sched_period;
     uint32_t sched_util_min, sched_util_max;
 };
-constexpr uint64_t kSchedFlagUtilClamp = 0x20 | 0x40;  // SCHED_FLAG_UTIL_CLAMP_MIN | _MAX
+constexpr uint64_t kSchedFlagUtilClamp = 0x20 | 0x40;     // SCHED_FLAG_UTIL_CLAMP_MIN | _MAX
 constexpr uint64_t kSchedFlagsKept = 0x01 | 0x02 | 0x04;  // RESET_ON_FORK, RECLAIM, DL_OVERRUN
 
 SchedAttr sched_of(pid_t tid) {
@@ -71,9 +71,14 @@ SchedAttr sched_of(pid_t tid) {
 }
 
 std::vector<uint64_t> sched_words(const SchedAttr& a) {
-    return {a.sched_policy,   a.sched_flags & kSchedFlagsKept,
+    return {a.sched_policy,
+            a.sched_flags & kSchedFlagsKept,
             static_cast<uint64_t>(static_cast<int64_t>(a.sched_nice)),
-            a.sched_priority, a.sched_runtime, a.sched_deadline, a.sched_period, a.sched_util_min,
+            a.sched_priority,
+            a.sched_runtime,
+            a.sched_deadline,
+            a.sched_period,
+            a.sched_util_min,
             a.sched_util_max};
 }
 
@@ -129,13 +134,16 @@ void read(Frozen& f, MemoryReader& mem, pid_t init) {
     a.oom_score_adj = std::stoi(sys::read_file(fmt::format("/proc/{}/oom_score_adj", f.host)));
     must(leader, f.gadget, SYS_prctl, {PR_GET_CHILD_SUBREAPER, scratch}, "prctl(PR_GET_CHILD_SUBREAPER)");
     a.child_subreaper = read_int(mem, scratch) != 0;
-    a.dumpable = static_cast<int>(must(leader, f.gadget, SYS_prctl, {PR_GET_DUMPABLE}, "prctl(PR_GET_DUMPABLE)"));
+    a.dumpable =
+        static_cast<int>(must(leader, f.gadget, SYS_prctl, {PR_GET_DUMPABLE}, "prctl(PR_GET_DUMPABLE)"));
     a.thp_disable = must(leader, f.gadget, SYS_prctl, {PR_GET_THP_DISABLE}, "prctl(PR_GET_THP_DISABLE)") != 0;
-    a.memory_merge = optional(leader, f.gadget, SYS_prctl, {PR_GET_MEMORY_MERGE}, 0, "prctl(PR_GET_MEMORY_MERGE)");
-    a.mdwe = static_cast<uint64_t>(optional(leader, f.gadget, SYS_prctl, {PR_GET_MDWE}, 0, "prctl(PR_GET_MDWE)"));
-    a.membarrier = static_cast<uint64_t>(must(leader, f.gadget, SYS_membarrier,
-                                              {MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0},
-                                              "membarrier(GET_REGISTRATIONS)"));
+    a.memory_merge =
+        optional(leader, f.gadget, SYS_prctl, {PR_GET_MEMORY_MERGE}, 0, "prctl(PR_GET_MEMORY_MERGE)");
+    a.mdwe =
+        static_cast<uint64_t>(optional(leader, f.gadget, SYS_prctl, {PR_GET_MDWE}, 0, "prctl(PR_GET_MDWE)"));
+    a.membarrier =
+        static_cast<uint64_t>(must(leader, f.gadget, SYS_membarrier, {MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0},
+                                   "membarrier(GET_REGISTRATIONS)"));
 
     SchedAttr init_sched = sched_of(init);
     std::vector<uint64_t> init_affinity = affinity_of(init);
@@ -145,17 +153,19 @@ void read(Frozen& f, MemoryReader& mem, pid_t init) {
         uint64_t s = scratch_below_stack(t.regs());
         must(t, f.gadget, SYS_prctl, {PR_GET_PDEATHSIG, s}, "prctl(PR_GET_PDEATHSIG)");
         ta.pdeath_signal = read_int(mem, s);
-        ta.securebits = static_cast<uint64_t>(must(t, f.gadget, SYS_prctl, {PR_GET_SECUREBITS}, "prctl(PR_GET_SECUREBITS)"));
-        ta.timerslack_ns = static_cast<uint64_t>(must(t, f.gadget, SYS_prctl, {PR_GET_TIMERSLACK}, "prctl(PR_GET_TIMERSLACK)"));
+        ta.securebits = static_cast<uint64_t>(
+            must(t, f.gadget, SYS_prctl, {PR_GET_SECUREBITS}, "prctl(PR_GET_SECUREBITS)"));
+        ta.timerslack_ns = static_cast<uint64_t>(
+            must(t, f.gadget, SYS_prctl, {PR_GET_TIMERSLACK}, "prctl(PR_GET_TIMERSLACK)"));
         ta.tsc = PR_TSC_ENABLE;
         if (optional(t, f.gadget, SYS_prctl, {PR_GET_TSC, s}, -1, "prctl(PR_GET_TSC)") == 0)
             ta.tsc = read_int(mem, s);
         ta.mce_kill = must(t, f.gadget, SYS_prctl, {PR_MCE_KILL_GET, 0, 0, 0, 0}, "prctl(PR_MCE_KILL_GET)");
         ta.speculation.clear();
         for (int which : kSpeculation)
-            ta.speculation.push_back(optional(t, f.gadget, SYS_prctl,
-                                              {PR_GET_SPECULATION_CTRL, static_cast<uint64_t>(which), 0, 0, 0},
-                                              -1, "prctl(PR_GET_SPECULATION_CTRL)"));
+            ta.speculation.push_back(optional(
+                t, f.gadget, SYS_prctl, {PR_GET_SPECULATION_CTRL, static_cast<uint64_t>(which), 0, 0, 0}, -1,
+                "prctl(PR_GET_SPECULATION_CTRL)"));
         SchedAttr sa = sched_of(t.tid());
         if (sched_words(sa) != sched_words(init_sched)) ta.sched = sched_words(sa);
         if (auto aff = affinity_of(t.tid()); aff != init_affinity) ta.affinity = aff;
@@ -164,14 +174,17 @@ void read(Frozen& f, MemoryReader& mem, pid_t init) {
 
 void store(json& j, const image::Process& p) {
     const auto& a = p.attrs;
-    j["attributes"] = {a.personality, a.child_subreaper, a.dumpable,      a.thp_disable,
-                       a.memory_merge, a.mdwe,           a.oom_score_adj, a.membarrier};
+    j["attributes"] = {a.personality, a.child_subreaper, a.dumpable,  a.thp_disable, a.memory_merge,
+                       a.mdwe,        a.oom_score_adj,   a.membarrier};
     for (size_t i = 0; i < p.threads.size(); ++i) {
         const auto& t = p.threads[i].attrs;
-        j.at("threads").at(i)["attributes"] = {{"pdeath_signal", t.pdeath_signal}, {"securebits", t.securebits},
-                                               {"timerslack_ns", t.timerslack_ns}, {"tsc", t.tsc},
+        j.at("threads").at(i)["attributes"] = {{"pdeath_signal", t.pdeath_signal},
+                                               {"securebits", t.securebits},
+                                               {"timerslack_ns", t.timerslack_ns},
+                                               {"tsc", t.tsc},
                                                {"mce_kill", t.mce_kill},
-                                               {"speculation", t.speculation},     {"sched", t.sched},
+                                               {"speculation", t.speculation},
+                                               {"sched", t.sched},
                                                {"affinity", t.affinity}};
     }
 }
@@ -204,7 +217,8 @@ void plan_process(Table& t, Region& region, const image::Process& p) {
     t.op(SYS_personality, {a.personality}, -1, 0, {}, fmt::format("personality {:#x}", a.personality));
     t.op(SYS_prctl, {PR_SET_DUMPABLE, static_cast<uint64_t>(a.dumpable), 0, 0, 0}, -1, 0, {},
          "prctl PR_SET_DUMPABLE");
-    t.op(SYS_prctl, {PR_SET_THP_DISABLE, a.thp_disable ? 1u : 0u, 0, 0, 0}, -1, 0, {}, "prctl PR_SET_THP_DISABLE");
+    t.op(SYS_prctl, {PR_SET_THP_DISABLE, a.thp_disable ? 1u : 0u, 0, 0, 0}, -1, 0, {},
+         "prctl PR_SET_THP_DISABLE");
     if (a.memory_merge)
         t.op(SYS_prctl, {PR_SET_MEMORY_MERGE, 1, 0, 0, 0}, -1, 0, {}, "prctl PR_SET_MEMORY_MERGE");
     for (int cmd : kMembarrierRegistrations)
@@ -221,8 +235,7 @@ void plan_process(Table& t, Region& region, const image::Process& p) {
 
 void plan_last(Table& t, const image::Process& p) {
     // Memory-deny-write-execute last: it would refuse the layout's own protection changes.
-    if (p.attrs.mdwe)
-        t.op(SYS_prctl, {PR_SET_MDWE, p.attrs.mdwe, 0, 0, 0}, -1, 0, {}, "prctl PR_SET_MDWE");
+    if (p.attrs.mdwe) t.op(SYS_prctl, {PR_SET_MDWE, p.attrs.mdwe, 0, 0, 0}, -1, 0, {}, "prctl PR_SET_MDWE");
 }
 
 void plan_thread(Table& t, Region& region, const image::Thread& th) {
@@ -264,8 +277,9 @@ void plan_thread(Table& t, Region& region, const image::Thread& th) {
         t.op(SYS_sched_setattr, {0, region.put(s), 0}, -1, 0, {}, "sched_setattr");
     }
     if (!a.affinity.empty())
-        t.op(SYS_sched_setaffinity, {0, a.affinity.size() * 8, region.put(a.affinity.data(), a.affinity.size() * 8)},
-             -1, 0, {}, "sched_setaffinity");
+        t.op(SYS_sched_setaffinity,
+             {0, a.affinity.size() * 8, region.put(a.affinity.data(), a.affinity.size() * 8)}, -1, 0, {},
+             "sched_setaffinity");
 }
 
 void plan_thread_last(Table& t, const image::Thread& th) {

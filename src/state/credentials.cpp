@@ -3,10 +3,10 @@
 // /proc/PID/uid_map and gid_map) and prlimit. Restore does not change ids: the restored process has
 // the restorer's, root of the sandbox's user namespace; check_allowed refuses an image whose ids or
 // capabilities differ from what the sandbox's spec gives. Securebits are not read (no /proc field;
-// without CAP_SETPCAP, which no function has, they cannot leave their default). Restore: the bounding set and no_new_privs are per thread but
-// inherited by clone, so a process's leader sets them once before creating its threads; each thread
-// sets its effective, permitted and inheritable sets itself (after the leader's clone3 calls, which
-// need CAP_SYS_ADMIN). A hard limit above the sandbox's cannot be restored without
+// without CAP_SETPCAP, which no function has, they cannot leave their default). Restore: the bounding set and
+// no_new_privs are per thread but inherited by clone, so a process's leader sets them once before creating
+// its threads; each thread sets its effective, permitted and inheritable sets itself (after the leader's
+// clone3 calls, which need CAP_SYS_ADMIN). A hard limit above the sandbox's cannot be restored without
 // CAP_SYS_RESOURCE: such a resource keeps the sandbox's.
 // Seccomp: the checkpoint reads each thread's filters (PTRACE_SECCOMP_GET_FILTER) and accepts only
 // the sandbox's own filter, alone; the restore installs it in each process with TSYNC as its very
@@ -59,7 +59,9 @@ std::array<uint32_t, 4> inside(const std::string& line, const std::vector<oci::I
     std::array<uint32_t, 4> out{};
     for (size_t i = 0; i < 4; ++i) {
         auto c = oci::to_container(map, host[i]);
-        if (!c) throw Error(fmt::format("process {}: its {} {} has no mapping in its user namespace", pid, what, host[i]));
+        if (!c)
+            throw Error(fmt::format("process {}: its {} {} has no mapping in its user namespace", pid, what,
+                                    host[i]));
         out[i] = *c;
     }
     return out;
@@ -128,15 +130,17 @@ void read_seccomp(Frozen& f, const std::vector<sock_filter>& sandbox_filter) {
         }
         std::string what;
         if (chain.size() > 1 && is_sandbox_filter(chain[0]))
-            what = fmt::format("a seccomp filter of its own ({} instructions) on top of the sandbox's", chain[1].size());
+            what = fmt::format("a seccomp filter of its own ({} instructions) on top of the sandbox's",
+                               chain[1].size());
         else if (sandbox_filter.empty())
-            what = fmt::format("a seccomp filter of its own ({} instructions) while its sandbox installs none",
-                               chain[0].size());
+            what =
+                fmt::format("a seccomp filter of its own ({} instructions) while its sandbox installs none",
+                            chain[0].size());
         else
             what = fmt::format("a seccomp filter of its own ({} instructions) instead of the sandbox's",
                                chain[0].size());
-        throw ContractError(fmt::format("process {} thread {} has {} (Seccomp: 2 in /proc/{}/status); {}", f.host,
-                                        t.tid(), what, t.tid(), rule));
+        throw ContractError(fmt::format("process {} thread {} has {} (Seccomp: 2 in /proc/{}/status); {}",
+                                        f.host, t.tid(), what, t.tid(), rule));
     }
 }
 
@@ -179,20 +183,22 @@ void check_allowed(const image::Process& p, const oci::RuntimeSpec& spec) {
     const auto& c = p.creds;
     const auto& user = spec.process.user;
     auto refuse = [&](const std::string& what) {
-        throw Error(fmt::format("the image asks for more than the sandbox's spec allows: process {} {}", p.pid, what));
+        throw Error(fmt::format("the image asks for more than the sandbox's spec allows: process {} {}",
+                                p.pid, what));
     };
     for (uint32_t id : c.uids)
         if (id != user.uid) refuse(fmt::format("runs as uid {}, the spec's user is uid {}", id, user.uid));
     for (uint32_t id : c.gids)
         if (id != user.gid) refuse(fmt::format("runs as gid {}, the spec's user is gid {}", id, user.gid));
     for (uint32_t g : c.groups)
-        if (g != user.gid &&
-            std::find(user.additional_gids.begin(), user.additional_gids.end(), g) == user.additional_gids.end())
+        if (g != user.gid && std::find(user.additional_gids.begin(), user.additional_gids.end(), g) ==
+                                 user.additional_gids.end())
             refuse(fmt::format("is in group {}, which the spec's user does not have", g));
     uint64_t allowed = oci::capability_mask(spec.process.capabilities.bounding);
     uint64_t asked = c.cap_effective | c.cap_permitted | c.cap_inheritable | c.cap_bounding;
     if (asked & ~allowed)
-        refuse(fmt::format("holds capabilities {} outside the spec's bounding set", cap_names(asked & ~allowed)));
+        refuse(fmt::format("holds capabilities {} outside the spec's bounding set",
+                           cap_names(asked & ~allowed)));
     if (spec.process.no_new_privileges && !c.no_new_privs) refuse("has no_new_privs off; the spec sets it");
     // Restore keeps the restorer's ids (root of the sandbox's namespace): any other user is not restorable.
     if (user.uid != 0 || user.gid != 0)

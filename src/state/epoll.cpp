@@ -82,15 +82,17 @@ void plan_targets(Table& t, Region& region, const image::Fd& f, const image::Epo
             // The file is at held_at: at target.fd just for the epoll_ctl; what holds that number
             // (if anything) waits in kTmp, above every fd, and goes back with its close-on-exec flag.
             if (here != present.end())
-                t.op(SYS_fcntl, {tfd, F_DUPFD_CLOEXEC, static_cast<uint64_t>(lift)}, kTmp, 0, {}, what + " aside");
-            t.op(SYS_dup3, {static_cast<uint64_t>(target.held_at), tfd, 0}, -1, 0, {}, what + " from its dup");
+                t.op(SYS_fcntl, {tfd, F_DUPFD_CLOEXEC, static_cast<uint64_t>(lift)}, kTmp, 0, {},
+                     what + " aside");
+            t.op(SYS_dup3, {static_cast<uint64_t>(target.held_at), tfd, 0}, -1, 0, {},
+                 what + " from its dup");
         }
-        t.op(SYS_epoll_ctl, {static_cast<uint64_t>(f.fd), EPOLL_CTL_ADD, tfd, region.put(&ev, sizeof ev)}, -1, 0,
-             {}, what);
+        t.op(SYS_epoll_ctl, {static_cast<uint64_t>(f.fd), EPOLL_CTL_ADD, tfd, region.put(&ev, sizeof ev)}, -1,
+             0, {}, what);
         if (target.held_at >= 0) {
             if (here != present.end()) {
-                t.op(SYS_dup3, {0, tfd, here->second ? static_cast<uint64_t>(O_CLOEXEC) : 0}, -1, 0, {{0, kTmp}},
-                     what + " back");
+                t.op(SYS_dup3, {0, tfd, here->second ? static_cast<uint64_t>(O_CLOEXEC) : 0}, -1, 0,
+                     {{0, kTmp}}, what + " back");
                 t.op(SYS_close, {0}, -1, 0, {{0, kTmp}}, what + " close aside");
             } else {
                 t.op(SYS_close, {tfd}, -1, 0, {}, what + " close");

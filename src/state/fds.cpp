@@ -27,8 +27,8 @@ namespace {
 
 // The readers of the fd kinds, tried in order (files first: it knows the log, a regular file too).
 constexpr std::optional<image::FdObject> (*kReaders[])(const FdSource&) = {
-    files::read, pipes::read, tcp::read, udp::read, unix_sockets::read, epoll::read, event_fds::read,
-    inotify::read};
+    files::read,        pipes::read, tcp::read,       udp::read,
+    unix_sockets::read, epoll::read, event_fds::read, inotify::read};
 
 // How each kind is stored and made (overloads by the kind's type).
 using epoll::load, epoll::plan_create, epoll::store;
@@ -97,7 +97,8 @@ void place_at(Table& t, int slot, int fd, int flags) {
 }  // namespace
 
 std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
-                            const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets, CheckpointContext& context) {
+                            const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets,
+                            CheckpointContext& context) {
     std::vector<image::Fd> out;
     for (int fd : sys::list_fds(fr.host)) {
         FdSource s;
@@ -123,8 +124,8 @@ std::vector<image::Fd> read(const Frozen& fr, const struct stat& log,
         if (!object && S_ISSOCK(s.st.st_mode)) {
             sys::UniqueFd sock = sys::pidfd_getfd(s.pidfd, fd);
             int domain = sys::socket_option(sock.get(), SOL_SOCKET, SO_DOMAIN);
-            const char* family = domain == AF_NETLINK ? "netlink"
-                                 : domain == AF_PACKET ? "packet"
+            const char* family = domain == AF_NETLINK                      ? "netlink"
+                                 : domain == AF_PACKET                     ? "packet"
                                  : domain == AF_INET || domain == AF_INET6 ? "raw or other inet"
                                                                            : "other";
             throw ContractError(fmt::format(
@@ -327,8 +328,8 @@ void plan(Table& t, Region& region, const image::Process& p, const FdLayout& L) 
                      fmt::format("fd {} (log)", f.fd));
             else
                 t.op(SYS_dup3,
-                     {static_cast<uint64_t>(log->stream == 0 ? L.log_in : L.log_err), static_cast<uint64_t>(f.fd),
-                      cloexec(f)},
+                     {static_cast<uint64_t>(log->stream == 0 ? L.log_in : L.log_err),
+                      static_cast<uint64_t>(f.fd), cloexec(f)},
                      -1, 0, {}, fmt::format("fd {} (stdio stream {})", f.fd, log->stream));
             continue;
         }

@@ -28,7 +28,8 @@ namespace {
 // The mount an fd's file is on, as its process sees it.
 sys::MountInfo mount_info(const FdSource& s) {
     auto mounts = sys::read_mountinfo(s.pid);
-    auto it = s.info.fields.count("mnt_id") ? mounts.find(std::stoi(s.info.fields.at("mnt_id"))) : mounts.end();
+    auto it =
+        s.info.fields.count("mnt_id") ? mounts.find(std::stoi(s.info.fields.at("mnt_id"))) : mounts.end();
     return it != mounts.end() ? it->second : sys::MountInfo{};
 }
 
@@ -48,7 +49,8 @@ std::string private_storage(const FdSource& s) {
     if (m.mount_point == "/" && m.fstype == "overlay") {
         if (!s.context || !s.context->root_kept_dirs) return "the writable layer";
         for (const auto& dir : *s.context->root_kept_dirs)
-            if (s.dest.size() > dir.size() && s.dest.compare(0, dir.size(), dir) == 0 && s.dest[dir.size()] == '/')
+            if (s.dest.size() > dir.size() && s.dest.compare(0, dir.size(), dir) == 0 &&
+                s.dest[dir.size()] == '/')
                 return dir;
         return "";
     }
@@ -62,7 +64,8 @@ std::string storage_rule(const FdSource& s) {
     if (!s.context || !s.context->root_kept_dirs) return "the writable layer, /tmp or /dev/shm";
     std::string dirs;
     for (const auto& dir : *s.context->root_kept_dirs) dirs += (dirs.empty() ? "" : ", ") + dir;
-    return dirs + " (the container's RW_DIRS, /tmp and /dev/shm: the rest of its root is not in the snapshot)";
+    return dirs +
+           " (the container's RW_DIRS, /tmp and /dev/shm: the rest of its root is not in the snapshot)";
 }
 
 // The locks an open file holds, from fdinfo: "lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
@@ -85,13 +88,15 @@ std::vector<image::FileLock> read_locks(const FdSource& s) {
         else if (kind == "LEASE")
             l.kind = image::FileLock::Lease;
         else
-            throw ContractError(fmt::format("{}: holds a {} lock initless cannot take again; rule: only flock, "
-                                            "fcntl (OFD and classic) locks and leases",
-                                            s.where, kind));
+            throw ContractError(
+                fmt::format("{}: holds a {} lock initless cannot take again; rule: only flock, "
+                            "fcntl (OFD and classic) locks and leases",
+                            s.where, kind));
         if (l.kind == image::FileLock::Lease && state != "ACTIVE")
-            throw ContractError(fmt::format("{}: holds a lease being broken ({}); rule: no lease break in "
-                                            "progress when ready",
-                                            s.where, state));
+            throw ContractError(
+                fmt::format("{}: holds a lease being broken ({}); rule: no lease break in "
+                            "progress when ready",
+                            s.where, state));
         l.type = type == "WRITE" ? F_WRLCK : F_RDLCK;
         l.start = std::stoull(start);
         l.length = end == "EOF" ? 0 : std::stoull(end) - l.start + 1;
@@ -101,7 +106,11 @@ std::vector<image::FileLock> read_locks(const FdSource& s) {
             throw ContractError(fmt::format(
                 "{}: holds a {} lock on a file outside the instance's private storage (on {}); rule: locks "
                 "only on files in {}",
-                s.where, kind == "OFDLCK" ? "OFD" : kind == "LEASE" ? "lease" : kind, mount_of(s), storage_rule(s)));
+                s.where,
+                kind == "OFDLCK"  ? "OFD"
+                : kind == "LEASE" ? "lease"
+                                  : kind,
+                mount_of(s), storage_rule(s)));
         out.push_back(l);
     }
     return out;
@@ -117,16 +126,17 @@ void plan_open(Table& t, Region& region, const image::Fd& f, const std::string& 
          kTmp, 0, {}, what + " open " + path);
     if (pos) t.op(SYS_lseek, {0, pos, SEEK_SET}, -1, STUB_OP_ALLOW_FAIL, {{0, kTmp}}, what + " seek");
 }
-// Takes the file's flock and OFD locks and leases again on the fd just opened (kTmp): each instance's copy of the file is its
-// own, so nothing contends. Non-blocking: a conflict fails the restore instead of waiting.
+// Takes the file's flock and OFD locks and leases again on the fd just opened (kTmp): each instance's copy of
+// the file is its own, so nothing contends. Non-blocking: a conflict fails the restore instead of waiting.
 void plan_locks(Table& t, Region& region, const image::Fd& f, const std::vector<image::FileLock>& locks) {
     std::string what = fmt::format("fd {}", f.fd);
     for (const auto& l : locks) {
         if (l.kind == image::FileLock::Flock) {
-            t.op(SYS_flock, {0, static_cast<uint64_t>((l.type == F_WRLCK ? LOCK_EX : LOCK_SH) | LOCK_NB)}, -1, 0,
-                 {{0, kTmp}}, what + " flock");
+            t.op(SYS_flock, {0, static_cast<uint64_t>((l.type == F_WRLCK ? LOCK_EX : LOCK_SH) | LOCK_NB)}, -1,
+                 0, {{0, kTmp}}, what + " flock");
         } else if (l.kind == image::FileLock::Lease) {
-            t.op(SYS_fcntl, {0, F_SETLEASE, static_cast<uint64_t>(l.type)}, -1, 0, {{0, kTmp}}, what + " lease");
+            t.op(SYS_fcntl, {0, F_SETLEASE, static_cast<uint64_t>(l.type)}, -1, 0, {{0, kTmp}},
+                 what + " lease");
         } else if (l.kind == image::FileLock::Ofd) {
             struct flock fl {};
             fl.l_type = static_cast<short>(l.type);
@@ -151,7 +161,9 @@ void load_path(const json& j, T& f) {
 }  // namespace
 
 std::optional<image::FdObject> read(const FdSource& s) {
-    auto same = [&](const struct stat& o) { return o.st_ino && s.st.st_dev == o.st_dev && s.st.st_ino == o.st_ino; };
+    auto same = [&](const struct stat& o) {
+        return o.st_ino && s.st.st_dev == o.st_dev && s.st.st_ino == o.st_ino;
+    };
     if (same(s.log)) return image::LogFd{};
     if (s.context && same(s.context->stdio_in)) return image::LogFd{0};
     if (s.context && same(s.context->stdio_err)) return image::LogFd{2};
@@ -167,17 +179,18 @@ std::optional<image::FdObject> read(const FdSource& s) {
                     s.where, mount_of(s), storage_rule(s)));
         }
         if (s.dest.find("(deleted)") != std::string::npos || s.dest.empty() || s.dest[0] != '/')
-            throw ContractError(s.where + (writing ? ": a deleted file open for writing (its contents are not "
-                                                     "in the writable layer); rule: open files must stay in place"
-                                                   : ": a deleted or unreachable file; rule: open files must "
-                                                     "stay in place"));
+            throw ContractError(s.where + (writing
+                                               ? ": a deleted file open for writing (its contents are not "
+                                                 "in the writable layer); rule: open files must stay in place"
+                                               : ": a deleted or unreachable file; rule: open files must "
+                                                 "stay in place"));
         return image::FileFd{s.dest, position(s), read_locks(s)};
     }
     if (S_ISDIR(s.st.st_mode)) {
         if (s.st.st_nlink == 0 || s.dest.find("(deleted)") != std::string::npos || s.dest.empty() ||
             s.dest[0] != '/')
-            throw ContractError(s.where +
-                                ": a deleted or unreachable directory; rule: open directories must stay in place");
+            throw ContractError(
+                s.where + ": a deleted or unreachable directory; rule: open directories must stay in place");
         return image::FileFd{s.dest, position(s)};
     }
     if (S_ISCHR(s.st.st_mode)) return image::CharDeviceFd{s.dest, position(s)};
@@ -188,9 +201,10 @@ void read_process(Frozen& f) {
     f.p.cwd = sys::read_link(fmt::format("/proc/{}/cwd", f.host));
     // Restore enters the working directory by path.
     if (f.p.cwd.find(" (deleted)") != std::string::npos || f.p.cwd.empty() || f.p.cwd[0] != '/')
-        throw ContractError(fmt::format("process {}: its current directory {} is deleted or unreachable; rule: "
-                                        "the working directory must stay in place",
-                                        f.host, f.p.cwd));
+        throw ContractError(
+            fmt::format("process {}: its current directory {} is deleted or unreachable; rule: "
+                        "the working directory must stay in place",
+                        f.host, f.p.cwd));
     f.p.umask = static_cast<uint32_t>(std::stoul(f.status.at("Umask"), nullptr, 8));
 }
 
@@ -214,13 +228,15 @@ void check_proc_paths(const std::vector<Frozen>& ms) {
             // /proc/<pid>/task/<tid> name tasks.
             std::vector<pid_t> named{static_cast<pid_t>(std::stol(first))};
             if (rest.rfind("/task/", 0) == 0)
-                if (auto [tid, after] = leading_number(rest.substr(6)); !tid.empty() && (after.empty() || after[0] == '/'))
+                if (auto [tid, after] = leading_number(rest.substr(6));
+                    !tid.empty() && (after.empty() || after[0] == '/'))
                     named.push_back(static_cast<pid_t>(std::stol(tid)));
             for (pid_t task : named) {
                 auto it = process_of.find(task);
                 if (it == process_of.end())
                     throw ContractError(fmt::format(
-                        "process {} fd {} ({}): /proc/{} is a task outside the snapshot (pid {} in the sandbox "
+                        "process {} fd {} ({}): /proc/{} is a task outside the snapshot (pid {} in the "
+                        "sandbox "
                         "is not one of the function's processes or threads); rule: /proc/<pid> only of the "
                         "function's own tasks",
                         m.host, f.fd, file->path, task, task));

@@ -28,8 +28,8 @@ namespace {
 
 struct Kind {
     const char* what;
-    long nr;          // msgctl, semctl, shmctl
-    int info, stat;   // *_INFO (returns the highest index in use), *_STAT_ANY
+    long nr;         // msgctl, semctl, shmctl
+    int info, stat;  // *_INFO (returns the highest index in use), *_STAT_ANY
 };
 
 }  // namespace
@@ -45,8 +45,9 @@ void check(Frozen& first, MemoryReader& mem) {
         bool sem = k.nr == SYS_semctl;
         auto call = [&](int index, int cmd) {
             if (sem)
-                return leader.inject_syscall(first.gadget, k.nr,
-                                             {static_cast<uint64_t>(index), 0, static_cast<uint64_t>(cmd), scratch});
+                return leader.inject_syscall(
+                    first.gadget, k.nr,
+                    {static_cast<uint64_t>(index), 0, static_cast<uint64_t>(cmd), scratch});
             return leader.inject_syscall(first.gadget, k.nr,
                                          {static_cast<uint64_t>(index), static_cast<uint64_t>(cmd), scratch});
         };
@@ -56,10 +57,11 @@ void check(Frozen& first, MemoryReader& mem) {
                                     std::strerror(static_cast<int>(-highest))));
         for (int index = 0; index <= highest; ++index) {
             long id = call(index, k.stat);
-            if (id < 0) continue;  // a free index
+            if (id < 0) continue;                   // a free index
             auto key = mem.read<int32_t>(scratch);  // ipc_perm leads every *_ds, its key leads ipc_perm
             throw ContractError(fmt::format(
-                "the function's ipc namespace holds a SysV {} (id {}, key {:#x}; seen from process {}); rule: "
+                "the function's ipc namespace holds a SysV {} (id {}, key {:#x}; seen from process {}); "
+                "rule: "
                 "no SysV IPC objects when ready (a restored instance gets a fresh ipc namespace): remove it "
                 "(IPC_RMID) or use POSIX IPC",
                 k.what, id, static_cast<uint32_t>(key), first.host));

@@ -83,7 +83,8 @@ struct CheckpointContext {
     std::set<uint64_t> fifos_read;  // FIFOs (by inode) whose unread data one fd already carries
     // An OCI container's stdin and stderr (the shim's, or our relay's), by identity: fds on them are
     // LogFd streams 0 and 2 (stdout is `log`, stream 1). st_ino 0: none.
-    struct stat stdio_in {}, stdio_err {};
+    struct stat stdio_in {
+    }, stdio_err{};
     // An OCI container's root (checkpoint::Target::upper_dir empty): its writable layer is not in the
     // image, so of the files on the root overlay only those below these dirs are the instance's own
     // (RW_DIRS and /tmp: the image keeps a copy of each, every restored container gets it). Unset:
@@ -99,9 +100,9 @@ struct FdSource {
     std::string dest;  // readlink of /proc/PID/fd/N
     struct stat st {};
     sys::FdInfo info;
-    int flags = 0;                                             // open flags, O_CLOEXEC included
-    std::string where;                                         // "process P fd N (dest)", for messages
-    struct stat log {};                                        // the instance's log
+    int flags = 0;       // open flags, O_CLOEXEC included
+    std::string where;   // "process P fd N (dest)", for messages
+    struct stat log {};  // the instance's log
     const std::map<uint64_t, sys::UnixSocketDiag>* unix_sockets = nullptr;  // by socket inode
     CheckpointContext* context = nullptr;
 };
@@ -238,13 +239,13 @@ void plan(Table& t, Region& region, const image::Process& p);  // PR_SET_MM_MAP 
 // Process and thread attributes: prctl state, oom_score_adj, membarrier, scheduling (attributes.cpp).
 namespace attributes {
 void read(Frozen& f, MemoryReader& mem, pid_t init);  // init: the sandbox's, for what is inherited
-void store(json& j, const image::Process& p);          // after threads: per-thread parts go beside them
+void store(json& j, const image::Process& p);         // after threads: per-thread parts go beside them
 void load(const json& j, image::Process& p);
-void plan_before_forks(Table& t, const image::Process& p);                  // child subreaper
-void plan_process(Table& t, Region& region, const image::Process& p);       // after the memory layout
-void plan_last(Table& t, const image::Process& p);                          // MDWE, before the clones
-void plan_thread(Table& t, Region& region, const image::Thread& th);       // before capabilities
-void plan_thread_last(Table& t, const image::Thread& th);                   // TSC: a table's last op
+void plan_before_forks(Table& t, const image::Process& p);             // child subreaper
+void plan_process(Table& t, Region& region, const image::Process& p);  // after the memory layout
+void plan_last(Table& t, const image::Process& p);                     // MDWE, before the clones
+void plan_thread(Table& t, Region& region, const image::Thread& th);   // before capabilities
+void plan_thread_last(Table& t, const image::Thread& th);              // TSC: a table's last op
 }  // namespace attributes
 
 // SysV IPC objects of the sandbox's ipc namespace: refused (ipc.cpp).
@@ -275,7 +276,8 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
 // shared across the tree, stores the common fields, and places every fd at its number.
 namespace fds {
 std::vector<image::Fd> read(const Frozen& f, const struct stat& log,
-                            const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets, CheckpointContext& context);
+                            const std::map<uint64_t, sys::UnixSocketDiag>& unix_sockets,
+                            CheckpointContext& context);
 void link(std::vector<Frozen>& tree);
 void store(json& j, const image::Process& p);
 void load(const json& j, image::Process& p);

@@ -52,10 +52,18 @@ struct KeptFlag {
     const char* name;
     int advice;
 };
-constexpr KeptFlag kKeptFlags[] = {{"wf", MADV_WIPEONFORK}, {"dc", MADV_DONTFORK}, {"dd", MADV_DONTDUMP},
-                                   {"hg", MADV_HUGEPAGE},   {"nh", MADV_NOHUGEPAGE}, {"mg", MADV_MERGEABLE},
-                                   {"sr", MADV_SEQUENTIAL}, {"rr", MADV_RANDOM},    {"mw", 0},
-                                   {"nr", 0},               {"lo", 0},              {"lf", 0},
+constexpr KeptFlag kKeptFlags[] = {{"wf", MADV_WIPEONFORK},
+                                   {"dc", MADV_DONTFORK},
+                                   {"dd", MADV_DONTDUMP},
+                                   {"hg", MADV_HUGEPAGE},
+                                   {"nh", MADV_NOHUGEPAGE},
+                                   {"mg", MADV_MERGEABLE},
+                                   {"sr", MADV_SEQUENTIAL},
+                                   {"rr", MADV_RANDOM},
+                                   {"mw", 0},
+                                   {"nr", 0},
+                                   {"lo", 0},
+                                   {"lf", 0},
                                    {"sl", 0}};
 
 // VmFlags no restore can give back: the rule each one breaks.
@@ -63,12 +71,11 @@ struct RefusedFlag {
     const char* name;
     const char* what;
 };
-constexpr RefusedFlag kRefusedFlags[] = {
-    {"um", "registered with a userfaultfd for missing pages"},
-    {"uw", "registered with a userfaultfd for write protection"},
-    {"ui", "registered with a userfaultfd for minor faults"},
-    {"ss", "a shadow stack"},
-    {"dp", "droppable (MAP_DROPPABLE)"}};
+constexpr RefusedFlag kRefusedFlags[] = {{"um", "registered with a userfaultfd for missing pages"},
+                                         {"uw", "registered with a userfaultfd for write protection"},
+                                         {"ui", "registered with a userfaultfd for minor faults"},
+                                         {"ss", "a shadow stack"},
+                                         {"dp", "droppable (MAP_DROPPABLE)"}};
 
 bool has_flag(const image::Vma& v, const char* name) {
     return std::find(v.flags.begin(), v.flags.end(), name) != v.flags.end();
@@ -332,8 +339,8 @@ void plan_flags(Table& t, Region& region, const std::vector<const image::Vma*>& 
         uint64_t len = v->length();
         if (v->name.rfind("[anon:", 0) == 0) {
             std::string name = v->name.substr(6, v->name.size() - 7);
-            t.op(SYS_prctl, {PR_SET_VMA, PR_SET_VMA_ANON_NAME, v->start, len, region.put_string(name)}, -1, 0, {},
-                 fmt::format("name {:#x} {}", v->start, name));
+            t.op(SYS_prctl, {PR_SET_VMA, PR_SET_VMA_ANON_NAME, v->start, len, region.put_string(name)}, -1, 0,
+                 {}, fmt::format("name {:#x} {}", v->start, name));
         }
         for (const auto& k : kKeptFlags)
             if (k.advice && has_flag(*v, k.name))
@@ -345,7 +352,8 @@ void plan_flags(Table& t, Region& region, const std::vector<const image::Vma*>& 
     }
     for (const auto* v : vmas)
         if (has_flag(*v, "sl"))
-            t.op(462 /* mseal */, {v->start, v->length(), 0}, -1, 0, {}, fmt::format("mseal {:#x}", v->start));
+            t.op(462 /* mseal */, {v->start, v->length(), 0}, -1, 0, {},
+                 fmt::format("mseal {:#x}", v->start));
 }
 
 }  // namespace
@@ -355,7 +363,7 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
     const image::Process& p = img.manifest.processes.at(index);
     std::vector<std::tuple<uint64_t, uint64_t, int>> final_prot;
     std::vector<const image::Vma*> flagged;  // VMAs with VmFlags or a name to set once laid out
-    std::map<uint64_t, int> shm_slots;  // shared memory object (inode) -> slot of its memfd
+    std::map<uint64_t, int> shm_slots;       // shared memory object (inode) -> slot of its memfd
     strategy.before_layout(t, region, img, index);
     for (const auto& v : p.vmas) {
         if (is_special(v.kind)) continue;
@@ -388,8 +396,8 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
         } else if (v.kind == image::VmaKind::Anonymous) {
             if (fill.map_whole) {
                 uint64_t flags = MAP_PRIVATE | MAP_FIXED | (has_flag(v, "nr") ? MAP_NORESERVE : 0);
-                t.op(SYS_mmap, {v.start, len, static_cast<uint64_t>(prot), flags, 0, v.image_offset},
-                     -1, STUB_OP_EXPECT_ARG0, {{4, kImg}}, what);
+                t.op(SYS_mmap, {v.start, len, static_cast<uint64_t>(prot), flags, 0, v.image_offset}, -1,
+                     STUB_OP_EXPECT_ARG0, {{4, kImg}}, what);
             } else {
                 uint64_t flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (v.growsdown ? MAP_GROWSDOWN : 0) |
                                  (has_flag(v, "nr") ? MAP_NORESERVE : 0);
@@ -423,8 +431,7 @@ void plan(Table& t, Region& region, const image::Image& img, size_t index, const
                  -1, STUB_OP_EXPECT_ARG0, {{4, kImg}},
                  fmt::format("map dirty run {:#x} ({} pages)", r->vaddr, r->pages));
         if (prot != v.prot) final_prot.emplace_back(v.start, len, v.prot);
-        if (!v.flags.empty() || v.name.rfind("[anon:", 0) == 0)
-            flagged.push_back(&v);
+        if (!v.flags.empty() || v.name.rfind("[anon:", 0) == 0) flagged.push_back(&v);
     }
     for (const auto& [inode, slot] : shm_slots) t.op(SYS_close, {0}, -1, 0, {{0, slot}}, "close memfd");
     for (auto [s, len, prot] : final_prot)

@@ -25,7 +25,8 @@ std::optional<image::FdObject> read(const FdSource& s) {
     if (!S_ISFIFO(s.st.st_mode)) return std::nullopt;
     if (s.dest.rfind("pipe:", 0) != 0) {
         if (s.dest.find("(deleted)") != std::string::npos || s.dest.empty() || s.dest[0] != '/')
-            throw ContractError(s.where + ": a deleted or unreachable FIFO; rule: open files must stay in place");
+            throw ContractError(s.where +
+                                ": a deleted or unreachable FIFO; rule: open files must stay in place");
         image::FifoFd fifo;
         fifo.path = s.dest;
         // What is unread is read out of the FIFO through a description of our own (open never blocks
@@ -107,8 +108,8 @@ void plan_create(Table& t, Region& region, const image::Fd& f, const image::Fifo
     std::string what = fmt::format("fd {} (FIFO {})", f.fd, o.path);
     uint64_t path = region.put_string(o.path);
     t.op(SYS_open, {path, O_RDWR | O_NONBLOCK | O_CLOEXEC}, kPipeW, 0, {}, what + " open a holder");
-    t.op(SYS_open, {path, static_cast<uint64_t>((f.flags & ~(O_CREAT | O_TRUNC | O_EXCL)) | O_NONBLOCK)}, kTmp, 0,
-         {}, what + " open");
+    t.op(SYS_open, {path, static_cast<uint64_t>((f.flags & ~(O_CREAT | O_TRUNC | O_EXCL)) | O_NONBLOCK)},
+         kTmp, 0, {}, what + " open");
     if (o.pipe_size)
         t.op(SYS_fcntl, {0, F_SETPIPE_SZ, o.pipe_size}, -1, STUB_OP_ALLOW_FAIL, {{0, kTmp}}, what + " size");
     if (!o.unread.empty())

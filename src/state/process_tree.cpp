@@ -126,8 +126,8 @@ void check_freezable(pid_t pid) {
         // (A vfork that shares the address space is found by check_no_shared_address_space too; one
         // made by clone(CLONE_VFORK) without CLONE_VM only here.)
         if (pid_t child = ts.count("State") && ts["State"].rfind("D", 0) == 0 ? sys::vfork_child_of(tid) : 0)
-            throw vfork_in_progress(pid, child,
-                                    fmt::format("(its thread {}) is {}", tid, sys::describe_thread_state(tid)));
+            throw vfork_in_progress(
+                pid, child, fmt::format("(its thread {}) is {}", tid, sys::describe_thread_state(tid)));
         if (seccomp == "1")
             throw ContractError(fmt::format(
                 "process {} thread {} is in seccomp strict mode (Seccomp: 1 in /proc/{}/status); rule: no "
@@ -145,7 +145,8 @@ ContractError vfork_in_progress(pid_t parent, pid_t child, const std::string& wh
     return ContractError(fmt::format(
         "processes {} and {} {} (a vfork in progress: {} waits until {} execs or exits; {} {}); rule: no "
         "vfork in progress when ready",
-        parent, child, shared ? "share one address space" : "are parent and child of a clone with CLONE_VFORK", parent,
+        parent, child,
+        shared ? "share one address space" : "are parent and child of a clone with CLONE_VFORK", parent,
         child, parent, what_parent_does));
 }
 
@@ -183,7 +184,8 @@ void check_threads_share_tables(pid_t pid, const std::vector<sys::Tracee>& threa
         }
         if (!sys::same_table(pid, t.tid(), sys::SharedTable::Files))
             throw ContractError(fmt::format(
-                "process {} thread {} has an fd table of its own (unshare(CLONE_FILES)); rule: the threads of "
+                "process {} thread {} has an fd table of its own (unshare(CLONE_FILES)); rule: the threads "
+                "of "
                 "a process share one fd table when ready (restore gives every thread its process's)",
                 pid, t.tid()));
     }
@@ -288,9 +290,10 @@ std::vector<Frozen> freeze_once(pid_t init) {
                     grew = true;  // list the tree again
                     continue;
                 }
-                throw Error(fmt::format("process {} of the function exited during the checkpoint, while it "
-                                        "was being frozen; nothing was published (first error: {})",
-                                        pid, e.what()));
+                throw Error(
+                    fmt::format("process {} of the function exited during the checkpoint, while it "
+                                "was being frozen; nothing was published (first error: {})",
+                                pid, e.what()));
             }
             check_threads_share_tables(pid, m.threads);
             frozen.emplace(pid, std::move(m));
@@ -299,8 +302,9 @@ std::vector<Frozen> freeze_once(pid_t init) {
     }
     std::vector<Frozen> out;
     if (frozen.empty())
-        throw Error("the function exited during the checkpoint: no process of it was left to freeze; nothing "
-                    "was published");
+        throw Error(
+            "the function exited during the checkpoint: no process of it was left to freeze; nothing "
+            "was published");
     for (pid_t pid : process_tree(init)) {
         Frozen& m = frozen.at(pid);
         m.status = sys::read_status(pid);

@@ -69,15 +69,16 @@ void read_posix_timers(Frozen& f, MemoryReader& mem, sys::Tracee& leader, uint64
         // (A CPU clock id is ~pid << 3 | a per-thread bit 4 | the kind; pid 0 is the caller's own.)
         bool own_process_cpu = timer.clock == CLOCK_PROCESS_CPUTIME_ID ||
                                (timer.clock < 0 && (~timer.clock >> 3) == 0 && !(timer.clock & 4));
-        if (timer.clock != CLOCK_REALTIME && timer.clock != CLOCK_MONOTONIC && timer.clock != CLOCK_BOOTTIME &&
-            timer.clock != CLOCK_REALTIME_ALARM && timer.clock != CLOCK_BOOTTIME_ALARM && timer.clock != CLOCK_TAI &&
-            !own_process_cpu)
+        if (timer.clock != CLOCK_REALTIME && timer.clock != CLOCK_MONOTONIC &&
+            timer.clock != CLOCK_BOOTTIME && timer.clock != CLOCK_REALTIME_ALARM &&
+            timer.clock != CLOCK_BOOTTIME_ALARM && timer.clock != CLOCK_TAI && !own_process_cpu)
             throw ContractError(fmt::format(
                 "process {}: POSIX timer {} counts the CPU time of a thread or of another process (clock "
                 "{}); rule: only timers of the realtime, monotonic, boottime, TAI or the process's CPU "
                 "clock are restored",
                 f.host, timer.id, timer.clock));
-        long r = leader.inject_syscall(f.gadget, SYS_timer_gettime, {static_cast<uint64_t>(timer.id), scratch});
+        long r =
+            leader.inject_syscall(f.gadget, SYS_timer_gettime, {static_cast<uint64_t>(timer.id), scratch});
         if (r != 0)
             throw Error(fmt::format("timer_gettime({}) in process {}: {}", timer.id, f.host,
                                     std::strerror(static_cast<int>(-r))));
@@ -125,8 +126,8 @@ void load(const json& j, image::Process& p) {
     p.itimers = j.at("itimers").get<std::vector<std::pair<uint64_t, uint64_t>>>();
     if (j.contains("posix_timers"))
         for (const auto& t : j.at("posix_timers"))
-            p.posix_timers.push_back({t.at("id"), t.at("clock"), t.at("notify"), t.at("signal"), t.at("value"),
-                                      t.at("tid"), t.at("interval_ns"), t.at("remaining_ns")});
+            p.posix_timers.push_back({t.at("id"), t.at("clock"), t.at("notify"), t.at("signal"),
+                                      t.at("value"), t.at("tid"), t.at("interval_ns"), t.at("remaining_ns")});
 }
 
 void plan_posix(Table& t, Region& region, const image::Process& p) {
@@ -147,7 +148,8 @@ void plan_posix(Table& t, Region& region, const image::Process& p) {
         itimerspec its{};
         its.it_value = timespec_of(timer.remaining_ns);
         its.it_interval = timespec_of(timer.interval_ns);
-        t.op(SYS_timer_settime, {static_cast<uint64_t>(timer.id), 0, region.put(its), 0}, -1, 0, {}, what + " arm");
+        t.op(SYS_timer_settime, {static_cast<uint64_t>(timer.id), 0, region.put(its), 0}, -1, 0, {},
+             what + " arm");
     }
     t.op(SYS_prctl, {kPrTimerCreateRestoreIds, 0, 0, 0, 0}, -1, 0, {}, "prctl timer create restore ids off");
 }

@@ -5,9 +5,9 @@
 // socketpair, paired across the tree by the lower inode, with its shutdown state and what is queued
 // for it peeked (fds in flight break the contract); an unnamed socket whose peer was closed is an
 // orphan, with what it still has to read; a connection made through a listener, and a bound or
-// unbound socket neither listening nor connected, are refused naming the address. Restore: listeners are bound again (a
-// stale socket file removed first), listen with 4096 and are shut down as they were; pairs are made
-// with socketpair, their buffer sizes set, each end's queue sent again through its peer, message by
+// unbound socket neither listening nor connected, are refused naming the address. Restore: listeners are
+// bound again (a stale socket file removed first), listen with 4096 and are shut down as they were; pairs are
+// made with socketpair, their buffer sizes set, each end's queue sent again through its peer, message by
 // message, then each end shut down as it was; an orphan is a socketpair end whose peer queues its
 // data again and is closed.
 #include <fcntl.h>
@@ -63,7 +63,8 @@ void read_queued(int sock, const std::string& where, image::UnixPairFd& f) {
 std::string socket_path(const std::vector<uint8_t>& address) {
     sockaddr_un un{};
     std::memcpy(&un, address.data(), std::min(address.size(), sizeof un));
-    return un.sun_path[0] ? std::string(un.sun_path, strnlen(un.sun_path, sizeof un.sun_path)) : std::string();
+    return un.sun_path[0] ? std::string(un.sun_path, strnlen(un.sun_path, sizeof un.sun_path))
+                          : std::string();
 }
 
 // A unix address for messages: its path, "@name" when abstract, "(unnamed)".
@@ -155,7 +156,11 @@ std::optional<image::FdObject> read(const FdSource& s) {
     throw ContractError(fmt::format(
         "{}: a unix {} socket {} that is neither listening nor connected; rule: only listening unix "
         "sockets and socket pairs are restored",
-        where, type == SOCK_DGRAM ? "datagram" : type == SOCK_SEQPACKET ? "seqpacket" : "stream", name));
+        where,
+        type == SOCK_DGRAM       ? "datagram"
+        : type == SOCK_SEQPACKET ? "seqpacket"
+                                 : "stream",
+        name));
 }
 
 void store(json& j, const image::UnixListenFd& f) {

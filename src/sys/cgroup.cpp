@@ -2,8 +2,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,7 +34,8 @@ Cgroup Cgroup::create_path(const fs::path& path) {
     Cgroup cg;
     cg.name_ = path.filename().string();
     cg.group_ = path.relative_path();
-    if (cg.name_.empty() || cg.group_.empty()) throw Error(fmt::format("cgroup path '{}' names no group", path.string()));
+    if (cg.name_.empty() || cg.group_.empty())
+        throw Error(fmt::format("cgroup path '{}' names no group", path.string()));
     cg.make_dirs(/*exist_ok=*/true);
     return cg;
 }
@@ -87,7 +88,8 @@ void Cgroup::make_dirs(bool exist_ok) {
             for (int attempt = 0;; ++attempt) {
                 fs::create_directories(d.parent_path());
                 if (::mkdir(d.c_str(), 0755) == 0 || (errno == EEXIST && exist_ok)) break;
-                if (errno != ENOENT || attempt == 50) throw SysError(fmt::format("mkdir {}", d.string()), errno);
+                if (errno != ENOENT || attempt == 50)
+                    throw SysError(fmt::format("mkdir {}", d.string()), errno);
             }
             controllers_.emplace_back(c);
         }
@@ -118,7 +120,10 @@ std::vector<std::string> Cgroup::list() {
 }
 
 Cgroup::Cgroup(Cgroup&& o) noexcept
-    : name_(std::move(o.name_)), group_(std::move(o.group_)), controllers_(std::move(o.controllers_)), owned_(std::exchange(o.owned_, false)) {
+    : name_(std::move(o.name_)),
+      group_(std::move(o.group_)),
+      controllers_(std::move(o.controllers_)),
+      owned_(std::exchange(o.owned_, false)) {
     o.name_.clear();
     o.controllers_.clear();
 }
@@ -154,10 +159,13 @@ void Cgroup::set_memory_limit(uint64_t bytes) {
 void Cgroup::set_cpu_limit(double cpus) {
     const uint64_t period = 100000;
     write_file(dir("cpu") / "cpu.cfs_period_us", std::to_string(period));
-    write_file(dir("cpu") / "cpu.cfs_quota_us", std::to_string(static_cast<uint64_t>(std::ceil(cpus * period))));
+    write_file(dir("cpu") / "cpu.cfs_quota_us",
+               std::to_string(static_cast<uint64_t>(std::ceil(cpus * period))));
 }
 
-void Cgroup::set_pids_limit(uint64_t max) { write_file(dir("pids") / "pids.max", std::to_string(max)); }
+void Cgroup::set_pids_limit(uint64_t max) {
+    write_file(dir("pids") / "pids.max", std::to_string(max));
+}
 
 void Cgroup::set_device_rules(const std::vector<std::pair<bool, std::string>>& rules) {
     if (std::find(controllers_.begin(), controllers_.end(), "devices") == controllers_.end())

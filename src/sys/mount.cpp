@@ -55,7 +55,8 @@ int unmount_under(const fs::path& path) {
         if (point == prefix || point.rfind(prefix + "/", 0) == 0) targets.push_back(point);
     }
     // Deepest first; a mount seen twice (stacked) is detached once per entry.
-    std::sort(targets.begin(), targets.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+    std::sort(targets.begin(), targets.end(),
+              [](const auto& a, const auto& b) { return a.size() > b.size(); });
     int n = 0;
     for (const auto& t : targets)
         if (::umount2(t.c_str(), MNT_DETACH) == 0) ++n;

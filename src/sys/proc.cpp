@@ -72,7 +72,8 @@ FdInfo read_fdinfo(pid_t pid, int fd) {
     while (std::getline(in, line)) {
         info.lines.push_back(line);
         auto colon = line.find(':');
-        if (colon != std::string::npos) info.fields.emplace(line.substr(0, colon), trim(line.substr(colon + 1)));
+        if (colon != std::string::npos)
+            info.fields.emplace(line.substr(0, colon), trim(line.substr(colon + 1)));
     }
     return info;
 }

@@ -1,8 +1,8 @@
 #include "initless/sys/process.h"
 
+#include <linux/capability.h>
 #include <pthread.h>
 #include <sys/signalfd.h>
-#include <linux/capability.h>
 
 #include <sys/resource.h>
 
@@ -116,7 +116,8 @@ bool same_table(pid_t pid1, pid_t pid2, SharedTable which) {
     long r = ::syscall(SYS_kcmp, pid1, pid2, static_cast<int>(which), 0, 0);
     if (r < 0 && errno == ESRCH) return false;
     if (r < 0)
-        throw SysError(fmt::format("kcmp ({}) of processes {} and {}", static_cast<int>(which), pid1, pid2), errno);
+        throw SysError(fmt::format("kcmp ({}) of processes {} and {}", static_cast<int>(which), pid1, pid2),
+                       errno);
     return r == 0;
 }
 

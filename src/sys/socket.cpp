@@ -36,12 +36,14 @@ SocketPair seqpacket_pair() {
 namespace {
 // sockaddr_un naming `path` as /proc/self/fd/<dir>/<name>; `dir` must stay open while it is used.
 sockaddr_un unix_address(const std::filesystem::path& path, UniqueFd& dir) {
-    dir = UniqueFd(::open(path.parent_path().empty() ? "." : path.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    dir = UniqueFd(::open(path.parent_path().empty() ? "." : path.parent_path().c_str(),
+                          O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!dir) throw SysError(fmt::format("open {}", path.parent_path().string()), errno);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::string name = fmt::format("/proc/self/fd/{}/{}", dir.get(), path.filename().string());
-    if (name.size() >= sizeof addr.sun_path) throw Error(fmt::format("socket name too long: {}", path.string()));
+    if (name.size() >= sizeof addr.sun_path)
+        throw Error(fmt::format("socket name too long: {}", path.string()));
     std::memcpy(addr.sun_path, name.c_str(), name.size() + 1);
     return addr;
 }
@@ -320,7 +322,8 @@ void set_loopback_up() {
 // ---- TCP (the remote page server) ----------------------------------------------------------------
 
 std::string TcpAddress::str() const {
-    return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
+    return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
+                                               : fmt::format("{}:{}", host, port);
 }
 
 TcpAddress parse_tcp_address(const std::string& text) {
@@ -329,7 +332,8 @@ TcpAddress parse_tcp_address(const std::string& text) {
     if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
         throw Error(fmt::format("address '{}' is not HOST:PORT", text));
     a.host = text.substr(0, colon);
-    if (a.host.size() > 2 && a.host.front() == '[' && a.host.back() == ']') a.host = a.host.substr(1, a.host.size() - 2);
+    if (a.host.size() > 2 && a.host.front() == '[' && a.host.back() == ']')
+        a.host = a.host.substr(1, a.host.size() - 2);
     unsigned long port = 0;
     try {
         size_t used = 0;
@@ -367,7 +371,8 @@ Resolved resolve(const TcpAddress& a) {
 }
 
 int ms_until(std::chrono::steady_clock::time_point deadline) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 1 << 30));
 }
 
@@ -459,7 +464,8 @@ void receive_all_by(int sock, void* data, size_t len, std::chrono::steady_clock:
 UniqueFd accept_tcp(int listener, std::string& peer) {
     sockaddr_storage a{};
     socklen_t len = sizeof a;
-    UniqueFd s(retry_eintr([&] { return ::accept4(listener, reinterpret_cast<sockaddr*>(&a), &len, SOCK_CLOEXEC); }));
+    UniqueFd s(retry_eintr(
+        [&] { return ::accept4(listener, reinterpret_cast<sockaddr*>(&a), &len, SOCK_CLOEXEC); }));
     if (!s) {
         if (errno == EAGAIN || errno == ECONNABORTED) return {};
         throw SysError("accept", errno);

@@ -1,8 +1,8 @@
 // TCP_INFO fields glibc's <netinet/tcp.h> does not declare (segment counters, Linux 4.2+): read with
 // the kernel's own struct, in a file of its own because <linux/tcp.h> and <netinet/tcp.h> clash.
-#include <sys/socket.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "initless/sys/inspect.h"
 

@@ -20,7 +20,8 @@ namespace initless::sys {
 namespace {
 
 // One name below a directory fd, never through a link of any kind, never onto another mount.
-constexpr uint64_t kOneNameBeneath = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+constexpr uint64_t kOneNameBeneath =
+    RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
 
 std::string join(const std::string& dir, const std::string& name) {
     return dir.empty() ? name : dir + "/" + name;
@@ -57,12 +58,13 @@ void set_attributes(int fd, const struct stat& st, const std::string& what) {
 void same_object(const struct stat& seen, int fd, const std::string& what) {
     struct stat now {};
     check(::fstat(fd, &now), "stat " + what);
-    if (now.st_dev != seen.st_dev || now.st_ino != seen.st_ino || (now.st_mode & S_IFMT) != (seen.st_mode & S_IFMT))
+    if (now.st_dev != seen.st_dev || now.st_ino != seen.st_ino ||
+        (now.st_mode & S_IFMT) != (seen.st_mode & S_IFMT))
         throw Error(fmt::format("{} was replaced while it was being copied", what));
 }
 
-void copy_file(int from_dir, int to_dir, const std::string& name, const std::string& path, const struct stat& st,
-               TreeVisitor* visitor, const std::string& what) {
+void copy_file(int from_dir, int to_dir, const std::string& name, const std::string& path,
+               const struct stat& st, TreeVisitor* visitor, const std::string& what) {
     // O_NONBLOCK: had the name become a FIFO since fstatat, the open must not wait for a writer.
     UniqueFd in = open_at(from_dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, kOneNameBeneath);
     same_object(st, in.get(), what);
@@ -81,7 +83,8 @@ void copy_file(int from_dir, int to_dir, const std::string& name, const std::str
         if (out) write_all(out.get(), buf.data(), static_cast<size_t>(n));
     }
     if (total != static_cast<uint64_t>(st.st_size))
-        throw Error(fmt::format("{} changed size while it was copied ({} bytes, then {})", what, st.st_size, total));
+        throw Error(
+            fmt::format("{} changed size while it was copied ({} bytes, then {})", what, st.st_size, total));
     if (out) set_attributes(out.get(), st, what);
 }
 
@@ -97,7 +100,8 @@ void copy_dir(int from, int to, const std::string& rel, TreeVisitor* visitor, co
             if (visitor) visitor->entry(path, st, {});
             UniqueFd sub_to;
             if (to >= 0) {
-                if (::mkdirat(to, name.c_str(), 0700) != 0 && errno != EEXIST) throw SysError("mkdir " + what, errno);
+                if (::mkdirat(to, name.c_str(), 0700) != 0 && errno != EEXIST)
+                    throw SysError("mkdir " + what, errno);
                 sub_to = open_at(to, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, kOneNameBeneath);
             }
             copy_dir(sub.get(), sub_to ? sub_to.get() : -1, path, visitor, where);
@@ -112,7 +116,8 @@ void copy_dir(int from, int to, const std::string& rel, TreeVisitor* visitor, co
             if (visitor) visitor->entry(path, st, target);
             if (to >= 0) {
                 check(::symlinkat(target.c_str(), to, name.c_str()), "symlink " + what);
-                check(::fchownat(to, name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW), "chown " + what);
+                check(::fchownat(to, name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW),
+                      "chown " + what);
                 timespec times[2] = {st.st_atim, st.st_mtim};
                 check(::utimensat(to, name.c_str(), times, AT_SYMLINK_NOFOLLOW), "utimensat " + what);
             }
@@ -123,15 +128,17 @@ void copy_dir(int from, int to, const std::string& rel, TreeVisitor* visitor, co
             // a node, never opened.
             if (visitor) visitor->entry(path, st, {});
             if (to >= 0) {
-                check(::mknodat(to, name.c_str(), (st.st_mode & S_IFMT) | (st.st_mode & 07777), 0), "mknod " + what);
-                check(::fchownat(to, name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW), "chown " + what);
+                check(::mknodat(to, name.c_str(), (st.st_mode & S_IFMT) | (st.st_mode & 07777), 0),
+                      "mknod " + what);
+                check(::fchownat(to, name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW),
+                      "chown " + what);
                 timespec times[2] = {st.st_atim, st.st_mtim};
                 check(::utimensat(to, name.c_str(), times, AT_SYMLINK_NOFOLLOW), "utimensat " + what);
             }
         } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
-            throw Error(fmt::format("{} is a device node ({} {}:{}): refused, a sandbox's files may hold none", what,
-                                    S_ISCHR(st.st_mode) ? "character" : "block", major(st.st_rdev),
-                                    minor(st.st_rdev)));
+            throw Error(fmt::format(
+                "{} is a device node ({} {}:{}): refused, a sandbox's files may hold none", what,
+                S_ISCHR(st.st_mode) ? "character" : "block", major(st.st_rdev), minor(st.st_rdev)));
         }
         // Sockets: skipped (a restored listener binds its path again).
     }

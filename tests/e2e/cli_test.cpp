@@ -98,7 +98,8 @@ TEST_F(CliE2e, BigdictChecksumAnswers) {
     json body = json::parse(out.value("body", ""), nullptr, false);
     ASSERT_TRUE(body.is_object() && body.contains("checksum") && body.contains("n")) << out.dump();
     EXPECT_GT(body["n"].get<uint64_t>(), 0u);
-    EXPECT_EQ(body["checksum"].get<uint64_t>(), expected_bigdict_checksum(body["n"].get<uint64_t>())) << out.dump();
+    EXPECT_EQ(body["checksum"].get<uint64_t>(), expected_bigdict_checksum(body["n"].get<uint64_t>()))
+        << out.dump();
 }
 
 TEST_F(CliE2e, HumanOutputHasTimings) {
@@ -173,7 +174,8 @@ TEST_F(CliE2e, FunctionCrashMidRequestFailsClean) {
 TEST_F(CliE2e, OomKilledFunctionFailsClean) {
     auto r = cli({"run", test_function("probe").string(), "--request", "/hog", "--json"});
     EXPECT_EQ(r.exit_code(), 1) << r.describe();
-    EXPECT_NE(r.err.find("OOM killer"), std::string::npos) << "the error does not name the OOM kill:\n" << r.describe();
+    EXPECT_NE(r.err.find("OOM killer"), std::string::npos) << "the error does not name the OOM kill:\n"
+                                                           << r.describe();
 }
 
 // The controller (`initless run`) is killed with SIGKILL while its function is up: init notices the

@@ -171,7 +171,8 @@ std::vector<std::string> E2eTest::instance_dirs() const {
 
 void E2eTest::expect_no_leftovers() {
     // This test's mounts only: other tests running at once have their instances' layers mounted.
-    EXPECT_EQ(initless_mounts(scratch_.string()), std::vector<std::string>{}) << "initless mounts visible on the host";
+    EXPECT_EQ(initless_mounts(scratch_.string()), std::vector<std::string>{})
+        << "initless mounts visible on the host";
     EXPECT_EQ(instance_dirs(), std::vector<std::string>{}) << "instance dirs left under " << state_dir_;
     for (const auto& id : instances_) {
         EXPECT_EQ(cgroup_dirs(id), std::vector<std::string>{}) << "cgroup of " << id << " left";

@@ -11,10 +11,10 @@
 
 #include <map>
 #include <optional>
-#include <thread>
 #include <random>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "e2e.h"
 #include "initless/spec/function_spec.h"

@@ -53,8 +53,9 @@ class ServeTest : public E2eTest {
         // the state dir): a daemon that stops cleanly removes it, one that failed or was killed leaves
         // it, and no later daemon has this state dir to clean it up.
         std::error_code ec;
-        fs::path tmpfs_root = fs::path("/dev/shm/initless-images") /
-                              fmt::format("{:016x}", std::hash<std::string>{}(fs::absolute(registry_).string()));
+        fs::path tmpfs_root =
+            fs::path("/dev/shm/initless-images") /
+            fmt::format("{:016x}", std::hash<std::string>{}(fs::absolute(registry_).string()));
         fs::remove_all(tmpfs_root, ec);
         fs::remove(tmpfs_root.parent_path(), ec);  // only if empty: another daemon's store may be in it
         E2eTest::TearDown();
@@ -455,7 +456,8 @@ TEST_F(ServeTest, CorruptedSnapshotFallsBackToABoot) {
     start_daemon();
     auto described = json::parse(request("GET", "/system/function/e2e-counter").body);
     EXPECT_TRUE(described["snapshot"].is_null()) << described.dump();
-    EXPECT_NE(described.value("snapshot_problem", "").find("is not authenticated: pages.img does not match its MAC"),
+    EXPECT_NE(described.value("snapshot_problem", "")
+                  .find("is not authenticated: pages.img does not match its MAC"),
               std::string::npos)
         << described.dump();
     auto r = invoke("e2e-counter");
@@ -480,7 +482,8 @@ TEST_F(ServeTest, ForeignImageFallsBackToABoot) {
     start_daemon();
     auto described = json::parse(request("GET", "/system/function/e2e-counter").body);
     EXPECT_TRUE(described["snapshot"].is_null()) << described.dump();
-    EXPECT_NE(described.value("snapshot_problem", "").find("the image was made with another key"), std::string::npos)
+    EXPECT_NE(described.value("snapshot_problem", "").find("the image was made with another key"),
+              std::string::npos)
         << described.dump();
     auto r = invoke("e2e-counter");
     EXPECT_EQ(r.status, 200) << r.body;
@@ -495,17 +498,17 @@ std::string describe_stuck(pid_t pid) {
     std::string out;
     auto field = [](const std::string& status, const std::string& name) {
         auto at = status.find(name + ":");
-        return at == std::string::npos ? std::string("?")
-                                       : status.substr(at + name.size() + 1,
-                                                       status.find('\n', at) - at - name.size() - 1);
+        return at == std::string::npos
+                   ? std::string("?")
+                   : status.substr(at + name.size() + 1, status.find('\n', at) - at - name.size() - 1);
     };
     auto one = [&](pid_t p, pid_t tid, const std::string& role) {
         fs::path dir = fs::path("/proc") / std::to_string(p) / "task" / std::to_string(tid);
         std::error_code ec;
         std::string status = read_text(dir / "status");
         std::string wchan = fs::exists(dir / "wchan", ec) ? read_text(dir / "wchan") : "";
-        out += role + " " + std::to_string(tid) + " " + field(status, "Name") + " state" + field(status, "State") +
-               " tracer" + field(status, "TracerPid") + " wchan " + wchan + "\n";
+        out += role + " " + std::to_string(tid) + " " + field(status, "Name") + " state" +
+               field(status, "State") + " tracer" + field(status, "TracerPid") + " wchan " + wchan + "\n";
     };
     std::error_code ec;
     for (const auto& task : fs::directory_iterator(fs::path("/proc") / std::to_string(pid) / "task", ec)) {
@@ -538,7 +541,8 @@ TEST_F(ServeTest, KilledDaemonLeavesNothingAfterTheNextStart) {
         pid_t got = 0;
         while ((got = ::waitpid(init, nullptr, WNOHANG)) == 0 && Clock::now() < deadline)
             std::this_thread::sleep_for(20ms);
-        EXPECT_EQ(got, init) << "a sandbox init outlived the killed daemon by 10 s:\n" << describe_stuck(init);
+        EXPECT_EQ(got, init) << "a sandbox init outlived the killed daemon by 10 s:\n"
+                             << describe_stuck(init);
     }
     start_daemon();
     // The new daemon removed its predecessor's instances; only its own pool may exist now.

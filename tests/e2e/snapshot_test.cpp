@@ -24,8 +24,11 @@ class SnapshotE2e : public E2eTest {
     }
     json restore(const fs::path& image, const std::string& strategy, int instances, CliResult* raw = nullptr,
                  std::vector<std::string> extra = {}) {
-        std::vector<std::string> args = {"restore", image.string(), "--strategy", strategy, "--instances",
-                                         std::to_string(instances), "--request", "/", "--json"};
+        std::vector<std::string> args = {"restore",     image.string(),
+                                         "--strategy",  strategy,
+                                         "--instances", std::to_string(instances),
+                                         "--request",   "/",
+                                         "--json"};
         args.insert(args.end(), extra.begin(), extra.end());
         auto r = cli(args);
         if (raw) *raw = r;
@@ -93,8 +96,9 @@ TEST_F(SnapshotE2e, TamperedImageIsRefusedNamingTheFile) {
         args.insert(args.end(), extra.begin(), extra.end());
         auto r = cli(args);
         EXPECT_EQ(r.exit_code(), 1) << r.describe();
-        EXPECT_NE(r.err.find("image " + image.string() + " is not authenticated: pages.img does not match its MAC"),
-                  std::string::npos)
+        EXPECT_NE(
+            r.err.find("image " + image.string() + " is not authenticated: pages.img does not match its MAC"),
+            std::string::npos)
             << r.describe();
         EXPECT_EQ(r.err.find("booting"), std::string::npos) << r.describe();
     }
@@ -109,9 +113,10 @@ TEST_F(SnapshotE2e, ImageOfAnotherKeyIsRefused) {
     auto r = cli({"restore", image.string(), "--request", "/", "--json"});
     ::setenv("INITLESS_STATE_DIR", state_dir_.c_str(), 1);
     EXPECT_EQ(r.exit_code(), 1) << r.describe();
-    EXPECT_NE(r.err.find("is not authenticated: its AUTH file does not match its MAC (the image was made with "
-                         "another key"),
-              std::string::npos)
+    EXPECT_NE(
+        r.err.find("is not authenticated: its AUTH file does not match its MAC (the image was made with "
+                   "another key"),
+        std::string::npos)
         << r.describe();
     // The same image under its own key still restores.
     json out = restore(image, "cow", 1);

@@ -64,8 +64,8 @@ class LazyServer : public ::testing::Test {
         ::setenv("INITLESS_INIT_BINARY", INITLESS_BINARY, 1);
         fs::path dir = program_dir("lazy-pages");
         ASSERT_TRUE(fs::exists(dir / "function.toml")) << dir << " is not built";
-        auto r = run_cli({"snapshot", dir.string(), "--image", (scratch_ / "image").string(), "--json"}, scratch_,
-                         state_, 120s);
+        auto r = run_cli({"snapshot", dir.string(), "--image", (scratch_ / "image").string(), "--json"},
+                         scratch_, state_, 120s);
         ASSERT_EQ(r.exit_code, 0) << r.describe();
         img_ = image::load(scratch_ / "image", image::Key::of_state_dir(state_));
         spec_ = spec::load(img_.manifest.function_dir);

@@ -191,7 +191,8 @@ TEST_F(FromOutside, RestoreRefusesAnImageAskingMoreThanTheSpecAllows) {
         restore::restore_into(sb, img, restore::Strategy::Eager);
         ADD_FAILURE() << "restored an image whose process runs as uid 0 into a spec whose user is uid 1000";
     } catch (const initless::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("asks for more than the sandbox's spec allows"), std::string::npos)
+        EXPECT_NE(std::string(e.what()).find("asks for more than the sandbox's spec allows"),
+                  std::string::npos)
             << e.what();
         EXPECT_NE(std::string(e.what()).find("runs as uid 0, the spec's user is uid 1000"), std::string::npos)
             << e.what();

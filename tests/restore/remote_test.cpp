@@ -62,8 +62,8 @@ struct TwoHosts {
         client_ip = fmt::format("10.231.{}.2", n);
         std::string vs = fmt::format("ilrs{}", ::getpid()), vc = fmt::format("ilrc{}", ::getpid());
         ok = sh("ip netns add " + server_ns) == 0 && sh("ip netns add " + client_ns) == 0 &&
-             sh(fmt::format("ip link add {} netns {} type veth peer name {} netns {}", vs, server_ns, vc, client_ns)) ==
-                 0 &&
+             sh(fmt::format("ip link add {} netns {} type veth peer name {} netns {}", vs, server_ns, vc,
+                            client_ns)) == 0 &&
              sh(fmt::format("ip -n {} addr add {}/30 dev {}", server_ns, server_ip, vs)) == 0 &&
              sh(fmt::format("ip -n {} addr add {}/30 dev {}", client_ns, client_ip, vc)) == 0 &&
              sh(fmt::format("ip -n {} link set {} up", server_ns, vs)) == 0 &&
@@ -88,7 +88,8 @@ struct TwoHosts {
 struct Child {
     pid_t pid = -1;
     fs::path out, err;
-    Child(std::vector<std::string> argv, const fs::path& scratch, const fs::path& state, const std::string& tag) {
+    Child(std::vector<std::string> argv, const fs::path& scratch, const fs::path& state,
+          const std::string& tag) {
         out = scratch / (tag + ".out");
         err = scratch / (tag + ".err");
         std::vector<char*> args;
@@ -161,8 +162,8 @@ class RemotePages : public ::testing::Test {
     // manifest dir a remote restore gets, into <scratch>/<name>.manifest.
     std::pair<fs::path, fs::path> snapshot(const std::string& name) {
         fs::path image = scratch_ / (name + ".img"), manifest = scratch_ / (name + ".manifest");
-        auto r = run_cli({"snapshot", program_dir(name).string(), "--image", image.string(), "--json"}, scratch_,
-                         state_, 120s);
+        auto r = run_cli({"snapshot", program_dir(name).string(), "--image", image.string(), "--json"},
+                         scratch_, state_, 120s);
         EXPECT_EQ(r.exit_code, 0) << r.describe();
         // cp -a: the trees' digests cover owners, modes and mtimes.
         EXPECT_EQ(sh(fmt::format("cp -a {} {}", image.string(), manifest.string())), 0);
@@ -176,8 +177,8 @@ class RemotePages : public ::testing::Test {
                                   const std::string& ip) {
         std::vector<std::string> argv;
         if (!ns.empty()) argv = {"nsenter", "--net=/run/netns/" + ns};
-        for (std::string a : {std::string(INITLESS_BINARY), std::string("page-server"), std::string("--image"),
-                              image.string(), std::string("--listen"), ip + ":0"})
+        for (std::string a : {std::string(INITLESS_BINARY), std::string("page-server"),
+                              std::string("--image"), image.string(), std::string("--listen"), ip + ":0"})
             argv.push_back(a);
         server.emplace(argv, scratch_, state_, fmt::format("page-server-{}", ++servers_));
         auto until = Clock::now() + 60s;  // it verifies the image first
@@ -226,16 +227,16 @@ class RemotePages : public ::testing::Test {
 TEST_F(RemotePages, ProgramsRestoredAcrossTwoHostsAnswerOk) {
     TwoHosts hosts;
     ASSERT_TRUE(hosts.ok) << "could not make two network namespaces joined by a veth pair";
-    for (const char* name :
-         {"big-heap", "brk-growth", "mmap-regions", "file-private-cow", "memfd-map", "process-tree", "lazy-pages"}) {
+    for (const char* name : {"big-heap", "brk-growth", "mmap-regions", "file-private-cow", "memfd-map",
+                             "process-tree", "lazy-pages"}) {
         SCOPED_TRACE(name);
         auto [image, manifest] = snapshot(name);
         std::optional<Child> server;
         std::string addr = start_page_server(server, image, hosts.server_ns, hosts.server_ip);
         ASSERT_FALSE(addr.empty());
         auto r = restore_in(hosts.client_ns,
-                            {"restore", manifest.string(), "--pages-from", addr, "--instances", "2", "--request", "/check",
-                             "--json", "--no-fallback"},
+                            {"restore", manifest.string(), "--pages-from", addr, "--instances", "2",
+                             "--request", "/check", "--json", "--no-fallback"},
                             60s);
         ASSERT_EQ(r.exit_code, 0) << r.describe();
         json j = json::parse(r.out, nullptr, false);
@@ -284,8 +285,8 @@ TEST_F(RemotePages, PythonBigdictAnswersAsBootedAcrossTwoHosts) {
     std::string addr = start_page_server(server, image, hosts.server_ns, hosts.server_ip);
     ASSERT_FALSE(addr.empty());
     auto r = restore_in(hosts.client_ns,
-                        {"restore", manifest.string(), "--pages-from", addr, "--instances", "2", "--request", "/checksum",
-                         "--json", "--no-fallback"},
+                        {"restore", manifest.string(), "--pages-from", addr, "--instances", "2", "--request",
+                         "/checksum", "--json", "--no-fallback"},
                         60s);
     ASSERT_EQ(r.exit_code, 0) << r.describe();
     json j = json::parse(r.out, nullptr, false);
@@ -309,11 +310,13 @@ TEST_F(RemotePages, AServerOfAnotherImageIsRefused) {
     std::optional<Child> server;
     std::string addr = start_page_server(server, other, "", "127.0.0.1");
     ASSERT_FALSE(addr.empty());
-    auto r = run_cli({"restore", manifest.string(), "--pages-from", addr, "--request", "/check", "--no-fallback"},
-                     scratch_, state_, 60s);
+    auto r =
+        run_cli({"restore", manifest.string(), "--pages-from", addr, "--request", "/check", "--no-fallback"},
+                scratch_, state_, 60s);
     EXPECT_NE(r.exit_code, 0) << r.describe();
     EXPECT_NE(r.err.find("serves another image"), std::string::npos) << r.describe();
-    auto plain = run_cli({"restore", manifest.string(), "--request", "/check", "--no-fallback"}, scratch_, state_, 60s);
+    auto plain = run_cli({"restore", manifest.string(), "--request", "/check", "--no-fallback"}, scratch_,
+                         state_, 60s);
     EXPECT_NE(plain.exit_code, 0) << "restored without pages.img or a page server:\n" << plain.describe();
 }
 
@@ -335,8 +338,8 @@ TEST_F(RemotePages, AChangedPageFailsItsDigest) {
         }
     }
     std::optional<Child> server;
-    std::vector<std::string> argv = {INITLESS_BINARY, "page-server", "--image", image.string(), "--listen",
-                                     "127.0.0.1:0", "--no-verify"};
+    std::vector<std::string> argv = {INITLESS_BINARY, "page-server", "--image",    image.string(),
+                                     "--listen",      "127.0.0.1:0", "--no-verify"};
     server.emplace(argv, scratch_, state_, "page-server-changed");
     std::string addr;
     auto until = Clock::now() + 30s;
@@ -348,8 +351,9 @@ TEST_F(RemotePages, AChangedPageFailsItsDigest) {
         std::this_thread::sleep_for(20ms);
     }
     ASSERT_FALSE(addr.empty()) << read_text(server->err);
-    auto r = run_cli({"restore", manifest.string(), "--pages-from", addr, "--request", "/check", "--no-fallback"},
-                     scratch_, state_, 60s);
+    auto r =
+        run_cli({"restore", manifest.string(), "--pages-from", addr, "--request", "/check", "--no-fallback"},
+                scratch_, state_, 60s);
     EXPECT_NE(r.exit_code, 0) << "restored from changed pages:\n" << r.describe();
     EXPECT_NE(r.err.find("does not match pages.sums"), std::string::npos) << r.describe();
 }
@@ -375,7 +379,8 @@ TEST_F(RemotePages, PageServerAnswersBadInputAndStopsOnSigterm) {
     auto a = sys::connect_tcp(target, 5s);
     uint64_t size = image::load(image, image::Key::of_state_dir(state_)).manifest.pages_file_size;
     for (Request bad : {Request{kRequestMagic, kRange, size, 4096}, Request{kRequestMagic, kRange, 0, 0},
-                        Request{kRequestMagic, kRange, 0, kMaxRange + 4096}, Request{kRequestMagic, kRange, ~0ULL - 10, 4096}}) {
+                        Request{kRequestMagic, kRange, 0, kMaxRange + 4096},
+                        Request{kRequestMagic, kRange, ~0ULL - 10, 4096}}) {
         sys::send_all_by(a.get(), &bad, sizeof bad, deadline());
         auto [h, body] = header(a.get());
         EXPECT_EQ(h.status, kBadRange) << body;
@@ -394,7 +399,8 @@ TEST_F(RemotePages, PageServerAnswersBadInputAndStopsOnSigterm) {
     auto [bad, why] = header(b.get());
     EXPECT_EQ(bad.status, kMalformed) << why;
     char byte;
-    EXPECT_EQ(sys::receive_some_by(b.get(), &byte, 1, deadline()), 0u) << "the connection stayed open after garbage";
+    EXPECT_EQ(sys::receive_some_by(b.get(), &byte, 1, deadline()), 0u)
+        << "the connection stayed open after garbage";
     // Half a request, then gone.
     {
         auto c = sys::connect_tcp(target, 5s);
@@ -429,9 +435,19 @@ TEST_P(DeadPageServer, EndsTheRestoreWithinTenSeconds) {
     std::optional<Child> server;
     std::string addr = start_page_server(server, image, hosts.server_ns, hosts.server_ip);
     ASSERT_FALSE(addr.empty());
-    std::vector<std::string> argv = {"nsenter", "--net=/run/netns/" + hosts.client_ns, INITLESS_BINARY, "restore",
-                                     manifest.string(), "--pages-from", addr, "--pages-timeout-ms", "2000",
-                                     "--request", "/check", "--json", "--no-fallback"};
+    std::vector<std::string> argv = {"nsenter",
+                                     "--net=/run/netns/" + hosts.client_ns,
+                                     INITLESS_BINARY,
+                                     "restore",
+                                     manifest.string(),
+                                     "--pages-from",
+                                     addr,
+                                     "--pages-timeout-ms",
+                                     "2000",
+                                     "--request",
+                                     "/check",
+                                     "--json",
+                                     "--no-fallback"};
     Child restore(argv, scratch_, state_, "restore-killed");
     std::this_thread::sleep_for(3s);
     ASSERT_EQ(restore.wait(0ms), -1) << "the restore ended before the kill: " << read_text(restore.err);
@@ -501,7 +517,8 @@ TEST_F(RemotePages, ADeadSourceKillsTheFunctionAndLeavesNoThreadOrFd) {
         sb.teardown();
     }
     auto until = Clock::now() + 5s;
-    while (pages::PageServer::shared().thread_running() && Clock::now() < until) std::this_thread::sleep_for(5ms);
+    while (pages::PageServer::shared().thread_running() && Clock::now() < until)
+        std::this_thread::sleep_for(5ms);
     EXPECT_FALSE(pages::PageServer::shared().thread_running());
     EXPECT_EQ(count_entries("/proc/self/fd"), fds) << "fds were left open";
     EXPECT_EQ(count_entries("/proc/self/task"), tasks) << "threads were left";

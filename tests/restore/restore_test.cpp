@@ -54,7 +54,8 @@ class RestoreSuite : public ::testing::Test {
         // Every sandbox the CLI made was torn down: no instance directory is left.
         std::error_code ec;
         for (const auto& e : fs::directory_iterator(state_ / "instances", ec))
-            ADD_FAILURE() << "left after the test: " << e.path() << " " << sandbox_leftovers(e.path().filename(), state_);
+            ADD_FAILURE() << "left after the test: " << e.path() << " "
+                          << sandbox_leftovers(e.path().filename(), state_);
         // Anything a killed CLI left behind in this test's state dir.
         run_cli({"gc"}, scratch_, state_, 30s);
         fs::remove_all(scratch_, ec);
@@ -93,7 +94,8 @@ class RestoreSuite : public ::testing::Test {
         for (const auto& inst : list) {
             EXPECT_EQ(inst.value("mode", ""), "restore") << inst.dump(2);
             EXPECT_EQ(inst.value("status", 0), 200) << inst.dump(2);
-            // The CLI has exited: its instances' cgroups and directories are gone (their processes with them).
+            // The CLI has exited: its instances' cgroups and directories are gone (their processes with
+            // them).
             EXPECT_EQ(sandbox_leftovers(inst.value("instance", ""), state_), "") << inst.dump(2);
         }
         return list;
@@ -136,7 +138,8 @@ TEST_P(StateProgram, RestoredStateIsIntact) {
     if (auto expected = kExpectedNotes.find(c.program); expected != kExpectedNotes.end()) {
         std::string notes = report.value("notes", json::array()).dump();
         for (const auto& phrase : expected->second)
-            EXPECT_NE(notes.find(phrase), std::string::npos) << "the snapshot's notes lack '" << phrase << "': " << notes;
+            EXPECT_NE(notes.find(phrase), std::string::npos)
+                << "the snapshot's notes lack '" << phrase << "': " << notes;
     }
     json list = restore(image, c.strategy, 2, "/check");
     for (const auto& inst : list) {
@@ -165,96 +168,95 @@ TEST_P(BootedProgram, VerdictIsOkWithoutRestore) {
 
 // One program per kind of state (see each programs/<name>.c for what it holds and checks).
 const char* const kStatePrograms[] = {
-    "futex-threads",        // threads parked in pthread_cond_wait, woken after restore
-    "epoll-thread",         // a thread blocked in epoll_wait
-    "sleep-threads",        // threads in nanosleep (restart / -ERESTART_RESTARTBLOCK -> EINTR)
-    "signal-handler",       // sigaction handlers, SA_SIGINFO|SA_RESTART, sa_mask, SIG_IGN
-    "sigmask-threads",      // blocked signal mask per thread
-    "sigaltstack",          // sigaltstack per thread, SA_ONSTACK handler runs on it
-    "pending-signal",       // signals pending at the snapshot (must not be dropped silently)
-    "timerfd",              // periodic and one-shot timerfds, clocks, O_NONBLOCK
-    "eventfd",              // counters, EFD_SEMAPHORE, EFD_NONBLOCK
-    "signalfd",             // signalfd mask, signals read after restore
-    "epoll-registrations",  // epoll data values, EPOLLET, EPOLLONESHOT, a closed registration
-    "big-heap",             // 256 MiB deterministic heap (every 4th MiB zero), checksum
-    "lazy-pages",           // 192 MiB in four regions, every 4th MiB of the heap zero (lazy_test.cpp)
-    "mmap-regions",         // anonymous VMAs: guards, holes, read-only page, PROT_NONE reservation
-    "file-private-cow",     // private file mapping with copied-on-write pages
-    "file-shared-ro",       // shared read-only file mapping
-    "file-offset",          // read-only file fds at offsets, directory fd
-    "dup-shared-offset",    // two fds sharing one open file description
-    "fd-flags",             // O_APPEND, O_NONBLOCK, FD_CLOEXEC, high fd numbers
-    "shared-anon",          // MAP_SHARED|MAP_ANONYMOUS memory and a second view of it (mremap)
-    "memfd-map",            // two shared mappings of a closed memfd
-    "pipe-data",            // pipes within the process holding unread data (1000 B, full 64 KiB)
-    "pipe-big",             // a 1 MiB pipe (F_SETPIPE_SZ) holding 200 KiB
-    "tcp-listen",           // listening sockets: IPv4/IPv6, options, loopback-bound
-    "tcp-backlog",          // listen backlog kept
-    "unix-listen",          // unix listening sockets: path, seqpacket, abstract
-    "tls-threads",          // __thread variables and errno per thread
-    "rseq",                 // rseq registered again in every thread
-    "brk-growth",           // brk kept, heap grows after restore
-    "cwd",                  // working directory in a subdirectory
-    "vdso-clock",           // vDSO at its address, clocks work and continue
-    "cmdline-env",          // /proc/self/cmdline, environ, exe
-    "thread-tids",          // each thread keeps its tid; pthread_kill reaches it
-    "many-threads",         // 32 threads with their tids
-    "dev-files",            // /dev/urandom, /dev/zero, /dev/null fds
-    "itimer",               // setitimer(ITIMER_REAL) keeps firing, also when caught just expired
-    "thread-names",         // per-thread comm names
-    "umask",                // process umask
-    "socketpair",           // stream, datagram and seqpacket socket pairs with queued data
-    "process-tree",         // 6 processes: pids, ppids (one adopted by init), sessions, groups, pairs and a
-                            // pipe between them with queued data, a shared anonymous page
-    "prefork-listener",     // one listening socket shared by a parent and two accepting workers
-    "clocks",               // monotonic and boottime never go backwards nor run ahead of wall time
-    "busy-blocked-thread",  // a thread spinning in user space with every signal blocked, its xmm
-                            // registers intact
-    "sigtrap-handler",      // a SIGTRAP handler survives the engine's own SIGTRAP traps
-    "pdeathsig",            // PR_SET_PDEATHSIG per thread
-    "child-subreaper",      // PR_SET_CHILD_SUBREAPER: an orphan made after restore comes to us
-    "thp-disable",          // PR_SET_THP_DISABLE (THP_enabled: 0)
-    "dumpable",             // PR_SET_DUMPABLE 0
-    "timerslack",           // PR_SET_TIMERSLACK per thread
-    "personality",          // personality(ADDR_NO_RANDOMIZE | UNAME26)
-    "oom-score-adj",        // /proc/self/oom_score_adj raised
-    "membarrier",           // membarrier private expedited (and sync-core) registrations
-    "securebits",           // SECBIT_KEEP_CAPS (PR_SET_KEEPCAPS)
-    "sched-attrs",          // SCHED_BATCH at nice 19 pinned to CPU 0, a SCHED_IDLE thread
-    "tsc-sigsegv",          // PR_SET_TSC PR_TSC_SIGSEGV in one thread
-    "madvise-flags",        // MADV_WIPEONFORK, DONTFORK, DONTDUMP, NOHUGEPAGE, SEQUENTIAL, RANDOM, NORESERVE
-    "mlock",                // mlock and mlock2(MLOCK_ONFAULT) regions
-    "mseal",                // a sealed region refuses mprotect and munmap
-    "file-map-maywrite",    // shared file mappings: mprotect(PROT_WRITE) allowed or EACCES as before
-    "socketpair-shutdown",  // a seqpacket pair whose peer shut down, a stream pair shut for reading
-    "epoll-dup",            // epoll registrations under closed, dup'd and reused fd numbers
-    "thread-churn",         // threads created and joined in a loop during the checkpoint
-    "socket-peer-closed",   // seqpacket, datagram and stream pair ends whose peer closed, data queued
-                            // (empty messages too); a seqpacket pair shut both ways
-    "epoll-nested",         // epoll in epoll; one file in two epoll sets, once under a dup
-    "pending-sync-signals", // SIGSEGV/BUS/FPE blocked and pending, SIGILL at a thread, queued RT values
+    "futex-threads",         // threads parked in pthread_cond_wait, woken after restore
+    "epoll-thread",          // a thread blocked in epoll_wait
+    "sleep-threads",         // threads in nanosleep (restart / -ERESTART_RESTARTBLOCK -> EINTR)
+    "signal-handler",        // sigaction handlers, SA_SIGINFO|SA_RESTART, sa_mask, SIG_IGN
+    "sigmask-threads",       // blocked signal mask per thread
+    "sigaltstack",           // sigaltstack per thread, SA_ONSTACK handler runs on it
+    "pending-signal",        // signals pending at the snapshot (must not be dropped silently)
+    "timerfd",               // periodic and one-shot timerfds, clocks, O_NONBLOCK
+    "eventfd",               // counters, EFD_SEMAPHORE, EFD_NONBLOCK
+    "signalfd",              // signalfd mask, signals read after restore
+    "epoll-registrations",   // epoll data values, EPOLLET, EPOLLONESHOT, a closed registration
+    "big-heap",              // 256 MiB deterministic heap (every 4th MiB zero), checksum
+    "lazy-pages",            // 192 MiB in four regions, every 4th MiB of the heap zero (lazy_test.cpp)
+    "mmap-regions",          // anonymous VMAs: guards, holes, read-only page, PROT_NONE reservation
+    "file-private-cow",      // private file mapping with copied-on-write pages
+    "file-shared-ro",        // shared read-only file mapping
+    "file-offset",           // read-only file fds at offsets, directory fd
+    "dup-shared-offset",     // two fds sharing one open file description
+    "fd-flags",              // O_APPEND, O_NONBLOCK, FD_CLOEXEC, high fd numbers
+    "shared-anon",           // MAP_SHARED|MAP_ANONYMOUS memory and a second view of it (mremap)
+    "memfd-map",             // two shared mappings of a closed memfd
+    "pipe-data",             // pipes within the process holding unread data (1000 B, full 64 KiB)
+    "pipe-big",              // a 1 MiB pipe (F_SETPIPE_SZ) holding 200 KiB
+    "tcp-listen",            // listening sockets: IPv4/IPv6, options, loopback-bound
+    "tcp-backlog",           // listen backlog kept
+    "unix-listen",           // unix listening sockets: path, seqpacket, abstract
+    "tls-threads",           // __thread variables and errno per thread
+    "rseq",                  // rseq registered again in every thread
+    "brk-growth",            // brk kept, heap grows after restore
+    "cwd",                   // working directory in a subdirectory
+    "vdso-clock",            // vDSO at its address, clocks work and continue
+    "cmdline-env",           // /proc/self/cmdline, environ, exe
+    "thread-tids",           // each thread keeps its tid; pthread_kill reaches it
+    "many-threads",          // 32 threads with their tids
+    "dev-files",             // /dev/urandom, /dev/zero, /dev/null fds
+    "itimer",                // setitimer(ITIMER_REAL) keeps firing, also when caught just expired
+    "thread-names",          // per-thread comm names
+    "umask",                 // process umask
+    "socketpair",            // stream, datagram and seqpacket socket pairs with queued data
+    "process-tree",          // 6 processes: pids, ppids (one adopted by init), sessions, groups, pairs and a
+                             // pipe between them with queued data, a shared anonymous page
+    "prefork-listener",      // one listening socket shared by a parent and two accepting workers
+    "clocks",                // monotonic and boottime never go backwards nor run ahead of wall time
+    "busy-blocked-thread",   // a thread spinning in user space with every signal blocked, its xmm
+                             // registers intact
+    "sigtrap-handler",       // a SIGTRAP handler survives the engine's own SIGTRAP traps
+    "pdeathsig",             // PR_SET_PDEATHSIG per thread
+    "child-subreaper",       // PR_SET_CHILD_SUBREAPER: an orphan made after restore comes to us
+    "thp-disable",           // PR_SET_THP_DISABLE (THP_enabled: 0)
+    "dumpable",              // PR_SET_DUMPABLE 0
+    "timerslack",            // PR_SET_TIMERSLACK per thread
+    "personality",           // personality(ADDR_NO_RANDOMIZE | UNAME26)
+    "oom-score-adj",         // /proc/self/oom_score_adj raised
+    "membarrier",            // membarrier private expedited (and sync-core) registrations
+    "securebits",            // SECBIT_KEEP_CAPS (PR_SET_KEEPCAPS)
+    "sched-attrs",           // SCHED_BATCH at nice 19 pinned to CPU 0, a SCHED_IDLE thread
+    "tsc-sigsegv",           // PR_SET_TSC PR_TSC_SIGSEGV in one thread
+    "madvise-flags",         // MADV_WIPEONFORK, DONTFORK, DONTDUMP, NOHUGEPAGE, SEQUENTIAL, RANDOM, NORESERVE
+    "mlock",                 // mlock and mlock2(MLOCK_ONFAULT) regions
+    "mseal",                 // a sealed region refuses mprotect and munmap
+    "file-map-maywrite",     // shared file mappings: mprotect(PROT_WRITE) allowed or EACCES as before
+    "socketpair-shutdown",   // a seqpacket pair whose peer shut down, a stream pair shut for reading
+    "epoll-dup",             // epoll registrations under closed, dup'd and reused fd numbers
+    "thread-churn",          // threads created and joined in a loop during the checkpoint
+    "socket-peer-closed",    // seqpacket, datagram and stream pair ends whose peer closed, data queued
+                             // (empty messages too); a seqpacket pair shut both ways
+    "epoll-nested",          // epoll in epoll; one file in two epoll sets, once under a dup
+    "pending-sync-signals",  // SIGSEGV/BUS/FPE blocked and pending, SIGILL at a thread, queued RT values
     // net-sysctls (programs/net-sysctls.c) is not run: the sandbox's /proc/sys is read-only (Docker's
     // readonlyPaths), so a function cannot change its netns's sysctls; the engine still restores
     // them for a spec that allows it.
-    "tcp-connection-v4",    // established IPv4 connections (one in epoll, one closed by its peer,
-                            // one O_NONBLOCK) restored reset; reconnecting works
-    "tcp-connection-v6",    // the same over IPv6
-    "tcp-ended-connection", // connections ended (reset, closed both ways, refused) with their fds kept:
-                            // restored ended, never bound to their old address (the listener's port)
-    "private-write-files",  // files open for writing in /tmp (O_APPEND log), /dev/shm and the writable
-                            // layer at their offsets; two instances do not see each other's lines
-    "udp-v4",               // UDP sockets bound, connected, neither; a queued datagram dropped
-    "udp-v6",               // the same over IPv6, IPV6_V6ONLY
-    "fifo-modes",           // FIFOs opened read-only, write-only (reader gone), read-write, unread data
-    "unix-shutdown",        // SHUT_WR, SHUT_RD, SHUT_RDWR on unix pairs; a listener shut for receiving
-    "file-locks",           // flock, OFD and POSIX locks and a read lease on files in /tmp and /dev/shm
-    "posix-timers",         // timer_create: ids, clocks, SIGEV_SIGNAL with a value, SIGEV_NONE,
-                            // SIGEV_THREAD_ID, a disarmed one
-    "o-path",               // O_PATH fds on a file and a directory
-    "inotify",              // inotify watches on tmpfs, the writable layer, a symlink, the function dir
-                            // at their wds and masks; a queued event dropped
+    "tcp-connection-v4",     // established IPv4 connections (one in epoll, one closed by its peer,
+                             // one O_NONBLOCK) restored reset; reconnecting works
+    "tcp-connection-v6",     // the same over IPv6
+    "tcp-ended-connection",  // connections ended (reset, closed both ways, refused) with their fds kept:
+                             // restored ended, never bound to their old address (the listener's port)
+    "private-write-files",   // files open for writing in /tmp (O_APPEND log), /dev/shm and the writable
+                             // layer at their offsets; two instances do not see each other's lines
+    "udp-v4",                // UDP sockets bound, connected, neither; a queued datagram dropped
+    "udp-v6",                // the same over IPv6, IPV6_V6ONLY
+    "fifo-modes",            // FIFOs opened read-only, write-only (reader gone), read-write, unread data
+    "unix-shutdown",         // SHUT_WR, SHUT_RD, SHUT_RDWR on unix pairs; a listener shut for receiving
+    "file-locks",            // flock, OFD and POSIX locks and a read lease on files in /tmp and /dev/shm
+    "posix-timers",          // timer_create: ids, clocks, SIGEV_SIGNAL with a value, SIGEV_NONE,
+                             // SIGEV_THREAD_ID, a disarmed one
+    "o-path",                // O_PATH fds on a file and a directory
+    "inotify",               // inotify watches on tmpfs, the writable layer, a symlink, the function dir
+                             // at their wds and masks; a queued event dropped
 };
-
 
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) {
     std::string n = info.param;
@@ -329,50 +331,57 @@ std::string contract_name(const ::testing::TestParamInfo<ContractCase>& info) {
 
 INSTANTIATE_TEST_SUITE_P(
     Contract, ContractProgram,
-    ::testing::Values(ContractCase{"refuse-write-file", {"fd 42", "/comm", "open for writing", "private storage", "proc"}},
-                      ContractCase{"refuse-write-deleted", {"fd 42", "/tmp/heartbeat", "deleted file open for writing"}},
-                      ContractCase{"refuse-unix-listen-queue", {"fd 42", "@rt-queue", "waiting to be accepted"}},
-                      ContractCase{"refuse-unix-connected", {"fd 42", "connected to /tmp/rt-conn.sock"}},
-                      ContractCase{"refuse-shared-lock", {"fd 42", "/function/data.bin", "FLOCK lock", "private storage"}},
-                      ContractCase{"refuse-netlink", {"fd 42", "netlink socket", "cannot be recreated"}},
-                      ContractCase{"refuse-tcp-connection", {"fd 42", "TCP connection", "refuse_tcp_connections"}},
-                      ContractCase{"refuse-zombie", {"zombie", "reap"}},
-                      ContractCase{"refuse-ptraced-child", {"thread", "already being traced", "TracerPid", "only tracer"}},
-                      ContractCase{"refuse-ptraced-thread", {"thread", "already being traced", "TracerPid", "only tracer"}},
-                      ContractCase{"refuse-leader-exited", {"main thread has ended", "1 other thread(s) run", "main thread of every process lives"}},
-                      ContractCase{"refuse-lost-session", {"session", "leader is gone"}},
-                      ContractCase{"refuse-inotify", {"fd 42", "inotify", "wds 2, not 1..1"}},
-                      ContractCase{"refuse-inotify-hardlink", {"fd 42", "inotify watch wd 1", "several paths", "/tmp/watched, ", "/tmp/watched-too"}},
-                      ContractCase{"refuse-thread-cpu-timer", {"POSIX timer", "CPU time of a thread"}},
-                      ContractCase{"refuse-deleted-map", {"mapping", "/tmp/rt-gone.bin"}},
-                      ContractCase{"refuse-sysv-shm", {"mapping", "SYSV"}},
-                      ContractCase{"refuse-io-uring", {"fd 42", "io_uring", "cannot be recreated"}},
-                      ContractCase{"refuse-deleted-cwd", {"current directory", "/tmp/rt-cwd-gone", "deleted"}},
-                      ContractCase{"refuse-deleted-dir-fd", {"fd 42", "/tmp/rt-dir-gone", "deleted"}},
-                      ContractCase{"refuse-deleted-cwd-child", {"current directory", "/tmp/rt-cwd-child", "deleted"}},
-                      ContractCase{"refuse-deleted-dir-opath", {"fd 42", "/tmp/rt-opath-gone", "deleted"}},
-                      ContractCase{"refuse-pidfd-parent", {"fd 42", "pidfd", "cannot be recreated"}},
-                      ContractCase{"refuse-proc-fd-dead-thread", {"fd 42", "/task/", "deleted"}},
-                      ContractCase{"refuse-foreign-proc-fd", {"fd 42", "/proc/1", "outside the snapshot"}},
-                      ContractCase{"refuse-proc-thread-fd", {"fd 42", "/task/", "names thread", "restore opens fds before"}},
-                      ContractCase{"refuse-proc-fd-reaped", {"fd 42", "/proc/", "deleted"}},
-                      ContractCase{"refuse-vfork", {"vfork", "share one address space"}},
-                      ContractCase{"refuse-vfork-thread", {"vfork in progress", "share one address space"}},
-                      ContractCase{"refuse-clone-vfork", {"vfork in progress", "clone with CLONE_VFORK", "kernel_clone"}},
-                      ContractCase{"refuse-seccomp", {"thread", "seccomp filter of its own", "on top of the sandbox's", "Seccomp: 2"}},
-                      ContractCase{"refuse-pending-sigtrap", {"thread", "SIGTRAP pending", "ShdPnd"}},
-                      ContractCase{"refuse-sigtrap-thread", {"thread", "SIGTRAP pending", "SigPnd"}},
-                      ContractCase{"refuse-stopped-child", {"process", "stopped", "job control"}},
-                      ContractCase{"refuse-sysv-msg", {"SysV message queue", "key 0x5254"}},
-                      ContractCase{"refuse-sysv-sem", {"SysV semaphore set", "key 0x5255"}},
-                      ContractCase{"refuse-sysv-shm-detached", {"SysV shared memory segment", "key 0x5256"}},
-                      ContractCase{"refuse-shared-fd-table", {"processes", "share one fd table", "CLONE_FILES"}},
-                      ContractCase{"refuse-shared-fs", {"processes", "CLONE_FS"}},
-                      ContractCase{"refuse-deleted-cwd-thread", {"thread", "filesystem context of its own", "/tmp/rt-cwd-thread (deleted)"}},
-                      ContractCase{"refuse-thread-own-files", {"thread", "fd table of its own", "CLONE_FILES"}},
-                      ContractCase{"refuse-loginuid", {"audit login uid", "loginuid"}},
-                      ContractCase{"refuse-aio", {"mapping", "/[aio]", "io_setup"}},
-                      ContractCase{"refuse-userfaultfd", {"mapping", "userfaultfd"}}),
+    ::testing::Values(
+        ContractCase{"refuse-write-file", {"fd 42", "/comm", "open for writing", "private storage", "proc"}},
+        ContractCase{"refuse-write-deleted", {"fd 42", "/tmp/heartbeat", "deleted file open for writing"}},
+        ContractCase{"refuse-unix-listen-queue", {"fd 42", "@rt-queue", "waiting to be accepted"}},
+        ContractCase{"refuse-unix-connected", {"fd 42", "connected to /tmp/rt-conn.sock"}},
+        ContractCase{"refuse-shared-lock", {"fd 42", "/function/data.bin", "FLOCK lock", "private storage"}},
+        ContractCase{"refuse-netlink", {"fd 42", "netlink socket", "cannot be recreated"}},
+        ContractCase{"refuse-tcp-connection", {"fd 42", "TCP connection", "refuse_tcp_connections"}},
+        ContractCase{"refuse-zombie", {"zombie", "reap"}},
+        ContractCase{"refuse-ptraced-child", {"thread", "already being traced", "TracerPid", "only tracer"}},
+        ContractCase{"refuse-ptraced-thread", {"thread", "already being traced", "TracerPid", "only tracer"}},
+        ContractCase{
+            "refuse-leader-exited",
+            {"main thread has ended", "1 other thread(s) run", "main thread of every process lives"}},
+        ContractCase{"refuse-lost-session", {"session", "leader is gone"}},
+        ContractCase{"refuse-inotify", {"fd 42", "inotify", "wds 2, not 1..1"}},
+        ContractCase{"refuse-inotify-hardlink",
+                     {"fd 42", "inotify watch wd 1", "several paths", "/tmp/watched, ", "/tmp/watched-too"}},
+        ContractCase{"refuse-thread-cpu-timer", {"POSIX timer", "CPU time of a thread"}},
+        ContractCase{"refuse-deleted-map", {"mapping", "/tmp/rt-gone.bin"}},
+        ContractCase{"refuse-sysv-shm", {"mapping", "SYSV"}},
+        ContractCase{"refuse-io-uring", {"fd 42", "io_uring", "cannot be recreated"}},
+        ContractCase{"refuse-deleted-cwd", {"current directory", "/tmp/rt-cwd-gone", "deleted"}},
+        ContractCase{"refuse-deleted-dir-fd", {"fd 42", "/tmp/rt-dir-gone", "deleted"}},
+        ContractCase{"refuse-deleted-cwd-child", {"current directory", "/tmp/rt-cwd-child", "deleted"}},
+        ContractCase{"refuse-deleted-dir-opath", {"fd 42", "/tmp/rt-opath-gone", "deleted"}},
+        ContractCase{"refuse-pidfd-parent", {"fd 42", "pidfd", "cannot be recreated"}},
+        ContractCase{"refuse-proc-fd-dead-thread", {"fd 42", "/task/", "deleted"}},
+        ContractCase{"refuse-foreign-proc-fd", {"fd 42", "/proc/1", "outside the snapshot"}},
+        ContractCase{"refuse-proc-thread-fd",
+                     {"fd 42", "/task/", "names thread", "restore opens fds before"}},
+        ContractCase{"refuse-proc-fd-reaped", {"fd 42", "/proc/", "deleted"}},
+        ContractCase{"refuse-vfork", {"vfork", "share one address space"}},
+        ContractCase{"refuse-vfork-thread", {"vfork in progress", "share one address space"}},
+        ContractCase{"refuse-clone-vfork", {"vfork in progress", "clone with CLONE_VFORK", "kernel_clone"}},
+        ContractCase{"refuse-seccomp",
+                     {"thread", "seccomp filter of its own", "on top of the sandbox's", "Seccomp: 2"}},
+        ContractCase{"refuse-pending-sigtrap", {"thread", "SIGTRAP pending", "ShdPnd"}},
+        ContractCase{"refuse-sigtrap-thread", {"thread", "SIGTRAP pending", "SigPnd"}},
+        ContractCase{"refuse-stopped-child", {"process", "stopped", "job control"}},
+        ContractCase{"refuse-sysv-msg", {"SysV message queue", "key 0x5254"}},
+        ContractCase{"refuse-sysv-sem", {"SysV semaphore set", "key 0x5255"}},
+        ContractCase{"refuse-sysv-shm-detached", {"SysV shared memory segment", "key 0x5256"}},
+        ContractCase{"refuse-shared-fd-table", {"processes", "share one fd table", "CLONE_FILES"}},
+        ContractCase{"refuse-shared-fs", {"processes", "CLONE_FS"}},
+        ContractCase{"refuse-deleted-cwd-thread",
+                     {"thread", "filesystem context of its own", "/tmp/rt-cwd-thread (deleted)"}},
+        ContractCase{"refuse-thread-own-files", {"thread", "fd table of its own", "CLONE_FILES"}},
+        ContractCase{"refuse-loginuid", {"audit login uid", "loginuid"}},
+        ContractCase{"refuse-aio", {"mapping", "/[aio]", "io_setup"}},
+        ContractCase{"refuse-userfaultfd", {"mapping", "userfaultfd"}}),
     contract_name);
 
 // ---------------------------------------------------------------------------------------------------
@@ -417,11 +426,13 @@ class PrivateFunction : public RestoreSuite {
         for (const auto& e : fs::directory_iterator("/proc", ec)) {
             std::ifstream comm(e.path() / "comm");
             std::string c;
-            if (comm && std::getline(comm, c) && c == name_) out += "process " + e.path().filename().string() + "; ";
+            if (comm && std::getline(comm, c) && c == name_)
+                out += "process " + e.path().filename().string() + "; ";
         }
         for (const auto& controller : fs::directory_iterator("/sys/fs/cgroup", ec))
             for (const auto& cg : fs::directory_iterator(controller.path() / "initless", ec))
-                if (cg.path().filename().string().rfind(name_ + "-", 0) == 0) out += "cgroup " + cg.path().string() + "; ";
+                if (cg.path().filename().string().rfind(name_ + "-", 0) == 0)
+                    out += "cgroup " + cg.path().string() + "; ";
         std::ifstream mounts("/proc/self/mountinfo");
         for (std::string line; std::getline(mounts, line);)
             if (line.find(scratch_.string()) != std::string::npos) out += "mount " + line + "; ";
@@ -492,8 +503,8 @@ TEST_F(Faults, CorruptedPageFileIsRefusedAtLoadLeavingNothing) {
         pages.put('\x5a');
     }
     for (const std::vector<std::string>& extra : {std::vector<std::string>{}, {"--no-fallback"}}) {
-        std::vector<std::string> args = {"restore", image.string(), "--strategy", "cow", "--instances", "2",
-                                         "--request", "/check", "--json"};
+        std::vector<std::string> args = {"restore", image.string(), "--strategy", "cow",   "--instances",
+                                         "2",       "--request",    "/check",     "--json"};
         args.insert(args.end(), extra.begin(), extra.end());
         auto t0 = std::chrono::steady_clock::now();
         auto r = cli(args, 30s);

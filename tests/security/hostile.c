@@ -9,6 +9,7 @@
 // security_test.cpp's list with the errno it must fail with.
 #include "http.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/filter.h>
@@ -18,7 +19,6 @@
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
-#include <arpa/inet.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
@@ -29,7 +29,9 @@
 // that stopped it.
 typedef int (*attempt_fn)(char* details, size_t size);
 
-static int fail_errno(void) { return errno ? errno : EIO; }
+static int fail_errno(void) {
+    return errno ? errno : EIO;
+}
 
 static int try_io_uring_setup(char* details, size_t size) {
     struct io_uring_params p;
@@ -245,7 +247,8 @@ static int try_signal_host_process(char* details, size_t size) {
         if (!found++) first = pid;
     }
     if (!found) return ESRCH;
-    snprintf(details, size, "%d processes outside the sandbox answer kill(pid, 0), the first %d", found, first);
+    snprintf(details, size, "%d processes outside the sandbox answer kill(pid, 0), the first %d", found,
+             first);
     return 0;
 }
 
@@ -430,4 +433,6 @@ static int handle(const char* path, struct rt_reply* r) {
     return 0;
 }
 
-int main(void) { rt_serve("hostile", handle); }
+int main(void) {
+    rt_serve("hostile", handle);
+}

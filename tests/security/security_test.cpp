@@ -82,9 +82,8 @@ fs::path hostile_dir() {
 // /run/netns itself, for good).
 bool scratch_mount(const std::string& point) {
     if (point.rfind("/tmp/", 0) == 0 && point.find('/', 5) != std::string::npos) return true;
-    for (const char* prefix :
-         {"/tmp/initless-", "/tmp/e2e-", "/tmp/ild.", "/run/initless", "/run/docker", "/run/containerd",
-          "/run/netns"})
+    for (const char* prefix : {"/tmp/initless-", "/tmp/e2e-", "/tmp/ild.", "/run/initless", "/run/docker",
+                               "/run/containerd", "/run/netns"})
         if (point.rfind(prefix, 0) == 0) return true;
     return point.find("/instances/") != std::string::npos;
 }

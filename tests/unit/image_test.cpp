@@ -146,10 +146,13 @@ TEST(Image, EveryFdKindRoundTrips) {
     fds.clear();
     std::vector<image::FdObject> objects = {
         image::LogFd{},
-        image::FileFd{"/tmp/app.log", 8192, {{image::FileLock::Ofd, F_WRLCK, 0, 10}, {image::FileLock::Lease, F_RDLCK, 0, 0}}},
+        image::FileFd{"/tmp/app.log",
+                      8192,
+                      {{image::FileLock::Ofd, F_WRLCK, 0, 10}, {image::FileLock::Lease, F_RDLCK, 0, 0}}},
         image::CharDeviceFd{"/dev/urandom", 0},
         image::TcpListenFd{AF_INET6, SOCK_STREAM, {10, 0, 35, 40}, {{6, 1, 1}, {41, 26, 0}}, 511},
-        image::TcpConnectionFd{AF_INET, SOCK_STREAM, 1, {2, 0, 35, 41, 127, 0, 0, 1}, {2, 0, 0, 80, 10, 0, 0, 1}},
+        image::TcpConnectionFd{
+            AF_INET, SOCK_STREAM, 1, {2, 0, 35, 41, 127, 0, 0, 1}, {2, 0, 0, 80, 10, 0, 0, 1}},
         image::TcpUnconnectedFd{AF_INET6, SOCK_STREAM, {10, 0, 35, 42}, {{1, 2, 1}}},
         image::UdpFd{AF_INET, {2, 0, 35, 43}, {}, {{1, 6, 1}}},
         image::UnixListenFd{SOCK_STREAM, {1, 0, 47, 116}, "/tmp/s", 1},
@@ -378,7 +381,8 @@ TEST(Image, TreeChangedAfterLoadIsRefusedWhileCopied) {
         image::copy_tree(img, "rootfs-upper", tmp.path / "bad");
         ADD_FAILURE() << "a tree changed after load was copied";
     } catch (const image::NotAuthenticated& e) {
-        EXPECT_NE(std::string(e.what()).find("rootfs-upper does not match its MAC"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("rootfs-upper does not match its MAC"), std::string::npos)
+            << e.what();
     }
 }
 
@@ -457,5 +461,6 @@ TEST(Image, WriterLeavesNothingWhenNotPublished) {
     }
     EXPECT_TRUE(fs::is_empty(tmp.path));
     write_image(tmp.path / "img");
-    EXPECT_THROW(image::ImageWriter(tmp.path / "img", test_key()), Error);  // published images are never overwritten
+    EXPECT_THROW(image::ImageWriter(tmp.path / "img", test_key()),
+                 Error);  // published images are never overwritten
 }

@@ -127,7 +127,8 @@ TEST(FunctionConfig, HardenedDefaultsMeetDockersAndMore) {
     for (const auto& p : oci::default_masked_paths())
         EXPECT_NE(std::find(l.masked_paths.begin(), l.masked_paths.end(), p), l.masked_paths.end()) << p;
     for (const auto& p : oci::default_readonly_paths())
-        EXPECT_NE(std::find(l.readonly_paths.begin(), l.readonly_paths.end(), p), l.readonly_paths.end()) << p;
+        EXPECT_NE(std::find(l.readonly_paths.begin(), l.readonly_paths.end(), p), l.readonly_paths.end())
+            << p;
     EXPECT_EQ(l.resources.pids_limit, 1024);
     EXPECT_EQ(l.resources.memory_limit, 512LL << 20);
     EXPECT_EQ(s.root.path, "/srv/rootfs");

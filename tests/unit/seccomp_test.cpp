@@ -48,7 +48,8 @@ int errno_under(const std::vector<sock_filter>& bpf, const std::function<int()>&
     if (pid == 0) {
         ::close(pipefd[0]);
         sock_fprog prog{static_cast<unsigned short>(bpf.size()), const_cast<sock_filter*>(bpf.data())};
-        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+            ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
             ::_exit(100);
         int r = attempt();
         (void)!::write(pipefd[1], &r, sizeof r);
@@ -112,24 +113,29 @@ TEST(SeccompProfile, ErrorsNameTheBadField) {
     };
     json j = base();
     j["defaultAction"] = "SCMP_ACT_DENY";
-    EXPECT_NE(error_of(j).find("linux.seccomp.defaultAction: unknown action 'SCMP_ACT_DENY'"), std::string::npos);
+    EXPECT_NE(error_of(j).find("linux.seccomp.defaultAction: unknown action 'SCMP_ACT_DENY'"),
+              std::string::npos);
     j = base();
     j["syscalls"][0]["args"] = json::array({{{"index", 0}, {"value", 1}, {"op", "SCMP_CMP_XOR"}}});
     EXPECT_NE(error_of(j).find("linux.seccomp.syscalls[0].args[0].op: unknown operator 'SCMP_CMP_XOR'"),
               std::string::npos);
     j = base();
     j["syscalls"][0]["args"] = json::array({{{"index", 6}, {"value", 1}, {"op", "SCMP_CMP_EQ"}}});
-    EXPECT_NE(error_of(j).find("linux.seccomp.syscalls[0].args[0].index: must be between 0 and 5"), std::string::npos);
+    EXPECT_NE(error_of(j).find("linux.seccomp.syscalls[0].args[0].index: must be between 0 and 5"),
+              std::string::npos);
     j = base();
     j["syscalls"][0]["names"] = json::array();
-    EXPECT_NE(error_of(j).find("linux.seccomp.syscalls[0].names: must name at least one syscall"), std::string::npos);
+    EXPECT_NE(error_of(j).find("linux.seccomp.syscalls[0].names: must name at least one syscall"),
+              std::string::npos);
     j = base();
     j["syscalls"][0].erase("action");
-    EXPECT_NE(error_of(j).find("linux.seccomp.syscalls[0]: required field 'action' is missing"), std::string::npos);
+    EXPECT_NE(error_of(j).find("linux.seccomp.syscalls[0]: required field 'action' is missing"),
+              std::string::npos);
     j = base();
     j["syscalls"][0]["errnoRet"] = 1;
-    EXPECT_NE(error_of(j).find("linux.seccomp.syscalls[0].action: errnoRet is only meaningful with SCMP_ACT_ERRNO"),
-              std::string::npos);
+    EXPECT_NE(
+        error_of(j).find("linux.seccomp.syscalls[0].action: errnoRet is only meaningful with SCMP_ACT_ERRNO"),
+        std::string::npos);
     j = base();
     j["architectures"] = {"SCMP_ARCH_Z80"};
     EXPECT_NE(error_of(j).find("linux.seccomp.architectures[0]: unknown architecture 'SCMP_ARCH_Z80'"),
@@ -139,27 +145,65 @@ TEST(SeccompProfile, ErrorsNameTheBadField) {
     EXPECT_NE(error_of(j).find("SCMP_ACT_NOTIFY needs a seccomp agent"), std::string::npos);
     j = base();
     j["defaultErrnoRet"] = -1;
-    EXPECT_NE(error_of(j).find("linux.seccomp.defaultErrnoRet: must be a non-negative integer"), std::string::npos);
+    EXPECT_NE(error_of(j).find("linux.seccomp.defaultErrnoRet: must be a non-negative integer"),
+              std::string::npos);
 }
 
 TEST(SeccompProfile, DefaultNamesOnlySyscallsLibseccompKnowsOnThisMachine) {
     for (const auto& rule : seccomp::function_default().syscalls)
-        for (const auto& name : rule.names)
-            EXPECT_GE(seccomp_syscall_resolve_name(name.c_str()), 0) << name;
+        for (const auto& name : rule.names) EXPECT_GE(seccomp_syscall_resolve_name(name.c_str()), 0) << name;
 }
 
 TEST(SeccompProfile, DefaultAllowsNothingDockerDeniesWithoutCapabilities) {
-    const char* denied[] = {"mount", "umount2", "fsopen", "fsmount", "move_mount", "open_tree", "pivot_root",
-                            "chroot", "unshare", "setns", "bpf", "perf_event_open", "keyctl", "add_key",
-                            "request_key", "userfaultfd", "kexec_load", "kexec_file_load", "reboot",
-                            "init_module", "finit_module", "delete_module", "open_by_handle_at", "ptrace",
-                            "process_vm_readv", "process_vm_writev", "io_uring_setup", "io_uring_enter",
-                            "io_uring_register", "syslog", "acct", "swapon", "settimeofday", "clock_settime",
-                            "sethostname", "iopl", "ioperm", "kcmp", "pidfd_getfd", "mbind", "memfd_secret",
-                            "landlock_create_ruleset", "modify_ldt", "quotactl", "vhangup"};
+    const char* denied[] = {"mount",
+                            "umount2",
+                            "fsopen",
+                            "fsmount",
+                            "move_mount",
+                            "open_tree",
+                            "pivot_root",
+                            "chroot",
+                            "unshare",
+                            "setns",
+                            "bpf",
+                            "perf_event_open",
+                            "keyctl",
+                            "add_key",
+                            "request_key",
+                            "userfaultfd",
+                            "kexec_load",
+                            "kexec_file_load",
+                            "reboot",
+                            "init_module",
+                            "finit_module",
+                            "delete_module",
+                            "open_by_handle_at",
+                            "ptrace",
+                            "process_vm_readv",
+                            "process_vm_writev",
+                            "io_uring_setup",
+                            "io_uring_enter",
+                            "io_uring_register",
+                            "syslog",
+                            "acct",
+                            "swapon",
+                            "settimeofday",
+                            "clock_settime",
+                            "sethostname",
+                            "iopl",
+                            "ioperm",
+                            "kcmp",
+                            "pidfd_getfd",
+                            "mbind",
+                            "memfd_secret",
+                            "landlock_create_ruleset",
+                            "modify_ldt",
+                            "quotactl",
+                            "vhangup"};
     for (const auto& rule : seccomp::function_default().syscalls) {
         if (rule.action != seccomp::Action::Allow) continue;
-        for (const char* d : denied) EXPECT_EQ(std::find(rule.names.begin(), rule.names.end(), d), rule.names.end()) << d;
+        for (const char* d : denied)
+            EXPECT_EQ(std::find(rule.names.begin(), rule.names.end(), d), rule.names.end()) << d;
     }
 }
 
@@ -183,24 +227,28 @@ TEST(SeccompProfile, ProfileForFollowsTheSpec) {
 TEST(SeccompFilter, DefaultFilterDeniesEscapesAndAllowsOrdinaryWork) {
     auto bpf = seccomp::compile(seccomp::function_default());
     EXPECT_EQ(errno_under(bpf, [] { return errno_of(::syscall(SYS_getpid)); }), 0);
-    EXPECT_EQ(errno_under(bpf, [] {
-                  io_uring_params params{};
-                  return errno_of(::syscall(SYS_io_uring_setup, 4, &params));
-              }),
+    EXPECT_EQ(errno_under(bpf,
+                          [] {
+                              io_uring_params params{};
+                              return errno_of(::syscall(SYS_io_uring_setup, 4, &params));
+                          }),
               EPERM);
     EXPECT_EQ(errno_under(bpf, [] { return errno_of(::syscall(SYS_clone3, nullptr, 0)); }), ENOSYS);
-    EXPECT_EQ(errno_under(bpf, [] { return errno_of(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0)); }),
-              EPERM);
+    EXPECT_EQ(
+        errno_under(bpf, [] { return errno_of(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0)); }),
+        EPERM);
     EXPECT_EQ(errno_under(bpf, [] { return errno_of(::syscall(SYS_unshare, CLONE_NEWUSER)); }), EPERM);
-    EXPECT_EQ(errno_under(bpf, [] { return errno_of(::syscall(SYS_ptrace, 16 /* ATTACH */, 1, 0, 0)); }), EPERM);
+    EXPECT_EQ(errno_under(bpf, [] { return errno_of(::syscall(SYS_ptrace, 16 /* ATTACH */, 1, 0, 0)); }),
+              EPERM);
     EXPECT_EQ(errno_under(bpf, [] { return errno_of(::socket(AF_PACKET, SOCK_RAW, 0)); }), EPERM);
     EXPECT_EQ(errno_under(bpf, [] { return errno_of(::socket(AF_ALG, SOCK_SEQPACKET, 0)); }), EPERM);
-    EXPECT_EQ(errno_under(bpf, [] {
-                  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-                  if (fd < 0) return errno;
-                  ::close(fd);
-                  return 0;
-              }),
+    EXPECT_EQ(errno_under(bpf,
+                          [] {
+                              int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+                              if (fd < 0) return errno;
+                              ::close(fd);
+                              return 0;
+                          }),
               0);
     EXPECT_EQ(errno_under(bpf, [] { return errno_of(::personality(0xffffffff)); }), 0);
     EXPECT_EQ(errno_under(bpf, [] { return errno_of(::personality(READ_IMPLIES_EXEC)); }), EPERM);

@@ -83,7 +83,8 @@ TEST(SysTree, FifoIsCopiedAsAFifoWithoutBlocking) {
     sys::write_file(src / "after", "x");
     // No writer ever opens the FIFO: a copy that opened it for reading would wait forever.
     auto done = std::async(std::launch::async, [&] { copy_into(src, tmp.path / "dst"); });
-    ASSERT_EQ(done.wait_for(std::chrono::seconds(5)), std::future_status::ready) << "the copy blocked on a FIFO";
+    ASSERT_EQ(done.wait_for(std::chrono::seconds(5)), std::future_status::ready)
+        << "the copy blocked on a FIFO";
     done.get();
     EXPECT_TRUE(fs::is_fifo(fs::symlink_status(tmp.path / "dst/fifo")));
     EXPECT_EQ(sys::read_file(tmp.path / "dst/after"), "x");
@@ -123,7 +124,8 @@ TEST(SysTree, OpenAtStaysBeneathItsDirectory) {
     // RESOLVE_IN_ROOT: an absolute link resolves inside the directory, as in a chroot.
     sys::write_file(tmp.path / "root/inside", "in");
     fs::create_symlink("/inside", tmp.path / "root/abs-inside");
-    sys::UniqueFd fd = sys::open_at(root.get(), "abs-inside", O_RDONLY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    sys::UniqueFd fd =
+        sys::open_at(root.get(), "abs-inside", O_RDONLY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
     char buf[2];
     EXPECT_EQ(::read(fd.get(), buf, 2), 2);
     EXPECT_EQ(std::string(buf, 2), "in");

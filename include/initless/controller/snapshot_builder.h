@@ -40,8 +40,7 @@ using SnapshotProgress = std::function<void(const std::string& step, double ms)>
 // Publishes the image at `image` (which must not exist yet), authenticated under `key`.
 // `workingset_request` is the GET path sent to the trial restore.
 SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesystem::path& image,
-                              const image::Key& key,
-                              const std::string& workingset_request = "/",
+                              const image::Key& key, const std::string& workingset_request = "/",
                               const SnapshotProgress& progress = {});
 
 }  // namespace initless::controller

@@ -62,7 +62,7 @@ class Sha256 {
     Sha256& operator=(const Sha256&) = delete;
     void update(const void* data, size_t len);
     void update(std::string_view s) { update(s.data(), s.size()); }
-    std::string hex();  // finishes: lower-case hex of the 32-byte digest
+    std::string hex();    // finishes: lower-case hex of the 32-byte digest
     std::string bytes();  // finishes: the 32-byte digest itself
 
   private:

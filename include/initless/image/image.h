@@ -66,8 +66,8 @@ struct ThreadAttributes {
     bool io_flusher = false;           // unused: PR_SET_IO_FLUSHER is not open to a function
     std::vector<int64_t> speculation;  // PR_GET_SPECULATION_CTRL, per PR_SPEC_STORE_BYPASS.. (-1: none)
     // sched_getattr: policy, flags, nice, priority, deadline runtime/deadline/period, util clamps.
-    std::vector<uint64_t> sched;       // empty: as the sandbox's init has it
-    std::vector<uint64_t> affinity;    // CPU mask words; empty: as the sandbox's init has it
+    std::vector<uint64_t> sched;     // empty: as the sandbox's init has it
+    std::vector<uint64_t> affinity;  // CPU mask words; empty: as the sandbox's init has it
 };
 
 struct Thread {
@@ -141,7 +141,7 @@ struct LogFd {  // the instance's stdio log (the sandbox's, not the image's)
 struct FileLock {
     enum Kind { Flock = 0, Ofd = 1, Posix = 2, Lease = 3 };
     int kind = Flock;
-    int type = 0;  // F_RDLCK or F_WRLCK
+    int type = 0;                    // F_RDLCK or F_WRLCK
     uint64_t start = 0, length = 0;  // record locks: length 0 up to the end of the file
 };
 struct FileFd {  // a regular file or directory, open for reading (or for writing: private storage)
@@ -169,8 +169,8 @@ struct TcpListenFd {  // a listening TCP or TCP6 socket
 struct TcpConnectionFd {
     static constexpr const char* kName = "tcp-connection";
     int domain = 0, type = 0;
-    int state = 0;                         // TCP_ESTABLISHED, TCP_CLOSE_WAIT ... at the checkpoint
-    std::vector<uint8_t> local, peer;      // sockaddr bytes
+    int state = 0;                     // TCP_ESTABLISHED, TCP_CLOSE_WAIT ... at the checkpoint
+    std::vector<uint8_t> local, peer;  // sockaddr bytes
 };
 // A TCP or TCP6 socket neither listening nor connected (made, perhaps bound, not used yet):
 // restored as such, bound again to its address if it had one.
@@ -251,8 +251,8 @@ struct TimerFd {
 // An inotify watch, re-added by the path its inode had at the checkpoint.
 struct InotifyWatch {
     int wd = 0;
-    uint32_t mask = 0;  // events and IN_ONESHOT/IN_EXCL_UNLINK, as fdinfo shows them
-    std::string path;   // absolute, as the process sees it
+    uint32_t mask = 0;     // events and IN_ONESHOT/IN_EXCL_UNLINK, as fdinfo shows them
+    std::string path;      // absolute, as the process sees it
     bool symlink = false;  // the watch is on the link itself (IN_DONT_FOLLOW)
 };
 // An inotify instance: made again with its watches at their wds (1..n); queued events are dropped
@@ -266,9 +266,9 @@ struct SignalFd {
     uint64_t sigmask = 0;
 };
 
-using FdObject = std::variant<LogFd, FileFd, CharDeviceFd, TcpListenFd, TcpConnectionFd, TcpUnconnectedFd, UdpFd,
-                              UnixListenFd, UnixPairFd, UnixOrphanFd, PipeFd, FifoFd, EpollFd, EventFd, TimerFd, SignalFd,
-                              InotifyFd>;
+using FdObject = std::variant<LogFd, FileFd, CharDeviceFd, TcpListenFd, TcpConnectionFd, TcpUnconnectedFd,
+                              UdpFd, UnixListenFd, UnixPairFd, UnixOrphanFd, PipeFd, FifoFd, EpollFd, EventFd,
+                              TimerFd, SignalFd, InotifyFd>;
 
 struct Fd {
     int fd = 0;
@@ -300,10 +300,10 @@ struct Fd {
 struct PosixTimer {
     int id = 0;
     int clock = 0;
-    int notify = 0;       // SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD_ID|SIGEV_SIGNAL
+    int notify = 0;  // SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD_ID|SIGEV_SIGNAL
     int signal = 0;
-    uint64_t value = 0;   // sigev_value, handed to the handler
-    pid_t tid = 0;        // SIGEV_THREAD_ID: the thread told
+    uint64_t value = 0;  // sigev_value, handed to the handler
+    pid_t tid = 0;       // SIGEV_THREAD_ID: the thread told
     uint64_t interval_ns = 0, remaining_ns = 0;
 };
 
@@ -335,7 +335,7 @@ struct ProcessAttributes {
     bool memory_merge = false;  // PR_SET_MEMORY_MERGE (KSM for the whole process)
     uint64_t mdwe = 0;          // PR_GET_MDWE (memory-deny-write-execute)
     int oom_score_adj = 0;
-    uint64_t membarrier = 0;    // MEMBARRIER_CMD_GET_REGISTRATIONS: the REGISTER_* commands made
+    uint64_t membarrier = 0;  // MEMBARRIER_CMD_GET_REGISTRATIONS: the REGISTER_* commands made
 };
 
 // Processes are listed parents first; pids are those inside the sandbox (ppid 1: a child of init).
@@ -410,8 +410,8 @@ inline constexpr const char* kRwDirsTree = "rw-dirs";
 struct Image {
     std::filesystem::path dir;
     Manifest manifest;
-    std::vector<PageRun> runs;               // in pages.img order: per process, per VMA
-    std::vector<WorkingSetRun> working_set;  // empty when the image has none
+    std::vector<PageRun> runs;                   // in pages.img order: per process, per VMA
+    std::vector<WorkingSetRun> working_set;      // empty when the image has none
     std::map<std::string, std::string> digests;  // AUTH: file or tree -> authenticated digest
     // pages.img as opened (and, with verify_pages, verified) by load: restores map this inode, not
     // whatever the path names later.
@@ -475,7 +475,8 @@ void copy_tree(const Image& img, const std::string& name, int to);
 void copy_tree(const Image& img, const std::string& name, const std::filesystem::path& to);
 
 // Writes workingset.idx into a staged image directory and adds it to AUTH (MAC made again).
-void write_working_set(const std::filesystem::path& dir, const std::vector<WorkingSetRun>& runs, const Key& key);
+void write_working_set(const std::filesystem::path& dir, const std::vector<WorkingSetRun>& runs,
+                       const Key& key);
 
 // Writing: a staging directory beside the final one, renamed into place by `publish`.
 class ImageWriter {

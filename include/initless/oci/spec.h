@@ -101,7 +101,7 @@ struct Device {
 // linux.resources.devices[i]: the device cgroup's allow/deny list, applied in order.
 struct DeviceRule {
     bool allow = false;
-    std::string type = "a";  // a (all), c, b
+    std::string type = "a";               // a (all), c, b
     std::optional<int64_t> major, minor;  // none: any
     std::string access = "rwm";
 };

@@ -34,8 +34,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <memory>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -44,8 +44,8 @@
 #include "initless/image/image.h"
 #include "initless/image/page_source.h"
 #include "initless/sys/file.h"
-#include "initless/sys/unique_fd.h"
 #include "initless/sys/uffd.h"
+#include "initless/sys/unique_fd.h"
 
 namespace initless::pages {
 
@@ -61,7 +61,7 @@ struct LazySource {
     // from the page cache through it: one copy per page), or a remote page server's verified cache.
     // Read by the server thread only.
     std::shared_ptr<image::PageSource> pages;
-    std::vector<std::vector<Area>> areas;        // per process, in address order
+    std::vector<std::vector<Area>> areas;           // per process, in address order
     std::vector<image::WorkingSetRun> working_set;  // filled first, in this order
 
     // Built from a loaded image (its pages_source(): a new open file description of its verified
@@ -70,16 +70,16 @@ struct LazySource {
 };
 
 struct ServeStats {
-    uint64_t processes = 0;      // served, forks included
-    uint64_t faults = 0;         // page faults answered
-    uint64_t pages_copied = 0;   // UFFDIO_COPY
-    uint64_t pages_zeroed = 0;   // UFFDIO_ZEROPAGE
+    uint64_t processes = 0;         // served, forks included
+    uint64_t faults = 0;            // page faults answered
+    uint64_t pages_copied = 0;      // UFFDIO_COPY
+    uint64_t pages_zeroed = 0;      // UFFDIO_ZEROPAGE
     uint64_t pages_prefetched = 0;  // of those, installed by the background fill
-    uint64_t bytes_read = 0;     // from pages.img
-    uint64_t events = 0;         // fork, remap, remove, unmap
-    bool complete = false;       // every served process is complete or gone
-    double complete_ms = 0;      // from the first add to completion
-    std::string failure;         // why the restore's page source failed (the function was killed); empty if not
+    uint64_t bytes_read = 0;        // from pages.img
+    uint64_t events = 0;            // fork, remap, remove, unmap
+    bool complete = false;          // every served process is complete or gone
+    double complete_ms = 0;         // from the first add to completion
+    std::string failure;  // why the restore's page source failed (the function was killed); empty if not
 };
 
 // One restore's served memory (every process of its tree and their forks). Kept by the caller for
@@ -92,8 +92,8 @@ class ServedMemory {
 
     // The server's side.
     struct Counters {
-        std::atomic<uint64_t> processes{0}, faults{0}, pages_copied{0}, pages_zeroed{0},
-            pages_prefetched{0}, bytes_read{0}, events{0};
+        std::atomic<uint64_t> processes{0}, faults{0}, pages_copied{0}, pages_zeroed{0}, pages_prefetched{0},
+            bytes_read{0}, events{0};
     };
     Counters counters;
     void process_started();

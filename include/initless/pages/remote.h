@@ -135,7 +135,8 @@ class RemotePageSource : public image::PageSource {
     };
     // Connects, says HELLO and checks that the server serves `img`'s pages.img (its size and
     // authenticated digest). `img` must come from image::load_without_pages (it has pages.sums).
-    RemotePageSource(const sys::TcpAddress& server, const image::Image& img, std::chrono::milliseconds timeout);
+    RemotePageSource(const sys::TcpAddress& server, const image::Image& img,
+                     std::chrono::milliseconds timeout);
     ~RemotePageSource() override;
 
     const uint8_t* read(uint64_t offset, uint64_t len) override;
@@ -185,7 +186,7 @@ class RemotePageSource : public image::PageSource {
     // thread starts; it goes past the first restore_part_ of them once fill_began_.
     std::vector<uint64_t> ahead_order_;
     size_t restore_part_ = 0;
-    bool fill_began_ = false;  // `read` missed a block (a fault or the fill began); under mutex_
+    bool fill_began_ = false;   // `read` missed a block (a fault or the fill began); under mutex_
     sys::UniqueFd stop_ahead_;  // an eventfd: the read-ahead stops when it is readable
     std::thread ahead_;
     std::mutex mutex_;  // state_ and failure_

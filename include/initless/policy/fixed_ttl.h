@@ -27,7 +27,6 @@ class FixedTtlPolicy : public KeepAlivePolicy {
     void on_memory_pressure(const MemoryPressure& e, Decisions& out) override;
 
   private:
-
     TimeMs ttl_ms_;
     FunctionProfiles profiles_;
     IdleSinceOrder idle_;  // the least recently used first

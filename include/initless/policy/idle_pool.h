@@ -5,8 +5,8 @@
 
 #include <cstddef>
 #include <set>
-#include <utility>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "initless/policy/policy.h"

@@ -13,7 +13,7 @@
 namespace initless::sys {
 
 class Cgroup {
-public:
+  public:
     static constexpr const char* kRoot = "/sys/fs/cgroup";
     static constexpr const char* kGroup = "initless";
 
@@ -53,7 +53,7 @@ public:
     const std::string& name() const { return name_; }
     bool empty() const { return name_.empty(); }
 
-private:
+  private:
     std::filesystem::path dir(const char* controller) const;
     void make_dirs(bool exist_ok);  // create's and create_path's mkdirs; removes what it made on failure
     std::string name_;

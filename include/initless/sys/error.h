@@ -10,25 +10,25 @@
 namespace initless {
 
 class Error : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
 // The function breaks the init-less contract (thrown while its state is read at checkpoint): the
 // message names the process, the fd or mapping, and the rule broken. checkpoint::ContractError.
 class ContractError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 namespace sys {
 
 class SysError : public Error {
-public:
+  public:
     SysError(const std::string& what, int err);
     int code() const noexcept { return code_; }
 
-private:
+  private:
     int code_;
 };
 

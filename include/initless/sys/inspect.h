@@ -20,12 +20,12 @@ bool lstat_path(const std::string& path, struct stat& out);  // false when it do
 
 int socket_option(int sock, int level, int name);  // an int option (getsockopt)
 std::vector<uint8_t> socket_name(int sock);        // the sockaddr bytes of getsockname
-std::vector<uint8_t> peer_name(int sock);         // the sockaddr bytes of getpeername, empty if unconnected
+std::vector<uint8_t> peer_name(int sock);          // the sockaddr bytes of getpeername, empty if unconnected
 std::string describe_address(const std::vector<uint8_t>& address);  // "127.0.0.1:80", "[::1]:80"
 uint16_t address_port(const std::vector<uint8_t>& address);         // an inet or inet6 port, else 0
-bool readable_now(int fd);   // poll says POLLIN at once (data queued, a connection waiting ...)
-int tcp_state(int sock);     // TCP_ESTABLISHED, TCP_CLOSE ... (TCP_INFO tcpi_state)
-int tcp_accept_queue(int sock);  // a TCP listener's connections waiting to be accepted (tcpi_unacked)
+bool readable_now(int fd);         // poll says POLLIN at once (data queued, a connection waiting ...)
+int tcp_state(int sock);           // TCP_ESTABLISHED, TCP_CLOSE ... (TCP_INFO tcpi_state)
+int tcp_accept_queue(int sock);    // a TCP listener's connections waiting to be accepted (tcpi_unacked)
 bool peer_is_unnamed(int sock);    // connected to a peer that has no address (a socketpair end)
 bool peer_gone(int sock);          // a stream whose peer is gone, nothing left to read (peek reads EOF)
 int tcp_listen_backlog(int sock);  // a TCP listener's backlog limit (TCP_INFO tcpi_sacked), 0 if unknown

@@ -16,7 +16,7 @@ struct MapsEntry {
     std::string perms;  // "rw-p"
     uint64_t offset = 0;
     uint64_t inode = 0;
-    std::string path;              // may be empty, "[heap]", "/usr/lib/... (deleted)"
+    std::string path;                   // may be empty, "[heap]", "/usr/lib/... (deleted)"
     std::vector<std::string> vm_flags;  // from smaps: "gd", "ac", ...
 };
 

@@ -2,8 +2,8 @@
 // stealing fds from another process, and small /proc readers.
 #pragma once
 
-#include <initializer_list>
 #include <sys/types.h>
+#include <initializer_list>
 
 #include <cstdint>
 #include <optional>

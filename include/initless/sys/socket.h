@@ -5,8 +5,8 @@
 
 #include <chrono>
 #include <cstdint>
-#include <map>
 #include <filesystem>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>

@@ -75,9 +75,9 @@ class Tracee {
     uint64_t signal_mask() const;
     void set_signal_mask(uint64_t mask);
     RseqConfig rseq() const;
-    // The thread's seccomp filter number `index` (0: the first installed, as the kernel counts) as classic BPF
-    // (PTRACE_SECCOMP_GET_FILTER, which needs CAP_SYS_ADMIN: we are root); nothing when the thread
-    // has fewer filters, or none.
+    // The thread's seccomp filter number `index` (0: the first installed, as the kernel counts) as classic
+    // BPF (PTRACE_SECCOMP_GET_FILTER, which needs CAP_SYS_ADMIN: we are root); nothing when the thread has
+    // fewer filters, or none.
     std::optional<std::vector<sock_filter>> seccomp_filter(unsigned long index) const;
 
     // Runs one syscall in the tracee at `syscall_insn` (address of a 0f 05 instruction), restoring
