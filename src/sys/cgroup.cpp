@@ -85,11 +85,25 @@ void Cgroup::make_dirs(bool exist_ok) {
             fs::path root = fs::path(kRoot) / c;
             if (!fs::exists(root / "cgroup.procs")) continue;
             fs::path d = dir(c);
+            // Not fs::create_directories: its mkdir of a parent that another process makes and removes
+            // meanwhile fails with "File exists" (EEXIST, then not a directory when it looks again).
             for (int attempt = 0;; ++attempt) {
-                fs::create_directories(d.parent_path());
-                if (::mkdir(d.c_str(), 0755) == 0 || (errno == EEXIST && exist_ok)) break;
-                if (errno != ENOENT || attempt == 50)
-                    throw SysError(fmt::format("mkdir {}", d.string()), errno);
+                fs::path at = root, failed = d;
+                int err = 0;
+                for (const auto& part : d.parent_path().lexically_relative(root)) {
+                    at /= part;
+                    if (::mkdir(at.c_str(), 0755) != 0 && errno != EEXIST) {
+                        err = errno;
+                        failed = at;
+                        break;
+                    }
+                }
+                if (err == 0) {
+                    if (::mkdir(d.c_str(), 0755) == 0 || (errno == EEXIST && exist_ok)) break;
+                    err = errno;
+                }
+                if (err != ENOENT || attempt == 50)
+                    throw SysError(fmt::format("mkdir {}", failed.string()), err);
             }
             controllers_.emplace_back(c);
         }
