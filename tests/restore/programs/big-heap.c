@@ -32,7 +32,8 @@ static int handle(const char* path, struct rt_reply* r) {
     RT_CHECK(r, bad == 0, "%llu words differ, first at byte offset %#llx", (unsigned long long)bad,
              (unsigned long long)first_bad * 8);
     uint64_t sum = checksum();
-    RT_CHECK(r, sum == expected, "checksum %llx, expected %llx", (unsigned long long)sum, (unsigned long long)expected);
+    RT_CHECK(r, sum == expected, "checksum %llx, expected %llx", (unsigned long long)sum,
+             (unsigned long long)expected);
     if (!r->failed) rt_add(r, "ok 256 MiB checksum %llx", (unsigned long long)sum);
     return 1;
 }

@@ -21,8 +21,8 @@ static int handle(const char* path, struct rt_reply* r) {
     pid_t reported = 0;
     if (read(from_grandchild[0], &reported, sizeof reported) != (ssize_t)sizeof reported)
         rt_fail(r, "the grandchild did not report");
-    RT_CHECK(r, reported == getpid(), "the orphaned grandchild's parent is %d, not the subreaper %d", (int)reported,
-             (int)getpid());
+    RT_CHECK(r, reported == getpid(), "the orphaned grandchild's parent is %d, not the subreaper %d",
+             (int)reported, (int)getpid());
     if (!r->failed) rt_add(r, "ok orphan reparented to the subreaper %d", (int)getpid());
     return 1;
 }

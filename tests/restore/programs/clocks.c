@@ -10,7 +10,8 @@ static const clockid_t kClocks[3] = {CLOCK_MONOTONIC, CLOCK_BOOTTIME, CLOCK_REAL
 static double elapsed_ms(int k) {
     struct timespec now;
     clock_gettime(kClocks[k], &now);
-    return (double)(now.tv_sec - at_ready[k].tv_sec) * 1e3 + (double)(now.tv_nsec - at_ready[k].tv_nsec) / 1e6;
+    return (double)(now.tv_sec - at_ready[k].tv_sec) * 1e3 +
+           (double)(now.tv_nsec - at_ready[k].tv_nsec) / 1e6;
 }
 
 static int handle(const char* path, struct rt_reply* r) {
@@ -20,12 +21,14 @@ static int handle(const char* path, struct rt_reply* r) {
         return 1;
     }
     if (strcmp(path, "/check") != 0) return 0;
-    RT_CHECK(r, mono >= 0 && boot >= 0, "a clock went backwards (monotonic %.1f ms, boottime %.1f ms)", mono, boot);
-    RT_CHECK(r, mono <= real + 50 && boot <= real + 50, "monotonic time ran ahead of wall time (%.1f > %.1f ms)", mono,
-             real);
+    RT_CHECK(r, mono >= 0 && boot >= 0, "a clock went backwards (monotonic %.1f ms, boottime %.1f ms)", mono,
+             boot);
+    RT_CHECK(r, mono <= real + 50 && boot <= real + 50,
+             "monotonic time ran ahead of wall time (%.1f > %.1f ms)", mono, real);
     struct timespec res;
     RT_CHECK(r, clock_getres(CLOCK_MONOTONIC, &res) == 0 && res.tv_nsec == 1, "clock_getres");
-    if (!r->failed) rt_add(r, "ok monotonic +%.1f ms, boottime +%.1f ms, realtime +%.1f ms", mono, boot, real);
+    if (!r->failed)
+        rt_add(r, "ok monotonic +%.1f ms, boottime +%.1f ms, realtime +%.1f ms", mono, boot, real);
     return 1;
 }
 

@@ -22,8 +22,8 @@ static int handle(const char* path, struct rt_reply* r) {
     static const char want[] = "./cmdline-env\0alpha\0beta gamma";
     char buf[8192];
     size_t n = read_all("/proc/self/cmdline", buf, sizeof buf);
-    RT_CHECK(r, n == sizeof want && memcmp(buf, want, sizeof want) == 0, "/proc/self/cmdline is '%.*s' (%zu bytes)",
-             (int)n, buf, n);
+    RT_CHECK(r, n == sizeof want && memcmp(buf, want, sizeof want) == 0,
+             "/proc/self/cmdline is '%.*s' (%zu bytes)", (int)n, buf, n);
     n = read_all("/proc/self/environ", buf, sizeof buf - 1);
     buf[n] = 0;
     int found = 0;
@@ -34,7 +34,8 @@ static int handle(const char* path, struct rt_reply* r) {
     RT_CHECK(r, m && strcmp(m, "restore suite") == 0, "getenv(RT_MARKER) = %s", m ? m : "(null)");
     RT_CHECK(r, strcmp(saved_argv[2], "beta gamma") == 0, "argv[2] = '%s'", saved_argv[2]);
     char exe[512] = {0};
-    RT_CHECK(r, readlink("/proc/self/exe", exe, sizeof exe - 1) > 0 && strcmp(exe, "/function/cmdline-env") == 0,
+    RT_CHECK(r,
+             readlink("/proc/self/exe", exe, sizeof exe - 1) > 0 && strcmp(exe, "/function/cmdline-env") == 0,
              "/proc/self/exe -> '%s'", exe);
     if (!r->failed) rt_add(r, "ok cmdline, environ and exe as at boot");
     return 1;

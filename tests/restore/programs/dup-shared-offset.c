@@ -15,8 +15,10 @@ static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     long same = syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, b);
     int kcmp_denied = same < 0 && errno == EPERM;
-    RT_CHECK(r, same == 0 || kcmp_denied, "fds %d and %d are different open file descriptions (kcmp %ld)", a, b, same);
-    RT_CHECK(r, lseek(b, 0, SEEK_CUR) == 1000, "fd %d at %lld, not 1000", b, (long long)lseek(b, 0, SEEK_CUR));
+    RT_CHECK(r, same == 0 || kcmp_denied, "fds %d and %d are different open file descriptions (kcmp %ld)", a,
+             b, same);
+    RT_CHECK(r, lseek(b, 0, SEEK_CUR) == 1000, "fd %d at %lld, not 1000", b,
+             (long long)lseek(b, 0, SEEK_CUR));
     char buf[10];
     if (read(a, buf, 10) != 10) rt_fail(r, "read: %s", strerror(errno));
     RT_CHECK(r, lseek(b, 0, SEEK_CUR) == 1010, "reading fd %d did not move fd %d (at %lld)", a, b,

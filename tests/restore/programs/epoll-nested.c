@@ -27,9 +27,11 @@ static int handle(const char* path, struct rt_reply* r) {
     RT_CHECK(r, n == 0, "outer: %d events before the write", n);
     if (write(p[1], "x", 1) != 1) rt_fail(r, "write");
     n = collect(outer, seen);
-    RT_CHECK(r, n == 1 && seen[0] == 7, "outer: %d events (first %llu), not inner's 7", n, n > 0 ? (unsigned long long)seen[0] : 0ULL);
+    RT_CHECK(r, n == 1 && seen[0] == 7, "outer: %d events (first %llu), not inner's 7", n,
+             n > 0 ? (unsigned long long)seen[0] : 0ULL);
     n = collect(inner, seen);
-    RT_CHECK(r, n == 1 && seen[0] == 11, "inner: %d events (first %llu), not 11", n, n > 0 ? (unsigned long long)seen[0] : 0ULL);
+    RT_CHECK(r, n == 1 && seen[0] == 11, "inner: %d events (first %llu), not 11", n,
+             n > 0 ? (unsigned long long)seen[0] : 0ULL);
     n = collect(other, seen);
     RT_CHECK(r, n == 2 && seen[0] + seen[1] == 45, "other: %d events, not 22 and 23", n);
     char c;

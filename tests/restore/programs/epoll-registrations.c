@@ -34,23 +34,32 @@ static unsigned long long fdinfo_events(int tfd, unsigned long long* data) {
 
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
-    struct { int fd; unsigned events; unsigned long long data; } want[] = {
-        {a, EPOLLIN, DA}, {b, EPOLLIN | EPOLLET, DB}, {pr, EPOLLIN | EPOLLONESHOT, DP}};
+    struct {
+        int fd;
+        unsigned events;
+        unsigned long long data;
+    } want[] = {{a, EPOLLIN, DA}, {b, EPOLLIN | EPOLLET, DB}, {pr, EPOLLIN | EPOLLONESHOT, DP}};
     for (int i = 0; i < 3; ++i) {
         unsigned long long d = 0, e = fdinfo_events(want[i].fd, &d);
-        RT_CHECK(r, e == want[i].events && d == want[i].data, "fd %d registered with events %llx data %llx, want %x %llx",
-                 want[i].fd, e, d, want[i].events, want[i].data);
+        RT_CHECK(r, e == want[i].events && d == want[i].data,
+                 "fd %d registered with events %llx data %llx, want %x %llx", want[i].fd, e, d,
+                 want[i].events, want[i].data);
     }
     uint64_t one = 1;
-    if (write(a, &one, 8) != 8 || write(b, &one, 8) != 8 || write(pw, "x", 1) != 1) rt_fail(r, "write: %s", strerror(errno));
+    if (write(a, &one, 8) != 8 || write(b, &one, 8) != 8 || write(pw, "x", 1) != 1)
+        rt_fail(r, "write: %s", strerror(errno));
     struct epoll_event ev[8];
     int n = epoll_wait(ep, ev, 8, 1000);
     int seen = 0;
     for (int i = 0; i < n; ++i) {
-        if (ev[i].data.u64 == DA) seen |= 1;
-        else if (ev[i].data.u64 == DB) seen |= 2;
-        else if (ev[i].data.u64 == DP) seen |= 4;
-        else rt_fail(r, "unexpected data %llx", (unsigned long long)ev[i].data.u64);
+        if (ev[i].data.u64 == DA)
+            seen |= 1;
+        else if (ev[i].data.u64 == DB)
+            seen |= 2;
+        else if (ev[i].data.u64 == DP)
+            seen |= 4;
+        else
+            rt_fail(r, "unexpected data %llx", (unsigned long long)ev[i].data.u64);
     }
     RT_CHECK(r, n == 3 && seen == 7, "first epoll_wait: %d events, mask %d", n, seen);
     // Level-triggered A fires again; edge-triggered B and the spent one-shot pipe do not.
@@ -58,7 +67,8 @@ static int handle(const char* path, struct rt_reply* r) {
     RT_CHECK(r, n == 1 && ev[0].data.u64 == DA, "second epoll_wait: %d events (want only A's)", n);
     uint64_t v;
     char c;
-    if (read(a, &v, 8) != 8 || read(b, &v, 8) != 8 || read(pr, &c, 1) != 1) rt_fail(r, "drain: %s", strerror(errno));
+    if (read(a, &v, 8) != 8 || read(b, &v, 8) != 8 || read(pr, &c, 1) != 1)
+        rt_fail(r, "drain: %s", strerror(errno));
     struct epoll_event re = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = DP};
     epoll_ctl(ep, EPOLL_CTL_MOD, pr, &re);  // re-arm, as the state was before
     if (!r->failed) rt_add(r, "ok 3 registrations with their data; ET and ONESHOT semantics kept");

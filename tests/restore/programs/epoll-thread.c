@@ -44,7 +44,8 @@ static int handle(const char* path, struct rt_reply* r) {
     RT_CHECK(r, n == 1, "the epoll_wait thread did not answer within 2 s");
     if (n == 1) {
         RT_CHECK(r, read(done, &answer, sizeof answer) == sizeof answer, "read answer: %s", strerror(errno));
-        RT_CHECK(r, answer == 7, "the thread answered %#llx (0xbad: wrong epoll data)", (unsigned long long)answer);
+        RT_CHECK(r, answer == 7, "the thread answered %#llx (0xbad: wrong epoll data)",
+                 (unsigned long long)answer);
     }
     if (!r->failed) rt_add(r, "ok the thread woke from epoll_wait with data %#llx", DATA);
     return 1;

@@ -24,7 +24,8 @@ static int handle(const char* path, struct rt_reply* r) {
     RT_CHECK(r, read(empty, &v, sizeof v) < 0 && errno == EAGAIN, "empty eventfd is not empty");
     v = 5;
     RT_CHECK(r, write(plain, &v, sizeof v) == sizeof v, "write: %s", strerror(errno));
-    RT_CHECK(r, read(plain, &v, sizeof v) == sizeof v && v == 5, "write/read round trip gave %llu", (unsigned long long)v);
+    RT_CHECK(r, read(plain, &v, sizeof v) == sizeof v && v == 5, "write/read round trip gave %llu",
+             (unsigned long long)v);
     v = 42;
     if (write(plain, &v, sizeof v) != sizeof v) rt_fail(r, "refill");
     v = 3;

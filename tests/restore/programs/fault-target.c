@@ -5,7 +5,11 @@
 
 #include <pthread.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; rt_add(r, "ok fault-target"); return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    rt_add(r, "ok fault-target");
+    return 1;
+}
 
 static void* sleeper(void* arg) {
     (void)arg;

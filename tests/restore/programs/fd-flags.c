@@ -6,7 +6,10 @@
 
 #include <fcntl.h>
 
-struct want { int fd, fl_mask, fl, cloexec; const char* what; };
+struct want {
+    int fd, fl_mask, fl, cloexec;
+    const char* what;
+};
 static struct want wants[8];
 static int nwants;
 
@@ -21,14 +24,15 @@ static int handle(const char* path, struct rt_reply* r) {
         int fl = fcntl(w->fd, F_GETFL), fdfl = fcntl(w->fd, F_GETFD);
         RT_CHECK(r, fl >= 0, "fd %d (%s) is not open", w->fd, w->what);
         if (fl < 0) continue;
-        RT_CHECK(r, (fl & w->fl_mask) == w->fl, "fd %d (%s): F_GETFL %#o, want %#o under mask %#o", w->fd, w->what,
-                 fl & w->fl_mask, w->fl, w->fl_mask);
+        RT_CHECK(r, (fl & w->fl_mask) == w->fl, "fd %d (%s): F_GETFL %#o, want %#o under mask %#o", w->fd,
+                 w->what, fl & w->fl_mask, w->fl, w->fl_mask);
         RT_CHECK(r, !!(fdfl & FD_CLOEXEC) == w->cloexec, "fd %d (%s): FD_CLOEXEC %d, want %d", w->fd, w->what,
                  !!(fdfl & FD_CLOEXEC), w->cloexec);
     }
     RT_CHECK(r, fcntl(150, F_GETFD) < 0 && errno == EBADF, "fd 150 (never opened) is open");
     RT_CHECK(r, write(100, "x", 1) == 1, "write to /dev/null (O_APPEND): %s", strerror(errno));
-    if (!r->failed) rt_add(r, "ok %d fds keep their access mode, O_APPEND, O_NONBLOCK and FD_CLOEXEC", nwants);
+    if (!r->failed)
+        rt_add(r, "ok %d fds keep their access mode, O_APPEND, O_NONBLOCK and FD_CLOEXEC", nwants);
     return 1;
 }
 

@@ -25,8 +25,10 @@ static int handle(const char* path, struct rt_reply* r) {
         const char* path;
         int mode;
         int nonblock;
-    } want[] = {{42, "/tmp/rt.fifo", O_RDONLY, 1},    {43, "/tmp/rt.fifo", O_WRONLY, 0},
-                {44, "/tmp/rt.fifo", O_RDWR, 0},      {45, "/tmp/rt-wo.fifo", O_WRONLY, 0},
+    } want[] = {{42, "/tmp/rt.fifo", O_RDONLY, 1},
+                {43, "/tmp/rt.fifo", O_WRONLY, 0},
+                {44, "/tmp/rt.fifo", O_RDWR, 0},
+                {45, "/tmp/rt-wo.fifo", O_WRONLY, 0},
                 {46, "/rt-layer.fifo", O_RDONLY, 1}};
     for (size_t i = 0; i < sizeof want / sizeof *want; ++i) {
         struct stat st;
@@ -34,7 +36,8 @@ static int handle(const char* path, struct rt_reply* r) {
         link_of(want[i].fd, target, sizeof target);
         int fl = fcntl(want[i].fd, F_GETFL);
         RT_CHECK(r, fstat(want[i].fd, &st) == 0 && S_ISFIFO(st.st_mode), "fd %d is not a FIFO", want[i].fd);
-        RT_CHECK(r, strcmp(target, want[i].path) == 0, "fd %d is %s, want %s", want[i].fd, target, want[i].path);
+        RT_CHECK(r, strcmp(target, want[i].path) == 0, "fd %d is %s, want %s", want[i].fd, target,
+                 want[i].path);
         RT_CHECK(r, (fl & O_ACCMODE) == want[i].mode && !!(fl & O_NONBLOCK) == want[i].nonblock,
                  "fd %d flags %#x", want[i].fd, fl);
     }
@@ -61,7 +64,8 @@ static void place(int fd, int at) {
 
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
-    if (mkfifo("/tmp/rt.fifo", 0600) != 0 || mkfifo("/tmp/rt-wo.fifo", 0600) != 0 || mkfifo("/rt-layer.fifo", 0600) != 0)
+    if (mkfifo("/tmp/rt.fifo", 0600) != 0 || mkfifo("/tmp/rt-wo.fifo", 0600) != 0 ||
+        mkfifo("/rt-layer.fifo", 0600) != 0)
         rt_die("mkfifo");
     place(open("/tmp/rt.fifo", O_RDONLY | O_NONBLOCK | O_CLOEXEC), 42);
     place(open("/tmp/rt.fifo", O_WRONLY | O_CLOEXEC), 43);

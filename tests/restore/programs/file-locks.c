@@ -19,12 +19,14 @@ static int handle(const char* path, struct rt_reply* r) {
              "flock of fd 42 is gone (a new description locked it: %s)", strerror(errno));
     struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 10};
     RT_CHECK(r, fcntl(other, F_OFD_GETLK, &q) == 0 && q.l_type == F_WRLCK && q.l_start == 0 && q.l_len == 10,
-             "OFD lock of fd 43 is gone (type %d start %ld len %ld)", q.l_type, (long)q.l_start, (long)q.l_len);
+             "OFD lock of fd 43 is gone (type %d start %ld len %ld)", q.l_type, (long)q.l_start,
+             (long)q.l_len);
     if (other >= 0) close(other);
     int posix = open("/dev/shm/posix.dat", O_RDWR | O_CLOEXEC);
     struct flock p = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
-    RT_CHECK(r, posix >= 0 && fcntl(posix, F_OFD_GETLK, &p) == 0 && p.l_type == F_RDLCK && p.l_start == 20 &&
-                    p.l_len == 10 && p.l_pid == getpid(),
+    RT_CHECK(r,
+             posix >= 0 && fcntl(posix, F_OFD_GETLK, &p) == 0 && p.l_type == F_RDLCK && p.l_start == 20 &&
+                 p.l_len == 10 && p.l_pid == getpid(),
              "POSIX lock gone (type %d start %ld len %ld pid %d, want pid %d)", p.l_type, (long)p.l_start,
              (long)p.l_len, p.l_pid, getpid());
     if (posix >= 0) close(posix);
@@ -35,7 +37,8 @@ static int handle(const char* path, struct rt_reply* r) {
 
 static int create(const char* path, int flags, int at) {
     int fd = open(path, flags | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, "0123456789012345678901234567890123456789", 40) < 0 || dup2(fd, at) < 0) rt_die(path);
+    if (fd < 0 || write(fd, "0123456789012345678901234567890123456789", 40) < 0 || dup2(fd, at) < 0)
+        rt_die(path);
     close(fd);
     return at;
 }

@@ -16,7 +16,8 @@ static int handle(const char* path, struct rt_reply* r) {
     char buf[100];
     RT_CHECK(r, pread(at5000, buf, 10, 100) == 10 && rt_data_matches(buf, 100, 10), "pread at 100");
     ssize_t n = read(at5000, buf, sizeof buf);
-    RT_CHECK(r, n == sizeof buf && rt_data_matches(buf, 5000, sizeof buf), "read at 5000 gave %zd bytes, wrong data", n);
+    RT_CHECK(r, n == sizeof buf && rt_data_matches(buf, 5000, sizeof buf),
+             "read at 5000 gave %zd bytes, wrong data", n);
     lseek(at5000, 5000, SEEK_SET);
     RT_CHECK(r, lseek(at0, 0, SEEK_CUR) == 0, "second fd not at 0");
     n = read(at0, buf, 8);

@@ -20,12 +20,14 @@ static int handle(const char* path, struct rt_reply* r) {
             char want[64];
             snprintf(want, sizeof want, "written page %d", i);
             RT_CHECK(r, strcmp(p, want) == 0, "written page %d holds '%.20s'", i, p);
-            RT_CHECK(r, rt_data_matches(p + 64, (size_t)i * PG + 64, PG - 64), "tail of written page %d changed", i);
+            RT_CHECK(r, rt_data_matches(p + 64, (size_t)i * PG + 64, PG - 64),
+                     "tail of written page %d changed", i);
         } else {
             RT_CHECK(r, rt_data_matches(p, (size_t)i * PG, PG), "unwritten page %d differs from data.bin", i);
         }
     }
-    RT_CHECK(r, rt_data_matches(ro, 2 * PG, 4 * PG), "read-only mapping at offset 2 pages differs from data.bin");
+    RT_CHECK(r, rt_data_matches(ro, 2 * PG, 4 * PG),
+             "read-only mapping at offset 2 pages differs from data.bin");
     RT_CHECK(r, strcmp(rt_perms_at(map), "rw-p") == 0, "writable mapping perms '%s'", rt_perms_at(map));
     RT_CHECK(r, strcmp(rt_perms_at(ro), "r--p") == 0, "read-only mapping perms '%s'", rt_perms_at(ro));
     FILE* f = fopen("/proc/self/maps", "re");

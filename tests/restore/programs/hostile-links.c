@@ -43,7 +43,8 @@ static int handle(const char* path, struct rt_reply* r) {
             RT_CHECK(r, n >= 0, "%s is not a symlink after restore (%s)", p, strerror(errno));
             if (n < 0) continue;
             target[n] = 0;
-            RT_CHECK(r, strcmp(target, kLinks[i][1]) == 0, "%s points to %s, not %s", p, target, kLinks[i][1]);
+            RT_CHECK(r, strcmp(target, kLinks[i][1]) == 0, "%s points to %s, not %s", p, target,
+                     kLinks[i][1]);
         }
         struct stat st;
         snprintf(p, sizeof p, "%s/fifo", kDirs[d]);

@@ -91,7 +91,9 @@ static inline int rt_listen_on(int port, int backlog) {
     return fd;
 }
 
-static inline int rt_listen(void) { return rt_listen_on(rt_port(), 64); }
+static inline int rt_listen(void) {
+    return rt_listen_on(rt_port(), 64);
+}
 
 static inline void rt_send_all(int fd, const char* p, size_t len) {
     while (len > 0) {
@@ -154,9 +156,10 @@ static inline void rt_answer(int conn, rt_handler handler) {
         rt_add(&reply, "\n");
     }
     char head[256];
-    int hn = snprintf(head, sizeof head,
-                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                      status, status == 200 ? "OK" : "Error", reply.len);
+    int hn = snprintf(
+        head, sizeof head,
+        "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+        status, status == 200 ? "OK" : "Error", reply.len);
     rt_send_all(conn, head, (size_t)hn);
     rt_send_all(conn, reply.body, reply.len);
 }
@@ -182,7 +185,9 @@ static inline void rt_serve_on(int lfd, const char* name, rt_handler handler) {
     rt_accept_loop(lfd, handler);
 }
 
-static inline void rt_serve(const char* name, rt_handler handler) { rt_serve_on(rt_listen(), name, handler); }
+static inline void rt_serve(const char* name, rt_handler handler) {
+    rt_serve_on(rt_listen(), name, handler);
+}
 
 // Small helpers the programs share.
 

@@ -114,8 +114,8 @@ static int handle(const char* path, struct rt_reply* r) {
 
     int wd = inotify_add_watch(44, "/tmp", IN_DELETE_SELF);
     RT_CHECK(r, wd > NWATCH, "a new watch through fd 44 got wd %d (%s)", wd, strerror(errno));
-    RT_CHECK(r, wd > 0 && inotify_rm_watch(42, wd) == 0, "fd 42 does not know wd %d of its dup fd 44 (%s)", wd,
-             strerror(errno));
+    RT_CHECK(r, wd > 0 && inotify_rm_watch(42, wd) == 0, "fd 42 does not know wd %d of its dup fd 44 (%s)",
+             wd, strerror(errno));
     drain(r, NULL, 0);  // its IN_IGNORED
     if (!r->failed)
         rt_add(r, "ok inotify: 5 watches at their wds and masks, events arrive, a new watch got wd %d", wd);

@@ -11,14 +11,18 @@
 #include <sys/time.h>
 
 static atomic_ulong alarms;
-static void on_alarm(int sig) { (void)sig; atomic_fetch_add(&alarms, 1); }
+static void on_alarm(int sig) {
+    (void)sig;
+    atomic_fetch_add(&alarms, 1);
+}
 
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     struct itimerval it;
     getitimer(ITIMER_REAL, &it);
-    RT_CHECK(r, it.it_interval.tv_sec == 0 && it.it_interval.tv_usec == 2000, "ITIMER_REAL interval %ld.%06ld s, not 0.002",
-             (long)it.it_interval.tv_sec, (long)it.it_interval.tv_usec);
+    RT_CHECK(r, it.it_interval.tv_sec == 0 && it.it_interval.tv_usec == 2000,
+             "ITIMER_REAL interval %ld.%06ld s, not 0.002", (long)it.it_interval.tv_sec,
+             (long)it.it_interval.tv_usec);
     unsigned long a0 = atomic_load(&alarms);
     rt_sleep_ms(200);
     unsigned long a1 = atomic_load(&alarms);

@@ -51,13 +51,15 @@ static int handle(const char* path, struct rt_reply* r) {
         const uint64_t* from_kernel = heap + (HEAP - 2 * MIB) / 8;  // no user-mode access before this
         uint64_t copy[512];
         ssize_t w = write(ends[1], from_kernel, sizeof copy);
-        RT_CHECK(r, w == (ssize_t)sizeof copy, "write() from served memory: %s", w < 0 ? strerror(errno) : "short");
+        RT_CHECK(r, w == (ssize_t)sizeof copy, "write() from served memory: %s",
+                 w < 0 ? strerror(errno) : "short");
         if (w == (ssize_t)sizeof copy) {
             RT_CHECK(r, read(ends[0], copy, sizeof copy) == (ssize_t)sizeof copy, "read back");
             uint64_t first = (HEAP - 2 * MIB) / 8, wrong = 0;
             for (uint64_t i = 0; i < 512; ++i)
                 wrong += copy[i] != ((first + i) / (MIB / 8) % 4 == 3 ? 0 : value(1, first + i));
-            RT_CHECK(r, wrong == 0, "%llu words written from served memory differ", (unsigned long long)wrong);
+            RT_CHECK(r, wrong == 0, "%llu words written from served memory differ",
+                     (unsigned long long)wrong);
         }
         close(ends[0]);
         close(ends[1]);
@@ -85,8 +87,8 @@ static int handle(const char* path, struct rt_reply* r) {
     if (child == 0) _exit(differ(forked, FORKED, 4, 0, ~0ULL) == 0 ? 0 : 1);
     int status = 0;
     RT_CHECK(r, child > 0 && waitpid(child, &status, 0) == child, "fork or wait failed");
-    RT_CHECK(r, WIFEXITED(status) && WEXITSTATUS(status) == 0, "the forked child saw other memory (status %d)",
-             status);
+    RT_CHECK(r, WIFEXITED(status) && WEXITSTATUS(status) == 0,
+             "the forked child saw other memory (status %d)", status);
     bad = differ(forked, FORKED, 4, 0, ~0ULL);
     RT_CHECK(r, bad == 0, "%llu words of the forked region differ in the parent", (unsigned long long)bad);
     if (!r->failed) rt_add(r, "ok events");

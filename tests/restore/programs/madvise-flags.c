@@ -14,8 +14,12 @@ struct region {
     int advice;  // -1: MAP_NORESERVE instead
     char* addr;
 };
-static struct region regions[] = {{"wf", MADV_WIPEONFORK, 0}, {"dc", MADV_DONTFORK, 0}, {"dd", MADV_DONTDUMP, 0},
-                                  {"nh", MADV_NOHUGEPAGE, 0}, {"sr", MADV_SEQUENTIAL, 0}, {"rr", MADV_RANDOM, 0},
+static struct region regions[] = {{"wf", MADV_WIPEONFORK, 0},
+                                  {"dc", MADV_DONTFORK, 0},
+                                  {"dd", MADV_DONTDUMP, 0},
+                                  {"nh", MADV_NOHUGEPAGE, 0},
+                                  {"sr", MADV_SEQUENTIAL, 0},
+                                  {"rr", MADV_RANDOM, 0},
                                   {"nr", -1, 0}};
 #define NREG (sizeof regions / sizeof regions[0])
 #define LEN (4 * 4096)
@@ -42,7 +46,8 @@ static int vma_has_flag(char* addr, const char* flag) {
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     for (size_t i = 0; i < NREG; ++i) {
-        RT_CHECK(r, vma_has_flag(regions[i].addr, regions[i].flag), "region %zu lost VmFlags %s", i, regions[i].flag);
+        RT_CHECK(r, vma_has_flag(regions[i].addr, regions[i].flag), "region %zu lost VmFlags %s", i,
+                 regions[i].flag);
         RT_CHECK(r, regions[i].addr[100] == (char)('A' + i), "region %zu lost its data", i);
     }
     int p[2];

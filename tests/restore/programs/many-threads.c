@@ -69,7 +69,9 @@ static int handle(const char* path, struct rt_reply* r) {
     for (int i = 1; i < N; i += 2)
         if (atomic_load(&sleeps[i]) == before[i]) stuck++;
     RT_CHECK(r, stuck == 0, "%d of %d sleepers stopped counting", stuck, N / 2);
-    if (!r->failed) rt_add(r, "ok %d threads alive with their tids: %d waiters woke, %d sleepers counting", N, N / 2, N / 2);
+    if (!r->failed)
+        rt_add(r, "ok %d threads alive with their tids: %d waiters woke, %d sleepers counting", N, N / 2,
+               N / 2);
     return 1;
 }
 

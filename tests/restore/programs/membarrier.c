@@ -10,16 +10,20 @@
 #define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
 #endif
 
-static long mb(int cmd) { return syscall(SYS_membarrier, cmd, 0, 0); }
+static long mb(int cmd) {
+    return syscall(SYS_membarrier, cmd, 0, 0);
+}
 
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     long regs = mb(MEMBARRIER_CMD_GET_REGISTRATIONS);
-    RT_CHECK(r, regs >= 0 && (regs & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) &&
-                    (regs & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
+    RT_CHECK(r,
+             regs >= 0 && (regs & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) &&
+                 (regs & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
              "registrations %#lx lack PRIVATE_EXPEDITED or its SYNC_CORE", regs);
     RT_CHECK(r, mb(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0, "PRIVATE_EXPEDITED barrier: %s", strerror(errno));
-    RT_CHECK(r, mb(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) == 0, "SYNC_CORE barrier: %s", strerror(errno));
+    RT_CHECK(r, mb(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) == 0, "SYNC_CORE barrier: %s",
+             strerror(errno));
     RT_CHECK(r, mb(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) != 0, "RSEQ barrier works though never registered");
     if (!r->failed) rt_add(r, "ok membarrier registrations %#lx", regs);
     return 1;

@@ -23,10 +23,11 @@ static int named_memfd(const void* addr) {
 
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
-    RT_CHECK(r, strcmp(rt_perms_at(a), "rw-s") == 0 && strcmp(rt_perms_at(b), "rw-s") == 0, "perms '%s' and '%s'",
-             rt_perms_at(a), rt_perms_at(b));
+    RT_CHECK(r, strcmp(rt_perms_at(a), "rw-s") == 0 && strcmp(rt_perms_at(b), "rw-s") == 0,
+             "perms '%s' and '%s'", rt_perms_at(a), rt_perms_at(b));
     RT_CHECK(r, named_memfd(a) && named_memfd(b), "the mappings are no longer memfd:rt-memfd");
-    RT_CHECK(r, strcmp(a, "memfd state") == 0 && strcmp(a + LEN - 64, "tail") == 0, "contents lost: '%.16s'", a);
+    RT_CHECK(r, strcmp(a, "memfd state") == 0 && strcmp(a + LEN - 64, "tail") == 0, "contents lost: '%.16s'",
+             a);
     a[200] = 'Q';
     RT_CHECK(r, b[200] == 'Q', "the two mappings no longer alias");
     a[200] = 0;

@@ -32,7 +32,8 @@ static int handle(const char* path, struct rt_reply* r) {
     char flags[512] = "";
     long kb = 0;
     RT_CHECK(r, smaps_of(locked, flags, sizeof flags, &kb), "no smaps entry for the locked region");
-    RT_CHECK(r, strstr(flags, " lo") != NULL || strncmp(flags, "lo", 2) == 0, "locked region VmFlags:%s", flags);
+    RT_CHECK(r, strstr(flags, " lo") != NULL || strncmp(flags, "lo", 2) == 0, "locked region VmFlags:%s",
+             flags);
     RT_CHECK(r, kb == LEN / 1024, "locked region has %ld kB locked, not %d", kb, LEN / 1024);
     RT_CHECK(r, smaps_of(onfault, flags, sizeof flags, &kb), "no smaps entry for the on-fault region");
     RT_CHECK(r, strstr(flags, " lf") != NULL, "on-fault region VmFlags:%s", flags);

@@ -21,7 +21,9 @@ static int kind(int i) {  // 0 guard, 1 data, 2 untouched, 3 zero-written, 4 rea
     return 1;
 }
 
-static unsigned char byte_of(int page, size_t off) { return (unsigned char)(page * 31 + off * 7 + 1); }
+static unsigned char byte_of(int page, size_t off) {
+    return (unsigned char)(page * 31 + off * 7 + 1);
+}
 
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
@@ -30,7 +32,8 @@ static int handle(const char* path, struct rt_reply* r) {
         unsigned char* p = region + i * PG;
         const char* perms = rt_perms_at(p);
         int k = kind(i);
-        RT_CHECK(r, strcmp(perms, want_perms[k]) == 0, "page %d: perms '%s', want '%s'", i, perms, want_perms[k]);
+        RT_CHECK(r, strcmp(perms, want_perms[k]) == 0, "page %d: perms '%s', want '%s'", i, perms,
+                 want_perms[k]);
         if (k == 1 || k == 4) {
             for (size_t o = 0; o < PG; ++o)
                 if (p[o] != byte_of(i, o)) {
@@ -40,19 +43,23 @@ static int handle(const char* path, struct rt_reply* r) {
         } else if (k == 2 || k == 3) {
             for (size_t o = 0; o < PG; ++o)
                 if (p[o]) {
-                    rt_fail(r, "page %d (%s) byte %zu is %u, not 0", i, k == 2 ? "untouched" : "zeroed", o, p[o]);
+                    rt_fail(r, "page %d (%s) byte %zu is %u, not 0", i, k == 2 ? "untouched" : "zeroed", o,
+                            p[o]);
                     break;
                 }
         }
     }
-    RT_CHECK(r, strcmp(rt_perms_at(reserve), "rw-p") == 0, "reservation's committed page: '%s'", rt_perms_at(reserve));
-    RT_CHECK(r, strcmp(rt_perms_at(reserve + PG), "---p") == 0, "reservation: '%s'", rt_perms_at(reserve + PG));
+    RT_CHECK(r, strcmp(rt_perms_at(reserve), "rw-p") == 0, "reservation's committed page: '%s'",
+             rt_perms_at(reserve));
+    RT_CHECK(r, strcmp(rt_perms_at(reserve + PG), "---p") == 0, "reservation: '%s'",
+             rt_perms_at(reserve + PG));
     RT_CHECK(r, strcmp((char*)reserve, "committed") == 0, "reservation's page holds '%.16s'", (char*)reserve);
-    RT_CHECK(r, mprotect(reserve + 512 * PG, PG, PROT_READ | PROT_WRITE) == 0, "mprotect in the reservation: %s",
-             strerror(errno));
+    RT_CHECK(r, mprotect(reserve + 512 * PG, PG, PROT_READ | PROT_WRITE) == 0,
+             "mprotect in the reservation: %s", strerror(errno));
     reserve[512 * PG] = 1;
     mprotect(reserve + 512 * PG, PG, PROT_NONE);
-    if (!r->failed) rt_add(r, "ok 64 pages: guards, hole, read-only, untouched, zeroed and data pages as they were");
+    if (!r->failed)
+        rt_add(r, "ok 64 pages: guards, hole, read-only, untouched, zeroed and data pages as they were");
     return 1;
 }
 

@@ -12,9 +12,11 @@ static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     RT_CHECK(r, sealed[10] == 'S', "sealed data lost");
     int rc = mprotect(sealed, LEN, PROT_READ | PROT_WRITE | PROT_EXEC);
-    RT_CHECK(r, rc != 0 && errno == EPERM, "mprotect of the sealed region: %s", rc == 0 ? "succeeded" : strerror(errno));
+    RT_CHECK(r, rc != 0 && errno == EPERM, "mprotect of the sealed region: %s",
+             rc == 0 ? "succeeded" : strerror(errno));
     rc = munmap(sealed, LEN);
-    RT_CHECK(r, rc != 0 && errno == EPERM, "munmap of the sealed region: %s", rc == 0 ? "succeeded" : strerror(errno));
+    RT_CHECK(r, rc != 0 && errno == EPERM, "munmap of the sealed region: %s",
+             rc == 0 ? "succeeded" : strerror(errno));
     if (!r->failed) rt_add(r, "ok sealed region refuses mprotect and munmap");
     return 1;
 }

@@ -9,7 +9,10 @@
 #include <stdatomic.h>
 
 static atomic_int usr2, rt1, rt1_value;
-static void on_usr2(int sig) { (void)sig; atomic_fetch_add(&usr2, 1); }
+static void on_usr2(int sig) {
+    (void)sig;
+    atomic_fetch_add(&usr2, 1);
+}
 static void on_rt1(int sig, siginfo_t* si, void* ctx) {
     (void)sig;
     (void)ctx;
@@ -30,7 +33,8 @@ static int handle(const char* path, struct rt_reply* r) {
     sigaddset(&set, SIGRTMIN + 1);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     RT_CHECK(r, atomic_load(&usr2) == 1, "SIGUSR2 handler ran %d times after unblocking", atomic_load(&usr2));
-    RT_CHECK(r, atomic_load(&rt1) == 1, "SIGRTMIN+1 handler ran %d times after unblocking", atomic_load(&rt1));
+    RT_CHECK(r, atomic_load(&rt1) == 1, "SIGRTMIN+1 handler ran %d times after unblocking",
+             atomic_load(&rt1));
     RT_CHECK(r, atomic_load(&rt1) != 1 || atomic_load(&rt1_value) == 77, "SIGRTMIN+1 si_value %d, not 77",
              atomic_load(&rt1_value));
     pthread_sigmask(SIG_BLOCK, &set, NULL);

@@ -41,8 +41,9 @@ static void* worker(void* arg) {
             if (s == SIGRTMIN + 4) ++got_rt, rt_value = si.si_value.sival_int;
         }
         if (got_ill != 1 || got_rt != 1 || rt_value != 9)
-            snprintf(thread_report + len, sizeof thread_report - len, "thread took SIGILL %d times, SIGRTMIN+4 %d times (value %d); ",
-                     got_ill, got_rt, rt_value);
+            snprintf(thread_report + len, sizeof thread_report - len,
+                     "thread took SIGILL %d times, SIGRTMIN+4 %d times (value %d); ", got_ill, got_rt,
+                     rt_value);
         answered = asked;
         pthread_cond_broadcast(&cond);
     }
@@ -71,7 +72,8 @@ static int handle(const char* path, struct rt_reply* r) {
             if (s == process_sigs[i]) ++counts[i];
         if (s == SIGRTMIN + 3 && nvalues < 4) values[nvalues++] = si.si_value.sival_int;
     }
-    for (int i = 0; i < 3; ++i) RT_CHECK(r, counts[i] == 1, "signal %d taken %d times", process_sigs[i], counts[i]);
+    for (int i = 0; i < 3; ++i)
+        RT_CHECK(r, counts[i] == 1, "signal %d taken %d times", process_sigs[i], counts[i]);
     RT_CHECK(r, nvalues == 3 && values[0] == 1 && values[1] == 2 && values[2] == 3,
              "SIGRTMIN+3 taken %d times, values not 1 2 3", nvalues);
     pthread_mutex_lock(&lock);
@@ -110,6 +112,7 @@ int main(void) {
     si.si_pid = getpid();
     si.si_uid = getuid();
     si.si_value.sival_int = 9;
-    if (syscall(SYS_rt_tgsigqueueinfo, getpid(), worker_tid, SIGRTMIN + 4, &si) != 0) rt_die("rt_tgsigqueueinfo");
+    if (syscall(SYS_rt_tgsigqueueinfo, getpid(), worker_tid, SIGRTMIN + 4, &si) != 0)
+        rt_die("rt_tgsigqueueinfo");
     rt_serve("pending-sync-signals", handle);
 }

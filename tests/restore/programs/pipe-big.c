@@ -7,7 +7,9 @@
 #define LEN (200 * 1024)
 static int p[2];
 
-static unsigned char byte_at(size_t i) { return (unsigned char)(i * 7 + (i >> 10)); }
+static unsigned char byte_at(size_t i) {
+    return (unsigned char)(i * 7 + (i >> 10));
+}
 
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
@@ -19,7 +21,10 @@ static int handle(const char* path, struct rt_reply* r) {
     while (got < sizeof buf && (n = read(p[0], buf + got, sizeof buf - got)) > 0) got += (size_t)n;
     RT_CHECK(r, got == LEN, "read back %zu bytes, not %d", got, LEN);
     for (size_t i = 0; i < got; ++i)
-        if (buf[i] != byte_at(i)) { rt_fail(r, "byte %zu differs", i); break; }
+        if (buf[i] != byte_at(i)) {
+            rt_fail(r, "byte %zu differs", i);
+            break;
+        }
     if (!r->failed) rt_add(r, "ok 1 MiB pipe gave back its 200 KiB");
     return 1;
 }

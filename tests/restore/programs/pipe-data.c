@@ -7,7 +7,9 @@
 
 static int small[2], full[2], empty[2];
 
-static unsigned char byte_at(int which, size_t i) { return (unsigned char)(which * 17 + i * 13 + (i >> 8)); }
+static unsigned char byte_at(int which, size_t i) {
+    return (unsigned char)(which * 17 + i * 13 + (i >> 8));
+}
 
 static int read_exactly(int fd, unsigned char* buf, size_t len) {
     size_t got = 0;
@@ -25,12 +27,18 @@ static int handle(const char* path, struct rt_reply* r) {
     int n = read_exactly(small[0], buf, 1000);
     RT_CHECK(r, n == 1000, "small pipe gave %d bytes, not 1000", n);
     for (int i = 0; i < n; ++i)
-        if (buf[i] != byte_at(1, (size_t)i)) { rt_fail(r, "small pipe byte %d differs", i); break; }
+        if (buf[i] != byte_at(1, (size_t)i)) {
+            rt_fail(r, "small pipe byte %d differs", i);
+            break;
+        }
     RT_CHECK(r, read(small[0], buf, 1) < 0 && errno == EAGAIN, "small pipe has more than 1000 bytes");
     n = read_exactly(full[0], buf, 65536);
     RT_CHECK(r, n == 65536, "full pipe gave %d bytes, not 65536", n);
     for (int i = 0; i < n; ++i)
-        if (buf[i] != byte_at(2, (size_t)i)) { rt_fail(r, "full pipe byte %d differs", i); break; }
+        if (buf[i] != byte_at(2, (size_t)i)) {
+            rt_fail(r, "full pipe byte %d differs", i);
+            break;
+        }
     RT_CHECK(r, read(empty[0], buf, 1) < 0 && errno == EAGAIN, "empty pipe is not empty");
     RT_CHECK(r, write(empty[1], "ping", 4) == 4 && read(empty[0], buf, 8) == 4 && memcmp(buf, "ping", 4) == 0,
              "round trip through the empty pipe failed");

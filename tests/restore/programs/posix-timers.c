@@ -41,25 +41,29 @@ static void* waiter(void* arg) {
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     struct itimerspec its;
-    RT_CHECK(r, timer_gettime(a, &its) == 0 && its.it_interval.tv_nsec == 20000000, "timer A lost (%s)", strerror(errno));
-    RT_CHECK(r, timer_gettime(b, &its) == 0 && its.it_interval.tv_sec == 0 && its.it_value.tv_sec >= 3000 &&
-                    its.it_value.tv_sec < 3600,
+    RT_CHECK(r, timer_gettime(a, &its) == 0 && its.it_interval.tv_nsec == 20000000, "timer A lost (%s)",
+             strerror(errno));
+    RT_CHECK(r,
+             timer_gettime(b, &its) == 0 && its.it_interval.tv_sec == 0 && its.it_value.tv_sec >= 3000 &&
+                 its.it_value.tv_sec < 3600,
              "timer B: %ld s left", (long)its.it_value.tv_sec);
     RT_CHECK(r, timer_gettime(c, &its) == 0 && its.it_interval.tv_nsec == 20000000, "timer C lost");
-    RT_CHECK(r, timer_gettime(d, &its) == 0 && its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0, "timer D armed or lost");
+    RT_CHECK(r, timer_gettime(d, &its) == 0 && its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0,
+             "timer D armed or lost");
     int a0 = a_count, c0 = c_count;
     rt_sleep_ms(300);
     RT_CHECK(r, a_count - a0 >= 3, "timer A fired %d times in 300 ms", a_count - a0);
     RT_CHECK(r, !a_bad_value, "timer A's signal lost its sigev_value or si_code");
-    RT_CHECK(r, c_count - c0 >= 3 && c_tid == waiter_tid, "timer C fired %d times, in tid %d (want %d)", c_count - c0,
-             c_tid, waiter_tid);
+    RT_CHECK(r, c_count - c0 >= 3 && c_tid == waiter_tid, "timer C fired %d times, in tid %d (want %d)",
+             c_count - c0, c_tid, waiter_tid);
     timer_t e;
     struct sigevent none = {.sigev_notify = SIGEV_NONE};
     RT_CHECK(r, timer_create(CLOCK_MONOTONIC, &none, &e) == 0 && e != a && e != b && e != c && e != d,
              "a new timer clashes with a restored one");
     timer_delete(e);
-    if (!r->failed) rt_add(r, "ok 4 POSIX timers with their ids (%ld %ld %ld %ld)", (long)(intptr_t)a, (long)(intptr_t)b,
-                          (long)(intptr_t)c, (long)(intptr_t)d);
+    if (!r->failed)
+        rt_add(r, "ok 4 POSIX timers with their ids (%ld %ld %ld %ld)", (long)(intptr_t)a, (long)(intptr_t)b,
+               (long)(intptr_t)c, (long)(intptr_t)d);
     return 1;
 }
 
@@ -73,7 +77,8 @@ int main(void) {
     pthread_t th;
     pthread_create(&th, NULL, waiter, NULL);
     while (!waiter_tid) rt_sleep_ms(1);
-    struct sigevent ea = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR1, .sigev_value.sival_int = 0x1234};
+    struct sigevent ea = {
+        .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR1, .sigev_value.sival_int = 0x1234};
     struct sigevent eb = {.sigev_notify = SIGEV_NONE};
     struct sigevent ec = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGUSR2};
     ec._sigev_un._tid = waiter_tid;

@@ -23,8 +23,8 @@ static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     RT_CHECK(r, getppid() == parent, "worker %d: parent %d, want %d", getpid(), getppid(), parent);
     ino_t mine = inode_of(getpid(), lfd), theirs = inode_of(parent, lfd);
-    RT_CHECK(r, mine && mine == theirs, "worker's listening socket %lu is not the parent's %lu", (unsigned long)mine,
-             (unsigned long)theirs);
+    RT_CHECK(r, mine && mine == theirs, "worker's listening socket %lu is not the parent's %lu",
+             (unsigned long)mine, (unsigned long)theirs);
     // Just restored, the parent may not have run yet: it goes back into wait4 when it does.
     char wchan_path[64], wchan[64] = "";
     snprintf(wchan_path, sizeof wchan_path, "/proc/%d/wchan", parent);
@@ -35,7 +35,8 @@ static int handle(const char* path, struct rt_reply* r) {
         if (f) fclose(f);
         if (!strstr(wchan, "wait")) rt_sleep_ms(1);
     }
-    RT_CHECK(r, strstr(wchan, "wait") != NULL, "the parent is not waiting for its workers (wchan '%s')", wchan);
+    RT_CHECK(r, strstr(wchan, "wait") != NULL, "the parent is not waiting for its workers (wchan '%s')",
+             wchan);
     if (!r->failed) rt_add(r, "ok worker %d of parent %d on the shared listening socket", getpid(), parent);
     return 1;
 }

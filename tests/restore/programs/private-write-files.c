@@ -20,7 +20,8 @@ static void fill(char* buf, size_t len, char base) {
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     int fl = fcntl(42, F_GETFL);
-    RT_CHECK(r, (fl & O_ACCMODE) == O_WRONLY && (fl & O_APPEND), "fd 42 flags %#x (want O_WRONLY|O_APPEND)", fl);
+    RT_CHECK(r, (fl & O_ACCMODE) == O_WRONLY && (fl & O_APPEND), "fd 42 flags %#x (want O_WRONLY|O_APPEND)",
+             fl);
     unsigned token = 0;
     int rnd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (rnd < 0 || read(rnd, &token, sizeof token) != sizeof token) token = (unsigned)time(NULL);
@@ -33,8 +34,8 @@ static int handle(const char* path, struct rt_reply* r) {
     int log = open("/tmp/app.log", O_RDONLY | O_CLOEXEC);
     ssize_t len = log >= 0 ? read(log, got, sizeof got - 1) : -1;
     if (log >= 0) close(log);
-    RT_CHECK(r, len >= 0 && strcmp(got, want) == 0, "/tmp/app.log holds '%s', want '%s' (another instance's line?)",
-             got, want);
+    RT_CHECK(r, len >= 0 && strcmp(got, want) == 0,
+             "/tmp/app.log holds '%s', want '%s' (another instance's line?)", got, want);
     // The reader fd 45 reads from its own offset (0) through the same file.
     char first[12] = {0};
     RT_CHECK(r, read(45, first, 11) == 11 && strcmp(first, "init line 1") == 0, "fd 45 read '%s'", first);

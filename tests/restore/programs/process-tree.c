@@ -22,7 +22,9 @@ static pid_t pid_of[N], main_pid;
 static atomic_int* shared_counter;
 static int pipe_to_a[2];
 
-static unsigned char pipe_byte(size_t i) { return (unsigned char)(i * 7 + 3); }
+static unsigned char pipe_byte(size_t i) {
+    return (unsigned char)(i * 7 + 3);
+}
 
 // A child: says hello (left unread until /check), then answers each request with its ids.
 static void child_loop(int name, int fd) {
@@ -48,8 +50,8 @@ static void child_loop(int name, int fd) {
         }
         int count = atomic_fetch_add(shared_counter, 1) + 1;
         char reply[128];
-        int len = snprintf(reply, sizeof reply, "%d %d %d %d %d %d", getpid(), getppid(), getpgid(0), getsid(0), count,
-                           extra);
+        int len = snprintf(reply, sizeof reply, "%d %d %d %d %d %d", getpid(), getppid(), getpgid(0),
+                           getsid(0), count, extra);
         if (send(fd, reply, (size_t)len, 0) != len) _exit(3);
     }
 }
@@ -95,7 +97,8 @@ static int handle(const char* path, struct rt_reply* r) {
         RT_CHECK(r, getpgid(pid_of[k]) == want_pgid[k] && getsid(pid_of[k]) == want_sid[k],
                  "%s: ids seen from the main process differ", kName[k]);
     }
-    if (!r->failed) rt_add(r, "ok 5 processes with their pids, parents, groups and sessions; shared page shared");
+    if (!r->failed)
+        rt_add(r, "ok 5 processes with their pids, parents, groups and sessions; shared page shared");
     return 1;
 }
 

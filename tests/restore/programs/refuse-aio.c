@@ -6,7 +6,11 @@
 #include <linux/aio_abi.h>
 #include <sys/syscall.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     aio_context_t ctx = 0;

@@ -4,7 +4,11 @@
 
 #include <sys/stat.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     int sync[2];

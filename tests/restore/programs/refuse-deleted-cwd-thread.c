@@ -7,7 +7,11 @@
 #include <sched.h>
 #include <sys/stat.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 static void* own_cwd(void* arg) {
     (void)arg;

@@ -4,7 +4,11 @@
 
 #include <sys/stat.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     if (mkdir("/tmp/rt-cwd-gone", 0755) != 0) rt_die("mkdir /tmp/rt-cwd-gone");

@@ -5,7 +5,11 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     if (mkdir("/tmp/rt-opath-gone", 0755) != 0) rt_die("mkdir");

@@ -5,7 +5,11 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     int fd = open("/tmp/rt-gone.bin", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

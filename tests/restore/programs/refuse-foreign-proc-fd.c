@@ -5,7 +5,11 @@
 
 #include <fcntl.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     int fd = open("/proc/1", O_RDONLY | O_DIRECTORY);

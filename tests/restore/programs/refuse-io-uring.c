@@ -5,7 +5,11 @@
 #include <linux/io_uring.h>
 #include <sys/syscall.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     struct io_uring_params p;

@@ -7,7 +7,11 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     int p[2];

@@ -4,7 +4,11 @@
 
 #include <sys/syscall.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     int fd = (int)syscall(SYS_pidfd_open, getppid(), 0);

@@ -6,7 +6,11 @@
 #include <fcntl.h>
 #include <pthread.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 static void* opener(void* arg) {
     (void)arg;

@@ -7,7 +7,11 @@
 #include <fcntl.h>
 #include <pthread.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 static void* worker(void* arg) {
     (void)arg;

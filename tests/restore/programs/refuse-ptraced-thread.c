@@ -7,7 +7,11 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 static int done_pipe[2];
 static pid_t worker_tid;
 
@@ -28,8 +32,10 @@ int main(void) {
         if (write(done_pipe[1], "x", 1) != 1) rt_die("write");
         for (;;) {
             int status;
-            if (waitpid(worker_tid, &status, __WALL) < 0) pause();
-            else ptrace(PTRACE_CONT, worker_tid, NULL, NULL);
+            if (waitpid(worker_tid, &status, __WALL) < 0)
+                pause();
+            else
+                ptrace(PTRACE_CONT, worker_tid, NULL, NULL);
         }
     }
     char c;

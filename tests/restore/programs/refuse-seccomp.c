@@ -11,7 +11,11 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;

@@ -7,7 +7,11 @@
 #include <signal.h>
 #include <sys/mman.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 static int child(void* arg) {
     (void)arg;

@@ -6,7 +6,11 @@
 #include <fcntl.h>
 #include <sys/file.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     int fd = open("/function/data.bin", O_RDONLY | O_CLOEXEC);

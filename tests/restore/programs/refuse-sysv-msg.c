@@ -5,7 +5,11 @@
 #include <sys/ipc.h>
 #include <sys/msg.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     int q = msgget(0x5254, IPC_CREAT | 0600);

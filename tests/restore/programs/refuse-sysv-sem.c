@@ -5,7 +5,11 @@
 #include <sys/ipc.h>
 #include <sys/sem.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     int s = semget(0x5255, 1, IPC_CREAT | 0600);

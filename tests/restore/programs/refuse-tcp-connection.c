@@ -6,7 +6,11 @@
 
 #include <arpa/inet.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     int l = rt_listen_on(9001, 8);

@@ -5,7 +5,11 @@
 
 #include <signal.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     struct sigevent ev = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR1};

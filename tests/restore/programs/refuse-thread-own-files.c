@@ -7,7 +7,11 @@
 #include <pthread.h>
 #include <sched.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 static void* own_files(void* arg) {
     (void)arg;

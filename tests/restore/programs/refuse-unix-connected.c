@@ -5,7 +5,11 @@
 
 #include <sys/un.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     struct sockaddr_un a = {.sun_family = AF_UNIX};

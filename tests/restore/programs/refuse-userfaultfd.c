@@ -9,7 +9,11 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     // User-mode-only: allowed without capabilities whatever vm.unprivileged_userfaultfd says.

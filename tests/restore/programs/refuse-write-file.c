@@ -6,7 +6,11 @@
 
 #include <fcntl.h>
 
-static int handle(const char* path, struct rt_reply* r) { (void)path; (void)r; return 1; }
+static int handle(const char* path, struct rt_reply* r) {
+    (void)path;
+    (void)r;
+    return 1;
+}
 
 int main(void) {
     int fd = open("/proc/self/comm", O_WRONLY | O_CLOEXEC);

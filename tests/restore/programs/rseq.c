@@ -40,12 +40,18 @@ static void* worker(void* arg) {
 
 static const char* why(int v) {
     switch (v) {
-        case 0: return "no answer";
-        case 2: return "rseq cpu_id is negative (area not registered)";
-        case 3: return "re-registering the area did not fail with EBUSY (area not registered)";
-        case 4: return "rseq cpu_id does not match getcpu";
-        case 5: return "glibc did not register rseq";
-        default: return "?";
+        case 0:
+            return "no answer";
+        case 2:
+            return "rseq cpu_id is negative (area not registered)";
+        case 3:
+            return "re-registering the area did not fail with EBUSY (area not registered)";
+        case 4:
+            return "rseq cpu_id does not match getcpu";
+        case 5:
+            return "glibc did not register rseq";
+        default:
+            return "?";
     }
 }
 
@@ -58,7 +64,8 @@ static int handle(const char* path, struct rt_reply* r) {
     for (int i = 0; i < 200 && !atomic_load(&result); ++i) rt_sleep_ms(10);
     int w = atomic_load(&result);
     RT_CHECK(r, w == 1, "worker thread: %s", why(w));
-    if (!r->failed) rt_add(r, "ok rseq registered in both threads (size %u, offset %td)", __rseq_size, __rseq_offset);
+    if (!r->failed)
+        rt_add(r, "ok rseq registered in both threads (size %u, offset %td)", __rseq_size, __rseq_offset);
     return 1;
 }
 

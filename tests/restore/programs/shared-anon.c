@@ -13,7 +13,8 @@ static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     RT_CHECK(r, strcmp(rt_perms_at(a), "rw-s") == 0, "first view perms '%s'", rt_perms_at(a));
     RT_CHECK(r, strcmp(rt_perms_at(b), "rw-s") == 0, "second view perms '%s'", rt_perms_at(b));
-    RT_CHECK(r, strcmp(a, "shared state") == 0 && strcmp(a + LEN - 64, "tail") == 0, "contents lost: '%.16s'", a);
+    RT_CHECK(r, strcmp(a, "shared state") == 0 && strcmp(a + LEN - 64, "tail") == 0, "contents lost: '%.16s'",
+             a);
     a[100] = 'Z';
     RT_CHECK(r, b[100] == 'Z', "the two views no longer alias (write through one not seen in the other)");
     a[100] = 0;

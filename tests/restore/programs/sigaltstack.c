@@ -47,13 +47,21 @@ static void* worker(void* arg) {
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     int m = check_self(main_alt);
-    RT_CHECK(r, m == 1, "main thread: %s", m == 3 ? "sigaltstack differs" : m == 4 ? "handler not on the alt stack" : "sigaltstack failed");
+    RT_CHECK(r, m == 1, "main thread: %s",
+             m == 3   ? "sigaltstack differs"
+             : m == 4 ? "handler not on the alt stack"
+                      : "sigaltstack failed");
     atomic_store(&result, 0);
     atomic_store(&request, 1);
     for (int i = 0; i < 200 && !atomic_load(&result); ++i) rt_sleep_ms(10);
     int w = atomic_load(&result);
-    RT_CHECK(r, w == 1, "worker thread: %s", w == 0 ? "no answer" : w == 3 ? "sigaltstack differs" : w == 4 ? "handler not on the alt stack" : "sigaltstack failed");
-    if (!r->failed) rt_add(r, "ok both threads keep their alternate stacks (%p, %p)", (void*)main_alt, (void*)worker_alt);
+    RT_CHECK(r, w == 1, "worker thread: %s",
+             w == 0   ? "no answer"
+             : w == 3 ? "sigaltstack differs"
+             : w == 4 ? "handler not on the alt stack"
+                      : "sigaltstack failed");
+    if (!r->failed)
+        rt_add(r, "ok both threads keep their alternate stacks (%p, %p)", (void*)main_alt, (void*)worker_alt);
     return 1;
 }
 

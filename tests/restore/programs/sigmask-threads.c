@@ -11,8 +11,9 @@ static atomic_int started, request[2];
 static _Atomic unsigned long long reported[2];
 static unsigned long long want[2];
 
-static unsigned long long bit(int sig) { return 1ULL << (sig - 1); }
-
+static unsigned long long bit(int sig) {
+    return 1ULL << (sig - 1);
+}
 
 static void* worker(void* arg) {
     int i = (int)(long)arg;

@@ -14,13 +14,17 @@ static void on_usr1(int sig, siginfo_t* si, void* ctx) {
     atomic_fetch_add(&usr1_count, 1);
     atomic_store(&last_value, si->si_value.sival_int);
 }
-static void on_hup(int sig) { (void)sig; atomic_fetch_add(&hup_count, 1); }
+static void on_hup(int sig) {
+    (void)sig;
+    atomic_fetch_add(&hup_count, 1);
+}
 
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     struct sigaction sa;
     sigaction(SIGUSR1, NULL, &sa);
-    RT_CHECK(r, sa.sa_sigaction == on_usr1, "SIGUSR1 handler is %p, not %p", (void*)sa.sa_sigaction, (void*)on_usr1);
+    RT_CHECK(r, sa.sa_sigaction == on_usr1, "SIGUSR1 handler is %p, not %p", (void*)sa.sa_sigaction,
+             (void*)on_usr1);
     RT_CHECK(r, (sa.sa_flags & (SA_SIGINFO | SA_RESTART)) == (SA_SIGINFO | SA_RESTART), "SIGUSR1 flags %#x",
              (unsigned)sa.sa_flags);
     RT_CHECK(r, sigismember(&sa.sa_mask, SIGUSR2) == 1, "SIGUSR2 missing from SIGUSR1's sa_mask");
@@ -38,7 +42,8 @@ static int handle(const char* path, struct rt_reply* r) {
     raise(SIGHUP);
     kill(getpid(), SIGPIPE);  // ignored: must not kill us
     for (int i = 0; i < 100 && atomic_load(&usr1_count) == before; ++i) rt_sleep_ms(10);
-    RT_CHECK(r, atomic_load(&usr1_count) == before + 1, "SIGUSR1 handler ran %d times", atomic_load(&usr1_count) - before);
+    RT_CHECK(r, atomic_load(&usr1_count) == before + 1, "SIGUSR1 handler ran %d times",
+             atomic_load(&usr1_count) - before);
     RT_CHECK(r, atomic_load(&last_value) == 4242, "si_value %d, not 4242", atomic_load(&last_value));
     RT_CHECK(r, atomic_load(&hup_count) == hup_before + 1, "SIGHUP handler did not run");
     if (!r->failed) rt_add(r, "ok handlers, flags and masks kept; usr1 count %d", atomic_load(&usr1_count));

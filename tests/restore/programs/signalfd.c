@@ -18,13 +18,15 @@ static int handle(const char* path, struct rt_reply* r) {
     RT_CHECK(r, mask == want, "signalfd mask %llx, want %llx", mask, want);
     RT_CHECK(r, fcntl(sfd, F_GETFL) & O_NONBLOCK, "signalfd lost O_NONBLOCK");
     struct signalfd_siginfo si;
-    RT_CHECK(r, read(sfd, &si, sizeof si) < 0 && errno == EAGAIN, "signalfd had something to read before raise");
+    RT_CHECK(r, read(sfd, &si, sizeof si) < 0 && errno == EAGAIN,
+             "signalfd had something to read before raise");
     union sigval v = {.sival_int = 99};
     sigqueue(getpid(), SIGUSR2, v);
     memset(&si, 0, sizeof si);
     ssize_t n = read(sfd, &si, sizeof si);
     RT_CHECK(r, n == sizeof si, "read signalfd: %s", strerror(errno));
-    RT_CHECK(r, si.ssi_signo == SIGUSR2 && si.ssi_int == 99, "read signo %u value %d", si.ssi_signo, si.ssi_int);
+    RT_CHECK(r, si.ssi_signo == SIGUSR2 && si.ssi_int == 99, "read signo %u value %d", si.ssi_signo,
+             si.ssi_int);
     if (!r->failed) rt_add(r, "ok signalfd mask %llx, SIGUSR2 read with value 99", mask);
     return 1;
 }

@@ -18,7 +18,8 @@ static int handle(const char* path, struct rt_reply* r) {
     struct sigaction now;
     sigaction(SIGTRAP, NULL, &now);
     RT_CHECK(r, (now.sa_flags & SA_SIGINFO) && now.sa_sigaction == on_trap,
-             "SIGTRAP action is %p flags %#x, not the handler", (void*)now.sa_sigaction, (unsigned)now.sa_flags);
+             "SIGTRAP action is %p flags %#x, not the handler", (void*)now.sa_sigaction,
+             (unsigned)now.sa_flags);
     RT_CHECK(r, (now.sa_flags & SA_RESTART), "SIGTRAP lost SA_RESTART (flags %#x)", (unsigned)now.sa_flags);
     if (!r->failed) {
         int before = trapped;

@@ -13,7 +13,9 @@ static atomic_ulong ticks, wakeups, eintr_seen;
 static atomic_int started;
 static pthread_t long_sleeper;
 
-static void on_usr1(int sig) { (void)sig; }
+static void on_usr1(int sig) {
+    (void)sig;
+}
 
 static void* ticker(void* arg) {
     (void)arg;
@@ -65,7 +67,8 @@ int main(void) {
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     pthread_t t;
-    if (pthread_create(&t, NULL, ticker, NULL) != 0 || pthread_create(&long_sleeper, NULL, sleeper, NULL) != 0)
+    if (pthread_create(&t, NULL, ticker, NULL) != 0 ||
+        pthread_create(&long_sleeper, NULL, sleeper, NULL) != 0)
         rt_die("pthread_create");
     while (atomic_load(&started) < 2) rt_sleep_ms(1);
     rt_sleep_ms(30);

@@ -29,7 +29,8 @@ static int handle(const char* path, struct rt_reply* r) {
     n = rd(seq[0], buf, sizeof buf);
     RT_CHECK(r, n == 0, "seqpacket 2 (empty): %zd", n);
     n = rd(seq[0], buf, sizeof buf);
-    RT_CHECK(r, n == 5 && strcmp(buf, "three") == 0, "seqpacket 3: %zd (%s)", n, n < 0 ? strerror(errno) : buf);
+    RT_CHECK(r, n == 5 && strcmp(buf, "three") == 0, "seqpacket 3: %zd (%s)", n,
+             n < 0 ? strerror(errno) : buf);
     n = rd(seq[0], buf, sizeof buf);
     RT_CHECK(r, n == 0, "seqpacket after the peer closed: %zd (%s)", n, n < 0 ? strerror(errno) : "");
     n = rd(dg[0], buf, sizeof buf);
@@ -37,19 +38,24 @@ static int handle(const char* path, struct rt_reply* r) {
     n = rd(dg[0], buf, sizeof buf);
     RT_CHECK(r, n == 0, "datagram 2 (empty): %zd (%s)", n, n < 0 ? strerror(errno) : "");
     n = rd(dg[0], buf, sizeof buf);
-    RT_CHECK(r, n == 5 && strcmp(buf, "gamma") == 0, "datagram 3: %zd (%s)", n, n < 0 ? strerror(errno) : buf);
+    RT_CHECK(r, n == 5 && strcmp(buf, "gamma") == 0, "datagram 3: %zd (%s)", n,
+             n < 0 ? strerror(errno) : buf);
     n = rd(dg[0], buf, sizeof buf);
-    RT_CHECK(r, n < 0 && errno == EAGAIN, "datagram after the peer closed: %zd (%s)", n, n < 0 ? strerror(errno) : "");
+    RT_CHECK(r, n < 0 && errno == EAGAIN, "datagram after the peer closed: %zd (%s)", n,
+             n < 0 ? strerror(errno) : "");
     n = rd(both[0], buf, sizeof buf);
-    RT_CHECK(r, n == 4 && strcmp(buf, "late") == 0, "shut seqpacket: %zd (%s)", n, n < 0 ? strerror(errno) : buf);
+    RT_CHECK(r, n == 4 && strcmp(buf, "late") == 0, "shut seqpacket: %zd (%s)", n,
+             n < 0 ? strerror(errno) : buf);
     n = rd(both[0], buf, sizeof buf);
     RT_CHECK(r, n == 0, "shut seqpacket message 2 (empty): %zd (%s)", n, n < 0 ? strerror(errno) : "");
     n = rd(both[0], buf, sizeof buf);
-    RT_CHECK(r, n == 5 && strcmp(buf, "later") == 0, "shut seqpacket message 3: %zd (%s)", n, n < 0 ? strerror(errno) : buf);
+    RT_CHECK(r, n == 5 && strcmp(buf, "later") == 0, "shut seqpacket message 3: %zd (%s)", n,
+             n < 0 ? strerror(errno) : buf);
     n = rd(both[0], buf, sizeof buf);
     RT_CHECK(r, n == 0, "shut seqpacket after its messages: %zd (%s)", n, n < 0 ? strerror(errno) : "");
     n = send(both[1], "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-    RT_CHECK(r, n < 0 && errno == EPIPE, "send on a shut seqpacket: %zd (%s)", n, n < 0 ? strerror(errno) : "");
+    RT_CHECK(r, n < 0 && errno == EPIPE, "send on a shut seqpacket: %zd (%s)", n,
+             n < 0 ? strerror(errno) : "");
     n = rd(str[0], buf, sizeof buf);
     RT_CHECK(r, n == 4 && strcmp(buf, "tail") == 0, "stream: %zd (%s)", n, n < 0 ? strerror(errno) : buf);
     n = rd(str[0], buf, sizeof buf);

@@ -14,9 +14,11 @@ static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     char buf[64];
     ssize_t n = recv(seq[0], buf, sizeof buf, 0);
-    RT_CHECK(r, n == 5 && memcmp(buf, "first", 5) == 0, "seqpacket message 1: %zd (%s)", n, n < 0 ? strerror(errno) : "");
+    RT_CHECK(r, n == 5 && memcmp(buf, "first", 5) == 0, "seqpacket message 1: %zd (%s)", n,
+             n < 0 ? strerror(errno) : "");
     n = recv(seq[0], buf, sizeof buf, 0);
-    RT_CHECK(r, n == 6 && memcmp(buf, "second", 6) == 0, "seqpacket message 2: %zd (%s)", n, n < 0 ? strerror(errno) : "");
+    RT_CHECK(r, n == 6 && memcmp(buf, "second", 6) == 0, "seqpacket message 2: %zd (%s)", n,
+             n < 0 ? strerror(errno) : "");
     for (int i = 0; i < 2; ++i) {
         n = recv(seq[0], buf, sizeof buf, 0);
         RT_CHECK(r, n == 0, "seqpacket read after the peer's shutdown: %zd (%s), not end of stream", n,

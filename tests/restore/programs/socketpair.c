@@ -9,7 +9,9 @@
 static int stream[2], dgram[2], seqp[2];
 static const size_t kDgram[] = {1, 300, 4000};
 
-static unsigned char byte_at(int which, size_t i) { return (unsigned char)(which * 31 + i * 5 + (i >> 9)); }
+static unsigned char byte_at(int which, size_t i) {
+    return (unsigned char)(which * 31 + i * 5 + (i >> 9));
+}
 
 static void fill(unsigned char* buf, int which, size_t len) {
     for (size_t i = 0; i < len; ++i) buf[i] = byte_at(which, i);
@@ -37,12 +39,13 @@ static int handle(const char* path, struct rt_reply* r) {
     size_t n = read_stream(stream[1], buf, 100);
     RT_CHECK(r, n == 100 && same(buf, 1, 100), "stream end 1 got %zu of 100 bytes or different ones", n);
     n = read_stream(stream[0], buf, 50000);
-    RT_CHECK(r, n == 50000 && same(buf, 2, 50000), "stream end 0 got %zu of 50000 bytes or different ones", n);
+    RT_CHECK(r, n == 50000 && same(buf, 2, 50000), "stream end 0 got %zu of 50000 bytes or different ones",
+             n);
     RT_CHECK(r, recv(stream[0], buf, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN, "stream end 0 has more data");
     for (int k = 0; k < 3; ++k) {
         ssize_t got = recv(dgram[1], buf, sizeof buf, MSG_DONTWAIT);
-        RT_CHECK(r, got == (ssize_t)kDgram[k] && same(buf, 10 + k, kDgram[k]), "datagram %d: %zd bytes, want %zu", k,
-                 got, kDgram[k]);
+        RT_CHECK(r, got == (ssize_t)kDgram[k] && same(buf, 10 + k, kDgram[k]),
+                 "datagram %d: %zd bytes, want %zu", k, got, kDgram[k]);
     }
     RT_CHECK(r, recv(dgram[1], buf, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN, "an extra datagram");
     for (int k = 0; k < 2; ++k) {
@@ -58,16 +61,19 @@ static int handle(const char* path, struct rt_reply* r) {
     int pairs[3][2] = {{stream[0], stream[1]}, {dgram[0], dgram[1]}, {seqp[0], seqp[1]}};
     for (int k = 0; k < 3; ++k) {
         char reply[8] = {0};
-        RT_CHECK(r, send(pairs[k][0], "ping", 4, 0) == 4 && recv(pairs[k][1], reply, sizeof reply, 0) == 4 &&
-                        memcmp(reply, "ping", 4) == 0,
+        RT_CHECK(r,
+                 send(pairs[k][0], "ping", 4, 0) == 4 && recv(pairs[k][1], reply, sizeof reply, 0) == 4 &&
+                     memcmp(reply, "ping", 4) == 0,
                  "round trip through pair %d failed", k);
     }
-    if (!r->failed) rt_add(r, "ok stream, datagram and seqpacket pairs kept their queued data and boundaries");
+    if (!r->failed)
+        rt_add(r, "ok stream, datagram and seqpacket pairs kept their queued data and boundaries");
     return 1;
 }
 
 int main(void) {
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, stream) || socketpair(AF_UNIX, SOCK_DGRAM, 0, dgram) ||
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, stream) ||
+        socketpair(AF_UNIX, SOCK_DGRAM, 0, dgram) ||
         socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, seqp))
         rt_die("socketpair");
     fcntl(seqp[0], F_SETFL, O_NONBLOCK);

@@ -2,4 +2,6 @@
 #define RT_FAMILY AF_INET
 #include "tcp-connection.h"
 
-int main(void) { return run("tcp-connection-v4"); }
+int main(void) {
+    return run("tcp-connection-v4");
+}

@@ -2,4 +2,6 @@
 #define RT_FAMILY AF_INET6
 #include "tcp-connection.h"
 
-int main(void) { return run("tcp-connection-v6"); }
+int main(void) {
+    return run("tcp-connection-v6");
+}

@@ -20,7 +20,10 @@
 #include <sys/epoll.h>
 
 static volatile sig_atomic_t restored;
-static void on_restored(int sig) { (void)sig; restored = 1; }
+static void on_restored(int sig) {
+    (void)sig;
+    restored = 1;
+}
 
 static socklen_t server_address(struct sockaddr_storage* ss) {
     memset(ss, 0, sizeof *ss);
@@ -74,7 +77,8 @@ static void check_restored(struct rt_reply* r) {
         RT_CHECK(r, poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)), "fd %d: poll revents %#x", fd,
                  p.revents);
     }
-    RT_CHECK(r, (fcntl(48, F_GETFL) & O_NONBLOCK) && !(fcntl(42, F_GETFL) & O_NONBLOCK), "O_NONBLOCK not kept");
+    RT_CHECK(r, (fcntl(48, F_GETFL) & O_NONBLOCK) && !(fcntl(42, F_GETFL) & O_NONBLOCK),
+             "O_NONBLOCK not kept");
     RT_CHECK(r, fcntl(42, F_GETFD) == 0, "close-on-exec appeared on fd 42 (dup2 cleared it)");
     struct epoll_event ev[4];
     int n = epoll_wait(45, ev, 4, 0);
@@ -102,8 +106,9 @@ static void check_restored(struct rt_reply* r) {
     // What a client's retry does: a new connection to the (restored) server works.
     int c = connect_to_server();
     int s = accept4(50, NULL, NULL, SOCK_CLOEXEC);
-    RT_CHECK(r, s >= 0 && send(c, "again", 5, MSG_NOSIGNAL) == 5 && recv(s, buf, 5, MSG_WAITALL) == 5 &&
-                    memcmp(buf, "again", 5) == 0,
+    RT_CHECK(r,
+             s >= 0 && send(c, "again", 5, MSG_NOSIGNAL) == 5 && recv(s, buf, 5, MSG_WAITALL) == 5 &&
+                 memcmp(buf, "again", 5) == 0,
              "reconnecting to the restored server failed: %s", strerror(errno));
     close(c);
     if (s >= 0) close(s);

@@ -52,7 +52,8 @@ static int handle(const char* path, struct rt_reply* r) {
         RT_CHECK(r, domain == AF_INET, "fd %d: domain %d", fd, domain);
         errno = 0;
         ssize_t got = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-        RT_CHECK(r, got == 0 || (got < 0 && errno != EAGAIN), "fd %d: read %zd (%s)", fd, got, strerror(errno));
+        RT_CHECK(r, got == 0 || (got < 0 && errno != EAGAIN), "fd %d: read %zd (%s)", fd, got,
+                 strerror(errno));
         errno = 0;
         ssize_t sent = send(fd, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
         RT_CHECK(r, sent < 0, "fd %d: a write to an ended connection succeeded", fd);
@@ -68,7 +69,8 @@ static int handle(const char* path, struct rt_reply* r) {
              "the listener on 9102 does not accept: %s", strerror(errno));
     close(c);
     if (a >= 0) close(a);
-    if (!r->failed) rt_add(r, "ok 4 ended connections end at once, the listener on 9102 accepts, fd 45 bound to 9104");
+    if (!r->failed)
+        rt_add(r, "ok 4 ended connections end at once, the listener on 9102 accepts, fd 45 bound to 9104");
     return 1;
 }
 

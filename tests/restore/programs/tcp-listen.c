@@ -34,7 +34,8 @@ static int roundtrip(int lfd, int family, const char* addr, int port) {
         inet_pton(AF_INET6, addr, &a->sin6_addr);
         len = sizeof *a;
     }
-    int ok = connect(c, (struct sockaddr*)&ss, len) == 0 && write(c, "x", 1) == 1;  // data for TCP_DEFER_ACCEPT
+    int ok =
+        connect(c, (struct sockaddr*)&ss, len) == 0 && write(c, "x", 1) == 1;  // data for TCP_DEFER_ACCEPT
     struct pollfd p = {.fd = lfd, .events = POLLIN};
     ok = ok && poll(&p, 1, 2000) == 1;
     int a = ok ? accept4(lfd, NULL, NULL, SOCK_CLOEXEC) : -1;
@@ -58,8 +59,8 @@ static int handle(const char* path, struct rt_reply* r) {
     struct sockaddr_in a;
     socklen_t len = sizeof a;
     getsockname(slo, (struct sockaddr*)&a, &len);
-    RT_CHECK(r, a.sin_addr.s_addr == htonl(INADDR_LOOPBACK) && ntohs(a.sin_port) == 9003, "9003 bound to %s:%d",
-             inet_ntoa(a.sin_addr), ntohs(a.sin_port));
+    RT_CHECK(r, a.sin_addr.s_addr == htonl(INADDR_LOOPBACK) && ntohs(a.sin_port) == 9003,
+             "9003 bound to %s:%d", inet_ntoa(a.sin_addr), ntohs(a.sin_port));
     RT_CHECK(r, roundtrip(s4, AF_INET, "127.0.0.1", 9001), "connect/accept on 9001 failed");
     RT_CHECK(r, roundtrip(s6, AF_INET6, "::1", 9002), "connect/accept on [::1]:9002 failed");
     RT_CHECK(r, roundtrip(slo, AF_INET, "127.0.0.1", 9003), "connect/accept on 127.0.0.1:9003 failed");
@@ -76,11 +77,14 @@ int main(void) {
     s6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
     setsockopt(s6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     setsockopt(s6, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(9002), .sin6_addr = IN6ADDR_ANY_INIT};
-    if (s6 < 0 || bind(s6, (struct sockaddr*)&a6, sizeof a6) != 0 || listen(s6, 16) != 0) rt_die("ipv6 listen");
+    struct sockaddr_in6 a6 = {
+        .sin6_family = AF_INET6, .sin6_port = htons(9002), .sin6_addr = IN6ADDR_ANY_INIT};
+    if (s6 < 0 || bind(s6, (struct sockaddr*)&a6, sizeof a6) != 0 || listen(s6, 16) != 0)
+        rt_die("ipv6 listen");
     slo = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in lo = {.sin_family = AF_INET, .sin_port = htons(9003)};
     lo.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (slo < 0 || bind(slo, (struct sockaddr*)&lo, sizeof lo) != 0 || listen(slo, 8) != 0) rt_die("loopback listen");
+    if (slo < 0 || bind(slo, (struct sockaddr*)&lo, sizeof lo) != 0 || listen(slo, 8) != 0)
+        rt_die("loopback listen");
     rt_serve("tcp-listen", handle);
 }

@@ -8,7 +8,9 @@
 
 static atomic_long joined[2];
 
-static void* nothing(void* arg) { return arg; }
+static void* nothing(void* arg) {
+    return arg;
+}
 
 static void* churner(void* arg) {
     long k = (long)arg;
@@ -37,7 +39,8 @@ static int handle(const char* path, struct rt_reply* r) {
 
 int main(void) {
     pthread_t a, b;
-    if (pthread_create(&a, NULL, churner, (void*)0L) != 0 || pthread_create(&b, NULL, churner, (void*)1L) != 0)
+    if (pthread_create(&a, NULL, churner, (void*)0L) != 0 ||
+        pthread_create(&b, NULL, churner, (void*)1L) != 0)
         rt_die("pthread_create");
     rt_serve("thread-churn", handle);
 }

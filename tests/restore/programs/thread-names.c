@@ -45,7 +45,8 @@ static int handle(const char* path, struct rt_reply* r) {
     for (int i = 0; i < 2; ++i) {
         for (int k = 0; k < 200 && !atomic_load(&result[i]); ++k) rt_sleep_ms(10);
         int v = atomic_load(&result[i]);
-        RT_CHECK(r, v == 1, "worker %d: %s", i + 1, v == 0 ? "no answer" : "its name (PR_GET_NAME) is not rt-worker-N");
+        RT_CHECK(r, v == 1, "worker %d: %s", i + 1,
+                 v == 0 ? "no answer" : "its name (PR_GET_NAME) is not rt-worker-N");
     }
     if (!r->failed) rt_add(r, "ok thread names kept");
     return 1;

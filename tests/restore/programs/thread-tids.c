@@ -15,7 +15,10 @@ static pid_t boot_tid[2];
 static atomic_int started, request[2], same_tid[2];
 static _Atomic pid_t handled_by;
 
-static void on_usr1(int sig) { (void)sig; atomic_store(&handled_by, gettid()); }
+static void on_usr1(int sig) {
+    (void)sig;
+    atomic_store(&handled_by, gettid());
+}
 
 static void* worker(void* arg) {
     int i = (int)(long)arg;
@@ -34,7 +37,8 @@ static int handle(const char* path, struct rt_reply* r) {
         atomic_store(&same_tid[i], 0);
         atomic_store(&request[i], 1);
         for (int k = 0; k < 200 && !atomic_load(&same_tid[i]); ++k) rt_sleep_ms(10);
-        RT_CHECK(r, atomic_load(&same_tid[i]) == 1, "worker %d: gettid() is not its boot tid %d", i, boot_tid[i]);
+        RT_CHECK(r, atomic_load(&same_tid[i]) == 1, "worker %d: gettid() is not its boot tid %d", i,
+                 boot_tid[i]);
         char p[64];
         snprintf(p, sizeof p, "/proc/self/task/%d", boot_tid[i]);
         RT_CHECK(r, access(p, F_OK) == 0, "worker %d: %s does not exist", i, p);
@@ -42,21 +46,26 @@ static int handle(const char* path, struct rt_reply* r) {
         int rc = pthread_kill(threads[i], SIGUSR1);
         RT_CHECK(r, rc == 0, "pthread_kill(worker %d): %s", i, strerror(rc));
         for (int k = 0; k < 200 && !atomic_load(&handled_by); ++k) rt_sleep_ms(10);
-        RT_CHECK(r, atomic_load(&handled_by) == boot_tid[i], "pthread_kill(worker %d) ran the handler in tid %d, not %d", i,
-                 atomic_load(&handled_by), boot_tid[i]);
+        RT_CHECK(r, atomic_load(&handled_by) == boot_tid[i],
+                 "pthread_kill(worker %d) ran the handler in tid %d, not %d", i, atomic_load(&handled_by),
+                 boot_tid[i]);
     }
-    RT_CHECK(r, boot_tid[0] > getpid() + 3 && boot_tid[1] > boot_tid[0] + 3, "tids %d and %d have no gaps after pid %d",
-             boot_tid[0], boot_tid[1], getpid());
-    if (!r->failed) rt_add(r, "ok workers keep tids %d and %d; pthread_kill reaches them", boot_tid[0], boot_tid[1]);
+    RT_CHECK(r, boot_tid[0] > getpid() + 3 && boot_tid[1] > boot_tid[0] + 3,
+             "tids %d and %d have no gaps after pid %d", boot_tid[0], boot_tid[1], getpid());
+    if (!r->failed)
+        rt_add(r, "ok workers keep tids %d and %d; pthread_kill reaches them", boot_tid[0], boot_tid[1]);
     return 1;
 }
 
-static void* short_lived(void* arg) { return arg; }
+static void* short_lived(void* arg) {
+    return arg;
+}
 
 // A thread that starts and ends: its tid is not used again before the snapshot.
 static void leave_gap(void) {
     pthread_t t;
-    if (pthread_create(&t, NULL, short_lived, NULL) != 0 || pthread_join(t, NULL) != 0) rt_die("short-lived thread");
+    if (pthread_create(&t, NULL, short_lived, NULL) != 0 || pthread_join(t, NULL) != 0)
+        rt_die("short-lived thread");
 }
 
 int main(void) {

@@ -24,7 +24,8 @@ static int handle(const char* path, struct rt_reply* r) {
     timerfd_gettime(oneshot, &its);
     RT_CHECK(r, its.it_value.tv_sec > 900 && its.it_value.tv_sec <= 1000, "one-shot timer has %ld s left",
              (long)its.it_value.tv_sec);
-    RT_CHECK(r, its.it_interval.tv_sec == 0 && its.it_interval.tv_nsec == 0, "one-shot timer became periodic");
+    RT_CHECK(r, its.it_interval.tv_sec == 0 && its.it_interval.tv_nsec == 0,
+             "one-shot timer became periodic");
     int clock = -1;
     char p[64], line[128];
     snprintf(p, sizeof p, "/proc/self/fdinfo/%d", oneshot);

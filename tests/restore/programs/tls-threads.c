@@ -42,7 +42,8 @@ static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     int saved = errno;
     errno = 999;
-    RT_CHECK(r, tls_id == 99 && strcmp(tls_name, "main") == 0, "main thread TLS: id %d name '%s'", tls_id, tls_name);
+    RT_CHECK(r, tls_id == 99 && strcmp(tls_name, "main") == 0, "main thread TLS: id %d name '%s'", tls_id,
+             tls_name);
     errno = saved;
     for (int i = 1; i < N; ++i) {
         atomic_store(&result[i], 0);
@@ -51,7 +52,11 @@ static int handle(const char* path, struct rt_reply* r) {
     for (int i = 1; i < N; ++i) {
         for (int k = 0; k < 200 && !atomic_load(&result[i]); ++k) rt_sleep_ms(10);
         int v = atomic_load(&result[i]);
-        RT_CHECK(r, v == 1, "thread %d: %s", i, v == 0 ? "no answer" : v == 2 ? "__thread int wrong" : v == 3 ? "__thread array wrong" : "errno wrong");
+        RT_CHECK(r, v == 1, "thread %d: %s", i,
+                 v == 0   ? "no answer"
+                 : v == 2 ? "__thread int wrong"
+                 : v == 3 ? "__thread array wrong"
+                          : "errno wrong");
     }
     if (!r->failed) rt_add(r, "ok TLS of main and %d threads intact", N - 1);
     return 1;

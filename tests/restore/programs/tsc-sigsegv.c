@@ -37,8 +37,10 @@ static void* worker(void* arg) {
         prctl(PR_GET_TSC, &mode, 0, 0, 0);
         volatile int faulted = 0;
         armed = 1;
-        if (sigsetjmp(jump, 1) == 0) (void)rdtsc();
-        else faulted = 1;
+        if (sigsetjmp(jump, 1) == 0)
+            (void)rdtsc();
+        else
+            faulted = 1;
         armed = 0;
         answer_faulted = faulted;
         answer_mode = mode;

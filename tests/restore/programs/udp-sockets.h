@@ -75,16 +75,19 @@ static int handle(const char* path, struct rt_reply* r) {
     struct sockaddr_storage from;
     socklen_t flen = sizeof from;
     n = recvfrom(42, buf, sizeof buf, 0, (struct sockaddr*)&from, &flen);
-    RT_CHECK(r, n == 4 && memcmp(buf, "ping", 4) == 0 && port_of(&from) == client_port, "fd 42 got %zd bytes", n);
+    RT_CHECK(r, n == 4 && memcmp(buf, "ping", 4) == 0 && port_of(&from) == client_port, "fd 42 got %zd bytes",
+             n);
     RT_CHECK(r, sendto(42, "pong", 4, 0, (struct sockaddr*)&from, flen) == 4, "reply: %s", strerror(errno));
     n = recv(43, buf, sizeof buf, 0);
     RT_CHECK(r, n == 4 && memcmp(buf, "pong", 4) == 0, "fd 43 got %zd bytes", n);
     struct sockaddr_storage server;
     socklen_t slen = address(&server, 9201, 0);
-    RT_CHECK(r, sendto(44, "hi", 2, 0, (struct sockaddr*)&server, slen) == 2, "send fd 44: %s", strerror(errno));
+    RT_CHECK(r, sendto(44, "hi", 2, 0, (struct sockaddr*)&server, slen) == 2, "send fd 44: %s",
+             strerror(errno));
     n = recv(42, buf, sizeof buf, 0);
     RT_CHECK(r, n == 2, "fd 42 got %zd bytes from fd 44", n);
-    if (!r->failed) rt_add(r, "ok udp sockets as they were (queued datagram %s)", had_queued ? "kept" : "dropped");
+    if (!r->failed)
+        rt_add(r, "ok udp sockets as they were (queued datagram %s)", had_queued ? "kept" : "dropped");
     return 1;
 }
 

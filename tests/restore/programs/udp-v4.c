@@ -2,4 +2,6 @@
 #define RT_FAMILY AF_INET
 #include "udp-sockets.h"
 
-int main(void) { return run("udp-v4"); }
+int main(void) {
+    return run("udp-v4");
+}

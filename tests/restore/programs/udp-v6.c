@@ -2,4 +2,6 @@
 #define RT_FAMILY AF_INET6
 #include "udp-sockets.h"
 
-int main(void) { return run("udp-v6"); }
+int main(void) {
+    return run("udp-v6");
+}

@@ -53,12 +53,13 @@ static int type_of(int fd) {
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
     struct stat s;
-    RT_CHECK(r, stat("/tmp/rt-stream.sock", &s) == 0 && S_ISSOCK(s.st_mode), "/tmp/rt-stream.sock is missing");
+    RT_CHECK(r, stat("/tmp/rt-stream.sock", &s) == 0 && S_ISSOCK(s.st_mode),
+             "/tmp/rt-stream.sock is missing");
     RT_CHECK(r, type_of(sq) == SOCK_SEQPACKET, "seqpacket socket has type %d", type_of(sq));
-    RT_CHECK(r, roundtrip(st, SOCK_STREAM, "/tmp/rt-stream.sock", 0), "stream socket: connect/accept failed (%s)",
-             strerror(errno));
-    RT_CHECK(r, roundtrip(sq, SOCK_SEQPACKET, "/tmp/rt-seq.sock", 0), "seqpacket socket: connect/accept failed (%s)",
-             strerror(errno));
+    RT_CHECK(r, roundtrip(st, SOCK_STREAM, "/tmp/rt-stream.sock", 0),
+             "stream socket: connect/accept failed (%s)", strerror(errno));
+    RT_CHECK(r, roundtrip(sq, SOCK_SEQPACKET, "/tmp/rt-seq.sock", 0),
+             "seqpacket socket: connect/accept failed (%s)", strerror(errno));
     RT_CHECK(r, roundtrip(ab, SOCK_STREAM, "rt-abstract", 1), "abstract socket: connect/accept failed (%s)",
              strerror(errno));
     if (!r->failed) rt_add(r, "ok stream, seqpacket and abstract unix sockets accept connections");

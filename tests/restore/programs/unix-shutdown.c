@@ -22,14 +22,18 @@ static int handle(const char* path, struct rt_reply* r) {
     n = recv(43, buf, sizeof buf, MSG_DONTWAIT);
     RT_CHECK(r, n == 0, "fd 43 after bye: %zd (%s), want end of stream", n, strerror(errno));
     errno = 0;
-    RT_CHECK(r, send(42, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "fd 42 send after SHUT_WR: %s", strerror(errno));
-    RT_CHECK(r, send(43, "back", 4, MSG_NOSIGNAL) == 4 && recv(42, buf, 4, 0) == 4, "fd 43 -> fd 42 (open side) broken");
+    RT_CHECK(r, send(42, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "fd 42 send after SHUT_WR: %s",
+             strerror(errno));
+    RT_CHECK(r, send(43, "back", 4, MSG_NOSIGNAL) == 4 && recv(42, buf, 4, 0) == 4,
+             "fd 43 -> fd 42 (open side) broken");
 
     n = recv(44, buf, sizeof buf, MSG_DONTWAIT);
     RT_CHECK(r, n == 0, "fd 44 (SHUT_RD) read %zd (%s), want end of stream", n, strerror(errno));
     errno = 0;
-    RT_CHECK(r, send(45, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "fd 45 send to a shut reader: %s", strerror(errno));
-    RT_CHECK(r, send(44, "ok", 2, MSG_NOSIGNAL) == 2 && recv(45, buf, sizeof buf, 0) == 2, "fd 44 -> fd 45 broken");
+    RT_CHECK(r, send(45, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "fd 45 send to a shut reader: %s",
+             strerror(errno));
+    RT_CHECK(r, send(44, "ok", 2, MSG_NOSIGNAL) == 2 && recv(45, buf, sizeof buf, 0) == 2,
+             "fd 44 -> fd 45 broken");
 
     RT_CHECK(r, recv(46, buf, sizeof buf, MSG_DONTWAIT) == 0 && recv(47, buf, sizeof buf, MSG_DONTWAIT) == 0,
              "fd 46/47 (SHUT_RDWR) not at end of stream");
@@ -37,7 +41,8 @@ static int handle(const char* path, struct rt_reply* r) {
     RT_CHECK(r, send(47, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "fd 47 send: %s", strerror(errno));
 
     struct pollfd pl = {.fd = 48, .events = POLLIN | POLLRDHUP};
-    RT_CHECK(r, poll(&pl, 1, 0) == 1 && (pl.revents & POLLRDHUP), "the listener does not poll shut (%#x)", pl.revents);
+    RT_CHECK(r, poll(&pl, 1, 0) == 1 && (pl.revents & POLLRDHUP), "the listener does not poll shut (%#x)",
+             pl.revents);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     strcpy(a.sun_path, "/tmp/rt-shut.sock");
     int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -68,8 +73,8 @@ int main(void) {
     int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     strcpy(a.sun_path, "/tmp/rt-shut.sock");
-    if (l < 0 || bind(l, (struct sockaddr*)&a, sizeof a) != 0 || listen(l, 4) != 0 || shutdown(l, SHUT_RD) != 0 ||
-        dup2(l, 48) < 0)
+    if (l < 0 || bind(l, (struct sockaddr*)&a, sizeof a) != 0 || listen(l, 4) != 0 ||
+        shutdown(l, SHUT_RD) != 0 || dup2(l, 48) < 0)
         rt_die("listener");
     close(l);
     rt_serve("unix-shutdown", handle);

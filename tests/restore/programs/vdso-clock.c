@@ -19,7 +19,9 @@ static unsigned long vdso_start(void) {
     return found;
 }
 
-static double secs(struct timespec t) { return (double)t.tv_sec + t.tv_nsec / 1e9; }
+static double secs(struct timespec t) {
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
 
 static int handle(const char* path, struct rt_reply* r) {
     if (strcmp(path, "/check") != 0) return 0;
@@ -39,13 +41,16 @@ static int handle(const char* path, struct rt_reply* r) {
     gettimeofday(&tv, NULL);
     time_t now = time(NULL);
     RT_CHECK(r, rt.tv_sec > 1600000000, "CLOCK_REALTIME %ld is implausible", (long)rt.tv_sec);
-    RT_CHECK(r, tv.tv_sec - rt.tv_sec <= 1 && now - rt.tv_sec <= 1, "gettimeofday/time disagree with clock_gettime");
+    RT_CHECK(r, tv.tv_sec - rt.tv_sec <= 1 && now - rt.tv_sec <= 1,
+             "gettimeofday/time disagree with clock_gettime");
     struct timespec b0, b1;
     clock_gettime(CLOCK_BOOTTIME, &b0);
     rt_sleep_ms(20);
     clock_gettime(CLOCK_BOOTTIME, &b1);
     RT_CHECK(r, secs(b1) - secs(b0) >= 0.015, "CLOCK_BOOTTIME moved %.3f s in 20 ms", secs(b1) - secs(b0));
-    if (!r->failed) rt_add(r, "ok vDSO at %#lx, monotonic +%.3f s since the snapshot", aux, secs(t) - secs(mono_at_ready));
+    if (!r->failed)
+        rt_add(r, "ok vDSO at %#lx, monotonic +%.3f s since the snapshot", aux,
+               secs(t) - secs(mono_at_ready));
     return 1;
 }
 
