@@ -106,19 +106,24 @@ std::span<const PageRun> Image::runs_of(const Vma& v) const {
     return {first, last};
 }
 
-std::vector<std::pair<uint64_t, uint64_t>> Image::working_set_file_ranges() const {
-    std::vector<std::pair<uint64_t, uint64_t>> out;
+void Image::for_each_working_set_part(const std::function<void(const Vma&, uint64_t, uint64_t)>& fn) const {
     for (const auto& w : working_set) {
         if (w.process >= manifest.processes.size()) continue;
         uint64_t a = w.vaddr, b = w.vaddr + w.pages * kPageSize;
-        for (const auto& v : manifest.processes[w.process].vmas) {
-            if (v.end <= a || v.start >= b || v.saved_pages == 0) continue;
-            for (const auto& r : runs_of(v)) {
-                uint64_t s = std::max(a, r.vaddr), e = std::min(b, r.vaddr + r.pages * kPageSize);
-                if (s < e) out.push_back({r.file_offset + (s - r.vaddr), r.file_offset + (e - r.vaddr)});
-            }
-        }
+        for (const auto& v : manifest.processes[w.process].vmas)
+            if (v.start < b && a < v.end) fn(v, std::max(a, v.start), std::min(b, v.end));
     }
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Image::working_set_file_ranges() const {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for_each_working_set_part([&](const Vma& v, uint64_t a, uint64_t b) {
+        if (v.saved_pages == 0) return;
+        for (const auto& r : runs_of(v)) {
+            uint64_t s = std::max(a, r.vaddr), e = std::min(b, r.vaddr + r.pages * kPageSize);
+            if (s < e) out.push_back({r.file_offset + (s - r.vaddr), r.file_offset + (e - r.vaddr)});
+        }
+    });
     return out;
 }
 

@@ -96,16 +96,10 @@ void read_restore_set(const MemoryStrategy& strategy, const image::Image& img, i
                 for (const auto* r : *runs)
                     ranges.emplace_back(r->file_offset, r->file_offset + r->pages * kPageSize);
         }
-    for (const auto& w : img.working_set) {
-        if (w.process >= img.manifest.processes.size()) continue;
-        uint64_t a = w.vaddr, b = w.vaddr + w.pages * kPageSize;
-        for (const auto& v : img.manifest.processes[w.process].vmas)
-            if (v.kind == image::VmaKind::File && !v.shared && v.start < b && a < v.end) {
-                uint64_t s = std::max(a, v.start), e = std::min(b, v.end);
-                file_ranges[v.name].emplace_back(v.file_offset + (s - v.start),
-                                                 v.file_offset + (e - v.start));
-            }
-    }
+    img.for_each_working_set_part([&](const image::Vma& v, uint64_t s, uint64_t e) {
+        if (v.kind == image::VmaKind::File && !v.shared)
+            file_ranges[v.name].emplace_back(v.file_offset + (s - v.start), v.file_offset + (e - v.start));
+    });
     read_ranges(pages_fd, std::move(ranges));
     for (auto& [path, r] : file_ranges) {
         try {

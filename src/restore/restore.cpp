@@ -293,9 +293,8 @@ RestorePlan RestorePlan::prepare(sandbox::Sandbox& sb, const image::Image& img, 
     if (!seccomp::same_program(seccomp::from_bytes(image_filter), sandbox_filter.bpf) ||
         img.manifest.seccomp_flags != sandbox_filter.flags)
         throw Error(fmt::format(
-            "the image's seccomp filter ({} instructions) is not the one the function's spec asks for now "
-            "({} "
-            "instructions, seccomp = \"{}\"); make the image again",
+            "the image's seccomp filter ({} instructions) is not the one the function's spec asks for "
+            "now ({} instructions, seccomp = \"{}\"); make the image again",
             image_filter.size() / sizeof(sock_filter), sandbox_filter.bpf.size(), sb.spec().seccomp));
     sys::UniqueFd pages = img.open_pages();  // the file load verified, not what its path names now
     memory.prepare_pages(img, pages.get(), [&](const std::string& path) {

@@ -418,6 +418,9 @@ struct Image {
     std::shared_ptr<const sys::UniqueFd> pages_file;
     // The runs of `v`'s saved pages (found by their place in pages.img, which is unique per VMA).
     std::span<const PageRun> runs_of(const Vma& v) const;
+    // Calls fn(vma, start, end) for each part [start, end) of a working-set run inside one VMA of its
+    // process, in the working set's order (runs of a process the manifest lacks are skipped).
+    void for_each_working_set_part(const std::function<void(const Vma&, uint64_t, uint64_t)>& fn) const;
     // The pages.img ranges [offset, end) holding the working set's saved pages, in the working set's
     // order (the parts of it outside any saved page left out): what a restore wants read first.
     std::vector<std::pair<uint64_t, uint64_t>> working_set_file_ranges() const;
