@@ -28,6 +28,9 @@ class LocalPageSource : public PageSource {
         if (got < 0) throw PageSourceFailed(fmt_error(errno));
         return buffer_.data();
     }
+    const uint8_t* mapped(uint64_t offset, uint64_t len) const override {
+        return offset + len <= mapped_->size() ? mapped_->data() + offset : nullptr;
+    }
     std::string describe() const override { return name_; }
 
   private:

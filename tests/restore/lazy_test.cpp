@@ -153,8 +153,16 @@ TEST_F(LazyServer, AnInstanceKilledMidFillLeavesNoThreadOrFd) {
         auto sb = sandbox();
         auto restored = restore::restore_into(sb, img_, restore::Strategy::Lazy);
         EXPECT_TRUE(pages::PageServer::shared().thread_running());
+        // The fill starts a little after the restore (page_server.h): kill once it is under way.
+        uint64_t installed = restored.served->stats().pages_prefetched;
+        auto until = std::chrono::steady_clock::now() + 5s;
+        while (restored.served->stats().pages_prefetched == installed &&
+               std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(1ms);
+        pages::ServeStats at_kill = restored.served->stats();
         sys::send_signal(restored.host_pids[0], SIGKILL);
-        EXPECT_FALSE(restored.served->stats().complete) << "the fill ended before the kill (not mid-fill)";
+        EXPECT_GT(at_kill.pages_prefetched, installed) << "the background fill never started";
+        EXPECT_FALSE(at_kill.complete) << "the fill ended before the kill (not mid-fill)";
         EXPECT_TRUE(restored.served->wait_complete(5s)) << "the killed process is still counted as served";
         std::string id = sb.id();
         sb.teardown();

@@ -29,6 +29,10 @@ class PageSource {
     // call. A local source never blocks on anything but the disk; a remote one blocks at most its
     // timeout. Throws PageSourceFailed.
     virtual const uint8_t* read(uint64_t offset, uint64_t len) = 0;
+    // The bytes [offset, offset + len) when they are in memory that stays valid while the source
+    // lives and that any thread may read (a local file's mapping); null otherwise (a remote source,
+    // a range past the file's end). Never blocks, never throws.
+    virtual const uint8_t* mapped(uint64_t /*offset*/, uint64_t /*len*/) const { return nullptr; }
     // For messages: "pages.img of /img" or "page server 10.0.0.1:7000".
     virtual std::string describe() const = 0;
 };

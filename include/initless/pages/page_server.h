@@ -11,8 +11,10 @@
 // pages the image never saved) in chunks that grow from 64 KiB to 4 MiB while faults stay
 // sequential; beside the faults, a background fill copies every page in, the recorded working set
 // first (in its recorded order), then every registered VMA in address order. Faults are read
-// between fill steps of at most 256 KiB, so they overtake the fill. Events keep the pages right:
-// MADV_DONTNEED (REMOVE) drops a range (later faults get zeros), munmap (UNMAP) forgets it,
+// between fill steps of at most 256 KiB, so they overtake the fill. The fill starts 50 ms after
+// `start_fill`, or as soon as faults have brought in 4 MiB: a first request that needs little beyond
+// its working set does not share the machine with it (page_server.cpp says what was measured). Events keep
+// the pages right: MADV_DONTNEED (REMOVE) drops a range (later faults get zeros), munmap (UNMAP) forgets it,
 // mremap (REMAP) moves what is still to come with it, and fork (FORK) serves the child too.
 //
 // Where pages come from: an image::PageSource (page_source.h), the local pages.img or a remote page
@@ -116,7 +118,8 @@ class PageServer {
     static PageServer& shared();
 
     // Serves process `process` of `source`'s image through `uffd` (UFFDIO_API done). `pidfd` tells
-    // the process's end. Faults are answered at once; the background fill starts with `start_fill`.
+    // the process's end. Faults are answered at once; the background fill starts after `start_fill`
+    // (above: delayed a little, unless faults show the function going through its memory).
     // Returns an id for start_fill / remove.
     uint64_t add(sys::Userfaultfd uffd, sys::UniqueFd pidfd, std::shared_ptr<const LazySource> source,
                  size_t process, std::shared_ptr<ServedMemory> served);
@@ -145,7 +148,8 @@ class PageServer {
 };
 
 // The VMAs the lazy strategy registers and serves: private anonymous ones holding saved pages (a VMA
-// the image saved nothing of is ordinary zero-fill memory; file mappings cannot be registered).
+// the image saved nothing of is ordinary zero-fill memory; file mappings cannot be registered), but
+// for MADV_WIPEONFORK ones (copied in: see page_server.cpp).
 bool served_lazily(const image::Vma& v);
 
 // The features the lazy strategy asks of a userfaultfd.

@@ -1,7 +1,8 @@
 // userfaultfd: a small RAII wrapper over one userfaultfd (owned fd) for a page server. The fd is
 // created inside the process whose memory it serves (a uffd is bound to its creator's mm) and
 // taken from there with pidfd_getfd; every ioctl here acts on that mm from whichever process holds
-// the fd. Not thread-safe: one thread uses an instance at a time. Never blocks (O_NONBLOCK).
+// the fd. `copy` and `zero` may run on several threads at once (one ioctl each, no state of
+// ours); the rest one thread at a time. Never blocks (O_NONBLOCK).
 #pragma once
 
 #include <linux/userfaultfd.h>
