@@ -235,7 +235,17 @@ sys::UniqueFd RemotePageSource::connect_and_check() {
     sys::send_all_by(sock.get(), &hello, sizeof hello, deadline);
     ResponseHeader h;
     sys::receive_all_by(sock.get(), &h, sizeof h, deadline);
-    if (h.magic != kResponseMagic || h.status != kOk || h.length != kHelloSize)
+    if (h.magic == kResponseMagic && h.status != kOk) {
+        // A page server that refuses (too many clients) says why in the body.
+        std::string why(std::min<uint64_t>(h.length, 1024), '\0');
+        try {
+            sys::receive_all_by(sock.get(), why.data(), why.size(), deadline);
+        } catch (const Error&) {
+            why = "no reason given";
+        }
+        throw Error(fmt::format("it refused the connection: {}", why));
+    }
+    if (h.magic != kResponseMagic || h.length != kHelloSize)
         throw Error(fmt::format("it does not speak the initless page protocol version {}", kVersion));
     char body[kHelloSize];
     sys::receive_all_by(sock.get(), body, sizeof body, deadline);

@@ -411,6 +411,20 @@ TEST_F(RemotePages, PageServerAnswersBadInputAndStopsOnSigterm) {
     auto [again, page2] = header(a.get());
     EXPECT_EQ(again.status, kOk);
     EXPECT_EQ(page2, page);
+    // Clients over the limit: a restore's source is refused and says why, not "does not speak the protocol".
+    std::vector<sys::UniqueFd> many;
+    for (size_t i = 0; i < pages::RemotePageServer::kMaxClients; ++i)
+        many.push_back(sys::connect_tcp(target, 5s));
+    auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
+    try {
+        pages::RemotePageSource refused(target, img, 3000ms);
+        ADD_FAILURE() << "a client over the limit was served";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("refused the connection: page-server: too many clients"),
+                  std::string::npos)
+            << e.what();
+    }
+    many.clear();
     // SIGTERM with `a` still connected: a clean exit.
     ::kill(server->pid, SIGTERM);
     EXPECT_EQ(server->wait(10s), 0) << read_text(server->err);
@@ -418,6 +432,7 @@ TEST_F(RemotePages, PageServerAnswersBadInputAndStopsOnSigterm) {
     EXPECT_NE(log.find("bad range"), std::string::npos) << log;
     EXPECT_NE(log.find("malformed request"), std::string::npos) << log;
     EXPECT_NE(log.find("stopped"), std::string::npos) << log;
+    EXPECT_NE(log.find("clients already"), std::string::npos) << log;
 }
 
 // A page server killed (SIGKILL: the connection is reset) or hung (SIGSTOP: nothing answers; the
