@@ -1,5 +1,6 @@
 #include "initless/image/page_source.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,7 +20,10 @@ class LocalPageSource : public PageSource {
         struct stat st {};
         sys::check(::fstat(pages_.get(), &st), "page source: fstat pages.img");
         mapped_.emplace(pages_.get(), static_cast<size_t>(st.st_size));
+        if (mapped_->size() > 0)
+            (void)::madvise(const_cast<uint8_t*>(mapped_->data()), mapped_->size(), MADV_RANDOM);
     }
+    void will_read(uint64_t offset, uint64_t len) override { sys::read_ahead(pages_.get(), offset, len); }
     const uint8_t* read(uint64_t offset, uint64_t len) override {
         if (offset + len <= mapped_->size()) return mapped_->data() + offset;
         // Past the mapping (a file shorter than the manifest says): zeros where the file ends.

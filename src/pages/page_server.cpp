@@ -39,9 +39,11 @@ constexpr uint64_t kFillStep = 256 << 10;   // background fill between two looks
 // memory reaches kFillAtOnce within its first milliseconds, and the fill (0.6-1.5 s for 1 GiB) then
 // runs at once; GET /checksum's first request after the restore stayed at 1.03-1.09x a warm one.
 constexpr auto kFillDelay = std::chrono::milliseconds(50);
+constexpr uint64_t kFillAtOnce = 4 << 20;
+// How far past its step the fill asks a local pages.img to be read (PageSource::will_read).
+constexpr uint64_t kFillReadAhead = 2 << 20;
 // A working set at least this large is installed by two threads (install_in_parallel).
 constexpr uint64_t kParallelInstall = 1 << 20;
-constexpr uint64_t kFillAtOnce = 4 << 20;
 
 enum PageState : uint8_t { kPending = 0, kDone = 1, kDropped = 2 };
 
@@ -422,7 +424,11 @@ struct PageServer::Impl {
             uint64_t len = end - page;
             sys::UffdFill r;
             if (saved) {
-                r = s.uffd.copy(page, image_pages(s, area.image_offset + origin_page * kPageSize, len), len);
+                // A cold page cache: one read for the chunk, and for the fill the next stretch of
+                // pages.img too (it goes on in file order), instead of a read per page copied.
+                uint64_t offset = area.image_offset + origin_page * kPageSize;
+                s.source->pages->will_read(offset, len + (prefetch ? kFillReadAhead : 0));
+                r = s.uffd.copy(page, image_pages(s, offset, len), len);
                 s.memory->counters.bytes_read += r.bytes;
             } else {
                 r = s.uffd.zero(page, len);
@@ -734,9 +740,9 @@ struct PageServer::Impl {
     // The planned copies on two threads, this one and a helper: the process is stopped, its tracer
     // waits, and copying is what the restore waits for (4348 pages of the 1.3 GB dict: 6.0-6.6 ms on
     // one thread; two took a fifth less, medians of 10 interleaved: the copies share the page
-    // allocator and the memory cgroup's charging). Copies into one mm take its mmap lock shared. Then the
-    // counts, and whatever did not go in (an event was pending, a page was there) left to the sequential
-    // install. Returns whether everything went in.
+    // allocator and the memory cgroup's charging). Copies into one mm take its mmap lock shared.
+    // Then the counts; whatever did not go in (an event was pending, a page was there) is pending
+    // again, for the sequential install. Returns whether everything went in.
     bool install_in_parallel(Served& s, std::vector<InstallCopy>& copies) {
         uint64_t total = 0;
         for (const auto& c : copies) total += c.len;
