@@ -86,6 +86,7 @@ struct Served {
     bool filling = false;                               // start_fill was called
     std::chrono::steady_clock::time_point fill_from{};  // the fill runs from then on
     uint64_t faulted = 0;                               // bytes faults brought in, while waiting
+    uint64_t asked_from = 0, asked_until = 0;           // the pages.img range the fill asked to be read
     std::vector<FillItem> order;
     size_t cursor = 0;       // index into order
     uint64_t cursor_at = 0;  // origin address reached inside order[cursor]
@@ -424,10 +425,8 @@ struct PageServer::Impl {
             uint64_t len = end - page;
             sys::UffdFill r;
             if (saved) {
-                // A cold page cache: one read for the chunk, and for the fill the next stretch of
-                // pages.img too (it goes on in file order), instead of a read per page copied.
                 uint64_t offset = area.image_offset + origin_page * kPageSize;
-                s.source->pages->will_read(offset, len + (prefetch ? kFillReadAhead : 0));
+                ask_to_read(s, offset, len, prefetch);
                 r = s.uffd.copy(page, image_pages(s, offset, len), len);
                 s.memory->counters.bytes_read += r.bytes;
             } else {
@@ -460,6 +459,20 @@ struct PageServer::Impl {
             }
         }
         return sys::UffdFill::Done;
+    }
+
+    // For a cold page cache: one read for a fault's chunk, and for the fill the next stretch of
+    // pages.img as well (it goes on in file order), instead of a read per page copied. The fill asks
+    // only for what it has not asked for yet: a WILLNEED over cached pages still costs a page cache
+    // lookup per page (20 us for 2.25 MiB here, against ~90 us to copy a 256 KiB step).
+    void ask_to_read(Served& s, uint64_t offset, uint64_t len, bool fill) {
+        if (!fill) return s.source->pages->will_read(offset, len);
+        uint64_t want_end = offset + len + kFillReadAhead;
+        uint64_t from = offset >= s.asked_from && offset <= s.asked_until ? s.asked_until : offset;
+        if (want_end <= from) return;
+        s.source->pages->will_read(from, want_end - from);
+        if (from == offset) s.asked_from = offset;
+        s.asked_until = want_end;
     }
 
     // `len` bytes of pages.img at `offset`, from the source (throws image::PageSourceFailed).
