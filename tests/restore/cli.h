@@ -12,6 +12,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -84,6 +86,88 @@ CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch,
     r.out = read_text(out);
     r.err = read_text(err);
     return r;
+}
+
+// A child process (its stdout and stderr in files), killed when dropped.
+struct Child {
+    pid_t pid = -1;
+    fs::path out, err;
+    Child(std::vector<std::string> argv, const fs::path& scratch, const fs::path& state,
+          const std::string& tag) {
+        out = scratch / (tag + ".out");
+        err = scratch / (tag + ".err");
+        std::vector<char*> args;
+        for (auto& a : argv) args.push_back(a.data());
+        args.push_back(nullptr);
+        pid = ::fork();
+        if (pid == 0) {
+            int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (o < 0 || e < 0 || ::dup2(o, 1) < 0 || ::dup2(e, 2) < 0) ::_exit(126);
+            ::setenv("INITLESS_STATE_DIR", state.c_str(), 1);
+            ::execvp(args[0], args.data());
+            ::_exit(127);
+        }
+    }
+    // Exit code (128+signal) once it exited within `limit`, else -1.
+    int wait(std::chrono::milliseconds limit) {
+        auto until = std::chrono::steady_clock::now() + limit;
+        for (;;) {
+            int status = 0;
+            if (::waitpid(pid, &status, WNOHANG) == pid) {
+                pid = -1;
+                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            }
+            if (std::chrono::steady_clock::now() > until) return -1;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+    }
+    ~Child() {
+        if (pid > 0) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+    }
+};
+
+// `initless page-server --image IMAGE --listen IP:0`, in network namespace `ns` (empty: this one),
+// started into `server` (its output under scratch, named by `tag`); the address it listens on once it
+// says so (it verifies the image first), or "" and a test failure.
+inline std::string start_page_server(std::optional<Child>& server, const fs::path& image,
+                                     const std::string& ns, const std::string& ip, const fs::path& scratch,
+                                     const fs::path& state, const std::string& tag) {
+    std::vector<std::string> argv;
+    if (!ns.empty()) argv = {"nsenter", "--net=/run/netns/" + ns};
+    for (std::string a : {std::string(INITLESS_BINARY), std::string("page-server"), std::string("--image"),
+                          image.string(), std::string("--listen"), ip + ":0"})
+        argv.push_back(a);
+    server.emplace(argv, scratch, state, tag);
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    std::regex listening("listening on (\\S+)");
+    while (std::chrono::steady_clock::now() < until) {
+        std::smatch m;
+        std::string out = read_text(server->out);
+        if (std::regex_search(out, m, listening)) return m[1];
+        int status = 0;
+        if (::waitpid(server->pid, &status, WNOHANG) == server->pid) {
+            server->pid = -1;
+            ADD_FAILURE() << "page-server exited: " << read_text(server->err);
+            return "";
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << "page-server did not start: " << read_text(server->err);
+    return "";
+}
+
+// A copy of image dir `image` at `to` without its pages.img: what a remote restore is given. cp -a:
+// the trees' digests cover owners, modes and mtimes.
+inline bool manifest_copy(const fs::path& image, const fs::path& to) {
+    std::string cmd = "cp -a '" + image.string() + "' '" + to.string() + "' >/dev/null 2>&1";
+    int rc = std::system(cmd.c_str());
+    if (!WIFEXITED(rc) || WEXITSTATUS(rc) != 0) return false;
+    std::error_code ec;
+    return fs::remove(to / "pages.img", ec);
 }
 
 inline fs::path program_dir(const std::string& name) {

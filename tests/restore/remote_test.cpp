@@ -84,48 +84,6 @@ struct TwoHosts {
     std::string server_veth;
 };
 
-// A child process (its stdout and stderr in files), killed when dropped.
-struct Child {
-    pid_t pid = -1;
-    fs::path out, err;
-    Child(std::vector<std::string> argv, const fs::path& scratch, const fs::path& state,
-          const std::string& tag) {
-        out = scratch / (tag + ".out");
-        err = scratch / (tag + ".err");
-        std::vector<char*> args;
-        for (auto& a : argv) args.push_back(a.data());
-        args.push_back(nullptr);
-        pid = ::fork();
-        if (pid == 0) {
-            int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-            int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-            if (o < 0 || e < 0 || ::dup2(o, 1) < 0 || ::dup2(e, 2) < 0) ::_exit(126);
-            ::setenv("INITLESS_STATE_DIR", state.c_str(), 1);
-            ::execvp(args[0], args.data());
-            ::_exit(127);
-        }
-    }
-    // Exit code (128+signal) once it exited within `limit`, else -1.
-    int wait(std::chrono::milliseconds limit) {
-        auto until = Clock::now() + limit;
-        for (;;) {
-            int status = 0;
-            if (::waitpid(pid, &status, WNOHANG) == pid) {
-                pid = -1;
-                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            }
-            if (Clock::now() > until) return -1;
-            std::this_thread::sleep_for(10ms);
-        }
-    }
-    ~Child() {
-        if (pid > 0) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, nullptr, 0);
-        }
-    }
-};
-
 // Entries of a /proc directory (fds, tasks): what a test compares before and after.
 size_t count_entries(const char* dir) {
     size_t n = 0;
@@ -165,9 +123,7 @@ class RemotePages : public ::testing::Test {
         auto r = run_cli({"snapshot", program_dir(name).string(), "--image", image.string(), "--json"},
                          scratch_, state_, 120s);
         EXPECT_EQ(r.exit_code, 0) << r.describe();
-        // cp -a: the trees' digests cover owners, modes and mtimes.
-        EXPECT_EQ(sh(fmt::format("cp -a {} {}", image.string(), manifest.string())), 0);
-        fs::remove(manifest / "pages.img");
+        EXPECT_TRUE(manifest_copy(image, manifest));
         return {image, manifest};
     }
 
@@ -175,28 +131,8 @@ class RemotePages : public ::testing::Test {
     // listens on, once it says so.
     std::string start_page_server(std::optional<Child>& server, const fs::path& image, const std::string& ns,
                                   const std::string& ip) {
-        std::vector<std::string> argv;
-        if (!ns.empty()) argv = {"nsenter", "--net=/run/netns/" + ns};
-        for (std::string a : {std::string(INITLESS_BINARY), std::string("page-server"),
-                              std::string("--image"), image.string(), std::string("--listen"), ip + ":0"})
-            argv.push_back(a);
-        server.emplace(argv, scratch_, state_, fmt::format("page-server-{}", ++servers_));
-        auto until = Clock::now() + 60s;  // it verifies the image first
-        std::regex listening("listening on (\\S+)");
-        while (Clock::now() < until) {
-            std::smatch m;
-            std::string out = read_text(server->out);
-            if (std::regex_search(out, m, listening)) return m[1];
-            int status = 0;
-            if (::waitpid(server->pid, &status, WNOHANG) == server->pid) {
-                server->pid = -1;
-                ADD_FAILURE() << "page-server exited: " << read_text(server->err);
-                return "";
-            }
-            std::this_thread::sleep_for(20ms);
-        }
-        ADD_FAILURE() << "page-server did not start: " << read_text(server->err);
-        return "";
+        return ::start_page_server(server, image, ns, ip, scratch_, state_,
+                                   fmt::format("page-server-{}", ++servers_));
     }
 
     // `initless restore manifest --pages-from addr ...` in namespace `ns`.

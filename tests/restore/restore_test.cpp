@@ -79,10 +79,28 @@ class RestoreSuite : public ::testing::Test {
 
     // `initless restore image --strategy S --instances N --request path --json --no-fallback`; returns
     // the instances' reports after checking every one was restored (not booted) and answered 200.
+    // `strategy` "remote": lazy, from `initless page-server` of the image on 127.0.0.1, given only a copy
+    // of the image without its pages.img (the two-host case is remote_test.cpp's).
     json restore(const fs::path& image, const std::string& strategy, int instances, const std::string& path) {
-        auto r = cli({"restore", image.string(), "--strategy", strategy, "--instances",
-                      std::to_string(instances), "--request", path, "--json", "--no-fallback"},
-                     30s);  // a restore of these small programs takes well under a second; a hang is a bug
+        std::vector<std::string> args = {"restore", image.string(), "--strategy", strategy};
+        std::optional<Child> server;
+        if (strategy == "remote") {
+            fs::path manifest = scratch_ / ("manifest-" + std::to_string(++remote_restores_));
+            EXPECT_TRUE(manifest_copy(image, manifest));
+            std::string addr = start_page_server(server, image, "", "127.0.0.1", scratch_, state_,
+                                                 "page-server-" + std::to_string(remote_restores_));
+            if (addr.empty()) return json::array();
+            args = {"restore", manifest.string(), "--pages-from", addr};
+        }
+        for (std::string a : {std::string("--instances"), std::to_string(instances), std::string("--request"),
+                              path, std::string("--json"), std::string("--no-fallback")})
+            args.push_back(a);
+        // A restore of these small programs takes well under a second; a hang is a bug.
+        auto r = cli(args, 30s);
+        if (server) {
+            ::kill(server->pid, SIGTERM);
+            EXPECT_EQ(server->wait(10s), 0) << "page-server: " << read_text(server->err);
+        }
         EXPECT_EQ(r.exit_code, 0) << "restore (" << strategy << ") failed:\n" << r.describe();
         if (r.exit_code != 0) return json::array();
         json j = json::parse(r.out, nullptr, false);
@@ -102,6 +120,7 @@ class RestoreSuite : public ::testing::Test {
     }
 
     fs::path scratch_, state_;
+    int remote_restores_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -273,7 +292,7 @@ INSTANTIATE_TEST_SUITE_P(Baseline, BootedProgram,
 std::vector<StateCase> state_cases() {
     std::vector<StateCase> out;
     for (const char* p : kStatePrograms)
-        for (const char* s : {"eager", "cow", "prefetch", "lazy"}) out.push_back({p, s});
+        for (const char* s : {"eager", "cow", "prefetch", "lazy", "remote"}) out.push_back({p, s});
     return out;
 }
 
@@ -748,7 +767,7 @@ TEST_P(Framework, RestoresUnderEveryStrategyWithItsState) {
     EXPECT_EQ(report.value("processes", 0), c.processes) << report.dump();
     // The snapshot holds the counter after its warmup requests.
     const long want_counter = warmup_of(dir) + 1;
-    for (const char* strategy : {"eager", "cow", "prefetch", "lazy"}) {
+    for (const char* strategy : {"eager", "cow", "prefetch", "lazy", "remote"}) {
         json list = restore(image, strategy, 2, c.request);
         for (const auto& inst : list) {
             std::string body = inst.value("body", "");
