@@ -1,6 +1,5 @@
 #include "initless/image/page_source.h"
 
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,8 +19,6 @@ class LocalPageSource : public PageSource {
         struct stat st {};
         sys::check(::fstat(pages_.get(), &st), "page source: fstat pages.img");
         mapped_.emplace(pages_.get(), static_cast<size_t>(st.st_size));
-        if (mapped_->size() > 0)
-            (void)::madvise(const_cast<uint8_t*>(mapped_->data()), mapped_->size(), MADV_RANDOM);
     }
     void will_read(uint64_t offset, uint64_t len) override { sys::read_ahead(pages_.get(), offset, len); }
     const uint8_t* read(uint64_t offset, uint64_t len) override {

@@ -42,9 +42,9 @@ class PageSource {
 };
 
 // pages.img open as `pages` (load's verified file), read through a read-only mapping: the page
-// cache itself, one copy per page served. The mapping is advised MADV_RANDOM: a read of a page not
-// in the cache reads that page, not the device's read-around window (8 MiB on this VM's disk, ~18 ms
-// cold) around it; what is read together is asked for with `will_read`.
+// cache itself, one copy per page served. `will_read` asks for the range (POSIX_FADV_WILLNEED): a
+// fault on a page already being read waits for that read instead of starting the device's read-around
+// (8 MiB on this VM's disk, ~18 ms cold) around it.
 std::shared_ptr<PageSource> local_page_source(sys::UniqueFd pages, std::string name);
 
 }  // namespace initless::image
