@@ -21,7 +21,12 @@ The two disk rates are measured separately on the same machine (see --rand-us-pe
 java-hello and node-hello medians are written as comments, not rows: their boot does not grow with
 memory, and rows from different workloads sorted by memory would make the interpolation zigzag.
 
-Usage: bench/policy/costs_from_bench.py [docs/bench/restore.csv] > bench/costs.csv
+With --cold CSV (made by bench/policy/cold_restores.py: prefetch restores of the same workload at each size,
+with the page cache dropped before each and without, interleaved), both restore columns come from that one
+run: restore_disk_measured_ms = its prefetch-cold median, restore_ms = its page-cache-warm prefetch median (so
+that the two tiers are compared within a run; the restore bench's prefetch median is then a comment).
+
+Usage: bench/policy/costs_from_bench.py [docs/bench/restore.csv] [--cold docs/bench/restore-cold.csv] > bench/costs.csv
 """
 import argparse
 import csv
@@ -42,6 +47,7 @@ def main():
     ap.add_argument("--rand-us-per-page", type=float, default=205.0)
     ap.add_argument("--seq-mb-s", type=float, default=434.0)
     ap.add_argument("--disk-note", default="")
+    ap.add_argument("--cold", default=None, help="cold-cache restores (bench/policy/cold_restores.py)")
     a = ap.parse_args()
 
     head = []
@@ -76,6 +82,18 @@ def main():
             continue
         cold[key, r["mode"]].append(float(r["cold_ms"]))
 
+    cold_head = ""
+    if a.cold:
+        with open(a.cold) as f:
+            lines_in = f.read().splitlines()
+        cold_head = next((l[1:].strip() for l in lines_in if l.startswith("#")), "")
+        for r in csv.DictReader(l for l in lines_in if not l.startswith("#")):
+            if r["mode"] not in COLD_CACHE_MODES + ("prefetch",) or r["status"] != "200" or not r["cold_ms"]:
+                continue
+            # The cold run's warm prefetch is kept apart: restore_ms stays the main bench's.
+            mode = r["mode"] if r["mode"] != "prefetch" else "prefetch-same-run"
+            cold[(r["workload"], r["size_gb"]), mode].append(float(r["cold_ms"]))
+
     def med(key, mode):
         v = cold.get((key, mode))
         return (statistics.median(v), len(v)) if v else (None, 0)
@@ -98,6 +116,9 @@ def main():
     p("   are slower here than on bare metal (restore.md, Notes).")
     p(" restore_ms: median cold_ms of `prefetch` (the default strategy: restore + first request, image in page")
     p("   cache; stage 1 -- sandbox, restorer spawn, plan -- is off the request path, a pre-started pool). MEASURED.")
+    if a.cold:
+        p(f"   With --cold (as here): the page-cache-warm prefetch median of {a.cold}, the run that measured the")
+        p("   disk restores, so that both tiers come from one run (the restore bench's median is a per-row comment).")
     p(" image_mb: image_bytes of the snapshot / 2^20. MEASURED.")
     p(" restore_disk_ms: ESTIMATE. The bench never restored with the image out of page cache. Estimated as")
     p("   restore_ms + min(working_set_pages x 4 KiB read at random, image read sequentially), with cold-cache")
@@ -126,6 +147,11 @@ def main():
     p("restore_disk_measured_ms: median cold_ms of a cold-cache prefetch restore (modes "
       + ", ".join(COLD_CACHE_MODES) + ")")
     p("  where the bench has one, MEASURED; empty: not measured, the simulator uses the estimate.")
+    if cold_head:
+        p(f"  From {a.cold}: {cold_head}.")
+        p("  A disk restore there is the sandbox, stage 1 and the restore with the first request, all on the request")
+        p("  path (a sandbox prepared ahead would hold the restore set in memory: stage 1 reads it and waits, DESIGN.md")
+        p("  'Cold page cache'); the estimate above instead read the working set page by page during the restore.")
     p("Per row (comment): cow cold median, working set pages, n.")
     print("memory_mb,boot_ms,restore_ms,restore_disk_ms,image_mb,restore_disk_measured_ms", file=out)
     sizes = sorted({float(s) for (w, s) in info if w == "python-bigdict"})
@@ -135,6 +161,10 @@ def main():
         b, nb = med(key, "boot")
         pf, npf = med(key, "prefetch")
         cw, ncw = med(key, "cow")
+        same, nsame = med(key, "prefetch-same-run")
+        bench_pf = pf
+        if same is not None:
+            pf, npf = same, nsame
         img, ws = info[key]
         img_mb = img / 2**20
         disk = pf + disk_read_ms(img_mb, ws)
@@ -144,7 +174,9 @@ def main():
             if measured is not None:
                 break
         lines.append(f"# python-bigdict {key[1]} GB: cow cold {cw:.1f} ms, working set {ws} pages, n boot/prefetch/cow {nb}/{npf}/{ncw}"
-                     + (f", cold-cache prefetch n {nm}" if nm else ""))
+                     + (f", cold-cache prefetch n {nm}" if nm else "")
+                     + (f"; restore_ms from the cold-cache run, the restore bench's prefetch median was {bench_pf:.1f} ms"
+                        if same is not None else ""))
         lines.append(f"{round(s * 1024)},{b:.0f},{pf:.1f},{disk:.1f},{img_mb:.0f},"
                      + (f"{measured:.1f}" if measured is not None else ""))
     print("\n".join(lines), file=out)

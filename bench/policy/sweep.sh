@@ -1,7 +1,8 @@
 #!/bin/sh
 # One command for every number of docs/policies.md:
-#  1. the cost model, bench/costs.csv, from the restore bench (docs/bench/restore.csv; a measured cold-cache
-#     restore is used where the bench has one, the estimate elsewhere: bench/policy/costs_from_bench.py);
+#  1. the cost model, bench/costs.csv, from the restore bench (docs/bench/restore.csv) and the cold-cache
+#     restores of bench/policy/cold_restores.py (docs/bench/restore-cold.csv: measured disk restores, used
+#     where present, the estimate elsewhere: bench/policy/costs_from_bench.py);
 #  2. our model: every policy, cold starts as restores (all budgets) and as boots (fewer budgets on
 #     sampled-1000, to keep the sweep short): docs/bench/policy-<trace>.csv and plots (plot.py);
 #  3. FaaSCache's model (--model faascache): ttl, lru and the greedy-dual variants across node memory sizes:
@@ -20,8 +21,11 @@ SEED=${SEED:-1}
 JOBS=${JOBS:-2}
 ONLY=${ONLY:-}
 mkdir -p docs/bench
+# Measured cold-cache restores (bench/policy/cold_restores.py), when there are some.
+COLD=""
+[ -f docs/bench/restore-cold.csv ] && COLD="--cold docs/bench/restore-cold.csv"
 if [ -z "${COSTS:-}" ]; then
-    /usr/bin/python3 bench/policy/costs_from_bench.py docs/bench/restore.csv >bench/costs.csv.tmp
+    /usr/bin/python3 bench/policy/costs_from_bench.py docs/bench/restore.csv $COLD >bench/costs.csv.tmp
     mv bench/costs.csv.tmp bench/costs.csv
     COSTS=bench/costs.csv
 fi
