@@ -43,51 +43,6 @@ struct CliResult {
     }
 };
 
-// Runs `initless ARGS...` with INITLESS_STATE_DIR=state, stdout and stderr into files under scratch.
-// After `timeout` the CLI is killed (its sandboxes die with it: init watches its control socket).
-CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch, const fs::path& state,
-                  std::chrono::seconds timeout) {
-    static int counter = 0;
-    fs::path out = scratch / ("cli-" + std::to_string(++counter) + ".out");
-    fs::path err = scratch / ("cli-" + std::to_string(counter) + ".err");
-    std::vector<std::string> argv_s = {INITLESS_BINARY};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (o < 0 || e < 0 || ::dup2(o, 1) < 0 || ::dup2(e, 2) < 0) ::_exit(126);
-        ::setenv("INITLESS_STATE_DIR", state.c_str(), 1);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
-    CliResult r;
-    if (pid < 0) {
-        r.err = "fork failed";
-        return r;
-    }
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    int status = 0;
-    for (;;) {
-        pid_t w = ::waitpid(pid, &status, WNOHANG);
-        if (w == pid) break;
-        if (std::chrono::steady_clock::now() > deadline) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, &status, 0);
-            r.timed_out = true;
-            break;
-        }
-        std::this_thread::sleep_for(5ms);
-    }
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = read_text(out);
-    r.err = read_text(err);
-    return r;
-}
-
 // A child process (its stdout and stderr in files), killed when dropped.
 struct Child {
     pid_t pid = -1;
@@ -109,8 +64,10 @@ struct Child {
             ::_exit(127);
         }
     }
-    // Exit code (128+signal) once it exited within `limit`, else -1.
+    // Exit code (128+signal) once it exited within `limit`, else -1 (still running); 126 if it never
+    // started (fork failed).
     int wait(std::chrono::milliseconds limit) {
+        if (pid <= 0) return 126;
         auto until = std::chrono::steady_clock::now() + limit;
         for (;;) {
             int status = 0;
@@ -119,7 +76,7 @@ struct Child {
                 return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
             }
             if (std::chrono::steady_clock::now() > until) return -1;
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
     }
     ~Child() {
@@ -129,6 +86,33 @@ struct Child {
         }
     }
 };
+
+// Runs `initless ARGS...` with INITLESS_STATE_DIR=state, stdout and stderr into files under scratch.
+// After `timeout` the CLI is killed (its sandboxes die with it: init watches its control socket).
+CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch, const fs::path& state,
+                  std::chrono::seconds timeout) {
+    static int counter = 0;
+    std::vector<std::string> argv = {INITLESS_BINARY};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Child c(argv, scratch, state, "cli-" + std::to_string(++counter));
+    CliResult r;
+    if (c.pid < 0) {
+        r.err = "fork failed";
+        return r;
+    }
+    r.exit_code = c.wait(timeout);
+    if (r.exit_code < 0) {
+        r.timed_out = true;
+        ::kill(c.pid, SIGKILL);
+        int status = 0;
+        ::waitpid(c.pid, &status, 0);
+        c.pid = -1;
+        r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    r.out = read_text(c.out);
+    r.err = read_text(c.err);
+    return r;
+}
 
 // `initless page-server --image IMAGE --listen IP:0`, in network namespace `ns` (empty: this one),
 // started into `server` (its output under scratch, named by `tag`); the address it listens on once it
@@ -143,7 +127,8 @@ inline std::string start_page_server(std::optional<Child>& server, const fs::pat
         argv.push_back(a);
     server.emplace(argv, scratch, state, tag);
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    std::regex listening("listening on (\\S+)");
+    // The whole line: a read racing the server's write may see part of it (a port cut short).
+    std::regex listening("listening on (\\S+)\n");
     while (std::chrono::steady_clock::now() < until) {
         std::smatch m;
         std::string out = read_text(server->out);
