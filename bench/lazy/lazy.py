@@ -223,6 +223,9 @@ def main():
         shutil.rmtree(shm, ignore_errors=True)
         shutil.rmtree(image, ignore_errors=True)
     report(rows, args.out_dir, args, commit)
+    # The function dirs and the state dir go too (gc first: nothing of a sandbox should be left in it).
+    subprocess.run([binary, "gc"], capture_output=True)
+    shutil.rmtree(args.work_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
