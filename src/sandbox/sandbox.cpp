@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -528,6 +529,11 @@ void Sandbox::start_egress() {
                           nullptr};
     auto child = sys::fork_process(0);
     if (child.pid == 0) {
+        // slirp4netns's --enable-sandbox makes its own mount namespace and detaches the old root
+        // there; started from the host's namespace, the detach reached the host's shared mounts
+        // (every `ip netns` mount in /run/netns vanished). In a private copy of ours it cannot.
+        if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+            ::_exit(126);
         ::dup2(exit_read.get(), 3);
         ::dup2(ready_write.get(), 4);
         ::syscall(SYS_close_range, 5u, ~0u, 0u);

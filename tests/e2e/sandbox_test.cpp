@@ -241,6 +241,37 @@ TEST_F(SandboxE2e, EgressReachesOutsideButNotTheHostsLoopback) {
     none.teardown();
 }
 
+// Starting a function's egress network leaves the host's mounts alone: slirp4netns's own sandbox once
+// detached every `ip netns` mount on the host (/run/netns is a shared mount), so a namespace made
+// before the function started was gone after it.
+TEST_F(SandboxE2e, EgressLeavesTheHostsNetnsMountsAlone) {
+    std::string ns = "il-e2e-" + std::to_string(::getpid());
+    ASSERT_EQ(std::system(("ip netns add " + ns).c_str()), 0) << "ip netns add failed (iproute2)";
+    fs::path point = fs::path("/run/netns") / ns;
+    auto mounted = [&] {
+        return read_text("/proc/self/mountinfo").find(" " + point.string() + " ") != std::string::npos;
+    };
+    EXPECT_TRUE(mounted()) << point << " is not a mount after ip netns add";
+
+    fs::path dir = scratch_ / "probe-egress-mounts";
+    fs::create_directories(dir);
+    fs::copy_file(test_function("probe") / "app.py", dir / "app.py");
+    write_text(dir / "function.toml",
+               "name = \"e2e-probe-egress-mounts\"\ncommand = [\"/usr/bin/python3\", \"app.py\"]\n"
+               "ready = \"probe: ready\"\nmemory_mb = 64\nnetwork = \"egress\"\n"
+               "[env]\nPYTHONDONTWRITEBYTECODE = \"1\"\n");
+    auto s = spec::load(dir);
+    auto sb = sandbox::Sandbox::prepare(s);
+    track(sb);
+    auto fn = sb.start();
+    track_process(fn.host_pid);
+    sb.wait_ready(s.ready, 20s);
+    EXPECT_TRUE(mounted()) << point << " was unmounted on the host while the function's network started";
+    sb.teardown();
+    EXPECT_TRUE(mounted()) << point << " was unmounted on the host by the sandbox's teardown";
+    EXPECT_EQ(std::system(("ip netns del " + ns).c_str()), 0);
+}
+
 TEST_F(SandboxE2e, MemoryHogIsOomKilledAtTheLimit) {
     auto sb = boot_probe();
     uint64_t limit = sb.spec().memory_mb << 20;
