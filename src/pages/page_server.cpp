@@ -14,6 +14,7 @@
 #include <deque>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -56,6 +57,30 @@ struct Segment {
     uint64_t pending = 0;
 
     uint64_t pages() const { return (end - start) / kPageSize; }
+    // The part of the image's range [a, b) in this segment, in its addresses now; from == to when
+    // none is.
+    std::pair<uint64_t, uint64_t> part_of(uint64_t a, uint64_t b) const {
+        uint64_t o_end = origin + (end - start);
+        if (o_end <= a || origin >= b) return {start, start};
+        return {start + (std::max(origin, a) - origin), start + (std::min(o_end, b) - origin)};
+    }
+    // Page `page`'s index in its area's `saved`.
+    uint64_t origin_page(uint64_t page) const { return (origin + (page - start) - area->start) / kPageSize; }
+    // The first run [a, b) of pending pages at or after `page` and before `to` that are all saved or
+    // all never saved, at most kMaxChunk long: what one copy or zero-fill takes; a == to when none.
+    std::pair<uint64_t, uint64_t> next_run(uint64_t page, uint64_t to) const {
+        while (page < to && state[(page - start) / kPageSize] != kPending) page += kPageSize;
+        if (page >= to) return {to, to};
+        size_t k = (page - start) / kPageSize;
+        uint64_t o = origin_page(page);
+        bool saved = area->saved[o];
+        uint64_t end = page;
+        for (size_t j = k;
+             end < to && state[j] == kPending && area->saved[o + (j - k)] == saved && end - page < kMaxChunk;
+             ++j)
+            end += kPageSize;
+        return {page, end};
+    }
     // The part [a, b) (inside this segment) as a segment of its own.
     Segment slice(uint64_t a, uint64_t b) const {
         Segment s;
@@ -406,22 +431,12 @@ struct PageServer::Impl {
     // not Done (Again: stop and retry after the events; Exited: the process is gone).
     sys::UffdFill::Status fill(Served& s, Segment& g, uint64_t from, uint64_t to, bool prefetch) {
         const LazySource::Area& area = *g.area;
-        uint64_t page = from;
-        while (page < to) {
+        for (uint64_t next = from;;) {
+            auto [page, end] = g.next_run(next, to);
+            if (page >= to) break;
             size_t k = (page - g.start) / kPageSize;
-            if (g.state[k] != kPending) {
-                page += kPageSize;
-                continue;
-            }
-            uint64_t origin_page = (g.origin + (page - g.start) - area.start) / kPageSize;
+            uint64_t origin_page = g.origin_page(page);
             bool saved = area.saved[origin_page];
-            uint64_t end = page;
-            size_t j = k;
-            while (end < to && g.state[j] == kPending && area.saved[origin_page + (j - k)] == saved &&
-                   end - page < kMaxChunk) {
-                end += kPageSize;
-                ++j;
-            }
             uint64_t len = end - page;
             sys::UffdFill r;
             if (saved) {
@@ -437,21 +452,21 @@ struct PageServer::Impl {
             if (prefetch) s.memory->counters.pages_prefetched += filled;
             for (uint64_t q = 0; q < filled; ++q) g.state[k + q] = kDone;
             g.pending -= filled;
-            page += filled * kPageSize;
+            next = page + filled * kPageSize;
             switch (r.status) {
                 case sys::UffdFill::Done:
                     break;
                 case sys::UffdFill::Exists:  // present already (a forked child's copy): nothing to do
-                    g.state[(page - g.start) / kPageSize] = kDone;
+                    g.state[(next - g.start) / kPageSize] = kDone;
                     --g.pending;
-                    page += kPageSize;
+                    next += kPageSize;
                     break;
                 case sys::UffdFill::Gone:  // not mapped any more: the unmap event is on its way
-                    for (uint64_t q = page; q < end; q += kPageSize) {
+                    for (uint64_t q = next; q < end; q += kPageSize) {
                         g.state[(q - g.start) / kPageSize] = kDropped;
                         --g.pending;
                     }
-                    page = end;
+                    next = end;
                     break;
                 case sys::UffdFill::Again:
                 case sys::UffdFill::Exited:
@@ -514,7 +529,7 @@ struct PageServer::Impl {
         sys::UffdFill r;
         bool from_image = false;
         if (g && g->state[(page - g->start) / kPageSize] != kDropped) {
-            uint64_t origin_page = (g->origin + (page - g->start) - g->area->start) / kPageSize;
+            uint64_t origin_page = g->origin_page(page);
             from_image = g->area->saved[origin_page];
             if (from_image) {
                 r = s.uffd.copy(page,
@@ -692,28 +707,16 @@ struct PageServer::Impl {
         for (size_t i = 0; i < items && i < s.order.size(); ++i) {
             const FillItem& item = s.order[i];
             for (auto& g : s.segments) {
-                uint64_t g_origin_end = g.origin + (g.end - g.start);
-                if (g_origin_end <= item.origin_start || g.origin >= item.origin_end || g.pending == 0)
-                    continue;
-                const LazySource::Area& area = *g.area;
-                uint64_t page = g.start + (std::max(g.origin, item.origin_start) - g.origin);
-                uint64_t to = g.start + (std::min(g_origin_end, item.origin_end) - g.origin);
-                while (page < to) {
+                if (g.pending == 0) continue;
+                auto [from, to] = g.part_of(item.origin_start, item.origin_end);
+                for (auto [page, end] = g.next_run(from, to); page < to;
+                     std::tie(page, end) = g.next_run(end, to)) {
                     size_t k = (page - g.start) / kPageSize;
-                    uint64_t origin_page = (g.origin + (page - g.start) - area.start) / kPageSize;
-                    if (g.state[k] != kPending) {
-                        page += kPageSize;
-                        continue;
-                    }
-                    bool saved = area.saved[origin_page];
-                    uint64_t end = page;
-                    for (size_t j = k; end < to && g.state[j] == kPending &&
-                                       area.saved[origin_page + (j - k)] == saved && end - page < kMaxChunk;
-                         ++j)
-                        end += kPageSize;
+                    uint64_t origin_page = g.origin_page(page);
                     InstallCopy c{&g, page, end - page, nullptr, {}};
-                    if (saved) {
-                        c.src = s.source->pages->mapped(area.image_offset + origin_page * kPageSize, c.len);
+                    if (g.area->saved[origin_page]) {
+                        c.src =
+                            s.source->pages->mapped(g.area->image_offset + origin_page * kPageSize, c.len);
                         if (!c.src) {
                             undo_install(out);
                             return {};
@@ -722,7 +725,6 @@ struct PageServer::Impl {
                     for (uint64_t q = 0; q < c.len / kPageSize; ++q) g.state[k + q] = kDone;
                     g.pending -= c.len / kPageSize;
                     out.push_back(c);
-                    page = end;
                 }
             }
         }
@@ -803,11 +805,8 @@ struct PageServer::Impl {
             for (int attempt = 0;; ++attempt) {
                 sys::UffdFill::Status status = sys::UffdFill::Done;
                 for (auto& g : s.segments) {
-                    uint64_t g_origin_end = g.origin + (g.end - g.start);
-                    if (g_origin_end <= item.origin_start || g.origin >= item.origin_end || g.pending == 0)
-                        continue;
-                    uint64_t from = g.start + (std::max(g.origin, item.origin_start) - g.origin);
-                    uint64_t to = g.start + (std::min(g_origin_end, item.origin_end) - g.origin);
+                    auto [from, to] = g.part_of(item.origin_start, item.origin_end);
+                    if (g.pending == 0 || from == to) continue;
                     status = fill(s, g, from, to, true);
                     if (status != sys::UffdFill::Done) break;
                 }
