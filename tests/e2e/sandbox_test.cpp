@@ -31,8 +31,22 @@ namespace {
 class SandboxE2e : public E2eTest {
   protected:
     // Prepares and starts the probe, waits until it is ready.
-    sandbox::Sandbox boot_probe() {
-        auto s = spec::load(test_function("probe"));
+    sandbox::Sandbox boot_probe() { return boot(test_function("probe")); }
+    // The probe function as `name`, with network = "egress", from a function dir of its own.
+    sandbox::Sandbox boot_egress_probe(const std::string& name) {
+        fs::path dir = scratch_ / name;
+        fs::create_directories(dir);
+        fs::copy_file(test_function("probe") / "app.py", dir / "app.py");
+        write_text(dir / "function.toml",
+                   "name = \"" + name +
+                       "\"\ncommand = [\"/usr/bin/python3\", \"app.py\"]\n"
+                       "ready = \"probe: ready\"\nmemory_mb = 64\nnetwork = \"egress\"\n"
+                       "[env]\nPYTHONDONTWRITEBYTECODE = \"1\"\n");
+        return boot(dir);
+    }
+    // The function of `dir` booted and ready; torn down by the fixture if the test does not.
+    sandbox::Sandbox boot(const fs::path& dir) {
+        auto s = spec::load(dir);
         auto sb = sandbox::Sandbox::prepare(s);
         track(sb);
         auto fn = sb.start();
@@ -217,19 +231,7 @@ TEST_F(SandboxE2e, EgressReachesOutsideButNotTheHostsLoopback) {
     Greeter loopback(htonl(INADDR_LOOPBACK), "hello from the host's loopback");
     std::string to_world = *address + ":" + std::to_string(world.port());
 
-    fs::path dir = scratch_ / "probe-egress";
-    fs::create_directories(dir);
-    fs::copy_file(test_function("probe") / "app.py", dir / "app.py");
-    write_text(dir / "function.toml",
-               "name = \"e2e-probe-egress\"\ncommand = [\"/usr/bin/python3\", \"app.py\"]\n"
-               "ready = \"probe: ready\"\nmemory_mb = 64\nnetwork = \"egress\"\n"
-               "[env]\nPYTHONDONTWRITEBYTECODE = \"1\"\n");
-    auto s = spec::load(dir);
-    auto sb = sandbox::Sandbox::prepare(s);
-    track(sb);
-    auto fn = sb.start();
-    track_process(fn.host_pid);
-    sb.wait_ready(s.ready, 20s);
+    auto sb = boot_egress_probe("e2e-probe-egress");
     EXPECT_EQ(get(sb, "/connect?" + to_world).body, "connected hello from outside");
     EXPECT_EQ(get(sb, "/connect?10.0.2.2:" + std::to_string(loopback.port())).body.rfind("refused", 0), 0u);
     EXPECT_EQ(get(sb, "/connect?127.0.0.1:" + std::to_string(loopback.port())).body.rfind("refused", 0), 0u);
@@ -253,19 +255,7 @@ TEST_F(SandboxE2e, EgressLeavesTheHostsNetnsMountsAlone) {
     };
     EXPECT_TRUE(mounted()) << point << " is not a mount after ip netns add";
 
-    fs::path dir = scratch_ / "probe-egress-mounts";
-    fs::create_directories(dir);
-    fs::copy_file(test_function("probe") / "app.py", dir / "app.py");
-    write_text(dir / "function.toml",
-               "name = \"e2e-probe-egress-mounts\"\ncommand = [\"/usr/bin/python3\", \"app.py\"]\n"
-               "ready = \"probe: ready\"\nmemory_mb = 64\nnetwork = \"egress\"\n"
-               "[env]\nPYTHONDONTWRITEBYTECODE = \"1\"\n");
-    auto s = spec::load(dir);
-    auto sb = sandbox::Sandbox::prepare(s);
-    track(sb);
-    auto fn = sb.start();
-    track_process(fn.host_pid);
-    sb.wait_ready(s.ready, 20s);
+    auto sb = boot_egress_probe("e2e-probe-egress-mounts");
     EXPECT_TRUE(mounted()) << point << " was unmounted on the host while the function's network started";
     sb.teardown();
     EXPECT_TRUE(mounted()) << point << " was unmounted on the host by the sandbox's teardown";
