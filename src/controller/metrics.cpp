@@ -66,15 +66,52 @@ void Metrics::clear(const std::string& name) {
     family(name, Type::Gauge).values.clear();
 }
 
+namespace {
+void count_in(const std::vector<double>& buckets, HistogramSample& h, double value) {
+    if (h.counts.empty()) h.counts.assign(buckets.size(), 0);
+    auto at = std::lower_bound(buckets.begin(), buckets.end(), value);  // first bucket with le >= value
+    if (at != buckets.end()) h.counts[static_cast<size_t>(at - buckets.begin())] += 1;
+    h.sum += value;
+    h.count += 1;
+}
+}  // namespace
+
 void Metrics::observe(const std::string& name, const Labels& labels, double value) {
     std::lock_guard lock(mu_);
     Family& f = family(name, Type::Histogram);
-    Histogram& h = f.histograms[render(labels)];
-    if (h.counts.empty()) h.counts.assign(f.buckets.size(), 0);
-    auto at = std::lower_bound(f.buckets.begin(), f.buckets.end(), value);  // first bucket with le >= value
-    if (at != f.buckets.end()) h.counts[static_cast<size_t>(at - f.buckets.begin())] += 1;
-    h.sum += value;
-    h.count += 1;
+    count_in(f.buckets, f.histograms[render(labels)], value);
+}
+
+Metrics::CounterRef Metrics::counter(const std::string& name, const Labels& labels) {
+    std::lock_guard lock(mu_);
+    CounterRef ref;
+    ref.value_ = &family(name, Type::Counter).values[render(labels)];  // map nodes do not move
+    return ref;
+}
+
+Metrics::HistogramRef Metrics::histogram(const std::string& name, const Labels& labels) {
+    std::lock_guard lock(mu_);
+    Family& f = family(name, Type::Histogram);
+    HistogramRef ref;
+    ref.buckets_ = &f.buckets;
+    ref.histogram_ = &f.histograms[render(labels)];
+    return ref;
+}
+
+void Metrics::add(CounterRef counter, double value) {
+    std::lock_guard lock(mu_);
+    *counter.value_ += value;
+}
+
+void Metrics::record(CounterRef counter, HistogramRef histogram, double value) {
+    std::lock_guard lock(mu_);
+    *counter.value_ += 1;
+    count_in(*histogram.buckets_, *histogram.histogram_, value);
+}
+
+void Metrics::observe(HistogramRef histogram, double value) {
+    std::lock_guard lock(mu_);
+    count_in(*histogram.buckets_, *histogram.histogram_, value);
 }
 
 double Metrics::value(const std::string& name, const Labels& labels) const {

@@ -1,6 +1,9 @@
 #include "initless/gateway/server.h"
 
+#include <algorithm>
+#include <array>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <deque>
 #include <thread>
@@ -60,13 +63,40 @@ double ms_since(Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-bool hop_by_hop(beast::string_view name) {
-    static const char* kFields[] = {
-        "connection",         "keep-alive",          "transfer-encoding", "te",  "trailer", "upgrade",
-        "proxy-authenticate", "proxy-authorization", "content-length",    "host"};
-    for (const char* f : kFields)
-        if (beast::iequals(name, f)) return true;
-    return false;
+// Fields that describe one connection, not the message: never forwarded either way (the proxy
+// writes its own length and connection fields). Known names by Beast's field code, which its parser
+// has already computed: comparing strings here cost a strlen and a compare per field and name.
+bool hop_by_hop(http::field name) {
+    switch (name) {
+        case http::field::connection:
+        case http::field::keep_alive:
+        case http::field::transfer_encoding:
+        case http::field::te:
+        case http::field::trailer:
+        case http::field::upgrade:
+        case http::field::proxy_authenticate:
+        case http::field::proxy_authorization:
+        case http::field::content_length:
+        case http::field::host:
+            return true;
+        default:
+            return false;
+    }
+}
+
+// Milliseconds with three decimals, as Server-Timing carries them (fmt's float path, and then
+// snprintf, were each a few percent of the daemon's CPU per warm request).
+void append_ms(std::string& out, double ms) {
+    if (!(ms > 0)) ms = 0;  // NaN too
+    auto us = static_cast<long long>(std::min(ms, 1e12) * 1000 + 0.5);
+    char buf[24];
+    char* end = std::to_chars(buf, buf + sizeof buf, us / 1000).ptr;
+    long long frac = us % 1000;
+    *end++ = '.';
+    *end++ = static_cast<char>('0' + frac / 100);
+    *end++ = static_cast<char>('0' + frac / 10 % 10);
+    *end++ = static_cast<char>('0' + frac % 10);
+    out.append(buf, end);
 }
 
 std::string query_param(std::string_view target, std::string_view key) {
@@ -210,7 +240,8 @@ class Session : public std::enable_shared_from_this<Session> {
     struct Upstream {
         std::unique_ptr<tcp::socket> socket;
         beast::flat_buffer buffer;
-        http::request<http::string_body> request;
+        std::string head;  // the request to the function: its head (see forward_head) and body
+        std::string body;
         std::optional<http::response_parser<http::string_body>> parser;
         bool reused = false;
         bool retried = false;
@@ -306,21 +337,13 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         started_ = Clock::now();
         auto up = std::make_shared<Upstream>();
-        up->request.method(req_.method());
-        up->request.target(forward_path);
-        up->request.version(11);
-        for (const auto& field : req_)
-            if (!hop_by_hop(field.name_string())) up->request.insert(field.name_string(), field.value());
-        up->request.set(http::field::host, "localhost");
         if (client_address_.empty()) {
             beast::error_code ec;
             auto remote = stream_.socket().remote_endpoint(ec);
             client_address_ = ec ? "unknown" : remote.address().to_string();
         }
-        up->request.set("X-Forwarded-For", client_address_);
-        up->request.body() = std::move(req_.body());
-        up->request.keep_alive(true);
-        up->request.prepare_payload();
+        up->body = std::move(req_.body());
+        forward_head(up->head, forward_path, up->body.size());
         upstream_ = up;
         // A warm slot is found at once, on this thread, inside this connection's strand: dispatch then
         // runs on_acquired inline instead of queueing it.
@@ -352,13 +375,46 @@ class Session : public std::enable_shared_from_this<Session> {
         write_upstream();
     }
 
+    // The request as the function gets it: the client's method, the path after the function's name
+    // with the query, the client's fields but the hop-by-hop ones, then Host, X-Forwarded-For and
+    // the body's length (as Beast's prepare_payload would: none for an empty body of a method that
+    // takes none). Written here rather than by Beast's serializer from a second message: copying
+    // every field into that message and serializing it through Beast's buffer sequences was about a
+    // tenth of the daemon's CPU per warm request (perf, docs/bench/gateway.md). Names and values
+    // come from Beast's parser, which refused any with a CR or LF.
+    void forward_head(std::string& head, std::string_view target, size_t body_size) const {
+        head.clear();
+        head.reserve(512);
+        head += sv(req_.method_string());
+        head += ' ';
+        head += target;
+        head += " HTTP/1.1\r\n";
+        for (const auto& field : req_)
+            if (!hop_by_hop(field.name())) append_field(head, sv(field.name_string()), sv(field.value()));
+        append_field(head, "Host", "localhost");
+        append_field(head, "X-Forwarded-For", client_address_);
+        auto method = req_.method();
+        if (body_size > 0 || method == http::verb::post || method == http::verb::put ||
+            method == http::verb::options)
+            append_field(head, "Content-Length", std::to_string(body_size));
+        head += "\r\n";
+    }
+
+    static void append_field(std::string& out, std::string_view name, std::string_view value) {
+        out += name;
+        out += ": ";
+        out += value;
+        out += "\r\n";
+    }
+
+    // Handlers of the upstream socket run on its executor, this connection's loop (the socket was
+    // made on loop_), so they need no binding to the stream's.
     void write_upstream() {
         auto& up = *upstream_;
-        http::async_write(*up.socket, up.request,
-                          net::bind_executor(stream_.get_executor(),
-                                             [self = shared_from_this()](beast::error_code ec, size_t) {
-                                                 self->on_upstream_written(ec);
-                                             }));
+        std::array<net::const_buffer, 2> buffers{net::buffer(up.head), net::buffer(up.body)};
+        net::async_write(*up.socket, buffers, [self = shared_from_this()](beast::error_code ec, size_t) {
+            self->on_upstream_written(ec);
+        });
     }
 
     // The function's timeout_s for this request, on the connection's strand. `generation` tells a
@@ -392,11 +448,9 @@ class Session : public std::enable_shared_from_this<Session> {
         up.parser->header_limit(256 * 1024);
         if (req_.method() == http::verb::head) up.parser->skip(true);
         sys::set_quickack(up.socket->native_handle());
-        http::async_read(*up.socket, up.buffer, *up.parser,
-                         net::bind_executor(stream_.get_executor(),
-                                            [self = shared_from_this()](beast::error_code ec, size_t) {
-                                                self->on_upstream_read(ec);
-                                            }));
+        http::async_read(
+            *up.socket, up.buffer, *up.parser,
+            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_read(ec); });
     }
 
     void upstream_error(beast::error_code ec) {
@@ -465,15 +519,17 @@ class Session : public std::enable_shared_from_this<Session> {
         double exec_ms = ms_since(exec_started_);
         auto upstream_res = up.parser->release();
         bool upstream_keep_alive = upstream_res.keep_alive();
-        Response res{upstream_res.result(), req_.version()};
-        for (const auto& field : upstream_res)
-            if (!hop_by_hop(field.name_string())) res.insert(field.name_string(), field.value());
-        res.body() = std::move(upstream_res.body());
-        res.set("Server-Timing",
-                fmt::format("queue;dur={:.3f}, sandbox;dur={:.3f}, restore;dur={:.3f}, exec;dur={:.3f}",
-                            slot_.queue_ms, slot_.sandbox_ms, slot_.restore_ms, exec_ms));
-        res.set("X-Initless-Start", controller::start_kind_name(slot_.kind));
-        res.set("X-Initless-Instance", slot_.instance->id());
+        std::string timing = "queue;dur=";
+        append_ms(timing, slot_.queue_ms);
+        timing += ", sandbox;dur=";
+        append_ms(timing, slot_.sandbox_ms);
+        timing += ", restore;dur=";
+        append_ms(timing, slot_.restore_ms);
+        timing += ", exec;dur=";
+        append_ms(timing, exec_ms);
+        unsigned status = upstream_res.result_int();
+        response_body_ = std::move(upstream_res.body());  // none to a HEAD request (skipped)
+        response_head(upstream_res, timing);
         if (upstream_keep_alive && up.buffer.size() == 0) {
             give_back_upstream(*slot_.instance, std::move(up.socket));
         } else {
@@ -485,12 +541,49 @@ class Session : public std::enable_shared_from_this<Session> {
             spdlog::info(
                 "event=invoke function={} start={} status={} queue_ms={:.2f} sandbox_ms={:.2f} "
                 "restore_ms={:.2f} exec_ms={:.2f}",
-                function_, controller::start_kind_name(slot_.kind), res.result_int(), slot_.queue_ms,
-                slot_.sandbox_ms, slot_.restore_ms, exec_ms);
-        record(res.result_int());
+                function_, controller::start_kind_name(slot_.kind), status, slot_.queue_ms, slot_.sandbox_ms,
+                slot_.restore_ms, exec_ms);
+        record(status);
         upstream_.reset();
         slot_ = {};
-        send(std::move(res), /*head=*/req_.method() == http::verb::head);
+        std::array<net::const_buffer, 2> buffers{net::buffer(response_head_), net::buffer(response_body_)};
+        stream_.expires_after(std::chrono::seconds(60));
+        net::async_write(stream_, buffers, [self = shared_from_this()](beast::error_code ec, size_t) {
+            self->after_write(ec);
+        });
+    }
+
+    // The head of a function's response to the client: its status and fields but the hop-by-hop
+    // ones and Server, then ours, the body's length and the connection's fate, as `send` would have
+    // Beast write them (see forward_head for why not through a Beast message). Needs slot_.
+    void response_head(const http::response<http::string_body>& res, const std::string& timing) {
+        std::string& h = response_head_;
+        h.clear();
+        h.reserve(512);
+        h += req_.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+        unsigned status = res.result_int();
+        h += std::to_string(status);
+        h += ' ';
+        h += sv(http::obsolete_reason(res.result()));
+        h += "\r\n";
+        for (const auto& field : res)
+            if (!hop_by_hop(field.name()) && field.name() != http::field::server)
+                append_field(h, sv(field.name_string()), sv(field.value()));
+        append_field(h, "Server-Timing", timing);
+        append_field(h, "X-Initless-Start", controller::start_kind_name(slot_.kind));
+        append_field(h, "X-Initless-Instance", slot_.instance->id());
+        append_field(h, "Server", "initless");
+        bool bodiless = status / 100 == 1 || status == 204 || status == 304;
+        if (req_.method() == http::verb::head) {
+            // The length of the GET it stands for, as the function said it (Beast checked it is one).
+            auto length = res.find(http::field::content_length);
+            if (length != res.end()) append_field(h, "Content-Length", sv(length->value()));
+        } else if (!bodiless) {
+            append_field(h, "Content-Length", std::to_string(response_body_.size()));
+        }
+        if (req_.version() >= 11 && !keep_alive_) append_field(h, "Connection", "close");
+        if (req_.version() < 11 && keep_alive_) append_field(h, "Connection", "keep-alive");
+        h += "\r\n";
     }
 
     void finish_error(http::status status, std::string why) {  // a copy: `why` may be slot_.error
@@ -502,11 +595,24 @@ class Session : public std::enable_shared_from_this<Session> {
         send_text(status, why);
     }
 
+    // The two gateway metrics of a request. Their samples are looked up once per function and
+    // status on this connection (a client calling one function keeps hitting the same two).
     void record(unsigned status) {
         auto& m = server_.controller.metrics();
-        m.add("gateway_function_invocation_total",
-              {{"function_name", function_}, {"code", std::to_string(status)}});
-        m.observe("gateway_functions_seconds", {{"function_name", function_}}, ms_since(started_) / 1000);
+        if (metrics_function_ != function_) {
+            metrics_function_ = function_;
+            seconds_ = m.histogram("gateway_functions_seconds", {{"function_name", function_}});
+            invocations_.clear();
+        }
+        auto it = std::find_if(invocations_.begin(), invocations_.end(),
+                               [status](const auto& c) { return c.first == status; });
+        if (it == invocations_.end()) {
+            invocations_.emplace_back(
+                status, m.counter("gateway_function_invocation_total",
+                                  {{"function_name", function_}, {"code", std::to_string(status)}}));
+            it = std::prev(invocations_.end());
+        }
+        m.record(it->second, seconds_, ms_since(started_) / 1000);
     }
 
     // ---- admin ----
@@ -637,21 +743,11 @@ class Session : public std::enable_shared_from_this<Session> {
         send(std::move(res));
     }
 
-    void send(Response res, bool head = false) {
+    void send(Response res) {
         res.set(http::field::server, "initless");
         res.keep_alive(keep_alive_);
         res.prepare_payload();
         auto msg = std::make_shared<Response>(std::move(res));
-        if (head) {
-            // A HEAD response carries the headers of the GET it stands for, without the body.
-            auto sr = std::make_shared<http::response_serializer<http::string_body>>(*msg);
-            stream_.expires_after(std::chrono::seconds(60));
-            http::async_write_header(stream_, *sr,
-                                     [self = shared_from_this(), msg, sr](beast::error_code ec, size_t) {
-                                         self->after_write(ec);
-                                     });
-            return;
-        }
         stream_.expires_after(std::chrono::seconds(60));
         http::async_write(stream_, *msg, [self = shared_from_this(), msg](beast::error_code ec, size_t) {
             self->after_write(ec);
@@ -735,6 +831,10 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string client_address_;
     Clock::time_point started_, exec_started_;
     std::shared_ptr<Upstream> upstream_;
+    std::string response_head_, response_body_;  // a function's response on its way to the client
+    std::string metrics_function_;               // whose samples the two below are
+    controller::Metrics::HistogramRef seconds_;
+    std::vector<std::pair<unsigned, controller::Metrics::CounterRef>> invocations_;
     Acquired slot_;
     std::optional<net::steady_timer> deadline_;
     uint64_t generation_ = 0;

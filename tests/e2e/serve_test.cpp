@@ -7,8 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -600,6 +602,102 @@ std::string raw_exchange(uint16_t port, const std::string& bytes) {
         out.append(buf, static_cast<size_t>(n));
     }
     return out;
+}
+
+struct RawResponse {
+    std::string status_line;
+    std::multimap<std::string, std::string> fields;  // names lower-cased
+    std::string body;
+    size_t count(const std::string& name) const { return fields.count(name); }
+    std::string field(const std::string& name) const {
+        auto it = fields.find(name);
+        return it == fields.end() ? "" : it->second;
+    }
+};
+
+// Splits what came back on one connection into responses, framed as a client would frame them:
+// by Content-Length, none for a HEAD request's response or a 204.
+std::vector<RawResponse> split_responses(std::string bytes, const std::vector<bool>& head_requests) {
+    std::vector<RawResponse> out;
+    for (size_t i = 0; i < head_requests.size() && !bytes.empty(); ++i) {
+        auto end = bytes.find("\r\n\r\n");
+        if (end == std::string::npos) break;
+        RawResponse r;
+        std::istringstream head(bytes.substr(0, end));
+        std::getline(head, r.status_line);
+        if (!r.status_line.empty() && r.status_line.back() == '\r') r.status_line.pop_back();
+        for (std::string line; std::getline(head, line);) {
+            if (!line.empty() && line.back() == '\r') line.pop_back();
+            auto colon = line.find(':');
+            std::string name = line.substr(0, colon);
+            std::transform(name.begin(), name.end(), name.begin(),
+                           [](unsigned char c) { return std::tolower(c); });
+            r.fields.emplace(name, line.substr(colon + 2));
+        }
+        size_t length = 0;
+        if (!head_requests[i] && r.count("content-length")) length = std::stoul(r.field("content-length"));
+        r.body = bytes.substr(end + 4, length);
+        bytes.erase(0, end + 4 + length);
+        out.push_back(std::move(r));
+    }
+    return out;
+}
+
+// A function's response goes back with its own fields, one length that frames it, and ours; the
+// request reaches the function without the client's connection fields. Four requests pipelined on
+// one connection: a wrong length anywhere would misframe the ones after it.
+TEST_F(ServeTest, ForwardedMessagesKeepTheirFieldsAndAreFramedRight) {
+    start_daemon();
+    ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
+    ASSERT_EQ(invoke("e2e-counter").status, 200);
+    std::string requests =
+        "POST /function/e2e-counter/echo?x=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+        "X-Custom: one\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        "HEAD /function/e2e-counter/ HTTP/1.1\r\nHost: a\r\n\r\n"
+        "GET /function/e2e-counter/nocontent HTTP/1.1\r\nHost: a\r\n\r\n"
+        "GET /function/e2e-counter/headers HTTP/1.1\r\nHost: a\r\nX-Custom: two\r\nTe: trailers\r\n"
+        "Keep-Alive: timeout=5\r\nConnection: close\r\n\r\n";
+    auto got = split_responses(raw_exchange(port_, requests), {false, true, false, false});
+    ASSERT_EQ(got.size(), 4u);
+
+    EXPECT_EQ(got[0].status_line, "HTTP/1.1 200 OK");
+    EXPECT_EQ(got[0].body, "hello world");
+    EXPECT_EQ(got[0].field("x-length"), "11") << "the function got the de-chunked body with its length";
+    EXPECT_EQ(got[0].field("x-method"), "POST");
+    EXPECT_EQ(got[0].count("content-length"), 1u);
+    EXPECT_EQ(got[0].field("server"), "initless");
+    EXPECT_EQ(got[0].count("server"), 1u) << "the function's own Server field is replaced";
+    EXPECT_EQ(got[0].field("x-initless-start"), "warm");
+    EXPECT_FALSE(got[0].field("server-timing").empty());
+
+    EXPECT_EQ(got[1].status_line, "HTTP/1.1 200 OK");
+    EXPECT_EQ(got[1].field("x-head"), "yes");
+    EXPECT_EQ(got[1].field("content-length"), "5") << "a HEAD answer carries the length of the GET";
+    EXPECT_FALSE(got[1].field("server-timing").empty());
+
+    EXPECT_EQ(got[2].status_line, "HTTP/1.1 204 No Content");
+    EXPECT_EQ(got[2].count("content-length"), 0u);
+    EXPECT_EQ(got[2].body, "");
+
+    EXPECT_EQ(got[3].status_line, "HTTP/1.1 200 OK");
+    EXPECT_EQ(got[3].field("connection"), "close");
+    std::string seen = got[3].body;
+    std::transform(seen.begin(), seen.end(), seen.begin(), [](unsigned char c) { return std::tolower(c); });
+    EXPECT_NE(seen.find("x-custom: two"), std::string::npos) << seen;
+    EXPECT_NE(seen.find("host: localhost"), std::string::npos) << seen;
+    EXPECT_NE(seen.find("x-forwarded-for: 127.0.0.1"), std::string::npos) << seen;
+    for (const char* hop : {"te:", "keep-alive:", "transfer-encoding:"})
+        EXPECT_EQ(seen.find(hop), std::string::npos) << hop << " reached the function:\n" << seen;
+
+    // An HTTP/1.0 client without keep-alive gets an HTTP/1.0 answer, then the connection closes.
+    auto t0 = std::chrono::steady_clock::now();
+    auto old = split_responses(raw_exchange(port_, "GET /function/e2e-counter/ HTTP/1.0\r\n\r\n"), {false});
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s) << "the connection was not closed";
+    ASSERT_EQ(old.size(), 1u);
+    EXPECT_EQ(old[0].status_line, "HTTP/1.0 200 OK");
+    EXPECT_EQ(old[0].body.rfind("count ", 0), 0u) << old[0].body;
+    EXPECT_EQ(old[0].count("connection"), 0u);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
 }
 
 TEST_F(ServeTest, GarbageHttpGets4xxAndTheDaemonKeepsServing) {

@@ -12,6 +12,12 @@
 
 namespace initless::controller {
 
+struct HistogramSample {         // one label set of a histogram family
+    std::vector<double> counts;  // per bucket, not cumulative
+    double sum = 0;
+    double count = 0;
+};
+
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
 class Metrics {
@@ -27,22 +33,37 @@ class Metrics {
     void clear(const std::string& name);
     double value(const std::string& name, const Labels& labels) const;  // counter or gauge; 0 if none
 
+    // A sample looked up once and updated many times: a caller on the hot path (the gateway, once
+    // per request) then neither renders labels nor searches the family. A reference stays valid as
+    // long as the Metrics: counter and histogram samples are never erased (only gauges are, and
+    // they have no references).
+    class CounterRef {
+        double* value_ = nullptr;
+        friend class Metrics;
+    };
+    class HistogramRef {
+        const std::vector<double>* buckets_ = nullptr;
+        HistogramSample* histogram_ = nullptr;
+        friend class Metrics;
+    };
+    CounterRef counter(const std::string& name, const Labels& labels);
+    HistogramRef histogram(const std::string& name, const Labels& labels);
+    void add(CounterRef counter, double value = 1);
+    void observe(HistogramRef histogram, double value);
+    // Both at once, under one lock: a request's count and its duration.
+    void record(CounterRef counter, HistogramRef histogram, double value);
+
     std::string exposition() const;
 
     static std::string escape_label_value(const std::string& v);
 
   private:
-    struct Histogram {
-        std::vector<double> counts;  // per bucket, not cumulative
-        double sum = 0;
-        double count = 0;
-    };
     struct Family {
         Type type = Type::Counter;
         std::string help;
         std::vector<double> buckets;
         std::map<std::string, double> values;  // rendered label set -> value
-        std::map<std::string, Histogram> histograms;
+        std::map<std::string, HistogramSample> histograms;
     };
     static std::string render(const Labels& labels);
     Family& family(const std::string& name, Type type);

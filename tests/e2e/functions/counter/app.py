@@ -8,6 +8,7 @@
 #   /hog           allocates and touches memory until the kernel kills it
 #   /headers       the request's headers, one per line
 #   /fds           this process's open fds, "fd -> target" per line
+#   /nocontent     204, no body; HEAD of any path: 200 with a Content-Length of 5 and no body
 import os
 import sys
 import time
@@ -67,12 +68,21 @@ class Handler(BaseHTTPRequestHandler):
                 except OSError:
                     pass
             self.answer("".join(lines))
+        elif path == "/nocontent":
+            self.send_response(204)
+            self.end_headers()
         elif path == "/headers":
             self.answer("".join(f"{k}: {v}\n" for k, v in self.headers.items()))
         else:
             self.answer("not found", 404)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "5")
+        self.send_header("X-Head", "yes")
+        self.end_headers()
 
 
 server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "9000"))), Handler)
