@@ -14,7 +14,7 @@ PACKAGES=(
     libssl-dev  # libcrypto: the images' HMAC-SHA256 (DESIGN.md, "Image format")
     libseccomp-dev pkg-config
     python3 python3-flask python3-numpy python3-matplotlib
-    wrk prometheus curl slirp4netns
+    wrk socat prometheus curl slirp4netns
     # tests/docker: the real daemons initless runs under as an OCI runtime (started by the tests, not systemd).
     docker.io containerd runc
     openjdk-17-jdk-headless

@@ -3,7 +3,8 @@
 
   1. overhead:  a warm function (bench/gateway/functions/node-keepalive) called directly (wrk run
                 inside the instance's network namespace) and through the gateway: latency p50/p99 on
-                one connection, throughput on 50; alternated, medians of --repeats
+                one connection, throughput on 50; alternated, medians of --repeats; beside them the
+                same through socat (bytes forwarded, no HTTP): the floor any proxy pays on this machine
   2. conns:     wrk -c 1000 through the gateway against the same warm function: errors
   3. burst:     50 (and 100) concurrent requests with no instance running, pool empty and pool full
                 (examples/python-hello): latency distribution of the cold starts, errors
@@ -13,7 +14,7 @@
                 total PSS (smaps_rollup of every process) against 1.3 GB + N x working set
 
 Writes docs/bench/gateway.csv (one row per measurement) and docs/bench/gateway.md, and plots
-docs/bench/gateway-burst.png. Needs root, build/initless, wrk, nsenter (scripts/setup.sh installs them);
+docs/bench/gateway-burst.png. Needs root, build/initless, wrk, socat, nsenter (scripts/setup.sh installs them);
 runs with Debian's /usr/bin/python3 (matplotlib).
   bench/gateway/gateway.py [--repeats 3] [--bigdict-n 10000000] [--density 50] [--skip bigdict,density]
 """
@@ -221,7 +222,7 @@ def main():
     skip = set(filter(None, args.skip.split(",")))
     if os.geteuid() != 0:
         raise SystemExit("needs root")
-    for tool in ("wrk", "nsenter"):
+    for tool in ("wrk", "socat", "nsenter"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing (scripts/setup.sh installs it)")
     scratch = tempfile.mkdtemp(prefix="initless-bench-gateway-")
@@ -244,8 +245,16 @@ def main():
             direct_url = "http://127.0.0.1:9000/"
             gw_url = f"http://{daemon.address}/function/node-keepalive/"
         if "overhead" not in skip:
+            # The floor of any proxy on this machine, in the same run: socat forwarding bytes (no HTTP)
+            # from 127.0.0.1:9001 to the function, in the function's network namespace, wrk there too.
+            floor = subprocess.Popen(["nsenter", f"--net=/proc/{init}/ns/net", "socat",
+                                      "TCP-LISTEN:9001,bind=127.0.0.1,reuseaddr,fork", "TCP:127.0.0.1:9000"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+            cases = (("direct", direct_url, init), ("socat", "http://127.0.0.1:9001/", init),
+                     ("gateway", gw_url, None))
             for r in range(args.repeats):
-                for case, url, ns in (("direct", direct_url, init), ("gateway", gw_url, None)):
+                for case, url, ns in cases:
                     one = wrk(url, 1, args.seconds, netns_pid=ns)
                     many = wrk(url, 50, args.seconds, threads=1, netns_pid=ns)
                     row("overhead", case, "p50_ms_c1", one["p50_ms"], r)
@@ -256,6 +265,8 @@ def main():
                     row("overhead", case, "errors", one["errors"] + many["errors"], r)
                     print(f"  {case} #{r}: c1 p50 {one['p50_ms']:.3f} ms p99 {one['p99_ms']:.3f} ms {one['rps']:.0f} rps; "
                           f"c50 {many['rps']:.0f} rps", flush=True)
+            floor.terminate()
+            floor.wait()
         if "conns" not in skip:
             print("conns: wrk -c 1000 through the gateway", flush=True)
             res = wrk(gw_url, 1000, args.seconds * 2, threads=2)
@@ -358,6 +369,10 @@ def main():
         v = [r["value"] for r in rows if r["part"] == part and r["case"] == case and r["metric"] == metric and r["value"] is not None]
         return statistics.median(v) if v else None
 
+    def each(part, case, metric):  # by repeat
+        return [r["value"] for r in sorted(rows, key=lambda r: r["repeat"])
+                if r["part"] == part and r["case"] == case and r["metric"] == metric]
+
     lines = [f"# Gateway bench\n", f"Machine: {machine}; commit {commit}; {time.strftime('%Y-%m-%d', time.gmtime())}; "
              f"daemon with {args.io_threads} I/O threads. "
              f"Medians of {args.repeats} alternated repeats where repeated.\n"]
@@ -367,7 +382,13 @@ def main():
         drps, grps = med("overhead", "direct", "rps_c50"), med("overhead", "gateway", "rps_c50")
         summary["added latency p50 (1 connection)"] = f"{(g50 - d50) * 1000:.0f} us (direct {d50 * 1000:.0f} us, gateway {g50 * 1000:.0f} us; target <= 50 us)"
         summary["added latency p99 (1 connection)"] = f"{(g99 - d99) * 1000:.0f} us"
-        summary["throughput, 50 connections"] = f"gateway {grps:.0f} rps = {grps / drps * 100:.0f}% of direct {drps:.0f} rps (target >= 80%)"
+        ratios = sorted(g / d for g, d in zip(each("overhead", "gateway", "rps_c50"), each("overhead", "direct", "rps_c50")))
+        summary["throughput, 50 connections"] = (
+            f"gateway {grps:.0f} rps = {grps / drps * 100:.0f}% of direct {drps:.0f} rps (target >= 80%); "
+            f"per repeat {', '.join(f'{x * 100:.0f}%' for x in ratios)}")
+        s50, srps = med("overhead", "socat", "p50_ms_c1"), med("overhead", "socat", "rps_c50")
+        summary["a byte-forwarding proxy, same run (socat, no HTTP)"] = (
+            f"adds {(s50 - d50) * 1000:.0f} us p50 on 1 connection; {srps / drps * 100:.0f}% of direct throughput on 50")
     if "conns" not in skip:
         summary["1000 keep-alive connections"] = f"{med('conns', 'gateway-c1000', 'requests'):.0f} requests, {med('conns', 'gateway-c1000', 'errors'):.0f} errors"
     lines.append("| measurement | result |\n| --- | --- |\n")

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -192,6 +193,9 @@ struct Waiter {
 
 struct FunctionState {
     std::string name;
+    // initless_starts_total's samples of this function by StartKind, looked up once (one is counted
+    // per request, under the controller's mutex).
+    std::array<std::optional<Metrics::CounterRef>, 3> starts_counted;
     spec::FunctionSpec spec;
     RegistryEntry entry;
     std::shared_ptr<const image::Image> image;  // null: no usable snapshot, instances boot
@@ -341,8 +345,11 @@ struct Controller::Impl {
             policy->on_invocation_start({now_ms(), fn.policy_id, s.policy_id, policy_kind(s, a.kind)}, d);
             s.prewarmed = false;
             apply(d);
-            metrics().add("initless_starts_total",
-                          {{"function", fn.name}, {"kind", start_kind_name(a.kind)}});
+            auto& counted = fn.starts_counted[static_cast<size_t>(a.kind)];
+            if (!counted)
+                counted = metrics().counter("initless_starts_total",
+                                            {{"function", fn.name}, {"kind", start_kind_name(a.kind)}});
+            metrics().add(*counted);
             out.push_back([done = std::move(w.done), a = std::move(a)]() mutable { done(std::move(a)); });
         }
         uint64_t coming = static_cast<uint64_t>(fn.starting) * fn.spec.concurrency;

@@ -216,6 +216,7 @@ std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::
     reused = false;
     auto socket = std::make_unique<tcp::socket>(ioc);
     socket->assign(tcp::v4(), instance.connect().release());
+    socket->non_blocking(true);  // see Session::write_all
     return socket;
 }
 
@@ -237,8 +238,28 @@ class Session : public std::enable_shared_from_this<Session> {
   private:
     using Response = http::response<http::string_body>;
 
+    // The upstream socket as Beast reads a response from it. A response that needs a second read
+    // may come from a peer with Nagle on that holds its next write (the body, say) until the first is
+    // acknowledged, while Linux delays that ACK (tens of ms on a request/response connection):
+    // every read after a response's first sets TCP_QUICKACK, which also sends an ACK already due.
+    // A response that arrives in one piece, the common case, costs no such call and no ACK packet
+    // of its own (it rides on the next request).
+    struct Upstream;
+    struct ResponseReader {
+        Upstream* up;
+        using executor_type = tcp::socket::executor_type;
+        executor_type get_executor() { return up->socket->get_executor(); }
+        template <class Buffers, class Handler>
+        void async_read_some(const Buffers& buffers, Handler&& handler) {
+            if (up->reads++ > 0) sys::set_quickack(up->socket->native_handle());
+            up->socket->async_read_some(buffers, std::forward<Handler>(handler));
+        }
+    };
+
     struct Upstream {
         std::unique_ptr<tcp::socket> socket;
+        ResponseReader reader{this};
+        int reads = 0;  // of the response being read
         beast::flat_buffer buffer;
         std::string head;  // the request to the function: its head (see forward_head) and body
         std::string body;
@@ -411,31 +432,65 @@ class Session : public std::enable_shared_from_this<Session> {
     // made on loop_), so they need no binding to the stream's.
     void write_upstream() {
         auto& up = *upstream_;
-        std::array<net::const_buffer, 2> buffers{net::buffer(up.head), net::buffer(up.body)};
-        net::async_write(*up.socket, buffers, [self = shared_from_this()](beast::error_code ec, size_t) {
-            self->on_upstream_written(ec);
-        });
+        write_all(*up.socket, *up.socket, up.head, up.body,
+                  [self = shared_from_this()](beast::error_code ec) { self->on_upstream_written(ec); });
     }
 
-    // The function's timeout_s for this request, on the connection's strand. `generation` tells a
-    // deadline of an earlier request (its wait completed after that request ended) from this one's.
+    // Writes what `socket` takes at once, then the rest by an asynchronous write. A head and body
+    // that fit in the socket's buffer (nearly every request and response) are then sent by one
+    // sendmsg and `done` runs now: an asynchronous write that completes at once still queues its
+    // completion, and Asio polls epoll once more before running it (two of a warm request's four
+    // epoll_waits on one connection). The socket is non-blocking (set where it is made).
+    template <class AsyncStream, class Done>
+    void write_all(tcp::socket& socket, AsyncStream& stream, const std::string& head, const std::string& body,
+                   Done&& done) {
+        std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
+        beast::error_code ec;
+        size_t n = socket.write_some(buffers, ec);
+        if (ec == net::error::would_block || ec == net::error::try_again) {
+            ec = {};
+            n = 0;
+        }
+        if (ec || n == head.size() + body.size()) {
+            done(ec);
+            return;
+        }
+        auto rest = std::make_shared<beast::buffers_suffix<std::array<net::const_buffer, 2>>>(buffers);
+        rest->consume(n);
+        net::async_write(
+            stream, *rest,
+            [rest, done = std::forward<Done>(done)](beast::error_code ec, size_t) mutable { done(ec); });
+    }
+
+    // The function's timeout_s for the request in flight. A connection has one timer wait at a
+    // time: a request only moves deadline_at_, and a wait that ends before it waits again (arming
+    // and cancelling the timer per request cost two handler runs and a queue update each).
     void arm_deadline() {
-        if (!deadline_) deadline_.emplace(stream_.get_executor());
-        uint64_t generation = ++generation_;
         timed_out_ = false;
-        deadline_->expires_after(std::chrono::seconds(slot_.instance->timeout_s()));
-        deadline_->async_wait([self = shared_from_this(), generation](beast::error_code ec) {
-            if (ec || generation != self->generation_ || !self->upstream_ || !self->upstream_->socket) return;
+        deadline_armed_ = true;
+        deadline_at_ = Clock::now() + std::chrono::seconds(slot_.instance->timeout_s());
+        if (!deadline_waiting_) wait_deadline();
+    }
+
+    void wait_deadline() {
+        if (!deadline_) deadline_.emplace(stream_.get_executor());
+        deadline_waiting_ = true;
+        deadline_->expires_at(deadline_at_);
+        deadline_->async_wait([self = shared_from_this()](beast::error_code ec) {
+            self->deadline_waiting_ = false;
+            if (ec || !self->deadline_armed_) return;
+            if (Clock::now() < self->deadline_at_) {  // a later request's deadline
+                self->wait_deadline();
+                return;
+            }
+            if (!self->upstream_ || !self->upstream_->socket) return;
             self->timed_out_ = true;
             beast::error_code ignored;
             self->upstream_->socket->close(ignored);  // the pending read or write ends with an error
         });
     }
 
-    void disarm_deadline() {
-        ++generation_;
-        if (deadline_) deadline_->cancel();
-    }
+    void disarm_deadline() { deadline_armed_ = false; }
 
     void on_upstream_written(beast::error_code ec) {
         auto& up = *upstream_;
@@ -447,9 +502,9 @@ class Session : public std::enable_shared_from_this<Session> {
         up.parser->body_limit(server_.options.body_limit_bytes);
         up.parser->header_limit(256 * 1024);
         if (req_.method() == http::verb::head) up.parser->skip(true);
-        sys::set_quickack(up.socket->native_handle());
+        up.reads = 0;
         http::async_read(
-            *up.socket, up.buffer, *up.parser,
+            up.reader, up.buffer, *up.parser,
             [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_read(ec); });
     }
 
@@ -472,6 +527,7 @@ class Session : public std::enable_shared_from_this<Session> {
             try {
                 up.socket = std::make_unique<tcp::socket>(loop_);
                 up.socket->assign(tcp::v4(), slot_.instance->connect().release());
+                up.socket->non_blocking(true);
             } catch (const std::exception& e) {
                 upstream_failed(e.what());
                 return;
@@ -546,11 +602,9 @@ class Session : public std::enable_shared_from_this<Session> {
         record(status);
         upstream_.reset();
         slot_ = {};
-        std::array<net::const_buffer, 2> buffers{net::buffer(response_head_), net::buffer(response_body_)};
-        stream_.expires_after(std::chrono::seconds(60));
-        net::async_write(stream_, buffers, [self = shared_from_this()](beast::error_code ec, size_t) {
-            self->after_write(ec);
-        });
+        stream_.expires_after(std::chrono::seconds(60));  // for what is not written at once
+        write_all(stream_.socket(), stream_, response_head_, response_body_,
+                  [self = shared_from_this()](beast::error_code ec) { self->after_write(ec); });
     }
 
     // The head of a function's response to the client: its status and fields but the hop-by-hop
@@ -814,6 +868,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void close() {
         if (timer_) timer_->cancel();
+        if (deadline_) deadline_->cancel();  // its wait holds this session
         beast::error_code ec;
         stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
         stream_.socket().close(ec);
@@ -837,7 +892,8 @@ class Session : public std::enable_shared_from_this<Session> {
     std::vector<std::pair<unsigned, controller::Metrics::CounterRef>> invocations_;
     Acquired slot_;
     std::optional<net::steady_timer> deadline_;
-    uint64_t generation_ = 0;
+    Clock::time_point deadline_at_;
+    bool deadline_armed_ = false, deadline_waiting_ = false;
     bool timed_out_ = false;
 
     std::optional<http::response<http::empty_body>> stream_res_;
@@ -869,6 +925,7 @@ void Server::Impl::accept() {
         }
         beast::error_code nd;
         socket.set_option(tcp::no_delay(true), nd);
+        socket.non_blocking(true, nd);  // see Session::write_all
         std::make_shared<Session>(std::move(socket), *this, loop)->start();
         accept();
     });
