@@ -166,12 +166,13 @@ struct Instance::State {
 };
 
 Instance::Instance(std::string id, std::string function, uint16_t port, uint32_t timeout_s,
-                   sys::UniqueFd netns)
+                   uint32_t concurrency, sys::UniqueFd netns)
     : state(std::make_unique<State>()),
       id_(std::move(id)),
       function_(std::move(function)),
       port_(port),
       timeout_s_(timeout_s),
+      concurrency_(concurrency),
       netns_(std::move(netns)) {}
 
 Instance::~Instance() = default;
@@ -536,7 +537,7 @@ struct Controller::Impl {
     void instance_up(const std::shared_ptr<FunctionState>& fn, std::unique_ptr<sandbox::Sandbox> sb,
                      StartKind kind, double sandbox_ms, double restore_ms, bool on_path, bool prewarm) {
         auto inst = std::make_shared<Instance>(sb->id(), fn->name, fn->spec.port, fn->spec.timeout_s,
-                                               sys::duplicate(sb->netns_fd()));
+                                               fn->spec.concurrency, sys::duplicate(sb->netns_fd()));
         auto& s = *inst->state;
         s.fn = fn;
         s.log_path = sb->log_path();

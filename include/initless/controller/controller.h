@@ -47,6 +47,7 @@ class Instance {
     const std::string& function() const { return function_; }
     uint16_t port() const { return port_; }
     uint32_t timeout_s() const { return timeout_s_; }
+    uint32_t concurrency() const { return concurrency_; }  // requests it takes at once
     // A new connection to the function, made inside the sandbox's network namespace. Throws
     // initless::Error if the function refuses it.
     sys::UniqueFd connect();
@@ -58,13 +59,15 @@ class Instance {
     struct State;
     std::unique_ptr<State> state;
 
-    Instance(std::string id, std::string function, uint16_t port, uint32_t timeout_s, sys::UniqueFd netns);
+    Instance(std::string id, std::string function, uint16_t port, uint32_t timeout_s, uint32_t concurrency,
+             sys::UniqueFd netns);
     ~Instance();
 
   private:
     std::string id_, function_;
     uint16_t port_ = 0;
     uint32_t timeout_s_ = 0;
+    uint32_t concurrency_ = 1;
     sys::UniqueFd netns_;
     std::mutex gateway_mu_;
     std::shared_ptr<void> gateway_state_;
