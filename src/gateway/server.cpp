@@ -221,12 +221,13 @@ std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::
 }
 
 // As many idle connections are kept as the instance takes requests at once (at least 64, at most
-// 4096): with a fixed 64, a function taking 1000 at once had most of its connections closed after
+// 1024, since the daemon's fds are bounded: 20000 on this machine, without CAP_SYS_RESOURCE to
+// raise it, shared by every instance and client): with a fixed 64, a function taking 1000 at once had most of its connections closed after
 // each response and opened again for the next request (a connect in its namespace, an accept, a
 // TIME_WAIT each), and 1000 kept-alive clients got 0.8 k requests/s through the gateway.
 void give_back_upstream(controller::Instance& instance, std::unique_ptr<tcp::socket> socket) {
     auto pool = pool_of(instance);
-    size_t keep = std::clamp<size_t>(instance.concurrency(), 64, 4096);
+    size_t keep = std::clamp<size_t>(instance.concurrency(), 64, 1024);
     std::lock_guard lock(pool->mu);
     if (pool->idle.size() < keep) pool->idle.push_back({std::move(socket), Clock::now()});
 }
