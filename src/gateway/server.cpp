@@ -84,6 +84,17 @@ bool hop_by_hop(http::field name) {
     }
 }
 
+// Fields the gateway writes itself, which a function or a client must not be able to set in its
+// place: the function's own are dropped (as the client would otherwise get two, and could be told a
+// cold start was warm), and so is a client's X-Forwarded-For (replaced, as before by Beast's set).
+bool named(beast::string_view name, std::string_view want) {
+    return name.size() == want.size() && beast::iequals(name, beast::string_view(want.data(), want.size()));
+}
+bool gateway_response_field(beast::string_view name) {
+    return named(name, "Server-Timing") || named(name, "X-Initless-Start") ||
+           named(name, "X-Initless-Instance");
+}
+
 // Milliseconds with three decimals, as Server-Timing carries them (fmt's float path, and then
 // snprintf, were each a few percent of the daemon's CPU per warm request).
 void append_ms(std::string& out, double ms) {
@@ -221,10 +232,11 @@ std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::
 }
 
 // As many idle connections are kept as the instance takes requests at once (at least 64, at most
-// 1024, since the daemon's fds are bounded: 20000 on this machine, without CAP_SYS_RESOURCE to
-// raise it, shared by every instance and client): with a fixed 64, a function taking 1000 at once had most of its connections closed after
-// each response and opened again for the next request (a connect in its namespace, an accept, a
-// TIME_WAIT each), and 1000 kept-alive clients got 0.8 k requests/s through the gateway.
+// 1024: the daemon's fds are bounded, 20000 on this machine without CAP_SYS_RESOURCE to raise it,
+// and shared by every instance and client). With a fixed 64, a function taking 1000 at once had
+// most of its connections closed after each response and opened again for the next request (a
+// connect in its namespace, an accept, a TIME_WAIT each): 1000 kept-alive clients got 0.8 k
+// requests/s through the gateway.
 void give_back_upstream(controller::Instance& instance, std::unique_ptr<tcp::socket> socket) {
     auto pool = pool_of(instance);
     size_t keep = std::clamp<size_t>(instance.concurrency(), 64, 1024);
@@ -417,7 +429,8 @@ class Session : public std::enable_shared_from_this<Session> {
         head += target;
         head += " HTTP/1.1\r\n";
         for (const auto& field : req_)
-            if (!hop_by_hop(field.name())) append_field(head, sv(field.name_string()), sv(field.value()));
+            if (!hop_by_hop(field.name()) && !named(field.name_string(), "X-Forwarded-For"))
+                append_field(head, sv(field.name_string()), sv(field.value()));
         append_field(head, "Host", "localhost");
         append_field(head, "X-Forwarded-For", client_address_);
         auto method = req_.method();
@@ -624,10 +637,16 @@ class Session : public std::enable_shared_from_this<Session> {
         unsigned status = res.result_int();
         h += std::to_string(status);
         h += ' ';
-        h += sv(http::obsolete_reason(res.result()));
+        // The function's own reason phrase (Beast's parser allows no CR or LF in it), else the code's
+        // (none for a code HTTP does not name: an empty phrase is valid).
+        if (!res.reason().empty())
+            h += sv(res.reason());
+        else if (http::int_to_status(status) != http::status::unknown)
+            h += sv(http::obsolete_reason(res.result()));
         h += "\r\n";
         for (const auto& field : res)
-            if (!hop_by_hop(field.name()) && field.name() != http::field::server)
+            if (!hop_by_hop(field.name()) && field.name() != http::field::server &&
+                !gateway_response_field(field.name_string()))
                 append_field(h, sv(field.name_string()), sv(field.value()));
         append_field(h, "Server-Timing", timing);
         append_field(h, "X-Initless-Start", controller::start_kind_name(slot_.kind));

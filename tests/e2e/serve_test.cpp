@@ -655,10 +655,23 @@ TEST_F(ServeTest, ForwardedMessagesKeepTheirFieldsAndAreFramedRight) {
         "X-Custom: one\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
         "HEAD /function/e2e-counter/ HTTP/1.1\r\nHost: a\r\n\r\n"
         "GET /function/e2e-counter/nocontent HTTP/1.1\r\nHost: a\r\n\r\n"
+        "GET /function/e2e-counter/forged HTTP/1.1\r\nHost: a\r\n\r\n"
         "GET /function/e2e-counter/headers HTTP/1.1\r\nHost: a\r\nX-Custom: two\r\nTe: trailers\r\n"
-        "Keep-Alive: timeout=5\r\nConnection: close\r\n\r\n";
-    auto got = split_responses(raw_exchange(port_, requests), {false, true, false, false});
-    ASSERT_EQ(got.size(), 4u);
+        "X-Forwarded-For: 10.9.9.9\r\nKeep-Alive: timeout=5\r\nConnection: close\r\n\r\n";
+    auto got = split_responses(raw_exchange(port_, requests), {false, true, false, false, false});
+    ASSERT_EQ(got.size(), 5u);
+    // A function cannot set the gateway's fields: its own are dropped; its reason phrase stays.
+    auto forged = got[3];
+    EXPECT_EQ(forged.status_line, "HTTP/1.1 299 Made Up");
+    EXPECT_EQ(forged.body, "forged");
+    EXPECT_EQ(forged.count("x-initless-start"), 1u);
+    EXPECT_EQ(forged.field("x-initless-start"), "warm");
+    EXPECT_EQ(forged.count("x-initless-instance"), 1u);
+    EXPECT_NE(forged.field("x-initless-instance"), "forged");
+    EXPECT_EQ(forged.count("server-timing"), 1u);
+    EXPECT_EQ(forged.field("server-timing").find("fake"), std::string::npos);
+    EXPECT_EQ(forged.field("server"), "initless");
+    got.erase(got.begin() + 3);
 
     EXPECT_EQ(got[0].status_line, "HTTP/1.1 200 OK");
     EXPECT_EQ(got[0].body, "hello world");
@@ -686,6 +699,8 @@ TEST_F(ServeTest, ForwardedMessagesKeepTheirFieldsAndAreFramedRight) {
     EXPECT_NE(seen.find("x-custom: two"), std::string::npos) << seen;
     EXPECT_NE(seen.find("host: localhost"), std::string::npos) << seen;
     EXPECT_NE(seen.find("x-forwarded-for: 127.0.0.1"), std::string::npos) << seen;
+    EXPECT_EQ(seen.find("10.9.9.9"), std::string::npos) << "a client's X-Forwarded-For is replaced:\n"
+                                                        << seen;
     for (const char* hop : {"te:", "keep-alive:", "transfer-encoding:"})
         EXPECT_EQ(seen.find(hop), std::string::npos) << hop << " reached the function:\n" << seen;
 

@@ -8,6 +8,7 @@
 #   /hog           allocates and touches memory until the kernel kills it
 #   /headers       the request's headers, one per line
 #   /fds           this process's open fds, "fd -> target" per line
+#   /forged        299 "Made Up" with the gateway's own fields (X-Initless-*, Server-Timing) set by the function
 #   /nocontent     204, no body; HEAD of any path: 200 with a Content-Length of 5 and no body
 import os
 import sys
@@ -68,6 +69,13 @@ class Handler(BaseHTTPRequestHandler):
                 except OSError:
                     pass
             self.answer("".join(lines))
+        elif path == "/forged":
+            self.send_response(299, "Made Up")
+            for k, v in (("X-Initless-Start", "forged"), ("Server-Timing", "fake;dur=1"),
+                         ("X-Initless-Instance", "forged"), ("Content-Length", "6")):
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(b"forged")
         elif path == "/nocontent":
             self.send_response(204)
             self.end_headers()
