@@ -484,18 +484,22 @@ class Session : public std::enable_shared_from_this<Session> {
     // The function's timeout_s for the request in flight. A connection has one timer wait at a
     // time: a request only moves deadline_at_, and a wait that ends before it waits again (arming
     // and cancelling the timer per request cost two handler runs and a queue update each).
+    // A wait set for later than this request's deadline (an earlier request's, of a function with a
+    // longer timeout_s, on the same connection) is replaced by one for it.
     void arm_deadline() {
         timed_out_ = false;
         deadline_armed_ = true;
         deadline_at_ = Clock::now() + std::chrono::seconds(slot_.instance->timeout_s());
-        if (!deadline_waiting_) wait_deadline();
+        if (!deadline_waiting_ || deadline_->expiry() > deadline_at_) wait_deadline();
     }
 
     void wait_deadline() {
         if (!deadline_) deadline_.emplace(stream_.get_executor());
         deadline_waiting_ = true;
-        deadline_->expires_at(deadline_at_);
-        deadline_->async_wait([self = shared_from_this()](beast::error_code ec) {
+        uint64_t wait = ++deadline_wait_;
+        deadline_->expires_at(deadline_at_);  // ends a pending wait (operation_aborted)
+        deadline_->async_wait([self = shared_from_this(), wait](beast::error_code ec) {
+            if (wait != self->deadline_wait_) return;  // a wait replaced by a sooner one
             self->deadline_waiting_ = false;
             if (ec || !self->deadline_armed_) return;
             if (Clock::now() < self->deadline_at_) {  // a later request's deadline
@@ -919,6 +923,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::optional<net::steady_timer> deadline_;
     Clock::time_point deadline_at_;
     bool deadline_armed_ = false, deadline_waiting_ = false;
+    uint64_t deadline_wait_ = 0;  // the current wait's number
     bool timed_out_ = false;
 
     std::optional<http::response<http::empty_body>> stream_res_;

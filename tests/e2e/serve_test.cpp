@@ -339,6 +339,8 @@ TEST_F(ServeTest, CrashGives502NamingTheExitThenANewInstanceServes) {
     TrackSeenInstances();
 }
 
+std::string raw_exchange(uint16_t port, const std::string& bytes);
+
 TEST_F(ServeTest, HungFunctionGives504AndIsKilled) {
     start_daemon();
     ASSERT_EQ(deploy(counter_variant("hang", {{"name", "\"e2e-hang\""}, {"timeout_s", "2"}})).exit_code(), 0);
@@ -350,6 +352,21 @@ TEST_F(ServeTest, HungFunctionGives504AndIsKilled) {
     EXPECT_LT(s, 6.0);
     auto next = invoke("e2e-hang");
     EXPECT_EQ(next.status, 200) << next.body;
+
+    // On one connection, a request to a function with a long timeout_s, then one to the hanging
+    // function: the second's 2 s hold, not the first's 60 s (the connection has one timer).
+    ASSERT_EQ(
+        deploy(counter_variant("patient", {{"name", "\"e2e-patient\""}, {"timeout_s", "60"}})).exit_code(),
+        0);
+    t0 = Clock::now();
+    std::string both =
+        raw_exchange(port_,
+                     "GET /function/e2e-patient/ HTTP/1.1\r\nHost: a\r\n\r\n"
+                     "GET /function/e2e-hang/hang HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    s = std::chrono::duration<double>(Clock::now() - t0).count();
+    EXPECT_NE(both.find("HTTP/1.1 200"), std::string::npos) << both;
+    EXPECT_NE(both.find("HTTP/1.1 504"), std::string::npos) << both;
+    EXPECT_LT(s, 6.0);
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
 }
