@@ -183,11 +183,11 @@ QueuedData peek_queued(int sock, bool stream) {
     return out;
 }
 
-UniqueFd connect_in_netns(int netns_fd, uint16_t port) {
+UniqueFd connect_in_netns(int netns_fd, uint16_t port, bool wait) {
     UniqueFd self_ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
     if (!self_ns) throw SysError("open own netns", errno);
     check(::setns(netns_fd, CLONE_NEWNET), "setns into sandbox netns");
-    UniqueFd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    UniqueFd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (wait ? 0 : SOCK_NONBLOCK), 0));
     int socket_errno = errno;
     // Back home before anything can throw: this thread must never stay in the sandbox's namespace.
     if (::setns(self_ns.get(), CLONE_NEWNET) != 0) std::abort();
@@ -196,8 +196,10 @@ UniqueFd connect_in_netns(int netns_fd, uint16_t port) {
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    // The socket is the sandbox namespace's: connecting from here reaches its loopback.
     if (retry_eintr([&] { return ::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr); }) !=
-        0)
+            0 &&
+        (wait || errno != EINPROGRESS))
         throw SysError(fmt::format("connect to 127.0.0.1:{} in sandbox", port), errno);
     int one = 1;
     ::setsockopt(sock.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

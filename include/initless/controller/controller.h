@@ -48,7 +48,9 @@ class Instance {
     uint16_t port() const { return port_; }
     uint32_t timeout_s() const { return timeout_s_; }
     uint32_t concurrency() const { return concurrency_; }  // requests it takes at once
-    // A new connection to the function, made inside the sandbox's network namespace. Throws
+    // A new connection to the function, made inside the sandbox's network namespace, non-blocking
+    // and never waiting (the gateway's I/O threads call it): possibly still connecting when it
+    // returns, when the function's accept queue is full (sys::connect_in_netns). Throws
     // initless::Error if the function refuses it.
     sys::UniqueFd connect();
     // What the gateway keeps for this instance (its kept-alive connections, as its own objects):
