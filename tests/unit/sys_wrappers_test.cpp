@@ -1,6 +1,7 @@
 // The raw-syscall wrappers of `sys`, each exercised on real processes and namespaces (as root).
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -14,6 +15,7 @@
 #include <filesystem>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -226,6 +228,56 @@ TEST(SysSocket, ConnectInsideAnotherNetworkNamespace) {
     // This thread is back in its own namespace: the same port is not served here.
     EXPECT_THROW(sys::connect_in_netns(sys::open_file("/proc/self/ns/net", O_RDONLY).get(), 9555),
                  sys::SysError);
+    int status = 0;
+    ::waitpid(child.pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+// The gateway's connect (wait = false) returns at once even when the listener's accept queue is
+// full (the kernel then drops the SYN, and a blocking connect waits for its retries: 1 s and more);
+// a refusal shows on the socket.
+TEST(SysSocket, ConnectWithoutWaitingReturnsWhileTheAcceptQueueIsFull) {
+    auto pair = sys::seqpacket_pair();
+    auto child = sys::fork_process(CLONE_NEWNET);
+    if (child.pid == 0) {
+        try {
+            sys::set_loopback_up();
+            int s = ::socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(9556);
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) || ::listen(s, 0)) ::_exit(2);
+            sys::send_message(pair.b.get(), "listening");
+            std::string done;
+            sys::receive_message(pair.b.get(), done);  // never accepts
+            ::_exit(0);
+        } catch (...) {
+            ::_exit(4);
+        }
+    }
+    std::string msg;
+    ASSERT_TRUE(sys::receive_message(pair.a.get(), msg));
+    auto netns = sys::open_file("/proc/" + std::to_string(child.pid) + "/ns/net", O_RDONLY);
+    std::vector<sys::UniqueFd> socks;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 6; ++i) socks.push_back(sys::connect_in_netns(netns.get(), 9556, /*wait=*/false));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
+    int connecting = 0;
+    for (auto& s : socks) {
+        pollfd p{s.get(), POLLOUT, 0};
+        if (::poll(&p, 1, 0) == 0) connecting++;  // not writable: its SYN went unanswered
+    }
+    EXPECT_GT(connecting, 0) << "the accept queue (backlog 0) never filled";
+    // Nothing listens on 9557: the refusal shows on the socket (its write would fail), not as a wait.
+    auto refused = sys::connect_in_netns(netns.get(), 9557, /*wait=*/false);
+    pollfd p{refused.get(), POLLOUT, 0};
+    ASSERT_EQ(::poll(&p, 1, 1000), 1);
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(refused.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    EXPECT_EQ(err, ECONNREFUSED);
+    sys::send_message(pair.a.get(), "done");
     int status = 0;
     ::waitpid(child.pid, &status, 0);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);

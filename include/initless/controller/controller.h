@@ -50,8 +50,8 @@ class Instance {
     uint32_t concurrency() const { return concurrency_; }  // requests it takes at once
     // A new connection to the function, made inside the sandbox's network namespace, non-blocking
     // and never waiting (the gateway's I/O threads call it): possibly still connecting when it
-    // returns, when the function's accept queue is full (sys::connect_in_netns). Throws
-    // initless::Error if the function refuses it.
+    // returns; a refusal shows on its first write (sys::connect_in_netns). Throws initless::Error
+    // if no socket could be made.
     sys::UniqueFd connect();
     // What the gateway keeps for this instance (its kept-alive connections, as its own objects):
     // made by `make` on first use, destroyed with the instance. Thread-safe.

@@ -44,10 +44,10 @@ QueuedData peek_queued(int sock, bool stream);
 
 // Connects to 127.0.0.1:port inside the network namespace `netns_fd` (an open /proc/PID/ns/net).
 // Safe to call from any thread: only the calling thread switches namespaces, and it switches back.
-// With `wait` false the socket is non-blocking and the connect does not wait: a refusal still shows
-// at once (loopback answers a SYN to a closed port synchronously), but a listener whose accept queue
-// is full leaves the socket connecting, and its first write waits for that (a blocking connect
-// there waited for SYN retries, 1 s and more, holding the caller's thread).
+// With `wait` false the socket is non-blocking and the connect does not wait: the socket may still
+// be connecting, and a refusal shows on it (its first write fails); a listener whose accept queue
+// is full leaves it connecting until the SYN retries get through, and its first write waits for
+// that (a blocking connect there held the caller's thread for 1 s and more).
 UniqueFd connect_in_netns(int netns_fd, uint16_t port, bool wait = true);
 // A TCP socket listening on 127.0.0.1:port inside the network namespace `netns_fd`, owned by the
 // caller: a server the sandbox's processes reach on their loopback without being part of them.
