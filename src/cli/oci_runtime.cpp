@@ -15,6 +15,8 @@
 
 #include "initless/cli/verbs.h"
 #include "initless/runtime/runtime.h"
+
+#include "initless_commit.h"  // generated at build time: cmake/commit.cmake
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
 
@@ -80,7 +82,7 @@ void add_oci_runtime(CLI::App& app) {
         ->group("OCI runtime");
     app.add_option("--rootless", g.rootless, "accepted for runc compatibility")->group("");
     app.add_option("--criu", g.criu, "accepted for runc compatibility")->group("");
-    app.set_version_flag("--version,-v", "initless version 0.1.0\ncommit: none\nspec: 1.0.2");
+    app.set_version_flag("--version,-v", "initless version 0.1.0\ncommit: " INITLESS_COMMIT "\nspec: 1.0.2");
     const char* group = "OCI runtime (runc's contract)";
 
     {
