@@ -518,8 +518,9 @@ def main():
     if not os.access(initless, os.X_OK):
         raise SystemExit(f"{initless} is not built")
     machine = f"{platform.node()} {os.cpu_count()} cpus {platform.release()}"
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    # The commit the measured binary was built from (its --version), not the checkout's HEAD.
+    commit = (subprocess.run([os.path.join(ROOT, "build", "initless"), "--version"], capture_output=True,
+                             text=True).stdout.partition("commit: ")[2].split() or ["unknown"])[0]
     # SIGTERM (a kill, a CI timeout) unwinds like Ctrl-C, so the finally below stops the daemons and
     # removes their containers, mounts, cgroups and bridge instead of leaving them running.
     # Once the cleanup runs, a signal no longer interrupts it.

@@ -70,8 +70,9 @@ def main():
     binary = os.path.join(a.build, "initless")
     work = tempfile.mkdtemp(prefix="initless-frameworks-")
     env = dict(os.environ, INITLESS_STATE_DIR=os.path.join(work, "state"))
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    # The commit the measured binary was built from (its --version), not the checkout's HEAD.
+    commit = (subprocess.run([os.path.join(ROOT, "build", "initless"), "--version"], capture_output=True,
+                             text=True).stdout.partition("commit: ")[2].split() or ["unknown"])[0]
     print(f"# {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, commit {commit}, {platform.node()}, "
           f"nproc {os.cpu_count()}, kernel {platform.release()}, load {os.getloadavg()[0]:.2f}", flush=True)
     rows, snaps = [], {}

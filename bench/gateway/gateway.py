@@ -228,7 +228,9 @@ def main():
     scratch = tempfile.mkdtemp(prefix="initless-bench-gateway-")
     rows = []
     machine = f"{platform.node()} {os.cpu_count()} cpus {platform.release()}"
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # The commit the measured binary was built from (its --version), not the checkout's HEAD.
+    commit = (subprocess.run([os.path.join(ROOT, "build", "initless"), "--version"], capture_output=True,
+                             text=True).stdout.partition("commit: ")[2].split() or ["unknown"])[0]
 
     def row(part, case, metric, value, repeat=0):
         rows.append({"part": part, "case": case, "metric": metric, "value": value, "repeat": repeat})

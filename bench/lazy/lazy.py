@@ -179,8 +179,9 @@ def main():
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "docs", "bench"))
     args = ap.parse_args()
     binary = os.path.join(args.build, "initless")
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    # The commit the measured binary was built from (its --version), not the checkout's HEAD.
+    commit = (subprocess.run([os.path.join(ROOT, "build", "initless"), "--version"], capture_output=True,
+                             text=True).stdout.partition("commit: ")[2].split() or ["unknown"])[0]
     os.makedirs(args.work_dir, exist_ok=True)
     os.environ.setdefault("INITLESS_STATE_DIR", os.path.join(args.work_dir, "state"))
     rows = []

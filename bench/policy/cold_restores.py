@@ -77,8 +77,9 @@ def main():
     if os.geteuid() != 0:
         sys.exit("run as root (sandboxes, drop_caches)")
     binary = os.path.join(a.build, "initless")
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    # The commit the measured binary was built from (its --version), not the checkout's HEAD.
+    commit = (subprocess.run([os.path.join(ROOT, "build", "initless"), "--version"], capture_output=True,
+                             text=True).stdout.partition("commit: ")[2].split() or ["unknown"])[0]
     shutil.rmtree(a.work_dir, ignore_errors=True)
     os.makedirs(a.work_dir)
     env = dict(os.environ, INITLESS_STATE_DIR=os.path.join(a.work_dir, "state"))

@@ -439,8 +439,9 @@ def run_all(args, scratch, policies, started):
         raise SystemExit("live.py needs root (initless serve)")
     deploy_all(args, scratch, functions)
     machine = f"{platform.node()} {os.cpu_count()} cpus {platform.release()}"
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    # The commit the measured binary was built from (its --version), not the checkout's HEAD.
+    commit = (subprocess.run([os.path.join(ROOT, "build", "initless"), "--version"], capture_output=True,
+                             text=True).stdout.partition("commit: ")[2].split() or ["unknown"])[0]
     rows, fn_rows = [], []
     for policy in policies:
         load = os.getloadavg()[0]

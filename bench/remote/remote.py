@@ -131,8 +131,9 @@ def main():
             server.kill()
         subprocess.run(f"ip netns del {sns}; ip netns del {cns}", shell=True, stderr=subprocess.DEVNULL)
     os.makedirs(a.out_dir, exist_ok=True)
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    # The commit the measured binary was built from (its --version), not the checkout's HEAD.
+    commit = (subprocess.run([os.path.join(ROOT, "build", "initless"), "--version"], capture_output=True,
+                             text=True).stdout.partition("commit: ")[2].split() or ["unknown"])[0]
     with open(os.path.join(a.out_dir, "remote.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()
