@@ -3,7 +3,10 @@
 //   ANY /function/<name>[/<path>]      forwarded to an instance of <name> (method, path, query, headers
 //                                      and body); its status, headers and body come back, with
 //                                      Server-Timing (queue, sandbox, restore, exec; ms) and
-//                                      X-Initless-Start: warm | cold | boot
+//                                      X-Initless-Start: warm | cold | boot, X-Initless-Instance
+//                                      (the function cannot set these three; its own are dropped, as
+//                                      are hop-by-hop fields both ways and a client's X-Forwarded-For,
+//                                      which the gateway sets)
 //   GET /system/functions              every function and its instances (JSON)
 //   POST /system/functions             deploy {"path": "/abs/function/dir"}; with
 //                                      `Accept: application/x-ndjson` each step streams as it happens
@@ -17,7 +20,8 @@
 // a body over the limit -> 413, then the connection is closed.
 // Threads: `run` blocks, serving on `io_threads` threads, each running an event loop of its own; a
 // connection lives on one loop (given round robin at accept) with its upstream sockets and timers, and
-// never blocks (controller calls return at once; their callbacks are posted back to its loop).
+// never blocks (controller calls return at once; their callbacks are posted back to its loop; the
+// connection to an instance is made without waiting, its first write waits for it).
 // `stop` may be called from any thread: it stops accepting and, once the controller has drained and
 // shut down (on a thread of its own), ends `run`.
 #pragma once
