@@ -367,13 +367,13 @@ def main():
         w.writeheader()
         w.writerows(rows)
 
-    def med(part, case, metric):
-        v = [r["value"] for r in rows if r["part"] == part and r["case"] == case and r["metric"] == metric and r["value"] is not None]
-        return statistics.median(v) if v else None
-
     def each(part, case, metric):  # by repeat
         return [r["value"] for r in sorted(rows, key=lambda r: r["repeat"])
                 if r["part"] == part and r["case"] == case and r["metric"] == metric]
+
+    def med(part, case, metric):
+        v = [x for x in each(part, case, metric) if x is not None]
+        return statistics.median(v) if v else None
 
     lines = [f"# Gateway bench\n", f"Machine: {machine}; commit {commit}; {time.strftime('%Y-%m-%d', time.gmtime())}; "
              f"daemon with {args.io_threads} I/O threads. "

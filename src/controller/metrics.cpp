@@ -109,11 +109,6 @@ void Metrics::record(CounterRef counter, HistogramRef histogram, double value) {
     count_in(*histogram.buckets_, *histogram.histogram_, value);
 }
 
-void Metrics::observe(HistogramRef histogram, double value) {
-    std::lock_guard lock(mu_);
-    count_in(*histogram.buckets_, *histogram.histogram_, value);
-}
-
 double Metrics::value(const std::string& name, const Labels& labels) const {
     std::lock_guard lock(mu_);
     auto it = families_.find(name);

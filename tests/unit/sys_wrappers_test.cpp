@@ -196,21 +196,29 @@ TEST(SysProc, MapsStatusAndFds) {
     EXPECT_NE(std::find(fds.begin(), fds.end(), fd.get()), fds.end());
 }
 
+// In a child just made in a new network namespace: brings its loopback up and listens on
+// 127.0.0.1:`port` with `backlog`. The socket, or -1.
+int listen_on_loopback(uint16_t port, int backlog) {
+    sys::set_loopback_up();
+    int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (s < 0 || ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) || ::listen(s, backlog)) return -1;
+    return s;
+}
+
 TEST(SysSocket, ConnectInsideAnotherNetworkNamespace) {
     // A child in a new network namespace listens on 127.0.0.1:9555; the host has nothing there.
     auto pair = sys::seqpacket_pair();
     auto child = sys::fork_process(CLONE_NEWNET);
     if (child.pid == 0) {
         try {
-            sys::set_loopback_up();
-            int s = ::socket(AF_INET, SOCK_STREAM, 0);
-            int one = 1;
-            ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-            sockaddr_in a{};
-            a.sin_family = AF_INET;
-            a.sin_port = htons(9555);
-            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) || ::listen(s, 4)) ::_exit(2);
+            int s = listen_on_loopback(9555, 4);
+            if (s < 0) ::_exit(2);
             sys::send_message(pair.b.get(), "listening");
             int c = ::accept(s, nullptr, nullptr);
             ::_exit(::write(c, "hi", 2) == 2 ? 0 : 3);
@@ -241,13 +249,7 @@ TEST(SysSocket, ConnectWithoutWaitingReturnsWhileTheAcceptQueueIsFull) {
     auto child = sys::fork_process(CLONE_NEWNET);
     if (child.pid == 0) {
         try {
-            sys::set_loopback_up();
-            int s = ::socket(AF_INET, SOCK_STREAM, 0);
-            sockaddr_in a{};
-            a.sin_family = AF_INET;
-            a.sin_port = htons(9556);
-            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) || ::listen(s, 0)) ::_exit(2);
+            if (listen_on_loopback(9556, 0) < 0) ::_exit(2);
             sys::send_message(pair.b.get(), "listening");
             std::string done;
             sys::receive_message(pair.b.get(), done);  // never accepts

@@ -49,7 +49,6 @@ class Metrics {
     CounterRef counter(const std::string& name, const Labels& labels);
     HistogramRef histogram(const std::string& name, const Labels& labels);
     void add(CounterRef counter, double value = 1);
-    void observe(HistogramRef histogram, double value);
     // Both at once, under one lock: a request's count and its duration.
     void record(CounterRef counter, HistogramRef histogram, double value);
 
