@@ -1,6 +1,7 @@
 // Remote pages: the page-server side and the restore side (include/initless/pages/remote.h).
 #include "initless/pages/remote.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
