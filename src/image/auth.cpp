@@ -1,8 +1,10 @@
 #include "initless/image/auth.h"
 
+// SHA256_Init/Update/Final are deprecated in OpenSSL 3 in favour of EVP, which costs a provider
+// load per process (auth.h); they remain the same code underneath.
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/sha.h>
 
 #include <cstring>
 
@@ -37,40 +39,47 @@ Key Key::from_bytes(std::string_view bytes) {
     return k;
 }
 
-Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1)
-        throw Error("libcrypto: SHA-256 unavailable");
+Sha256::Sha256() : ctx_(new SHA256_CTX) {
+    SHA256_Init(ctx_);
 }
 
 Sha256::~Sha256() {
-    EVP_MD_CTX_free(ctx_);
+    delete ctx_;
 }
 
 void Sha256::update(const void* data, size_t len) {
-    if (len && EVP_DigestUpdate(ctx_, data, len) != 1) throw Error("libcrypto: SHA-256 update failed");
+    if (len) SHA256_Update(ctx_, data, len);
 }
 
 std::string Sha256::hex() {
-    unsigned char out[EVP_MAX_MD_SIZE];
-    unsigned len = 0;
-    if (EVP_DigestFinal_ex(ctx_, out, &len) != 1) throw Error("libcrypto: SHA-256 final failed");
-    return to_hex(out, len);
+    std::string digest = bytes();
+    return to_hex(reinterpret_cast<const unsigned char*>(digest.data()), digest.size());
 }
 
 std::string Sha256::bytes() {
-    unsigned char out[EVP_MAX_MD_SIZE];
-    unsigned len = 0;
-    if (EVP_DigestFinal_ex(ctx_, out, &len) != 1) throw Error("libcrypto: SHA-256 final failed");
-    return std::string(reinterpret_cast<const char*>(out), len);
+    unsigned char out[SHA256_DIGEST_LENGTH];
+    SHA256_Final(out, ctx_);
+    return std::string(reinterpret_cast<const char*>(out), sizeof out);
 }
 
 std::string hmac_sha256_hex(const Key& key, std::string_view data) {
-    unsigned char out[EVP_MAX_MD_SIZE];
-    unsigned len = 0;
-    if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(Key::kSize),
-              reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len))
-        throw Error("libcrypto: HMAC-SHA256 failed");
-    return to_hex(out, len);
+    // H((K ^ opad) || H((K ^ ipad) || data)), K zero-padded to SHA-256's 64-byte block.
+    constexpr size_t kBlock = 64;
+    static_assert(Key::kSize <= kBlock);
+    std::array<unsigned char, kBlock> inner_pad{}, outer_pad{};
+    for (size_t i = 0; i < kBlock; ++i) {
+        unsigned char k = i < Key::kSize ? key.data()[i] : 0;
+        inner_pad[i] = k ^ 0x36;
+        outer_pad[i] = k ^ 0x5c;
+    }
+    Sha256 inner;
+    inner.update(inner_pad.data(), kBlock);
+    inner.update(data);
+    std::string inner_digest = inner.bytes();
+    Sha256 outer;
+    outer.update(outer_pad.data(), kBlock);
+    outer.update(inner_digest);
+    return outer.hex();
 }
 
 bool same_digest(std::string_view a, std::string_view b) {

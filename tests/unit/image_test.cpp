@@ -7,8 +7,12 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
+#include "initless/image/auth.h"
 #include "initless/image/image.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
@@ -222,6 +226,27 @@ TEST(Image, Crc32cKnownValue) {
     // The standard check value of CRC-32C.
     const char* s = "123456789";
     EXPECT_EQ(image::crc32c(0, s, 9), 0xE3069283u);
+}
+
+TEST(Image, Sha256AndHmacMatchLibcryptosEvp) {
+    // Images made before auth.cpp left EVP must still verify: the same digests, byte for byte.
+    image::Sha256 abc;
+    abc.update("abc");
+    EXPECT_EQ(abc.hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    std::string key_bytes(image::Key::kSize, '\0');
+    for (size_t i = 0; i < key_bytes.size(); ++i) key_bytes[i] = static_cast<char>(0xa0 + i);
+    image::Key key = image::Key::from_bytes(key_bytes);
+    for (size_t n : {0, 1, 55, 64, 65, 1000, 100000}) {
+        std::string data(n, '\0');
+        for (size_t i = 0; i < n; ++i) data[i] = static_cast<char>(i * 7 + 3);
+        unsigned char out[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        ASSERT_TRUE(HMAC(EVP_sha256(), key.data(), image::Key::kSize,
+                         reinterpret_cast<const unsigned char*>(data.data()), n, out, &len));
+        std::string expected;
+        for (unsigned i = 0; i < len; ++i) expected += fmt::format("{:02x}", out[i]);
+        EXPECT_EQ(image::hmac_sha256_hex(key, data), expected) << n << " bytes";
+    }
 }
 
 TEST(Image, PublishedImageLoadsAndVerifies) {
