@@ -488,8 +488,8 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
         }
         sandbox::start_request(*so.seccomp_filter);  // refuses a profile it cannot apply, now
         steps.step("seccomp");
+        so.on_part = [&](const char* part) { steps.step(fmt::format("sandbox {}", part).c_str()); };
         sandbox::Sandbox sb = sandbox::Sandbox::prepare(spec, fspec, so);
-        steps.step("sandbox prepare");
         Record r;
         r.id = id;
         r.bundle = bundle;

@@ -165,6 +165,9 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
     sb.id_ = options.id.empty() ? new_instance_id(spec.name) : options.id;
     sb.dir_ = options.instance_dir ? *options.instance_dir : state_dir() / "instances" / sb.id_;
     sb.detached_ = options.detached;
+    auto part_done = [&](const char* part) {
+        if (options.on_part) options.on_part(part);
+    };
     try {
         fs::create_directories(sb.dir_);
         sys::write_file(sb.dir_ / "owner", owner_record(::getpid()).dump());
@@ -211,6 +214,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         sys::write_file(sb.log_path(), "");
         if (root_ids) sys::change_owner(sb.log_path(), root_ids->first, root_ids->second);
 
+        part_done("dirs");
         const auto& res = runtime.linux_settings.resources;
         sb.cgroup_ = options.cgroup_path ? sys::Cgroup::create_path(*options.cgroup_path)
                                          : sys::Cgroup::create(sb.id_);
@@ -236,6 +240,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
             sb.cgroup_.set_device_rules(rules);
         }
 
+        part_done("cgroup");
         uint64_t flags = clone_flags(runtime);
         auto [ours, theirs] = sys::seqpacket_pair();
         // Init may exec only once its user namespace has its id maps: an exec before that would run as
@@ -291,6 +296,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         else if (network != "none")
             throw Error(fmt::format("network '{}' is not one of none|egress", network));
 
+        part_done("init forked");
         // Init, root of a user namespace, may not be able to walk to our files (a state dir of mode
         // 0700, a function dir under one): it gets each as an fd opened here and names it through
         // /proc/self/fd, which needs no search permission on the way.
@@ -328,6 +334,7 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         std::vector<int> raw;
         for (const auto& f : passed) raw.push_back(f.get());
         sb.request(setup.dump(), nullptr, raw);
+        part_done("init setup");
     } catch (const std::exception& e) {
         sb.teardown();
         throw Error(fmt::format("prepare sandbox for {}: {}", spec.name, e.what()));

@@ -27,10 +27,11 @@ cat >"$T/bundle/config.json" <<JSON
   "root": {"path": "/", "readonly": true},
   "hostname": "c1host",
   "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
-             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=1m"]}],
+             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=1m"]},
+             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"]}],
   "hooks": {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > $T/hook.state"]}]},
   "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}],
-            "cgroupsPath": "/initless-runtime-test/c1"}
+            "cgroupsPath": "/initless-runtime-test/c1", "resources": {"memory": {"limit": 67108864}}}
 }
 JSON
 
@@ -51,6 +52,14 @@ n=$(rt ps --format json c1 | python3 -c 'import json,sys; print(len(json.load(sy
 echo '{"args": ["sh", "-c", "hostname; echo $$"], "cwd": "/", "env": ["PATH=/usr/bin:/bin"], "user": {"uid": 0, "gid": 0}}' >"$T/proc.json"
 out=$(rt exec --process "$T/proc.json" c1 2>&1 | tr '\n' ' ')
 [[ $out == "c1host 3 " || $out == "c1host "* ]] && pass "exec runs in the container's namespaces: $out" || fail "exec: $out"
+# No cgroup namespace (Docker's default on cgroup v1): the cgroup mount shows the container's own group
+# as each hierarchy's root, as under runc (a JVM sizes its heap from memory.limit_in_bytes), read-only.
+echo '{"args": ["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; wc -l < /sys/fs/cgroup/pids/cgroup.procs; echo 1 > /sys/fs/cgroup/pids/pids.max || echo ro"], "cwd": "/", "env": ["PATH=/usr/bin:/bin"], "user": {"uid": 0, "gid": 0}}' >"$T/proc.json"
+read -r limit procs refused <<<"$(rt exec --process "$T/proc.json" c1 2>/dev/null | tr '\n' ' ')"
+# cgroup.procs: init, sleep, the exec's sh and its wc (the host's root group would list every process).
+[[ $limit == 67108864 && $procs -ge 3 && $procs -le 6 && $refused == ro ]] &&
+    pass "the cgroup mount shows the container's own groups, read-only" ||
+    fail "cgroup mount: limit '$limit', $procs in cgroup.procs, write: '$refused'"
 rt pause c1 && [[ $(rt state c1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])') == paused ]] && rt resume c1 &&
     pass "pause/resume" || fail "pause/resume: $(tail -1 "$T/log.json")"
 rt delete c1 2>/dev/null && fail "delete of a running container succeeded" || pass "delete of a running container is refused"

@@ -67,6 +67,9 @@ struct SandboxOptions {
     std::optional<seccomp::Filter> seccomp_filter;
     std::optional<std::filesystem::path> cgroup_path;
     bool detached = false;
+    // Called as prepare finishes each of its parts ("dirs", "cgroup", "init forked", "init setup":
+    // init's mounts and pivot_root), for a caller that times them (the OCI runtime's --debug).
+    std::function<void(const char* part)> on_part;
 };
 
 struct ExitReport {
