@@ -337,9 +337,14 @@ std::vector<sock_filter> parse_filter(const json& request) {
     std::vector<sock_filter> bpf;
     if (!request.contains("seccomp")) return bpf;
     const std::string hex = request["seccomp"].at("bpf").get<std::string>();
+    auto nibble = [](char c) -> uint8_t {
+        if (c >= '0' && c <= '9') return static_cast<uint8_t>(c - '0');
+        if (c >= 'a' && c <= 'f') return static_cast<uint8_t>(c - 'a' + 10);
+        throw Error("the seccomp filter is not lower-case hex");
+    };
     std::vector<uint8_t> bytes(hex.size() / 2);
     for (size_t i = 0; i < bytes.size(); ++i)
-        bytes[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+        bytes[i] = static_cast<uint8_t>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
     bpf.resize(bytes.size() / sizeof(sock_filter));
     std::memcpy(bpf.data(), bytes.data(), bpf.size() * sizeof(sock_filter));
     return bpf;

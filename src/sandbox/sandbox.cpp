@@ -422,8 +422,13 @@ std::string start_request(const seccomp::Filter& filter) {
     json req = {{"op", "start"}};
     // Raw BPF, in hex: init installs it without knowing what a profile is.
     if (!filter.empty()) {
-        std::string hex;
-        for (uint8_t b : seccomp::to_bytes(filter.bpf)) hex += fmt::format("{:02x}", b);
+        static constexpr char kDigits[] = "0123456789abcdef";
+        std::vector<uint8_t> bytes = seccomp::to_bytes(filter.bpf);
+        std::string hex(2 * bytes.size(), '0');
+        for (size_t i = 0; i < bytes.size(); ++i) {
+            hex[2 * i] = kDigits[bytes[i] >> 4];
+            hex[2 * i + 1] = kDigits[bytes[i] & 15];
+        }
         if (hex.size() > 48 * 1024)  // the control socket carries 64 KiB messages
             throw Error(fmt::format("the seccomp filter has {} instructions, too many to send to init",
                                     filter.bpf.size()));
