@@ -395,7 +395,7 @@ class Runner:
             # initless --debug: "create ID: config 0.2 ms, ..., hooks 180.3 ms, ..." (the hooks step is
             # Docker's prestart hook and the record written before it).
             hooks = [float(m) for line in msgs if line.startswith(("create ", "start "))
-                     for m in re.findall(r"(?:: |, )hooks ([0-9.]+) ms", line)]
+                     for m in re.findall(r"(?:: |, )hooks(?: \([^)]*\))? ([0-9.]+) ms", line)]
             row["steps"] = " | ".join(line for line in msgs if line.startswith(("create ", "start ")))
             if hooks and "create_ms" in row:
                 row["hooks_ms"] = sum(hooks)

@@ -124,7 +124,7 @@ void write_all_fd(int fd, const std::string& data) {
     }
 }
 
-// The keeper: stage 1 now, stage 2 when `start` asks (see start_keeper).
+// The keeper: stage 1 now, stage 2 when `start` asks (see KeeperInStage1).
 [[noreturn]] void keeper_main(sandbox::Sandbox& sb, const image::Image& img, int listen_fd, int ready_fd) {
     std::optional<restore::RestorePlan> plan;
     try {
@@ -346,7 +346,7 @@ void copy_rw_dirs(const image::Image& img, pid_t init_pid, const std::vector<fs:
     }
 }
 
-Helper start_keeper(sandbox::Sandbox& sb, const image::Image& img, const fs::path& socket_path) {
+KeeperInStage1 begin_keeper(sandbox::Sandbox& sb, const image::Image& img, const fs::path& socket_path) {
     sys::UniqueFd listener = sys::listen_unix_seqpacket(socket_path);
     auto [ready_read, ready_write] = sys::make_pipe();
     auto child = sys::fork_process(0);
@@ -355,20 +355,30 @@ Helper start_keeper(sandbox::Sandbox& sb, const image::Image& img, const fs::pat
         detach_helper();
         keeper_main(sb, img, listener.get(), ready_write.get());
     }
-    ready_write.reset();
-    listener.reset();
+    return KeeperInStage1(child.pid, std::move(ready_read));
+}
+
+KeeperInStage1::~KeeperInStage1() {
+    if (!pid_) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+}
+
+Helper KeeperInStage1::await() {
     std::string said;
     char buf[4096];
     for (;;) {
-        ssize_t n = sys::retry_eintr([&] { return ::read(ready_read.get(), buf, sizeof buf); });
+        ssize_t n = sys::retry_eintr([&] { return ::read(ready_.get(), buf, sizeof buf); });
         if (n <= 0) break;
         said.append(buf, static_cast<size_t>(n));
     }
+    ready_.reset();
+    pid_t pid = std::exchange(pid_, 0);
     if (said != "ok") {
-        ::waitpid(child.pid, nullptr, 0);  // it has said why and exits
+        ::waitpid(pid, nullptr, 0);  // it has said why and exits
         throw Error(said.empty() ? std::string("the restore keeper died in stage 1") : said);
     }
-    return {child.pid, sys::proc_start_time(child.pid)};
+    return {pid, sys::proc_start_time(pid)};
 }
 
 Stage2 run_stage2(const fs::path& socket_path) {

@@ -2,7 +2,7 @@
 // snapshotted once, when that phrase goes by on its stdout, into the snapshot store; every later
 // container of the same key starts by a restore of it. The parts runtime.cpp's verbs use:
 //   settings_of, key_of   what a container asks for, and which snapshot is its;
-//   start_keeper, run_stage2
+//   begin_keeper, run_stage2
 //                         `create` forks a keeper that runs the restore's stage 1 and holds the plan
 //                         (the restorer is traced, and a plan executes only on the thread that made it)
 //                         until `start` asks it for stage 2 over <container>/keeper.sock;
@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -29,6 +30,7 @@
 #include "initless/oci/spec.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/seccomp/profile.h"
+#include "initless/sys/unique_fd.h"
 
 namespace initless::runtime::initless_container {
 
@@ -63,12 +65,29 @@ struct Helper {
     uint64_t start_time = 0;
 };
 
-// Forks the keeper, which runs stage 1 (restorer spawned and seized, tables written) on `sandbox`
-// (prepared, detached, not released; the caller releases its own copy afterwards) and listens on
-// `socket_path`. Returns once stage 1 is done; throws its error otherwise (the keeper has then
-// released init, which is left as prepared, and exited).
-Helper start_keeper(sandbox::Sandbox& sandbox, const image::Image& img,
-                    const std::filesystem::path& socket_path);
+// The keeper while it runs stage 1 (restorer spawned and seized, tables written) on a sandbox
+// (prepared, detached, not released; the caller releases its own copy afterwards), listening on
+// <container>/keeper.sock. Stage 1 goes on while `create` runs the container's hooks (Docker's prestart
+// hook takes 100-200 ms, and needs nothing of stage 1); await() then collects its outcome.
+class KeeperInStage1 {
+  public:
+    KeeperInStage1(pid_t pid, sys::UniqueFd ready) : pid_(pid), ready_(std::move(ready)) {}
+    KeeperInStage1(KeeperInStage1&& o) noexcept
+        : pid_(std::exchange(o.pid_, 0)), ready_(std::move(o.ready_)) {}
+    KeeperInStage1& operator=(KeeperInStage1&&) = delete;
+    // Not awaited (create failed meanwhile): killed and reaped; its restorer dies with it (traced with
+    // PTRACE_O_EXITKILL).
+    ~KeeperInStage1();
+    // Waits for the end of stage 1. Throws its error (the keeper has then released init, which is
+    // left as prepared, and exited; it is reaped).
+    Helper await();
+
+  private:
+    pid_t pid_ = 0;
+    sys::UniqueFd ready_;
+};
+KeeperInStage1 begin_keeper(sandbox::Sandbox& sandbox, const image::Image& img,
+                            const std::filesystem::path& socket_path);
 
 struct Stage2 {
     pid_t host_pid = 0;  // the restored process

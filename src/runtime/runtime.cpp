@@ -421,6 +421,7 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
             options_.log, options_.log_json, 0, "info",
             fmt::format("container {}: init-less, snapshot {} (root: {})", id, image_dir, root_identity));
         mode = "boot";
+        steps.step("snapshot key");
         std::error_code ec;
         if (fs::exists(image_dir, ec)) {
             try {
@@ -433,7 +434,7 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
                 ilc::discard_image(image_dir);
             }
         }
-        steps.step("snapshot lookup and load");
+        steps.step("snapshot load");
     }
     std::string cgroup_path = spec.linux_settings.cgroups_path;
     if (cgroup_path.find(':') != std::string::npos)
@@ -500,19 +501,35 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
         r.annotations = spec.annotations;
         save_record(d, r);
         json creating = r.oci_state("creating");
-        run_hooks(spec.hooks.prestart, creating, d, 0, "prestart");
-        run_hooks(spec.hooks.create_runtime, creating, d, 0, "createRuntime");
-        run_hooks(spec.hooks.create_container, creating, d, r.init_pid, "createContainer");
-        steps.step("hooks");
         r.mode = mode;
         r.image_dir = image_dir;
         if (!unusable.empty()) ilc::notice(options_.log, options_.log_json, r.init_pid, "warning", unusable);
+        // Stage 1 (the restorer, seized with its tables written, in the keeper: this process exits
+        // now) runs while the hooks do; the RW_DIRS' copies follow it. A failure here still boots the
+        // container.
+        auto restore_failed = [&](const std::exception& e) {
+            ilc::notice(
+                options_.log, options_.log_json, r.init_pid, "warning",
+                fmt::format("restore of snapshot {} failed ({}); booting instead", image_dir, e.what()));
+            ilc::discard_image(image_dir);
+            r.mode = "boot";
+        };
+        std::optional<ilc::KeeperInStage1> stage1;
         if (img) {
-            // Stage 1: the RW_DIRS' copies, then the restorer, seized with its tables written, in the
-            // keeper (this process exits now). A failure here still boots the container.
+            try {
+                stage1.emplace(ilc::begin_keeper(sb, *img, d / "keeper.sock"));
+            } catch (const std::exception& e) {
+                restore_failed(e);
+            }
+        }
+        run_hooks(spec.hooks.prestart, creating, d, 0, "prestart");
+        run_hooks(spec.hooks.create_runtime, creating, d, 0, "createRuntime");
+        run_hooks(spec.hooks.create_container, creating, d, r.init_pid, "createContainer");
+        steps.step(stage1 ? "hooks (with restore stage 1)" : "hooks");
+        if (stage1) {
             ilc::Helper keeper;
             try {
-                keeper = ilc::start_keeper(sb, *img, d / "keeper.sock");
+                keeper = stage1->await();
                 steps.step("restore stage 1");
                 ilc::copy_rw_dirs(*img, r.init_pid, initless.rw_dirs);
                 steps.step("rw dirs");
@@ -523,11 +540,7 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
                     ::kill(keeper.pid, SIGKILL);
                     ::waitpid(keeper.pid, nullptr, 0);
                 }
-                ilc::notice(
-                    options_.log, options_.log_json, r.init_pid, "warning",
-                    fmt::format("restore of snapshot {} failed ({}); booting instead", image_dir, e.what()));
-                ilc::discard_image(image_dir);
-                r.mode = "boot";
+                restore_failed(e);
             }
         }
         save_record(d, r);
