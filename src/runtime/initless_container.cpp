@@ -124,19 +124,21 @@ void write_all_fd(int fd, const std::string& data) {
     }
 }
 
-// The keeper: stage 1 now, stage 2 when `start` asks (see KeeperInStage1).
-[[noreturn]] void keeper_main(sandbox::Sandbox& sb, const image::Image& img, int listen_fd, int ready_fd) {
+// The keeper: stage 1 now, stage 2 when `start` asks (see begin_keeper). A failed stage 1 lets init go
+// at once and tells the next `start` why (which then boots the container).
+[[noreturn]] void keeper_main(sandbox::Sandbox& sb, const image::Image& img, int listen_fd) {
     std::optional<restore::RestorePlan> plan;
+    std::string stage1_error;
+    pid_t init_pid = sb.init_pid();  // release() forgets it
     try {
         plan = restore::RestorePlan::prepare(sb, img, restore::Strategy::Cow);
     } catch (const std::exception& e) {
         plan.reset();
+        stage1_error = fmt::format("restore stage 1: {}", e.what());
         try {
             sb.release();
         } catch (...) {
         }
-        write_all_fd(ready_fd, fmt::format("restore stage 1: {}", e.what()));
-        ::_exit(1);
     }
     int code = 0;
     try {
@@ -148,18 +150,21 @@ void write_all_fd(int fd, const std::string& data) {
         sigaddset(&chld, SIGCHLD);
         ::sigprocmask(SIG_BLOCK, &chld, nullptr);
         sys::UniqueFd child_signal(::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
-        sys::UniqueFd init = sys::pidfd_open(sb.init_pid());
-        write_all_fd(ready_fd, "ok");
-        ::close(ready_fd);
+        sys::UniqueFd init = sys::pidfd_open(init_pid);
         for (;;) {
             pollfd p[3] = {{listen_fd, POLLIN, 0}, {init.get(), POLLIN, 0}, {child_signal.get(), POLLIN, 0}};
-            if (sys::retry_eintr([&] { return ::poll(p, 3, -1); }) < 0) throw sys::SysError("poll", errno);
-            if ((p[1].revents & POLLIN) || (p[2].revents & POLLIN)) break;  // ended before it was started
+            if (sys::retry_eintr([&] { return ::poll(p, plan ? 3 : 2, -1); }) < 0)
+                throw sys::SysError("poll", errno);
+            if ((p[1].revents & POLLIN) || (plan && (p[2].revents & POLLIN))) break;  // ended unstarted
             if (!(p[0].revents & POLLIN)) continue;
             sys::UniqueFd conn(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC));
             if (!conn) continue;
             std::string message;
             if (!sys::receive_message(conn.get(), message) || message != "stage2") continue;
+            if (!plan) {
+                sys::send_message(conn.get(), json{{"ok", false}, {"error", stage1_error}}.dump());
+                ::_exit(1);
+            }
             json reply;
             try {
                 auto t0 = std::chrono::steady_clock::now();
@@ -181,10 +186,12 @@ void write_all_fd(int fd, const std::string& data) {
     } catch (...) {
         code = 2;
     }
-    plan.reset();
-    try {
-        sb.release();
-    } catch (...) {
+    if (plan) {
+        plan.reset();
+        try {
+            sb.release();
+        } catch (...) {
+        }
     }
     ::_exit(code);
 }
@@ -346,38 +353,24 @@ void copy_rw_dirs(const image::Image& img, pid_t init_pid, const std::vector<fs:
     }
 }
 
-KeeperInStage1 begin_keeper(sandbox::Sandbox& sb, const image::Image& img, const fs::path& socket_path) {
+Keeper begin_keeper(sandbox::Sandbox& sb, const image::Image& img, const fs::path& socket_path) {
     sys::UniqueFd listener = sys::listen_unix_seqpacket(socket_path);
-    auto [ready_read, ready_write] = sys::make_pipe();
     auto child = sys::fork_process(0);
     if (child.pid == 0) {
-        ready_read.reset();
         detach_helper();
-        keeper_main(sb, img, listener.get(), ready_write.get());
+        keeper_main(sb, img, listener.get());
     }
-    return KeeperInStage1(child.pid, std::move(ready_read));
+    return Keeper(child.pid);
 }
 
-KeeperInStage1::~KeeperInStage1() {
+Keeper::~Keeper() {
     if (!pid_) return;
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
 }
 
-Helper KeeperInStage1::await() {
-    std::string said;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = sys::retry_eintr([&] { return ::read(ready_.get(), buf, sizeof buf); });
-        if (n <= 0) break;
-        said.append(buf, static_cast<size_t>(n));
-    }
-    ready_.reset();
+Helper Keeper::keep() {
     pid_t pid = std::exchange(pid_, 0);
-    if (said != "ok") {
-        ::waitpid(pid, nullptr, 0);  // it has said why and exits
-        throw Error(said.empty() ? std::string("the restore keeper died in stage 1") : said);
-    }
     return {pid, sys::proc_start_time(pid)};
 }
 

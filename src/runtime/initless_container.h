@@ -30,7 +30,6 @@
 #include "initless/oci/spec.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/seccomp/profile.h"
-#include "initless/sys/unique_fd.h"
 
 namespace initless::runtime::initless_container {
 
@@ -65,29 +64,29 @@ struct Helper {
     uint64_t start_time = 0;
 };
 
-// The keeper while it runs stage 1 (restorer spawned and seized, tables written) on a sandbox
-// (prepared, detached, not released; the caller releases its own copy afterwards), listening on
-// <container>/keeper.sock. Stage 1 goes on while `create` runs the container's hooks (Docker's prestart
-// hook takes 100-200 ms, and needs nothing of stage 1); await() then collects its outcome.
-class KeeperInStage1 {
+// Forks the keeper, which runs stage 1 (restorer spawned and seized, tables written) on a sandbox
+// (prepared, detached, not released; the caller releases its own copy afterwards) and then waits, on
+// `socket_path` (<container>/keeper.sock), for `start` to ask for stage 2. Stage 1 goes on while
+// `create` runs the container's hooks (Docker's prestart hook takes 100-200 ms) and after it returns
+// (containerd and dockerd take longer than stage 1 to call `start`): `create` does not wait for it.
+// A failed stage 1 lets init go at once; the keeper answers `start` with its error, and `start`
+// boots the container.
+class Keeper {
   public:
-    KeeperInStage1(pid_t pid, sys::UniqueFd ready) : pid_(pid), ready_(std::move(ready)) {}
-    KeeperInStage1(KeeperInStage1&& o) noexcept
-        : pid_(std::exchange(o.pid_, 0)), ready_(std::move(o.ready_)) {}
-    KeeperInStage1& operator=(KeeperInStage1&&) = delete;
-    // Not awaited (create failed meanwhile): killed and reaped; its restorer dies with it (traced with
+    explicit Keeper(pid_t pid) : pid_(pid) {}
+    Keeper(Keeper&& o) noexcept : pid_(std::exchange(o.pid_, 0)) {}
+    Keeper& operator=(Keeper&&) = delete;
+    // Not kept (create failed meanwhile): killed and reaped; its restorer dies with it (traced with
     // PTRACE_O_EXITKILL).
-    ~KeeperInStage1();
-    // Waits for the end of stage 1. Throws its error (the keeper has then released init, which is
-    // left as prepared, and exited; it is reaped).
-    Helper await();
+    ~Keeper();
+    // The keeper goes on after this process (reparented to the shim); it ends by itself (see above).
+    Helper keep();
 
   private:
     pid_t pid_ = 0;
-    sys::UniqueFd ready_;
 };
-KeeperInStage1 begin_keeper(sandbox::Sandbox& sandbox, const image::Image& img,
-                            const std::filesystem::path& socket_path);
+Keeper begin_keeper(sandbox::Sandbox& sandbox, const image::Image& img,
+                    const std::filesystem::path& socket_path);
 
 struct Stage2 {
     pid_t host_pid = 0;  // the restored process

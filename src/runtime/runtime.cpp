@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <optional>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -250,6 +252,13 @@ seccomp::Filter container_filter(const oci::RuntimeSpec& spec) {
     return {seccomp::compile(profile), seccomp::install_flags(profile)};
 }
 
+// Whether init joins an existing namespace of this type (given by path) rather than making one.
+bool joins_by_path(const oci::RuntimeSpec& spec, const char* type) {
+    for (const auto& ns : spec.linux_settings.namespaces)
+        if (ns.type == type && !ns.path.empty()) return true;
+    return false;
+}
+
 // --debug: a verb's steps and their times, one log line at the end ("create c1: config 0.3 ms, ...").
 class StepTimes {
   public:
@@ -414,6 +423,11 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
     ilc::Settings initless = ilc::settings_of(spec);
     std::string mode, image_dir, unusable;
     std::optional<image::Image> img;
+    struct {
+        std::optional<image::Image> img;
+        std::string error;
+    } loaded;
+    std::jthread snapshot_loader;  // joined on every way out (jthread), before what it writes goes
     if (!initless.phrase.empty()) {
         std::string root_identity;
         image_dir = (options_.snapshot_store / ilc::key_of(spec, config, &root_identity)).string();
@@ -424,18 +438,34 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
         steps.step("snapshot key");
         std::error_code ec;
         if (fs::exists(image_dir, ec)) {
-            try {
-                // Each verb is a new process: the pages are read in full once per image, not per create.
-                img = image::load_verified_once(image_dir, image::Key::of_state_dir(options_.snapshot_store));
-                mode = "restore";
-            } catch (const std::exception& e) {
-                unusable =
-                    fmt::format("snapshot {} is not usable ({}); booting instead", image_dir, e.what());
-                ilc::discard_image(image_dir);
-            }
+            // Loaded on a thread of its own while the sandbox is prepared (most of which is waiting
+            // for init's mounts); not when init joins a mount or user namespace by path, which a
+            // process with threads may not enter (setns). Each verb is a new process: the pages are
+            // read in full once per image, not per create.
+            snapshot_loader = std::jthread([this, &loaded, image_dir] {
+                try {
+                    loaded.img = image::load_verified_once(image_dir,
+                                                           image::Key::of_state_dir(options_.snapshot_store));
+                } catch (const std::exception& e) {
+                    loaded.error = e.what();
+                }
+            });
+            if (joins_by_path(spec, "mount") || joins_by_path(spec, "user")) snapshot_loader.join();
         }
-        steps.step("snapshot load");
     }
+    // Waits for the snapshot (if one is being loaded): the image to restore, or why there is none.
+    auto take_snapshot = [&] {
+        if (!snapshot_loader.joinable()) return;
+        snapshot_loader.join();
+        if (loaded.img) {
+            img = std::move(loaded.img);
+            mode = "restore";
+        } else {
+            unusable =
+                fmt::format("snapshot {} is not usable ({}); booting instead", image_dir, loaded.error);
+            ilc::discard_image(image_dir);
+        }
+    };
     std::string cgroup_path = spec.linux_settings.cgroups_path;
     if (cgroup_path.find(':') != std::string::npos)
         throw Error(fmt::format("cgroupsPath '{}' is a systemd slice: systemd cgroups are not supported",
@@ -479,18 +509,20 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
         // The function's own seccomp default does not apply: start installs linux.seccomp, and a
         // restore installs the same (and checks the image was made under it).
         fspec.seccomp = "unconfined";
+        so.on_part = [&](const char* part) { steps.step(fmt::format("sandbox {}", part).c_str()); };
+        sandbox::Sandbox sb = sandbox::Sandbox::prepare(spec, fspec, so);
+        take_snapshot();
+        steps.step("snapshot load (wait)");
         if (img && spec.linux_settings.seccomp) {
             // The image's filter is linux.seccomp compiled when it was made: the profile is part of the
             // key, and the image is authenticated. Compiling Docker's default profile again costs ~15 ms.
-            so.seccomp_filter = seccomp::Filter{seccomp::from_bytes(img->manifest.seccomp_filter),
-                                                img->manifest.seccomp_flags};
+            sb.set_seccomp_filter(seccomp::Filter{seccomp::from_bytes(img->manifest.seccomp_filter),
+                                                  img->manifest.seccomp_flags});
         } else {
-            so.seccomp_filter = container_filter(spec);
+            sb.set_seccomp_filter(container_filter(spec));
         }
-        sandbox::start_request(*so.seccomp_filter);  // refuses a profile it cannot apply, now
+        sandbox::start_request(sb.seccomp_filter());  // refuses a profile it cannot apply, now
         steps.step("seccomp");
-        so.on_part = [&](const char* part) { steps.step(fmt::format("sandbox {}", part).c_str()); };
-        sandbox::Sandbox sb = sandbox::Sandbox::prepare(spec, fspec, so);
         Record r;
         r.id = id;
         r.bundle = bundle;
@@ -504,9 +536,9 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
         r.mode = mode;
         r.image_dir = image_dir;
         if (!unusable.empty()) ilc::notice(options_.log, options_.log_json, r.init_pid, "warning", unusable);
-        // Stage 1 (the restorer, seized with its tables written, in the keeper: this process exits
-        // now) runs while the hooks do; the RW_DIRS' copies follow it. A failure here still boots the
-        // container.
+        // Stage 1 (the restorer, seized with its tables written) runs in the keeper while the hooks run
+        // and after this process exits (begin_keeper); the RW_DIRS' copies meanwhile. A failure here
+        // still boots the container.
         auto restore_failed = [&](const std::exception& e) {
             ilc::notice(
                 options_.log, options_.log_json, r.init_pid, "warning",
@@ -514,34 +546,26 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
             ilc::discard_image(image_dir);
             r.mode = "boot";
         };
-        std::optional<ilc::KeeperInStage1> stage1;
+        std::optional<ilc::Keeper> keeper;
         if (img) {
             try {
-                stage1.emplace(ilc::begin_keeper(sb, *img, d / "keeper.sock"));
+                keeper.emplace(ilc::begin_keeper(sb, *img, d / "keeper.sock"));
+                steps.step("restore stage 1 begun");
+                ilc::copy_rw_dirs(*img, r.init_pid, initless.rw_dirs);
+                steps.step("rw dirs");
             } catch (const std::exception& e) {
+                keeper.reset();
                 restore_failed(e);
             }
         }
         run_hooks(spec.hooks.prestart, creating, d, 0, "prestart");
         run_hooks(spec.hooks.create_runtime, creating, d, 0, "createRuntime");
         run_hooks(spec.hooks.create_container, creating, d, r.init_pid, "createContainer");
-        steps.step(stage1 ? "hooks (with restore stage 1)" : "hooks");
-        if (stage1) {
-            ilc::Helper keeper;
-            try {
-                keeper = stage1->await();
-                steps.step("restore stage 1");
-                ilc::copy_rw_dirs(*img, r.init_pid, initless.rw_dirs);
-                steps.step("rw dirs");
-                r.keeper_pid = keeper.pid;
-                r.keeper_start = keeper.start_time;
-            } catch (const std::exception& e) {
-                if (keeper.pid) {  // its restorer dies with it (traced with PTRACE_O_EXITKILL)
-                    ::kill(keeper.pid, SIGKILL);
-                    ::waitpid(keeper.pid, nullptr, 0);
-                }
-                restore_failed(e);
-            }
+        steps.step("hooks");
+        if (keeper) {
+            ilc::Helper kept = keeper->keep();
+            r.keeper_pid = kept.pid;
+            r.keeper_start = kept.start_time;
         }
         save_record(d, r);
         if (options.pid_file) sys::write_file_replace(*options.pid_file, std::to_string(r.init_pid));

@@ -11,7 +11,7 @@ fail() { echo "FAIL: $*"; FAILED=1; }
 pass() { echo "ok: $*"; }
 rt() { "$BUILD_DIR/initless" --root "$T/root" --log "$T/log.json" --log-format json "$@"; }
 cleanup() {
-    for c in c1 il1 il2 il3 il4 il5 il6; do rt delete --force $c >/dev/null 2>&1; done
+    for c in c1 il1 il2 il3 il4 il5 il6 il7; do rt delete --force $c >/dev/null 2>&1; done
     # The parent group the runtime made for a container without cgroupsPath (kept while in use).
     rmdir /sys/fs/cgroup/*/initless-oci 2>/dev/null
     rm -rf "$T"
@@ -151,7 +151,8 @@ wait_for "$T/il3.out" "app: ready" && grep -q "not usable.*booting instead" "$T/
     fail "il3: out '$(cat "$T/il3.out")' err '$(cat "$T/il3.err")'"
 for _ in $(seq 100); do [[ -n $(images) ]] && break; sleep 0.1; done
 [[ $(images | wc -l) -eq 1 ]] && pass "the fallback boot made a new snapshot" || fail "no new snapshot after the fallback"
-# Stage 1 runs in the keeper while create runs the hooks: a slow prestart hook still gets a restore,
+# Stage 1 runs in the keeper while create runs the hooks (and after create): a slow prestart hook still
+# gets a restore,
 # and a failing one fails create with nothing left (the keeper in stage 1 killed, state and cgroup gone).
 mkdir -p "$T/ibh"
 hooked() {  # HOOK_SCRIPT: ib's config with a prestart hook
@@ -161,8 +162,8 @@ hooked() {  # HOOK_SCRIPT: ib's config with a prestart hook
 hooked "sleep 0.3"
 ilrt --debug create --bundle "$T/ibh" il5 >"$T/il5.out" 2>"$T/il5.err" &&
     [[ $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keeper_pid"])' "$T/root/il5/state.json") != 0 ]] &&
-    grep -q 'create il5: .*hooks (with restore stage 1) [0-9.]* ms, restore stage 1' "$T/log.json" &&
-    pass "a slow prestart hook: stage 1 ran beside it, the container is pre-started for a restore" ||
+    grep -q 'create il5: .*restore stage 1 begun [0-9.]* ms, .*hooks [0-9.]* ms' "$T/log.json" &&
+    pass "a slow prestart hook: stage 1 runs beside it, the container is pre-started for a restore" ||
     fail "il5 with a slow hook: $(cat "$T/il5.err") $(tail -2 "$T/log.json")"
 ilrt delete --force il5
 hooked "exit 3"
@@ -170,6 +171,15 @@ ilrt create --bundle "$T/ibh" il6 >"$T/il6.out" 2>"$T/il6.err" && fail "create w
     { sleep 0.2; [[ $(helpers) -eq 0 && ! -e $T/root/il6 && ! -d /sys/fs/cgroup/pids/initless-oci/il6 ]] &&
           pass "a failing prestart hook fails create during stage 1, and leaves nothing" ||
           fail "after il6: $(pgrep -af -- "--root $T/root") $(ls "$T/root")"; }
+# Stage 1 failing (after the restorer is seized) once create has returned: start boots the container and
+# says why.
+INITLESS_TEST_FAULT=restore:prepare ilrt create --bundle "$T/ib" il7 >"$T/il7.out" 2>"$T/il7.err" && ilrt start il7 ||
+    fail "create/start il7: $(tail -2 "$T/log.json")"
+wait_for "$T/il7.out" "app: ready" && grep -q "restore stage 1: injected fault.*booting instead" "$T/il7.err" &&
+    pass "a restore failing in stage 1 boots the container at start, which says why" ||
+    fail "il7: out '$(cat "$T/il7.out")' err '$(cat "$T/il7.err")'"
+for _ in $(seq 100); do [[ -n $(images) ]] && break; sleep 0.1; done  # its boot's new snapshot
+ilrt delete --force il7
 # Stage 2 failing (a fault injected into the restore's tables at create): start boots it instead, and it runs.
 INITLESS_TEST_FAULT=restore:stub-op ilrt create --bundle "$T/ib" il4 >"$T/il4.out" 2>"$T/il4.err" && ilrt start il4 ||
     fail "create/start il4: $(tail -2 "$T/log.json")"

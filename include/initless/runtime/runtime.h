@@ -17,8 +17,10 @@
 // Init-less containers: with CHECKPOINT_MSG in the process env, `create` computes the container's
 // snapshot key (src/runtime/initless_container.h) and looks in the snapshot store. Without a usable
 // snapshot the container boots and `start` leaves a watcher that checkpoints it when init, which then
-// relays the process's stdout, sees the phrase. With one, `create` also runs the restore's stage 1 in a
-// keeper process (the container is pre-started) and `start` asks the keeper for stage 2; the restored
+// relays the process's stdout, sees the phrase. With one, `create` also starts the restore's stage 1 in
+// a keeper process, which goes on while create runs the hooks and after it returns (the container is
+// pre-started once it is done), and `start` asks the keeper for stage 2, waiting for stage 1 if need be;
+// `create` loads the snapshot on a second thread while init builds the sandbox. The restored
 // process is init's child like a started one. A snapshot that fails to load or restore is discarded and
 // the container boots instead, saying so on its stderr and in --log.
 // Not applied yet: process.terminal and --console-socket (refused), systemd cgroups (refused), joining

@@ -151,6 +151,9 @@ class Sandbox {
     // The filter start() has init install (seccomp::filter_for(spec)): a restore installs the same,
     // the checkpoint accepts only it. Empty for `seccomp = "unconfined"`.
     const seccomp::Filter& seccomp_filter() const { return seccomp_filter_; }
+    // For a caller that learns the filter only after prepare (the OCI runtime loads the snapshot that
+    // holds it while the sandbox is prepared): before start() or a restore's stage 1.
+    void set_seccomp_filter(seccomp::Filter filter) { seccomp_filter_ = std::move(filter); }
 
   private:
     Sandbox() = default;
