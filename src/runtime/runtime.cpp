@@ -218,7 +218,18 @@ void run_hook(const oci::Hook& hook, const json& state, const fs::path& output, 
     }
     in_read.reset();
     std::string data = state.dump();
-    (void)!::write(in_write.get(), data.data(), data.size());  // a hook may not read its stdin
+    {
+        // A hook may not read its stdin, and may have ended already: the write then fails with EPIPE
+        // rather than killing this process by SIGPIPE (which left the container's state, cgroup and
+        // keeper behind). Ignored only around the write: the hook has its own disposition already, and
+        // init and the container's process must not inherit an ignored SIGPIPE.
+        struct sigaction ignore {
+        }, before{};
+        ignore.sa_handler = SIG_IGN;
+        ::sigaction(SIGPIPE, &ignore, &before);
+        (void)!::write(in_write.get(), data.data(), data.size());
+        ::sigaction(SIGPIPE, &before, nullptr);
+    }
     in_write.reset();
     int timeout_ms = hook.timeout ? *hook.timeout * 1000 : -1;
     pollfd p{child.pidfd.get(), POLLIN, 0};
