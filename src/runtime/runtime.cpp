@@ -263,13 +263,6 @@ seccomp::Filter container_filter(const oci::RuntimeSpec& spec) {
     return {seccomp::compile(profile), seccomp::install_flags(profile)};
 }
 
-// Whether init joins an existing namespace of this type (given by path) rather than making one.
-bool joins_by_path(const oci::RuntimeSpec& spec, const char* type) {
-    for (const auto& ns : spec.linux_settings.namespaces)
-        if (ns.type == type && !ns.path.empty()) return true;
-    return false;
-}
-
 // --debug: a verb's steps and their times, one log line at the end ("create c1: config 0.3 ms, ...").
 class StepTimes {
   public:
@@ -450,9 +443,10 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
         std::error_code ec;
         if (fs::exists(image_dir, ec)) {
             // Loaded on a thread of its own while the sandbox is prepared (most of which is waiting
-            // for init's mounts); not when init joins a mount or user namespace by path, which a
-            // process with threads may not enter (setns). Each verb is a new process: the pages are
-            // read in full once per image, not per create.
+            // for init's mounts). The namespaces the sandbox joins by path (network, ipc, uts) are
+            // entered by this thread alone; a mount or user namespace, which a process with threads
+            // could not enter, it refuses. Each verb is a new process: the pages are read in full
+            // once per image, not per create.
             snapshot_loader = std::jthread([this, &loaded, image_dir] {
                 try {
                     loaded.img = image::load_verified_once(image_dir,
@@ -461,7 +455,6 @@ void Runtime::create(const std::string& id, const CreateOptions& options) {
                     loaded.error = e.what();
                 }
             });
-            if (joins_by_path(spec, "mount") || joins_by_path(spec, "user")) snapshot_loader.join();
         }
     }
     // Waits for the snapshot (if one is being loaded): the image to restore, or why there is none.
