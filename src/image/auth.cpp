@@ -11,20 +11,9 @@
 #include <fmt/format.h>
 
 #include "initless/sys/file.h"
+#include "initless/sys/hex.h"
 
 namespace initless::image {
-
-namespace {
-std::string to_hex(const unsigned char* p, size_t n) {
-    static const char digits[] = "0123456789abcdef";
-    std::string out(2 * n, '0');
-    for (size_t i = 0; i < n; ++i) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 15];
-    }
-    return out;
-}
-}  // namespace
 
 Key Key::of_state_dir(const std::filesystem::path& state_dir) {
     std::filesystem::create_directories(state_dir);
@@ -52,8 +41,7 @@ void Sha256::update(const void* data, size_t len) {
 }
 
 std::string Sha256::hex() {
-    std::string digest = bytes();
-    return to_hex(reinterpret_cast<const unsigned char*>(digest.data()), digest.size());
+    return sys::hex(bytes());
 }
 
 std::string Sha256::bytes() {

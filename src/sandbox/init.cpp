@@ -35,6 +35,7 @@
 #include "initless/oci/spec.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/hex.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 
@@ -336,15 +337,7 @@ void reset_child(int log_fd, std::initializer_list<int> keep_fds = {}) {
 std::vector<sock_filter> parse_filter(const json& request) {
     std::vector<sock_filter> bpf;
     if (!request.contains("seccomp")) return bpf;
-    const std::string hex = request["seccomp"].at("bpf").get<std::string>();
-    auto nibble = [](char c) -> uint8_t {
-        if (c >= '0' && c <= '9') return static_cast<uint8_t>(c - '0');
-        if (c >= 'a' && c <= 'f') return static_cast<uint8_t>(c - 'a' + 10);
-        throw Error("the seccomp filter is not lower-case hex");
-    };
-    std::vector<uint8_t> bytes(hex.size() / 2);
-    for (size_t i = 0; i < bytes.size(); ++i)
-        bytes[i] = static_cast<uint8_t>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
+    std::vector<uint8_t> bytes = sys::unhex(request["seccomp"].at("bpf").get<std::string>());
     bpf.resize(bytes.size() / sizeof(sock_filter));
     std::memcpy(bpf.data(), bytes.data(), bpf.size() * sizeof(sock_filter));
     return bpf;

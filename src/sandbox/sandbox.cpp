@@ -23,6 +23,7 @@
 #include "initless/sandbox/function_config.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/hex.h"
 #include "initless/sys/mount.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
@@ -422,13 +423,7 @@ std::string start_request(const seccomp::Filter& filter) {
     json req = {{"op", "start"}};
     // Raw BPF, in hex: init installs it without knowing what a profile is.
     if (!filter.empty()) {
-        static constexpr char kDigits[] = "0123456789abcdef";
-        std::vector<uint8_t> bytes = seccomp::to_bytes(filter.bpf);
-        std::string hex(2 * bytes.size(), '0');
-        for (size_t i = 0; i < bytes.size(); ++i) {
-            hex[2 * i] = kDigits[bytes[i] >> 4];
-            hex[2 * i + 1] = kDigits[bytes[i] & 15];
-        }
+        std::string hex = sys::hex(seccomp::to_bytes(filter.bpf));
         if (hex.size() > 48 * 1024)  // the control socket carries 64 KiB messages
             throw Error(fmt::format("the seccomp filter has {} instructions, too many to send to init",
                                     filter.bpf.size()));

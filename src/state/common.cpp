@@ -32,23 +32,4 @@ uint64_t hex_u64(const std::string& s) {
     return std::stoull(s, nullptr, 16);
 }
 
-std::string hex(const std::vector<uint8_t>& bytes) {
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    out.reserve(bytes.size() * 2);
-    for (uint8_t b : bytes) {
-        out.push_back(digits[b >> 4]);
-        out.push_back(digits[b & 15]);
-    }
-    return out;
-}
-
-std::vector<uint8_t> unhex(const std::string& s) {
-    if (s.size() % 2) throw Error("manifest: odd-length hex string");
-    std::vector<uint8_t> out(s.size() / 2);
-    for (size_t i = 0; i < out.size(); ++i)
-        out[i] = static_cast<uint8_t>(std::stoul(s.substr(2 * i, 2), nullptr, 16));
-    return out;
-}
-
 }  // namespace initless::state

@@ -24,6 +24,7 @@
 
 #include "initless/image/image.h"
 #include "initless/oci/spec.h"
+#include "initless/sys/hex.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/socket.h"
 #include "initless/sys/tracee.h"
@@ -402,7 +403,10 @@ json store_process(const image::Process& p);
 image::Process load_process(const json& j);
 
 // The helpers the kinds share for JSON.
-std::string hex(const std::vector<uint8_t>& bytes);
-std::vector<uint8_t> unhex(const std::string& s);
+using sys::hex;
+// A JSON string converts to std::string, not to sys::unhex's string_view.
+inline std::vector<uint8_t> unhex(const std::string& s) {
+    return sys::unhex(s);
+}
 
 }  // namespace initless::state

@@ -22,6 +22,7 @@
 #include "initless/sys/cgroup.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/hex.h"
 #include "initless/sys/proc.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
@@ -409,4 +410,15 @@ TEST(SysCgroup, MigrationWarmupMovesNothingAndLeavesNoChild) {
     errno = 0;
     EXPECT_EQ(::waitpid(-1, nullptr, WNOHANG), -1);
     EXPECT_EQ(errno, ECHILD);
+}
+
+TEST(SysHex, RoundTripsAndRefusesWhatIsNotHex) {
+    std::vector<uint8_t> bytes = {0x00, 0x0f, 0xa5, 0xff, 0x10};
+    EXPECT_EQ(sys::hex(bytes), "000fa5ff10");
+    EXPECT_EQ(sys::unhex("000fa5ff10"), bytes);
+    EXPECT_EQ(sys::unhex("000FA5FF10"), bytes);
+    EXPECT_TRUE(sys::unhex("").empty());
+    EXPECT_THROW(sys::unhex("abc"), Error);
+    EXPECT_THROW(sys::unhex("0g"), Error);
+    EXPECT_THROW(sys::unhex("+1"), Error);
 }
