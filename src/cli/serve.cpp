@@ -19,6 +19,7 @@ struct ServeOptions {
     double memory_mb = 4096;
     std::string image_store = "disk";
     int io_threads = 2;
+    uint32_t spin_us = 100;
     uint64_t max_body_mb = 64;
     std::string log_level = "info";
 };
@@ -38,6 +39,10 @@ void add_serve(CLI::App& app) {
                     "where images live: disk (in the state dir) or tmpfs (in RAM)")
         ->check(CLI::IsMember({"disk", "tmpfs"}));
     cmd->add_option("--io-threads", o.io_threads, "gateway I/O threads")->check(CLI::Range(1, 64));
+    cmd->add_option("--spin-us", o.spin_us,
+                    "while at most one request is in flight, an idle gateway thread polls this long "
+                    "before it sleeps (0: never)")
+        ->check(CLI::Range(0, 10000));
     cmd->add_option("--max-body-mb", o.max_body_mb, "largest request or response body")
         ->check(CLI::Range(1, 4096));
     cmd->add_option("--log-level", o.log_level, "debug | info | warn | error")
@@ -61,6 +66,7 @@ void add_serve(CLI::App& app) {
         gateway::ServerOptions sopts;
         sopts.listen = o.listen;
         sopts.io_threads = o.io_threads;
+        sopts.spin_us = o.spin_us;
         sopts.body_limit_bytes = o.max_body_mb << 20;
         gateway::Server server(controller, sopts);
         controller.start();

@@ -149,6 +149,37 @@ struct Server::Impl {
                 if (!ec && !ioc.stopped()) beat();
             });
         }
+
+        // Runs the loop on the calling thread until it is stopped. With `spin` > 0, a loop that finds
+        // nothing to do polls for up to `spin` before it sleeps, while at most one request is in flight
+        // in the whole gateway: a request alone then finds the gateway awake at both of its hops (the
+        // client's request, the function's response) instead of waking a thread whose vCPU had halted,
+        // which on this VM (halt polling off) cost more than the gateway's own work (DESIGN.md, "The
+        // daemon"). With more in flight the loop has events to take anyway, and polling would only
+        // take CPU from the functions and the clients. A kind of wait (with a request in flight or
+        // without) that last took several times the spin is slept through at once, so a slow function
+        // or an idle client costs one spin, not one per wait. (Several times: a wait that was slept
+        // through is measured with the wake-up in it, and a wait just over the spin, slept once, would
+        // otherwise never be spun for again.)
+        void run(Clock::duration spin, const std::atomic<int>& in_flight) {
+            if (spin <= Clock::duration::zero()) {
+                ioc.run();
+                return;
+            }
+            std::array<Clock::duration, 2> last_wait{};  // without a request in flight, with
+            while (!ioc.stopped()) {
+                if (ioc.poll() > 0) continue;
+                int requests = in_flight.load(std::memory_order_relaxed);
+                bool busy = requests > 0;
+                auto idle_since = Clock::now();
+                bool ran = false;
+                if (requests <= 1 && last_wait[busy] <= 4 * spin) {
+                    while (!ran && Clock::now() - idle_since < spin && !ioc.stopped()) ran = ioc.poll() > 0;
+                }
+                if (!ran) ioc.run_one();
+                last_wait[busy] = Clock::now() - idle_since;
+            }
+        }
     };
     std::vector<std::unique_ptr<Loop>> loops;
     size_t next_loop = 0;  // accept's round robin; only the first loop's thread uses it
@@ -156,6 +187,7 @@ struct Server::Impl {
     tcp::acceptor acceptor{ioc};
     net::signal_set signals{ioc, SIGTERM, SIGINT};
     std::atomic<bool> stopping{false};
+    std::atomic<int> in_flight{0};  // function requests between routing and their answer's write
     std::thread shutdown_thread;
 
     static std::vector<std::unique_ptr<Loop>> make_loops(int n) {
@@ -243,6 +275,33 @@ void give_back_upstream(controller::Instance& instance, std::unique_ptr<tcp::soc
     std::lock_guard lock(pool->mu);
     if (pool->idle.size() < keep) pool->idle.push_back({std::move(socket), Clock::now()});
 }
+
+// Counts one function request in Server::Impl::in_flight while it is held.
+class InFlight {
+  public:
+    InFlight() = default;
+    explicit InFlight(std::atomic<int>& count) : count_(&count) {
+        count.fetch_add(1, std::memory_order_relaxed);
+    }
+    InFlight(InFlight&& other) noexcept : count_(std::exchange(other.count_, nullptr)) {}
+    InFlight& operator=(InFlight&& other) noexcept {
+        if (this != &other) {
+            reset();
+            count_ = std::exchange(other.count_, nullptr);
+        }
+        return *this;
+    }
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+    ~InFlight() { reset(); }
+    void reset() {
+        if (count_) count_->fetch_sub(1, std::memory_order_relaxed);
+        count_ = nullptr;
+    }
+
+  private:
+    std::atomic<int>* count_ = nullptr;
+};
 
 class Session : public std::enable_shared_from_this<Session> {
   public:
@@ -375,6 +434,7 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         started_ = Clock::now();
+        in_flight_ = InFlight(server_.in_flight);
         auto up = std::make_shared<Upstream>();
         if (client_address_.empty()) {
             beast::error_code ec;
@@ -625,6 +685,7 @@ class Session : public std::enable_shared_from_this<Session> {
         record(status);
         upstream_.reset();
         slot_ = {};
+        in_flight_.reset();
         stream_.expires_after(std::chrono::seconds(60));  // for what is not written at once
         write_all(stream_.socket(), stream_, response_head_, response_body_,
                   [self = shared_from_this()](beast::error_code ec) { self->after_write(ec); });
@@ -675,6 +736,7 @@ class Session : public std::enable_shared_from_this<Session> {
                      static_cast<unsigned>(status), why);
         upstream_.reset();
         slot_ = {};
+        in_flight_.reset();
         send_text(status, why);
     }
 
@@ -920,6 +982,7 @@ class Session : public std::enable_shared_from_this<Session> {
     controller::Metrics::HistogramRef seconds_;
     std::vector<std::pair<unsigned, controller::Metrics::CounterRef>> invocations_;
     Acquired slot_;
+    InFlight in_flight_;  // held from routing a function request to writing its answer
     std::optional<net::steady_timer> deadline_;
     Clock::time_point deadline_at_;
     bool deadline_armed_ = false, deadline_waiting_ = false;
@@ -990,8 +1053,10 @@ void Server::run(const std::function<void(uint16_t)>& ready) {
     spdlog::info("event=listening address={}:{}", host, bound);
     if (ready) ready(bound);
     std::vector<std::thread> threads;
-    for (size_t i = 1; i < I.loops.size(); ++i) threads.emplace_back([&I, i] { I.loops[i]->ioc.run(); });
-    I.ioc.run();
+    auto spin = std::chrono::microseconds(I.options.spin_us);
+    for (size_t i = 1; i < I.loops.size(); ++i)
+        threads.emplace_back([&I, i, spin] { I.loops[i]->run(spin, I.in_flight); });
+    I.loops[0]->run(spin, I.in_flight);
     for (auto& t : threads) t.join();
     if (I.shutdown_thread.joinable()) I.shutdown_thread.join();
 }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
@@ -238,6 +239,35 @@ TEST_F(ServeTest, DeployThenColdThenWarmWithTimingsAndMetrics) {
 
     auto stopped = stop_daemon();
     EXPECT_EQ(stopped.exit_code(), 0) << stopped.describe();
+    TrackSeenInstances();
+}
+
+// The gateway's threads poll for a while before they sleep when a request is alone in flight
+// (ServerOptions::spin_us); they must still sleep through a slow function's request and an idle
+// spell, or an idle daemon would burn a core. Its CPU time over a 1 s request and 1 s without any
+// is what a loop that never stopped polling would use in one tenth of that.
+TEST_F(ServeTest, GatewayThreadsSleepThroughSlowRequestsAndIdleness) {
+    start_daemon();
+    auto d = deploy(counter_variant("spin", {{"name", "\"e2e-spin\""}, {"timeout_s", "10"}}));
+    ASSERT_EQ(d.exit_code(), 0) << d.describe();
+    for (int i = 1; i <= 50; ++i) {
+        auto r = invoke("e2e-spin");
+        ASSERT_EQ(r.status, 200) << r.body;
+        EXPECT_EQ(r.body, "count " + std::to_string(i));
+    }
+    auto cpu_ms = [&] {
+        std::string stat = read_text(fs::path("/proc") / std::to_string(daemon_->pid()) / "stat");
+        std::istringstream in(stat.substr(stat.rfind(')') + 2));
+        std::vector<std::string> f{std::istream_iterator<std::string>(in), {}};
+        return (std::stoull(f.at(11)) + std::stoull(f.at(12))) * 1000 / ::sysconf(_SC_CLK_TCK);
+    };
+    auto before = cpu_ms();
+    auto slow = invoke("e2e-spin", "/slow?ms=1000");
+    EXPECT_EQ(slow.status, 200) << slow.body;
+    std::this_thread::sleep_for(1s);
+    auto used = cpu_ms() - before;
+    EXPECT_LT(used, 200u) << "the daemon used " << used << " ms of CPU in 2 s with one slow request";
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
 }
 

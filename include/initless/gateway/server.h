@@ -39,6 +39,9 @@ struct ServerOptions {
     uint32_t header_limit_bytes = 16 * 1024;
     uint64_t body_limit_bytes = 64ull << 20;  // requests and function responses
     int io_threads = 2;
+    // How long an I/O thread with nothing to do polls before it sleeps while at most one request is in
+    // flight (0: never). See Loop::run in server.cpp for why and when.
+    uint32_t spin_us = 100;
 };
 
 class Server {
