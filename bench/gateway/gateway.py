@@ -4,7 +4,11 @@
   1. overhead:  a warm function (bench/gateway/functions/node-keepalive) called directly (wrk run
                 inside the instance's network namespace) and through the gateway: latency p50/p99 on
                 one connection, throughput on 50; alternated, medians of --repeats; beside them the
-                same through socat (bytes forwarded, no HTTP): the floor any proxy pays on this machine
+                same through socat (bytes forwarded, no HTTP), and through a second daemon that never
+                polls (--spin-us 0). On one connection, each also with a busy loop holding one CPU
+                ("awake"): on this VM a halted vCPU's wake-up costs more than a proxy's work, and a
+                vCPU kept busy never halts, which shows what the gateway itself adds. The daemons'
+                CPU time per request on one connection too.
   2. conns:     wrk -c 1000 through the gateway against the same warm function: errors
   3. burst:     50 (and 100) concurrent requests with no instance running, pool empty and pool full
                 (examples/python-hello): latency distribution of the cold starts, errors
@@ -161,6 +165,13 @@ def wrk(url, connections, seconds, threads=1, netns_pid=None):
     return parse_wrk(out)
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def instance_init_pid(daemon, instance_id):
     with open(os.path.join(daemon.env["INITLESS_STATE_DIR"], "instances", instance_id, "init")) as f:
         return json.load(f)["pid"]
@@ -236,6 +247,7 @@ def main():
         rows.append({"part": part, "case": case, "metric": metric, "value": value, "repeat": repeat})
 
     daemon = Daemon(scratch, ["--io-threads", str(args.io_threads)])
+    still = None  # the daemon that never polls (--spin-us 0), for the overhead part
     summary = {}
     try:
         if not {"overhead", "conns"} <= skip:
@@ -247,17 +259,27 @@ def main():
             direct_url = "http://127.0.0.1:9000/"
             gw_url = f"http://{daemon.address}/function/node-keepalive/"
         if "overhead" not in skip:
+            still_scratch = os.path.join(scratch, "spin0")
+            os.makedirs(still_scratch)
+            still = Daemon(still_scratch, ["--io-threads", str(args.io_threads), "--spin-us", "0"])
+            still.deploy(os.path.join(ROOT, "bench", "gateway", "functions", "node-keepalive"))
+            assert still.get("/function/node-keepalive/")[0] == 200
+            still_url = f"http://{still.address}/function/node-keepalive/"
             # The floor of any proxy on this machine, in the same run: socat forwarding bytes (no HTTP)
             # from 127.0.0.1:9001 to the function, in the function's network namespace, wrk there too.
             floor = subprocess.Popen(["nsenter", f"--net=/proc/{init}/ns/net", "socat",
                                       "TCP-LISTEN:9001,bind=127.0.0.1,reuseaddr,fork", "TCP:127.0.0.1:9000"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
-            cases = (("direct", direct_url, init), ("socat", "http://127.0.0.1:9001/", init),
-                     ("gateway", gw_url, None))
+            cases = (("direct", direct_url, init, None), ("socat", "http://127.0.0.1:9001/", init, None),
+                     ("gateway", gw_url, None, daemon), ("gateway-spin0", still_url, None, still))
             for r in range(args.repeats):
-                for case, url, ns in cases:
+                for case, url, ns, owner in cases:
+                    cpu0 = cpu_seconds(owner.proc.pid) if owner else 0
                     one = wrk(url, 1, args.seconds, netns_pid=ns)
+                    if owner:
+                        row("overhead", case, "daemon_cpu_us_per_request_c1",
+                            (cpu_seconds(owner.proc.pid) - cpu0) * 1e6 / max(one["requests"], 1), r)
                     many = wrk(url, 50, args.seconds, threads=1, netns_pid=ns)
                     row("overhead", case, "p50_ms_c1", one["p50_ms"], r)
                     row("overhead", case, "p99_ms_c1", one["p99_ms"], r)
@@ -267,8 +289,26 @@ def main():
                     row("overhead", case, "errors", one["errors"] + many["errors"], r)
                     print(f"  {case} #{r}: c1 p50 {one['p50_ms']:.3f} ms p99 {one['p99_ms']:.3f} ms {one['rps']:.0f} rps; "
                           f"c50 {many['rps']:.0f} rps", flush=True)
+                # One connection again with a busy loop on one CPU: no vCPU halts between the hops.
+                for case, url, ns, _ in cases:
+                    if case == "socat":
+                        continue
+                    spinner = subprocess.Popen(["/usr/bin/python3", "-c", "while True: pass"])
+                    time.sleep(0.2)
+                    try:
+                        one = wrk(url, 1, args.seconds, netns_pid=ns)
+                    finally:
+                        spinner.kill()
+                        spinner.wait()
+                    row("overhead", case + "-awake", "p50_ms_c1", one["p50_ms"], r)
+                    row("overhead", case + "-awake", "p99_ms_c1", one["p99_ms"], r)
+                    row("overhead", case + "-awake", "rps_c1", one["rps"], r)
+                    row("overhead", case + "-awake", "errors", one["errors"], r)
+                    print(f"  {case}, one CPU kept busy #{r}: c1 p50 {one['p50_ms']:.3f} ms {one['rps']:.0f} rps", flush=True)
             floor.terminate()
             floor.wait()
+            still.stop()
+            still = None
         if "conns" not in skip:
             print("conns: wrk -c 1000 through the gateway", flush=True)
             res = wrk(gw_url, 1000, args.seconds * 2, threads=2)
@@ -357,6 +397,8 @@ def main():
                                   f"{budget / 2**30:.2f} GiB (ratio {max(pss, charged) / budget:.2f}; target <= 1.10), errors {errors}")
             print("  " + summary["density"], flush=True)
     finally:
+        if still:
+            still.stop()
         daemon.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -384,6 +426,15 @@ def main():
         drps, grps = med("overhead", "direct", "rps_c50"), med("overhead", "gateway", "rps_c50")
         summary["added latency p50 (1 connection)"] = f"{(g50 - d50) * 1000:.0f} us (direct {d50 * 1000:.0f} us, gateway {g50 * 1000:.0f} us; target <= 50 us)"
         summary["added latency p99 (1 connection)"] = f"{(g99 - d99) * 1000:.0f} us"
+        n50 = med("overhead", "gateway-spin0", "p50_ms_c1")
+        summary["added latency p50, a gateway that never polls (--spin-us 0)"] = (
+            f"{(n50 - d50) * 1000:.0f} us (gateway {n50 * 1000:.0f} us)")
+        da, ga, na = (med("overhead", c + "-awake", "p50_ms_c1") for c in ("direct", "gateway", "gateway-spin0"))
+        summary["added latency p50 with one CPU kept busy (no vCPU halts), 1 connection"] = (
+            f"{(ga - da) * 1000:.0f} us (direct {da * 1000:.0f} us, gateway {ga * 1000:.0f} us); "
+            f"--spin-us 0: {(na - da) * 1000:.0f} us")
+        gc, nc = med("overhead", "gateway", "daemon_cpu_us_per_request_c1"), med("overhead", "gateway-spin0", "daemon_cpu_us_per_request_c1")
+        summary["daemon CPU per request, 1 connection"] = f"{gc:.0f} us (polling), {nc:.0f} us (--spin-us 0)"
         ratios = sorted(g / d for g, d in zip(each("overhead", "gateway", "rps_c50"), each("overhead", "direct", "rps_c50")))
         summary["throughput, 50 connections"] = (
             f"gateway {grps:.0f} rps = {grps / drps * 100:.0f}% of direct {drps:.0f} rps (target >= 80%); "
