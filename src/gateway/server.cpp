@@ -160,30 +160,34 @@ struct Server::Impl {
         // clients. Between polls the thread yields, so that it only takes CPU time that no runnable task on
         // its CPU wants (with a busy loop holding one of the two CPUs, polling without yielding made one
         // connection's p50 56 us, with yielding 52 us, not polling 54 us; polling took 0.55 of a CPU, polling
-        // and yielding 0.38). A kind of wait (with a request in flight or without) that last took several
-        // times the spin is slept through at once, so a slow function or an idle client costs one spin, not
-        // one per wait. (Several times: a wait that was slept through is measured with the wake-up in it, and
-        // a wait just over the spin, slept once, would otherwise never be spun for again.)
+        // and yielding 0.38). Each kind of wait (with a request in flight, or without) is polled for while
+        // polling catches it: a poll that ran out is not tried for the next wait of its kind, and a wait
+        // slept through brings polling back only if it took at most twice the spin (it is measured with the
+        // wake-up in it). So a function slower than the spin, or an idle client, costs one poll in two at
+        // most, and none once its waits are long.
         void run(Clock::duration spin, const std::atomic<int>& in_flight) {
             if (spin <= Clock::duration::zero()) {
                 ioc.run();
                 return;
             }
-            std::array<Clock::duration, 2> last_wait{};  // without a request in flight, with
+            std::array<bool, 2> worth{true, true};  // polling for a wait without a request in flight, with
             while (!ioc.stopped()) {
                 if (ioc.poll() > 0) continue;
                 int requests = in_flight.load(std::memory_order_relaxed);
                 bool busy = requests > 0;
                 auto idle_since = Clock::now();
                 bool ran = false;
-                if (requests <= 1 && last_wait[busy] <= 4 * spin) {
+                if (requests <= 1 && worth[busy]) {
                     while (!ran && Clock::now() - idle_since < spin && !ioc.stopped()) {
                         ran = ioc.poll() > 0;
                         if (!ran) sched_yield();
                     }
+                    worth[busy] = ran;
+                    if (!ran) ioc.run_one();
+                } else {
+                    ioc.run_one();
+                    worth[busy] = Clock::now() - idle_since <= 2 * spin;
                 }
-                if (!ran) ioc.run_one();
-                last_wait[busy] = Clock::now() - idle_since;
             }
         }
     };
