@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -191,16 +192,38 @@ void check_threads_share_tables(pid_t pid, const std::vector<sys::Tracee>& threa
     }
 }
 
-// The function's processes: every descendant of init, parents before children; init's own children
-// first, oldest first (the one init started leads: restore spawns it and builds the rest from it).
+// The children of `parent`, oldest first: by start time, then by pid in the sandbox's namespace,
+// where a function's pids count up as it forks. Not by host pid: host pids wrap at pid_max (32768 on
+// this 2-CPU machine, passed many times in a full test run), and a child forked after a wrap sorted
+// before its elder sibling; a process that had joined that sibling's group then looked restored
+// before its group leader, a contract error that came and went (process_tree_remote). Start times
+// alone tie: they count clock ticks, and a function forks several children in one.
+std::vector<pid_t> children_oldest_first(pid_t parent) {
+    std::vector<std::tuple<uint64_t, pid_t, pid_t>> order;  // start, pid in the sandbox, host pid
+    for (pid_t child : sys::proc_children(parent)) {
+        uint64_t start = 0;
+        pid_t in_sandbox = child;
+        try {
+            start = sys::proc_start_time(child);
+            in_sandbox = ns_id(sys::read_status(child).at("NSpid"));
+        } catch (const std::exception&) {
+            // It ended since the listing: its place does not matter, the caller finds it gone.
+        }
+        order.emplace_back(start, in_sandbox, child);
+    }
+    std::sort(order.begin(), order.end());
+    std::vector<pid_t> out;
+    for (const auto& [start, in_sandbox, child] : order) out.push_back(child);
+    return out;
+}
+
+// The function's processes: every descendant of init, parents before children, each one's children
+// oldest first (the first child of init, the one init started, leads: restore spawns it and builds
+// the rest from it).
 std::vector<pid_t> process_tree(pid_t init) {
-    std::vector<pid_t> out = sys::proc_children(init);
-    std::vector<std::pair<uint64_t, pid_t>> by_age;
-    for (pid_t pid : out) by_age.push_back({sys::proc_start_time(pid), pid});
-    std::sort(by_age.begin(), by_age.end());
-    for (size_t i = 0; i < out.size(); ++i) out[i] = by_age[i].second;
+    std::vector<pid_t> out = children_oldest_first(init);
     for (size_t i = 0; i < out.size(); ++i)
-        for (pid_t child : sys::proc_children(out[i])) out.push_back(child);
+        for (pid_t child : children_oldest_first(out[i])) out.push_back(child);
     return out;
 }
 
