@@ -250,9 +250,15 @@ std::shared_ptr<UpstreamPool> pool_of(controller::Instance& instance) {
 // made on), or a new one. One idle for a while may have been closed by the function: it is looked at
 // (one syscall) first; one returned just now is reused as it is (should the function have closed it
 // meanwhile, the request is sent once more on a new connection).
+// An instance that takes one request at a time may serve one connection at a time too (Python's
+// HTTPServer speaking HTTP/1.1 reads its kept-alive connection until it closes): a new connection
+// beside one idle on another loop would wait for it until the function's timeout (a 504 for every
+// request that went to another loop than the last one). So before one is made, the others of such an
+// instance are closed, each on its own loop (a socket is used by its loop's thread only).
 std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::io_context& ioc,
                                            bool& reused) {
     auto pool = pool_of(instance);
+    std::vector<UpstreamPool::Idle> elsewhere;
     {
         std::lock_guard lock(pool->mu);
         for (size_t i = pool->idle.size(); i-- > 0;) {
@@ -265,6 +271,14 @@ std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::
                 return std::move(c.socket);
             }
         }
+        if (instance.concurrency() == 1) elsewhere.swap(pool->idle);
+    }
+    for (auto& c : elsewhere) {
+        std::shared_ptr<tcp::socket> socket = std::move(c.socket);
+        net::post(socket->get_executor(), [socket] {
+            beast::error_code ignored;
+            socket->close(ignored);
+        });
     }
     reused = false;
     auto socket = std::make_unique<tcp::socket>(ioc);

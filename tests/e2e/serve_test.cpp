@@ -242,6 +242,26 @@ TEST_F(ServeTest, DeployThenColdThenWarmWithTimingsAndMetrics) {
     TrackSeenInstances();
 }
 
+// A function that serves one connection at a time (Python's HTTPServer speaking HTTP/1.1 reads a
+// kept-alive connection until it closes) and takes one request at a time: requests that come in on
+// new client connections, which the daemon spreads over its I/O loops, are all answered at once. The
+// gateway kept one idle upstream connection per loop, and a request on the other loop waited behind
+// it until the function's timeout (504).
+TEST_F(ServeTest, OneConnectionAtATimeFunctionServesEveryLoop) {
+    start_daemon();
+    auto d = deploy(test_function("one-connection"));
+    ASSERT_EQ(d.exit_code(), 0) << d.describe();
+    for (int i = 1; i <= 6; ++i) {
+        auto t0 = Clock::now();
+        auto r = invoke("e2e-one-connection");
+        EXPECT_EQ(r.status, 200) << "request " << i << ": " << r.body;
+        EXPECT_EQ(r.body, "count " + std::to_string(i));
+        EXPECT_LT(Clock::now() - t0, 2s) << "request " << i << " waited";
+    }
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 // The gateway's threads poll for a while before they sleep when a request is alone in flight
 // (ServerOptions::spin_us); they must still sleep through a slow function's request and an idle
 // spell, or an idle daemon would burn a core. Its CPU time over a 1 s request and 1 s without any
