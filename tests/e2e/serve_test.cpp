@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
-#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
@@ -21,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "e2e.h"
+#include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 
 namespace e2e {
@@ -275,11 +275,9 @@ TEST_F(ServeTest, GatewayThreadsSleepThroughSlowRequestsAndIdleness) {
         ASSERT_EQ(r.status, 200) << r.body;
         EXPECT_EQ(r.body, "count " + std::to_string(i));
     }
-    auto cpu_ms = [&] {
-        std::string stat = read_text(fs::path("/proc") / std::to_string(daemon_->pid()) / "stat");
-        std::istringstream in(stat.substr(stat.rfind(')') + 2));
-        std::vector<std::string> f{std::istream_iterator<std::string>(in), {}};
-        return (std::stoull(f.at(11)) + std::stoull(f.at(12))) * 1000 / ::sysconf(_SC_CLK_TCK);
+    auto cpu_ms = [&] {  // utime + stime, proc(5) fields 14 and 15
+        auto f = initless::sys::proc_stat_fields(daemon_->pid());
+        return (std::stoull(f.at(14)) + std::stoull(f.at(15))) * 1000 / ::sysconf(_SC_CLK_TCK);
     };
     auto before = cpu_ms();
     auto slow = invoke("e2e-spin", "/slow?ms=1000");
