@@ -17,6 +17,7 @@ PACKAGES=(
     wrk socat prometheus curl slirp4netns
     # tests/docker: the real daemons initless runs under as an OCI runtime (started by the tests, not systemd).
     docker.io containerd runc
+    nftables  # scripts/host-iptables.sh: deletes the nat/filter tables dockerd made (iptables cannot)
     openjdk-17-jdk-headless
     # The frameworks under examples/ (examples/README.md, "Frameworks"): all from Debian, no other registry.
     gunicorn python3-uvicorn python3-fastapi python3-django python3-torch

@@ -55,6 +55,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HOST_IPTABLES = os.path.join(ROOT, "scripts", "host-iptables.sh")
 MODES = ["runc", "boot", "restore", "start"]
 FIELDS = ["app", "mode", "repeat", "total_ms", "cli_ms", "create_ms", "start_ms", "respond_ms", "hooks_ms", "own_ms",
           "started", "status", "detail", "steps"]
@@ -134,6 +135,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         self.had_docker0 = subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
         self.mounts_before = self.host_mounts()
         self.cgroups_before = self.host_cgroups()
+        # dockerd's firewall rules for docker0, which it never removes: stop() puts the tables back.
+        self.iptables_before = os.path.join(t, "iptables.before")
+        subprocess.run([HOST_IPTABLES, "save", self.iptables_before], check=True)
         self.start("containerd", ["containerd", "--config", f"{t}/containerd.toml"], f"{t}/containerd.sock")
         extra = ["--bridge", "none", "--iptables=false"] if network == "host" else []
         self.start("dockerd", ["dockerd", "--config-file", f"{t}/daemon.json", "--containerd", f"{t}/containerd.sock",
@@ -212,6 +216,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                     time.sleep(0.1)
         if not self.had_docker0:
             subprocess.run(["ip", "link", "del", "docker0"], capture_output=True)
+        if os.path.exists(self.iptables_before):
+            subprocess.run([HOST_IPTABLES, "restore", self.iptables_before], capture_output=True)
 
     def runtime_log(self, container_id):
         """The runtime's log.json lines (msg) for one container, while containerd still has its state."""

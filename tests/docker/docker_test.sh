@@ -38,6 +38,10 @@ host_mounts() { awk '$2 ~ "^/(var/)?run/docker/" {print $2}' /proc/self/mounts; 
 # stay for good).
 host_cgroups | grep -v '/initless-test' | sort >"/tmp/ild-cg-before.$$"
 host_mounts | sort >"/tmp/ild-mnt-before.$$"
+# dockerd's firewall rules, chains and policies for the bridge, which it never removes (the cleanup puts
+# the tables back with scripts/host-iptables.sh).
+IPT="$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-iptables.sh"
+"$IPT" save "/tmp/ild-ipt-before.$$" || { echo "FAIL: cannot read the host's iptables"; exit 1; }
 
 cleanup() {
     local rc=$?
@@ -67,17 +71,19 @@ cleanup() {
         for _ in $(seq 20); do rmdir "$d" 2>/dev/null && break; [[ -d $d ]] || break; sleep 0.1; done
     done
     ip link del "$BRIDGE" 2>/dev/null
+    "$IPT" restore "/tmp/ild-ipt-before.$$" >/dev/null
     local left=""
     l=$(host_cgroups | sort | comm -13 "/tmp/ild-cg-before.$$" -); [[ -n $l ]] && left+=$'\ncgroups: '"$(echo $l)"
     l=$(host_mounts | sort | comm -13 "/tmp/ild-mnt-before.$$" -); [[ -n $l ]] && left+=$'\nmounts: '"$(echo $l)"
     l=$(awk -v t="$T" '$2 ~ "^"t {print $2}' /proc/self/mounts); [[ -n $l ]] && left+=$'\nmounts: '"$(echo $l)"
     l=$(pgrep -f -- "$T/"); [[ -n $l ]] && left+=$'\nprocesses: '"$(echo $l)"
-    rm -rf "$T" "/tmp/ild-cg-before.$$" "/tmp/ild-mnt-before.$$"
+    l=$("$IPT" diff "/tmp/ild-ipt-before.$$"); [[ -n $l ]] && left+=$'\niptables: '"$l"
+    rm -rf "$T" "/tmp/ild-cg-before.$$" "/tmp/ild-mnt-before.$$" "/tmp/ild-ipt-before.$$"
     if [[ -n $left ]]; then
         echo "FAIL: left on the host after the daemons stopped:$left"
         exit 1
     fi
-    echo "ok: nothing left on the host (cgroups, mounts, processes)"
+    echo "ok: nothing left on the host (cgroups, mounts, processes, iptables)"
     [[ $FAILED -ne 0 ]] && rc=1
     exit $rc
 }
