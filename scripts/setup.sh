@@ -15,6 +15,7 @@ PACKAGES=(
     libseccomp-dev pkg-config
     python3 python3-flask python3-numpy python3-matplotlib
     wrk socat prometheus curl slirp4netns
+    nginx-light haproxy  # bench/gateway: established HTTP proxies measured beside the gateway
     # tests/docker: the real daemons initless runs under as an OCI runtime (started by the tests, not systemd).
     docker.io containerd runc
     nftables  # scripts/host-iptables.sh: deletes the nat/filter tables dockerd made (iptables cannot)

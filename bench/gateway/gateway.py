@@ -4,8 +4,9 @@
   1. overhead:  a warm function (bench/gateway/functions/node-keepalive) called directly (wrk run
                 inside the instance's network namespace) and through the gateway: latency p50/p99 on
                 one connection, throughput on 50; alternated, medians of --repeats; beside them the
-                same through socat (bytes forwarded, no HTTP), and through a second daemon that never
-                polls (--spin-us 0). On one connection, each also with a busy loop holding one CPU
+                same through socat (bytes forwarded, no HTTP), through nginx and haproxy (HTTP reverse
+                proxies with kept-alive upstream connections, as many workers as the gateway has I/O
+                threads), and through a second daemon that never polls (--spin-us 0). On one connection, each also with a busy loop holding one CPU
                 ("awake"): on this VM a halted vCPU's wake-up costs more than a proxy's work, and a
                 vCPU kept busy never halts, which shows what the gateway itself adds. The daemons'
                 CPU time per request on one connection too.
@@ -18,7 +19,7 @@
                 total PSS (smaps_rollup of every process) against 1.3 GB + N x working set
 
 Writes docs/bench/gateway.csv (one row per measurement) and docs/bench/gateway.md, and plots
-docs/bench/gateway-burst.png. Needs root, build/initless, wrk, socat, nsenter (scripts/setup.sh installs them);
+docs/bench/gateway-burst.png. Needs root, build/initless, wrk, socat, nginx, haproxy, nsenter (scripts/setup.sh installs them);
 runs with Debian's /usr/bin/python3 (matplotlib).
   bench/gateway/gateway.py [--repeats 3] [--bigdict-n 10000000] [--density 50] [--skip bigdict,density]
 """
@@ -179,6 +180,44 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def reference_proxies(scratch, netns_pid, workers):
+    """nginx on 127.0.0.1:9002 and haproxy on :9003 in the function's network namespace, each an HTTP/1.1
+    reverse proxy to it with kept-alive upstream connections and as many workers (threads) as the gateway
+    has I/O threads: what established proxies get on this machine in the same run, beside the gateway."""
+    with open(os.path.join(scratch, "nginx.conf"), "w") as f:
+        f.write(f"""worker_processes {workers}; daemon off; pid {scratch}/nginx.pid; error_log {scratch}/nginx.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream function {{ server 127.0.0.1:9000; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:9002;
+    location / {{ proxy_pass http://function; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+""")
+    with open(os.path.join(scratch, "haproxy.cfg"), "w") as f:
+        f.write(f"""global
+  nbthread {workers}
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend gateway
+  bind 127.0.0.1:9003
+  default_backend function
+backend function
+  server function 127.0.0.1:9000
+""")
+    ns = ["nsenter", f"--net=/proc/{netns_pid}/ns/net"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    return [subprocess.Popen(ns + ["nginx", "-p", scratch, "-c", os.path.join(scratch, "nginx.conf")], **quiet),
+            subprocess.Popen(ns + ["haproxy", "-f", os.path.join(scratch, "haproxy.cfg")], **quiet)]
+
+
 def instance_init_pid(daemon, instance_id):
     with open(os.path.join(daemon.env["INITLESS_STATE_DIR"], "instances", instance_id, "init")) as f:
         return json.load(f)["pid"]
@@ -240,7 +279,7 @@ def main():
     skip = set(filter(None, args.skip.split(",")))
     if os.geteuid() != 0:
         raise SystemExit("needs root")
-    for tool in ("wrk", "socat", "nsenter"):
+    for tool in ("wrk", "socat", "nsenter", "nginx", "haproxy"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing (scripts/setup.sh installs it)")
     scratch = tempfile.mkdtemp(prefix="initless-bench-gateway-")
@@ -277,9 +316,11 @@ def main():
             floor = subprocess.Popen(["nsenter", f"--net=/proc/{init}/ns/net", "socat",
                                       "TCP-LISTEN:9001,bind=127.0.0.1,reuseaddr,fork", "TCP:127.0.0.1:9000"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            references = reference_proxies(scratch, init, args.io_threads)
             time.sleep(0.3)
             steal0, total0 = cpu_times()
             cases = (("direct", direct_url, init, None), ("socat", "http://127.0.0.1:9001/", init, None),
+                     ("nginx", "http://127.0.0.1:9002/", init, None), ("haproxy", "http://127.0.0.1:9003/", init, None),
                      ("gateway", gw_url, None, daemon), ("gateway-spin0", still_url, None, still))
             for r in range(args.repeats):
                 for case, url, ns, owner in cases:
@@ -299,7 +340,7 @@ def main():
                           f"c50 {many['rps']:.0f} rps", flush=True)
                 # One connection again with a busy loop on one CPU: no vCPU halts between the hops.
                 for case, url, ns, _ in cases:
-                    if case == "socat":
+                    if case in ("socat", "nginx", "haproxy"):
                         continue
                     spinner = subprocess.Popen(["/usr/bin/python3", "-c", "while True: pass"])
                     time.sleep(0.2)
@@ -316,8 +357,9 @@ def main():
             steal1, total1 = cpu_times()
             # Time the host gave this VM's vCPUs to others: the noise on every figure of this part.
             row("overhead", "machine", "steal_pct", (steal1 - steal0) * 100 / max(total1 - total0, 1))
-            floor.terminate()
-            floor.wait()
+            for p in [floor] + references:
+                p.terminate()
+                p.wait()
             still.stop()
             still = None
         if "conns" not in skip:
@@ -455,6 +497,13 @@ def main():
         s50, srps = med("overhead", "socat", "p50_ms_c1"), med("overhead", "socat", "rps_c50")
         summary["a byte-forwarding proxy, same run (socat, no HTTP)"] = (
             f"adds {(s50 - d50) * 1000:.0f} us p50 on 1 connection; {srps / drps * 100:.0f}% of direct throughput on 50")
+        refs = []
+        for proxy in ("nginx", "haproxy"):
+            p50, rps = med("overhead", proxy, "p50_ms_c1"), med("overhead", proxy, "rps_c50")
+            refs.append(f"{proxy} adds {(p50 - d50) * 1000:.0f} us p50 on 1 connection, {rps / drps * 100:.0f}% of direct "
+                        f"throughput on 50 (per repeat "
+                        f"{', '.join(f'{g / d * 100:.0f}%' for g, d in sorted(zip(each('overhead', proxy, 'rps_c50'), each('overhead', 'direct', 'rps_c50')), key=lambda x: x[0] / x[1]))})")
+        summary[f"HTTP reverse proxies, same run ({args.io_threads} workers each, kept-alive upstream)"] = "; ".join(refs)
     if "conns" not in skip:
         summary["1000 keep-alive connections"] = f"{med('conns', 'gateway-c1000', 'requests'):.0f} requests, {med('conns', 'gateway-c1000', 'errors'):.0f} errors"
     lines.append("| measurement | result |\n| --- | --- |\n")
