@@ -246,6 +246,14 @@ std::shared_ptr<UpstreamPool> pool_of(controller::Instance& instance) {
         [] { return std::static_pointer_cast<void>(std::make_shared<UpstreamPool>()); }));
 }
 
+// A connection being made to the instance (see Session::when_connected), on loop `ioc`.
+std::unique_ptr<tcp::socket> new_upstream_socket(controller::Instance& instance, net::io_context& ioc) {
+    auto socket = std::make_unique<tcp::socket>(ioc);
+    socket->assign(tcp::v4(), instance.connect().release());
+    socket->non_blocking(true);  // see Session::write_all
+    return socket;
+}
+
 // A kept-alive connection to `instance` of the caller's loop (`ioc`: a socket serves the loop it was
 // made on), or a new one. One idle for a while may have been closed by the function: it is looked at
 // (one syscall) first; one returned just now is reused as it is (should the function have closed it
@@ -281,10 +289,7 @@ std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::
         });
     }
     reused = false;
-    auto socket = std::make_unique<tcp::socket>(ioc);
-    socket->assign(tcp::v4(), instance.connect().release());
-    socket->non_blocking(true);  // see Session::write_all
-    return socket;
+    return new_upstream_socket(instance, ioc);
 }
 
 // As many idle connections are kept as the instance takes requests at once (at least 64, at most
@@ -495,7 +500,53 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         exec_started_ = Clock::now();
         arm_deadline();
-        write_upstream();
+        if (up.reused)
+            write_upstream();
+        else
+            when_connected(0);
+    }
+
+    // A new connection to the function is established before connect() returns (on loopback the
+    // handshake runs in the connecting thread) unless the function's accept queue was full and its
+    // kernel dropped the SYN; ours would then send it again only after 1 s, then 3, then 7 (1000
+    // clients at once through the gateway against Node's backlog of 511: p99 of 1-7 s, 467 drops).
+    // Such a connection is given a short while, then replaced by a new one, waiting 5 ms, 10, ... up
+    // to 160 between tries; the function's timeout_s (arm_deadline) bounds the whole.
+    void when_connected(int tries) {
+        auto& up = *upstream_;
+        if (!sys::tcp_connect_pending(up.socket->native_handle())) {
+            write_upstream();
+            return;
+        }
+        uint64_t wait = ++connect_wait_;
+        up.socket->async_wait(
+            tcp::socket::wait_write, [self = shared_from_this(), wait](beast::error_code ec) {
+                if (wait != self->connect_wait_) return;  // given up on by the retry timer below
+                ++self->connect_wait_;
+                self->connect_retry_->cancel();
+                if (ec) {
+                    self->upstream_error(ec);  // the deadline closed it, say
+                    return;
+                }
+                self->write_upstream();  // a refused connect shows there, as an error of the write
+            });
+        if (!connect_retry_) connect_retry_.emplace(loop_);
+        connect_retry_->expires_after(std::chrono::milliseconds(5 << std::min(tries, 5)));
+        connect_retry_->async_wait([self = shared_from_this(), wait, tries](beast::error_code ec) {
+            if (ec || wait != self->connect_wait_) return;
+            auto& up = *self->upstream_;
+            if (!up.socket->is_open() || !sys::tcp_connect_pending(up.socket->native_handle()))
+                return;  // connected meanwhile: its write-ready wait is about to run
+            ++self->connect_wait_;
+            spdlog::debug("event=upstream-connect-retry function={} try={}", self->function_, tries + 1);
+            try {
+                up.socket = new_upstream_socket(*self->slot_.instance, self->loop_);  // closes the old one
+            } catch (const std::exception& e) {
+                self->upstream_failed(e.what());
+                return;
+            }
+            self->when_connected(tries + 1);
+        });
     }
 
     // The request as the function gets it: the client's method, the path after the function's name
@@ -632,14 +683,12 @@ class Session : public std::enable_shared_from_this<Session> {
             up.buffer.clear();
             up.parser.reset();
             try {
-                up.socket = std::make_unique<tcp::socket>(loop_);
-                up.socket->assign(tcp::v4(), slot_.instance->connect().release());
-                up.socket->non_blocking(true);
+                up.socket = new_upstream_socket(*slot_.instance, loop_);
             } catch (const std::exception& e) {
                 upstream_failed(e.what());
                 return;
             }
-            write_upstream();
+            when_connected(0);
             return;
         }
         upstream_failed(ec.message());
@@ -984,6 +1033,7 @@ class Session : public std::enable_shared_from_this<Session> {
     void close() {
         if (timer_) timer_->cancel();
         if (deadline_) deadline_->cancel();  // its wait holds this session
+        if (connect_retry_) connect_retry_->cancel();
         beast::error_code ec;
         stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
         stream_.socket().close(ec);
@@ -1010,7 +1060,9 @@ class Session : public std::enable_shared_from_this<Session> {
     std::optional<net::steady_timer> deadline_;
     Clock::time_point deadline_at_;
     bool deadline_armed_ = false, deadline_waiting_ = false;
-    uint64_t deadline_wait_ = 0;  // the current wait's number
+    uint64_t deadline_wait_ = 0;                      // the current wait's number
+    std::optional<net::steady_timer> connect_retry_;  // see when_connected
+    uint64_t connect_wait_ = 0;                       // the current connect wait's number
     bool timed_out_ = false;
 
     std::optional<http::response<http::empty_body>> stream_res_;

@@ -234,6 +234,13 @@ bool stream_closed_by_peer(int sock) {
     return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
 }
 
+bool tcp_connect_pending(int sock) {
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    if (::getsockopt(sock, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return false;  // the write will tell
+    return info.tcpi_state == TCP_SYN_SENT;
+}
+
 void set_quickack(int sock) {
     int one = 1;
     ::setsockopt(sock, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);

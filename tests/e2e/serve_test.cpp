@@ -262,6 +262,39 @@ TEST_F(ServeTest, OneConnectionAtATimeFunctionServesEveryLoop) {
     TrackSeenInstances();
 }
 
+// A function whose accept queue overflows (backlog 1, one accept every 20 ms) has its kernel drop
+// the SYNs of the connections beyond it; left to the kernel, each would be sent again after 1 s. The
+// gateway tries such a connection again within milliseconds, so 12 requests at once are all answered
+// at about the function's accept pace (~0.25 s), none after a second.
+TEST_F(ServeTest, ConnectionsDroppedByAFullAcceptQueueAreRetriedSoon) {
+    start_daemon();
+    auto d = deploy(test_function("slow-accept"));
+    ASSERT_EQ(d.exit_code(), 0) << d.describe();
+    ASSERT_EQ(invoke("e2e-slow-accept").status, 200);  // the instance, restored
+    std::vector<std::thread> threads;
+    std::vector<HttpResponse> results(12);
+    std::vector<Clock::duration> took(results.size());
+    for (size_t i = 0; i < results.size(); ++i)
+        threads.emplace_back([&, i] {
+            auto t0 = Clock::now();
+            try {
+                results[i] = request("GET", "/function/e2e-slow-accept/");
+            } catch (const std::exception& e) {
+                results[i].body = e.what();
+            }
+            took[i] = Clock::now() - t0;
+        });
+    for (auto& t : threads) t.join();
+    for (size_t i = 0; i < results.size(); ++i) {
+        EXPECT_EQ(results[i].status, 200) << results[i].body;
+        EXPECT_LT(took[i], 900ms) << "request " << i << " took "
+                                  << std::chrono::duration_cast<std::chrono::milliseconds>(took[i]).count()
+                                  << " ms: a dropped SYN was left to the kernel's 1 s retry";
+    }
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 // The gateway's threads poll for a while before they sleep when a request is alone in flight
 // (ServerOptions::spin_us); they must still sleep through a slow function's request and an idle
 // spell, or an idle daemon would burn a core. Its CPU time over a 1 s request and 1 s without any

@@ -56,6 +56,10 @@ UniqueFd listen_in_netns(int netns_fd, uint16_t port);
 // True when a connected stream socket's peer has closed it or reset it (nothing queued, end of
 // stream or an error pending): a cached keep-alive connection that must not be reused.
 bool stream_closed_by_peer(int sock);
+// True while a TCP socket's connect is still waiting for the peer's SYN-ACK (state SYN_SENT). On
+// loopback the handshake completes inside connect() unless the listener dropped the SYN (its accept
+// queue full), so a new connection still in this state then was not taken.
+bool tcp_connect_pending(int sock);
 // Acknowledges what arrives on a TCP socket at once instead of delaying the ACK (TCP_QUICKACK; not
 // sticky: set before each read that waits for a peer that may write in pieces, since a peer with
 // Nagle on holds its second small write until the first is acknowledged: 40 ms per response).
