@@ -198,6 +198,24 @@ static inline void rt_sleep_ms(long ms) {
     }
 }
 
+// Returns once task `tid` (a process, or a thread by its tid) is asleep in a vfork, waiting for its
+// child (/proc state D), or dies after 5 s. A contract program that is ready before that lets a
+// snapshot under load see no vfork yet, and succeed (a flaky test).
+static inline void rt_wait_vfork_parent(pid_t tid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)tid);
+    for (int i = 0; i < 5000; ++i) {
+        FILE* f = fopen(path, "re");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f) fclose(f);
+        buf[n] = 0;
+        char* close_paren = strrchr(buf, ')');
+        if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'D') return;
+        rt_sleep_ms(1);
+    }
+    rt_die("the vfork parent never went to sleep");
+}
+
 // The permissions ("rw-p") of the mapping holding `addr`, from /proc/self/maps; "" when unmapped.
 static inline const char* rt_perms_at(const void* addr) {
     static char perms[8];

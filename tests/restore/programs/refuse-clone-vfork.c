@@ -29,6 +29,6 @@ int main(void) {
         }
         _exit(0);
     }
-    rt_sleep_ms(100);
+    rt_wait_vfork_parent(parent);
     rt_serve("refuse-clone-vfork", handle);
 }

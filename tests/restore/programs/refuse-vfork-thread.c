@@ -12,8 +12,11 @@ static int handle(const char* path, struct rt_reply* r) {
     return 1;
 }
 
+static volatile pid_t vforker_tid;
+
 static void* vforker(void* arg) {
     (void)arg;
+    vforker_tid = (pid_t)syscall(SYS_gettid);
     pid_t child = vfork();
     if (child == 0) {
         for (;;) syscall(SYS_pause);
@@ -24,6 +27,7 @@ static void* vforker(void* arg) {
 int main(void) {
     pthread_t t;
     if (pthread_create(&t, NULL, vforker, NULL) != 0) rt_die("pthread_create");
-    rt_sleep_ms(100);
+    while (!vforker_tid) rt_sleep_ms(1);
+    rt_wait_vfork_parent(vforker_tid);
     rt_serve("refuse-vfork-thread", handle);
 }

@@ -22,5 +22,6 @@ int main(void) {
         }
         _exit(0);
     }
+    rt_wait_vfork_parent(parent);
     rt_serve("refuse-vfork", handle);
 }
