@@ -3,53 +3,59 @@
 # makes its chains, adds rules for its bridge (masquerade, forwarding, published ports), sets FORWARD's
 # policy to DROP and ip_forward to 1, and removes none of it when it stops: each run of tests/docker
 # left a set behind, and the nat table they keep alive makes conntrack track every loopback connection.
-#   host-iptables.sh save FILE      record tables, chains, rules, policies and ip_forward now
-#   host-iptables.sh restore FILE   remove the rules and chains added since, put the policies and
-#                                   ip_forward back, delete the tables that did not exist then
+#   host-iptables.sh save FILE      record the tables (iptables-save, in FILE.rules), a summary of
+#                                   them and ip_forward (FILE)
+#   host-iptables.sh restore FILE   load the saved tables back whole (iptables-restore), delete the
+#                                   tables that did not exist then, put ip_forward back
 #   host-iptables.sh diff FILE      print what differs from FILE; exit 1 if anything does
-# Whatever anyone added in between is removed too: meant for a test that owns the host while it runs.
+# Whatever anyone changed in between is undone too: the callers hold /run/lock/initless-dockerd.lock
+# for their daemons' lifetime, so two of ours never overlap.
 set -uo pipefail
 
-state() {  # one line per fact: "TABLE exists", "TABLE -N/-A/-P ...", "ip_forward N"
+state() {  # one line per fact: "TABLE exists", "TABLE -N/-A/-P ...", then "ip_forward N" last
     local present t
-    present=$(iptables-save 2>/dev/null | sed -n 's/^\*//p')
+    present=$(iptables-save) || return 1
+    present=$(sed -n 's/^\*//p' <<<"$present")
     for t in filter nat; do
         # (iptables -S on a table that does not exist prints default policies without making it.)
         grep -qx "$t" <<<"$present" || continue
         echo "$t exists"
         iptables -t "$t" -S | sed "s/^/$t /"
+        [[ ${PIPESTATUS[0]} -eq 0 ]] || return 1
     done
     echo "ip_forward $(cat /proc/sys/net/ipv4/ip_forward)"
 }
 
-added() { comm -13 <(sort "$1") <(state | sort); }
+# A save is whole only if its summary ends with the ip_forward line (written last) and its rules exist:
+# restoring from a missing or cut file would take away the host's own rules.
+whole() {
+    [[ -r $1 && -r $1.rules ]] && tail -n 1 "$1" | grep -q '^ip_forward [0-9]' ||
+        { echo "host-iptables: $1 is not a whole save" >&2; exit 2; }
+}
 
 case "${1:-} ${2:+file}" in
-"save file") state >"$2" ;;
+"save file")
+    iptables-save >"$2.rules" || { echo "host-iptables: iptables-save failed" >&2; exit 1; }
+    state >"$2" || { echo "host-iptables: cannot read the tables" >&2; exit 1; }
+    ;;
 "diff file")
-    d=$(diff <(sort "$2") <(state | sort) | grep '^[<>]' | sed 's/^</gone:/; s/^>/added:/')
+    whole "$2"
+    now=$(state) || exit 1
+    d=$(diff <(sort "$2") <(sort <<<"$now") | grep '^[<>]' | sed 's/^</gone:/; s/^>/added:/')
     [[ -z $d ]] || { echo "$d"; exit 1; }
     ;;
 "restore file")
-    new=$(added "$2")
-    # Rules first: a chain can go only once nothing jumps to it. (-S quotes as a shell would: eval.)
-    while read -r t op rest; do
-        [[ $op == -A ]] && eval "iptables -t $t -D $rest"
-    done <<<"$new"
-    while read -r t op chain; do
-        [[ $op == -N ]] && iptables -t "$t" -F "$chain" && iptables -t "$t" -X "$chain"
-    done <<<"$new"
-    while read -r t op chain policy; do
-        [[ $op == -P ]] && iptables -t "$t" -P "$chain" "$policy"
-    done < <(grep -E '^[a-z]+ -P ' "$2")
+    whole "$2"
+    # Tables made since go first: iptables-restore only rewrites the tables the save names, and
+    # iptables-nft cannot delete a table's built-in chains (a nat table left behind hooks conntrack in).
+    for t in filter nat; do
+        if iptables-save -t "$t" 2>/dev/null | grep -q '^\*' && ! grep -qx "$t exists" "$2"; then
+            if command -v nft >/dev/null; then nft delete table ip "$t"; else echo "cannot delete table $t: nft is missing (nftables)" >&2; fi
+        fi
+    done
+    [[ -s $2.rules ]] && iptables-restore <"$2.rules"
     read -r _ fwd < <(grep '^ip_forward ' "$2") && echo "$fwd" >/proc/sys/net/ipv4/ip_forward
-    # A table made since: its built-in chains stay after the rules go (a nat table among them hooks
-    # conntrack into every packet); only nft deletes a table.
-    while read -r t what; do
-        [[ $what == exists ]] || continue
-        if command -v nft >/dev/null; then nft delete table ip "$t"; else echo "cannot delete table $t: nft is missing (nftables)" >&2; fi
-    done <<<"$new"
-    [[ -z $(added "$2") ]]
+    now=$(state) && [[ -z $(diff <(sort "$2") <(sort <<<"$now")) ]]
     ;;
 *) echo "usage: host-iptables.sh save|restore|diff FILE" >&2; exit 2 ;;
 esac

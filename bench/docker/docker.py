@@ -41,6 +41,7 @@ build/examples/spring-jetty). Uses only its own daemons, roots and sockets, and 
 import argparse
 import csv
 import datetime
+import fcntl
 import http.client
 import json
 import os
@@ -135,9 +136,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         self.had_docker0 = subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
         self.mounts_before = self.host_mounts()
         self.cgroups_before = self.host_cgroups()
-        # dockerd's firewall rules for docker0, which it never removes: stop() puts the tables back.
+        # dockerd's firewall rules for docker0, which it never removes: stop() puts the tables back. One
+        # dockerd of ours at a time (this bench, tests/docker): the restore undoes whatever changed meanwhile.
+        self.lock = open("/run/lock/initless-dockerd.lock", "w")
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
         self.iptables_before = os.path.join(t, "iptables.before")
         subprocess.run([HOST_IPTABLES, "save", self.iptables_before], check=True)
+        try:
+            self.start_daemons(t, network)
+        except BaseException:
+            self.stop()  # what started, and the tables
+            raise
+
+    def start_daemons(self, t, network):
         self.start("containerd", ["containerd", "--config", f"{t}/containerd.toml"], f"{t}/containerd.sock")
         extra = ["--bridge", "none", "--iptables=false"] if network == "host" else []
         self.start("dockerd", ["dockerd", "--config-file", f"{t}/daemon.json", "--containerd", f"{t}/containerd.sock",
@@ -217,7 +228,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         if not self.had_docker0:
             subprocess.run(["ip", "link", "del", "docker0"], capture_output=True)
         if os.path.exists(self.iptables_before):
-            subprocess.run([HOST_IPTABLES, "restore", self.iptables_before], capture_output=True)
+            r = subprocess.run([HOST_IPTABLES, "restore", self.iptables_before], capture_output=True, text=True)
+            if r.returncode != 0:
+                print(f"the host's iptables were not put back as they were: {r.stderr.strip()}", file=sys.stderr)
+        self.lock.close()
 
     def runtime_log(self, container_id):
         """The runtime's log.json lines (msg) for one container, while containerd still has its state."""

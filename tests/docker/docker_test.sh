@@ -40,6 +40,9 @@ host_cgroups | grep -v '/initless-test' | sort >"/tmp/ild-cg-before.$$"
 host_mounts | sort >"/tmp/ild-mnt-before.$$"
 # dockerd's firewall rules, chains and policies for the bridge, which it never removes (the cleanup puts
 # the tables back with scripts/host-iptables.sh).
+# One dockerd of ours at a time (this test, bench/docker): the restore undoes whatever changed meanwhile.
+exec 9>/run/lock/initless-dockerd.lock
+flock -w 900 9 || { echo "FAIL: another dockerd of ours (tests/docker or bench/docker) held the lock for 15 min"; exit 1; }
 IPT="$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-iptables.sh"
 "$IPT" save "/tmp/ild-ipt-before.$$" || { echo "FAIL: cannot read the host's iptables"; exit 1; }
 
@@ -78,7 +81,7 @@ cleanup() {
     l=$(awk -v t="$T" '$2 ~ "^"t {print $2}' /proc/self/mounts); [[ -n $l ]] && left+=$'\nmounts: '"$(echo $l)"
     l=$(pgrep -f -- "$T/"); [[ -n $l ]] && left+=$'\nprocesses: '"$(echo $l)"
     l=$("$IPT" diff "/tmp/ild-ipt-before.$$"); [[ -n $l ]] && left+=$'\niptables: '"$l"
-    rm -rf "$T" "/tmp/ild-cg-before.$$" "/tmp/ild-mnt-before.$$" "/tmp/ild-ipt-before.$$"
+    rm -rf "$T" "/tmp/ild-cg-before.$$" "/tmp/ild-mnt-before.$$" "/tmp/ild-ipt-before.$$"*
     if [[ -n $left ]]; then
         echo "FAIL: left on the host after the daemons stopped:$left"
         exit 1
@@ -111,7 +114,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [debug]
   address = ""
 TOML
-containerd --config "$T/containerd.toml" >"$T/containerd.log" 2>&1 &
+containerd --config "$T/containerd.toml" >"$T/containerd.log" 2>&1 9>&- &  # (9: the lock, not for the daemons to keep)
 echo $! >"$T/containerd.pid"
 for _ in $(seq 100); do [[ -S $T/containerd.sock ]] && break; sleep 0.1; done
 [[ -S $T/containerd.sock ]] || { echo "FAIL: containerd did not start:"; tail -20 "$T/containerd.log"; exit 1; }
@@ -126,7 +129,7 @@ ip link add name "$BRIDGE" type bridge &&
     { echo "FAIL: cannot make the test's bridge $BRIDGE"; exit 1; }
 dockerd --config-file "$T/daemon.json" --containerd "$T/containerd.sock" --data-root "$T/docker" \
     --exec-root "$T/dx" --pidfile "$T/docker.pid.daemon" -H "unix://$T/docker.sock" --bridge "$BRIDGE" \
-    >"$T/dockerd.log" 2>&1 &
+    >"$T/dockerd.log" 2>&1 9>&- &
 echo $! >"$T/docker.pid"
 for _ in $(seq 300); do dk version >/dev/null 2>&1 && break; sleep 0.1; done
 dk version >/dev/null 2>&1 || { echo "FAIL: dockerd did not start:"; tail -30 "$T/dockerd.log"; exit 1; }
