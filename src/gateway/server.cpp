@@ -7,6 +7,7 @@
 #include <charconv>
 #include <chrono>
 #include <deque>
+#include <random>
 #include <thread>
 
 #include <fmt/format.h>
@@ -249,7 +250,9 @@ std::shared_ptr<UpstreamPool> pool_of(controller::Instance& instance) {
 // A connection being made to the instance (see Session::when_connected), on loop `ioc`.
 std::unique_ptr<tcp::socket> new_upstream_socket(controller::Instance& instance, net::io_context& ioc) {
     auto socket = std::make_unique<tcp::socket>(ioc);
-    socket->assign(tcp::v4(), instance.connect().release());
+    auto fd = instance.connect();
+    socket->assign(tcp::v4(), fd.get());
+    fd.release();                // the socket's now
     socket->non_blocking(true);  // see Session::write_all
     return socket;
 }
@@ -511,7 +514,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // kernel dropped the SYN; ours would then send it again only after 1 s, then 3, then 7 (1000
     // clients at once through the gateway against Node's backlog of 511: p99 of 1-7 s, 467 drops).
     // Such a connection is given a short while, then replaced by a new one, waiting 5 ms, 10, ... up
-    // to 160 between tries; the function's timeout_s (arm_deadline) bounds the whole.
+    // to 160 between tries (each with jitter); the function's timeout_s (arm_deadline) bounds the whole.
     void when_connected(int tries) {
         auto& up = *upstream_;
         if (!sys::tcp_connect_pending(up.socket->native_handle())) {
@@ -531,7 +534,12 @@ class Session : public std::enable_shared_from_this<Session> {
                 self->write_upstream();  // a refused connect shows there, as an error of the write
             });
         if (!connect_retry_) connect_retry_.emplace(loop_);
-        connect_retry_->expires_after(std::chrono::milliseconds(5 << std::min(tries, 5)));
+        // Half the step plus a random part of the other half: connections dropped together would
+        // otherwise all try again together, and each such round gets one accept queue's worth in.
+        thread_local std::minstd_rand jitter{std::random_device{}()};
+        int step_us = 5000 << std::min(tries, 5);
+        connect_retry_->expires_after(std::chrono::microseconds(
+            step_us / 2 + std::uniform_int_distribution<int>(0, step_us / 2)(jitter)));
         connect_retry_->async_wait([self = shared_from_this(), wait, tries](beast::error_code ec) {
             if (ec || wait != self->connect_wait_) return;
             auto& up = *self->upstream_;

@@ -1,5 +1,5 @@
 # e2e test function for `initless serve`: a server whose accept queue is tiny (listen backlog 1) and
-# which accepts one connection every 20 ms, so that a few clients at once overflow it and its kernel
+# which accepts one connection every 5 ms, so that a few clients at once overflow it and its kernel
 # drops their SYNs. Each accepted connection is served on a thread of its own (HTTP/1.1 keep-alive).
 import os
 import time
@@ -24,7 +24,7 @@ class SlowAccept(ThreadingHTTPServer):
     request_queue_size = 1
 
     def get_request(self):
-        time.sleep(0.02)
+        time.sleep(0.005)
         return super().get_request()
 
 
