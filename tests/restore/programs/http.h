@@ -198,19 +198,29 @@ static inline void rt_sleep_ms(long ms) {
     }
 }
 
-// Returns once task `tid` (a process, or a thread by its tid) is asleep in a vfork, waiting for its
-// child (/proc state D), or dies after 5 s. A contract program that is ready before that lets a
-// snapshot under load see no vfork yet, and succeed (a flaky test).
+// The first bytes of a small /proc file, NUL-terminated ("" when it cannot be read).
+static inline void rt_read_small(const char* path, char* buf, size_t size) {
+    FILE* f = fopen(path, "re");
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+}
+
+// Returns once task `tid` (a process, or a thread by its tid) is asleep in a vfork: it has a child
+// and its /proc state is D (the state alone could be a page fault before the vfork), or dies after
+// 5 s. A contract program that is ready before that lets a snapshot under load see no vfork yet, and
+// succeed (a flaky test).
 static inline void rt_wait_vfork_parent(pid_t tid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)tid);
+    char stat_path[64], children_path[96], buf[512];
+    snprintf(stat_path, sizeof stat_path, "/proc/%d/stat", (int)tid);
+    snprintf(children_path, sizeof children_path, "/proc/%d/task/%d/children", (int)tid, (int)tid);
     for (int i = 0; i < 5000; ++i) {
-        FILE* f = fopen(path, "re");
-        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f) fclose(f);
-        buf[n] = 0;
-        char* close_paren = strrchr(buf, ')');
-        if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'D') return;
+        rt_read_small(children_path, buf, sizeof buf);
+        if (buf[0] != 0) {
+            rt_read_small(stat_path, buf, sizeof buf);
+            char* close_paren = strrchr(buf, ')');
+            if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'D') return;
+        }
         rt_sleep_ms(1);
     }
     rt_die("the vfork parent never went to sleep");
