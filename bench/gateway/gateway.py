@@ -213,9 +213,29 @@ backend function
   server function 127.0.0.1:9000
 """)
     ns = ["nsenter", f"--net=/proc/{netns_pid}/ns/net"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    return [subprocess.Popen(ns + ["nginx", "-p", scratch, "-c", os.path.join(scratch, "nginx.conf")], **quiet),
-            subprocess.Popen(ns + ["haproxy", "-f", os.path.join(scratch, "haproxy.cfg")], **quiet)]
+    logs = [open(os.path.join(scratch, name + ".out"), "w") for name in ("nginx", "haproxy")]
+    procs = [subprocess.Popen(ns + ["nginx", "-p", scratch, "-c", os.path.join(scratch, "nginx.conf")],
+                              stdout=logs[0], stderr=subprocess.STDOUT),
+             subprocess.Popen(ns + ["haproxy", "-f", os.path.join(scratch, "haproxy.cfg")],
+                              stdout=logs[1], stderr=subprocess.STDOUT)]
+    # Each must answer through to the function before it is measured: a proxy that did not start would
+    # otherwise show up as wrk errors and a meaningless figure.
+    for name, port, p in (("nginx", 9002, procs[0]), ("haproxy", 9003, procs[1])):
+        answered = False
+        for _ in range(50):
+            answered = subprocess.run(ns + ["curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{port}/"],
+                                      capture_output=True).returncode == 0
+            if answered or p.poll() is not None:
+                break
+            time.sleep(0.1)
+        if not answered:
+            for q in procs:
+                if q.poll() is None:
+                    q.terminate()
+                    q.wait()
+            with open(os.path.join(scratch, name + ".out")) as f:
+                raise SystemExit(f"{name} did not answer on 127.0.0.1:{port}: {f.read()[-1000:]}")
+    return procs
 
 
 def instance_init_pid(daemon, instance_id):
@@ -294,6 +314,7 @@ def main():
 
     daemon = Daemon(scratch, ["--io-threads", str(args.io_threads)])
     still = None  # the daemon that never polls (--spin-us 0), for the overhead part
+    helpers = []  # socat, nginx, haproxy: stopped however the run ends
     summary = {}
     try:
         if not {"overhead", "conns"} <= skip:
@@ -316,7 +337,9 @@ def main():
             floor = subprocess.Popen(["nsenter", f"--net=/proc/{init}/ns/net", "socat",
                                       "TCP-LISTEN:9001,bind=127.0.0.1,reuseaddr,fork", "TCP:127.0.0.1:9000"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            helpers.append(floor)
             references = reference_proxies(scratch, init, args.io_threads)
+            helpers += references
             time.sleep(0.3)
             steal0, total0 = cpu_times()
             cases = (("direct", direct_url, init, None), ("socat", "http://127.0.0.1:9001/", init, None),
@@ -450,6 +473,10 @@ def main():
                                   f"{budget / 2**30:.2f} GiB (ratio {max(pss, charged) / budget:.2f}; target <= 1.10), errors {errors}")
             print("  " + summary["density"], flush=True)
     finally:
+        for p in helpers:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
         if still:
             still.stop()
         daemon.stop()
