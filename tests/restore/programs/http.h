@@ -206,21 +206,26 @@ static inline void rt_read_small(const char* path, char* buf, size_t size) {
     buf[n] = 0;
 }
 
+// The state letter (R, S, D, Z, ...) of a /proc/<pid>/stat file ("/proc/self/stat" too); '?' when
+// it cannot be read. (After the last ')': the command name may hold any character.)
+static inline char rt_task_state(const char* stat_path) {
+    char buf[512];
+    rt_read_small(stat_path, buf, sizeof buf);
+    char* close_paren = strrchr(buf, ')');
+    return close_paren && close_paren[1] == ' ' ? close_paren[2] : '?';
+}
+
 // Returns once task `tid` (a process, or a thread by its tid) is asleep in a vfork: it has a child
 // and its /proc state is D (the state alone could be a page fault before the vfork), or dies after
 // 5 s. A contract program that is ready before that lets a snapshot under load see no vfork yet, and
 // succeed (a flaky test).
 static inline void rt_wait_vfork_parent(pid_t tid) {
-    char stat_path[64], children_path[96], buf[512];
+    char stat_path[64], children_path[96], children[64];
     snprintf(stat_path, sizeof stat_path, "/proc/%d/stat", (int)tid);
     snprintf(children_path, sizeof children_path, "/proc/%d/task/%d/children", (int)tid, (int)tid);
     for (int i = 0; i < 5000; ++i) {
-        rt_read_small(children_path, buf, sizeof buf);
-        if (buf[0] != 0) {
-            rt_read_small(stat_path, buf, sizeof buf);
-            char* close_paren = strrchr(buf, ')');
-            if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'D') return;
-        }
+        rt_read_small(children_path, children, sizeof children);
+        if (children[0] != 0 && rt_task_state(stat_path) == 'D') return;
         rt_sleep_ms(1);
     }
     rt_die("the vfork parent never went to sleep");

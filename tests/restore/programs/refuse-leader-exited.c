@@ -11,24 +11,13 @@ static int handle(const char* path, struct rt_reply* r) {
     return 1;
 }
 
-// The process's state as /proc shows it: its leader's (Z once the main thread has ended).
-static char process_state(void) {
-    char buf[512];
-    FILE* f = fopen("/proc/self/stat", "re");
-    if (!f) return '?';
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char* close_paren = strrchr(buf, ')');
-    return close_paren && close_paren[1] == ' ' ? close_paren[2] : '?';
-}
-
 static void* server(void* arg) {
     (void)arg;
     // Ready only once the leader is gone: pthread_exit returns to nothing, but the thread takes a
     // while to end, and a snapshot taken meanwhile saw a live leader and succeeded (a flaky test).
-    for (int i = 0; i < 5000 && process_state() != 'Z'; ++i) rt_sleep_ms(1);
-    if (process_state() != 'Z') rt_die("the main thread did not end");
+    // (The process's state in /proc is its leader's: Z once the main thread has ended.)
+    for (int i = 0; i < 5000 && rt_task_state("/proc/self/stat") != 'Z'; ++i) rt_sleep_ms(1);
+    if (rt_task_state("/proc/self/stat") != 'Z') rt_die("the main thread did not end");
     rt_serve("refuse-leader-exited", handle);
     return NULL;
 }
