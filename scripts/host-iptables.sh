@@ -33,6 +33,14 @@ whole() {
         { echo "host-iptables: $1 is not a whole save" >&2; exit 2; }
 }
 
+# What differs now from save $1, one line each: "gone: FACT" or "added: FACT" (state's facts).
+differences() {
+    local now
+    now=$(state) || return 1
+    diff <(sort "$1") <(sort <<<"$now") | grep '^[<>]' | sed 's/^</gone:/; s/^>/added:/'
+    return 0
+}
+
 case "${1:-} ${2:+file}" in
 "save file")
     iptables-save >"$2.rules" || { echo "host-iptables: iptables-save failed" >&2; exit 1; }
@@ -40,22 +48,20 @@ case "${1:-} ${2:+file}" in
     ;;
 "diff file")
     whole "$2"
-    now=$(state) || exit 1
-    d=$(diff <(sort "$2") <(sort <<<"$now") | grep '^[<>]' | sed 's/^</gone:/; s/^>/added:/')
+    d=$(differences "$2") || exit 1
     [[ -z $d ]] || { echo "$d"; exit 1; }
     ;;
 "restore file")
     whole "$2"
+    d=$(differences "$2") || exit 1
     # Tables made since go first: iptables-restore only rewrites the tables the save names, and
     # iptables-nft cannot delete a table's built-in chains (a nat table left behind hooks conntrack in).
-    for t in filter nat; do
-        if iptables-save -t "$t" 2>/dev/null | grep -q '^\*' && ! grep -qx "$t exists" "$2"; then
-            if command -v nft >/dev/null; then nft delete table ip "$t"; else echo "cannot delete table $t: nft is missing (nftables)" >&2; fi
-        fi
+    for t in $(sed -n 's/^added: \([a-z]*\) exists$/\1/p' <<<"$d"); do
+        if command -v nft >/dev/null; then nft delete table ip "$t"; else echo "cannot delete table $t: nft is missing (nftables)" >&2; fi
     done
     [[ -s $2.rules ]] && iptables-restore <"$2.rules"
     read -r _ fwd < <(grep '^ip_forward ' "$2") && echo "$fwd" >/proc/sys/net/ipv4/ip_forward
-    now=$(state) && [[ -z $(diff <(sort "$2") <(sort <<<"$now")) ]]
+    d=$(differences "$2") && [[ -z $d ]]
     ;;
 *) echo "usage: host-iptables.sh save|restore|diff FILE" >&2; exit 2 ;;
 esac
