@@ -127,7 +127,10 @@ void plan(Table& t, Region& region, const image::Process& p) {
     t.op(SYS_open, {region.put_string(p.exe), O_RDONLY | O_CLOEXEC}, kExe, 0, {}, "open exe " + p.exe);
     t.op(0, {addr + offsetof(PrctlMmMap, exe_fd), 0}, -1, STUB_OP_STORE32, {{1, kExe}}, "exe fd into mm map");
     t.op(SYS_prctl, {PR_SET_MM, PR_SET_MM_MAP, addr, sizeof(PrctlMmMap), 0}, -1, 0, {},
-         "prctl PR_SET_MM_MAP");
+         fmt::format("prctl PR_SET_MM_MAP code {:#x}-{:#x} data {:#x}-{:#x} brk {:#x}-{:#x} stack {:#x} "
+                     "args {:#x}-{:#x} env {:#x}-{:#x}",
+                     m.start_code, m.end_code, m.start_data, m.end_data, m.start_brk, m.brk, m.start_stack,
+                     m.arg_start, m.arg_end, m.env_start, m.env_end));
     t.op(SYS_close, {0}, -1, 0, {{0, kExe}}, "close exe");
 }
 

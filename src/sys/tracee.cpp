@@ -131,6 +131,29 @@ Tracee Tracee::seize(pid_t tid, unsigned long options) {
                         left.empty() ? "" : " but not yet collected"),
             tid, vfork_child);
     }
+    // The first stop is not always the interrupt's PTRACE_EVENT_STOP: a signal being delivered as we
+    // interrupted stops the thread first in a signal-delivery-stop (the signal already dequeued), and
+    // an event we asked for (a clone) may come first too. The interrupt's stop stays pending behind
+    // them: resumed with 0, the thread would drop the signal and take that stop on its way back to
+    // user mode, where the first injected syscall's single step would mistake it for its own trap
+    // (brk(0) returned 12, its own number, and the restore's PR_SET_MM_MAP failed). So hand a signal
+    // back (the kernel sets up its handler frame, or takes its default action, as it would have) and
+    // go on until the event stop.
+    for (int passed = 0; WIFSTOPPED(*got) && (*got >> 16) != PTRACE_EVENT_STOP; ++passed) {
+        if (passed == 16)
+            throw Error(
+                fmt::format("thread {} kept stopping for signals or events while being seized "
+                            "(last wait status {:#x})",
+                            tid, *got));
+        int sig = (*got >> 16) == 0 ? WSTOPSIG(*got) : 0;
+        pt(PTRACE_CONT, tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig)), "CONT");
+        got = wait_bounded(tid, kStopTimeout);
+        if (!got)
+            throw Error(
+                fmt::format("thread {} did not stop again within {} ms after being handed a signal "
+                            "or event while seized ({})",
+                            tid, kStopTimeout.count(), describe_thread_state(tid)));
+    }
     if (WIFEXITED(*got) || WIFSIGNALED(*got)) {
         t.tid_ = 0;
         throw Error(fmt::format("thread {} ended while being seized (wait status {:#x})", tid, *got));
@@ -335,7 +358,14 @@ long Tracee::inject_syscall(uint64_t syscall_insn, long nr, std::initializer_lis
     int status = wait_stop();
     if (!WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
         throw Error(fmt::format("injected syscall {} in tid {}: unexpected stop {:#x}", nr, tid_, status));
-    long result = static_cast<long>(regs().rax);
+    user_regs_struct after = regs();
+    // An event stop (status >> 16: a PTRACE_EVENT_STOP still pending from the seize, say) also reports
+    // SIGTRAP, but before the syscall ran: its rax would be taken for the result.
+    if ((status >> 16) != 0 || after.rip != syscall_insn + 2)
+        throw Error(
+            fmt::format("injected syscall {} in tid {}: stopped before it ran (wait status {:#x}, at {:#x})",
+                        nr, tid_, status, after.rip));
+    long result = static_cast<long>(after.rax);
     set_regs(saved);
     return result;
 }

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -75,6 +76,63 @@ TEST(SysTracee, DestructorDetaches) {
     SleepingChild child;
     { auto t = sys::Tracee::seize(child.pid); }
     EXPECT_EQ(sys::read_status(child.pid).at("TracerPid"), "0");
+}
+
+// A thread that dequeues a signal just after PTRACE_SEIZE stops for that signal before it stops for
+// our interrupt. Seize hands the signal back and waits for the interrupt's stop: otherwise the signal
+// was dropped and the interrupt's stop, still pending, was taken for an injected syscall's trap
+// (getpid "returned" 39, its own number). A flood of queued realtime signals makes that the common
+// case; every one must reach the handler, and every injection must run.
+TEST(SysTracee, SeizeDuringSignalDeliveryLosesNoSignalAndInjectionsRun) {
+    auto* received = static_cast<std::atomic<long>*>(::mmap(
+        nullptr, sizeof(std::atomic<long>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    ASSERT_NE(received, MAP_FAILED);
+    new (received) std::atomic<long>(0);
+    static std::atomic<long>* counter;
+    counter = received;
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) { counter->fetch_add(1); };
+        sa.sa_flags = SA_RESTART;
+        ::sigaction(SIGRTMIN, &sa, nullptr);
+        counter->store(-1);  // ready
+        for (;;) ::pause();
+    }
+    while (received->load() != -1) ::usleep(1000);
+    received->store(0);
+    std::atomic<bool> stop{false};
+    std::atomic<long> sent{0};
+    std::thread sender([&] {
+        while (!stop.load()) {
+            if (::sigqueue(pid, SIGRTMIN, sigval{0}) == 0)
+                sent.fetch_add(1);
+            else
+                ::usleep(100);  // EAGAIN: the queue is full (RLIMIT_SIGPENDING)
+        }
+    });
+    int bad_injections = 0;
+    std::string first_error;
+    uint64_t gadget = sys::find_syscall_instruction(pid);
+    for (int i = 0; i < 1000; ++i) {
+        try {
+            auto t = sys::Tracee::seize(pid);
+            if (t.inject_syscall(gadget, SYS_getpid, {}) != pid) ++bad_injections;
+        } catch (const Error& e) {
+            if (first_error.empty()) first_error = e.what();
+            ++bad_injections;
+        }
+    }
+    stop.store(true);
+    sender.join();
+    for (int i = 0; i < 3000 && received->load() < sent.load(); ++i) ::usleep(1000);
+    long got = received->load();
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    ::munmap(received, sizeof(std::atomic<long>));
+    EXPECT_EQ(bad_injections, 0) << first_error;
+    EXPECT_GT(sent.load(), 1000);
+    EXPECT_EQ(got, sent.load()) << "signals lost to the seizes";
 }
 
 // The parent of a vfork sleeps uninterruptibly until its child execs or exits: PTRACE_INTERRUPT
