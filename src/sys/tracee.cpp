@@ -12,7 +12,9 @@
 #include <sched.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <utility>
 
@@ -44,9 +46,104 @@ long pt(enum __ptrace_request req, pid_t tid, void* addr, void* data, const char
 
 using Clock = std::chrono::steady_clock;
 
-// waitpid(tid, __WALL | WNOHANG) until it reports or `limit` passes. No fd turns readable on a
-// ptrace stop (a pidfd only on exit), so this polls: yielding at first (most stops come within
-// microseconds, and restore waits on them on the request path), then sleeping 100 us between looks.
+// A ptrace stop turns no fd readable (a pidfd only on exit), but it does wake a tracer blocked in
+// waitpid. So: waitpid(WNOHANG) while yielding for the first 200 us (most stops come within
+// microseconds, and restore waits on them on the request path), then a blocking waitpid that a
+// per-thread timer interrupts at the deadline. It polled every 100 us before: a burst that ran 100
+// restores at once had 100 tracer threads waking 10,000 times a second each, and a quarter of the
+// CPUs went to their sleeps and wake-ups (perf), making every restore of the burst seconds late.
+//
+// The timer's signal (kWaitSignal, a no-op handler without SA_RESTART, so that waitpid returns
+// EINTR) is unblocked only around that waitpid: anywhere else an EINTR would reach code not
+// expecting it. A signal that comes between the unblock and the waitpid is handled before the
+// waitpid sleeps; the timer repeats every kWaitRearm after the deadline so such a wait still ends.
+const int kWaitSignal = SIGRTMIN + 7;
+constexpr auto kWaitRearm = std::chrono::milliseconds(5);
+
+void ensure_wait_signal_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) {};
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = 0;
+        if (::sigaction(kWaitSignal, &sa, nullptr) != 0) throw SysError("sigaction (wait timer)", errno);
+    });
+}
+
+// The calling thread's timer, made on its first long wait and deleted when the thread ends.
+class WaitTimer {
+  public:
+    WaitTimer() {
+        ensure_wait_signal_handler();
+        sigevent ev{};
+        ev.sigev_notify = SIGEV_THREAD_ID;
+        ev.sigev_signo = kWaitSignal;
+        ev._sigev_un._tid = static_cast<pid_t>(::syscall(SYS_gettid));
+        if (::timer_create(CLOCK_MONOTONIC, &ev, &timer_) != 0) throw SysError("timer_create (wait)", errno);
+    }
+    ~WaitTimer() { ::timer_delete(timer_); }
+    WaitTimer(const WaitTimer&) = delete;
+    WaitTimer& operator=(const WaitTimer&) = delete;
+    // Fires in `after` (at least 1 ns), then every kWaitRearm; `after` zero disarms.
+    void arm(std::chrono::nanoseconds after) {
+        auto ts = [](std::chrono::nanoseconds d) {
+            return timespec{static_cast<time_t>(d.count() / 1'000'000'000),
+                            static_cast<long>(d.count() % 1'000'000'000)};
+        };
+        itimerspec it{};
+        if (after.count() > 0) {
+            it.it_value = ts(after);
+            it.it_interval = ts(kWaitRearm);
+        }
+        if (::timer_settime(timer_, 0, &it, nullptr) != 0) throw SysError("timer_settime (wait)", errno);
+    }
+
+  private:
+    timer_t timer_{};
+};
+
+// Blocks in waitpid until `tid` reports or `deadline` passes; the signal mask and pending signals are
+// as they were on return.
+std::optional<int> wait_blocking(pid_t tid, Clock::time_point deadline) {
+    thread_local WaitTimer timer;
+    sigset_t wake, before;
+    sigemptyset(&wake);
+    sigaddset(&wake, kWaitSignal);
+    ::pthread_sigmask(SIG_BLOCK, &wake, &before);
+    struct Restore {
+        WaitTimer& timer;
+        sigset_t& wake;
+        sigset_t& before;
+        ~Restore() {
+            try {
+                timer.arm(std::chrono::nanoseconds(0));
+            } catch (const Error&) {
+            }
+            timespec zero{0, 0};
+            while (::sigtimedwait(&wake, nullptr, &zero) == kWaitSignal) {
+            }
+            ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+        }
+    } restore{timer, wake, before};
+    timer.arm(std::max<std::chrono::nanoseconds>(deadline - Clock::now(), std::chrono::nanoseconds(1)));
+    for (;;) {
+        int status = 0;
+        ::pthread_sigmask(SIG_UNBLOCK, &wake, nullptr);
+        pid_t r = ::waitpid(tid, &status, __WALL);
+        int err = errno;
+        ::pthread_sigmask(SIG_BLOCK, &wake, nullptr);
+        if (r == tid) return status;
+        if (r == -1 && err != EINTR) throw SysError(fmt::format("waitpid tid {}", tid), err);
+        if (Clock::now() >= deadline) {
+            // One last look: the stop may have come with the timer.
+            r = ::waitpid(tid, &status, __WALL | WNOHANG);
+            if (r == tid) return status;
+            return std::nullopt;
+        }
+    }
+}
+
 std::optional<int> wait_bounded(pid_t tid, std::chrono::milliseconds limit) {
     auto start = Clock::now();
     auto deadline = start + limit;
@@ -57,12 +154,8 @@ std::optional<int> wait_bounded(pid_t tid, std::chrono::milliseconds limit) {
         if (r == -1 && errno != EINTR) throw SysError(fmt::format("waitpid tid {}", tid), errno);
         auto now = Clock::now();
         if (now >= deadline) return std::nullopt;
-        if (now - start < std::chrono::microseconds(200)) {
-            ::sched_yield();
-        } else {
-            timespec pause{0, 100'000};
-            ::nanosleep(&pause, nullptr);
-        }
+        if (now - start >= std::chrono::microseconds(200)) return wait_blocking(tid, deadline);
+        ::sched_yield();
     }
 }
 }  // namespace

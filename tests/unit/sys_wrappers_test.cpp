@@ -135,6 +135,56 @@ TEST(SysTracee, SeizeDuringSignalDeliveryLosesNoSignalAndInjectionsRun) {
     EXPECT_EQ(got, sent.load()) << "signals lost to the seizes";
 }
 
+// A tracer waiting for a stop sleeps: a restore's tracer thread waits through the whole stage 2, and a
+// burst runs many restores at once. It polled every 100 us before, and 100 tracers polling took a
+// quarter of the CPUs. Waiting 1 s for a stop that never comes costs under 30 ms of the thread's CPU
+// (polling: ~10,000 wake-ups), still ends at its deadline, and a stop that comes during the wait ends
+// it at once.
+TEST(SysTracee, WaitingForAStopSleepsAndEndsAtTheStopOrTheDeadline) {
+    SleepingChild child;
+    auto t = sys::Tracee::seize(child.pid);
+    t.resume();  // back into pause(): no stop will come
+    auto thread_cpu = [] {
+        timespec ts{};
+        ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+    };
+    auto cpu0 = thread_cpu();
+    auto t0 = std::chrono::steady_clock::now();
+    std::string error;
+    try {
+        t.wait_stop(std::chrono::milliseconds(1000));
+    } catch (const Error& e) {
+        error = e.what();
+    }
+    auto took = std::chrono::steady_clock::now() - t0;
+    auto cpu = thread_cpu() - cpu0;
+    EXPECT_NE(error.find("did not stop within 1000 ms"), std::string::npos) << error;
+    EXPECT_GE(took, std::chrono::milliseconds(1000));
+    EXPECT_LT(took, std::chrono::milliseconds(1300));
+    EXPECT_LT(cpu, std::chrono::milliseconds(30))
+        << std::chrono::duration_cast<std::chrono::microseconds>(cpu).count() << " us of CPU";
+    // A stop during the blocking wait: a signal sent after 300 ms (signal-delivery-stop).
+    std::thread sender([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        ::kill(child.pid, SIGUSR1);
+    });
+    t0 = std::chrono::steady_clock::now();
+    int status = t.wait_stop(std::chrono::milliseconds(5000));
+    took = std::chrono::steady_clock::now() - t0;
+    sender.join();
+    EXPECT_TRUE(WIFSTOPPED(status) && WSTOPSIG(status) == SIGUSR1) << status;
+    EXPECT_LT(took, std::chrono::milliseconds(600));
+    // The wait leaves no signal of its own behind: none pending, the mask as it was.
+    sigset_t pending, mask;
+    ::sigpending(&pending);
+    ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+    for (int sig = SIGRTMIN; sig <= SIGRTMAX; ++sig) {
+        EXPECT_FALSE(sigismember(&pending, sig)) << sig;
+        EXPECT_FALSE(sigismember(&mask, sig)) << sig;
+    }
+}
+
 // The parent of a vfork sleeps uninterruptibly until its child execs or exits: PTRACE_INTERRUPT
 // cannot stop it, and the seize must end with a named error instead of waiting forever.
 TEST(SysTracee, SeizingAVforkParentFailsWithinTheDeadline) {
