@@ -125,7 +125,7 @@ TEST(SysTracee, SeizeDuringSignalDeliveryLosesNoSignalAndInjectionsRun) {
     }
     stop.store(true);
     sender.join();
-    for (int i = 0; i < 3000 && received->load() < sent.load(); ++i) ::usleep(1000);
+    for (int i = 0; i < 10000 && received->load() < sent.load(); ++i) ::usleep(1000);
     long got = received->load();
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
