@@ -386,7 +386,7 @@ struct Controller::Impl {
             fn->restoring++;
             ps->execute([this, fn, prewarm](std::unique_ptr<sandbox::Sandbox> sb, double restore_ms,
                                             std::string error) {
-                restore_ended(*fn);
+                restore_ended(fn);
                 restored(fn, std::move(sb), 0, restore_ms, false, prewarm, error);
             });
         } else if (fn->image) {
@@ -395,7 +395,7 @@ struct Controller::Impl {
             fn->restoring++;
             ps->on_done = [this, fn, ps, prewarm](std::unique_ptr<sandbox::Sandbox> sb, double restore_ms,
                                                   std::string error) {
-                restore_ended(*fn);
+                restore_ended(fn);
                 restored(fn, std::move(sb), ps->prepare_ms, restore_ms, true, prewarm, error);
             };
             run_pooled(fn, ps);
@@ -405,11 +405,17 @@ struct Controller::Impl {
         refill_pool(fn);
     }
 
-    // On the tracer thread, once a restore (or its failure) is known: the next may start (see dispatch),
-    // which the instance's coming up, or its start's failure, dispatches.
-    void restore_ended(FunctionState& fn) {
-        std::lock_guard lock(mu);
-        fn.restoring--;
+    // On the tracer thread, once a restore (or its failure) is known: the next may start (see dispatch).
+    // Dispatched here and not only when the instance comes up: a failed restore boots instead, on this
+    // thread, and requests still waiting would get no new start for as long as that boot takes.
+    void restore_ended(const std::shared_ptr<FunctionState>& fn) {
+        Callbacks out;
+        {
+            std::lock_guard lock(mu);
+            fn->restoring--;
+            if (!fn->removed) dispatch(fn, out);
+        }
+        for (auto& f : out) f();
     }
 
     // Caller holds mu. Keeps `prestart` sandboxes prepared.
