@@ -380,22 +380,19 @@ struct Controller::Impl {
     // a boot when there is no usable snapshot.
     void start_instance(const std::shared_ptr<FunctionState>& fn, bool prewarm) {
         fn->starting++;
+        if (fn->image) fn->restoring++;  // until restored()
         if (fn->image && !fn->pool.empty()) {
             auto ps = fn->pool.front();
             fn->pool.pop_front();
-            fn->restoring++;
             ps->execute([this, fn, prewarm](std::unique_ptr<sandbox::Sandbox> sb, double restore_ms,
                                             std::string error) {
-                restore_ended(fn);
                 restored(fn, std::move(sb), 0, restore_ms, false, prewarm, error);
             });
         } else if (fn->image) {
             auto ps = std::make_shared<PooledSandbox>();
             ps->command = PooledSandbox::Command::Execute;
-            fn->restoring++;
             ps->on_done = [this, fn, ps, prewarm](std::unique_ptr<sandbox::Sandbox> sb, double restore_ms,
                                                   std::string error) {
-                restore_ended(fn);
                 restored(fn, std::move(sb), ps->prepare_ms, restore_ms, true, prewarm, error);
             };
             run_pooled(fn, ps);
@@ -403,19 +400,6 @@ struct Controller::Impl {
             jobs.spawn([this, fn, prewarm] { boot(fn, prewarm, fn->image_problem); });
         }
         refill_pool(fn);
-    }
-
-    // On the tracer thread, once a restore (or its failure) is known: the next may start (see dispatch).
-    // Dispatched here and not only when the instance comes up: a failed restore boots instead, on this
-    // thread, and requests still waiting would get no new start for as long as that boot takes.
-    void restore_ended(const std::shared_ptr<FunctionState>& fn) {
-        Callbacks out;
-        {
-            std::lock_guard lock(mu);
-            fn->restoring--;
-            if (!fn->removed) dispatch(fn, out);
-        }
-        for (auto& f : out) f();
     }
 
     // Caller holds mu. Keeps `prestart` sandboxes prepared.
@@ -511,6 +495,16 @@ struct Controller::Impl {
     void restored(const std::shared_ptr<FunctionState>& fn, std::unique_ptr<sandbox::Sandbox> sb,
                   double sandbox_ms, double restore_ms, bool on_path, bool prewarm,
                   const std::string& error) {
+        // The next restore may start (see dispatch). Dispatched now, not only once the instance is up:
+        // a failed restore boots instead, on this thread, and requests still waiting would get no new
+        // start for as long as that boot takes.
+        Callbacks out;
+        {
+            std::lock_guard lock(mu);
+            fn->restoring--;
+            if (!fn->removed) dispatch(fn, out);
+        }
+        for (auto& f : out) f();
         if (sb) {
             metrics().observe("initless_restore_seconds", {{"function", fn->name}}, restore_ms / 1000);
             spdlog::info(
