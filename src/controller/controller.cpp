@@ -1179,6 +1179,12 @@ bool Controller::remove(const std::string& function) {
     spdlog::info("event=removed function={}", function);
     I.jobs.spawn([&I, entry] {
         std::this_thread::sleep_for(std::chrono::seconds(1));
+        I.registry.remove_version(entry);  // the removed version's files: no one else's
+        // What is left of the function's dir (current.json, the log) is the removed function's only if
+        // it was not deployed again meanwhile; checked, and removed, under the lock a deploy takes first.
+        std::lock_guard lock(I.mu);
+        auto deploying = I.deploying.find(entry.name);
+        if (I.functions.count(entry.name) || (deploying != I.deploying.end() && deploying->second)) return;
         I.registry.remove_function(entry);
     });
     return true;

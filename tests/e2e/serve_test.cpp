@@ -531,6 +531,31 @@ TEST_F(ServeTest, RestartKeepsTheRegistry) {
     TrackSeenInstances();
 }
 
+// `rm` then `deploy` of the same name at once: the removal's files go a second later, and they must be
+// the removed version's only. It took the whole function dir, the new version's code, image and
+// current.json with it: every start of the new version failed, and a restart forgot it.
+TEST_F(ServeTest, RemoveThenRedeployKeepsTheNewVersion) {
+    start_daemon();
+    auto fn = counter_variant("redeploy", {{"name", "\"e2e-redeploy\""}, {"prestart", "0"}});
+    ASSERT_EQ(deploy(fn).exit_code(), 0);
+    EXPECT_EQ(invoke("e2e-redeploy").body, "count 1");
+    auto rm = cli({"rm", "e2e-redeploy", "--server", address_});
+    ASSERT_EQ(rm.exit_code(), 0) << rm.describe();
+    ASSERT_EQ(deploy(fn).exit_code(), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the removal's cleanup
+    auto r = invoke("e2e-redeploy");
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body, "count 1");
+    EXPECT_EQ(header(r, "X-Initless-Start"), "cold");
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    start_daemon();
+    auto again = invoke("e2e-redeploy");
+    EXPECT_EQ(again.status, 200) << again.body;
+    EXPECT_EQ(header(again, "X-Initless-Start"), "cold") << "the redeployed snapshot survives a restart";
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 // A snapshot changed on disk is not authenticated: refused when the daemon loads it; the function
 // boots instead and says so (X-Initless-Start: boot, the reason in its description).
 TEST_F(ServeTest, CorruptedSnapshotFallsBackToABoot) {
