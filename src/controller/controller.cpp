@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -213,6 +214,9 @@ struct FunctionState {
     uint32_t prewarm_count = 0;
     policy::TimeMs prewarm_at = 0;
     bool removed = false;
+    // Removed by `rm` (not replaced by a new version): its draining instances' output no longer goes to
+    // the name's log, which a new deploy of the name owns.
+    std::atomic<bool> unregistered{false};
     std::mutex log_mu;  // the function's log file
 };
 
@@ -849,6 +853,7 @@ struct Controller::Impl {
             pos = nl + 1;
         }
         std::lock_guard lock(fn->log_mu);
+        if (fn->unregistered) return;
         registry.append_log(fn->name, out, kFunctionLogMax);
     }
 
@@ -1173,6 +1178,14 @@ bool Controller::remove(const std::string& function) {
         if (it == I.functions.end()) return false;
         entry = it->second->entry;
         I.retire(*it->second, out);
+        {
+            std::lock_guard log_lock(it->second->log_mu);  // no copy of a draining instance's log after this
+            it->second->unregistered = true;
+        }
+        // Durable at once: a daemon killed within the cleanup's second below no longer brings the function
+        // back. A deploy of the name already running will write its own current.json when it commits.
+        auto deploying = I.deploying.find(function);
+        if (deploying == I.deploying.end() || !deploying->second) I.registry.unregister(function);
         I.functions.erase(it);
     }
     for (auto& f : out) f();

@@ -211,6 +211,12 @@ void Registry::remove_function(const RegistryEntry& entry) const {
     }
 }
 
+void Registry::unregister(const std::string& name) const {
+    std::error_code ec;
+    fs::remove(function_dir(name) / "current.json", ec);
+    fs::remove(log_path(name), ec);
+}
+
 fs::path Registry::log_path(const std::string& name) const {
     return function_dir(name) / "log";
 }

@@ -92,6 +92,19 @@ class ServeTest : public E2eTest {
         FAIL() << "the daemon did not answer /healthz within 30 s: " << r.describe();
     }
 
+    // Whether the function's log (`initless logs`) shows `line` within 5 s (the daemon copies its
+    // instances' output every 50 ms).
+    ::testing::AssertionResult log_shows(const std::string& function, const std::string& line) {
+        std::string log;
+        for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(50ms)) {
+            log = cli({"logs", function, "--server", address_}).out;
+            if (log.find(line) != std::string::npos) return ::testing::AssertionSuccess();
+        }
+        return ::testing::AssertionFailure()
+               << "the log of " << function << " has no '" << line << "' after 5 s:\n"
+               << log;
+    }
+
     // SIGTERM, then the exit status; the daemon must drain and exit 0 by itself.
     CliResult stop_daemon() {
         ::kill(daemon_->pid(), SIGTERM);
@@ -538,7 +551,11 @@ TEST_F(ServeTest, RemoveThenRedeployKeepsTheNewVersion) {
     start_daemon();
     auto fn = counter_variant("redeploy", {{"name", "\"e2e-redeploy\""}, {"prestart", "0"}});
     ASSERT_EQ(deploy(fn).exit_code(), 0);
-    EXPECT_EQ(invoke("e2e-redeploy").body, "count 1");
+    auto first = invoke("e2e-redeploy");
+    EXPECT_EQ(first.body, "count 1");
+    std::string old_instance = header(first, "X-Initless-Instance");
+    ASSERT_FALSE(old_instance.empty());
+    ASSERT_TRUE(log_shows("e2e-redeploy", "[" + old_instance + "] counter: request 1"));
     auto rm = cli({"rm", "e2e-redeploy", "--server", address_});
     ASSERT_EQ(rm.exit_code(), 0) << rm.describe();
     ASSERT_EQ(deploy(fn).exit_code(), 0);
@@ -547,6 +564,10 @@ TEST_F(ServeTest, RemoveThenRedeployKeepsTheNewVersion) {
     EXPECT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(r.body, "count 1");
     EXPECT_EQ(header(r, "X-Initless-Start"), "cold");
+    // The new deployment's log is its own: the new instance's line comes, the removed one's never does.
+    EXPECT_TRUE(log_shows("e2e-redeploy", "[" + header(r, "X-Initless-Instance") + "] counter: request 1"));
+    auto log = cli({"logs", "e2e-redeploy", "--server", address_}).out;
+    EXPECT_EQ(log.find(old_instance), std::string::npos) << "the removed function's log was kept:\n" << log;
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     start_daemon();
     auto again = invoke("e2e-redeploy");
@@ -554,6 +575,26 @@ TEST_F(ServeTest, RemoveThenRedeployKeepsTheNewVersion) {
     EXPECT_EQ(header(again, "X-Initless-Start"), "cold") << "the redeployed snapshot survives a restart";
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
+}
+
+// `rm` is durable when it returns: a daemon killed right after it (within the second its cleanup waits
+// for draining instances) does not bring the function back at its next start.
+TEST_F(ServeTest, RemoveIsDurableWhenItReturns) {
+    start_daemon();
+    ASSERT_EQ(deploy(counter_variant("durable-rm", {{"name", "\"e2e-durable-rm\""}, {"prestart", "0"}}))
+                  .exit_code(),
+              0);
+    auto rm = cli({"rm", "e2e-durable-rm", "--server", address_});
+    ASSERT_EQ(rm.exit_code(), 0) << rm.describe();
+    ::kill(daemon_->pid(), SIGKILL);
+    daemon_->wait(10s);
+    daemon_.reset();
+    start_daemon();
+    EXPECT_EQ(request("GET", "/system/function/e2e-durable-rm").status, 404);
+    auto ls = cli({"ls", "--server", address_});
+    EXPECT_EQ(ls.out.find("e2e-durable-rm"), std::string::npos) << ls.out;
+    EXPECT_FALSE(fs::exists(registry_ / "functions" / "e2e-durable-rm")) << "left by the removed function";
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
 }
 
 // A snapshot changed on disk is not authenticated: refused when the daemon loads it; the function

@@ -52,6 +52,9 @@ class Registry {
     void discard(const StagedEntry& staged) const;
     void remove_version(const RegistryEntry& entry) const;
     void remove_function(const RegistryEntry& entry) const;
+    // Forgets the function at once: its current.json (a restart no longer loads it) and its log (a
+    // deploy of the same name starts a new one). Its version's files stay for instances still draining.
+    void unregister(const std::string& name) const;
 
     std::filesystem::path log_path(const std::string& name) const;
     // Appends to the function's log, cutting it to its newer half once it passes `max_bytes`.
