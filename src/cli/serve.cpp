@@ -22,6 +22,8 @@ struct ServeOptions {
     uint32_t spin_us = 100;
     uint64_t max_body_mb = 64;
     std::string log_level = "info";
+    uint32_t restores_at_once = 0;
+    uint32_t refills_at_once = 0;
 };
 }  // namespace
 
@@ -45,6 +47,12 @@ void add_serve(CLI::App& app) {
         ->check(CLI::Range(0, 10000));
     cmd->add_option("--max-body-mb", o.max_body_mb, "largest request or response body")
         ->check(CLI::Range(1, 4096));
+    cmd->add_option("--restores-at-once", o.restores_at_once,
+                    "restores of one function running at once; more start as these end (default 2 per CPU)")
+        ->check(CLI::Range(1, 4096));
+    cmd->add_option("--refills-at-once", o.refills_at_once,
+                    "pool refills running at once, all functions together (default 1 per CPU)")
+        ->check(CLI::Range(1, 4096));
     cmd->add_option("--log-level", o.log_level, "debug | info | warn | error")
         ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
     cmd->callback([] {
@@ -60,6 +68,8 @@ void add_serve(CLI::App& app) {
         copts.image_store_tmpfs = o.image_store == "tmpfs";
         copts.policy = o.policy;
         copts.memory_mb = o.memory_mb;
+        copts.restores_at_once = o.restores_at_once;
+        copts.refills_at_once = o.refills_at_once;
         spdlog::info("event=starting state={} policy={} memory_mb={} image_store={} fd_limit={}", o.state,
                      o.policy, o.memory_mb, o.image_store, fds);
         controller::Controller controller(copts);

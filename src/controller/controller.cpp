@@ -213,6 +213,8 @@ struct FunctionState {
     uint32_t restoring = 0;  // of `starting`: restores (from the pool, or a sandbox prepared on the path)
     uint32_t prewarm_count = 0;
     policy::TimeMs prewarm_at = 0;
+    uint32_t prewarms_pending =
+        0;  // pre-warm starts (a policy's or a scale's) still to do (see start_prewarms)
     bool removed = false;
     // Removed by `rm` (not replaced by a new version): its draining instances' output no longer goes to
     // the name's log, which a new deploy of the name owns.
@@ -240,9 +242,10 @@ struct Controller::Impl {
     // run at once: one per CPU. Unbounded, a burst that took 100 pooled sandboxes started 100 refills
     // at once, and they took the CPUs from the restores and first requests of the burst itself.
     uint32_t refills_running = 0;
-    const uint32_t refills_at_once = std::max(1u, std::thread::hardware_concurrency());
+    const uint32_t refills_at_once = options.refills_at_once ? options.refills_at_once : cpus();
     // Restores of one function at once (see dispatch).
-    const uint32_t restores_at_once = 2 * refills_at_once;
+    const uint32_t restores_at_once = options.restores_at_once ? options.restores_at_once : 2 * cpus();
+    static uint32_t cpus() { return std::max(1u, std::thread::hardware_concurrency()); }
 
     JobThreads jobs;
     std::thread ticker;
@@ -380,6 +383,23 @@ struct Controller::Impl {
         }
     }
 
+    // Caller holds mu. Starts the pre-warms still to do, paced like dispatch's starts: as many as the
+    // restores allowed at once leave room for; restored() starts more as restores end, after the starts
+    // that requests wait for. A scale to 50 started 50 restores at once, each sharing 2 CPUs with the
+    // others and with any request's restore.
+    void start_prewarms(const std::shared_ptr<FunctionState>& fn) {
+        while (fn->prewarms_pending > 0) {
+            if (shutting_down || fn->removed ||
+                fn->instances.size() + fn->starting >= fn->spec.max_instances) {
+                fn->prewarms_pending = 0;
+                break;
+            }
+            if (fn->image && fn->restoring >= restores_at_once) break;
+            fn->prewarms_pending--;
+            start_instance(fn, /*prewarm=*/true);
+        }
+    }
+
     // Caller holds mu. Starts one instance: from a pooled sandbox, from a sandbox prepared now, or by
     // a boot when there is no usable snapshot.
     void start_instance(const std::shared_ptr<FunctionState>& fn, bool prewarm) {
@@ -506,7 +526,10 @@ struct Controller::Impl {
         {
             std::lock_guard lock(mu);
             fn->restoring--;
-            if (!fn->removed) dispatch(fn, out);
+            if (!fn->removed) {
+                dispatch(fn, out);
+                start_prewarms(fn);
+            }
         }
         for (auto& f : out) f();
         if (sb) {
@@ -785,10 +808,9 @@ struct Controller::Impl {
                     uint32_t idle = 0;
                     for (auto& inst : fn->instances)
                         if (inst->state->phase == Instance::State::Phase::Idle) idle++;
-                    while (idle + fn->starting < fn->prewarm_count &&
-                           fn->instances.size() + fn->starting < fn->spec.max_instances) {
-                        start_instance(fn, /*prewarm=*/true);
-                    }
+                    uint32_t have = idle + fn->starting;
+                    fn->prewarms_pending = fn->prewarm_count > have ? fn->prewarm_count - have : 0;
+                    start_prewarms(fn);
                     fn->prewarm_count = 0;
                 }
                 for (auto& inst : fn->instances) live.push_back(inst);
@@ -1221,10 +1243,10 @@ std::optional<json> Controller::scale(const std::string& function, uint32_t repl
         }
     }
     uint32_t target = std::min(replicas, fn->spec.max_instances);
-    while (fn->instances.size() + fn->starting < target && !I.shutting_down) {
-        I.start_instance(fn, /*prewarm=*/true);
-        started++;
-    }
+    uint32_t have = static_cast<uint32_t>(fn->instances.size()) + fn->starting;
+    fn->prewarms_pending = target > have ? target - have : 0;
+    started = fn->prewarms_pending;  // started now or as earlier restores end (start_prewarms)
+    I.start_prewarms(fn);
     spdlog::info("event=scaled function={} replicas={} removed={} started={}", function, replicas, removed,
                  started);
     return json{{"function", function}, {"replicas", replicas}, {"removed", removed}, {"started", started}};
@@ -1258,6 +1280,7 @@ json describe_locked(const FunctionState& fn) {
                 {"timeout_s", fn.spec.timeout_s},
                 {"pool", fn.pool.size()},
                 {"starting", fn.starting},
+                {"starts_pending", fn.prewarms_pending},
                 {"queued", fn.waiters.size()},
                 {"idle", idle},
                 {"busy", busy},

@@ -389,6 +389,39 @@ TEST_F(ServeTest, ConcurrentRequestsScaleOut) {
     TrackSeenInstances();
 }
 
+// A scale up restores a few instances at a time, as a burst of requests does: never more than the
+// daemon's restores at once (--restores-at-once) are starting, the rest wait as pending, and all come up.
+TEST_F(ServeTest, ScaleUpRestoresAFewAtATime) {
+    const uint32_t at_once = 3;
+    start_daemon({"--restores-at-once", std::to_string(at_once)});
+    ASSERT_EQ(deploy(counter_variant("paced", {{"name", "\"e2e-paced\""},
+                                               {"max_instances", "12"},
+                                               {"prestart", "0"},
+                                               {"memory_mb", "128"}}))
+                  .exit_code(),
+              0);
+    auto scaled = request("POST", "/system/scale-function/e2e-paced", R"({"replicas": 12})");
+    ASSERT_EQ(scaled.status, 202) << scaled.body;  // accepted: the instances come up afterwards
+    uint32_t most_starting = 0, most_pending = 0;
+    json described;
+    for (auto deadline = Clock::now() + 60s; Clock::now() < deadline; std::this_thread::sleep_for(5ms)) {
+        described = json::parse(request("GET", "/system/function/e2e-paced").body);
+        most_starting = std::max(most_starting, described["starting"].get<uint32_t>());
+        most_pending = std::max(most_pending, described["starts_pending"].get<uint32_t>());
+        if (described["idle"].get<uint32_t>() == 12) break;
+    }
+    EXPECT_EQ(described["idle"].get<uint32_t>(), 12u) << described.dump();
+    std::string stats = cli({"stats", "--server", address_, "--json"}).out;  // a restore that fell back boots
+    EXPECT_GE(most_starting, 1u);
+    EXPECT_LE(most_starting, at_once) << "more restores at once than the daemon allows; " << stats;
+    EXPECT_GT(most_pending, 0u) << "12 starts with " << at_once << " at once: some must have waited; "
+                                << stats;
+    for (const auto& inst : described["instances"]) seen_instances_.insert(inst["id"].get<std::string>());
+    EXPECT_EQ(invoke("e2e-paced").status, 200);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 // The keep-alive policy decides over idle instances: with an idle-memory budget smaller than two
 // instances, LRU evicts the least recently used one as soon as both are idle.
 TEST_F(ServeTest, IdleMemoryBudgetMakesThePolicyEvict) {

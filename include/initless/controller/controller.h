@@ -103,6 +103,9 @@ struct ControllerOptions {
     bool image_store_tmpfs = false;                         // images in RAM (/dev/shm) instead
     std::string policy = "ttl";
     double memory_mb = 4096;  // idle-memory budget: idle instances beyond it are evicted by the policy
+    // Pacing (DESIGN.md "Dispatch"); 0 takes the default from the CPU count.
+    uint32_t restores_at_once = 0;  // restores of one function running at once (default 2 per CPU)
+    uint32_t refills_at_once = 0;  // pool refills running at once, all functions together (default 1 per CPU)
 };
 
 class Controller {
