@@ -1280,6 +1280,7 @@ json describe_locked(const FunctionState& fn) {
                 {"timeout_s", fn.spec.timeout_s},
                 {"pool", fn.pool.size()},
                 {"starting", fn.starting},
+                {"restoring", fn.restoring},  // of "starting": restores under way (paced)
                 {"starts_pending", fn.prewarms_pending},
                 {"queued", fn.waiters.size()},
                 {"idle", idle},
