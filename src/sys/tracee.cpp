@@ -16,6 +16,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <utility>
 
 #include <fmt/format.h>
@@ -105,8 +106,31 @@ class WaitTimer {
 
 // Blocks in waitpid until `tid` reports or `deadline` passes; the signal mask and pending signals are
 // as they were on return.
+// Without a timer: waitpid(WNOHANG) every millisecond until the deadline.
+std::optional<int> wait_polling(pid_t tid, Clock::time_point deadline) {
+    for (;;) {
+        int status = 0;
+        pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
+        if (r == tid) return status;
+        if (r == -1 && errno != EINTR) throw SysError(fmt::format("waitpid tid {}", tid), errno);
+        if (Clock::now() >= deadline) return std::nullopt;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
+
 std::optional<int> wait_blocking(pid_t tid, Clock::time_point deadline) {
-    thread_local WaitTimer timer;
+    // A POSIX timer takes one of its user's pending-signal slots (RLIMIT_SIGPENDING, shared by every
+    // process of root): when they are all taken, timer_create says EAGAIN, and the wait polls instead
+    // of failing the restore. Seen in a full ctest, whose signal tests queue thousands at once.
+    thread_local std::optional<WaitTimer> made;
+    if (!made) {
+        try {
+            made.emplace();
+        } catch (const SysError&) {
+            return wait_polling(tid, deadline);
+        }
+    }
+    WaitTimer& timer = *made;
     sigset_t wake, before;
     sigemptyset(&wake);
     sigaddset(&wake, kWaitSignal);

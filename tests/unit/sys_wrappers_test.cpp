@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -104,11 +105,13 @@ TEST(SysTracee, SeizeDuringSignalDeliveryLosesNoSignalAndInjectionsRun) {
     std::atomic<bool> stop{false};
     std::atomic<long> sent{0};
     std::thread sender([&] {
+        // At most 256 queued at once: RLIMIT_SIGPENDING counts every process of root together, and a
+        // full quota made tests running beside this one fail (a wait's timer_create said EAGAIN).
         while (!stop.load()) {
-            if (::sigqueue(pid, SIGRTMIN, sigval{0}) == 0)
+            if (sent.load() - received->load() < 256 && ::sigqueue(pid, SIGRTMIN, sigval{0}) == 0)
                 sent.fetch_add(1);
             else
-                ::usleep(100);  // EAGAIN: the queue is full (RLIMIT_SIGPENDING)
+                ::usleep(20);
         }
     });
     int bad_injections = 0;
@@ -140,6 +143,31 @@ TEST(SysTracee, SeizeDuringSignalDeliveryLosesNoSignalAndInjectionsRun) {
 // quarter of the CPUs. Waiting 1 s for a stop that never comes costs under 30 ms of the thread's CPU
 // (polling: ~10,000 wake-ups), still ends at its deadline, and a stop that comes during the wait ends
 // it at once.
+namespace {
+// Sends SIGUSR1 to `pid` after 300 ms and expects the wait to end with that signal-delivery-stop soon
+// after. The sender is joined whatever the wait does (a thread left joinable would abort the test,
+// and its traced child, holding ctest's output pipe, would keep ctest waiting until its timeout).
+void expect_stop_during_wait(sys::Tracee& t, pid_t pid) {
+    std::thread sender([pid] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        ::kill(pid, SIGUSR1);
+    });
+    auto t0 = std::chrono::steady_clock::now();
+    int status = 0;
+    std::string error;
+    try {
+        status = t.wait_stop(std::chrono::milliseconds(5000));
+    } catch (const Error& e) {
+        error = e.what();
+    }
+    auto took = std::chrono::steady_clock::now() - t0;
+    sender.join();
+    EXPECT_EQ(error, "");
+    EXPECT_TRUE(WIFSTOPPED(status) && WSTOPSIG(status) == SIGUSR1) << status;
+    EXPECT_LT(took, std::chrono::milliseconds(600));
+}
+}  // namespace
+
 TEST(SysTracee, WaitingForAStopSleepsAndEndsAtTheStopOrTheDeadline) {
     SleepingChild child;
     auto t = sys::Tracee::seize(child.pid);
@@ -165,16 +193,7 @@ TEST(SysTracee, WaitingForAStopSleepsAndEndsAtTheStopOrTheDeadline) {
     EXPECT_LT(cpu, std::chrono::milliseconds(30))
         << std::chrono::duration_cast<std::chrono::microseconds>(cpu).count() << " us of CPU";
     // A stop during the blocking wait: a signal sent after 300 ms (signal-delivery-stop).
-    std::thread sender([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
-        ::kill(child.pid, SIGUSR1);
-    });
-    t0 = std::chrono::steady_clock::now();
-    int status = t.wait_stop(std::chrono::milliseconds(5000));
-    took = std::chrono::steady_clock::now() - t0;
-    sender.join();
-    EXPECT_TRUE(WIFSTOPPED(status) && WSTOPSIG(status) == SIGUSR1) << status;
-    EXPECT_LT(took, std::chrono::milliseconds(600));
+    expect_stop_during_wait(t, child.pid);
     // The wait leaves no signal of its own behind: none pending, the mask as it was.
     sigset_t pending, mask;
     ::sigpending(&pending);
@@ -183,6 +202,41 @@ TEST(SysTracee, WaitingForAStopSleepsAndEndsAtTheStopOrTheDeadline) {
         EXPECT_FALSE(sigismember(&pending, sig)) << sig;
         EXPECT_FALSE(sigismember(&mask, sig)) << sig;
     }
+}
+
+// The wait's timer takes a pending-signal slot of the user (RLIMIT_SIGPENDING, shared by all of
+// root's processes). With none left (here: our limit at 0), the wait still ends at the stop or at
+// the deadline, polling, rather than failing.
+TEST(SysTracee, WaitingForAStopWithoutATimerStillEndsAtTheStopOrTheDeadline) {
+    SleepingChild child;
+    auto t = sys::Tracee::seize(child.pid);
+    t.resume();
+    rlimit before{};
+    ASSERT_EQ(::getrlimit(RLIMIT_SIGPENDING, &before), 0);
+    rlimit none = before;
+    none.rlim_cur = 0;
+    ASSERT_EQ(::setrlimit(RLIMIT_SIGPENDING, &none), 0);
+    // A new thread: its timer is made on its first long wait, under the limit.
+    std::thread waiter([&] {
+        timer_t probe;
+        sigevent ev{};
+        ev.sigev_notify = SIGEV_NONE;
+        EXPECT_NE(::timer_create(CLOCK_MONOTONIC, &ev, &probe), 0) << "the limit does not stop a timer";
+        auto t0 = std::chrono::steady_clock::now();
+        std::string error;
+        try {
+            t.wait_stop(std::chrono::milliseconds(300));
+        } catch (const Error& e) {
+            error = e.what();
+        }
+        auto took = std::chrono::steady_clock::now() - t0;
+        EXPECT_NE(error.find("did not stop within 300 ms"), std::string::npos) << error;
+        EXPECT_GE(took, std::chrono::milliseconds(300));
+        EXPECT_LT(took, std::chrono::milliseconds(600));
+        expect_stop_during_wait(t, child.pid);
+    });
+    waiter.join();
+    ASSERT_EQ(::setrlimit(RLIMIT_SIGPENDING, &before), 0);
 }
 
 // The parent of a vfork sleeps uninterruptibly until its child execs or exits: PTRACE_INTERRUPT
