@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -41,7 +42,9 @@ double ms_since(Clock::time_point t) {
 
 constexpr auto kTick = std::chrono::milliseconds(50);
 constexpr auto kPoolBackoff = std::chrono::seconds(5);
-constexpr uint64_t kFunctionLogMax = 8u << 20;  // a function's log is cut to its last half beyond this
+constexpr uint64_t kFunctionLogMax = 8u << 20;      // a function's log is cut to its last half beyond this
+constexpr size_t kLogReadMax = 1u << 20;            // of an instance's log copied per tick
+constexpr uint64_t kInstanceLogBacklog = 4u << 20;  // not copied yet beyond this: the middle is dropped
 
 // Threads started for blocking work; `wait_all` joins them (they are detached, and counted).
 class JobThreads {
@@ -163,7 +166,8 @@ struct Instance::State {
     std::string death_;
     std::mutex log_mu;  // the ticker and a teardown job may both copy the log
     fs::path log_path;
-    uint64_t log_offset = 0;
+    uint64_t log_offset = 0;  // of the instance's log: copied to the function's log up to here
+    uint64_t log_freed = 0;   // and freed up to here (a hole punched)
 };
 
 Instance::Instance(std::string id, std::string function, uint16_t port, uint32_t timeout_s,
@@ -857,21 +861,53 @@ struct Controller::Impl {
         if (!fn || s.log_path.empty()) return;
         std::lock_guard instance_log(s.log_mu);
         std::string data;
+        uint64_t dropped = 0;
         try {
-            sys::UniqueFd fd = sys::open_file(s.log_path, O_RDONLY);
-            data = sys::read_from(fd.get(), s.log_offset, 1 << 20);
+            sys::UniqueFd fd = sys::open_file(s.log_path, O_RDWR);
+            struct stat st {};
+            if (::fstat(fd.get(), &st) != 0) return;
+            uint64_t size = static_cast<uint64_t>(st.st_size);
+            if (size < s.log_offset) s.log_offset = s.log_freed = 0;  // the function truncated its output
+            if (size > s.log_offset + kInstanceLogBacklog) {
+                // Printing faster than this copies (1 MiB a tick): keep up by dropping the middle, which
+                // bounds both what waits in the instance's log and the daemon's work per instance.
+                dropped = size - kLogReadMax - s.log_offset;
+                s.log_offset += dropped;
+            }
+            data = sys::read_from(fd.get(), s.log_offset, kLogReadMax);
+            if (dropped) {  // from the next whole line on
+                size_t nl = data.find('\n');
+                size_t cut = nl == std::string::npos ? data.size() : nl + 1;
+                data.erase(0, cut);
+                dropped += cut;
+                s.log_offset += cut;
+            }
+            auto last_nl = data.rfind('\n');
+            if (last_nl != std::string::npos)
+                data.resize(last_nl + 1);
+            else if (data.size() < kLogReadMax)
+                data.clear();  // a line not finished yet; one as long as a whole read goes as it is
+            s.log_offset += data.size();
+            // What is copied is freed: the file keeps its size, where O_APPEND writes go on, not its blocks.
+            uint64_t free_to = s.log_offset & ~uint64_t{4095};
+            if (free_to > s.log_freed &&
+                ::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                            static_cast<off_t>(s.log_freed), static_cast<off_t>(free_to - s.log_freed)) == 0)
+                s.log_freed = free_to;
         } catch (const Error&) {
             return;
         }
-        auto last_nl = data.rfind('\n');
-        if (last_nl == std::string::npos) return;
-        data.resize(last_nl + 1);
-        s.log_offset += data.size();
+        if (data.empty() && !dropped) return;
         std::string out;
+        if (dropped)
+            out += fmt::format(
+                "[{}] [initless: {} bytes of output dropped: printed faster than the log is copied]\n",
+                inst.id(), dropped);
         size_t pos = 0;
         while (pos < data.size()) {
-            size_t nl = data.find('\n', pos);
+            size_t nl = std::min(data.find('\n', pos), data.size() - 1);
             out += "[" + inst.id() + "] " + data.substr(pos, nl - pos + 1);
+            if (data[nl] != '\n') out += '\n';
             pos = nl + 1;
         }
         std::lock_guard lock(fn->log_mu);

@@ -212,8 +212,14 @@ Sandbox Sandbox::prepare(const oci::RuntimeSpec& runtime, const spec::FunctionSp
         } else if (options.upper_seed || options.seed_upper) {
             throw Error("a writable-layer seed needs a writable layer (io.initless.writable-layer-mb)");
         }
-        sys::write_file(sb.log_path(), "");
-        if (root_ids) sys::change_owner(sb.log_path(), root_ids->first, root_ids->second);
+        // With a writable layer, the log (the function's stdout and stderr) lives on the layer's tmpfs,
+        // named through a relative link: what a function prints is then bounded by the layer's size and
+        // charged to its memory limit, like the files it writes. In the instance dir it could fill
+        // the host's /run (or disk) at the speed the function prints.
+        fs::path log_file = layer_mb.empty() ? sb.log_path() : sb.layer_dir() / "log";
+        sys::write_file(log_file, "");
+        if (root_ids) sys::change_owner(log_file, root_ids->first, root_ids->second);
+        if (!layer_mb.empty()) fs::create_symlink("layer/log", sb.log_path());
 
         part_done("dirs");
         const auto& res = runtime.linux_settings.resources;
@@ -507,8 +513,15 @@ sys::UniqueFd Sandbox::connect(uint16_t port) const {
 
 std::string Sandbox::log_tail(size_t bytes) const {
     try {
-        std::string all = sys::read_file(log_path());
-        return all.size() > bytes ? all.substr(all.size() - bytes) : all;
+        // Only the end is read: the log may be large, or sparse where the daemon freed what it copied
+        // (those bytes read as zeros, and are dropped).
+        sys::UniqueFd fd = sys::open_file(log_path(), O_RDONLY);
+        struct stat st {};
+        if (::fstat(fd.get(), &st) != 0) throw sys::SysError("stat log", errno);
+        uint64_t size = static_cast<uint64_t>(st.st_size);
+        std::string tail = sys::read_from(fd.get(), size > bytes ? size - bytes : 0, bytes);
+        std::erase(tail, '\0');
+        return tail;
     } catch (const Error&) {
         return "(no log)";
     }

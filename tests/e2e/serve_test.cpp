@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -607,6 +608,37 @@ TEST_F(ServeTest, RemoveThenRedeployKeepsTheNewVersion) {
     auto again = invoke("e2e-redeploy");
     EXPECT_EQ(again.status, 200) << again.body;
     EXPECT_EQ(header(again, "X-Initless-Start"), "cold") << "the redeployed snapshot survives a restart";
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+// A function printing without end fills neither the host's disk nor the daemon: its output waits on
+// its writable layer's tmpfs (charged to it), what the daemon copied is freed, and when it prints faster
+// than the daemon copies, the middle is dropped and the function's log says so.
+TEST_F(ServeTest, PrintingWithoutEndIsBoundedAndSaysWhatWasDropped) {
+    start_daemon();
+    ASSERT_EQ(
+        deploy(counter_variant("flood", {{"name", "\"e2e-flood\""}, {"prestart", "0"}, {"timeout_s", "30"}}))
+            .exit_code(),
+        0);
+    auto first = invoke("e2e-flood");
+    ASSERT_EQ(first.body, "count 1");
+    std::string id = header(first, "X-Initless-Instance");
+    auto flood = invoke("e2e-flood", "/flood?mb=200");
+    EXPECT_EQ(flood.status, 200) << flood.body;
+    EXPECT_EQ(flood.body, "flooded 200");
+    EXPECT_TRUE(log_shows("e2e-flood", "[" + id + "] [initless: "));
+    EXPECT_TRUE(log_shows("e2e-flood", "bytes of output dropped: printed faster than the log is copied]"));
+    std::this_thread::sleep_for(300ms);  // a few more copies
+    fs::path log = state_dir_ / "instances" / id / "log";
+    ASSERT_TRUE(fs::is_symlink(log)) << log << ": the log is not on the writable layer";
+    struct stat st {};
+    ASSERT_EQ(::stat(log.c_str(), &st), 0);
+    EXPECT_GE(st.st_size, 200ll << 20) << "the log's size is what was printed";
+    EXPECT_LT(st.st_blocks * 512, 16ll << 20) << "what was copied is not freed";
+    auto again = invoke("e2e-flood");
+    EXPECT_EQ(again.body, "count 2") << "the instance was lost";
+    EXPECT_EQ(header(again, "X-Initless-Instance"), id);
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
 }

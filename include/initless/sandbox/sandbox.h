@@ -139,6 +139,7 @@ class Sandbox {
     // The writable layer (a tmpfs mounted on the host) and its overlay upper dir.
     std::filesystem::path layer_dir() const { return dir_ / "layer"; }
     std::filesystem::path upper_dir() const { return dir_ / "layer" / "upper"; }
+    // The function's stdout and stderr; a link to layer/log when there is a writable layer.
     std::filesystem::path log_path() const { return dir_ / "log"; }
     pid_t init_pid() const { return init_pid_; }
     int netns_fd() const { return netns_.get(); }

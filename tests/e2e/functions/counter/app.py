@@ -3,6 +3,7 @@
 #   /slow?ms=N     answers "slept N" after N ms
 #   /echo          answers the request's body (any method), with its length in X-Length
 #   /big?mb=N      answers N MiB of 'x'
+#   /flood?mb=N    prints N MiB of 1 KiB lines to stdout (a MiB every 5 ms), then answers "flooded N"
 #   /crash         exits with status 3 in the middle of the request
 #   /hang          never answers
 #   /hog           allocates and touches memory until the kernel kills it
@@ -53,6 +54,13 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/big":
             mb = int(arg.split("=")[-1] or 1)
             self.answer(b"x" * (mb << 20))
+        elif path == "/flood":
+            mb = int(arg.split("=")[-1] or 1)
+            chunk = (("y" * 1023 + "\n") * 1024).encode()
+            for _ in range(mb):
+                os.write(1, chunk)
+                time.sleep(0.005)
+            self.answer(f"flooded {mb}")
         elif path == "/crash":
             os._exit(3)
         elif path == "/hang":
