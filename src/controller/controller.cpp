@@ -758,8 +758,7 @@ struct Controller::Impl {
                                     fn ? fn->spec.memory_mb : 0, death.empty() ? "still running" : death);
             s.set_death(death);
         }
-        if (death.empty())
-            return "the function closed the connection without a valid response (" + transport_error + ")";
+        if (death.empty()) return transport_error;  // alive: what the gateway saw
         spdlog::warn("event=instance-died function={} instance={} reason=\"{}\"", inst->function(),
                      inst->id(), death);
         if (fn) {
@@ -1068,7 +1067,8 @@ void Controller::acquire(const std::string& function, AcquireCallback done) {
     for (auto& f : out) f();
 }
 
-void Controller::release(const Acquired& slot, Outcome outcome, std::function<void(std::string)> diagnosed) {
+void Controller::release(const Acquired& slot, Outcome outcome, std::function<void(std::string)> diagnosed,
+                         std::string broken) {
     auto& I = *impl_;
     auto inst = slot.instance;
     if (!inst) return;
@@ -1113,7 +1113,7 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
         return;
     }
     if (outcome == Outcome::UpstreamFailed) {
-        std::string transport = "connection lost";
+        std::string transport = broken.empty() ? "the connection to the function broke" : broken;
         I.jobs.spawn([this, inst, fn, diagnosed = std::move(diagnosed), transport] {
             auto& I = *impl_;
             std::string reason = I.diagnose(inst, transport);

@@ -57,6 +57,8 @@ std::pair<std::string, uint16_t> parse_address(const std::string& address) {
 
 namespace {
 
+constexpr uint32_t kUpstreamHeaderLimit = 256 * 1024;  // a function's response head
+
 std::string_view sv(beast::string_view s) {
     return {s.data(), s.size()};
 }
@@ -666,7 +668,7 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         up.parser.emplace();
         up.parser->body_limit(server_.options.body_limit_bytes);
-        up.parser->header_limit(256 * 1024);
+        up.parser->header_limit(kUpstreamHeaderLimit);
         if (req_.method() == http::verb::head) up.parser->skip(true);
         up.reads = 0;
         http::async_read(
@@ -699,7 +701,11 @@ class Session : public std::enable_shared_from_this<Session> {
             when_connected(0);
             return;
         }
-        upstream_failed(ec.message());
+        upstream_failed(ec == http::error::end_of_stream
+                            ? "the function closed the connection before answering"
+                        : ec == http::error::partial_message
+                            ? "the function closed the connection in the middle of its response"
+                            : "the connection to the function broke (" + ec.message() + ")");
     }
 
     void upstream_failed(const std::string& transport) {
@@ -707,29 +713,41 @@ class Session : public std::enable_shared_from_this<Session> {
         beast::error_code ignored;
         if (upstream_->socket) upstream_->socket->close(ignored);
         spdlog::debug("event=upstream-failed function={} error=\"{}\"", function_, transport);
-        release_with_diagnosis(Outcome::UpstreamFailed, http::status::bad_gateway);
+        release_with_diagnosis(Outcome::UpstreamFailed, http::status::bad_gateway, transport);
     }
 
     // Gives the slot back after a failure; the controller's one-line diagnosis becomes the answer.
-    void release_with_diagnosis(Outcome outcome, http::status status) {
+    void release_with_diagnosis(Outcome outcome, http::status status, std::string broken = {}) {
         auto self = shared_from_this();
-        server_.controller.release(slot_, outcome, [self, status](std::string reason) {
-            net::post(self->stream_.get_executor(),
-                      [self, status, reason] { self->finish_error(status, reason); });
-        });
+        server_.controller.release(
+            slot_, outcome,
+            [self, status](std::string reason) {
+                net::post(self->stream_.get_executor(),
+                          [self, status, reason] { self->finish_error(status, reason); });
+            },
+            std::move(broken));
     }
 
     void on_upstream_read(beast::error_code ec) {
         auto& up = *upstream_;
         if (ec) {
-            if (ec == http::error::body_limit) {
+            if (ec.category() == http::make_error_code(http::error::body_limit).category() &&
+                ec != http::error::end_of_stream && ec != http::error::partial_message) {
+                // A response that is not HTTP, or over a limit, from a function that is still there: the
+                // answer is at once (no wait for an exit that will not come), the instance stays.
                 disarm_deadline();
                 beast::error_code ignored;
                 up.socket->close(ignored);
                 server_.controller.release(slot_, Outcome::Ok);
-                finish_error(http::status::bad_gateway,
-                             fmt::format("the function's response body is over the limit ({} bytes)",
-                                         server_.options.body_limit_bytes));
+                std::string why =
+                    ec == http::error::body_limit
+                        ? fmt::format("the function's response body is over the limit ({} bytes)",
+                                      server_.options.body_limit_bytes)
+                    : ec == http::error::header_limit
+                        ? fmt::format("the function's response head is over the limit ({} bytes)",
+                                      kUpstreamHeaderLimit)
+                        : "the function's response is not valid HTTP (" + ec.message() + ")";
+                finish_error(http::status::bad_gateway, why);
                 return;
             }
             upstream_error(ec);

@@ -643,6 +643,40 @@ TEST_F(ServeTest, PrintingWithoutEndIsBoundedAndSaysWhatWasDropped) {
     TrackSeenInstances();
 }
 
+// A response that is not HTTP, or whose head is over the gateway's limit, from a function that is still
+// there: a 502 naming what was wrong, at once (not after the second the daemon waits for a dying
+// instance's exit), and the instance stays. A connection closed in the middle of a response says so.
+TEST_F(ServeTest, BrokenResponsesAreNamedAndTheInstanceStays) {
+    start_daemon();
+    ASSERT_EQ(deploy(counter_variant("broken", {{"name", "\"e2e-broken\""}, {"prestart", "0"}})).exit_code(),
+              0);
+    auto first = invoke("e2e-broken");
+    ASSERT_EQ(first.body, "count 1");
+    std::string id = header(first, "X-Initless-Instance");
+    struct Case {
+        std::string what, says;
+        bool at_once;
+    };
+    for (const Case& c :
+         {Case{"garbage", "the function's response is not valid HTTP (bad version)", true},
+          Case{"bighead", "the function's response head is over the limit (262144 bytes)", true},
+          Case{"half", "the function closed the connection in the middle of its response", false}}) {
+        auto t0 = Clock::now();
+        auto r = invoke("e2e-broken", "/raw?what=" + c.what);
+        auto took = Clock::now() - t0;
+        EXPECT_EQ(r.status, 502) << c.what;
+        EXPECT_EQ(r.body, c.says + "\n") << c.what;
+        if (c.at_once) {
+            EXPECT_LT(took, 450ms) << c.what << ": answered only when the function closed";
+        }
+    }
+    auto after = invoke("e2e-broken");
+    EXPECT_EQ(after.body, "count 2") << "the instance was lost";
+    EXPECT_EQ(header(after, "X-Initless-Instance"), id);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 // `rm` is durable when it returns: a daemon killed right after it (within the second its cleanup waits
 // for draining instances) does not bring the function back at its next start.
 TEST_F(ServeTest, RemoveIsDurableWhenItReturns) {

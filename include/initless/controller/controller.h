@@ -91,7 +91,7 @@ using AcquireCallback = std::function<void(Acquired)>;
 
 enum class Outcome {
     Ok,              // the function answered
-    UpstreamFailed,  // the connection to the function broke or it sent no valid response
+    UpstreamFailed,  // the connection to the function broke before a whole response came
     TimedOut,        // no answer within the function's timeout_s: the instance is killed
 };
 
@@ -128,7 +128,10 @@ class Controller {
     // Gives the slot back. After UpstreamFailed the controller looks at the instance (did it exit,
     // was it OOM-killed?) on a job thread, removes it if it died, and calls `diagnosed` with a
     // one-line reason; after TimedOut it kills the instance and calls `diagnosed` likewise.
-    void release(const Acquired& slot, Outcome outcome, std::function<void(std::string)> diagnosed = {});
+    // `broken`: after UpstreamFailed, what the gateway saw ("the function closed the connection before
+    // answering"), the diagnosis when the instance did not die.
+    void release(const Acquired& slot, Outcome outcome, std::function<void(std::string)> diagnosed = {},
+                 std::string broken = {});
 
     // Registers the function in `dir` (copied into the registry) and builds its snapshot; runs on a
     // job thread of its own; `progress` gets each step and then the end. A failed deploy leaves

@@ -10,6 +10,8 @@
 #   /headers       the request's headers, one per line
 #   /fds           this process's open fds, "fd -> target" per line
 #   /forged        299 "Made Up" with the gateway's own fields (X-Initless-*, Server-Timing) set by the function
+#   /raw?what=W    a broken response: W = garbage (not HTTP), bighead (a 300 KiB header), half (the
+#                  connection closed after 9 of 100 body bytes)
 #   /nocontent     204, no body; HEAD of any path: 200 with a Content-Length of 5 and no body
 import os
 import sys
@@ -77,6 +79,20 @@ class Handler(BaseHTTPRequestHandler):
                 except OSError:
                     pass
             self.answer("".join(lines))
+        elif path == "/raw":
+            what = arg.split("=")[-1]
+            if what == "garbage":
+                self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+            elif what == "bighead":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (300 << 10) + b"\r\nContent-Length: 2\r\n\r\nok")
+            else:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            self.wfile.flush()
+            time.sleep(0.5)  # still connected: the gateway must judge the bytes, not wait for the close
         elif path == "/forged":
             self.send_response(299, "Made Up")
             for k, v in (("X-Initless-Start", "forged"), ("Server-Timing", "fake;dur=1"),
