@@ -82,6 +82,7 @@ bool hop_by_hop(http::field name) {
         case http::field::proxy_authorization:
         case http::field::content_length:
         case http::field::host:
+        case http::field::expect:  // the gateway answers it (read) and sends the function a whole body
             return true;
         default:
             return false;
@@ -383,7 +384,31 @@ class Session : public std::enable_shared_from_this<Session> {
         parser_.emplace();
         parser_->header_limit(server_.options.header_limit_bytes);
         parser_->body_limit(server_.options.body_limit_bytes);
+        parser_->eager(true);  // a body that came with the head is parsed with it: no second operation
         stream_.expires_after(std::chrono::seconds(120));
+        // The head first: a client that sent `Expect: 100-continue` waits for a 100 before its body
+        // (curl does for bodies over 1 MiB, for a second). Usually the whole request came in the same
+        // read, and the head's completion goes straight on.
+        http::async_read_header(
+            stream_, buffer_, *parser_,
+            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read_header(ec); });
+    }
+
+    void on_read_header(beast::error_code ec) {
+        if (ec || parser_->is_done()) {
+            on_read(ec);
+            return;
+        }
+        auto expect = parser_->get()[http::field::expect];
+        if (beast::iequals(expect, "100-continue")) {
+            static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+            beast::error_code wec;
+            net::write(stream_.socket(), net::buffer(kContinue.data(), kContinue.size()), wec);
+            if (wec) {
+                close();
+                return;
+            }
+        }
         http::async_read(stream_, buffer_, *parser_,
                          [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
     }
@@ -751,6 +776,17 @@ class Session : public std::enable_shared_from_this<Session> {
                 return;
             }
             upstream_error(ec);
+            return;
+        }
+        if (unsigned code = up.parser->get().result_int(); code >= 100 && code < 200 && code != 101) {
+            // An interim response (a 100 Continue from a server that saw no Expect, a 103): the answer
+            // comes after it.
+            up.parser.emplace();
+            up.parser->body_limit(server_.options.body_limit_bytes);
+            up.parser->header_limit(kUpstreamHeaderLimit);
+            http::async_read(
+                up.reader, up.buffer, *up.parser,
+                [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_read(ec); });
             return;
         }
         disarm_deadline();

@@ -677,6 +677,48 @@ TEST_F(ServeTest, BrokenResponsesAreNamedAndTheInstanceStays) {
     TrackSeenInstances();
 }
 
+// `Expect: 100-continue` (curl sends it with bodies over 1 MiB and waits a second for the 100): the
+// gateway answers 100 after the head, reads the body, and sends the function the whole request without
+// the Expect. An interim response of the function (103) is not taken for its answer.
+TEST_F(ServeTest, ExpectContinueAndInterimResponses) {
+    start_daemon();
+    ASSERT_EQ(deploy(counter_variant("expect", {{"name", "\"e2e-expect\""}, {"prestart", "0"}})).exit_code(),
+              0);
+    ASSERT_EQ(invoke("e2e-expect").status, 200);
+    // A client that waits for the 100 before it sends its body; returns the final response.
+    auto exchange = [&](const std::string& path) {
+        auto fd = initless::gateway::connect_tcp("127.0.0.1", port_);
+        timeval tv{5, 0};
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        std::string head = "POST /function/e2e-expect" + path +
+                           " HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+                           "Connection: close\r\n\r\n";
+        EXPECT_EQ(::send(fd.get(), head.data(), head.size(), MSG_NOSIGNAL),
+                  static_cast<ssize_t>(head.size()));
+        char buf[4096];
+        ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+        EXPECT_EQ(std::string(buf, static_cast<size_t>(std::max<ssize_t>(n, 0))),
+                  "HTTP/1.1 100 Continue\r\n\r\n")
+            << "no 100 Continue within 5 s";
+        EXPECT_EQ(::send(fd.get(), "hello", 5, MSG_NOSIGNAL), 5);
+        std::string out;
+        while ((n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
+        EXPECT_EQ(out.rfind("HTTP/1.1 200", 0), 0u) << out;
+        return out;
+    };
+    std::string echoed = exchange("/echo");
+    EXPECT_NE(echoed.find("\r\n\r\nhello"), std::string::npos) << echoed;
+    // The function saw no Expect (it would have sent a 100 of its own, taken for its answer).
+    std::string headers = exchange("/headers");
+    EXPECT_EQ(headers.find("Expect"), std::string::npos) << headers;
+    EXPECT_NE(headers.find("Content-Length: 5"), std::string::npos) << headers;
+    auto interim = invoke("e2e-expect", "/raw?what=interim");
+    EXPECT_EQ(interim.status, 200);
+    EXPECT_EQ(interim.body, "final");
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 // `rm` is durable when it returns: a daemon killed right after it (within the second its cleanup waits
 // for draining instances) does not bring the function back at its next start.
 TEST_F(ServeTest, RemoveIsDurableWhenItReturns) {

@@ -11,7 +11,7 @@
 #   /fds           this process's open fds, "fd -> target" per line
 #   /forged        299 "Made Up" with the gateway's own fields (X-Initless-*, Server-Timing) set by the function
 #   /raw?what=W    a broken response: W = garbage (not HTTP), bighead (a 300 KiB header), half (the
-#                  connection closed after 9 of 100 body bytes)
+#                  connection closed after 9 of 100 body bytes), interim (a 103 Early Hints, then a 200 "final")
 #   /nocontent     204, no body; HEAD of any path: 200 with a Content-Length of 5 and no body
 import os
 import sys
@@ -81,6 +81,11 @@ class Handler(BaseHTTPRequestHandler):
             self.answer("".join(lines))
         elif path == "/raw":
             what = arg.split("=")[-1]
+            if what == "interim":
+                self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+                self.wfile.flush()
+                self.answer("final")
+                return
             if what == "garbage":
                 self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
             elif what == "bighead":
