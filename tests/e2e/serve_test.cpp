@@ -45,6 +45,11 @@ uint16_t free_port() {
     return ntohs(a.sin_port);
 }
 
+std::string header(const HttpResponse& r, const std::string& name) {
+    auto it = r.headers.find(name);
+    return it == r.headers.end() ? "" : it->second;
+}
+
 class ServeTest : public E2eTest {
   protected:
     void SetUp() override {
@@ -104,6 +109,24 @@ class ServeTest : public E2eTest {
         return ::testing::AssertionFailure()
                << "the log of " << function << " has no '" << line << "' after 5 s:\n"
                << log;
+    }
+
+    // Deploys a counter variant named `name` with no pool and calls it once: the id of its instance.
+    std::string deploy_and_call_once(const std::string& name, std::map<std::string, std::string> keys = {}) {
+        keys["name"] = "\"" + name + "\"";
+        keys["prestart"] = "0";
+        auto d = deploy(counter_variant(name.substr(4), keys));
+        EXPECT_EQ(d.exit_code(), 0) << d.describe();
+        auto first = invoke(name);
+        EXPECT_EQ(first.body, "count 1");
+        return header(first, "X-Initless-Instance");
+    }
+
+    // The next request is served by instance `id`, whose counter goes on to `count`: it was kept.
+    void expect_instance_kept(const std::string& function, const std::string& id, int count) {
+        auto again = invoke(function);
+        EXPECT_EQ(again.body, "count " + std::to_string(count)) << "the instance was lost";
+        EXPECT_EQ(header(again, "X-Initless-Instance"), id);
     }
 
     // SIGTERM, then the exit status; the daemon must drain and exit 0 by itself.
@@ -173,11 +196,6 @@ class ServeTest : public E2eTest {
     std::optional<CliProcess> daemon_;
     std::set<std::string> seen_instances_;
 };
-
-std::string header(const HttpResponse& r, const std::string& name) {
-    auto it = r.headers.find(name);
-    return it == r.headers.end() ? "" : it->second;
-}
 
 TEST_F(ServeTest, DeployThenColdThenWarmWithTimingsAndMetrics) {
     start_daemon();
@@ -617,13 +635,7 @@ TEST_F(ServeTest, RemoveThenRedeployKeepsTheNewVersion) {
 // than the daemon copies, the middle is dropped and the function's log says so.
 TEST_F(ServeTest, PrintingWithoutEndIsBoundedAndSaysWhatWasDropped) {
     start_daemon();
-    ASSERT_EQ(
-        deploy(counter_variant("flood", {{"name", "\"e2e-flood\""}, {"prestart", "0"}, {"timeout_s", "30"}}))
-            .exit_code(),
-        0);
-    auto first = invoke("e2e-flood");
-    ASSERT_EQ(first.body, "count 1");
-    std::string id = header(first, "X-Initless-Instance");
+    std::string id = deploy_and_call_once("e2e-flood", {{"timeout_s", "30"}});
     auto flood = invoke("e2e-flood", "/flood?mb=200");
     EXPECT_EQ(flood.status, 200) << flood.body;
     EXPECT_EQ(flood.body, "flooded 200");
@@ -636,9 +648,7 @@ TEST_F(ServeTest, PrintingWithoutEndIsBoundedAndSaysWhatWasDropped) {
     ASSERT_EQ(::stat(log.c_str(), &st), 0);
     EXPECT_GE(st.st_size, 200ll << 20) << "the log's size is what was printed";
     EXPECT_LT(st.st_blocks * 512, 16ll << 20) << "what was copied is not freed";
-    auto again = invoke("e2e-flood");
-    EXPECT_EQ(again.body, "count 2") << "the instance was lost";
-    EXPECT_EQ(header(again, "X-Initless-Instance"), id);
+    expect_instance_kept("e2e-flood", id, 2);
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
 }
@@ -648,11 +658,7 @@ TEST_F(ServeTest, PrintingWithoutEndIsBoundedAndSaysWhatWasDropped) {
 // instance's exit), and the instance stays. A connection closed in the middle of a response says so.
 TEST_F(ServeTest, BrokenResponsesAreNamedAndTheInstanceStays) {
     start_daemon();
-    ASSERT_EQ(deploy(counter_variant("broken", {{"name", "\"e2e-broken\""}, {"prestart", "0"}})).exit_code(),
-              0);
-    auto first = invoke("e2e-broken");
-    ASSERT_EQ(first.body, "count 1");
-    std::string id = header(first, "X-Initless-Instance");
+    std::string id = deploy_and_call_once("e2e-broken");
     struct Case {
         std::string what, says;
         bool at_once;
@@ -670,9 +676,7 @@ TEST_F(ServeTest, BrokenResponsesAreNamedAndTheInstanceStays) {
             EXPECT_LT(took, 450ms) << c.what << ": answered only when the function closed";
         }
     }
-    auto after = invoke("e2e-broken");
-    EXPECT_EQ(after.body, "count 2") << "the instance was lost";
-    EXPECT_EQ(header(after, "X-Initless-Instance"), id);
+    expect_instance_kept("e2e-broken", id, 2);
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
 }

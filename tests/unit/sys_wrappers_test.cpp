@@ -144,6 +144,20 @@ TEST(SysTracee, SeizeDuringSignalDeliveryLosesNoSignalAndInjectionsRun) {
 // (polling: ~10,000 wake-ups), still ends at its deadline, and a stop that comes during the wait ends
 // it at once.
 namespace {
+// Waits `limit` for a stop that does not come: the wait must end with its error; returns how long it took.
+std::chrono::steady_clock::duration wait_for_no_stop(sys::Tracee& t, std::chrono::milliseconds limit) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::string error;
+    try {
+        t.wait_stop(limit);
+    } catch (const Error& e) {
+        error = e.what();
+    }
+    EXPECT_NE(error.find("did not stop within " + std::to_string(limit.count()) + " ms"), std::string::npos)
+        << error;
+    return std::chrono::steady_clock::now() - t0;
+}
+
 // Sends SIGUSR1 to `pid` after 300 ms and expects the wait to end with that signal-delivery-stop soon
 // after. The sender is joined whatever the wait does (a thread left joinable would abort the test,
 // and its traced child, holding ctest's output pipe, would keep ctest waiting until its timeout).
@@ -178,16 +192,8 @@ TEST(SysTracee, WaitingForAStopSleepsAndEndsAtTheStopOrTheDeadline) {
         return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
     };
     auto cpu0 = thread_cpu();
-    auto t0 = std::chrono::steady_clock::now();
-    std::string error;
-    try {
-        t.wait_stop(std::chrono::milliseconds(1000));
-    } catch (const Error& e) {
-        error = e.what();
-    }
-    auto took = std::chrono::steady_clock::now() - t0;
+    auto took = wait_for_no_stop(t, std::chrono::milliseconds(1000));
     auto cpu = thread_cpu() - cpu0;
-    EXPECT_NE(error.find("did not stop within 1000 ms"), std::string::npos) << error;
     EXPECT_GE(took, std::chrono::milliseconds(1000));
     EXPECT_LT(took, std::chrono::milliseconds(1300));
     EXPECT_LT(cpu, std::chrono::milliseconds(30))
@@ -222,15 +228,7 @@ TEST(SysTracee, WaitingForAStopWithoutATimerStillEndsAtTheStopOrTheDeadline) {
         sigevent ev{};
         ev.sigev_notify = SIGEV_NONE;
         EXPECT_NE(::timer_create(CLOCK_MONOTONIC, &ev, &probe), 0) << "the limit does not stop a timer";
-        auto t0 = std::chrono::steady_clock::now();
-        std::string error;
-        try {
-            t.wait_stop(std::chrono::milliseconds(300));
-        } catch (const Error& e) {
-            error = e.what();
-        }
-        auto took = std::chrono::steady_clock::now() - t0;
-        EXPECT_NE(error.find("did not stop within 300 ms"), std::string::npos) << error;
+        auto took = wait_for_no_stop(t, std::chrono::milliseconds(300));
         EXPECT_GE(took, std::chrono::milliseconds(300));
         EXPECT_LT(took, std::chrono::milliseconds(600));
         expect_stop_during_wait(t, child.pid);
