@@ -217,8 +217,8 @@ struct FunctionState {
     uint32_t restoring = 0;  // of `starting`: restores (from the pool, or a sandbox prepared on the path)
     uint32_t prewarm_count = 0;
     policy::TimeMs prewarm_at = 0;
-    uint32_t prewarms_pending =
-        0;  // pre-warm starts (a policy's or a scale's) still to do (see start_prewarms)
+    // Pre-warm starts (a policy's or a scale's) still to do (see start_prewarms).
+    uint32_t prewarms_pending = 0;
     bool removed = false;
     // Removed by `rm` (not replaced by a new version): its draining instances' output no longer goes to
     // the name's log, which a new deploy of the name owns.
