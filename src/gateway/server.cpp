@@ -443,6 +443,15 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void route() {
         std::string_view target = sv(req_.target());
+        // The absolute form (`GET http://host/path`), which a server must accept (RFC 9112 3.2.2): routed by
+        // its path. Only its path goes on to a function.
+        for (std::string_view scheme : {"http://", "https://"})
+            if (target.size() > scheme.size() &&
+                beast::iequals(beast::string_view(target.data(), scheme.size()),
+                               beast::string_view(scheme.data(), scheme.size()))) {
+                size_t slash = target.find('/', scheme.size());
+                target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+            }
         std::string_view path = target.substr(0, target.find('?'));
         auto method = req_.method();
         if (path.starts_with("/function/")) {

@@ -1028,6 +1028,17 @@ TEST_F(ServeTest, ForwardedMessagesKeepTheirFieldsAndAreFramedRight) {
     EXPECT_EQ(old[0].status_line, "HTTP/1.0 200 OK");
     EXPECT_EQ(old[0].body.rfind("count ", 0), 0u) << old[0].body;
     EXPECT_EQ(old[0].count("connection"), 0u);
+
+    // The absolute form of a target (as a client configured with a proxy sends it) is routed by its path,
+    // and only the path and query reach the function.
+    auto absolute = split_responses(
+        raw_exchange(port_,
+                     "GET http://elsewhere:9/function/e2e-counter/headers?q=1 HTTP/1.1\r\nHost: x\r\n"
+                     "Connection: close\r\n\r\n"),
+        {false});
+    ASSERT_EQ(absolute.size(), 1u);
+    EXPECT_EQ(absolute[0].status_line, "HTTP/1.1 200 OK") << absolute[0].body;
+    EXPECT_EQ(absolute[0].body.find("elsewhere"), std::string::npos) << absolute[0].body;
     EXPECT_EQ(stop_daemon().exit_code(), 0);
 }
 
