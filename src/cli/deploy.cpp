@@ -68,8 +68,7 @@ void add_deploy(CLI::App& app) {
             }
         });
         on_line(pending);
-        if (res.status >= 400)
-            throw Error(fmt::format("deploy {}: {}", o.dir, first_line(pending.empty() ? error : pending)));
+        if (res.status >= 400) throw Error(fmt::format("deploy {}: {}", o.dir, first_line(res.body)));
         if (!error.empty()) throw Error(fmt::format("deploy {}: {}", o.dir, error));
         if (!ok) throw Error(fmt::format("deploy {}: the server ended the deploy without a result", o.dir));
     });

@@ -67,16 +67,12 @@ void add_logs(CLI::App& app) {
     cmd->callback([] {
         gateway::HttpRequest req;
         req.target = "/system/logs?name=" + name + (follow ? "&follow=1" : "");
-        std::string error;
-        auto res =
-            call(server, req, follow ? std::chrono::hours(24 * 365) : std::chrono::seconds(30),
-                 [&](std::string_view chunk) {
-                     error.append(chunk.substr(
-                         0, std::min<size_t>(chunk.size(), 4096 - std::min<size_t>(error.size(), 4096))));
-                     std::fwrite(chunk.data(), 1, chunk.size(), stdout);
-                     std::fflush(stdout);
-                 });
-        if (res.status >= 400) throw Error(first_line(error));
+        auto res = call(server, req, follow ? std::chrono::hours(24 * 365) : std::chrono::seconds(30),
+                        [&](std::string_view chunk) {
+                            std::fwrite(chunk.data(), 1, chunk.size(), stdout);
+                            std::fflush(stdout);
+                        });
+        if (res.status >= 400) throw Error(first_line(res.body));
     });
 }
 

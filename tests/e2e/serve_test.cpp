@@ -740,6 +740,11 @@ TEST_F(ServeTest, RemoveIsDurableWhenItReturns) {
     auto ls = cli({"ls", "--server", address_});
     EXPECT_EQ(ls.out.find("e2e-durable-rm"), std::string::npos) << ls.out;
     EXPECT_FALSE(fs::exists(registry_ / "functions" / "e2e-durable-rm")) << "left by the removed function";
+    // An error answer is one line on stderr, not also the body on stdout.
+    auto logs = cli({"logs", "e2e-durable-rm", "--server", address_});
+    EXPECT_NE(logs.exit_code(), 0);
+    EXPECT_EQ(logs.out, "");
+    EXPECT_EQ(logs.err, "initless: error: no function named 'e2e-durable-rm' is deployed\n");
     EXPECT_EQ(stop_daemon().exit_code(), 0);
 }
 

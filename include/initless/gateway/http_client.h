@@ -30,7 +30,8 @@ struct HttpRequest {
 sys::UniqueFd connect_tcp(const std::string& host, uint16_t port);
 
 // Sends `request` and reads the response. With `on_body`, the body is handed over piece by piece as
-// it arrives (a streamed, chunked response) and not kept in the result. Throws initless::Error on a
+// it arrives (a streamed, chunked response) and not kept in the result; an error's body (status 400 and
+// up) is kept in the result instead (its first 64 KiB), not handed over. Throws initless::Error on a
 // socket or parse error, or when `timeout` passes without progress.
 HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request,
                           std::chrono::milliseconds timeout = std::chrono::seconds(30),
