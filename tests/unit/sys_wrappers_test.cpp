@@ -117,7 +117,11 @@ TEST(SysTracee, SeizeDuringSignalDeliveryLosesNoSignalAndInjectionsRun) {
     int bad_injections = 0;
     std::string first_error;
     uint64_t gadget = sys::find_syscall_instruction(pid);
-    for (int i = 0; i < 1000; ++i) {
+    // 1000 seizes at least, and on until more than 1000 signals were sent: with at most 256 queued, the
+    // flood goes only as fast as the child takes them, which on a loaded machine is slower than the seizes
+    // (a clean-clone CI sent 257 during 1000 seizes).
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (int i = 0; i < 1000 || (sent.load() <= 1000 && std::chrono::steady_clock::now() < deadline); ++i) {
         try {
             auto t = sys::Tracee::seize(pid);
             if (t.inject_syscall(gadget, SYS_getpid, {}) != pid) ++bad_injections;
