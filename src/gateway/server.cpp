@@ -700,11 +700,17 @@ class Session : public std::enable_shared_from_this<Session> {
             upstream_error(ec);
             return;
         }
+        up.reads = 0;
+        read_upstream_response();
+    }
+
+    // Reads the function's next response (the answer, or an interim one before it) with a new parser.
+    void read_upstream_response() {
+        auto& up = *upstream_;
         up.parser.emplace();
         up.parser->body_limit(server_.options.body_limit_bytes);
         up.parser->header_limit(kUpstreamHeaderLimit);
         if (req_.method() == http::verb::head) up.parser->skip(true);
-        up.reads = 0;
         http::async_read(
             up.reader, up.buffer, *up.parser,
             [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_read(ec); });
@@ -790,12 +796,7 @@ class Session : public std::enable_shared_from_this<Session> {
         if (unsigned code = up.parser->get().result_int(); code >= 100 && code < 200 && code != 101) {
             // An interim response (a 100 Continue from a server that saw no Expect, a 103): the answer
             // comes after it.
-            up.parser.emplace();
-            up.parser->body_limit(server_.options.body_limit_bytes);
-            up.parser->header_limit(kUpstreamHeaderLimit);
-            http::async_read(
-                up.reader, up.buffer, *up.parser,
-                [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_read(ec); });
+            read_upstream_response();
             return;
         }
         disarm_deadline();

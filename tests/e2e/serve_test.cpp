@@ -719,6 +719,12 @@ TEST_F(ServeTest, ExpectContinueAndInterimResponses) {
     auto interim = invoke("e2e-expect", "/raw?what=interim");
     EXPECT_EQ(interim.status, 200);
     EXPECT_EQ(interim.body, "final");
+    // After an interim response, the final answer to a HEAD has no body either (its Content-Length is 5).
+    auto t0 = Clock::now();
+    auto head = request("HEAD", "/function/e2e-expect/raw?what=interim");
+    EXPECT_EQ(head.status, 200);
+    EXPECT_EQ(head.body, "");
+    EXPECT_LT(Clock::now() - t0, 2s) << "the gateway waited for a body a HEAD answer does not have";
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
 }

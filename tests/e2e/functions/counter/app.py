@@ -12,7 +12,8 @@
 #   /forged        299 "Made Up" with the gateway's own fields (X-Initless-*, Server-Timing) set by the function
 #   /raw?what=W    a broken response: W = garbage (not HTTP), bighead (a 300 KiB header), half (the
 #                  connection closed after 9 of 100 body bytes), interim (a 103 Early Hints, then a 200 "final")
-#   /nocontent     204, no body; HEAD of any path: 200 with a Content-Length of 5 and no body
+#   /nocontent     204, no body; HEAD of any path: 200 with a Content-Length of 5 and no body (of
+#                  /raw?what=interim: a 103 first)
 import os
 import sys
 import time
@@ -116,6 +117,8 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
 
     def do_HEAD(self):
+        if self.path == "/raw?what=interim":  # the 103 before the head, as for GET
+            self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
         self.send_response(200)
         self.send_header("Content-Length", "5")
         self.send_header("X-Head", "yes")
