@@ -104,20 +104,26 @@ class WaitTimer {
     timer_t timer_{};
 };
 
-// Blocks in waitpid until `tid` reports or `deadline` passes; the signal mask and pending signals are
-// as they were on return.
-// Without a timer: waitpid(WNOHANG) every millisecond until the deadline.
+// One look without waiting: the wait status if `tid` has reported.
+std::optional<int> reported(pid_t tid) {
+    int status = 0;
+    pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
+    if (r == tid) return status;
+    if (r == -1 && errno != EINTR) throw SysError(fmt::format("waitpid tid {}", tid), errno);
+    return std::nullopt;
+}
+
+// Without a timer: a look every millisecond until the deadline.
 std::optional<int> wait_polling(pid_t tid, Clock::time_point deadline) {
     for (;;) {
-        int status = 0;
-        pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
-        if (r == tid) return status;
-        if (r == -1 && errno != EINTR) throw SysError(fmt::format("waitpid tid {}", tid), errno);
+        if (auto status = reported(tid)) return status;
         if (Clock::now() >= deadline) return std::nullopt;
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
 }
 
+// Blocks in waitpid until `tid` reports or `deadline` passes; the signal mask and pending signals are
+// as they were on return.
 std::optional<int> wait_blocking(pid_t tid, Clock::time_point deadline) {
     // A POSIX timer takes one of its user's pending-signal slots (RLIMIT_SIGPENDING, shared by every
     // process of root): when they are all taken, timer_create says EAGAIN, and the wait polls instead
@@ -160,10 +166,7 @@ std::optional<int> wait_blocking(pid_t tid, Clock::time_point deadline) {
         if (r == tid) return status;
         if (r == -1 && err != EINTR) throw SysError(fmt::format("waitpid tid {}", tid), err);
         if (Clock::now() >= deadline) {
-            // One last look: the stop may have come with the timer.
-            r = ::waitpid(tid, &status, __WALL | WNOHANG);
-            if (r == tid) return status;
-            return std::nullopt;
+            return reported(tid);  // one last look: the stop may have come with the timer
         }
     }
 }
@@ -172,10 +175,7 @@ std::optional<int> wait_bounded(pid_t tid, std::chrono::milliseconds limit) {
     auto start = Clock::now();
     auto deadline = start + limit;
     for (;;) {
-        int status = 0;
-        pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
-        if (r == tid) return status;
-        if (r == -1 && errno != EINTR) throw SysError(fmt::format("waitpid tid {}", tid), errno);
+        if (auto status = reported(tid)) return status;
         auto now = Clock::now();
         if (now >= deadline) return std::nullopt;
         if (now - start >= std::chrono::microseconds(200)) return wait_blocking(tid, deadline);
