@@ -375,16 +375,25 @@ struct Controller::Impl {
         uint64_t coming = static_cast<uint64_t>(fn.starting) * fn.spec.concurrency;
         while (fn.waiters.size() > coming && fn.instances.size() + fn.starting < fn.spec.max_instances &&
                !shutting_down) {
-            // Restores are CPU-bound: run all at once, they share the CPUs and finish together. 100 at
-            // once on 2 CPUs took ~2 s with the pool empty (each prepares its sandbox too, ~40 ms of CPU)
-            // and ~0.15 s with it full, every request waiting for all of them; a few at a time have
+            // Restores are CPU-bound: started all at once, they share the CPUs and finish together. 100
+            // at once on 2 CPUs took ~2 s with the pool empty (each prepares its sandbox too, ~40 ms of
+            // CPU) and ~0.15 s with it full, every request waiting for all of them; a few at a time have
             // instances up within milliseconds that take the waiters, and more are started as each
             // restore ends while requests still wait. Boots are not limited: they wait on the function.
-            if (fn.image && fn.restoring >= restores_at_once) break;
+            if (restores_full(fn)) break;
 
             start_instance(fnp, /*prewarm=*/false);
             coming += fn.spec.concurrency;
         }
+    }
+
+    // Caller holds mu. Whether a start of `fn` must wait for one of its restores to end (see dispatch).
+    bool restores_full(const FunctionState& fn) const { return fn.image && fn.restoring >= restores_at_once; }
+
+    // Caller holds mu. Whether a deploy of `name` is between its start and its commit.
+    bool deploy_running(const std::string& name) const {
+        auto it = deploying.find(name);
+        return it != deploying.end() && it->second;
     }
 
     // Caller holds mu. Starts the pre-warms still to do, paced like dispatch's starts: as many as the
@@ -398,7 +407,7 @@ struct Controller::Impl {
                 fn->prewarms_pending = 0;
                 break;
             }
-            if (fn->image && fn->restoring >= restores_at_once) break;
+            if (restores_full(*fn)) break;
             fn->prewarms_pending--;
             start_instance(fn, /*prewarm=*/true);
         }
@@ -1147,7 +1156,8 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
             {
                 std::lock_guard lock(I.mu);
                 if (I.shutting_down) throw Error("the server is shutting down");
-                if (I.deploying[name]) throw Error(fmt::format("a deploy of {} is already running", name));
+                if (I.deploy_running(name))
+                    throw Error(fmt::format("a deploy of {} is already running", name));
                 I.deploying[name] = true;
             }
             spdlog::info("event=deploy-start function={} dir={}", name, dir.string());
@@ -1242,8 +1252,7 @@ bool Controller::remove(const std::string& function) {
         }
         // Durable at once: a daemon killed within the cleanup's second below no longer brings the function
         // back. A deploy of the name already running will write its own current.json when it commits.
-        auto deploying = I.deploying.find(function);
-        if (deploying == I.deploying.end() || !deploying->second) I.registry.unregister(function);
+        if (!I.deploy_running(function)) I.registry.unregister(function);
         I.functions.erase(it);
     }
     for (auto& f : out) f();
@@ -1254,8 +1263,7 @@ bool Controller::remove(const std::string& function) {
         // What is left of the function's dir (current.json, the log) is the removed function's only if
         // it was not deployed again meanwhile; checked, and removed, under the lock a deploy takes first.
         std::lock_guard lock(I.mu);
-        auto deploying = I.deploying.find(entry.name);
-        if (I.functions.count(entry.name) || (deploying != I.deploying.end() && deploying->second)) return;
+        if (I.functions.count(entry.name) || I.deploy_running(entry.name)) return;
         I.registry.remove_function(entry);
     });
     return true;
