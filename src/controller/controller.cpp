@@ -876,6 +876,7 @@ struct Controller::Impl {
             if (::fstat(fd.get(), &st) != 0) return;
             uint64_t size = static_cast<uint64_t>(st.st_size);
             if (size < s.log_offset) s.log_offset = s.log_freed = 0;  // the function truncated its output
+            if (size == s.log_offset) return;  // nothing new (most instances at most ticks): no read
             if (size > s.log_offset + kInstanceLogBacklog) {
                 // Printing faster than this copies (1 MiB a tick): keep up by dropping the middle, which
                 // bounds both what waits in the instance's log and the daemon's work per instance.
