@@ -81,6 +81,7 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std:
     for (const auto& field : parser.get())
         out.headers[std::string(field.name_string())] = std::string(field.value());
     char chunk[16384];
+    constexpr size_t kErrorBodyMax = 64 * 1024;
     std::string* whole = out.status >= 400 ? &out.body : nullptr;  // an error is kept, not streamed
     while (!parser.is_done()) {
         parser.get().body().data = chunk;
@@ -92,7 +93,7 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std:
             throw Error(fmt::format("http {} {}: read: {}", request.method, request.target, ec.message()));
         size_t got = sizeof chunk - parser.get().body().size;
         if (got && whole)
-            whole->append(chunk, std::min(got, size_t{65536} - std::min(whole->size(), size_t{65536})));
+            whole->append(chunk, std::min(got, kErrorBodyMax - std::min(whole->size(), kErrorBodyMax)));
         else if (got)
             on_body(std::string_view(chunk, got));
     }
