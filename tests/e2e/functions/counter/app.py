@@ -20,6 +20,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 count = 0
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"  # an interim response, for /raw?what=interim
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -83,7 +84,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/raw":
             what = arg.split("=")[-1]
             if what == "interim":
-                self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+                self.wfile.write(EARLY_HINTS)
                 self.wfile.flush()
                 self.answer("final")
                 return
@@ -118,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):
         if self.path == "/raw?what=interim":  # the 103 before the head, as for GET
-            self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+            self.wfile.write(EARLY_HINTS)
         self.send_response(200)
         self.send_header("Content-Length", "5")
         self.send_header("X-Head", "yes")
