@@ -21,6 +21,7 @@ struct ServeOptions {
     int io_threads = 2;
     uint32_t spin_us = 100;
     uint64_t max_body_mb = 64;
+    uint64_t max_held_bodies_mb = 1024;
     std::string log_level = "info";
     uint32_t restores_at_once = 0;
     uint32_t refills_at_once = 0;
@@ -45,8 +46,10 @@ void add_serve(CLI::App& app) {
                     "while at most one request is in flight, an idle gateway thread polls this long "
                     "before it sleeps (0: never)")
         ->check(CLI::Range(0, 10000));
-    cmd->add_option("--max-body-mb", o.max_body_mb, "largest request or response body")
-        ->check(CLI::Range(1, 4096));
+    cmd->add_option("--max-body-mb", o.max_body_mb, "largest request body")->check(CLI::Range(1, 4096));
+    cmd->add_option("--max-held-bodies-mb", o.max_held_bodies_mb,
+                    "request bodies held at once, all connections together; beyond it a request gets 503")
+        ->check(CLI::Range(1, 1 << 20));
     cmd->add_option("--restores-at-once", o.restores_at_once,
                     "restores of one function running at once; more start as these end (default 2 per CPU)")
         ->check(CLI::Range(1, 4096));
@@ -78,6 +81,7 @@ void add_serve(CLI::App& app) {
         sopts.io_threads = o.io_threads;
         sopts.spin_us = o.spin_us;
         sopts.body_limit_bytes = o.max_body_mb << 20;
+        sopts.request_bodies_limit_bytes = o.max_held_bodies_mb << 20;
         gateway::Server server(controller, sopts);
         controller.start();
         server.run();

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <chrono>
 #include <deque>
+#include <limits>
 #include <random>
 #include <thread>
 
@@ -22,6 +23,7 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include "bodies.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
 #include "initless/sys/socket.h"
@@ -58,6 +60,10 @@ std::pair<std::string, uint16_t> parse_address(const std::string& address) {
 namespace {
 
 constexpr uint32_t kUpstreamHeaderLimit = 256 * 1024;  // a function's response head
+// A function's response body of a declared length up to this is held whole and sent to the client
+// in one write with its head; a longer one, or one of no declared length (chunked, or until the
+// function closes), is passed on as it arrives (Session::pass_on_response).
+constexpr uint64_t kHeldResponseLimit = 256 * 1024;
 
 std::string_view sv(beast::string_view s) {
     return {s.data(), s.size()};
@@ -202,6 +208,7 @@ struct Server::Impl {
     net::signal_set signals{ioc, SIGTERM, SIGINT};
     std::atomic<bool> stopping{false};
     std::atomic<int> in_flight{0};  // function requests between routing and their answer's write
+    BodyBudget request_bodies{options.request_bodies_limit_bytes};  // held by every connection at once
     std::thread shutdown_thread;
 
     static std::vector<std::unique_ptr<Loop>> make_loops(int n) {
@@ -374,14 +381,16 @@ class Session : public std::enable_shared_from_this<Session> {
         int reads = 0;  // of the response being read
         beast::flat_buffer buffer;
         std::string head;  // the request to the function: its head (see forward_head) and body
-        std::string body;
-        std::optional<http::response_parser<http::string_body>> parser;
+        RequestBody::value_type body;
+        std::optional<http::response_parser<ResponseBody>> parser;
         bool reused = false;
         bool retried = false;
     };
 
     void read() {
+        req_.body() = {};  // the last request's body, if it was not sent to a function, goes back to the budget
         parser_.emplace();
+        parser_->get().body().budget = &server_.request_bodies;
         parser_->header_limit(server_.options.header_limit_bytes);
         parser_->body_limit(server_.options.body_limit_bytes);
         parser_->eager(true);  // a body that came with the head is parsed with it: no second operation
@@ -397,6 +406,12 @@ class Session : public std::enable_shared_from_this<Session> {
     void on_read_header(beast::error_code ec) {
         if (ec || parser_->is_done()) {
             on_read(ec);
+            return;
+        }
+        // A declared length is taken from the request bodies' budget now, before the body is sent.
+        if (auto length = parser_->content_length();
+            length && !parser_->get().body().take_declared(*length)) {
+            on_read(http::error::body_limit);
             return;
         }
         auto expect = parser_->get()[http::field::expect];
@@ -426,6 +441,11 @@ class Session : public std::enable_shared_from_this<Session> {
                 status = 431;
                 why = fmt::format("request header fields too large (limit {} bytes)",
                                   server_.options.header_limit_bytes);
+            } else if (ec == http::error::body_limit && parser_->get().body().refused) {
+                status = 503;
+                why = fmt::format(
+                    "the gateway holds as many request bodies as it may at once ({} MiB): try again later",
+                    server_.request_bodies.limit() >> 20);
             } else if (ec == http::error::body_limit) {
                 status = 413;
                 why =
@@ -510,7 +530,7 @@ class Session : public std::enable_shared_from_this<Session> {
             client_address_ = ec ? "unknown" : remote.address().to_string();
         }
         up->body = std::move(req_.body());
-        forward_head(up->head, forward_path, up->body.size());
+        forward_head(up->head, forward_path, up->body.data.size());
         upstream_ = up;
         // A warm slot is found at once, on this thread, inside this connection's strand: dispatch then
         // runs on_acquired inline instead of queueing it.
@@ -630,7 +650,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // made on loop_), so they need no binding to the stream's.
     void write_upstream() {
         auto& up = *upstream_;
-        write_all(*up.socket, *up.socket, up.head, up.body,
+        write_all(*up.socket, *up.socket, up.head, up.body.data,
                   [self = shared_from_this()](beast::error_code ec) { self->on_upstream_written(ec); });
     }
 
@@ -689,6 +709,8 @@ class Session : public std::enable_shared_from_this<Session> {
             self->timed_out_ = true;
             beast::error_code ignored;
             self->upstream_->socket->close(ignored);  // the pending read or write ends with an error
+            // A response being passed on may be waiting for the client to take a piece instead.
+            if (self->passing_) self->close();
         });
     }
 
@@ -704,16 +726,19 @@ class Session : public std::enable_shared_from_this<Session> {
         read_upstream_response();
     }
 
-    // Reads the function's next response (the answer, or an interim one before it) with a new parser.
+    // Reads the head of the function's next response (the answer, or an interim one before it) with a
+    // new parser, and with it any of the body that came in the same reads.
     void read_upstream_response() {
         auto& up = *upstream_;
         up.parser.emplace();
-        up.parser->body_limit(server_.options.body_limit_bytes);
+        // No limit on the body: one over kHeldResponseLimit is passed on as it arrives, not held.
+        up.parser->body_limit(std::numeric_limits<uint64_t>::max());
         up.parser->header_limit(kUpstreamHeaderLimit);
+        up.parser->eager(true);  // the body that came with the head is parsed with it (usually all of it)
         if (req_.method() == http::verb::head) up.parser->skip(true);
-        http::async_read(
+        http::async_read_header(
             up.reader, up.buffer, *up.parser,
-            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_read(ec); });
+            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_upstream_head(ec); });
     }
 
     void upstream_error(beast::error_code ec) {
@@ -768,41 +793,59 @@ class Session : public std::enable_shared_from_this<Session> {
             std::move(broken));
     }
 
-    void on_upstream_read(beast::error_code ec) {
+    // A read of the function's response failed before its head was passed on.
+    void upstream_read_failed(beast::error_code ec) {
         auto& up = *upstream_;
-        if (ec) {
-            if (ec.category() == http::make_error_code(http::error::body_limit).category() &&
-                ec != http::error::end_of_stream && ec != http::error::partial_message) {
-                // A response that is not HTTP, or over a limit, from a function that is still there: the
-                // answer is at once (no wait for an exit that will not come), the instance stays.
-                disarm_deadline();
-                beast::error_code ignored;
-                up.socket->close(ignored);
-                server_.controller.release(slot_, Outcome::Ok);
-                std::string why =
-                    ec == http::error::body_limit
-                        ? fmt::format("the function's response body is over the limit ({} bytes)",
-                                      server_.options.body_limit_bytes)
-                    : ec == http::error::header_limit
-                        ? fmt::format("the function's response head is over the limit ({} bytes)",
-                                      kUpstreamHeaderLimit)
-                        : "the function's response is not valid HTTP (" + ec.message() + ")";
-                finish_error(http::status::bad_gateway, why);
-                return;
-            }
-            upstream_error(ec);
+        if (ec.category() == http::make_error_code(http::error::header_limit).category() &&
+            ec != http::error::end_of_stream && ec != http::error::partial_message) {
+            // A response that is not HTTP, or over a limit, from a function that is still there: the
+            // answer is at once (no wait for an exit that will not come), the instance stays.
+            disarm_deadline();
+            beast::error_code ignored;
+            up.socket->close(ignored);
+            server_.controller.release(slot_, Outcome::Ok);
+            std::string why = ec == http::error::header_limit
+                                  ? fmt::format("the function's response head is over the limit ({} bytes)",
+                                                kUpstreamHeaderLimit)
+                                  : "the function's response is not valid HTTP (" + ec.message() + ")";
+            finish_error(http::status::bad_gateway, why);
             return;
         }
-        if (unsigned code = up.parser->get().result_int(); code >= 100 && code < 200 && code != 101) {
+        upstream_error(ec);
+    }
+
+    void on_upstream_head(beast::error_code ec) {
+        if (ec) {
+            upstream_read_failed(ec);
+            return;
+        }
+        auto& up = *upstream_;
+        auto& parser = *up.parser;
+        if (unsigned code = parser.get().result_int(); code >= 100 && code < 200 && code != 101) {
             // An interim response (a 100 Continue from a server that saw no Expect, a 103): the answer
             // comes after it.
             read_upstream_response();
             return;
         }
-        disarm_deadline();
-        double exec_ms = ms_since(exec_started_);
-        auto upstream_res = up.parser->release();
-        bool upstream_keep_alive = upstream_res.keep_alive();
+        if (parser.is_done()) {  // the common case: head and body came together
+            answer_held();
+            return;
+        }
+        auto length = parser.content_length();
+        if (!parser.chunked() && length && *length <= kHeldResponseLimit) {
+            http::async_read(up.reader, up.buffer, parser,
+                             [self = shared_from_this()](beast::error_code ec, size_t) {
+                                 if (ec)
+                                     self->upstream_read_failed(ec);
+                                 else
+                                     self->answer_held();
+                             });
+            return;
+        }
+        pass_on_response();
+    }
+
+    std::string server_timing(double exec_ms) const {
         std::string timing = "queue;dur=";
         append_ms(timing, slot_.queue_ms);
         timing += ", sandbox;dur=";
@@ -811,22 +854,42 @@ class Session : public std::enable_shared_from_this<Session> {
         append_ms(timing, slot_.restore_ms);
         timing += ", exec;dur=";
         append_ms(timing, exec_ms);
-        unsigned status = upstream_res.result_int();
-        response_body_ = std::move(upstream_res.body());  // none to a HEAD request (skipped)
-        response_head(upstream_res, timing);
-        if (upstream_keep_alive && up.buffer.size() == 0) {
-            give_back_upstream(*slot_.instance, std::move(up.socket));
-        } else {
-            beast::error_code ignored;
-            up.socket->close(ignored);
-        }
-        server_.controller.release(slot_, Outcome::Ok);
+        return timing;
+    }
+
+    void log_start(unsigned status, double exec_ms) const {
         if (slot_.kind != controller::StartKind::Warm)
             spdlog::info(
                 "event=invoke function={} start={} status={} queue_ms={:.2f} sandbox_ms={:.2f} "
                 "restore_ms={:.2f} exec_ms={:.2f}",
                 function_, controller::start_kind_name(slot_.kind), status, slot_.queue_ms, slot_.sandbox_ms,
                 slot_.restore_ms, exec_ms);
+    }
+
+    // The upstream connection goes back to the instance's pool if the function keeps it alive and sent
+    // nothing past its response, else it is closed.
+    void done_with_upstream(bool keep_alive) {
+        auto& up = *upstream_;
+        if (keep_alive && up.buffer.size() == 0) {
+            give_back_upstream(*slot_.instance, std::move(up.socket));
+        } else {
+            beast::error_code ignored;
+            up.socket->close(ignored);
+        }
+    }
+
+    // The whole response is here: its head and body go to the client in one write.
+    void answer_held() {
+        auto& up = *upstream_;
+        disarm_deadline();
+        double exec_ms = ms_since(exec_started_);
+        auto upstream_res = up.parser->release();
+        unsigned status = upstream_res.result_int();
+        response_body_ = std::move(upstream_res.body());  // none to a HEAD request (skipped)
+        response_head(upstream_res, server_timing(exec_ms), response_body_.size());
+        done_with_upstream(upstream_res.keep_alive());
+        server_.controller.release(slot_, Outcome::Ok);
+        log_start(status, exec_ms);
         record(status);
         upstream_.reset();
         slot_ = {};
@@ -836,10 +899,129 @@ class Session : public std::enable_shared_from_this<Session> {
                   [self = shared_from_this()](beast::error_code ec) { self->after_write(ec); });
     }
 
+    // A response too long to hold, or of no declared length (a stream of events, a download): its head
+    // goes to the client now, and its body piece by piece as it arrives, each piece read from the
+    // function only when the last was written (a slow client slows the function down rather than
+    // filling the daemon's memory). The body keeps the function's declared length, or else is sent
+    // chunked (to an HTTP/1.0 client: until the connection closes). The function's timeout_s bounds
+    // the whole, as it does a held response; Server-Timing's exec is the time to the head. Should the
+    // function fail or time out after the head, the client's connection is closed without the rest
+    // (it sees a body shorter than declared, or no last chunk) and the instance is handled as for any
+    // failed request.
+    void pass_on_response() {
+        // The request's body is not needed again (a request is sent again only when nothing came back)
+        // and goes back to the budget now rather than when the client has read the whole response.
+        upstream_->body = {};
+        auto& parser = *upstream_->parser;
+        double exec_ms = ms_since(exec_started_);
+        auto length = parser.content_length();
+        passing_chunked_ = !length && req_.version() >= 11;
+        if (!length && !passing_chunked_) keep_alive_ = false;
+        response_head(parser.get(), server_timing(exec_ms), length, passing_chunked_);
+        passing_status_ = parser.get().result_int();
+        passing_ = true;
+        log_start(passing_status_, exec_ms);
+        pass_on_piece(std::move(response_head_));
+    }
+
+    // Writes `prefix` (the head, for the first piece) and what the parser has of the body, then reads on.
+    void pass_on_piece(std::string prefix) {
+        auto& parser = *upstream_->parser;
+        std::string& body = parser.get().body();
+        bool last = parser.is_done();
+        piece_head_ = std::move(prefix);
+        piece_.clear();
+        if (passing_chunked_ && !body.empty()) {
+            piece_head_ += fmt::format("{:x}\r\n", body.size());
+            body += "\r\n";
+        }
+        piece_.swap(body);  // the parser appends the next piece to an empty string
+        if (passing_chunked_ && last) piece_ += "0\r\n\r\n";
+        stream_.expires_after(std::chrono::seconds(60));
+        write_all(
+            stream_.socket(), stream_, piece_head_, piece_,
+            [self = shared_from_this(), last](beast::error_code ec) { self->on_piece_written(ec, last); });
+    }
+
+    void on_piece_written(beast::error_code ec, bool last) {
+        auto& up = *upstream_;
+        if (ec) {  // the client went away, or read so slowly that timeout_s passed: not the function's fault
+            spdlog::info("event=invoke-cut function={} status={} reason=\"{}\"", function_, passing_status_,
+                         timed_out_ ? "the client had not read the response when timeout_s passed"
+                                    : "the client closed its connection");
+            disarm_deadline();
+            done_with_upstream(false);
+            server_.controller.release(slot_, Outcome::Ok);
+            end_passing_on();
+            close();
+            return;
+        }
+        if (!last) {
+            http::async_read_some(
+                up.reader, up.buffer, *up.parser,
+                [self = shared_from_this()](beast::error_code ec, size_t) { self->on_piece_read(ec); });
+            return;
+        }
+        disarm_deadline();
+        done_with_upstream(up.parser->keep_alive());
+        server_.controller.release(slot_, Outcome::Ok);
+        end_passing_on();
+        after_write({});
+    }
+
+    void on_piece_read(beast::error_code ec) {
+        if (!ec) {
+            pass_on_piece({});
+            return;
+        }
+        // The head is out: the client can only be told by the connection closing early.
+        auto& up = *upstream_;
+        beast::error_code ignored;
+        up.socket->close(ignored);
+        bool timed_out = timed_out_;
+        disarm_deadline();
+        std::string broken =
+            timed_out ? fmt::format("no whole answer within timeout_s ({} s)", slot_.instance->timeout_s())
+            : ec == http::error::partial_message
+                ? "the function closed the connection in the middle of its response"
+            : ec.category() == http::make_error_code(http::error::header_limit).category()
+                ? "the function's response body is not valid HTTP (" + ec.message() + ")"
+                : "the connection to the function broke (" + ec.message() + ")";
+        bool invalid = !timed_out && ec != http::error::partial_message &&
+                       ec.category() == http::make_error_code(http::error::header_limit).category();
+        auto self = shared_from_this();
+        auto cut = [self](std::string reason) {
+            net::post(self->stream_.get_executor(), [self, reason] {
+                spdlog::info("event=invoke-cut function={} status={} reason=\"{}\"", self->function_,
+                             self->passing_status_, reason);
+                self->end_passing_on();
+                self->close();
+            });
+        };
+        if (invalid) {  // the function is alive and well, its body is not
+            server_.controller.release(slot_, Outcome::Ok);
+            cut(broken);
+            return;
+        }
+        server_.controller.release(slot_, timed_out ? Outcome::TimedOut : Outcome::UpstreamFailed, cut,
+                                   timed_out ? std::string() : broken);
+    }
+
+    void end_passing_on() {
+        passing_ = false;
+        record(passing_status_);
+        upstream_.reset();
+        slot_ = {};
+        in_flight_.reset();
+        piece_.clear();
+        piece_.shrink_to_fit();
+    }
+
     // The head of a function's response to the client: its status and fields but the hop-by-hop
-    // ones and Server, then ours, the body's length and the connection's fate, as `send` would have
-    // Beast write them (see forward_head for why not through a Beast message). Needs slot_.
-    void response_head(const http::response<http::string_body>& res, const std::string& timing) {
+    // ones and Server, then ours, the body's length (or chunked) and the connection's fate, as `send`
+    // would have Beast write them (see forward_head for why not through a Beast message). Needs slot_.
+    void response_head(const http::response_header<>& res, const std::string& timing,
+                       boost::optional<uint64_t> length, bool chunked = false) {
         std::string& h = response_head_;
         h.clear();
         h.reserve(512);
@@ -865,10 +1047,12 @@ class Session : public std::enable_shared_from_this<Session> {
         bool bodiless = status / 100 == 1 || status == 204 || status == 304;
         if (req_.method() == http::verb::head) {
             // The length of the GET it stands for, as the function said it (Beast checked it is one).
-            auto length = res.find(http::field::content_length);
-            if (length != res.end()) append_field(h, "Content-Length", sv(length->value()));
-        } else if (!bodiless) {
-            append_field(h, "Content-Length", std::to_string(response_body_.size()));
+            auto declared = res.find(http::field::content_length);
+            if (declared != res.end()) append_field(h, "Content-Length", sv(declared->value()));
+        } else if (!bodiless && length) {
+            append_field(h, "Content-Length", std::to_string(*length));
+        } else if (!bodiless && chunked) {
+            append_field(h, "Transfer-Encoding", "chunked");
         }
         if (req_.version() >= 11 && !keep_alive_) append_field(h, "Connection", "close");
         if (req_.version() < 11 && keep_alive_) append_field(h, "Connection", "keep-alive");
@@ -910,7 +1094,7 @@ class Session : public std::enable_shared_from_this<Session> {
     void deploy() {
         std::string path;
         try {
-            json body = json::parse(req_.body());
+            json body = json::parse(req_.body().data);
             path = body.at("path").get<std::string>();
         } catch (const std::exception& e) {
             send_text(http::status::bad_request,
@@ -943,7 +1127,7 @@ class Session : public std::enable_shared_from_this<Session> {
         std::string name = query_param(sv(req_.target()), "name");
         if (name.empty()) {
             try {
-                name = json::parse(req_.body()).at("functionName").get<std::string>();
+                name = json::parse(req_.body().data).at("functionName").get<std::string>();
             } catch (const std::exception&) {
                 send_text(http::status::bad_request,
                           "remove wants {\"functionName\": \"<name>\"} or ?name=<name>");
@@ -959,7 +1143,7 @@ class Session : public std::enable_shared_from_this<Session> {
     void scale(const std::string& name) {
         uint32_t replicas = 0;
         try {
-            replicas = json::parse(req_.body()).at("replicas").get<uint32_t>();
+            replicas = json::parse(req_.body().data).at("replicas").get<uint32_t>();
         } catch (const std::exception&) {
             send_text(http::status::bad_request, "scale wants {\"replicas\": N}");
             return;
@@ -1115,8 +1299,8 @@ class Session : public std::enable_shared_from_this<Session> {
     Server::Impl& server_;
     net::io_context& loop_;  // the loop this connection lives on (its upstream sockets too)
     beast::flat_buffer buffer_;
-    std::optional<http::request_parser<http::string_body>> parser_;
-    http::request<http::string_body> req_;
+    std::optional<http::request_parser<RequestBody>> parser_;
+    http::request<RequestBody> req_;
     bool keep_alive_ = true;
 
     std::string function_;
@@ -1124,7 +1308,11 @@ class Session : public std::enable_shared_from_this<Session> {
     Clock::time_point started_, exec_started_;
     std::shared_ptr<Upstream> upstream_;
     std::string response_head_, response_body_;  // a function's response on its way to the client
-    std::string metrics_function_;               // whose samples the two below are
+    std::string piece_head_, piece_;             // a piece of a response passed on (pass_on_piece)
+    bool passing_ = false;                       // a response's head is out, its body being passed on
+    bool passing_chunked_ = false;               // the response passed on goes chunked to the client
+    unsigned passing_status_ = 0;
+    std::string metrics_function_;  // whose samples the two below are
     controller::Metrics::HistogramRef seconds_;
     std::vector<std::pair<unsigned, controller::Metrics::CounterRef>> invocations_;
     Acquired slot_;

@@ -2,6 +2,7 @@
 // driven over real HTTP and through the CLI verbs, restoring real sandboxes.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -1068,6 +1070,199 @@ TEST_F(ServeTest, GarbageHttpGets4xxAndTheDaemonKeepsServing) {
     EXPECT_EQ(request("GET", "/nowhere").status, 404);
     EXPECT_EQ(request("GET", "/healthz").status, 200);
     EXPECT_EQ(stop_daemon().exit_code(), 0);
+}
+
+// A connection to the gateway read by hand: what a client that reads slowly, or watches a stream, sees.
+class RawClient {
+  public:
+    explicit RawClient(uint16_t port) : fd_(initless::gateway::connect_tcp("127.0.0.1", port)) {}
+    void send(const std::string& bytes) {
+        for (size_t off = 0; off < bytes.size();) {
+            ssize_t n = ::send(fd_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+            ASSERT_GT(n, 0) << "send: " << strerror(errno);
+            off += static_cast<size_t>(n);
+        }
+    }
+    // Reads until what came holds `want` (true), the peer closes or `within` passes (false).
+    bool read_until(const std::string& want, std::chrono::milliseconds within) {
+        auto deadline = Clock::now() + within;
+        while (got.find(want) == std::string::npos) {
+            if (!read_some(deadline)) return false;
+        }
+        return true;
+    }
+    // Reads until the peer closes (true) or `within` passes (false).
+    bool read_to_close(std::chrono::milliseconds within) {
+        auto deadline = Clock::now() + within;
+        while (read_some(deadline)) {
+        }
+        return closed;
+    }
+    int fd() const { return fd_.get(); }
+    std::string got;
+    bool closed = false;
+
+  private:
+    bool read_some(Clock::time_point deadline) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0 || closed) return false;
+        pollfd p{fd_.get(), POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+        char buf[65536];
+        ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
+        if (n <= 0) {
+            closed = true;
+            return false;
+        }
+        got.append(buf, static_cast<size_t>(n));
+        return true;
+    }
+    initless::sys::UniqueFd fd_;
+};
+
+long status_kib(pid_t pid, const std::string& field) {
+    std::istringstream in(read_text(fs::path("/proc") / std::to_string(pid) / "status"));
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+    return -1;
+}
+
+// A function's response that is long, or has no declared length (a stream of events, a download, a body
+// ended by closing), goes to the client as it arrives and at the client's pace, whatever
+// --max-body-mb says: the daemon holds a piece at a time. A function that fails after its head has gone
+// out ends the client's connection without the rest.
+TEST_F(ServeTest, LongAndEndlessResponsesArePassedOnAsTheyArrive) {
+    start_daemon({"--max-body-mb", "1"});
+    std::string id = deploy_and_call_once("e2e-stream", {{"timeout_s", "3"}});
+
+    // Events come as they are sent, chunked, with the gateway's fields; the connection and the
+    // instance serve on afterwards.
+    RawClient events(port_);
+    auto t0 = Clock::now();
+    events.send("GET /function/e2e-stream/stream?n=4&ms=400 HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_TRUE(events.read_until("tick 0", 5000ms)) << events.got;
+    EXPECT_LT(Clock::now() - t0, 350ms) << "the first event waited for the last";
+    ASSERT_TRUE(events.read_until("0\r\n\r\n", 5000ms)) << events.got;
+    EXPECT_GE(Clock::now() - t0, 1200ms);
+    EXPECT_EQ(events.got.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << events.got;
+    EXPECT_NE(events.got.find("Transfer-Encoding: chunked\r\n"), std::string::npos) << events.got;
+    EXPECT_NE(events.got.find("X-Initless-Start: warm\r\n"), std::string::npos) << events.got;
+    EXPECT_NE(events.got.find("Server-Timing: queue;dur="), std::string::npos) << events.got;
+    EXPECT_NE(events.got.find("tick 3\n"), std::string::npos) << events.got;
+    events.got.clear();
+    events.send("GET /function/e2e-stream/ HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_TRUE(events.read_until("count 2", 5000ms)) << events.got;
+
+    // 100 MiB declared, 100 times --max-body-mb: the client reads nothing for half a second, and the
+    // daemon does not take the body in meanwhile; then the whole of it comes, with its length.
+    pid_t daemon = daemon_->pid();
+    long rss_before = status_kib(daemon, "VmRSS");
+    RawClient download(port_);
+    download.send(
+        "GET /function/e2e-stream/download?mb=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    std::this_thread::sleep_for(500ms);
+    long rss_paused = status_kib(daemon, "VmRSS");
+    EXPECT_LT(rss_paused - rss_before, 32 * 1024)
+        << "the daemon took the body in faster than the client reads";
+    ASSERT_TRUE(download.read_to_close(10000ms));
+    auto end = download.got.find("\r\n\r\n");
+    ASSERT_NE(end, std::string::npos) << download.got.substr(0, 300);
+    EXPECT_NE(download.got.substr(0, end).find("Content-Length: 104857600"), std::string::npos)
+        << download.got.substr(0, end);
+    EXPECT_EQ(download.got.size() - end - 4, 100u << 20);
+    EXPECT_EQ(download.got.find_first_not_of('d', end + 4), std::string::npos);
+    EXPECT_LT(status_kib(daemon, "VmHWM") - rss_before, 64 * 1024) << "the daemon held the body";
+
+    // A client that stops reading: its response is cut when timeout_s (3 s) has passed, and the instance,
+    // not at fault, stays.
+    RawClient stalled(port_);
+    stalled.send("GET /function/e2e-stream/download?mb=100 HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::this_thread::sleep_for(4000ms);
+    EXPECT_LT(status_kib(daemon, "VmRSS") - rss_before, 32 * 1024);
+    EXPECT_TRUE(stalled.read_to_close(5000ms)) << "the stalled response was not cut";
+    EXPECT_LT(stalled.got.size(), 100u << 20) << "the response came whole to a client that did not read";
+
+    // A body ended by the function closing: chunked to an HTTP/1.1 client, until the close to an
+    // HTTP/1.0 one.
+    auto until_close = invoke("e2e-stream", "/untilclose?kb=300");
+    EXPECT_EQ(until_close.status, 200);
+    EXPECT_EQ(until_close.body, std::string(300 << 10, 'u'));
+    EXPECT_EQ(header(until_close, "Transfer-Encoding"), "chunked");
+    RawClient old(port_);
+    old.send("GET /function/e2e-stream/untilclose?kb=300 HTTP/1.0\r\n\r\n");
+    ASSERT_TRUE(old.read_to_close(5000ms));
+    end = old.got.find("\r\n\r\n");
+    ASSERT_NE(end, std::string::npos);
+    std::string head = old.got.substr(0, end);
+    EXPECT_EQ(head.rfind("HTTP/1.0 200", 0), 0u) << head;
+    EXPECT_EQ(head.find("Transfer-Encoding"), std::string::npos) << head;
+    EXPECT_EQ(old.got.substr(end + 4), std::string(300 << 10, 'u'));
+    expect_instance_kept("e2e-stream", id, 3);
+
+    // Failing after the head: the client's connection ends with no last chunk; the instance is gone (it
+    // exited; it was killed at its timeout) and the next request gets a new one.
+    auto stopped = stop_daemon();
+    EXPECT_EQ(stopped.exit_code(), 0);
+    EXPECT_NE(stopped.err.find("the client had not read the response when timeout_s passed"),
+              std::string::npos);
+    start_daemon({"--max-body-mb", "1"});
+    for (std::string then : {"crash", "hang"}) {
+        RawClient cut(port_);
+        cut.send("GET /function/e2e-stream/stream?n=2&ms=50&then=" + then + " HTTP/1.1\r\nHost: x\r\n\r\n");
+        EXPECT_TRUE(cut.read_to_close(8000ms)) << then << ": " << cut.got;
+        EXPECT_NE(cut.got.find("tick 1\n"), std::string::npos) << then << ": " << cut.got;
+        EXPECT_EQ(cut.got.find("0\r\n\r\n"), std::string::npos) << then << ": " << cut.got;
+        auto next = invoke("e2e-stream");
+        EXPECT_EQ(next.status, 200) << then;
+        EXPECT_EQ(next.body, "count 1") << then << ": the failed instance served again";
+        EXPECT_NE(header(next, "X-Initless-Instance"), id) << then;
+        id = header(next, "X-Initless-Instance");
+    }
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+// Request bodies are held whole until they go to the function, so those held at once are bounded
+// (--max-held-bodies-mb): a request that would pass the bound gets 503 at once (a declared length, before
+// its body is read) or as soon as its chunks pass it, and the bound is given back as requests end.
+TEST_F(ServeTest, RequestBodiesHeldAtOnceAreBounded) {
+    start_daemon({"--max-body-mb", "8", "--max-held-bodies-mb", "10"});
+    deploy_and_call_once("e2e-uploads");
+    const std::string head =
+        "POST /function/e2e-uploads/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 8388608\r\n\r\n";
+    RawClient holder(port_);
+    holder.send(head.substr(0, head.size() - 2) + "Connection: close\r\n\r\n" +
+                std::string(1 << 20, 'h'));  // 8 MiB declared, 1 MiB sent: held
+    std::this_thread::sleep_for(200ms);
+
+    RawClient declared(port_);
+    declared.send(head);
+    ASSERT_TRUE(declared.read_to_close(5000ms)) << declared.got;
+    EXPECT_EQ(declared.got.rfind("HTTP/1.1 503", 0), 0u) << declared.got;
+    EXPECT_NE(declared.got.find("the gateway holds as many request bodies as it may at once (10 MiB)"),
+              std::string::npos)
+        << declared.got;
+
+    RawClient chunked(port_);
+    chunked.send("POST /function/e2e-uploads/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    std::string chunk = fmt::format("{:x}\r\n{}\r\n", 256 << 10, std::string(256 << 10, 'c'));
+    for (int i = 0; i < 16 && !chunked.closed; ++i) {  // 4 MiB, if it were all taken
+        ::send(chunked.fd(), chunk.data(), chunk.size(), MSG_NOSIGNAL);
+        chunked.read_until("\r\n\r\n", 20ms);
+    }
+    ASSERT_TRUE(chunked.read_until("\r\n\r\n", 5000ms)) << chunked.got;
+    EXPECT_EQ(chunked.got.rfind("HTTP/1.1 503", 0), 0u) << chunked.got;
+
+    holder.send(std::string(7 << 20, 'h'));
+    ASSERT_TRUE(holder.read_to_close(10000ms)) << holder.got.substr(0, 400);
+    EXPECT_EQ(holder.got.rfind("HTTP/1.1 200", 0), 0u) << holder.got.substr(0, 400);
+    EXPECT_NE(holder.got.find("X-Length: 8388608"), std::string::npos) << holder.got.substr(0, 400);
+    // Given back: the same request again goes through.
+    auto again = request("POST", "/function/e2e-uploads/echo", std::string(8 << 20, 'a'));
+    EXPECT_EQ(again.status, 200) << again.body;
+    EXPECT_EQ(again.body.size(), 8u << 20);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
 }
 
 }  // namespace

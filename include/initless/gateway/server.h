@@ -17,7 +17,9 @@
 //   GET /system/stats                  start counts per function (JSON)
 //   GET /healthz, GET /metrics         liveness; Prometheus text format
 // Bad input never reaches the controller: not HTTP -> 400, a header section over the limit -> 431,
-// a body over the limit -> 413, then the connection is closed.
+// a body over the limit -> 413, request bodies held at once over their budget -> 503, then the
+// connection is closed. A function's response over 256 KiB or of no declared length is passed on as it
+// arrives (at the client's pace), not held.
 // Threads: `run` blocks, serving on `io_threads` threads, each running an event loop of its own; a
 // connection lives on one loop (given round robin at accept) with its upstream sockets and timers, and
 // never blocks (controller calls return at once; their callbacks are posted back to its loop; the
@@ -37,7 +39,11 @@ namespace initless::gateway {
 struct ServerOptions {
     std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one
     uint32_t header_limit_bytes = 16 * 1024;
-    uint64_t body_limit_bytes = 64ull << 20;  // requests and function responses
+    uint64_t body_limit_bytes = 64ull << 20;  // one request's body (a function's response is not bounded)
+    // Request bodies are held whole until they go to the function: this bounds them all together (a
+    // request beyond it gets 503). A function's response body is held whole only up to 256 KiB and is
+    // otherwise passed on as it arrives.
+    uint64_t request_bodies_limit_bytes = 1ull << 30;
     int io_threads = 2;
     // How long an I/O thread with nothing to do polls before it sleeps while at most one request is in
     // flight (0: never). See Loop::run in server.cpp for why and when.

@@ -12,11 +12,16 @@
 #   /forged        299 "Made Up" with the gateway's own fields (X-Initless-*, Server-Timing) set by the function
 #   /raw?what=W    a broken response: W = garbage (not HTTP), bighead (a 300 KiB header), half (the
 #                  connection closed after 9 of 100 body bytes), interim (a 103 Early Hints, then a 200 "final")
+#   /stream?n=N&ms=M&then=T  a chunked body of N lines "tick I", one every M ms, then T = end (the last
+#                  chunk), crash (exits with status 5) or hang (never ends)
+#   /download?mb=N N MiB of 'd' with its length declared, written a MiB at a time
+#   /untilclose?kb=N  N KiB of 'u' with no length, delimited by closing the connection
 #   /nocontent     204, no body; HEAD of any path: 200 with a Content-Length of 5 and no body (of
 #                  /raw?what=interim: a 103 first)
 import os
 import sys
 import time
+from urllib.parse import parse_qs
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 count = 0
@@ -107,6 +112,37 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(b"forged")
+        elif path == "/stream":
+            q = {k: v[-1] for k, v in parse_qs(arg).items()}
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(int(q.get("n", "3"))):
+                line = f"tick {i}\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                time.sleep(int(q.get("ms", "100")) / 1000)
+            then = q.get("then", "end")
+            if then == "crash":
+                os._exit(5)
+            if then == "hang":
+                time.sleep(100000)
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/download":
+            mb = int(arg.split("=")[-1] or 1)
+            self.send_response(200)
+            self.send_header("Content-Length", str(mb << 20))
+            self.end_headers()
+            piece = b"d" * (1 << 20)
+            for _ in range(mb):
+                self.wfile.write(piece)
+        elif path == "/untilclose":
+            kb = int(arg.split("=")[-1] or 1)
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"u" * (kb << 10))
+            self.close_connection = True
         elif path == "/nocontent":
             self.send_response(204)
             self.end_headers()
