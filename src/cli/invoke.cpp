@@ -46,7 +46,12 @@ void add_invoke(CLI::App& app) {
             value.erase(0, value.find_first_not_of(' '));
             req.headers[h.substr(0, colon)] = value;
         }
-        auto res = call(o.server, req);
+        // The body is printed as it arrives (a function streaming events shows each when it is sent);
+        // an error's is kept for the one-line message.
+        auto res = call(o.server, req, std::chrono::minutes(10), [](std::string_view piece) {
+            std::fwrite(piece.data(), 1, piece.size(), stdout);
+            std::fflush(stdout);
+        });
         if (o.verbose) {
             auto get = [&](const char* k) {
                 auto it = res.headers.find(k);
@@ -60,7 +65,6 @@ void add_invoke(CLI::App& app) {
         }
         if (res.status >= 400)
             throw Error(fmt::format("{} answered {}: {}", o.name, res.status, first_line(res.body)));
-        std::fwrite(res.body.data(), 1, res.body.size(), stdout);
     });
 }
 

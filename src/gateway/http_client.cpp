@@ -75,6 +75,7 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std:
     http::response_parser<http::buffer_body> parser;
     parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 compares a
                                                                    // length with it as "greater"
+    if (req.method() == http::verb::head) parser.skip(true);
     http::read_header(s, buffer, parser, ec);
     if (ec) throw Error(fmt::format("http {} {}: read: {}", request.method, request.target, ec.message()));
     out.status = static_cast<int>(parser.get().result_int());

@@ -51,6 +51,7 @@ class CliProcess {
         : pid_(std::exchange(o.pid_, 0)), out_(std::move(o.out_)), err_(std::move(o.err_)) {}
     ~CliProcess();
     pid_t pid() const { return pid_; }
+    const fs::path& out_path() const { return out_; }  // its stdout, as written so far
     // Waits for the exit (killing it after `timeout` and failing the test).
     CliResult wait(std::chrono::milliseconds timeout = std::chrono::seconds(90));
 

@@ -1152,6 +1152,15 @@ TEST_F(ServeTest, LongAndEndlessResponsesArePassedOnAsTheyArrive) {
     events.got.clear();
     events.send("GET /function/e2e-stream/ HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_TRUE(events.read_until("count 2", 5000ms)) << events.got;
+    // `initless invoke` prints each event when it comes.
+    auto invoking = cli_async({"invoke", "e2e-stream", "/stream?n=4&ms=400", "--server", address_});
+    for (auto deadline = Clock::now() + 1200ms;
+         read_text(invoking.out_path()).empty() && Clock::now() < deadline;)
+        std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(read_text(invoking.out_path()), "tick 0\n") << "`invoke` printed the first event late";
+    auto invoked = invoking.wait(10s);
+    EXPECT_EQ(invoked.exit_code(), 0) << invoked.describe();
+    EXPECT_EQ(invoked.out, "tick 0\ntick 1\ntick 2\ntick 3\n");
 
     // 100 MiB declared, 100 times --max-body-mb: the client reads nothing for half a second, and the
     // daemon does not take the body in meanwhile; then the whole of it comes, with its length.
