@@ -1276,7 +1276,7 @@ std::optional<json> Controller::scale(const std::string& function, uint32_t repl
     auto it = I.functions.find(function);
     if (it == I.functions.end()) return std::nullopt;
     auto& fn = it->second;
-    uint32_t removed = 0, started = 0;
+    uint32_t removed = 0;
     auto instances = fn->instances;
     uint32_t count = static_cast<uint32_t>(instances.size());
     for (auto& inst : instances) {
@@ -1290,11 +1290,12 @@ std::optional<json> Controller::scale(const std::string& function, uint32_t repl
     uint32_t target = std::min(replicas, fn->spec.max_instances);
     uint32_t have = static_cast<uint32_t>(fn->instances.size()) + fn->starting;
     fn->prewarms_pending = target > have ? target - have : 0;
-    started = fn->prewarms_pending;  // started now or as earlier restores end (start_prewarms)
+    // Started now or as earlier restores end (start_prewarms): on their way, not all restoring yet.
+    uint32_t starting = fn->prewarms_pending;
     I.start_prewarms(fn);
-    spdlog::info("event=scaled function={} replicas={} removed={} started={}", function, replicas, removed,
-                 started);
-    return json{{"function", function}, {"replicas", replicas}, {"removed", removed}, {"started", started}};
+    spdlog::info("event=scaled function={} replicas={} removed={} starting={}", function, replicas, removed,
+                 starting);
+    return json{{"function", function}, {"replicas", replicas}, {"removed", removed}, {"starting", starting}};
 }
 
 namespace {

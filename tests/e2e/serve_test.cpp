@@ -423,6 +423,7 @@ TEST_F(ServeTest, ScaleUpRestoresAFewAtATime) {
               0);
     auto scaled = request("POST", "/system/scale-function/e2e-paced", R"({"replicas": 12})");
     ASSERT_EQ(scaled.status, 202) << scaled.body;  // accepted: the instances come up afterwards
+    EXPECT_EQ(json::parse(scaled.body)["starting"], 12) << scaled.body;
     uint32_t most_restoring = 0, most_pending = 0;
     json described;
     for (auto deadline = Clock::now() + 60s; Clock::now() < deadline; std::this_thread::sleep_for(5ms)) {
