@@ -11,6 +11,8 @@
                 vCPU kept busy never halts, which shows what the gateway itself adds. The daemons'
                 CPU time per request on one connection too.
   2. conns:     wrk -c 1000 through the gateway against the same warm function: errors
+  2b. bodies:   a 1 GiB download and a 60 MiB upload (curl) of the same function, directly and through
+                the gateway, alternated: MiB/s, and the daemon's CPU time per GiB passed on
   3. burst:     50 (and 100) concurrent requests with no instance running, pool empty and pool full
                 (examples/python-hello): latency distribution of the cold starts, errors
   4. bigdict:   the seed's Flask dict (--bigdict-n, 10M keys ~ 1.3 GB): GET / cold through the gateway
@@ -175,6 +177,19 @@ def cpu_times():
     return fields[7], sum(fields[:8])
 
 
+def curl_transfer(url, netns_pid=None, upload=None):
+    """(seconds, bytes downloaded) of one curl transfer: a GET, or a POST of the file `upload` (no
+    Expect: 100-continue, which the function would answer itself directly and the gateway for it)."""
+    cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{size_download} %{http_code}", url]
+    if upload:
+        cmd += ["--data-binary", "@" + upload, "-H", "Expect:"]
+    if netns_pid:
+        cmd = ["nsenter", f"--net=/proc/{netns_pid}/ns/net"] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+    assert out[2] == "200", (url, out)
+    return float(out[0]), int(out[1])
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process (all its threads) so far."""
     with open(f"/proc/{pid}/stat") as f:
@@ -294,7 +309,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     ap.add_argument("--bigdict-n", type=int, default=10_000_000)
     ap.add_argument("--density", type=int, default=50)
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: overhead,conns,burst,bigdict,density")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: overhead,conns,bodies,burst,bigdict,density")
     ap.add_argument("--io-threads", type=int, default=2, help="the daemon's gateway threads")
     ap.add_argument("--out", default=DOCS)
     args = ap.parse_args()
@@ -319,7 +334,7 @@ def main():
     helpers = []  # socat, nginx, haproxy: stopped however the run ends
     summary = {}
     try:
-        if not {"overhead", "conns"} <= skip:
+        if not {"overhead", "conns", "bodies"} <= skip:
             print("overhead: warm node-keepalive, direct vs through the gateway", flush=True)
             daemon.deploy(os.path.join(ROOT, "bench", "gateway", "functions", "node-keepalive"))
             status, _, headers = daemon.get("/function/node-keepalive/")
@@ -395,6 +410,26 @@ def main():
             row("conns", "gateway-c1000", "rps", res["rps"])
             row("conns", "gateway-c1000", "p99_ms", res["p99_ms"])
             print(f"  {res['requests']} requests, {res['errors']} errors, {res['rps']:.0f} rps, p99 {res['p99_ms']} ms", flush=True)
+
+        if "bodies" not in skip:
+            print("bodies: a 1 GiB download and a 60 MiB upload, directly and through the gateway", flush=True)
+            upload = os.path.join(scratch, "upload.bin")
+            with open(upload, "wb") as f:
+                f.write(os.urandom(60 << 20))
+            base_of = {"direct": ("http://127.0.0.1:9000", init), "gateway": (gw_url.rstrip("/"), None)}
+            for r in range(args.repeats):
+                for case, (base, ns) in base_of.items():
+                    cpu0 = cpu_seconds(daemon.proc.pid)
+                    secs, size = curl_transfer(base + "/download?mb=1024", ns)
+                    cpu1 = cpu_seconds(daemon.proc.pid)
+                    assert size == 1 << 30, (case, size)
+                    down = 1024 / secs
+                    row("bodies", case, "download_mib_per_s", down, r)
+                    if case == "gateway":
+                        row("bodies", case, "daemon_cpu_s_per_gib", cpu1 - cpu0, r)
+                    secs, _ = curl_transfer(base + "/upload", ns, upload)
+                    row("bodies", case, "upload_mib_per_s", 60 / secs, r)
+                    print(f"  {case} #{r}: download {down:.0f} MiB/s, upload {60 / secs:.0f} MiB/s", flush=True)
 
         if "burst" not in skip:
             print("burst: concurrent cold starts of python-hello", flush=True)
@@ -535,6 +570,12 @@ def main():
             refs.append(f"{proxy} adds {(p50 - d50) * 1000:.0f} us p50 on 1 connection, {rps / drps * 100:.0f}% of direct "
                         f"throughput on 50 (per repeat {per_repeat(proxy)})")
         summary[f"HTTP reverse proxies, same run ({args.io_threads} workers each, kept-alive upstream)"] = "; ".join(refs)
+    if "bodies" not in skip:
+        for what, metric in (("a 1 GiB download", "download_mib_per_s"), ("a 60 MiB upload", "upload_mib_per_s")):
+            d, g = med("bodies", "direct", metric), med("bodies", "gateway", metric)
+            summary[f"{what} (node-keepalive, curl)"] = (
+                f"gateway {g:.0f} MiB/s, direct {d:.0f} MiB/s ({g / d * 100:.0f}%)")
+        summary["the daemon's CPU per GiB passed on"] = f"{med('bodies', 'gateway', 'daemon_cpu_s_per_gib'):.2f} s"
     if "conns" not in skip:
         summary["1000 keep-alive connections"] = f"{med('conns', 'gateway-c1000', 'requests'):.0f} requests, {med('conns', 'gateway-c1000', 'errors'):.0f} errors"
     lines.append("| measurement | result |\n| --- | --- |\n")

@@ -69,6 +69,9 @@ constexpr uint64_t kHeldResponseLimit = 256 * 1024;
 // megabytes a KiB or two per syscall: 2 GiB through the gateway took 18 s of the daemon's CPU (0.55 s
 // straight from the function). A body that did not come with its head gets this much room to be read in.
 constexpr size_t kBodyReadSize = 64 * 1024;
+// The rest of a passed-on body of a declared length is read straight from the function's socket, past
+// Beast's parser (which copies each piece once more and reads 64 KiB at most), this much at a time.
+constexpr size_t kDirectReadSize = 256 * 1024;
 
 std::string_view sv(beast::string_view s) {
     return {s.data(), s.size()};
@@ -669,7 +672,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // completion, and Asio polls epoll once more before running it (two of a warm request's four
     // epoll_waits on one connection). The socket is non-blocking (set where it is made).
     template <class AsyncStream, class Done>
-    void write_all(tcp::socket& socket, AsyncStream& stream, const std::string& head, const std::string& body,
+    void write_all(tcp::socket& socket, AsyncStream& stream, std::string_view head, std::string_view body,
                    Done&& done) {
         std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
         beast::error_code ec;
@@ -930,6 +933,10 @@ class Session : public std::enable_shared_from_this<Session> {
         response_head(parser.get(), server_timing(exec_ms), length, passing_chunked_);
         passing_status_ = parser.get().result_int();
         passing_ = true;
+        passing_keep_alive_ = parser.keep_alive();
+        // With a declared length the rest is a count of bytes: read past the parser (read_piece).
+        passing_declared_ = length.has_value();
+        passing_left_ = length.value_or(0);
         log_start(passing_status_, exec_ms);
         pass_on_piece(std::move(response_head_));
     }
@@ -939,6 +946,7 @@ class Session : public std::enable_shared_from_this<Session> {
         auto& parser = *upstream_->parser;
         std::string& body = parser.get().body();
         bool last = parser.is_done();
+        passing_left_ -= std::min<uint64_t>(passing_left_, body.size());
         piece_head_ = std::move(prefix);
         piece_.clear();
         if (passing_chunked_ && !body.empty()) {
@@ -954,7 +962,6 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     void on_piece_written(beast::error_code ec, bool last) {
-        auto& up = *upstream_;
         if (ec) {  // the client went away, or read so slowly that timeout_s passed: not the function's fault
             spdlog::info("event=invoke-cut function={} status={} reason=\"{}\"", function_, passing_status_,
                          timed_out_ ? "the client had not read the response when timeout_s passed"
@@ -967,16 +974,42 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         if (!last) {
+            read_piece();
+            return;
+        }
+        disarm_deadline();
+        done_with_upstream(passing_keep_alive_);
+        server_.controller.release(slot_, Outcome::Ok);
+        end_passing_on();
+        after_write({});
+    }
+
+    void read_piece() {
+        auto& up = *upstream_;
+        // Chunked, or until the function closes: the parser finds the end. Bytes already read into the
+        // parser's buffer (a read can end inside a head) are parsed from it first.
+        if (!passing_declared_ || up.buffer.size() > 0) {
             http::async_read_some(
                 up.reader, up.buffer, *up.parser,
                 [self = shared_from_this()](beast::error_code ec, size_t) { self->on_piece_read(ec); });
             return;
         }
-        disarm_deadline();
-        done_with_upstream(up.parser->keep_alive());
-        server_.controller.release(slot_, Outcome::Ok);
-        end_passing_on();
-        after_write({});
+        if (!direct_) direct_ = std::make_unique<char[]>(kDirectReadSize);
+        size_t want = static_cast<size_t>(std::min<uint64_t>(passing_left_, kDirectReadSize));
+        up.socket->async_read_some(
+            net::buffer(direct_.get(), want), [self = shared_from_this()](beast::error_code ec, size_t n) {
+                if (ec == net::error::eof) ec = http::error::partial_message;
+                if (ec) {
+                    self->on_piece_read(ec);
+                    return;
+                }
+                self->passing_left_ -= n;
+                bool last = self->passing_left_ == 0;
+                self->stream_.expires_after(std::chrono::seconds(60));
+                self->write_all(self->stream_.socket(), self->stream_, {},
+                                std::string_view(self->direct_.get(), n),
+                                [self, last](beast::error_code ec) { self->on_piece_written(ec, last); });
+            });
     }
 
     void on_piece_read(beast::error_code ec) {
@@ -1019,6 +1052,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void end_passing_on() {
         passing_ = false;
+        passing_left_ = 0;
+        direct_.reset();
         record(passing_status_);
         upstream_.reset();
         slot_ = {};
@@ -1321,6 +1356,10 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string piece_head_, piece_;             // a piece of a response passed on (pass_on_piece)
     bool passing_ = false;                       // a response's head is out, its body being passed on
     bool passing_chunked_ = false;               // the response passed on goes chunked to the client
+    bool passing_keep_alive_ = false;            // the function keeps its connection after it
+    bool passing_declared_ = false;              // its length was declared: passing_left_ counts it down
+    uint64_t passing_left_ = 0;                  // of its declared length, not read yet
+    std::unique_ptr<char[]> direct_;             // kDirectReadSize, while a declared length is read
     unsigned passing_status_ = 0;
     std::string metrics_function_;  // whose samples the two below are
     controller::Metrics::HistogramRef seconds_;
