@@ -962,10 +962,15 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     void on_piece_written(beast::error_code ec, bool last) {
-        if (ec) {  // the client went away, or read so slowly that timeout_s passed: not the function's fault
+        // The client went away, or timeout_s passed while a piece waited for the client to take it: the
+        // function was still sending (a slow client, or a response longer than timeout_s allows) and has
+        // not hung, so its instance stays (one that stopped sending is handled by on_piece_read).
+        if (ec) {
             spdlog::info("event=invoke-cut function={} status={} reason=\"{}\"", function_, passing_status_,
-                         timed_out_ ? "the client had not read the response when timeout_s passed"
-                                    : "the client closed its connection");
+                         timed_out_ ? fmt::format("the response was still being sent to the client when "
+                                                  "timeout_s ({} s) passed",
+                                                  slot_.instance->timeout_s())
+                                    : std::string("the client closed its connection"));
             disarm_deadline();
             done_with_upstream(false);
             server_.controller.release(slot_, Outcome::Ok);
