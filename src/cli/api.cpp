@@ -32,6 +32,15 @@ gateway::HttpResponse call(const std::string& server, const gateway::HttpRequest
         throw Error(fmt::format("cannot reach the initless server at {} ({}); start it with `initless serve`",
                                 address, e.what()));
     }
+    // The API's token goes to the API only: a function's route must never see it (functions are
+    // untrusted code, and the gateway forwards a client's Authorization to them).
+    const char* token = std::getenv("INITLESS_API_TOKEN");
+    if (token && *token && request.target.starts_with("/system/") &&
+        !request.headers.count("Authorization")) {
+        gateway::HttpRequest with_token = request;
+        with_token.headers["Authorization"] = std::string("Bearer ") + token;
+        return gateway::http_request(std::move(fd), with_token, timeout, on_body);
+    }
     return gateway::http_request(std::move(fd), request, timeout, on_body);
 }
 

@@ -1,5 +1,6 @@
 #include <csignal>
 
+#include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -7,6 +8,8 @@
 #include "initless/controller/controller.h"
 #include "initless/gateway/server.h"
 #include "initless/policy/catalog.h"
+#include "initless/sys/error.h"
+#include "initless/sys/file.h"
 #include "initless/sys/process.h"
 
 namespace initless::cli {
@@ -22,10 +25,22 @@ struct ServeOptions {
     uint32_t spin_us = 100;
     uint64_t max_body_mb = 64;
     uint64_t max_held_bodies_mb = 1024;
+    std::string api_token_file;
     std::string log_level = "info";
     uint32_t restores_at_once = 0;
     uint32_t refills_at_once = 0;
 };
+// The token in `path`, without surrounding white space; throws initless::Error if it is missing or short.
+std::string read_api_token(const std::string& path) {
+    std::string token = sys::read_file(path);
+    auto first = token.find_first_not_of(" \t\r\n");
+    auto last = token.find_last_not_of(" \t\r\n");
+    token = first == std::string::npos ? "" : token.substr(first, last - first + 1);
+    if (token.size() < 16 || token.find_first_of(" \t\r\n") != std::string::npos)
+        throw Error(
+            fmt::format("--api-token-file {}: the token must be one word of 16 characters or more", path));
+    return token;
+}
 }  // namespace
 
 void add_serve(CLI::App& app) {
@@ -56,9 +71,14 @@ void add_serve(CLI::App& app) {
     cmd->add_option("--refills-at-once", o.refills_at_once,
                     "pool refills running at once, all functions together (default 1 per CPU)")
         ->check(CLI::Range(1, 4096));
+    cmd->add_option("--api-token-file", o.api_token_file,
+                    "a file holding the API's token: /system/... then wants 'Authorization: Bearer TOKEN' "
+                    "from every client (the CLI sends $INITLESS_API_TOKEN); without it the API answers "
+                    "clients on this host only");
     cmd->add_option("--log-level", o.log_level, "debug | info | warn | error")
         ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
     cmd->callback([] {
+        std::string api_token = o.api_token_file.empty() ? "" : read_api_token(o.api_token_file);
         auto logger = spdlog::stderr_color_mt("initless");
         logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
         logger->set_level(spdlog::level::from_str(o.log_level));
@@ -82,6 +102,7 @@ void add_serve(CLI::App& app) {
         sopts.spin_us = o.spin_us;
         sopts.body_limit_bytes = o.max_body_mb << 20;
         sopts.request_bodies_limit_bytes = o.max_held_bodies_mb << 20;
+        sopts.api_token = api_token;
         gateway::Server server(controller, sopts);
         controller.start();
         server.run();

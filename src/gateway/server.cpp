@@ -486,6 +486,7 @@ class Session : public std::enable_shared_from_this<Session> {
             }
         std::string_view path = target.substr(0, target.find('?'));
         auto method = req_.method();
+        if (path.starts_with("/system/") && !api_allowed()) return;
         if (path.starts_with("/function/")) {
             invoke(path, target);
         } else if (path == "/healthz") {
@@ -520,6 +521,56 @@ class Session : public std::enable_shared_from_this<Session> {
         }
     }
 
+    // Whether this request may use the API; if not, it has been answered (401 or 403). See server.h.
+    bool api_allowed() {
+        const std::string& token = server_.options.api_token;
+        if (!token.empty()) {
+            std::string_view auth = sv(req_[http::field::authorization]);
+            constexpr std::string_view kBearer = "Bearer ";
+            if (auth.size() > kBearer.size() &&
+                beast::iequals(beast::string_view(auth.data(), kBearer.size()),
+                               beast::string_view(kBearer.data(), kBearer.size())) &&
+                same_secret(auth.substr(kBearer.size()), token))
+                return true;
+            spdlog::info("event=api-refused client={} why=token", client_address());
+            Response res{http::status::unauthorized, req_.version() ? req_.version() : 11};
+            res.set(http::field::www_authenticate, "Bearer realm=\"initless\"");
+            res.set(http::field::content_type, "text/plain; charset=utf-8");
+            res.body() = "the API wants Authorization: Bearer <the token of serve's --api-token-file>\n";
+            send(std::move(res));
+            return false;
+        }
+        beast::error_code ec;
+        auto address = stream_.socket().remote_endpoint(ec).address();
+        if (!ec && address.is_v6() && address.to_v6().is_v4_mapped())
+            address = net::ip::make_address_v4(net::ip::v4_mapped, address.to_v6());
+        if (!ec && address.is_loopback()) return true;
+        spdlog::info("event=api-refused client={} why=not-local", client_address());
+        send_text(
+            http::status::forbidden,
+            "the API answers only clients on this host; start serve with --api-token-file to let others "
+            "in with the token");
+        return false;
+    }
+
+    // Compared in time that does not depend on where they differ (a client must not learn the token a
+    // byte at a time from how fast it is refused).
+    static bool same_secret(std::string_view a, std::string_view b) {
+        unsigned char diff = a.size() == b.size() ? 0 : 1;
+        for (size_t i = 0; i < a.size(); ++i)
+            diff |= static_cast<unsigned char>(a[i] ^ (b.empty() ? 0 : b[i % b.size()]));
+        return diff == 0;
+    }
+
+    const std::string& client_address() {
+        if (client_address_.empty()) {
+            beast::error_code ec;
+            auto remote = stream_.socket().remote_endpoint(ec);
+            client_address_ = ec ? "unknown" : remote.address().to_string();
+        }
+        return client_address_;
+    }
+
     // ---- functions ----
 
     void invoke(std::string_view path, std::string_view target) {
@@ -536,11 +587,7 @@ class Session : public std::enable_shared_from_this<Session> {
         started_ = Clock::now();
         in_flight_ = InFlight(server_.in_flight);
         auto up = std::make_shared<Upstream>();
-        if (client_address_.empty()) {
-            beast::error_code ec;
-            auto remote = stream_.socket().remote_endpoint(ec);
-            client_address_ = ec ? "unknown" : remote.address().to_string();
-        }
+        client_address();  // for X-Forwarded-For
         up->body = std::move(req_.body());
         forward_head(up->head, forward_path, up->body.data.size());
         upstream_ = up;

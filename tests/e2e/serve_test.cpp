@@ -1,6 +1,8 @@
 // `initless serve` end to end: a real daemon (the initless binary) with its own state dir and port,
 // driven over real HTTP and through the CLI verbs, restoring real sandboxes.
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -75,7 +77,8 @@ class ServeTest : public E2eTest {
     void start_daemon(std::vector<std::string> extra = {}) {
         port_ = free_port();
         address_ = "127.0.0.1:" + std::to_string(port_);
-        std::vector<std::string> args = {"serve", "--listen", address_, "--state", registry_.string()};
+        std::vector<std::string> args = {"serve", "--listen", listen_host_ + ":" + std::to_string(port_),
+                                         "--state", registry_.string()};
         args.insert(args.end(), extra.begin(), extra.end());
         daemon_.emplace(cli_async(args));
         track_process(daemon_->pid());
@@ -201,6 +204,7 @@ class ServeTest : public E2eTest {
     fs::path registry_;
     uint16_t port_ = 0;
     std::string address_;
+    std::string listen_host_ = "127.0.0.1";
     std::optional<CliProcess> daemon_;
     std::set<std::string> seen_instances_;
 };
@@ -1277,6 +1281,88 @@ TEST_F(ServeTest, RequestBodiesHeldAtOnceAreBounded) {
     auto again = request("POST", "/function/e2e-uploads/echo", std::string(8 << 20, 'a'));
     EXPECT_EQ(again.status, 200) << again.body;
     EXPECT_EQ(again.body.size(), 8u << 20);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+// This host's first IPv4 address other than loopback, or "".
+std::string non_loopback_ipv4() {
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) != 0) return "";
+    std::string found;
+    for (ifaddrs* i = list; i && found.empty(); i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP) ||
+            (i->ifa_flags & IFF_LOOPBACK))
+            continue;
+        char text[INET_ADDRSTRLEN];
+        ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, text, sizeof text);
+        found = text;
+    }
+    ::freeifaddrs(list);
+    return found;
+}
+
+// The API changes what runs on the host: without a token it answers clients on this host only (a daemon
+// listening on every address must not be deployed to from the network), with --api-token-file it wants
+// the token from everyone; functions are open either way, and the CLI's token never reaches a function.
+TEST_F(ServeTest, TheApiWantsItsTokenOrALocalClient) {
+    std::string external = non_loopback_ipv4();
+    ASSERT_FALSE(external.empty())
+        << "this test needs an IPv4 address other than loopback; the host has none";
+    listen_host_ = "0.0.0.0";
+    start_daemon();
+    ASSERT_EQ(deploy(test_function("counter")).exit_code(), 0);
+    auto from = [&](const std::string& host, const std::string& target,
+                    std::map<std::string, std::string> headers = {}) {
+        HttpRequest req;
+        req.target = target;
+        req.headers = std::move(headers);
+        return initless::gateway::http_request(initless::gateway::connect_tcp(host, port_), req, 30s);
+    };
+    EXPECT_EQ(from("127.0.0.1", "/system/functions").status, 200);
+    auto refused = from(external, "/system/functions");
+    EXPECT_EQ(refused.status, 403);
+    EXPECT_EQ(refused.body,
+              "the API answers only clients on this host; start serve with --api-token-file to let others in "
+              "with the token\n");
+    EXPECT_EQ(from(external, "/system/function/e2e-counter").status, 403);
+    EXPECT_EQ(from(external, "/function/e2e-counter/").body, "count 1")
+        << "a function is open to every client";
+    EXPECT_EQ(from(external, "/healthz").status, 200);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+
+    const std::string token = "initless-test-token-0123456789";
+    write_text(scratch_ / "token", token + "\n");
+    write_text(scratch_ / "short", "abc\n");
+    auto bad = cli({"serve", "--listen", "127.0.0.1:0", "--state", registry_.string(), "--api-token-file",
+                    (scratch_ / "short").string()});
+    EXPECT_EQ(bad.exit_code(), 1) << bad.describe();
+    EXPECT_NE(bad.err.find("the token must be one word of 16 characters or more"), std::string::npos)
+        << bad.err;
+
+    start_daemon({"--api-token-file", (scratch_ / "token").string()});
+    for (const std::string& host : {std::string("127.0.0.1"), external}) {
+        auto none = from(host, "/system/functions");
+        EXPECT_EQ(none.status, 401) << host;
+        EXPECT_EQ(header(none, "WWW-Authenticate"), "Bearer realm=\"initless\"") << host;
+        EXPECT_EQ(from(host, "/system/functions", {{"Authorization", "Bearer " + token + "x"}}).status, 401);
+        EXPECT_EQ(from(host, "/system/functions", {{"Authorization", "Basic " + token}}).status, 401);
+        EXPECT_EQ(from(host, "/system/functions", {{"Authorization", "bearer " + token}}).status, 200)
+            << host;
+        EXPECT_EQ(from(host, "/function/e2e-counter/").status, 200) << host;
+    }
+    auto without = cli({"ls", "--server", address_});
+    EXPECT_EQ(without.exit_code(), 1);
+    EXPECT_NE(without.err.find("the API wants Authorization: Bearer"), std::string::npos) << without.err;
+    ::setenv("INITLESS_API_TOKEN", token.c_str(), 1);
+    auto with = cli({"ls", "--server", address_});
+    auto headers = cli({"invoke", "e2e-counter", "/headers", "--server", address_});
+    ::unsetenv("INITLESS_API_TOKEN");
+    EXPECT_EQ(with.exit_code(), 0) << with.describe();
+    EXPECT_NE(with.out.find("e2e-counter"), std::string::npos) << with.out;
+    EXPECT_EQ(headers.exit_code(), 0) << headers.describe();
+    EXPECT_EQ(headers.out.find(token), std::string::npos) << "the API's token reached a function:\n"
+                                                          << headers.out;
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
 }

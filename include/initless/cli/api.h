@@ -18,7 +18,8 @@ void add_server_option(CLI::App* cmd, std::string& server);
 std::string server_address(const std::string& flag);
 
 // One request to the daemon; throws initless::Error with "cannot reach the initless server at ADDR"
-// when nothing listens there.
+// when nothing listens there. A request to the API (/system/...) carries $INITLESS_API_TOKEN, if set,
+// as `Authorization: Bearer` (serve --api-token-file); no other request does.
 gateway::HttpResponse call(const std::string& server, const gateway::HttpRequest& request,
                            std::chrono::milliseconds timeout = std::chrono::minutes(10),
                            const std::function<void(std::string_view)>& on_body = {});

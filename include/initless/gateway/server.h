@@ -16,6 +16,10 @@
 //   GET /system/logs?name=N[&follow=1] the function's instance logs (follow: streamed as they grow)
 //   GET /system/stats                  start counts per function (JSON)
 //   GET /healthz, GET /metrics         liveness; Prometheus text format
+// The API (/system/...) changes what runs on this host: with an `api_token`, a request to it must carry
+// `Authorization: Bearer <token>` (else 401); without one it answers only clients on this host, from a
+// loopback address (else 403), so that --listen on a public address does not open it to everyone.
+// Functions, /healthz and /metrics are open either way.
 // Bad input never reaches the controller: not HTTP -> 400, a header section over the limit -> 431,
 // a body over the limit -> 413, request bodies held at once over their budget -> 503, then the
 // connection is closed. A function's response over 256 KiB or of no declared length is passed on as it
@@ -48,6 +52,7 @@ struct ServerOptions {
     // How long an I/O thread with nothing to do polls before it sleeps while at most one request is in
     // flight (0: never). See Loop::run in server.cpp for why and when.
     uint32_t spin_us = 100;
+    std::string api_token;  // see above; empty: the API answers loopback clients only
 };
 
 class Server {
