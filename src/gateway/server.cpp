@@ -423,7 +423,9 @@ class Session : public std::enable_shared_from_this<Session> {
             on_read(http::error::body_limit);
             return;
         }
-        buffer_.reserve(kBodyReadSize);  // given back when the request is read (on_read)
+        // Room to read the body in, if it may not fit in what the head left (given back in on_read).
+        if (auto length = parser_->content_length(); !length || *length > buffer_.capacity() - buffer_.size())
+            buffer_.reserve(kBodyReadSize);
         auto expect = parser_->get()[http::field::expect];
         if (beast::iequals(expect, "100-continue")) {
             static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -890,8 +892,8 @@ class Session : public std::enable_shared_from_this<Session> {
             answer_held();
             return;
         }
-        up.buffer.reserve(kBodyReadSize);
         auto length = parser.content_length();
+        if (!length || *length > up.buffer.capacity() - up.buffer.size()) up.buffer.reserve(kBodyReadSize);
         if (!parser.chunked() && length && *length <= kHeldResponseLimit) {
             http::async_read(up.reader, up.buffer, parser,
                              [self = shared_from_this()](beast::error_code ec, size_t) {
@@ -1030,7 +1032,9 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         disarm_deadline();
-        done_with_upstream(passing_keep_alive_);
+        // A function that sent more than it declared (read past, when reading straight from its socket)
+        // must not have that taken for its answer to the next request on this connection.
+        done_with_upstream(passing_keep_alive_ && sys::stream_quiet(upstream_->socket->native_handle()));
         server_.controller.release(slot_, Outcome::Ok);
         end_passing_on();
         after_write({});

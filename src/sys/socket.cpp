@@ -234,6 +234,12 @@ bool stream_closed_by_peer(int sock) {
     return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
 }
 
+bool stream_quiet(int sock) {
+    char byte;
+    ssize_t n = ::recv(sock, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 bool tcp_connect_pending(int sock) {
     tcp_info info{};
     socklen_t len = sizeof info;

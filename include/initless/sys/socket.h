@@ -56,6 +56,10 @@ UniqueFd listen_in_netns(int netns_fd, uint16_t port);
 // True when a connected stream socket's peer has closed it or reset it (nothing queued, end of
 // stream or an error pending): a cached keep-alive connection that must not be reused.
 bool stream_closed_by_peer(int sock);
+
+// True when nothing waits to be read on a connected stream socket and its peer has not closed it: a
+// connection whose exchange is over and that may serve the next one.
+bool stream_quiet(int sock);
 // True while a TCP socket's connect is still waiting for the peer's SYN-ACK (state SYN_SENT). On
 // loopback the handshake completes inside connect() unless the listener dropped the SYN (its accept
 // queue full), so a new connection still in this state then was not taken.

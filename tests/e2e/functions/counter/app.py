@@ -16,6 +16,8 @@
 #                  chunk), crash (exits with status 5) or hang (never ends)
 #   /download?mb=N N MiB of 'd' with its length declared, written a MiB at a time
 #   /untilclose?kb=N  N KiB of 'u' with no length, delimited by closing the connection
+#   /overshoot     declares 300 KiB, sends them and then a whole forged response ("forged") on the same
+#                  connection, as if it were the answer to the next request
 #   /nocontent     204, no body; HEAD of any path: 200 with a Content-Length of 5 and no body (of
 #                  /raw?what=interim: a 103 first)
 import os
@@ -136,6 +138,11 @@ class Handler(BaseHTTPRequestHandler):
             piece = b"d" * (1 << 20)
             for _ in range(mb):
                 self.wfile.write(piece)
+        elif path == "/overshoot":
+            self.send_response(200)
+            self.send_header("Content-Length", str(300 << 10))
+            self.end_headers()
+            self.wfile.write(b"o" * (300 << 10) + b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
         elif path == "/untilclose":
             kb = int(arg.split("=")[-1] or 1)
             self.send_response(200)
