@@ -240,6 +240,35 @@ bool stream_quiet(int sock) {
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+SplicePipe::SplicePipe(size_t size) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) throw SysError("pipe2", errno);
+    read_ = UniqueFd(fds[0]);
+    write_ = UniqueFd(fds[1]);
+    // Refused past the user's pipe-buffer limits (no CAP_SYS_RESOURCE here): the default size then.
+    ::fcntl(write_.get(), F_SETPIPE_SZ, static_cast<int>(size));
+    int granted = ::fcntl(write_.get(), F_GETPIPE_SZ);
+    capacity_ = granted > 0 ? static_cast<size_t>(granted) : 4096;
+}
+
+ssize_t SplicePipe::fill(int from, size_t max) {
+    size_t room = std::min(max, capacity_ - held_);
+    if (room == 0) {
+        errno = EAGAIN;
+        return -1;
+    }
+    ssize_t n = ::splice(from, nullptr, write_.get(), nullptr, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) held_ += static_cast<size_t>(n);
+    return n;
+}
+
+ssize_t SplicePipe::drain(int to) {
+    if (held_ == 0) return 0;
+    ssize_t n = ::splice(read_.get(), nullptr, to, nullptr, held_, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) held_ -= static_cast<size_t>(n);
+    return n;
+}
+
 bool tcp_connect_pending(int sock) {
     tcp_info info{};
     socklen_t len = sizeof info;

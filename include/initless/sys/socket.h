@@ -3,6 +3,8 @@
 // function on 127.0.0.1 without veth or NAT.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -60,6 +62,25 @@ bool stream_closed_by_peer(int sock);
 // True when nothing waits to be read on a connected stream socket and its peer has not closed it: a
 // connection whose exchange is over and that may serve the next one.
 bool stream_quiet(int sock);
+
+// A pipe through which a stream's bytes go from one socket to another with splice(2), by reference to
+// the kernel's pages rather than copied through user memory. Both calls are non-blocking and report
+// like the system calls: a count, 0 at the end of the stream (fill), or -1 with errno (EAGAIN: the
+// socket has nothing to read, or no room, now). Thread: one user at a time.
+class SplicePipe {
+  public:
+    // A pipe of `size` bytes if the kernel grants it (else its default); throws SysError if none can be made.
+    explicit SplicePipe(size_t size);
+    // Moves up to `max` bytes from socket `from` into the pipe, no more than it has room for.
+    ssize_t fill(int from, size_t max);
+    // Moves what the pipe holds into socket `to`, as much as it takes.
+    ssize_t drain(int to);
+    size_t held() const { return held_; }
+
+  private:
+    UniqueFd read_, write_;
+    size_t capacity_ = 0, held_ = 0;
+};
 // True while a TCP socket's connect is still waiting for the peer's SYN-ACK (state SYN_SENT). On
 // loopback the handshake completes inside connect() unless the listener dropped the SYN (its accept
 // queue full), so a new connection still in this state then was not taken.
