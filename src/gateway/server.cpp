@@ -70,9 +70,7 @@ constexpr uint64_t kHeldResponseLimit = 256 * 1024;
 // straight from the function). A body that did not come with its head gets this much room to be read in.
 constexpr size_t kBodyReadSize = 64 * 1024;
 // The rest of a passed-on body of a declared length goes from the function's socket to the client's
-// through a pipe (splice), past Beast's parser and user memory; should no pipe be had, it is read
-// straight from the socket, this much at a time (one copy less than the parser, which reads 64 KiB at most).
-constexpr size_t kDirectReadSize = 256 * 1024;
+// through a pipe of this size (splice), past Beast's parser and the daemon's memory.
 constexpr size_t kSplicePipeSize = 256 * 1024;
 // Moved through the pipe per turn before the loop's other connections get theirs.
 constexpr size_t kSpliceTurn = 1 << 20;
@@ -1046,42 +1044,24 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void read_piece() {
         auto& up = *upstream_;
-        // Chunked, or until the function closes: the parser finds the end. Bytes already read into the
-        // parser's buffer (a read can end inside a head) are parsed from it first.
-        if (!passing_declared_ || up.buffer.size() > 0) {
-            http::async_read_some(
-                up.reader, up.buffer, *up.parser,
-                [self = shared_from_this()](beast::error_code ec, size_t) { self->on_piece_read(ec); });
-            return;
-        }
-        if (!pipe_ && !no_pipe_) {
+        // A declared length with nothing left in the parser's buffer (a read can end inside a head) is a
+        // count of bytes: spliced on.
+        if (passing_declared_ && up.buffer.size() == 0 && !pipe_ && !no_pipe_) {
             try {
                 pipe_.emplace(kSplicePipeSize);
-            } catch (const Error& e) {  // out of fds, say: the copying path still works
+            } catch (const Error& e) {  // out of fds, say: the parser's path below still works
                 spdlog::warn("event=no-splice-pipe error=\"{}\"", e.what());
                 no_pipe_ = true;
             }
         }
-        if (pipe_) {
+        if (pipe_ && up.buffer.size() == 0) {
             splice_on();
             return;
         }
-        if (!direct_) direct_ = std::make_unique<char[]>(kDirectReadSize);
-        size_t want = static_cast<size_t>(std::min<uint64_t>(passing_left_, kDirectReadSize));
-        up.socket->async_read_some(
-            net::buffer(direct_.get(), want), [self = shared_from_this()](beast::error_code ec, size_t n) {
-                if (ec == net::error::eof) ec = http::error::partial_message;
-                if (ec) {
-                    self->on_piece_read(ec);
-                    return;
-                }
-                self->passing_left_ -= n;
-                bool last = self->passing_left_ == 0;
-                self->stream_.expires_after(std::chrono::seconds(60));
-                self->write_all(self->stream_.socket(), self->stream_, {},
-                                std::string_view(self->direct_.get(), n),
-                                [self, last](beast::error_code ec) { self->on_piece_written(ec, last); });
-            });
+        // Chunked, or until the function closes (the parser finds the end), or what the buffer holds.
+        http::async_read_some(
+            up.reader, up.buffer, *up.parser,
+            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_piece_read(ec); });
     }
 
     // Moves the body on through the pipe until a side has to be waited for (then that wait calls this
@@ -1179,7 +1159,6 @@ class Session : public std::enable_shared_from_this<Session> {
     void end_passing_on() {
         passing_ = false;
         passing_left_ = 0;
-        direct_.reset();
         pipe_.reset();
         no_pipe_ = false;
         record(passing_status_);
@@ -1487,7 +1466,6 @@ class Session : public std::enable_shared_from_this<Session> {
     bool passing_keep_alive_ = false;            // the function keeps its connection after it
     bool passing_declared_ = false;              // its length was declared: passing_left_ counts it down
     uint64_t passing_left_ = 0;                  // of its declared length, not read yet
-    std::unique_ptr<char[]> direct_;             // kDirectReadSize, while a declared length is read
     std::optional<sys::SplicePipe> pipe_;        // while a declared length is spliced on
     bool no_pipe_ = false;                       // none could be made for this response
     unsigned passing_status_ = 0;
