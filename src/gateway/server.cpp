@@ -444,7 +444,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void on_read(beast::error_code ec) {
         if (ec == http::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout ||
-            ec == net::error::connection_reset || ec == net::error::operation_aborted) {
+            ec == net::error::connection_reset || ec == net::error::operation_aborted ||
+            ec == net::error::bad_descriptor) {
             close();
             return;
         }
@@ -1013,9 +1014,10 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     void on_piece_written(beast::error_code ec, bool last) {
-        // The client went away, or timeout_s passed while a piece waited for the client to take it: the
-        // function was still sending (a slow client, or a response longer than timeout_s allows) and has
-        // not hung, so its instance stays (one that stopped sending is handled by on_piece_read).
+        // The deadline may have closed both connections after this write completed, before this ran.
+        if (!ec && timed_out_) ec = net::error::operation_aborted;
+        // The client went away, or timeout_s passed while a piece waited for the client to take it (a
+        // slow client, or a response longer than timeout_s allows): the instance stays.
         if (ec) {
             spdlog::info("event=invoke-cut function={} status={} reason=\"{}\"", function_, passing_status_,
                          timed_out_ ? fmt::format("the response was still being sent to the client when "
@@ -1119,6 +1121,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     void on_piece_read(beast::error_code ec) {
+        if (!ec && timed_out_) ec = net::error::operation_aborted;  // see on_piece_written
         if (!ec) {
             pass_on_piece({});
             return;
@@ -1129,13 +1132,13 @@ class Session : public std::enable_shared_from_this<Session> {
         up.socket->close(ignored);
         bool timed_out = timed_out_;
         disarm_deadline();
-        std::string broken =
-            timed_out ? fmt::format("no whole answer within timeout_s ({} s)", slot_.instance->timeout_s())
-            : ec == http::error::partial_message
-                ? "the function closed the connection in the middle of its response"
-            : ec.category() == http::make_error_code(http::error::header_limit).category()
-                ? "the function's response body is not valid HTTP (" + ec.message() + ")"
-                : "the connection to the function broke (" + ec.message() + ")";
+        std::string broken = timed_out ? fmt::format("the response was not over when timeout_s ({} s) passed",
+                                                     slot_.instance->timeout_s())
+                             : ec == http::error::partial_message
+                                 ? "the function closed the connection in the middle of its response"
+                             : ec.category() == http::make_error_code(http::error::header_limit).category()
+                                 ? "the function's response body is not valid HTTP (" + ec.message() + ")"
+                                 : "the connection to the function broke (" + ec.message() + ")";
         bool invalid = !timed_out && ec != http::error::partial_message &&
                        ec.category() == http::make_error_code(http::error::header_limit).category();
         auto self = shared_from_this();
@@ -1147,13 +1150,15 @@ class Session : public std::enable_shared_from_this<Session> {
                 self->close();
             });
         };
-        if (invalid) {  // the function is alive and well, its body is not
+        // A function whose body is not HTTP is alive, and one whose head came within timeout_s has not hung
+        // (a stream of events waits between them; other requests may be on the instance): the instance
+        // stays. One that no longer answers at all is found by its next request's timeout.
+        if (invalid || timed_out) {
             server_.controller.release(slot_, Outcome::Ok);
             cut(broken);
             return;
         }
-        server_.controller.release(slot_, timed_out ? Outcome::TimedOut : Outcome::UpstreamFailed, cut,
-                                   timed_out ? std::string() : broken);
+        server_.controller.release(slot_, Outcome::UpstreamFailed, cut, broken);
     }
 
     void end_passing_on() {
