@@ -79,6 +79,11 @@ void add_serve(CLI::App& app) {
         ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
     cmd->callback([] {
         std::string api_token = o.api_token_file.empty() ? "" : read_api_token(o.api_token_file);
+        if (o.max_held_bodies_mb < o.max_body_mb)
+            throw Error(
+                fmt::format("--max-held-bodies-mb ({}) is below --max-body-mb ({}): a body between the two "
+                            "could never be taken",
+                            o.max_held_bodies_mb, o.max_body_mb));
         auto logger = spdlog::stderr_color_mt("initless");
         logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
         logger->set_level(spdlog::level::from_str(o.log_level));

@@ -1,8 +1,9 @@
 // The message bodies the gateway parses (Beast Body types: a value and a reader; never serialized by
 // Beast, so no writer).
 //   RequestBody   a client's request body, held whole until it is sent to the function. Its bytes come
-//                 out of a BodyBudget shared by every connection: a declared length at once (before the
-//                 body is read), a chunked body as it arrives. Many large uploads at once then get a 503
+//                 out of a BodyBudget shared by every connection as they arrive (a head declaring a length
+//                 holds none of it: a client must send what it takes), and a declared length the budget has
+//                 no room for now is refused at the head. Many large uploads at once then get a 503
 //                 instead of the daemon's memory; the budget is given back when the value is destroyed.
 //   ResponseBody  a function's response body as it arrives. The gateway holds a small one whole and passes
 //                 a large or unbounded one on piece by piece, taking each piece out of the value.
@@ -64,15 +65,13 @@ struct RequestBody {
         BodyBudget* budget = nullptr;  // set before parsing; none: nothing is counted
         uint64_t taken = 0;            // of the budget, given back by the destructor
         bool refused = false;          // the budget had no room: the parser stopped with body_limit
-        bool declared_taken = false;   // a declared length was taken (by the reader or before it)
 
         value_type() = default;
         value_type(value_type&& o) noexcept
             : data(std::move(o.data)),
               budget(o.budget),
               taken(std::exchange(o.taken, 0)),
-              refused(o.refused),
-              declared_taken(o.declared_taken) {}
+              refused(o.refused) {}
         value_type& operator=(value_type&& o) noexcept {
             if (this != &o) {
                 release();
@@ -80,7 +79,6 @@ struct RequestBody {
                 budget = o.budget;
                 taken = std::exchange(o.taken, 0);
                 refused = o.refused;
-                declared_taken = o.declared_taken;
             }
             return *this;
         }
@@ -89,12 +87,11 @@ struct RequestBody {
             if (budget && taken) budget->give(taken);
             taken = 0;
         }
-        // A declared length, once: Beast's parser initialises the reader only when the first body byte
-        // is parsed, and the gateway takes the length as soon as the head is read (before a 100 Continue).
-        bool take_declared(uint64_t n) {
-            if (declared_taken) return !refused;
-            declared_taken = true;
-            return take(n);
+        // Whether `n` more bytes would fit now (taking none).
+        bool has_room_for(uint64_t n) {
+            if (!budget || (n <= budget->limit() && budget->held() <= budget->limit() - n)) return true;
+            refused = true;
+            return false;
         }
         bool take(uint64_t n) {
             if (!budget) return true;
@@ -114,15 +111,13 @@ struct RequestBody {
 
         void init(const boost::optional<uint64_t>& length, boost::beast::error_code& ec) {
             ec = {};
-            declared_ = length.has_value();
-            // The parser has checked a declared length against its body limit already.
-            if (declared_ && !body_.take_declared(*length)) ec = boost::beast::http::error::body_limit;
-            if (declared_ && !ec) body_.data.reserve(static_cast<size_t>(*length));
+            // Address space only, until written; the parser has checked the length against its body limit.
+            if (length) body_.data.reserve(static_cast<size_t>(*length));
         }
 
         template <class Buffers>
         size_t put(const Buffers& buffers, boost::beast::error_code& ec) {
-            if (!declared_ && !body_.take(boost::beast::buffer_bytes(buffers))) {
+            if (!body_.take(boost::beast::buffer_bytes(buffers))) {
                 ec = boost::beast::http::error::body_limit;
                 return 0;
             }
@@ -133,7 +128,6 @@ struct RequestBody {
 
       private:
         value_type& body_;
-        bool declared_ = false;
     };
 };
 

@@ -131,6 +131,19 @@ void append_ms(std::string& out, double ms) {
     out.append(buf, end);
 }
 
+// A request target's path: without its query, and of the absolute form (`GET http://host/path`, which a
+// server must accept, RFC 9112 3.2.2) only the path.
+std::string_view path_of(std::string_view target) {
+    for (std::string_view scheme : {"http://", "https://"})
+        if (target.size() > scheme.size() &&
+            beast::iequals(beast::string_view(target.data(), scheme.size()),
+                           beast::string_view(scheme.data(), scheme.size()))) {
+            size_t slash = target.find('/', scheme.size());
+            target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+        }
+    return target.substr(0, target.find('?'));
+}
+
 std::string query_param(std::string_view target, std::string_view key) {
     auto q = target.find('?');
     if (q == std::string_view::npos) return "";
@@ -398,8 +411,8 @@ class Session : public std::enable_shared_from_this<Session> {
     };
 
     void read() {
-        req_.body() =
-            {};  // the last request's body, if it was not sent to a function, goes back to the budget
+        req_.body() = {};  // the last request's body, if not sent to a function, goes back to the budget
+        if (response_body_.capacity() > 16 * 1024) std::string().swap(response_body_);  // idle: keep little
         parser_.emplace();
         parser_->get().body().budget = &server_.request_bodies;
         parser_->header_limit(server_.options.header_limit_bytes);
@@ -415,13 +428,20 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     void on_read_header(beast::error_code ec) {
-        if (ec || parser_->is_done()) {
+        if (ec) {
             on_read(ec);
             return;
         }
-        // A declared length is taken from the request bodies' budget now, before the body is sent.
-        if (auto length = parser_->content_length();
-            length && !parser_->get().body().take_declared(*length)) {
+        // Who may use the API is settled before a body is read or a 100 Continue sent.
+        if (path_of(sv(parser_->get().target())).starts_with("/system/") && !api_allowed(parser_->get()))
+            return;
+        if (parser_->is_done()) {
+            on_read(ec);
+            return;
+        }
+        // A declared length that the request bodies' budget has no room for now is refused before the body
+        // is sent. The budget is taken as bytes arrive (a head alone must not hold it).
+        if (auto length = parser_->content_length(); length && !parser_->get().body().has_room_for(*length)) {
             on_read(http::error::body_limit);
             return;
         }
@@ -480,18 +500,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void route() {
         std::string_view target = sv(req_.target());
-        // The absolute form (`GET http://host/path`), which a server must accept (RFC 9112 3.2.2): routed by
-        // its path. Only its path goes on to a function.
-        for (std::string_view scheme : {"http://", "https://"})
-            if (target.size() > scheme.size() &&
-                beast::iequals(beast::string_view(target.data(), scheme.size()),
-                               beast::string_view(scheme.data(), scheme.size()))) {
-                size_t slash = target.find('/', scheme.size());
-                target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
-            }
-        std::string_view path = target.substr(0, target.find('?'));
+        // Only the path and query of an absolute form go on ("/" when it has no path: not in the target).
+        std::string_view path = path_of(target);
+        bool within = path.data() >= target.data() && path.data() <= target.data() + target.size();
+        target = within ? target.substr(static_cast<size_t>(path.data() - target.data())) : path;
         auto method = req_.method();
-        if (path.starts_with("/system/") && !api_allowed()) return;
         if (path.starts_with("/function/")) {
             invoke(path, target);
         } else if (path == "/healthz") {
@@ -527,21 +540,18 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     // Whether this request may use the API; if not, it has been answered (401 or 403). See server.h.
-    bool api_allowed() {
+    // Called with the request's head, before its body is read: a refusal closes the connection.
+    bool api_allowed(const http::request_header<>& head) {
         const std::string& token = server_.options.api_token;
+        unsigned version = head.version() ? head.version() : 11;
         if (!token.empty()) {
-            std::string_view auth = sv(req_[http::field::authorization]);
-            constexpr std::string_view kBearer = "Bearer ";
-            if (auth.size() > kBearer.size() &&
-                beast::iequals(beast::string_view(auth.data(), kBearer.size()),
-                               beast::string_view(kBearer.data(), kBearer.size())) &&
-                same_secret(auth.substr(kBearer.size()), token))
-                return true;
+            if (carries_api_token(sv(head[http::field::authorization]))) return true;
             spdlog::info("event=api-refused client={} why=token", client_address());
-            Response res{http::status::unauthorized, req_.version() ? req_.version() : 11};
+            Response res{http::status::unauthorized, version};
             res.set(http::field::www_authenticate, "Bearer realm=\"initless\"");
             res.set(http::field::content_type, "text/plain; charset=utf-8");
             res.body() = "the API wants Authorization: Bearer <the token of serve's --api-token-file>\n";
+            keep_alive_ = false;
             send(std::move(res));
             return false;
         }
@@ -551,11 +561,25 @@ class Session : public std::enable_shared_from_this<Session> {
             address = net::ip::make_address_v4(net::ip::v4_mapped, address.to_v6());
         if (!ec && address.is_loopback()) return true;
         spdlog::info("event=api-refused client={} why=not-local", client_address());
-        send_text(
-            http::status::forbidden,
-            "the API answers only clients on this host; start serve with --api-token-file to let others "
-            "in with the token");
+        Response res{http::status::forbidden, version};
+        res.set(http::field::content_type, "text/plain; charset=utf-8");
+        res.body() =
+            "the API answers only clients on this host; start serve with --api-token-file to let others in "
+            "with "
+            "the token\n";
+        keep_alive_ = false;
+        send(std::move(res));
         return false;
+    }
+
+    // Whether an Authorization value is "Bearer <the API's token>".
+    bool carries_api_token(std::string_view auth) const {
+        const std::string& token = server_.options.api_token;
+        constexpr std::string_view kBearer = "Bearer ";
+        return !token.empty() && auth.size() > kBearer.size() &&
+               beast::iequals(beast::string_view(auth.data(), kBearer.size()),
+                              beast::string_view(kBearer.data(), kBearer.size())) &&
+               same_secret(auth.substr(kBearer.size()), token);
     }
 
     // Compared in time that does not depend on where they differ (a client must not learn the token a
@@ -691,8 +715,9 @@ class Session : public std::enable_shared_from_this<Session> {
         head += ' ';
         head += target;
         head += " HTTP/1.1\r\n";
-        for (const auto& field : req_)
-            if (!hop_by_hop(field.name()) && !named(field.name_string(), "X-Forwarded-For"))
+        for (const auto& field : req_)  // the API's token (a client sending it everywhere) never goes on
+            if (!hop_by_hop(field.name()) && !named(field.name_string(), "X-Forwarded-For") &&
+                !(field.name() == http::field::authorization && carries_api_token(sv(field.value()))))
                 append_field(head, sv(field.name_string()), sv(field.value()));
         append_field(head, "Host", "localhost");
         append_field(head, "X-Forwarded-For", client_address_);

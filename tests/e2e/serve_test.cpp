@@ -1082,7 +1082,9 @@ TEST_F(ServeTest, GarbageHttpGets4xxAndTheDaemonKeepsServing) {
 // A connection to the gateway read by hand: what a client that reads slowly, or watches a stream, sees.
 class RawClient {
   public:
-    explicit RawClient(uint16_t port) : fd_(initless::gateway::connect_tcp("127.0.0.1", port)) {}
+    explicit RawClient(uint16_t port, const std::string& host = "127.0.0.1")
+        : fd_(initless::gateway::connect_tcp(host, port)) {}
+    RawClient(const std::string& host, uint16_t port) : RawClient(port, host) {}
     void send(const std::string& bytes) {
         for (size_t off = 0; off < bytes.size();) {
             ssize_t n = ::send(fd_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
@@ -1262,17 +1264,28 @@ TEST_F(ServeTest, LongAndEndlessResponsesArePassedOnAsTheyArrive) {
 }
 
 // Request bodies are held whole until they go to the function, so those held at once are bounded
-// (--max-held-bodies-mb): a request that would pass the bound gets 503 at once (a declared length, before
-// its body is read) or as soon as its chunks pass it, and the bound is given back as requests end.
+// (--max-held-bodies-mb). Bytes count as they arrive: a head declaring a length holds nothing (else a few
+// heads alone would shut every upload out); a declared length the bound has no room for now gets 503 at
+// its head, before its body is sent, and a chunked body as soon as it passes the bound. What a request
+// held is given back when it ends.
 TEST_F(ServeTest, RequestBodiesHeldAtOnceAreBounded) {
     start_daemon({"--max-body-mb", "8", "--max-held-bodies-mb", "10"});
     deploy_and_call_once("e2e-uploads");
     const std::string head =
         "POST /function/e2e-uploads/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 8388608\r\n\r\n";
+    std::vector<std::unique_ptr<RawClient>> heads_only;
+    for (int i = 0; i < 3; ++i) {  // 24 MiB declared, nothing sent
+        heads_only.push_back(std::make_unique<RawClient>(port_));
+        heads_only.back()->send(head);
+    }
+    std::this_thread::sleep_for(200ms);
+    auto through = request("POST", "/function/e2e-uploads/echo", std::string(8 << 20, 'a'));
+    EXPECT_EQ(through.status, 200) << "heads that sent no body held the bound: " << through.body;
+
     RawClient holder(port_);
     holder.send(head.substr(0, head.size() - 2) + "Connection: close\r\n\r\n" +
-                std::string(1 << 20, 'h'));  // 8 MiB declared, 1 MiB sent: held
-    std::this_thread::sleep_for(200ms);
+                std::string(7 << 20, 'h'));  // 8 MiB declared, 7 MiB sent: held
+    std::this_thread::sleep_for(300ms);
 
     RawClient declared(port_);
     declared.send(head);
@@ -1285,14 +1298,14 @@ TEST_F(ServeTest, RequestBodiesHeldAtOnceAreBounded) {
     RawClient chunked(port_);
     chunked.send("POST /function/e2e-uploads/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
     std::string chunk = fmt::format("{:x}\r\n{}\r\n", 256 << 10, std::string(256 << 10, 'c'));
-    for (int i = 0; i < 16 && !chunked.closed; ++i) {  // 4 MiB, if it were all taken
+    for (int i = 0; i < 24 && !chunked.closed; ++i) {  // 6 MiB, if it were all taken
         ::send(chunked.fd(), chunk.data(), chunk.size(), MSG_NOSIGNAL);
         chunked.read_until("\r\n\r\n", 20ms);
     }
     ASSERT_TRUE(chunked.read_until("\r\n\r\n", 5000ms)) << chunked.got;
     EXPECT_EQ(chunked.got.rfind("HTTP/1.1 503", 0), 0u) << chunked.got;
 
-    holder.send(std::string(7 << 20, 'h'));
+    holder.send(std::string(1 << 20, 'h'));
     ASSERT_TRUE(holder.read_to_close(10000ms)) << holder.got.substr(0, 400);
     EXPECT_EQ(holder.got.rfind("HTTP/1.1 200", 0), 0u) << holder.got.substr(0, 400);
     EXPECT_NE(holder.got.find("X-Length: 8388608"), std::string::npos) << holder.got.substr(0, 400);
@@ -1345,6 +1358,13 @@ TEST_F(ServeTest, TheApiWantsItsTokenOrALocalClient) {
               "the API answers only clients on this host; start serve with --api-token-file to let others in "
               "with the token\n");
     EXPECT_EQ(from(external, "/system/function/e2e-counter").status, 403);
+    // Refused at the head: no 100 Continue, no body taken in.
+    RawClient upload(external, port_);
+    upload.send(
+        "POST /system/functions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\nExpect: "
+        "100-continue\r\n\r\n");
+    ASSERT_TRUE(upload.read_to_close(5000ms)) << upload.got;
+    EXPECT_EQ(upload.got.rfind("HTTP/1.1 403", 0), 0u) << upload.got;
     EXPECT_EQ(from(external, "/function/e2e-counter/").body, "count 1")
         << "a function is open to every client";
     EXPECT_EQ(from(external, "/healthz").status, 200);
@@ -1376,6 +1396,12 @@ TEST_F(ServeTest, TheApiWantsItsTokenOrALocalClient) {
     ::setenv("INITLESS_API_TOKEN", token.c_str(), 1);
     auto with = cli({"ls", "--server", address_});
     auto headers = cli({"invoke", "e2e-counter", "/headers", "--server", address_});
+    // A client that sends the token with every request: it is not forwarded to the function either.
+    auto sent = from("127.0.0.1", "/function/e2e-counter/headers", {{"Authorization", "Bearer " + token}});
+    EXPECT_EQ(sent.body.find(token), std::string::npos) << "the API's token reached a function:\n"
+                                                        << sent.body;
+    auto own = from("127.0.0.1", "/function/e2e-counter/headers", {{"Authorization", "Bearer its-own"}});
+    EXPECT_NE(own.body.find("Bearer its-own"), std::string::npos) << "a function's own token is its business";
     ::unsetenv("INITLESS_API_TOKEN");
     EXPECT_EQ(with.exit_code(), 0) << with.describe();
     EXPECT_NE(with.out.find("e2e-counter"), std::string::npos) << with.out;
