@@ -1086,6 +1086,7 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         // Chunked, or until the function closes (the parser finds the end), or what the buffer holds.
+        watch_client();
         http::async_read_some(
             up.reader, up.buffer, *up.parser,
             [self = shared_from_this()](beast::error_code ec, size_t) { self->on_piece_read(ec); });
@@ -1114,6 +1115,7 @@ class Session : public std::enable_shared_from_this<Session> {
                     return;
                 }
                 if (n < 0) {
+                    watch_client();
                     up.socket->async_wait(tcp::socket::wait_read,
                                           [self = shared_from_this()](beast::error_code ec) {
                                               if (ec)
@@ -1145,8 +1147,39 @@ class Session : public std::enable_shared_from_this<Session> {
         net::post(stream_.get_executor(), [self = shared_from_this()] { self->splice_on(); });
     }
 
+    // While the function is waited for (a stream of events waits between them), a client that leaves is
+    // noticed: its connection becomes readable (the end of its stream), the function's is closed, and the
+    // read waiting on it ends in on_piece_read, which frees the slot. Otherwise the instance's slot stayed
+    // taken until timeout_s. A client that sent its next request early is not watched further (its bytes
+    // wait for read()).
+    void watch_client() {
+        if (watching_client_) return;
+        watching_client_ = true;
+        uint64_t watch = ++client_watch_;
+        stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(),
+                                                             watch](beast::error_code ec) {
+            if (watch != self->client_watch_) return;  // the response ended meanwhile (end_passing_on)
+            self->watching_client_ = false;
+            if (ec || !self->passing_ || !sys::stream_closed_by_peer(self->stream_.socket().native_handle()))
+                return;
+            self->client_gone_ = true;
+            beast::error_code ignored;
+            if (self->upstream_ && self->upstream_->socket) self->upstream_->socket->close(ignored);
+        });
+    }
+
     void on_piece_read(beast::error_code ec) {
         if (!ec && timed_out_) ec = net::error::operation_aborted;  // see on_piece_written
+        if (!ec && client_gone_) ec = net::error::operation_aborted;
+        if (ec && client_gone_) {
+            spdlog::info("event=invoke-cut function={} status={} reason=\"the client closed its connection\"",
+                         function_, passing_status_);
+            disarm_deadline();
+            server_.controller.release(slot_, Outcome::Ok);
+            end_passing_on();
+            close();
+            return;
+        }
         if (!ec) {
             pass_on_piece({});
             return;
@@ -1188,6 +1221,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void end_passing_on() {
         passing_ = false;
+        client_gone_ = false;
+        if (watching_client_) {  // nothing else is pending on the client's socket at this point
+            watching_client_ = false;
+            ++client_watch_;
+            beast::error_code ignored;
+            stream_.socket().cancel(ignored);
+        }
         passing_left_ = 0;
         pipe_.reset();
         no_pipe_ = false;
@@ -1498,6 +1538,8 @@ class Session : public std::enable_shared_from_this<Session> {
     uint64_t passing_left_ = 0;                  // of its declared length, not read yet
     std::optional<sys::SplicePipe> pipe_;        // while a declared length is spliced on
     bool no_pipe_ = false;                       // none could be made for this response
+    bool watching_client_ = false, client_gone_ = false;  // see watch_client
+    uint64_t client_watch_ = 0;                           // the current watch's number
     unsigned passing_status_ = 0;
     std::string metrics_function_;  // whose samples the two below are
     controller::Metrics::HistogramRef seconds_;

@@ -1257,9 +1257,22 @@ TEST_F(ServeTest, LongAndEndlessResponsesArePassedOnAsTheyArrive) {
         }
         previous = header(next, "X-Initless-Instance");
     }
+    // A client that leaves a stream while the function waits between events: noticed then, not at
+    // timeout_s, and the instance (concurrency 1) is free for the next request.
+    {
+        RawClient leaver(port_);
+        leaver.send("GET /function/e2e-stream/stream?n=3&ms=1000 HTTP/1.1\r\nHost: x\r\n\r\n");
+        ASSERT_TRUE(leaver.read_until("tick 0", 5000ms)) << leaver.got;
+    }
+    std::this_thread::sleep_for(300ms);
+    auto after = invoke("e2e-stream");
+    EXPECT_EQ(after.body, "count 3");
+    EXPECT_EQ(header(after, "X-Initless-Instance"), previous)
+        << "the instance stayed taken by a client that left";
     auto last = stop_daemon();
     EXPECT_EQ(last.exit_code(), 0);
     EXPECT_NE(last.err.find("the response was not over when timeout_s (3 s) passed"), std::string::npos);
+    EXPECT_NE(last.err.find("reason=\"the client closed its connection\""), std::string::npos);
     TrackSeenInstances();
 }
 
