@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -58,6 +59,36 @@ size_t append_buffers(std::string& out, const Buffers& buffers, boost::beast::er
     ec = {};
     return extra;
 }
+
+// A Beast body reader that appends what it is given to the body's text, each piece taken first from
+// what `Body::take` allows (else the parser stops with body_limit), and reserves a declared length up to
+// `Body::kReserveCap`.
+template <class Body>
+class AppendingReader {
+  public:
+    template <bool isRequest, class Fields>
+    AppendingReader(boost::beast::http::header<isRequest, Fields>&, typename Body::value_type& body)
+        : body_(body) {}
+
+    void init(const boost::optional<uint64_t>& length, boost::beast::error_code& ec) {
+        ec = {};
+        if (length) Body::text(body_).reserve(static_cast<size_t>(std::min(*length, Body::kReserveCap)));
+    }
+
+    template <class Buffers>
+    size_t put(const Buffers& buffers, boost::beast::error_code& ec) {
+        if (!Body::take(body_, boost::beast::buffer_bytes(buffers))) {
+            ec = boost::beast::http::error::body_limit;
+            return 0;
+        }
+        return append_buffers(Body::text(body_), buffers, ec);
+    }
+
+    void finish(boost::beast::error_code& ec) { ec = {}; }
+
+  private:
+    typename Body::value_type& body_;
+};
 
 struct RequestBody {
     struct value_type {
@@ -104,57 +135,19 @@ struct RequestBody {
         }
     };
 
-    class reader {
-      public:
-        template <bool isRequest, class Fields>
-        reader(boost::beast::http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
-
-        void init(const boost::optional<uint64_t>& length, boost::beast::error_code& ec) {
-            ec = {};
-            // Address space only, until written; the parser has checked the length against its body limit.
-            if (length) body_.data.reserve(static_cast<size_t>(*length));
-        }
-
-        template <class Buffers>
-        size_t put(const Buffers& buffers, boost::beast::error_code& ec) {
-            if (!body_.take(boost::beast::buffer_bytes(buffers))) {
-                ec = boost::beast::http::error::body_limit;
-                return 0;
-            }
-            return append_buffers(body_.data, buffers, ec);
-        }
-
-        void finish(boost::beast::error_code& ec) { ec = {}; }
-
-      private:
-        value_type& body_;
-    };
+    static std::string& text(value_type& v) { return v.data; }
+    static bool take(value_type& v, uint64_t n) { return v.take(n); }
+    // Address space only, until written; the parser has checked a declared length against its body limit.
+    static constexpr uint64_t kReserveCap = std::numeric_limits<uint64_t>::max();
+    using reader = AppendingReader<RequestBody>;
 };
 
 struct ResponseBody {
     using value_type = std::string;
+    static std::string& text(value_type& v) { return v; }
+    static bool take(value_type&, uint64_t) { return true; }
     static constexpr uint64_t kReserveCap = 256 * 1024;
-
-    class reader {
-      public:
-        template <bool isRequest, class Fields>
-        reader(boost::beast::http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
-
-        void init(const boost::optional<uint64_t>& length, boost::beast::error_code& ec) {
-            ec = {};
-            if (length) body_.reserve(static_cast<size_t>(std::min(*length, kReserveCap)));
-        }
-
-        template <class Buffers>
-        size_t put(const Buffers& buffers, boost::beast::error_code& ec) {
-            return append_buffers(body_, buffers, ec);
-        }
-
-        void finish(boost::beast::error_code& ec) { ec = {}; }
-
-      private:
-        value_type& body_;
-    };
+    using reader = AppendingReader<ResponseBody>;
 };
 
 }  // namespace initless::gateway
