@@ -241,7 +241,15 @@ struct Server::Impl {
     }
 
     Impl(controller::Controller& c, ServerOptions o)
-        : controller(c), options(std::move(o)), loops(make_loops(options.io_threads)), ioc(loops[0]->ioc) {}
+        : controller(c), options(std::move(o)), loops(make_loops(options.io_threads)), ioc(loops[0]->ioc) {
+        auto& m = controller.metrics();
+        m.declare("initless_request_bodies_held_bytes", controller::Metrics::Type::Gauge,
+                  "Bytes of request bodies the gateway holds now (bounded by --max-held-bodies-mb).");
+        m.declare(
+            "gateway_responses_cut_total", controller::Metrics::Type::Counter,
+            "Responses passed on as they arrived and ended early, after their head, by function and why: "
+            "client (it left), timeout (timeout_s passed), function (it failed), invalid (its body).");
+    }
 
     void stop_loops() {
         for (auto& l : loops) l->ioc.stop();
@@ -470,6 +478,10 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         if (ec) {
+            // What the refused request's body took goes back now, before the client can see the answer and
+            // send its next request (not when this connection's parser goes).
+            parser_->get().body().release();
+            std::string().swap(parser_->get().body().data);
             int status = 400;
             std::string why = "bad request: " + ec.message();
             if (ec == http::error::header_limit) {
@@ -512,6 +524,8 @@ class Session : public std::enable_shared_from_this<Session> {
         } else if (path == "/metrics" && method == http::verb::get) {
             Response res{http::status::ok, req_.version()};
             res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+            server_.controller.metrics().set("initless_request_bodies_held_bytes", {},
+                                             static_cast<double>(server_.request_bodies.held()));
             res.body() = server_.controller.metrics_text();
             send(std::move(res));
         } else if (path == "/system/functions" && method == http::verb::get) {
@@ -1044,6 +1058,7 @@ class Session : public std::enable_shared_from_this<Session> {
         // The client went away, or timeout_s passed while a piece waited for the client to take it (a
         // slow client, or a response longer than timeout_s allows): the instance stays.
         if (ec) {
+            count_cut(timed_out_ ? "timeout" : "client");
             spdlog::info("event=invoke-cut function={} status={} reason=\"{}\"", function_, passing_status_,
                          timed_out_ ? fmt::format("the response was still being sent to the client when "
                                                   "timeout_s ({} s) passed",
@@ -1172,6 +1187,7 @@ class Session : public std::enable_shared_from_this<Session> {
         if (!ec && timed_out_) ec = net::error::operation_aborted;  // see on_piece_written
         if (!ec && client_gone_) ec = net::error::operation_aborted;
         if (ec && client_gone_) {
+            count_cut("client");
             spdlog::info("event=invoke-cut function={} status={} reason=\"the client closed its connection\"",
                          function_, passing_status_);
             disarm_deadline();
@@ -1211,12 +1227,18 @@ class Session : public std::enable_shared_from_this<Session> {
         // A function whose body is not HTTP is alive, and one whose head came within timeout_s has not hung
         // (a stream of events waits between them; other requests may be on the instance): the instance
         // stays. One that no longer answers at all is found by its next request's timeout.
+        count_cut(timed_out ? "timeout" : invalid ? "invalid" : "function");
         if (invalid || timed_out) {
             server_.controller.release(slot_, Outcome::Ok);
             cut(broken);
             return;
         }
         server_.controller.release(slot_, Outcome::UpstreamFailed, cut, broken);
+    }
+
+    void count_cut(const char* why) {
+        server_.controller.metrics().add("gateway_responses_cut_total",
+                                         {{"function_name", function_}, {"why", why}});
     }
 
     void end_passing_on() {

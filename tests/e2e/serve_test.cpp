@@ -1269,6 +1269,11 @@ TEST_F(ServeTest, LongAndEndlessResponsesArePassedOnAsTheyArrive) {
     EXPECT_EQ(after.body, "count 3");
     EXPECT_EQ(header(after, "X-Initless-Instance"), previous)
         << "the instance stayed taken by a client that left";
+    std::string metrics = request("GET", "/metrics").body;
+    for (const char* line : {"gateway_responses_cut_total{function_name=\"e2e-stream\",why=\"function\"} 1",
+                             "gateway_responses_cut_total{function_name=\"e2e-stream\",why=\"timeout\"} 1",
+                             "gateway_responses_cut_total{function_name=\"e2e-stream\",why=\"client\"} 1"})
+        EXPECT_NE(metrics.find(line), std::string::npos) << line << "\n" << metrics;
     auto last = stop_daemon();
     EXPECT_EQ(last.exit_code(), 0);
     EXPECT_NE(last.err.find("the response was not over when timeout_s (3 s) passed"), std::string::npos);
@@ -1300,6 +1305,10 @@ TEST_F(ServeTest, RequestBodiesHeldAtOnceAreBounded) {
                 std::string(7 << 20, 'h'));  // 8 MiB declared, 7 MiB sent: held
     std::this_thread::sleep_for(300ms);
 
+    std::string metrics = request("GET", "/metrics").body;
+    auto held = metrics.find("\ninitless_request_bodies_held_bytes ");
+    ASSERT_NE(held, std::string::npos) << metrics;
+    EXPECT_GE(std::stod(metrics.substr(held + 36)), 7 << 20) << metrics.substr(held, 60);
     RawClient declared(port_);
     declared.send(head);
     ASSERT_TRUE(declared.read_to_close(5000ms)) << declared.got;
