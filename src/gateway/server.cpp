@@ -899,8 +899,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // A read of the function's response failed before its head was passed on.
     void upstream_read_failed(beast::error_code ec) {
         auto& up = *upstream_;
-        if (ec.category() == http::make_error_code(http::error::header_limit).category() &&
-            ec != http::error::end_of_stream && ec != http::error::partial_message) {
+        if (not_http(ec)) {
             // A response that is not HTTP, or over a limit, from a function that is still there: the
             // answer is at once (no wait for an exit that will not come), the instance stays.
             disarm_deadline();
@@ -915,6 +914,13 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         upstream_error(ec);
+    }
+
+    // Whether a read of the function's response failed on what it sent (Beast's parser refused it), not
+    // on the connection (closed early, reset, aborted).
+    static bool not_http(beast::error_code ec) {
+        return ec.category() == http::make_error_code(http::error::header_limit).category() &&
+               ec != http::error::end_of_stream && ec != http::error::partial_message;
     }
 
     void on_upstream_head(beast::error_code ec) {
@@ -1058,17 +1064,15 @@ class Session : public std::enable_shared_from_this<Session> {
         // The client went away, or timeout_s passed while a piece waited for the client to take it (a
         // slow client, or a response longer than timeout_s allows): the instance stays.
         if (ec) {
-            count_cut(timed_out_ ? "timeout" : "client");
-            spdlog::info("event=invoke-cut function={} status={} reason=\"{}\"", function_, passing_status_,
-                         timed_out_ ? fmt::format("the response was still being sent to the client when "
+            std::string reason = timed_out_ ? fmt::format(
+                                                  "the response was still being sent to the client when "
                                                   "timeout_s ({} s) passed",
                                                   slot_.instance->timeout_s())
-                                    : std::string("the client closed its connection"));
+                                            : std::string("the client closed its connection");
             disarm_deadline();
             done_with_upstream(false);
             server_.controller.release(slot_, Outcome::Ok);
-            end_passing_on();
-            close();
+            end_cut(timed_out_ ? "timeout" : "client", reason);
             return;
         }
         if (!last) {
@@ -1187,13 +1191,9 @@ class Session : public std::enable_shared_from_this<Session> {
         if (!ec && timed_out_) ec = net::error::operation_aborted;  // see on_piece_written
         if (!ec && client_gone_) ec = net::error::operation_aborted;
         if (ec && client_gone_) {
-            count_cut("client");
-            spdlog::info("event=invoke-cut function={} status={} reason=\"the client closed its connection\"",
-                         function_, passing_status_);
             disarm_deadline();
             server_.controller.release(slot_, Outcome::Ok);
-            end_passing_on();
-            close();
+            end_cut("client", "the client closed its connection");
             return;
         }
         if (!ec) {
@@ -1210,24 +1210,17 @@ class Session : public std::enable_shared_from_this<Session> {
                                                      slot_.instance->timeout_s())
                              : ec == http::error::partial_message
                                  ? "the function closed the connection in the middle of its response"
-                             : ec.category() == http::make_error_code(http::error::header_limit).category()
+                             : not_http(ec)
                                  ? "the function's response body is not valid HTTP (" + ec.message() + ")"
                                  : "the connection to the function broke (" + ec.message() + ")";
-        bool invalid = !timed_out && ec != http::error::partial_message &&
-                       ec.category() == http::make_error_code(http::error::header_limit).category();
-        auto self = shared_from_this();
-        auto cut = [self](std::string reason) {
-            net::post(self->stream_.get_executor(), [self, reason] {
-                spdlog::info("event=invoke-cut function={} status={} reason=\"{}\"", self->function_,
-                             self->passing_status_, reason);
-                self->end_passing_on();
-                self->close();
-            });
+        bool invalid = !timed_out && not_http(ec);
+        const char* why = timed_out ? "timeout" : invalid ? "invalid" : "function";
+        auto cut = [self = shared_from_this(), why](std::string reason) {
+            net::post(self->stream_.get_executor(), [self, why, reason] { self->end_cut(why, reason); });
         };
         // A function whose body is not HTTP is alive, and one whose head came within timeout_s has not hung
         // (a stream of events waits between them; other requests may be on the instance): the instance
         // stays. One that no longer answers at all is found by its next request's timeout.
-        count_cut(timed_out ? "timeout" : invalid ? "invalid" : "function");
         if (invalid || timed_out) {
             server_.controller.release(slot_, Outcome::Ok);
             cut(broken);
@@ -1236,9 +1229,15 @@ class Session : public std::enable_shared_from_this<Session> {
         server_.controller.release(slot_, Outcome::UpstreamFailed, cut, broken);
     }
 
-    void count_cut(const char* why) {
+    // A response passed on ends early, its slot released: counted (`why`: client, timeout, function,
+    // invalid), logged with `reason`, and the client's connection closed, the only way to tell it.
+    void end_cut(const char* why, const std::string& reason) {
         server_.controller.metrics().add("gateway_responses_cut_total",
                                          {{"function_name", function_}, {"why", why}});
+        spdlog::info("event=invoke-cut function={} status={} reason=\"{}\"", function_, passing_status_,
+                     reason);
+        end_passing_on();
+        close();
     }
 
     void end_passing_on() {
