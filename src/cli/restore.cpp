@@ -13,6 +13,7 @@
 #include "initless/spec/function_spec.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/tracee.h"
 
 namespace initless::cli {
 
@@ -181,17 +182,25 @@ void add_restore(CLI::App& app) {
             auto source_failure = [&]() -> std::string {
                 return inst.served ? inst.served->stats().failure : "";
             };
-            if (!o.request.empty()) {
-                gateway::HttpResponse res;
+            // A request is bounded by the function's timeout_s, as the gateway bounds it; one that fails
+            // says what the function's processes were doing (a restored process that stopped answering
+            // is a restore bug to find).
+            auto get = [&]() -> gateway::HttpResponse {
                 try {
-                    res = gateway::http_get(inst.sandbox->connect(spec.port), o.request);
+                    return gateway::http_get(inst.sandbox->connect(spec.port), o.request,
+                                             std::chrono::seconds(spec.timeout_s));
                 } catch (const Error& e) {
                     if (auto why = source_failure(); !why.empty())
                         throw Error(fmt::format(
                             "restore {}: the function was killed, its pages could not be served: {}", o.image,
                             why));
-                    throw;
+                    throw Error(fmt::format("{}: GET {}: {}; its processes: {}", inst.sandbox->id(),
+                                            o.request, e.what(),
+                                            sys::describe_processes(inst.sandbox->cgroup().pids())));
                 }
+            };
+            if (!o.request.empty()) {
+                gateway::HttpResponse res = get();
                 r["exec_ms"] = phase.lap_ms();
                 r["status"] = res.status;
                 r["body"] = res.body;
@@ -199,16 +208,7 @@ void add_restore(CLI::App& app) {
                     r["exec_ms_each"] = nlohmann::json::array({r["exec_ms"]});
                     if (inst.served) r["pages_copied_after_first"] = inst.served->stats().pages_copied;
                     for (int k = 1; k < o.requests; ++k) {
-                        gateway::HttpResponse again;
-                        try {
-                            again = gateway::http_get(inst.sandbox->connect(spec.port), o.request);
-                        } catch (const Error& e) {
-                            if (auto why = source_failure(); !why.empty())
-                                throw Error(fmt::format(
-                                    "restore {}: the function was killed, its pages could not be served: {}",
-                                    o.image, why));
-                            throw;
-                        }
+                        gateway::HttpResponse again = get();
                         r["exec_ms_each"].push_back(phase.lap_ms());
                         if (again.status != res.status) r["status"] = again.status;
                     }

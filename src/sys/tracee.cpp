@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -198,6 +199,39 @@ std::string describe_thread_state(pid_t tid) {
     } catch (const Error&) {
     }
     return out;
+}
+
+std::string describe_processes(const std::vector<pid_t>& pids) {
+    constexpr size_t kMaxThreads = 32;
+    std::string out;
+    size_t named = 0, left = 0;
+    for (pid_t pid : pids) {
+        std::string comm;
+        try {
+            comm = read_file(fmt::format("/proc/{}/comm", pid));
+        } catch (const Error&) {
+            continue;  // gone since it was listed
+        }
+        while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+        std::vector<pid_t> tids;
+        std::error_code ec;
+        for (const auto& e : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec))
+            tids.push_back(static_cast<pid_t>(std::atoi(e.path().filename().c_str())));
+        std::sort(tids.begin(), tids.end());
+        for (pid_t tid : tids) {
+            if (named == kMaxThreads) {
+                ++left;
+                continue;
+            }
+            if (!out.empty()) out += "; ";
+            out += tid == pid ? fmt::format("pid {} ({}): ", pid, comm)
+                              : fmt::format("pid {} ({}) thread {}: ", pid, comm, tid);
+            out += describe_thread_state(tid);
+            ++named;
+        }
+    }
+    if (left) out += fmt::format("; and {} more threads", left);
+    return out.empty() ? "none left" : out;
 }
 
 std::vector<pid_t> kill_and_collect(const std::vector<pid_t>& tids, std::chrono::milliseconds limit) {

@@ -124,6 +124,9 @@ uint64_t stopped_instruction_pointer(pid_t tid);
 
 // "state D (disk sleep), in wait_for_vfork_done": what /proc says a thread is doing, for errors.
 std::string describe_thread_state(pid_t tid);
+// "pid 812 (child-subreaper): state S (sleeping), in do_wait; ...": every thread of `pids`, for an
+// error about processes that stopped answering (at most 32 threads named).
+std::string describe_processes(const std::vector<pid_t>& pids);
 
 // Finds a `syscall` instruction (0f 05) in the process's [vdso], reading it through /proc/PID/mem.
 uint64_t find_syscall_instruction(pid_t pid);
