@@ -10,6 +10,7 @@
 #include "initless/restore/restore.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/sys/stopwatch.h"
+#include "initless/sys/tracee.h"
 
 namespace initless::controller {
 
@@ -30,7 +31,13 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
     out.ready_ms = phase.lap_ms();
     step("ready", out.ready_ms);
     for (uint32_t i = 0; i < spec.warmup; ++i) {
-        auto res = gateway::http_get(sb.connect(spec.port), "/", std::chrono::seconds(spec.timeout_s));
+        gateway::HttpResponse res;
+        try {
+            res = gateway::http_get(sb.connect(spec.port), "/", std::chrono::seconds(spec.timeout_s));
+        } catch (const Error& e) {
+            throw Error(fmt::format("warmup request {} (timeout_s = {}): {}; log:\n{}", i + 1, spec.timeout_s,
+                                    e.what(), sb.log_tail()));
+        }
         if (res.status >= 500) throw Error(fmt::format("warmup request {} got status {}", i + 1, res.status));
     }
     out.warmup_ms = phase.lap_ms();
@@ -58,8 +65,16 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
         sys::Stopwatch restore_watch;
         auto restored = restore::restore_into(trial_sb, staged, restore::Strategy::Cow);
         out.restore_ms = restore_watch.lap_ms();
-        auto res = gateway::http_get(trial_sb.connect(spec.port), workingset_request,
-                                     std::chrono::seconds(spec.timeout_s));
+        gateway::HttpResponse res;
+        try {
+            res = gateway::http_get(trial_sb.connect(spec.port), workingset_request,
+                                    std::chrono::seconds(spec.timeout_s));
+        } catch (const Error& e) {
+            throw Error(fmt::format(
+                "a trial restore of the new image (timeout_s = {}): {}; its processes: {}; log:\n{}",
+                spec.timeout_s, e.what(), sys::describe_processes(trial_sb.cgroup().pids()),
+                trial_sb.log_tail()));
+        }
         if (res.status >= 500)
             throw Error(fmt::format("a trial restore of the new image answered {} with status {}; log:\n{}",
                                     workingset_request, res.status, trial_sb.log_tail()));

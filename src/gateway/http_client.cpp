@@ -1,19 +1,18 @@
 #include "initless/gateway/http_client.h"
 
-#include <sys/socket.h>
-
-#include <sys/time.h>
 #include <limits>
 
 #include <fmt/format.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 
 #include "initless/sys/error.h"
 
 namespace initless::gateway {
 
+namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using boost::asio::ip::tcp;
 
@@ -35,17 +34,56 @@ sys::UniqueFd connect_tcp(const std::string& host, uint16_t port) {
     return sys::UniqueFd(s.release());
 }
 
+namespace {
+
+// One step of the exchange (a write or a read of some bytes) that must complete within `timeout`.
+// Asynchronous under the hood: Asio's blocking calls, meeting a socket timeout (SO_RCVTIMEO), wait
+// in poll() with no limit, so a function that never answers would hold the caller forever.
+class BoundedSteps {
+  public:
+    BoundedSteps(sys::UniqueFd socket, std::chrono::milliseconds timeout, const HttpRequest& request)
+        : stream_(ioc_), timeout_(timeout), request_(request) {
+        boost::system::error_code ec;
+        stream_.socket().assign(tcp::v4(), socket.release(), ec);
+        if (ec) throw Error("http: adopt socket: " + ec.message());
+    }
+    beast::tcp_stream& stream() { return stream_; }
+
+    // Runs `start(handler)` to completion; throws naming `what` on an error or a timeout.
+    template <class Start>
+    size_t step(const char* what, Start&& start) {
+        boost::system::error_code ec;
+        size_t n = 0;
+        stream_.expires_after(timeout_);
+        start([&](boost::system::error_code e, size_t bytes) {
+            ec = e;
+            n = bytes;
+        });
+        ioc_.restart();
+        ioc_.run();
+        if (ec == http::error::need_buffer) ec = {};
+        if (ec == beast::error::timeout)
+            throw Error(fmt::format("http {} {}: {}: nothing for {} ms", request_.method, request_.target,
+                                    what, timeout_.count()));
+        if (ec)
+            throw Error(
+                fmt::format("http {} {}: {}: {}", request_.method, request_.target, what, ec.message()));
+        return n;
+    }
+
+  private:
+    boost::asio::io_context ioc_;
+    beast::tcp_stream stream_;
+    std::chrono::milliseconds timeout_;
+    const HttpRequest& request_;
+};
+
+}  // namespace
+
 HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std::chrono::milliseconds timeout,
                           const std::function<void(std::string_view)>& on_body) {
-    timeval tv{static_cast<time_t>(timeout.count() / 1000),
-               static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
-    ::setsockopt(socket.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(socket.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    boost::asio::io_context ioc;
-    tcp::socket s(ioc);
-    boost::system::error_code ec;
-    s.assign(tcp::v4(), socket.release(), ec);
-    if (ec) throw Error("http: adopt socket: " + ec.message());
+    BoundedSteps io(std::move(socket), timeout, request);
+    auto& s = io.stream();
     http::request<http::string_body> req{http::string_to_verb(request.method), request.target, 11};
     if (req.method() == http::verb::unknown) req.method_string(request.method);
     req.set(http::field::host, "localhost");
@@ -54,17 +92,19 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std:
     req.body() = request.body;
     req.keep_alive(false);
     req.prepare_payload();
-    http::write(s, req, ec);
-    if (ec) throw Error(fmt::format("http {} {}: write: {}", request.method, request.target, ec.message()));
-    boost::beast::flat_buffer buffer;
+    // Piece by piece, so that the limit is on progress: a large upload may take longer than it in all.
+    http::request_serializer<http::string_body> serializer(req);
+    while (!serializer.is_done())
+        io.step("write", [&](auto handler) { http::async_write_some(s, serializer, std::move(handler)); });
+    beast::flat_buffer buffer;
     HttpResponse out;
     if (!on_body) {
         http::response_parser<http::string_body> parser;
         parser.body_limit(1ull << 34);
         if (req.method() == http::verb::head) parser.skip(true);
-        http::read(s, buffer, parser, ec);
-        if (ec)
-            throw Error(fmt::format("http {} {}: read: {}", request.method, request.target, ec.message()));
+        while (!parser.is_done())
+            io.step("read",
+                    [&](auto handler) { http::async_read_some(s, buffer, parser, std::move(handler)); });
         auto res = parser.release();
         out.status = static_cast<int>(res.result_int());
         out.body = std::move(res.body());
@@ -76,8 +116,9 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std:
     parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 compares a
                                                                    // length with it as "greater"
     if (req.method() == http::verb::head) parser.skip(true);
-    http::read_header(s, buffer, parser, ec);
-    if (ec) throw Error(fmt::format("http {} {}: read: {}", request.method, request.target, ec.message()));
+    while (!parser.is_header_done())
+        io.step("read",
+                [&](auto handler) { http::async_read_header(s, buffer, parser, std::move(handler)); });
     out.status = static_cast<int>(parser.get().result_int());
     for (const auto& field : parser.get())
         out.headers[std::string(field.name_string())] = std::string(field.value());
@@ -88,10 +129,7 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std:
         parser.get().body().data = chunk;
         parser.get().body().size = sizeof chunk;
         // read_some, not read: hand over each piece as it arrives (read would wait to fill the buffer).
-        http::read_some(s, buffer, parser, ec);
-        if (ec == http::error::need_buffer) ec = {};
-        if (ec)
-            throw Error(fmt::format("http {} {}: read: {}", request.method, request.target, ec.message()));
+        io.step("read", [&](auto handler) { http::async_read_some(s, buffer, parser, std::move(handler)); });
         size_t got = sizeof chunk - parser.get().body().size;
         if (got && whole)
             whole->append(chunk, std::min(got, kErrorBodyMax - std::min(whole->size(), kErrorBodyMax)));

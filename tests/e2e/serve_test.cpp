@@ -900,11 +900,20 @@ TEST_F(ServeTest, BadDeploysFailClearlyAndLeaveNothing) {
     auto never = deploy(test_function("never-ready"));
     EXPECT_EQ(never.exit_code(), 1) << never.describe();
     EXPECT_NE(never.err.find("did not print its ready phrase"), std::string::npos) << never.err;
+    // Ready, but its warmup request never answered: the deploy fails within timeout_s (it waited for
+    // ever, and so did the daemon's shutdown, before the client's limits were made to hold).
+    auto silent_start = std::chrono::steady_clock::now();
+    auto silent = deploy(test_function("silent-warmup"));
+    EXPECT_EQ(silent.exit_code(), 1) << silent.describe();
+    EXPECT_NE(silent.err.find("warmup request 1 (timeout_s = 1)"), std::string::npos) << silent.err;
+    EXPECT_NE(silent.err.find("nothing for 1000 ms"), std::string::npos) << silent.err;
+    EXPECT_LT(std::chrono::steady_clock::now() - silent_start, 20s);
     auto missing = deploy(scratch_ / "no-such-dir");
     EXPECT_EQ(missing.exit_code(), 1) << missing.describe();
     auto ls = json::parse(request("GET", "/system/functions").body);
     EXPECT_EQ(ls.size(), 0u) << ls.dump();
     EXPECT_FALSE(fs::exists(registry_ / "functions" / "e2e-never-ready"));
+    EXPECT_FALSE(fs::exists(registry_ / "functions" / "e2e-silent-warmup"));
     EXPECT_EQ(request("GET", "/function/e2e-never-ready").status, 404);
     EXPECT_EQ(instance_dirs(), std::vector<std::string>{});
     auto unreachable = cli({"ls", "--server", "127.0.0.1:1"});

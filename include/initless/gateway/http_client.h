@@ -37,7 +37,8 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request,
                           std::chrono::milliseconds timeout = std::chrono::seconds(30),
                           const std::function<void(std::string_view)>& on_body = {});
 
-// Sends `GET target` and reads the whole response; throws initless::Error on a socket or parse error.
+// Sends `GET target` and reads the whole response; throws initless::Error on a socket or parse error,
+// or when `timeout` passes without progress.
 HttpResponse http_get(sys::UniqueFd socket, std::string_view target,
                       std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
