@@ -318,7 +318,7 @@ std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::
             UpstreamPool::Idle c = std::move(pool->idle[i]);
             pool->idle.erase(pool->idle.begin() + static_cast<long>(i));
             if (Clock::now() - c.since < std::chrono::seconds(1) ||
-                !sys::stream_closed_by_peer(c.socket->native_handle())) {
+                sys::peek_stream(c.socket->native_handle()) != sys::StreamPeek::Closed) {
                 reused = true;
                 return std::move(c.socket);
             }
@@ -1082,7 +1082,8 @@ class Session : public std::enable_shared_from_this<Session> {
         disarm_deadline();
         // A function that sent more than it declared (read past, when reading straight from its socket)
         // must not have that taken for its answer to the next request on this connection.
-        done_with_upstream(passing_keep_alive_ && sys::stream_quiet(upstream_->socket->native_handle()));
+        done_with_upstream(passing_keep_alive_ &&
+                           sys::peek_stream(upstream_->socket->native_handle()) == sys::StreamPeek::Quiet);
         server_.controller.release(slot_, Outcome::Ok);
         end_passing_on();
         after_write({});
@@ -1175,16 +1176,17 @@ class Session : public std::enable_shared_from_this<Session> {
         if (watching_client_) return;
         watching_client_ = true;
         uint64_t watch = ++client_watch_;
-        stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(),
-                                                             watch](beast::error_code ec) {
-            if (watch != self->client_watch_) return;  // the response ended meanwhile (end_passing_on)
-            self->watching_client_ = false;
-            if (ec || !self->passing_ || !sys::stream_closed_by_peer(self->stream_.socket().native_handle()))
-                return;
-            self->client_gone_ = true;
-            beast::error_code ignored;
-            if (self->upstream_ && self->upstream_->socket) self->upstream_->socket->close(ignored);
-        });
+        stream_.socket().async_wait(
+            tcp::socket::wait_read, [self = shared_from_this(), watch](beast::error_code ec) {
+                if (watch != self->client_watch_) return;  // the response ended meanwhile (end_passing_on)
+                self->watching_client_ = false;
+                if (ec || !self->passing_ ||
+                    sys::peek_stream(self->stream_.socket().native_handle()) != sys::StreamPeek::Closed)
+                    return;
+                self->client_gone_ = true;
+                beast::error_code ignored;
+                if (self->upstream_ && self->upstream_->socket) self->upstream_->socket->close(ignored);
+            });
     }
 
     void on_piece_read(beast::error_code ec) {

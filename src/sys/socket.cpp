@@ -226,18 +226,12 @@ UniqueFd listen_in_netns(int netns_fd, uint16_t port) {
     return sock;
 }
 
-bool stream_closed_by_peer(int sock) {
+StreamPeek peek_stream(int sock) {
     char byte;
-    ssize_t n = ::recv(sock, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) return false;  // bytes nobody asked for: not ours to judge, the caller's parser will
-    if (n == 0) return true;
-    return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
-}
-
-bool stream_quiet(int sock) {
-    char byte;
-    ssize_t n = ::recv(sock, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    ssize_t n = retry_eintr([&] { return ::recv(sock, &byte, 1, MSG_PEEK | MSG_DONTWAIT); });
+    if (n > 0) return StreamPeek::Bytes;
+    if (n == 0) return StreamPeek::Closed;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? StreamPeek::Quiet : StreamPeek::Closed;
 }
 
 SplicePipe::SplicePipe(size_t size) {

@@ -55,13 +55,13 @@ UniqueFd connect_in_netns(int netns_fd, uint16_t port, bool wait = true);
 // caller: a server the sandbox's processes reach on their loopback without being part of them.
 UniqueFd listen_in_netns(int netns_fd, uint16_t port);
 
-// True when a connected stream socket's peer has closed it or reset it (nothing queued, end of
-// stream or an error pending): a cached keep-alive connection that must not be reused.
-bool stream_closed_by_peer(int sock);
-
-// True when nothing waits to be read on a connected stream socket and its peer has not closed it: a
-// connection whose exchange is over and that may serve the next one.
-bool stream_quiet(int sock);
+// What a connected stream socket holds, looked at without reading it (a MSG_PEEK of one byte):
+//   Quiet  nothing waits and the peer has not closed it: an exchange that is over, a connection that
+//          may serve the next one;
+//   Bytes  bytes nobody asked for: not ours to judge (a parser will), but not a quiet connection;
+//   Closed the peer closed or reset it (end of stream, or an error pending): never to be reused.
+enum class StreamPeek { Quiet, Bytes, Closed };
+StreamPeek peek_stream(int sock);
 
 // A pipe through which a stream's bytes go from one socket to another with splice(2), by reference to
 // the kernel's pages rather than copied through user memory. Both calls are non-blocking and report
