@@ -9,6 +9,7 @@
 #include "initless/sandbox/sandbox.h"
 #include "initless/spec/function_spec.h"
 #include "initless/sys/error.h"
+#include "initless/sys/tracee.h"
 
 namespace initless::cli {
 
@@ -37,14 +38,16 @@ void add_run(CLI::App& app) {
         double init_ms = phase.lap_ms();
         gateway::HttpResponse res;
         try {
-            res = gateway::http_get(sb.connect(spec.port), o.request);
+            res = gateway::http_get(sb.connect(spec.port), o.request, std::chrono::seconds(spec.timeout_s));
         } catch (const Error& e) {
             // A function killed for memory ends the connection like any crash: say which it was.
             if (sb.cgroup().oom_killed())
                 throw Error(fmt::format(
                     "{}: the function was killed by the OOM killer during {} (memory_mb = {}): {}", spec.name,
                     o.request, spec.memory_mb, e.what()));
-            throw;
+            throw Error(fmt::format("{}: GET {} (timeout_s = {}): {}; its processes: {}", spec.name,
+                                    o.request, spec.timeout_s, e.what(),
+                                    sys::describe_processes(sb.cgroup().pids())));
         }
         double exec_ms = phase.lap_ms();
         double total_ms = total.lap_ms();

@@ -1,6 +1,7 @@
 #include "initless/gateway/http_client.h"
 
 #include <limits>
+#include <optional>
 
 #include <fmt/format.h>
 #include <boost/asio/ip/tcp.hpp>
@@ -16,12 +17,6 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using boost::asio::ip::tcp;
 
-HttpResponse http_get(sys::UniqueFd socket, std::string_view target, std::chrono::milliseconds timeout) {
-    HttpRequest request;
-    request.target = std::string(target);
-    return http_request(std::move(socket), request, timeout);
-}
-
 sys::UniqueFd connect_tcp(const std::string& host, uint16_t port) {
     boost::asio::io_context ioc;
     tcp::socket s(ioc);
@@ -36,13 +31,24 @@ sys::UniqueFd connect_tcp(const std::string& host, uint16_t port) {
 
 namespace {
 
-// One step of the exchange (a write or a read of some bytes) that must complete within `timeout`.
-// Asynchronous under the hood: Asio's blocking calls, meeting a socket timeout (SO_RCVTIMEO), wait
-// in poll() with no limit, so a function that never answers would hold the caller forever.
+using Clock = std::chrono::steady_clock;
+
+// What bounds an exchange: each step (a write or a read of some bytes) must complete within `step`,
+// and the whole of it by `whole` if set; the body kept is at most `body_max`.
+struct Limits {
+    std::chrono::milliseconds step;
+    std::optional<std::chrono::milliseconds> whole;
+    uint64_t body_max;
+};
+
+// The steps of one exchange, each bounded by the limits. Asynchronous under the hood: Asio's blocking
+// calls, meeting a socket timeout (SO_RCVTIMEO), wait in poll() with no limit, so a function that never
+// answers would hold the caller forever.
 class BoundedSteps {
   public:
-    BoundedSteps(sys::UniqueFd socket, std::chrono::milliseconds timeout, const HttpRequest& request)
-        : stream_(ioc_), timeout_(timeout), request_(request) {
+    BoundedSteps(sys::UniqueFd socket, const Limits& limits, const HttpRequest& request)
+        : stream_(ioc_), limits_(limits), request_(request) {
+        if (limits.whole) whole_by_ = Clock::now() + *limits.whole;
         boost::system::error_code ec;
         stream_.socket().assign(tcp::v4(), socket.release(), ec);
         if (ec) throw Error("http: adopt socket: " + ec.message());
@@ -54,7 +60,9 @@ class BoundedSteps {
     size_t step(const char* what, Start&& start) {
         boost::system::error_code ec;
         size_t n = 0;
-        stream_.expires_after(timeout_);
+        auto expiry = Clock::now() + limits_.step;
+        bool whole = whole_by_ && *whole_by_ < expiry;
+        stream_.expires_at(whole ? *whole_by_ : expiry);
         start([&](boost::system::error_code e, size_t bytes) {
             ec = e;
             n = bytes;
@@ -62,9 +70,12 @@ class BoundedSteps {
         ioc_.restart();
         ioc_.run();
         if (ec == http::error::need_buffer) ec = {};
+        if (ec == beast::error::timeout && whole)
+            throw Error(fmt::format("http {} {}: {}: the exchange was not over within its {} ms",
+                                    request_.method, request_.target, what, limits_.whole->count()));
         if (ec == beast::error::timeout)
             throw Error(fmt::format("http {} {}: {}: nothing for {} ms", request_.method, request_.target,
-                                    what, timeout_.count()));
+                                    what, limits_.step.count()));
         if (ec)
             throw Error(
                 fmt::format("http {} {}: {}: {}", request_.method, request_.target, what, ec.message()));
@@ -74,15 +85,32 @@ class BoundedSteps {
   private:
     boost::asio::io_context ioc_;
     beast::tcp_stream stream_;
-    std::chrono::milliseconds timeout_;
+    Limits limits_;
     const HttpRequest& request_;
+    std::optional<Clock::time_point> whole_by_;
 };
+
+HttpResponse exchange(sys::UniqueFd socket, const HttpRequest& request, const Limits& limits,
+                      const std::function<void(std::string_view)>& on_body);
 
 }  // namespace
 
 HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std::chrono::milliseconds timeout,
                           const std::function<void(std::string_view)>& on_body) {
-    BoundedSteps io(std::move(socket), timeout, request);
+    return exchange(std::move(socket), request, {timeout, std::nullopt, 1ull << 34}, on_body);
+}
+
+HttpResponse http_get(sys::UniqueFd socket, std::string_view target, std::chrono::milliseconds timeout) {
+    HttpRequest request;
+    request.target = std::string(target);
+    return exchange(std::move(socket), request, {timeout, timeout, kGetBodyMax}, {});
+}
+
+namespace {
+
+HttpResponse exchange(sys::UniqueFd socket, const HttpRequest& request, const Limits& limits,
+                      const std::function<void(std::string_view)>& on_body) {
+    BoundedSteps io(std::move(socket), limits, request);
     auto& s = io.stream();
     http::request<http::string_body> req{http::string_to_verb(request.method), request.target, 11};
     if (req.method() == http::verb::unknown) req.method_string(request.method);
@@ -100,7 +128,7 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std:
     HttpResponse out;
     if (!on_body) {
         http::response_parser<http::string_body> parser;
-        parser.body_limit(1ull << 34);
+        parser.body_limit(limits.body_max);
         if (req.method() == http::verb::head) parser.skip(true);
         while (!parser.is_done())
             io.step("read",
@@ -138,5 +166,7 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std:
     }
     return out;
 }
+
+}  // namespace
 
 }  // namespace initless::gateway

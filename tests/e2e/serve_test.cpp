@@ -906,14 +906,22 @@ TEST_F(ServeTest, BadDeploysFailClearlyAndLeaveNothing) {
     auto silent = deploy(test_function("silent-warmup"));
     EXPECT_EQ(silent.exit_code(), 1) << silent.describe();
     EXPECT_NE(silent.err.find("warmup request 1 (timeout_s = 1)"), std::string::npos) << silent.err;
-    EXPECT_NE(silent.err.find("nothing for 1000 ms"), std::string::npos) << silent.err;
+    EXPECT_NE(silent.err.find("not over within its 1000 ms"), std::string::npos) << silent.err;
     EXPECT_LT(std::chrono::steady_clock::now() - silent_start, 20s);
+    // Answered a byte at a time: bounded in all by timeout_s, not only between bytes.
+    auto trickle_start = std::chrono::steady_clock::now();
+    auto trickle = deploy(test_function("trickle-warmup"));
+    EXPECT_EQ(trickle.exit_code(), 1) << trickle.describe();
+    EXPECT_NE(trickle.err.find("the exchange was not over within its 1000 ms"), std::string::npos)
+        << trickle.err;
+    EXPECT_LT(std::chrono::steady_clock::now() - trickle_start, 20s);
     auto missing = deploy(scratch_ / "no-such-dir");
     EXPECT_EQ(missing.exit_code(), 1) << missing.describe();
     auto ls = json::parse(request("GET", "/system/functions").body);
     EXPECT_EQ(ls.size(), 0u) << ls.dump();
     EXPECT_FALSE(fs::exists(registry_ / "functions" / "e2e-never-ready"));
     EXPECT_FALSE(fs::exists(registry_ / "functions" / "e2e-silent-warmup"));
+    EXPECT_FALSE(fs::exists(registry_ / "functions" / "e2e-trickle-warmup"));
     EXPECT_EQ(request("GET", "/function/e2e-never-ready").status, 404);
     EXPECT_EQ(instance_dirs(), std::vector<std::string>{});
     auto unreachable = cli({"ls", "--server", "127.0.0.1:1"});

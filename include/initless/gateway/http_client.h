@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -37,8 +38,10 @@ HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request,
                           std::chrono::milliseconds timeout = std::chrono::seconds(30),
                           const std::function<void(std::string_view)>& on_body = {});
 
-// Sends `GET target` and reads the whole response; throws initless::Error on a socket or parse error,
-// or when `timeout` passes without progress.
+// Sends `GET target` and reads the whole response, a body of at most kGetBodyMax; throws
+// initless::Error on a socket or parse error, a longer body, or when the exchange is not over within
+// `timeout` (in all: a function that trickles its answer is bounded too).
+inline constexpr uint64_t kGetBodyMax = 64ull << 20;
 HttpResponse http_get(sys::UniqueFd socket, std::string_view target,
                       std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
