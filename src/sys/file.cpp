@@ -38,6 +38,26 @@ std::string read_file(const fs::path& path) {
     return out;
 }
 
+std::string read_regular_file(const fs::path& path, size_t max) {
+    UniqueFd fd = open_file(path, O_RDONLY | O_NONBLOCK);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw SysError(fmt::format("stat {}", path.string()), errno);
+    if (!S_ISREG(st.st_mode)) throw Error(fmt::format("{} is not a regular file", path.string()));
+    if (static_cast<uint64_t>(st.st_size) > max)
+        throw Error(fmt::format("{} is {} bytes, more than the {} allowed", path.string(), st.st_size, max));
+    std::string out(max + 1, '\0');
+    size_t got = 0;
+    while (got < out.size()) {  // a file that grows meanwhile is cut at max + 1 and refused below
+        ssize_t n = retry_eintr([&] { return ::read(fd.get(), out.data() + got, out.size() - got); });
+        if (n < 0) throw SysError(fmt::format("read {}", path.string()), errno);
+        if (n == 0) break;
+        got += static_cast<size_t>(n);
+    }
+    if (got > max) throw Error(fmt::format("{} is more than the {} bytes allowed", path.string(), max));
+    out.resize(got);
+    return out;
+}
+
 void write_all(int fd, const void* data, size_t len) {
     auto* p = static_cast<const char*>(data);
     while (len > 0) {

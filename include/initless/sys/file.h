@@ -16,6 +16,9 @@ namespace initless::sys {
 
 UniqueFd open_file(const std::filesystem::path& path, int flags, int mode = 0644);
 std::string read_file(const std::filesystem::path& path);
+// A file someone else controls (a function's function.toml): it must be a regular file (after symlinks)
+// of at most `max` bytes. Opened without blocking, so a FIFO in its place is refused, not waited on.
+std::string read_regular_file(const std::filesystem::path& path, size_t max);
 void write_file(const std::filesystem::path& path, std::string_view data);  // truncates
 void write_all(int fd, const void* data, size_t len);
 void read_exact(int fd, void* data, size_t len, off_t offset);
