@@ -170,6 +170,8 @@ uint32_t u32(int64_t x) {
     return static_cast<uint32_t>(x);
 }
 constexpr int64_t kU32Max = std::numeric_limits<uint32_t>::max();
+constexpr int64_t kMaxTimeoutS = 3600;
+constexpr size_t kMaxSpecBytes = 1 << 20;
 constexpr int64_t kNoMax = std::numeric_limits<int64_t>::max();
 
 void read_key(const Reader& r, std::string_view key, const toml::node& n, FunctionSpec& s) {
@@ -244,7 +246,9 @@ void read_key(const Reader& r, std::string_view key, const toml::node& n, Functi
     } else if (key == "max_instances") {
         s.max_instances = u32(r.integer(n, key, 1, kU32Max));
     } else if (key == "timeout_s") {
-        s.timeout_s = u32(r.integer(n, key, 1, kU32Max));
+        // At most an hour: every wait on a function (its ready phrase, a warmup, a restore, a request) is
+        // bounded by it, so a function must not be able to make them unbounded in practice.
+        s.timeout_s = u32(r.integer(n, key, 1, kMaxTimeoutS));
     } else if (key == "prestart") {
         s.prestart = u32(r.integer(n, key, 0, kU32Max));
     } else if (key == "prestart_max_age_s") {
@@ -252,7 +256,7 @@ void read_key(const Reader& r, std::string_view key, const toml::node& n, Functi
     } else if (key == "queue_max") {
         s.queue_max = u32(r.integer(n, key, 0, kU32Max));
     } else if (key == "queue_timeout_ms") {
-        s.queue_timeout_ms = u32(r.integer(n, key, 1, kU32Max));
+        s.queue_timeout_ms = u32(r.integer(n, key, 1, kMaxTimeoutS * 1000));
     } else if (key == "restore") {
         s.restore = r.string(n, key);
         if (std::find(std::begin(kRestoreStrategies), std::end(kRestoreStrategies), s.restore) ==
@@ -303,7 +307,7 @@ FunctionSpec load(const fs::path& path) {
 
     std::string text;
     try {
-        text = sys::read_file(file);
+        text = sys::read_regular_file(file, kMaxSpecBytes);
     } catch (const Error& e) {
         throw Error(fmt::format("function spec {}: {}", shown, e.what()));
     }

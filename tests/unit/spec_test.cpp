@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -195,7 +196,12 @@ TEST_F(SpecTest, OutOfRangeNamesFileLineAndKey) {
     EXPECT_EQ(error_of(head + "port = 70000\n"),
               file() + ":3: key 'port' must be between 1 and 65535 (got 70000)");
     EXPECT_EQ(error_of(head + "timeout_s = 0\n"),
-              file() + ":3: key 'timeout_s' must be between 1 and 4294967295 (got 0)");
+              file() + ":3: key 'timeout_s' must be between 1 and 3600 (got 0)");
+    // Every wait on a function is bounded by these: a function may not make them practically endless.
+    EXPECT_EQ(error_of(head + "timeout_s = 4294967295\n"),
+              file() + ":3: key 'timeout_s' must be between 1 and 3600 (got 4294967295)");
+    EXPECT_EQ(error_of(head + "queue_timeout_ms = 3600001\n"),
+              file() + ":3: key 'queue_timeout_ms' must be between 1 and 3600000 (got 3600001)");
     EXPECT_EQ(error_of(head + "cpus = 0\n"), file() + ":3: key 'cpus' must be greater than 0 (got 0)");
     EXPECT_EQ(error_of(head + "cpus = -0.5\n"), file() + ":3: key 'cpus' must be greater than 0 (got -0.5)");
     EXPECT_EQ(error_of(head + "cpus = nan\n"), file() + ":3: key 'cpus' must be greater than 0 (got nan)");
@@ -286,4 +292,29 @@ TEST_F(SpecTest, SeccompDefaultsToTheDefaultProfileAndAcceptsUnconfined) {
     std::string e = error_of(std::string(kMinimal) + "seccomp = \"strict\"\n");
     EXPECT_NE(e.find("key 'seccomp'"), std::string::npos) << e;
     EXPECT_NE(e.find("'strict' is not one of default|unconfined"), std::string::npos) << e;
+}
+
+// A deploy directory is the user's: what stands as function.toml is not trusted to be a small file.
+// A FIFO is refused at once (a plain open would wait for a writer for ever), a link to a device and
+// an oversized file are refused before they are read.
+TEST_F(SpecTest, OnlyASmallRegularFileIsReadAsTheSpec) {
+    auto load_error = [&](const fs::path& path) -> std::string {
+        try {
+            spec::load(path);
+        } catch (const Error& e) {
+            return e.what();
+        }
+        ADD_FAILURE() << path << " loaded";
+        return {};
+    };
+    ASSERT_EQ(::mkfifo(file().c_str(), 0644), 0);
+    EXPECT_NE(load_error(dir_).find("function.toml is not a regular file"), std::string::npos);
+    fs::remove(file());
+    fs::create_symlink("/dev/zero", file());
+    EXPECT_NE(load_error(dir_).find("function.toml is not a regular file"), std::string::npos);
+    fs::remove(file());
+    write(std::string(kMinimal) + "# " + std::string(2 << 20, 'x') + "\n");
+    EXPECT_NE(load_error(dir_).find("more than the 1048576 allowed"), std::string::npos) << load_error(dir_);
+    write(kMinimal);
+    EXPECT_NO_THROW(spec::load(dir_));
 }
