@@ -40,12 +40,25 @@ bool thread_alive(pid_t pid, pid_t tid) {
     }
 }
 
+using Clock = std::chrono::steady_clock;
+
+// How long the freeze may keep finding new threads and processes: a function whose threads or
+// processes each start the next one (and end) stays ahead of a walk that seizes them one by one, and
+// without this limit the checkpoint would never end.
+constexpr auto kFreezeLimit = std::chrono::seconds(10);
+
+Error kept_changing(const std::string& what) {
+    return Error(fmt::format("{} kept changing for {} s while they were being frozen; nothing was published",
+                             what, std::chrono::duration_cast<std::chrono::seconds>(kFreezeLimit).count()));
+}
+
 // Threads of `pid`, seized until the set is stable (a thread may be created while we seize).
-std::vector<sys::Tracee> seize_all(pid_t pid) {
+std::vector<sys::Tracee> seize_all(pid_t pid, Clock::time_point deadline) {
     std::vector<sys::Tracee> out;
     std::set<pid_t> seized;
     for (bool grew = true; grew;) {
         grew = false;
+        if (Clock::now() > deadline) throw kept_changing(fmt::format("the threads of process {}", pid));
         for (pid_t tid : sys::proc_tasks(pid)) {
             if (seized.count(tid)) continue;
             try {
@@ -54,8 +67,12 @@ std::vector<sys::Tracee> seize_all(pid_t pid) {
                 throw;
             } catch (const Error&) {
                 // A thread that ended between the listing and the seize (ESRCH, or its exit reported
-                // in place of the stop) is simply not part of the snapshot; its process goes on.
+                // in place of the stop) is simply not part of the snapshot; its process goes on. It may
+                // have started a thread after the listing, before it ended: list again (without this, a
+                // thread that starts the next and ends lost the new one; thread-chain, 8 restores in 50).
                 if (tid == pid || thread_alive(pid, tid)) throw;
+                seized.insert(tid);  // not tried again should it still be listed (a zombie)
+                grew = true;
                 continue;
             }
             seized.insert(tid);
@@ -284,8 +301,10 @@ namespace {
 // not yet frozen may fork or spawn a thread meanwhile, a frozen one cannot.
 std::vector<Frozen> freeze_once(pid_t init) {
     std::map<pid_t, Frozen> frozen;
+    auto deadline = Clock::now() + kFreezeLimit;
     for (bool grew = true; grew;) {
         grew = false;
+        if (Clock::now() > deadline) throw kept_changing("the function's processes");
         std::vector<pid_t> tree = process_tree(init);
         check_no_shared_address_space(tree);
         for (pid_t pid : tree) {
@@ -295,7 +314,7 @@ std::vector<Frozen> freeze_once(pid_t init) {
             try {
                 check_freezable(pid);
                 m.pidfd = sys::pidfd_open(pid);
-                m.threads = seize_all(pid);
+                m.threads = seize_all(pid, deadline);
             } catch (const sys::StopTimeout& e) {
                 // A vfork begun after the tree was listed above: the check there could not see it.
                 if (!e.vfork_child()) throw;

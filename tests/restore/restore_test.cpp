@@ -188,6 +188,7 @@ TEST_P(BootedProgram, VerdictIsOkWithoutRestore) {
 // One program per kind of state (see each programs/<name>.c for what it holds and checks).
 const char* const kStatePrograms[] = {
     "futex-threads",         // threads parked in pthread_cond_wait, woken after restore
+    "thread-chain",          // threads that each start the next and end: frozen mid-chain, it goes on
     "epoll-thread",          // a thread blocked in epoll_wait
     "sleep-threads",         // threads in nanosleep (restart / -ERESTART_RESTARTBLOCK -> EINTR)
     "signal-handler",        // sigaction handlers, SA_SIGINFO|SA_RESTART, sa_mask, SIG_IGN
