@@ -7,7 +7,7 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-static int to_child[2], from_grandchild[2];
+static int to_child[2], from_grandchild[2], started[2];
 static pid_t child;
 
 static int handle(const char* path, struct rt_reply* r) {
@@ -29,7 +29,7 @@ static int handle(const char* path, struct rt_reply* r) {
 
 int main(void) {
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) rt_die("prctl");
-    if (pipe(to_child) != 0 || pipe(from_grandchild) != 0) rt_die("pipe");
+    if (pipe(to_child) != 0 || pipe(from_grandchild) != 0 || pipe(started) != 0) rt_die("pipe");
     child = fork();
     if (child == 0) {
         pid_t grandchild = fork();
@@ -37,6 +37,7 @@ int main(void) {
             // Waits until its parent is gone, then says who its parent is now.
             close(to_child[1]);
             pid_t first = getppid();
+            if (write(started[1], "g", 1) != 1) _exit(1);
             while (getppid() == first) usleep(2000);
             pid_t now = getppid();
             if (write(from_grandchild[1], &now, sizeof now) < 0) _exit(1);
@@ -47,5 +48,10 @@ int main(void) {
         if (read(to_child[0], &c, 1) < 0) _exit(1);
         _exit(0);
     }
+    // Ready (and snapshotted) only once the grandchild knows its first parent: otherwise a /check soon
+    // after a restore could make the child exit before the grandchild, still being forked, read its
+    // parent, which would then already be us, and the grandchild would wait for a change for ever.
+    char c;
+    if (read(started[0], &c, 1) != 1) rt_die("the grandchild did not start");
     rt_serve("child-subreaper", handle);
 }
