@@ -1,6 +1,7 @@
 #include "initless/gateway/server.h"
 
 #include <sched.h>
+#include <sys/stat.h>
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -1413,6 +1414,8 @@ class Session : public std::enable_shared_from_this<Session> {
         try {
             sys::UniqueFd fd = sys::open_file(log_path_, O_RDONLY);
             text = sys::read_from(fd.get(), 0, 64u << 20);
+            struct stat st {};
+            if (::fstat(fd.get(), &st) == 0) log_ino_ = st.st_ino;
         } catch (const Error&) {
         }
         log_offset_ = text.size();
@@ -1434,13 +1437,32 @@ class Session : public std::enable_shared_from_this<Session> {
                 self->stream_chunk("", true);
                 return;
             }
+            // Read on only once the client took what was sent: one that does not read holds at most
+            // one piece here, not the log as it grows.
+            if (self->writing_ || !self->pending_.empty()) {
+                self->follow_logs();
+                return;
+            }
             std::string more;
             try {
                 sys::UniqueFd fd = sys::open_file(self->log_path_, O_RDONLY);
+                // The log is replaced by its newer half past its limit: the offset into the old one
+                // means nothing in the new one, which is followed from its end.
+                std::string notice;
+                struct stat st {};
+                if (::fstat(fd.get(), &st) == 0 && st.st_ino != self->log_ino_) {
+                    // (A log that did not exist yet when the follow began is read from its start.)
+                    if (self->log_ino_ != 0) {
+                        self->log_offset_ = static_cast<uint64_t>(st.st_size);
+                        notice = "[initless: the log was cut to its newer half here; lines may be missing]\n";
+                    }
+                    self->log_ino_ = st.st_ino;
+                }
                 more = sys::read_from(fd.get(), self->log_offset_, 1 << 20);
+                self->log_offset_ += more.size();
+                more.insert(0, notice);
             } catch (const Error&) {
             }
-            self->log_offset_ += more.size();
             if (!more.empty()) self->stream_chunk(more, false);
             self->follow_logs();
         });
@@ -1518,6 +1540,7 @@ class Session : public std::enable_shared_from_this<Session> {
         writing_ = true;
         auto done = [self = shared_from_this(), item](beast::error_code ec, size_t) {
             self->writing_ = false;
+            self->stream_.expires_never();  // between pieces the stream waits for the log, not the client
             if (ec) self->stream_failed_ = true;
             if (item->second) {
                 self->close();
@@ -1525,6 +1548,8 @@ class Session : public std::enable_shared_from_this<Session> {
             }
             self->write_next_chunk();
         };
+        // A client that takes no piece for a minute is gone as far as this stream is concerned.
+        stream_.expires_after(std::chrono::seconds(60));
         if (item->second)
             net::async_write(stream_, http::make_chunk_last(), done);
         else
@@ -1584,6 +1609,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::optional<net::steady_timer> timer_;
     std::filesystem::path log_path_;
     uint64_t log_offset_ = 0;
+    ino_t log_ino_ = 0;  // the followed log's inode (replaced when it is cut)
 };
 
 }  // namespace

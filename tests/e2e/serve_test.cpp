@@ -1305,6 +1305,35 @@ TEST_F(ServeTest, LongAndEndlessResponsesArePassedOnAsTheyArrive) {
     TrackSeenInstances();
 }
 
+// A followed log goes on past the cut that keeps a function's log under its limit (the follower's offset
+// into the old file meant nothing in the new one, and it went silent), and a follower that reads nothing
+// meanwhile is sent the log at its own pace, not held by the daemon as it grows.
+TEST_F(ServeTest, AFollowedLogGoesOnPastItsCutAtTheReadersPace) {
+    start_daemon();
+    std::string id = deploy_and_call_once("e2e-flood", {{"timeout_s", "30"}});
+    RawClient follower(port_);
+    follower.send("GET /system/logs?name=e2e-flood&follow=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_TRUE(follower.read_until("\r\n\r\n", 5000ms)) << follower.got;
+    pid_t daemon = daemon_->pid();
+    long rss_before = status_kib(daemon, "VmRSS");
+    // 200 MB printed: the log is copied, its middle dropped, and cut to its newer half past 8 MiB, while the
+    // follower reads nothing.
+    auto flood = invoke("e2e-flood", "/flood?mb=200");
+    EXPECT_EQ(flood.body, "flooded 200");
+    std::this_thread::sleep_for(3000ms);
+    EXPECT_LT(status_kib(daemon, "VmRSS") - rss_before, 8 * 1024)
+        << "the daemon held the log for its follower";
+    EXPECT_TRUE(follower.read_until(
+        "[initless: the log was cut to its newer half here; lines may be missing]", 20000ms))
+        << follower.got.size() << " bytes followed";
+    // And it goes on: a request's line comes after the cut.
+    follower.got.clear();
+    EXPECT_EQ(invoke("e2e-flood", "/").status, 200);
+    EXPECT_TRUE(follower.read_until("[" + id + "]", 5000ms)) << follower.got.substr(0, 500);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 // Request bodies are held whole until they go to the function, so those held at once are bounded
 // (--max-held-bodies-mb). Bytes count as they arrive: a head declaring a length holds nothing (else a few
 // heads alone would shut every upload out); a declared length the bound has no room for now gets 503 at
