@@ -1,6 +1,7 @@
 #include "initless/controller/controller.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include "initless/spec/function_spec.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
+#include "initless/sys/process.h"
 #include "initless/sys/socket.h"
 
 namespace initless::controller {
@@ -237,6 +239,9 @@ struct Controller::Impl {
     mutable std::mutex mu;
     std::map<std::string, std::shared_ptr<FunctionState>> functions;
     std::map<std::string, bool> deploying;
+    // The inits of deploys' sandboxes, by function: killed at shutdown, so that a deploy waiting on its
+    // function (a warmup that is never answered, within timeout_s) ends at once.
+    std::map<std::string, std::vector<sys::UniqueFd>> deploy_sandboxes;
     policy::FunctionId next_policy_function = 0;
     policy::InstanceId next_policy_instance = 1;
     bool shutting_down = false;
@@ -1048,6 +1053,16 @@ void Controller::shutdown(std::chrono::milliseconds drain) {
             auto instances = fn->instances;
             for (auto& inst : instances) I.remove_instance(*fn, inst, false);
         }
+        for (auto& [name, inits] : I.deploy_sandboxes) {
+            spdlog::info("event=deploy-stopped function={} reason=\"the server is shutting down\"", name);
+            for (auto& init : inits) {
+                try {
+                    sys::pidfd_send_signal(init.get(), SIGKILL);
+                } catch (const Error& e) {
+                    spdlog::warn("event=deploy-stop-failed function={} error=\"{}\"", name, e.what());
+                }
+            }
+        }
     }
     if (!I.jobs.wait_all(std::chrono::seconds(60))) spdlog::error("event=shutdown-jobs-left");
     I.stopped = true;
@@ -1166,10 +1181,17 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
             staged = I.registry.stage(source);
             spec::FunctionSpec spec = spec::load(staged->entry.code_dir);
             progress({{"step", "copy"}, {"ms", ms_since(t)}});
-            auto result = build_snapshot(spec, staged->entry.image_dir, I.image_key, "/",
-                                         [&](const std::string& step, double ms) {
-                                             progress({{"step", step}, {"ms", ms}});
-                                         });
+            auto result = build_snapshot(
+                spec, staged->entry.image_dir, I.image_key, "/",
+                [&](const std::string& step, double ms) {
+                    progress({{"step", step}, {"ms", ms}});
+                },
+                [&](sys::UniqueFd init) {
+                    std::lock_guard lock(I.mu);
+                    // Made after the shutdown's kills: killed here.
+                    if (I.shutting_down) sys::pidfd_send_signal(init.get(), SIGKILL);
+                    I.deploy_sandboxes[name].push_back(std::move(init));
+                });
             t = Clock::now();
             auto img =
                 std::make_shared<const image::Image>(image::load(staged->entry.image_dir, I.image_key));
@@ -1196,6 +1218,7 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
                 I.register_with_policy(*fn);
                 I.functions[name] = fn;
                 I.deploying[name] = false;
+                I.deploy_sandboxes.erase(name);
                 if (previous) {
                     // Requests waiting for the old version are served by the new one.
                     fn->waiters = std::move(previous->waiters);
@@ -1229,6 +1252,7 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
             if (!name.empty()) {
                 std::lock_guard lock(I.mu);
                 I.deploying[name] = false;
+                I.deploy_sandboxes.erase(name);
             }
             spdlog::error("event=deploy-failed function={} error=\"{}\"", name.empty() ? dir.string() : name,
                           e.what());

@@ -16,7 +16,7 @@ namespace initless::controller {
 
 SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesystem::path& image,
                               const image::Key& key, const std::string& workingset_request,
-                              const SnapshotProgress& progress) {
+                              const SnapshotProgress& progress, const SandboxStarted& started) {
     auto step = [&](const char* name, double ms) {
         if (progress) progress(name, ms);
     };
@@ -24,6 +24,7 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
     out.image = image;
     sys::Stopwatch total, phase;
     auto sb = sandbox::Sandbox::prepare(spec);
+    if (started) started(sb.init_pidfd());
     sb.start();
     out.boot_ms = phase.lap_ms();
     step("boot", out.boot_ms);
@@ -62,6 +63,7 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
             image::copy_tree(staged, image::kUpperTree, upper);
         };
         auto trial_sb = sandbox::Sandbox::prepare(spec, opts);
+        if (started) started(trial_sb.init_pidfd());
         sys::Stopwatch restore_watch;
         auto restored = restore::restore_into(trial_sb, staged, restore::Strategy::Cow);
         out.restore_ms = restore_watch.lap_ms();

@@ -627,6 +627,12 @@ std::string request_detached(const fs::path& instance_dir, const std::string& me
     }
 }
 
+sys::UniqueFd Sandbox::init_pidfd() const {
+    int fd = ::fcntl(init_pidfd_.get(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) throw sys::SysError("dup init's pidfd", errno);
+    return sys::UniqueFd(fd);
+}
+
 void Sandbox::teardown() {
     control_.reset();  // init kills the whole tree when its control socket closes
     netns_.reset();

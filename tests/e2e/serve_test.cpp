@@ -930,6 +930,39 @@ TEST_F(ServeTest, BadDeploysFailClearlyAndLeaveNothing) {
     EXPECT_EQ(stop_daemon().exit_code(), 0);
 }
 
+// A shutdown does not wait for a deploy that waits on its function: the deploy's sandboxes are killed,
+// the deploy fails saying so, and the daemon exits at once (it waited up to timeout_s, then 60 s for its
+// jobs, and went on with the job still running).
+TEST_F(ServeTest, ShutdownEndsADeployThatWaitsOnItsFunction) {
+    start_daemon();
+    fs::path dir = scratch_ / "silent-long";
+    fs::create_directories(dir);
+    fs::copy_file(test_function("silent-warmup") / "app.py", dir / "app.py");
+    std::string toml = read_text(test_function("silent-warmup") / "function.toml");
+    auto at = toml.find("timeout_s = 1\n");
+    ASSERT_NE(at, std::string::npos);
+    toml.replace(at, 14, "timeout_s = 120\n");
+    std::ofstream(dir / "function.toml") << toml;
+    auto deploying = cli_async({"deploy", dir.string(), "--server", address_});
+    for (auto until = Clock::now() + 20s;
+         read_text(deploying.out_path()).find("ready") == std::string::npos;) {
+        ASSERT_LT(Clock::now(), until)
+            << "the deploy did not reach its warmup: " << read_text(deploying.out_path());
+        std::this_thread::sleep_for(50ms);
+    }
+    std::this_thread::sleep_for(300ms);  // in the warmup request now
+    auto t0 = Clock::now();
+    auto stopped = stop_daemon();
+    EXPECT_LT(Clock::now() - t0, 20s) << "the shutdown waited for the deploy";
+    EXPECT_EQ(stopped.exit_code(), 0) << stopped.describe();
+    EXPECT_NE(stopped.err.find("event=deploy-stopped function=e2e-silent-warmup"), std::string::npos)
+        << stopped.err;
+    auto deployed = deploying.wait(20s);
+    EXPECT_EQ(deployed.exit_code(), 1) << deployed.describe();
+    EXPECT_EQ(instance_dirs(), std::vector<std::string>{});
+    EXPECT_FALSE(fs::exists(registry_ / "functions" / "e2e-silent-warmup" / "current.json"));
+}
+
 // Raw bytes to the gateway, and what comes back (until the server closes or 5 s pass).
 std::string raw_exchange(uint16_t port, const std::string& bytes) {
     auto fd = initless::gateway::connect_tcp("127.0.0.1", port);

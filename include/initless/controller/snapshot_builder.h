@@ -17,6 +17,7 @@
 
 #include "initless/checkpoint/checkpoint.h"
 #include "initless/spec/function_spec.h"
+#include "initless/sys/unique_fd.h"
 
 namespace initless::controller {
 
@@ -37,10 +38,14 @@ struct SnapshotResult {
 // Steps, in order: "boot", "ready", "warmup", "checkpoint", "trial-restore", "publish".
 using SnapshotProgress = std::function<void(const std::string& step, double ms)>;
 
+// Given a pidfd of each sandbox's init as it is made (the function's, the trial restore's): a caller
+// that must end the build early (a daemon shutting down) kills them, and every wait here then ends.
+using SandboxStarted = std::function<void(sys::UniqueFd init_pidfd)>;
+
 // Publishes the image at `image` (which must not exist yet), authenticated under `key`.
 // `workingset_request` is the GET path sent to the trial restore.
 SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesystem::path& image,
                               const image::Key& key, const std::string& workingset_request = "/",
-                              const SnapshotProgress& progress = {});
+                              const SnapshotProgress& progress = {}, const SandboxStarted& started = {});
 
 }  // namespace initless::controller

@@ -142,6 +142,9 @@ class Sandbox {
     // The function's stdout and stderr; a link to layer/log when there is a writable layer.
     std::filesystem::path log_path() const { return dir_ / "log"; }
     pid_t init_pid() const { return init_pid_; }
+    // A pidfd of init of the caller's own (another thread may signal it, with no race on this object's
+    // fds): killing init kills every process of the sandbox.
+    sys::UniqueFd init_pidfd() const;
     int netns_fd() const { return netns_.get(); }
     const sys::Cgroup& cgroup() const { return cgroup_; }
     const spec::FunctionSpec& spec() const { return spec_; }
