@@ -238,10 +238,10 @@ struct Controller::Impl {
 
     mutable std::mutex mu;
     std::map<std::string, std::shared_ptr<FunctionState>> functions;
-    std::map<std::string, bool> deploying;
-    // The inits of deploys' sandboxes, by function: killed at shutdown, so that a deploy waiting on its
-    // function (a warmup that is never answered, within timeout_s) ends at once.
-    std::map<std::string, std::vector<sys::UniqueFd>> deploy_sandboxes;
+    // Deploys between their start and their end, by function, each with a pidfd of every sandbox's init
+    // it made: killed at shutdown, so that a deploy waiting on its function (a warmup that is never
+    // answered, within timeout_s) ends at once.
+    std::map<std::string, std::vector<sys::UniqueFd>> deploys;
     policy::FunctionId next_policy_function = 0;
     policy::InstanceId next_policy_instance = 1;
     bool shutting_down = false;
@@ -395,11 +395,8 @@ struct Controller::Impl {
     // Caller holds mu. Whether a start of `fn` must wait for one of its restores to end (see dispatch).
     bool restores_full(const FunctionState& fn) const { return fn.image && fn.restoring >= restores_at_once; }
 
-    // Caller holds mu. Whether a deploy of `name` is between its start and its commit.
-    bool deploy_running(const std::string& name) const {
-        auto it = deploying.find(name);
-        return it != deploying.end() && it->second;
-    }
+    // Caller holds mu. Whether a deploy of `name` is between its start and its end.
+    bool deploy_running(const std::string& name) const { return deploys.count(name) != 0; }
 
     // Caller holds mu. Starts the pre-warms still to do, paced like dispatch's starts: as many as the
     // restores allowed at once leave room for; restored() starts more as restores end, after the starts
@@ -1053,7 +1050,7 @@ void Controller::shutdown(std::chrono::milliseconds drain) {
             auto instances = fn->instances;
             for (auto& inst : instances) I.remove_instance(*fn, inst, false);
         }
-        for (auto& [name, inits] : I.deploy_sandboxes) {
+        for (auto& [name, inits] : I.deploys) {
             spdlog::info("event=deploy-stopped function={} reason=\"the server is shutting down\"", name);
             for (auto& init : inits) {
                 try {
@@ -1164,6 +1161,7 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
     I.jobs.spawn([this, &I, dir, progress = std::move(progress)] {
         Clock::time_point t0 = Clock::now();
         std::string name;
+        bool running = false;  // this deploy holds the name (not one refused because another does)
         std::optional<StagedEntry> staged;
         Impl::Callbacks deferred;
         try {
@@ -1174,7 +1172,8 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
                 if (I.shutting_down) throw Error("the server is shutting down");
                 if (I.deploy_running(name))
                     throw Error(fmt::format("a deploy of {} is already running", name));
-                I.deploying[name] = true;
+                I.deploys[name];
+                running = true;
             }
             spdlog::info("event=deploy-start function={} dir={}", name, dir.string());
             Clock::time_point t = Clock::now();
@@ -1190,7 +1189,7 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
                     std::lock_guard lock(I.mu);
                     // Made after the shutdown's kills: killed here.
                     if (I.shutting_down) sys::pidfd_send_signal(init.get(), SIGKILL);
-                    I.deploy_sandboxes[name].push_back(std::move(init));
+                    I.deploys[name].push_back(std::move(init));
                 });
             t = Clock::now();
             auto img =
@@ -1217,8 +1216,8 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
                 if (it != I.functions.end()) previous = it->second;
                 I.register_with_policy(*fn);
                 I.functions[name] = fn;
-                I.deploying[name] = false;
-                I.deploy_sandboxes.erase(name);
+                I.deploys.erase(name);
+                running = false;
                 if (previous) {
                     // Requests waiting for the old version are served by the new one.
                     fn->waiters = std::move(previous->waiters);
@@ -1249,10 +1248,9 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
                       {"snapshot", fn->entry.snapshot}});
         } catch (const std::exception& e) {
             if (staged) I.registry.discard(*staged);
-            if (!name.empty()) {
+            if (running) {
                 std::lock_guard lock(I.mu);
-                I.deploying[name] = false;
-                I.deploy_sandboxes.erase(name);
+                I.deploys.erase(name);
             }
             spdlog::error("event=deploy-failed function={} error=\"{}\"", name.empty() ? dir.string() : name,
                           e.what());

@@ -951,6 +951,14 @@ TEST_F(ServeTest, ShutdownEndsADeployThatWaitsOnItsFunction) {
         std::this_thread::sleep_for(50ms);
     }
     std::this_thread::sleep_for(300ms);  // in the warmup request now
+    // Another deploy of the name is refused while this one runs, and being refused does not free the
+    // name (a second refusal) nor lose the running deploy's sandboxes (the shutdown below still ends it).
+    for (int i = 0; i < 2; ++i) {
+        auto again = deploy(dir);
+        EXPECT_EQ(again.exit_code(), 1) << again.describe();
+        EXPECT_NE(again.err.find("a deploy of e2e-silent-warmup is already running"), std::string::npos)
+            << again.err;
+    }
     auto t0 = Clock::now();
     auto stopped = stop_daemon();
     EXPECT_LT(Clock::now() - t0, 20s) << "the shutdown waited for the deploy";
