@@ -13,7 +13,6 @@
 #include "initless/spec/function_spec.h"
 #include "initless/sys/error.h"
 #include "initless/sys/file.h"
-#include "initless/sys/tracee.h"
 
 namespace initless::cli {
 
@@ -195,8 +194,7 @@ void add_restore(CLI::App& app) {
                             "restore {}: the function was killed, its pages could not be served: {}", o.image,
                             why));
                     throw Error(fmt::format("{}: GET {}: {}; its processes: {}", inst.sandbox->id(),
-                                            o.request, e.what(),
-                                            sys::describe_processes(inst.sandbox->cgroup().pids())));
+                                            o.request, e.what(), inst.sandbox->describe_processes()));
                 }
             };
             if (!o.request.empty()) {

@@ -9,7 +9,6 @@
 #include "initless/sandbox/sandbox.h"
 #include "initless/spec/function_spec.h"
 #include "initless/sys/error.h"
-#include "initless/sys/tracee.h"
 
 namespace initless::cli {
 
@@ -46,8 +45,7 @@ void add_run(CLI::App& app) {
                     "{}: the function was killed by the OOM killer during {} (memory_mb = {}): {}", spec.name,
                     o.request, spec.memory_mb, e.what()));
             throw Error(fmt::format("{}: GET {} (timeout_s = {}): {}; its processes: {}", spec.name,
-                                    o.request, spec.timeout_s, e.what(),
-                                    sys::describe_processes(sb.cgroup().pids())));
+                                    o.request, spec.timeout_s, e.what(), sb.describe_processes()));
         }
         double exec_ms = phase.lap_ms();
         double total_ms = total.lap_ms();

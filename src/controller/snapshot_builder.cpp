@@ -10,7 +10,6 @@
 #include "initless/restore/restore.h"
 #include "initless/sandbox/sandbox.h"
 #include "initless/sys/stopwatch.h"
-#include "initless/sys/tracee.h"
 
 namespace initless::controller {
 
@@ -74,8 +73,7 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
         } catch (const Error& e) {
             throw Error(fmt::format(
                 "a trial restore of the new image (timeout_s = {}): {}; its processes: {}; log:\n{}",
-                spec.timeout_s, e.what(), sys::describe_processes(trial_sb.cgroup().pids()),
-                trial_sb.log_tail()));
+                spec.timeout_s, e.what(), trial_sb.describe_processes(), trial_sb.log_tail()));
         }
         if (res.status >= 500)
             throw Error(fmt::format("a trial restore of the new image answered {} with status {}; log:\n{}",

@@ -57,16 +57,12 @@ class BoundedSteps {
 
     // Runs `start(handler)` to completion; throws naming `what` on an error or a timeout.
     template <class Start>
-    size_t step(const char* what, Start&& start) {
+    void step(const char* what, Start&& start) {
         boost::system::error_code ec;
-        size_t n = 0;
         auto expiry = Clock::now() + limits_.step;
         bool whole = whole_by_ && *whole_by_ < expiry;
         stream_.expires_at(whole ? *whole_by_ : expiry);
-        start([&](boost::system::error_code e, size_t bytes) {
-            ec = e;
-            n = bytes;
-        });
+        start([&](boost::system::error_code e, size_t) { ec = e; });
         ioc_.restart();
         ioc_.run();
         if (ec == http::error::need_buffer) ec = {};
@@ -79,7 +75,6 @@ class BoundedSteps {
         if (ec)
             throw Error(
                 fmt::format("http {} {}: {}: {}", request_.method, request_.target, what, ec.message()));
-        return n;
     }
 
   private:
@@ -89,24 +84,6 @@ class BoundedSteps {
     const HttpRequest& request_;
     std::optional<Clock::time_point> whole_by_;
 };
-
-HttpResponse exchange(sys::UniqueFd socket, const HttpRequest& request, const Limits& limits,
-                      const std::function<void(std::string_view)>& on_body);
-
-}  // namespace
-
-HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std::chrono::milliseconds timeout,
-                          const std::function<void(std::string_view)>& on_body) {
-    return exchange(std::move(socket), request, {timeout, std::nullopt, 1ull << 34}, on_body);
-}
-
-HttpResponse http_get(sys::UniqueFd socket, std::string_view target, std::chrono::milliseconds timeout) {
-    HttpRequest request;
-    request.target = std::string(target);
-    return exchange(std::move(socket), request, {timeout, timeout, kGetBodyMax}, {});
-}
-
-namespace {
 
 HttpResponse exchange(sys::UniqueFd socket, const HttpRequest& request, const Limits& limits,
                       const std::function<void(std::string_view)>& on_body) {
@@ -168,5 +145,16 @@ HttpResponse exchange(sys::UniqueFd socket, const HttpRequest& request, const Li
 }
 
 }  // namespace
+
+HttpResponse http_request(sys::UniqueFd socket, const HttpRequest& request, std::chrono::milliseconds timeout,
+                          const std::function<void(std::string_view)>& on_body) {
+    return exchange(std::move(socket), request, {timeout, std::nullopt, 1ull << 34}, on_body);
+}
+
+HttpResponse http_get(sys::UniqueFd socket, std::string_view target, std::chrono::milliseconds timeout) {
+    HttpRequest request;
+    request.target = std::string(target);
+    return exchange(std::move(socket), request, {timeout, timeout, kGetBodyMax}, {});
+}
 
 }  // namespace initless::gateway

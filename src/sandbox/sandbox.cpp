@@ -27,6 +27,7 @@
 #include "initless/sys/mount.h"
 #include "initless/sys/process.h"
 #include "initless/sys/socket.h"
+#include "initless/sys/tracee.h"
 
 namespace initless::sandbox {
 
@@ -631,6 +632,10 @@ sys::UniqueFd Sandbox::init_pidfd() const {
     int fd = ::fcntl(init_pidfd_.get(), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) throw sys::SysError("dup init's pidfd", errno);
     return sys::UniqueFd(fd);
+}
+
+std::string Sandbox::describe_processes() const {
+    return sys::describe_processes(cgroup_.pids());
 }
 
 void Sandbox::teardown() {

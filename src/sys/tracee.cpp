@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -214,10 +213,11 @@ std::string describe_processes(const std::vector<pid_t>& pids) {
         }
         while (!comm.empty() && comm.back() == '\n') comm.pop_back();
         std::vector<pid_t> tids;
-        std::error_code ec;
-        for (const auto& e : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec))
-            tids.push_back(static_cast<pid_t>(std::atoi(e.path().filename().c_str())));
-        std::sort(tids.begin(), tids.end());
+        try {
+            tids = proc_tasks(pid);
+        } catch (const std::exception&) {
+            continue;  // gone since its name was read
+        }
         for (pid_t tid : tids) {
             if (named == kMaxThreads) {
                 ++left;

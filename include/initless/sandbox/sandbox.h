@@ -145,6 +145,9 @@ class Sandbox {
     // A pidfd of init of the caller's own (another thread may signal it, with no race on this object's
     // fds): killing init kills every process of the sandbox.
     sys::UniqueFd init_pidfd() const;
+    // What each thread of the sandbox is doing (sys::describe_processes), for an error about a function
+    // that stopped answering.
+    std::string describe_processes() const;
     int netns_fd() const { return netns_.get(); }
     const sys::Cgroup& cgroup() const { return cgroup_; }
     const spec::FunctionSpec& spec() const { return spec_; }
