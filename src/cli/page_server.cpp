@@ -23,10 +23,14 @@ void add_page_server(CLI::App& app) {
                            "SIGTERM or SIGINT stops it");
     static std::string image_dir, listen = "0.0.0.0:7070";
     static bool no_verify = false;
+    static unsigned client_idle_s = 60;
     cmd->add_option("--image", image_dir, "image directory made by `initless snapshot`")->required();
     cmd->add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port, printed)");
     cmd->add_flag("--no-verify", no_verify,
                   "skip the MAC check of pages.img at start (it reads the whole image)");
+    cmd->add_option("--client-idle-s", client_idle_s,
+                    "close a client that asks nothing for this long (restores reconnect when they need more)")
+        ->check(CLI::Range(1u, 86400u));
     static std::string log_level = "info";
     cmd->add_option("--log-level", log_level,
                     "log level (info: one line per client, its end and every bad request)");
@@ -41,7 +45,9 @@ void add_page_server(CLI::App& app) {
         sys::UniqueFd stop = sys::signal_fd({SIGTERM, SIGINT});
         image::Image img = image::load(image_dir, image::Key::of_state_dir(sandbox::state_dir()), !no_verify);
         auto addr = sys::parse_tcp_address(listen);
-        pages::RemotePageServer server(img, addr);
+        pages::remote::ClientLimits limits;
+        limits.idle = std::chrono::seconds(client_idle_s);
+        pages::RemotePageServer server(img, addr, limits);
         addr.port = server.port();
         std::printf("page-server: %s listening on %s\n", image_dir.c_str(), addr.str().c_str());
         std::fflush(stdout);

@@ -2,6 +2,7 @@
 #include "initless/pages/remote.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -37,16 +38,22 @@ constexpr size_t kBatch = 256;
 // ---- The server -------------------------------------------------------------------------------------
 
 struct RemotePageServer::Client {
-    sys::UniqueFd sock;
+    sys::UniqueFd sock;  // closed only once the thread is joined (an eviction may shut it down meanwhile)
     std::string peer;
     std::thread thread;
     std::atomic<bool> done{false};
+    std::atomic<bool> evicted{false};
+    // When the client last had a request answered (or connected); kBusy while one is being served.
+    static constexpr Clock::rep kBusy = 0;
+    std::atomic<Clock::rep> idle_since{Clock::now().time_since_epoch().count()};
 };
 
-RemotePageServer::RemotePageServer(const image::Image& img, const sys::TcpAddress& listen)
+RemotePageServer::RemotePageServer(const image::Image& img, const sys::TcpAddress& listen,
+                                   ClientLimits limits)
     : pages_(img.open_pages()),
       size_(img.manifest.pages_file_size),
       digest_(img.digests.at("pages.img")),
+      limits_(limits),
       stopping_(sys::event_fd()) {
     struct stat st {};
     sys::check(::fstat(pages_.get(), &st), "page-server: stat pages.img");
@@ -93,7 +100,7 @@ void RemotePageServer::run(int stop_fd) {
         }
         if (!sock) continue;
         std::lock_guard lock(mutex_);
-        if (clients_.size() >= kMaxClients) {
+        if (clients_.size() >= kMaxClients && !evict_one_idle(peer)) {
             spdlog::warn("page-server: refusing {}: {} clients already", peer, kMaxClients);
             std::string why = fmt::format("page-server: too many clients ({})", kMaxClients);
             ResponseHeader h{kResponseMagic, kMalformed, why.size()};
@@ -114,9 +121,11 @@ void RemotePageServer::run(int stop_fd) {
             try {
                 serve(*raw);
             } catch (const std::exception& e) {
-                spdlog::info("page-server: client {}: {}", raw->peer, e.what());
+                if (raw->evicted)
+                    spdlog::info("page-server: client {} evicted", raw->peer);
+                else
+                    spdlog::info("page-server: client {}: {}", raw->peer, e.what());
             }
-            raw->sock.reset();
             raw->done = true;
         });
         clients_.push_back(std::move(c));
@@ -130,6 +139,29 @@ void RemotePageServer::run(int stop_fd) {
     spdlog::info("page-server: stopped");
 }
 
+bool RemotePageServer::evict_one_idle(const std::string& for_peer) {
+    Client* longest = nullptr;
+    Clock::rep since = 0;
+    for (auto& c : clients_) {
+        Clock::rep s = c->idle_since;
+        if (c->done || c->evicted || s == Client::kBusy) continue;
+        if (!longest || s < since) {
+            longest = c.get();
+            since = s;
+        }
+    }
+    if (!longest) return false;
+    auto idle = Clock::now() - Clock::time_point(Clock::duration(since));
+    if (idle < limits_.evict_idle) return false;
+    spdlog::warn("page-server: {} clients already: ending client {} (idle {} ms) for {}", kMaxClients,
+                 longest->peer, std::chrono::duration_cast<std::chrono::milliseconds>(idle).count(),
+                 for_peer);
+    longest->evicted = true;
+    // Its thread, waiting for a request, sees the end of the stream; the fd stays open until the join.
+    ::shutdown(longest->sock.get(), SHUT_RDWR);
+    return true;
+}
+
 void RemotePageServer::serve(Client& c) {
     const int fds[] = {c.sock.get(), stopping_.get()};
     uint64_t served = 0, requests = 0;
@@ -140,7 +172,20 @@ void RemotePageServer::serve(Client& c) {
         if (len) sys::send_all_by(c.sock.get(), data, len, deadline);
     };
     for (;;) {
-        if (sys::wait_readable(fds, std::chrono::milliseconds(-1)) != 0) return;  // stopping
+        c.idle_since = Clock::now().time_since_epoch().count();
+        int ready = sys::wait_readable(fds, limits_.idle);
+        if (ready == 1) return;  // stopping
+        if (ready < 0) {
+            spdlog::info("page-server: client {} closed: no request for {} ms ({} requests, {} bytes)",
+                         c.peer, limits_.idle.count(), requests, served);
+            return;
+        }
+        c.idle_since = Client::kBusy;
+        if (c.evicted) {
+            spdlog::info("page-server: client {} evicted after {} requests ({} bytes)", c.peer, requests,
+                         served);
+            return;
+        }
         Request r;
         auto deadline = Clock::now() + kServerIo;
         size_t got = sys::receive_some_by(c.sock.get(), &r, sizeof r, deadline);
@@ -320,8 +365,7 @@ const uint8_t* RemotePageSource::read(uint64_t offset, uint64_t len) {
     if (began) arrived_.notify_all();
     if (mine.empty() && !in_flight) return cache_.data() + offset;  // fetched already, or zeros
     if (!mine.empty()) {
-        if (!sock_) fail("the connection is gone");
-        fetch_blocks(sock_.get(), mine);
+        fetch_blocks(mine);
         counters_.blocks_on_demand += mine.size();
     }
     if (in_flight) {
@@ -393,7 +437,20 @@ void RemotePageSource::receive_range(int sock, const Request& q, Clock::time_poi
     }
 }
 
-void RemotePageSource::fetch_blocks(int sock, const std::vector<uint64_t>& blocks) {
+void RemotePageSource::reconnect(sys::UniqueFd& sock, const char* which) {
+    sock.reset();
+    try {
+        sock = connect_and_check();
+    } catch (const image::PageSourceFailed&) {
+        throw;
+    } catch (const Error& e) {
+        fail(fmt::format("{} connection ended, and reconnecting failed: {}", which, e.what()));
+    }
+    ++counters_.reconnects;
+    spdlog::info("page source: reconnected the {} connection to page server {}", which, server_);
+}
+
+void RemotePageSource::fetch_blocks(const std::vector<uint64_t>& blocks) {
     // Adjacent blocks go as one range; ranges are pipelined kBatch at a time.
     std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [first block, last block]
     for (uint64_t b : blocks) {
@@ -405,22 +462,32 @@ void RemotePageSource::fetch_blocks(int sock, const std::vector<uint64_t>& block
     }
     for (size_t at = 0; at < ranges.size(); at += kBatch) {
         size_t end = std::min(ranges.size(), at + kBatch);
-        try {
-            std::vector<Request> requests;
-            for (size_t i = at; i < end; ++i) {
-                uint64_t offset = ranges[i].first * kPageSumBlock;
-                uint64_t stop = std::min(size_, (ranges[i].second + 1) * kPageSumBlock);
-                requests.push_back({kRequestMagic, kRange, offset, stop - offset});
+        std::vector<Request> requests;
+        for (size_t i = at; i < end; ++i) {
+            uint64_t offset = ranges[i].first * kPageSumBlock;
+            uint64_t stop = std::min(size_, (ranges[i].second + 1) * kPageSumBlock);
+            requests.push_back({kRequestMagic, kRange, offset, stop - offset});
+        }
+        // A connection the server ended (it closes clients idle too long, or makes room by ending the
+        // one idle longest: the function may fault long after its last fetch) is made again, and a
+        // batch it ended is asked again once (the requests are reads); a server that does not answer
+        // in time is not asked again.
+        for (bool again = false;; again = true) {
+            try {
+                if (!sock_ || sys::peek_stream(sock_.get()) == sys::StreamPeek::Closed)
+                    reconnect(sock_, "first");
+                sys::send_all_by(sock_.get(), requests.data(), requests.size() * sizeof(Request),
+                                 Clock::now() + timeout_);
+                counters_.requests += requests.size();
+                // Each response is due within the timeout of the one before it.
+                for (const auto& q : requests) receive_range(sock_.get(), q, Clock::now() + timeout_, -1);
+                break;
+            } catch (const image::PageSourceFailed&) {
+                throw;
+            } catch (const sys::SysError& e) {
+                if (again || e.code() == ETIMEDOUT) fail(io_failure(e));
+                sock_.reset();
             }
-            sys::send_all_by(sock, requests.data(), requests.size() * sizeof(Request),
-                             Clock::now() + timeout_);
-            counters_.requests += requests.size();
-            // Each response is due within the timeout of the one before it.
-            for (const auto& q : requests) receive_range(sock, q, Clock::now() + timeout_, -1);
-        } catch (const image::PageSourceFailed&) {
-            throw;
-        } catch (const sys::SysError& e) {
-            fail(io_failure(e));
         }
     }
 }
@@ -448,7 +515,6 @@ void RemotePageSource::fetch_for_restore(const image::Image& img) {
                     for (const auto& r : img.runs_of(v)) want(r.file_offset, r.pages * kPageSize);
     }
     counters_.blocks_for_restore += restore_set.size();
-    if (!sock_) fail("the connection is gone");
 
     if (!ahead_.joinable()) {
         // The read-ahead's order: the restore set (it helps with it: two connections and two
@@ -504,7 +570,7 @@ void RemotePageSource::fetch_for_restore(const image::Image& img) {
                 }
         }
         if (mine.empty()) break;
-        fetch_blocks(sock_.get(), mine);
+        fetch_blocks(mine);
     }
     std::unique_lock lock(mutex_);
     auto all_here = [&] {
@@ -523,46 +589,66 @@ void RemotePageSource::read_ahead() {
     try {
         sys::UniqueFd sock = connect_and_check();
         std::deque<Request> in_flight;
-        size_t cursor = 0;  // into ahead_order_
+        size_t cursor = 0;   // into ahead_order_
+        bool again = false;  // the connection was made again since the last range received
         for (;;) {
-            // Keeps kAheadDepth ranges in flight: the next blocks of the order neither present nor
-            // claimed by `read`, adjacent ones (in the order and in the file) as one range. Past the
-            // restore set only once `read` missed a block (the fill or a fault began: the restore
-            // is done), so that the restore does not share the CPU with the read-ahead.
-            while (in_flight.size() < kAheadDepth) {
-                uint64_t first = 0, count = 0;
-                {
-                    std::unique_lock lock(mutex_);
-                    if (in_flight.empty())
-                        arrived_.wait(lock, [&] {
-                            return fill_began_ || stopping_ || !failure_.empty() || cursor < restore_part_;
-                        });
-                    if (!failure_.empty() || stopping_) return;
-                    size_t limit = fill_began_ ? ahead_order_.size() : restore_part_;
-                    while (cursor < limit && state_[ahead_order_[cursor]] != kAbsent) ++cursor;
-                    while (cursor < limit && count * kPageSumBlock < kAheadRange) {
-                        uint64_t b = ahead_order_[cursor];
-                        if (state_[b] != kAbsent || (count > 0 && b != first + count)) break;
-                        if (count == 0) first = b;
-                        state_[b] = kFetching;
-                        ++count;
-                        ++cursor;
+            try {
+                // Keeps kAheadDepth ranges in flight: the next blocks of the order neither present nor
+                // claimed by `read`, adjacent ones (in the order and in the file) as one range. Past the
+                // restore set only once `read` missed a block (the fill or a fault began: the restore
+                // is done), so that the restore does not share the CPU with the read-ahead.
+                while (in_flight.size() < kAheadDepth) {
+                    uint64_t first = 0, count = 0;
+                    {
+                        std::unique_lock lock(mutex_);
+                        if (in_flight.empty())
+                            arrived_.wait(lock, [&] {
+                                return fill_began_ || stopping_ || !failure_.empty() ||
+                                       cursor < restore_part_;
+                            });
+                        if (!failure_.empty() || stopping_) return;
+                        size_t limit = fill_began_ ? ahead_order_.size() : restore_part_;
+                        while (cursor < limit && state_[ahead_order_[cursor]] != kAbsent) ++cursor;
+                        while (cursor < limit && count * kPageSumBlock < kAheadRange) {
+                            uint64_t b = ahead_order_[cursor];
+                            if (state_[b] != kAbsent || (count > 0 && b != first + count)) break;
+                            if (count == 0) first = b;
+                            state_[b] = kFetching;
+                            ++count;
+                            ++cursor;
+                        }
+                        if (count == 0 && in_flight.empty() && cursor >= ahead_order_.size())
+                            return;  // all in
                     }
-                    if (count == 0 && in_flight.empty() && cursor >= ahead_order_.size()) return;  // all in
+                    if (count == 0) break;
+                    uint64_t offset = first * kPageSumBlock,
+                             stop = std::min(size_, (first + count) * kPageSumBlock);
+                    // Waiting for the fill to begin may have taken longer than the server keeps an idle
+                    // client.
+                    if (in_flight.empty() && sys::peek_stream(sock.get()) == sys::StreamPeek::Closed) {
+                        reconnect(sock, "read-ahead");
+                        again = true;
+                    }
+                    Request q{kRequestMagic, kRange, offset, stop - offset};
+                    in_flight.push_back(q);
+                    sys::send_all_by(sock.get(), &q, sizeof q, Clock::now() + timeout_);
+                    ++counters_.requests;
                 }
-                if (count == 0) break;
-                uint64_t offset = first * kPageSumBlock,
-                         stop = std::min(size_, (first + count) * kPageSumBlock);
-                Request q{kRequestMagic, kRange, offset, stop - offset};
-                sys::send_all_by(sock.get(), &q, sizeof q, Clock::now() + timeout_);
-                ++counters_.requests;
-                in_flight.push_back(q);
+                if (in_flight.empty()) continue;  // the restore set is in: waits for the fill to begin
+                Request q = in_flight.front();
+                receive_range(sock.get(), q, Clock::now() + timeout_, stop_ahead_.get());
+                counters_.blocks_read_ahead += (q.length + kPageSumBlock - 1) / kPageSumBlock;
+                in_flight.pop_front();
+                again = false;
+            } catch (const sys::SysError& e) {
+                // As in fetch_blocks: the server ended the connection (not a silence): once again, with
+                // the ranges in flight asked again.
+                if (again || e.code() == ETIMEDOUT) throw;
+                reconnect(sock, "read-ahead");
+                again = true;
+                for (const auto& q : in_flight)
+                    sys::send_all_by(sock.get(), &q, sizeof q, Clock::now() + timeout_);
             }
-            if (in_flight.empty()) continue;  // the restore set is in: waits for the fill to begin
-            Request q = in_flight.front();
-            receive_range(sock.get(), q, Clock::now() + timeout_, stop_ahead_.get());
-            counters_.blocks_read_ahead += (q.length + kPageSumBlock - 1) / kPageSumBlock;
-            in_flight.pop_front();
         }
     } catch (const ReadAheadStopped&) {
         // The source is being dropped, or failed: nothing to say.

@@ -119,12 +119,14 @@ CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch,
 // says so (it verifies the image first), or "" and a test failure.
 inline std::string start_page_server(std::optional<Child>& server, const fs::path& image,
                                      const std::string& ns, const std::string& ip, const fs::path& scratch,
-                                     const fs::path& state, const std::string& tag) {
+                                     const fs::path& state, const std::string& tag,
+                                     const std::vector<std::string>& options = {}) {
     std::vector<std::string> argv;
     if (!ns.empty()) argv = {"nsenter", "--net=/run/netns/" + ns};
     for (std::string a : {std::string(INITLESS_BINARY), std::string("page-server"), std::string("--image"),
                           image.string(), std::string("--listen"), ip + ":0"})
         argv.push_back(a);
+    argv.insert(argv.end(), options.begin(), options.end());
     server.emplace(argv, scratch, state, tag);
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     // The whole line: a read racing the server's write may see part of it (a port cut short).

@@ -91,6 +91,24 @@ size_t count_entries(const char* dir) {
     return n;
 }
 
+// The last page of a lazily served VMA outside `img`'s working set (~0: none): reading it is a fault
+// the restore set did not fetch.
+uint64_t lazy_page_outside_working_set(const image::Image& img) {
+    uint64_t found = ~0ULL;
+    for (const auto& p : img.manifest.processes)
+        for (const auto& v : p.vmas)
+            if (pages::served_lazily(v))
+                for (const auto& r : img.runs_of(v)) {
+                    uint64_t page = r.file_offset + (r.pages - 1) * 4096;
+                    bool in_working_set = false;
+                    for (auto [a, b] : img.working_set_file_ranges())
+                        in_working_set |= page / image::kPageSumBlock >= a / image::kPageSumBlock &&
+                                          page / image::kPageSumBlock <= (b - 1) / image::kPageSumBlock;
+                    if (r.pages > 0 && !in_working_set) found = page;
+                }
+    return found;
+}
+
 class RemotePages : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -130,9 +148,9 @@ class RemotePages : public ::testing::Test {
     // `initless page-server` of `image` in namespace `ns` (empty: this one) on `ip`:0; the address it
     // listens on, once it says so.
     std::string start_page_server(std::optional<Child>& server, const fs::path& image, const std::string& ns,
-                                  const std::string& ip) {
+                                  const std::string& ip, const std::vector<std::string>& options = {}) {
         return ::start_page_server(server, image, ns, ip, scratch_, state_,
-                                   fmt::format("page-server-{}", ++servers_));
+                                   fmt::format("page-server-{}", ++servers_), options);
     }
 
     // `initless restore manifest --pages-from addr ...` in namespace `ns`.
@@ -347,10 +365,10 @@ TEST_F(RemotePages, PageServerAnswersBadInputAndStopsOnSigterm) {
     auto [again, page2] = header(a.get());
     EXPECT_EQ(again.status, kOk);
     EXPECT_EQ(page2, page);
-    // Clients over the limit: a restore's source is refused and says why, not "does not speak the protocol".
-    // Filled until the server serves kMaxClients at once (`a` and the rest of the limit, each answering a
-    // hello): the garbage and the half-request clients may still count for a moment after they end, and
-    // a slot they free later would let the source in.
+    // Clients over the limit, none idle for a second: a restore's source is refused and says why, not
+    // "does not speak the protocol". Filled until the server serves kMaxClients at once (`a` and the
+    // rest of the limit, each answering a hello): the garbage and the half-request clients may still
+    // count for a moment after they end, and a slot they free later would let the source in.
     std::vector<sys::UniqueFd> many;
     Request hello{kRequestMagic, kHello, 0, 0};
     for (int tries = 0; many.size() + 1 < pages::RemotePageServer::kMaxClients; ++tries) {
@@ -363,24 +381,91 @@ TEST_F(RemotePages, PageServerAnswersBadInputAndStopsOnSigterm) {
         else
             ::usleep(10'000);  // refused while the ended ones still count
     }
+    // Each asks once more, `a` first, so that none has been idle for long.
+    sys::send_all_by(a.get(), &hello, sizeof hello, deadline());
+    EXPECT_EQ(header(a.get()).first.status, kOk);
+    for (auto& s : many) {
+        sys::send_all_by(s.get(), &hello, sizeof hello, deadline());
+        EXPECT_EQ(header(s.get()).first.status, kOk);
+    }
     auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
     try {
         pages::RemotePageSource refused(target, img, 3000ms);
-        ADD_FAILURE() << "a client over the limit was served";
+        ADD_FAILURE() << "a client over the limit was served while no client had been idle for a second";
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("refused the connection: page-server: too many clients"),
                   std::string::npos)
             << e.what();
     }
+    // Over a second later the client idle longest (`a`) makes room: idle connections, whoever holds
+    // them, do not lock restores out.
+    std::this_thread::sleep_for(1200ms);
+    try {
+        pages::RemotePageSource served(target, img, 3000ms);
+    } catch (const Error& e) {
+        ADD_FAILURE() << "a restore was refused while every client was idle: " << e.what();
+    }
+    auto until = Clock::now() + 5s;
+    while (sys::peek_stream(a.get()) != sys::StreamPeek::Closed && Clock::now() < until)
+        std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(sys::peek_stream(a.get()), sys::StreamPeek::Closed) << "the client idle longest was not ended";
+    size_t ended = 0;
+    for (auto& s : many) ended += sys::peek_stream(s.get()) == sys::StreamPeek::Closed;
+    EXPECT_EQ(ended, 0u) << "more than one client was ended to make room for one";
+    auto kept = std::move(many.back());
     many.clear();
-    // SIGTERM with `a` still connected: a clean exit.
+    // SIGTERM with a client still connected: a clean exit.
     ::kill(server->pid, SIGTERM);
     EXPECT_EQ(server->wait(10s), 0) << read_text(server->err);
     std::string log = read_text(server->err);
     EXPECT_NE(log.find("bad range"), std::string::npos) << log;
     EXPECT_NE(log.find("malformed request"), std::string::npos) << log;
     EXPECT_NE(log.find("stopped"), std::string::npos) << log;
+    EXPECT_NE(log.find("ending client 127.0.0.1"), std::string::npos) << log;
     EXPECT_NE(log.find("clients already"), std::string::npos) << log;
+}
+
+// A page server closes clients idle past --client-idle-s; a source whose two connections it closed
+// (the first after the restore set, the read-ahead's while it waited for the fill to begin) makes
+// each again when it needs it, and every page it hands out is pages.img's.
+TEST_F(RemotePages, ASourceReconnectsAfterThePageServerClosedItsIdleConnections) {
+    auto [image, manifest] = snapshot("big-heap");
+    std::optional<Child> server;
+    std::string addr = start_page_server(server, image, "", "127.0.0.1", {"--client-idle-s", "1"});
+    ASSERT_FALSE(addr.empty());
+    auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
+    uint64_t lazy_page = lazy_page_outside_working_set(img);
+    ASSERT_NE(lazy_page, ~0ULL) << "big-heap's image has no lazily served page outside its working set";
+    pages::RemotePageSource source(sys::parse_tcp_address(addr), img, 3000ms);
+    source.fetch_for_restore(img);
+    std::this_thread::sleep_for(2500ms);
+    std::string log = read_text(server->err);
+    size_t closed = 0;
+    for (size_t at = log.find("no request for 1000 ms"); at != std::string::npos;
+         at = log.find("no request for 1000 ms", at + 1))
+        ++closed;
+    EXPECT_EQ(closed, 2u) << "the page server did not close both idle connections\n" << log;
+    EXPECT_EQ(source.counters().reconnects.load(), 0u);
+
+    auto pages_img = sys::open_file(image / "pages.img", O_RDONLY);
+    auto same_as_image = [&](uint64_t offset, uint64_t len) {
+        std::string want(len, '\0');
+        EXPECT_EQ(::pread(pages_img.get(), want.data(), len, static_cast<off_t>(offset)),
+                  static_cast<ssize_t>(len));
+        return std::memcmp(source.read(offset, len), want.data(), len) == 0;
+    };
+    // A fault: the first connection is made again; the read-ahead wakes (the fill began) and makes its own.
+    EXPECT_TRUE(same_as_image(lazy_page, 4096));
+    auto until = Clock::now() + 10s;
+    while (source.counters().reconnects < 2 && Clock::now() < until) std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(source.counters().reconnects.load(), 2u);
+    uint64_t size = img.manifest.pages_file_size, mismatched = 0;
+    for (uint64_t off = 0; off < size; off += image::kPageSumBlock)
+        mismatched += !same_as_image(off, std::min<uint64_t>(image::kPageSumBlock, size - off));
+    EXPECT_EQ(mismatched, 0u);
+    EXPECT_GT(source.counters().blocks_read_ahead.load(), 0u);
+    ::kill(server->pid, SIGTERM);
+    EXPECT_EQ(server->wait(10s), 0) << read_text(server->err);
 }
 
 // A page server killed (SIGKILL: the connection is reset) or hung (SIGSTOP: nothing answers; the
@@ -503,18 +588,7 @@ TEST_F(RemotePages, AServerDyingUnderTheReadAheadFailsTheSourceAndLeavesNoThread
         source.fetch_for_restore(img);
         // A page of a lazily served VMA outside the working set, read as a fault would: the
         // read-ahead goes on past the restore set.
-        uint64_t last_block = ~0ULL;
-        for (const auto& p : img.manifest.processes)
-            for (const auto& v : p.vmas)
-                if (pages::served_lazily(v))
-                    for (const auto& r : img.runs_of(v)) {
-                        uint64_t page = r.file_offset + (r.pages - 1) * 4096;
-                        bool in_working_set = false;
-                        for (auto [a, b] : img.working_set_file_ranges())
-                            in_working_set |= page / image::kPageSumBlock >= a / image::kPageSumBlock &&
-                                              page / image::kPageSumBlock <= (b - 1) / image::kPageSumBlock;
-                        if (r.pages > 0 && !in_working_set) last_block = page;
-                    }
+        uint64_t last_block = lazy_page_outside_working_set(img);
         ASSERT_NE(last_block, ~0ULL) << "big-heap's image has no lazily served page outside its working set";
         source.read(last_block, 4096);
         ::kill(server->pid, SIGKILL);

@@ -60,16 +60,27 @@ struct ResponseHeader {
     uint64_t length = 0;
 };
 static_assert(sizeof(Request) == 24 && sizeof(ResponseHeader) == 16);
+// How long a page server keeps a client that asks nothing (RemotePageServer).
+struct ClientLimits {
+    std::chrono::milliseconds idle{std::chrono::seconds(60)};       // then it is closed
+    std::chrono::milliseconds evict_idle{std::chrono::seconds(1)};  // it may make room for another
+};
 }  // namespace remote
 
 // `initless page-server`: serves one loaded image's pages.img to any number of clients, a thread
-// each (at most kMaxClients; more are answered with an error and closed). Logs with spdlog.
+// each (at most kMaxClients at once). Logs with spdlog.
+// Clients that stop asking do not keep their place: a client with no request for `idle` is closed,
+// and when kMaxClients are connected a new one takes the place of the one idle longest, if that one
+// has been idle for at least `evict_idle` (else the new one is answered with an error and closed).
+// So idle connections, whoever opens them, cannot lock real restores out; a RemotePageSource
+// reconnects when it finds its connection closed.
 // Threads: `run` blocks the calling thread until `stop_fd` (e.g. a signalfd for SIGTERM) is
 // readable, then closes the listener, ends every client's connection and joins their threads.
 class RemotePageServer {
   public:
     static constexpr size_t kMaxClients = 64;
-    RemotePageServer(const image::Image& img, const sys::TcpAddress& listen);
+    RemotePageServer(const image::Image& img, const sys::TcpAddress& listen,
+                     remote::ClientLimits limits = {});
     ~RemotePageServer();
     uint16_t port() const;  // the port listened on (useful when asked for port 0)
     void run(int stop_fd);
@@ -77,11 +88,15 @@ class RemotePageServer {
   private:
     struct Client;
     void serve(Client& c);
+    // Under mutex_ with kMaxClients connected: ends the connection of the client idle longest if it
+    // has been idle for at least limits_.evict_idle; whether it did.
+    bool evict_one_idle(const std::string& for_peer);
     sys::UniqueFd listener_;
     sys::UniqueFd pages_;
     std::optional<sys::FileMapping> mapped_;
     uint64_t size_ = 0;
     std::string digest_;
+    remote::ClientLimits limits_;
     sys::UniqueFd stopping_;  // an eventfd the client threads watch
     std::mutex mutex_;
     std::vector<std::unique_ptr<Client>> clients_;
@@ -114,8 +129,11 @@ class RemotePageServer {
 // buys that the fill never waits on the network, and that every further instance (and fork) of
 // the run is served from the cache instead of fetching the image again.
 //
-// A response that does not come within `timeout` of being due (or a closed or reset connection, a
-// server error, a block failing its digest), on either connection, fails the source for good:
+// A connection the server ended (a server closes clients idle too long and may end the one idle
+// longest to make room) is made again when next needed, and requests it ended are asked again once.
+// A response that does not come within `timeout` of being due (or a connection that ends again or
+// cannot be made again, a server error, a block failing its digest), on either connection, fails
+// the source for good:
 // PageSourceFailed with the reason, from every later `read`; the read-ahead then stops. The page
 // server then kills the restored function (include/initless/pages/page_server.h).
 // Threads: `read` and `fetch_for_restore` from any thread, one at a time (an internal lock); `read`
@@ -131,7 +149,8 @@ class RemotePageSource : public image::PageSource {
         std::atomic<uint64_t> requests{0}, blocks_fetched{0}, bytes_fetched{0}, blocks_for_restore{0},
             blocks_read_ahead{0},  // of blocks_fetched, by the read-ahead
             blocks_on_demand{0},   // of blocks_fetched, by `read` (not fetched ahead in time)
-            reads_waited{0};       // `read`s that waited for a block the read-ahead had in flight
+            reads_waited{0},       // `read`s that waited for a block the read-ahead had in flight
+            reconnects{0};         // connections made again after the server ended them
     };
     // Connects, says HELLO and checks that the server serves `img`'s pages.img (its size and
     // authenticated digest). `img` must come from image::load_without_pages (it has pages.sums).
@@ -155,10 +174,13 @@ class RemotePageSource : public image::PageSource {
     enum BlockState : uint8_t { kAbsent = 0, kFetching = 1, kPresent = 2 };
     struct ReadAheadStopped {};
 
-    // Fetches `blocks` on connection `sock` into the cache (adjacent ones as one range,
+    // Fetches `blocks` on the first connection into the cache (adjacent ones as one range,
     // pipelined), verifies each and marks it present. Every one must be kFetching, claimed by the
     // caller.
-    void fetch_blocks(int sock, const std::vector<uint64_t>& blocks);
+    void fetch_blocks(const std::vector<uint64_t>& blocks);
+    // Makes `sock` ("first" or "read-ahead" connection, for the messages) again and counts it; fails
+    // the source if it cannot.
+    void reconnect(sys::UniqueFd& sock, const char* which);
     // Receives `q`'s response into the cache and verifies it, by `deadline` (`stop_fd` >= 0: throws
     // ReadAheadStopped once it is readable).
     void receive_range(int sock, const remote::Request& q, std::chrono::steady_clock::time_point deadline,
