@@ -1,13 +1,19 @@
 #include "initless/cli/api.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <fmt/format.h>
 
 #include "initless/gateway/server.h"
 #include "initless/sys/error.h"
+#include "initless/sys/socket.h"
 
 namespace initless::cli {
+
+namespace {
+constexpr std::chrono::milliseconds kConnectLimit = std::chrono::seconds(10);
+}
 
 void add_server_option(CLI::App* cmd, std::string& server) {
     cmd->add_option("--server", server, "the initless server (default: $INITLESS_SERVER or 127.0.0.1:8080)");
@@ -27,7 +33,10 @@ gateway::HttpResponse call(const std::string& server, const gateway::HttpRequest
     auto [host, port] = gateway::parse_address(address);
     sys::UniqueFd fd;
     try {
-        fd = gateway::connect_tcp(host, port);
+        // Bounded: a host that does not answer (or a daemon whose accept queue is full) would hold the
+        // command for the kernel's SYN retries, about two minutes.
+        fd = sys::connect_tcp(sys::TcpAddress{host, port},
+                              std::min<std::chrono::milliseconds>(timeout, kConnectLimit));
     } catch (const Error& e) {
         throw Error(fmt::format("cannot reach the initless server at {} ({}); start it with `initless serve`",
                                 address, e.what()));

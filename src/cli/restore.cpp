@@ -186,8 +186,9 @@ void add_restore(CLI::App& app) {
             // is a restore bug to find).
             auto get = [&]() -> gateway::HttpResponse {
                 try {
-                    return gateway::http_get(inst.sandbox->connect(spec.port), o.request,
-                                             std::chrono::seconds(spec.timeout_s));
+                    return gateway::http_get(
+                        inst.sandbox->connect(spec.port, std::chrono::seconds(spec.timeout_s)), o.request,
+                        std::chrono::seconds(spec.timeout_s));
                 } catch (const Error& e) {
                     if (auto why = source_failure(); !why.empty())
                         throw Error(fmt::format(

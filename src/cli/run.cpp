@@ -37,7 +37,8 @@ void add_run(CLI::App& app) {
         double init_ms = phase.lap_ms();
         gateway::HttpResponse res;
         try {
-            res = gateway::http_get(sb.connect(spec.port), o.request, std::chrono::seconds(spec.timeout_s));
+            res = gateway::http_get(sb.connect(spec.port, std::chrono::seconds(spec.timeout_s)), o.request,
+                                    std::chrono::seconds(spec.timeout_s));
         } catch (const Error& e) {
             // A function killed for memory ends the connection like any crash: say which it was.
             if (sb.cgroup().oom_killed())

@@ -185,7 +185,7 @@ Instance::Instance(std::string id, std::string function, uint16_t port, uint32_t
 Instance::~Instance() = default;
 
 sys::UniqueFd Instance::connect() {
-    return sys::connect_in_netns(netns_.get(), port_, /*wait=*/false);
+    return sys::start_connect_in_netns(netns_.get(), port_);
 }
 
 std::shared_ptr<void> Instance::gateway_state(const std::function<std::shared_ptr<void>()>& make) {

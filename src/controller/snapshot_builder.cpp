@@ -33,7 +33,8 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
     for (uint32_t i = 0; i < spec.warmup; ++i) {
         gateway::HttpResponse res;
         try {
-            res = gateway::http_get(sb.connect(spec.port), "/", std::chrono::seconds(spec.timeout_s));
+            res = gateway::http_get(sb.connect(spec.port, std::chrono::seconds(spec.timeout_s)), "/",
+                                    std::chrono::seconds(spec.timeout_s));
         } catch (const Error& e) {
             throw Error(fmt::format("warmup request {} (timeout_s = {}): {}; log:\n{}", i + 1, spec.timeout_s,
                                     e.what(), sb.log_tail()));
@@ -68,8 +69,8 @@ SnapshotResult build_snapshot(const spec::FunctionSpec& spec, const std::filesys
         out.restore_ms = restore_watch.lap_ms();
         gateway::HttpResponse res;
         try {
-            res = gateway::http_get(trial_sb.connect(spec.port), workingset_request,
-                                    std::chrono::seconds(spec.timeout_s));
+            res = gateway::http_get(trial_sb.connect(spec.port, std::chrono::seconds(spec.timeout_s)),
+                                    workingset_request, std::chrono::seconds(spec.timeout_s));
         } catch (const Error& e) {
             throw Error(fmt::format(
                 "a trial restore of the new image (timeout_s = {}): {}; its processes: {}; log:\n{}",

@@ -17,18 +17,6 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using boost::asio::ip::tcp;
 
-sys::UniqueFd connect_tcp(const std::string& host, uint16_t port) {
-    boost::asio::io_context ioc;
-    tcp::socket s(ioc);
-    boost::system::error_code ec;
-    auto address = boost::asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
-    if (ec) throw Error(fmt::format("'{}' is not an IP address: {}", host, ec.message()));
-    s.connect(tcp::endpoint(address, port), ec);
-    if (ec) throw Error(fmt::format("connect to {}:{}: {}", host, port, ec.message()));
-    s.set_option(tcp::no_delay(true), ec);
-    return sys::UniqueFd(s.release());
-}
-
 namespace {
 
 using Clock = std::chrono::steady_clock;

@@ -508,8 +508,8 @@ void Sandbox::wait_ready(const std::string& phrase, std::chrono::milliseconds ti
     }
 }
 
-sys::UniqueFd Sandbox::connect(uint16_t port) const {
-    return sys::connect_in_netns(netns_.get(), port);
+sys::UniqueFd Sandbox::connect(uint16_t port, std::chrono::milliseconds timeout) const {
+    return sys::connect_in_netns(netns_.get(), port, timeout);
 }
 
 std::string Sandbox::log_tail(size_t bytes) const {

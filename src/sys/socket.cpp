@@ -183,11 +183,11 @@ QueuedData peek_queued(int sock, bool stream) {
     return out;
 }
 
-UniqueFd connect_in_netns(int netns_fd, uint16_t port, bool wait) {
+UniqueFd start_connect_in_netns(int netns_fd, uint16_t port) {
     UniqueFd self_ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
     if (!self_ns) throw SysError("open own netns", errno);
     check(::setns(netns_fd, CLONE_NEWNET), "setns into sandbox netns");
-    UniqueFd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (wait ? 0 : SOCK_NONBLOCK), 0));
+    UniqueFd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     int socket_errno = errno;
     // Back home before anything can throw: this thread must never stay in the sandbox's namespace.
     if (::setns(self_ns.get(), CLONE_NEWNET) != 0) std::abort();
@@ -197,9 +197,7 @@ UniqueFd connect_in_netns(int netns_fd, uint16_t port, bool wait) {
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     // The socket is the sandbox namespace's: connecting from here reaches its loopback.
-    if (retry_eintr([&] { return ::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr); }) !=
-            0 &&
-        (wait || errno != EINPROGRESS))
+    if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS)
         throw SysError(fmt::format("connect to 127.0.0.1:{} in sandbox", port), errno);
     int one = 1;
     ::setsockopt(sock.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -445,20 +443,40 @@ uint16_t local_port(int sock) {
     return ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port);
 }
 
+namespace {
+// Waits by `deadline` for the connect begun on non-blocking `sock` to end (its error thrown, naming
+// `what`), then makes the socket blocking.
+void finish_connect(int sock, std::chrono::steady_clock::time_point deadline, const std::string& what,
+                    std::chrono::milliseconds timeout) {
+    wait_for(sock, POLLOUT, deadline,
+             fmt::format("{}: not accepted within {} ms (no answer, or an accept queue full)", what,
+                         timeout.count())
+                 .c_str());
+    int err = 0;
+    socklen_t len = sizeof err;
+    check(::getsockopt(sock, SOL_SOCKET, SO_ERROR, &err, &len), "getsockopt SO_ERROR");
+    if (err) throw SysError(what, err);
+    int flags = ::fcntl(sock, F_GETFL);
+    check(flags < 0 ? -1 : ::fcntl(sock, F_SETFL, flags & ~O_NONBLOCK), "fcntl ~O_NONBLOCK");
+}
+}  // namespace
+
+UniqueFd connect_in_netns(int netns_fd, uint16_t port, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    UniqueFd sock = start_connect_in_netns(netns_fd, port);
+    finish_connect(sock.get(), deadline, fmt::format("connect to 127.0.0.1:{} in sandbox", port), timeout);
+    return sock;
+}
+
 UniqueFd connect_tcp(const TcpAddress& addr, std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     Resolved r = resolve(addr);
     UniqueFd s(::socket(r.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!s) throw SysError("socket", errno);
     std::string what = fmt::format("connect {}", addr.str());
-    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&r.addr), r.len) != 0) {
-        if (errno != EINPROGRESS) throw SysError(what, errno);
-        wait_for(s.get(), POLLOUT, deadline, what.c_str());
-        int err = 0;
-        socklen_t len = sizeof err;
-        check(::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len), "getsockopt SO_ERROR");
-        if (err) throw SysError(what, err);
-    }
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&r.addr), r.len) != 0 && errno != EINPROGRESS)
+        throw SysError(what, errno);
+    finish_connect(s.get(), deadline, what, timeout);
     int one = 1;
     check(::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), "setsockopt TCP_NODELAY");
     return s;

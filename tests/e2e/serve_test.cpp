@@ -149,7 +149,10 @@ class ServeTest : public E2eTest {
         req.target = target;
         req.body = body;
         req.headers = std::move(headers);
-        return initless::gateway::http_request(initless::gateway::connect_tcp("127.0.0.1", port_), req, 60s);
+        return initless::gateway::http_request(
+            initless::sys::connect_tcp(initless::sys::TcpAddress{"127.0.0.1", port_},
+                                       std::chrono::seconds(10)),
+            req, 60s);
     }
 
     HttpResponse invoke(const std::string& function, const std::string& path = "") {
@@ -700,7 +703,8 @@ TEST_F(ServeTest, ExpectContinueAndInterimResponses) {
     ASSERT_EQ(invoke("e2e-expect").status, 200);
     // A client that waits for the 100 before it sends its body; returns the final response.
     auto exchange = [&](const std::string& path) {
-        auto fd = initless::gateway::connect_tcp("127.0.0.1", port_);
+        auto fd = initless::sys::connect_tcp(initless::sys::TcpAddress{"127.0.0.1", port_},
+                                             std::chrono::seconds(10));
         timeval tv{5, 0};
         ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         std::string head = "POST /function/e2e-expect" + path +
@@ -973,7 +977,8 @@ TEST_F(ServeTest, ShutdownEndsADeployThatWaitsOnItsFunction) {
 
 // Raw bytes to the gateway, and what comes back (until the server closes or 5 s pass).
 std::string raw_exchange(uint16_t port, const std::string& bytes) {
-    auto fd = initless::gateway::connect_tcp("127.0.0.1", port);
+    auto fd =
+        initless::sys::connect_tcp(initless::sys::TcpAddress{"127.0.0.1", port}, std::chrono::seconds(10));
     timeval tv{5, 0};
     ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     size_t off = 0;
@@ -1141,7 +1146,7 @@ TEST_F(ServeTest, GarbageHttpGets4xxAndTheDaemonKeepsServing) {
 class RawClient {
   public:
     explicit RawClient(uint16_t port, const std::string& host = "127.0.0.1")
-        : fd_(initless::gateway::connect_tcp(host, port)) {}
+        : fd_(initless::sys::connect_tcp(initless::sys::TcpAddress{host, port}, std::chrono::seconds(10))) {}
     RawClient(const std::string& host, uint16_t port) : RawClient(port, host) {}
     void send(const std::string& bytes) {
         for (size_t off = 0; off < bytes.size();) {
@@ -1465,7 +1470,9 @@ TEST_F(ServeTest, TheApiWantsItsTokenOrALocalClient) {
         HttpRequest req;
         req.target = target;
         req.headers = std::move(headers);
-        return initless::gateway::http_request(initless::gateway::connect_tcp(host, port_), req, 30s);
+        return initless::gateway::http_request(
+            initless::sys::connect_tcp(initless::sys::TcpAddress{host, port_}, std::chrono::seconds(10)), req,
+            30s);
     };
     EXPECT_EQ(from("127.0.0.1", "/system/functions").status, 200);
     auto refused = from(external, "/system/functions");

@@ -394,22 +394,24 @@ TEST(SysSocket, ConnectInsideAnotherNetworkNamespace) {
     std::string msg;
     ASSERT_TRUE(sys::receive_message(pair.a.get(), msg));
     auto netns = sys::open_file("/proc/" + std::to_string(child.pid) + "/ns/net", O_RDONLY);
-    auto sock = sys::connect_in_netns(netns.get(), 9555);
+    auto sock = sys::connect_in_netns(netns.get(), 9555, std::chrono::seconds(5));
     char buf[2];
     ASSERT_EQ(::read(sock.get(), buf, 2), 2);
     EXPECT_EQ(std::string(buf, 2), "hi");
     // This thread is back in its own namespace: the same port is not served here.
-    EXPECT_THROW(sys::connect_in_netns(sys::open_file("/proc/self/ns/net", O_RDONLY).get(), 9555),
+    EXPECT_THROW(sys::connect_in_netns(sys::open_file("/proc/self/ns/net", O_RDONLY).get(), 9555,
+                                       std::chrono::seconds(5)),
                  sys::SysError);
     int status = 0;
     ::waitpid(child.pid, &status, 0);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-// The gateway's connect (wait = false) returns at once even when the listener's accept queue is
+// The gateway's connect (start_connect_in_netns) returns at once even when the listener's accept queue is
 // full (the kernel then drops the SYN, and a blocking connect waits for its retries: 1 s and more);
-// a refusal shows on the socket.
-TEST(SysSocket, ConnectWithoutWaitingReturnsWhileTheAcceptQueueIsFull) {
+// a refusal shows on the socket. The waiting form (warmups, trial restores, run and restore --request)
+// gives up at its timeout.
+TEST(SysSocket, ConnectsToAFullAcceptQueueWaitAtMostTheirTimeout) {
     auto pair = sys::seqpacket_pair();
     auto child = sys::fork_process(CLONE_NEWNET);
     if (child.pid == 0) {
@@ -428,7 +430,7 @@ TEST(SysSocket, ConnectWithoutWaitingReturnsWhileTheAcceptQueueIsFull) {
     auto netns = sys::open_file("/proc/" + std::to_string(child.pid) + "/ns/net", O_RDONLY);
     std::vector<sys::UniqueFd> socks;
     auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < 6; ++i) socks.push_back(sys::connect_in_netns(netns.get(), 9556, /*wait=*/false));
+    for (int i = 0; i < 6; ++i) socks.push_back(sys::start_connect_in_netns(netns.get(), 9556));
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
     int connecting = 0;
     for (auto& s : socks) {
@@ -436,8 +438,20 @@ TEST(SysSocket, ConnectWithoutWaitingReturnsWhileTheAcceptQueueIsFull) {
         if (::poll(&p, 1, 0) == 0) connecting++;  // not writable: its SYN went unanswered
     }
     EXPECT_GT(connecting, 0) << "the accept queue (backlog 0) never filled";
+    // The waiting form gives up at its timeout, saying so (the kernel's SYN retries go on ~2 minutes).
+    t0 = std::chrono::steady_clock::now();
+    try {
+        sys::connect_in_netns(netns.get(), 9556, std::chrono::milliseconds(300));
+        ADD_FAILURE() << "a connect to a full accept queue succeeded";
+    } catch (const sys::SysError& e) {
+        EXPECT_EQ(e.code(), ETIMEDOUT) << e.what();
+        EXPECT_NE(std::string(e.what()).find("not accepted within 300 ms"), std::string::npos) << e.what();
+    }
+    auto waited = std::chrono::steady_clock::now() - t0;
+    EXPECT_GE(waited, std::chrono::milliseconds(290));
+    EXPECT_LT(waited, std::chrono::milliseconds(900));
     // Nothing listens on 9557: the refusal shows on the socket (its write would fail), not as a wait.
-    auto refused = sys::connect_in_netns(netns.get(), 9557, /*wait=*/false);
+    auto refused = sys::start_connect_in_netns(netns.get(), 9557);
     pollfd p{refused.get(), POLLOUT, 0};
     ASSERT_EQ(::poll(&p, 1, 1000), 1);
     int err = 0;

@@ -27,9 +27,6 @@ struct HttpRequest {
     std::string body;
 };
 
-// A TCP connection to host:port (an IPv4 or IPv6 literal, or "localhost"); throws initless::Error.
-sys::UniqueFd connect_tcp(const std::string& host, uint16_t port);
-
 // Sends `request` and reads the response. With `on_body`, the body is handed over piece by piece as
 // it arrives (a streamed, chunked response) and not kept in the result; an error's body (status 400 and
 // up) is kept in the result instead (its first 64 KiB), not handed over. Throws initless::Error on a

@@ -123,7 +123,8 @@ class Sandbox {
     // Exit of a process init reported, if any arrived (non-blocking).
     std::optional<ExitReport> poll_exit();
 
-    sys::UniqueFd connect(uint16_t port) const;  // TCP to 127.0.0.1:port inside the sandbox
+    // TCP to 127.0.0.1:port inside the sandbox, accepted within `timeout` (sys::connect_in_netns).
+    sys::UniqueFd connect(uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
     void teardown();
     // Detached sandboxes only: makes the process a restore made (spawn_restorer's, by its pid in the
     // sandbox) the container's process, whose end is init's end. If it has ended already, so has init

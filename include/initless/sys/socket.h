@@ -44,13 +44,16 @@ struct QueuedData {
 inline constexpr size_t kMaxPeekedMessages = 1 << 16;
 QueuedData peek_queued(int sock, bool stream);
 
-// Connects to 127.0.0.1:port inside the network namespace `netns_fd` (an open /proc/PID/ns/net).
+// Connects to 127.0.0.1:port inside the network namespace `netns_fd` (an open /proc/PID/ns/net),
+// waiting at most `timeout` (a listener whose accept queue is full drops the SYN, and the kernel's
+// retries go on for about two minutes): SysError ETIMEDOUT past it. The socket is blocking.
 // Safe to call from any thread: only the calling thread switches namespaces, and it switches back.
-// With `wait` false the socket is non-blocking and the connect does not wait: the socket may still
-// be connecting, and a refusal shows on it (its first write fails); a listener whose accept queue
-// is full leaves it connecting until the SYN retries get through, and its first write waits for
-// that (a blocking connect there held the caller's thread for 1 s and more).
-UniqueFd connect_in_netns(int netns_fd, uint16_t port, bool wait = true);
+UniqueFd connect_in_netns(int netns_fd, uint16_t port, std::chrono::milliseconds timeout);
+// The same without waiting: the socket is non-blocking and may still be connecting, and a refusal
+// shows on it (its first write fails); a listener whose accept queue is full leaves it connecting
+// until the SYN retries get through, and its first write waits for that (a blocking connect there
+// held the caller's thread for 1 s and more).
+UniqueFd start_connect_in_netns(int netns_fd, uint16_t port);
 // A TCP socket listening on 127.0.0.1:port inside the network namespace `netns_fd`, owned by the
 // caller: a server the sandbox's processes reach on their loopback without being part of them.
 UniqueFd listen_in_netns(int netns_fd, uint16_t port);
