@@ -40,6 +40,8 @@ constexpr uint64_t kFillStep = 256 << 10;   // background fill between two looks
 // memory reaches kFillAtOnce within its first milliseconds, and the fill (0.6-1.5 s for 1 GiB) then
 // runs at once; GET /checksum's first request after the restore stayed at 1.03-1.09x a warm one.
 constexpr auto kFillDelay = std::chrono::milliseconds(50);
+// Userfaultfd messages of one process handled before the server turns to the others (read_messages).
+constexpr size_t kMessagesPerTurn = 256;
 constexpr uint64_t kFillAtOnce = 4 << 20;
 // How far past its step the fill asks a local pages.img to be read (PageSource::will_read).
 constexpr uint64_t kFillReadAhead = 2 << 20;
@@ -632,8 +634,12 @@ struct PageServer::Impl {
     }
 
     void read_messages(Served& s) {
+        // At most kMessagesPerTurn per turn: a process whose threads make events as fast as they are
+        // answered would otherwise keep this loop going, and the other processes' faults, the fill
+        // and the commands (another restore's working set) would wait behind it. The userfaultfd is
+        // level-triggered in the epoll: what is left is read on the next turn.
         uffd_msg msgs[64];
-        for (;;) {
+        for (size_t taken = 0; taken < kMessagesPerTurn;) {
             if (s.exited) return;
             size_t n = 0;
             try {
@@ -643,6 +649,7 @@ struct PageServer::Impl {
                 return finish(s, "read failed");
             }
             if (n == 0) return;
+            taken += n;
             for (size_t i = 0; i < n && !s.exited; ++i) handle(s, msgs[i]);
         }
     }

@@ -13,6 +13,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <future>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -172,6 +174,49 @@ TEST_F(LazyServer, AnInstanceKilledMidFillLeavesNoThreadOrFd) {
     EXPECT_EQ(pages::PageServer::shared().served_count(), 0u);
     EXPECT_EQ(count_entries("/proc/self/fd"), fds) << "fds were left open";
     EXPECT_EQ(count_entries("/proc/self/task"), tasks) << "threads were left";
+}
+
+// One served process that keeps making events (four threads dropping a page and faulting it again,
+// without end) must not hold the one server thread: another restore's working set is installed, its
+// faults answered, and the churning one's fill still completes.
+TEST_F(LazyServer, AProcessThatKeepsFaultingDoesNotHoldTheServerFromOthers) {
+    ASSERT_TRUE(server_ends(5s));
+    auto churning_sb = sandbox();
+    auto churning = restore::restore_into(churning_sb, img_, restore::Strategy::Lazy);
+    auto res = gateway::http_get(churning_sb.connect(spec_.port), "/churn");
+    ASSERT_EQ(res.body, "ok churning\n");
+    ASSERT_FALSE(churning.served->stats().complete) << "the fill ended before the churn began";
+    // The other restore, in a thread: if the server never takes its command, the churning process is
+    // killed after 20 s so that the test ends (and fails) instead of hanging.
+    auto sb = sandbox();
+    auto t0 = std::chrono::steady_clock::now();
+    std::promise<void> restored_promise;
+    auto restored_future = restored_promise.get_future();
+    std::optional<restore::Restored> other;
+    std::string error;
+    std::thread restoring([&] {
+        try {
+            other.emplace(restore::restore_into(sb, img_, restore::Strategy::Lazy));
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+        restored_promise.set_value();
+    });
+    bool in_time = restored_future.wait_for(20s) == std::future_status::ready;
+    double took_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (!in_time) sys::send_signal(churning.host_pids[0], SIGKILL);
+    restoring.join();
+    ASSERT_TRUE(in_time) << "a restore waited over 20 s for the server thread, held by a churning process";
+    ASSERT_TRUE(other) << error;
+    std::printf("the other restore took %.1f ms beside the churn\n", took_ms);
+    auto check = gateway::http_get(sb.connect(spec_.port), "/check", 20s);
+    EXPECT_EQ(check.body.rfind("ok ", 0), 0u) << check.body;
+    EXPECT_TRUE(churning.served->wait_complete(30s)) << "the churning process's fill never completed";
+    EXPECT_TRUE(other->served->wait_complete(30s));
+    sys::send_signal(churning.host_pids[0], SIGKILL);
+    churning_sb.teardown();
+    sb.teardown();
+    EXPECT_TRUE(server_ends(5s));
 }
 
 TEST_F(LazyServer, OneServerThreadServesManyInstancesAtOnce) {

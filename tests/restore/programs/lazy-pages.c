@@ -2,9 +2,12 @@
 // and zeros in the fourth (zero pages are never saved: the server maps the zero page there), and
 // three 16-32 MiB regions that GET /events changes while the server may still be filling them:
 // one moved with mremap, one partly dropped with MADV_DONTNEED (it must then read zeros), one
-// checked by a forked child. /check verifies the heap and answers "ok <heap address>".
+// checked by a forked child. /check verifies the heap and answers "ok <heap address>". GET /churn
+// starts four threads that drop a page of the dropped region and read it again, without end: a
+// userfaultfd event and a fault each, as fast as the page server answers them.
 #include "http.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 
@@ -42,7 +45,24 @@ static uint64_t differ(const uint64_t* p, size_t size, uint64_t salt, int zero_q
     return bad;
 }
 
+static void* churn(void* page) {
+    for (;;) {
+        madvise(page, 4096, MADV_DONTNEED);
+        (void)*(volatile uint64_t*)page;
+    }
+    return NULL;
+}
+
 static int handle(const char* path, struct rt_reply* r) {
+    if (strcmp(path, "/churn") == 0) {
+        for (int i = 0; i < 4; ++i) {
+            pthread_t t;
+            RT_CHECK(r, pthread_create(&t, NULL, churn, (char*)dropped + (size_t)i * 4096) == 0,
+                     "pthread_create");
+        }
+        if (!r->failed) rt_add(r, "ok churning");
+        return 1;
+    }
     if (strcmp(path, "/check") == 0) {
         // The kernel reads served memory first (a write() from it into a pipe): a userfaultfd that
         // handles only user-mode faults would make that write fail with EFAULT.
