@@ -411,8 +411,10 @@ void notice(const fs::path& log, bool log_json, pid_t init_pid, const std::strin
             if (f) write_all_fd(f.get(), line);
         }
         if (init_pid > 0) {
-            sys::UniqueFd err(
-                ::open(fmt::format("/proc/{}/fd/2", init_pid).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+            // Non-blocking: the shim's stderr may be a FIFO nobody reads yet (the open would wait for a
+            // reader) or a full pipe; the notice is then dropped, not the runtime verb held.
+            sys::UniqueFd err(::open(fmt::format("/proc/{}/fd/2", init_pid).c_str(),
+                                     O_WRONLY | O_APPEND | O_CLOEXEC | O_NONBLOCK));
             if (err) write_all_fd(err.get(), "initless: " + message + "\n");
         }
     } catch (...) {

@@ -466,7 +466,8 @@ struct Init {
             off += static_cast<size_t>(w);
         }
     }
-    // What the relay holds when the container ends (its writers may be gone, or killed next).
+    // What the relay holds when the container ends, once its writers are gone (a writer left running
+    // could fill it faster than the shim takes it, and the drain would never end).
     void drain_relay() {
         if (relay_fd < 0) return;
         ::fcntl(relay_fd, F_SETFL, O_NONBLOCK);
@@ -484,10 +485,10 @@ struct Init {
         int code = WIFEXITED(status)     ? WEXITSTATUS(status)
                    : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
                                          : 255;
-        drain_relay();
         ::kill(-1, SIGKILL);
         while (::waitpid(-1, nullptr, __WALL) > 0) {
         }
+        drain_relay();
         ::_exit(code);
     }
 

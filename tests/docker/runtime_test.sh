@@ -189,6 +189,28 @@ wait_for "$T/il4.out" "app: ready" && grep -q "restore stage 2.*booting instead"
     fail "il4: out '$(cat "$T/il4.out")' err '$(cat "$T/il4.err")' state $(ilrt state il4 2>&1 | tr -d '\n ')"
 ilrt delete --force il4
 ilrt delete --force il3
+# A process that exits while a child it left keeps writing to the relayed stdout: the container stops
+# (init drained the relay before it killed the rest, so it read for as long as the child wrote).
+mkdir -p "$T/isp"
+python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["process"]["args"]=["sh","-c","echo up; yes spam & sleep 0.3; exit 7"]; c["process"]["env"]=["PATH=/usr/bin:/bin","CHECKPOINT_MSG=never printed","RW_DIRS=/mnt"]; json.dump(c,open(sys.argv[2],"w"))' \
+    "$T/ib/config.json" "$T/isp/config.json"
+# Its stdout is read slowly (as a shim's may be), so the child fills the relay faster than init empties it.
+slow_reader() { python3 -c 'import sys, time
+out = open(sys.argv[1], "wb")
+while True:
+    d = sys.stdin.buffer.read1(4096)
+    if not d: break
+    out.write(d); out.flush(); time.sleep(0.001)' "$1"; }
+ilrt create --bundle "$T/isp" sp1 > >(slow_reader "$T/sp1.out") 2>"$T/sp1.err" && ilrt start sp1 || fail "create/start sp1: $(tail -2 "$T/log.json")"
+for _ in $(seq 100); do [[ $(ilrt state sp1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])') == stopped ]] && break; sleep 0.05; done
+sleep 0.3
+relayed=$(wc -c <"$T/sp1.out")
+sleep 0.5
+[[ $(ilrt state sp1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])') == stopped ]] && grep -q '^up$' "$T/sp1.out" &&
+    [[ $(wc -c <"$T/sp1.out") == "$relayed" ]] &&
+    pass "a process that exits while its child writes on: the container stops, its relay too ($relayed bytes)" ||
+    fail "sp1 $(ilrt state sp1 2>&1 | tr -d '\n ') after its process exited; relayed $relayed bytes, then $(wc -c <"$T/sp1.out")"
+ilrt delete --force sp1
 sleep 0.2
 [[ $(helpers) -eq 0 && -z $(find "$STORE" -name '*.tmp.*' -o -name '*.discarded.*') ]] && pass "nothing left (helpers, staged images)" ||
     fail "left: $(pgrep -af -- "--root $T/root") $(ls "$STORE")"
