@@ -30,6 +30,8 @@ namespace {
 // to take a response.
 constexpr auto kServerIo = std::chrono::seconds(30);
 constexpr size_t kHelloSize = 8 + 8 + 64;
+// How long a reconnection waits before it asks a server that refused again.
+constexpr auto kReconnectPause = std::chrono::milliseconds(100);
 // Requests of one pipelined batch: few enough that the requests fit in the socket buffers while the
 // client is not reading yet (24 bytes each).
 constexpr size_t kBatch = 256;
@@ -437,14 +439,29 @@ void RemotePageSource::receive_range(int sock, const Request& q, Clock::time_poi
     }
 }
 
-void RemotePageSource::reconnect(sys::UniqueFd& sock, const char* which) {
+void RemotePageSource::reconnect(sys::UniqueFd& sock, const char* which, int stop_fd) {
     sock.reset();
-    try {
-        sock = connect_and_check();
-    } catch (const image::PageSourceFailed&) {
-        throw;
-    } catch (const Error& e) {
-        fail(fmt::format("{} connection ended, and reconnecting failed: {}", which, e.what()));
+    // A server being restarted refuses connections for a moment: asked again until the timeout.
+    auto deadline = Clock::now() + timeout_;
+    for (;;) {
+        try {
+            sock = connect_and_check();
+            break;
+        } catch (const sys::SysError& e) {
+            if (e.code() != ECONNREFUSED || Clock::now() + kReconnectPause >= deadline)
+                fail(fmt::format("{} connection ended, and reconnecting failed for {} ms: {}", which,
+                                 timeout_.count(), e.what()));
+            if (stop_fd < 0) {
+                std::this_thread::sleep_for(kReconnectPause);
+            } else {
+                const int fds[] = {stop_fd};
+                if (sys::wait_readable(fds, kReconnectPause) == 0) throw ReadAheadStopped{};
+            }
+        } catch (const image::PageSourceFailed&) {
+            throw;
+        } catch (const Error& e) {
+            fail(fmt::format("{} connection ended, and reconnecting failed: {}", which, e.what()));
+        }
     }
     ++counters_.reconnects;
     spdlog::info("page source: reconnected the {} connection to page server {}", which, server_);
@@ -587,7 +604,14 @@ void RemotePageSource::fetch_for_restore(const image::Image& img) {
 
 void RemotePageSource::read_ahead() {
     try {
-        sys::UniqueFd sock = connect_and_check();
+        sys::UniqueFd sock;
+        try {
+            sock = connect_and_check();
+        } catch (const sys::SysError&) {
+            // The first connection may have fetched the whole restore set before this thread ran,
+            // and the server gone (restarted) since: as for a connection it ended.
+            reconnect(sock, "read-ahead", stop_ahead_.get());
+        }
         std::deque<Request> in_flight;
         size_t cursor = 0;   // into ahead_order_
         bool again = false;  // the connection was made again since the last range received
@@ -626,7 +650,7 @@ void RemotePageSource::read_ahead() {
                     // Waiting for the fill to begin may have taken longer than the server keeps an idle
                     // client.
                     if (in_flight.empty() && sys::peek_stream(sock.get()) == sys::StreamPeek::Closed) {
-                        reconnect(sock, "read-ahead");
+                        reconnect(sock, "read-ahead", stop_ahead_.get());
                         again = true;
                     }
                     Request q{kRequestMagic, kRange, offset, stop - offset};
@@ -644,7 +668,7 @@ void RemotePageSource::read_ahead() {
                 // As in fetch_blocks: the server ended the connection (not a silence): once again, with
                 // the ranges in flight asked again.
                 if (again || e.code() == ETIMEDOUT) throw;
-                reconnect(sock, "read-ahead");
+                reconnect(sock, "read-ahead", stop_ahead_.get());
                 again = true;
                 for (const auto& q : in_flight)
                     sys::send_all_by(sock.get(), &q, sizeof q, Clock::now() + timeout_);

@@ -468,6 +468,45 @@ TEST_F(RemotePages, ASourceReconnectsAfterThePageServerClosedItsIdleConnections)
     EXPECT_EQ(server->wait(10s), 0) << read_text(server->err);
 }
 
+// A page server restarted (killed, and started again on its address) between the fetch before a lazy
+// restore and the function's faults and fill: the source's two connections are made again with the
+// new server, the function's pages are right and its fill completes.
+TEST_F(RemotePages, APageServerRestartedIsConnectedToAgain) {
+    ::setenv("INITLESS_STATE_DIR", state_.c_str(), 1);
+    ::setenv("INITLESS_INIT_BINARY", INITLESS_BINARY, 1);
+    auto [image, manifest] = snapshot("big-heap");
+    std::optional<Child> server;
+    std::string addr = start_page_server(server, image, "", "127.0.0.1", {"--no-verify"});
+    ASSERT_FALSE(addr.empty());
+    auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
+    auto source = std::make_shared<pages::RemotePageSource>(sys::parse_tcp_address(addr), img, 5000ms);
+    // The restore set is in; the read-ahead waits for the fill to begin before it takes the rest.
+    source->fetch_for_restore(img);
+    ::kill(server->pid, SIGKILL);
+    server->wait(5s);
+    std::optional<Child> again;
+    again.emplace(std::vector<std::string>{INITLESS_BINARY, "page-server", "--image", image.string(),
+                                           "--listen", addr, "--no-verify"},
+                  scratch_, state_, "page-server-again");
+    img.pages_file = std::make_shared<const sys::UniqueFd>(source->cache_file());
+    img.page_source = source;
+    auto spec = spec::load(img.manifest.function_dir);
+    sandbox::SandboxOptions opts;
+    opts.seed_upper = [&](const fs::path& upper) { image::copy_tree(img, image::kUpperTree, upper); };
+    auto sb = sandbox::Sandbox::prepare(spec, opts);
+    auto restored = restore::restore_into(sb, img, restore::Strategy::Lazy);
+    auto res = gateway::http_get(sb.connect(spec.port), "/check", 20s);
+    EXPECT_EQ(res.body.rfind("ok", 0), 0u) << res.body;
+    EXPECT_TRUE(restored.served->wait_complete(30s));
+    auto stats = restored.served->stats();
+    EXPECT_TRUE(stats.complete);
+    EXPECT_EQ(stats.failure, "");
+    EXPECT_EQ(source->counters().reconnects.load(), 2u) << "both connections are made again";
+    sb.teardown();
+    ::kill(again->pid, SIGTERM);
+    EXPECT_EQ(again->wait(10s), 0) << read_text(again->err);
+}
+
 // A page server killed (SIGKILL: the connection is reset) or hung (SIGSTOP: nothing answers; the
 // restore's --pages-timeout-ms is 2000) while the restored function's request faults its heap in over a
 // slow link: the restore ends with an error naming the cause within 10 s, and gc finds nothing left

@@ -130,7 +130,8 @@ class RemotePageServer {
 // the run is served from the cache instead of fetching the image again.
 //
 // A connection the server ended (a server closes clients idle too long and may end the one idle
-// longest to make room) is made again when next needed, and requests it ended are asked again once.
+// longest to make room; a server restarted) is made again when next needed (a refusal asked again
+// until the timeout), and requests it ended are asked again once.
 // A response that does not come within `timeout` of being due (or a connection that ends again or
 // cannot be made again, a server error, a block failing its digest), on either connection, fails
 // the source for good:
@@ -178,9 +179,10 @@ class RemotePageSource : public image::PageSource {
     // pipelined), verifies each and marks it present. Every one must be kFetching, claimed by the
     // caller.
     void fetch_blocks(const std::vector<uint64_t>& blocks);
-    // Makes `sock` ("first" or "read-ahead" connection, for the messages) again and counts it; fails
-    // the source if it cannot.
-    void reconnect(sys::UniqueFd& sock, const char* which);
+    // Makes `sock` ("first" or "read-ahead" connection, for the messages) again and counts it; a
+    // refusal (a server restarting) is asked again until the timeout; fails the source if it cannot.
+    // With `stop_fd` >= 0 it throws ReadAheadStopped once that is readable.
+    void reconnect(sys::UniqueFd& sock, const char* which, int stop_fd = -1);
     // Receives `q`'s response into the cache and verifies it, by `deadline` (`stop_fd` >= 0: throws
     // ReadAheadStopped once it is readable).
     void receive_range(int sock, const remote::Request& q, std::chrono::steady_clock::time_point deadline,
