@@ -75,6 +75,16 @@ constexpr size_t kBodyReadSize = 64 * 1024;
 constexpr size_t kSplicePipeSize = 256 * 1024;
 // Moved through the pipe per turn before the loop's other connections get theirs.
 constexpr size_t kSpliceTurn = 1 << 20;
+// What the read buffers may hold: the parser takes a message's bytes as they come, so they hold a head
+// and a read's worth, except where the parser waits for a line end with no limit of its own (Beast
+// 1.74 bounds a head, not a chunk's size line or a trailer): a function sending "1" and then no line
+// end, or a client doing the same in a chunked request body, grew the buffer 64 KiB a read for as
+// long as the exchange lasted (up to timeout_s: gigabytes). Past the limit the read fails
+// (http::error::buffer_overflow): a 502 "not valid HTTP" or a cut response, a 400 to the client.
+constexpr size_t kUpstreamBufferLimit = kUpstreamHeaderLimit + kHeldResponseLimit + kBodyReadSize;
+size_t request_buffer_limit(uint32_t header_limit_bytes) {
+    return header_limit_bytes + 2 * kBodyReadSize;
+}
 
 std::string_view sv(beast::string_view s) {
     return {s.data(), s.size()};
@@ -278,7 +288,6 @@ namespace {
 struct UpstreamPool {
     struct Idle {
         std::unique_ptr<tcp::socket> socket;
-        Clock::time_point since;
     };
     std::mutex mu;
     std::vector<Idle> idle;
@@ -300,9 +309,11 @@ std::unique_ptr<tcp::socket> new_upstream_socket(controller::Instance& instance,
 }
 
 // A kept-alive connection to `instance` of the caller's loop (`ioc`: a socket serves the loop it was
-// made on), or a new one. One idle for a while may have been closed by the function: it is looked at
-// (one syscall) first; one returned just now is reused as it is (should the function have closed it
-// meanwhile, the request is sent once more on a new connection).
+// made on), or a new one. Each is looked at first (one syscall): one the function closed is dropped,
+// and so is one holding bytes the function sent after its last response (a second write of an answer,
+// a body to a HEAD sent apart): reused, they were the next request's answer, and every later client's
+// answer was the one before (a client getting another's response). Should the function close one
+// just after it was looked at, the request is sent once more on a new connection.
 // An instance that takes one request at a time may serve one connection at a time too (Python's
 // HTTPServer speaking HTTP/1.1 reads its kept-alive connection until it closes): a new connection
 // beside one idle on another loop would wait for it until the function's timeout (a 504 for every
@@ -312,20 +323,27 @@ std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::
                                            bool& reused) {
     auto pool = pool_of(instance);
     std::vector<UpstreamPool::Idle> elsewhere;
+    std::vector<std::unique_ptr<tcp::socket>> stale;  // closed when this returns (this loop's)
     {
         std::lock_guard lock(pool->mu);
         for (size_t i = pool->idle.size(); i-- > 0;) {
             if (&pool->idle[i].socket->get_executor().context() != &ioc) continue;
             UpstreamPool::Idle c = std::move(pool->idle[i]);
             pool->idle.erase(pool->idle.begin() + static_cast<long>(i));
-            if (Clock::now() - c.since < std::chrono::seconds(1) ||
-                sys::peek_stream(c.socket->native_handle()) != sys::StreamPeek::Closed) {
+            auto seen = sys::peek_stream(c.socket->native_handle());
+            if (seen == sys::StreamPeek::Quiet) {
                 reused = true;
                 return std::move(c.socket);
             }
+            if (seen == sys::StreamPeek::Bytes) stale.push_back(std::move(c.socket));
         }
         if (instance.concurrency() == 1) elsewhere.swap(pool->idle);
     }
+    if (!stale.empty())
+        spdlog::warn(
+            "event=upstream-dropped function={} connections={} reason=\"bytes after the function's "
+            "response\"",
+            instance.function(), stale.size());
     for (auto& c : elsewhere) {
         std::shared_ptr<tcp::socket> socket = std::move(c.socket);
         net::post(socket->get_executor(), [socket] {
@@ -347,7 +365,7 @@ void give_back_upstream(controller::Instance& instance, std::unique_ptr<tcp::soc
     auto pool = pool_of(instance);
     size_t keep = std::clamp<size_t>(instance.concurrency(), 64, 1024);
     std::lock_guard lock(pool->mu);
-    if (pool->idle.size() < keep) pool->idle.push_back({std::move(socket), Clock::now()});
+    if (pool->idle.size() < keep) pool->idle.push_back({std::move(socket)});
 }
 
 // Counts one function request in Server::Impl::in_flight while it is held.
@@ -380,7 +398,10 @@ class InFlight {
 class Session : public std::enable_shared_from_this<Session> {
   public:
     Session(tcp::socket socket, Server::Impl& server, net::io_context& loop)
-        : stream_(std::move(socket)), server_(server), loop_(loop) {}
+        : stream_(std::move(socket)),
+          server_(server),
+          loop_(loop),
+          buffer_(request_buffer_limit(server.options.header_limit_bytes)) {}
 
     void start() {
         net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
@@ -411,7 +432,7 @@ class Session : public std::enable_shared_from_this<Session> {
         std::unique_ptr<tcp::socket> socket;
         ResponseReader reader{this};
         int reads = 0;  // of the response being read
-        beast::flat_buffer buffer;
+        beast::flat_buffer buffer{kUpstreamBufferLimit};
         std::string head;  // the request to the function: its head (see forward_head) and body
         RequestBody::value_type body;
         std::optional<http::response_parser<ResponseBody>> parser;
@@ -559,6 +580,22 @@ class Session : public std::enable_shared_from_this<Session> {
     bool api_allowed(const http::request_header<>& head) {
         const std::string& token = server_.options.api_token;
         unsigned version = head.version() ? head.version() : 11;
+        // A web page is not a client of the API: functions are served on the same origin, so a page a
+        // function serves (untrusted) could otherwise remove or deploy functions, or read others' logs,
+        // through the browser of anyone on this host who opens it; any other site could send a form. A
+        // browser says where a request comes from (Origin on any but a same-origin GET, Sec-Fetch-Site
+        // on all; "none" is an address typed by the user); the CLI and curl send neither.
+        auto site = sv(head["Sec-Fetch-Site"]);
+        if (head.find(http::field::origin) != head.end() || (!site.empty() && site != "none")) {
+            spdlog::info("event=api-refused client={} why=web-page", client_address());
+            Response res{http::status::forbidden, version};
+            res.set(http::field::content_type, "text/plain; charset=utf-8");
+            res.body() =
+                "the API does not take requests from web pages (this one carries Origin or Sec-Fetch-Site)\n";
+            keep_alive_ = false;
+            send(std::move(res));
+            return false;
+        }
         if (!token.empty()) {
             if (carries_api_token(sv(head[http::field::authorization]))) return true;
             spdlog::info("event=api-refused client={} why=token", client_address());
@@ -899,22 +936,25 @@ class Session : public std::enable_shared_from_this<Session> {
 
     // A read of the function's response failed before its head was passed on.
     void upstream_read_failed(beast::error_code ec) {
-        auto& up = *upstream_;
         if (not_http(ec)) {
-            // A response that is not HTTP, or over a limit, from a function that is still there: the
-            // answer is at once (no wait for an exit that will not come), the instance stays.
-            disarm_deadline();
-            beast::error_code ignored;
-            up.socket->close(ignored);
-            server_.controller.release(slot_, Outcome::Ok);
-            std::string why = ec == http::error::header_limit
-                                  ? fmt::format("the function's response head is over the limit ({} bytes)",
-                                                kUpstreamHeaderLimit)
-                                  : "the function's response is not valid HTTP (" + ec.message() + ")";
-            finish_error(http::status::bad_gateway, why);
+            refuse_response(ec == http::error::header_limit
+                                ? fmt::format("the function's response head is over the limit ({} bytes)",
+                                              kUpstreamHeaderLimit)
+                                : "the function's response is not valid HTTP (" + ec.message() + ")");
             return;
         }
         upstream_error(ec);
+    }
+
+    // A response that is not HTTP, or over a limit, from a function that is still there: a 502 at once
+    // (no wait for an exit that will not come); the connection is closed, the instance stays.
+    void refuse_response(const std::string& why) {
+        auto& up = *upstream_;
+        disarm_deadline();
+        beast::error_code ignored;
+        up.socket->close(ignored);
+        server_.controller.release(slot_, Outcome::Ok);
+        finish_error(http::status::bad_gateway, why);
     }
 
     // Whether a read of the function's response failed on what it sent (Beast's parser refused it), not
@@ -931,7 +971,14 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         auto& up = *upstream_;
         auto& parser = *up.parser;
-        if (unsigned code = parser.get().result_int(); code >= 100 && code < 200 && code != 101) {
+        unsigned code = parser.get().result_int();
+        if (code < 100 || code > 599 || code == 101) {
+            // Beast takes any three digits. A 101 switches protocols, which the gateway never asked for
+            // (it does not pass Upgrade on): passed on, it reached HTTP/1.0 clients too, with no framing.
+            refuse_response(fmt::format("the function's response is not valid HTTP (status {})", code));
+            return;
+        }
+        if (code < 200) {
             // An interim response (a 100 Continue from a server that saw no Expect, a 103): the answer
             // comes after it.
             read_upstream_response();

@@ -678,7 +678,9 @@ TEST_F(ServeTest, BrokenResponsesAreNamedAndTheInstanceStays) {
     for (const Case& c :
          {Case{"garbage", "the function's response is not valid HTTP (bad version)", true},
           Case{"bighead", "the function's response head is over the limit (262144 bytes)", true},
-          Case{"half", "the function closed the connection in the middle of its response", false}}) {
+          Case{"half", "the function closed the connection in the middle of its response", false},
+          Case{"switch", "the function's response is not valid HTTP (status 101)", true},
+          Case{"status99", "the function's response is not valid HTTP (status 99)", true}}) {
         auto t0 = Clock::now();
         auto r = invoke("e2e-broken", "/raw?what=" + c.what);
         auto took = Clock::now() - t0;
@@ -1135,6 +1137,12 @@ TEST_F(ServeTest, GarbageHttpGets4xxAndTheDaemonKeepsServing) {
     std::string big_body =
         "POST /function/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + std::string(2000000, 'b');
     EXPECT_EQ(raw_exchange(port_, big_body).rfind("HTTP/1.1 413", 0), 0u);
+    // A chunk-size line that never ends: Beast's parser bounds a head, not that line, so the read buffer's
+    // own limit ends it (before, the daemon took in whatever came, for up to 120 s).
+    std::string endless_chunk =
+        "POST /function/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1" +
+        std::string(4 << 20, 'a');
+    EXPECT_EQ(raw_exchange(port_, endless_chunk).rfind("HTTP/1.1 400", 0), 0u);
     EXPECT_EQ(request("POST", "/system/functions", "{not json").status, 400);
     EXPECT_EQ(request("GET", "/function/nobody").status, 404);
     EXPECT_EQ(request("GET", "/nowhere").status, 404);
@@ -1351,6 +1359,38 @@ TEST_F(ServeTest, LongAndEndlessResponsesArePassedOnAsTheyArrive) {
     TrackSeenInstances();
 }
 
+// What a hostile or broken function's answers cannot do: grow the daemon's memory with a chunk-size line
+// that never ends, or have stale bytes it wrote after an answer taken for the next client's answer.
+TEST_F(ServeTest, HostileResponsesAreCutOrDropped) {
+    start_daemon();
+    std::string id = deploy_and_call_once("e2e-hostile");
+    // A chunked body whose size line never ends (Beast bounds a head, not that line): cut once the read
+    // buffer is full, not read into the daemon's memory until timeout_s.
+    long rss_before = status_kib(daemon_->pid(), "VmRSS");
+    RawClient endless(port_);
+    endless.send("GET /function/e2e-hostile/raw?what=endless-chunk HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_TRUE(endless.read_to_close(5000ms)) << "the response was not cut";
+    EXPECT_EQ(endless.got.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << endless.got.substr(0, 200);
+    EXPECT_LT(status_kib(daemon_->pid(), "VmRSS") - rss_before, 32 * 1024) << "the daemon held what came";
+    // A function that answers, and later writes a second answer on the same connection: the stale bytes
+    // are not the next request's answer (asked on the same client connection, so on the same gateway
+    // thread, whose upstream connections it reuses).
+    RawClient twice(port_);
+    twice.send("GET /function/e2e-hostile/late?ms=200 HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_TRUE(twice.read_until("on time", 5000ms)) << twice.got;
+    std::this_thread::sleep_for(500ms);
+    twice.got.clear();
+    twice.send("GET /function/e2e-hostile/ HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_TRUE(twice.read_until("count 2", 5000ms)) << "another answer came: " << twice.got;
+    EXPECT_EQ(twice.got.find("stale!"), std::string::npos) << twice.got;
+    expect_instance_kept("e2e-hostile", id, 3);
+    auto stopped = stop_daemon();
+    EXPECT_EQ(stopped.exit_code(), 0);
+    EXPECT_NE(stopped.err.find("event=upstream-dropped function=e2e-hostile"), std::string::npos)
+        << stopped.err;
+    TrackSeenInstances();
+}
+
 // A followed log goes on past the cut that keeps a function's log under its limit (the follower's offset
 // into the old file meant nothing in the new one, and it went silent), and a follower that reads nothing
 // meanwhile is sent the log at its own pace, not held by the daemon as it grows.
@@ -1475,6 +1515,26 @@ TEST_F(ServeTest, TheApiWantsItsTokenOrALocalClient) {
             30s);
     };
     EXPECT_EQ(from("127.0.0.1", "/system/functions").status, 200);
+    // A page a function serves, in a browser on this host, is not a client of the API (same origin as
+    // the functions): its fetches carry Sec-Fetch-Site (and Origin, but for a same-origin GET). An
+    // address typed into the browser (Sec-Fetch-Site: none) is the user.
+    auto from_page = from("127.0.0.1", "/system/functions", {{"Sec-Fetch-Site", "same-origin"}});
+    EXPECT_EQ(from_page.status, 403);
+    EXPECT_EQ(from_page.body,
+              "the API does not take requests from web pages (this one carries Origin or Sec-Fetch-Site)\n");
+    EXPECT_EQ(from("127.0.0.1", "/system/logs?name=e2e-counter", {{"Origin", "http://127.0.0.1"}}).status,
+              403);
+    EXPECT_EQ(from("127.0.0.1", "/system/functions", {{"Sec-Fetch-Site", "none"}}).status, 200);
+    {
+        RawClient page("127.0.0.1", port_);
+        page.send(
+            "DELETE /system/functions HTTP/1.1\r\nHost: x\r\nOrigin: http://127.0.0.1\r\nContent-Type: "
+            "text/plain\r\nContent-Length: 30\r\n\r\n{\"functionName\":\"e2e-counter\"}");
+        ASSERT_TRUE(page.read_to_close(5000ms)) << page.got;
+        EXPECT_EQ(page.got.rfind("HTTP/1.1 403", 0), 0u) << page.got;
+    }
+    EXPECT_EQ(from("127.0.0.1", "/system/function/e2e-counter").status, 200)
+        << "a web page removed a function";
     auto refused = from(external, "/system/functions");
     EXPECT_EQ(refused.status, 403);
     EXPECT_EQ(refused.body,

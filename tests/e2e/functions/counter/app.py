@@ -11,7 +11,12 @@
 #   /fds           this process's open fds, "fd -> target" per line
 #   /forged        299 "Made Up" with the gateway's own fields (X-Initless-*, Server-Timing) set by the function
 #   /raw?what=W    a broken response: W = garbage (not HTTP), bighead (a 300 KiB header), half (the
-#                  connection closed after 9 of 100 body bytes), interim (a 103 Early Hints, then a 200 "final")
+#                  connection closed after 9 of 100 body bytes), interim (a 103 Early Hints, then a 200 "final"),
+#                  switch (a 101 Switching Protocols nobody asked for), status99 (a status under 100),
+#                  endless-chunk (a chunked 200 whose first chunk-size line never ends: 64 KiB writes of
+#                  '1' until the connection breaks, 30 s at most)
+#   /late?ms=N     answers "on time", then N ms later writes a whole second response ("stale!") on the
+#                  same connection, as a function that answers twice would
 #   /stream?n=N&ms=M&then=T  a chunked body of N lines "tick I", one every M ms, then T = end (the last
 #                  chunk), crash (exits with status 5) or hang (never ends)
 #   /download?mb=N N MiB of 'd' with its length declared, written a MiB at a time
@@ -95,8 +100,22 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 self.answer("final")
                 return
+            if what == "endless-chunk":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                until = time.time() + 30
+                try:
+                    while time.time() < until:
+                        self.wfile.write(b"1" * 65536)
+                except OSError:
+                    pass
+                self.close_connection = True
+                return
             if what == "garbage":
                 self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+            elif what == "switch":
+                self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+            elif what == "status99":
+                self.wfile.write(b"HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok")
             elif what == "bighead":
                 self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (300 << 10) + b"\r\nContent-Length: 2\r\n\r\nok")
             else:
@@ -107,6 +126,11 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self.wfile.flush()
             time.sleep(0.5)  # still connected: the gateway must judge the bytes, not wait for the close
+        elif path == "/late":
+            self.answer("on time")
+            self.wfile.flush()
+            time.sleep(int(arg.split("=")[-1] or 200) / 1000)
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstale!")
         elif path == "/forged":
             self.send_response(299, "Made Up")
             for k, v in (("X-Initless-Start", "forged"), ("Server-Timing", "fake;dur=1"),
