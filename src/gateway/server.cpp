@@ -438,6 +438,13 @@ class Session : public std::enable_shared_from_this<Session> {
         std::optional<http::response_parser<ResponseBody>> parser;
         bool reused = false;
         bool retried = false;
+        // A request whose body did not go at once: its response is read while it is written (a function
+        // may answer, a 413 or a 401, before it takes the body, and never take it). An answer that
+        // comes first ends the write, and the connection, left in the middle of a request, is not
+        // kept.
+        bool writing = false;
+        bool read_early = false;
+        bool request_cut = false;
     };
 
     void read() {
@@ -791,8 +798,19 @@ class Session : public std::enable_shared_from_this<Session> {
     // made on loop_), so they need no binding to the stream's.
     void write_upstream() {
         auto& up = *upstream_;
-        write_all(*up.socket, *up.socket, up.head, up.body.data,
-                  [self = shared_from_this()](beast::error_code ec) { self->on_upstream_written(ec); });
+        uint64_t attempt = ++upstream_writes_;
+        up.writing = true;
+        up.read_early = false;
+        up.request_cut = false;
+        bool pending = write_all(*up.socket, *up.socket, up.head, up.body.data,
+                                 [self = shared_from_this(), attempt](beast::error_code ec) {
+                                     self->on_upstream_written(ec, attempt);
+                                 });
+        if (pending) {
+            up.read_early = true;
+            up.reads = 0;
+            read_upstream_response();
+        }
     }
 
     // Writes what `socket` takes at once, then the rest by an asynchronous write. A head and body
@@ -800,8 +818,9 @@ class Session : public std::enable_shared_from_this<Session> {
     // sendmsg and `done` runs now: an asynchronous write that completes at once still queues its
     // completion, and Asio polls epoll once more before running it (two of a warm request's four
     // epoll_waits on one connection). The socket is non-blocking (set where it is made).
+    // Whether the write goes on (asynchronously) after this returns.
     template <class AsyncStream, class Done>
-    void write_all(tcp::socket& socket, AsyncStream& stream, std::string_view head, std::string_view body,
+    bool write_all(tcp::socket& socket, AsyncStream& stream, std::string_view head, std::string_view body,
                    Done&& done) {
         std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
         beast::error_code ec;
@@ -812,13 +831,14 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         if (ec || n == head.size() + body.size()) {
             done(ec);
-            return;
+            return false;
         }
         auto rest = std::make_shared<beast::buffers_suffix<std::array<net::const_buffer, 2>>>(buffers);
         rest->consume(n);
         net::async_write(
             stream, *rest,
             [rest, done = std::forward<Done>(done)](beast::error_code ec, size_t) mutable { done(ec); });
+        return true;
     }
 
     // The function's timeout_s for the request in flight. A connection has one timer wait at a
@@ -857,8 +877,19 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void disarm_deadline() { deadline_armed_ = false; }
 
-    void on_upstream_written(beast::error_code ec) {
+    void on_upstream_written(beast::error_code ec, uint64_t attempt) {
+        // A write of a connection given up (retried) or of a request over ends later than its successor
+        // began.
+        if (!upstream_ || upstream_writes_ != attempt) return;
         auto& up = *upstream_;
+        up.writing = false;
+        if (up.read_early) {
+            // The read decides: a write ended by the answer (cancelled), or failing because the function
+            // closed after answering, is no error of the exchange; a function that closed without
+            // answering ends the read too.
+            if (ec) up.request_cut = true;
+            return;
+        }
         if (ec) {
             upstream_error(ec);
             return;
@@ -984,6 +1015,13 @@ class Session : public std::enable_shared_from_this<Session> {
             read_upstream_response();
             return;
         }
+        if (up.writing) {
+            // The answer came before the function took the whole body: the rest is not sent (no read is
+            // pending now, so only the write is cancelled), and the connection is not kept.
+            up.request_cut = true;
+            beast::error_code ignored;
+            up.socket->cancel(ignored);
+        }
         if (parser.is_done()) {  // the common case: head and body came together
             answer_held();
             return;
@@ -1028,7 +1066,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // nothing past its response, else it is closed.
     void done_with_upstream(bool keep_alive) {
         auto& up = *upstream_;
-        if (keep_alive && up.buffer.size() == 0) {
+        if (keep_alive && up.buffer.size() == 0 && !up.request_cut) {
             give_back_upstream(*slot_.instance, std::move(up.socket));
         } else {
             beast::error_code ignored;
@@ -1614,7 +1652,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
     beast::tcp_stream stream_;
     Server::Impl& server_;
-    net::io_context& loop_;  // the loop this connection lives on (its upstream sockets too)
+    net::io_context& loop_;         // the loop this connection lives on (its upstream sockets too)
+    uint64_t upstream_writes_ = 0;  // requests written to functions (see on_upstream_written)
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<RequestBody>> parser_;
     http::request<RequestBody> req_;

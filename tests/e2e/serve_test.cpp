@@ -1383,6 +1383,17 @@ TEST_F(ServeTest, HostileResponsesAreCutOrDropped) {
     twice.send("GET /function/e2e-hostile/ HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_TRUE(twice.read_until("count 2", 5000ms)) << "another answer came: " << twice.got;
     EXPECT_EQ(twice.got.find("stale!"), std::string::npos) << twice.got;
+    // Answers that come before the function took the request's body (16 MiB: more than the sockets
+    // hold), and it never takes it: the answer goes to the client at once, kept open or closed after,
+    // and the instance, not at fault, stays (before: a 504 and the instance killed at timeout_s, or a 502).
+    for (std::string close : {"0", "1"}) {
+        auto t0 = Clock::now();
+        auto early =
+            request("POST", "/function/e2e-hostile/early?close=" + close, std::string(16 << 20, 'b'));
+        EXPECT_EQ(early.status, 413) << "close=" << close << ": " << early.body;
+        EXPECT_EQ(early.body, "too big") << "close=" << close;
+        EXPECT_LT(Clock::now() - t0, 2s) << "close=" << close;
+    }
     expect_instance_kept("e2e-hostile", id, 3);
     auto stopped = stop_daemon();
     EXPECT_EQ(stopped.exit_code(), 0);

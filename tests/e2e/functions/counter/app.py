@@ -15,6 +15,8 @@
 #                  switch (a 101 Switching Protocols nobody asked for), status99 (a status under 100),
 #                  endless-chunk (a chunked 200 whose first chunk-size line never ends: 64 KiB writes of
 #                  '1' until the connection breaks, 30 s at most)
+#   /early?close=C answers 413 "too big" without reading the request's body; C = 1: then closes the
+#                  connection (as Go's server does past 256 KiB unread), else keeps it open and waits
 #   /late?ms=N     answers "on time", then N ms later writes a whole second response ("stale!") on the
 #                  same connection, as a function that answers twice would
 #   /stream?n=N&ms=M&then=T  a chunked body of N lines "tick I", one every M ms, then T = end (the last
@@ -55,6 +57,14 @@ class Handler(BaseHTTPRequestHandler):
     def handle_any(self):
         global count
         path, _, arg = self.path.partition("?")
+        if path == "/early":
+            self.answer("too big", 413)
+            self.wfile.flush()
+            if arg.split("=")[-1] == "1":
+                self.close_connection = True
+            else:
+                time.sleep(30)  # the body stays unread; the gateway must not wait for it
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         if path == "/":
