@@ -445,6 +445,7 @@ class Session : public std::enable_shared_from_this<Session> {
         bool writing = false;
         bool read_early = false;
         bool request_cut = false;
+        size_t written = 0;  // of head and body, by write_upstream_rest
     };
 
     void read() {
@@ -802,15 +803,46 @@ class Session : public std::enable_shared_from_this<Session> {
         up.writing = true;
         up.read_early = false;
         up.request_cut = false;
-        bool pending = write_all(*up.socket, *up.socket, up.head, up.body.data,
-                                 [self = shared_from_this(), attempt](beast::error_code ec) {
-                                     self->on_upstream_written(ec, attempt);
-                                 });
-        if (pending) {
-            up.read_early = true;
-            up.reads = 0;
-            read_upstream_response();
+        std::array<net::const_buffer, 2> buffers{net::buffer(up.head), net::buffer(up.body.data)};
+        beast::error_code ec;
+        size_t n = up.socket->write_some(buffers, ec);  // non-blocking: what the socket takes now
+        if (ec == net::error::would_block || ec == net::error::try_again) {
+            ec = {};
+            n = 0;
         }
+        if (ec || n == up.head.size() + up.body.data.size()) {
+            on_upstream_written(ec, attempt);
+            return;
+        }
+        up.written = n;
+        up.read_early = true;
+        write_upstream_rest(attempt);
+        up.reads = 0;
+        read_upstream_response();
+    }
+
+    // The rest of a request the function's socket did not take at once, a step at a time, each step
+    // looking whether the write is still wanted before it makes the next: an answer that came first
+    // ends it (on_upstream_head). Asio's composed async_write is not used here: a cancel reaches only
+    // a step waiting in the reactor, and one whose completion was already queued went on writing, into
+    // a socket and from buffers freed meanwhile (a review found it). The handler holds the Upstream,
+    // so what a step in flight writes from lives until it ends.
+    void write_upstream_rest(uint64_t attempt) {
+        auto up = upstream_;
+        std::array<net::const_buffer, 2> buffers{net::buffer(up->head), net::buffer(up->body.data)};
+        beast::buffers_suffix<std::array<net::const_buffer, 2>> rest(buffers);
+        rest.consume(up->written);
+        up->socket->async_write_some(
+            rest, [self = shared_from_this(), up, attempt](beast::error_code ec, size_t n) {
+                // Given up (an answer came, the request ended, a retry on a new connection): touch nothing.
+                if (attempt != self->upstream_writes_ || up != self->upstream_) return;
+                up->written += n;
+                if (!ec && up->written < up->head.size() + up->body.data.size()) {
+                    self->write_upstream_rest(attempt);
+                    return;
+                }
+                self->on_upstream_written(ec, attempt);
+            });
     }
 
     // Writes what `socket` takes at once, then the rest by an asynchronous write. A head and body
@@ -818,9 +850,8 @@ class Session : public std::enable_shared_from_this<Session> {
     // sendmsg and `done` runs now: an asynchronous write that completes at once still queues its
     // completion, and Asio polls epoll once more before running it (two of a warm request's four
     // epoll_waits on one connection). The socket is non-blocking (set where it is made).
-    // Whether the write goes on (asynchronously) after this returns.
     template <class AsyncStream, class Done>
-    bool write_all(tcp::socket& socket, AsyncStream& stream, std::string_view head, std::string_view body,
+    void write_all(tcp::socket& socket, AsyncStream& stream, std::string_view head, std::string_view body,
                    Done&& done) {
         std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
         beast::error_code ec;
@@ -831,14 +862,13 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         if (ec || n == head.size() + body.size()) {
             done(ec);
-            return false;
+            return;
         }
         auto rest = std::make_shared<beast::buffers_suffix<std::array<net::const_buffer, 2>>>(buffers);
         rest->consume(n);
         net::async_write(
             stream, *rest,
             [rest, done = std::forward<Done>(done)](beast::error_code ec, size_t) mutable { done(ec); });
-        return true;
     }
 
     // The function's timeout_s for the request in flight. A connection has one timer wait at a
@@ -1016,8 +1046,11 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         if (up.writing) {
-            // The answer came before the function took the whole body: the rest is not sent (no read is
-            // pending now, so only the write is cancelled), and the connection is not kept.
+            // The answer came before the function took the whole body: the rest is not sent (the step in
+            // flight is cancelled: no read is pending now; one already done makes no next step), and the
+            // connection is not kept.
+            ++upstream_writes_;
+            up.writing = false;
             up.request_cut = true;
             beast::error_code ignored;
             up.socket->cancel(ignored);

@@ -30,6 +30,11 @@ namespace {
 // to take a response.
 constexpr auto kServerIo = std::chrono::seconds(30);
 constexpr size_t kHelloSize = 8 + 8 + 64;
+// A page server's refusal because it serves as many clients as it may (status kBusy).
+class ServerBusy : public Error {
+  public:
+    using Error::Error;
+};
 // How long a reconnection waits before it asks a server that refused again.
 constexpr auto kReconnectPause = std::chrono::milliseconds(100);
 // Requests of one pipelined batch: few enough that the requests fit in the socket buffers while the
@@ -105,7 +110,7 @@ void RemotePageServer::run(int stop_fd) {
         if (clients_.size() >= kMaxClients && !evict_one_idle(peer)) {
             spdlog::warn("page-server: refusing {}: {} clients already", peer, kMaxClients);
             std::string why = fmt::format("page-server: too many clients ({})", kMaxClients);
-            ResponseHeader h{kResponseMagic, kMalformed, why.size()};
+            ResponseHeader h{kResponseMagic, kBusy, why.size()};
             try {
                 auto deadline = Clock::now() + std::chrono::seconds(1);
                 sys::send_all_by(sock.get(), &h, sizeof h, deadline);
@@ -178,6 +183,9 @@ void RemotePageServer::serve(Client& c) {
         int ready = sys::wait_readable(fds, limits_.idle);
         if (ready == 1) return;  // stopping
         if (ready < 0) {
+            // Ended now, not when the thread is reaped (up to a second later): a request sent meanwhile
+            // would wait for that, then meet a reset.
+            ::shutdown(c.sock.get(), SHUT_RDWR);
             spdlog::info("page-server: client {} closed: no request for {} ms ({} requests, {} bytes)",
                          c.peer, limits_.idle.count(), requests, served);
             return;
@@ -291,6 +299,7 @@ sys::UniqueFd RemotePageSource::connect_and_check() {
         } catch (const Error&) {
             why = "no reason given";
         }
+        if (h.status == kBusy) throw ServerBusy(fmt::format("it refused the connection: {}", why));
         throw Error(fmt::format("it refused the connection: {}", why));
     }
     if (h.magic != kResponseMagic || h.length != kHelloSize)
@@ -441,24 +450,30 @@ void RemotePageSource::receive_range(int sock, const Request& q, Clock::time_poi
 
 void RemotePageSource::reconnect(sys::UniqueFd& sock, const char* which, int stop_fd) {
     sock.reset();
-    // A server being restarted refuses connections for a moment: asked again until the timeout.
+    // Refused, it is asked again until the timeout: a server restarting (ECONNREFUSED), or one serving
+    // as many clients as it may with none idle long enough to make room for this one (busy).
     auto deadline = Clock::now() + timeout_;
+    auto wait_or_fail = [&](const Error& e) {
+        if (Clock::now() + kReconnectPause >= deadline)
+            fail(fmt::format("{} connection ended, and reconnecting failed for {} ms: {}", which,
+                             timeout_.count(), e.what()));
+        if (stop_fd < 0) {
+            std::this_thread::sleep_for(kReconnectPause);
+        } else {
+            const int fds[] = {stop_fd};
+            if (sys::wait_readable(fds, kReconnectPause) == 0) throw ReadAheadStopped{};
+        }
+    };
     for (;;) {
         try {
             sock = connect_and_check();
             break;
+        } catch (const ServerBusy& e) {
+            wait_or_fail(e);
         } catch (const sys::SysError& e) {
-            if (e.code() != ECONNREFUSED || Clock::now() + kReconnectPause >= deadline)
-                fail(fmt::format("{} connection ended, and reconnecting failed for {} ms: {}", which,
-                                 timeout_.count(), e.what()));
-            if (stop_fd < 0) {
-                std::this_thread::sleep_for(kReconnectPause);
-            } else {
-                const int fds[] = {stop_fd};
-                if (sys::wait_readable(fds, kReconnectPause) == 0) throw ReadAheadStopped{};
-            }
-        } catch (const image::PageSourceFailed&) {
-            throw;
+            if (e.code() != ECONNREFUSED)
+                fail(fmt::format("{} connection ended, and reconnecting failed: {}", which, e.what()));
+            wait_or_fail(e);
         } catch (const Error& e) {
             fail(fmt::format("{} connection ended, and reconnecting failed: {}", which, e.what()));
         }

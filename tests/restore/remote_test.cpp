@@ -14,10 +14,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -464,6 +466,81 @@ TEST_F(RemotePages, ASourceReconnectsAfterThePageServerClosedItsIdleConnections)
         mismatched += !same_as_image(off, std::min<uint64_t>(image::kPageSumBlock, size - off));
     EXPECT_EQ(mismatched, 0u);
     EXPECT_GT(source.counters().blocks_read_ahead.load(), 0u);
+    ::kill(server->pid, SIGTERM);
+    EXPECT_EQ(server->wait(10s), 0) << read_text(server->err);
+}
+
+// A source whose connections were ended to make room (the server full, they idle for over a second)
+// and whose reconnections find the server full of clients that keep asking: it asks again until a
+// place frees (within its timeout), and the fault that needed it is answered right.
+TEST_F(RemotePages, AReconnectionToAFullServerWaitsForRoom) {
+    using namespace pages::remote;
+    auto [image, manifest] = snapshot("big-heap");
+    std::optional<Child> server;
+    std::string addr = start_page_server(server, image, "", "127.0.0.1");
+    ASSERT_FALSE(addr.empty());
+    auto target = sys::parse_tcp_address(addr);
+    auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
+    uint64_t lazy_page = lazy_page_outside_working_set(img);
+    ASSERT_NE(lazy_page, ~0ULL);
+    pages::RemotePageSource source(target, img, 5000ms);
+    source.fetch_for_restore(img);  // two connections; the read-ahead then waits for the fill
+    // Clients that ask every 200 ms: never idle for a second.
+    std::mutex mu;
+    std::vector<sys::UniqueFd> busy;
+    Request hello{kRequestMagic, kHello, 0, 0};
+    auto ask = [&](int sock) {
+        auto by = Clock::now() + 5s;
+        sys::send_all_by(sock, &hello, sizeof hello, by);
+        ResponseHeader h;
+        sys::receive_all_by(sock, &h, sizeof h, by);
+        std::string body(h.length, '\0');
+        sys::receive_all_by(sock, body.data(), body.size(), by);
+        return h.status;
+    };
+    auto join = [&] {
+        auto s = sys::connect_tcp(target, 5s);
+        EXPECT_EQ(ask(s.get()), kOk);
+        std::lock_guard lock(mu);
+        busy.push_back(std::move(s));
+    };
+    for (size_t i = 0; i + 2 < pages::RemotePageServer::kMaxClients; ++i) join();
+    std::atomic<bool> stop{false};
+    std::thread keeper([&] {
+        while (!stop) {
+            {
+                std::lock_guard lock(mu);
+                for (auto& s : busy) ask(s.get());
+            }
+            std::this_thread::sleep_for(200ms);
+        }
+    });
+    std::this_thread::sleep_for(1200ms);
+    join();  // each takes the place of one of the source's connections, idle for over a second
+    join();
+    // Two places free half a second from now (the read-ahead wants one too, once the fault wakes it).
+    std::thread freeing([&] {
+        std::this_thread::sleep_for(500ms);
+        std::lock_guard lock(mu);
+        busy.pop_back();
+        busy.pop_back();
+    });
+    auto t0 = Clock::now();
+    std::string want(4096, '\0'), got;
+    try {
+        got.assign(reinterpret_cast<const char*>(source.read(lazy_page, 4096)), 4096);
+    } catch (const std::exception& e) {
+        ADD_FAILURE() << "the fault failed: " << e.what();
+    }
+    auto took = Clock::now() - t0;
+    freeing.join();
+    stop = true;
+    keeper.join();
+    auto pages_img = sys::open_file(image / "pages.img", O_RDONLY);
+    ASSERT_EQ(::pread(pages_img.get(), want.data(), want.size(), static_cast<off_t>(lazy_page)), 4096);
+    EXPECT_EQ(got, want);
+    EXPECT_GE(took, 400ms) << "the server had room at once: the test did not fill it";
+    EXPECT_GE(source.counters().reconnects.load(), 1u);
     ::kill(server->pid, SIGTERM);
     EXPECT_EQ(server->wait(10s), 0) << read_text(server->err);
 }

@@ -10,9 +10,10 @@
 //                 that the server serves another image (or another version of it)
 //   kind 2 RANGE  [offset, offset + length) of pages.img: status 0 and the bytes; length at most
 //                 kMaxRange, inside the file
-//   status 1 (bad range: out of the file, empty or longer than kMaxRange) and status 2 (malformed:
-//   a bad magic or kind) carry an error message as their data; after status 2 the server closes
-//   the connection (it cannot know where the next frame starts).
+//   status 1 (bad range: out of the file, empty or longer than kMaxRange), status 2 (malformed:
+//   a bad magic or kind) and status 3 (busy: as many clients as it serves at once, none idle, sent
+//   in place of the HELLO's answer) carry an error message as their data; after status 2 and 3 the
+//   server closes the connection (after 2 it cannot know where the next frame starts).
 // Requests may be pipelined: the server answers them in order. The client decides what it fetches
 // and in which order (the working set first; then faults on one connection, the fill's order read
 // ahead on the other): it holds the authenticated manifest and working set, the server holds only
@@ -50,7 +51,7 @@ constexpr uint32_t kResponseMagic = 0x5250'4c49;  // "ILPR"
 constexpr uint64_t kVersion = 1;
 constexpr uint64_t kMaxRange = 8 << 20;
 enum Kind : uint32_t { kHello = 1, kRange = 2 };
-enum Status : uint32_t { kOk = 0, kBadRange = 1, kMalformed = 2 };
+enum Status : uint32_t { kOk = 0, kBadRange = 1, kMalformed = 2, kBusy = 3 };
 struct Request {
     uint32_t magic = kRequestMagic, kind = 0;
     uint64_t offset = 0, length = 0;

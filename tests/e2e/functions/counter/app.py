@@ -16,7 +16,8 @@
 #                  endless-chunk (a chunked 200 whose first chunk-size line never ends: 64 KiB writes of
 #                  '1' until the connection breaks, 30 s at most)
 #   /early?close=C answers 413 "too big" without reading the request's body; C = 1: then closes the
-#                  connection (as Go's server does past 256 KiB unread), else keeps it open and waits
+#                  connection (as Go's server does past 256 KiB unread), 2: then reads the body (as Node
+#                  does), else keeps it open and waits
 #   /late?ms=N     answers "on time", then N ms later writes a whole second response ("stale!") on the
 #                  same connection, as a function that answers twice would
 #   /stream?n=N&ms=M&then=T  a chunked body of N lines "tick I", one every M ms, then T = end (the last
@@ -60,8 +61,16 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/early":
             self.answer("too big", 413)
             self.wfile.flush()
-            if arg.split("=")[-1] == "1":
+            how = arg.split("=")[-1]
+            if how == "1":
                 self.close_connection = True
+            elif how == "2":  # reads the body after answering, as Node does
+                left = int(self.headers.get("Content-Length") or 0)
+                while left > 0:
+                    got = self.rfile.read1(min(left, 65536))
+                    if not got:
+                        break
+                    left -= len(got)
             else:
                 time.sleep(30)  # the body stays unread; the gateway must not wait for it
             return
