@@ -111,6 +111,16 @@ uint64_t lazy_page_outside_working_set(const image::Image& img) {
     return found;
 }
 
+// One response of the page protocol on `sock`: its header and its data, within 5 s.
+std::pair<pages::remote::ResponseHeader, std::string> read_response(int sock) {
+    auto by = Clock::now() + 5s;
+    pages::remote::ResponseHeader h;
+    sys::receive_all_by(sock, &h, sizeof h, by);
+    std::string body(h.length, '\0');
+    sys::receive_all_by(sock, body.data(), body.size(), by);
+    return {h, body};
+}
+
 class RemotePages : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -153,6 +163,26 @@ class RemotePages : public ::testing::Test {
                                   const std::string& ip, const std::vector<std::string>& options = {}) {
         return ::start_page_server(server, image, ns, ip, scratch_, state_,
                                    fmt::format("page-server-{}", ++servers_), options);
+    }
+
+    // `initless page-server` of `image` on 127.0.0.1 in this namespace: its address (port 0 if it did
+    // not start).
+    sys::TcpAddress local_page_server(std::optional<Child>& server, const fs::path& image,
+                                      const std::vector<std::string>& options = {}) {
+        std::string addr = start_page_server(server, image, "", "127.0.0.1", options);
+        return addr.empty() ? sys::TcpAddress{} : sys::parse_tcp_address(addr);
+    }
+
+    // The lazy restore of `img` into a new sandbox (`sb`), its pages read through `source`: in this
+    // process, so that the page server thread, its fds and the sandbox are this test's.
+    restore::Restored restore_lazily(image::Image& img, std::shared_ptr<pages::RemotePageSource> source,
+                                     const spec::FunctionSpec& spec, std::optional<sandbox::Sandbox>& sb) {
+        img.pages_file = std::make_shared<const sys::UniqueFd>(source->cache_file());
+        img.page_source = std::move(source);
+        sandbox::SandboxOptions opts;
+        opts.seed_upper = [&](const fs::path& upper) { image::copy_tree(img, image::kUpperTree, upper); };
+        sb.emplace(sandbox::Sandbox::prepare(spec, opts));
+        return restore::restore_into(*sb, img, restore::Strategy::Lazy);
     }
 
     // `initless restore manifest --pages-from addr ...` in namespace `ns`.
@@ -320,17 +350,10 @@ TEST_F(RemotePages, PageServerAnswersBadInputAndStopsOnSigterm) {
     using namespace pages::remote;
     auto [image, manifest] = snapshot("mmap-regions");
     std::optional<Child> server;
-    std::string addr = start_page_server(server, image, "", "127.0.0.1");
-    ASSERT_FALSE(addr.empty());
-    auto target = sys::parse_tcp_address(addr);
+    auto target = local_page_server(server, image);
+    ASSERT_NE(target.port, 0);
     auto deadline = [] { return Clock::now() + 5s; };
-    auto header = [&](int sock) {
-        ResponseHeader h;
-        sys::receive_all_by(sock, &h, sizeof h, deadline());
-        std::string body(h.length, '\0');
-        sys::receive_all_by(sock, body.data(), body.size(), deadline());
-        return std::make_pair(h, body);
-    };
+    auto header = read_response;
     // A bad range: an error, and the connection goes on.
     auto a = sys::connect_tcp(target, 5s);
     uint64_t size = image::load(image, image::Key::of_state_dir(state_)).manifest.pages_file_size;
@@ -433,12 +456,12 @@ TEST_F(RemotePages, PageServerAnswersBadInputAndStopsOnSigterm) {
 TEST_F(RemotePages, ASourceReconnectsAfterThePageServerClosedItsIdleConnections) {
     auto [image, manifest] = snapshot("big-heap");
     std::optional<Child> server;
-    std::string addr = start_page_server(server, image, "", "127.0.0.1", {"--client-idle-s", "1"});
-    ASSERT_FALSE(addr.empty());
+    auto target = local_page_server(server, image, {"--client-idle-s", "1"});
+    ASSERT_NE(target.port, 0);
     auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
     uint64_t lazy_page = lazy_page_outside_working_set(img);
     ASSERT_NE(lazy_page, ~0ULL) << "big-heap's image has no lazily served page outside its working set";
-    pages::RemotePageSource source(sys::parse_tcp_address(addr), img, 3000ms);
+    pages::RemotePageSource source(target, img, 3000ms);
     source.fetch_for_restore(img);
     std::this_thread::sleep_for(2500ms);
     std::string log = read_text(server->err);
@@ -477,9 +500,8 @@ TEST_F(RemotePages, AReconnectionToAFullServerWaitsForRoom) {
     using namespace pages::remote;
     auto [image, manifest] = snapshot("big-heap");
     std::optional<Child> server;
-    std::string addr = start_page_server(server, image, "", "127.0.0.1");
-    ASSERT_FALSE(addr.empty());
-    auto target = sys::parse_tcp_address(addr);
+    auto target = local_page_server(server, image);
+    ASSERT_NE(target.port, 0);
     auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
     uint64_t lazy_page = lazy_page_outside_working_set(img);
     ASSERT_NE(lazy_page, ~0ULL);
@@ -490,13 +512,8 @@ TEST_F(RemotePages, AReconnectionToAFullServerWaitsForRoom) {
     std::vector<sys::UniqueFd> busy;
     Request hello{kRequestMagic, kHello, 0, 0};
     auto ask = [&](int sock) {
-        auto by = Clock::now() + 5s;
-        sys::send_all_by(sock, &hello, sizeof hello, by);
-        ResponseHeader h;
-        sys::receive_all_by(sock, &h, sizeof h, by);
-        std::string body(h.length, '\0');
-        sys::receive_all_by(sock, body.data(), body.size(), by);
-        return h.status;
+        sys::send_all_by(sock, &hello, sizeof hello, Clock::now() + 5s);
+        return read_response(sock).first.status;
     };
     auto join = [&] {
         auto s = sys::connect_tcp(target, 5s);
@@ -553,33 +570,29 @@ TEST_F(RemotePages, APageServerRestartedIsConnectedToAgain) {
     ::setenv("INITLESS_INIT_BINARY", INITLESS_BINARY, 1);
     auto [image, manifest] = snapshot("big-heap");
     std::optional<Child> server;
-    std::string addr = start_page_server(server, image, "", "127.0.0.1", {"--no-verify"});
-    ASSERT_FALSE(addr.empty());
+    auto target = local_page_server(server, image, {"--no-verify"});
+    ASSERT_NE(target.port, 0);
     auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
-    auto source = std::make_shared<pages::RemotePageSource>(sys::parse_tcp_address(addr), img, 5000ms);
+    auto source = std::make_shared<pages::RemotePageSource>(target, img, 5000ms);
     // The restore set is in; the read-ahead waits for the fill to begin before it takes the rest.
     source->fetch_for_restore(img);
     ::kill(server->pid, SIGKILL);
     server->wait(5s);
     std::optional<Child> again;
     again.emplace(std::vector<std::string>{INITLESS_BINARY, "page-server", "--image", image.string(),
-                                           "--listen", addr, "--no-verify"},
+                                           "--listen", target.str(), "--no-verify"},
                   scratch_, state_, "page-server-again");
-    img.pages_file = std::make_shared<const sys::UniqueFd>(source->cache_file());
-    img.page_source = source;
     auto spec = spec::load(img.manifest.function_dir);
-    sandbox::SandboxOptions opts;
-    opts.seed_upper = [&](const fs::path& upper) { image::copy_tree(img, image::kUpperTree, upper); };
-    auto sb = sandbox::Sandbox::prepare(spec, opts);
-    auto restored = restore::restore_into(sb, img, restore::Strategy::Lazy);
-    auto res = gateway::http_get(sb.connect(spec.port), "/check", 20s);
+    std::optional<sandbox::Sandbox> sb;
+    auto restored = restore_lazily(img, source, spec, sb);
+    auto res = gateway::http_get(sb->connect(spec.port), "/check", 20s);
     EXPECT_EQ(res.body.rfind("ok", 0), 0u) << res.body;
     EXPECT_TRUE(restored.served->wait_complete(30s));
     auto stats = restored.served->stats();
     EXPECT_TRUE(stats.complete);
     EXPECT_EQ(stats.failure, "");
     EXPECT_EQ(source->counters().reconnects.load(), 2u) << "both connections are made again";
-    sb.teardown();
+    sb->teardown();
     ::kill(again->pid, SIGTERM);
     EXPECT_EQ(again->wait(10s), 0) << read_text(again->err);
 }
@@ -650,19 +663,15 @@ TEST_F(RemotePages, ADeadSourceKillsTheFunctionAndLeavesNoThreadOrFd) {
         auto img = image::load_without_pages(manifest, image::Key::of_state_dir(state_));
         auto source = std::make_shared<pages::RemotePageSource>(sys::parse_tcp_address(addr), img, 3000ms);
         source->fetch_for_restore(img);
-        img.pages_file = std::make_shared<const sys::UniqueFd>(source->cache_file());
-        img.page_source = source;
         auto spec = spec::load(img.manifest.function_dir);
-        sandbox::SandboxOptions opts;
-        opts.seed_upper = [&](const fs::path& upper) { image::copy_tree(img, image::kUpperTree, upper); };
-        auto sb = sandbox::Sandbox::prepare(spec, opts);
-        auto restored = restore::restore_into(sb, img, restore::Strategy::Lazy);
+        std::optional<sandbox::Sandbox> sb;
+        auto restored = restore_lazily(img, source, spec, sb);
         EXPECT_FALSE(restored.served->stats().complete) << "the fill ended before the kill (not mid-fill)";
         ::kill(server->pid, SIGKILL);
         server->wait(5s);
         // The function's request faults what the fill has not fetched yet.
         try {
-            gateway::http_get(sb.connect(spec.port), "/check", std::chrono::seconds(10));
+            gateway::http_get(sb->connect(spec.port), "/check", std::chrono::seconds(10));
         } catch (const std::exception&) {
         }
         ASSERT_TRUE(restored.served->wait_complete(10s)) << "still served after its source died";
@@ -678,7 +687,7 @@ TEST_F(RemotePages, ADeadSourceKillsTheFunctionAndLeavesNoThreadOrFd) {
         auto until = Clock::now() + 5s;
         while (!gone() && Clock::now() < until) std::this_thread::sleep_for(10ms);
         EXPECT_TRUE(gone()) << "the restored function still runs after its page source died";
-        sb.teardown();
+        sb->teardown();
     }
     auto until = Clock::now() + 5s;
     while (pages::PageServer::shared().thread_running() && Clock::now() < until)
