@@ -286,11 +286,8 @@ namespace {
 // costs no epoll registration (an fd adopted and released per request cost three syscalls). Kept
 // with the instance (Instance::gateway_state) and closed with it.
 struct UpstreamPool {
-    struct Idle {
-        std::unique_ptr<tcp::socket> socket;
-    };
     std::mutex mu;
-    std::vector<Idle> idle;
+    std::vector<std::unique_ptr<tcp::socket>> idle;
 };
 
 std::shared_ptr<UpstreamPool> pool_of(controller::Instance& instance) {
@@ -322,30 +319,34 @@ std::unique_ptr<tcp::socket> new_upstream_socket(controller::Instance& instance,
 std::unique_ptr<tcp::socket> take_upstream(controller::Instance& instance, net::io_context& ioc,
                                            bool& reused) {
     auto pool = pool_of(instance);
-    std::vector<UpstreamPool::Idle> elsewhere;
+    std::unique_ptr<tcp::socket> kept;
+    std::vector<std::unique_ptr<tcp::socket>> elsewhere;
     std::vector<std::unique_ptr<tcp::socket>> stale;  // closed when this returns (this loop's)
     {
         std::lock_guard lock(pool->mu);
-        for (size_t i = pool->idle.size(); i-- > 0;) {
-            if (&pool->idle[i].socket->get_executor().context() != &ioc) continue;
-            UpstreamPool::Idle c = std::move(pool->idle[i]);
+        for (size_t i = pool->idle.size(); i-- > 0 && !kept;) {
+            if (&pool->idle[i]->get_executor().context() != &ioc) continue;
+            std::unique_ptr<tcp::socket> c = std::move(pool->idle[i]);
             pool->idle.erase(pool->idle.begin() + static_cast<long>(i));
-            auto seen = sys::peek_stream(c.socket->native_handle());
-            if (seen == sys::StreamPeek::Quiet) {
-                reused = true;
-                return std::move(c.socket);
-            }
-            if (seen == sys::StreamPeek::Bytes) stale.push_back(std::move(c.socket));
+            auto seen = sys::peek_stream(c->native_handle());
+            if (seen == sys::StreamPeek::Quiet)
+                kept = std::move(c);
+            else if (seen == sys::StreamPeek::Bytes)
+                stale.push_back(std::move(c));
         }
-        if (instance.concurrency() == 1) elsewhere.swap(pool->idle);
+        if (!kept && instance.concurrency() == 1) elsewhere.swap(pool->idle);
     }
     if (!stale.empty())
         spdlog::warn(
             "event=upstream-dropped function={} connections={} reason=\"bytes after the function's "
             "response\"",
             instance.function(), stale.size());
+    if (kept) {
+        reused = true;
+        return kept;
+    }
     for (auto& c : elsewhere) {
-        std::shared_ptr<tcp::socket> socket = std::move(c.socket);
+        std::shared_ptr<tcp::socket> socket = std::move(c);
         net::post(socket->get_executor(), [socket] {
             beast::error_code ignored;
             socket->close(ignored);
@@ -365,7 +366,7 @@ void give_back_upstream(controller::Instance& instance, std::unique_ptr<tcp::soc
     auto pool = pool_of(instance);
     size_t keep = std::clamp<size_t>(instance.concurrency(), 64, 1024);
     std::lock_guard lock(pool->mu);
-    if (pool->idle.size() < keep) pool->idle.push_back({std::move(socket)});
+    if (pool->idle.size() < keep) pool->idle.push_back(std::move(socket));
 }
 
 // Counts one function request in Server::Impl::in_flight while it is held.
@@ -803,13 +804,8 @@ class Session : public std::enable_shared_from_this<Session> {
         up.writing = true;
         up.read_early = false;
         up.request_cut = false;
-        std::array<net::const_buffer, 2> buffers{net::buffer(up.head), net::buffer(up.body.data)};
         beast::error_code ec;
-        size_t n = up.socket->write_some(buffers, ec);  // non-blocking: what the socket takes now
-        if (ec == net::error::would_block || ec == net::error::try_again) {
-            ec = {};
-            n = 0;
-        }
+        size_t n = write_now(*up.socket, up.head, up.body.data, ec);
         if (ec || n == up.head.size() + up.body.data.size()) {
             on_upstream_written(ec, attempt);
             return;
@@ -845,6 +841,19 @@ class Session : public std::enable_shared_from_this<Session> {
             });
     }
 
+    // What non-blocking `socket` takes of head and body now, in one sendmsg (none when it is full: no
+    // error then).
+    static size_t write_now(tcp::socket& socket, std::string_view head, std::string_view body,
+                            beast::error_code& ec) {
+        std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
+        size_t n = socket.write_some(buffers, ec);
+        if (ec == net::error::would_block || ec == net::error::try_again) {
+            ec = {};
+            n = 0;
+        }
+        return n;
+    }
+
     // Writes what `socket` takes at once, then the rest by an asynchronous write. A head and body
     // that fit in the socket's buffer (nearly every request and response) are then sent by one
     // sendmsg and `done` runs now: an asynchronous write that completes at once still queues its
@@ -853,17 +862,13 @@ class Session : public std::enable_shared_from_this<Session> {
     template <class AsyncStream, class Done>
     void write_all(tcp::socket& socket, AsyncStream& stream, std::string_view head, std::string_view body,
                    Done&& done) {
-        std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
         beast::error_code ec;
-        size_t n = socket.write_some(buffers, ec);
-        if (ec == net::error::would_block || ec == net::error::try_again) {
-            ec = {};
-            n = 0;
-        }
+        size_t n = write_now(socket, head, body, ec);
         if (ec || n == head.size() + body.size()) {
             done(ec);
             return;
         }
+        std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
         auto rest = std::make_shared<beast::buffers_suffix<std::array<net::const_buffer, 2>>>(buffers);
         rest->consume(n);
         net::async_write(
