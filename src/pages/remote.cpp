@@ -482,6 +482,12 @@ void RemotePageSource::reconnect(sys::UniqueFd& sock, const char* which, int sto
     spdlog::info("page source: reconnected the {} connection to page server {}", which, server_);
 }
 
+bool RemotePageSource::reconnect_if_ended(sys::UniqueFd& sock, const char* which, int stop_fd) {
+    if (sock && sys::peek_stream(sock.get()) != sys::StreamPeek::Closed) return false;
+    reconnect(sock, which, stop_fd);
+    return true;
+}
+
 void RemotePageSource::fetch_blocks(const std::vector<uint64_t>& blocks) {
     // Adjacent blocks go as one range; ranges are pipelined kBatch at a time.
     std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [first block, last block]
@@ -506,8 +512,7 @@ void RemotePageSource::fetch_blocks(const std::vector<uint64_t>& blocks) {
         // in time is not asked again.
         for (bool again = false;; again = true) {
             try {
-                if (!sock_ || sys::peek_stream(sock_.get()) == sys::StreamPeek::Closed)
-                    reconnect(sock_, "first");
+                reconnect_if_ended(sock_, "first");
                 sys::send_all_by(sock_.get(), requests.data(), requests.size() * sizeof(Request),
                                  Clock::now() + timeout_);
                 counters_.requests += requests.size();
@@ -664,10 +669,8 @@ void RemotePageSource::read_ahead() {
                              stop = std::min(size_, (first + count) * kPageSumBlock);
                     // Waiting for the fill to begin may have taken longer than the server keeps an idle
                     // client.
-                    if (in_flight.empty() && sys::peek_stream(sock.get()) == sys::StreamPeek::Closed) {
-                        reconnect(sock, "read-ahead", stop_ahead_.get());
+                    if (in_flight.empty() && reconnect_if_ended(sock, "read-ahead", stop_ahead_.get()))
                         again = true;
-                    }
                     Request q{kRequestMagic, kRange, offset, stop - offset};
                     in_flight.push_back(q);
                     sys::send_all_by(sock.get(), &q, sizeof q, Clock::now() + timeout_);

@@ -184,6 +184,8 @@ class RemotePageSource : public image::PageSource {
     // refusal (a server restarting) is asked again until the timeout; fails the source if it cannot.
     // With `stop_fd` >= 0 it throws ReadAheadStopped once that is readable.
     void reconnect(sys::UniqueFd& sock, const char* which, int stop_fd = -1);
+    // reconnect() if `sock` is gone or the server ended it (one peek); whether it did.
+    bool reconnect_if_ended(sys::UniqueFd& sock, const char* which, int stop_fd = -1);
     // Receives `q`'s response into the cache and verifies it, by `deadline` (`stop_fd` >= 0: throws
     // ReadAheadStopped once it is readable).
     void receive_range(int sock, const remote::Request& q, std::chrono::steady_clock::time_point deadline,
