@@ -145,6 +145,10 @@ struct Instance::State {
     std::unique_ptr<sandbox::Sandbox> sandbox;
     enum class Phase { Idle, Busy, Gone } phase = Phase::Idle;
     uint32_t in_flight = 0;
+    // Requests that broke on this instance and wait for their diagnosis: it may have died, and its
+    // death can trail the broken connection, so it takes no new request meanwhile (each would break
+    // too: a crash under load gave ~8 requests its 502).
+    uint32_t suspect = 0;
     uint64_t served = 0;
     Clock::time_point created = Clock::now(), last_used = Clock::now();
     policy::InstanceId policy_id = 0;
@@ -316,7 +320,8 @@ struct Controller::Impl {
         std::shared_ptr<Instance> best;
         for (auto& inst : fn.instances) {
             auto& s = *inst->state;
-            if (s.phase == Instance::State::Phase::Gone || s.in_flight >= fn.spec.concurrency) continue;
+            if (s.phase == Instance::State::Phase::Gone || s.suspect > 0 || s.in_flight >= fn.spec.concurrency)
+                continue;
             if (!best) {
                 best = inst;
                 continue;
@@ -1115,9 +1120,11 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
             } else if (bool dead = !s.death().empty(); outcome == Outcome::Ok || dead) {
                 if (dead) {
                     I.remove_instance(*fn, inst, true);
-                } else if (s.in_flight == 0) {
+                } else if (s.in_flight == 0 && s.suspect == 0) {
                     I.became_idle(*fn, inst, policy::IdleReason::AfterInvocation);
                 }
+            } else if (outcome == Outcome::UpstreamFailed) {
+                s.suspect++;  // until the diagnosis below
             }
             if (fn->removed) {
                 if (s.in_flight == 0) I.remove_instance(*fn, inst, false);
@@ -1146,7 +1153,8 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
             if (fn) {
                 std::lock_guard lock(I.mu);
                 auto& s = *inst->state;
-                if (s.phase != Instance::State::Phase::Gone && s.in_flight == 0)
+                if (s.suspect > 0) s.suspect--;
+                if (s.phase != Instance::State::Phase::Gone && s.in_flight == 0 && s.suspect == 0)
                     I.became_idle(*fn, inst, policy::IdleReason::AfterInvocation);
                 if (!fn->removed) I.dispatch(fn, out);
             }

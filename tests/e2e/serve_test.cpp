@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -494,6 +495,49 @@ TEST_F(ServeTest, CrashGives502NamingTheExitThenANewInstanceServes) {
     EXPECT_EQ(oom.status, 502) << oom.body;
     EXPECT_NE(oom.body.find("OOM"), std::string::npos) << oom.body;
     EXPECT_EQ(invoke("e2e-counter").status, 200);
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
+// A crash under load fails the crashing request only. The instance's death is learnt a moment after
+// its connection broke; meanwhile the instance looked free (concurrency = 1, nothing in flight) and the
+// requests that came were sent to it, each getting the crash's 502 (found by a soak: ~8 per crash).
+TEST_F(ServeTest, ACrashUnderLoadFailsOnlyTheCrashingRequest) {
+    start_daemon();
+    auto d = deploy(counter_variant("crash-load", {{"name", "\"e2e-crash-load\""}, {"max_instances", "4"}}));
+    ASSERT_EQ(d.exit_code(), 0) << d.describe();
+    std::atomic<bool> stop{false};
+    std::atomic<int> ok{0};
+    std::mutex mu;
+    std::vector<std::string> failures;
+    std::vector<std::thread> load;
+    for (int i = 0; i < 4; ++i)
+        load.emplace_back([&] {
+            while (!stop) {
+                try {
+                    auto r = request("GET", "/function/e2e-crash-load/");
+                    if (r.status == 200) {
+                        ok++;
+                        continue;
+                    }
+                    std::lock_guard lock(mu);
+                    failures.push_back(fmt::format("{} {}", r.status, r.body));
+                } catch (const std::exception& e) {
+                    std::lock_guard lock(mu);
+                    failures.push_back(e.what());
+                }
+            }
+        });
+    for (int i = 0; i < 6; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        auto crash = request("GET", "/function/e2e-crash-load/crash");
+        EXPECT_EQ(crash.status, 502) << crash.body;
+    }
+    stop = true;
+    for (auto& t : load) t.join();
+    EXPECT_GT(ok.load(), 20);
+    EXPECT_TRUE(failures.empty()) << failures.size() << " requests beside the crashes failed, the first: "
+                                  << failures.front();
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
 }
