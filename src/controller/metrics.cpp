@@ -95,6 +95,8 @@ Metrics::HistogramRef Metrics::histogram(const std::string& name, const Labels& 
     HistogramRef ref;
     ref.buckets_ = &f.buckets;
     ref.histogram_ = &f.histograms[render(labels)];
+    // Sized now: the exposition may run before the first record does.
+    if (ref.histogram_->counts.empty()) ref.histogram_->counts.assign(f.buckets.size(), 0);
     return ref;
 }
 

@@ -1429,7 +1429,9 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     void finish_error(http::status status, std::string why) {  // a copy: `why` may be slot_.error
-        record(static_cast<unsigned>(status));
+        // No series for a name nobody deployed: they are never erased, so a client naming new
+        // functions would grow the daemon's memory (and /metrics) without end.
+        if (status != http::status::not_found) record(static_cast<unsigned>(status));
         spdlog::info("event=invoke-error function={} status={} reason=\"{}\"", function_,
                      static_cast<unsigned>(status), why);
         upstream_.reset();

@@ -1189,6 +1189,10 @@ TEST_F(ServeTest, GarbageHttpGets4xxAndTheDaemonKeepsServing) {
     EXPECT_EQ(raw_exchange(port_, endless_chunk).rfind("HTTP/1.1 400", 0), 0u);
     EXPECT_EQ(request("POST", "/system/functions", "{not json").status, 400);
     EXPECT_EQ(request("GET", "/function/nobody").status, 404);
+    // Names nobody deployed make no metric series: each would stay for good.
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(request("GET", fmt::format("/function/nobody-{}", i)).status, 404);
+    auto metrics = request("GET", "/metrics");
+    EXPECT_EQ(metrics.body.find("nobody"), std::string::npos) << metrics.body;
     EXPECT_EQ(request("GET", "/nowhere").status, 404);
     EXPECT_EQ(request("GET", "/healthz").status, 200);
     EXPECT_EQ(stop_daemon().exit_code(), 0);

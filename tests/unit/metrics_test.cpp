@@ -34,6 +34,16 @@ TEST(Metrics, CountersGaugesAndHistogramsInTheTextFormat) {
     EXPECT_EQ(m.exposition().find("pool{"), std::string::npos);
 }
 
+// The gateway looks a histogram up before its first sample; a scrape in between reads its buckets.
+TEST(Metrics, AHistogramLookedUpButNotYetRecordedShowsZeros) {
+    Metrics m;
+    m.declare("latency_seconds", Metrics::Type::Histogram, "Latency.", {0.01, 0.1});
+    (void)m.histogram("latency_seconds", {{"function", "a"}});
+    std::string text = m.exposition();
+    EXPECT_NE(text.find("latency_seconds_bucket{function=\"a\",le=\"0.1\"} 0\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("latency_seconds_count{function=\"a\"} 0\n"), std::string::npos) << text;
+}
+
 TEST(Metrics, LabelValuesAreEscaped) {
     EXPECT_EQ(Metrics::escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }
