@@ -145,10 +145,17 @@ struct Instance::State {
     std::unique_ptr<sandbox::Sandbox> sandbox;
     enum class Phase { Idle, Busy, Gone } phase = Phase::Idle;
     uint32_t in_flight = 0;
-    // Requests that broke on this instance and wait for their diagnosis: it may have died, and its
-    // death can trail the broken connection, so it takes no new request meanwhile (each would break
-    // too: a crash under load gave ~8 requests its 502).
-    uint32_t suspect = 0;
+    // Requests that broke on this instance and wait for their diagnosis, each with what the gateway
+    // saw and its callback. The instance may have died, and its death can trail the broken
+    // connection, so it takes no new request meanwhile (each would break too: a crash under load gave
+    // ~8 requests its 502). One diagnosis runs at a time and answers every request waiting when it
+    // ends (a thread each held a failing function's instance for 1 s in turn, without bound).
+    struct Broken {
+        std::string transport_error;
+        std::function<void(std::string)> diagnosed;
+    };
+    std::vector<Broken> suspect;
+    bool diagnosing = false;
     uint64_t served = 0;
     Clock::time_point created = Clock::now(), last_used = Clock::now();
     policy::InstanceId policy_id = 0;
@@ -320,7 +327,8 @@ struct Controller::Impl {
         std::shared_ptr<Instance> best;
         for (auto& inst : fn.instances) {
             auto& s = *inst->state;
-            if (s.phase == Instance::State::Phase::Gone || s.suspect > 0 || s.in_flight >= fn.spec.concurrency)
+            if (s.phase == Instance::State::Phase::Gone || !s.suspect.empty() ||
+                s.in_flight >= fn.spec.concurrency)
                 continue;
             if (!best) {
                 best = inst;
@@ -748,8 +756,9 @@ struct Controller::Impl {
 
     // ---- faults ----
 
-    // On a job thread: why did the connection to this instance break? Removes it if it died.
-    std::string diagnose(const std::shared_ptr<Instance>& inst, const std::string& transport_error) {
+    // On a job thread: did this instance die (why), after a connection to it broke? Removes it if so;
+    // empty if it lives.
+    std::string diagnose(const std::shared_ptr<Instance>& inst) {
         auto& s = *inst->state;
         auto fn = s.fn.lock();
         std::string death;
@@ -774,7 +783,7 @@ struct Controller::Impl {
                                     fn ? fn->spec.memory_mb : 0, death.empty() ? "still running" : death);
             s.set_death(death);
         }
-        if (death.empty()) return transport_error;  // alive: what the gateway saw
+        if (death.empty()) return death;
         spdlog::warn("event=instance-died function={} instance={} reason=\"{}\"", inst->function(),
                      inst->id(), death);
         if (fn) {
@@ -1102,6 +1111,8 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
     auto& s = *inst->state;
     Impl::Callbacks out;
     std::shared_ptr<FunctionState> fn = s.fn.lock();
+    const std::string transport = broken.empty() ? "the connection to the function broke" : broken;
+    bool suspected = false, diagnose_now = false;
     {
         std::lock_guard lock(I.mu);
         s.in_flight--;
@@ -1120,11 +1131,16 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
             } else if (bool dead = !s.death().empty(); outcome == Outcome::Ok || dead) {
                 if (dead) {
                     I.remove_instance(*fn, inst, true);
-                } else if (s.in_flight == 0 && s.suspect == 0) {
+                } else if (s.in_flight == 0 && s.suspect.empty()) {
                     I.became_idle(*fn, inst, policy::IdleReason::AfterInvocation);
                 }
             } else if (outcome == Outcome::UpstreamFailed) {
-                s.suspect++;  // until the diagnosis below
+                s.suspect.push_back({transport, std::move(diagnosed)});
+                suspected = true;
+                if (!s.diagnosing) {
+                    s.diagnosing = true;
+                    diagnose_now = true;
+                }
             }
             if (fn->removed) {
                 if (s.in_flight == 0) I.remove_instance(*fn, inst, false);
@@ -1141,27 +1157,39 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
                             inst->function(), inst->timeout_s()));
         return;
     }
-    if (outcome == Outcome::UpstreamFailed) {
-        std::string transport = broken.empty() ? "the connection to the function broke" : broken;
-        I.jobs.spawn([this, inst, fn, diagnosed = std::move(diagnosed), transport] {
-            auto& I = *impl_;
-            std::string reason = I.diagnose(inst, transport);
-            if (fn)
-                metrics_.add("initless_instance_failures_total",
-                             {{"function", fn->name}, {"reason", "crash"}});
-            Impl::Callbacks out;
+    if (outcome != Outcome::UpstreamFailed) return;
+    if (!suspected) {
+        // Known dead (and removed), gone already, or of a removed function: nothing to wait for.
+        if (fn)
+            metrics_.add("initless_instance_failures_total", {{"function", fn->name}, {"reason", "crash"}});
+        std::string death = s.death();
+        if (diagnosed) diagnosed(death.empty() ? transport : death);
+        return;
+    }
+    if (!diagnose_now) return;  // the diagnosis running answers this request too
+    I.jobs.spawn([this, inst, fn] {
+        auto& I = *impl_;
+        auto& s = *inst->state;
+        std::string death = I.diagnose(inst);
+        std::vector<Instance::State::Broken> answered;
+        Impl::Callbacks out;
+        {
+            std::lock_guard lock(I.mu);
+            answered.swap(s.suspect);
+            s.diagnosing = false;
             if (fn) {
-                std::lock_guard lock(I.mu);
-                auto& s = *inst->state;
-                if (s.suspect > 0) s.suspect--;
-                if (s.phase != Instance::State::Phase::Gone && s.in_flight == 0 && s.suspect == 0)
+                if (s.phase != Instance::State::Phase::Gone && s.in_flight == 0)
                     I.became_idle(*fn, inst, policy::IdleReason::AfterInvocation);
                 if (!fn->removed) I.dispatch(fn, out);
             }
-            for (auto& f : out) f();
-            if (diagnosed) diagnosed(reason);
-        });
-    }
+        }
+        if (fn)
+            metrics_.add("initless_instance_failures_total", {{"function", fn->name}, {"reason", "crash"}},
+                         static_cast<double>(answered.size()));
+        for (auto& f : out) f();
+        for (auto& b : answered)
+            if (b.diagnosed) b.diagnosed(death.empty() ? b.transport_error : death);
+    });
 }
 
 void Controller::deploy(const fs::path& dir, DeployProgress progress) {

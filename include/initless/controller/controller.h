@@ -127,7 +127,9 @@ class Controller {
     void acquire(const std::string& function, AcquireCallback done);
     // Gives the slot back. After UpstreamFailed the controller looks at the instance (did it exit,
     // was it OOM-killed?) on a job thread, removes it if it died, and calls `diagnosed` with a
-    // one-line reason; after TimedOut it kills the instance and calls `diagnosed` likewise.
+    // one-line reason; until then the instance takes no new request, and requests broken on it
+    // meanwhile wait for that one diagnosis (at most ~1 s). After TimedOut it kills the instance and
+    // calls `diagnosed` likewise.
     // `broken`: after UpstreamFailed, what the gateway saw ("the function closed the connection before
     // answering"), the diagnosis when the instance did not die.
     void release(const Acquired& slot, Outcome outcome, std::function<void(std::string)> diagnosed = {},
