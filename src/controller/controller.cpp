@@ -56,6 +56,21 @@ class JobThreads {
             std::lock_guard lock(mu_);
             ++running_;
         }
+        try {
+            start(std::move(fn));
+        } catch (...) {  // no thread (EAGAIN): not counted, and the caller learns it
+            std::lock_guard lock(mu_);
+            if (--running_ == 0) cv_.notify_all();
+            throw;
+        }
+    }
+    bool wait_all(std::chrono::milliseconds timeout) {
+        std::unique_lock lock(mu_);
+        return cv_.wait_for(lock, timeout, [&] { return running_ == 0; });
+    }
+
+  private:
+    void start(std::function<void()> fn) {
         std::thread([this, fn = std::move(fn)]() mutable {
             {
                 auto f = std::move(fn);  // destroyed before the count drops: nothing outlives wait_all
@@ -69,12 +84,7 @@ class JobThreads {
             if (--running_ == 0) cv_.notify_all();
         }).detach();
     }
-    bool wait_all(std::chrono::milliseconds timeout) {
-        std::unique_lock lock(mu_);
-        return cv_.wait_for(lock, timeout, [&] { return running_ == 0; });
-    }
 
-  private:
     std::mutex mu_;
     std::condition_variable cv_;
     uint64_t running_ = 0;
@@ -503,14 +513,17 @@ struct Controller::Impl {
             }
             if (command == PooledSandbox::Command::Execute && error.empty()) {
                 Clock::time_point t1 = Clock::now();
+                bool executed = false;
                 try {
                     plan->execute();
-                    plan.reset();
-                    done(std::move(sb), ms_since(t1), "");
-                    return;
+                    executed = true;
                 } catch (const std::exception& e) {
                     error = e.what();
                 }
+                plan.reset();
+                // Outside the try: `done` runs once, whatever it throws (twice, it counted the
+                // restore's end twice, and the function's count of restores running wrapped).
+                if (executed) return done(std::move(sb), ms_since(t1), "");
             }
             plan.reset();
             if (sb) sb->teardown();
@@ -551,9 +564,11 @@ struct Controller::Impl {
         // a failed restore boots instead, on this thread, and requests still waiting would get no new
         // start for as long as that boot takes.
         Callbacks out;
+        bool leaving = false;
         {
             std::lock_guard lock(mu);
             fn->restoring--;
+            leaving = fn->removed || shutting_down;
             if (!fn->removed) {
                 dispatch(fn, out);
                 start_prewarms(fn);
@@ -568,9 +583,11 @@ struct Controller::Impl {
             instance_up(fn, std::move(sb), StartKind::Cold, sandbox_ms, restore_ms, on_path, prewarm);
             return;
         }
-        spdlog::warn("event=restore-failed function={} fallback=boot error=\"{}\"", fn->name, error);
+        spdlog::warn("event=restore-failed function={} fallback={} error=\"{}\"", fn->name,
+                     leaving ? "none (the function is leaving)" : "boot", error);
         metrics().add("initless_restore_fallbacks_total",
                       {{"function", fn->name}, {"reason", short_reason(error)}});
+        if (leaving) return start_failed(fn, "restore failed: " + error);  // no boot for a function leaving
         boot(fn, prewarm, "restore failed: " + error);
     }
 
@@ -578,20 +595,22 @@ struct Controller::Impl {
     void boot(const std::shared_ptr<FunctionState>& fn, bool prewarm, const std::string& why) {
         Clock::time_point t0 = Clock::now();
         std::unique_ptr<sandbox::Sandbox> sb;
+        double sandbox_ms = 0;
         try {
             sb = std::make_unique<sandbox::Sandbox>(sandbox::Sandbox::prepare(fn->spec));
-            double sandbox_ms = ms_since(t0);
+            sandbox_ms = ms_since(t0);
             sb->start();
             sb->wait_ready(fn->spec.ready, std::chrono::seconds(fn->spec.timeout_s));
-            double boot_ms = ms_since(t0);
-            metrics().observe("initless_boot_seconds", {{"function", fn->name}}, boot_ms / 1000);
-            spdlog::info("event=booted function={} instance={} boot_ms={:.1f} why=\"{}\"", fn->name, sb->id(),
-                         boot_ms, why);
-            instance_up(fn, std::move(sb), StartKind::Boot, sandbox_ms, boot_ms - sandbox_ms, true, prewarm);
         } catch (const std::exception& e) {
             if (sb) sb->teardown();
-            start_failed(fn, e.what());
+            return start_failed(fn, e.what());
         }
+        double boot_ms = ms_since(t0);
+        metrics().observe("initless_boot_seconds", {{"function", fn->name}}, boot_ms / 1000);
+        spdlog::info("event=booted function={} instance={} boot_ms={:.1f} why=\"{}\"", fn->name, sb->id(),
+                     boot_ms, why);
+        // Outside the try: instance_up counts the start's end, which start_failed would count again.
+        instance_up(fn, std::move(sb), StartKind::Boot, sandbox_ms, boot_ms - sandbox_ms, true, prewarm);
     }
 
     void start_failed(const std::shared_ptr<FunctionState>& fn, const std::string& error) {
@@ -621,8 +640,14 @@ struct Controller::Impl {
 
     void instance_up(const std::shared_ptr<FunctionState>& fn, std::unique_ptr<sandbox::Sandbox> sb,
                      StartKind kind, double sandbox_ms, double restore_ms, bool on_path, bool prewarm) {
-        auto inst = std::make_shared<Instance>(sb->id(), fn->name, fn->spec.port, fn->spec.timeout_s,
-                                               fn->spec.concurrency, sys::duplicate(sb->netns_fd()));
+        std::shared_ptr<Instance> inst;
+        try {
+            inst = std::make_shared<Instance>(sb->id(), fn->name, fn->spec.port, fn->spec.timeout_s,
+                                              fn->spec.concurrency, sys::duplicate(sb->netns_fd()));
+        } catch (const std::exception& e) {  // EMFILE: the start fails, counted once
+            sb->teardown();
+            return start_failed(fn, fmt::format("the instance could not be set up: {}", e.what()));
+        }
         auto& s = *inst->state;
         s.fn = fn;
         s.log_path = sb->log_path();
@@ -1075,7 +1100,13 @@ void Controller::shutdown(std::chrono::milliseconds drain) {
             }
         }
     }
-    if (!I.jobs.wait_all(std::chrono::seconds(60))) spdlog::error("event=shutdown-jobs-left");
+    if (!I.jobs.wait_all(std::chrono::seconds(60))) {
+        spdlog::error("event=shutdown-jobs-left");
+    } else {
+        // Every sandbox is torn down: what a failed teardown left goes now, not at the next start.
+        for (const auto& line : sandbox::collect_garbage(/*ours_too=*/true))
+            spdlog::info("event=gc what=\"{}\"", line);
+    }
     I.stopped = true;
     spdlog::info("event=stopped");
 }

@@ -667,17 +667,28 @@ void Sandbox::teardown() {
         init_pid_ = 0;
         init_pidfd_.reset();
     }
+    bool group_left = false;
     try {
         cgroup_.remove();
     } catch (const Error& e) {
-        // Not fatal (gc removes an empty group later), but a group left behind is a leak to explain.
+        // Not fatal, but a group left behind is a leak to explain; the instance dir stays with it, so
+        // that collect_garbage finds the group by its dir's owner record (an orphan group it leaves
+        // for 30 s, since it cannot tell it from one another process is making).
         spdlog::warn("event=teardown-incomplete instance={} reason=\"{}\"", id_, e.what());
+        group_left = true;
     }
-    if (!dir_.empty()) {
+    if (group_left) {
+        dir_.clear();
+    } else if (!dir_.empty()) {
         try {
             sys::unmount_under(dir_);
             sys::remove_tree(dir_);
-        } catch (const Error&) {
+        } catch (const Error& e) {
+            // Listing the mounts takes an fd, which a process short of them may not get. An empty dir
+            // (a prepare that failed early) goes anyway; else the dir keeps its owner record, by which
+            // collect_garbage knows it (the daemon's at its end, or the next start's).
+            if (::rmdir(dir_.c_str()) != 0)
+                spdlog::warn("event=teardown-incomplete instance={} reason=\"{}\"", id_, e.what());
         }
         dir_.clear();
     }
@@ -700,7 +711,7 @@ static bool cgroup_in_use(const std::string& name) {
     return false;
 }
 
-std::vector<std::string> collect_garbage() {
+std::vector<std::string> collect_garbage(bool ours_too) {
     std::vector<std::string> removed;
     fs::path instances = state_dir() / "instances";
     std::error_code ec;
@@ -718,7 +729,8 @@ std::vector<std::string> collect_garbage() {
                 continue;
             }
         }
-        if (!owner.is_null() && owner_alive(owner)) {
+        bool ours = !owner.is_null() && owner.value("pid", 0) == ::getpid();
+        if (!owner.is_null() && owner_alive(owner) && !(ours && ours_too)) {
             live_dirs.insert(id);
             continue;
         }
@@ -732,10 +744,14 @@ std::vector<std::string> collect_garbage() {
             }
         } catch (const std::exception&) {
         }
-        sys::Cgroup::open(id).remove();
-        sys::unmount_under(e.path());
-        sys::remove_tree(e.path());
-        removed.push_back("removed instance " + id);
+        try {
+            sys::Cgroup::open(id).remove();
+            sys::unmount_under(e.path());
+            sys::remove_tree(e.path());
+            removed.push_back("removed instance " + id);
+        } catch (const Error& err) {  // the others still go
+            removed.push_back(fmt::format("could not remove instance {}: {}", id, err.what()));
+        }
     }
     for (const auto& name : sys::Cgroup::list()) {
         if (live_dirs.count(name)) continue;

@@ -317,18 +317,30 @@ void remove_tree(const fs::path& path) {
         check(::unlink(path.c_str()), fmt::format("unlink {}", path.string()));
         return;
     }
-    for (const auto& entry : fs::directory_iterator(path)) {
+    // An empty directory goes without listing it, which takes an fd the process may be short of.
+    if (::rmdir(path.c_str()) == 0) return;
+    for (const auto& name : list_directory(path)) {
+        fs::path entry = path / name;
         struct stat st {};
-        if (::lstat(entry.path().c_str(), &st) != 0) continue;
+        if (::lstat(entry.c_str(), &st) != 0) continue;
         if (S_ISDIR(st.st_mode)) {
             if (st.st_dev != root.st_dev)
-                throw Error(fmt::format("refusing to remove {}: it is a mount point", entry.path().string()));
-            remove_tree(entry.path());
+                throw Error(fmt::format("refusing to remove {}: it is a mount point", entry.string()));
+            remove_tree(entry);
         } else {
-            check(::unlink(entry.path().c_str()), fmt::format("unlink {}", entry.path().string()));
+            check(::unlink(entry.c_str()), fmt::format("unlink {}", entry.string()));
         }
     }
     check(::rmdir(path.c_str()), fmt::format("rmdir {}", path.string()));
+}
+
+std::vector<std::string> list_directory(const fs::path& path) {
+    std::error_code ec;
+    fs::directory_iterator it(path, ec), end;
+    std::vector<std::string> names;
+    for (; !ec && it != end; it.increment(ec)) names.push_back(it->path().filename().string());
+    if (ec) throw SysError(fmt::format("list {}", path.string()), ec.value());
+    return names;
 }
 
 }  // namespace initless::sys

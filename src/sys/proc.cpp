@@ -100,8 +100,7 @@ std::map<int, MountInfo> read_mountinfo(pid_t pid) {
 
 std::vector<int> list_fds(pid_t pid) {
     std::vector<int> out;
-    for (const auto& e : std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", pid)))
-        out.push_back(std::stoi(e.path().filename().string()));
+    for (const auto& name : list_directory(fmt::format("/proc/{}/fd", pid))) out.push_back(std::stoi(name));
     std::sort(out.begin(), out.end());
     return out;
 }

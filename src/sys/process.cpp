@@ -200,8 +200,8 @@ bool process_alive(pid_t pid) {
 
 std::vector<pid_t> proc_tasks(pid_t pid) {
     std::vector<pid_t> out;
-    for (const auto& e : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid)))
-        out.push_back(static_cast<pid_t>(std::stol(e.path().filename().string())));
+    for (const auto& name : list_directory(fmt::format("/proc/{}/task", pid)))
+        out.push_back(static_cast<pid_t>(std::stol(name)));
     std::sort(out.begin(), out.end());
     return out;
 }

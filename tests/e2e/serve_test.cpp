@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -737,6 +738,61 @@ TEST_F(ServeTest, BrokenResponsesAreNamedAndTheInstanceStays) {
     expect_instance_kept("e2e-broken", id, 2);
     EXPECT_EQ(stop_daemon().exit_code(), 0);
     TrackSeenInstances();
+}
+
+// A daemon short of file descriptors (its soft limit lowered under it, as a host's limits or a flood of
+// connections would) fails the starts it cannot make, with a reason, and serves again once it has fds;
+// it stops cleanly and leaves no instance dir. Before: a teardown's directory listing threw
+// std::filesystem's own error out of a destructor and the daemon aborted, and the dirs of prepares that
+// failed early stayed until the next start.
+TEST_F(ServeTest, ADaemonShortOfFdsFailsStartsThenServesAgain) {
+    start_daemon();
+    auto d = deploy(counter_variant(
+        "fds", {{"name", "\"e2e-fds\""}, {"prestart", "0"}, {"max_instances", "20"}, {"concurrency", "1"}}));
+    ASSERT_EQ(d.exit_code(), 0) << d.describe();
+    ASSERT_EQ(invoke("e2e-fds").status, 200);
+    rlimit old{};
+    ASSERT_EQ(::prlimit(daemon_->pid(), RLIMIT_NOFILE, nullptr, &old), 0);
+    size_t open_now = std::distance(fs::directory_iterator(fmt::format("/proc/{}/fd", daemon_->pid())),
+                                    fs::directory_iterator());
+    rlimit tight = old;
+    tight.rlim_cur = open_now + 12;
+    ASSERT_EQ(::prlimit(daemon_->pid(), RLIMIT_NOFILE, &tight, nullptr), 0);
+    std::vector<std::thread> burst;
+    std::atomic<int> failed_with_reason{0};
+    for (int i = 0; i < 20; ++i)
+        burst.emplace_back([&] {
+            try {
+                auto r = request("GET", "/function/e2e-fds/slow?ms=300");
+                if (r.status == 502 && r.body.find("Too many open files") != std::string::npos)
+                    failed_with_reason++;
+            } catch (const std::exception&) {  // the gateway may not accept it either
+            }
+        });
+    for (auto& t : burst) t.join();
+    EXPECT_GT(failed_with_reason.load(), 0) << "the limit did not bite: the test proves nothing";
+    ASSERT_EQ(::prlimit(daemon_->pid(), RLIMIT_NOFILE, &old, nullptr), 0);
+    for (int i = 0; i < 3; ++i) {
+        auto r = invoke("e2e-fds");
+        EXPECT_EQ(r.status, 200) << r.body;
+    }
+    std::vector<std::thread> again;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < 8; ++i)
+        again.emplace_back([&] {
+            if (request("GET", "/function/e2e-fds/slow?ms=300").status == 200) ok++;
+        });
+    for (auto& t : again) t.join();
+    EXPECT_EQ(ok.load(), 8);
+    auto stopped = stop_daemon();
+    EXPECT_EQ(stopped.exit_code(), 0);
+    std::string teardowns;  // what the daemon said of what it could not remove, for a failure's message
+    std::istringstream lines(stopped.err);
+    for (std::string line; std::getline(lines, line);)
+        if (line.find("event=gc") != std::string::npos || line.find("teardown") != std::string::npos ||
+            line.find("jobs-left") != std::string::npos)
+            teardowns += line + "\n";
+    EXPECT_EQ(instance_dirs(), std::vector<std::string>{}) << teardowns;
 }
 
 // Requests broken at once on one live instance share one diagnosis (the daemon waits up to a second for

@@ -200,7 +200,9 @@ std::string request_detached(const std::filesystem::path& instance_dir, const st
                              std::vector<sys::UniqueFd>* fds = nullptr, std::span<const int> send_fds = {});
 
 // Removes instances whose controller is gone: kills a leftover init, removes cgroups and dirs.
-// Returns a line per thing removed.
-std::vector<std::string> collect_garbage();
+// Returns a line per thing removed. `ours_too`: also the instances this process owns, for a caller
+// that has torn down every sandbox it made (the daemon at its end: a teardown that failed, say for
+// want of fds, left its dir until the next start).
+std::vector<std::string> collect_garbage(bool ours_too = false);
 
 }  // namespace initless::sandbox

@@ -102,5 +102,7 @@ std::vector<std::pair<uint64_t, uint64_t>> data_ranges(int fd, uint64_t size);
 UniqueFd reopen(int fd, int flags);
 // Removes a tree; refuses to descend into another mount (a leaked bind mount must not be emptied).
 void remove_tree(const std::filesystem::path& path);
+// The names in a directory (std::filesystem's iterator throws its own error; this one throws ours).
+std::vector<std::string> list_directory(const std::filesystem::path& path);
 
 }  // namespace initless::sys
