@@ -243,6 +243,10 @@ struct FunctionState {
     // Pre-warm starts (a policy's or a scale's) still to do (see start_prewarms).
     uint32_t prewarms_pending = 0;
     bool removed = false;
+    // Of a removed function: instance teardowns running, and what to do once nothing of it runs any
+    // more (its version's files go: its instances map its code and its image).
+    uint32_t teardowns = 0;
+    std::function<void()> when_drained;
     // Removed by `rm` (not replaced by a new version): its draining instances' output no longer goes to
     // the name's log, which a new deploy of the name owns.
     std::atomic<bool> unregistered{false};
@@ -259,6 +263,10 @@ struct Controller::Impl {
 
     mutable std::mutex mu;
     std::map<std::string, std::shared_ptr<FunctionState>> functions;
+    // Functions removed or replaced while something of theirs still runs (busy instances, starts,
+    // teardowns): held here so that those find their function (an instance's is a weak pointer) and end
+    // as the function's do, not torn down on a gateway thread by the last reference.
+    std::vector<std::shared_ptr<FunctionState>> retired;
     // Deploys between their start and their end, by function, each with a pidfd of every sandbox's init
     // it made: killed at shutdown, so that a deploy waiting on its function (a warmup that is never
     // answered, within timeout_s) ends at once.
@@ -537,6 +545,7 @@ struct Controller::Impl {
         std::lock_guard lock(mu);
         fn->pool_preparing--;
         refills_running--;
+        settle(fn);
         if (!error.empty()) {
             spdlog::warn("event=pool-prepare-failed function={} error=\"{}\"", fn->name, error);
             metrics().add("initless_restore_fallbacks_total",
@@ -619,6 +628,7 @@ struct Controller::Impl {
         {
             std::lock_guard lock(mu);
             fn->starting--;
+            settle(fn);
             if (!fn->waiters.empty()) {
                 reject(out, std::move(fn->waiters.front().done), 502,
                        fmt::format("could not start an instance of {}: {}", fn->name, first_line(error)));
@@ -658,12 +668,12 @@ struct Controller::Impl {
         s.on_path = on_path;
         s.prewarmed = prewarm;
         Callbacks out;
-        bool discard = false;
         {
             std::lock_guard lock(mu);
             fn->starting--;
             if (fn->removed || shutting_down) {
-                discard = true;
+                teardown_later(*fn, inst);
+                settle(fn);
             } else {
                 s.policy_id = next_policy_instance++;
                 fn->instances.push_back(inst);
@@ -671,7 +681,6 @@ struct Controller::Impl {
                 if (s.in_flight == 0) became_idle(*fn, inst, policy::IdleReason::PreWarmed);
             }
         }
-        if (discard) teardown_later(inst);
         for (auto& f : out) f();
     }
 
@@ -747,30 +756,56 @@ struct Controller::Impl {
             policy->on_instance_removed({now_ms(), fn.policy_id, s.policy_id}, d);
             apply(d);
         }
-        teardown_later(inst);
+        teardown_later(fn, inst);
     }
 
-    void teardown_later(const std::shared_ptr<Instance>& inst) {
+    // Caller holds mu.
+    void teardown_later(FunctionState& fn, const std::shared_ptr<Instance>& inst) {
+        fn.teardowns++;
         jobs.spawn([this, inst] {
             pump_log(*inst);
-            std::lock_guard lock(inst->state->sandbox_mu);
-            if (inst->state->sandbox) {
-                inst->state->sandbox->teardown();
-                inst->state->sandbox.reset();
+            {
+                std::lock_guard lock(inst->state->sandbox_mu);
+                if (inst->state->sandbox) {
+                    inst->state->sandbox->teardown();
+                    inst->state->sandbox.reset();
+                }
+            }
+            if (auto fn = inst->state->fn.lock()) {
+                std::lock_guard lock(mu);
+                fn->teardowns--;
+                settle(fn);
             }
         });
     }
 
     // Caller holds mu. The function leaves service (removed or replaced by a redeploy): its pool and
-    // idle instances go now, busy ones when their requests end; waiting requests get a 503.
-    void retire(FunctionState& fn, Callbacks& out) {
-        fn.removed = true;
-        for (auto& ps : fn.pool) ps->discard();
-        fn.pool.clear();
-        auto instances = fn.instances;
+    // idle instances go now, busy ones when their requests end; waiting requests get a 503. Once
+    // nothing of it runs, `when_drained` runs on a job thread.
+    void retire(const std::shared_ptr<FunctionState>& fn, Callbacks& out,
+                std::function<void()> when_drained) {
+        fn->removed = true;
+        fn->when_drained = std::move(when_drained);
+        retired.push_back(fn);
+        for (auto& ps : fn->pool) ps->discard();
+        fn->pool.clear();
+        auto instances = fn->instances;
         for (auto& inst : instances)
-            if (inst->state->in_flight == 0) remove_instance(fn, inst, false);
-        reject_waiters(fn, 503, fmt::format("function {} was removed", fn.name), out);
+            if (inst->state->in_flight == 0) remove_instance(*fn, inst, false);
+        reject_waiters(*fn, 503, fmt::format("function {} was removed", fn->name), out);
+        settle(fn);
+    }
+
+    // Caller holds mu. A retired function with nothing left running is let go, and its when_drained
+    // started.
+    void settle(const std::shared_ptr<FunctionState>& fn) {
+        if (!fn->removed || !fn->instances.empty() || fn->starting || fn->pool_preparing || fn->teardowns)
+            return;
+        retired.erase(std::remove(retired.begin(), retired.end(), fn), retired.end());
+        if (auto then = std::move(fn->when_drained)) {
+            fn->when_drained = nullptr;
+            jobs.spawn(std::move(then));
+        }
     }
 
     // Caller holds mu. Every request waiting for `fn` gets `status` and `why`.
@@ -1067,6 +1102,8 @@ void Controller::shutdown(std::chrono::milliseconds drain) {
             std::lock_guard lock(I.mu);
             for (auto& [name, fn] : I.functions)
                 for (auto& inst : fn->instances) in_flight += inst->state->in_flight;
+            for (auto& fn : I.retired)
+                for (auto& inst : fn->instances) in_flight += inst->state->in_flight;
         }
         if (in_flight == 0 || Clock::now() - t0 > drain) {
             if (in_flight) spdlog::warn("event=drain-timeout in_flight={}", in_flight);
@@ -1086,6 +1123,10 @@ void Controller::shutdown(std::chrono::milliseconds drain) {
             fn->removed = true;
             for (auto& ps : fn->pool) ps->discard();
             fn->pool.clear();
+            auto instances = fn->instances;
+            for (auto& inst : instances) I.remove_instance(*fn, inst, false);
+        }
+        for (auto fn : std::vector(I.retired)) {  // a copy: the teardowns' ends take them out
             auto instances = fn->instances;
             for (auto& inst : instances) I.remove_instance(*fn, inst, false);
         }
@@ -1290,7 +1331,8 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
                     fn->waiters = std::move(previous->waiters);
                     previous->waiters.clear();
                     Impl::Callbacks ignored;
-                    I.retire(*previous, ignored);
+                    // The old version's files go once nothing of it runs (its instances map its code).
+                    I.retire(previous, ignored, [&I, old] { I.registry.remove_version(old); });
                 }
                 I.refill_pool(fn);
                 Impl::Callbacks out;
@@ -1298,13 +1340,6 @@ void Controller::deploy(const fs::path& dir, DeployProgress progress) {
                 deferred = std::move(out);
             }
             for (auto& f : deferred) f();
-            if (previous) {
-                I.jobs.spawn([&I, old] {
-                    // The old version's files go once its instances are gone (they map its code).
-                    std::this_thread::sleep_for(std::chrono::seconds(1));
-                    I.registry.remove_version(old);
-                });
-            }
             double total = ms_since(t0);
             spdlog::info("event=deployed function={} total_ms={:.1f} image_mb={:.1f}", name, total,
                          fn->entry.image_mb);
@@ -1335,7 +1370,15 @@ bool Controller::remove(const std::string& function) {
         auto it = I.functions.find(function);
         if (it == I.functions.end()) return false;
         entry = it->second->entry;
-        I.retire(*it->second, out);
+        I.retire(it->second, out, [&I, entry] {
+            I.registry.remove_version(entry);  // the removed version's files: no one else's
+            // What is left of the function's dir (current.json, the log) is the removed function's only
+            // if it was not deployed again meanwhile; checked, and removed, under the lock a deploy takes
+            // first.
+            std::lock_guard lock(I.mu);
+            if (I.functions.count(entry.name) || I.deploy_running(entry.name)) return;
+            I.registry.remove_function(entry);
+        });
         {
             std::lock_guard log_lock(it->second->log_mu);  // no copy of a draining instance's log after this
             it->second->unregistered = true;
@@ -1347,15 +1390,6 @@ bool Controller::remove(const std::string& function) {
     }
     for (auto& f : out) f();
     spdlog::info("event=removed function={}", function);
-    I.jobs.spawn([&I, entry] {
-        std::this_thread::sleep_for(std::chrono::seconds(1));
-        I.registry.remove_version(entry);  // the removed version's files: no one else's
-        // What is left of the function's dir (current.json, the log) is the removed function's only if
-        // it was not deployed again meanwhile; checked, and removed, under the lock a deploy takes first.
-        std::lock_guard lock(I.mu);
-        if (I.functions.count(entry.name) || I.deploy_running(entry.name)) return;
-        I.registry.remove_function(entry);
-    });
     return true;
 }
 

@@ -687,6 +687,46 @@ TEST_F(ServeTest, RemoveThenRedeployKeepsTheNewVersion) {
     TrackSeenInstances();
 }
 
+// A request still running on a function that is replaced (a redeploy) or removed (`rm`) ends with its
+// code in place; the old version's files go once nothing of it runs. They went 1 s after the switch,
+// from under the request, whose instance was then torn down on a gateway thread by the last reference.
+TEST_F(ServeTest, ReplacedOrRemovedFunctionsFinishTheirRequestsWithTheirCode) {
+    start_daemon();
+    auto fn = counter_variant("drain", {{"name", "\"e2e-drain\""}, {"prestart", "0"}, {"timeout_s", "20"}});
+    ASSERT_EQ(deploy(fn).exit_code(), 0);
+    ASSERT_EQ(invoke("e2e-drain").status, 200);
+    fs::path versions = registry_ / "functions" / "e2e-drain";
+    auto version_count = [&] {
+        size_t n = 0;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(versions, ec))
+            if (e.path().filename().string().rfind("v-", 0) == 0) n++;
+        return n;
+    };
+    std::string code_size = fmt::format("app.py has {} bytes", fs::file_size(fn / "app.py"));
+    for (std::string how : {"redeploy", "rm"}) {
+        HttpResponse slow;
+        std::thread request_thread([&] { slow = invoke("e2e-drain", "/readlater?ms=4000"); });
+        std::this_thread::sleep_for(300ms);
+        auto done = how == "redeploy" ? deploy(fn) : cli({"rm", "e2e-drain", "--server", address_});
+        ASSERT_EQ(done.exit_code(), 0) << done.describe();
+        std::this_thread::sleep_for(1500ms);  // past the old removal's second
+        EXPECT_GE(version_count(), how == "redeploy" ? 2u : 1u) << how << ": the draining version went";
+        request_thread.join();
+        EXPECT_EQ(slow.status, 200) << how << ": " << slow.body;
+        EXPECT_EQ(slow.body, code_size) << how;
+        auto deadline = Clock::now() + 10s;
+        while (version_count() != (how == "redeploy" ? 1u : 0u) && Clock::now() < deadline)
+            std::this_thread::sleep_for(50ms);
+        EXPECT_EQ(version_count(), how == "redeploy" ? 1u : 0u) << how << ": the drained version stayed";
+        if (how == "redeploy") {
+            ASSERT_EQ(invoke("e2e-drain").status, 200);
+        }
+    }
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 // A function printing without end fills neither the host's disk nor the daemon: its output waits on
 // its writable layer's tmpfs (charged to it), what the daemon copied is freed, and when it prints faster
 // than the daemon copies, the middle is dropped and the function's log says so.

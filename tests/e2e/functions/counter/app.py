@@ -84,6 +84,11 @@ class Handler(BaseHTTPRequestHandler):
             ms = int(arg.split("=")[-1] or 100)
             time.sleep(ms / 1000)
             self.answer(f"slept {ms}")
+        elif path == "/readlater":  # reads its own code after a while: it must still be there
+            ms = int(arg.split("=")[-1] or 100)
+            time.sleep(ms / 1000)
+            with open("/function/app.py", "rb") as f:
+                self.answer(f"app.py has {len(f.read())} bytes")
         elif path == "/echo":
             self.answer(body, extra={"X-Length": str(len(body)), "X-Method": self.command})
         elif path == "/big":
