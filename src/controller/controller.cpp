@@ -746,6 +746,8 @@ struct Controller::Impl {
     }
 
     // Caller holds mu. Takes the instance out of service; its sandbox is torn down on a job thread.
+    // `tell_policy`: false only where the policy decided it (an eviction) or nothing decides any more
+    // (shutdown); an instance the policy is not told of stays in its idle set, to be evicted in vain.
     void remove_instance(FunctionState& fn, const std::shared_ptr<Instance>& inst, bool tell_policy) {
         auto& s = *inst->state;
         if (s.phase == Instance::State::Phase::Gone) return;
@@ -791,7 +793,7 @@ struct Controller::Impl {
         fn->pool.clear();
         auto instances = fn->instances;
         for (auto& inst : instances)
-            if (inst->state->in_flight == 0) remove_instance(*fn, inst, false);
+            if (inst->state->in_flight == 0) remove_instance(*fn, inst, /*tell_policy=*/true);
         reject_waiters(*fn, 503, fmt::format("function {} was removed", fn->name), out);
         settle(fn);
     }
@@ -1215,7 +1217,7 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
                 }
             }
             if (fn->removed) {
-                if (s.in_flight == 0) I.remove_instance(*fn, inst, false);
+                if (s.in_flight == 0) I.remove_instance(*fn, inst, /*tell_policy=*/true);
             } else {
                 I.dispatch(fn, out);
             }

@@ -460,6 +460,12 @@ TEST_F(ServeTest, ScaleUpRestoresAFewAtATime) {
 // instances, LRU evicts the least recently used one as soon as both are idle.
 TEST_F(ServeTest, IdleMemoryBudgetMakesThePolicyEvict) {
     start_daemon({"--policy", "lru", "--memory-mb", "150"});
+    // An idle instance of a function removed since: gone from the policy too. Left in its idle set, it
+    // was the one the policy chose to evict below, which freed nothing.
+    ASSERT_EQ(deploy(counter_variant("ghost", {{"name", "\"e2e-ghost\""}, {"prestart", "0"}})).exit_code(),
+              0);
+    ASSERT_EQ(invoke("e2e-ghost").status, 200);
+    ASSERT_EQ(cli({"rm", "e2e-ghost", "--server", address_}).exit_code(), 0);
     ASSERT_EQ(deploy(counter_variant("evict", {{"name", "\"e2e-evict\""}, {"prestart", "0"}})).exit_code(),
               0);
     std::vector<HttpResponse> results(2);
