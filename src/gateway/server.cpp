@@ -1534,6 +1534,7 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         log_path_ = *path;
+        log_function_ = name;
         bool follow = query_param(target, "follow") == "1" || query_param(target, "follow") == "true";
         std::string text;
         try {
@@ -1560,6 +1561,16 @@ class Session : public std::enable_shared_from_this<Session> {
             if (ec || self->stream_failed_) return;
             if (self->server_.stopping) {
                 self->stream_chunk("", true);
+                return;
+            }
+            // A client that left is noticed here, not at the next write: a quiet log has none, and the
+            // session (its socket, this timer) stayed until the daemon stopped.
+            if (sys::peek_stream(self->stream_.socket().native_handle()) == sys::StreamPeek::Closed) {
+                self->close();
+                return;
+            }
+            if (!self->server_.controller.log_path(self->log_function_)) {
+                self->stream_chunk("[initless: the function was removed]\n", true);
                 return;
             }
             // Read on only once the client took what was sent: one that does not read holds at most
@@ -1735,7 +1746,8 @@ class Session : public std::enable_shared_from_this<Session> {
     std::optional<net::steady_timer> timer_;
     std::filesystem::path log_path_;
     uint64_t log_offset_ = 0;
-    ino_t log_ino_ = 0;  // the followed log's inode (replaced when it is cut)
+    std::string log_function_;  // whose log is followed
+    ino_t log_ino_ = 0;         // the followed log's inode (replaced when it is cut)
 };
 
 }  // namespace

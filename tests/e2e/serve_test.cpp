@@ -1608,6 +1608,41 @@ TEST_F(ServeTest, AFollowedLogGoesOnPastItsCutAtTheReadersPace) {
     TrackSeenInstances();
 }
 
+// A follower of a quiet log that leaves is let go within a tick, and a follow of a function removed
+// meanwhile ends, saying so. Each stayed until the daemon stopped (its socket, a timer at 5 Hz): a
+// client with API access could fill the daemon's fds.
+TEST_F(ServeTest, FollowersThatLeaveOrOutliveTheirFunctionAreLetGo) {
+    start_daemon();
+    deploy_and_call_once("e2e-quiet");
+    pid_t daemon = daemon_->pid();
+    auto daemon_fds = [&] {
+        return std::distance(fs::directory_iterator(fmt::format("/proc/{}/fd", daemon)),
+                             fs::directory_iterator());
+    };
+    long before = daemon_fds();
+    const std::string follow = "GET /system/logs?name=e2e-quiet&follow=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    {
+        std::vector<std::unique_ptr<RawClient>> followers;
+        for (int i = 0; i < 20; ++i) {
+            followers.push_back(std::make_unique<RawClient>(port_));
+            followers.back()->send(follow);
+            ASSERT_TRUE(followers.back()->read_until("\r\n\r\n", 5000ms));
+        }
+        EXPECT_GE(daemon_fds(), before + 15) << "before " << before;
+    }
+    auto deadline = Clock::now() + 3s;
+    while (daemon_fds() > before && Clock::now() < deadline) std::this_thread::sleep_for(50ms);
+    EXPECT_LE(daemon_fds(), before + 2) << "the followers that left are still held (before " << before << ")";
+    RawClient follower(port_);
+    follower.send(follow);
+    ASSERT_TRUE(follower.read_until("\r\n\r\n", 5000ms));
+    ASSERT_EQ(cli({"rm", "e2e-quiet", "--server", address_}).exit_code(), 0);
+    EXPECT_TRUE(follower.read_to_close(3000ms)) << follower.got;
+    EXPECT_NE(follower.got.find("[initless: the function was removed]"), std::string::npos) << follower.got;
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    TrackSeenInstances();
+}
+
 // Request bodies are held whole until they go to the function, so those held at once are bounded
 // (--max-held-bodies-mb). Bytes count as they arrive: a head declaring a length holds nothing (else a few
 // heads alone would shut every upload out); a declared length the bound has no room for now gets 503 at
