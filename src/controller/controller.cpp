@@ -115,16 +115,6 @@ struct PooledSandbox {
     double prepare_ms = 0;
 };
 
-std::string short_reason(const std::string& error) {
-    // A label value for initless_restore_fallbacks_total: the error's first words, bounded.
-    std::string r;
-    for (char c : error) {
-        if (c == ':' || c == '\n' || r.size() >= 40) break;
-        r += (std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::tolower(c)) : '-');
-    }
-    return r.empty() ? "unknown" : r;
-}
-
 // Answers a waiting request with an error status and a one-line reason (run once the mutex is released).
 void reject(std::vector<std::function<void()>>& out, AcquireCallback done, int status, std::string why) {
     Acquired a;
@@ -595,7 +585,7 @@ struct Controller::Impl {
         spdlog::warn("event=restore-failed function={} fallback={} error=\"{}\"", fn->name,
                      leaving ? "none (the function is leaving)" : "boot", error);
         metrics().add("initless_restore_fallbacks_total",
-                      {{"function", fn->name}, {"reason", short_reason(error)}});
+                      {{"function", fn->name}, {"reason", Metrics::reason_label(error)}});
         if (leaving) return start_failed(fn, "restore failed: " + error);  // no boot for a function leaving
         boot(fn, prewarm, "restore failed: " + error);
     }

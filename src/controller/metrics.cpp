@@ -1,6 +1,7 @@
 #include "initless/controller/metrics.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -23,6 +24,25 @@ std::string Metrics::escape_label_value(const std::string& v) {
             out += c;
     }
     return out;
+}
+
+std::string Metrics::reason_label(const std::string& error) {
+    std::string r;
+    for (size_t i = 0; i < error.size() && r.size() < 40; ++i) {
+        char c = error[i];
+        if (c == ':' || c == '\n') break;
+        if (std::isdigit(static_cast<unsigned char>(c))) {
+            bool hex = c == '0' && i + 1 < error.size() && error[i + 1] == 'x';
+            if (hex) ++i;
+            while (i + 1 < error.size() && (hex ? std::isxdigit(static_cast<unsigned char>(error[i + 1]))
+                                                : std::isdigit(static_cast<unsigned char>(error[i + 1]))))
+                ++i;
+            r += 'n';
+            continue;
+        }
+        r += (std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::tolower(c)) : '-');
+    }
+    return r.empty() ? "unknown" : r;
 }
 
 std::string Metrics::render(const Labels& labels) {

@@ -44,6 +44,19 @@ TEST(Metrics, AHistogramLookedUpButNotYetRecordedShowsZeros) {
     EXPECT_NE(text.find("latency_seconds_count{function=\"a\"} 0\n"), std::string::npos) << text;
 }
 
+// A failure's label is its kind: the pids, thread ids and addresses in its message do not make a series
+// each (a new series per failed restore, kept for good).
+TEST(Metrics, AReasonLabelIsTheKindOfTheErrorNotItsNumbers) {
+    EXPECT_EQ(Metrics::reason_label("thread 4123 did not stop within 100 ms: gone"),
+              "thread-n-did-not-stop-within-n-ms");
+    EXPECT_EQ(Metrics::reason_label("thread 77 did not stop within 2000 ms"),
+              "thread-n-did-not-stop-within-n-ms");
+    EXPECT_EQ(Metrics::reason_label("bad map at 0x7f12ab34cd00 in task 12"), "bad-map-at-n-in-task-n");
+    EXPECT_EQ(Metrics::reason_label("image corrupted: pages.img"), "image-corrupted");
+    EXPECT_EQ(Metrics::reason_label(""), "unknown");
+    EXPECT_LE(Metrics::reason_label(std::string(100, 'a')).size(), 40u);
+}
+
 TEST(Metrics, LabelValuesAreEscaped) {
     EXPECT_EQ(Metrics::escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }

@@ -56,6 +56,11 @@ class Metrics {
 
     static std::string escape_label_value(const std::string& v);
 
+    // A label value naming the kind of an error: its first words, lower case, at most 40 characters;
+    // a number (a pid, a thread's id, an address) becomes "n", so that each kind of failure is one
+    // series, not one per failure.
+    static std::string reason_label(const std::string& error);
+
   private:
     struct Family {
         Type type = Type::Counter;
