@@ -237,6 +237,10 @@ struct FunctionState {
     // more (its version's files go: its instances map its code and its image).
     uint32_t teardowns = 0;
     std::function<void()> when_drained;
+    // Boots waiting for the ready phrase (up to timeout_s), each by a pidfd of its sandbox's init: killed
+    // when the function is removed or the daemon stops, so that those waits end at once.
+    std::map<uint64_t, sys::UniqueFd> booting;
+    uint64_t boot_seq = 0;
     // Removed by `rm` (not replaced by a new version): its draining instances' output no longer goes to
     // the name's log, which a new deploy of the name owns.
     std::atomic<bool> unregistered{false};
@@ -595,15 +599,28 @@ struct Controller::Impl {
         Clock::time_point t0 = Clock::now();
         std::unique_ptr<sandbox::Sandbox> sb;
         double sandbox_ms = 0;
+        uint64_t boot_id = 0;
+        auto unregister = [&] {
+            std::lock_guard lock(mu);
+            fn->booting.erase(boot_id);
+        };
         try {
             sb = std::make_unique<sandbox::Sandbox>(sandbox::Sandbox::prepare(fn->spec));
             sandbox_ms = ms_since(t0);
+            {
+                std::lock_guard lock(mu);
+                if (fn->removed || shutting_down) throw Error("the function is leaving service");
+                boot_id = ++fn->boot_seq;
+                fn->booting.emplace(boot_id, sb->init_pidfd());
+            }
             sb->start();
             sb->wait_ready(fn->spec.ready, std::chrono::seconds(fn->spec.timeout_s));
         } catch (const std::exception& e) {
+            unregister();
             if (sb) sb->teardown();
             return start_failed(fn, e.what());
         }
+        unregister();
         double boot_ms = ms_since(t0);
         metrics().observe("initless_boot_seconds", {{"function", fn->name}}, boot_ms / 1000);
         spdlog::info("event=booted function={} instance={} boot_ms={:.1f} why=\"{}\"", fn->name, sb->id(),
@@ -778,6 +795,7 @@ struct Controller::Impl {
                 std::function<void()> when_drained) {
         fn->removed = true;
         fn->when_drained = std::move(when_drained);
+        kill_boots(*fn);
         retired.push_back(fn);
         for (auto& ps : fn->pool) ps->discard();
         fn->pool.clear();
@@ -786,6 +804,17 @@ struct Controller::Impl {
             if (inst->state->in_flight == 0) remove_instance(*fn, inst, /*tell_policy=*/true);
         reject_waiters(*fn, 503, fmt::format("function {} was removed", fn->name), out);
         settle(fn);
+    }
+
+    // Caller holds mu.
+    static void kill_boots(FunctionState& fn) {
+        for (auto& [id, init] : fn.booting) {
+            try {
+                sys::pidfd_send_signal(init.get(), SIGKILL);
+            } catch (const Error& e) {
+                spdlog::warn("event=boot-kill-failed function={} error=\"{}\"", fn.name, e.what());
+            }
+        }
     }
 
     // Caller holds mu. A retired function with nothing left running is let go, and its when_drained
@@ -1117,6 +1146,7 @@ void Controller::shutdown(std::chrono::milliseconds drain) {
             fn->pool.clear();
             auto instances = fn->instances;
             for (auto& inst : instances) I.remove_instance(*fn, inst, false);
+            Impl::kill_boots(*fn);
         }
         for (auto fn : std::vector(I.retired)) {  // a copy: the teardowns' ends take them out
             auto instances = fn->instances;

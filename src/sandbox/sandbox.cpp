@@ -501,8 +501,18 @@ void Sandbox::wait_ready(const std::string& phrase, std::chrono::milliseconds ti
             throw Error(
                 fmt::format("function {} did not print its ready phrase '{}' within {} ms; log tail:\n{}",
                             spec_.name, phrase, timeout.count(), log_tail()));
-        pollfd p[2] = {{inotify.get(), POLLIN, 0}, {control_.get(), POLLIN, 0}};
-        ::poll(p, 2, static_cast<int>(std::min<long>(left, 100)));
+        pollfd p[3] = {
+            {inotify.get(), POLLIN, 0}, {control_.get(), POLLIN, 0}, {init_pidfd_.get(), POLLIN, 0}};
+        ::poll(p, init_pidfd_ ? 3 : 2, static_cast<int>(std::min<long>(left, 100)));
+        if (init_pidfd_ && (p[2].revents & POLLIN)) {
+            // Init is gone (killed: the daemon stopping). Waiting on would spin on its closed control
+            // socket until the deadline.
+            if (auto ex = poll_exit())
+                throw Error(fmt::format("function {} {} before printing its ready phrase '{}'; log tail:\n{}",
+                                        spec_.name, ex->describe(), phrase, log_tail()));
+            throw Error(fmt::format("function {}: its sandbox's init exited before the ready phrase '{}'",
+                                    spec_.name, phrase));
+        }
         while (::read(inotify.get(), buf, sizeof buf) > 0) {
         }
     }

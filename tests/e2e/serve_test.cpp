@@ -1112,6 +1112,50 @@ TEST_F(ServeTest, BadDeploysFailClearlyAndLeaveNothing) {
 // A shutdown does not wait for a deploy that waits on its function: the deploy's sandboxes are killed,
 // the deploy fails saying so, and the daemon exits at once (it waited up to timeout_s, then 60 s for its
 // jobs, and went on with the job still running).
+// A boot waiting for its ready phrase (a function with no usable snapshot, up to timeout_s) is ended by
+// the shutdown, and by the function's removal. The shutdown waited 60 s for it, then went on while the
+// boot's thread still used the controller it freed.
+TEST_F(ServeTest, ShutdownAndRemovalEndABootThatWaitsOnItsFunction) {
+    start_daemon();
+    auto fn = counter_variant("slow-boot",
+                              {{"name", "\"e2e-slow-boot\""}, {"prestart", "0"}, {"timeout_s", "300"}});
+    ASSERT_EQ(deploy(fn).exit_code(), 0);
+    auto described = json::parse(request("GET", "/system/function/e2e-slow-boot").body);
+    fs::path image = described["snapshot"].get<std::string>();
+    EXPECT_EQ(stop_daemon().exit_code(), 0);
+    // Boots from now on never get ready (the registry's copy of the code is what instances run), and
+    // the snapshot is unusable, so a request boots.
+    std::ofstream(image.parent_path() / "code" / "ready-delay") << "1000";
+    ASSERT_TRUE(fs::exists(image.parent_path() / "code" / "app.py")) << image;
+    std::ofstream(image / "pages.img", std::ios::in | std::ios::out | std::ios::binary).write("garbage!", 8);
+    for (std::string how : {"rm", "stop"}) {
+        start_daemon();
+        HttpResponse waited;
+        std::thread waiting([&] { waited = invoke("e2e-slow-boot"); });
+        std::this_thread::sleep_for(1500ms);  // the boot waits for its ready phrase now
+        auto t0 = Clock::now();
+        if (how == "rm") {
+            ASSERT_EQ(cli({"rm", "e2e-slow-boot", "--server", address_}).exit_code(), 0);
+            waiting.join();
+            EXPECT_LT(Clock::now() - t0, 5s) << "the removal left the boot waiting";
+            EXPECT_EQ(waited.status, 503) << waited.body;
+            ASSERT_EQ(deploy(fn).exit_code(), 0);  // for the next round, the same way
+            described = json::parse(request("GET", "/system/function/e2e-slow-boot").body);
+            image = described["snapshot"].get<std::string>();
+            EXPECT_EQ(stop_daemon().exit_code(), 0);
+            std::ofstream(image.parent_path() / "code" / "ready-delay") << "1000";
+            std::ofstream(image / "pages.img", std::ios::in | std::ios::out | std::ios::binary)
+                .write("garbage!", 8);
+        } else {
+            auto stopped = stop_daemon();
+            waiting.join();
+            EXPECT_LT(Clock::now() - t0, 10s) << "the shutdown waited for the boot";
+            EXPECT_EQ(stopped.exit_code(), 0) << stopped.describe();
+            EXPECT_EQ(stopped.err.find("shutdown-jobs-left"), std::string::npos) << stopped.err;
+        }
+    }
+}
+
 TEST_F(ServeTest, ShutdownEndsADeployThatWaitsOnItsFunction) {
     start_daemon();
     fs::path dir = scratch_ / "silent-long";
