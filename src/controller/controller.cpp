@@ -1205,7 +1205,8 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
     auto& s = *inst->state;
     Impl::Callbacks out;
     std::shared_ptr<FunctionState> fn = s.fn.lock();
-    const std::string transport = broken.empty() ? "the connection to the function broke" : broken;
+    // What the gateway saw, for a broken request (not made for the others: this is the warm path).
+    if (outcome == Outcome::UpstreamFailed && broken.empty()) broken = "the connection to the function broke";
     bool suspected = false, diagnose_now = false;
     {
         std::lock_guard lock(I.mu);
@@ -1229,7 +1230,7 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
                     I.became_idle(*fn, inst, policy::IdleReason::AfterInvocation);
                 }
             } else if (outcome == Outcome::UpstreamFailed) {
-                s.suspect.push_back({transport, std::move(diagnosed)});
+                s.suspect.push_back({broken, std::move(diagnosed)});
                 suspected = true;
                 if (!s.diagnosing) {
                     s.diagnosing = true;
@@ -1257,7 +1258,7 @@ void Controller::release(const Acquired& slot, Outcome outcome, std::function<vo
         if (fn)
             metrics_.add("initless_instance_failures_total", {{"function", fn->name}, {"reason", "crash"}});
         std::string death = s.death();
-        if (diagnosed) diagnosed(death.empty() ? transport : death);
+        if (diagnosed) diagnosed(death.empty() ? broken : death);
         return;
     }
     if (!diagnose_now) return;  // the diagnosis running answers this request too
