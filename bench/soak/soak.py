@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--port", type=int, default=18600)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"))
     ap.add_argument("--sample-s", type=float, default=10)
+    ap.add_argument("--restore", default="", help="the counter's restore strategy (function.toml `restore`)")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="initless-soak-")
@@ -74,7 +75,7 @@ def main():
 
     counter = function_dir("soak-counter", os.path.join(ROOT, "tests", "e2e", "functions", "counter"),
                            ["timeout_s = 2", "prestart = 2", "prestart_max_age_s = 3", "max_instances = 4",
-                            "queue_timeout_ms = 5000"])
+                            "queue_timeout_ms = 5000"] + ([f'restore = "{args.restore}"'] if args.restore else []))
     d = cli("deploy", counter)
     if d.returncode != 0:
         sys.exit(f"deploy failed: {d.stderr}")
@@ -217,7 +218,8 @@ def main():
     lines = [
         "# Soak of `initless serve`",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, commit {commit}, {os.cpu_count()} CPUs, "
-        f"{args.minutes:g} minutes of churn (bench/soak/soak.py; samples in soak.csv).",
+        f"{args.minutes:g} minutes of churn (bench/soak/soak.py; samples in soak.csv)"
+        + (f", the counter restored `{args.restore}`." if args.restore else "."),
         "",
         "| requests and events | count |", "| --- | --- |",
         *[f"| {k} | {v} |" for k, v in sorted(counts.items())],
