@@ -712,7 +712,7 @@ TEST_F(ServeTest, ReplacedOrRemovedFunctionsFinishTheirRequestsWithTheirCode) {
     std::string code_size = fmt::format("app.py has {} bytes", fs::file_size(fn / "app.py"));
     for (std::string how : {"redeploy", "rm"}) {
         HttpResponse slow;
-        std::thread request_thread([&] { slow = invoke("e2e-drain", "/readlater?ms=4000"); });
+        std::thread request_thread([&] { slow = invoke("e2e-drain", "/readlater?ms=9000"); });
         std::this_thread::sleep_for(300ms);
         auto done = how == "redeploy" ? deploy(fn) : cli({"rm", "e2e-drain", "--server", address_});
         ASSERT_EQ(done.exit_code(), 0) << done.describe();
@@ -1109,9 +1109,6 @@ TEST_F(ServeTest, BadDeploysFailClearlyAndLeaveNothing) {
     EXPECT_EQ(stop_daemon().exit_code(), 0);
 }
 
-// A shutdown does not wait for a deploy that waits on its function: the deploy's sandboxes are killed,
-// the deploy fails saying so, and the daemon exits at once (it waited up to timeout_s, then 60 s for its
-// jobs, and went on with the job still running).
 // A boot waiting for its ready phrase (a function with no usable snapshot, up to timeout_s) is ended by
 // the shutdown, and by the function's removal. The shutdown waited 60 s for it, then went on while the
 // boot's thread still used the controller it freed.
@@ -1139,6 +1136,10 @@ TEST_F(ServeTest, ShutdownAndRemovalEndABootThatWaitsOnItsFunction) {
             waiting.join();
             EXPECT_LT(Clock::now() - t0, 5s) << "the removal left the boot waiting";
             EXPECT_EQ(waited.status, 503) << waited.body;
+            // The boot's sandbox goes too (the 503 alone came before, while the boot went on to timeout_s).
+            for (auto until = Clock::now() + 5s; !instance_dirs().empty() && Clock::now() < until;)
+                std::this_thread::sleep_for(50ms);
+            EXPECT_EQ(instance_dirs(), std::vector<std::string>{}) << "the removed function's boot goes on";
             ASSERT_EQ(deploy(fn).exit_code(), 0);  // for the next round, the same way
             described = json::parse(request("GET", "/system/function/e2e-slow-boot").body);
             image = described["snapshot"].get<std::string>();
@@ -1156,6 +1157,9 @@ TEST_F(ServeTest, ShutdownAndRemovalEndABootThatWaitsOnItsFunction) {
     }
 }
 
+// A shutdown does not wait for a deploy that waits on its function: the deploy's sandboxes are killed,
+// the deploy fails saying so, and the daemon exits at once (it waited up to timeout_s, then 60 s for its
+// jobs, and went on with the job still running).
 TEST_F(ServeTest, ShutdownEndsADeployThatWaitsOnItsFunction) {
     start_daemon();
     fs::path dir = scratch_ / "silent-long";
