@@ -1390,6 +1390,8 @@ bool Controller::remove(const std::string& function) {
     RegistryEntry entry;
     {
         std::lock_guard lock(I.mu);
+        // Its cleanup job would outlive the controller.
+        if (I.shutting_down) throw Error("the server is shutting down");
         auto it = I.functions.find(function);
         if (it == I.functions.end()) return false;
         entry = it->second->entry;

@@ -1505,7 +1505,14 @@ class Session : public std::enable_shared_from_this<Session> {
                 return;
             }
         }
-        if (server_.controller.remove(name))
+        bool removed = false;
+        try {
+            removed = server_.controller.remove(name);
+        } catch (const Error& e) {
+            send_text(http::status::service_unavailable, e.what());
+            return;
+        }
+        if (removed)
             send_text(http::status::accepted, fmt::format("removed {}", name));
         else
             send_text(http::status::not_found, fmt::format("no function named '{}' is deployed", name));

@@ -139,7 +139,8 @@ class Controller {
     // job thread of its own; `progress` gets each step and then the end. A failed deploy leaves
     // nothing behind (a redeploy that fails keeps the function as it was).
     void deploy(const std::filesystem::path& dir, DeployProgress progress);
-    // Unregisters a function: its instances and pool are torn down, its files removed. False if unknown.
+    // Unregisters a function: its instances and pool are torn down, its files removed once nothing of
+    // it runs. False if unknown; throws Error once shutdown() has begun.
     bool remove(const std::string& function);
 
     // Sets the number of instances (OpenFaaS's scale-function): idle instances beyond `replicas` are
