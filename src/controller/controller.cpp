@@ -829,6 +829,13 @@ struct Controller::Impl {
         }
     }
 
+    // Caller holds mu. Every function something of which may run: the registered ones and the retired.
+    std::vector<std::shared_ptr<FunctionState>> every_function() const {
+        std::vector<std::shared_ptr<FunctionState>> all(retired);
+        for (const auto& [name, fn] : functions) all.push_back(fn);
+        return all;
+    }
+
     // Caller holds mu. Every request waiting for `fn` gets `status` and `why`.
     static void reject_waiters(FunctionState& fn, int status, const std::string& why, Callbacks& out) {
         for (auto& w : fn.waiters) reject(out, std::move(w.done), status, why);
@@ -1121,9 +1128,7 @@ void Controller::shutdown(std::chrono::milliseconds drain) {
         uint32_t in_flight = 0;
         {
             std::lock_guard lock(I.mu);
-            for (auto& [name, fn] : I.functions)
-                for (auto& inst : fn->instances) in_flight += inst->state->in_flight;
-            for (auto& fn : I.retired)
+            for (auto& fn : I.every_function())
                 for (auto& inst : fn->instances) in_flight += inst->state->in_flight;
         }
         if (in_flight == 0 || Clock::now() - t0 > drain) {
@@ -1140,17 +1145,13 @@ void Controller::shutdown(std::chrono::milliseconds drain) {
     if (I.ticker.joinable()) I.ticker.join();
     {
         std::lock_guard lock(I.mu);
-        for (auto& [name, fn] : I.functions) {
+        for (auto& fn : I.every_function()) {
             fn->removed = true;
             for (auto& ps : fn->pool) ps->discard();
             fn->pool.clear();
             auto instances = fn->instances;
             for (auto& inst : instances) I.remove_instance(*fn, inst, false);
             Impl::kill_boots(*fn);
-        }
-        for (auto fn : std::vector(I.retired)) {  // a copy: the teardowns' ends take them out
-            auto instances = fn->instances;
-            for (auto& inst : instances) I.remove_instance(*fn, inst, false);
         }
         for (auto& [name, inits] : I.deploys) {
             spdlog::info("event=deploy-stopped function={} reason=\"the server is shutting down\"", name);

@@ -485,6 +485,7 @@ void Sandbox::wait_ready(const std::string& phrase, std::chrono::milliseconds ti
     sys::UniqueFd log = sys::open_file(log_path(), O_RDONLY);
     std::string window;
     char buf[65536];
+    bool init_gone = false;
     for (;;) {
         for (;;) {
             ssize_t n = ::read(log.get(), buf, sizeof buf);
@@ -496,6 +497,11 @@ void Sandbox::wait_ready(const std::string& phrase, std::chrono::milliseconds ti
         if (auto ex = poll_exit())
             throw Error(fmt::format("function {} {} before printing its ready phrase '{}'; log tail:\n{}",
                                     spec_.name, ex->describe(), phrase, log_tail()));
+        // Init is gone with no exit report (killed: the daemon stopping). Waiting on would spin on its
+        // closed control socket until the deadline.
+        if (init_gone)
+            throw Error(fmt::format("function {}: its sandbox's init exited before the ready phrase '{}'",
+                                    spec_.name, phrase));
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
         if (left <= 0)
             throw Error(
@@ -504,15 +510,7 @@ void Sandbox::wait_ready(const std::string& phrase, std::chrono::milliseconds ti
         pollfd p[3] = {
             {inotify.get(), POLLIN, 0}, {control_.get(), POLLIN, 0}, {init_pidfd_.get(), POLLIN, 0}};
         ::poll(p, init_pidfd_ ? 3 : 2, static_cast<int>(std::min<long>(left, 100)));
-        if (init_pidfd_ && (p[2].revents & POLLIN)) {
-            // Init is gone (killed: the daemon stopping). Waiting on would spin on its closed control
-            // socket until the deadline.
-            if (auto ex = poll_exit())
-                throw Error(fmt::format("function {} {} before printing its ready phrase '{}'; log tail:\n{}",
-                                        spec_.name, ex->describe(), phrase, log_tail()));
-            throw Error(fmt::format("function {}: its sandbox's init exited before the ready phrase '{}'",
-                                    spec_.name, phrase));
-        }
+        init_gone = init_pidfd_ && (p[2].revents & POLLIN);  // judged at the top, after the log and reports
         while (::read(inotify.get(), buf, sizeof buf) > 0) {
         }
     }
