@@ -786,6 +786,11 @@ TEST_F(ServeTest, BrokenResponsesAreNamedAndTheInstanceStays) {
     TrackSeenInstances();
 }
 
+// How many fds process `pid` has open.
+long open_fds(pid_t pid) {
+    return std::distance(fs::directory_iterator(fmt::format("/proc/{}/fd", pid)), fs::directory_iterator());
+}
+
 // A daemon short of file descriptors (its soft limit lowered under it, as a host's limits or a flood of
 // connections would) fails the starts it cannot make, with a reason, and serves again once it has fds;
 // it stops cleanly and leaves no instance dir. Before: a teardown's directory listing threw
@@ -799,8 +804,7 @@ TEST_F(ServeTest, ADaemonShortOfFdsFailsStartsThenServesAgain) {
     ASSERT_EQ(invoke("e2e-fds").status, 200);
     rlimit old{};
     ASSERT_EQ(::prlimit(daemon_->pid(), RLIMIT_NOFILE, nullptr, &old), 0);
-    size_t open_now = std::distance(fs::directory_iterator(fmt::format("/proc/{}/fd", daemon_->pid())),
-                                    fs::directory_iterator());
+    size_t open_now = open_fds(daemon_->pid());
     rlimit tight = old;
     tight.rlim_cur = open_now + 12;
     ASSERT_EQ(::prlimit(daemon_->pid(), RLIMIT_NOFILE, &tight, nullptr), 0);
@@ -1113,18 +1117,22 @@ TEST_F(ServeTest, BadDeploysFailClearlyAndLeaveNothing) {
 // the shutdown, and by the function's removal. The shutdown waited 60 s for it, then went on while the
 // boot's thread still used the controller it freed.
 TEST_F(ServeTest, ShutdownAndRemovalEndABootThatWaitsOnItsFunction) {
-    start_daemon();
     auto fn = counter_variant("slow-boot",
                               {{"name", "\"e2e-slow-boot\""}, {"prestart", "0"}, {"timeout_s", "300"}});
-    ASSERT_EQ(deploy(fn).exit_code(), 0);
-    auto described = json::parse(request("GET", "/system/function/e2e-slow-boot").body);
-    fs::path image = described["snapshot"].get<std::string>();
-    EXPECT_EQ(stop_daemon().exit_code(), 0);
-    // Boots from now on never get ready (the registry's copy of the code is what instances run), and
-    // the snapshot is unusable, so a request boots.
-    std::ofstream(image.parent_path() / "code" / "ready-delay") << "1000";
-    ASSERT_TRUE(fs::exists(image.parent_path() / "code" / "app.py")) << image;
-    std::ofstream(image / "pages.img", std::ios::in | std::ios::out | std::ios::binary).write("garbage!", 8);
+    // Deploys it on the running daemon and stops that: boots from the next start never get ready (the
+    // registry's copy of the code is what instances run), and the snapshot is unusable, so a request boots.
+    auto deploy_with_slow_boots = [&] {
+        ASSERT_EQ(deploy(fn).exit_code(), 0);
+        fs::path image =
+            json::parse(request("GET", "/system/function/e2e-slow-boot").body)["snapshot"].get<std::string>();
+        EXPECT_EQ(stop_daemon().exit_code(), 0);
+        ASSERT_TRUE(fs::exists(image.parent_path() / "code" / "app.py")) << image;
+        std::ofstream(image.parent_path() / "code" / "ready-delay") << "1000";
+        std::ofstream(image / "pages.img", std::ios::in | std::ios::out | std::ios::binary)
+            .write("garbage!", 8);
+    };
+    start_daemon();
+    deploy_with_slow_boots();
     for (std::string how : {"rm", "stop"}) {
         start_daemon();
         HttpResponse waited;
@@ -1140,13 +1148,7 @@ TEST_F(ServeTest, ShutdownAndRemovalEndABootThatWaitsOnItsFunction) {
             for (auto until = Clock::now() + 5s; !instance_dirs().empty() && Clock::now() < until;)
                 std::this_thread::sleep_for(50ms);
             EXPECT_EQ(instance_dirs(), std::vector<std::string>{}) << "the removed function's boot goes on";
-            ASSERT_EQ(deploy(fn).exit_code(), 0);  // for the next round, the same way
-            described = json::parse(request("GET", "/system/function/e2e-slow-boot").body);
-            image = described["snapshot"].get<std::string>();
-            EXPECT_EQ(stop_daemon().exit_code(), 0);
-            std::ofstream(image.parent_path() / "code" / "ready-delay") << "1000";
-            std::ofstream(image / "pages.img", std::ios::in | std::ios::out | std::ios::binary)
-                .write("garbage!", 8);
+            deploy_with_slow_boots();  // for the next round
         } else {
             auto stopped = stop_daemon();
             waiting.join();
@@ -1663,11 +1665,7 @@ TEST_F(ServeTest, FollowersThatLeaveOrOutliveTheirFunctionAreLetGo) {
     start_daemon();
     deploy_and_call_once("e2e-quiet");
     pid_t daemon = daemon_->pid();
-    auto daemon_fds = [&] {
-        return std::distance(fs::directory_iterator(fmt::format("/proc/{}/fd", daemon)),
-                             fs::directory_iterator());
-    };
-    long before = daemon_fds();
+    long before = open_fds(daemon);
     const std::string follow = "GET /system/logs?name=e2e-quiet&follow=1 HTTP/1.1\r\nHost: x\r\n\r\n";
     {
         std::vector<std::unique_ptr<RawClient>> followers;
@@ -1676,11 +1674,12 @@ TEST_F(ServeTest, FollowersThatLeaveOrOutliveTheirFunctionAreLetGo) {
             followers.back()->send(follow);
             ASSERT_TRUE(followers.back()->read_until("\r\n\r\n", 5000ms));
         }
-        EXPECT_GE(daemon_fds(), before + 15) << "before " << before;
+        EXPECT_GE(open_fds(daemon), before + 15) << "before " << before;
     }
     auto deadline = Clock::now() + 3s;
-    while (daemon_fds() > before && Clock::now() < deadline) std::this_thread::sleep_for(50ms);
-    EXPECT_LE(daemon_fds(), before + 2) << "the followers that left are still held (before " << before << ")";
+    while (open_fds(daemon) > before && Clock::now() < deadline) std::this_thread::sleep_for(50ms);
+    EXPECT_LE(open_fds(daemon), before + 2)
+        << "the followers that left are still held (before " << before << ")";
     RawClient follower(port_);
     follower.send(follow);
     ASSERT_TRUE(follower.read_until("\r\n\r\n", 5000ms));
